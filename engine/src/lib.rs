@@ -1,0 +1,11 @@
+//! cairn-engine: the domain of cairn — partition refs and patterns, the graph
+//! file, the configure protocol, action keys, the pure planner, and the
+//! executor that runs a plan through the ports in [`ports`].
+
+pub mod digest;
+pub mod ports;
+pub mod record;
+pub mod refs;
+
+pub use digest::{ActionKey, ContentDigest, KeyHasher};
+pub use refs::{Bindings, PartitionRef, Pattern, RefError};

@@ -1,0 +1,98 @@
+//! The ports through which the executor reaches durable state. `cairn-store`
+//! implements them on redb and the file system; tests may use in-memory ones.
+//!
+//! Durability contract: bytes given to [`BlobStore`] become durable no later
+//! than [`BlobStore::sync`]; the executor calls `sync` before
+//! [`Catalog::append`] commits events that refer to those blobs, so the catalog
+//! never points to a missing blob.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::{ActionKey, ContentDigest};
+use crate::record::{Event, EventKind, Manifest, PartitionState, StatEntry};
+use crate::refs::PartitionRef;
+
+/// Errors from the store. Messages are lowercase and name the path or object.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob {expected} is missing from the store")]
+    MissingBlob { expected: ContentDigest },
+    #[error("blob {} is corrupt (expected {}, read {})", expected.short(), expected.short(), actual.short())]
+    CorruptBlob {
+        expected: ContentDigest,
+        actual: ContentDigest,
+    },
+    #[error("catalog {path}: {message}")]
+    Catalog { path: PathBuf, message: String },
+    #[error(
+        "store {path} was written by a newer cairn (format {found}, this cairn reads up to {supported})"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{0}")]
+    Locked(String),
+}
+
+impl StoreError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The content-addressed blob store.
+pub trait BlobStore: Send + Sync {
+    /// Copies the file at `path` into the store (unless a blob with the same
+    /// digest is present) and returns its digest. Reads the file once.
+    fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError>;
+    /// Stores `bytes` and returns their digest.
+    fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError>;
+    /// Whether a blob is present (not verified).
+    fn contains(&self, digest: &ContentDigest) -> bool;
+    /// Writes the blob to `dest` (a new file; the parent exists), re-hashing as
+    /// it copies: a mismatch is [`StoreError::CorruptBlob`] and `dest` is removed.
+    fn restore(&self, digest: &ContentDigest, dest: &Path) -> Result<(), StoreError>;
+    /// Reads a whole blob, verified.
+    fn read(&self, digest: &ContentDigest) -> Result<Vec<u8>, StoreError>;
+    /// Makes every blob written so far durable.
+    fn sync(&self) -> Result<(), StoreError>;
+}
+
+/// The catalog: the event log and its projections, plus the stat cache.
+pub trait Catalog: Send + Sync {
+    /// The manifest of the last success of `key`, if any.
+    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError>;
+    /// The projected state of a partition.
+    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError>;
+    /// Appends `events` for `build` in one transaction, updating the
+    /// projections and recording `stats` in the stat cache. Returns the
+    /// sequence number of the last event appended.
+    fn append(
+        &self,
+        build: u64,
+        events: Vec<EventKind>,
+        stats: Vec<(String, StatEntry)>,
+    ) -> Result<u64, StoreError>;
+    /// A stat-cache entry by absolute path.
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError>;
+    /// Allocates the next build id (durably).
+    fn next_build_id(&self) -> Result<u64, StoreError>;
+    /// Events with `seq >= from`, in order, streamed to `visit` (return
+    /// `false` to stop).
+    fn scan_events(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError>;
+}

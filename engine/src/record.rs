@@ -1,0 +1,240 @@
+//! The facts cairn records: manifests of finished actions, events of the log,
+//! and the partition state projected from them.
+//!
+//! These types are persisted (postcard, by `cairn-store`) and printed (JSON, by
+//! `cairn log --json`). postcard is not self-describing: any change to a field
+//! here is a format bump in `cairn-store` with a decoding path for the old form.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{ActionKey, ContentDigest, KeyHasher};
+use crate::refs::PartitionRef;
+
+/// One file of a partition. `path` is relative to the partition's data path,
+/// `/`-separated, and never contains `..`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub executable: bool,
+    pub size: u64,
+    pub digest: ContentDigest,
+}
+
+/// The recipe of a partition's content digest; bump it if the fields change.
+pub const PARTITION_RECIPE: &str = "cairn/partition/v1";
+
+/// Merkle digest of a partition: (relative path, exec bit, content digest) of
+/// each file, sorted by path. `files` must be sorted by path.
+pub fn partition_digest(files: &[FileEntry]) -> ContentDigest {
+    debug_assert!(files.windows(2).all(|pair| pair[0].path < pair[1].path));
+    let mut hasher = KeyHasher::new(PARTITION_RECIPE);
+    hasher.u64("files", files.len() as u64);
+    for file in files {
+        hasher
+            .str("path", &file.path)
+            .u64("executable", u64::from(file.executable))
+            .digest("content", &file.digest);
+    }
+    ContentDigest(hasher.finish())
+}
+
+/// An output partition of a finished action, with its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub partition: PartitionRef,
+    pub digest: ContentDigest,
+    pub files: Vec<FileEntry>,
+}
+
+/// An input partition of an action, by content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub partition: PartitionRef,
+    pub digest: ContentDigest,
+}
+
+/// The record of one successful action: everything needed to audit it and to
+/// restore its outputs from the blob store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: ActionKey,
+    pub job: String,
+    pub outputs: Vec<OutputRecord>,
+    pub inputs: Vec<InputRecord>,
+    /// Digest of the job's code files (`code` in the graph file), if any.
+    pub code_digest: Option<ContentDigest>,
+    /// `(dataset, version)` of each versioned output dataset when built.
+    pub versions: Vec<(String, String)>,
+    pub build: u64,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// Captured stdout and stderr blobs.
+    pub stdout: Option<ContentDigest>,
+    pub stderr: Option<ContentDigest>,
+}
+
+/// Counts that end a build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildCounts {
+    /// Actions whose job ran (successfully or not).
+    pub executed: u64,
+    /// Actions satisfied without running (restored ones included).
+    pub cached: u64,
+    pub failed: u64,
+    /// Actions not run because an input failed (or the build was interrupted).
+    pub skipped: u64,
+}
+
+/// What happened. Every event is stored with its sequence number, wall time
+/// and build id ([`Event`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    BuildRequested {
+        /// The refs or patterns the user asked for (empty: everything declared).
+        requested: Vec<String>,
+        /// `build`, `backfill`, ...
+        command: String,
+        reason: Option<String>,
+    },
+    Planned {
+        actions: u64,
+        sources: u64,
+    },
+    DatasetVersionChanged {
+        dataset: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    ActionStarted {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        /// Why it runs, in plain words.
+        reason: String,
+    },
+    ActionSucceeded {
+        manifest: Manifest,
+    },
+    ActionFailed {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        error: String,
+        exit_code: Option<i32>,
+        stdout: Option<ContentDigest>,
+        stderr: Option<ContentDigest>,
+    },
+    /// A key that was built before: its manifest is reused. `restored` when
+    /// the data path had to be rewritten from the blob store.
+    ActionCached {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        /// The build that produced the reused manifest.
+        built_by: u64,
+        restored: bool,
+    },
+    /// Not run because an input failed (or could not be produced).
+    ActionSkipped {
+        job: String,
+        outputs: Vec<PartitionRef>,
+        because: PartitionRef,
+    },
+    PartitionMaterialized {
+        partition: PartitionRef,
+        digest: ContentDigest,
+        key: ActionKey,
+    },
+    PartitionInvalidated {
+        partition: PartitionRef,
+        reason: String,
+    },
+    BuildFinished {
+        counts: BuildCounts,
+        interrupted: bool,
+    },
+}
+
+impl EventKind {
+    /// The variant name, as printed in `cairn log` and its JSON `kind`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::BuildRequested { .. } => "BuildRequested",
+            EventKind::Planned { .. } => "Planned",
+            EventKind::DatasetVersionChanged { .. } => "DatasetVersionChanged",
+            EventKind::ActionStarted { .. } => "ActionStarted",
+            EventKind::ActionSucceeded { .. } => "ActionSucceeded",
+            EventKind::ActionFailed { .. } => "ActionFailed",
+            EventKind::ActionCached { .. } => "ActionCached",
+            EventKind::ActionSkipped { .. } => "ActionSkipped",
+            EventKind::PartitionMaterialized { .. } => "PartitionMaterialized",
+            EventKind::PartitionInvalidated { .. } => "PartitionInvalidated",
+            EventKind::BuildFinished { .. } => "BuildFinished",
+        }
+    }
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Wall time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub build: u64,
+    pub kind: EventKind,
+}
+
+/// The catalog's view of one partition, projected from the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The last successful materialization: (key, content digest, build).
+    pub current: Option<Materialization>,
+    /// Set by `PartitionInvalidated`, cleared by the next materialization.
+    pub invalidated: Option<String>,
+    /// The last failure since the last materialization: (build, error).
+    pub failed: Option<(u64, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Materialization {
+    pub key: ActionKey,
+    pub digest: ContentDigest,
+    pub build: u64,
+    pub seq: u64,
+}
+
+/// A remembered observation of a file: if its metadata still matches, its
+/// content digest can be trusted without re-reading it (design.md §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub inode: u64,
+    /// Wall time when the digest was computed, for the racy-timestamp rule.
+    pub recorded_ns: i128,
+    pub digest: ContentDigest,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &[u8], executable: bool) -> FileEntry {
+        FileEntry {
+            path: path.to_owned(),
+            executable,
+            size: content.len() as u64,
+            digest: ContentDigest::of(content),
+        }
+    }
+
+    #[test]
+    fn partition_digest_covers_path_content_and_mode() {
+        let base = partition_digest(&[file("a", b"1", false)]);
+        assert_ne!(base, partition_digest(&[file("b", b"1", false)]));
+        assert_ne!(base, partition_digest(&[file("a", b"2", false)]));
+        assert_ne!(base, partition_digest(&[file("a", b"1", true)]));
+        assert_eq!(base, partition_digest(&[file("a", b"1", false)]));
+    }
+}
