@@ -1,0 +1,813 @@
+//! The graph file (`cairn.toml`): datasets, jobs, dimensions and the
+//! environment policy, parsed and validated into a [`Graph`].
+//!
+//! Every error names the file, the line and the field
+//! (`cairn.toml:14: jobs.clean.outputs: ...`). A [`Graph`] that exists is
+//! valid: patterns parse, every produced dataset is declared, no two jobs can
+//! claim the same partition, templates only use placeholders they can bind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::date::Date;
+use crate::refs::{Bindings, PartitionRef, Pattern, PatternValue, substitute_text, text_placeholders};
+
+/// Environment variables passed to jobs by default (design.md §4).
+pub const DEFAULT_ENV_ALLOW: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// A graph-file error: `file:line: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct GraphError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub version: Option<semver::Version>,
+    pub source: Option<SourceTemplate>,
+}
+
+/// Where a source dataset's partitions live: `inputs/{date}/{station}.txt`
+/// names the partition `inputs/date=D/station=S`.
+#[derive(Debug, Clone)]
+pub struct SourceTemplate {
+    pub template: String,
+    pub pattern: Pattern,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub outputs: Vec<Pattern>,
+    /// Declarative inputs (templated from the output bindings); empty for
+    /// executable jobs, whose configure step names them.
+    pub inputs: Vec<Pattern>,
+    pub run: Vec<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// `Some(argv)` for an executable job: `argv REF...` prints job configs.
+    pub configure: Option<Vec<String>>,
+    /// Files (or globs) whose content is the job's code digest.
+    pub code: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dimension {
+    Values(Vec<String>),
+    Dates { start: Date, end: Date, step_days: u32 },
+}
+
+impl Dimension {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            Dimension::Values(values) => values.clone(),
+            Dimension::Dates {
+                start,
+                end,
+                step_days,
+            } => {
+                let mut out = Vec::new();
+                let mut date = *start;
+                while date <= *end {
+                    out.push(date.to_string());
+                    date = date.add_days(i64::from(*step_days));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Which variables of cairn's environment reach jobs.
+#[derive(Debug, Clone, Default)]
+pub struct EnvPolicy {
+    /// Passed through and part of the action key.
+    pub allow: Vec<String>,
+    /// Passed through, never part of a key, never recorded.
+    pub secret: Vec<String>,
+}
+
+/// What produces a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Producer<'graph> {
+    Source { dataset: &'graph str, path: PathBuf },
+    Job { job: &'graph str, bindings: Bindings },
+}
+
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub file: PathBuf,
+    /// The directory of the graph file: jobs run here, relative paths start here.
+    pub root: PathBuf,
+    pub datasets: BTreeMap<String, Dataset>,
+    pub jobs: BTreeMap<String, Job>,
+    pub dimensions: BTreeMap<String, Dimension>,
+    pub env: EnvPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraph {
+    #[serde(default)]
+    datasets: BTreeMap<String, Spanned<RawDataset>>,
+    #[serde(default)]
+    jobs: BTreeMap<String, Spanned<RawJob>>,
+    #[serde(default)]
+    dimensions: BTreeMap<String, Spanned<RawDimension>>,
+    #[serde(default)]
+    env: Option<RawEnv>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    version: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    outputs: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    inputs: Option<Spanned<Vec<Spanned<String>>>>,
+    run: Spanned<Vec<String>>,
+    #[serde(default)]
+    args: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    configure: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    code: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDimension {
+    values: Option<Spanned<Vec<Spanned<String>>>>,
+    start: Option<Spanned<String>>,
+    end: Option<Spanned<String>>,
+    step_days: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    secret: Vec<String>,
+}
+
+struct Context<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Context<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, field: String, message: String) -> GraphError {
+        GraphError {
+            file: self.file.to_owned(),
+            line: Some(self.line(span.start)),
+            field,
+            message,
+        }
+    }
+}
+
+impl Graph {
+    /// Reads and validates the graph file at `file`.
+    pub fn load(file: &Path) -> Result<Graph, GraphError> {
+        let text = std::fs::read_to_string(file).map_err(|error| GraphError {
+            file: file.to_owned(),
+            line: None,
+            field: String::new(),
+            message: format!("cannot read the graph file: {error}"),
+        })?;
+        let root = file
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Graph::parse(&text, file, &root)
+    }
+
+    /// Parses graph-file `text` (named `file` in errors), with jobs rooted at `root`.
+    pub fn parse(text: &str, file: &Path, root: &Path) -> Result<Graph, GraphError> {
+        let context = Context { file, text };
+        let raw: RawGraph = toml::from_str(text).map_err(|error| {
+            let line = error.span().map(|span| context.line(span.start));
+            GraphError {
+                file: file.to_owned(),
+                line,
+                field: String::new(),
+                message: error.message().trim().to_owned(),
+            }
+        })?;
+
+        let mut datasets = BTreeMap::new();
+        for (name, raw_dataset) in &raw.datasets {
+            let field = format!("datasets.{name}");
+            let span = raw_dataset.span();
+            let raw_dataset = raw_dataset.get_ref();
+            PartitionRef::parse(name)
+                .map_err(|_| context.error(span.clone(), field.clone(), format!("{name:?} is not a valid dataset name (letters, digits, '_' and '-')")))?;
+            let version = match &raw_dataset.version {
+                Some(version) => Some(semver::Version::parse(version.get_ref()).map_err(|error| {
+                    context.error(
+                        version.span(),
+                        format!("{field}.version"),
+                        format!("{:?} is not a semantic version: {error}", version.get_ref()),
+                    )
+                })?),
+                None => None,
+            };
+            let source = match &raw_dataset.source {
+                Some(template) => {
+                    if version.is_some() {
+                        return Err(context.error(
+                            template.span(),
+                            format!("{field}.source"),
+                            "a source dataset is observed by content and cannot have a version".into(),
+                        ));
+                    }
+                    Some(parse_source(name, template.get_ref()).map_err(|message| {
+                        context.error(template.span(), format!("{field}.source"), message)
+                    })?)
+                }
+                None => None,
+            };
+            datasets.insert(
+                name.clone(),
+                Dataset {
+                    name: name.clone(),
+                    version,
+                    source,
+                },
+            );
+        }
+
+        let mut dimensions = BTreeMap::new();
+        for (name, raw_dimension) in &raw.dimensions {
+            let field = format!("dimensions.{name}");
+            let dimension = parse_dimension(&context, &field, raw_dimension)?;
+            dimensions.insert(name.clone(), dimension);
+        }
+
+        let mut jobs = BTreeMap::new();
+        for (name, raw_job) in &raw.jobs {
+            let job = parse_job(&context, name, raw_job, &datasets)?;
+            jobs.insert(name.clone(), job);
+        }
+
+        let env = raw
+            .env
+            .as_ref()
+            .map(|env| EnvPolicy {
+                allow: env.allow.clone(),
+                secret: env.secret.clone(),
+            })
+            .unwrap_or_default();
+
+        let graph = Graph {
+            file: file.to_owned(),
+            root: root.to_owned(),
+            datasets,
+            jobs,
+            dimensions,
+            env,
+        };
+        graph.check_overlaps(&context, &raw)?;
+        graph.check_datasets_produced(&context, &raw)?;
+        Ok(graph)
+    }
+
+    /// Two jobs (or a job and a source) that could claim the same partition
+    /// make lookup ambiguous: refuse the graph.
+    fn check_overlaps(&self, context: &Context<'_>, raw: &RawGraph) -> Result<(), GraphError> {
+        let mut claims: Vec<(&str, &Pattern)> = Vec::new();
+        for job in self.jobs.values() {
+            for pattern in &job.outputs {
+                if let Some(dataset) = self.datasets.get(pattern.dataset())
+                    && dataset.source.is_some()
+                {
+                    let span = raw.jobs[&job.name].get_ref().outputs.span();
+                    return Err(context.error(
+                        span,
+                        format!("jobs.{}.outputs", job.name),
+                        format!("{pattern} is a partition of source dataset {}, which no job may produce", dataset.name),
+                    ));
+                }
+                for (other_job, other) in &claims {
+                    if *other_job != job.name && patterns_overlap(pattern, other) {
+                        let span = raw.jobs[&job.name].get_ref().outputs.span();
+                        return Err(context.error(
+                            span,
+                            format!("jobs.{}.outputs", job.name),
+                            format!("{pattern} overlaps {other} of job {other_job}: each partition must have exactly one producer"),
+                        ));
+                    }
+                }
+                claims.push((&job.name, pattern));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_datasets_produced(&self, context: &Context<'_>, raw: &RawGraph) -> Result<(), GraphError> {
+        for dataset in self.datasets.values() {
+            let produced = self
+                .jobs
+                .values()
+                .any(|job| job.outputs.iter().any(|pattern| pattern.dataset() == dataset.name));
+            if dataset.source.is_none() && !produced {
+                return Err(context.error(
+                    raw.datasets[&dataset.name].span(),
+                    format!("datasets.{}", dataset.name),
+                    "no job produces this dataset and it has no `source`".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which job (or source) produces `partition`, with the bindings.
+    pub fn lookup(&self, partition: &PartitionRef) -> Result<Producer<'_>, String> {
+        let Some(dataset) = self.datasets.get(partition.dataset()) else {
+            return Err(format!(
+                "{partition}: dataset {:?} is not declared in {}",
+                partition.dataset(),
+                self.file.display()
+            ));
+        };
+        if let Some(source) = &dataset.source {
+            let Some(bindings) = source.pattern.matches(partition) else {
+                return Err(format!("{partition} does not match source pattern {}", source.pattern));
+            };
+            let relative = substitute_text(&source.template, &bindings)?;
+            return Ok(Producer::Source {
+                dataset: &dataset.name,
+                path: self.root.join(relative),
+            });
+        }
+        for job in self.jobs.values() {
+            for pattern in &job.outputs {
+                if let Some(bindings) = pattern.matches(partition) {
+                    return Ok(Producer::Job {
+                        job: &job.name,
+                        bindings,
+                    });
+                }
+            }
+        }
+        let known: Vec<&str> = self
+            .jobs
+            .values()
+            .flat_map(|job| job.outputs.iter())
+            .filter(|pattern| pattern.dataset() == partition.dataset())
+            .map(Pattern::as_str)
+            .collect();
+        Err(format!(
+            "no job produces {partition} (patterns of dataset {}: {})",
+            partition.dataset(),
+            known.join(", ")
+        ))
+    }
+
+    /// Expands a pattern over the dimension domains (cartesian product, in
+    /// domain order). Fails naming a placeholder without a domain.
+    pub fn expand(&self, pattern: &Pattern) -> Result<Vec<PartitionRef>, String> {
+        let names = pattern.placeholders();
+        let mut domains = Vec::with_capacity(names.len());
+        for name in &names {
+            let Some(dimension) = self.dimensions.get(*name) else {
+                return Err(format!(
+                    "cannot expand {pattern}: placeholder {{{name}}} has no [dimensions.{name}] in {}",
+                    self.file.display()
+                ));
+            };
+            domains.push(dimension.values());
+        }
+        let mut out = Vec::new();
+        let mut indices = vec![0usize; names.len()];
+        if domains.iter().any(Vec::is_empty) {
+            return Ok(out);
+        }
+        loop {
+            let bindings: Bindings = names
+                .iter()
+                .zip(&indices)
+                .zip(&domains)
+                .map(|((name, index), domain)| ((*name).to_owned(), domain[*index].clone()))
+                .collect();
+            out.push(pattern.substitute(&bindings).map_err(|error| error.to_string())?);
+            // Odometer increment, last placeholder fastest.
+            let mut position = names.len();
+            loop {
+                if position == 0 {
+                    return Ok(out);
+                }
+                position -= 1;
+                indices[position] += 1;
+                if indices[position] < domains[position].len() {
+                    break;
+                }
+                indices[position] = 0;
+            }
+        }
+    }
+
+    /// Every partition the graph declares: each job's outputs expanded over
+    /// the dimension domains (what `cairn build` with no refs builds).
+    pub fn all_partitions(&self) -> Result<Vec<PartitionRef>, String> {
+        let mut out = BTreeSet::new();
+        for job in self.jobs.values() {
+            for pattern in &job.outputs {
+                let expanded = self
+                    .expand(pattern)
+                    .map_err(|error| format!("jobs.{}.outputs: {error}", job.name))?;
+                out.extend(expanded);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Parses a request (`daily/date=2024-01-01` or a pattern with
+    /// placeholders) into refs.
+    pub fn resolve_request(&self, request: &str) -> Result<Vec<PartitionRef>, String> {
+        if request.contains('{') {
+            let pattern = Pattern::parse(request).map_err(|error| error.to_string())?;
+            self.expand(&pattern)
+        } else {
+            let partition = PartitionRef::parse(request).map_err(|error| error.to_string())?;
+            Ok(vec![partition])
+        }
+    }
+
+    /// The data path of a partition under the data root.
+    pub fn data_path(&self, data_root: &Path, partition: &PartitionRef) -> PathBuf {
+        data_root.join(partition.relative_path())
+    }
+}
+
+fn patterns_overlap(a: &Pattern, b: &Pattern) -> bool {
+    if a.dataset() != b.dataset() || a.dimensions().len() != b.dimensions().len() {
+        return false;
+    }
+    a.dimensions().iter().zip(b.dimensions()).all(|((key_a, value_a), (key_b, value_b))| {
+        key_a == key_b
+            && match (value_a, value_b) {
+                (PatternValue::Literal(x), PatternValue::Literal(y)) => x == y,
+                _ => true,
+            }
+    })
+}
+
+fn parse_source(name: &str, template: &str) -> Result<SourceTemplate, String> {
+    let path = Path::new(template);
+    if path.is_absolute() {
+        return Err(format!("{template:?} must be relative to the graph file"));
+    }
+    if path.components().any(|component| !matches!(component, Component::Normal(_))) {
+        return Err(format!("{template:?} must not contain '.' or '..' components"));
+    }
+    let placeholders = text_placeholders(template)?;
+    let mut pattern_text = name.to_owned();
+    for placeholder in &placeholders {
+        pattern_text.push_str(&format!("/{placeholder}={{{placeholder}}}"));
+    }
+    let pattern = Pattern::parse(&pattern_text).map_err(|error| error.to_string())?;
+    Ok(SourceTemplate {
+        template: template.to_owned(),
+        pattern,
+    })
+}
+
+fn parse_dimension(
+    context: &Context<'_>,
+    field: &str,
+    raw: &Spanned<RawDimension>,
+) -> Result<Dimension, GraphError> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    match (&raw.values, &raw.start, &raw.end) {
+        (Some(values), None, None) => {
+            if raw.step_days.is_some() {
+                return Err(context.error(span, format!("{field}.step_days"), "step_days only applies to a date range".into()));
+            }
+            let mut out = Vec::new();
+            for value in values.get_ref() {
+                PartitionRef::from_parts("d", [("k", value.get_ref().as_str())]).map_err(|_| {
+                    context.error(
+                        value.span(),
+                        format!("{field}.values"),
+                        format!("{:?} is not a valid partition value (letters, digits and -_.:+@,~; not starting with '.')", value.get_ref()),
+                    )
+                })?;
+                if out.contains(value.get_ref()) {
+                    return Err(context.error(value.span(), format!("{field}.values"), format!("{:?} appears twice", value.get_ref())));
+                }
+                out.push(value.get_ref().clone());
+            }
+            Ok(Dimension::Values(out))
+        }
+        (None, Some(start), Some(end)) => {
+            let parse = |date: &Spanned<String>, name: &str| {
+                Date::parse(date.get_ref()).map_err(|message| context.error(date.span(), format!("{field}.{name}"), message))
+            };
+            let (start_date, end_date) = (parse(start, "start")?, parse(end, "end")?);
+            if end_date < start_date {
+                return Err(context.error(end.span(), format!("{field}.end"), format!("end {end_date} is before start {start_date}")));
+            }
+            let step_days = match &raw.step_days {
+                Some(step) if *step.get_ref() == 0 => {
+                    return Err(context.error(step.span(), format!("{field}.step_days"), "must be at least 1".into()));
+                }
+                Some(step) => *step.get_ref(),
+                None => 1,
+            };
+            Ok(Dimension::Dates {
+                start: start_date,
+                end: end_date,
+                step_days,
+            })
+        }
+        _ => Err(context.error(
+            span,
+            field.to_owned(),
+            "a dimension has either `values = [...]` or both `start` and `end` (dates)".into(),
+        )),
+    }
+}
+
+fn parse_patterns(
+    context: &Context<'_>,
+    field: &str,
+    raw: &Spanned<Vec<Spanned<String>>>,
+    datasets: &BTreeMap<String, Dataset>,
+) -> Result<Vec<Pattern>, GraphError> {
+    let mut out = Vec::new();
+    for text in raw.get_ref() {
+        let pattern = Pattern::parse(text.get_ref())
+            .map_err(|error| context.error(text.span(), field.to_owned(), error.to_string()))?;
+        if !datasets.contains_key(pattern.dataset()) {
+            return Err(context.error(
+                text.span(),
+                field.to_owned(),
+                format!("dataset {:?} of {pattern} is not declared under [datasets]", pattern.dataset()),
+            ));
+        }
+        out.push(pattern);
+    }
+    Ok(out)
+}
+
+fn parse_job(
+    context: &Context<'_>,
+    name: &str,
+    raw: &Spanned<RawJob>,
+    datasets: &BTreeMap<String, Dataset>,
+) -> Result<Job, GraphError> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let field = |suffix: &str| format!("jobs.{name}.{suffix}");
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(context.error(span, format!("jobs.{name}"), "job names use letters, digits, '_' and '-'".into()));
+    }
+    let outputs = parse_patterns(context, &field("outputs"), &raw.outputs, datasets)?;
+    if outputs.is_empty() {
+        return Err(context.error(raw.outputs.span(), field("outputs"), "a job needs at least one output pattern".into()));
+    }
+    let inputs = match &raw.inputs {
+        Some(inputs) => parse_patterns(context, &field("inputs"), inputs, datasets)?,
+        None => Vec::new(),
+    };
+    if raw.run.get_ref().is_empty() {
+        return Err(context.error(raw.run.span(), field("run"), "the run command is empty".into()));
+    }
+    let configure = match &raw.configure {
+        Some(argv) if argv.get_ref().is_empty() => {
+            return Err(context.error(argv.span(), field("configure"), "the configure command is empty".into()));
+        }
+        Some(argv) => {
+            if let Some(inputs) = &raw.inputs {
+                return Err(context.error(
+                    inputs.span(),
+                    field("inputs"),
+                    "an executable job's configure step names its inputs; remove `inputs` or `configure`".into(),
+                ));
+            }
+            Some(argv.get_ref().clone())
+        }
+        None => None,
+    };
+    let args = raw.args.as_ref().map(|args| args.get_ref().clone()).unwrap_or_default();
+    let env = raw.env.as_ref().map(|env| env.get_ref().clone()).unwrap_or_default();
+
+    // Declarative jobs template everything from the bindings of the output
+    // ref, so every placeholder they use must be bound by every output pattern.
+    let first: BTreeSet<&str> = outputs[0].placeholders().into_iter().collect();
+    for pattern in &outputs[1..] {
+        let names: BTreeSet<&str> = pattern.placeholders().into_iter().collect();
+        if names != first {
+            return Err(context.error(
+                raw.outputs.span(),
+                field("outputs"),
+                format!("{pattern} and {} must use the same placeholders", outputs[0]),
+            ));
+        }
+    }
+    let check_bound = |names: Vec<String>, what: &str, span: std::ops::Range<usize>| {
+        for placeholder in names {
+            if !first.contains(placeholder.as_str()) {
+                return Err(context.error(
+                    span.clone(),
+                    field(what),
+                    format!("{{{placeholder}}} is not a placeholder of the outputs ({})", outputs[0]),
+                ));
+            }
+        }
+        Ok(())
+    };
+    if let Some(raw_inputs) = &raw.inputs {
+        for pattern in &inputs {
+            let names = pattern.placeholders().into_iter().map(str::to_owned).collect();
+            check_bound(names, "inputs", raw_inputs.span())?;
+        }
+    }
+    if let Some(raw_args) = &raw.args {
+        for arg in &args {
+            let names = text_placeholders(arg).map_err(|message| context.error(raw_args.span(), field("args"), message))?;
+            check_bound(names, "args", raw_args.span())?;
+        }
+    }
+    if let Some(raw_env) = &raw.env {
+        for value in env.values() {
+            let names = text_placeholders(value).map_err(|message| context.error(raw_env.span(), field("env"), message))?;
+            check_bound(names, "env", raw_env.span())?;
+        }
+    }
+    Ok(Job {
+        name: name.to_owned(),
+        outputs,
+        inputs,
+        run: raw.run.get_ref().clone(),
+        args,
+        env,
+        configure,
+        code: raw.code.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+[datasets.inputs]
+source = "inputs/{date}/{station}.txt"
+[datasets.raw]
+version = "1.0.0"
+[datasets.daily]
+version = "2.1.0"
+
+[dimensions.date]
+start = "2024-02-28"
+end = "2024-03-01"
+[dimensions.station]
+values = ["A", "B"]
+
+[jobs.raw]
+outputs = ["raw/date={date}/station={station}"]
+inputs = ["inputs/date={date}/station={station}"]
+run = ["sh", "-c", "cp $CAIRN_IN $CAIRN_OUT/x"]
+args = ["{station}"]
+
+[jobs.daily]
+outputs = ["daily/date={date}"]
+configure = ["sh", "daily.sh", "configure"]
+run = ["sh", "daily.sh", "run"]
+"#;
+
+    fn parse(text: &str) -> Result<Graph, GraphError> {
+        Graph::parse(text, Path::new("cairn.toml"), Path::new("/project"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_example_and_enumerates_partitions() {
+        let graph = parse(EXAMPLE).unwrap();
+        let all = graph.all_partitions().unwrap();
+        assert_eq!(all.len(), 3 + 3 * 2);
+        assert!(all.iter().any(|p| p.as_str() == "daily/date=2024-02-29"));
+        assert!(all.iter().any(|p| p.as_str() == "raw/date=2024-03-01/station=B"));
+        let source = PartitionRef::parse("inputs/date=2024-02-28/station=A").unwrap();
+        assert_eq!(
+            graph.lookup(&source).unwrap(),
+            Producer::Source {
+                dataset: "inputs",
+                path: PathBuf::from("/project/inputs/2024-02-28/A.txt")
+            }
+        );
+        let raw = PartitionRef::parse("raw/date=2024-02-28/station=A").unwrap();
+        assert!(matches!(graph.lookup(&raw).unwrap(), Producer::Job { job: "raw", .. }));
+        assert!(graph.lookup(&PartitionRef::parse("raw/date=1").unwrap()).unwrap_err().contains("no job produces raw/date=1"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let message = error("[datasets.raw]\nversion = \"1.0.0\"\n[jobs.x\n");
+        assert!(message.starts_with("cairn.toml:3: "), "{message}");
+    }
+
+    #[test]
+    fn unknown_fields_name_the_line_and_field() {
+        let message = error("[datasets.raw]\nversoin = \"1.0.0\"\n");
+        assert!(message.starts_with("cairn.toml:2"), "{message}");
+        assert!(message.contains("versoin"), "{message}");
+    }
+
+    #[test]
+    fn bad_patterns_name_line_and_field() {
+        let text = EXAMPLE.replace("outputs = [\"raw/date={date}/station={station}\"]", "outputs = [\"raw/date={date\"]");
+        let message = error(&text);
+        let line = text.lines().position(|l| l.contains("raw/date={date\"")).unwrap() + 1;
+        assert_eq!(
+            message,
+            format!("cairn.toml:{line}: jobs.raw.outputs: invalid pattern \"raw/date={{date\": placeholder \"{{date\" is not closed")
+        );
+    }
+
+    #[test]
+    fn bad_versions_name_the_field() {
+        let message = error(&EXAMPLE.replace("\"2.1.0\"", "\"2.1\""));
+        assert!(message.contains("datasets.daily.version"), "{message}");
+        assert!(message.contains("not a semantic version"), "{message}");
+    }
+
+    #[test]
+    fn overlapping_producers_are_refused() {
+        let text = format!("{EXAMPLE}\n[jobs.other]\noutputs = [\"raw/date={{d}}/station=A\"]\nrun = [\"true\"]\n");
+        let message = error(&text);
+        assert!(message.contains("overlaps"), "{message}");
+    }
+
+    #[test]
+    fn unbound_placeholders_are_refused() {
+        let message = error(&EXAMPLE.replace("args = [\"{station}\"]", "args = [\"{region}\"]"));
+        assert!(message.contains("jobs.raw.args"), "{message}");
+        assert!(message.contains("{region}"), "{message}");
+    }
+
+    #[test]
+    fn dimension_errors() {
+        let message = error(&EXAMPLE.replace("end = \"2024-03-01\"", "end = \"2024-01-01\""));
+        assert!(message.contains("dimensions.date.end: end 2024-01-01 is before start 2024-02-28"), "{message}");
+        let message = error(&EXAMPLE.replace("end = \"2024-03-01\"", "end = \"2024-02-30\""));
+        assert!(message.contains("not a valid calendar date"), "{message}");
+    }
+
+    #[test]
+    fn undeclared_datasets_are_refused() {
+        let message = error(&EXAMPLE.replace("[datasets.raw]\nversion = \"1.0.0\"\n", ""));
+        assert!(message.contains("dataset \"raw\""), "{message}");
+    }
+
+    #[test]
+    fn requests_expand_patterns() {
+        let graph = parse(EXAMPLE).unwrap();
+        let refs = graph.resolve_request("raw/date=2024-02-28/station={station}").unwrap();
+        assert_eq!(refs.len(), 2);
+        assert!(graph.resolve_request("raw/date={nope}/station=A").unwrap_err().contains("{nope}"));
+        assert!(graph.resolve_request("../../etc").unwrap_err().contains("\"..\" is not allowed"));
+    }
+}
