@@ -2,9 +2,11 @@
 //! file, the configure protocol, action keys, the pure planner, and the
 //! executor that runs a plan through the ports in [`ports`].
 
+pub mod config;
 pub mod date;
 pub mod digest;
 pub mod graph;
+pub mod plan;
 pub mod ports;
 pub mod record;
 pub mod refs;

@@ -1,0 +1,430 @@
+//! The planner: a pure function from requested refs to an action DAG.
+//!
+//! Requested refs are resolved to their producing jobs; each job is
+//! configured once per wave with all of its refs (batched, never one call per
+//! partition); the configs' inputs form the next wave. The result is
+//! deterministic for the same graph and configure answers: jobs are visited in
+//! name order, refs in sorted order. Cycles are an error naming the cycle.
+//! No clock, no file system: configure answers come through [`Configurer`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use crate::config::{ConfigureError, JobConfig};
+use crate::graph::{Graph, Job, Producer};
+use crate::refs::{Bindings, PartitionRef};
+
+/// Answers configure requests: one call per job per wave.
+pub trait Configurer {
+    fn configure(
+        &self,
+        job: &Job,
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Result<Vec<JobConfig>, ConfigureError>;
+}
+
+/// Where an action's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSource {
+    /// Output `output` of action `action`.
+    Action { action: usize, output: usize },
+    /// Source partition `source`, observed from a user file.
+    Source { source: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedAction {
+    pub job: String,
+    pub config: JobConfig,
+    /// Parallel to `config.inputs`.
+    pub inputs: Vec<InputSource>,
+    /// Actions that read an output of this one.
+    pub dependents: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceNode {
+    pub partition: PartitionRef,
+    pub dataset: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub actions: Vec<PlannedAction>,
+    pub sources: Vec<SourceNode>,
+    pub requested: Vec<PartitionRef>,
+    /// Action indices in a topological order (inputs first).
+    pub order: Vec<usize>,
+    pub configure_calls: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Lookup(String),
+    #[error(transparent)]
+    Configure(#[from] ConfigureError),
+    #[error("cycle in the graph: {}", .0.iter().map(PartitionRef::as_str).collect::<Vec<_>>().join(" -> "))]
+    Cycle(Vec<PartitionRef>),
+}
+
+/// Plans the actions that produce `requested`.
+pub fn plan(
+    graph: &Graph,
+    requested: &[PartitionRef],
+    configurer: &dyn Configurer,
+) -> Result<Plan, PlanError> {
+    let mut planner = Planner {
+        graph,
+        actions: Vec::new(),
+        sources: Vec::new(),
+        producers: HashMap::new(),
+        configure_calls: 0,
+    };
+    let mut frontier: BTreeSet<PartitionRef> = requested.iter().cloned().collect();
+    while !frontier.is_empty() {
+        frontier = planner.wave(&frontier, configurer)?;
+    }
+    planner.link()?;
+    let order = topological_order(&planner.actions)?;
+    let mut requested: Vec<PartitionRef> = requested.to_vec();
+    requested.sort();
+    requested.dedup();
+    Ok(Plan {
+        actions: planner.actions,
+        sources: planner.sources,
+        requested,
+        order,
+        configure_calls: planner.configure_calls,
+    })
+}
+
+struct Planner<'graph> {
+    graph: &'graph Graph,
+    actions: Vec<PlannedAction>,
+    sources: Vec<SourceNode>,
+    producers: HashMap<PartitionRef, InputSource>,
+    configure_calls: usize,
+}
+
+impl Planner<'_> {
+    /// Resolves one wave of refs; returns the refs the new actions need.
+    fn wave(
+        &mut self,
+        frontier: &BTreeSet<PartitionRef>,
+        configurer: &dyn Configurer,
+    ) -> Result<BTreeSet<PartitionRef>, PlanError> {
+        let mut by_job: BTreeMap<&str, Vec<(PartitionRef, Bindings)>> = BTreeMap::new();
+        for partition in frontier {
+            if self.producers.contains_key(partition) {
+                continue;
+            }
+            match self.graph.lookup(partition).map_err(PlanError::Lookup)? {
+                Producer::Source { dataset, path } => {
+                    let source = self.sources.len();
+                    self.sources.push(SourceNode {
+                        partition: partition.clone(),
+                        dataset: dataset.to_owned(),
+                        path,
+                    });
+                    self.producers
+                        .insert(partition.clone(), InputSource::Source { source });
+                }
+                Producer::Job { job, bindings } => {
+                    by_job.entry(job).or_default().push((partition.clone(), bindings));
+                }
+            }
+        }
+        let mut next = BTreeSet::new();
+        for (job_name, refs) in by_job {
+            let job = &self.graph.jobs[job_name];
+            self.configure_calls += 1;
+            let configs = configurer.configure(job, &refs)?;
+            let fail = |problem: String| ConfigureError {
+                job: job_name.to_owned(),
+                problem,
+            };
+            for config in configs {
+                let action = self.actions.len();
+                for (output, partition) in config.outputs.iter().enumerate() {
+                    if !job.outputs.iter().any(|pattern| pattern.matches(partition).is_some()) {
+                        let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
+                        return Err(fail(format!(
+                            "returned output {partition}, which is not a partition of this job ({})",
+                            patterns.join(", ")
+                        ))
+                        .into());
+                    }
+                    if self.producers.contains_key(partition) {
+                        return Err(fail(format!("returned {partition} twice (two configs produce it)")).into());
+                    }
+                    self.producers
+                        .insert(partition.clone(), InputSource::Action { action, output });
+                }
+                for dep in &config.inputs {
+                    if !self.producers.contains_key(&dep.partition) {
+                        next.insert(dep.partition.clone());
+                    }
+                }
+                self.actions.push(PlannedAction {
+                    job: job_name.to_owned(),
+                    config,
+                    inputs: Vec::new(),
+                    dependents: Vec::new(),
+                });
+            }
+            for (partition, _) in &refs {
+                if !self.producers.contains_key(partition) {
+                    return Err(fail(format!("returned no config for {partition}")).into());
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Resolves every input to its producer and records dependents.
+    fn link(&mut self) -> Result<(), PlanError> {
+        for index in 0..self.actions.len() {
+            let mut inputs = Vec::with_capacity(self.actions[index].config.inputs.len());
+            for dep in &self.actions[index].config.inputs {
+                let source = self.producers.get(&dep.partition).copied().ok_or_else(|| {
+                    PlanError::Lookup(format!("{} was never planned", dep.partition))
+                })?;
+                inputs.push(source);
+            }
+            for source in &inputs {
+                if let InputSource::Action { action, .. } = source {
+                    let dependents = &mut self.actions[*action].dependents;
+                    if dependents.last() != Some(&index) {
+                        dependents.push(index);
+                    }
+                }
+            }
+            self.actions[index].inputs = inputs;
+        }
+        Ok(())
+    }
+}
+
+/// Kahn's algorithm, lowest index first; a leftover node means a cycle.
+fn topological_order(actions: &[PlannedAction]) -> Result<Vec<usize>, PlanError> {
+    let mut pending: Vec<usize> = actions
+        .iter()
+        .map(|action| {
+            action
+                .inputs
+                .iter()
+                .filter(|input| matches!(input, InputSource::Action { .. }))
+                .count()
+        })
+        .collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = pending
+        .iter()
+        .enumerate()
+        .filter(|(_, count)| **count == 0)
+        .map(|(index, _)| std::cmp::Reverse(index))
+        .collect();
+    let mut order = Vec::with_capacity(actions.len());
+    while let Some(std::cmp::Reverse(index)) = ready.pop() {
+        order.push(index);
+        for &dependent in &actions[index].dependents {
+            let edges = actions[dependent]
+                .inputs
+                .iter()
+                .filter(|input| matches!(input, InputSource::Action { action, .. } if *action == index))
+                .count();
+            pending[dependent] -= edges;
+            if pending[dependent] == 0 {
+                ready.push(std::cmp::Reverse(dependent));
+            }
+        }
+    }
+    if order.len() == actions.len() {
+        return Ok(order);
+    }
+    Err(PlanError::Cycle(find_cycle(actions, &pending)))
+}
+
+/// Walks input edges among the actions left with pending inputs until one
+/// repeats; returns the refs along that cycle.
+fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef> {
+    let Some(start) = pending.iter().position(|count| *count > 0) else {
+        return Vec::new();
+    };
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut current = start;
+    loop {
+        if let Some(&position) = seen.get(&current) {
+            let mut cycle: Vec<PartitionRef> = path[position..]
+                .iter()
+                .map(|(action, output)| actions[*action].config.outputs[*output].clone())
+                .collect();
+            if let Some(first) = cycle.first().cloned() {
+                cycle.push(first);
+            }
+            return cycle;
+        }
+        seen.insert(current, path.len());
+        let next = actions[current].inputs.iter().find_map(|input| match input {
+            InputSource::Action { action, output } if pending[*action] > 0 => Some((*action, *output)),
+            _ => None,
+        });
+        let Some((action, output)) = next else {
+            return Vec::new();
+        };
+        // Record which output of `action` the current action reads.
+        path.push((action, output));
+        current = action;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{declarative_config, parse_configure_output};
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    /// Declarative jobs in-process; executable jobs answered by a closure.
+    pub(crate) struct FakeConfigurer<F> {
+        pub respond: F,
+        pub calls: RefCell<Vec<(String, usize)>>,
+    }
+
+    impl<F: Fn(&Job, &[(PartitionRef, Bindings)]) -> String> Configurer for FakeConfigurer<F> {
+        fn configure(&self, job: &Job, refs: &[(PartitionRef, Bindings)]) -> Result<Vec<JobConfig>, ConfigureError> {
+            self.calls.borrow_mut().push((job.name.clone(), refs.len()));
+            if job.configure.is_none() {
+                return refs.iter().map(|(_, bindings)| declarative_config(job, bindings)).collect();
+            }
+            parse_configure_output(&job.name, (self.respond)(job, refs).as_bytes())
+        }
+    }
+
+    pub(crate) const GRAPH: &str = r#"
+[datasets.inputs]
+source = "inputs/{date}/{station}.txt"
+[datasets.raw]
+version = "1.0.0"
+[datasets.clean]
+version = "1.0.0"
+[datasets.daily]
+version = "1.0.0"
+[dimensions.date]
+start = "2024-01-01"
+end = "2024-01-03"
+[dimensions.station]
+values = ["A", "B"]
+[jobs.raw]
+outputs = ["raw/date={date}/station={station}"]
+inputs = ["inputs/date={date}/station={station}"]
+run = ["cp"]
+[jobs.clean]
+outputs = ["clean/date={date}/station={station}"]
+inputs = ["raw/date={date}/station={station}"]
+run = ["clean"]
+[jobs.daily]
+outputs = ["daily/date={date}"]
+configure = ["daily", "configure"]
+run = ["daily"]
+"#;
+
+    pub(crate) fn daily_response(_job: &Job, refs: &[(PartitionRef, Bindings)]) -> String {
+        let configs: Vec<String> = refs
+            .iter()
+            .map(|(partition, bindings)| {
+                let date = &bindings["date"];
+                format!(
+                    r#"{{"outputs":["{partition}"],"inputs":["clean/date={date}/station=A","clean/date={date}/station=B"],"args":["{date}"]}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"configs":[{}]}}"#, configs.join(","))
+    }
+
+    fn graph(text: &str) -> Graph {
+        Graph::parse(text, Path::new("cairn.toml"), Path::new("/p")).unwrap()
+    }
+
+    fn refs(texts: &[&str]) -> Vec<PartitionRef> {
+        texts.iter().map(|t| PartitionRef::parse(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn plans_a_fan_in_with_batched_configure() {
+        let graph = graph(GRAPH);
+        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
+        let all = graph.all_partitions().unwrap();
+        let plan = plan(&graph, &all, &configurer).unwrap();
+        assert_eq!(plan.actions.len(), 3 + 6 + 6);
+        assert_eq!(plan.sources.len(), 6);
+        // One configure call per job per wave, never one per partition.
+        let calls = configurer.calls.borrow();
+        assert_eq!(calls.iter().filter(|(job, _)| job == "daily").count(), 1);
+        assert_eq!(calls.iter().find(|(job, _)| job == "daily").unwrap().1, 3);
+        // Topological: every input before its reader.
+        let position: HashMap<usize, usize> = plan.order.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        for (index, action) in plan.actions.iter().enumerate() {
+            for input in &action.inputs {
+                if let InputSource::Action { action: upstream, .. } = input {
+                    assert!(position[upstream] < position[&index]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn planning_is_deterministic() {
+        let graph = graph(GRAPH);
+        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
+        let mut requested = refs(&["daily/date=2024-01-02", "daily/date=2024-01-01"]);
+        let first = plan(&graph, &requested, &configurer).unwrap();
+        requested.reverse();
+        let second = plan(&graph, &requested, &configurer).unwrap();
+        let outputs = |plan: &Plan| plan.actions.iter().map(|a| a.config.outputs.clone()).collect::<Vec<_>>();
+        assert_eq!(outputs(&first), outputs(&second));
+        assert_eq!(first.order, second.order);
+    }
+
+    #[test]
+    fn missing_config_and_foreign_outputs_are_errors() {
+        let graph = graph(GRAPH);
+        let nothing = FakeConfigurer { respond: |_: &Job, _: &[(PartitionRef, Bindings)]| r#"{"configs":[]}"#.to_owned(), calls: RefCell::new(Vec::new()) };
+        let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &nothing).unwrap_err().to_string();
+        assert_eq!(error, "job daily: configure returned no config for daily/date=2024-01-01");
+        let foreign = FakeConfigurer { respond: |_: &Job, _: &[(PartitionRef, Bindings)]| r#"{"configs":[{"outputs":["raw/date=1/station=A"]}]}"#.to_owned(), calls: RefCell::new(Vec::new()) };
+        let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &foreign).unwrap_err().to_string();
+        assert!(error.contains("not a partition of this job"), "{error}");
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let text = r#"
+[datasets.a]
+[datasets.b]
+[jobs.a]
+outputs = ["a/x={x}"]
+inputs = ["b/x={x}"]
+run = ["true"]
+[jobs.b]
+outputs = ["b/x={x}"]
+inputs = ["a/x={x}"]
+run = ["true"]
+"#;
+        let graph = graph(text);
+        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
+        let error = plan(&graph, &refs(&["a/x=1"]), &configurer).unwrap_err().to_string();
+        assert!(error.starts_with("cycle in the graph: "), "{error}");
+        assert!(error.contains("a/x=1") && error.contains("b/x=1"), "{error}");
+    }
+
+    #[test]
+    fn unknown_refs_are_lookup_errors() {
+        let graph = graph(GRAPH);
+        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
+        let error = plan(&graph, &refs(&["nope/x=1"]), &configurer).unwrap_err().to_string();
+        assert!(error.contains("dataset \"nope\" is not declared"), "{error}");
+    }
+}

@@ -1,0 +1,200 @@
+//! The one-writer lock of a store: a kernel file lock (`flock` through
+//! [`std::fs::File::try_lock`]) on `.cairn/lock`.
+//!
+//! Invariants:
+//! - The lock is the kernel's, never a pid file: it is released when the
+//!   [`StoreLock`] is dropped or the holder dies, so a killed build never
+//!   leaves a stale lock behind.
+//! - After acquiring, the holder writes `pid=<pid>\nsince_ms=<unix ms>\n` into
+//!   the file, only so that a process refused the lock can name the holder.
+//!   The content is informational: it is read without the lock and may be
+//!   empty or stale, and nothing but the message depends on it.
+//! - A file system that cannot lock is refused: two writers on one store
+//!   without a lock would interleave their logs.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_engine::ports::StoreError;
+
+/// The held writer lock of a store; dropping it releases the lock.
+#[derive(Debug)]
+pub struct StoreLock {
+    // Kept open: closing the file releases the kernel lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl StoreLock {
+    /// Takes the writer lock of the store at `dir` (which exists). When
+    /// another process holds it, fails with [`StoreError::Locked`], or with
+    /// `wait` reports the holder through `on_wait` once and blocks until the
+    /// lock is free.
+    pub fn acquire(
+        dir: &Path,
+        wait: bool,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<StoreLock, StoreError> {
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| StoreError::io(&path, source))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let held = held_message(dir, &path);
+                if !wait {
+                    return Err(StoreError::Locked(held));
+                }
+                on_wait(&format!("{held}; waiting… (--no-wait to fail)"));
+                file.lock().map_err(|error| lock_failure(dir, &error))?;
+            }
+            Err(TryLockError::Error(error)) => return Err(lock_failure(dir, &error)),
+        }
+        record_holder(&file).map_err(|source| StoreError::io(&path, source))?;
+        Ok(StoreLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Replaces the lock file's content with this process's id and the time.
+fn record_holder(mut file: &File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    let text = format!("pid={}\nsince_ms={}\n", std::process::id(), now_ms());
+    file.write_all(text.as_bytes())
+}
+
+/// `store DIR is locked by another cairn process (pid P, for Ns)`, naming as
+/// much of the holder as its lock file tells.
+fn held_message(dir: &Path, lock_path: &Path) -> String {
+    let prefix = format!(
+        "store {} is locked by another cairn process",
+        dir.display()
+    );
+    // The holder writes its details just after it acquires the lock, so they
+    // may be missing for a moment; the message then says less.
+    let holder = std::fs::read_to_string(lock_path)
+        .ok()
+        .and_then(|text| parse_holder(&text));
+    match holder {
+        Some((pid, since_ms)) => {
+            let seconds = now_ms().saturating_sub(since_ms) / 1000;
+            format!("{prefix} (pid {pid}, for {seconds}s)")
+        }
+        None => prefix,
+    }
+}
+
+fn parse_holder(text: &str) -> Option<(u32, u64)> {
+    let mut pid = None;
+    let mut since_ms = None;
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("pid=") {
+            pid = value.trim().parse().ok();
+        } else if let Some(value) = line.strip_prefix("since_ms=") {
+            since_ms = value.trim().parse().ok();
+        }
+    }
+    Some((pid?, since_ms?))
+}
+
+fn lock_failure(dir: &Path, error: &std::io::Error) -> StoreError {
+    let message = if error.kind() == std::io::ErrorKind::Unsupported
+        || error.raw_os_error() == Some(libc::ENOLCK)
+    {
+        format!(
+            "store {}: the file system does not support file locks ({error}); \
+             cairn refuses to run without one, move the store to a local disk",
+            dir.display()
+        )
+    } else {
+        format!(
+            "store {}: cannot lock {}: {error}",
+            dir.display(),
+            dir.join("lock").display()
+        )
+    };
+    StoreError::Locked(message)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_wait() -> impl FnMut(&str) {
+        |message: &str| panic!("unexpected wait: {message}")
+    }
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+        let error = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap_err();
+        let StoreError::Locked(message) = error else {
+            panic!("expected Locked, got {error:?}")
+        };
+        let expected = format!(
+            "store {} is locked by another cairn process (pid {}, for 0s)",
+            dir.path().display(),
+            std::process::id()
+        );
+        assert_eq!(message, expected);
+        drop(first);
+        StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_holder_is_told_once_and_gets_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+        let (ready_sender, ready_receiver) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        let waiter = std::thread::spawn(move || {
+            let mut messages = Vec::new();
+            let lock = StoreLock::acquire(&path, true, &mut |message: &str| {
+                messages.push(message.to_owned());
+                ready_sender.send(()).unwrap();
+            })
+            .unwrap();
+            (lock, messages)
+        });
+        ready_receiver.recv().unwrap();
+        drop(first);
+        let (lock, messages) = waiter.join().unwrap();
+        assert_eq!(messages.len(), 1);
+        assert!(
+            messages[0].ends_with("; waiting… (--no-wait to fail)"),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[0].contains(&format!("(pid {}, for ", std::process::id())));
+        let text = std::fs::read_to_string(lock.path()).unwrap();
+        assert!(text.starts_with(&format!("pid={}\nsince_ms=", std::process::id())));
+    }
+
+    #[test]
+    fn holder_details_are_parsed_leniently() {
+        assert_eq!(parse_holder("pid=42\nsince_ms=7\n"), Some((42, 7)));
+        assert_eq!(parse_holder(""), None);
+        assert_eq!(parse_holder("pid=x\nsince_ms=7\n"), None);
+    }
+}
