@@ -6,10 +6,13 @@ pub mod config;
 pub mod date;
 pub mod digest;
 pub mod graph;
+pub mod key;
+pub mod observe;
 pub mod plan;
 pub mod ports;
 pub mod record;
 pub mod refs;
+pub mod runner;
 
 pub use digest::{ActionKey, ContentDigest, KeyHasher};
 pub use refs::{Bindings, PartitionRef, Pattern, RefError};

@@ -1,0 +1,141 @@
+//! The action key (design.md §5): a blake3 Merkle hash over everything that
+//! determines an action's outputs, and nothing else (no mtimes, no host name,
+//! no environment outside the allow-list, no secret).
+
+use crate::config::JobConfig;
+use crate::digest::{ActionKey, ContentDigest, KeyHasher};
+use crate::refs::PartitionRef;
+
+/// Bump whenever the fields or their order below change: every key changes
+/// with it, so no old result is reused under a new meaning.
+pub const ACTION_RECIPE: &str = "cairn/action/v1";
+
+/// What stands for an output dataset's "code" in the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputIdentity {
+    /// A versioned dataset: only its semver major invalidates.
+    Major(u64),
+    /// An unversioned dataset: any change of the job's code digest invalidates.
+    Code(Option<ContentDigest>),
+}
+
+/// Everything that enters an action key.
+pub struct KeyInputs<'a> {
+    pub job: &'a str,
+    pub run: &'a [String],
+    pub config: &'a JobConfig,
+    /// Allow-listed variables passed through from cairn's environment (no
+    /// secrets), sorted by name.
+    pub passed_env: &'a [(String, String)],
+    /// One entry per distinct output dataset, sorted by dataset name.
+    pub output_datasets: &'a [(String, OutputIdentity)],
+    /// Input refs with their content digests, sorted by ref.
+    pub inputs: &'a [(PartitionRef, ContentDigest)],
+}
+
+pub fn action_key(inputs: &KeyInputs<'_>) -> ActionKey {
+    let mut hasher = KeyHasher::new(ACTION_RECIPE);
+    hasher.str("job", inputs.job);
+    hasher.u64("run", inputs.run.len() as u64);
+    for arg in inputs.run {
+        hasher.str("run.arg", arg);
+    }
+    hasher.u64("args", inputs.config.args.len() as u64);
+    for arg in &inputs.config.args {
+        hasher.str("arg", arg);
+    }
+    // config.env is a BTreeMap: already sorted.
+    hasher.u64("env", inputs.config.env.len() as u64);
+    for (name, value) in &inputs.config.env {
+        hasher.str("env.name", name).str("env.value", value);
+    }
+    hasher.u64("passed_env", inputs.passed_env.len() as u64);
+    for (name, value) in inputs.passed_env {
+        hasher.str("passed_env.name", name).str("passed_env.value", value);
+    }
+    // Output refs: two configs of one job that differ only in what they
+    // produce must not share a key.
+    let mut outputs: Vec<&PartitionRef> = inputs.config.outputs.iter().collect();
+    outputs.sort();
+    hasher.u64("outputs", outputs.len() as u64);
+    for output in outputs {
+        hasher.str("output", output.as_str());
+    }
+    hasher.u64("datasets", inputs.output_datasets.len() as u64);
+    for (dataset, identity) in inputs.output_datasets {
+        hasher.str("dataset", dataset);
+        match identity {
+            OutputIdentity::Major(major) => {
+                hasher.u64("major", *major);
+            }
+            OutputIdentity::Code(Some(code)) => {
+                hasher.digest("code", code);
+            }
+            OutputIdentity::Code(None) => {
+                hasher.str("code", "none");
+            }
+        }
+    }
+    hasher.u64("inputs", inputs.inputs.len() as u64);
+    for (partition, digest) in inputs.inputs {
+        hasher.str("input", partition.as_str()).digest("input.content", digest);
+    }
+    ActionKey(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config() -> JobConfig {
+        JobConfig {
+            outputs: vec![PartitionRef::parse("clean/date=2024-01-01/station=A").unwrap()],
+            inputs: Vec::new(),
+            args: vec!["A".into()],
+            env: BTreeMap::from([("MODE".into(), "fast".into())]),
+        }
+    }
+
+    fn key_with(edit: impl FnOnce(&mut JobConfig, &mut Vec<(String, String)>, &mut Vec<(String, OutputIdentity)>, &mut Vec<(PartitionRef, ContentDigest)>, &mut Vec<String>)) -> ActionKey {
+        let mut config = config();
+        let mut env = vec![("PATH".to_owned(), "/bin".to_owned())];
+        let mut datasets = vec![("clean".to_owned(), OutputIdentity::Major(1))];
+        let mut inputs = vec![(PartitionRef::parse("raw/date=2024-01-01/station=A").unwrap(), ContentDigest::of(b"raw"))];
+        let mut run = vec!["sh".to_owned(), "clean.sh".to_owned()];
+        edit(&mut config, &mut env, &mut datasets, &mut inputs, &mut run);
+        action_key(&KeyInputs {
+            job: "clean",
+            run: &run,
+            config: &config,
+            passed_env: &env,
+            output_datasets: &datasets,
+            inputs: &inputs,
+        })
+    }
+
+    #[test]
+    fn golden_key_is_stable() {
+        // If this fails, the recipe changed: bump ACTION_RECIPE on purpose and
+        // update the golden value, never the other way round.
+        assert_eq!(
+            key_with(|_, _, _, _, _| {}).to_hex(),
+            "d91d9c72712c9c5e3e423280f7375a9c971d92e23ae9fdfbb7072160b3ce7a42"
+        );
+    }
+
+    #[test]
+    fn every_field_changes_the_key() {
+        let base = key_with(|_, _, _, _, _| {});
+        assert_ne!(base, key_with(|c, _, _, _, _| c.args[0] = "B".into()));
+        assert_ne!(base, key_with(|c, _, _, _, _| { c.env.insert("MODE".into(), "slow".into()); }));
+        assert_ne!(base, key_with(|c, _, _, _, _| c.outputs[0] = PartitionRef::parse("clean/date=2024-01-01/station=B").unwrap()));
+        assert_ne!(base, key_with(|_, e, _, _, _| e[0].1 = "/usr/bin".into()));
+        assert_ne!(base, key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Major(2)));
+        assert_ne!(base, key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Code(None)));
+        assert_ne!(base, key_with(|_, _, _, i, _| i[0].1 = ContentDigest::of(b"other")));
+        assert_ne!(base, key_with(|_, _, _, i, _| i[0].0 = PartitionRef::parse("raw/date=2024-01-02/station=A").unwrap()));
+        assert_ne!(base, key_with(|_, _, _, _, r| r[1] = "clean2.sh".into()));
+        assert_eq!(base, key_with(|_, _, _, _, _| {}));
+    }
+}

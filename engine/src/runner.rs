@@ -1,0 +1,255 @@
+//! Running job processes: the environment policy (design.md §4), the
+//! configure step of executable jobs, and a registry of running children so an
+//! interrupt can stop them.
+//!
+//! Nothing from cairn's environment reaches a job except the allow-list
+//! (PATH, HOME, LANG and `[env] allow`) and variables marked secret (`[env]
+//! secret`). Allow-listed values enter the action key; secret values never
+//! enter a key, an event, or an error message.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::{ConfigureError, JobConfig, declarative_config, parse_configure_output};
+use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
+use crate::plan::Configurer;
+use crate::refs::{Bindings, PartitionRef};
+
+/// The variables of cairn's own environment that jobs receive.
+#[derive(Debug, Clone, Default)]
+pub struct JobEnvironment {
+    /// Allow-listed, sorted by name; part of every action key.
+    pub passed: Vec<(String, String)>,
+    /// Secret: passed to jobs, never recorded or hashed.
+    pub secret: Vec<(String, String)>,
+}
+
+impl JobEnvironment {
+    /// Picks the variables `policy` allows from `lookup` (normally the
+    /// process environment).
+    pub fn from_lookup(policy: &EnvPolicy, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let mut passed = Vec::new();
+        for name in DEFAULT_ENV_ALLOW.iter().copied().chain(policy.allow.iter().map(String::as_str)) {
+            if policy.secret.iter().any(|secret| secret == name) || passed.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Some(value) = lookup(name) {
+                passed.push((name.to_owned(), value));
+            }
+        }
+        passed.sort();
+        let secret = policy
+            .secret
+            .iter()
+            .filter_map(|name| lookup(name).map(|value| (name.clone(), value)))
+            .collect();
+        JobEnvironment { passed, secret }
+    }
+
+    pub fn from_process(policy: &EnvPolicy) -> Self {
+        Self::from_lookup(policy, |name| std::env::var(name).ok())
+    }
+
+    fn apply(&self, command: &mut Command) {
+        command.env_clear();
+        for (name, value) in self.passed.iter().chain(&self.secret) {
+            command.env(name, value);
+        }
+    }
+}
+
+/// Children currently running, so that an interrupt can stop them.
+#[derive(Default)]
+pub struct Children {
+    pids: Mutex<HashSet<u32>>,
+    interrupted: AtomicBool,
+}
+
+impl Children {
+    /// Sends SIGTERM to every running child and refuses new ones.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        let pids = self.pids.lock().map(|pids| pids.clone()).unwrap_or_default();
+        for pid in pids {
+            terminate(pid);
+        }
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+#[expect(unsafe_code, reason = "kill(2) has no Rust wrapper for a pid we only know by number")]
+fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers and has no memory-safety
+    // preconditions. The pid is still ours: a child stays a zombie (its pid
+    // unreusable) until the worker that spawned it reaps it with wait(), and
+    // the worker removes it from the registry only after that.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+/// How to run one process.
+pub struct Invocation<'a> {
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    pub environment: &'a JobEnvironment,
+    /// Extra variables (config env, CAIRN_*), set after the policy's.
+    pub extra_env: &'a [(String, String)],
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+}
+
+/// Runs a process to completion with stdout/stderr captured to files.
+pub fn run_process(invocation: &Invocation<'_>, children: &Children) -> io::Result<ExitStatus> {
+    if children.is_interrupted() {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "the build was interrupted"));
+    }
+    let (program, args) = invocation
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut command = Command::new(program);
+    command.args(args).current_dir(invocation.cwd).stdin(Stdio::null());
+    invocation.environment.apply(&mut command);
+    for (name, value) in invocation.extra_env {
+        command.env(name, value);
+    }
+    command.stdout(File::create(invocation.stdout)?);
+    command.stderr(File::create(invocation.stderr)?);
+    let mut child = command
+        .spawn()
+        .map_err(|error| io::Error::new(error.kind(), format!("cannot start {program:?}: {error}")))?;
+    let pid = child.id();
+    if let Ok(mut pids) = children.pids.lock() {
+        pids.insert(pid);
+    }
+    let status = child.wait();
+    if let Ok(mut pids) = children.pids.lock() {
+        pids.remove(&pid);
+    }
+    status
+}
+
+/// The most bytes of refs passed to one configure call; more refs are split
+/// over several calls to stay under the OS argument limit.
+pub const CONFIGURE_ARGS_BYTES: usize = 128 * 1024;
+
+/// Configures jobs for real: declarative jobs in-process, executable jobs by
+/// running their `configure` command once per batch of refs.
+pub struct ProcessConfigurer<'a> {
+    pub graph: &'a Graph,
+    pub environment: &'a JobEnvironment,
+}
+
+impl Configurer for ProcessConfigurer<'_> {
+    fn configure(&self, job: &Job, refs: &[(PartitionRef, Bindings)]) -> Result<Vec<JobConfig>, ConfigureError> {
+        let Some(argv) = &job.configure else {
+            // A config of a multi-output job covers its other outputs too.
+            let mut covered: HashSet<PartitionRef> = HashSet::new();
+            let mut configs: Vec<JobConfig> = Vec::with_capacity(refs.len());
+            for (partition, bindings) in refs {
+                if covered.contains(partition) {
+                    continue;
+                }
+                let config = declarative_config(job, bindings)?;
+                covered.extend(config.outputs.iter().cloned());
+                configs.push(config);
+            }
+            return Ok(configs);
+        };
+        let mut configs = Vec::new();
+        let mut start = 0;
+        while start < refs.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < refs.len() && (end == start || bytes + refs[end].0.as_str().len() < CONFIGURE_ARGS_BYTES) {
+                bytes += refs[end].0.as_str().len() + 1;
+                end += 1;
+            }
+            configs.extend(self.configure_batch(job, argv, &refs[start..end])?);
+            start = end;
+        }
+        Ok(configs)
+    }
+}
+
+impl ProcessConfigurer<'_> {
+    fn configure_batch(
+        &self,
+        job: &Job,
+        argv: &[String],
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Result<Vec<JobConfig>, ConfigureError> {
+        let fail = |problem: String| ConfigureError {
+            job: job.name.clone(),
+            problem,
+        };
+        let (program, args) = argv.split_first().ok_or_else(|| fail("command is empty".into()))?;
+        let mut command = Command::new(program);
+        command.args(args).current_dir(&self.graph.root).stdin(Stdio::null());
+        self.environment.apply(&mut command);
+        command.args(refs.iter().map(|(partition, _)| partition.as_str()));
+        let output = command
+            .output()
+            .map_err(|error| fail(format!("could not start {program:?}: {error}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: String = stderr.trim().lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(fail(format!("{} ({}): {}", describe_status(output.status), argv.join(" "), tail)));
+        }
+        parse_configure_output(&job.name, &output.stdout)
+    }
+}
+
+/// `exited with status 3`, `was killed by signal 9`.
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended abnormally".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allow_listed_and_secret_variables_pass() {
+        let policy = EnvPolicy {
+            allow: vec!["TZ".into()],
+            secret: vec!["TOKEN".into()],
+        };
+        let environment = JobEnvironment::from_lookup(&policy, |name| match name {
+            "PATH" => Some("/bin".into()),
+            "TZ" => Some("UTC".into()),
+            "TOKEN" => Some("hunter2".into()),
+            "AWS_SECRET" => Some("nope".into()),
+            _ => None,
+        });
+        assert_eq!(environment.passed, [("PATH".to_owned(), "/bin".to_owned()), ("TZ".to_owned(), "UTC".to_owned())]);
+        assert_eq!(environment.secret, [("TOKEN".to_owned(), "hunter2".to_owned())]);
+    }
+
+    #[test]
+    fn secrets_never_enter_the_passed_list_even_if_allowed() {
+        let policy = EnvPolicy {
+            allow: vec!["TOKEN".into()],
+            secret: vec!["TOKEN".into()],
+        };
+        let environment = JobEnvironment::from_lookup(&policy, |_| Some("x".into()));
+        assert!(environment.passed.iter().all(|(name, _)| name != "TOKEN"));
+    }
+}

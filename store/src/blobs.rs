@@ -1,0 +1,465 @@
+//! The blob CAS: `.cairn/cas/ab/cdef…`, one read-only file per distinct
+//! content, named by the blake3 of that content.
+//!
+//! Invariants:
+//! - A blob file is only ever created by renaming a complete temp file from
+//!   `.cairn/cas/tmp/` (same file system) onto its final name, so a reader
+//!   never sees a half-written blob under a digest's name. Temp names are
+//!   `<pid>-<counter>`, unique across the threads and processes of one store.
+//! - The digest of a stored blob is computed from the bytes that were written
+//!   (the in-memory buffer or the temp copy), never from a source file that
+//!   could change in between: a blob's name always matches what was stored.
+//! - Blobs are mode 0444 and are never modified in place: restoring copies
+//!   them out, so editing a restored data file cannot corrupt the store.
+//! - Every read is verified (re-hashed): bit rot or tampering is reported as
+//!   [`StoreError::CorruptBlob`], never served.
+//!
+//! Durability: writes are not fsynced one by one, which would put an fsync per
+//! output on the hot path. [`BlobStore::sync`] is the barrier, called once per
+//! batch before the catalog commit that refers to the blobs. On Linux it is
+//! one `syncfs(2)` on the file system holding the CAS: a single call per batch
+//! however many blobs and fan-out directories were written, covering every
+//! file's data and every directory entry (rename, new fan-out directory)
+//! without tracking them, and reporting writeback errors since Linux 5.8. The
+//! cost is that it also flushes unrelated dirty data on that file system,
+//! mostly the jobs' own outputs, which are about to be needed anyway. It runs
+//! only if something was written since the last sync, so a build that stores
+//! nothing pays nothing. Elsewhere the store remembers the blobs written since
+//! the last sync and fsyncs each of them, their directories and the CAS root.
+//!
+//! A blob already present under a digest is not rewritten, unless its length
+//! differs from the new content: that is what a blob torn by a power loss
+//! before its sync looks like, and replacing it is cheaper than serving it.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cairn_engine::ContentDigest;
+use cairn_engine::ports::{BlobStore, StoreError};
+
+/// Files up to this size are read into memory, hashed and written in one go;
+/// larger ones are copied in the kernel and hashed from the copy.
+const SMALL_FILE_LIMIT: u64 = 1024 * 1024;
+/// Buffer size of the streaming restore.
+const RESTORE_BUFFER: usize = 256 * 1024;
+/// Buffers at least this long are hashed on several threads.
+const PARALLEL_HASH_MIN: usize = 1024 * 1024;
+
+/// How [`FsBlobStore::sync`] makes writes durable (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// One `syncfs` on the CAS's file system (Linux).
+    FileSystem,
+    /// `fsync` of each blob written since the last sync and of its directory.
+    EachFile,
+}
+
+/// The content-addressed blob store under `.cairn/cas/`.
+#[derive(Debug)]
+pub struct FsBlobStore {
+    cas_dir: PathBuf,
+    temp_dir: PathBuf,
+    writable: bool,
+    durability: Durability,
+    temp_counter: AtomicU64,
+    /// Something was written since the last sync ([`Durability::FileSystem`]).
+    unsynced: AtomicBool,
+    /// Blobs written since the last sync ([`Durability::EachFile`]).
+    pending: Mutex<Vec<PathBuf>>,
+}
+
+impl FsBlobStore {
+    /// The CAS at `cas_dir`, which exists (with its `tmp/`) if `writable`.
+    pub(crate) fn new(cas_dir: PathBuf, writable: bool) -> FsBlobStore {
+        let durability = if cfg!(target_os = "linux") {
+            Durability::FileSystem
+        } else {
+            Durability::EachFile
+        };
+        FsBlobStore::with_durability(cas_dir, writable, durability)
+    }
+
+    fn with_durability(cas_dir: PathBuf, writable: bool, durability: Durability) -> FsBlobStore {
+        FsBlobStore {
+            temp_dir: cas_dir.join("tmp"),
+            cas_dir,
+            writable,
+            durability,
+            temp_counter: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Where the blob with `digest` lives (whether or not it is present).
+    pub fn blob_path(&self, digest: &ContentDigest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.cas_dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Re-hashes the blob: [`StoreError::MissingBlob`] if absent,
+    /// [`StoreError::CorruptBlob`] if its content no longer matches.
+    pub fn verify(&self, digest: &ContentDigest) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        if let Err(error) = std::fs::symlink_metadata(&path) {
+            return Err(open_error(digest, &path, error));
+        }
+        // Blobs are never truncated in place, so mapping one is safe.
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_mmap_rayon(&path)
+            .map_err(|error| open_error(digest, &path, error))?;
+        check(digest, &hasher)
+    }
+
+    /// The digests of every blob present, sorted. Names that are not blobs
+    /// (the temp directory, stray files) are skipped.
+    pub fn iter_digests(&self) -> Result<Vec<ContentDigest>, StoreError> {
+        let mut digests = Vec::new();
+        for fan_out in read_dir(&self.cas_dir)? {
+            let prefix = fan_out.file_name();
+            let Some(prefix) = prefix.to_str().filter(|name| name.len() == 2) else {
+                continue;
+            };
+            if !fan_out.path().is_dir() {
+                continue;
+            }
+            for blob in read_dir(&fan_out.path())? {
+                let name = blob.file_name();
+                let Some(rest) = name.to_str() else { continue };
+                if let Ok(digest) = format!("{prefix}{rest}").parse::<ContentDigest>() {
+                    digests.push(digest);
+                }
+            }
+        }
+        digests.sort_unstable();
+        Ok(digests)
+    }
+
+    /// Removes temp files left by a writer that died. Only call it while
+    /// holding the store's writer lock: any other writer's temps are live.
+    pub(crate) fn remove_stale_temps(&self) -> Result<(), StoreError> {
+        for entry in read_dir(&self.temp_dir)? {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(StoreError::io(path, error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.writable {
+            return Ok(());
+        }
+        Err(StoreError::io(
+            &self.cas_dir,
+            std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                "the store was opened read-only, blobs cannot be added",
+            ),
+        ))
+    }
+
+    fn create_temp(&self) -> Result<TempFile, StoreError> {
+        let number = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .temp_dir
+            .join(format!("{}-{number}", std::process::id()));
+        // Created read-only: the open descriptor can still write, and no
+        // chmod is needed before the rename publishes it.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&path)
+            .map_err(|source| StoreError::io(&path, source))?;
+        Ok(TempFile { file, path })
+    }
+
+    /// Publishes a complete temp file as the blob `digest` of `length` bytes.
+    fn commit(
+        &self,
+        temp: TempFile,
+        digest: ContentDigest,
+        length: u64,
+    ) -> Result<ContentDigest, StoreError> {
+        let final_path = self.blob_path(&digest);
+        if !self.is_present_with_length(&final_path, length) {
+            let fan_out = final_path.parent().unwrap_or(&self.cas_dir);
+            match std::fs::create_dir(fan_out) {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(StoreError::io(fan_out, error)),
+            }
+            std::fs::rename(&temp.path, &final_path)
+                .map_err(|source| StoreError::io(&final_path, source))?;
+        }
+        drop(temp);
+        self.written(final_path);
+        Ok(digest)
+    }
+
+    fn is_present_with_length(&self, path: &Path, length: u64) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.len() == length)
+    }
+
+    /// Records that `path` must be covered by the next sync. A blob found
+    /// already present is recorded too: another thread may have renamed it
+    /// into place a moment ago, and its caller's sync must still cover it.
+    fn written(&self, path: PathBuf) {
+        match self.durability {
+            Durability::FileSystem => self.unsynced.store(true, Ordering::Release),
+            Durability::EachFile => self.pending_paths().push(path),
+        }
+    }
+
+    fn pending_paths(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        // A panic while holding the lock leaves a valid Vec: keep using it.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sync_each_file(&self) -> Result<(), StoreError> {
+        let paths = std::mem::take(&mut *self.pending_paths());
+        let result = fsync_files_and_directories(&paths, &self.cas_dir);
+        if result.is_err() {
+            // Keep them for the next attempt rather than pretend they are safe.
+            self.pending_paths().extend(paths);
+        }
+        result
+    }
+}
+
+impl BlobStore for FsBlobStore {
+    fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
+        self.check_writable()?;
+        let mut source = File::open(path).map_err(|error| StoreError::io(path, error))?;
+        let length = source
+            .metadata()
+            .map_err(|error| StoreError::io(path, error))?
+            .len();
+        if length <= SMALL_FILE_LIMIT {
+            let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            source
+                .read_to_end(&mut bytes)
+                .map_err(|error| StoreError::io(path, error))?;
+            return self.put_bytes(&bytes);
+        }
+        // Large: copy in the kernel (copy_file_range, a reflink where the
+        // file system can), then hash the private copy, which nobody else can
+        // change or truncate under the mapping.
+        let mut temp = self.create_temp()?;
+        let copied = std::io::copy(&mut source, &mut temp.file)
+            .map_err(|error| StoreError::io(path, error))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_mmap_rayon(&temp.path)
+            .map_err(|error| StoreError::io(&temp.path, error))?;
+        self.commit(temp, ContentDigest(*hasher.finalize().as_bytes()), copied)
+    }
+
+    fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError> {
+        self.check_writable()?;
+        let digest = hash_bytes(bytes);
+        let length = bytes.len() as u64;
+        let final_path = self.blob_path(&digest);
+        if self.is_present_with_length(&final_path, length) {
+            self.written(final_path);
+            return Ok(digest);
+        }
+        let mut temp = self.create_temp()?;
+        temp.file
+            .write_all(bytes)
+            .map_err(|error| StoreError::io(&temp.path, error))?;
+        self.commit(temp, digest, length)
+    }
+
+    fn contains(&self, digest: &ContentDigest) -> bool {
+        std::fs::symlink_metadata(self.blob_path(digest)).is_ok()
+    }
+
+    fn restore(&self, digest: &ContentDigest, dest: &Path) -> Result<(), StoreError> {
+        let blob_path = self.blob_path(digest);
+        let mut blob = File::open(&blob_path).map_err(|error| open_error(digest, &blob_path, error))?;
+        // `create_new`: restoring never overwrites (or writes through a link
+        // to) a file that is already there.
+        let mut output = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|error| StoreError::io(dest, error))?;
+        let result = copy_hashing(&mut blob, &blob_path, &mut output, dest)
+            .and_then(|hasher| check(digest, &hasher));
+        drop(output);
+        if result.is_err() {
+            // Best effort: the original error matters more than a failed cleanup.
+            let _ = std::fs::remove_file(dest);
+        }
+        result
+    }
+
+    fn read(&self, digest: &ContentDigest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let bytes = std::fs::read(&path).map_err(|error| open_error(digest, &path, error))?;
+        let actual = hash_bytes(&bytes);
+        if actual != *digest {
+            return Err(StoreError::CorruptBlob {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::FileSystem => {
+                if !self.unsynced.swap(false, Ordering::AcqRel) {
+                    return Ok(());
+                }
+                let result = File::open(&self.cas_dir)
+                    .and_then(|directory| sync_file_system(&directory))
+                    .map_err(|error| StoreError::io(&self.cas_dir, error));
+                if result.is_err() {
+                    self.unsynced.store(true, Ordering::Release);
+                }
+                result
+            }
+            Durability::EachFile => self.sync_each_file(),
+        }
+    }
+}
+
+/// A temp file under `cas/tmp/`, removed on drop unless it was renamed away.
+struct TempFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // After a successful rename the path no longer exists: NotFound is
+        // the normal case, and any other failure leaves a stale temp that the
+        // next writer's open removes.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn hash_bytes(bytes: &[u8]) -> ContentDigest {
+    let mut hasher = blake3::Hasher::new();
+    if bytes.len() >= PARALLEL_HASH_MIN {
+        hasher.update_rayon(bytes);
+    } else {
+        hasher.update(bytes);
+    }
+    ContentDigest(*hasher.finalize().as_bytes())
+}
+
+fn check(expected: &ContentDigest, hasher: &blake3::Hasher) -> Result<(), StoreError> {
+    let actual = ContentDigest(*hasher.finalize().as_bytes());
+    if actual == *expected {
+        Ok(())
+    } else {
+        Err(StoreError::CorruptBlob {
+            expected: *expected,
+            actual,
+        })
+    }
+}
+
+/// Copies `reader` to `writer`, returning the hash of what was copied.
+fn copy_hashing(
+    reader: &mut File,
+    reader_path: &Path,
+    writer: &mut File,
+    writer_path: &Path,
+) -> Result<blake3::Hasher, StoreError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; RESTORE_BUFFER];
+    loop {
+        let count = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(hasher),
+            Ok(count) => count,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) => return Err(StoreError::io(reader_path, error)),
+        };
+        hasher.update(&buffer[..count]);
+        writer
+            .write_all(&buffer[..count])
+            .map_err(|error| StoreError::io(writer_path, error))?;
+    }
+}
+
+/// A missing blob is [`StoreError::MissingBlob`]; anything else names the path.
+fn open_error(digest: &ContentDigest, path: &Path, error: std::io::Error) -> StoreError {
+    if error.kind() == ErrorKind::NotFound {
+        StoreError::MissingBlob { expected: *digest }
+    } else {
+        StoreError::io(path, error)
+    }
+}
+
+fn read_dir(path: &Path) -> Result<Vec<std::fs::DirEntry>, StoreError> {
+    std::fs::read_dir(path)
+        .and_then(Iterator::collect)
+        .map_err(|error| StoreError::io(path, error))
+}
+
+fn fsync_files_and_directories(paths: &[PathBuf], cas_dir: &Path) -> Result<(), StoreError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let fsync = |path: &Path| {
+        File::open(path)
+            .and_then(|file| file.sync_all())
+            .map_err(|error| StoreError::io(path, error))
+    };
+    let mut directories = BTreeSet::new();
+    for path in paths {
+        fsync(path)?;
+        if let Some(parent) = path.parent() {
+            directories.insert(parent.to_owned());
+        }
+    }
+    for directory in &directories {
+        fsync(directory)?;
+    }
+    // New fan-out directories are entries of the CAS root.
+    fsync(cas_dir)
+}
+
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "syncfs(2) has no safe wrapper in std; one call replaces an fsync per blob"
+)]
+fn sync_file_system(directory: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor number, which `directory`
+    // keeps open for the duration of the call; no memory is passed.
+    let status = unsafe { libc::syncfs(directory.as_raw_fd()) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_file_system(directory: &File) -> std::io::Result<()> {
+    // Never selected off Linux (see `FsBlobStore::new`); kept so the code
+    // compiles everywhere.
+    directory.sync_all()
+}
+
+#[cfg(test)]
+mod tests;
