@@ -1,5 +1,165 @@
-//! cairn-cli: the `cairn` command line.
+//! cairn-cli: the `cairn` command line (design.md §7).
+//!
+//! Arguments are parsed by clap, then turned into a validated [`Project`]
+//! (graph file, data root, store location) before any I/O on the store.
+//! stdout carries only data (JSON lines with `--json`); everything for humans
+//! goes to stderr. Exit codes: 0 ok, 1 a job failed, 2 usage/graph/config
+//! error, 3 store locked or corrupt, 130 interrupted.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod build;
+mod inspect;
+mod project;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The ways a command ends other than success.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure { code: 2, message: message.into() }
+    }
+    pub fn store(message: impl Into<String>) -> Self {
+        Failure { code: 3, message: message.into() }
+    }
+}
+
+impl From<cairn_engine::ports::StoreError> for Failure {
+    fn from(error: cairn_engine::ports::StoreError) -> Self {
+        Failure::store(error.to_string())
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "An event-sourced, content-addressed build engine for data partitions")]
+pub struct Cli {
+    /// The graph file (default: ./cairn.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    graph: Option<PathBuf>,
+    /// The store directory (default: .cairn beside the graph file).
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Log diagnostics to stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build partitions (default: every partition the graph declares).
+    Build(BuildArgs),
+    /// Show the actions that would build REFs, with the reason for each.
+    Plan {
+        #[arg(required = true, value_name = "REF")]
+        refs: Vec<String>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Show whether partitions are built, stale (and why), missing or failed.
+    Status {
+        #[arg(value_name = "REF|PATTERN")]
+        refs: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the event log.
+    Log {
+        #[arg(long)]
+        json: bool,
+        /// Only events with this sequence number or later.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// Only events of this build.
+        #[arg(long, value_name = "ID")]
+        build: Option<u64>,
+        /// Only events about partitions matching this ref or pattern.
+        #[arg(long, value_name = "REF|PATTERN")]
+        partition: Option<String>,
+        /// Only events about this job.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BuildArgs {
+    /// Refs or patterns (`clean/date=2024-01-01/station={station}`).
+    #[arg(value_name = "REF")]
+    refs: Vec<String>,
+    /// Jobs to run at once (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Keep building independent actions after a failure.
+    #[arg(long)]
+    keep_going: bool,
+    /// Show what would run and why, without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// JSON lines on stdout; the last line is the summary.
+    #[arg(long)]
+    json: bool,
+    /// Fail at once if another cairn holds the store, instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum PlanFormat {
+    Text,
+    Json,
+    Mermaid,
+    Dot,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match &cli.command {
+        Command::Build(args) => build::run(&cli, args),
+        Command::Plan { refs, format } => inspect::plan(&cli, refs, *format),
+        Command::Status { refs, json } => inspect::status(&cli, refs, *json),
+        Command::Log { json, since, build, partition, job } => inspect::log(
+            &cli,
+            &inspect::LogFilter {
+                json: *json,
+                since: *since,
+                build: *build,
+                partition: partition.clone(),
+                job: job.clone(),
+            },
+        ),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            report::error_line(&failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .without_time()
+        .try_init();
 }

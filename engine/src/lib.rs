@@ -2,9 +2,12 @@
 //! file, the configure protocol, action keys, the pure planner, and the
 //! executor that runs a plan through the ports in [`ports`].
 
+pub mod action;
 pub mod config;
 pub mod date;
 pub mod digest;
+pub mod evaluate;
+pub mod exec;
 pub mod graph;
 pub mod key;
 pub mod observe;

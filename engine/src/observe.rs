@@ -134,67 +134,20 @@ impl<'a> Observer<'a> {
         root: &Path,
         updates: &mut Vec<StatUpdate>,
     ) -> Result<Option<Vec<FileEntry>>, ObserveError> {
-        let metadata = match fs::symlink_metadata(root) {
-            Ok(metadata) => metadata,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(io_error(root)(error)),
+        let Some(listed) = list_files(root)? else {
+            return Ok(None);
         };
-        let mut files = Vec::new();
-        if metadata.is_file() {
-            let digest = self.file(root, &metadata, updates)?;
+        let mut files = Vec::with_capacity(listed.len());
+        for file in listed {
+            let digest = self.file(&file.path, &file.metadata, updates)?;
             files.push(FileEntry {
-                path: String::new(),
-                executable: metadata.permissions().mode() & 0o111 != 0,
-                size: metadata.len(),
+                path: file.relative,
+                executable: file.metadata.permissions().mode() & 0o111 != 0,
+                size: file.metadata.len(),
                 digest,
             });
-        } else if metadata.is_dir() {
-            self.walk(root, "", &mut files, updates)?;
-            files.sort_by(|a, b| a.path.cmp(&b.path));
-        } else {
-            return Err(refusal(root, &metadata));
         }
         Ok(Some(files))
-    }
-
-    fn walk(
-        &self,
-        directory: &Path,
-        prefix: &str,
-        files: &mut Vec<FileEntry>,
-        updates: &mut Vec<StatUpdate>,
-    ) -> Result<(), ObserveError> {
-        for entry in fs::read_dir(directory).map_err(io_error(directory))? {
-            let entry = entry.map_err(io_error(directory))?;
-            let path = entry.path();
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(ObserveError::Refused {
-                    path,
-                    what: "a file name that is not UTF-8",
-                });
-            };
-            let relative = if prefix.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let metadata = fs::symlink_metadata(&path).map_err(io_error(&path))?;
-            if metadata.is_dir() {
-                self.walk(&path, &relative, files, updates)?;
-            } else if metadata.is_file() {
-                let digest = self.file(&path, &metadata, updates)?;
-                files.push(FileEntry {
-                    path: relative,
-                    executable: metadata.permissions().mode() & 0o111 != 0,
-                    size: metadata.len(),
-                    digest,
-                });
-            } else {
-                return Err(refusal(&path, &metadata));
-            }
-        }
-        Ok(())
     }
 
     /// The Merkle digest of the partition at `root`, `Ok(None)` if absent.
@@ -207,6 +160,72 @@ impl<'a> Observer<'a> {
             .tree(root, updates)?
             .map(|files| (partition_digest(&files), files)))
     }
+}
+
+/// A regular file found under a partition root.
+pub struct ListedFile {
+    /// `/`-separated path relative to the root (empty for a single-file root).
+    pub relative: String,
+    pub path: PathBuf,
+    pub metadata: Metadata,
+}
+
+/// Lists the regular files under `root` (a directory or a single file),
+/// sorted by relative path. Symlinks, FIFOs, devices and sockets are refused:
+/// a partition holds only plain files, so nothing in it can point outside the
+/// data root. `Ok(None)` if `root` does not exist.
+pub fn list_files(root: &Path) -> Result<Option<Vec<ListedFile>>, ObserveError> {
+    let metadata = match fs::symlink_metadata(root) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(root)(error)),
+    };
+    let mut files = Vec::new();
+    if metadata.is_file() {
+        files.push(ListedFile {
+            relative: String::new(),
+            path: root.to_owned(),
+            metadata,
+        });
+    } else if metadata.is_dir() {
+        walk(root, "", &mut files)?;
+        files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    } else {
+        return Err(refusal(root, &metadata));
+    }
+    Ok(Some(files))
+}
+
+fn walk(directory: &Path, prefix: &str, files: &mut Vec<ListedFile>) -> Result<(), ObserveError> {
+    for entry in fs::read_dir(directory).map_err(io_error(directory))? {
+        let entry = entry.map_err(io_error(directory))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(ObserveError::Refused {
+                path,
+                what: "a file name that is not UTF-8",
+            });
+        };
+        let relative = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let metadata = fs::symlink_metadata(&path).map_err(io_error(&path))?;
+        if metadata.is_dir() {
+            walk(&path, &relative, files)?;
+        } else if metadata.is_file() {
+            files.push(ListedFile {
+                relative,
+                path,
+                metadata,
+            });
+        } else {
+            return Err(refusal(&path, &metadata));
+        }
+    }
+    Ok(())
 }
 
 fn refusal(path: &Path, metadata: &Metadata) -> ObserveError {

@@ -73,13 +73,14 @@ pub struct Manifest {
     pub stderr: Option<ContentDigest>,
 }
 
-/// Counts that end a build.
+/// Counts that end a build. Every action is in exactly one of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildCounts {
-    /// Actions whose job ran (successfully or not).
+    /// Actions whose job ran and succeeded.
     pub executed: u64,
     /// Actions satisfied without running (restored ones included).
     pub cached: u64,
+    /// Actions whose job failed (or could not start, or lacked a source).
     pub failed: u64,
     /// Actions not run because an input failed (or the build was interrupted).
     pub skipped: u64,
@@ -134,11 +135,11 @@ pub enum EventKind {
         built_by: u64,
         restored: bool,
     },
-    /// Not run because an input failed (or could not be produced).
+    /// Not run: an input failed, or the build stopped first.
     ActionSkipped {
         job: String,
         outputs: Vec<PartitionRef>,
-        because: PartitionRef,
+        reason: String,
     },
     PartitionMaterialized {
         partition: PartitionRef,

@@ -143,13 +143,17 @@ impl FsBlobStore {
 
     /// Removes temp files left by a writer that died. Only call it while
     /// holding the store's writer lock: any other writer's temps are live.
+    /// A temp that cannot be removed only wastes space, so it is logged and
+    /// left rather than preventing the store from opening.
     pub(crate) fn remove_stale_temps(&self) -> Result<(), StoreError> {
         for entry in read_dir(&self.temp_dir)? {
             let path = entry.path();
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::NotFound => {}
-                Err(error) => return Err(StoreError::io(path, error)),
+                Err(error) => {
+                    tracing::warn!("cannot remove stale temp file {}: {error}", path.display());
+                }
             }
         }
         Ok(())
@@ -289,7 +293,8 @@ impl BlobStore for FsBlobStore {
 
     fn restore(&self, digest: &ContentDigest, dest: &Path) -> Result<(), StoreError> {
         let blob_path = self.blob_path(digest);
-        let mut blob = File::open(&blob_path).map_err(|error| open_error(digest, &blob_path, error))?;
+        let mut blob =
+            File::open(&blob_path).map_err(|error| open_error(digest, &blob_path, error))?;
         // `create_new`: restoring never overwrites (or writes through a link
         // to) a file that is already there.
         let mut output = OpenOptions::new()

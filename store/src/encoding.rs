@@ -27,9 +27,7 @@ const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 pub enum DecodeError {
     #[error("the record is empty")]
     Empty,
-    #[error(
-        "the record has format {found}, newer than this cairn reads (up to {FORMAT_VERSION})"
-    )]
+    #[error("the record has format {found}, newer than this cairn reads (up to {FORMAT_VERSION})")]
     NewerFormat { found: u8 },
     #[error("the record has unknown format byte {found}")]
     UnknownFormat { found: u8 },
@@ -261,8 +259,11 @@ mod tests {
         reason.clear();
         let bytes = encode_event(&event);
         // Swap the ref text "raw/date=..." for "../date=..." of the same length.
-        let start = bytes.windows(3).position(|window| window == b"raw").unwrap();
-        let mut tampered = bytes.clone();
+        let start = bytes
+            .windows(3)
+            .position(|window| window == b"raw")
+            .unwrap();
+        let mut tampered = bytes;
         tampered[start..start + 3].copy_from_slice(b"../");
         assert!(matches!(
             decode_event(&tampered),

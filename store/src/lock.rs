@@ -15,9 +15,10 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_engine::ports::StoreError;
+
+use crate::now_ms;
 
 /// The held writer lock of a store; dropping it releases the lock.
 #[derive(Debug)]
@@ -78,10 +79,7 @@ fn record_holder(mut file: &File) -> std::io::Result<()> {
 /// `store DIR is locked by another cairn process (pid P, for Ns)`, naming as
 /// much of the holder as its lock file tells.
 fn held_message(dir: &Path, lock_path: &Path) -> String {
-    let prefix = format!(
-        "store {} is locked by another cairn process",
-        dir.display()
-    );
+    let prefix = format!("store {} is locked by another cairn process", dir.display());
     // The holder writes its details just after it acquires the lock, so they
     // may be missing for a moment; the message then says less.
     let holder = std::fs::read_to_string(lock_path)
@@ -126,14 +124,6 @@ fn lock_failure(dir: &Path, error: &std::io::Error) -> StoreError {
         )
     };
     StoreError::Locked(message)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 #[cfg(test)]

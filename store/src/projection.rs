@@ -19,7 +19,8 @@ use cairn_engine::{ActionKey, PartitionRef};
 /// in-memory model of a replay.
 pub(crate) trait Projections {
     fn set_action(&mut self, manifest: &Manifest) -> Result<(), StoreError>;
-    fn partition(&mut self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError>;
+    fn partition(&mut self, partition: &PartitionRef)
+    -> Result<Option<PartitionState>, StoreError>;
     fn set_partition(
         &mut self,
         partition: &PartitionRef,
@@ -79,13 +80,11 @@ fn update(
     partition: &PartitionRef,
     change: impl FnOnce(&mut PartitionState),
 ) -> Result<(), StoreError> {
-    let mut state = projections
-        .partition(partition)?
-        .unwrap_or(PartitionState {
-            current: None,
-            invalidated: None,
-            failed: None,
-        });
+    let mut state = projections.partition(partition)?.unwrap_or(PartitionState {
+        current: None,
+        invalidated: None,
+        failed: None,
+    });
     change(&mut state);
     projections.set_partition(partition, &state)
 }
@@ -104,7 +103,10 @@ impl Projections for MemoryProjections {
         Ok(())
     }
 
-    fn partition(&mut self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+    fn partition(
+        &mut self,
+        partition: &PartitionRef,
+    ) -> Result<Option<PartitionState>, StoreError> {
         Ok(self.partitions.get(partition).cloned())
     }
 
@@ -123,7 +125,12 @@ impl Projections for MemoryProjections {
 pub(crate) fn differences(replayed: &MemoryProjections, live: &MemoryProjections) -> Vec<String> {
     let mut out = Vec::new();
     compare("action", &replayed.actions, &live.actions, &mut out);
-    compare("partition", &replayed.partitions, &live.partitions, &mut out);
+    compare(
+        "partition",
+        &replayed.partitions,
+        &live.partitions,
+        &mut out,
+    );
     out
 }
 
@@ -237,7 +244,11 @@ mod tests {
         );
         let found = differences(&replayed, &live);
         assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("partition clean/date=2024-01-01: "), "{}", found[0]);
+        assert!(
+            found[0].starts_with("partition clean/date=2024-01-01: "),
+            "{}",
+            found[0]
+        );
         assert!(differences(&live, &replayed)[0].contains("no event produces it"));
     }
 }

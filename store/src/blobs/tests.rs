@@ -23,7 +23,11 @@ fn flip_byte(blobs: &FsBlobStore, digest: &ContentDigest, offset: u64) {
     use std::os::unix::fs::FileExt;
     let path = blobs.blob_path(digest);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, offset).unwrap();
     file.write_all_at(&[byte[0] ^ 0x01], offset).unwrap();
@@ -119,7 +123,8 @@ fn a_flipped_byte_is_reported_and_never_restored() {
     assert_eq!(expected, digest);
     assert_ne!(actual, digest);
     assert!(
-        error_text(&blobs.verify(&digest)).starts_with(&format!("blob {} is corrupt", digest.short()))
+        error_text(&blobs.verify(&digest))
+            .starts_with(&format!("blob {} is corrupt", digest.short()))
     );
 
     let dest = dir.path().join("restored");
@@ -141,9 +146,7 @@ fn a_deleted_blob_is_missing() {
     let digest = blobs.put_bytes(b"soon gone").unwrap();
     std::fs::remove_file(blobs.blob_path(&digest)).unwrap();
     assert!(!blobs.contains(&digest));
-    let missing = |result: Result<(), StoreError>| {
-        matches!(result, Err(StoreError::MissingBlob { expected }) if expected == digest)
-    };
+    let missing = |result: Result<(), StoreError>| matches!(result, Err(StoreError::MissingBlob { expected }) if expected == digest);
     assert!(missing(blobs.read(&digest).map(drop)));
     assert!(missing(blobs.verify(&digest)));
     let dest = dir.path().join("restored");
@@ -226,7 +229,7 @@ fn sync_is_a_no_op_until_something_is_written() {
 fn a_read_only_store_refuses_writes_but_reads() {
     let (dir, blobs) = linux_store();
     let digest = blobs.put_bytes(b"kept").unwrap();
-    let reader = FsBlobStore::new(blobs.cas_dir.clone(), false);
+    let reader = FsBlobStore::new(blobs.cas_dir, false);
     assert_eq!(reader.read(&digest).unwrap(), b"kept");
     let error = reader.put_bytes(b"new").unwrap_err();
     assert!(error.to_string().contains("read-only"), "{error}");

@@ -1,0 +1,323 @@
+//! Read-only commands: `plan`, `status`, `log`.
+
+use std::collections::HashMap;
+
+use cairn_engine::evaluate::{Verdict, evaluate};
+use cairn_engine::plan::{InputSource, Plan};
+use cairn_engine::ports::Catalog;
+use cairn_engine::record::{Event, EventKind};
+use cairn_engine::refs::{PartitionRef, Pattern};
+use serde_json::{Value, json};
+
+use crate::project::Project;
+use crate::report::{json_line, note};
+use crate::{Cli, Failure, PlanFormat};
+
+pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    let refs = project.requested(requests)?;
+    let plan = project.plan(&refs)?;
+    let verdicts = project.read_context(|context| evaluate(context, &plan).map_err(|error| Failure::store(error.to_string())))?;
+    let mut out = String::new();
+    match format {
+        PlanFormat::Text => {
+            for &index in &plan.order {
+                let action = &plan.actions[index];
+                let (state, reason) = verdicts[index].describe();
+                out.push_str(&format!("{state:>10}  {:<10} {}  ({reason})\n", action.job, outputs(&plan, index)));
+            }
+            let counts = Verdict::count(&verdicts);
+            out.push_str(&format!("{} actions: {} would run, {} up to date or restorable\n", plan.actions.len(), counts.executed, counts.cached));
+        }
+        PlanFormat::Json => {
+            let actions: Vec<Value> = plan
+                .order
+                .iter()
+                .map(|&index| {
+                    let action = &plan.actions[index];
+                    let (state, reason) = verdicts[index].describe();
+                    json!({
+                        "id": index,
+                        "job": action.job,
+                        "outputs": action.config.outputs,
+                        "inputs": action.config.inputs,
+                        "args": action.config.args,
+                        "verdict": state,
+                        "reason": reason,
+                    })
+                })
+                .collect();
+            out = json!({"requested": plan.requested, "actions": actions, "configure_calls": plan.configure_calls}).to_string();
+            out.push('\n');
+        }
+        PlanFormat::Mermaid => out = mermaid(&plan, &verdicts),
+        PlanFormat::Dot => out = dot(&plan, &verdicts),
+    }
+    print_stdout(&out);
+    Ok(0)
+}
+
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+}
+
+fn outputs(plan: &Plan, index: usize) -> String {
+    plan.actions[index].config.outputs.iter().map(PartitionRef::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Every partition in the plan, numbered for graph output: sources, then
+/// action outputs.
+fn graph_nodes(plan: &Plan) -> Vec<(String, &'static str)> {
+    let mut nodes: Vec<(String, &'static str)> = plan.sources.iter().map(|s| (s.partition.to_string(), "source")).collect();
+    for action in &plan.actions {
+        for output in &action.config.outputs {
+            nodes.push((output.to_string(), "partition"));
+        }
+    }
+    nodes
+}
+
+fn edges(plan: &Plan) -> Vec<(usize, usize, String)> {
+    // Node ids: sources first, then outputs in action order.
+    let mut first_output = Vec::with_capacity(plan.actions.len());
+    let mut next = plan.sources.len();
+    for action in &plan.actions {
+        first_output.push(next);
+        next += action.config.outputs.len();
+    }
+    let mut out = Vec::new();
+    for (index, action) in plan.actions.iter().enumerate() {
+        for input in &action.inputs {
+            let from = match *input {
+                InputSource::Source { source } => source,
+                InputSource::Action { action, output } => first_output[action] + output,
+            };
+            for output in 0..action.config.outputs.len() {
+                out.push((from, first_output[index] + output, action.job.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn mermaid(plan: &Plan, verdicts: &[Verdict]) -> String {
+    let mut out = String::from("graph LR\n");
+    let nodes = graph_nodes(plan);
+    let state = node_states(plan, verdicts);
+    for (id, (label, kind)) in nodes.iter().enumerate() {
+        let label = label.replace('"', "'");
+        if *kind == "source" {
+            out.push_str(&format!("  n{id}[(\"{label}\")]\n"));
+        } else {
+            out.push_str(&format!("  n{id}[\"{label}\"]:::{}\n", state.get(&id).copied().unwrap_or("run")));
+        }
+    }
+    for (from, to, job) in edges(plan) {
+        out.push_str(&format!("  n{from} -->|{job}| n{to}\n"));
+    }
+    out.push_str("  classDef run fill:#fde2b5\n  classDef uptodate fill:#c8e6c9\n  classDef blocked fill:#f8bbd0\n");
+    out
+}
+
+fn dot(plan: &Plan, verdicts: &[Verdict]) -> String {
+    let mut out = String::from("digraph cairn {\n  rankdir=LR;\n  node [shape=box];\n");
+    let state = node_states(plan, verdicts);
+    for (id, (label, kind)) in graph_nodes(plan).iter().enumerate() {
+        let label = label.replace('\\', "\\\\").replace('"', "\\\"");
+        let style = match (*kind, state.get(&id).copied()) {
+            ("source", _) => "shape=cylinder",
+            (_, Some("uptodate")) => "style=filled, fillcolor=\"#c8e6c9\"",
+            (_, Some("blocked")) => "style=filled, fillcolor=\"#f8bbd0\"",
+            _ => "style=filled, fillcolor=\"#fde2b5\"",
+        };
+        out.push_str(&format!("  n{id} [label=\"{label}\", {style}];\n"));
+    }
+    for (from, to, job) in edges(plan) {
+        out.push_str(&format!("  n{from} -> n{to} [label=\"{job}\"];\n"));
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn node_states(plan: &Plan, verdicts: &[Verdict]) -> HashMap<usize, &'static str> {
+    let mut states = HashMap::new();
+    let mut next = plan.sources.len();
+    for (index, action) in plan.actions.iter().enumerate() {
+        let state = match verdicts[index] {
+            Verdict::UpToDate { .. } | Verdict::Restore { .. } => "uptodate",
+            Verdict::Blocked { .. } => "blocked",
+            _ => "run",
+        };
+        for _ in &action.config.outputs {
+            states.insert(next, state);
+            next += 1;
+        }
+    }
+    states
+}
+
+pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    let refs = project.requested(requests)?;
+    let plan = project.plan(&refs)?;
+    let rows = project.read_context(|context| {
+        let verdicts = evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
+        let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
+        for (index, action) in plan.actions.iter().enumerate() {
+            for output in &action.config.outputs {
+                producer.insert(output, index);
+            }
+        }
+        let mut rows = Vec::new();
+        for partition in &plan.requested {
+            let Some(&index) = producer.get(partition) else {
+                rows.push((partition.clone(), "source", "a source partition, observed from its file".to_owned()));
+                continue;
+            };
+            let state = context.catalog.partition(partition)?;
+            let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
+            let failed = state.as_ref().and_then(|s| s.failed.clone());
+            let (word, reason) = match &verdicts[index] {
+                Verdict::UpToDate { built_by, .. } => ("built", format!("up to date (build {built_by})")),
+                Verdict::Restore { .. } => ("stale", "data path missing or altered; the next build restores it from the store".to_owned()),
+                verdict => {
+                    let (_, reason) = verdict.describe();
+                    match (&failed, built_before) {
+                        (Some((build, error)), _) => ("failed", format!("build {build}: {error}")),
+                        (None, false) => ("missing", reason),
+                        (None, true) => ("stale", reason),
+                    }
+                }
+            };
+            rows.push((partition.clone(), word, reason));
+        }
+        Ok(rows)
+    })?;
+    for (partition, state, reason) in &rows {
+        if json {
+            json_line(&json!({"ref": partition, "state": state, "reason": reason}));
+        } else {
+            print_stdout(&format!("{state:<8} {partition}  {reason}\n"));
+        }
+    }
+    if !json {
+        let count = |word: &str| rows.iter().filter(|(_, state, _)| *state == word).count();
+        note(&format!(
+            "{} partitions: {} built, {} stale, {} missing, {} failed",
+            rows.len(),
+            count("built"),
+            count("stale"),
+            count("missing"),
+            count("failed")
+        ));
+    }
+    Ok(0)
+}
+
+pub struct LogFilter {
+    pub json: bool,
+    pub since: Option<u64>,
+    pub build: Option<u64>,
+    pub partition: Option<String>,
+    pub job: Option<String>,
+}
+
+/// The partitions and job an event is about.
+fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
+    match kind {
+        EventKind::ActionStarted { job, outputs, .. }
+        | EventKind::ActionFailed { job, outputs, .. }
+        | EventKind::ActionCached { job, outputs, .. }
+        | EventKind::ActionSkipped { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
+        EventKind::ActionSucceeded { manifest } => (manifest.outputs.iter().map(|o| &o.partition).collect(), Some(&manifest.job)),
+        EventKind::PartitionMaterialized { partition, .. } | EventKind::PartitionInvalidated { partition, .. } => (vec![partition], None),
+        _ => (Vec::new(), None),
+    }
+}
+
+/// An event as one flat JSON object: `seq`, `time_ms`, `build`, `kind`,
+/// then the event's own fields.
+pub fn event_json(event: &Event) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("seq".into(), json!(event.seq));
+    object.insert("time_ms".into(), json!(event.time_ms));
+    object.insert("build".into(), json!(event.build));
+    object.insert("kind".into(), json!(event.kind.name()));
+    if let Ok(Value::Object(outer)) = serde_json::to_value(&event.kind) {
+        for (_, inner) in outer {
+            if let Value::Object(fields) = inner {
+                object.extend(fields);
+            }
+        }
+    }
+    Value::Object(object)
+}
+
+fn event_text(event: &Event) -> String {
+    let (partitions, job) = subjects(&event.kind);
+    let detail = match &event.kind {
+        EventKind::BuildRequested { requested, command, .. } => format!("{command} {}", if requested.is_empty() { "(everything)".to_owned() } else { requested.join(" ") }),
+        EventKind::Planned { actions, sources } => format!("{actions} actions, {sources} sources"),
+        EventKind::ActionStarted { reason, .. } => reason.clone(),
+        EventKind::ActionFailed { error, .. } => error.clone(),
+        EventKind::ActionCached { built_by, restored, .. } => format!("reused build {built_by}{}", if *restored { ", restored" } else { "" }),
+        EventKind::ActionSkipped { reason, .. } => reason.clone(),
+        EventKind::PartitionMaterialized { digest, .. } => format!("content {}", digest.short()),
+        EventKind::PartitionInvalidated { reason, .. } => reason.clone(),
+        EventKind::BuildFinished { counts, interrupted } => format!(
+            "{} executed, {} cached, {} failed, {} skipped{}",
+            counts.executed,
+            counts.cached,
+            counts.failed,
+            counts.skipped,
+            if *interrupted { ", interrupted" } else { "" }
+        ),
+        EventKind::DatasetVersionChanged { dataset, from, to } => format!("{dataset}: {} -> {}", from.as_deref().unwrap_or("none"), to.as_deref().unwrap_or("none")),
+        EventKind::ActionSucceeded { manifest } => format!("{} ms", manifest.finished_ms.saturating_sub(manifest.started_ms)),
+    };
+    let about: Vec<&str> = partitions.iter().map(|p| p.as_str()).collect();
+    format!(
+        "{:>6} b{:<4} {:<22} {}{}  {detail}",
+        event.seq,
+        event.build,
+        event.kind.name(),
+        job.map(|job| format!("{job} ")).unwrap_or_default(),
+        about.join(", ")
+    )
+}
+
+pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    let partition_filter: Option<Pattern> = match &filter.partition {
+        Some(text) => Some(Pattern::parse(text).map_err(|error| Failure::usage(error.to_string()))?),
+        None => None,
+    };
+    let Some(store) = project.open_reader()? else {
+        note("nothing was built here yet: the event log is empty");
+        return Ok(0);
+    };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut visit = |event: Event| {
+        use std::io::Write;
+        if filter.build.is_some_and(|build| build != event.build) {
+            return true;
+        }
+        let (partitions, job) = subjects(&event.kind);
+        if let Some(wanted) = &filter.job
+            && job != Some(wanted.as_str())
+        {
+            return true;
+        }
+        if let Some(pattern) = &partition_filter
+            && !partitions.iter().any(|partition| pattern.matches(partition).is_some())
+        {
+            return true;
+        }
+        let line = if filter.json { event_json(&event).to_string() } else { event_text(&event) };
+        writeln!(stdout, "{line}").is_ok()
+    };
+    store.catalog().scan_events(filter.since.unwrap_or(1), &mut visit)?;
+    Ok(0)
+}

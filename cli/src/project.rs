@@ -1,0 +1,153 @@
+//! Where things are: the graph file, the data root, the store — resolved
+//! from the command line before anything touches the store.
+
+use std::path::{Path, PathBuf};
+
+use cairn_engine::action::Context;
+use cairn_engine::digest::{ActionKey, ContentDigest};
+use cairn_engine::graph::Graph;
+use cairn_engine::plan::{Plan, plan};
+use cairn_engine::ports::{BlobStore, Catalog, StoreError};
+use cairn_engine::record::{Event, EventKind, Manifest, PartitionState, StatEntry};
+use cairn_engine::refs::PartitionRef;
+use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
+use cairn_store::{OpenMode, Store};
+
+use crate::{Cli, Failure};
+
+pub struct Project {
+    pub graph: Graph,
+    pub store_dir: PathBuf,
+    pub data_root: PathBuf,
+    pub environment: JobEnvironment,
+}
+
+impl Project {
+    pub fn load(cli: &Cli) -> Result<Project, Failure> {
+        let file = cli.graph.clone().unwrap_or_else(|| PathBuf::from("cairn.toml"));
+        let file = std::path::absolute(&file).map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
+        if !file.is_file() {
+            return Err(Failure::usage(format!(
+                "{}: no graph file here (run cairn where cairn.toml is, or pass --graph FILE)",
+                file.display()
+            )));
+        }
+        let graph = Graph::load(&file).map_err(|error| Failure::usage(error.to_string()))?;
+        let store_dir = match &cli.store {
+            Some(dir) => std::path::absolute(dir).map_err(|error| Failure::usage(format!("{}: {error}", dir.display())))?,
+            None => graph.root.join(".cairn"),
+        };
+        let data_root = graph.root.join("data");
+        let environment = JobEnvironment::from_process(&graph.env);
+        Ok(Project { graph, store_dir, data_root, environment })
+    }
+
+    /// The refs named by `requests` (refs or patterns), or every declared
+    /// partition when there are none.
+    pub fn requested(&self, requests: &[String]) -> Result<Vec<PartitionRef>, Failure> {
+        let mut refs = Vec::new();
+        if requests.is_empty() {
+            refs = self.graph.all_partitions().map_err(Failure::usage)?;
+        }
+        for request in requests {
+            refs.extend(self.graph.resolve_request(request).map_err(Failure::usage)?);
+        }
+        refs.sort();
+        refs.dedup();
+        Ok(refs)
+    }
+
+    pub fn plan(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
+        let configurer = ProcessConfigurer { graph: &self.graph, environment: &self.environment };
+        plan(&self.graph, refs, &configurer).map_err(|error| Failure::usage(error.to_string()))
+    }
+
+    pub fn open_writer(&self, wait: bool) -> Result<Store, Failure> {
+        let mut on_wait = |message: &str| crate::report::note(message);
+        Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait).map_err(store_failure)
+    }
+
+    /// Runs `read` with a context that can evaluate but never changes
+    /// anything: the store opened read-only, or an empty one if nothing was
+    /// ever built here.
+    pub fn read_context<R>(&self, read: impl FnOnce(&Context<'_>) -> Result<R, Failure>) -> Result<R, Failure> {
+        let reader = self.open_reader()?;
+        let children = Children::default();
+        let (catalog, blobs): (&dyn Catalog, &dyn BlobStore) = match &reader {
+            Some(store) => (store.catalog(), store.blobs()),
+            None => (&EmptyCatalog, &NoBlobs),
+        };
+        let context = Context {
+            graph: &self.graph,
+            data_root: self.data_root.clone(),
+            staging_root: self.data_root.join(".cairn-tmp"),
+            catalog,
+            blobs,
+            environment: &self.environment,
+            children: &children,
+            build: 0,
+        };
+        read(&context)
+    }
+
+    /// The store for reading, or `None` if nothing was ever built here.
+    pub fn open_reader(&self) -> Result<Option<Store>, Failure> {
+        if !self.store_dir.join("catalog.redb").exists() {
+            return Ok(None);
+        }
+        let mut on_wait = |_: &str| {};
+        Store::open(&self.store_dir, OpenMode::ReadOnly, &mut on_wait).map(Some).map_err(store_failure)
+    }
+}
+
+fn store_failure(error: StoreError) -> Failure {
+    Failure::store(error.to_string())
+}
+
+/// The catalog of a store that does not exist yet: nothing was ever built.
+pub struct EmptyCatalog;
+
+impl Catalog for EmptyCatalog {
+    fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        Ok(None)
+    }
+    fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        Ok(None)
+    }
+    fn append(&self, _build: u64, _events: Vec<EventKind>, _stats: Vec<(String, StatEntry)>) -> Result<u64, StoreError> {
+        Err(StoreError::Catalog { path: Path::new(".cairn").to_owned(), message: "the store does not exist".into() })
+    }
+    fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
+        Ok(None)
+    }
+    fn next_build_id(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn scan_events(&self, _from: u64, _visit: &mut dyn FnMut(Event) -> bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The blob store of a store that does not exist yet: holds nothing.
+pub struct NoBlobs;
+
+impl BlobStore for NoBlobs {
+    fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
+        Err(StoreError::io(path, std::io::Error::other("the store is read-only here")))
+    }
+    fn put_bytes(&self, _bytes: &[u8]) -> Result<ContentDigest, StoreError> {
+        Err(StoreError::io(".cairn", std::io::Error::other("the store is read-only here")))
+    }
+    fn contains(&self, _digest: &ContentDigest) -> bool {
+        false
+    }
+    fn restore(&self, digest: &ContentDigest, _dest: &Path) -> Result<(), StoreError> {
+        Err(StoreError::MissingBlob { expected: *digest })
+    }
+    fn read(&self, digest: &ContentDigest) -> Result<Vec<u8>, StoreError> {
+        Err(StoreError::MissingBlob { expected: *digest })
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

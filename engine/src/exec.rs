@@ -1,0 +1,529 @@
+//! The scheduler: runs a [`Plan`] on a rayon pool of `-j N` workers, each
+//! action as soon as its inputs are known, and records what happened in
+//! group commits.
+//!
+//! Durability order per group: blob sync, then one catalog transaction with
+//! the group's events and stat updates, then the reporter hears of the
+//! actions (an action is acknowledged only once it is committed). Dependents
+//! start as soon as an upstream action finishes, without waiting for its
+//! commit: a crash loses at most the uncommitted group, which the next build
+//! redoes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::action::{Context, Finished, Outcome, ResolvedInput};
+use crate::digest::{ActionKey, ContentDigest, KeyHasher};
+use crate::graph::Graph;
+use crate::observe::{Observer, StatUpdate};
+use crate::plan::{InputSource, Plan, PlannedAction};
+use crate::ports::StoreError;
+use crate::record::{BuildCounts, EventKind};
+
+/// How long finished actions may wait for their group commit.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct BuildOptions<'a> {
+    /// Worker threads, i.e. jobs running at once.
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// Set (by a signal handler) to stop the build: running jobs get SIGTERM.
+    pub interrupt: &'a AtomicBool,
+    /// Recorded in `BuildRequested`.
+    pub requested: Vec<String>,
+    pub command: String,
+    pub reason: Option<String>,
+}
+
+/// Live progress, passed with every report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub total: usize,
+    pub done: usize,
+    pub running: usize,
+    pub counts: BuildCounts,
+}
+
+/// Receives progress; the engine never prints.
+pub trait Reporter: Sync {
+    fn started(&self, _action: &PlannedAction, _progress: Progress) {}
+    /// Called once the action's outcome is committed to the catalog.
+    fn finished(&self, _action: &PlannedAction, _key: Option<&ActionKey>, _outcome: &Outcome, _progress: Progress) {}
+}
+
+/// A reporter that ignores everything.
+pub struct Silent;
+impl Reporter for Silent {}
+
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub build: u64,
+    pub counts: BuildCounts,
+    pub interrupted: bool,
+    /// One line per failed action.
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Code(String),
+}
+
+/// The code digest of each job (files named by `code`, plus the run
+/// executable when it is a file in the project), computed once per build.
+pub fn code_digests<'p>(
+    graph: &Graph,
+    jobs: impl Iterator<Item = &'p str>,
+    observer: &Observer<'_>,
+    updates: &mut Vec<StatUpdate>,
+) -> Result<HashMap<String, Option<ContentDigest>>, ExecError> {
+    let mut out = HashMap::new();
+    for name in jobs {
+        if out.contains_key(name) {
+            continue;
+        }
+        let job = &graph.jobs[name];
+        let mut files = code_files(graph, &job.code).map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
+        if let Some(program) = job.run.first()
+            && program.contains('/')
+            && graph.root.join(program).is_file()
+        {
+            files.push(program.trim_start_matches("./").to_owned());
+        }
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            out.insert(name.to_owned(), None);
+            continue;
+        }
+        let mut hasher = KeyHasher::new("cairn/code/v1");
+        for relative in &files {
+            let path = graph.root.join(relative);
+            let metadata = std::fs::metadata(&path).map_err(|error| ExecError::Code(format!("jobs.{name}.code: {}: {error}", path.display())))?;
+            let digest = observer.file(&path, &metadata, updates).map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
+            hasher.str("path", relative).digest("content", &digest);
+        }
+        out.insert(name.to_owned(), Some(ContentDigest(hasher.finish())));
+    }
+    Ok(out)
+}
+
+/// Expands `code` entries (paths or globs, relative to the graph file) to
+/// relative file paths. An entry that matches nothing is an error.
+fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        if !pattern.contains(['*', '?', '[', '{']) {
+            if !graph.root.join(pattern).is_file() {
+                return Err(format!("{pattern:?} is not a file"));
+            }
+            out.push(pattern.clone());
+            continue;
+        }
+        let matcher = globset::Glob::new(pattern).map_err(|error| format!("{pattern:?}: {error}"))?.compile_matcher();
+        // Walk only below the literal prefix of the glob, never the data.
+        let prefix: Vec<&str> = pattern.split('/').take_while(|part| !part.contains(['*', '?', '[', '{'])).collect();
+        let base = prefix.join("/");
+        let mut found = Vec::new();
+        collect_matches(&graph.root, &base, &matcher, &mut found);
+        if found.is_empty() {
+            return Err(format!("{pattern:?} matches no file"));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+fn collect_matches(root: &std::path::Path, relative: &str, matcher: &globset::GlobMatcher, out: &mut Vec<String>) {
+    let directory = if relative.is_empty() { root.to_owned() } else { root.join(relative) };
+    let Ok(entries) = std::fs::read_dir(&directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if relative.is_empty() && (name == "data" || name == ".cairn" || name == ".git") {
+            continue;
+        }
+        let path = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => collect_matches(root, &path, matcher, out),
+            Ok(kind) if kind.is_file() && matcher.is_match(&path) => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// Source digests, observed in parallel; a missing source is an error string.
+fn observe_sources(context: &Context<'_>, plan: &Plan) -> (Vec<Result<ContentDigest, String>>, Vec<StatUpdate>) {
+    let results: Vec<(Result<ContentDigest, String>, Vec<StatUpdate>)> = plan
+        .sources
+        .par_iter()
+        .map(|source| {
+            let observer = Observer::new(context.catalog);
+            let mut updates = Vec::new();
+            let digest = match observer.partition(&source.path, &mut updates) {
+                Ok(Some((digest, _))) => Ok(digest),
+                Ok(None) => Err(format!("source {} is missing: {} does not exist", source.partition, source.path.display())),
+                Err(error) => Err(format!("source {}: {error}", source.partition)),
+            };
+            (digest, updates)
+        })
+        .collect();
+    let mut updates = Vec::new();
+    let digests = results
+        .into_iter()
+        .map(|(digest, mut more)| {
+            updates.append(&mut more);
+            digest
+        })
+        .collect();
+    (digests, updates)
+}
+
+/// The inputs of `action` if all are known: `Err` names a failed input.
+fn resolve_inputs(
+    context: &Context<'_>,
+    plan: &Plan,
+    action: &PlannedAction,
+    sources: &[Result<ContentDigest, String>],
+    outputs: &[Option<Vec<ContentDigest>>],
+) -> Result<Option<Vec<ResolvedInput>>, String> {
+    let mut resolved = Vec::with_capacity(action.inputs.len());
+    for (dep, source) in action.config.inputs.iter().zip(&action.inputs) {
+        let (digest, path) = match *source {
+            InputSource::Source { source } => match &sources[source] {
+                Ok(digest) => (*digest, plan.sources[source].path.clone()),
+                Err(error) => return Err(error.clone()),
+            },
+            InputSource::Action { action, output } => match &outputs[action] {
+                Some(digests) => (digests[output], context.data_path(&dep.partition)),
+                None => return Ok(None),
+            },
+        };
+        resolved.push(ResolvedInput {
+            partition: dep.partition.clone(),
+            digest,
+            path,
+        });
+    }
+    Ok(Some(resolved))
+}
+
+enum Message {
+    Started(usize, EventKind),
+    Done(usize, Box<Finished>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Spawned,
+    Done,
+}
+
+/// Runs `plan`. Returns the report; store errors abort the build.
+pub fn build(context: &Context<'_>, plan: &Plan, options: &BuildOptions<'_>, reporter: &dyn Reporter) -> Result<BuildReport, ExecError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.jobs.max(1))
+        .thread_name(|index| format!("cairn-worker-{index}"))
+        .build()
+        .map_err(|error| ExecError::Code(format!("cannot start worker threads: {error}")))?;
+    let _ = std::fs::remove_dir_all(&context.staging_root);
+    let (sources, mut updates) = pool.install(|| observe_sources(context, plan));
+    let observer = Observer::new(context.catalog);
+    let codes = code_digests(context.graph, plan.actions.iter().map(|a| a.job.as_str()), &observer, &mut updates)?;
+    context.catalog.append(
+        context.build,
+        vec![
+            EventKind::BuildRequested {
+                requested: options.requested.clone(),
+                command: options.command.clone(),
+                reason: options.reason.clone(),
+            },
+            EventKind::Planned {
+                actions: plan.actions.len() as u64,
+                sources: plan.sources.len() as u64,
+            },
+        ],
+        updates,
+    )?;
+
+    let stop = AtomicBool::new(false);
+    let mut scheduler = Scheduler {
+        context,
+        plan,
+        reporter,
+        sources,
+        codes,
+        outputs: vec![None; plan.actions.len()],
+        state: vec![State::Waiting; plan.actions.len()],
+        remaining: plan
+            .actions
+            .iter()
+            .map(|action| action.inputs.iter().filter(|input| matches!(input, InputSource::Action { .. })).count())
+            .collect(),
+        progress: Progress {
+            total: plan.actions.len(),
+            ..Progress::default()
+        },
+        pending_events: Vec::new(),
+        pending_updates: Vec::new(),
+        pending_reports: Vec::new(),
+        failures: Vec::new(),
+        stop: &stop,
+        keep_going: options.keep_going,
+        started: vec![false; plan.actions.len()],
+        interrupted: false,
+        in_flight: 0,
+        ready: VecDeque::new(),
+    };
+    let (sender, receiver) = crossbeam_channel::unbounded::<Message>();
+    pool.in_place_scope(|scope| -> Result<(), ExecError> {
+        for &index in &plan.order {
+            if scheduler.remaining[index] == 0 {
+                scheduler.ready.push_back(index);
+            }
+        }
+        let mut last_commit = Instant::now();
+        loop {
+            while let Some(index) = scheduler.ready.pop_front() {
+                scheduler.launch(index, scope, &sender);
+            }
+            if scheduler.in_flight == 0 {
+                break;
+            }
+            let wait = COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()).max(Duration::from_millis(5));
+            if let Ok(message) = receiver.recv_timeout(wait) {
+                scheduler.handle(message);
+                while let Ok(message) = receiver.try_recv() {
+                    scheduler.handle(message);
+                }
+            }
+            if options.interrupt.load(Ordering::SeqCst) && !scheduler.interrupted {
+                scheduler.interrupted = true;
+                scheduler.stop.store(true, Ordering::SeqCst);
+                context.children.interrupt();
+            }
+            if last_commit.elapsed() >= COMMIT_INTERVAL || scheduler.in_flight == 0 {
+                scheduler.commit()?;
+                last_commit = Instant::now();
+            }
+        }
+        Ok(())
+    })?;
+    scheduler.skip_unfinished();
+    let counts = scheduler.progress.counts;
+    scheduler.pending_events.push(EventKind::BuildFinished {
+        counts,
+        interrupted: scheduler.interrupted,
+    });
+    scheduler.commit()?;
+    let _ = std::fs::remove_dir_all(&context.staging_root);
+    Ok(BuildReport {
+        build: context.build,
+        counts,
+        interrupted: scheduler.interrupted,
+        failures: scheduler.failures,
+    })
+}
+
+struct Scheduler<'a> {
+    context: &'a Context<'a>,
+    plan: &'a Plan,
+    reporter: &'a dyn Reporter,
+    sources: Vec<Result<ContentDigest, String>>,
+    codes: HashMap<String, Option<ContentDigest>>,
+    outputs: Vec<Option<Vec<ContentDigest>>>,
+    state: Vec<State>,
+    /// Unfinished upstream edges per action.
+    remaining: Vec<usize>,
+    progress: Progress,
+    pending_events: Vec<EventKind>,
+    pending_updates: Vec<StatUpdate>,
+    pending_reports: Vec<(usize, Option<ActionKey>, Outcome)>,
+    failures: Vec<String>,
+    /// Set after a failure (without --keep-going) or an interrupt: queued
+    /// actions are skipped instead of run.
+    stop: &'a AtomicBool,
+    keep_going: bool,
+    /// Whether each action's job was started (for the running count).
+    started: Vec<bool>,
+    interrupted: bool,
+    in_flight: usize,
+    ready: VecDeque<usize>,
+}
+
+impl<'a> Scheduler<'a> {
+    fn launch<'scope>(&mut self, index: usize, scope: &rayon::Scope<'scope>, sender: &crossbeam_channel::Sender<Message>)
+    where
+        'a: 'scope,
+    {
+        let plan: &'a Plan = self.plan;
+        let action = &plan.actions[index];
+        if self.stop.load(Ordering::SeqCst) {
+            return; // Recorded as skipped when the build ends.
+        }
+        let inputs = match resolve_inputs(self.context, self.plan, action, &self.sources, &self.outputs) {
+            Ok(Some(inputs)) => inputs,
+            Ok(None) => unreachable!("launched before its inputs were known"),
+            Err(error) => {
+                // A missing source: the action fails without running.
+                self.state[index] = State::Spawned;
+                self.in_flight += 1;
+                let finished = Finished {
+                    key: None,
+                    events: vec![EventKind::ActionFailed {
+                        key: ActionKey([0; 32]),
+                        job: action.job.clone(),
+                        outputs: action.config.outputs.clone(),
+                        error: error.clone(),
+                        exit_code: None,
+                        stdout: None,
+                        stderr: None,
+                    }],
+                    updates: Vec::new(),
+                    outcome: Outcome::Failed { error },
+                    outputs: None,
+                };
+                self.handle(Message::Done(index, Box::new(finished)));
+                return;
+            }
+        };
+        self.state[index] = State::Spawned;
+        self.in_flight += 1;
+        let code = self.codes.get(&action.job).copied().flatten();
+        let context = self.context;
+        let stop: &'a AtomicBool = self.stop;
+        let sender = sender.clone();
+        scope.spawn(move |_| {
+            let finished = if stop.load(Ordering::SeqCst) {
+                let reason = if context.children.is_interrupted() { "the build was interrupted" } else { "the build stopped after a failure" };
+                skipped(action, reason.to_owned())
+            } else {
+                let started = |event| {
+                    let _ = sender.send(Message::Started(index, event));
+                };
+                context.perform(index, action, &inputs, code, &started)
+            };
+            let _ = sender.send(Message::Done(index, Box::new(finished)));
+        });
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Started(index, event) => {
+                self.pending_events.push(event);
+                self.started[index] = true;
+                self.progress.running += 1;
+                self.reporter.started(&self.plan.actions[index], self.progress);
+            }
+            Message::Done(index, finished) => {
+                let finished = *finished;
+                self.in_flight -= 1;
+                if self.started[index] {
+                    self.progress.running -= 1;
+                }
+                self.pending_events.extend(finished.events);
+                self.pending_updates.extend(finished.updates);
+                self.finish(index, finished.key, finished.outcome, finished.outputs);
+            }
+        }
+    }
+
+    /// Marks `index` done, counts it, and releases or skips its dependents.
+    fn finish(&mut self, index: usize, key: Option<ActionKey>, outcome: Outcome, outputs: Option<Vec<ContentDigest>>) {
+        self.state[index] = State::Done;
+        self.progress.done += 1;
+        let counts = &mut self.progress.counts;
+        match &outcome {
+            Outcome::Executed { .. } => counts.executed += 1,
+            Outcome::Cached { .. } => counts.cached += 1,
+            Outcome::Failed { error } => {
+                counts.failed += 1;
+                self.failures.push(error.clone());
+            }
+            Outcome::Skipped { .. } => counts.skipped += 1,
+        }
+        let succeeded = outputs.is_some();
+        self.outputs[index] = outputs;
+        self.pending_reports.push((index, key, outcome));
+        let action = &self.plan.actions[index];
+        if succeeded {
+            for &dependent in &action.dependents {
+                let edges = self.plan.actions[dependent]
+                    .inputs
+                    .iter()
+                    .filter(|input| matches!(input, InputSource::Action { action, .. } if *action == index))
+                    .count();
+                self.remaining[dependent] -= edges;
+                if self.remaining[dependent] == 0 && self.state[dependent] == State::Waiting {
+                    self.ready.push_back(dependent);
+                }
+            }
+            return;
+        }
+        if !self.keep_going {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        let because = action.config.outputs[0].clone();
+        for &dependent in &action.dependents {
+            if self.state[dependent] == State::Waiting {
+                let skip = skipped(&self.plan.actions[dependent], format!("input {because} was not built"));
+                self.pending_events.extend(skip.events);
+                self.finish(dependent, None, skip.outcome, None);
+            }
+        }
+    }
+
+    /// Actions never launched because the build stopped.
+    fn skip_unfinished(&mut self) {
+        let reason = if self.interrupted { "the build was interrupted" } else { "the build stopped after a failure" };
+        for index in 0..self.plan.actions.len() {
+            if self.state[index] == State::Waiting {
+                let skip = skipped(&self.plan.actions[index], reason.to_owned());
+                self.pending_events.extend(skip.events);
+                self.state[index] = State::Done;
+                self.progress.done += 1;
+                self.progress.counts.skipped += 1;
+                self.pending_reports.push((index, None, skip.outcome));
+            }
+        }
+    }
+
+    /// One group commit: blobs durable, then events and stats, then reports.
+    fn commit(&mut self) -> Result<(), ExecError> {
+        if self.pending_events.is_empty() && self.pending_updates.is_empty() {
+            return Ok(());
+        }
+        self.context.blobs.sync()?;
+        let events = std::mem::take(&mut self.pending_events);
+        let updates = std::mem::take(&mut self.pending_updates);
+        self.context.catalog.append(self.context.build, events, updates)?;
+        for (index, key, outcome) in std::mem::take(&mut self.pending_reports) {
+            self.reporter.finished(&self.plan.actions[index], key.as_ref(), &outcome, self.progress);
+        }
+        Ok(())
+    }
+}
+
+fn skipped(action: &PlannedAction, reason: String) -> Finished {
+    Finished {
+        key: None,
+        events: vec![EventKind::ActionSkipped {
+            job: action.job.clone(),
+            outputs: action.config.outputs.clone(),
+            reason: reason.clone(),
+        }],
+        updates: Vec::new(),
+        outcome: Outcome::Skipped { reason },
+        outputs: None,
+    }
+}

@@ -1,0 +1,500 @@
+//! The catalog: one redb database, `.cairn/catalog.redb`, holding the event
+//! log, its projections and the stat cache.
+//!
+//! Tables (every value is `[format byte] ++ postcard`, see [`crate::encoding`]):
+//! - `events`: `u64 seq → Event`. Append-only: nothing in this crate updates or
+//!   deletes a key, and seqs are consecutive from 1.
+//! - `actions`: `action key → Manifest` of the last success of that key.
+//! - `partitions`: `ref text → PartitionState`.
+//! - `stat_cache`: `absolute path → StatEntry`.
+//! - `meta`: `format` (store format version), `next_build` (the next build id).
+//!
+//! Invariants:
+//! - `actions` and `partitions` are exactly what [`crate::projection::apply`]
+//!   produces over `events`: they are written in the same transaction as the
+//!   events that cause them, and [`RedbCatalog::replay_check`] proves it.
+//! - Every commit is redb's default `Durability::Immediate`: once `append`
+//!   returns, the events survive a crash or power loss.
+//! - A store written by a newer format is refused before anything is written.
+//!
+//! Concurrency: the writer opens the database in redb's
+//! `ConcurrencyMode::SingleWriter`, which lets other processes open it with
+//! `open_read_only` (in the same mode) and read committed snapshots while a
+//! build writes, so `status` and `log` never wait for a build. A read-only
+//! catalog is the same type: its read methods work, and `append` and
+//! `next_build_id` fail with a clear error.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use cairn_engine::PartitionRef;
+use cairn_engine::digest::ActionKey;
+use cairn_engine::ports::{Catalog, StoreError};
+use cairn_engine::record::{Event, EventKind, Manifest, PartitionState, StatEntry};
+use redb::{
+    Builder, ConcurrencyMode, Database, DatabaseError, Key, ReadOnlyDatabase, ReadOnlyTable,
+    ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError, Value,
+};
+
+use crate::encoding::{
+    FORMAT_VERSION, decode_event, decode_manifest, decode_partition_state, decode_stat_entry,
+    encode_event, encode_manifest, encode_partition_state, encode_stat_entry,
+};
+use crate::projection::{MemoryProjections, Projections, apply, differences};
+
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const ACTIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("actions");
+const PARTITIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("partitions");
+const STAT_CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("stat_cache");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_NEXT_BUILD: &str = "next_build";
+
+/// The database handle: a writer, or a reader beside some other writer.
+enum Handle {
+    Writer(Database),
+    Reader(ReadOnlyDatabase),
+}
+
+/// The redb catalog; implements [`Catalog`].
+pub struct RedbCatalog {
+    path: PathBuf,
+    handle: Handle,
+}
+
+/// The outcome of opening a catalog read-only.
+pub(crate) enum ReaderOpen {
+    Opened(RedbCatalog),
+    /// The last writer died without closing the file, and no live writer has
+    /// recovered it yet: a read-only handle may not repair it.
+    NeedsRecovery,
+}
+
+impl RedbCatalog {
+    /// Opens (or creates) the catalog for writing. The caller holds the
+    /// store's writer lock.
+    pub(crate) fn open_writer(path: &Path, create: bool) -> Result<RedbCatalog, StoreError> {
+        let mut builder = Builder::new();
+        builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        if std::env::var_os("SCRATCH_CHECK").is_some() { builder.set_check_integrity_on_open(true); }
+        let database = if create {
+            builder.create(path)
+        } else {
+            builder.open(path)
+        }
+        .map_err(|error| catalog_error(path, error))?;
+        let catalog = RedbCatalog {
+            path: path.to_owned(),
+            handle: Handle::Writer(database),
+        };
+        if catalog.stored_format()?.is_none() {
+            catalog.initialize()?;
+        }
+        Ok(catalog)
+    }
+
+    /// Opens an existing catalog read-only, beside a writer if one runs.
+    pub(crate) fn open_reader(path: &Path) -> Result<ReaderOpen, StoreError> {
+        let mut builder = Builder::new();
+        builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        let database = match builder.open_read_only(path) {
+            Ok(database) => database,
+            Err(DatabaseError::RepairAborted) => return Ok(ReaderOpen::NeedsRecovery),
+            Err(error) => return Err(catalog_error(path, error)),
+        };
+        let catalog = RedbCatalog {
+            path: path.to_owned(),
+            handle: Handle::Reader(database),
+        };
+        catalog.stored_format()?;
+        Ok(ReaderOpen::Opened(catalog))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.handle, Handle::Reader(_))
+    }
+
+    /// The seq of the last event, 0 if the log is empty.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(0);
+        };
+        let last = events.last().map_err(|error| self.fail(error))?;
+        Ok(last.map_or(0, |(seq, _)| seq.value()))
+    }
+
+    /// Rebuilds `actions` and `partitions` from the events alone (in memory)
+    /// and lists how the live tables differ; empty when they are equal.
+    pub fn replay_check(&self) -> Result<Vec<String>, StoreError> {
+        // One read transaction: the log and the tables are one snapshot.
+        let transaction = self.begin_read()?;
+        let mut replayed = MemoryProjections::default();
+        if let Some(events) = self.read_table(&transaction, EVENTS)? {
+            self.visit_events(&events, 1, &mut |event| {
+                apply(&event, &mut replayed)?;
+                Ok(true)
+            })?;
+        }
+        let mut found = Vec::new();
+        let live = self.read_live_projections(&transaction, &mut found)?;
+        found.extend(differences(&replayed, &live));
+        Ok(found)
+    }
+
+    /// Runs redb's full integrity check (every page checksum), repairing what
+    /// it can: `Ok(true)` if the file was sound, `Ok(false)` if it was
+    /// repaired. Writer only; slow, meant for `cairn store verify`.
+    pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
+        match &mut self.handle {
+            Handle::Writer(database) => database
+                .check_integrity()
+                .map_err(|error| catalog_error(&self.path, error)),
+            Handle::Reader(_) => Err(self.read_only_error("checking its integrity")),
+        }
+    }
+
+    fn stored_format(&self) -> Result<Option<u64>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(meta) = self.read_table(&transaction, META)? else {
+            return Ok(None);
+        };
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|error| self.fail(error))?
+            .map(|value| value.value());
+        if let Some(found) = format
+            && found > u64::from(FORMAT_VERSION)
+        {
+            return Err(StoreError::NewerFormat {
+                path: self.path.clone(),
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(format)
+    }
+
+    /// Creates every table and records the format, so that readers find a
+    /// complete schema.
+    fn initialize(&self) -> Result<(), StoreError> {
+        let transaction = self.writer("creating it")?.begin_write();
+        let transaction = transaction.map_err(|error| self.fail(error))?;
+        {
+            transaction
+                .open_table(EVENTS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .open_table(ACTIONS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .open_table(PARTITIONS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .open_table(STAT_CACHE)
+                .map_err(|error| self.fail(error))?;
+            let mut meta = transaction
+                .open_table(META)
+                .map_err(|error| self.fail(error))?;
+            meta.insert(META_FORMAT, u64::from(FORMAT_VERSION))
+                .map_err(|error| self.fail(error))?;
+        }
+        transaction.commit().map_err(|error| self.fail(error))
+    }
+
+    fn writer(&self, doing: &str) -> Result<&Database, StoreError> {
+        match &self.handle {
+            Handle::Writer(database) => Ok(database),
+            Handle::Reader(_) => Err(self.read_only_error(doing)),
+        }
+    }
+
+    fn read_only_error(&self, doing: &str) -> StoreError {
+        self.fail(format!(
+            "the store was opened read-only; {doing} needs a command that takes the writer lock"
+        ))
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        match &self.handle {
+            Handle::Writer(database) => database.begin_read(),
+            Handle::Reader(database) => database.begin_read(),
+        }
+        .map_err(|error| self.fail(error))
+    }
+
+    /// Opens a table for reading; `None` if it was never created.
+    fn read_table<K: Key + 'static, V: Value + 'static>(
+        &self,
+        transaction: &ReadTransaction,
+        definition: TableDefinition<'_, K, V>,
+    ) -> Result<Option<ReadOnlyTable<K, V>>, StoreError> {
+        match transaction.open_table(definition) {
+            Ok(table) => Ok(Some(table)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// Decodes the events with `seq >= from` in order until `visit` says stop.
+    fn visit_events(
+        &self,
+        events: &ReadOnlyTable<u64, &[u8]>,
+        from: u64,
+        visit: &mut dyn FnMut(Event) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in events.range(from..).map_err(|error| self.fail(error))? {
+            let (seq, bytes) = entry.map_err(|error| self.fail(error))?;
+            let seq = seq.value();
+            let event = decode_event(bytes.value())
+                .map_err(|error| self.fail(format!("event {seq} does not decode: {error}")))?;
+            if event.seq != seq {
+                return Err(self.fail(format!(
+                    "event {seq} is stored with sequence number {}",
+                    event.seq
+                )));
+            }
+            if !visit(event)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the live `actions` and `partitions` tables; entries that do not
+    /// decode, or sit under the wrong key, are reported into `found`.
+    fn read_live_projections(
+        &self,
+        transaction: &ReadTransaction,
+        found: &mut Vec<String>,
+    ) -> Result<MemoryProjections, StoreError> {
+        let mut live = MemoryProjections::default();
+        if let Some(actions) = self.read_table(transaction, ACTIONS)? {
+            for entry in actions.iter().map_err(|error| self.fail(error))? {
+                let (key, bytes) = entry.map_err(|error| self.fail(error))?;
+                let key = ActionKey(*key.value());
+                match decode_manifest(bytes.value()) {
+                    Ok(manifest) if manifest.key == key => {
+                        live.actions.insert(key, manifest);
+                    }
+                    Ok(manifest) => found.push(format!(
+                        "action {key}: the live table holds the manifest of {}",
+                        manifest.key
+                    )),
+                    Err(error) => found.push(format!("action {key}: {error}")),
+                }
+            }
+        }
+        if let Some(partitions) = self.read_table(transaction, PARTITIONS)? {
+            for entry in partitions.iter().map_err(|error| self.fail(error))? {
+                let (text, bytes) = entry.map_err(|error| self.fail(error))?;
+                let text = text.value();
+                let partition = match PartitionRef::parse(text) {
+                    Ok(partition) => partition,
+                    Err(error) => {
+                        found.push(format!("partition key {text:?} in the live table: {error}"));
+                        continue;
+                    }
+                };
+                match decode_partition_state(bytes.value()) {
+                    Ok(state) => {
+                        live.partitions.insert(partition, state);
+                    }
+                    Err(error) => found.push(format!("partition {partition}: {error}")),
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    fn fail(&self, error: impl Display) -> StoreError {
+        catalog_error(&self.path, error)
+    }
+}
+
+fn catalog_error(path: &Path, error: impl Display) -> StoreError {
+    StoreError::Catalog {
+        path: path.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// The projection tables of a write transaction.
+struct TableProjections<'transaction, 'catalog> {
+    actions: Table<'transaction, &'static [u8; 32], &'static [u8]>,
+    partitions: Table<'transaction, &'static str, &'static [u8]>,
+    catalog: &'catalog RedbCatalog,
+}
+
+impl Projections for TableProjections<'_, '_> {
+    fn set_action(&mut self, manifest: &Manifest) -> Result<(), StoreError> {
+        self.actions
+            .insert(&manifest.key.0, encode_manifest(manifest).as_slice())
+            .map_err(|error| self.catalog.fail(error))?;
+        Ok(())
+    }
+
+    fn partition(
+        &mut self,
+        partition: &PartitionRef,
+    ) -> Result<Option<PartitionState>, StoreError> {
+        let Some(bytes) = self
+            .partitions
+            .get(partition.as_str())
+            .map_err(|error| self.catalog.fail(error))?
+        else {
+            return Ok(None);
+        };
+        decode_partition_state(bytes.value())
+            .map(Some)
+            .map_err(|error| self.catalog.fail(format!("partition {partition}: {error}")))
+    }
+
+    fn set_partition(
+        &mut self,
+        partition: &PartitionRef,
+        state: &PartitionState,
+    ) -> Result<(), StoreError> {
+        self.partitions
+            .insert(partition.as_str(), encode_partition_state(state).as_slice())
+            .map_err(|error| self.catalog.fail(error))?;
+        Ok(())
+    }
+}
+
+impl Catalog for RedbCatalog {
+    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(actions) = self.read_table(&transaction, ACTIONS)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = actions.get(&key.0).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_manifest(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("action {key}: {error}")))
+    }
+
+    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(partitions) = self.read_table(&transaction, PARTITIONS)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = partitions
+            .get(partition.as_str())
+            .map_err(|error| self.fail(error))?
+        else {
+            return Ok(None);
+        };
+        decode_partition_state(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("partition {partition}: {error}")))
+    }
+
+    fn append(
+        &self,
+        build: u64,
+        events: Vec<EventKind>,
+        stats: Vec<(String, StatEntry)>,
+    ) -> Result<u64, StoreError> {
+        let database = self.writer("appending events")?;
+        let transaction = database.begin_write().map_err(|error| self.fail(error))?;
+        let last_seq = {
+            let mut log = transaction
+                .open_table(EVENTS)
+                .map_err(|error| self.fail(error))?;
+            let mut projections = TableProjections {
+                actions: transaction
+                    .open_table(ACTIONS)
+                    .map_err(|error| self.fail(error))?,
+                partitions: transaction
+                    .open_table(PARTITIONS)
+                    .map_err(|error| self.fail(error))?,
+                catalog: self,
+            };
+            let mut seq = log
+                .last()
+                .map_err(|error| self.fail(error))?
+                .map_or(0, |(seq, _)| seq.value());
+            let time_ms = crate::now_ms();
+            for kind in events {
+                seq += 1;
+                let event = Event {
+                    seq,
+                    time_ms,
+                    build,
+                    kind,
+                };
+                log.insert(seq, encode_event(&event).as_slice())
+                    .map_err(|error| self.fail(error))?;
+                apply(&event, &mut projections)?;
+            }
+            let mut stat_cache = transaction
+                .open_table(STAT_CACHE)
+                .map_err(|error| self.fail(error))?;
+            for (path, entry) in &stats {
+                stat_cache
+                    .insert(path.as_str(), encode_stat_entry(entry).as_slice())
+                    .map_err(|error| self.fail(error))?;
+            }
+            seq
+        };
+        // An error before this point drops the transaction, which aborts it:
+        // a failed append leaves the catalog as it was.
+        transaction.commit().map_err(|error| self.fail(error))?;
+        Ok(last_seq)
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(stat_cache) = self.read_table(&transaction, STAT_CACHE)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = stat_cache.get(path).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_stat_entry(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("stat cache entry {path}: {error}")))
+    }
+
+    fn next_build_id(&self) -> Result<u64, StoreError> {
+        let database = self.writer("starting a build")?;
+        let transaction = database.begin_write().map_err(|error| self.fail(error))?;
+        let build = {
+            let mut meta = transaction
+                .open_table(META)
+                .map_err(|error| self.fail(error))?;
+            let build = meta
+                .get(META_NEXT_BUILD)
+                .map_err(|error| self.fail(error))?
+                .map_or(1, |value| value.value());
+            meta.insert(META_NEXT_BUILD, build + 1)
+                .map_err(|error| self.fail(error))?;
+            build
+        };
+        transaction.commit().map_err(|error| self.fail(error))?;
+        Ok(build)
+    }
+
+    fn scan_events(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(());
+        };
+        self.visit_events(&events, from, &mut |event| Ok(visit(event)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

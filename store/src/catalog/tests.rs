@@ -1,0 +1,442 @@
+//! Tests of the redb catalog: the log, the projections, the stat cache,
+//! formats and replay.
+
+use cairn_engine::ContentDigest;
+use cairn_engine::record::{BuildCounts, Materialization};
+
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        Fixture { _dir: dir, path }
+    }
+
+    fn writer(&self) -> RedbCatalog {
+        RedbCatalog::open_writer(&self.path, true).unwrap()
+    }
+
+    fn reader(&self) -> RedbCatalog {
+        match RedbCatalog::open_reader(&self.path).unwrap() {
+            ReaderOpen::Opened(catalog) => catalog,
+            ReaderOpen::NeedsRecovery => panic!("catalog needs recovery"),
+        }
+    }
+
+    /// Changes the raw database behind the catalog's back (no catalog open).
+    fn tamper(&self, change: impl FnOnce(&redb::WriteTransaction)) {
+        let database = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open(&self.path)
+            .unwrap();
+        let transaction = database.begin_write().unwrap();
+        change(&transaction);
+        transaction.commit().unwrap();
+    }
+}
+
+fn partition(text: &str) -> PartitionRef {
+    PartitionRef::parse(text).unwrap()
+}
+
+fn manifest(key: ActionKey, output: &str) -> Manifest {
+    Manifest {
+        key,
+        job: "clean".into(),
+        outputs: Vec::new(),
+        inputs: Vec::new(),
+        code_digest: None,
+        versions: vec![("clean".into(), "1.0.0".into())],
+        build: 1,
+        started_ms: 10,
+        finished_ms: 20,
+        stdout: Some(ContentDigest::of(output.as_bytes())),
+        stderr: None,
+    }
+}
+
+fn materialized(text: &str, key: ActionKey, content: &[u8]) -> EventKind {
+    EventKind::PartitionMaterialized {
+        partition: partition(text),
+        digest: ContentDigest::of(content),
+        key,
+    }
+}
+
+fn failed(text: &str, error: &str) -> EventKind {
+    EventKind::ActionFailed {
+        key: ActionKey([9; 32]),
+        job: "clean".into(),
+        outputs: vec![partition(text)],
+        error: error.into(),
+        exit_code: Some(1),
+        stdout: None,
+        stderr: None,
+    }
+}
+
+fn invalidated(text: &str, reason: &str) -> EventKind {
+    EventKind::PartitionInvalidated {
+        partition: partition(text),
+        reason: reason.into(),
+    }
+}
+
+fn planned() -> EventKind {
+    EventKind::Planned {
+        actions: 1,
+        sources: 0,
+    }
+}
+
+fn all_events(catalog: &RedbCatalog, from: u64) -> Vec<Event> {
+    let mut events = Vec::new();
+    catalog
+        .scan_events(from, &mut |event| {
+            events.push(event);
+            true
+        })
+        .unwrap();
+    events
+}
+
+#[test]
+fn seqs_stay_consecutive_across_reopen() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    assert_eq!(catalog.last_seq().unwrap(), 0);
+    assert_eq!(catalog.next_build_id().unwrap(), 1);
+    assert_eq!(
+        catalog
+            .append(1, vec![planned(), planned(), planned()], Vec::new())
+            .unwrap(),
+        3
+    );
+    drop(catalog);
+
+    let catalog = fixture.writer();
+    assert_eq!(catalog.next_build_id().unwrap(), 2);
+    let finished = EventKind::BuildFinished {
+        counts: BuildCounts::default(),
+        interrupted: false,
+    };
+    assert_eq!(
+        catalog
+            .append(2, vec![planned(), finished.clone()], Vec::new())
+            .unwrap(),
+        5
+    );
+    assert_eq!(catalog.append(2, Vec::new(), Vec::new()).unwrap(), 5);
+    assert_eq!(catalog.last_seq().unwrap(), 5);
+
+    let events = all_events(&catalog, 1);
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let builds: Vec<u64> = events.iter().map(|event| event.build).collect();
+    assert_eq!(builds, [1, 1, 1, 2, 2]);
+    assert_eq!(events[4].kind, finished);
+    assert!(events.iter().all(|event| event.time_ms > 1_600_000_000_000));
+
+    let tail: Vec<u64> = all_events(&catalog, 4)
+        .iter()
+        .map(|event| event.seq)
+        .collect();
+    assert_eq!(tail, [4, 5]);
+    let mut first_two = Vec::new();
+    catalog
+        .scan_events(1, &mut |event| {
+            first_two.push(event.seq);
+            first_two.len() < 2
+        })
+        .unwrap();
+    assert_eq!(first_two, [1, 2]);
+}
+
+#[test]
+fn projections_follow_the_log() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    let target = "clean/date=2024-01-01";
+    let first_key = ActionKey([1; 32]);
+    let second_key = ActionKey([2; 32]);
+
+    catalog
+        .append(
+            1,
+            vec![
+                EventKind::ActionSucceeded {
+                    manifest: manifest(first_key, "first"),
+                },
+                materialized(target, first_key, b"first"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(
+        catalog.action(&first_key).unwrap(),
+        Some(manifest(first_key, "first"))
+    );
+    assert_eq!(catalog.action(&second_key).unwrap(), None);
+    let expected_current = Materialization {
+        key: first_key,
+        digest: ContentDigest::of(b"first"),
+        build: 1,
+        seq: 2,
+    };
+    let state = catalog.partition(&partition(target)).unwrap().unwrap();
+    assert_eq!(state.current.as_ref(), Some(&expected_current));
+    assert_eq!((state.invalidated, state.failed), (None, None));
+
+    catalog
+        .append(2, vec![invalidated(target, "bad input")], Vec::new())
+        .unwrap();
+    drop(catalog);
+    let catalog = fixture.writer();
+    catalog
+        .append(3, vec![failed(target, "exit status 1")], Vec::new())
+        .unwrap();
+    let state = catalog.partition(&partition(target)).unwrap().unwrap();
+    assert_eq!(state.current.as_ref(), Some(&expected_current));
+    assert_eq!(state.invalidated.as_deref(), Some("bad input"));
+    assert_eq!(state.failed, Some((3, "exit status 1".into())));
+
+    // A failure or invalidation of a partition never built creates its state.
+    catalog
+        .append(
+            3,
+            vec![
+                failed("clean/date=2024-01-02", "boom"),
+                invalidated("clean/date=2024-01-03", "why"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    let never_built = catalog
+        .partition(&partition("clean/date=2024-01-02"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(never_built.current, None);
+    assert_eq!(never_built.failed, Some((3, "boom".into())));
+
+    let last = catalog
+        .append(
+            4,
+            vec![
+                EventKind::ActionSucceeded {
+                    manifest: manifest(second_key, "second"),
+                },
+                materialized(target, second_key, b"second"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    let state = catalog.partition(&partition(target)).unwrap().unwrap();
+    assert_eq!(
+        state.current,
+        Some(Materialization {
+            key: second_key,
+            digest: ContentDigest::of(b"second"),
+            build: 4,
+            seq: last,
+        })
+    );
+    assert_eq!((state.invalidated, state.failed), (None, None));
+    assert_eq!(catalog.partition(&partition("other/x=1")).unwrap(), None);
+    assert_eq!(catalog.replay_check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn stat_cache_round_trips_and_is_overwritten() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    let entry = StatEntry {
+        size: 5,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ctime_ns: 1_700_000_000_123_456_790,
+        inode: 77,
+        recorded_ns: 1_700_000_001_000_000_000,
+        digest: ContentDigest::of(b"hello"),
+    };
+    catalog
+        .append(1, Vec::new(), vec![("/data/in.txt".into(), entry)])
+        .unwrap();
+    assert_eq!(catalog.stat("/data/in.txt").unwrap(), Some(entry));
+    assert_eq!(catalog.stat("/data/other.txt").unwrap(), None);
+
+    let newer = StatEntry { size: 6, ..entry };
+    catalog
+        .append(2, vec![planned()], vec![("/data/in.txt".into(), newer)])
+        .unwrap();
+    drop(catalog);
+    assert_eq!(fixture.writer().stat("/data/in.txt").unwrap(), Some(newer));
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let fixture = Fixture::new();
+    drop(fixture.writer());
+    fixture.tamper(|transaction| {
+        let mut meta = transaction.open_table(META).unwrap();
+        meta.insert(META_FORMAT, 2).unwrap();
+    });
+    let expected = format!(
+        "store {} was written by a newer cairn (format 2, this cairn reads up to 1)",
+        fixture.path.display()
+    );
+    let Err(error) = RedbCatalog::open_writer(&fixture.path, true) else {
+        panic!("a newer format was opened for writing")
+    };
+    assert!(matches!(error, StoreError::NewerFormat { found: 2, .. }));
+    assert_eq!(error.to_string(), expected);
+    let Err(error) = RedbCatalog::open_reader(&fixture.path) else {
+        panic!("a newer format was opened for reading")
+    };
+    assert_eq!(error.to_string(), expected);
+}
+
+#[test]
+fn replay_check_finds_tampered_projections() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    let key = ActionKey([1; 32]);
+    catalog
+        .append(
+            1,
+            vec![
+                EventKind::ActionSucceeded {
+                    manifest: manifest(key, "out"),
+                },
+                materialized("clean/date=2024-01-01", key, b"a"),
+                materialized("clean/date=2024-01-02", key, b"b"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert!(catalog.replay_check().unwrap().is_empty());
+    drop(catalog);
+
+    let forged = PartitionState {
+        current: None,
+        invalidated: Some("forged".into()),
+        failed: None,
+    };
+    fixture.tamper(|transaction| {
+        let mut partitions = transaction.open_table(PARTITIONS).unwrap();
+        partitions
+            .insert(
+                "clean/date=2024-01-01",
+                encode_partition_state(&forged).as_slice(),
+            )
+            .unwrap();
+        partitions.remove("clean/date=2024-01-02").unwrap();
+        partitions
+            .insert("clean/date=2024-01-09", [1u8, 0xff].as_slice())
+            .unwrap();
+        let mut actions = transaction.open_table(ACTIONS).unwrap();
+        actions.remove(&key.0).unwrap();
+    });
+
+    let found = fixture.reader().replay_check().unwrap();
+    assert_eq!(found.len(), 4, "{found:#?}");
+    let mentions = |needle: &str| found.iter().any(|line| line.contains(needle));
+    assert!(mentions("partition clean/date=2024-01-09: the record"));
+    assert!(mentions(&format!(
+        "action {key}: the log produces it but the live table does not have it"
+    )));
+    assert!(mentions(
+        "partition clean/date=2024-01-01: the live table has PartitionState"
+    ));
+    assert!(mentions(
+        "partition clean/date=2024-01-02: the log produces it but the live table does not have it"
+    ));
+}
+
+#[test]
+fn an_undecodable_event_is_reported_with_its_seq() {
+    let fixture = Fixture::new();
+    fixture
+        .writer()
+        .append(1, vec![planned(), planned()], Vec::new())
+        .unwrap();
+    fixture.tamper(|transaction| {
+        let mut events = transaction.open_table(EVENTS).unwrap();
+        events.insert(2, [1u8, 0xff, 0xff].as_slice()).unwrap();
+    });
+    let catalog = fixture.writer();
+    let error = catalog.scan_events(1, &mut |_| true).unwrap_err();
+    assert!(
+        error.to_string().contains("event 2 does not decode"),
+        "{error}"
+    );
+    assert!(catalog.replay_check().is_err());
+    // The first event is still delivered before the bad one is reached.
+    let mut seen = Vec::new();
+    let _ = catalog.scan_events(1, &mut |event| {
+        seen.push(event.seq);
+        true
+    });
+    assert_eq!(seen, [1]);
+}
+
+#[test]
+fn a_failed_append_leaves_the_catalog_as_it_was() {
+    let fixture = Fixture::new();
+    fixture
+        .writer()
+        .append(1, vec![planned()], Vec::new())
+        .unwrap();
+    fixture.tamper(|transaction| {
+        let mut partitions = transaction.open_table(PARTITIONS).unwrap();
+        partitions
+            .insert("clean/date=2024-01-01", [0u8].as_slice())
+            .unwrap();
+    });
+    let catalog = fixture.writer();
+    let error = catalog
+        .append(
+            2,
+            vec![planned(), invalidated("clean/date=2024-01-01", "x")],
+            Vec::new(),
+        )
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("partition clean/date=2024-01-01: the record has unknown format byte 0"),
+        "{error}"
+    );
+    assert_eq!(catalog.last_seq().unwrap(), 1);
+}
+
+#[test]
+fn a_reader_follows_the_writer_and_cannot_write() {
+    let fixture = Fixture::new();
+    let writer = fixture.writer();
+    writer.append(1, vec![planned()], Vec::new()).unwrap();
+    let reader = fixture.reader();
+    assert!(reader.is_read_only());
+    assert_eq!(reader.last_seq().unwrap(), 1);
+    writer.append(1, vec![planned()], Vec::new()).unwrap();
+    assert_eq!(reader.last_seq().unwrap(), 2);
+    assert_eq!(all_events(&reader, 1).len(), 2);
+
+    let error = reader.append(1, vec![planned()], Vec::new()).unwrap_err();
+    assert!(error.to_string().contains("opened read-only"), "{error}");
+    assert!(reader.next_build_id().is_err());
+    assert_eq!(writer.last_seq().unwrap(), 2);
+}
+
+#[test]
+fn integrity_check_passes_on_a_healthy_catalog() {
+    let fixture = Fixture::new();
+    let mut catalog = fixture.writer();
+    catalog.append(1, vec![planned()], Vec::new()).unwrap();
+    assert!(catalog.check_integrity().unwrap());
+    assert!(fixture.reader().check_integrity().is_err());
+}
