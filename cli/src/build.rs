@@ -23,8 +23,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let store = project.open_writer(!args.no_wait)?;
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupt))
-            .map_err(|error| Failure::usage(format!("cannot install the signal handler: {error}")))?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupt)).map_err(|error| {
+            Failure::usage(format!("cannot install the signal handler: {error}"))
+        })?;
     }
     let build_id = cairn_engine::ports::Catalog::next_build_id(store.catalog())?;
     let children = Children::default();
@@ -38,7 +39,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         children: &children,
         build: build_id,
     };
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
     let options = BuildOptions {
         jobs,
         keep_going: args.keep_going,
@@ -48,7 +53,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         reason: None,
     };
     let reporter = BuildReporter::new(args.json);
-    let report = build(&context, &plan, &options, &reporter).map_err(|error| Failure::store(error.to_string()))?;
+    let report = build(&context, &plan, &options, &reporter)
+        .map_err(|error| Failure::store(error.to_string()))?;
     reporter.finish();
     let counts = report.counts;
     if args.json {
@@ -71,7 +77,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         counts.cached,
         counts.failed,
         counts.skipped,
-        if report.interrupted { " (interrupted)" } else { "" }
+        if report.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     ));
     if report.interrupted {
         return Ok(130);
@@ -80,19 +90,29 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
 }
 
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {
-    let verdicts = project.read_context(|context| evaluate(context, plan).map_err(|error| Failure::store(error.to_string())))?;
+    let verdicts = project.read_context(|context| {
+        evaluate(context, plan).map_err(|error| Failure::store(error.to_string()))
+    })?;
     for &index in &plan.order {
         let action = &plan.actions[index];
         let (state, reason) = verdicts[index].describe();
         if json {
-            json_line(&json!({"type": "action", "job": action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason}));
+            json_line(
+                &json!({"type": "action", "job": action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason}),
+            );
         } else if state != "up-to-date" {
-            note(&format!("{state:>10} {} ({}): {reason}", outputs_text(action), action.job));
+            note(&format!(
+                "{state:>10} {} ({}): {reason}",
+                outputs_text(action),
+                action.job
+            ));
         }
     }
     let counts = Verdict::count(&verdicts);
     if json {
-        json_line(&json!({"type": "summary", "dry_run": true, "total": plan.actions.len(), "executed": counts.executed, "cached": counts.cached, "failed": 0, "skipped": counts.skipped}));
+        json_line(
+            &json!({"type": "summary", "dry_run": true, "total": plan.actions.len(), "executed": counts.executed, "cached": counts.cached, "failed": 0, "skipped": counts.skipped}),
+        );
     }
     note(&format!(
         "dry run: {} actions: {} would run, {} up to date or restorable, {} blocked",

@@ -17,17 +17,28 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
     let project = Project::load(cli)?;
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
-    let verdicts = project.read_context(|context| evaluate(context, &plan).map_err(|error| Failure::store(error.to_string())))?;
+    let verdicts = project.read_context(|context| {
+        evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))
+    })?;
     let mut out = String::new();
     match format {
         PlanFormat::Text => {
             for &index in &plan.order {
                 let action = &plan.actions[index];
                 let (state, reason) = verdicts[index].describe();
-                out.push_str(&format!("{state:>10}  {:<10} {}  ({reason})\n", action.job, outputs(&plan, index)));
+                out.push_str(&format!(
+                    "{state:>10}  {:<10} {}  ({reason})\n",
+                    action.job,
+                    outputs(&plan, index)
+                ));
             }
             let counts = Verdict::count(&verdicts);
-            out.push_str(&format!("{} actions: {} would run, {} up to date or restorable\n", plan.actions.len(), counts.executed, counts.cached));
+            out.push_str(&format!(
+                "{} actions: {} would run, {} up to date or restorable\n",
+                plan.actions.len(),
+                counts.executed,
+                counts.cached
+            ));
         }
         PlanFormat::Json => {
             let actions: Vec<Value> = plan
@@ -64,13 +75,23 @@ fn print_stdout(text: &str) {
 }
 
 fn outputs(plan: &Plan, index: usize) -> String {
-    plan.actions[index].config.outputs.iter().map(PartitionRef::as_str).collect::<Vec<_>>().join(", ")
+    plan.actions[index]
+        .config
+        .outputs
+        .iter()
+        .map(PartitionRef::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every partition in the plan, numbered for graph output: sources, then
 /// action outputs.
 fn graph_nodes(plan: &Plan) -> Vec<(String, &'static str)> {
-    let mut nodes: Vec<(String, &'static str)> = plan.sources.iter().map(|s| (s.partition.to_string(), "source")).collect();
+    let mut nodes: Vec<(String, &'static str)> = plan
+        .sources
+        .iter()
+        .map(|s| (s.partition.to_string(), "source"))
+        .collect();
     for action in &plan.actions {
         for output in &action.config.outputs {
             nodes.push((output.to_string(), "partition"));
@@ -111,7 +132,10 @@ fn mermaid(plan: &Plan, verdicts: &[Verdict]) -> String {
         if *kind == "source" {
             out.push_str(&format!("  n{id}[(\"{label}\")]\n"));
         } else {
-            out.push_str(&format!("  n{id}[\"{label}\"]:::{}\n", state.get(&id).copied().unwrap_or("run")));
+            out.push_str(&format!(
+                "  n{id}[\"{label}\"]:::{}\n",
+                state.get(&id).copied().unwrap_or("run")
+            ));
         }
     }
     for (from, to, job) in edges(plan) {
@@ -163,7 +187,8 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
     let rows = project.read_context(|context| {
-        let verdicts = evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
+        let verdicts =
+            evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
         let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
         for (index, action) in plan.actions.iter().enumerate() {
             for output in &action.config.outputs {
@@ -173,15 +198,25 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
         let mut rows = Vec::new();
         for partition in &plan.requested {
             let Some(&index) = producer.get(partition) else {
-                rows.push((partition.clone(), "source", "a source partition, observed from its file".to_owned()));
+                rows.push((
+                    partition.clone(),
+                    "source",
+                    "a source partition, observed from its file".to_owned(),
+                ));
                 continue;
             };
             let state = context.catalog.partition(partition)?;
             let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
             let failed = state.as_ref().and_then(|s| s.failed.clone());
             let (word, reason) = match &verdicts[index] {
-                Verdict::UpToDate { built_by, .. } => ("built", format!("up to date (build {built_by})")),
-                Verdict::Restore { .. } => ("stale", "data path missing or altered; the next build restores it from the store".to_owned()),
+                Verdict::UpToDate { built_by, .. } => {
+                    ("built", format!("up to date (build {built_by})"))
+                }
+                Verdict::Restore { .. } => (
+                    "stale",
+                    "data path missing or altered; the next build restores it from the store"
+                        .to_owned(),
+                ),
                 verdict => {
                     let (_, reason) = verdict.describe();
                     match (&failed, built_before) {
@@ -231,8 +266,12 @@ fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         | EventKind::ActionFailed { job, outputs, .. }
         | EventKind::ActionCached { job, outputs, .. }
         | EventKind::ActionSkipped { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
-        EventKind::ActionSucceeded { manifest } => (manifest.outputs.iter().map(|o| &o.partition).collect(), Some(&manifest.job)),
-        EventKind::PartitionMaterialized { partition, .. } | EventKind::PartitionInvalidated { partition, .. } => (vec![partition], None),
+        EventKind::ActionSucceeded { manifest } => (
+            manifest.outputs.iter().map(|o| &o.partition).collect(),
+            Some(&manifest.job),
+        ),
+        EventKind::PartitionMaterialized { partition, .. }
+        | EventKind::PartitionInvalidated { partition, .. } => (vec![partition], None),
         _ => (Vec::new(), None),
     }
 }
@@ -258,15 +297,32 @@ pub fn event_json(event: &Event) -> Value {
 fn event_text(event: &Event) -> String {
     let (partitions, job) = subjects(&event.kind);
     let detail = match &event.kind {
-        EventKind::BuildRequested { requested, command, .. } => format!("{command} {}", if requested.is_empty() { "(everything)".to_owned() } else { requested.join(" ") }),
+        EventKind::BuildRequested {
+            requested, command, ..
+        } => format!(
+            "{command} {}",
+            if requested.is_empty() {
+                "(everything)".to_owned()
+            } else {
+                requested.join(" ")
+            }
+        ),
         EventKind::Planned { actions, sources } => format!("{actions} actions, {sources} sources"),
         EventKind::ActionStarted { reason, .. } => reason.clone(),
         EventKind::ActionFailed { error, .. } => error.clone(),
-        EventKind::ActionCached { built_by, restored, .. } => format!("reused build {built_by}{}", if *restored { ", restored" } else { "" }),
+        EventKind::ActionCached {
+            built_by, restored, ..
+        } => format!(
+            "reused build {built_by}{}",
+            if *restored { ", restored" } else { "" }
+        ),
         EventKind::ActionSkipped { reason, .. } => reason.clone(),
         EventKind::PartitionMaterialized { digest, .. } => format!("content {}", digest.short()),
         EventKind::PartitionInvalidated { reason, .. } => reason.clone(),
-        EventKind::BuildFinished { counts, interrupted } => format!(
+        EventKind::BuildFinished {
+            counts,
+            interrupted,
+        } => format!(
             "{} executed, {} cached, {} failed, {} skipped{}",
             counts.executed,
             counts.cached,
@@ -274,8 +330,15 @@ fn event_text(event: &Event) -> String {
             counts.skipped,
             if *interrupted { ", interrupted" } else { "" }
         ),
-        EventKind::DatasetVersionChanged { dataset, from, to } => format!("{dataset}: {} -> {}", from.as_deref().unwrap_or("none"), to.as_deref().unwrap_or("none")),
-        EventKind::ActionSucceeded { manifest } => format!("{} ms", manifest.finished_ms.saturating_sub(manifest.started_ms)),
+        EventKind::DatasetVersionChanged { dataset, from, to } => format!(
+            "{dataset}: {} -> {}",
+            from.as_deref().unwrap_or("none"),
+            to.as_deref().unwrap_or("none")
+        ),
+        EventKind::ActionSucceeded { manifest } => format!(
+            "{} ms",
+            manifest.finished_ms.saturating_sub(manifest.started_ms)
+        ),
     };
     let about: Vec<&str> = partitions.iter().map(|p| p.as_str()).collect();
     format!(
@@ -291,7 +354,9 @@ fn event_text(event: &Event) -> String {
 pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
     let project = Project::load(cli)?;
     let partition_filter: Option<Pattern> = match &filter.partition {
-        Some(text) => Some(Pattern::parse(text).map_err(|error| Failure::usage(error.to_string()))?),
+        Some(text) => {
+            Some(Pattern::parse(text).map_err(|error| Failure::usage(error.to_string()))?)
+        }
         None => None,
     };
     let Some(store) = project.open_reader()? else {
@@ -311,13 +376,21 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
             return true;
         }
         if let Some(pattern) = &partition_filter
-            && !partitions.iter().any(|partition| pattern.matches(partition).is_some())
+            && !partitions
+                .iter()
+                .any(|partition| pattern.matches(partition).is_some())
         {
             return true;
         }
-        let line = if filter.json { event_json(&event).to_string() } else { event_text(&event) };
+        let line = if filter.json {
+            event_json(&event).to_string()
+        } else {
+            event_text(&event)
+        };
         writeln!(stdout, "{line}").is_ok()
     };
-    store.catalog().scan_events(filter.since.unwrap_or(1), &mut visit)?;
+    store
+        .catalog()
+        .scan_events(filter.since.unwrap_or(1), &mut visit)?;
     Ok(0)
 }

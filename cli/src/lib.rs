@@ -25,10 +25,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn usage(message: impl Into<String>) -> Self {
-        Failure { code: 2, message: message.into() }
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
     }
     pub fn store(message: impl Into<String>) -> Self {
-        Failure { code: 3, message: message.into() }
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
     }
 }
 
@@ -39,7 +45,11 @@ impl From<cairn_engine::ports::StoreError> for Failure {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "An event-sourced, content-addressed build engine for data partitions")]
+#[command(
+    name = "cairn",
+    version,
+    about = "An event-sourced, content-addressed build engine for data partitions"
+)]
 pub struct Cli {
     /// The graph file (default: ./cairn.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -129,7 +139,13 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(&cli, args),
         Command::Plan { refs, format } => inspect::plan(&cli, refs, *format),
         Command::Status { refs, json } => inspect::status(&cli, refs, *json),
-        Command::Log { json, since, build, partition, job } => inspect::log(
+        Command::Log {
+            json,
+            since,
+            build,
+            partition,
+            job,
+        } => inspect::log(
             &cli,
             &inspect::LogFilter {
                 json: *json,
@@ -155,7 +171,8 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

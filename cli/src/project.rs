@@ -24,8 +24,12 @@ pub struct Project {
 
 impl Project {
     pub fn load(cli: &Cli) -> Result<Project, Failure> {
-        let file = cli.graph.clone().unwrap_or_else(|| PathBuf::from("cairn.toml"));
-        let file = std::path::absolute(&file).map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
+        let file = cli
+            .graph
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cairn.toml"));
+        let file = std::path::absolute(&file)
+            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
         if !file.is_file() {
             return Err(Failure::usage(format!(
                 "{}: no graph file here (run cairn where cairn.toml is, or pass --graph FILE)",
@@ -34,12 +38,18 @@ impl Project {
         }
         let graph = Graph::load(&file).map_err(|error| Failure::usage(error.to_string()))?;
         let store_dir = match &cli.store {
-            Some(dir) => std::path::absolute(dir).map_err(|error| Failure::usage(format!("{}: {error}", dir.display())))?,
+            Some(dir) => std::path::absolute(dir)
+                .map_err(|error| Failure::usage(format!("{}: {error}", dir.display())))?,
             None => graph.root.join(".cairn"),
         };
         let data_root = graph.root.join("data");
         let environment = JobEnvironment::from_process(&graph.env);
-        Ok(Project { graph, store_dir, data_root, environment })
+        Ok(Project {
+            graph,
+            store_dir,
+            data_root,
+            environment,
+        })
     }
 
     /// The refs named by `requests` (refs or patterns), or every declared
@@ -50,7 +60,11 @@ impl Project {
             refs = self.graph.all_partitions().map_err(Failure::usage)?;
         }
         for request in requests {
-            refs.extend(self.graph.resolve_request(request).map_err(Failure::usage)?);
+            refs.extend(
+                self.graph
+                    .resolve_request(request)
+                    .map_err(Failure::usage)?,
+            );
         }
         refs.sort();
         refs.dedup();
@@ -58,19 +72,25 @@ impl Project {
     }
 
     pub fn plan(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
-        let configurer = ProcessConfigurer { graph: &self.graph, environment: &self.environment };
+        let configurer = ProcessConfigurer {
+            graph: &self.graph,
+            environment: &self.environment,
+        };
         plan(&self.graph, refs, &configurer).map_err(|error| Failure::usage(error.to_string()))
     }
 
     pub fn open_writer(&self, wait: bool) -> Result<Store, Failure> {
         let mut on_wait = |message: &str| crate::report::note(message);
-        Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait).map_err(store_failure)
+        Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait).map_err(Failure::from)
     }
 
     /// Runs `read` with a context that can evaluate but never changes
     /// anything: the store opened read-only, or an empty one if nothing was
     /// ever built here.
-    pub fn read_context<R>(&self, read: impl FnOnce(&Context<'_>) -> Result<R, Failure>) -> Result<R, Failure> {
+    pub fn read_context<R>(
+        &self,
+        read: impl FnOnce(&Context<'_>) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
         let reader = self.open_reader()?;
         let children = Children::default();
         let (catalog, blobs): (&dyn Catalog, &dyn BlobStore) = match &reader {
@@ -96,12 +116,10 @@ impl Project {
             return Ok(None);
         }
         let mut on_wait = |_: &str| {};
-        Store::open(&self.store_dir, OpenMode::ReadOnly, &mut on_wait).map(Some).map_err(store_failure)
+        Store::open(&self.store_dir, OpenMode::ReadOnly, &mut on_wait)
+            .map(Some)
+            .map_err(Failure::from)
     }
-}
-
-fn store_failure(error: StoreError) -> Failure {
-    Failure::store(error.to_string())
 }
 
 /// The catalog of a store that does not exist yet: nothing was ever built.
@@ -114,8 +132,16 @@ impl Catalog for EmptyCatalog {
     fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
         Ok(None)
     }
-    fn append(&self, _build: u64, _events: Vec<EventKind>, _stats: Vec<(String, StatEntry)>) -> Result<u64, StoreError> {
-        Err(StoreError::Catalog { path: Path::new(".cairn").to_owned(), message: "the store does not exist".into() })
+    fn append(
+        &self,
+        _build: u64,
+        _events: Vec<EventKind>,
+        _stats: Vec<(String, StatEntry)>,
+    ) -> Result<u64, StoreError> {
+        Err(StoreError::Catalog {
+            path: Path::new(".cairn").to_owned(),
+            message: "the store does not exist".into(),
+        })
     }
     fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
         Ok(None)
@@ -123,7 +149,11 @@ impl Catalog for EmptyCatalog {
     fn next_build_id(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
-    fn scan_events(&self, _from: u64, _visit: &mut dyn FnMut(Event) -> bool) -> Result<(), StoreError> {
+    fn scan_events(
+        &self,
+        _from: u64,
+        _visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -133,10 +163,16 @@ pub struct NoBlobs;
 
 impl BlobStore for NoBlobs {
     fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
-        Err(StoreError::io(path, std::io::Error::other("the store is read-only here")))
+        Err(StoreError::io(
+            path,
+            std::io::Error::other("the store is read-only here"),
+        ))
     }
     fn put_bytes(&self, _bytes: &[u8]) -> Result<ContentDigest, StoreError> {
-        Err(StoreError::io(".cairn", std::io::Error::other("the store is read-only here")))
+        Err(StoreError::io(
+            ".cairn",
+            std::io::Error::other("the store is read-only here"),
+        ))
     }
     fn contains(&self, _digest: &ContentDigest) -> bool {
         false

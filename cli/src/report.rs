@@ -48,7 +48,13 @@ pub fn outcome_word(outcome: &Outcome) -> &'static str {
 }
 
 pub fn outputs_text(action: &PlannedAction) -> String {
-    action.config.outputs.iter().map(|output| output.as_str()).collect::<Vec<_>>().join(", ")
+    action
+        .config
+        .outputs
+        .iter()
+        .map(|output| output.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The build's reporter: JSON lines and/or human progress.
@@ -81,10 +87,13 @@ impl BuildReporter {
         }
         *last = Some(Instant::now());
         let width = 30usize;
-        let filled = (progress.done * width).checked_div(progress.total).unwrap_or(width);
+        let filled = (progress.done * width)
+            .checked_div(progress.total)
+            .unwrap_or(width);
         let elapsed = self.start.elapsed().as_secs_f64();
         let eta = if progress.done > 0 && progress.done < progress.total {
-            let remaining = elapsed / progress.done as f64 * (progress.total - progress.done) as f64;
+            let remaining =
+                elapsed / progress.done as f64 * (progress.total - progress.done) as f64;
             format!(" ETA {remaining:.0}s")
         } else {
             String::new()
@@ -130,7 +139,13 @@ impl Reporter for BuildReporter {
         self.draw(progress, false);
     }
 
-    fn finished(&self, action: &PlannedAction, key: Option<&ActionKey>, outcome: &Outcome, progress: Progress) {
+    fn finished(
+        &self,
+        action: &PlannedAction,
+        key: Option<&ActionKey>,
+        outcome: &Outcome,
+        progress: Progress,
+    ) {
         if self.json {
             let mut line = json!({
                 "type": "action",
@@ -150,12 +165,21 @@ impl Reporter for BuildReporter {
             json_line(&line);
         }
         match outcome {
-            Outcome::Failed { error } => self.human_line(&format!("{} {error}", color("31;1", "failed:"))),
+            Outcome::Failed { error } => {
+                self.human_line(&format!("{} {error}", color("31;1", "failed:")));
+            }
             Outcome::Executed { duration_ms } if !self.tty => {
-                self.human_line(&format!("built {} ({}, {duration_ms} ms)", outputs_text(action), action.job));
+                self.human_line(&format!(
+                    "built {} ({}, {duration_ms} ms)",
+                    outputs_text(action),
+                    action.job
+                ));
             }
             _ => {}
         }
-        self.draw(progress, matches!(outcome, Outcome::Failed { .. }) || progress.done == progress.total);
+        self.draw(
+            progress,
+            matches!(outcome, Outcome::Failed { .. }) || progress.done == progress.total,
+        );
     }
 }

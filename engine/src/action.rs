@@ -18,7 +18,9 @@ use crate::key::{KeyInputs, OutputIdentity, action_key};
 use crate::observe::{Observer, StatUpdate, list_files, now_ns};
 use crate::plan::PlannedAction;
 use crate::ports::{BlobStore, Catalog, StoreError};
-use crate::record::{EventKind, FileEntry, InputRecord, Manifest, OutputRecord, StatEntry, partition_digest};
+use crate::record::{
+    EventKind, FileEntry, InputRecord, Manifest, OutputRecord, StatEntry, partition_digest,
+};
 use crate::refs::PartitionRef;
 use crate::runner::{Children, Invocation, JobEnvironment, describe_status, run_process};
 
@@ -59,7 +61,10 @@ pub enum Decision {
     /// The key was built before and every output's data path holds it.
     UpToDate { manifest: Box<Manifest> },
     /// The key was built before; these outputs must be rewritten from the store.
-    Restore { manifest: Box<Manifest>, outputs: Vec<usize> },
+    Restore {
+        manifest: Box<Manifest>,
+        outputs: Vec<usize>,
+    },
     /// No usable result: the job must run, for this reason.
     Run { reason: String },
 }
@@ -80,20 +85,34 @@ impl Context<'_> {
     }
 
     /// The action key from the resolved inputs (design.md §5).
-    pub fn key(&self, action: &PlannedAction, inputs: &[ResolvedInput], code: Option<ContentDigest>) -> ActionKey {
+    pub fn key(
+        &self,
+        action: &PlannedAction,
+        inputs: &[ResolvedInput],
+        code: Option<ContentDigest>,
+    ) -> ActionKey {
         let job = &self.graph.jobs[&action.job];
         let mut output_datasets: BTreeMap<&str, OutputIdentity> = BTreeMap::new();
         for output in &action.config.outputs {
-            let identity = match self.graph.datasets.get(output.dataset()).and_then(|d| d.version.as_ref()) {
+            let identity = match self
+                .graph
+                .datasets
+                .get(output.dataset())
+                .and_then(|d| d.version.as_ref())
+            {
                 Some(version) => OutputIdentity::Major(version.major),
                 None => OutputIdentity::Code(code),
             };
             output_datasets.insert(output.dataset(), identity);
         }
-        let output_datasets: Vec<(String, OutputIdentity)> =
-            output_datasets.into_iter().map(|(name, identity)| (name.to_owned(), identity)).collect();
-        let mut input_digests: Vec<(PartitionRef, ContentDigest)> =
-            inputs.iter().map(|input| (input.partition.clone(), input.digest)).collect();
+        let output_datasets: Vec<(String, OutputIdentity)> = output_datasets
+            .into_iter()
+            .map(|(name, identity)| (name.to_owned(), identity))
+            .collect();
+        let mut input_digests: Vec<(PartitionRef, ContentDigest)> = inputs
+            .iter()
+            .map(|input| (input.partition.clone(), input.digest))
+            .collect();
         input_digests.sort();
         input_digests.dedup();
         action_key(&KeyInputs {
@@ -154,17 +173,33 @@ impl Context<'_> {
 
     /// Why a key has no result: compares with the last materialization of
     /// the action's first output.
-    fn explain_miss(&self, action: &PlannedAction, inputs: &[ResolvedInput], code: Option<ContentDigest>) -> Result<String, String> {
+    fn explain_miss(
+        &self,
+        action: &PlannedAction,
+        inputs: &[ResolvedInput],
+        code: Option<ContentDigest>,
+    ) -> Result<String, String> {
         let first = &action.config.outputs[0];
-        let state = self.catalog.partition(first).map_err(|error| error.to_string())?;
+        let state = self
+            .catalog
+            .partition(first)
+            .map_err(|error| error.to_string())?;
         let Some(current) = state.and_then(|state| state.current) else {
             return Ok("never built".to_owned());
         };
-        let Some(previous) = self.catalog.action(&current.key).map_err(|error| error.to_string())? else {
+        let Some(previous) = self
+            .catalog
+            .action(&current.key)
+            .map_err(|error| error.to_string())?
+        else {
             return Ok("no record of the last build of this partition".to_owned());
         };
         for input in inputs {
-            match previous.inputs.iter().find(|old| old.partition == input.partition) {
+            match previous
+                .inputs
+                .iter()
+                .find(|old| old.partition == input.partition)
+            {
                 None => return Ok(format!("new input {}", input.partition)),
                 Some(old) if old.digest != input.digest => {
                     return Ok(format!(
@@ -177,15 +212,25 @@ impl Context<'_> {
                 Some(_) => {}
             }
         }
-        if let Some(old) = previous.inputs.iter().find(|old| !inputs.iter().any(|input| input.partition == old.partition)) {
+        if let Some(old) = previous
+            .inputs
+            .iter()
+            .find(|old| !inputs.iter().any(|input| input.partition == old.partition))
+        {
             return Ok(format!("input {} is no longer used", old.partition));
         }
         for (dataset, old_version) in &previous.versions {
-            if let Some(version) = self.graph.datasets.get(dataset).and_then(|d| d.version.as_ref())
+            if let Some(version) = self
+                .graph
+                .datasets
+                .get(dataset)
+                .and_then(|d| d.version.as_ref())
                 && let Ok(old) = semver::Version::parse(old_version)
                 && old.major != version.major
             {
-                return Ok(format!("dataset {dataset} major version changed ({old_version} -> {version})"));
+                return Ok(format!(
+                    "dataset {dataset} major version changed ({old_version} -> {version})"
+                ));
             }
         }
         if previous.code_digest != code {
@@ -211,19 +256,30 @@ impl Context<'_> {
         };
         match decision {
             Decision::UpToDate { manifest } => self.reuse(action, key, &manifest, false, updates),
-            Decision::Restore { manifest, outputs } => match self.restore(&manifest, &outputs, &mut updates) {
-                Ok(()) => self.reuse(action, key, &manifest, true, updates),
-                Err(error) => {
-                    tracing::warn!("{error}; running the job instead");
-                    let reason = format!("restoring from the store failed: {error}");
-                    self.execute(index, action, key, inputs, code, reason, started, updates)
+            Decision::Restore { manifest, outputs } => {
+                match self.restore(&manifest, &outputs, &mut updates) {
+                    Ok(()) => self.reuse(action, key, &manifest, true, updates),
+                    Err(error) => {
+                        tracing::warn!("{error}; running the job instead");
+                        let reason = format!("restoring from the store failed: {error}");
+                        self.execute(index, action, key, inputs, code, reason, started, updates)
+                    }
                 }
-            },
-            Decision::Run { reason } => self.execute(index, action, key, inputs, code, reason, started, updates),
+            }
+            Decision::Run { reason } => {
+                self.execute(index, action, key, inputs, code, reason, started, updates)
+            }
         }
     }
 
-    fn reuse(&self, action: &PlannedAction, key: ActionKey, manifest: &Manifest, restored: bool, updates: Vec<StatUpdate>) -> Finished {
+    fn reuse(
+        &self,
+        action: &PlannedAction,
+        key: ActionKey,
+        manifest: &Manifest,
+        restored: bool,
+        updates: Vec<StatUpdate>,
+    ) -> Finished {
         let mut events = vec![EventKind::ActionCached {
             key,
             job: action.job.clone(),
@@ -232,7 +288,12 @@ impl Context<'_> {
             restored,
         }];
         for output in &manifest.outputs {
-            let current = self.catalog.partition(&output.partition).ok().flatten().and_then(|state| state.current);
+            let current = self
+                .catalog
+                .partition(&output.partition)
+                .ok()
+                .flatten()
+                .and_then(|state| state.current);
             if restored || current.is_none_or(|current| current.key != key) {
                 events.push(EventKind::PartitionMaterialized {
                     partition: output.partition.clone(),
@@ -246,31 +307,51 @@ impl Context<'_> {
             events,
             updates,
             outcome: Outcome::Cached { restored },
-            outputs: Some(manifest.outputs.iter().map(|output| output.digest).collect()),
+            outputs: Some(
+                manifest
+                    .outputs
+                    .iter()
+                    .map(|output| output.digest)
+                    .collect(),
+            ),
         }
     }
 
     /// Rewrites the given outputs from the blob store, verifying every blob.
-    fn restore(&self, manifest: &Manifest, outputs: &[usize], updates: &mut Vec<StatUpdate>) -> Result<(), String> {
+    fn restore(
+        &self,
+        manifest: &Manifest,
+        outputs: &[usize],
+        updates: &mut Vec<StatUpdate>,
+    ) -> Result<(), String> {
         for &index in outputs {
             let output = &manifest.outputs[index];
-            let staged = self.staging_root.join(format!("restore-{}-{}", manifest.key.short(), index));
+            let staged =
+                self.staging_root
+                    .join(format!("restore-{}-{}", manifest.key.short(), index));
             let _ = fs::remove_dir_all(&staged);
-            fs::create_dir_all(&staged).map_err(|error| format!("{}: {error}", staged.display()))?;
+            fs::create_dir_all(&staged)
+                .map_err(|error| format!("{}: {error}", staged.display()))?;
             for file in &output.files {
                 // Produced partitions are directories; only sources (never
                 // restored) are single files with an empty path.
                 if file.path.is_empty() {
-                    return Err(format!("{} is a single file and cannot be restored", output.partition));
+                    return Err(format!(
+                        "{} is a single file and cannot be restored",
+                        output.partition
+                    ));
                 }
                 let destination = staged.join(&file.path);
                 if let Some(parent) = destination.parent() {
-                    fs::create_dir_all(parent).map_err(|error| format!("{}: {error}", parent.display()))?;
+                    fs::create_dir_all(parent)
+                        .map_err(|error| format!("{}: {error}", parent.display()))?;
                 }
-                self.blobs.restore(&file.digest, &destination).map_err(|error| {
-                    let _ = fs::remove_dir_all(&staged);
-                    format!("{error} (partition {})", output.partition)
-                })?;
+                self.blobs
+                    .restore(&file.digest, &destination)
+                    .map_err(|error| {
+                        let _ = fs::remove_dir_all(&staged);
+                        format!("{error} (partition {})", output.partition)
+                    })?;
                 let mode = if file.executable { 0o755 } else { 0o644 };
                 fs::set_permissions(&destination, fs::Permissions::from_mode(mode))
                     .map_err(|error| format!("{}: {error}", destination.display()))?;
@@ -282,7 +363,10 @@ impl Context<'_> {
         Ok(())
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the pieces of one action, passed once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces of one action, passed once"
+    )]
     fn execute(
         &self,
         index: usize,
@@ -303,16 +387,31 @@ impl Context<'_> {
         let job = &self.graph.jobs[&action.job];
         let staging = self.staging_root.join(format!("b{}-a{index}", self.build));
         let _ = fs::remove_dir_all(&staging);
-        let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len()).map(|i| staging.join("out").join(i.to_string())).collect();
+        let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
+            .map(|i| staging.join("out").join(i.to_string()))
+            .collect();
         for directory in &output_dirs {
             if let Err(error) = fs::create_dir_all(directory) {
-                return self.failed(action, key, format!("{}: {error}", directory.display()), None, updates);
+                return self.failed(
+                    action,
+                    key,
+                    format!("{}: {error}", directory.display()),
+                    None,
+                    updates,
+                );
             }
         }
         let (stdout_path, stderr_path) = (staging.join("stdout"), staging.join("stderr"));
-        let mut env: Vec<(String, String)> = action.config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = action
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let path_text = |path: &Path| path.to_string_lossy().into_owned();
-        for (i, (directory, partition)) in output_dirs.iter().zip(&action.config.outputs).enumerate() {
+        for (i, (directory, partition)) in
+            output_dirs.iter().zip(&action.config.outputs).enumerate()
+        {
             env.push((format!("CAIRN_OUTPUT_{i}"), path_text(directory)));
             env.push((format!("CAIRN_OUTPUT_REF_{i}"), partition.to_string()));
         }
@@ -342,21 +441,40 @@ impl Context<'_> {
         );
         let duration_ms = clock.elapsed().as_millis() as u64;
         let logs = self.store_logs(&stdout_path, &stderr_path);
-        let describe = |outputs: &[PartitionRef]| outputs.iter().map(PartitionRef::as_str).collect::<Vec<_>>().join(", ");
+        let describe = |outputs: &[PartitionRef]| {
+            outputs
+                .iter()
+                .map(PartitionRef::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let status = match status {
             Ok(status) => status,
             Err(error) => {
                 let _ = fs::remove_dir_all(&staging);
-                let error = format!("job {} ({}): {error}", action.job, describe(&action.config.outputs));
+                let error = format!(
+                    "job {} ({}): {error}",
+                    action.job,
+                    describe(&action.config.outputs)
+                );
                 return self.failed_with_logs(action, key, error, None, logs, updates);
             }
         };
         if !status.success() {
             let _ = fs::remove_dir_all(&staging);
             let error = if self.children.is_interrupted() {
-                format!("job {} ({}) was interrupted", action.job, describe(&action.config.outputs))
+                format!(
+                    "job {} ({}) was interrupted",
+                    action.job,
+                    describe(&action.config.outputs)
+                )
             } else {
-                format!("job {} ({}) {}", action.job, describe(&action.config.outputs), describe_status(status))
+                format!(
+                    "job {} ({}) {}",
+                    action.job,
+                    describe(&action.config.outputs),
+                    describe_status(status)
+                )
             };
             return self.failed_with_logs(action, key, error, status.code(), logs, updates);
         }
@@ -365,7 +483,11 @@ impl Context<'_> {
             Ok(records) => records,
             Err(error) => {
                 let _ = fs::remove_dir_all(&staging);
-                let error = format!("job {} ({}) {error}", action.job, describe(&action.config.outputs));
+                let error = format!(
+                    "job {} ({}) {error}",
+                    action.job,
+                    describe(&action.config.outputs)
+                );
                 return self.failed_with_logs(action, key, error, Some(0), logs, updates);
             }
         };
@@ -384,7 +506,12 @@ impl Context<'_> {
             .outputs
             .iter()
             .filter_map(|output| {
-                let version = self.graph.datasets.get(output.dataset())?.version.as_ref()?;
+                let version = self
+                    .graph
+                    .datasets
+                    .get(output.dataset())?
+                    .version
+                    .as_ref()?;
                 Some((output.dataset().to_owned(), version.to_string()))
             })
             .collect::<std::collections::BTreeSet<_>>()
@@ -394,7 +521,13 @@ impl Context<'_> {
             key,
             job: action.job.clone(),
             outputs: records,
-            inputs: inputs.iter().map(|input| InputRecord { partition: input.partition.clone(), digest: input.digest }).collect(),
+            inputs: inputs
+                .iter()
+                .map(|input| InputRecord {
+                    partition: input.partition.clone(),
+                    digest: input.digest,
+                })
+                .collect(),
             code_digest: code,
             versions,
             build: self.build,
@@ -403,7 +536,11 @@ impl Context<'_> {
             stdout: logs.0,
             stderr: logs.1,
         };
-        let digests = manifest.outputs.iter().map(|output| output.digest).collect();
+        let digests = manifest
+            .outputs
+            .iter()
+            .map(|output| output.digest)
+            .collect();
         let mut events = Vec::with_capacity(1 + manifest.outputs.len());
         for output in &manifest.outputs {
             events.push(EventKind::PartitionMaterialized {
@@ -423,18 +560,32 @@ impl Context<'_> {
     }
 
     /// Checks and stores the outputs a job wrote into its staging dirs.
-    fn ingest(&self, action: &PlannedAction, output_dirs: &[PathBuf]) -> Result<Vec<OutputRecord>, String> {
+    fn ingest(
+        &self,
+        action: &PlannedAction,
+        output_dirs: &[PathBuf],
+    ) -> Result<Vec<OutputRecord>, String> {
         let mut records = Vec::with_capacity(output_dirs.len());
         for (directory, partition) in output_dirs.iter().zip(&action.config.outputs) {
-            let listed = list_files(directory).map_err(|error| format!("wrote a bad output for {partition}: {error}"))?;
+            let listed = list_files(directory)
+                .map_err(|error| format!("wrote a bad output for {partition}: {error}"))?;
             let listed = match listed {
                 Some(listed) if !listed.is_empty() => listed,
-                Some(_) => return Err(format!("exited 0 but did not write its output {partition}")),
-                None => return Err(format!("exited 0 but removed its output directory for {partition}")),
+                Some(_) => {
+                    return Err(format!("exited 0 but did not write its output {partition}"));
+                }
+                None => {
+                    return Err(format!(
+                        "exited 0 but removed its output directory for {partition}"
+                    ));
+                }
             };
             let mut files = Vec::with_capacity(listed.len());
             for file in listed {
-                let digest = self.blobs.put_file(&file.path).map_err(|error| error.to_string())?;
+                let digest = self
+                    .blobs
+                    .put_file(&file.path)
+                    .map_err(|error| error.to_string())?;
                 files.push(FileEntry {
                     path: file.relative,
                     executable: file.metadata.permissions().mode() & 0o111 != 0,
@@ -451,7 +602,11 @@ impl Context<'_> {
         Ok(records)
     }
 
-    fn store_logs(&self, stdout: &Path, stderr: &Path) -> (Option<ContentDigest>, Option<ContentDigest>) {
+    fn store_logs(
+        &self,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> (Option<ContentDigest>, Option<ContentDigest>) {
         let store = |path: &Path| match fs::metadata(path) {
             Ok(metadata) if metadata.len() > 0 => self.blobs.put_file(path).ok(),
             _ => None,
@@ -465,15 +620,29 @@ impl Context<'_> {
             fs::create_dir_all(parent).map_err(|error| format!("{}: {error}", parent.display()))?;
         }
         if fs::symlink_metadata(target).is_ok() {
-            let trash = self.staging_root.join(format!("trash-{}", ContentDigest::of(target.to_string_lossy().as_bytes()).short()));
+            let trash = self.staging_root.join(format!(
+                "trash-{}",
+                ContentDigest::of(target.to_string_lossy().as_bytes()).short()
+            ));
             let _ = fs::remove_dir_all(&trash);
             fs::rename(target, &trash).map_err(|error| format!("{}: {error}", target.display()))?;
-            let _ = if trash.is_dir() { fs::remove_dir_all(&trash) } else { fs::remove_file(&trash) };
+            let _ = if trash.is_dir() {
+                fs::remove_dir_all(&trash)
+            } else {
+                fs::remove_file(&trash)
+            };
         }
         fs::rename(staged, target).map_err(|error| format!("{}: {error}", target.display()))
     }
 
-    fn failed(&self, action: &PlannedAction, key: ActionKey, error: String, exit_code: Option<i32>, updates: Vec<StatUpdate>) -> Finished {
+    fn failed(
+        &self,
+        action: &PlannedAction,
+        key: ActionKey,
+        error: String,
+        exit_code: Option<i32>,
+        updates: Vec<StatUpdate>,
+    ) -> Finished {
         self.failed_with_logs(action, key, error, exit_code, (None, None), updates)
     }
 
@@ -510,14 +679,20 @@ fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec<StatUpdate
     use std::os::unix::fs::MetadataExt;
     let recorded_ns = now_ns();
     for file in files {
-        let path = if file.path.is_empty() { target.to_owned() } else { target.join(&file.path) };
+        let path = if file.path.is_empty() {
+            target.to_owned()
+        } else {
+            target.join(&file.path)
+        };
         if let Ok(metadata) = fs::symlink_metadata(&path) {
             updates.push((
                 path.to_string_lossy().into_owned(),
                 StatEntry {
                     size: metadata.len(),
-                    mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
-                    ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()),
+                    mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                        + i128::from(metadata.mtime_nsec()),
+                    ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000
+                        + i128::from(metadata.ctime_nsec()),
                     inode: metadata.ino(),
                     recorded_ns,
                     digest: file.digest,

@@ -51,12 +51,17 @@ pub fn declarative_config(job: &Job, bindings: &Bindings) -> Result<JobConfig, C
         job: job.name.clone(),
         problem,
     };
-    let substitute_all = |patterns: &[crate::refs::Pattern]| -> Result<Vec<PartitionRef>, ConfigureError> {
-        patterns
-            .iter()
-            .map(|pattern| pattern.substitute(bindings).map_err(|error| fail(error.to_string())))
-            .collect()
-    };
+    let substitute_all =
+        |patterns: &[crate::refs::Pattern]| -> Result<Vec<PartitionRef>, ConfigureError> {
+            patterns
+                .iter()
+                .map(|pattern| {
+                    pattern
+                        .substitute(bindings)
+                        .map_err(|error| fail(error.to_string()))
+                })
+                .collect()
+        };
     let outputs = substitute_all(&job.outputs)?;
     let inputs = substitute_all(&job.inputs)?
         .into_iter()
@@ -73,7 +78,12 @@ pub fn declarative_config(job: &Job, bindings: &Bindings) -> Result<JobConfig, C
     let env = job
         .env
         .iter()
-        .map(|(name, value)| Ok((name.clone(), substitute_text(value, bindings).map_err(&fail)?)))
+        .map(|(name, value)| {
+            Ok((
+                name.clone(),
+                substitute_text(value, bindings).map_err(&fail)?,
+            ))
+        })
         .collect::<Result<_, ConfigureError>>()?;
     Ok(JobConfig {
         outputs,
@@ -145,7 +155,8 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
     let mut configs = Vec::with_capacity(response.configs.len());
     for (index, raw) in response.configs.into_iter().enumerate() {
         let parse = |text: &str, field: &str| {
-            PartitionRef::parse(text).map_err(|error| fail(format!("configs[{index}].{field}: {error}")))
+            PartitionRef::parse(text)
+                .map_err(|error| fail(format!("configs[{index}].{field}: {error}")))
         };
         if raw.outputs.is_empty() {
             return Err(fail(format!("configs[{index}].outputs is empty")));
@@ -198,7 +209,9 @@ mod tests {
     #[test]
     fn bad_output_names_job_field_and_ref() {
         let json = br#"{"configs":[{"outputs":["../../etc"]}]}"#;
-        let error = parse_configure_output("daily", json).unwrap_err().to_string();
+        let error = parse_configure_output("daily", json)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             r#"job daily: configure configs[0].outputs: invalid partition ref "../../etc": segment ".." is not allowed"#
@@ -207,9 +220,17 @@ mod tests {
 
     #[test]
     fn invalid_json_names_position() {
-        let error = parse_configure_output("daily", b"{\"configs\": [").unwrap_err().to_string();
-        assert!(error.starts_with("job daily: configure printed invalid JSON (line 1"), "{error}");
-        let error = parse_configure_output("daily", br#"{"configs":[{"outputs":["a"],"extra":1}]}"#).unwrap_err().to_string();
+        let error = parse_configure_output("daily", b"{\"configs\": [")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("job daily: configure printed invalid JSON (line 1"),
+            "{error}"
+        );
+        let error =
+            parse_configure_output("daily", br#"{"configs":[{"outputs":["a"],"extra":1}]}"#)
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("extra"), "{error}");
     }
 

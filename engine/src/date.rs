@@ -103,7 +103,10 @@ mod tests {
         let date = Date::parse("2024-02-28").unwrap();
         assert_eq!(date.add_days(1).to_string(), "2024-02-29");
         assert_eq!(date.add_days(2).to_string(), "2024-03-01");
-        assert_eq!(Date::parse("2023-12-31").unwrap().add_days(1).to_string(), "2024-01-01");
+        assert_eq!(
+            Date::parse("2023-12-31").unwrap().add_days(1).to_string(),
+            "2024-01-01"
+        );
         assert_eq!(Date::parse("1970-01-01").unwrap().days, 0);
         assert!(Date::parse("2023-02-29").is_err());
         assert!(Date::parse("2024-13-01").is_err());

@@ -30,8 +30,14 @@ impl Verdict {
     /// A short state word and a one-line reason.
     pub fn describe(&self) -> (&'static str, String) {
         match self {
-            Verdict::UpToDate { built_by, .. } => ("up-to-date", format!("reuses the result of build {built_by}")),
-            Verdict::Restore { .. } => ("restore", "data path missing or altered; restored from the store".to_owned()),
+            Verdict::UpToDate { built_by, .. } => (
+                "up-to-date",
+                format!("reuses the result of build {built_by}"),
+            ),
+            Verdict::Restore { .. } => (
+                "restore",
+                "data path missing or altered; restored from the store".to_owned(),
+            ),
             Verdict::Run { reason, .. } => ("run", reason.clone()),
             Verdict::Pending { reason } => ("run", reason.clone()),
             Verdict::Blocked { reason } => ("blocked", reason.clone()),
@@ -57,15 +63,26 @@ impl Verdict {
 pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
     let observer = Observer::new(context.catalog);
     let mut scratch = Vec::new();
-    let codes = code_digests(context.graph, plan.actions.iter().map(|a| a.job.as_str()), &observer, &mut scratch)?;
+    let codes = code_digests(
+        context.graph,
+        plan.actions.iter().map(|a| a.job.as_str()),
+        &observer,
+        &mut scratch,
+    )?;
     let sources: Vec<Result<ContentDigest, String>> = plan
         .sources
         .iter()
-        .map(|source| match observer.partition(&source.path, &mut scratch) {
-            Ok(Some((digest, _))) => Ok(digest),
-            Ok(None) => Err(format!("source {} is missing: {} does not exist", source.partition, source.path.display())),
-            Err(error) => Err(format!("source {}: {error}", source.partition)),
-        })
+        .map(
+            |source| match observer.partition(&source.path, &mut scratch) {
+                Ok(Some((digest, _))) => Ok(digest),
+                Ok(None) => Err(format!(
+                    "source {} is missing: {} does not exist",
+                    source.partition,
+                    source.path.display()
+                )),
+                Err(error) => Err(format!("source {}: {error}", source.partition)),
+            },
+        )
         .collect();
     let mut outputs: Vec<Option<Vec<ContentDigest>>> = vec![None; plan.actions.len()];
     let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];
@@ -82,18 +99,25 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
                         path: plan.sources[source].path.clone(),
                     }),
                     Err(error) => {
-                        verdict = Some(Verdict::Blocked { reason: error.clone() });
+                        verdict = Some(Verdict::Blocked {
+                            reason: error.clone(),
+                        });
                         break;
                     }
                 },
-                InputSource::Action { action: upstream, output } => match (&outputs[upstream], &verdicts[upstream]) {
+                InputSource::Action {
+                    action: upstream,
+                    output,
+                } => match (&outputs[upstream], &verdicts[upstream]) {
                     (Some(digests), _) => resolved.push(crate::action::ResolvedInput {
                         partition: dep.partition.clone(),
                         digest: digests[output],
                         path: context.data_path(&dep.partition),
                     }),
                     (None, Some(Verdict::Blocked { reason })) => {
-                        verdict = Some(Verdict::Blocked { reason: reason.clone() });
+                        verdict = Some(Verdict::Blocked {
+                            reason: reason.clone(),
+                        });
                         break;
                     }
                     (None, _) => {
@@ -110,10 +134,16 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
             None => {
                 let code = codes.get(&action.job).copied().flatten();
                 let key = context.key(action, &resolved, code);
-                match context.decide(action, &key, &resolved, code, &mut scratch).map_err(ExecError::Code)? {
+                match context
+                    .decide(action, &key, &resolved, code, &mut scratch)
+                    .map_err(ExecError::Code)?
+                {
                     Decision::UpToDate { manifest } => {
                         outputs[index] = Some(manifest.outputs.iter().map(|o| o.digest).collect());
-                        Verdict::UpToDate { key, built_by: manifest.build }
+                        Verdict::UpToDate {
+                            key,
+                            built_by: manifest.build,
+                        }
                     }
                     Decision::Restore { manifest, .. } => {
                         outputs[index] = Some(manifest.outputs.iter().map(|o| o.digest).collect());
@@ -125,5 +155,8 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
         };
         verdicts[index] = Some(verdict);
     }
-    Ok(verdicts.into_iter().map(|verdict| verdict.expect("every action is in the order")).collect())
+    Ok(verdicts
+        .into_iter()
+        .map(|verdict| verdict.expect("every action is in the order"))
+        .collect())
 }

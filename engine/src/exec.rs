@@ -51,7 +51,14 @@ pub struct Progress {
 pub trait Reporter: Sync {
     fn started(&self, _action: &PlannedAction, _progress: Progress) {}
     /// Called once the action's outcome is committed to the catalog.
-    fn finished(&self, _action: &PlannedAction, _key: Option<&ActionKey>, _outcome: &Outcome, _progress: Progress) {}
+    fn finished(
+        &self,
+        _action: &PlannedAction,
+        _key: Option<&ActionKey>,
+        _outcome: &Outcome,
+        _progress: Progress,
+    ) {
+    }
 }
 
 /// A reporter that ignores everything.
@@ -89,7 +96,8 @@ pub fn code_digests<'p>(
             continue;
         }
         let job = &graph.jobs[name];
-        let mut files = code_files(graph, &job.code).map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
+        let mut files = code_files(graph, &job.code)
+            .map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
         if let Some(program) = job.run.first()
             && program.contains('/')
             && graph.root.join(program).is_file()
@@ -105,8 +113,12 @@ pub fn code_digests<'p>(
         let mut hasher = KeyHasher::new("cairn/code/v1");
         for relative in &files {
             let path = graph.root.join(relative);
-            let metadata = std::fs::metadata(&path).map_err(|error| ExecError::Code(format!("jobs.{name}.code: {}: {error}", path.display())))?;
-            let digest = observer.file(&path, &metadata, updates).map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
+            let metadata = std::fs::metadata(&path).map_err(|error| {
+                ExecError::Code(format!("jobs.{name}.code: {}: {error}", path.display()))
+            })?;
+            let digest = observer
+                .file(&path, &metadata, updates)
+                .map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
             hasher.str("path", relative).digest("content", &digest);
         }
         out.insert(name.to_owned(), Some(ContentDigest(hasher.finish())));
@@ -126,9 +138,14 @@ fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<String>, String>
             out.push(pattern.clone());
             continue;
         }
-        let matcher = globset::Glob::new(pattern).map_err(|error| format!("{pattern:?}: {error}"))?.compile_matcher();
+        let matcher = globset::Glob::new(pattern)
+            .map_err(|error| format!("{pattern:?}: {error}"))?
+            .compile_matcher();
         // Walk only below the literal prefix of the glob, never the data.
-        let prefix: Vec<&str> = pattern.split('/').take_while(|part| !part.contains(['*', '?', '[', '{'])).collect();
+        let prefix: Vec<&str> = pattern
+            .split('/')
+            .take_while(|part| !part.contains(['*', '?', '[', '{']))
+            .collect();
         let base = prefix.join("/");
         let mut found = Vec::new();
         collect_matches(&graph.root, &base, &matcher, &mut found);
@@ -140,8 +157,17 @@ fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<String>, String>
     Ok(out)
 }
 
-fn collect_matches(root: &std::path::Path, relative: &str, matcher: &globset::GlobMatcher, out: &mut Vec<String>) {
-    let directory = if relative.is_empty() { root.to_owned() } else { root.join(relative) };
+fn collect_matches(
+    root: &std::path::Path,
+    relative: &str,
+    matcher: &globset::GlobMatcher,
+    out: &mut Vec<String>,
+) {
+    let directory = if relative.is_empty() {
+        root.to_owned()
+    } else {
+        root.join(relative)
+    };
     let Ok(entries) = std::fs::read_dir(&directory) else {
         return;
     };
@@ -152,7 +178,11 @@ fn collect_matches(root: &std::path::Path, relative: &str, matcher: &globset::Gl
         if relative.is_empty() && (name == "data" || name == ".cairn" || name == ".git") {
             continue;
         }
-        let path = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+        let path = if relative.is_empty() {
+            name
+        } else {
+            format!("{relative}/{name}")
+        };
         match entry.file_type() {
             Ok(kind) if kind.is_dir() => collect_matches(root, &path, matcher, out),
             Ok(kind) if kind.is_file() && matcher.is_match(&path) => out.push(path),
@@ -162,7 +192,10 @@ fn collect_matches(root: &std::path::Path, relative: &str, matcher: &globset::Gl
 }
 
 /// Source digests, observed in parallel; a missing source is an error string.
-fn observe_sources(context: &Context<'_>, plan: &Plan) -> (Vec<Result<ContentDigest, String>>, Vec<StatUpdate>) {
+fn observe_sources(
+    context: &Context<'_>,
+    plan: &Plan,
+) -> (Vec<Result<ContentDigest, String>>, Vec<StatUpdate>) {
     let results: Vec<(Result<ContentDigest, String>, Vec<StatUpdate>)> = plan
         .sources
         .par_iter()
@@ -171,7 +204,11 @@ fn observe_sources(context: &Context<'_>, plan: &Plan) -> (Vec<Result<ContentDig
             let mut updates = Vec::new();
             let digest = match observer.partition(&source.path, &mut updates) {
                 Ok(Some((digest, _))) => Ok(digest),
-                Ok(None) => Err(format!("source {} is missing: {} does not exist", source.partition, source.path.display())),
+                Ok(None) => Err(format!(
+                    "source {} is missing: {} does not exist",
+                    source.partition,
+                    source.path.display()
+                )),
                 Err(error) => Err(format!("source {}: {error}", source.partition)),
             };
             (digest, updates)
@@ -218,7 +255,7 @@ fn resolve_inputs(
 }
 
 enum Message {
-    Started(usize, EventKind),
+    Started(usize, Box<EventKind>),
     Done(usize, Box<Finished>),
 }
 
@@ -230,7 +267,12 @@ enum State {
 }
 
 /// Runs `plan`. Returns the report; store errors abort the build.
-pub fn build(context: &Context<'_>, plan: &Plan, options: &BuildOptions<'_>, reporter: &dyn Reporter) -> Result<BuildReport, ExecError> {
+pub fn build(
+    context: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions<'_>,
+    reporter: &dyn Reporter,
+) -> Result<BuildReport, ExecError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.jobs.max(1))
         .thread_name(|index| format!("cairn-worker-{index}"))
@@ -239,7 +281,12 @@ pub fn build(context: &Context<'_>, plan: &Plan, options: &BuildOptions<'_>, rep
     let _ = std::fs::remove_dir_all(&context.staging_root);
     let (sources, mut updates) = pool.install(|| observe_sources(context, plan));
     let observer = Observer::new(context.catalog);
-    let codes = code_digests(context.graph, plan.actions.iter().map(|a| a.job.as_str()), &observer, &mut updates)?;
+    let codes = code_digests(
+        context.graph,
+        plan.actions.iter().map(|a| a.job.as_str()),
+        &observer,
+        &mut updates,
+    )?;
     context.catalog.append(
         context.build,
         vec![
@@ -268,7 +315,13 @@ pub fn build(context: &Context<'_>, plan: &Plan, options: &BuildOptions<'_>, rep
         remaining: plan
             .actions
             .iter()
-            .map(|action| action.inputs.iter().filter(|input| matches!(input, InputSource::Action { .. })).count())
+            .map(|action| {
+                action
+                    .inputs
+                    .iter()
+                    .filter(|input| matches!(input, InputSource::Action { .. }))
+                    .count()
+            })
             .collect(),
         progress: Progress {
             total: plan.actions.len(),
@@ -300,7 +353,9 @@ pub fn build(context: &Context<'_>, plan: &Plan, options: &BuildOptions<'_>, rep
             if scheduler.in_flight == 0 {
                 break;
             }
-            let wait = COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()).max(Duration::from_millis(5));
+            let wait = COMMIT_INTERVAL
+                .saturating_sub(last_commit.elapsed())
+                .max(Duration::from_millis(5));
             if let Ok(message) = receiver.recv_timeout(wait) {
                 scheduler.handle(message);
                 while let Ok(message) = receiver.try_recv() {
@@ -362,8 +417,12 @@ struct Scheduler<'a> {
 }
 
 impl<'a> Scheduler<'a> {
-    fn launch<'scope>(&mut self, index: usize, scope: &rayon::Scope<'scope>, sender: &crossbeam_channel::Sender<Message>)
-    where
+    fn launch<'scope>(
+        &mut self,
+        index: usize,
+        scope: &rayon::Scope<'scope>,
+        sender: &crossbeam_channel::Sender<Message>,
+    ) where
         'a: 'scope,
     {
         let plan: &'a Plan = self.plan;
@@ -371,7 +430,13 @@ impl<'a> Scheduler<'a> {
         if self.stop.load(Ordering::SeqCst) {
             return; // Recorded as skipped when the build ends.
         }
-        let inputs = match resolve_inputs(self.context, self.plan, action, &self.sources, &self.outputs) {
+        let inputs = match resolve_inputs(
+            self.context,
+            self.plan,
+            action,
+            &self.sources,
+            &self.outputs,
+        ) {
             Ok(Some(inputs)) => inputs,
             Ok(None) => unreachable!("launched before its inputs were known"),
             Err(error) => {
@@ -405,11 +470,15 @@ impl<'a> Scheduler<'a> {
         let sender = sender.clone();
         scope.spawn(move |_| {
             let finished = if stop.load(Ordering::SeqCst) {
-                let reason = if context.children.is_interrupted() { "the build was interrupted" } else { "the build stopped after a failure" };
+                let reason = if context.children.is_interrupted() {
+                    "the build was interrupted"
+                } else {
+                    "the build stopped after a failure"
+                };
                 skipped(action, reason.to_owned())
             } else {
                 let started = |event| {
-                    let _ = sender.send(Message::Started(index, event));
+                    let _ = sender.send(Message::Started(index, Box::new(event)));
                 };
                 context.perform(index, action, &inputs, code, &started)
             };
@@ -420,10 +489,11 @@ impl<'a> Scheduler<'a> {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Started(index, event) => {
-                self.pending_events.push(event);
+                self.pending_events.push(*event);
                 self.started[index] = true;
                 self.progress.running += 1;
-                self.reporter.started(&self.plan.actions[index], self.progress);
+                self.reporter
+                    .started(&self.plan.actions[index], self.progress);
             }
             Message::Done(index, finished) => {
                 let finished = *finished;
@@ -439,7 +509,13 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Marks `index` done, counts it, and releases or skips its dependents.
-    fn finish(&mut self, index: usize, key: Option<ActionKey>, outcome: Outcome, outputs: Option<Vec<ContentDigest>>) {
+    fn finish(
+        &mut self,
+        index: usize,
+        key: Option<ActionKey>,
+        outcome: Outcome,
+        outputs: Option<Vec<ContentDigest>>,
+    ) {
         self.state[index] = State::Done;
         self.progress.done += 1;
         let counts = &mut self.progress.counts;
@@ -476,7 +552,10 @@ impl<'a> Scheduler<'a> {
         let because = action.config.outputs[0].clone();
         for &dependent in &action.dependents {
             if self.state[dependent] == State::Waiting {
-                let skip = skipped(&self.plan.actions[dependent], format!("input {because} was not built"));
+                let skip = skipped(
+                    &self.plan.actions[dependent],
+                    format!("input {because} was not built"),
+                );
                 self.pending_events.extend(skip.events);
                 self.finish(dependent, None, skip.outcome, None);
             }
@@ -485,7 +564,11 @@ impl<'a> Scheduler<'a> {
 
     /// Actions never launched because the build stopped.
     fn skip_unfinished(&mut self) {
-        let reason = if self.interrupted { "the build was interrupted" } else { "the build stopped after a failure" };
+        let reason = if self.interrupted {
+            "the build was interrupted"
+        } else {
+            "the build stopped after a failure"
+        };
         for index in 0..self.plan.actions.len() {
             if self.state[index] == State::Waiting {
                 let skip = skipped(&self.plan.actions[index], reason.to_owned());
@@ -506,9 +589,16 @@ impl<'a> Scheduler<'a> {
         self.context.blobs.sync()?;
         let events = std::mem::take(&mut self.pending_events);
         let updates = std::mem::take(&mut self.pending_updates);
-        self.context.catalog.append(self.context.build, events, updates)?;
+        self.context
+            .catalog
+            .append(self.context.build, events, updates)?;
         for (index, key, outcome) in std::mem::take(&mut self.pending_reports) {
-            self.reporter.finished(&self.plan.actions[index], key.as_ref(), &outcome, self.progress);
+            self.reporter.finished(
+                &self.plan.actions[index],
+                key.as_ref(),
+                &outcome,
+                self.progress,
+            );
         }
         Ok(())
     }

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::date::Date;
-use crate::refs::{Bindings, PartitionRef, Pattern, PatternValue, substitute_text, text_placeholders};
+use crate::refs::{
+    Bindings, PartitionRef, Pattern, PatternValue, substitute_text, text_placeholders,
+};
 
 /// Environment variables passed to jobs by default (design.md §4).
 pub const DEFAULT_ENV_ALLOW: [&str; 3] = ["PATH", "HOME", "LANG"];
@@ -75,7 +77,11 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dimension {
     Values(Vec<String>),
-    Dates { start: Date, end: Date, step_days: u32 },
+    Dates {
+        start: Date,
+        end: Date,
+        step_days: u32,
+    },
 }
 
 impl Dimension {
@@ -111,8 +117,14 @@ pub struct EnvPolicy {
 /// What produces a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Producer<'graph> {
-    Source { dataset: &'graph str, path: PathBuf },
-    Job { job: &'graph str, bindings: Bindings },
+    Source {
+        dataset: &'graph str,
+        path: PathBuf,
+    },
+    Job {
+        job: &'graph str,
+        bindings: Bindings,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -188,7 +200,11 @@ struct Context<'a> {
 impl Context<'_> {
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
     fn error(&self, span: std::ops::Range<usize>, field: String, message: String) -> GraphError {
@@ -236,16 +252,23 @@ impl Graph {
             let field = format!("datasets.{name}");
             let span = raw_dataset.span();
             let raw_dataset = raw_dataset.get_ref();
-            PartitionRef::parse(name)
-                .map_err(|_| context.error(span.clone(), field.clone(), format!("{name:?} is not a valid dataset name (letters, digits, '_' and '-')")))?;
+            PartitionRef::parse(name).map_err(|_| {
+                context.error(
+                    span.clone(),
+                    field.clone(),
+                    format!("{name:?} is not a valid dataset name (letters, digits, '_' and '-')"),
+                )
+            })?;
             let version = match &raw_dataset.version {
-                Some(version) => Some(semver::Version::parse(version.get_ref()).map_err(|error| {
-                    context.error(
-                        version.span(),
-                        format!("{field}.version"),
-                        format!("{:?} is not a semantic version: {error}", version.get_ref()),
-                    )
-                })?),
+                Some(version) => {
+                    Some(semver::Version::parse(version.get_ref()).map_err(|error| {
+                        context.error(
+                            version.span(),
+                            format!("{field}.version"),
+                            format!("{:?} is not a semantic version: {error}", version.get_ref()),
+                        )
+                    })?)
+                }
                 None => None,
             };
             let source = match &raw_dataset.source {
@@ -254,7 +277,8 @@ impl Graph {
                         return Err(context.error(
                             template.span(),
                             format!("{field}.source"),
-                            "a source dataset is observed by content and cannot have a version".into(),
+                            "a source dataset is observed by content and cannot have a version"
+                                .into(),
                         ));
                     }
                     Some(parse_source(name, template.get_ref()).map_err(|message| {
@@ -340,12 +364,17 @@ impl Graph {
         Ok(())
     }
 
-    fn check_datasets_produced(&self, context: &Context<'_>, raw: &RawGraph) -> Result<(), GraphError> {
+    fn check_datasets_produced(
+        &self,
+        context: &Context<'_>,
+        raw: &RawGraph,
+    ) -> Result<(), GraphError> {
         for dataset in self.datasets.values() {
-            let produced = self
-                .jobs
-                .values()
-                .any(|job| job.outputs.iter().any(|pattern| pattern.dataset() == dataset.name));
+            let produced = self.jobs.values().any(|job| {
+                job.outputs
+                    .iter()
+                    .any(|pattern| pattern.dataset() == dataset.name)
+            });
             if dataset.source.is_none() && !produced {
                 return Err(context.error(
                     raw.datasets[&dataset.name].span(),
@@ -368,7 +397,10 @@ impl Graph {
         };
         if let Some(source) = &dataset.source {
             let Some(bindings) = source.pattern.matches(partition) else {
-                return Err(format!("{partition} does not match source pattern {}", source.pattern));
+                return Err(format!(
+                    "{partition} does not match source pattern {}",
+                    source.pattern
+                ));
             };
             let relative = substitute_text(&source.template, &bindings)?;
             return Ok(Producer::Source {
@@ -426,7 +458,11 @@ impl Graph {
                 .zip(&domains)
                 .map(|((name, index), domain)| ((*name).to_owned(), domain[*index].clone()))
                 .collect();
-            out.push(pattern.substitute(&bindings).map_err(|error| error.to_string())?);
+            out.push(
+                pattern
+                    .substitute(&bindings)
+                    .map_err(|error| error.to_string())?,
+            );
             // Odometer increment, last placeholder fastest.
             let mut position = names.len();
             loop {
@@ -480,13 +516,16 @@ fn patterns_overlap(a: &Pattern, b: &Pattern) -> bool {
     if a.dataset() != b.dataset() || a.dimensions().len() != b.dimensions().len() {
         return false;
     }
-    a.dimensions().iter().zip(b.dimensions()).all(|((key_a, value_a), (key_b, value_b))| {
-        key_a == key_b
-            && match (value_a, value_b) {
-                (PatternValue::Literal(x), PatternValue::Literal(y)) => x == y,
-                _ => true,
-            }
-    })
+    a.dimensions()
+        .iter()
+        .zip(b.dimensions())
+        .all(|((key_a, value_a), (key_b, value_b))| {
+            key_a == key_b
+                && match (value_a, value_b) {
+                    (PatternValue::Literal(x), PatternValue::Literal(y)) => x == y,
+                    _ => true,
+                }
+        })
 }
 
 fn parse_source(name: &str, template: &str) -> Result<SourceTemplate, String> {
@@ -494,8 +533,13 @@ fn parse_source(name: &str, template: &str) -> Result<SourceTemplate, String> {
     if path.is_absolute() {
         return Err(format!("{template:?} must be relative to the graph file"));
     }
-    if path.components().any(|component| !matches!(component, Component::Normal(_))) {
-        return Err(format!("{template:?} must not contain '.' or '..' components"));
+    if path
+        .components()
+        .any(|component| !matches!(component, Component::Normal(_)))
+    {
+        return Err(format!(
+            "{template:?} must not contain '.' or '..' components"
+        ));
     }
     let placeholders = text_placeholders(template)?;
     let mut pattern_text = name.to_owned();
@@ -519,7 +563,11 @@ fn parse_dimension(
     match (&raw.values, &raw.start, &raw.end) {
         (Some(values), None, None) => {
             if raw.step_days.is_some() {
-                return Err(context.error(span, format!("{field}.step_days"), "step_days only applies to a date range".into()));
+                return Err(context.error(
+                    span,
+                    format!("{field}.step_days"),
+                    "step_days only applies to a date range".into(),
+                ));
             }
             let mut out = Vec::new();
             for value in values.get_ref() {
@@ -531,7 +579,11 @@ fn parse_dimension(
                     )
                 })?;
                 if out.contains(value.get_ref()) {
-                    return Err(context.error(value.span(), format!("{field}.values"), format!("{:?} appears twice", value.get_ref())));
+                    return Err(context.error(
+                        value.span(),
+                        format!("{field}.values"),
+                        format!("{:?} appears twice", value.get_ref()),
+                    ));
                 }
                 out.push(value.get_ref().clone());
             }
@@ -539,15 +591,25 @@ fn parse_dimension(
         }
         (None, Some(start), Some(end)) => {
             let parse = |date: &Spanned<String>, name: &str| {
-                Date::parse(date.get_ref()).map_err(|message| context.error(date.span(), format!("{field}.{name}"), message))
+                Date::parse(date.get_ref()).map_err(|message| {
+                    context.error(date.span(), format!("{field}.{name}"), message)
+                })
             };
             let (start_date, end_date) = (parse(start, "start")?, parse(end, "end")?);
             if end_date < start_date {
-                return Err(context.error(end.span(), format!("{field}.end"), format!("end {end_date} is before start {start_date}")));
+                return Err(context.error(
+                    end.span(),
+                    format!("{field}.end"),
+                    format!("end {end_date} is before start {start_date}"),
+                ));
             }
             let step_days = match &raw.step_days {
                 Some(step) if *step.get_ref() == 0 => {
-                    return Err(context.error(step.span(), format!("{field}.step_days"), "must be at least 1".into()));
+                    return Err(context.error(
+                        step.span(),
+                        format!("{field}.step_days"),
+                        "must be at least 1".into(),
+                    ));
                 }
                 Some(step) => *step.get_ref(),
                 None => 1,
@@ -580,7 +642,10 @@ fn parse_patterns(
             return Err(context.error(
                 text.span(),
                 field.to_owned(),
-                format!("dataset {:?} of {pattern} is not declared under [datasets]", pattern.dataset()),
+                format!(
+                    "dataset {:?} of {pattern} is not declared under [datasets]",
+                    pattern.dataset()
+                ),
             ));
         }
         out.push(pattern);
@@ -597,23 +662,42 @@ fn parse_job(
     let span = raw.span();
     let raw = raw.get_ref();
     let field = |suffix: &str| format!("jobs.{name}.{suffix}");
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(context.error(span, format!("jobs.{name}"), "job names use letters, digits, '_' and '-'".into()));
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(context.error(
+            span,
+            format!("jobs.{name}"),
+            "job names use letters, digits, '_' and '-'".into(),
+        ));
     }
     let outputs = parse_patterns(context, &field("outputs"), &raw.outputs, datasets)?;
     if outputs.is_empty() {
-        return Err(context.error(raw.outputs.span(), field("outputs"), "a job needs at least one output pattern".into()));
+        return Err(context.error(
+            raw.outputs.span(),
+            field("outputs"),
+            "a job needs at least one output pattern".into(),
+        ));
     }
     let inputs = match &raw.inputs {
         Some(inputs) => parse_patterns(context, &field("inputs"), inputs, datasets)?,
         None => Vec::new(),
     };
     if raw.run.get_ref().is_empty() {
-        return Err(context.error(raw.run.span(), field("run"), "the run command is empty".into()));
+        return Err(context.error(
+            raw.run.span(),
+            field("run"),
+            "the run command is empty".into(),
+        ));
     }
     let configure = match &raw.configure {
         Some(argv) if argv.get_ref().is_empty() => {
-            return Err(context.error(argv.span(), field("configure"), "the configure command is empty".into()));
+            return Err(context.error(
+                argv.span(),
+                field("configure"),
+                "the configure command is empty".into(),
+            ));
         }
         Some(argv) => {
             if let Some(inputs) = &raw.inputs {
@@ -627,8 +711,16 @@ fn parse_job(
         }
         None => None,
     };
-    let args = raw.args.as_ref().map(|args| args.get_ref().clone()).unwrap_or_default();
-    let env = raw.env.as_ref().map(|env| env.get_ref().clone()).unwrap_or_default();
+    let args = raw
+        .args
+        .as_ref()
+        .map(|args| args.get_ref().clone())
+        .unwrap_or_default();
+    let env = raw
+        .env
+        .as_ref()
+        .map(|env| env.get_ref().clone())
+        .unwrap_or_default();
 
     // Declarative jobs template everything from the bindings of the output
     // ref, so every placeholder they use must be bound by every output pattern.
@@ -639,37 +731,48 @@ fn parse_job(
             return Err(context.error(
                 raw.outputs.span(),
                 field("outputs"),
-                format!("{pattern} and {} must use the same placeholders", outputs[0]),
+                format!(
+                    "{pattern} and {} must use the same placeholders",
+                    outputs[0]
+                ),
             ));
         }
     }
-    let check_bound = |names: Vec<String>, what: &str, span: std::ops::Range<usize>| {
-        for placeholder in names {
-            if !first.contains(placeholder.as_str()) {
-                return Err(context.error(
-                    span.clone(),
-                    field(what),
-                    format!("{{{placeholder}}} is not a placeholder of the outputs ({})", outputs[0]),
-                ));
-            }
-        }
-        Ok(())
+    let check_bound = |names: Vec<String>, what: &str, span: std::ops::Range<usize>| match names
+        .iter()
+        .find(|name| !first.contains(name.as_str()))
+    {
+        Some(placeholder) => Err(context.error(
+            span,
+            field(what),
+            format!(
+                "{{{placeholder}}} is not a placeholder of the outputs ({})",
+                outputs[0]
+            ),
+        )),
+        None => Ok(()),
     };
     if let Some(raw_inputs) = &raw.inputs {
         for pattern in &inputs {
-            let names = pattern.placeholders().into_iter().map(str::to_owned).collect();
+            let names = pattern
+                .placeholders()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             check_bound(names, "inputs", raw_inputs.span())?;
         }
     }
     if let Some(raw_args) = &raw.args {
         for arg in &args {
-            let names = text_placeholders(arg).map_err(|message| context.error(raw_args.span(), field("args"), message))?;
+            let names = text_placeholders(arg)
+                .map_err(|message| context.error(raw_args.span(), field("args"), message))?;
             check_bound(names, "args", raw_args.span())?;
         }
     }
     if let Some(raw_env) = &raw.env {
         for value in env.values() {
-            let names = text_placeholders(value).map_err(|message| context.error(raw_env.span(), field("env"), message))?;
+            let names = text_placeholders(value)
+                .map_err(|message| context.error(raw_env.span(), field("env"), message))?;
             check_bound(names, "env", raw_env.span())?;
         }
     }
@@ -729,7 +832,10 @@ run = ["sh", "daily.sh", "run"]
         let all = graph.all_partitions().unwrap();
         assert_eq!(all.len(), 3 + 3 * 2);
         assert!(all.iter().any(|p| p.as_str() == "daily/date=2024-02-29"));
-        assert!(all.iter().any(|p| p.as_str() == "raw/date=2024-03-01/station=B"));
+        assert!(
+            all.iter()
+                .any(|p| p.as_str() == "raw/date=2024-03-01/station=B")
+        );
         let source = PartitionRef::parse("inputs/date=2024-02-28/station=A").unwrap();
         assert_eq!(
             graph.lookup(&source).unwrap(),
@@ -739,8 +845,16 @@ run = ["sh", "daily.sh", "run"]
             }
         );
         let raw = PartitionRef::parse("raw/date=2024-02-28/station=A").unwrap();
-        assert!(matches!(graph.lookup(&raw).unwrap(), Producer::Job { job: "raw", .. }));
-        assert!(graph.lookup(&PartitionRef::parse("raw/date=1").unwrap()).unwrap_err().contains("no job produces raw/date=1"));
+        assert!(matches!(
+            graph.lookup(&raw).unwrap(),
+            Producer::Job { job: "raw", .. }
+        ));
+        assert!(
+            graph
+                .lookup(&PartitionRef::parse("raw/date=1").unwrap())
+                .unwrap_err()
+                .contains("no job produces raw/date=1")
+        );
     }
 
     #[test]
@@ -758,12 +872,21 @@ run = ["sh", "daily.sh", "run"]
 
     #[test]
     fn bad_patterns_name_line_and_field() {
-        let text = EXAMPLE.replace("outputs = [\"raw/date={date}/station={station}\"]", "outputs = [\"raw/date={date\"]");
+        let text = EXAMPLE.replace(
+            "outputs = [\"raw/date={date}/station={station}\"]",
+            "outputs = [\"raw/date={date\"]",
+        );
         let message = error(&text);
-        let line = text.lines().position(|l| l.contains("raw/date={date\"")).unwrap() + 1;
+        let line = text
+            .lines()
+            .position(|l| l.contains("raw/date={date\""))
+            .unwrap()
+            + 1;
         assert_eq!(
             message,
-            format!("cairn.toml:{line}: jobs.raw.outputs: invalid pattern \"raw/date={{date\": placeholder \"{{date\" is not closed")
+            format!(
+                "cairn.toml:{line}: jobs.raw.outputs: invalid pattern \"raw/date={{date\": placeholder \"{{date\" is not closed"
+            )
         );
     }
 
@@ -776,7 +899,9 @@ run = ["sh", "daily.sh", "run"]
 
     #[test]
     fn overlapping_producers_are_refused() {
-        let text = format!("{EXAMPLE}\n[jobs.other]\noutputs = [\"raw/date={{d}}/station=A\"]\nrun = [\"true\"]\n");
+        let text = format!(
+            "{EXAMPLE}\n[jobs.other]\noutputs = [\"raw/date={{d}}/station=A\"]\nrun = [\"true\"]\n"
+        );
         let message = error(&text);
         assert!(message.contains("overlaps"), "{message}");
     }
@@ -791,7 +916,10 @@ run = ["sh", "daily.sh", "run"]
     #[test]
     fn dimension_errors() {
         let message = error(&EXAMPLE.replace("end = \"2024-03-01\"", "end = \"2024-01-01\""));
-        assert!(message.contains("dimensions.date.end: end 2024-01-01 is before start 2024-02-28"), "{message}");
+        assert!(
+            message.contains("dimensions.date.end: end 2024-01-01 is before start 2024-02-28"),
+            "{message}"
+        );
         let message = error(&EXAMPLE.replace("end = \"2024-03-01\"", "end = \"2024-02-30\""));
         assert!(message.contains("not a valid calendar date"), "{message}");
     }
@@ -805,9 +933,21 @@ run = ["sh", "daily.sh", "run"]
     #[test]
     fn requests_expand_patterns() {
         let graph = parse(EXAMPLE).unwrap();
-        let refs = graph.resolve_request("raw/date=2024-02-28/station={station}").unwrap();
+        let refs = graph
+            .resolve_request("raw/date=2024-02-28/station={station}")
+            .unwrap();
         assert_eq!(refs.len(), 2);
-        assert!(graph.resolve_request("raw/date={nope}/station=A").unwrap_err().contains("{nope}"));
-        assert!(graph.resolve_request("../../etc").unwrap_err().contains("\"..\" is not allowed"));
+        assert!(
+            graph
+                .resolve_request("raw/date={nope}/station=A")
+                .unwrap_err()
+                .contains("{nope}")
+        );
+        assert!(
+            graph
+                .resolve_request("../../etc")
+                .unwrap_err()
+                .contains("\"..\" is not allowed")
+        );
     }
 }

@@ -51,7 +51,9 @@ pub fn action_key(inputs: &KeyInputs<'_>) -> ActionKey {
     }
     hasher.u64("passed_env", inputs.passed_env.len() as u64);
     for (name, value) in inputs.passed_env {
-        hasher.str("passed_env.name", name).str("passed_env.value", value);
+        hasher
+            .str("passed_env.name", name)
+            .str("passed_env.value", value);
     }
     // Output refs: two configs of one job that differ only in what they
     // produce must not share a key.
@@ -78,7 +80,9 @@ pub fn action_key(inputs: &KeyInputs<'_>) -> ActionKey {
     }
     hasher.u64("inputs", inputs.inputs.len() as u64);
     for (partition, digest) in inputs.inputs {
-        hasher.str("input", partition.as_str()).digest("input.content", digest);
+        hasher
+            .str("input", partition.as_str())
+            .digest("input.content", digest);
     }
     ActionKey(hasher.finish())
 }
@@ -97,11 +101,22 @@ mod tests {
         }
     }
 
-    fn key_with(edit: impl FnOnce(&mut JobConfig, &mut Vec<(String, String)>, &mut Vec<(String, OutputIdentity)>, &mut Vec<(PartitionRef, ContentDigest)>, &mut Vec<String>)) -> ActionKey {
+    fn key_with(
+        edit: impl FnOnce(
+            &mut JobConfig,
+            &mut Vec<(String, String)>,
+            &mut Vec<(String, OutputIdentity)>,
+            &mut Vec<(PartitionRef, ContentDigest)>,
+            &mut Vec<String>,
+        ),
+    ) -> ActionKey {
         let mut config = config();
         let mut env = vec![("PATH".to_owned(), "/bin".to_owned())];
         let mut datasets = vec![("clean".to_owned(), OutputIdentity::Major(1))];
-        let mut inputs = vec![(PartitionRef::parse("raw/date=2024-01-01/station=A").unwrap(), ContentDigest::of(b"raw"))];
+        let mut inputs = vec![(
+            PartitionRef::parse("raw/date=2024-01-01/station=A").unwrap(),
+            ContentDigest::of(b"raw"),
+        )];
         let mut run = vec!["sh".to_owned(), "clean.sh".to_owned()];
         edit(&mut config, &mut env, &mut datasets, &mut inputs, &mut run);
         action_key(&KeyInputs {
@@ -128,13 +143,35 @@ mod tests {
     fn every_field_changes_the_key() {
         let base = key_with(|_, _, _, _, _| {});
         assert_ne!(base, key_with(|c, _, _, _, _| c.args[0] = "B".into()));
-        assert_ne!(base, key_with(|c, _, _, _, _| { c.env.insert("MODE".into(), "slow".into()); }));
-        assert_ne!(base, key_with(|c, _, _, _, _| c.outputs[0] = PartitionRef::parse("clean/date=2024-01-01/station=B").unwrap()));
+        assert_ne!(
+            base,
+            key_with(|c, _, _, _, _| {
+                c.env.insert("MODE".into(), "slow".into());
+            })
+        );
+        assert_ne!(
+            base,
+            key_with(|c, _, _, _, _| c.outputs[0] =
+                PartitionRef::parse("clean/date=2024-01-01/station=B").unwrap())
+        );
         assert_ne!(base, key_with(|_, e, _, _, _| e[0].1 = "/usr/bin".into()));
-        assert_ne!(base, key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Major(2)));
-        assert_ne!(base, key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Code(None)));
-        assert_ne!(base, key_with(|_, _, _, i, _| i[0].1 = ContentDigest::of(b"other")));
-        assert_ne!(base, key_with(|_, _, _, i, _| i[0].0 = PartitionRef::parse("raw/date=2024-01-02/station=A").unwrap()));
+        assert_ne!(
+            base,
+            key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Major(2))
+        );
+        assert_ne!(
+            base,
+            key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Code(None))
+        );
+        assert_ne!(
+            base,
+            key_with(|_, _, _, i, _| i[0].1 = ContentDigest::of(b"other"))
+        );
+        assert_ne!(
+            base,
+            key_with(|_, _, _, i, _| i[0].0 =
+                PartitionRef::parse("raw/date=2024-01-02/station=A").unwrap())
+        );
         assert_ne!(base, key_with(|_, _, _, _, r| r[1] = "clean2.sh".into()));
         assert_eq!(base, key_with(|_, _, _, _, _| {}));
     }

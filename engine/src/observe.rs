@@ -96,11 +96,19 @@ impl<'a> Observer<'a> {
         updates: &mut Vec<StatUpdate>,
     ) -> Result<ContentDigest, ObserveError> {
         let key = path.to_string_lossy().into_owned();
-        let (size, mtime, ctime, inode) = (metadata.len(), mtime_ns(metadata), ctime_ns(metadata), metadata.ino());
-        let cached = self.catalog.stat(&key).map_err(|error| ObserveError::Cache {
-            path: path.to_owned(),
-            message: error.to_string(),
-        })?;
+        let (size, mtime, ctime, inode) = (
+            metadata.len(),
+            mtime_ns(metadata),
+            ctime_ns(metadata),
+            metadata.ino(),
+        );
+        let cached = self
+            .catalog
+            .stat(&key)
+            .map_err(|error| ObserveError::Cache {
+                path: path.to_owned(),
+                message: error.to_string(),
+            })?;
         if let Some(entry) = cached
             && entry.size == size
             && entry.mtime_ns == mtime

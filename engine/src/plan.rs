@@ -132,7 +132,10 @@ impl Planner<'_> {
                         .insert(partition.clone(), InputSource::Source { source });
                 }
                 Producer::Job { job, bindings } => {
-                    by_job.entry(job).or_default().push((partition.clone(), bindings));
+                    by_job
+                        .entry(job)
+                        .or_default()
+                        .push((partition.clone(), bindings));
                 }
             }
         }
@@ -148,7 +151,11 @@ impl Planner<'_> {
             for config in configs {
                 let action = self.actions.len();
                 for (output, partition) in config.outputs.iter().enumerate() {
-                    if !job.outputs.iter().any(|pattern| pattern.matches(partition).is_some()) {
+                    if !job
+                        .outputs
+                        .iter()
+                        .any(|pattern| pattern.matches(partition).is_some())
+                    {
                         let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
                         return Err(fail(format!(
                             "returned output {partition}, which is not a partition of this job ({})",
@@ -157,7 +164,10 @@ impl Planner<'_> {
                         .into());
                     }
                     if self.producers.contains_key(partition) {
-                        return Err(fail(format!("returned {partition} twice (two configs produce it)")).into());
+                        return Err(fail(format!(
+                            "returned {partition} twice (two configs produce it)"
+                        ))
+                        .into());
                     }
                     self.producers
                         .insert(partition.clone(), InputSource::Action { action, output });
@@ -232,7 +242,9 @@ fn topological_order(actions: &[PlannedAction]) -> Result<Vec<usize>, PlanError>
             let edges = actions[dependent]
                 .inputs
                 .iter()
-                .filter(|input| matches!(input, InputSource::Action { action, .. } if *action == index))
+                .filter(
+                    |input| matches!(input, InputSource::Action { action, .. } if *action == index),
+                )
                 .count();
             pending[dependent] -= edges;
             if pending[dependent] == 0 {
@@ -267,10 +279,15 @@ fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef>
             return cycle;
         }
         seen.insert(current, path.len());
-        let next = actions[current].inputs.iter().find_map(|input| match input {
-            InputSource::Action { action, output } if pending[*action] > 0 => Some((*action, *output)),
-            _ => None,
-        });
+        let next = actions[current]
+            .inputs
+            .iter()
+            .find_map(|input| match input {
+                InputSource::Action { action, output } if pending[*action] > 0 => {
+                    Some((*action, *output))
+                }
+                _ => None,
+            });
         let Some((action, output)) = next else {
             return Vec::new();
         };
@@ -294,10 +311,17 @@ pub(crate) mod tests {
     }
 
     impl<F: Fn(&Job, &[(PartitionRef, Bindings)]) -> String> Configurer for FakeConfigurer<F> {
-        fn configure(&self, job: &Job, refs: &[(PartitionRef, Bindings)]) -> Result<Vec<JobConfig>, ConfigureError> {
+        fn configure(
+            &self,
+            job: &Job,
+            refs: &[(PartitionRef, Bindings)],
+        ) -> Result<Vec<JobConfig>, ConfigureError> {
             self.calls.borrow_mut().push((job.name.clone(), refs.len()));
             if job.configure.is_none() {
-                return refs.iter().map(|(_, bindings)| declarative_config(job, bindings)).collect();
+                return refs
+                    .iter()
+                    .map(|(_, bindings)| declarative_config(job, bindings))
+                    .collect();
             }
             parse_configure_output(&job.name, (self.respond)(job, refs).as_bytes())
         }
@@ -349,13 +373,19 @@ run = ["daily"]
     }
 
     fn refs(texts: &[&str]) -> Vec<PartitionRef> {
-        texts.iter().map(|t| PartitionRef::parse(t).unwrap()).collect()
+        texts
+            .iter()
+            .map(|t| PartitionRef::parse(t).unwrap())
+            .collect()
     }
 
     #[test]
     fn plans_a_fan_in_with_batched_configure() {
         let graph = graph(GRAPH);
-        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
+        let configurer = FakeConfigurer {
+            respond: daily_response,
+            calls: RefCell::new(Vec::new()),
+        };
         let all = graph.all_partitions().unwrap();
         let plan = plan(&graph, &all, &configurer).unwrap();
         assert_eq!(plan.actions.len(), 3 + 6 + 6);
@@ -365,10 +395,18 @@ run = ["daily"]
         assert_eq!(calls.iter().filter(|(job, _)| job == "daily").count(), 1);
         assert_eq!(calls.iter().find(|(job, _)| job == "daily").unwrap().1, 3);
         // Topological: every input before its reader.
-        let position: HashMap<usize, usize> = plan.order.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let position: HashMap<usize, usize> = plan
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, i))
+            .collect();
         for (index, action) in plan.actions.iter().enumerate() {
             for input in &action.inputs {
-                if let InputSource::Action { action: upstream, .. } = input {
+                if let InputSource::Action {
+                    action: upstream, ..
+                } = input
+                {
                     assert!(position[upstream] < position[&index]);
                 }
             }
@@ -378,12 +416,20 @@ run = ["daily"]
     #[test]
     fn planning_is_deterministic() {
         let graph = graph(GRAPH);
-        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
+        let configurer = FakeConfigurer {
+            respond: daily_response,
+            calls: RefCell::new(Vec::new()),
+        };
         let mut requested = refs(&["daily/date=2024-01-02", "daily/date=2024-01-01"]);
         let first = plan(&graph, &requested, &configurer).unwrap();
         requested.reverse();
         let second = plan(&graph, &requested, &configurer).unwrap();
-        let outputs = |plan: &Plan| plan.actions.iter().map(|a| a.config.outputs.clone()).collect::<Vec<_>>();
+        let outputs = |plan: &Plan| {
+            plan.actions
+                .iter()
+                .map(|a| a.config.outputs.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(outputs(&first), outputs(&second));
         assert_eq!(first.order, second.order);
     }
@@ -391,11 +437,26 @@ run = ["daily"]
     #[test]
     fn missing_config_and_foreign_outputs_are_errors() {
         let graph = graph(GRAPH);
-        let nothing = FakeConfigurer { respond: |_: &Job, _: &[(PartitionRef, Bindings)]| r#"{"configs":[]}"#.to_owned(), calls: RefCell::new(Vec::new()) };
-        let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &nothing).unwrap_err().to_string();
-        assert_eq!(error, "job daily: configure returned no config for daily/date=2024-01-01");
-        let foreign = FakeConfigurer { respond: |_: &Job, _: &[(PartitionRef, Bindings)]| r#"{"configs":[{"outputs":["raw/date=1/station=A"]}]}"#.to_owned(), calls: RefCell::new(Vec::new()) };
-        let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &foreign).unwrap_err().to_string();
+        let nothing = FakeConfigurer {
+            respond: |_: &Job, _: &[(PartitionRef, Bindings)]| r#"{"configs":[]}"#.to_owned(),
+            calls: RefCell::new(Vec::new()),
+        };
+        let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &nothing)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "job daily: configure returned no config for daily/date=2024-01-01"
+        );
+        let foreign = FakeConfigurer {
+            respond: |_: &Job, _: &[(PartitionRef, Bindings)]| {
+                r#"{"configs":[{"outputs":["raw/date=1/station=A"]}]}"#.to_owned()
+            },
+            calls: RefCell::new(Vec::new()),
+        };
+        let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &foreign)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("not a partition of this job"), "{error}");
     }
 
@@ -414,17 +475,33 @@ inputs = ["a/x={x}"]
 run = ["true"]
 "#;
         let graph = graph(text);
-        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
-        let error = plan(&graph, &refs(&["a/x=1"]), &configurer).unwrap_err().to_string();
+        let configurer = FakeConfigurer {
+            respond: daily_response,
+            calls: RefCell::new(Vec::new()),
+        };
+        let error = plan(&graph, &refs(&["a/x=1"]), &configurer)
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("cycle in the graph: "), "{error}");
-        assert!(error.contains("a/x=1") && error.contains("b/x=1"), "{error}");
+        assert!(
+            error.contains("a/x=1") && error.contains("b/x=1"),
+            "{error}"
+        );
     }
 
     #[test]
     fn unknown_refs_are_lookup_errors() {
         let graph = graph(GRAPH);
-        let configurer = FakeConfigurer { respond: daily_response, calls: RefCell::new(Vec::new()) };
-        let error = plan(&graph, &refs(&["nope/x=1"]), &configurer).unwrap_err().to_string();
-        assert!(error.contains("dataset \"nope\" is not declared"), "{error}");
+        let configurer = FakeConfigurer {
+            respond: daily_response,
+            calls: RefCell::new(Vec::new()),
+        };
+        let error = plan(&graph, &refs(&["nope/x=1"]), &configurer)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("dataset \"nope\" is not declared"),
+            "{error}"
+        );
     }
 }

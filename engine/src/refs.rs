@@ -417,7 +417,8 @@ pub fn text_placeholders(template: &str) -> Result<Vec<String>, String> {
                 return Err(format!("{template:?} has an unclosed placeholder"));
             };
             let name = after[..end].to_owned();
-            check_name(&name, "placeholder").map_err(|problem| format!("{template:?}: {problem}"))?;
+            check_name(&name, "placeholder")
+                .map_err(|problem| format!("{template:?}: {problem}"))?;
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -444,7 +445,10 @@ mod tests {
         assert_eq!(partition.dataset(), "clean");
         let dims: Vec<_> = partition.dimensions().collect();
         assert_eq!(dims, [("date", "2024-01-31"), ("station", "NL01497")]);
-        assert_eq!(PartitionRef::parse("constants").unwrap().dataset(), "constants");
+        assert_eq!(
+            PartitionRef::parse("constants").unwrap().dataset(),
+            "constants"
+        );
     }
 
     #[test]
@@ -475,18 +479,42 @@ mod tests {
         let bindings = pattern.matches(&partition).unwrap();
         assert_eq!(bindings["date"], "2024-01-01");
         assert_eq!(pattern.substitute(&bindings).unwrap(), partition);
-        assert!(pattern.matches(&PartitionRef::parse("clean/date=x").unwrap()).is_none());
-        assert!(pattern.matches(&PartitionRef::parse("raw/date=x/station=y").unwrap()).is_none());
+        assert!(
+            pattern
+                .matches(&PartitionRef::parse("clean/date=x").unwrap())
+                .is_none()
+        );
+        assert!(
+            pattern
+                .matches(&PartitionRef::parse("raw/date=x/station=y").unwrap())
+                .is_none()
+        );
         let literal = Pattern::parse("daily/date={d}/kind=sum").unwrap();
-        assert!(literal.matches(&PartitionRef::parse("daily/date=1/kind=sum").unwrap()).is_some());
-        assert!(literal.matches(&PartitionRef::parse("daily/date=1/kind=avg").unwrap()).is_none());
+        assert!(
+            literal
+                .matches(&PartitionRef::parse("daily/date=1/kind=sum").unwrap())
+                .is_some()
+        );
+        assert!(
+            literal
+                .matches(&PartitionRef::parse("daily/date=1/kind=avg").unwrap())
+                .is_none()
+        );
     }
 
     #[test]
     fn repeated_placeholders_must_agree() {
         let pattern = Pattern::parse("x/a={v}/b={v}").unwrap();
-        assert!(pattern.matches(&PartitionRef::parse("x/a=1/b=1").unwrap()).is_some());
-        assert!(pattern.matches(&PartitionRef::parse("x/a=1/b=2").unwrap()).is_none());
+        assert!(
+            pattern
+                .matches(&PartitionRef::parse("x/a=1/b=1").unwrap())
+                .is_some()
+        );
+        assert!(
+            pattern
+                .matches(&PartitionRef::parse("x/a=1/b=2").unwrap())
+                .is_none()
+        );
     }
 
     #[test]
@@ -496,10 +524,27 @@ mod tests {
             error,
             r#"invalid pattern "clean/date={date": placeholder "{date" is not closed"#
         );
-        assert!(Pattern::parse("{d}/x=1").unwrap_err().to_string().contains("dataset"));
-        assert!(Pattern::parse("x/a=pre{d}").unwrap_err().to_string().contains("whole value"));
-        let missing = Pattern::parse("x/a={d}").unwrap().substitute(&Bindings::new());
-        assert!(missing.unwrap_err().to_string().contains("{d} has no value"));
+        assert!(
+            Pattern::parse("{d}/x=1")
+                .unwrap_err()
+                .to_string()
+                .contains("dataset")
+        );
+        assert!(
+            Pattern::parse("x/a=pre{d}")
+                .unwrap_err()
+                .to_string()
+                .contains("whole value")
+        );
+        let missing = Pattern::parse("x/a={d}")
+            .unwrap()
+            .substitute(&Bindings::new());
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("{d} has no value")
+        );
         let unsafe_value = Pattern::parse("x/a={d}")
             .unwrap()
             .substitute(&Bindings::from([("d".to_owned(), "..".to_owned())]));
@@ -509,11 +554,25 @@ mod tests {
     #[test]
     fn text_templates() {
         let bindings = Bindings::from([("date".to_owned(), "2024-01-01".to_owned())]);
-        assert_eq!(substitute_text("in/{date}.txt", &bindings).unwrap(), "in/2024-01-01.txt");
+        assert_eq!(
+            substitute_text("in/{date}.txt", &bindings).unwrap(),
+            "in/2024-01-01.txt"
+        );
         assert_eq!(substitute_text("a{{b}}", &bindings).unwrap(), "a{b}");
-        assert!(substitute_text("{nope}", &bindings).unwrap_err().contains("{nope}"));
-        assert!(substitute_text("{date", &bindings).unwrap_err().contains("unclosed"));
-        assert_eq!(text_placeholders("in/{date}/{station}.txt").unwrap(), ["date", "station"]);
+        assert!(
+            substitute_text("{nope}", &bindings)
+                .unwrap_err()
+                .contains("{nope}")
+        );
+        assert!(
+            substitute_text("{date", &bindings)
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert_eq!(
+            text_placeholders("in/{date}/{station}.txt").unwrap(),
+            ["date", "station"]
+        );
     }
 
     fn value_strategy() -> impl Strategy<Value = String> {

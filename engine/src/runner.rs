@@ -34,8 +34,14 @@ impl JobEnvironment {
     /// process environment).
     pub fn from_lookup(policy: &EnvPolicy, lookup: impl Fn(&str) -> Option<String>) -> Self {
         let mut passed = Vec::new();
-        for name in DEFAULT_ENV_ALLOW.iter().copied().chain(policy.allow.iter().map(String::as_str)) {
-            if policy.secret.iter().any(|secret| secret == name) || passed.iter().any(|(n, _)| n == name) {
+        for name in DEFAULT_ENV_ALLOW
+            .iter()
+            .copied()
+            .chain(policy.allow.iter().map(String::as_str))
+        {
+            if policy.secret.iter().any(|secret| secret == name)
+                || passed.iter().any(|(n, _)| n == name)
+            {
                 continue;
             }
             if let Some(value) = lookup(name) {
@@ -74,7 +80,11 @@ impl Children {
     /// Sends SIGTERM to every running child and refuses new ones.
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
-        let pids = self.pids.lock().map(|pids| pids.clone()).unwrap_or_default();
+        let pids = self
+            .pids
+            .lock()
+            .map(|pids| pids.clone())
+            .unwrap_or_default();
         for pid in pids {
             terminate(pid);
         }
@@ -85,7 +95,10 @@ impl Children {
     }
 }
 
-#[expect(unsafe_code, reason = "kill(2) has no Rust wrapper for a pid we only know by number")]
+#[expect(
+    unsafe_code,
+    reason = "kill(2) has no Rust wrapper for a pid we only know by number"
+)]
 fn terminate(pid: u32) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
@@ -113,23 +126,29 @@ pub struct Invocation<'a> {
 /// Runs a process to completion with stdout/stderr captured to files.
 pub fn run_process(invocation: &Invocation<'_>, children: &Children) -> io::Result<ExitStatus> {
     if children.is_interrupted() {
-        return Err(io::Error::new(io::ErrorKind::Interrupted, "the build was interrupted"));
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the build was interrupted",
+        ));
     }
     let (program, args) = invocation
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut command = Command::new(program);
-    command.args(args).current_dir(invocation.cwd).stdin(Stdio::null());
+    command
+        .args(args)
+        .current_dir(invocation.cwd)
+        .stdin(Stdio::null());
     invocation.environment.apply(&mut command);
     for (name, value) in invocation.extra_env {
         command.env(name, value);
     }
     command.stdout(File::create(invocation.stdout)?);
     command.stderr(File::create(invocation.stderr)?);
-    let mut child = command
-        .spawn()
-        .map_err(|error| io::Error::new(error.kind(), format!("cannot start {program:?}: {error}")))?;
+    let mut child = command.spawn().map_err(|error| {
+        io::Error::new(error.kind(), format!("cannot start {program:?}: {error}"))
+    })?;
     let pid = child.id();
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
@@ -153,7 +172,11 @@ pub struct ProcessConfigurer<'a> {
 }
 
 impl Configurer for ProcessConfigurer<'_> {
-    fn configure(&self, job: &Job, refs: &[(PartitionRef, Bindings)]) -> Result<Vec<JobConfig>, ConfigureError> {
+    fn configure(
+        &self,
+        job: &Job,
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Result<Vec<JobConfig>, ConfigureError> {
         let Some(argv) = &job.configure else {
             // A config of a multi-output job covers its other outputs too.
             let mut covered: HashSet<PartitionRef> = HashSet::new();
@@ -173,7 +196,9 @@ impl Configurer for ProcessConfigurer<'_> {
         while start < refs.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < refs.len() && (end == start || bytes + refs[end].0.as_str().len() < CONFIGURE_ARGS_BYTES) {
+            while end < refs.len()
+                && (end == start || bytes + refs[end].0.as_str().len() < CONFIGURE_ARGS_BYTES)
+            {
                 bytes += refs[end].0.as_str().len() + 1;
                 end += 1;
             }
@@ -195,9 +220,14 @@ impl ProcessConfigurer<'_> {
             job: job.name.clone(),
             problem,
         };
-        let (program, args) = argv.split_first().ok_or_else(|| fail("command is empty".into()))?;
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| fail("command is empty".into()))?;
         let mut command = Command::new(program);
-        command.args(args).current_dir(&self.graph.root).stdin(Stdio::null());
+        command
+            .args(args)
+            .current_dir(&self.graph.root)
+            .stdin(Stdio::null());
         self.environment.apply(&mut command);
         command.args(refs.iter().map(|(partition, _)| partition.as_str()));
         let output = command
@@ -205,8 +235,22 @@ impl ProcessConfigurer<'_> {
             .map_err(|error| fail(format!("could not start {program:?}: {error}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: String = stderr.trim().lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            return Err(fail(format!("{} ({}): {}", describe_status(output.status), argv.join(" "), tail)));
+            let tail: String = stderr
+                .trim()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(fail(format!(
+                "{} ({}): {}",
+                describe_status(output.status),
+                argv.join(" "),
+                tail
+            )));
         }
         parse_configure_output(&job.name, &output.stdout)
     }
@@ -239,8 +283,17 @@ mod tests {
             "AWS_SECRET" => Some("nope".into()),
             _ => None,
         });
-        assert_eq!(environment.passed, [("PATH".to_owned(), "/bin".to_owned()), ("TZ".to_owned(), "UTC".to_owned())]);
-        assert_eq!(environment.secret, [("TOKEN".to_owned(), "hunter2".to_owned())]);
+        assert_eq!(
+            environment.passed,
+            [
+                ("PATH".to_owned(), "/bin".to_owned()),
+                ("TZ".to_owned(), "UTC".to_owned())
+            ]
+        );
+        assert_eq!(
+            environment.secret,
+            [("TOKEN".to_owned(), "hunter2".to_owned())]
+        );
     }
 
     #[test]

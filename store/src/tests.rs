@@ -206,3 +206,44 @@ fn a_reader_does_not_recover_under_a_live_lock() {
     drop(lock);
     assert_eq!(reader(&copy).unwrap().catalog().last_seq().unwrap(), 2);
 }
+
+#[test]
+fn a_corrupted_catalog_is_an_error_naming_it_not_a_panic() {
+    use std::os::unix::fs::FileExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(".cairn");
+    let store = writer(&dir);
+    for build in 0..20 {
+        store
+            .catalog()
+            .append(build, vec![planned(); 20], Vec::new())
+            .unwrap();
+    }
+    drop(store);
+    let path = dir.join(CATALOG_FILE);
+    let length = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0x5a; 16], length / 2).unwrap();
+    drop(file);
+
+    let Err(error) = Store::open(&dir, OpenMode::Write { wait: false }, &mut never_wait()) else {
+        panic!("opened a corrupted catalog")
+    };
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("catalog {}: ", path.display())),
+        "{error}"
+    );
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(length / 3)
+        .unwrap();
+    let Err(error) = Store::open(&dir, OpenMode::Write { wait: false }, &mut never_wait()) else {
+        panic!("opened a truncated catalog")
+    };
+    assert!(error.to_string().contains("truncated"), "{error}");
+}
