@@ -209,8 +209,12 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
             let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
             let failed = state.as_ref().and_then(|s| s.failed.clone());
             let (word, reason) = match &verdicts[index] {
-                Verdict::UpToDate { built_by, .. } => {
-                    ("built", format!("up to date (build {built_by})"))
+                Verdict::UpToDate { built_by, key } => {
+                    let versions = match context.catalog.action(key)? {
+                        Some(manifest) => built_versions(&project, &manifest),
+                        None => String::new(),
+                    };
+                    ("built", format!("up to date (build {built_by}){versions}"))
                 }
                 Verdict::Restore { .. } => (
                     "stale",
@@ -249,6 +253,28 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
         ));
     }
     Ok(0)
+}
+
+/// `, built by 1.2.0 (code 3f2a…), graph now 1.3.0: valid` when the graph's
+/// version moved within the same major.
+fn built_versions(project: &Project, manifest: &cairn_engine::record::Manifest) -> String {
+    let code = manifest
+        .code_digest
+        .map(|code| format!(" (code {})", code.short()))
+        .unwrap_or_default();
+    let mut notes = Vec::new();
+    for (dataset, built) in &manifest.versions {
+        if let Some(now) = project
+            .graph
+            .datasets
+            .get(dataset)
+            .and_then(|d| d.version.as_ref())
+            && now.to_string() != *built
+        {
+            notes.push(format!(", built by {built}{code}, graph now {now}: valid"));
+        }
+    }
+    notes.concat()
 }
 
 pub struct LogFilter {
@@ -318,7 +344,10 @@ fn event_text(event: &Event) -> String {
         ),
         EventKind::ActionSkipped { reason, .. } => reason.clone(),
         EventKind::PartitionMaterialized { digest, .. } => format!("content {}", digest.short()),
-        EventKind::PartitionInvalidated { reason, .. } => reason.clone(),
+        EventKind::PartitionInvalidated { reason, by, .. } => match by {
+            Some(by) => format!("by {by}: {reason}"),
+            None => reason.clone(),
+        },
         EventKind::BuildFinished {
             counts,
             interrupted,

@@ -7,6 +7,7 @@
 //! error, 3 store locked or corrupt, 130 interrupted.
 
 mod build;
+mod explain;
 mod inspect;
 mod project;
 mod report;
@@ -82,6 +83,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain whether REF is up to date, and why (or why not).
+    Why {
+        #[arg(value_name = "REF")]
+        partition: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark partitions bad so that the next build rebuilds them.
+    Invalidate {
+        #[arg(required = true, value_name = "REF|PATTERN")]
+        refs: Vec<String>,
+        /// Why (recorded in the log and shown by `why` and `status`).
+        #[arg(long, required = true)]
+        reason: String,
+        /// List what would be invalidated without recording anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Fail at once if another cairn holds the store, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print the event log.
     Log {
         #[arg(long)]
@@ -139,6 +161,13 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(&cli, args),
         Command::Plan { refs, format } => inspect::plan(&cli, refs, *format),
         Command::Status { refs, json } => inspect::status(&cli, refs, *json),
+        Command::Why { partition, json } => explain::why(&cli, partition, *json),
+        Command::Invalidate {
+            refs,
+            reason,
+            dry_run,
+            no_wait,
+        } => explain::invalidate(&cli, refs, reason, *dry_run, *no_wait),
         Command::Log {
             json,
             since,

@@ -146,6 +146,9 @@ impl Catalog for EmptyCatalog {
     fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
         Ok(None)
     }
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        Ok(std::collections::BTreeMap::new())
+    }
     fn next_build_id(&self) -> Result<u64, StoreError> {
         Ok(0)
     }

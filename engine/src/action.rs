@@ -137,10 +137,18 @@ impl Context<'_> {
         let store_error = |error: StoreError| error.to_string();
         for output in &action.config.outputs {
             if let Some(state) = self.catalog.partition(output).map_err(store_error)?
-                && let Some(reason) = state.invalidated
+                && let Some(invalidation) = state.invalidated
             {
                 return Ok(Decision::Run {
-                    reason: format!("{output} was invalidated: {reason}"),
+                    reason: format!(
+                        "{output} was invalidated{} at {}: {}",
+                        invalidation
+                            .by
+                            .map(|by| format!(" by {by}"))
+                            .unwrap_or_default(),
+                        crate::date::format_time_ms(invalidation.time_ms),
+                        invalidation.reason
+                    ),
                 });
             }
         }
@@ -203,7 +211,7 @@ impl Context<'_> {
                 None => return Ok(format!("new input {}", input.partition)),
                 Some(old) if old.digest != input.digest => {
                     return Ok(format!(
-                        "input {} changed ({} -> {})",
+                        "input {} content changed from {} to {}",
                         input.partition,
                         old.digest.short(),
                         input.digest.short()
@@ -229,12 +237,47 @@ impl Context<'_> {
                 && old.major != version.major
             {
                 return Ok(format!(
-                    "dataset {dataset} major version changed ({old_version} -> {version})"
+                    "dataset {dataset} major version changed: {} -> {} (built by {old_version}, graph now {version})",
+                    old.major, version.major
                 ));
             }
         }
+        for output in &action.config.outputs {
+            let now_versioned = self
+                .graph
+                .datasets
+                .get(output.dataset())
+                .and_then(|d| d.version.as_ref());
+            let was_versioned = previous
+                .versions
+                .iter()
+                .find(|(dataset, _)| dataset == output.dataset());
+            match (was_versioned, now_versioned) {
+                (Some((_, old)), None) => {
+                    return Ok(format!(
+                        "dataset {} is no longer versioned (was {old})",
+                        output.dataset()
+                    ));
+                }
+                (None, Some(version)) => {
+                    return Ok(format!(
+                        "dataset {} is now versioned ({version})",
+                        output.dataset()
+                    ));
+                }
+                _ => {}
+            }
+        }
         if previous.code_digest != code {
-            return Ok("the job's code changed".to_owned());
+            let short = |digest: Option<ContentDigest>| {
+                digest.map_or_else(|| "none".to_owned(), |d| d.short())
+            };
+            return Ok(format!(
+                "the job's code digest changed from {} to {} (dataset {} has no version)",
+                short(previous.code_digest),
+                short(code),
+                first.dataset()
+            ));
         }
         Ok("the job's command, arguments or environment changed".to_owned())
     }

@@ -50,6 +50,19 @@ impl fmt::Display for Date {
     }
 }
 
+/// `2024-01-31 12:34:56 UTC` for milliseconds since the Unix epoch.
+pub fn format_time_ms(ms: u64) -> String {
+    let seconds = (ms / 1000) as i64;
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        Date { days },
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -97,6 +110,12 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(format_time_ms(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time_ms(1_706_704_496_000), "2024-01-31 12:34:56 UTC");
+    }
 
     #[test]
     fn parses_and_steps_across_boundaries() {

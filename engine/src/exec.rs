@@ -191,6 +191,25 @@ fn collect_matches(
     }
 }
 
+/// One `DatasetVersionChanged` for each dataset whose version in the graph
+/// differs from the one last recorded, so each change is logged once.
+fn version_changes(context: &Context<'_>) -> Result<Vec<EventKind>, ExecError> {
+    let recorded = context.catalog.dataset_versions()?;
+    let mut events = Vec::new();
+    for dataset in context.graph.datasets.values() {
+        let now = dataset.version.as_ref().map(ToString::to_string);
+        let before = recorded.get(&dataset.name).cloned();
+        if now != before {
+            events.push(EventKind::DatasetVersionChanged {
+                dataset: dataset.name.clone(),
+                from: before,
+                to: now,
+            });
+        }
+    }
+    Ok(events)
+}
+
 /// Source digests, observed in parallel; a missing source is an error string.
 fn observe_sources(
     context: &Context<'_>,
@@ -287,21 +306,17 @@ pub fn build(
         &observer,
         &mut updates,
     )?;
-    context.catalog.append(
-        context.build,
-        vec![
-            EventKind::BuildRequested {
-                requested: options.requested.clone(),
-                command: options.command.clone(),
-                reason: options.reason.clone(),
-            },
-            EventKind::Planned {
-                actions: plan.actions.len() as u64,
-                sources: plan.sources.len() as u64,
-            },
-        ],
-        updates,
-    )?;
+    let mut events = vec![EventKind::BuildRequested {
+        requested: options.requested.clone(),
+        command: options.command.clone(),
+        reason: options.reason.clone(),
+    }];
+    events.extend(version_changes(context)?);
+    events.push(EventKind::Planned {
+        actions: plan.actions.len() as u64,
+        sources: plan.sources.len() as u64,
+    });
+    context.catalog.append(context.build, events, updates)?;
 
     let stop = AtomicBool::new(false);
     let mut scheduler = Scheduler {

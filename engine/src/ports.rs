@@ -84,6 +84,9 @@ pub trait Catalog: Send + Sync {
         events: Vec<EventKind>,
         stats: Vec<(String, StatEntry)>,
     ) -> Result<u64, StoreError>;
+    /// The version of each versioned dataset as last recorded by
+    /// `DatasetVersionChanged` (absent: never recorded, or unversioned now).
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError>;
     /// A stat-cache entry by absolute path.
     fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError>;
     /// Allocates the next build id (durably).

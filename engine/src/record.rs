@@ -149,6 +149,8 @@ pub enum EventKind {
     PartitionInvalidated {
         partition: PartitionRef,
         reason: String,
+        /// Who asked (the user name from the environment, if any).
+        by: Option<String>,
     },
     BuildFinished {
         counts: BuildCounts,
@@ -191,9 +193,18 @@ pub struct PartitionState {
     /// The last successful materialization: (key, content digest, build).
     pub current: Option<Materialization>,
     /// Set by `PartitionInvalidated`, cleared by the next materialization.
-    pub invalidated: Option<String>,
+    pub invalidated: Option<Invalidation>,
     /// The last failure since the last materialization: (build, error).
     pub failed: Option<(u64, String)>,
+}
+
+/// Why, by whom and when a partition was marked bad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidation {
+    pub reason: String,
+    pub by: Option<String>,
+    pub time_ms: u64,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //!   deletes a key, and seqs are consecutive from 1.
 //! - `actions`: `action key → Manifest` of the last success of that key.
 //! - `partitions`: `ref text → PartitionState`.
+//! - `datasets`: `dataset → version` last recorded (a projection).
 //! - `stat_cache`: `absolute path → StatEntry`.
 //! - `meta`: `format` (store format version), `next_build` (the next build id).
 //!
@@ -49,6 +50,8 @@ const ACTIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("act
 const PARTITIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("partitions");
 const STAT_CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("stat_cache");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// `dataset → version last recorded by DatasetVersionChanged` (a projection).
+const DATASETS: TableDefinition<'_, &str, &str> = TableDefinition::new("datasets");
 
 const META_FORMAT: &str = "format";
 const META_NEXT_BUILD: &str = "next_build";
@@ -315,6 +318,13 @@ impl RedbCatalog {
                 }
             }
         }
+        if let Some(datasets) = self.read_table(transaction, DATASETS)? {
+            for entry in datasets.iter().map_err(|error| self.fail(error))? {
+                let (dataset, version) = entry.map_err(|error| self.fail(error))?;
+                live.datasets
+                    .insert(dataset.value().to_owned(), version.value().to_owned());
+            }
+        }
         Ok(live)
     }
 
@@ -334,6 +344,7 @@ fn catalog_error(path: &Path, error: impl Display) -> StoreError {
 struct TableProjections<'transaction, 'catalog> {
     actions: Table<'transaction, &'static [u8; 32], &'static [u8]>,
     partitions: Table<'transaction, &'static str, &'static [u8]>,
+    datasets: Table<'transaction, &'static str, &'static str>,
     catalog: &'catalog RedbCatalog,
 }
 
@@ -370,6 +381,18 @@ impl Projections for TableProjections<'_, '_> {
             .insert(partition.as_str(), encode_partition_state(state).as_slice())
             .map_err(|error| self.catalog.fail(error))?;
         Ok(())
+    }
+
+    fn set_dataset_version(
+        &mut self,
+        dataset: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match version {
+            Some(version) => self.datasets.insert(dataset, version).map(drop),
+            None => self.datasets.remove(dataset).map(drop),
+        }
+        .map_err(|error| self.catalog.fail(error))
     }
 }
 
@@ -422,6 +445,9 @@ impl Catalog for RedbCatalog {
                 partitions: transaction
                     .open_table(PARTITIONS)
                     .map_err(|error| self.fail(error))?,
+                datasets: transaction
+                    .open_table(DATASETS)
+                    .map_err(|error| self.fail(error))?,
                 catalog: self,
             };
             let mut seq = log
@@ -455,6 +481,18 @@ impl Catalog for RedbCatalog {
         // a failed append leaves the catalog as it was.
         transaction.commit().map_err(|error| self.fail(error))?;
         Ok(last_seq)
+    }
+
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let transaction = self.begin_read()?;
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(datasets) = self.read_table(&transaction, DATASETS)? {
+            for entry in datasets.iter().map_err(|error| self.fail(error))? {
+                let (dataset, version) = entry.map_err(|error| self.fail(error))?;
+                out.insert(dataset.value().to_owned(), version.value().to_owned());
+            }
+        }
+        Ok(out)
     }
 
     fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {

@@ -157,6 +157,7 @@ mod tests {
             EventKind::PartitionInvalidated {
                 partition: partition("raw/date=2024-01-01"),
                 reason: "bad upstream file".into(),
+                by: None,
             },
             EventKind::BuildFinished {
                 counts: BuildCounts {
@@ -203,7 +204,12 @@ mod tests {
                 build: 2,
                 seq: 40,
             }),
-            invalidated: Some("why".into()),
+            invalidated: Some(cairn_engine::record::Invalidation {
+                reason: "why".into(),
+                by: None,
+                time_ms: 0,
+                seq: 0,
+            }),
             failed: Some((3, "boom".into())),
         };
         assert_eq!(

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt::{Debug, Display};
 
 use cairn_engine::ports::StoreError;
-use cairn_engine::record::{Event, EventKind, Manifest, Materialization, PartitionState};
+use cairn_engine::record::{
+    Event, EventKind, Invalidation, Manifest, Materialization, PartitionState,
+};
 use cairn_engine::{ActionKey, PartitionRef};
 
 /// Storage the projection rules write to: the live redb tables, or the
@@ -25,6 +27,12 @@ pub(crate) trait Projections {
         &mut self,
         partition: &PartitionRef,
         state: &PartitionState,
+    ) -> Result<(), StoreError>;
+    /// Records `dataset`'s version (`None`: no longer versioned).
+    fn set_dataset_version(
+        &mut self,
+        dataset: &str,
+        version: Option<&str>,
     ) -> Result<(), StoreError>;
 }
 
@@ -50,10 +58,20 @@ pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<
             };
             projections.set_partition(partition, &state)
         }
-        EventKind::PartitionInvalidated { partition, reason } => {
-            update(projections, partition, |state| {
-                state.invalidated = Some(reason.clone());
-            })
+        EventKind::PartitionInvalidated {
+            partition,
+            reason,
+            by,
+        } => update(projections, partition, |state| {
+            state.invalidated = Some(Invalidation {
+                reason: reason.clone(),
+                by: by.clone(),
+                time_ms: event.time_ms,
+                seq: event.seq,
+            });
+        }),
+        EventKind::DatasetVersionChanged { dataset, to, .. } => {
+            projections.set_dataset_version(dataset, to.as_deref())
         }
         EventKind::ActionFailed { outputs, error, .. } => {
             for output in outputs {
@@ -66,7 +84,6 @@ pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<
         // Listed one by one so that a new kind forces a decision here.
         EventKind::BuildRequested { .. }
         | EventKind::Planned { .. }
-        | EventKind::DatasetVersionChanged { .. }
         | EventKind::ActionStarted { .. }
         | EventKind::ActionCached { .. }
         | EventKind::ActionSkipped { .. }
@@ -95,6 +112,7 @@ fn update(
 pub(crate) struct MemoryProjections {
     pub actions: BTreeMap<ActionKey, Manifest>,
     pub partitions: BTreeMap<PartitionRef, PartitionState>,
+    pub datasets: BTreeMap<String, String>,
 }
 
 impl Projections for MemoryProjections {
@@ -118,6 +136,18 @@ impl Projections for MemoryProjections {
         self.partitions.insert(partition.clone(), state.clone());
         Ok(())
     }
+
+    fn set_dataset_version(
+        &mut self,
+        dataset: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match version {
+            Some(version) => self.datasets.insert(dataset.to_owned(), version.to_owned()),
+            None => self.datasets.remove(dataset),
+        };
+        Ok(())
+    }
 }
 
 /// Human-readable differences between the projections rebuilt from the log
@@ -131,6 +161,7 @@ pub(crate) fn differences(replayed: &MemoryProjections, live: &MemoryProjections
         &live.partitions,
         &mut out,
     );
+    compare("dataset", &replayed.datasets, &live.datasets, &mut out);
     out
 }
 
@@ -195,6 +226,7 @@ mod tests {
                 EventKind::PartitionInvalidated {
                     partition: partition(),
                     reason: "bad".into(),
+                    by: None,
                 },
             ),
             &mut model,
@@ -219,7 +251,10 @@ mod tests {
         .unwrap();
         let state = &model.partitions[&partition()];
         assert_eq!(state.current.as_ref().unwrap().seq, 1);
-        assert_eq!(state.invalidated.as_deref(), Some("bad"));
+        assert_eq!(
+            state.invalidated.as_ref().map(|i| i.reason.as_str()),
+            Some("bad")
+        );
         assert_eq!(state.failed, Some((3, "boom".into())));
 
         apply(&event(4, 4, materialized), &mut model).unwrap();
@@ -238,7 +273,12 @@ mod tests {
             partition(),
             PartitionState {
                 current: None,
-                invalidated: Some("x".into()),
+                invalidated: Some(cairn_engine::record::Invalidation {
+                    reason: "x".into(),
+                    by: None,
+                    time_ms: 0,
+                    seq: 0,
+                }),
                 failed: None,
             },
         );

@@ -85,6 +85,7 @@ fn invalidated(text: &str, reason: &str) -> EventKind {
     EventKind::PartitionInvalidated {
         partition: partition(text),
         reason: reason.into(),
+        by: Some("tester".into()),
     }
 }
 
@@ -203,7 +204,10 @@ fn projections_follow_the_log() {
         .unwrap();
     let state = catalog.partition(&partition(target)).unwrap().unwrap();
     assert_eq!(state.current.as_ref(), Some(&expected_current));
-    assert_eq!(state.invalidated.as_deref(), Some("bad input"));
+    assert_eq!(
+        state.invalidated.as_ref().map(|i| i.reason.as_str()),
+        Some("bad input")
+    );
     assert_eq!(state.failed, Some((3, "exit status 1".into())));
 
     // A failure or invalidation of a partition never built creates its state.
@@ -323,7 +327,12 @@ fn replay_check_finds_tampered_projections() {
 
     let forged = PartitionState {
         current: None,
-        invalidated: Some("forged".into()),
+        invalidated: Some(cairn_engine::record::Invalidation {
+            reason: "forged".into(),
+            by: None,
+            time_ms: 0,
+            seq: 0,
+        }),
         failed: None,
     };
     fixture.tamper(|transaction| {

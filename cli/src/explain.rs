@@ -1,0 +1,195 @@
+//! `cairn why` and `cairn invalidate`: rebuild decisions, explained and forced.
+
+use cairn_engine::date::format_time_ms;
+use cairn_engine::evaluate::{Verdict, evaluate};
+use cairn_engine::graph::Producer;
+use cairn_engine::ports::Catalog;
+use cairn_engine::record::EventKind;
+use cairn_engine::refs::PartitionRef;
+use serde_json::json;
+
+use crate::project::Project;
+use crate::report::{json_line, note};
+use crate::{Cli, Failure};
+
+/// The explanation of one partition.
+struct Explanation {
+    state: &'static str,
+    text: String,
+    key: Option<String>,
+    built_by: Option<u64>,
+}
+
+pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    let partition =
+        PartitionRef::parse(request).map_err(|error| Failure::usage(error.to_string()))?;
+    if let Producer::Source { path, .. } =
+        project.graph.lookup(&partition).map_err(Failure::usage)?
+    {
+        let text = format!(
+            "{partition} is a source partition: cairn observes {} by content and never builds it",
+            path.display()
+        );
+        print(
+            json,
+            &partition,
+            &Explanation {
+                state: "source",
+                text,
+                key: None,
+                built_by: None,
+            },
+        );
+        return Ok(0);
+    }
+    let plan = project.plan(std::slice::from_ref(&partition))?;
+    let explanation = project.read_context(|context| {
+        let verdicts = evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
+        let index = plan
+            .actions
+            .iter()
+            .position(|action| action.config.outputs.contains(&partition))
+            .ok_or_else(|| Failure::usage(format!("no action of the plan produces {partition}")))?;
+        let state = context.catalog.partition(&partition)?;
+        let explanation = match &verdicts[index] {
+            Verdict::UpToDate { key, built_by } => {
+                let manifest = context.catalog.action(key)?;
+                let versions = manifest.as_ref().map(|m| version_note(&project, &m.versions)).unwrap_or_default();
+                Explanation {
+                    state: "up-to-date",
+                    text: format!("{partition} is up to date: it reuses the manifest of build {built_by} (key {}){versions}", key.short()),
+                    key: Some(key.to_hex()),
+                    built_by: Some(*built_by),
+                }
+            }
+            Verdict::Restore { key } => Explanation {
+                state: "restore",
+                text: format!(
+                    "{partition} was built under key {} but its data path is missing or altered: the next build restores it from the store without running the job",
+                    key.short()
+                ),
+                key: Some(key.to_hex()),
+                built_by: None,
+            },
+            Verdict::Run { key, reason } => Explanation {
+                state: "rebuild",
+                text: format!("{partition} will be rebuilt: {reason}"),
+                key: Some(key.to_hex()),
+                built_by: None,
+            },
+            Verdict::Pending { reason } => {
+                let failed = state.as_ref().and_then(|s| s.failed.clone());
+                let text = match failed {
+                    Some((build, error)) => format!("{partition} will be rebuilt: {reason} (its last attempt, in build {build}, failed: {error})"),
+                    None => format!("{partition} will be rebuilt if its inputs change: {reason}"),
+                };
+                Explanation { state: "rebuild", text, key: None, built_by: None }
+            }
+            Verdict::Blocked { reason } => Explanation {
+                state: "blocked",
+                text: format!("{partition} cannot be built: {reason}"),
+                key: None,
+                built_by: None,
+            },
+        };
+        Ok(explanation)
+    })?;
+    print(json, &partition, &explanation);
+    Ok(0)
+}
+
+/// `, built by clean 1.2.0, graph now 1.3.0: still valid` when versions moved.
+fn version_note(project: &Project, versions: &[(String, String)]) -> String {
+    let mut notes = Vec::new();
+    for (dataset, built) in versions {
+        match project
+            .graph
+            .datasets
+            .get(dataset)
+            .and_then(|d| d.version.as_ref())
+        {
+            Some(now) if now.to_string() != *built => notes.push(format!(
+                "built by {dataset} {built}, graph now {now}: still valid (same major)"
+            )),
+            Some(_) => notes.push(format!("built by {dataset} {built}")),
+            None => {}
+        }
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    }
+}
+
+fn print(json: bool, partition: &PartitionRef, explanation: &Explanation) {
+    if json {
+        json_line(&json!({
+            "ref": partition,
+            "state": explanation.state,
+            "reason": explanation.text,
+            "key": explanation.key,
+            "built_by": explanation.built_by,
+        }));
+    } else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), "{}", explanation.text);
+    }
+}
+
+pub fn invalidate(
+    cli: &Cli,
+    requests: &[String],
+    reason: &str,
+    dry_run: bool,
+    no_wait: bool,
+) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    if reason.trim().is_empty() {
+        return Err(Failure::usage("--reason must say why"));
+    }
+    let refs = project.requested(requests)?;
+    for partition in &refs {
+        if let Producer::Source { .. } = project.graph.lookup(partition).map_err(Failure::usage)? {
+            return Err(Failure::usage(format!(
+                "{partition} is a source partition: change its file instead of invalidating it"
+            )));
+        }
+    }
+    if dry_run {
+        for partition in &refs {
+            println_stdout(partition.as_str());
+        }
+        note(&format!(
+            "would invalidate {} partitions (dry run: nothing recorded)",
+            refs.len()
+        ));
+        return Ok(0);
+    }
+    let store = project.open_writer(!no_wait)?;
+    let by = std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok());
+    let events = refs
+        .iter()
+        .map(|partition| EventKind::PartitionInvalidated {
+            partition: partition.clone(),
+            reason: reason.to_owned(),
+            by: by.clone(),
+        })
+        .collect();
+    let build = store.catalog().next_build_id()?;
+    let seq = store.catalog().append(build, events, Vec::new())?;
+    note(&format!(
+        "invalidated {} partitions at {} (log up to seq {seq}); the next build rebuilds them",
+        refs.len(),
+        format_time_ms(cairn_engine::action::now_ms())
+    ));
+    Ok(0)
+}
+
+fn println_stdout(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
