@@ -140,6 +140,26 @@ mod tests {
     }
 
     #[test]
+    fn golden_keys_of_unversioned_and_input_less_actions() {
+        let unversioned = key_with(|_, _, datasets, _, _| {
+            datasets[0].1 = OutputIdentity::Code(Some(ContentDigest::of(b"clean.sh v1")));
+        });
+        let no_inputs = key_with(|config, env, _, inputs, _| {
+            inputs.clear();
+            env.clear();
+            config.env.clear();
+        });
+        assert_eq!(
+            unversioned.to_hex(),
+            "84f19c27fdf7dc6b84c99bbdc414f4c6c8bfb263fb760fe5fc08a944e879a024"
+        );
+        assert_eq!(
+            no_inputs.to_hex(),
+            "6bd48dcb475a2f6742c1d1d43b1d806d98572f047c805dd8ce90c5cd061d50e5"
+        );
+    }
+
+    #[test]
     fn every_field_changes_the_key() {
         let base = key_with(|_, _, _, _, _| {});
         assert_ne!(base, key_with(|c, _, _, _, _| c.args[0] = "B".into()));
