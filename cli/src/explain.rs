@@ -78,11 +78,17 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
                 key: Some(key.to_hex()),
                 built_by: None,
             },
-            Verdict::Pending { reason } => {
-                let failed = state.as_ref().and_then(|s| s.failed.clone());
-                let text = match failed {
-                    Some((build, error)) => format!("{partition} will be rebuilt: {reason} (its last attempt, in build {build}, failed: {error})"),
-                    None => format!("{partition} will be rebuilt if its inputs change: {reason}"),
+            Verdict::Pending { input, reason } => {
+                let own_failure = state.as_ref().and_then(|s| s.failed.clone());
+                let upstream_failure = context.catalog.partition(input)?.and_then(|s| s.failed);
+                let text = match (upstream_failure, own_failure) {
+                    (Some((build, error)), _) => {
+                        format!("{partition} is waiting on upstream {input}, which failed in build {build}: {error}")
+                    }
+                    (None, Some((build, error))) => {
+                        format!("{partition} will be rebuilt: {reason} (its last attempt, in build {build}, failed: {error})")
+                    }
+                    (None, None) => format!("{partition} will be rebuilt if its inputs change: {reason}"),
                 };
                 Explanation { state: "rebuild", text, key: None, built_by: None }
             }

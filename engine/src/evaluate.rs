@@ -8,6 +8,7 @@ use crate::exec::{ExecError, code_digests};
 use crate::observe::Observer;
 use crate::plan::{InputSource, Plan};
 use crate::record::BuildCounts;
+use crate::refs::PartitionRef;
 
 /// What a build would do with one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub enum Verdict {
     Run { key: ActionKey, reason: String },
     /// The job would run if an upstream rebuild changes its input; the key is
     /// not known until then.
-    Pending { reason: String },
+    Pending { input: PartitionRef, reason: String },
     /// An input cannot be produced (a missing source file).
     Blocked { reason: String },
 }
@@ -39,7 +40,7 @@ impl Verdict {
                 "data path missing or altered; restored from the store".to_owned(),
             ),
             Verdict::Run { reason, .. } => ("run", reason.clone()),
-            Verdict::Pending { reason } => ("run", reason.clone()),
+            Verdict::Pending { reason, .. } => ("run", reason.clone()),
             Verdict::Blocked { reason } => ("blocked", reason.clone()),
         }
     }
@@ -122,6 +123,7 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
                     }
                     (None, _) => {
                         verdict = Some(Verdict::Pending {
+                            input: dep.partition.clone(),
                             reason: format!("input {} will be rebuilt", dep.partition),
                         });
                         break;
