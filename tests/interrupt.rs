@@ -41,7 +41,7 @@ fn sigint_stops_jobs_records_what_finished_and_the_next_build_resumes() {
     let text = std::fs::read_to_string(&script).unwrap();
     std::fs::write(&script, format!("sleep 0.3\n{text}")).unwrap();
 
-    let mut child = Command::new(CAIRN)
+    let child = Command::new(CAIRN)
         .args(["build", "--json", "-j", "2"])
         .current_dir(&dir)
         .stdout(Stdio::piped())

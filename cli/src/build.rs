@@ -38,6 +38,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         environment: &project.environment,
         children: &children,
         build: build_id,
+        retries: args.retries,
     };
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()

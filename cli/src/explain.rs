@@ -8,7 +8,7 @@ use cairn_engine::record::EventKind;
 use cairn_engine::refs::PartitionRef;
 use serde_json::json;
 
-use crate::project::Project;
+use crate::project::{Project, resumable_note};
 use crate::report::{json_line, note};
 use crate::{Cli, Failure};
 
@@ -74,7 +74,7 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
             },
             Verdict::Run { key, reason } => Explanation {
                 state: "rebuild",
-                text: format!("{partition} will be rebuilt: {reason}"),
+                text: format!("{partition} will be rebuilt: {reason}{}", resumable_note(context, key)?),
                 key: Some(key.to_hex()),
                 built_by: None,
             },
@@ -87,6 +87,9 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
                     }
                     (None, Some((build, error))) => {
                         format!("{partition} will be rebuilt: {reason} (its last attempt, in build {build}, failed: {error})")
+                    }
+                    (None, None) if state.as_ref().is_none_or(|s| s.current.is_none()) => {
+                        format!("{partition} will be built: never built (it needs {input}, which is not built yet)")
                     }
                     (None, None) => format!("{partition} will be rebuilt if its inputs change: {reason}"),
                 };

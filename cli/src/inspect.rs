@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use cairn_engine::date::Date;
 use cairn_engine::evaluate::{Verdict, evaluate};
 use cairn_engine::plan::{InputSource, Plan};
 use cairn_engine::ports::Catalog;
@@ -9,7 +10,7 @@ use cairn_engine::record::{Event, EventKind};
 use cairn_engine::refs::{PartitionRef, Pattern};
 use serde_json::{Value, json};
 
-use crate::project::Project;
+use crate::project::{Project, resumable_note};
 use crate::report::{json_line, note};
 use crate::{Cli, Failure, PlanFormat};
 
@@ -222,10 +223,19 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
                         .to_owned(),
                 ),
                 verdict => {
-                    let (_, reason) = verdict.describe();
+                    let (_, mut reason) = verdict.describe();
+                    if let Verdict::Run { key, .. } = verdict {
+                        reason.push_str(&resumable_note(context, key)?);
+                    }
                     match (&failed, built_before) {
-                        (Some((build, error)), _) => ("failed", format!("build {build}: {error}")),
-                        (None, false) => ("missing", reason),
+                        (Some((build, error)), _) => (
+                            "failed",
+                            format!("build {build}: {error}{}", resumable_suffix(&reason)),
+                        ),
+                        (None, false) => (
+                            "missing",
+                            format!("never built{}", resumable_suffix(&reason)),
+                        ),
                         (None, true) => ("stale", reason),
                     }
                 }
@@ -277,12 +287,115 @@ fn built_versions(project: &Project, manifest: &cairn_engine::record::Manifest) 
     notes.concat()
 }
 
+/// The resumable part of a reason, to keep on a failed partition's line.
+fn resumable_suffix(reason: &str) -> &str {
+    reason
+        .find("; resumable from")
+        .map_or("", |index| &reason[index..])
+}
+
 pub struct LogFilter {
     pub json: bool,
-    pub since: Option<u64>,
+    pub since: Option<String>,
+    pub until: Option<String>,
     pub build: Option<u64>,
     pub partition: Option<String>,
     pub job: Option<String>,
+    pub kinds: Vec<String>,
+}
+
+/// Every event kind, as `cairn log --kind` accepts and prints them.
+pub const EVENT_KINDS: [&str; 12] = [
+    "BuildRequested",
+    "Planned",
+    "DatasetVersionChanged",
+    "ActionStarted",
+    "ActionCheckpointed",
+    "ActionSucceeded",
+    "ActionFailed",
+    "ActionCached",
+    "ActionSkipped",
+    "PartitionMaterialized",
+    "PartitionInvalidated",
+    "BuildFinished",
+];
+
+/// One end of a `--since`/`--until` range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Seq(u64),
+    /// Milliseconds since the Unix epoch.
+    Time(u64),
+}
+
+const MS_PER_DAY: u64 = 86_400_000;
+
+/// Parses `SEQ`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC). As the end of
+/// a range (`until`), a date means the end of that day and a time the end of
+/// that second, so both are inclusive.
+pub fn parse_bound(flag: &str, text: &str, until: bool) -> Result<Bound, Failure> {
+    if let Ok(seq) = text.parse::<u64>() {
+        return Ok(Bound::Seq(seq));
+    }
+    let bad = |detail: String| {
+        Failure::usage(format!(
+            "{flag} {text:?}: expected a sequence number, a date YYYY-MM-DD or a time \
+             YYYY-MM-DDTHH:MM:SSZ (UTC){detail}"
+        ))
+    };
+    let (date_text, time_text) = match text.split_once('T') {
+        Some((date, time)) => (date, Some(time)),
+        None => (text, None),
+    };
+    let date = Date::parse(date_text).map_err(|error| bad(format!(": {error}")))?;
+    let epoch = Date::parse("1970-01-01").map_err(|error| bad(format!(": {error}")))?;
+    let days = u64::try_from(epoch.days_until(date)).unwrap_or(0);
+    let day_start = days.saturating_mul(MS_PER_DAY);
+    let Some(time_text) = time_text else {
+        return Ok(Bound::Time(if until {
+            day_start.saturating_add(MS_PER_DAY - 1)
+        } else {
+            day_start
+        }));
+    };
+    let clock = time_text
+        .strip_suffix('Z')
+        .ok_or_else(|| bad(": the time must end in Z (UTC)".to_owned()))?;
+    let parts: Vec<&str> = clock.split(':').collect();
+    let field = |index: usize, max: u64| -> Option<u64> {
+        let part = parts.get(index)?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok().filter(|value| *value <= max)
+    };
+    let (Some(hours), Some(minutes), Some(seconds), 3) =
+        (field(0, 23), field(1, 59), field(2, 59), parts.len())
+    else {
+        return Err(bad(": the time must be HH:MM:SS".to_owned()));
+    };
+    let ms = day_start + (hours * 3600 + minutes * 60 + seconds) * 1000;
+    Ok(Bound::Time(if until { ms + 999 } else { ms }))
+}
+
+/// The canonical names of `--kind` values (case-insensitive), or a usage
+/// error listing the kinds.
+fn parse_kinds(kinds: &[String]) -> Result<Vec<&'static str>, Failure> {
+    kinds
+        .iter()
+        .map(|wanted| {
+            EVENT_KINDS
+                .iter()
+                .find(|kind| kind.eq_ignore_ascii_case(wanted))
+                .copied()
+                .ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--kind {wanted:?} is not an event kind; the kinds are: {}",
+                        EVENT_KINDS.join(", ")
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The partitions and job an event is about.
@@ -298,6 +411,7 @@ fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         ),
         EventKind::PartitionMaterialized { partition, .. }
         | EventKind::PartitionInvalidated { partition, .. } => (vec![partition], None),
+        EventKind::ActionCheckpointed { job, .. } => (Vec::new(), Some(job)),
         _ => (Vec::new(), None),
     }
 }
@@ -334,7 +448,30 @@ fn event_text(event: &Event) -> String {
             }
         ),
         EventKind::Planned { actions, sources } => format!("{actions} actions, {sources} sources"),
-        EventKind::ActionStarted { reason, .. } => reason.clone(),
+        EventKind::ActionStarted {
+            reason,
+            attempt,
+            resumed_from,
+            ..
+        } => {
+            let attempt = if *attempt > 1 {
+                format!(" (attempt {attempt})")
+            } else {
+                String::new()
+            };
+            let resumed = resumed_from
+                .map(|sequence| format!(", resuming from checkpoint {sequence}"))
+                .unwrap_or_default();
+            format!("{reason}{attempt}{resumed}")
+        }
+        EventKind::ActionCheckpointed {
+            sequence,
+            size,
+            digest,
+            ..
+        } => {
+            format!("checkpoint {sequence} ({size} bytes, {})", digest.short())
+        }
         EventKind::ActionFailed { error, .. } => error.clone(),
         EventKind::ActionCached {
             built_by, restored, ..
@@ -388,14 +525,41 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         }
         None => None,
     };
+    let since = match &filter.since {
+        Some(text) => Some(parse_bound("--since", text, false)?),
+        None => None,
+    };
+    let until = match &filter.until {
+        Some(text) => Some(parse_bound("--until", text, true)?),
+        None => None,
+    };
+    let kinds = parse_kinds(&filter.kinds)?;
     let Some(store) = project.open_reader()? else {
         note("nothing was built here yet: the event log is empty");
         return Ok(0);
     };
+    let from = match since {
+        Some(Bound::Seq(seq)) => seq.max(1),
+        _ => 1,
+    };
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut visit = |event: Event| {
         use std::io::Write;
+        match until {
+            // Seqs only grow along the scan: past the end, stop.
+            Some(Bound::Seq(last)) if event.seq > last => return false,
+            Some(Bound::Time(last)) if event.time_ms > last => return true,
+            _ => {}
+        }
+        if let Some(Bound::Time(first)) = since
+            && event.time_ms < first
+        {
+            return true;
+        }
         if filter.build.is_some_and(|build| build != event.build) {
+            return true;
+        }
+        if !kinds.is_empty() && !kinds.contains(&event.kind.name()) {
             return true;
         }
         let (partitions, job) = subjects(&event.kind);
@@ -418,8 +582,19 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         };
         writeln!(stdout, "{line}").is_ok()
     };
-    store
-        .catalog()
-        .scan_events(filter.since.unwrap_or(1), &mut visit)?;
+    // One partition: read its events through the partition index instead of
+    // the whole log. Otherwise stream the log from `from` on.
+    let concrete = partition_filter
+        .as_ref()
+        .filter(|pattern| pattern.is_concrete())
+        .and_then(|pattern| PartitionRef::parse(pattern.as_str()).ok());
+    match concrete {
+        Some(partition) => store
+            .catalog()
+            .partition_events(&partition, from, &mut visit)?,
+        None => store.catalog().scan_events(from, &mut visit)?,
+    }
+    // A closed pipe (`cairn log | head`) is not an error of the log.
+    let _ = std::io::Write::flush(&mut stdout);
     Ok(0)
 }

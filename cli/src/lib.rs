@@ -6,6 +6,7 @@
 //! goes to stderr. Exit codes: 0 ok, 1 a job failed, 2 usage/graph/config
 //! error, 3 store locked or corrupt, 130 interrupted.
 
+mod audit;
 mod build;
 mod explain;
 mod inspect;
@@ -108,9 +109,14 @@ enum Command {
     Log {
         #[arg(long)]
         json: bool,
-        /// Only events with this sequence number or later.
-        #[arg(long, value_name = "SEQ")]
-        since: Option<u64>,
+        /// Only events from this sequence number on, or recorded at or after
+        /// this UTC date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM:SSZ).
+        #[arg(long, value_name = "SEQ|DATE")]
+        since: Option<String>,
+        /// Only events up to this sequence number, or recorded on or before
+        /// this UTC date or time (inclusive: a date covers the whole day).
+        #[arg(long, value_name = "SEQ|DATE")]
+        until: Option<String>,
         /// Only events of this build.
         #[arg(long, value_name = "ID")]
         build: Option<u64>,
@@ -120,6 +126,80 @@ enum Command {
         /// Only events about this job.
         #[arg(long, value_name = "NAME")]
         job: Option<String>,
+        /// Only events of this kind (repeatable), e.g. ActionStarted.
+        #[arg(long, value_name = "KIND")]
+        kind: Vec<String>,
+    },
+    /// Every materialization of a partition, newest first, with its inputs,
+    /// code, versions, and whether it ran or was reused; failures too.
+    History {
+        #[arg(value_name = "REF")]
+        partition: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The captured stdout and stderr of the job run that produced REF (or
+    /// that last failed to).
+    Logs {
+        #[arg(value_name = "REF")]
+        partition: String,
+        /// The run of this build instead.
+        #[arg(long, value_name = "ID")]
+        build: Option<u64>,
+    },
+    /// Rebuild the catalog's projections from the event log.
+    Replay {
+        /// Only compare the projections with a replay of the log; exit 3
+        /// and list the differences when they are not equal.
+        #[arg(long)]
+        check: bool,
+        /// Fail at once if another cairn holds the store, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Check, collect or count the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Re-hash every blob and check every blob the current partitions need;
+    /// exit 3 when anything is corrupt or missing.
+    Verify {
+        /// Delete damaged blobs and invalidate the partitions that need
+        /// them, so that the next build rebuilds them.
+        #[arg(long)]
+        repair: bool,
+        /// One JSON object per problem, then a summary.
+        #[arg(long)]
+        json: bool,
+        /// Fail at once if another cairn holds the store, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete blobs that no kept manifest refers to (kept: every current
+    /// partition's, plus the window given).
+    Gc {
+        /// Also keep the manifests and failure logs of the last N builds.
+        #[arg(long, value_name = "N", conflicts_with = "older_than")]
+        keep_builds: Option<u64>,
+        /// Also keep what is younger than this (e.g. 30d, 12h, 45m, 2w).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Fail at once if another cairn holds the store, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Counts and sizes: events, builds, actions, partitions, blobs.
+    Stats {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -143,6 +223,10 @@ struct BuildArgs {
     /// Fail at once if another cairn holds the store, instead of waiting.
     #[arg(long)]
     no_wait: bool,
+    /// Extra attempts for a failing job (overrides each job's `retries`);
+    /// every attempt resumes from the job's last checkpoint.
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -171,19 +255,46 @@ pub fn main() -> ExitCode {
         Command::Log {
             json,
             since,
+            until,
             build,
             partition,
             job,
+            kind,
         } => inspect::log(
             &cli,
             &inspect::LogFilter {
                 json: *json,
-                since: *since,
+                since: since.clone(),
+                until: until.clone(),
                 build: *build,
                 partition: partition.clone(),
                 job: job.clone(),
+                kinds: kind.clone(),
             },
         ),
+        Command::History { partition, json } => audit::history(&cli, partition, *json),
+        Command::Logs { partition, build } => audit::logs(&cli, partition, *build),
+        Command::Replay { check, no_wait } => audit::replay(&cli, *check, *no_wait),
+        Command::Store { command } => match command {
+            StoreCommand::Verify {
+                repair,
+                json,
+                no_wait,
+            } => audit::verify(&cli, *repair, *json, *no_wait),
+            StoreCommand::Gc {
+                keep_builds,
+                older_than,
+                dry_run,
+                no_wait,
+            } => audit::gc(
+                &cli,
+                *keep_builds,
+                older_than.as_deref(),
+                *dry_run,
+                *no_wait,
+            ),
+            StoreCommand::Stats { json } => audit::stats(&cli, *json),
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -8,7 +8,9 @@ use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::graph::Graph;
 use cairn_engine::plan::{Plan, plan};
 use cairn_engine::ports::{BlobStore, Catalog, StoreError};
-use cairn_engine::record::{Event, EventKind, Manifest, PartitionState, StatEntry};
+use cairn_engine::record::{
+    CheckpointRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
+};
 use cairn_engine::refs::PartitionRef;
 use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
 use cairn_store::{OpenMode, Store};
@@ -106,6 +108,7 @@ impl Project {
             environment: &self.environment,
             children: &children,
             build: 0,
+            retries: None,
         };
         read(&context)
     }
@@ -122,10 +125,41 @@ impl Project {
     }
 }
 
+/// `; resumable from {"page":23} (checkpoint 7 of build 3)` when `key` has a
+/// checkpoint not cleared by a success, else empty.
+pub fn resumable_note(context: &Context<'_>, key: &ActionKey) -> Result<String, Failure> {
+    let Some(record) = context.catalog.checkpoint(key)? else {
+        return Ok(String::new());
+    };
+    let state = match context.blobs.read(&record.digest) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if text.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|index| text.is_char_boundary(*index))
+                    .unwrap_or(0);
+                text.truncate(cut);
+                text.push('…');
+            }
+            text
+        }
+        Err(error) => format!("<unreadable: {error}>"),
+    };
+    Ok(format!(
+        "; resumable from {state} (checkpoint {} of build {})",
+        record.sequence, record.build
+    ))
+}
+
 /// The catalog of a store that does not exist yet: nothing was ever built.
 pub struct EmptyCatalog;
 
 impl Catalog for EmptyCatalog {
+    fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        Ok(None)
+    }
     fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
         Ok(None)
     }

@@ -10,19 +10,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::digest::{ActionKey, ContentDigest};
 use crate::graph::Graph;
 use crate::key::{KeyInputs, OutputIdentity, action_key};
-use crate::observe::{Observer, StatUpdate, list_files, now_ns};
+use crate::observe::{Observer, StatUpdate, now_ns};
 use crate::plan::PlannedAction;
 use crate::ports::{BlobStore, Catalog, StoreError};
-use crate::record::{
-    EventKind, FileEntry, InputRecord, Manifest, OutputRecord, StatEntry, partition_digest,
-};
+use crate::record::{EventKind, FileEntry, Manifest, StatEntry};
 use crate::refs::PartitionRef;
-use crate::runner::{Children, Invocation, JobEnvironment, describe_status, run_process};
+use crate::runner::{Children, JobEnvironment};
 
 /// What an action needs from the build around it.
 pub struct Context<'a> {
@@ -36,6 +33,8 @@ pub struct Context<'a> {
     pub environment: &'a JobEnvironment,
     pub children: &'a Children,
     pub build: u64,
+    /// `--retries`: overrides every job's `retries` when set.
+    pub retries: Option<u32>,
 }
 
 /// An input as the action sees it.
@@ -82,6 +81,63 @@ pub struct Finished {
 impl Context<'_> {
     pub fn data_path(&self, partition: &PartitionRef) -> PathBuf {
         self.data_root.join(partition.relative_path())
+    }
+
+    /// The first directory between the data root and `target` that is not a
+    /// real directory (a symbolic link, a file): writing through it could
+    /// land outside the data root. The data root itself may be a link.
+    fn unsafe_parent(&self, target: &Path) -> Option<PathBuf> {
+        let relative = target.strip_prefix(&self.data_root).ok()?;
+        let mut path = self.data_root.clone();
+        let mut components: Vec<_> = relative.components().collect();
+        components.pop();
+        for component in components {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.is_dir() => {}
+                Ok(_) => return Some(path),
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Creates the directories between the data root and `target`, one by
+    /// one and without following links; refuses a link or file on the way.
+    fn prepare_parents(&self, target: &Path) -> Result<(), String> {
+        let relative = target.strip_prefix(&self.data_root).map_err(|_| {
+            format!(
+                "{} is outside the data root {}",
+                target.display(),
+                self.data_root.display()
+            )
+        })?;
+        fs::create_dir_all(&self.data_root)
+            .map_err(|error| format!("{}: {error}", self.data_root.display()))?;
+        let mut path = self.data_root.clone();
+        let mut components: Vec<_> = relative.components().collect();
+        components.pop();
+        for component in components {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.is_dir() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "{} is not a directory (a symbolic link or file): cairn never writes outside the data root through it; remove it",
+                        path.display()
+                    ));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    match fs::create_dir(&path) {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(error) => return Err(format!("{}: {error}", path.display())),
+                    }
+                }
+                Err(error) => return Err(format!("{}: {error}", path.display())),
+            }
+        }
+        Ok(())
     }
 
     /// The action key from the resolved inputs (design.md §5).
@@ -161,6 +217,12 @@ impl Context<'_> {
         let mut stale = Vec::new();
         for (index, output) in manifest.outputs.iter().enumerate() {
             let path = self.data_path(&output.partition);
+            if self.unsafe_parent(&path).is_some() {
+                // Never read through a link out of the data root; rewriting
+                // the partition reports the problem.
+                stale.push(index);
+                continue;
+            }
             let current = observer.partition(&path, updates);
             match current {
                 Ok(Some((digest, _))) if digest == output.digest => {}
@@ -285,11 +347,10 @@ impl Context<'_> {
     /// Runs the whole action: decide, then reuse, restore or execute.
     pub fn perform(
         &self,
-        index: usize,
         action: &PlannedAction,
         inputs: &[ResolvedInput],
         code: Option<ContentDigest>,
-        started: &dyn Fn(EventKind),
+        emit: crate::run::Emit<'_>,
     ) -> Finished {
         let key = self.key(action, inputs, code);
         let mut updates = Vec::new();
@@ -305,12 +366,12 @@ impl Context<'_> {
                     Err(error) => {
                         tracing::warn!("{error}; running the job instead");
                         let reason = format!("restoring from the store failed: {error}");
-                        self.execute(index, action, key, inputs, code, reason, started, updates)
+                        self.execute(action, key, inputs, code, reason, emit, updates)
                     }
                 }
             }
             Decision::Run { reason } => {
-                self.execute(index, action, key, inputs, code, reason, started, updates)
+                self.execute(action, key, inputs, code, reason, emit, updates)
             }
         }
     }
@@ -406,262 +467,9 @@ impl Context<'_> {
         Ok(())
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the pieces of one action, passed once"
-    )]
-    fn execute(
-        &self,
-        index: usize,
-        action: &PlannedAction,
-        key: ActionKey,
-        inputs: &[ResolvedInput],
-        code: Option<ContentDigest>,
-        reason: String,
-        started: &dyn Fn(EventKind),
-        mut updates: Vec<StatUpdate>,
-    ) -> Finished {
-        started(EventKind::ActionStarted {
-            key,
-            job: action.job.clone(),
-            outputs: action.config.outputs.clone(),
-            reason,
-        });
-        let job = &self.graph.jobs[&action.job];
-        let staging = self.staging_root.join(format!("b{}-a{index}", self.build));
-        let _ = fs::remove_dir_all(&staging);
-        let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
-            .map(|i| staging.join("out").join(i.to_string()))
-            .collect();
-        for directory in &output_dirs {
-            if let Err(error) = fs::create_dir_all(directory) {
-                return self.failed(
-                    action,
-                    key,
-                    format!("{}: {error}", directory.display()),
-                    None,
-                    updates,
-                );
-            }
-        }
-        let (stdout_path, stderr_path) = (staging.join("stdout"), staging.join("stderr"));
-        let mut env: Vec<(String, String)> = action
-            .config
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let path_text = |path: &Path| path.to_string_lossy().into_owned();
-        for (i, (directory, partition)) in
-            output_dirs.iter().zip(&action.config.outputs).enumerate()
-        {
-            env.push((format!("CAIRN_OUTPUT_{i}"), path_text(directory)));
-            env.push((format!("CAIRN_OUTPUT_REF_{i}"), partition.to_string()));
-        }
-        env.push(("CAIRN_OUT".into(), path_text(&output_dirs[0])));
-        env.push(("CAIRN_OUTPUT_COUNT".into(), output_dirs.len().to_string()));
-        for (i, input) in inputs.iter().enumerate() {
-            env.push((format!("CAIRN_INPUT_{i}"), path_text(&input.path)));
-            env.push((format!("CAIRN_INPUT_REF_{i}"), input.partition.to_string()));
-        }
-        if let Some(first) = inputs.first() {
-            env.push(("CAIRN_IN".into(), path_text(&first.path)));
-        }
-        env.push(("CAIRN_INPUT_COUNT".into(), inputs.len().to_string()));
-        let argv: Vec<String> = job.run.iter().chain(&action.config.args).cloned().collect();
-        let started_ms = now_ms();
-        let clock = Instant::now();
-        let status = run_process(
-            &Invocation {
-                argv: &argv,
-                cwd: &self.graph.root,
-                environment: self.environment,
-                extra_env: &env,
-                stdout: &stdout_path,
-                stderr: &stderr_path,
-            },
-            self.children,
-        );
-        let duration_ms = clock.elapsed().as_millis() as u64;
-        let logs = self.store_logs(&stdout_path, &stderr_path);
-        let describe = |outputs: &[PartitionRef]| {
-            outputs
-                .iter()
-                .map(PartitionRef::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let status = match status {
-            Ok(status) => status,
-            Err(error) => {
-                let _ = fs::remove_dir_all(&staging);
-                let error = format!(
-                    "job {} ({}): {error}",
-                    action.job,
-                    describe(&action.config.outputs)
-                );
-                return self.failed_with_logs(action, key, error, None, logs, updates);
-            }
-        };
-        if !status.success() {
-            let _ = fs::remove_dir_all(&staging);
-            let error = if self.children.is_interrupted() {
-                format!(
-                    "job {} ({}) was interrupted",
-                    action.job,
-                    describe(&action.config.outputs)
-                )
-            } else {
-                format!(
-                    "job {} ({}) {}",
-                    action.job,
-                    describe(&action.config.outputs),
-                    describe_status(status)
-                )
-            };
-            return self.failed_with_logs(action, key, error, status.code(), logs, updates);
-        }
-        let ingested = self.ingest(action, &output_dirs);
-        let records = match ingested {
-            Ok(records) => records,
-            Err(error) => {
-                let _ = fs::remove_dir_all(&staging);
-                let error = format!(
-                    "job {} ({}) {error}",
-                    action.job,
-                    describe(&action.config.outputs)
-                );
-                return self.failed_with_logs(action, key, error, Some(0), logs, updates);
-            }
-        };
-        // Blob durability is the scheduler's job: one sync per group commit.
-        for (directory, record) in output_dirs.iter().zip(&records) {
-            let target = self.data_path(&record.partition);
-            if let Err(error) = self.place(directory, &target) {
-                let _ = fs::remove_dir_all(&staging);
-                return self.failed_with_logs(action, key, error, Some(0), logs, updates);
-            }
-            record_stats(&target, &record.files, &mut updates);
-        }
-        let _ = fs::remove_dir_all(&staging);
-        let versions = action
-            .config
-            .outputs
-            .iter()
-            .filter_map(|output| {
-                let version = self
-                    .graph
-                    .datasets
-                    .get(output.dataset())?
-                    .version
-                    .as_ref()?;
-                Some((output.dataset().to_owned(), version.to_string()))
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let manifest = Manifest {
-            key,
-            job: action.job.clone(),
-            outputs: records,
-            inputs: inputs
-                .iter()
-                .map(|input| InputRecord {
-                    partition: input.partition.clone(),
-                    digest: input.digest,
-                })
-                .collect(),
-            code_digest: code,
-            versions,
-            build: self.build,
-            started_ms,
-            finished_ms: now_ms(),
-            stdout: logs.0,
-            stderr: logs.1,
-        };
-        let digests = manifest
-            .outputs
-            .iter()
-            .map(|output| output.digest)
-            .collect();
-        let mut events = Vec::with_capacity(1 + manifest.outputs.len());
-        for output in &manifest.outputs {
-            events.push(EventKind::PartitionMaterialized {
-                partition: output.partition.clone(),
-                digest: output.digest,
-                key,
-            });
-        }
-        events.insert(0, EventKind::ActionSucceeded { manifest });
-        Finished {
-            key: Some(key),
-            events,
-            updates,
-            outcome: Outcome::Executed { duration_ms },
-            outputs: Some(digests),
-        }
-    }
-
-    /// Checks and stores the outputs a job wrote into its staging dirs.
-    fn ingest(
-        &self,
-        action: &PlannedAction,
-        output_dirs: &[PathBuf],
-    ) -> Result<Vec<OutputRecord>, String> {
-        let mut records = Vec::with_capacity(output_dirs.len());
-        for (directory, partition) in output_dirs.iter().zip(&action.config.outputs) {
-            let listed = list_files(directory)
-                .map_err(|error| format!("wrote a bad output for {partition}: {error}"))?;
-            let listed = match listed {
-                Some(listed) if !listed.is_empty() => listed,
-                Some(_) => {
-                    return Err(format!("exited 0 but did not write its output {partition}"));
-                }
-                None => {
-                    return Err(format!(
-                        "exited 0 but removed its output directory for {partition}"
-                    ));
-                }
-            };
-            let mut files = Vec::with_capacity(listed.len());
-            for file in listed {
-                let digest = self
-                    .blobs
-                    .put_file(&file.path)
-                    .map_err(|error| error.to_string())?;
-                files.push(FileEntry {
-                    path: file.relative,
-                    executable: file.metadata.permissions().mode() & 0o111 != 0,
-                    size: file.metadata.len(),
-                    digest,
-                });
-            }
-            records.push(OutputRecord {
-                partition: partition.clone(),
-                digest: partition_digest(&files),
-                files,
-            });
-        }
-        Ok(records)
-    }
-
-    fn store_logs(
-        &self,
-        stdout: &Path,
-        stderr: &Path,
-    ) -> (Option<ContentDigest>, Option<ContentDigest>) {
-        let store = |path: &Path| match fs::metadata(path) {
-            Ok(metadata) if metadata.len() > 0 => self.blobs.put_file(path).ok(),
-            _ => None,
-        };
-        (store(stdout), store(stderr))
-    }
-
     /// Moves `staged` to `target`, replacing whatever is there.
-    fn place(&self, staged: &Path, target: &Path) -> Result<(), String> {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|error| format!("{}: {error}", parent.display()))?;
-        }
+    pub(crate) fn place(&self, staged: &Path, target: &Path) -> Result<(), String> {
+        self.prepare_parents(target)?;
         if fs::symlink_metadata(target).is_ok() {
             let trash = self.staging_root.join(format!(
                 "trash-{}",
@@ -669,7 +477,8 @@ impl Context<'_> {
             ));
             let _ = fs::remove_dir_all(&trash);
             fs::rename(target, &trash).map_err(|error| format!("{}: {error}", target.display()))?;
-            let _ = if trash.is_dir() {
+            // A symlink at the target is moved, never followed.
+            let _ = if fs::symlink_metadata(&trash).is_ok_and(|m| m.is_dir()) {
                 fs::remove_dir_all(&trash)
             } else {
                 fs::remove_file(&trash)
@@ -678,7 +487,7 @@ impl Context<'_> {
         fs::rename(staged, target).map_err(|error| format!("{}: {error}", target.display()))
     }
 
-    fn failed(
+    pub(crate) fn failed(
         &self,
         action: &PlannedAction,
         key: ActionKey,
@@ -689,7 +498,7 @@ impl Context<'_> {
         self.failed_with_logs(action, key, error, exit_code, (None, None), updates)
     }
 
-    fn failed_with_logs(
+    pub(crate) fn failed_with_logs(
         &self,
         action: &PlannedAction,
         key: ActionKey,
@@ -718,7 +527,7 @@ impl Context<'_> {
 
 /// Stat-cache entries for files just placed at `target` with known digests,
 /// so the next build need not re-read them.
-fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec<StatUpdate>) {
+pub(crate) fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec<StatUpdate>) {
     use std::os::unix::fs::MetadataExt;
     let recorded_ns = now_ns();
     for file in files {

@@ -191,6 +191,22 @@ fn collect_matches(
     }
 }
 
+/// Removes what earlier builds left in the staging root, except `run/`:
+/// the staging directories of actions that checkpointed, kept for resuming.
+fn clear_staging(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() != "run" {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    // Empty directories go; a non-empty `run/` stays (remove_dir refuses).
+    let _ = std::fs::remove_dir(root.join("run"));
+    let _ = std::fs::remove_dir(root);
+}
+
 /// One `DatasetVersionChanged` for each dataset whose version in the graph
 /// differs from the one last recorded, so each change is logged once.
 fn version_changes(context: &Context<'_>) -> Result<Vec<EventKind>, ExecError> {
@@ -274,7 +290,8 @@ fn resolve_inputs(
 }
 
 enum Message {
-    Started(usize, Box<EventKind>),
+    /// An event of a running action (started, checkpointed, attempt failed).
+    Event(usize, Box<EventKind>),
     Done(usize, Box<Finished>),
 }
 
@@ -297,7 +314,7 @@ pub fn build(
         .thread_name(|index| format!("cairn-worker-{index}"))
         .build()
         .map_err(|error| ExecError::Code(format!("cannot start worker threads: {error}")))?;
-    let _ = std::fs::remove_dir_all(&context.staging_root);
+    clear_staging(&context.staging_root);
     let (sources, mut updates) = pool.install(|| observe_sources(context, plan));
     let observer = Observer::new(context.catalog);
     let codes = code_digests(
@@ -396,7 +413,7 @@ pub fn build(
         interrupted: scheduler.interrupted,
     });
     scheduler.commit()?;
-    let _ = std::fs::remove_dir_all(&context.staging_root);
+    clear_staging(&context.staging_root);
     Ok(BuildReport {
         build: context.build,
         counts,
@@ -482,6 +499,7 @@ impl<'a> Scheduler<'a> {
         let code = self.codes.get(&action.job).copied().flatten();
         let context = self.context;
         let stop: &'a AtomicBool = self.stop;
+        let keep_going = self.keep_going;
         let sender = sender.clone();
         scope.spawn(move |_| {
             let finished = if stop.load(Ordering::SeqCst) {
@@ -492,10 +510,16 @@ impl<'a> Scheduler<'a> {
                 };
                 skipped(action, reason.to_owned())
             } else {
-                let started = |event| {
-                    let _ = sender.send(Message::Started(index, Box::new(event)));
+                let emit = |event| {
+                    let _ = sender.send(Message::Event(index, Box::new(event)));
                 };
-                context.perform(index, action, &inputs, code, &started)
+                let finished = context.perform(action, &inputs, code, &emit);
+                // Stop queued actions at once: the scheduler hears of the
+                // failure only after this worker may have taken the next task.
+                if !keep_going && matches!(finished.outcome, Outcome::Failed { .. }) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                finished
             };
             let _ = sender.send(Message::Done(index, Box::new(finished)));
         });
@@ -503,12 +527,14 @@ impl<'a> Scheduler<'a> {
 
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Started(index, event) => {
+            Message::Event(index, event) => {
+                if matches!(*event, EventKind::ActionStarted { .. }) && !self.started[index] {
+                    self.started[index] = true;
+                    self.progress.running += 1;
+                    self.reporter
+                        .started(&self.plan.actions[index], self.progress);
+                }
                 self.pending_events.push(*event);
-                self.started[index] = true;
-                self.progress.running += 1;
-                self.reporter
-                    .started(&self.plan.actions[index], self.progress);
             }
             Message::Done(index, finished) => {
                 let finished = *finished;

@@ -72,6 +72,10 @@ pub struct Job {
     pub configure: Option<Vec<String>>,
     /// Files (or globs) whose content is the job's code digest.
     pub code: Vec<String>,
+    /// Extra attempts after a failure (each resumes from the last checkpoint).
+    pub retries: u32,
+    /// Wait between attempts.
+    pub retry_backoff: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +176,9 @@ struct RawJob {
     configure: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     code: Vec<String>,
+    #[serde(default)]
+    retries: u32,
+    retry_backoff: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -512,6 +519,31 @@ impl Graph {
     }
 }
 
+/// `500ms`, `2s`, `1m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s, 5m or 1h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 500ms, 2s, 5m or 1h"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 fn patterns_overlap(a: &Pattern, b: &Pattern) -> bool {
     if a.dataset() != b.dataset() || a.dimensions().len() != b.dimensions().len() {
         return false;
@@ -776,7 +808,14 @@ fn parse_job(
             check_bound(names, "env", raw_env.span())?;
         }
     }
+    let retry_backoff = match &raw.retry_backoff {
+        Some(text) => parse_duration(text.get_ref())
+            .map_err(|message| context.error(text.span(), field("retry_backoff"), message))?,
+        None => std::time::Duration::from_secs(1),
+    };
     Ok(Job {
+        retries: raw.retries,
+        retry_backoff,
         name: name.to_owned(),
         outputs,
         inputs,

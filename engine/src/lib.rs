@@ -15,6 +15,7 @@ pub mod plan;
 pub mod ports;
 pub mod record;
 pub mod refs;
+pub mod run;
 pub mod runner;
 
 pub use digest::{ActionKey, ContentDigest, KeyHasher};

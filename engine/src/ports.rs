@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::digest::{ActionKey, ContentDigest};
-use crate::record::{Event, EventKind, Manifest, PartitionState, StatEntry};
+use crate::record::{CheckpointRecord, Event, EventKind, Manifest, PartitionState, StatEntry};
 use crate::refs::PartitionRef;
 
 /// Errors from the store. Messages are lowercase and name the path or object.
@@ -73,6 +73,8 @@ pub trait BlobStore: Send + Sync {
 pub trait Catalog: Send + Sync {
     /// The manifest of the last success of `key`, if any.
     fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError>;
+    /// The last checkpoint of `key` not cleared by a success since.
+    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError>;
     /// The projected state of a partition.
     fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError>;
     /// Appends `events` for `build` in one transaction, updating the

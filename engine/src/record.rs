@@ -112,6 +112,19 @@ pub enum EventKind {
         outputs: Vec<PartitionRef>,
         /// Why it runs, in plain words.
         reason: String,
+        /// 1 for the first attempt of this action in this build.
+        attempt: u32,
+        /// The sequence of the checkpoint passed in `CAIRN_RESUME`, if resumed.
+        resumed_from: Option<u64>,
+    },
+    /// A running job wrote a new checkpoint (design.md §10); its JSON is the
+    /// blob `digest`. Cleared from consideration by the key's next success.
+    ActionCheckpointed {
+        key: ActionKey,
+        job: String,
+        sequence: u64,
+        digest: ContentDigest,
+        size: u64,
     },
     ActionSucceeded {
         manifest: Manifest,
@@ -166,6 +179,7 @@ impl EventKind {
             EventKind::Planned { .. } => "Planned",
             EventKind::DatasetVersionChanged { .. } => "DatasetVersionChanged",
             EventKind::ActionStarted { .. } => "ActionStarted",
+            EventKind::ActionCheckpointed { .. } => "ActionCheckpointed",
             EventKind::ActionSucceeded { .. } => "ActionSucceeded",
             EventKind::ActionFailed { .. } => "ActionFailed",
             EventKind::ActionCached { .. } => "ActionCached",
@@ -213,6 +227,14 @@ pub struct Materialization {
     pub digest: ContentDigest,
     pub build: u64,
     pub seq: u64,
+}
+
+/// The last checkpoint recorded for an action key that has not succeeded since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub sequence: u64,
+    pub digest: ContentDigest,
+    pub build: u64,
 }
 
 /// A remembered observation of a file: if its metadata still matches, its

@@ -95,22 +95,50 @@ impl Children {
     }
 }
 
+/// Sends SIGTERM to the process group of a job (each job leads its own).
 #[expect(
     unsafe_code,
-    reason = "kill(2) has no Rust wrapper for a pid we only know by number"
+    reason = "kill(2) has no Rust wrapper for a pid known by number"
 )]
 fn terminate(pid: u32) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
     };
     // SAFETY: kill(2) takes plain integers and has no memory-safety
-    // preconditions. The pid is still ours: a child stays a zombie (its pid
-    // unreusable) until the worker that spawned it reaps it with wait(), and
-    // the worker removes it from the registry only after that.
+    // preconditions. The group is still ours: its leader stays a zombie (its
+    // pid unreusable) until the worker that spawned it reaps it with wait(),
+    // and the worker removes it from the registry only after that.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(-pid, libc::SIGTERM);
     }
 }
+
+/// Makes the kernel SIGKILL the job if cairn dies (even by `kill -9`), so
+/// that no orphaned job keeps writing into a staging directory that the next
+/// build would resume from.
+#[expect(unsafe_code, reason = "pre_exec runs code between fork and exec")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the forked child before exec; it calls only
+    // prctl(2) and getppid(2), which are async-signal-safe, allocates nothing
+    // and takes no lock of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("cairn exited while starting the job"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// How often a running job's checkpoint file is looked at.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How to run one process.
 pub struct Invocation<'a> {
@@ -123,8 +151,13 @@ pub struct Invocation<'a> {
     pub stderr: &'a Path,
 }
 
-/// Runs a process to completion with stdout/stderr captured to files.
-pub fn run_process(invocation: &Invocation<'_>, children: &Children) -> io::Result<ExitStatus> {
+/// Runs a process to completion with stdout/stderr captured to files,
+/// calling `poll` every [`POLL_INTERVAL`] while it runs (on another thread).
+pub fn run_process(
+    invocation: &Invocation<'_>,
+    children: &Children,
+    poll: Option<&(dyn Fn() + Sync)>,
+) -> io::Result<ExitStatus> {
     if children.is_interrupted() {
         return Err(io::Error::new(
             io::ErrorKind::Interrupted,
@@ -140,6 +173,11 @@ pub fn run_process(invocation: &Invocation<'_>, children: &Children) -> io::Resu
         .args(args)
         .current_dir(invocation.cwd)
         .stdin(Stdio::null());
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    die_with_parent(&mut command);
     invocation.environment.apply(&mut command);
     for (name, value) in invocation.extra_env {
         command.env(name, value);
@@ -153,7 +191,21 @@ pub fn run_process(invocation: &Invocation<'_>, children: &Children) -> io::Resu
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
     }
-    let status = child.wait();
+    let status = std::thread::scope(|scope| {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        if let Some(poll) = poll {
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(POLL_INTERVAL)
+                {
+                    poll();
+                }
+            });
+        }
+        let status = child.wait();
+        drop(done);
+        status
+    });
     if let Ok(mut pids) = children.pids.lock() {
         pids.remove(&pid);
     }
@@ -245,11 +297,15 @@ impl ProcessConfigurer<'_> {
                 .rev()
                 .collect::<Vec<_>>()
                 .join("\n");
+            let tail = if tail.is_empty() {
+                " and printed nothing on stderr".to_owned()
+            } else {
+                format!(": {tail}")
+            };
             return Err(fail(format!(
-                "{} ({}): {}",
+                "{} ({}){tail}",
                 describe_status(output.status),
-                argv.join(" "),
-                tail
+                argv.join(" ")
             )));
         }
         parse_configure_output(&job.name, &output.stdout)

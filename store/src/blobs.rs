@@ -28,10 +28,13 @@
 //! the last sync and fsyncs each of them, their directories and the CAS root.
 //!
 //! A blob already present under a digest is not rewritten, unless its length
-//! differs from the new content: that is what a blob torn by a power loss
-//! before its sync looks like, and replacing it is cheaper than serving it.
+//! differs from the new content (that is what a blob torn by a power loss
+//! before its sync looks like, and replacing it is cheaper than serving it),
+//! or this handle found it corrupt (a failed [`BlobStore::read`],
+//! [`BlobStore::restore`] or [`FsBlobStore::verify`]): a job that reruns
+//! because its blob was bad then writes the good bytes back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,6 +74,19 @@ pub struct FsBlobStore {
     unsynced: AtomicBool,
     /// Blobs written since the last sync ([`Durability::EachFile`]).
     pending: Mutex<Vec<PathBuf>>,
+    /// Blobs found corrupt by this handle: rewritten by the next put.
+    suspect: Mutex<HashSet<ContentDigest>>,
+}
+
+/// What re-hashing a stored blob found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// Present, `length` bytes, and its content hashes to its name.
+    Intact { length: u64 },
+    /// Present, `length` bytes, but its content hashes to `actual`.
+    Corrupt { length: u64, actual: ContentDigest },
+    /// Not in the store.
+    Missing,
 }
 
 impl FsBlobStore {
@@ -93,6 +109,7 @@ impl FsBlobStore {
             temp_counter: AtomicU64::new(0),
             unsynced: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
+            suspect: Mutex::new(HashSet::new()),
         }
     }
 
@@ -105,16 +122,102 @@ impl FsBlobStore {
     /// Re-hashes the blob: [`StoreError::MissingBlob`] if absent,
     /// [`StoreError::CorruptBlob`] if its content no longer matches.
     pub fn verify(&self, digest: &ContentDigest) -> Result<(), StoreError> {
-        let path = self.blob_path(digest);
-        if let Err(error) = std::fs::symlink_metadata(&path) {
-            return Err(open_error(digest, &path, error));
+        match self.check_blob(digest)? {
+            BlobCheck::Intact { .. } => Ok(()),
+            BlobCheck::Corrupt { actual, .. } => Err(StoreError::CorruptBlob {
+                expected: *digest,
+                actual,
+            }),
+            BlobCheck::Missing => Err(StoreError::MissingBlob { expected: *digest }),
         }
-        // Blobs are never truncated in place, so mapping one is safe.
+    }
+
+    /// Re-hashes the blob and says what it found; an error only for I/O
+    /// failures other than absence. A corrupt blob is remembered, so that
+    /// the next put of its digest through this handle rewrites it.
+    pub fn check_blob(&self, digest: &ContentDigest) -> Result<BlobCheck, StoreError> {
+        let path = self.blob_path(digest);
+        // Read through a descriptor rather than a mapping: a blob truncated
+        // behind our back (the very damage this looks for) must be an error
+        // or a short read, never a SIGBUS.
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(BlobCheck::Missing),
+            Err(error) => return Err(StoreError::io(&path, error)),
+        };
         let mut hasher = blake3::Hasher::new();
-        hasher
-            .update_mmap_rayon(&path)
-            .map_err(|error| open_error(digest, &path, error))?;
-        check(digest, &hasher)
+        let mut buffer = vec![0u8; RESTORE_BUFFER];
+        let mut length = 0u64;
+        loop {
+            let count = match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Err(StoreError::io(&path, error)),
+            };
+            hasher.update(&buffer[..count]);
+            length += count as u64;
+        }
+        let actual = ContentDigest(*hasher.finalize().as_bytes());
+        if actual == *digest {
+            Ok(BlobCheck::Intact { length })
+        } else {
+            self.suspect(digest);
+            Ok(BlobCheck::Corrupt { length, actual })
+        }
+    }
+
+    /// Deletes the blob (writable stores only; the caller holds the writer
+    /// lock and knows no kept manifest needs it). Returns the bytes freed,
+    /// 0 if it was not there.
+    pub fn remove(&self, digest: &ContentDigest) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        let path = self.blob_path(digest);
+        let length = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata.len(),
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(StoreError::io(&path, error)),
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(StoreError::io(&path, error)),
+        }
+        // An emptied fan-out directory goes too; one still in use stays.
+        if let Some(fan_out) = path.parent() {
+            let _ = std::fs::remove_dir(fan_out);
+        }
+        Ok(length)
+    }
+
+    /// The size in bytes of every blob present, by digest, sorted.
+    pub fn sizes(&self) -> Result<Vec<(ContentDigest, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for digest in self.iter_digests()? {
+            let path = self.blob_path(&digest);
+            match std::fs::symlink_metadata(&path) {
+                Ok(metadata) => out.push((digest, metadata.len())),
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(StoreError::io(&path, error)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn suspect(&self, digest: &ContentDigest) {
+        self.suspects().insert(*digest);
+    }
+
+    fn suspects(&self) -> std::sync::MutexGuard<'_, HashSet<ContentDigest>> {
+        self.suspect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the blob at `path` may be kept as the blob `digest` of
+    /// `length` bytes instead of being rewritten.
+    fn keeps(&self, digest: &ContentDigest, path: &Path, length: u64) -> bool {
+        self.is_present_with_length(path, length) && !self.suspects().contains(digest)
     }
 
     /// The digests of every blob present, sorted. Names that are not blobs
@@ -196,7 +299,7 @@ impl FsBlobStore {
         length: u64,
     ) -> Result<ContentDigest, StoreError> {
         let final_path = self.blob_path(&digest);
-        if !self.is_present_with_length(&final_path, length) {
+        if !self.keeps(&digest, &final_path, length) {
             let fan_out = final_path.parent().unwrap_or(&self.cas_dir);
             match std::fs::create_dir(fan_out) {
                 Ok(()) => {}
@@ -205,6 +308,7 @@ impl FsBlobStore {
             }
             std::fs::rename(&temp.path, &final_path)
                 .map_err(|source| StoreError::io(&final_path, source))?;
+            self.suspects().remove(&digest);
         }
         drop(temp);
         self.written(final_path);
@@ -276,7 +380,7 @@ impl BlobStore for FsBlobStore {
         let digest = hash_bytes(bytes);
         let length = bytes.len() as u64;
         let final_path = self.blob_path(&digest);
-        if self.is_present_with_length(&final_path, length) {
+        if self.keeps(&digest, &final_path, length) {
             self.written(final_path);
             return Ok(digest);
         }
@@ -305,6 +409,9 @@ impl BlobStore for FsBlobStore {
         let result = copy_hashing(&mut blob, &blob_path, &mut output, dest)
             .and_then(|hasher| check(digest, &hasher));
         drop(output);
+        if let Err(StoreError::CorruptBlob { .. }) = &result {
+            self.suspect(digest);
+        }
         if result.is_err() {
             // Best effort: the original error matters more than a failed cleanup.
             let _ = std::fs::remove_file(dest);
@@ -317,6 +424,7 @@ impl BlobStore for FsBlobStore {
         let bytes = std::fs::read(&path).map_err(|error| open_error(digest, &path, error))?;
         let actual = hash_bytes(&bytes);
         if actual != *digest {
+            self.suspect(digest);
             return Err(StoreError::CorruptBlob {
                 expected: *digest,
                 actual,

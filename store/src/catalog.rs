@@ -7,16 +7,21 @@
 //! - `actions`: `action key → Manifest` of the last success of that key.
 //! - `partitions`: `ref text → PartitionState`.
 //! - `datasets`: `dataset → version` last recorded (a projection).
+//! - `partition_events`: `(ref text, seq) → ()`, the seqs of the events about
+//!   each partition (a projection: the index behind `cairn history`, `cairn
+//!   logs` and `cairn log --partition REF`).
 //! - `stat_cache`: `absolute path → StatEntry`.
 //! - `meta`: `format` (store format version), `next_build` (the next build id).
 //!
 //! Invariants:
-//! - `actions` and `partitions` are exactly what [`crate::projection::apply`]
-//!   produces over `events`: they are written in the same transaction as the
+//! - `actions`, `partitions`, `datasets` and `partition_events` are exactly
+//!   what [`crate::projection::apply`] produces over `events`: they are written in the same transaction as the
 //!   events that cause them, and [`RedbCatalog::replay_check`] proves it.
 //! - Every commit is redb's default `Durability::Immediate`: once `append`
 //!   returns, the events survive a crash or power loss.
 //! - A store written by a newer format is refused before anything is written.
+//!   A store written before `partition_events` existed gets it built from the
+//!   log when a writer first opens it.
 //! - The writer verifies every page checksum on open, so a corrupted file is
 //!   an error naming it, never a panic or a silently wrong answer.
 //!
@@ -33,17 +38,21 @@ use std::path::{Path, PathBuf};
 use cairn_engine::PartitionRef;
 use cairn_engine::digest::ActionKey;
 use cairn_engine::ports::{Catalog, StoreError};
-use cairn_engine::record::{Event, EventKind, Manifest, PartitionState, StatEntry};
+use cairn_engine::record::{
+    CheckpointRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
+};
 use redb::{
     Builder, ConcurrencyMode, Database, DatabaseError, Key, ReadOnlyDatabase, ReadOnlyTable,
-    ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError, Value,
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, TableError, Value,
 };
 
 use crate::encoding::{
-    FORMAT_VERSION, decode_event, decode_manifest, decode_partition_state, decode_stat_entry,
-    encode_event, encode_manifest, encode_partition_state, encode_stat_entry,
+    FORMAT_VERSION, decode_checkpoint, decode_event, decode_manifest, decode_partition_state,
+    decode_stat_entry, encode_checkpoint, encode_event, encode_manifest, encode_partition_state,
+    encode_stat_entry,
 };
-use crate::projection::{MemoryProjections, Projections, apply, differences};
+use crate::projection::{MemoryProjections, Projections, apply, differences, partitions_of};
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const ACTIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("actions");
@@ -52,6 +61,12 @@ const STAT_CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("stat_
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// `dataset → version last recorded by DatasetVersionChanged` (a projection).
 const DATASETS: TableDefinition<'_, &str, &str> = TableDefinition::new("datasets");
+/// `action key → CheckpointRecord`: the last checkpoint of a key that has not
+/// succeeded since (a projection).
+const CHECKPOINTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("checkpoints");
+/// `(ref text, seq) → ()`: the events about each partition (a projection).
+const PARTITION_EVENTS: TableDefinition<'_, (&str, u64), ()> =
+    TableDefinition::new("partition_events");
 
 const META_FORMAT: &str = "format";
 const META_NEXT_BUILD: &str = "next_build";
@@ -66,6 +81,35 @@ enum Handle {
 pub struct RedbCatalog {
     path: PathBuf,
     handle: Handle,
+}
+
+/// Counts of the catalog, for `cairn store stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogStats {
+    /// Events in the log (the last seq).
+    pub events: u64,
+    /// Build ids allocated (builds, invalidations, repairs).
+    pub builds: u64,
+    /// Manifests in `actions`: distinct keys that succeeded.
+    pub actions: u64,
+    /// Partitions with any recorded state.
+    pub partitions: u64,
+    /// Partitions with a current materialization.
+    pub materialized: u64,
+    /// Entries of the `partition_events` index.
+    pub indexed: u64,
+    /// Size of `catalog.redb` in bytes.
+    pub file_bytes: u64,
+}
+
+/// What [`RedbCatalog::replay`] rebuilt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub events: u64,
+    pub actions: u64,
+    pub partitions: u64,
+    pub datasets: u64,
+    pub indexed: u64,
 }
 
 /// The outcome of opening a catalog read-only.
@@ -96,8 +140,23 @@ impl RedbCatalog {
             path: path.to_owned(),
             handle: Handle::Writer(database),
         };
-        if catalog.stored_format()?.is_none() {
+        let format = catalog.stored_format()?;
+        if format.is_none() {
             catalog.initialize()?;
+        }
+        if format.is_some_and(|format| format < u64::from(FORMAT_VERSION)) {
+            // This writer adds records of its own format: an older cairn
+            // must now refuse the store rather than misread them.
+            catalog.set_format()?;
+        }
+        if format.is_some() && !catalog.has_table(PARTITION_EVENTS)? {
+            // A store from before the index existed: build it (and, by the
+            // same replay, check nothing else) from the log, once.
+            tracing::info!(
+                "{}: building the partition event index from the log",
+                path.display()
+            );
+            catalog.replay()?;
         }
         Ok(catalog)
     }
@@ -123,6 +182,24 @@ impl RedbCatalog {
         &self.path
     }
 
+    /// The store format recorded in `meta` (the newest format of any record
+    /// in it); 0 for a catalog that was never initialized.
+    pub fn format_version(&self) -> Result<u64, StoreError> {
+        Ok(self.stored_format()?.unwrap_or(0))
+    }
+
+    /// Records this cairn's [`FORMAT_VERSION`] in `meta`.
+    fn set_format(&self) -> Result<(), StoreError> {
+        let database = self.writer("upgrading its format")?;
+        let transaction = database.begin_write().map_err(|error| self.fail(error))?;
+        transaction
+            .open_table(META)
+            .map_err(|error| self.fail(error))?
+            .insert(META_FORMAT, u64::from(FORMAT_VERSION))
+            .map_err(|error| self.fail(error))?;
+        transaction.commit().map_err(|error| self.fail(error))
+    }
+
     pub fn is_read_only(&self) -> bool {
         matches!(self.handle, Handle::Reader(_))
     }
@@ -137,8 +214,9 @@ impl RedbCatalog {
         Ok(last.map_or(0, |(seq, _)| seq.value()))
     }
 
-    /// Rebuilds `actions` and `partitions` from the events alone (in memory)
-    /// and lists how the live tables differ; empty when they are equal.
+    /// Rebuilds every projection (`actions`, `partitions`, `datasets`,
+    /// `partition_events`) from the events alone (in memory) and lists how
+    /// the live tables differ; empty when they are equal.
     pub fn replay_check(&self) -> Result<Vec<String>, StoreError> {
         // One read transaction: the log and the tables are one snapshot.
         let transaction = self.begin_read()?;
@@ -150,9 +228,248 @@ impl RedbCatalog {
             })?;
         }
         let mut found = Vec::new();
-        let live = self.read_live_projections(&transaction, &mut found)?;
+        let mut live = self.read_live_projections(&transaction, &mut found)?;
+        if self.read_table(&transaction, PARTITION_EVENTS)?.is_none()
+            && !replayed.partition_events.is_empty()
+        {
+            found.push(
+                "the partition event index is missing (a store from before it existed): \
+                 `cairn replay` builds it"
+                    .to_owned(),
+            );
+            live.partition_events = replayed.partition_events.clone();
+        }
         found.extend(differences(&replayed, &live));
         Ok(found)
+    }
+
+    /// Rebuilds every projection from the log in one write transaction:
+    /// `actions`, `partitions`, `datasets` and `partition_events` are
+    /// emptied, then every event is applied again in order. The stat cache
+    /// and `meta` are left alone (they are not projections). Writer only.
+    pub fn replay(&self) -> Result<ReplayReport, StoreError> {
+        let database = self.writer("replaying the log")?;
+        let transaction = database.begin_write().map_err(|error| self.fail(error))?;
+        let report = {
+            transaction
+                .delete_table(ACTIONS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .delete_table(PARTITIONS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .delete_table(DATASETS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .delete_table(CHECKPOINTS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .delete_table(PARTITION_EVENTS)
+                .map_err(|error| self.fail(error))?;
+            let log = transaction
+                .open_table(EVENTS)
+                .map_err(|error| self.fail(error))?;
+            let mut projections = self.table_projections(&transaction)?;
+            let mut events = 0;
+            for entry in log.range(1..).map_err(|error| self.fail(error))? {
+                let (seq, bytes) = entry.map_err(|error| self.fail(error))?;
+                let event = self.decode_at(seq.value(), bytes.value())?;
+                apply(&event, &mut projections)?;
+                events += 1;
+            }
+            ReplayReport {
+                events,
+                actions: projections
+                    .actions
+                    .len()
+                    .map_err(|error| self.fail(error))?,
+                partitions: projections
+                    .partitions
+                    .len()
+                    .map_err(|error| self.fail(error))?,
+                datasets: projections
+                    .datasets
+                    .len()
+                    .map_err(|error| self.fail(error))?,
+                indexed: projections
+                    .partition_events
+                    .len()
+                    .map_err(|error| self.fail(error))?,
+            }
+        };
+        transaction.commit().map_err(|error| self.fail(error))?;
+        Ok(report)
+    }
+
+    /// The event with sequence number `seq`, if there is one.
+    pub fn event(&self, seq: u64) -> Result<Option<Event>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = events.get(seq).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        self.decode_at(seq, bytes.value()).map(Some)
+    }
+
+    /// The events about `partition` (see [`partitions_of`]) with
+    /// `seq >= from`, in order, until `visit` says stop. Reads the
+    /// `partition_events` index and fetches each event by seq, so the cost
+    /// grows with the partition's history, not the log's; a store without
+    /// the index (opened read-only before a writer built it) is scanned.
+    pub fn partition_events(
+        &self,
+        partition: &PartitionRef,
+        from: u64,
+        visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(());
+        };
+        let Some(index) = self.read_table(&transaction, PARTITION_EVENTS)? else {
+            return self.visit_events(&events, from, &mut |event| {
+                if partitions_of(&event.kind).contains(&partition) {
+                    Ok(visit(event))
+                } else {
+                    Ok(true)
+                }
+            });
+        };
+        let text = partition.as_str();
+        for entry in index
+            .range((text, from)..=(text, u64::MAX))
+            .map_err(|error| self.fail(error))?
+        {
+            let (key, _) = entry.map_err(|error| self.fail(error))?;
+            let seq = key.value().1;
+            let Some(bytes) = events.get(seq).map_err(|error| self.fail(error))? else {
+                return Err(self.fail(format!(
+                    "the partition event index lists event {seq} for {partition}, \
+                     which is not in the log (run `cairn replay`)"
+                )));
+            };
+            if !visit(self.decode_at(seq, bytes.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Events with `seq <= to`, newest first, until `visit` says stop.
+    pub fn scan_events_back(
+        &self,
+        to: u64,
+        visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(());
+        };
+        for entry in events.range(..=to).map_err(|error| self.fail(error))?.rev() {
+            let (seq, bytes) = entry.map_err(|error| self.fail(error))?;
+            if !visit(self.decode_at(seq.value(), bytes.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every manifest of the `actions` table, in key order, until `visit`
+    /// says stop.
+    pub fn manifests(&self, visit: &mut dyn FnMut(Manifest) -> bool) -> Result<(), StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(actions) = self.read_table(&transaction, ACTIONS)? else {
+            return Ok(());
+        };
+        for entry in actions.iter().map_err(|error| self.fail(error))? {
+            let (key, bytes) = entry.map_err(|error| self.fail(error))?;
+            let manifest = decode_manifest(bytes.value()).map_err(|error| {
+                self.fail(format!("action {}: {error}", ActionKey(*key.value())))
+            })?;
+            if !visit(manifest) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every partition of the `partitions` table with its state, in ref
+    /// order, until `visit` says stop.
+    pub fn partition_states(
+        &self,
+        visit: &mut dyn FnMut(PartitionRef, PartitionState) -> bool,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(partitions) = self.read_table(&transaction, PARTITIONS)? else {
+            return Ok(());
+        };
+        for entry in partitions.iter().map_err(|error| self.fail(error))? {
+            let (text, bytes) = entry.map_err(|error| self.fail(error))?;
+            let text = text.value();
+            let partition = PartitionRef::parse(text)
+                .map_err(|error| self.fail(format!("partition key {text:?}: {error}")))?;
+            let state = decode_partition_state(bytes.value())
+                .map_err(|error| self.fail(format!("partition {partition}: {error}")))?;
+            if !visit(partition, state) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last build id allocated (0 if none).
+    pub fn last_build_id(&self) -> Result<u64, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(meta) = self.read_table(&transaction, META)? else {
+            return Ok(0);
+        };
+        let next = meta
+            .get(META_NEXT_BUILD)
+            .map_err(|error| self.fail(error))?
+            .map_or(1, |value| value.value());
+        Ok(next.saturating_sub(1))
+    }
+
+    /// Counts of the catalog (one snapshot).
+    pub fn stats(&self) -> Result<CatalogStats, StoreError> {
+        let transaction = self.begin_read()?;
+        let mut stats = CatalogStats {
+            file_bytes: std::fs::metadata(&self.path)
+                .map_err(|error| StoreError::io(&self.path, error))?
+                .len(),
+            ..CatalogStats::default()
+        };
+        if let Some(events) = self.read_table(&transaction, EVENTS)? {
+            stats.events = events
+                .last()
+                .map_err(|error| self.fail(error))?
+                .map_or(0, |(seq, _)| seq.value());
+        }
+        if let Some(meta) = self.read_table(&transaction, META)? {
+            stats.builds = meta
+                .get(META_NEXT_BUILD)
+                .map_err(|error| self.fail(error))?
+                .map_or(1, |value| value.value())
+                .saturating_sub(1);
+        }
+        if let Some(actions) = self.read_table(&transaction, ACTIONS)? {
+            stats.actions = actions.len().map_err(|error| self.fail(error))?;
+        }
+        if let Some(partitions) = self.read_table(&transaction, PARTITIONS)? {
+            for entry in partitions.iter().map_err(|error| self.fail(error))? {
+                let (text, bytes) = entry.map_err(|error| self.fail(error))?;
+                stats.partitions += 1;
+                let state = decode_partition_state(bytes.value())
+                    .map_err(|error| self.fail(format!("partition {}: {error}", text.value())))?;
+                stats.materialized += u64::from(state.current.is_some());
+            }
+        }
+        if let Some(index) = self.read_table(&transaction, PARTITION_EVENTS)? {
+            stats.indexed = index.len().map_err(|error| self.fail(error))?;
+        }
+        Ok(stats)
     }
 
     /// Runs redb's full integrity check (every page checksum), repairing what
@@ -207,6 +524,12 @@ impl RedbCatalog {
             transaction
                 .open_table(STAT_CACHE)
                 .map_err(|error| self.fail(error))?;
+            transaction
+                .open_table(DATASETS)
+                .map_err(|error| self.fail(error))?;
+            transaction
+                .open_table(PARTITION_EVENTS)
+                .map_err(|error| self.fail(error))?;
             let mut meta = transaction
                 .open_table(META)
                 .map_err(|error| self.fail(error))?;
@@ -259,20 +582,59 @@ impl RedbCatalog {
     ) -> Result<(), StoreError> {
         for entry in events.range(from..).map_err(|error| self.fail(error))? {
             let (seq, bytes) = entry.map_err(|error| self.fail(error))?;
-            let seq = seq.value();
-            let event = decode_event(bytes.value())
-                .map_err(|error| self.fail(format!("event {seq} does not decode: {error}")))?;
-            if event.seq != seq {
-                return Err(self.fail(format!(
-                    "event {seq} is stored with sequence number {}",
-                    event.seq
-                )));
-            }
+            let event = self.decode_at(seq.value(), bytes.value())?;
             if !visit(event)? {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Decodes the event stored under `seq`, checking it carries that seq.
+    fn decode_at(&self, seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
+        let event = decode_event(bytes)
+            .map_err(|error| self.fail(format!("event {seq} does not decode: {error}")))?;
+        if event.seq != seq {
+            return Err(self.fail(format!(
+                "event {seq} is stored with sequence number {}",
+                event.seq
+            )));
+        }
+        Ok(event)
+    }
+
+    /// Whether the table exists.
+    fn has_table<K: Key + 'static, V: Value + 'static>(
+        &self,
+        definition: TableDefinition<'_, K, V>,
+    ) -> Result<bool, StoreError> {
+        let transaction = self.begin_read()?;
+        Ok(self.read_table(&transaction, definition)?.is_some())
+    }
+
+    /// The projection tables of a write transaction (created if missing).
+    fn table_projections<'transaction>(
+        &self,
+        transaction: &'transaction redb::WriteTransaction,
+    ) -> Result<TableProjections<'transaction, '_>, StoreError> {
+        Ok(TableProjections {
+            actions: transaction
+                .open_table(ACTIONS)
+                .map_err(|error| self.fail(error))?,
+            partitions: transaction
+                .open_table(PARTITIONS)
+                .map_err(|error| self.fail(error))?,
+            datasets: transaction
+                .open_table(DATASETS)
+                .map_err(|error| self.fail(error))?,
+            partition_events: transaction
+                .open_table(PARTITION_EVENTS)
+                .map_err(|error| self.fail(error))?,
+            checkpoints: transaction
+                .open_table(CHECKPOINTS)
+                .map_err(|error| self.fail(error))?,
+            catalog: self,
+        })
     }
 
     /// Reads the live `actions` and `partitions` tables; entries that do not
@@ -325,6 +687,32 @@ impl RedbCatalog {
                     .insert(dataset.value().to_owned(), version.value().to_owned());
             }
         }
+        if let Some(checkpoints) = self.read_table(transaction, CHECKPOINTS)? {
+            for entry in checkpoints.iter().map_err(|error| self.fail(error))? {
+                let (key, bytes) = entry.map_err(|error| self.fail(error))?;
+                let key = ActionKey(*key.value());
+                match decode_checkpoint(bytes.value()) {
+                    Ok(record) => {
+                        live.checkpoints.insert(key, record);
+                    }
+                    Err(error) => found.push(format!("checkpoint of action {key}: {error}")),
+                }
+            }
+        }
+        if let Some(index) = self.read_table(transaction, PARTITION_EVENTS)? {
+            for entry in index.iter().map_err(|error| self.fail(error))? {
+                let (key, _) = entry.map_err(|error| self.fail(error))?;
+                let (text, seq) = key.value();
+                match PartitionRef::parse(text) {
+                    Ok(partition) => {
+                        live.partition_events.insert((partition, seq));
+                    }
+                    Err(error) => found.push(format!(
+                        "partition index key {text:?} (event {seq}) in the live table: {error}"
+                    )),
+                }
+            }
+        }
         Ok(live)
     }
 
@@ -345,6 +733,8 @@ struct TableProjections<'transaction, 'catalog> {
     actions: Table<'transaction, &'static [u8; 32], &'static [u8]>,
     partitions: Table<'transaction, &'static str, &'static [u8]>,
     datasets: Table<'transaction, &'static str, &'static str>,
+    partition_events: Table<'transaction, (&'static str, u64), ()>,
+    checkpoints: Table<'transaction, &'static [u8; 32], &'static [u8]>,
     catalog: &'catalog RedbCatalog,
 }
 
@@ -394,9 +784,48 @@ impl Projections for TableProjections<'_, '_> {
         }
         .map_err(|error| self.catalog.fail(error))
     }
+
+    fn index_partition_event(
+        &mut self,
+        partition: &PartitionRef,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.partition_events
+            .insert((partition.as_str(), seq), ())
+            .map_err(|error| self.catalog.fail(error))?;
+        Ok(())
+    }
+
+    fn set_checkpoint(
+        &mut self,
+        key: &ActionKey,
+        checkpoint: Option<&CheckpointRecord>,
+    ) -> Result<(), StoreError> {
+        match checkpoint {
+            Some(record) => self
+                .checkpoints
+                .insert(&key.0, encode_checkpoint(record).as_slice())
+                .map(drop),
+            None => self.checkpoints.remove(&key.0).map(drop),
+        }
+        .map_err(|error| self.catalog.fail(error))
+    }
 }
 
 impl Catalog for RedbCatalog {
+    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(checkpoints) = self.read_table(&transaction, CHECKPOINTS)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = checkpoints.get(&key.0).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_checkpoint(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("checkpoint of action {key}: {error}")))
+    }
+
     fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
         let transaction = self.begin_read()?;
         let Some(actions) = self.read_table(&transaction, ACTIONS)? else {
@@ -438,18 +867,7 @@ impl Catalog for RedbCatalog {
             let mut log = transaction
                 .open_table(EVENTS)
                 .map_err(|error| self.fail(error))?;
-            let mut projections = TableProjections {
-                actions: transaction
-                    .open_table(ACTIONS)
-                    .map_err(|error| self.fail(error))?,
-                partitions: transaction
-                    .open_table(PARTITIONS)
-                    .map_err(|error| self.fail(error))?,
-                datasets: transaction
-                    .open_table(DATASETS)
-                    .map_err(|error| self.fail(error))?,
-                catalog: self,
-            };
+            let mut projections = self.table_projections(&transaction)?;
             let mut seq = log
                 .last()
                 .map_err(|error| self.fail(error))?

@@ -5,22 +5,34 @@
 //! - The format byte is [`FORMAT_VERSION`] for everything this cairn writes.
 //!   postcard is not self-describing, so any change to a persisted type in
 //!   `cairn_engine::record` bumps [`FORMAT_VERSION`] and adds a decoding path
-//!   for the old byte here.
+//!   for the old byte here. The committed golden store
+//!   (`fixtures/golden-store`, format 1) fails its test when one is missing.
+//!
+//! Formats:
+//! - 1: the first format.
+//! - 2: `ActionStarted` gained `attempt` and `resumed_from`, and
+//!   `ActionCheckpointed` was added after it (which renumbers the variants
+//!   that follow). Format-1 events are read through [`v1`]; the other
+//!   records (manifests, partition states, stat entries) did not change and
+//!   decode under either byte.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
 //!   cannot pass for a valid one.
 
-use cairn_engine::record::{Event, Manifest, PartitionState, StatEntry};
+use cairn_engine::record::{CheckpointRecord, Event, Manifest, PartitionState, StatEntry};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 1;
+const FORMAT_BYTE: u8 = 2;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
+
+/// The oldest format this cairn reads.
+const OLDEST_FORMAT_BYTE: u8 = 1;
 
 /// Why a persisted value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +54,10 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
-    decode(bytes)
+    match bytes.first() {
+        Some(1) => decode_body::<v1::Event>(&bytes[1..]).map(Event::from),
+        _ => decode(bytes),
+    }
 }
 
 pub fn encode_manifest(manifest: &Manifest) -> Vec<u8> {
@@ -69,6 +84,14 @@ pub fn decode_stat_entry(bytes: &[u8]) -> Result<StatEntry, DecodeError> {
     decode(bytes)
 }
 
+pub fn encode_checkpoint(record: &CheckpointRecord) -> Vec<u8> {
+    encode(record)
+}
+
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointRecord, DecodeError> {
+    decode(bytes)
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard only fails on serde features our record types do not use
     // (sequences of unknown length, `collect_str` errors), so a failure here is
@@ -77,21 +100,216 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("record types serialize with postcard (no unknown-length sequences)")
 }
 
+/// Decodes a record whose layout is the same in every format this cairn
+/// reads (everything but events, see the module doc).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&format, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     match format {
-        FORMAT_BYTE => {}
+        OLDEST_FORMAT_BYTE..=FORMAT_BYTE => {}
         found if u32::from(found) > FORMAT_VERSION => {
             return Err(DecodeError::NewerFormat { found });
         }
         found => return Err(DecodeError::UnknownFormat { found }),
     }
+    decode_body(body)
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes::<T>(body)
         .map_err(|error| DecodeError::Malformed(error.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     Ok(value)
+}
+
+/// Format 1 events, as cairn wrote them before format 2, and their reading
+/// in today's types. Frozen: never change these types, add a `v2` module
+/// when format 3 changes events again.
+mod v1 {
+    use cairn_engine::record::{self, BuildCounts, Manifest};
+    use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Event {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub build: u64,
+        pub kind: EventKind,
+    }
+
+    /// Variant order is the format: it must stay as it was.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EventKind {
+        BuildRequested {
+            requested: Vec<String>,
+            command: String,
+            reason: Option<String>,
+        },
+        Planned {
+            actions: u64,
+            sources: u64,
+        },
+        DatasetVersionChanged {
+            dataset: String,
+            from: Option<String>,
+            to: Option<String>,
+        },
+        ActionStarted {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+        },
+        ActionSucceeded {
+            manifest: Manifest,
+        },
+        ActionFailed {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            error: String,
+            exit_code: Option<i32>,
+            stdout: Option<ContentDigest>,
+            stderr: Option<ContentDigest>,
+        },
+        ActionCached {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            built_by: u64,
+            restored: bool,
+        },
+        ActionSkipped {
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+        },
+        PartitionMaterialized {
+            partition: PartitionRef,
+            digest: ContentDigest,
+            key: ActionKey,
+        },
+        PartitionInvalidated {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        BuildFinished {
+            counts: BuildCounts,
+            interrupted: bool,
+        },
+    }
+
+    impl From<Event> for record::Event {
+        fn from(event: Event) -> record::Event {
+            use record::EventKind as Now;
+            let kind = match event.kind {
+                EventKind::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                } => Now::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                },
+                EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
+                EventKind::DatasetVersionChanged { dataset, from, to } => {
+                    Now::DatasetVersionChanged { dataset, from, to }
+                }
+                // Format 1 had neither retries nor checkpoints: every start
+                // was a first attempt from scratch.
+                EventKind::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                } => Now::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt: 1,
+                    resumed_from: None,
+                },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded { manifest },
+                EventKind::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                } => Now::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                },
+                EventKind::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                } => Now::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                },
+                EventKind::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                } => Now::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                },
+                EventKind::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                } => Now::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                },
+                EventKind::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::BuildFinished {
+                    counts,
+                    interrupted,
+                } => Now::BuildFinished {
+                    counts,
+                    interrupted,
+                },
+            };
+            record::Event {
+                seq: event.seq,
+                time_ms: event.time_ms,
+                build: event.build,
+                kind,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -235,10 +453,22 @@ mod tests {
         let mut bytes = encode_event(&events()[0]);
         assert_eq!(decode_event(&[]), Err(DecodeError::Empty));
 
-        bytes[0] = 2;
+        bytes[0] = FORMAT_BYTE + 1;
         assert_eq!(
             decode_event(&bytes),
-            Err(DecodeError::NewerFormat { found: 2 })
+            Err(DecodeError::NewerFormat {
+                found: FORMAT_BYTE + 1
+            })
+        );
+        assert_eq!(
+            DecodeError::NewerFormat {
+                found: FORMAT_BYTE + 1
+            }
+            .to_string(),
+            format!(
+                "the record has format {}, newer than this cairn reads (up to {FORMAT_VERSION})",
+                FORMAT_BYTE + 1
+            )
         );
         bytes[0] = 0;
         assert_eq!(
@@ -277,7 +507,94 @@ mod tests {
         ));
     }
 
+    /// A format-1 record: byte 1, then the postcard of the frozen v1 types.
+    fn v1_bytes(event: &v1::Event) -> Vec<u8> {
+        postcard::to_extend(event, vec![1]).unwrap()
+    }
+
+    #[test]
+    fn format_1_events_are_read_in_todays_types() {
+        let key = ActionKey([4; 32]);
+        let outputs = vec![partition("clean/date=2024-01-01")];
+        let old = |seq, kind| v1::Event {
+            seq,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind,
+        };
+        let started = v1_bytes(&old(
+            1,
+            v1::EventKind::ActionStarted {
+                key,
+                job: "clean".into(),
+                outputs: outputs.clone(),
+                reason: "never built".into(),
+            },
+        ));
+        assert_eq!(
+            decode_event(&started).unwrap(),
+            Event {
+                seq: 1,
+                time_ms: 1_700_000_000_000,
+                build: 2,
+                kind: EventKind::ActionStarted {
+                    key,
+                    job: "clean".into(),
+                    outputs: outputs.clone(),
+                    reason: "never built".into(),
+                    attempt: 1,
+                    resumed_from: None,
+                },
+            }
+        );
+        // Variants after ActionStarted were renumbered in format 2.
+        let succeeded = v1_bytes(&old(
+            2,
+            v1::EventKind::ActionSucceeded {
+                manifest: manifest(),
+            },
+        ));
+        assert_eq!(
+            decode_event(&succeeded).unwrap().kind,
+            EventKind::ActionSucceeded {
+                manifest: manifest()
+            }
+        );
+        let finished = v1_bytes(&old(
+            3,
+            v1::EventKind::BuildFinished {
+                counts: BuildCounts::default(),
+                interrupted: true,
+            },
+        ));
+        assert_eq!(
+            decode_event(&finished).unwrap().kind,
+            EventKind::BuildFinished {
+                counts: BuildCounts::default(),
+                interrupted: true,
+            }
+        );
+        // The same bytes under today's byte are not a valid event.
+        let mut relabelled = started;
+        relabelled[0] = FORMAT_BYTE;
+        assert!(decode_event(&relabelled).is_err());
+        // Unchanged records decode under either byte.
+        let mut old_manifest = encode_manifest(&manifest());
+        old_manifest[0] = 1;
+        assert_eq!(decode_manifest(&old_manifest).unwrap(), manifest());
+    }
+
     proptest! {
+        #[test]
+        fn format_1_then_random_bytes_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut bytes = vec![1u8];
+            bytes.extend_from_slice(&body);
+            let _ = decode_event(&bytes);
+            let _ = decode_manifest(&bytes);
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_event(&bytes);

@@ -8,6 +8,7 @@
 //! lock           kernel lock of the one writer, plus the holder's pid (lock.rs)
 //! catalog.redb   events, projections, stat cache, meta (catalog.rs)
 //! cas/ab/cdef…   blobs by blake3 of content; cas/tmp/ holds partial writes (blobs.rs)
+//!                verify, repair and gc of both: maintenance.rs
 //! tmp/           job staging, on the same file system as cas/
 //! ```
 //!
@@ -24,19 +25,25 @@ mod blobs;
 mod catalog;
 mod encoding;
 mod lock;
+mod maintenance;
 mod projection;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use blobs::FsBlobStore;
+pub use blobs::{BlobCheck, FsBlobStore};
 pub use cairn_engine::ports::{BlobStore, Catalog, StoreError};
-pub use catalog::RedbCatalog;
+pub use catalog::{CatalogStats, RedbCatalog, ReplayReport};
 pub use encoding::{
     DecodeError, FORMAT_VERSION, decode_event, decode_manifest, decode_partition_state,
     decode_stat_entry, encode_event, encode_manifest, encode_partition_state, encode_stat_entry,
 };
 pub use lock::StoreLock;
+pub use maintenance::{
+    BlobOwner, BlobProblem, BlobRole, BlobUsage, Damage, GcKeep, GcReport, OrphanPartition,
+    RepairReport, VerifyReport,
+};
+pub use projection::partitions_of;
 
 use catalog::ReaderOpen;
 
@@ -217,3 +224,6 @@ pub(crate) fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod golden;

@@ -1,5 +1,5 @@
-//! The projection rules: how each event changes the `actions` and
-//! `partitions` tables.
+//! The projection rules: how each event changes the `actions`, `partitions`
+//! and `datasets` tables and the `partition_events` index.
 //!
 //! Invariant: [`apply`] is the only place these rules live. The catalog runs
 //! it inside the transaction that appends the events, and `replay_check` runs
@@ -8,12 +8,12 @@
 //! [`apply`] depends on nothing but the event and the current projections (no
 //! clock, no file system), so a replay is deterministic.
 
-use std::collections::BTreeMap;
-use std::fmt::{Debug, Display};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{Debug, Display, Write as _};
 
 use cairn_engine::ports::StoreError;
 use cairn_engine::record::{
-    Event, EventKind, Invalidation, Manifest, Materialization, PartitionState,
+    CheckpointRecord, Event, EventKind, Invalidation, Manifest, Materialization, PartitionState,
 };
 use cairn_engine::{ActionKey, PartitionRef};
 
@@ -34,12 +34,72 @@ pub(crate) trait Projections {
         dataset: &str,
         version: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// Records that event `seq` is about `partition` (the `partition_events`
+    /// index that `cairn history`, `cairn logs` and `cairn log --partition
+    /// REF` read instead of scanning the log).
+    fn index_partition_event(
+        &mut self,
+        partition: &PartitionRef,
+        seq: u64,
+    ) -> Result<(), StoreError>;
+    /// Records (or, with `None`, clears) the last checkpoint of an action key.
+    fn set_checkpoint(
+        &mut self,
+        key: &ActionKey,
+        checkpoint: Option<&CheckpointRecord>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The partitions an event is about: the outputs of an action event, the
+/// partition of a partition event; none for the others. This is what the
+/// `partition_events` index holds, and what `cairn log --partition` filters on.
+pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
+    let mut partitions: Vec<&PartitionRef> = match kind {
+        EventKind::ActionStarted { outputs, .. }
+        | EventKind::ActionFailed { outputs, .. }
+        | EventKind::ActionCached { outputs, .. }
+        | EventKind::ActionSkipped { outputs, .. } => outputs.iter().collect(),
+        EventKind::ActionSucceeded { manifest } => {
+            manifest.outputs.iter().map(|o| &o.partition).collect()
+        }
+        EventKind::PartitionMaterialized { partition, .. }
+        | EventKind::PartitionInvalidated { partition, .. } => vec![partition],
+        EventKind::BuildRequested { .. }
+        | EventKind::Planned { .. }
+        | EventKind::DatasetVersionChanged { .. }
+        | EventKind::ActionCheckpointed { .. }
+        | EventKind::BuildFinished { .. } => Vec::new(),
+    };
+    partitions.sort_unstable();
+    partitions.dedup();
+    partitions
 }
 
 /// Applies the projection of one stored event.
 pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<(), StoreError> {
+    for partition in partitions_of(&event.kind) {
+        projections.index_partition_event(partition, event.seq)?;
+    }
     match &event.kind {
-        EventKind::ActionSucceeded { manifest } => projections.set_action(manifest),
+        EventKind::ActionSucceeded { manifest } => {
+            // Success clears the key's checkpoints from consideration (they
+            // stay in the log).
+            projections.set_checkpoint(&manifest.key, None)?;
+            projections.set_action(manifest)
+        }
+        EventKind::ActionCheckpointed {
+            key,
+            sequence,
+            digest,
+            ..
+        } => projections.set_checkpoint(
+            key,
+            Some(&CheckpointRecord {
+                sequence: *sequence,
+                digest: *digest,
+                build: event.build,
+            }),
+        ),
         EventKind::PartitionMaterialized {
             partition,
             digest,
@@ -113,6 +173,8 @@ pub(crate) struct MemoryProjections {
     pub actions: BTreeMap<ActionKey, Manifest>,
     pub partitions: BTreeMap<PartitionRef, PartitionState>,
     pub datasets: BTreeMap<String, String>,
+    pub partition_events: BTreeSet<(PartitionRef, u64)>,
+    pub checkpoints: BTreeMap<ActionKey, CheckpointRecord>,
 }
 
 impl Projections for MemoryProjections {
@@ -148,6 +210,27 @@ impl Projections for MemoryProjections {
         };
         Ok(())
     }
+
+    fn index_partition_event(
+        &mut self,
+        partition: &PartitionRef,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.partition_events.insert((partition.clone(), seq));
+        Ok(())
+    }
+
+    fn set_checkpoint(
+        &mut self,
+        key: &ActionKey,
+        checkpoint: Option<&CheckpointRecord>,
+    ) -> Result<(), StoreError> {
+        match checkpoint {
+            Some(checkpoint) => self.checkpoints.insert(*key, *checkpoint),
+            None => self.checkpoints.remove(key),
+        };
+        Ok(())
+    }
 }
 
 /// Human-readable differences between the projections rebuilt from the log
@@ -162,7 +245,61 @@ pub(crate) fn differences(replayed: &MemoryProjections, live: &MemoryProjections
         &mut out,
     );
     compare("dataset", &replayed.datasets, &live.datasets, &mut out);
+    compare(
+        "checkpoint of action",
+        &replayed.checkpoints,
+        &live.checkpoints,
+        &mut out,
+    );
+    compare_index(&replayed.partition_events, &live.partition_events, &mut out);
     out
+}
+
+/// Differences of the `partition_events` index, one line per partition.
+fn compare_index(
+    replayed: &BTreeSet<(PartitionRef, u64)>,
+    live: &BTreeSet<(PartitionRef, u64)>,
+    out: &mut Vec<String>,
+) {
+    let mut by_partition: BTreeMap<&PartitionRef, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    for (partition, seq) in replayed.difference(live) {
+        by_partition.entry(partition).or_default().0.push(*seq);
+    }
+    for (partition, seq) in live.difference(replayed) {
+        by_partition.entry(partition).or_default().1.push(*seq);
+    }
+    for (partition, (missing, extra)) in by_partition {
+        let mut line = format!("partition index {partition}:");
+        if !missing.is_empty() {
+            let _ = write!(
+                line,
+                " the live index lacks events {} that the log has about it",
+                seq_list(&missing)
+            );
+        }
+        if !extra.is_empty() {
+            if !missing.is_empty() {
+                line.push(';');
+            }
+            let _ = write!(
+                line,
+                " the live index lists events {} that are not about it",
+                seq_list(&extra)
+            );
+        }
+        out.push(line);
+    }
+}
+
+/// `1, 2, 3` or `1, 2, 3, 4, 5 and 12 more`.
+fn seq_list(seqs: &[u64]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = seqs.iter().take(SHOWN).map(u64::to_string).collect();
+    let mut text = shown.join(", ");
+    if seqs.len() > SHOWN {
+        let _ = write!(text, " and {} more", seqs.len() - SHOWN);
+    }
+    text
 }
 
 fn compare<K: Ord + Display, V: PartialEq + Debug>(
@@ -290,5 +427,55 @@ mod tests {
             found[0]
         );
         assert!(differences(&live, &replayed)[0].contains("no event produces it"));
+    }
+
+    #[test]
+    fn events_about_partitions_are_indexed_and_compared() {
+        let mut model = MemoryProjections::default();
+        let key = ActionKey([1; 32]);
+        let other = PartitionRef::parse("clean/date=2024-01-02").unwrap();
+        let events = [
+            EventKind::Planned {
+                actions: 1,
+                sources: 0,
+            },
+            EventKind::ActionStarted {
+                key,
+                job: "clean".into(),
+                // A partition listed twice is indexed once.
+                outputs: vec![partition(), other.clone(), partition()],
+                reason: "never built".into(),
+                attempt: 1,
+                resumed_from: None,
+            },
+            EventKind::PartitionMaterialized {
+                partition: partition(),
+                digest: cairn_engine::ContentDigest::of(b"x"),
+                key,
+            },
+        ];
+        for (index, kind) in events.into_iter().enumerate() {
+            apply(&event(index as u64 + 1, 1, kind), &mut model).unwrap();
+        }
+        let expected: BTreeSet<(PartitionRef, u64)> =
+            [(partition(), 2), (other.clone(), 2), (partition(), 3)]
+                .into_iter()
+                .collect();
+        assert_eq!(model.partition_events, expected);
+
+        let mut live = model.clone();
+        live.partition_events.remove(&(partition(), 3));
+        for seq in 10..20 {
+            live.partition_events.insert((other.clone(), seq));
+        }
+        assert_eq!(
+            differences(&model, &live),
+            [
+                "partition index clean/date=2024-01-01: the live index lacks events 3 that the \
+                 log has about it",
+                "partition index clean/date=2024-01-02: the live index lists events 10, 11, 12, \
+                 13, 14 and 5 more that are not about it",
+            ]
+        );
     }
 }

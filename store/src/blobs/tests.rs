@@ -246,3 +246,63 @@ fn stale_temps_are_removed() {
     blobs.remove_stale_temps().unwrap();
     assert_eq!(temp_entries(&blobs), 0);
 }
+
+#[test]
+fn a_blob_found_corrupt_is_rewritten_by_the_next_put() {
+    for durability in [Durability::FileSystem, Durability::EachFile] {
+        let (dir, blobs) = store(durability);
+        let small = b"same length, flipped".to_vec();
+        let large = vec![3u8; 2 * SMALL_FILE_LIMIT as usize];
+        let small_digest = blobs.put_bytes(&small).unwrap();
+        let source = dir.path().join("large");
+        std::fs::write(&source, &large).unwrap();
+        let large_digest = blobs.put_file(&source).unwrap();
+        flip_byte(&blobs, &small_digest, 3);
+        flip_byte(&blobs, &large_digest, 12_345);
+
+        // Without having seen the damage, a put trusts the present blob.
+        blobs.put_bytes(&small).unwrap();
+        assert!(blobs.read(&small_digest).is_err());
+
+        // Once a read, a restore or a check has seen it, the put rewrites it.
+        assert!(matches!(
+            blobs.check_blob(&small_digest).unwrap(),
+            BlobCheck::Corrupt { length, .. } if length == small.len() as u64
+        ));
+        let dest = dir.path().join("restored");
+        assert!(blobs.restore(&large_digest, &dest).is_err());
+        blobs.put_bytes(&small).unwrap();
+        blobs.put_file(&source).unwrap();
+        assert_eq!(blobs.read(&small_digest).unwrap(), small);
+        assert_eq!(
+            blobs.check_blob(&large_digest).unwrap(),
+            BlobCheck::Intact {
+                length: large.len() as u64
+            }
+        );
+        blobs.sync().unwrap();
+    }
+}
+
+#[test]
+fn check_remove_and_sizes() {
+    let (_dir, blobs) = linux_store();
+    let one = blobs.put_bytes(b"one").unwrap();
+    let two = blobs.put_bytes(b"second").unwrap();
+    assert_eq!(
+        blobs.check_blob(&one).unwrap(),
+        BlobCheck::Intact { length: 3 }
+    );
+    let mut sizes = vec![(one, 3), (two, 6)];
+    sizes.sort();
+    assert_eq!(blobs.sizes().unwrap(), sizes);
+    assert_eq!(blobs.remove(&one).unwrap(), 3);
+    assert_eq!(blobs.remove(&one).unwrap(), 0);
+    assert_eq!(blobs.check_blob(&one).unwrap(), BlobCheck::Missing);
+    // The emptied fan-out directory went with it.
+    assert!(!blobs.blob_path(&one).parent().unwrap().exists());
+    assert_eq!(blobs.sizes().unwrap(), [(two, 6)]);
+    let reader = FsBlobStore::new(blobs.cas_dir.clone(), false);
+    assert!(reader.remove(&two).is_err());
+    assert!(blobs.contains(&two));
+}

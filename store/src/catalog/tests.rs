@@ -285,23 +285,39 @@ fn stat_cache_round_trips_and_is_overwritten() {
 fn a_newer_format_is_refused() {
     let fixture = Fixture::new();
     drop(fixture.writer());
+    let newer = u64::from(FORMAT_VERSION) + 1;
     fixture.tamper(|transaction| {
         let mut meta = transaction.open_table(META).unwrap();
-        meta.insert(META_FORMAT, 2).unwrap();
+        meta.insert(META_FORMAT, newer).unwrap();
     });
     let expected = format!(
-        "store {} was written by a newer cairn (format 2, this cairn reads up to 1)",
+        "store {} was written by a newer cairn (format {newer}, this cairn reads up to {FORMAT_VERSION})",
         fixture.path.display()
     );
     let Err(error) = RedbCatalog::open_writer(&fixture.path, true) else {
         panic!("a newer format was opened for writing")
     };
-    assert!(matches!(error, StoreError::NewerFormat { found: 2, .. }));
+    assert!(matches!(error, StoreError::NewerFormat { found, .. } if u64::from(found) == newer));
     assert_eq!(error.to_string(), expected);
     let Err(error) = RedbCatalog::open_reader(&fixture.path) else {
         panic!("a newer format was opened for reading")
     };
     assert_eq!(error.to_string(), expected);
+}
+
+#[test]
+fn a_writer_marks_an_older_store_with_its_format() {
+    let fixture = Fixture::new();
+    drop(fixture.writer());
+    fixture.tamper(|transaction| {
+        let mut meta = transaction.open_table(META).unwrap();
+        meta.insert(META_FORMAT, 1).unwrap();
+    });
+    assert_eq!(fixture.reader().format_version().unwrap(), 1);
+    assert_eq!(
+        fixture.writer().format_version().unwrap(),
+        u64::from(FORMAT_VERSION)
+    );
 }
 
 #[test]
@@ -448,4 +464,221 @@ fn integrity_check_passes_on_a_healthy_catalog() {
     catalog.append(1, vec![planned()], Vec::new()).unwrap();
     assert!(catalog.check_integrity().unwrap());
     assert!(fixture.reader().check_integrity().is_err());
+}
+
+/// A log touching several partitions: a success, a failure, an
+/// invalidation, a cached reuse and a version change.
+fn audit_log(catalog: &RedbCatalog) {
+    let key = ActionKey([1; 32]);
+    let mut manifest = manifest(key, "out");
+    manifest.outputs = vec![cairn_engine::record::OutputRecord {
+        partition: partition("clean/date=2024-01-01"),
+        digest: ContentDigest::of(b"a"),
+        files: Vec::new(),
+    }];
+    catalog
+        .append(
+            1,
+            vec![
+                planned(),
+                EventKind::DatasetVersionChanged {
+                    dataset: "clean".into(),
+                    from: None,
+                    to: Some("1.0.0".into()),
+                },
+                EventKind::ActionStarted {
+                    key,
+                    job: "clean".into(),
+                    outputs: vec![partition("clean/date=2024-01-01")],
+                    reason: "never built".into(),
+                    attempt: 1,
+                    resumed_from: None,
+                },
+                EventKind::ActionSucceeded { manifest },
+                materialized("clean/date=2024-01-01", key, b"a"),
+                failed("clean/date=2024-01-02", "boom"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    catalog
+        .append(
+            2,
+            vec![
+                invalidated("clean/date=2024-01-01", "bad"),
+                EventKind::ActionCached {
+                    key,
+                    job: "clean".into(),
+                    outputs: vec![partition("clean/date=2024-01-01")],
+                    built_by: 1,
+                    restored: true,
+                },
+                materialized("clean/date=2024-01-01", key, b"a"),
+                planned(),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+}
+
+fn seqs_of(catalog: &RedbCatalog, text: &str, from: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    catalog
+        .partition_events(&partition(text), from, &mut |event| {
+            seqs.push(event.seq);
+            true
+        })
+        .unwrap();
+    seqs
+}
+
+#[test]
+fn partition_events_come_from_the_index_and_match_a_scan() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    audit_log(&catalog);
+    let by_scan = |text: &str| -> Vec<u64> {
+        all_events(&catalog, 1)
+            .into_iter()
+            .filter(|event| partitions_of(&event.kind).contains(&&partition(text)))
+            .map(|event| event.seq)
+            .collect()
+    };
+    assert_eq!(
+        seqs_of(&catalog, "clean/date=2024-01-01", 1),
+        [3, 4, 5, 7, 8, 9]
+    );
+    assert_eq!(
+        seqs_of(&catalog, "clean/date=2024-01-01", 1),
+        by_scan("clean/date=2024-01-01")
+    );
+    assert_eq!(seqs_of(&catalog, "clean/date=2024-01-02", 1), [6]);
+    assert_eq!(seqs_of(&catalog, "clean/date=2024-01-01", 6), [7, 8, 9]);
+    assert_eq!(
+        seqs_of(&catalog, "clean/date=2024-01-0", 1),
+        Vec::<u64>::new()
+    );
+    assert_eq!(catalog.event(6).unwrap().unwrap().seq, 6);
+    assert_eq!(catalog.event(99).unwrap(), None);
+
+    let mut back = Vec::new();
+    catalog
+        .scan_events_back(8, &mut |event| {
+            back.push(event.seq);
+            back.len() < 3
+        })
+        .unwrap();
+    assert_eq!(back, [8, 7, 6]);
+
+    catalog.next_build_id().unwrap();
+    catalog.next_build_id().unwrap();
+    assert_eq!(catalog.last_build_id().unwrap(), 2);
+    let stats = catalog.stats().unwrap();
+    assert_eq!(
+        (
+            stats.events,
+            stats.builds,
+            stats.actions,
+            stats.partitions,
+            stats.materialized,
+            stats.indexed
+        ),
+        (10, 2, 1, 2, 1, 7)
+    );
+    assert!(stats.file_bytes > 0);
+    assert_eq!(catalog.replay_check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn replay_rebuilds_tampered_projections() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    audit_log(&catalog);
+    let before = (
+        catalog
+            .partition(&partition("clean/date=2024-01-01"))
+            .unwrap(),
+        catalog.dataset_versions().unwrap(),
+        seqs_of(&catalog, "clean/date=2024-01-01", 1),
+    );
+    drop(catalog);
+    fixture.tamper(|transaction| {
+        let mut partitions = transaction.open_table(PARTITIONS).unwrap();
+        partitions.remove("clean/date=2024-01-01").unwrap();
+        partitions
+            .insert("clean/date=2024-01-09", [1u8, 0xff].as_slice())
+            .unwrap();
+        let mut datasets = transaction.open_table(DATASETS).unwrap();
+        datasets.insert("clean", "9.9.9").unwrap();
+        let mut index = transaction.open_table(PARTITION_EVENTS).unwrap();
+        index.remove(("clean/date=2024-01-01", 4)).unwrap();
+        index.insert(("clean/date=2024-01-02", 1), ()).unwrap();
+    });
+    let catalog = fixture.writer();
+    let found = catalog.replay_check().unwrap();
+    assert_eq!(found.len(), 5, "{found:#?}");
+    let mentions = |needle: &str| found.iter().any(|line| line.contains(needle));
+    assert!(mentions(
+        "partition index clean/date=2024-01-01: the live index lacks events 4"
+    ));
+    assert!(mentions(
+        "partition index clean/date=2024-01-02: the live index lists events 1 that are not about it"
+    ));
+    assert!(mentions("dataset clean: the live table has \"9.9.9\""));
+
+    let report = catalog.replay().unwrap();
+    assert_eq!(
+        report,
+        ReplayReport {
+            events: 10,
+            actions: 1,
+            partitions: 2,
+            datasets: 1,
+            indexed: 7,
+        }
+    );
+    assert_eq!(catalog.replay_check().unwrap(), Vec::<String>::new());
+    let after = (
+        catalog
+            .partition(&partition("clean/date=2024-01-01"))
+            .unwrap(),
+        catalog.dataset_versions().unwrap(),
+        seqs_of(&catalog, "clean/date=2024-01-01", 1),
+    );
+    assert_eq!(after, before);
+    assert_eq!(
+        catalog
+            .partition(&partition("clean/date=2024-01-09"))
+            .unwrap(),
+        None
+    );
+    // The log itself is untouched, and a reader cannot replay.
+    assert_eq!(catalog.last_seq().unwrap(), 10);
+    assert!(fixture.reader().replay().is_err());
+}
+
+#[test]
+fn a_store_from_before_the_index_gets_it_from_its_first_writer() {
+    let fixture = Fixture::new();
+    audit_log(&fixture.writer());
+    fixture.tamper(|transaction| {
+        transaction.delete_table(PARTITION_EVENTS).unwrap();
+    });
+    // A reader cannot build it: it scans instead, and the check says so.
+    let reader = fixture.reader();
+    assert_eq!(
+        seqs_of(&reader, "clean/date=2024-01-01", 4),
+        [4, 5, 7, 8, 9]
+    );
+    let found = reader.replay_check().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].contains("the partition event index is missing"));
+    drop(reader);
+
+    let writer = fixture.writer();
+    assert_eq!(writer.replay_check().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        seqs_of(&writer, "clean/date=2024-01-01", 1),
+        [3, 4, 5, 7, 8, 9]
+    );
 }

@@ -1,0 +1,502 @@
+//! Running an action's job: attempts (with retries and backoff), the staging
+//! directory, checkpoints (design.md §10), then ingesting and placing the
+//! outputs.
+//!
+//! Staging is per action key, under `<data>/.cairn-tmp/run/<key>/`, and it
+//! survives a failed attempt or a crash of cairn while a checkpoint exists for
+//! the key: a resumed attempt gets the last checkpoint in `CAIRN_RESUME` and
+//! finds in its output directories what it wrote before. Without a usable
+//! checkpoint an attempt starts from empty directories.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms, record_stats};
+use crate::digest::{ActionKey, ContentDigest};
+use crate::observe::{StatUpdate, list_files};
+use crate::plan::PlannedAction;
+use crate::record::{
+    CheckpointRecord, EventKind, FileEntry, InputRecord, Manifest, OutputRecord, partition_digest,
+};
+use crate::refs::PartitionRef;
+use crate::runner::{Invocation, describe_status, run_process};
+
+/// Checkpoints larger than this are ignored (with a warning in the job's log).
+pub const CHECKPOINT_LIMIT: u64 = 1024 * 1024;
+
+/// Emits events of a running action to the scheduler (from any thread).
+pub type Emit<'a> = &'a (dyn Fn(EventKind) + Sync);
+
+/// What one attempt left behind.
+struct Attempt {
+    status: std::io::Result<std::process::ExitStatus>,
+    logs: (Option<ContentDigest>, Option<ContentDigest>),
+    checkpoint: Option<CheckpointRecord>,
+}
+
+/// Watches `CAIRN_CHECKPOINT` while a job runs and records each new valid
+/// version: blob first, then an `ActionCheckpointed` event.
+struct CheckpointWatch<'a> {
+    context: &'a Context<'a>,
+    key: ActionKey,
+    job: &'a str,
+    path: PathBuf,
+    emit: Emit<'a>,
+    state: Mutex<WatchState>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    seen: Option<(u64, i64, i64, u64)>,
+    last: Option<CheckpointRecord>,
+    warnings: Vec<String>,
+}
+
+impl CheckpointWatch<'_> {
+    fn poll(&self) {
+        let Ok(metadata) = fs::metadata(&self.path) else {
+            return;
+        };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let signature = (
+            metadata.len(),
+            metadata.mtime(),
+            metadata.mtime_nsec(),
+            metadata.ino(),
+        );
+        if state.seen == Some(signature) {
+            return;
+        }
+        state.seen = Some(signature);
+        if metadata.len() > CHECKPOINT_LIMIT {
+            state.warnings.push(format!(
+                "cairn: ignored a checkpoint of {} bytes (the limit is {CHECKPOINT_LIMIT} bytes)",
+                metadata.len()
+            ));
+            return;
+        }
+        let Ok(bytes) = fs::read(&self.path) else {
+            return;
+        };
+        if let Err(error) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            state.warnings.push(format!(
+                "cairn: ignored a checkpoint that is not JSON ({error})"
+            ));
+            return;
+        }
+        let digest = ContentDigest::of(&bytes);
+        if state.last.is_some_and(|last| last.digest == digest) {
+            return;
+        }
+        let stored = match self.context.blobs.put_bytes(&bytes) {
+            Ok(stored) => stored,
+            Err(error) => {
+                state
+                    .warnings
+                    .push(format!("cairn: could not store a checkpoint: {error}"));
+                return;
+            }
+        };
+        let sequence = state.last.map_or(1, |last| last.sequence + 1);
+        state.last = Some(CheckpointRecord {
+            sequence,
+            digest: stored,
+            build: self.context.build,
+        });
+        (self.emit)(EventKind::ActionCheckpointed {
+            key: self.key,
+            job: self.job.to_owned(),
+            sequence,
+            digest: stored,
+            size: bytes.len() as u64,
+        });
+    }
+}
+
+fn describe(outputs: &[PartitionRef]) -> String {
+    outputs
+        .iter()
+        .map(PartitionRef::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Context<'_> {
+    /// Where an action's job stages its outputs; kept across attempts.
+    pub fn run_dir(&self, key: &ActionKey) -> PathBuf {
+        self.staging_root.join("run").join(key.to_hex())
+    }
+
+    /// Runs the job until it succeeds or its attempts are used up.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces of one action, passed once"
+    )]
+    pub(crate) fn execute(
+        &self,
+        action: &PlannedAction,
+        key: ActionKey,
+        inputs: &[ResolvedInput],
+        code: Option<ContentDigest>,
+        reason: String,
+        emit: Emit<'_>,
+        mut updates: Vec<StatUpdate>,
+    ) -> Finished {
+        let job = &self.graph.jobs[&action.job];
+        let attempts = 1 + self.retries.unwrap_or(job.retries);
+        let run_dir = self.run_dir(&key);
+        let mut checkpoint = match self.catalog.checkpoint(&key) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => return self.failed(action, key, error.to_string(), None, updates),
+        };
+        let mut attempt = 1;
+        loop {
+            // Resume only when the partial output the checkpoint describes is there.
+            let resume = checkpoint.filter(|_| run_dir.join("out").is_dir());
+            if resume.is_none() {
+                let _ = fs::remove_dir_all(&run_dir);
+            }
+            emit(EventKind::ActionStarted {
+                key,
+                job: action.job.clone(),
+                outputs: action.config.outputs.clone(),
+                reason: reason.clone(),
+                attempt,
+                resumed_from: resume.map(|record| record.sequence),
+            });
+            let started_ms = now_ms();
+            let clock = Instant::now();
+            let result = self.attempt(action, key, inputs, &run_dir, resume, emit);
+            let duration_ms = clock.elapsed().as_millis() as u64;
+            let result = match result {
+                Ok(attempt) => attempt,
+                Err(error) => return self.failed(action, key, error, None, updates),
+            };
+            if result.checkpoint.is_some() {
+                checkpoint = result.checkpoint;
+            }
+            let failure = match &result.status {
+                Ok(status) if status.success() => None,
+                Ok(_) if self.children.is_interrupted() => Some((
+                    format!(
+                        "job {} ({}) was interrupted",
+                        action.job,
+                        describe(&action.config.outputs)
+                    ),
+                    None,
+                )),
+                Ok(status) => Some((
+                    format!(
+                        "job {} ({}) {}",
+                        action.job,
+                        describe(&action.config.outputs),
+                        describe_status(*status)
+                    ),
+                    status.code(),
+                )),
+                Err(error) => Some((
+                    format!(
+                        "job {} ({}): {error}",
+                        action.job,
+                        describe(&action.config.outputs)
+                    ),
+                    None,
+                )),
+            };
+            let Some((error, exit_code)) = failure else {
+                return self.succeed(
+                    action,
+                    key,
+                    inputs,
+                    code,
+                    &run_dir,
+                    started_ms,
+                    duration_ms,
+                    result.logs,
+                    updates,
+                );
+            };
+            if checkpoint.is_none() {
+                let _ = fs::remove_dir_all(&run_dir);
+            }
+            if attempt >= attempts || self.children.is_interrupted() {
+                return self.failed_with_logs(action, key, error, exit_code, result.logs, updates);
+            }
+            // A failed attempt that will be retried is a fact of its own.
+            emit(EventKind::ActionFailed {
+                key,
+                job: action.job.clone(),
+                outputs: action.config.outputs.clone(),
+                error: format!("{error} (attempt {attempt} of {attempts}; retrying)"),
+                exit_code,
+                stdout: result.logs.0,
+                stderr: result.logs.1,
+            });
+            std::thread::sleep(job.retry_backoff);
+            attempt += 1;
+            updates.shrink_to_fit();
+        }
+    }
+
+    /// One run of the job process, with its checkpoint watched.
+    fn attempt(
+        &self,
+        action: &PlannedAction,
+        key: ActionKey,
+        inputs: &[ResolvedInput],
+        run_dir: &Path,
+        resume: Option<CheckpointRecord>,
+        emit: Emit<'_>,
+    ) -> Result<Attempt, String> {
+        let job = &self.graph.jobs[&action.job];
+        let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
+            .map(|i| run_dir.join("out").join(i.to_string()))
+            .collect();
+        for directory in &output_dirs {
+            fs::create_dir_all(directory)
+                .map_err(|error| format!("{}: {error}", directory.display()))?;
+        }
+        let (stdout_path, stderr_path) = (run_dir.join("stdout"), run_dir.join("stderr"));
+        let checkpoint_path = run_dir.join("checkpoint.json");
+        let resume_path = run_dir.join("resume.json");
+        let _ = fs::remove_file(&checkpoint_path);
+        let _ = fs::remove_file(&resume_path);
+        let path_text = |path: &Path| path.to_string_lossy().into_owned();
+        let mut env: Vec<(String, String)> = action
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (i, (directory, partition)) in
+            output_dirs.iter().zip(&action.config.outputs).enumerate()
+        {
+            env.push((format!("CAIRN_OUTPUT_{i}"), path_text(directory)));
+            env.push((format!("CAIRN_OUTPUT_REF_{i}"), partition.to_string()));
+        }
+        env.push(("CAIRN_OUT".into(), path_text(&output_dirs[0])));
+        env.push(("CAIRN_OUTPUT_COUNT".into(), output_dirs.len().to_string()));
+        for (i, input) in inputs.iter().enumerate() {
+            env.push((format!("CAIRN_INPUT_{i}"), path_text(&input.path)));
+            env.push((format!("CAIRN_INPUT_REF_{i}"), input.partition.to_string()));
+        }
+        if let Some(first) = inputs.first() {
+            env.push(("CAIRN_IN".into(), path_text(&first.path)));
+        }
+        env.push(("CAIRN_INPUT_COUNT".into(), inputs.len().to_string()));
+        env.push(("CAIRN_CHECKPOINT".into(), path_text(&checkpoint_path)));
+        if let Some(record) = resume {
+            let bytes = self
+                .blobs
+                .read(&record.digest)
+                .map_err(|error| format!("reading checkpoint {}: {error}", record.sequence))?;
+            fs::write(&resume_path, bytes)
+                .map_err(|error| format!("{}: {error}", resume_path.display()))?;
+            env.push(("CAIRN_RESUME".into(), path_text(&resume_path)));
+        }
+        let argv: Vec<String> = job.run.iter().chain(&action.config.args).cloned().collect();
+        let watch = CheckpointWatch {
+            context: self,
+            key,
+            job: &action.job,
+            path: checkpoint_path,
+            emit,
+            state: Mutex::new(WatchState {
+                last: resume,
+                ..WatchState::default()
+            }),
+        };
+        let poll = || watch.poll();
+        let status = run_process(
+            &Invocation {
+                argv: &argv,
+                cwd: &self.graph.root,
+                environment: self.environment,
+                extra_env: &env,
+                stdout: &stdout_path,
+                stderr: &stderr_path,
+            },
+            self.children,
+            Some(&poll),
+        );
+        // A checkpoint written just before the job exited still counts.
+        watch.poll();
+        let state = watch.state.into_inner().unwrap_or_default();
+        if !state.warnings.is_empty() {
+            use std::io::Write;
+            if let Ok(mut file) = fs::OpenOptions::new().append(true).open(&stderr_path) {
+                for warning in &state.warnings {
+                    let _ = writeln!(file, "{warning}");
+                }
+            }
+        }
+        let checkpoint = state
+            .last
+            .filter(|last| Some(last.sequence) != resume.map(|r| r.sequence));
+        Ok(Attempt {
+            status,
+            logs: self.store_logs(&stdout_path, &stderr_path),
+            checkpoint: checkpoint.or(resume),
+        })
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces of one action, passed once"
+    )]
+    fn succeed(
+        &self,
+        action: &PlannedAction,
+        key: ActionKey,
+        inputs: &[ResolvedInput],
+        code: Option<ContentDigest>,
+        run_dir: &Path,
+        started_ms: u64,
+        duration_ms: u64,
+        logs: (Option<ContentDigest>, Option<ContentDigest>),
+        mut updates: Vec<StatUpdate>,
+    ) -> Finished {
+        let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
+            .map(|i| run_dir.join("out").join(i.to_string()))
+            .collect();
+        let records = match self.ingest(action, &output_dirs) {
+            Ok(records) => records,
+            Err(error) => {
+                let _ = fs::remove_dir_all(run_dir);
+                let error = format!(
+                    "job {} ({}) {error}",
+                    action.job,
+                    describe(&action.config.outputs)
+                );
+                return self.failed_with_logs(action, key, error, Some(0), logs, updates);
+            }
+        };
+        // Blob durability is the scheduler's job: one sync per group commit.
+        for (directory, record) in output_dirs.iter().zip(&records) {
+            let target = self.data_path(&record.partition);
+            if let Err(error) = self.place(directory, &target) {
+                let _ = fs::remove_dir_all(run_dir);
+                return self.failed_with_logs(action, key, error, Some(0), logs, updates);
+            }
+            record_stats(&target, &record.files, &mut updates);
+        }
+        let _ = fs::remove_dir_all(run_dir);
+        let versions = action
+            .config
+            .outputs
+            .iter()
+            .filter_map(|output| {
+                let version = self
+                    .graph
+                    .datasets
+                    .get(output.dataset())?
+                    .version
+                    .as_ref()?;
+                Some((output.dataset().to_owned(), version.to_string()))
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let manifest = Manifest {
+            key,
+            job: action.job.clone(),
+            outputs: records,
+            inputs: inputs
+                .iter()
+                .map(|input| InputRecord {
+                    partition: input.partition.clone(),
+                    digest: input.digest,
+                })
+                .collect(),
+            code_digest: code,
+            versions,
+            build: self.build,
+            started_ms,
+            finished_ms: now_ms(),
+            stdout: logs.0,
+            stderr: logs.1,
+        };
+        let digests = manifest
+            .outputs
+            .iter()
+            .map(|output| output.digest)
+            .collect();
+        let mut events = Vec::with_capacity(1 + manifest.outputs.len());
+        for output in &manifest.outputs {
+            events.push(EventKind::PartitionMaterialized {
+                partition: output.partition.clone(),
+                digest: output.digest,
+                key,
+            });
+        }
+        events.insert(0, EventKind::ActionSucceeded { manifest });
+        Finished {
+            key: Some(key),
+            events,
+            updates,
+            outcome: Outcome::Executed { duration_ms },
+            outputs: Some(digests),
+        }
+    }
+
+    /// Checks and stores the outputs a job wrote into its staging dirs.
+    fn ingest(
+        &self,
+        action: &PlannedAction,
+        output_dirs: &[PathBuf],
+    ) -> Result<Vec<OutputRecord>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut records = Vec::with_capacity(output_dirs.len());
+        for (directory, partition) in output_dirs.iter().zip(&action.config.outputs) {
+            let listed = list_files(directory)
+                .map_err(|error| format!("wrote a bad output for {partition}: {error}"))?;
+            let listed = match listed {
+                Some(listed) if !listed.is_empty() => listed,
+                Some(_) => {
+                    return Err(format!("exited 0 but did not write its output {partition}"));
+                }
+                None => {
+                    return Err(format!(
+                        "exited 0 but removed its output directory for {partition}"
+                    ));
+                }
+            };
+            let mut files = Vec::with_capacity(listed.len());
+            for file in listed {
+                let digest = self
+                    .blobs
+                    .put_file(&file.path)
+                    .map_err(|error| error.to_string())?;
+                files.push(FileEntry {
+                    path: file.relative,
+                    executable: file.metadata.permissions().mode() & 0o111 != 0,
+                    size: file.metadata.len(),
+                    digest,
+                });
+            }
+            records.push(OutputRecord {
+                partition: partition.clone(),
+                digest: partition_digest(&files),
+                files,
+            });
+        }
+        Ok(records)
+    }
+
+    fn store_logs(
+        &self,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> (Option<ContentDigest>, Option<ContentDigest>) {
+        let store = |path: &Path| match fs::metadata(path) {
+            Ok(metadata) if metadata.len() > 0 => self.blobs.put_file(path).ok(),
+            _ => None,
+        };
+        (store(stdout), store(stderr))
+    }
+}
