@@ -366,12 +366,12 @@ impl Context<'_> {
                     Err(error) => {
                         tracing::warn!("{error}; running the job instead");
                         let reason = format!("restoring from the store failed: {error}");
-                        self.execute(action, key, inputs, code, reason, emit, updates)
+                        self.execute(action, key, inputs, code, &reason, emit, updates)
                     }
                 }
             }
             Decision::Run { reason } => {
-                self.execute(action, key, inputs, code, reason, emit, updates)
+                self.execute(action, key, inputs, code, &reason, emit, updates)
             }
         }
     }

@@ -143,7 +143,7 @@ impl Context<'_> {
         key: ActionKey,
         inputs: &[ResolvedInput],
         code: Option<ContentDigest>,
-        reason: String,
+        reason: &str,
         emit: Emit<'_>,
         mut updates: Vec<StatUpdate>,
     ) -> Finished {
@@ -165,7 +165,7 @@ impl Context<'_> {
                 key,
                 job: action.job.clone(),
                 outputs: action.config.outputs.clone(),
-                reason: reason.clone(),
+                reason: reason.to_owned(),
                 attempt,
                 resumed_from: resume.map(|record| record.sequence),
             });
