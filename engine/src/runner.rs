@@ -137,6 +137,44 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// Blocks until process `pid` (our child) has exited, leaving it unreaped.
+#[expect(unsafe_code, reason = "waitid(2) with WNOWAIT has no std wrapper")]
+fn wait_without_reaping(pid: u32) {
+    let id: libc::id_t = pid;
+    loop {
+        // SAFETY: `info` is a plain C struct that waitid fills; zeroed is a
+        // valid value for it and it lives across the call.
+        let result = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                id,
+                &raw mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if result == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// SIGKILLs what is left of a job's process group once its leader exited.
+#[expect(
+    unsafe_code,
+    reason = "kill(2) has no Rust wrapper for a process group"
+)]
+fn kill_group(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers. The leader is exited but not
+    // reaped, so the group id is still ours and cannot name another group.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
 /// How often a running job's checkpoint file is looked at.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -202,6 +240,12 @@ pub fn run_process(
                 }
             });
         }
+        // Wait for the job's exit without reaping it, so its pid (the
+        // group id) cannot be reused, then kill whatever it left running in
+        // its group: nothing of a job may outlive it (and, say, write a
+        // checkpoint after it exited).
+        wait_without_reaping(pid);
+        kill_group(pid);
         let status = child.wait();
         drop(done);
         status
