@@ -504,8 +504,6 @@ fn dry_run_predicts_exactly_what_the_build_executes_and_changes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: ActionStarted events carry the time of the group commit, which can be \
-            later than the action's own finish time (manifest.finished_ms)"]
 fn action_started_event_time_is_not_after_the_action_finished() {
     let p = Project::podcast(3, 3);
     p.build(&[]).assert_code(0);

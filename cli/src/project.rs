@@ -9,7 +9,7 @@ use cairn_engine::graph::Graph;
 use cairn_engine::plan::{Plan, plan};
 use cairn_engine::ports::{BlobStore, Catalog, StoreError};
 use cairn_engine::record::{
-    CheckpointRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
+    CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
 };
 use cairn_engine::refs::PartitionRef;
 use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
@@ -46,12 +46,45 @@ impl Project {
         };
         let data_root = graph.root.join("data");
         let environment = JobEnvironment::from_process(&graph.env);
-        Ok(Project {
+        let mut project = Project {
             graph,
             store_dir,
             data_root,
             environment,
-        })
+        };
+        project.read_sources();
+        Ok(project)
+    }
+
+    /// Gives every `[sources.NAME]` the values of its latest record, read
+    /// from the store (read-only; sources are never run here). A source
+    /// without a record keeps none, and one whose record cannot be read is
+    /// marked so: expanding a dimension `from` it then fails saying what
+    /// to do, while commands that do not need it are unaffected.
+    fn read_sources(&mut self) {
+        if self.graph.sources.is_empty() {
+            return;
+        }
+        let store = match self.open_reader() {
+            Ok(Some(store)) => store,
+            Ok(None) => return,
+            Err(failure) => {
+                let names: Vec<String> = self.graph.sources.keys().cloned().collect();
+                for name in names {
+                    self.graph
+                        .set_source_unreadable(&name, failure.message.clone());
+                }
+                return;
+            }
+        };
+        let names: Vec<String> = self.graph.sources.keys().cloned().collect();
+        for name in names {
+            match crate::defs::read_record(&store, &name) {
+                Ok(Some((_, values))) => self.graph.set_source_values(&name, values),
+                Ok(None) => {}
+                Err(problem) => self.graph.set_source_unreadable(&name, problem),
+            }
+        }
     }
 
     /// The refs named by `requests` (refs or patterns), or every declared
@@ -166,10 +199,10 @@ impl Catalog for EmptyCatalog {
     fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
         Ok(None)
     }
-    fn append(
+    fn append_timed(
         &self,
         _build: u64,
-        _events: Vec<EventKind>,
+        _events: Vec<(u64, EventKind)>,
         _stats: Vec<(String, StatEntry)>,
     ) -> Result<u64, StoreError> {
         Err(StoreError::Catalog {
@@ -178,6 +211,9 @@ impl Catalog for EmptyCatalog {
         })
     }
     fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
+        Ok(None)
+    }
+    fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
         Ok(None)
     }
     fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {

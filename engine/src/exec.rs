@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::action::{Context, Finished, Outcome, ResolvedInput};
+use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms};
 use crate::digest::{ActionKey, ContentDigest, KeyHasher};
 use crate::graph::Graph;
 use crate::observe::{Observer, StatUpdate};
@@ -291,8 +291,9 @@ fn resolve_inputs(
 
 enum Message {
     /// An event of a running action (started, checkpointed, attempt failed).
-    Event(usize, Box<EventKind>),
-    Done(usize, Box<Finished>),
+    Event(usize, u64, Box<EventKind>),
+    /// An action finished, at this wall time (ms).
+    Done(usize, u64, Box<Finished>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -408,10 +409,13 @@ pub fn build(
     })?;
     scheduler.skip_unfinished();
     let counts = scheduler.progress.counts;
-    scheduler.pending_events.push(EventKind::BuildFinished {
-        counts,
-        interrupted: scheduler.interrupted,
-    });
+    scheduler.pending_events.push((
+        now_ms(),
+        EventKind::BuildFinished {
+            counts,
+            interrupted: scheduler.interrupted,
+        },
+    ));
     scheduler.commit()?;
     clear_staging(&context.staging_root);
     Ok(BuildReport {
@@ -433,7 +437,8 @@ struct Scheduler<'a> {
     /// Unfinished upstream edges per action.
     remaining: Vec<usize>,
     progress: Progress,
-    pending_events: Vec<EventKind>,
+    /// Events waiting for the next group commit, with when they happened.
+    pending_events: Vec<(u64, EventKind)>,
     pending_updates: Vec<StatUpdate>,
     pending_reports: Vec<(usize, Option<ActionKey>, Outcome)>,
     failures: Vec<String>,
@@ -490,7 +495,7 @@ impl<'a> Scheduler<'a> {
                     outcome: Outcome::Failed { error },
                     outputs: None,
                 };
-                self.handle(Message::Done(index, Box::new(finished)));
+                self.handle(Message::Done(index, now_ms(), Box::new(finished)));
                 return;
             }
         };
@@ -511,7 +516,7 @@ impl<'a> Scheduler<'a> {
                 skipped(action, reason.to_owned())
             } else {
                 let emit = |event| {
-                    let _ = sender.send(Message::Event(index, Box::new(event)));
+                    let _ = sender.send(Message::Event(index, now_ms(), Box::new(event)));
                 };
                 let finished = context.perform(action, &inputs, code, &emit);
                 // Stop queued actions at once: the scheduler hears of the
@@ -521,28 +526,29 @@ impl<'a> Scheduler<'a> {
                 }
                 finished
             };
-            let _ = sender.send(Message::Done(index, Box::new(finished)));
+            let _ = sender.send(Message::Done(index, now_ms(), Box::new(finished)));
         });
     }
 
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Event(index, event) => {
+            Message::Event(index, at, event) => {
                 if matches!(*event, EventKind::ActionStarted { .. }) && !self.started[index] {
                     self.started[index] = true;
                     self.progress.running += 1;
                     self.reporter
                         .started(&self.plan.actions[index], self.progress);
                 }
-                self.pending_events.push(*event);
+                self.pending_events.push((at, *event));
             }
-            Message::Done(index, finished) => {
+            Message::Done(index, at, finished) => {
                 let finished = *finished;
                 self.in_flight -= 1;
                 if self.started[index] {
                     self.progress.running -= 1;
                 }
-                self.pending_events.extend(finished.events);
+                self.pending_events
+                    .extend(finished.events.into_iter().map(|event| (at, event)));
                 self.pending_updates.extend(finished.updates);
                 self.finish(index, finished.key, finished.outcome, finished.outputs);
             }
@@ -597,7 +603,8 @@ impl<'a> Scheduler<'a> {
                     &self.plan.actions[dependent],
                     format!("input {because} was not built"),
                 );
-                self.pending_events.extend(skip.events);
+                self.pending_events
+                    .extend(skip.events.into_iter().map(|event| (now_ms(), event)));
                 self.finish(dependent, None, skip.outcome, None);
             }
         }
@@ -613,7 +620,8 @@ impl<'a> Scheduler<'a> {
         for index in 0..self.plan.actions.len() {
             if self.state[index] == State::Waiting {
                 let skip = skipped(&self.plan.actions[index], reason.to_owned());
-                self.pending_events.extend(skip.events);
+                self.pending_events
+                    .extend(skip.events.into_iter().map(|event| (now_ms(), event)));
                 self.state[index] = State::Done;
                 self.progress.done += 1;
                 self.progress.counts.skipped += 1;
@@ -632,7 +640,7 @@ impl<'a> Scheduler<'a> {
         let updates = std::mem::take(&mut self.pending_updates);
         self.context
             .catalog
-            .append(self.context.build, events, updates)?;
+            .append_timed(self.context.build, events, updates)?;
         for (index, key, outcome) in std::mem::take(&mut self.pending_reports) {
             self.reporter.finished(
                 &self.plan.actions[index],

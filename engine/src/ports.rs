@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::digest::{ActionKey, ContentDigest};
-use crate::record::{CheckpointRecord, Event, EventKind, Manifest, PartitionState, StatEntry};
+use crate::record::{
+    CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
+};
 use crate::refs::PartitionRef;
 
 /// Errors from the store. Messages are lowercase and name the path or object.
@@ -85,10 +87,25 @@ pub trait Catalog: Send + Sync {
         build: u64,
         events: Vec<EventKind>,
         stats: Vec<(String, StatEntry)>,
+    ) -> Result<u64, StoreError> {
+        let now = crate::action::now_ms();
+        let events = events.into_iter().map(|kind| (now, kind)).collect();
+        self.append_timed(build, events, stats)
+    }
+    /// Like [`Catalog::append`], with the wall time (ms since the epoch) at
+    /// which each event happened, which may be earlier than the commit.
+    fn append_timed(
+        &self,
+        build: u64,
+        events: Vec<(u64, EventKind)>,
+        stats: Vec<(String, StatEntry)>,
     ) -> Result<u64, StoreError>;
     /// The version of each versioned dataset as last recorded by
     /// `DatasetVersionChanged` (absent: never recorded, or unversioned now).
     fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError>;
+    /// The latest good record of definitions source `source` (the last
+    /// `DefsRefreshed` about it), if it was ever refreshed.
+    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError>;
     /// A stat-cache entry by absolute path.
     fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError>;
     /// Allocates the next build id (durably).

@@ -10,6 +10,8 @@
 //! - `partition_events`: `(ref text, seq) → ()`, the seqs of the events about
 //!   each partition (a projection: the index behind `cairn history`, `cairn
 //!   logs` and `cairn log --partition REF`).
+//! - `defs`: `source name → DefsRecord` of its last `DefsRefreshed` (a
+//!   projection: the record builds read a source's values from).
 //! - `stat_cache`: `absolute path → StatEntry`.
 //! - `meta`: `format` (store format version), `next_build` (the next build id).
 //!
@@ -39,7 +41,7 @@ use cairn_engine::PartitionRef;
 use cairn_engine::digest::ActionKey;
 use cairn_engine::ports::{Catalog, StoreError};
 use cairn_engine::record::{
-    CheckpointRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
+    CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
 };
 use redb::{
     Builder, ConcurrencyMode, Database, DatabaseError, Key, ReadOnlyDatabase, ReadOnlyTable,
@@ -52,6 +54,7 @@ use crate::encoding::{
     decode_stat_entry, encode_checkpoint, encode_event, encode_manifest, encode_partition_state,
     encode_stat_entry,
 };
+use crate::encoding::{decode_defs, encode_defs};
 use crate::projection::{MemoryProjections, Projections, apply, differences, partitions_of};
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
@@ -67,6 +70,12 @@ const CHECKPOINTS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new(
 /// `(ref text, seq) → ()`: the events about each partition (a projection).
 const PARTITION_EVENTS: TableDefinition<'_, (&str, u64), ()> =
     TableDefinition::new("partition_events");
+/// `source name → DefsRecord`: the latest record of each definitions source
+/// (a projection).
+const DEFS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("defs");
+
+/// The page cache of a read-only catalog.
+const READER_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 const META_FORMAT: &str = "format";
 const META_NEXT_BUILD: &str = "next_build";
@@ -165,6 +174,10 @@ impl RedbCatalog {
     pub(crate) fn open_reader(path: &Path) -> Result<ReaderOpen, StoreError> {
         let mut builder = Builder::new();
         builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        // Readers stream (`cairn log` over millions of events): a small page
+        // cache keeps their memory flat instead of growing with the catalog
+        // up to redb's default of 1 GiB.
+        builder.set_cache_size(READER_CACHE_BYTES);
         let database = match builder.open_read_only(path) {
             Ok(database) => database,
             Err(DatabaseError::RepairAborted) => return Ok(ReaderOpen::NeedsRecovery),
@@ -264,6 +277,9 @@ impl RedbCatalog {
                 .delete_table(CHECKPOINTS)
                 .map_err(|error| self.fail(error))?;
             transaction
+                .delete_table(DEFS)
+                .map_err(|error| self.fail(error))?;
+            transaction
                 .delete_table(PARTITION_EVENTS)
                 .map_err(|error| self.fail(error))?;
             let log = transaction
@@ -299,6 +315,22 @@ impl RedbCatalog {
         };
         transaction.commit().map_err(|error| self.fail(error))?;
         Ok(report)
+    }
+
+    /// The latest record of every definitions source, by name.
+    pub fn all_defs(&self) -> Result<std::collections::BTreeMap<String, DefsRecord>, StoreError> {
+        let transaction = self.begin_read()?;
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(defs) = self.read_table(&transaction, DEFS)? {
+            for entry in defs.iter().map_err(|error| self.fail(error))? {
+                let (source, bytes) = entry.map_err(|error| self.fail(error))?;
+                let source = source.value().to_owned();
+                let record = decode_defs(bytes.value())
+                    .map_err(|error| self.fail(format!("defs of source {source}: {error}")))?;
+                out.insert(source, record);
+            }
+        }
+        Ok(out)
     }
 
     /// The event with sequence number `seq`, if there is one.
@@ -633,6 +665,9 @@ impl RedbCatalog {
             checkpoints: transaction
                 .open_table(CHECKPOINTS)
                 .map_err(|error| self.fail(error))?,
+            defs: transaction
+                .open_table(DEFS)
+                .map_err(|error| self.fail(error))?,
             catalog: self,
         })
     }
@@ -699,6 +734,18 @@ impl RedbCatalog {
                 }
             }
         }
+        if let Some(defs) = self.read_table(transaction, DEFS)? {
+            for entry in defs.iter().map_err(|error| self.fail(error))? {
+                let (source, bytes) = entry.map_err(|error| self.fail(error))?;
+                let source = source.value().to_owned();
+                match decode_defs(bytes.value()) {
+                    Ok(record) => {
+                        live.defs.insert(source, record);
+                    }
+                    Err(error) => found.push(format!("defs of source {source}: {error}")),
+                }
+            }
+        }
         if let Some(index) = self.read_table(transaction, PARTITION_EVENTS)? {
             for entry in index.iter().map_err(|error| self.fail(error))? {
                 let (key, _) = entry.map_err(|error| self.fail(error))?;
@@ -735,6 +782,7 @@ struct TableProjections<'transaction, 'catalog> {
     datasets: Table<'transaction, &'static str, &'static str>,
     partition_events: Table<'transaction, (&'static str, u64), ()>,
     checkpoints: Table<'transaction, &'static [u8; 32], &'static [u8]>,
+    defs: Table<'transaction, &'static str, &'static [u8]>,
     catalog: &'catalog RedbCatalog,
 }
 
@@ -810,6 +858,27 @@ impl Projections for TableProjections<'_, '_> {
         }
         .map_err(|error| self.catalog.fail(error))
     }
+
+    fn defs(&mut self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        let Some(bytes) = self
+            .defs
+            .get(source)
+            .map_err(|error| self.catalog.fail(error))?
+        else {
+            return Ok(None);
+        };
+        decode_defs(bytes.value()).map(Some).map_err(|error| {
+            self.catalog
+                .fail(format!("defs of source {source}: {error}"))
+        })
+    }
+
+    fn set_defs(&mut self, source: &str, record: &DefsRecord) -> Result<(), StoreError> {
+        self.defs
+            .insert(source, encode_defs(record).as_slice())
+            .map_err(|error| self.catalog.fail(error))?;
+        Ok(())
+    }
 }
 
 impl Catalog for RedbCatalog {
@@ -855,10 +924,10 @@ impl Catalog for RedbCatalog {
             .map_err(|error| self.fail(format!("partition {partition}: {error}")))
     }
 
-    fn append(
+    fn append_timed(
         &self,
         build: u64,
-        events: Vec<EventKind>,
+        events: Vec<(u64, EventKind)>,
         stats: Vec<(String, StatEntry)>,
     ) -> Result<u64, StoreError> {
         let database = self.writer("appending events")?;
@@ -872,8 +941,7 @@ impl Catalog for RedbCatalog {
                 .last()
                 .map_err(|error| self.fail(error))?
                 .map_or(0, |(seq, _)| seq.value());
-            let time_ms = crate::now_ms();
-            for kind in events {
+            for (time_ms, kind) in events {
                 seq += 1;
                 let event = Event {
                     seq,
@@ -911,6 +979,19 @@ impl Catalog for RedbCatalog {
             }
         }
         Ok(out)
+    }
+
+    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(defs) = self.read_table(&transaction, DEFS)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = defs.get(source).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_defs(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("defs of source {source}: {error}")))
     }
 
     fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
