@@ -3,14 +3,12 @@
 //! data as a clean build in a fresh store, and never runs an action whose key
 //! was already built (unless one of its outputs was invalidated).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{Project, snapshot};
 use proptest::prelude::*;
-use serde_json::Value;
-
-const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 const KEYS: [&str; 3] = ["a", "b", "c"];
 
 /// A random layered graph: stage `i` reads the source and/or earlier stages.
@@ -71,7 +69,7 @@ fn dataset(index: usize) -> String {
 }
 
 /// Writes cairn.toml for `spec` with the given versions (major, minor).
-fn write_graph(dir: &Path, spec: &GraphSpec, versions: &[(u64, u64)]) {
+fn write_graph(project: &Project, spec: &GraphSpec, versions: &[(u64, u64)]) {
     let mut text = String::from(
         "[datasets.src]\nsource = \"src/{p}.txt\"\n\n[dimensions.p]\nvalues = [\"a\", \"b\", \"c\"]\n\n",
     );
@@ -92,7 +90,7 @@ fn write_graph(dir: &Path, spec: &GraphSpec, versions: &[(u64, u64)]) {
             inputs.join(", ")
         ));
     }
-    std::fs::write(dir.join("cairn.toml"), text).unwrap();
+    project.write("cairn.toml", text);
 }
 
 const JOB: &str = r#"#!/bin/sh
@@ -111,93 +109,41 @@ fi
 rm "$CAIRN_OUT/all"
 "#;
 
-fn cairn(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(CAIRN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("USER")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.insert(
-                    path.strip_prefix(root).unwrap().to_owned(),
-                    std::fs::read(&path).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-/// The project files (not data, not store) copied to a fresh directory.
-fn clean_build_data(project: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let fresh = tempfile::tempdir().unwrap();
+/// The data of a clean build of the project's files (not data, not store)
+/// in a fresh directory.
+fn clean_build_data(project: &Project) -> BTreeMap<String, Vec<u8>> {
+    let fresh = Project::empty();
     for name in ["cairn.toml", "job.sh"] {
-        std::fs::copy(project.join(name), fresh.path().join(name)).unwrap();
+        fresh.write(name, project.read(name));
     }
-    std::fs::create_dir(fresh.path().join("src")).unwrap();
     for key in KEYS {
         let file = format!("src/{key}.txt");
-        std::fs::copy(project.join(&file), fresh.path().join(&file)).unwrap();
+        fresh.write(&file, project.read(&file));
     }
-    let (code, _, stderr) = cairn(fresh.path(), &["build"]);
-    assert_eq!(code, 0, "clean build failed: {stderr}");
-    snapshot(&fresh.path().join("data"))
-}
-
-fn events(dir: &Path) -> Vec<Value> {
-    let (code, stdout, stderr) = cairn(dir, &["log", "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    fresh.cairn(&["build"]).assert_code(0);
+    snapshot(&fresh.file("data"))
 }
 
 fn check(spec: &GraphSpec, edits: &[Edit]) {
-    let project = tempfile::tempdir().unwrap();
-    let dir = project.path();
-    std::fs::write(dir.join("job.sh"), JOB).unwrap();
-    std::fs::create_dir(dir.join("src")).unwrap();
+    let project = Project::empty();
+    project.write("job.sh", JOB);
     for key in KEYS {
-        std::fs::write(dir.join(format!("src/{key}.txt")), format!("{key}\n")).unwrap();
+        project.write(&format!("src/{key}.txt"), format!("{key}\n"));
     }
     let mut versions = vec![(1u64, 0u64); spec.stages.len()];
-    write_graph(dir, spec, &versions);
-    let (code, _, stderr) = cairn(dir, &["build"]);
-    assert_eq!(code, 0, "{stderr}");
+    write_graph(&project, spec, &versions);
+    project.cairn(&["build"]).assert_code(0);
 
     for edit in edits {
         let mut invalidated: BTreeSet<String> = BTreeSet::new();
         match edit {
-            Edit::Content { key, line } => {
-                let path = dir.join(format!("src/{}.txt", KEYS[*key]));
-                let mut text = std::fs::read_to_string(&path).unwrap();
-                text.push_str(&format!("line {line}\n"));
-                std::fs::write(&path, text).unwrap();
-            }
+            Edit::Content { key, line } => project.append(
+                &format!("src/{}.txt", KEYS[*key]),
+                &format!("line {line}\n"),
+            ),
             Edit::Touch { key } => {
-                let path = dir.join(format!("src/{}.txt", KEYS[*key]));
-                let bytes = std::fs::read(&path).unwrap();
-                std::fs::write(&path, bytes).unwrap();
+                let file = format!("src/{}.txt", KEYS[*key]);
+                project.write(&file, project.read(&file));
             }
             Edit::Version { stage, major } => {
                 let version = &mut versions[stage - 1];
@@ -206,48 +152,41 @@ fn check(spec: &GraphSpec, edits: &[Edit]) {
                 } else {
                     (version.0, version.1 + 1)
                 };
-                write_graph(dir, spec, &versions);
+                write_graph(&project, spec, &versions);
             }
             Edit::Invalidate { stage, key } => {
                 let partition = format!("d{stage}/p={}", KEYS[*key]);
-                let (code, _, stderr) = cairn(
-                    dir,
-                    &["invalidate", &partition, "--reason", "property test"],
-                );
-                assert_eq!(code, 0, "{stderr}");
+                project
+                    .cairn(&["invalidate", &partition, "--reason", "property test"])
+                    .assert_code(0);
                 invalidated.insert(partition);
             }
         }
-        let before = events(dir);
-        let built_keys: BTreeSet<String> = before
+        let built_keys: BTreeSet<String> = project
+            .log(&[])
             .iter()
             .filter(|event| event["kind"] == "ActionSucceeded")
             .map(|event| event["manifest"]["key"].as_str().unwrap().to_owned())
             .collect();
-        let (code, stdout, stderr) = cairn(dir, &["build", "--json"]);
-        assert_eq!(code, 0, "incremental build failed after {edit:?}: {stderr}");
-        let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        let build = summary["build"].as_u64().unwrap();
-        for event in events(dir)
+        let build = project.build(&[]);
+        build.assert_code(0);
+        for event in project
+            .build_events(build.id())
             .iter()
-            .filter(|e| e["build"] == build && e["kind"] == "ActionStarted")
+            .filter(|e| e["kind"] == "ActionStarted")
         {
             let key = event["key"].as_str().unwrap();
-            let outputs: Vec<&str> = event["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o.as_str().unwrap())
-                .collect();
-            let forced = outputs.iter().any(|output| invalidated.contains(*output));
+            let outputs = common::string_array(&event["outputs"]);
+            let forced = outputs.iter().any(|output| invalidated.contains(output));
             assert!(
                 forced || !built_keys.contains(key),
-                "after {edit:?}, build {build} re-ran {outputs:?} whose key {key} was already built"
+                "after {edit:?}, build {} re-ran {outputs:?} whose key {key} was already built",
+                build.id()
             );
         }
         assert_eq!(
-            snapshot(&dir.join("data")),
-            clean_build_data(dir),
+            snapshot(&project.file("data")),
+            clean_build_data(&project),
             "after {edit:?}, the incremental data differs from a clean build"
         );
     }
