@@ -5,8 +5,10 @@ use std::sync::atomic::AtomicBool;
 
 use cairn_engine::action::Context;
 use cairn_engine::evaluate::{Verdict, evaluate};
-use cairn_engine::exec::{BuildOptions, build};
+use cairn_engine::exec::{BuildOptions, BuildReport, build};
+use cairn_engine::plan::Plan;
 use cairn_engine::runner::Children;
+use cairn_store::Store;
 use serde_json::json;
 
 use crate::project::Project;
@@ -20,7 +22,106 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     if args.dry_run {
         return dry_run(&project, &plan, args.json);
     }
-    let store = project.open_writer(!args.no_wait)?;
+    let executed = execute(
+        &project,
+        &plan,
+        &Execution {
+            jobs: args.jobs,
+            keep_going: args.keep_going,
+            json: args.json,
+            no_wait: args.no_wait,
+            retries: args.retries,
+            requested: args.refs.clone(),
+            command: "build",
+            reason: None,
+        },
+    )?;
+    if args.json {
+        json_line(&executed.summary_json());
+    }
+    note(&executed.summary_text());
+    Ok(executed.exit_code())
+}
+
+/// How to run a planned build: what `cairn build` and `cairn backfill`
+/// share.
+pub struct Execution<'a> {
+    /// Jobs at once (default: the number of cores).
+    pub jobs: Option<usize>,
+    pub keep_going: bool,
+    /// JSON lines for each action on stdout.
+    pub json: bool,
+    pub no_wait: bool,
+    pub retries: Option<u32>,
+    /// Recorded in `BuildRequested`, with `command` and `reason`.
+    pub requested: Vec<String>,
+    pub command: &'a str,
+    pub reason: Option<String>,
+}
+
+/// A finished (or interrupted) build, with the store it wrote.
+pub struct Executed {
+    pub report: BuildReport,
+    /// Actions in the plan.
+    pub total: usize,
+    pub store: Store,
+}
+
+impl Executed {
+    /// The summary object that ends `--json` output.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let counts = self.report.counts;
+        json!({
+            "type": "summary",
+            "build": self.report.build,
+            "total": self.total,
+            "executed": counts.executed,
+            "cached": counts.cached,
+            "failed": counts.failed,
+            "skipped": counts.skipped,
+            "interrupted": self.report.interrupted,
+        })
+    }
+
+    /// `build 3: 77 actions: 2 executed, 75 cached, 0 failed, 0 skipped`.
+    pub fn summary_text(&self) -> String {
+        let counts = self.report.counts;
+        format!(
+            "build {}: {} actions: {} executed, {} cached, {} failed, {} skipped{}",
+            self.report.build,
+            self.total,
+            counts.executed,
+            counts.cached,
+            counts.failed,
+            counts.skipped,
+            if self.report.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// 130 if interrupted, 1 if an action failed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.report.interrupted {
+            130
+        } else if self.report.counts.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Runs `plan` through the engine: takes the writer lock, stops on
+/// SIGINT/SIGTERM, reports progress (and JSON lines) as actions finish.
+pub fn execute(
+    project: &Project,
+    plan: &Plan,
+    execution: &Execution<'_>,
+) -> Result<Executed, Failure> {
+    let store = project.open_writer(!execution.no_wait)?;
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&interrupt)).map_err(|error| {
@@ -38,56 +139,31 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         environment: &project.environment,
         children: &children,
         build: build_id,
-        retries: args.retries,
+        retries: execution.retries,
     };
-    let jobs = args.jobs.unwrap_or_else(|| {
+    let jobs = execution.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(1)
     });
     let options = BuildOptions {
         jobs,
-        keep_going: args.keep_going,
+        keep_going: execution.keep_going,
         interrupt: &interrupt,
-        requested: args.refs.clone(),
-        command: "build".into(),
-        reason: None,
+        requested: execution.requested.clone(),
+        command: execution.command.to_owned(),
+        reason: execution.reason.clone(),
     };
-    let reporter = BuildReporter::new(args.json);
-    let report = build(&context, &plan, &options, &reporter)
+    let reporter = BuildReporter::new(execution.json);
+    let report = build(&context, plan, &options, &reporter)
         .map_err(|error| Failure::store(error.to_string()))?;
     reporter.finish();
-    let counts = report.counts;
-    if args.json {
-        json_line(&json!({
-            "type": "summary",
-            "build": report.build,
-            "total": plan.actions.len(),
-            "executed": counts.executed,
-            "cached": counts.cached,
-            "failed": counts.failed,
-            "skipped": counts.skipped,
-            "interrupted": report.interrupted,
-        }));
-    }
-    note(&format!(
-        "build {}: {} actions: {} executed, {} cached, {} failed, {} skipped{}",
-        report.build,
-        plan.actions.len(),
-        counts.executed,
-        counts.cached,
-        counts.failed,
-        counts.skipped,
-        if report.interrupted {
-            " (interrupted)"
-        } else {
-            ""
-        }
-    ));
-    if report.interrupted {
-        return Ok(130);
-    }
-    Ok(if counts.failed > 0 { 1 } else { 0 })
+    drop(context);
+    Ok(Executed {
+        report,
+        total: plan.actions.len(),
+        store,
+    })
 }
 
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {

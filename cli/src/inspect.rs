@@ -305,7 +305,7 @@ pub struct LogFilter {
 }
 
 /// Every event kind, as `cairn log --kind` accepts and prints them.
-pub const EVENT_KINDS: [&str; 12] = [
+pub const EVENT_KINDS: [&str; 13] = [
     "BuildRequested",
     "Planned",
     "DatasetVersionChanged",
@@ -318,7 +318,31 @@ pub const EVENT_KINDS: [&str; 12] = [
     "PartitionMaterialized",
     "PartitionInvalidated",
     "BuildFinished",
+    "DefsRefreshed",
 ];
+
+/// The entry of [`EVENT_KINDS`] for `kind`. The match lists every kind, so
+/// adding one does not compile until it is added to the list (and so can be
+/// selected with `--kind`).
+fn listed_kind(kind: &EventKind) -> &'static str {
+    let index = match kind {
+        EventKind::BuildRequested { .. } => 0,
+        EventKind::Planned { .. } => 1,
+        EventKind::DatasetVersionChanged { .. } => 2,
+        EventKind::ActionStarted { .. } => 3,
+        EventKind::ActionCheckpointed { .. } => 4,
+        EventKind::ActionSucceeded { .. } => 5,
+        EventKind::ActionFailed { .. } => 6,
+        EventKind::ActionCached { .. } => 7,
+        EventKind::ActionSkipped { .. } => 8,
+        EventKind::PartitionMaterialized { .. } => 9,
+        EventKind::PartitionInvalidated { .. } => 10,
+        EventKind::BuildFinished { .. } => 11,
+        EventKind::DefsRefreshed { .. } => 12,
+    };
+    debug_assert_eq!(EVENT_KINDS[index], kind.name());
+    EVENT_KINDS[index]
+}
 
 /// One end of a `--since`/`--until` range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,14 +462,20 @@ fn event_text(event: &Event) -> String {
     let (partitions, job) = subjects(&event.kind);
     let detail = match &event.kind {
         EventKind::BuildRequested {
-            requested, command, ..
+            requested,
+            command,
+            reason,
         } => format!(
-            "{command} {}",
+            "{command} {}{}",
             if requested.is_empty() {
                 "(everything)".to_owned()
             } else {
                 requested.join(" ")
-            }
+            },
+            reason
+                .as_ref()
+                .map(|reason| format!("  reason: {reason}"))
+                .unwrap_or_default()
         ),
         EventKind::Planned { actions, sources } => format!("{actions} actions, {sources} sources"),
         EventKind::ActionStarted {
@@ -505,6 +535,14 @@ fn event_text(event: &Event) -> String {
             "{} ms",
             manifest.finished_ms.saturating_sub(manifest.started_ms)
         ),
+        EventKind::DefsRefreshed {
+            source,
+            digest,
+            values,
+        } => format!(
+            "source {source}: {values} values, record {}",
+            digest.short()
+        ),
     };
     let about: Vec<&str> = partitions.iter().map(|p| p.as_str()).collect();
     format!(
@@ -559,7 +597,7 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         if filter.build.is_some_and(|build| build != event.build) {
             return true;
         }
-        if !kinds.is_empty() && !kinds.contains(&event.kind.name()) {
+        if !kinds.is_empty() && !kinds.contains(&listed_kind(&event.kind)) {
             return true;
         }
         let (partitions, job) = subjects(&event.kind);

@@ -7,7 +7,9 @@
 //! error, 3 store locked or corrupt, 130 interrupted.
 
 mod audit;
+mod backfill;
 mod build;
+mod defs;
 mod explain;
 mod inspect;
 mod project;
@@ -157,6 +159,14 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Build every partition a backfill config names (validated first).
+    Backfill(BackfillArgs),
+    /// Definitions from external sources: refresh the records, show them,
+    /// diff them.
+    Defs {
+        #[command(subcommand)]
+        command: DefsCommand,
+    },
     /// Check, collect or count the store.
     Store {
         #[command(subcommand)]
@@ -201,6 +211,74 @@ enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum DefsCommand {
+    /// Run the source commands (all, or NAME), validate their output and
+    /// record it; a failing source leaves its previous record in force.
+    Refresh {
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// One JSON object per source on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Fail at once if another cairn holds the store, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The values of the latest record (of NAME, or a line per source).
+    Show {
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Values added and removed between the previous record (or the record
+    /// at SEQ) and the latest one.
+    Diff {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Compare with the record of this event (see `cairn log --kind
+        /// DefsRefreshed`).
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BackfillArgs {
+    /// The backfill config (TOML: target, reason, dimensions).
+    #[arg(value_name = "CONFIG")]
+    config: PathBuf,
+    /// List the partitions and what would run, without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Jobs to run at once (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// JSON lines on stdout; the last line is the summary.
+    #[arg(long)]
+    json: bool,
+    /// Keep building independent partitions after a failure (the default
+    /// for backfills; see --fail-fast).
+    #[arg(long, conflicts_with = "fail_fast")]
+    keep_going: bool,
+    /// Stop starting new actions after the first failure.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Rerun only the partitions whose last attempt failed (and those
+    /// downstream of them).
+    #[arg(long)]
+    retry_failed: bool,
+    /// Fail at once if another cairn holds the store, instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+    /// Extra attempts for a failing job (overrides each job's `retries`).
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -275,6 +353,16 @@ pub fn main() -> ExitCode {
         Command::History { partition, json } => audit::history(&cli, partition, *json),
         Command::Logs { partition, build } => audit::logs(&cli, partition, *build),
         Command::Replay { check, no_wait } => audit::replay(&cli, *check, *no_wait),
+        Command::Backfill(args) => backfill::run(&cli, args),
+        Command::Defs { command } => match command {
+            DefsCommand::Refresh {
+                name,
+                json,
+                no_wait,
+            } => defs::refresh(&cli, name.as_deref(), *no_wait, *json),
+            DefsCommand::Show { name, json } => defs::show(&cli, name.as_deref(), *json),
+            DefsCommand::Diff { name, from, json } => defs::diff_command(&cli, name, *from, *json),
+        },
         Command::Store { command } => match command {
             StoreCommand::Verify {
                 repair,

@@ -86,12 +86,19 @@ pub enum Dimension {
         end: Date,
         step_days: u32,
     },
+    /// `from = "SOURCE"`: the values of the source's latest defs record,
+    /// which live in [`Graph::sources`] once the caller has read them from
+    /// the store ([`Graph::set_source_values`]).
+    Source(String),
 }
 
 impl Dimension {
+    /// The values of a list or a date range. A [`Dimension::Source`] has
+    /// none of its own here: use [`Graph::domain`].
     pub fn values(&self) -> Vec<String> {
         match self {
             Dimension::Values(values) => values.clone(),
+            Dimension::Source(_) => Vec::new(),
             Dimension::Dates {
                 start,
                 end,
@@ -107,6 +114,23 @@ impl Dimension {
             }
         }
     }
+}
+
+/// A `[sources.NAME]` entry: a command that prints the values of a
+/// dimension (design.md §9). Builds never run it; `cairn defs refresh` does,
+/// and records what it printed.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    /// Run in the graph file's directory with the jobs' clean environment.
+    pub command: Vec<String>,
+    /// How long `cairn defs refresh` lets it run.
+    pub timeout: std::time::Duration,
+    /// The values of its latest record, set by the caller from the store
+    /// (`None`: not read, or never refreshed).
+    pub values: Option<Vec<String>>,
+    /// Why the latest record could not be read, if it exists but could not.
+    pub unreadable: Option<String>,
 }
 
 /// Which variables of cairn's environment reach jobs.
@@ -140,6 +164,8 @@ pub struct Graph {
     pub jobs: BTreeMap<String, Job>,
     pub dimensions: BTreeMap<String, Dimension>,
     pub env: EnvPolicy,
+    /// `[sources.NAME]`: definitions fetched from external sources.
+    pub sources: BTreeMap<String, Source>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +179,15 @@ struct RawGraph {
     dimensions: BTreeMap<String, Spanned<RawDimension>>,
     #[serde(default)]
     env: Option<RawEnv>,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<RawSource>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +223,7 @@ struct RawDimension {
     start: Option<Spanned<String>>,
     end: Option<Spanned<String>>,
     step_days: Option<Spanned<u32>>,
+    from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -304,10 +340,30 @@ impl Graph {
             );
         }
 
+        let mut sources = BTreeMap::new();
+        for (name, raw_source) in &raw.sources {
+            let source = parse_source_entry(&context, name, raw_source)?;
+            sources.insert(name.clone(), source);
+        }
+
         let mut dimensions = BTreeMap::new();
         for (name, raw_dimension) in &raw.dimensions {
             let field = format!("dimensions.{name}");
             let dimension = parse_dimension(&context, &field, raw_dimension)?;
+            if let Dimension::Source(source) = &dimension
+                && !sources.contains_key(source)
+            {
+                let span = raw_dimension
+                    .get_ref()
+                    .from
+                    .as_ref()
+                    .map_or_else(|| raw_dimension.span(), Spanned::span);
+                return Err(context.error(
+                    span,
+                    format!("{field}.from"),
+                    format!("no [sources.{source}] is declared"),
+                ));
+            }
             dimensions.insert(name.clone(), dimension);
         }
 
@@ -333,6 +389,7 @@ impl Graph {
             jobs,
             dimensions,
             env,
+            sources,
         };
         graph.check_overlaps(&context, &raw)?;
         graph.check_datasets_produced(&context, &raw)?;
@@ -445,13 +502,10 @@ impl Graph {
         let names = pattern.placeholders();
         let mut domains = Vec::with_capacity(names.len());
         for name in &names {
-            let Some(dimension) = self.dimensions.get(*name) else {
-                return Err(format!(
-                    "cannot expand {pattern}: placeholder {{{name}}} has no [dimensions.{name}] in {}",
-                    self.file.display()
-                ));
-            };
-            domains.push(dimension.values());
+            let domain = self
+                .domain(name)
+                .map_err(|error| format!("cannot expand {pattern}: {error}"))?;
+            domains.push(domain);
         }
         let mut out = Vec::new();
         let mut indices = vec![0usize; names.len()];
@@ -483,6 +537,61 @@ impl Graph {
                 }
                 indices[position] = 0;
             }
+        }
+    }
+
+    /// The values of dimension `name`: its list, its dates, or the values of
+    /// its source's record. Fails naming a missing dimension, or a source
+    /// that was never refreshed (with the command that refreshes it).
+    pub fn domain(&self, name: &str) -> Result<Vec<String>, String> {
+        match self.dimensions.get(name) {
+            None => Err(format!(
+                "placeholder {{{name}}} has no [dimensions.{name}] in {}",
+                self.file.display()
+            )),
+            Some(Dimension::Source(source)) => self.source_values(source).map(<[String]>::to_vec),
+            Some(dimension) => Ok(dimension.values()),
+        }
+    }
+
+    /// The values of the latest record of source `name`; an error names what
+    /// to do when there is none.
+    pub fn source_values(&self, name: &str) -> Result<&[String], String> {
+        match self.sources.get(name) {
+            None => Err(format!(
+                "no [sources.{name}] is declared in {}",
+                self.file.display()
+            )),
+            Some(Source {
+                values: Some(values),
+                ..
+            }) => Ok(values),
+            Some(Source {
+                unreadable: Some(problem),
+                ..
+            }) => Err(format!(
+                "the record of source {name:?} cannot be read ({problem}): run `cairn defs refresh {name}`"
+            )),
+            Some(_) => Err(format!(
+                "source {name:?} has no record yet: run `cairn defs refresh {name}`"
+            )),
+        }
+    }
+
+    /// Sets the values of source `name` (read from its latest record).
+    pub fn set_source_values(&mut self, name: &str, values: Vec<String>) {
+        if let Some(source) = self.sources.get_mut(name) {
+            source.values = Some(values);
+            source.unreadable = None;
+        }
+    }
+
+    /// Notes that the latest record of source `name` exists but cannot be
+    /// read (expanding its dimension then fails saying so).
+    pub fn set_source_unreadable(&mut self, name: &str, problem: String) {
+        if let Some(source) = self.sources.get_mut(name) {
+            source.values = None;
+            source.unreadable = Some(problem);
         }
     }
 
@@ -585,6 +694,53 @@ fn parse_source(name: &str, template: &str) -> Result<SourceTemplate, String> {
     })
 }
 
+fn parse_source_entry(
+    context: &Context<'_>,
+    name: &str,
+    raw: &Spanned<RawSource>,
+) -> Result<Source, GraphError> {
+    let field = format!("sources.{name}");
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(context.error(
+            raw.span(),
+            field,
+            "source names use letters, digits, '_' and '-'".into(),
+        ));
+    }
+    let command = match &raw.get_ref().command {
+        None => {
+            return Err(context.error(
+                raw.span(),
+                format!("{field}.command"),
+                "missing: the command that prints the values as JSON".into(),
+            ));
+        }
+        Some(command) if command.get_ref().is_empty() => {
+            return Err(context.error(
+                command.span(),
+                format!("{field}.command"),
+                "the command is empty".into(),
+            ));
+        }
+        Some(command) => command.get_ref().clone(),
+    };
+    let timeout = match &raw.get_ref().timeout {
+        Some(text) => parse_duration(text.get_ref())
+            .map_err(|message| context.error(text.span(), format!("{field}.timeout"), message))?,
+        None => std::time::Duration::from_secs(60),
+    };
+    Ok(Source {
+        name: name.to_owned(),
+        command,
+        timeout,
+        values: None,
+        unreadable: None,
+    })
+}
+
 fn parse_dimension(
     context: &Context<'_>,
     field: &str,
@@ -592,6 +748,20 @@ fn parse_dimension(
 ) -> Result<Dimension, GraphError> {
     let span = raw.span();
     let raw = raw.get_ref();
+    if let Some(from) = &raw.from {
+        if raw.values.is_some()
+            || raw.start.is_some()
+            || raw.end.is_some()
+            || raw.step_days.is_some()
+        {
+            return Err(context.error(
+                from.span(),
+                format!("{field}.from"),
+                "a dimension with `from` takes its values from the source's record: remove `values`, `start`, `end` and `step_days`".into(),
+            ));
+        }
+        return Ok(Dimension::Source(from.get_ref().clone()));
+    }
     match (&raw.values, &raw.start, &raw.end) {
         (Some(values), None, None) => {
             if raw.step_days.is_some() {
@@ -655,7 +825,7 @@ fn parse_dimension(
         _ => Err(context.error(
             span,
             field.to_owned(),
-            "a dimension has either `values = [...]` or both `start` and `end` (dates)".into(),
+            "a dimension has either `values = [...]`, both `start` and `end` (dates), or `from = \"SOURCE\"`".into(),
         )),
     }
 }
@@ -967,6 +1137,41 @@ run = ["sh", "daily.sh", "run"]
     fn undeclared_datasets_are_refused() {
         let message = error(&EXAMPLE.replace("[datasets.raw]\nversion = \"1.0.0\"\n", ""));
         assert!(message.contains("dataset \"raw\""), "{message}");
+    }
+
+    #[test]
+    fn source_dimensions_need_a_declared_source_and_a_record() {
+        let text = EXAMPLE.replace(
+            "values = [\"A\", \"B\"]",
+            "from = \"stations\"\n[sources.stations]\ncommand = [\"sh\", \"api.sh\"]",
+        );
+        let mut graph = parse(&text).unwrap();
+        assert_eq!(graph.sources["stations"].command, ["sh", "api.sh"]);
+        assert_eq!(
+            graph.all_partitions().unwrap_err(),
+            "jobs.raw.outputs: cannot expand raw/date={date}/station={station}: source \"stations\" has no record yet: run `cairn defs refresh stations`"
+        );
+        graph.set_source_values("stations", vec!["X".into()]);
+        assert_eq!(graph.all_partitions().unwrap().len(), 3 + 3);
+
+        let message = error(&EXAMPLE.replace("values = [\"A\", \"B\"]", "from = \"nope\""));
+        assert!(
+            message.contains("dimensions.station.from: no [sources.nope] is declared"),
+            "{message}"
+        );
+        let message = error(&text.replace(
+            "from = \"stations\"",
+            "from = \"stations\"\nvalues = [\"A\"]",
+        ));
+        assert!(
+            message.contains("dimensions.station.from: a dimension with `from`"),
+            "{message}"
+        );
+        let message = error(&text.replace("command = [\"sh\", \"api.sh\"]", "command = []"));
+        assert!(
+            message.contains("sources.stations.command: the command is empty"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! executor that runs a plan through the ports in [`ports`].
 
 pub mod action;
+pub mod backfill;
 pub mod config;
 pub mod date;
+pub mod defs;
 pub mod digest;
 pub mod evaluate;
 pub mod exec;

@@ -169,6 +169,15 @@ pub enum EventKind {
         counts: BuildCounts,
         interrupted: bool,
     },
+    /// `cairn defs refresh` stored a new record of a definitions source
+    /// (design.md §9): `digest` is the blob of the bytes the source printed,
+    /// `values` how many values they hold. Only good records are appended:
+    /// a failed or malformed refresh records nothing.
+    DefsRefreshed {
+        source: String,
+        digest: ContentDigest,
+        values: u64,
+    },
 }
 
 impl EventKind {
@@ -187,6 +196,7 @@ impl EventKind {
             EventKind::PartitionMaterialized { .. } => "PartitionMaterialized",
             EventKind::PartitionInvalidated { .. } => "PartitionInvalidated",
             EventKind::BuildFinished { .. } => "BuildFinished",
+            EventKind::DefsRefreshed { .. } => "DefsRefreshed",
         }
     }
 }
@@ -235,6 +245,21 @@ pub struct CheckpointRecord {
     pub sequence: u64,
     pub digest: ContentDigest,
     pub build: u64,
+}
+
+/// The latest good record of a definitions source, projected from its last
+/// `DefsRefreshed` event (the `defs` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefsRecord {
+    /// The seq of the `DefsRefreshed` event.
+    pub seq: u64,
+    pub build: u64,
+    pub time_ms: u64,
+    /// The blob holding the source's output.
+    pub digest: ContentDigest,
+    pub values: u64,
+    /// The seq of the source's record before this one, if any.
+    pub previous: Option<u64>,
 }
 
 /// A remembered observation of a file: if its metadata still matches, its

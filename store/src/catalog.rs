@@ -389,25 +389,6 @@ impl RedbCatalog {
         Ok(())
     }
 
-    /// Events with `seq <= to`, newest first, until `visit` says stop.
-    pub fn scan_events_back(
-        &self,
-        to: u64,
-        visit: &mut dyn FnMut(Event) -> bool,
-    ) -> Result<(), StoreError> {
-        let transaction = self.begin_read()?;
-        let Some(events) = self.read_table(&transaction, EVENTS)? else {
-            return Ok(());
-        };
-        for entry in events.range(..=to).map_err(|error| self.fail(error))?.rev() {
-            let (seq, bytes) = entry.map_err(|error| self.fail(error))?;
-            if !visit(self.decode_at(seq.value(), bytes.value())?) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Every manifest of the `actions` table, in key order, until `visit`
     /// says stop.
     pub fn manifests(&self, visit: &mut dyn FnMut(Manifest) -> bool) -> Result<(), StoreError> {

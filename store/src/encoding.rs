@@ -15,20 +15,25 @@
 //!   that follow). Format-1 events are read through [`v1`]; the other
 //!   records (manifests, partition states, stat entries) did not change and
 //!   decode under either byte.
+//! - 3: `DefsRefreshed` was appended to the events (the variants before it
+//!   keep their numbers, so format-2 events decode unchanged) and the
+//!   `defs` table holds [`DefsRecord`]s.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
 //!   cannot pass for a valid one.
 
-use cairn_engine::record::{CheckpointRecord, Event, Manifest, PartitionState, StatEntry};
+use cairn_engine::record::{
+    CheckpointRecord, DefsRecord, Event, Manifest, PartitionState, StatEntry,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 2;
+const FORMAT_BYTE: u8 = 3;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -89,6 +94,14 @@ pub fn encode_checkpoint(record: &CheckpointRecord) -> Vec<u8> {
 }
 
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointRecord, DecodeError> {
+    decode(bytes)
+}
+
+pub fn encode_defs(record: &DefsRecord) -> Vec<u8> {
+    encode(record)
+}
+
+pub fn decode_defs(bytes: &[u8]) -> Result<DefsRecord, DecodeError> {
     decode(bytes)
 }
 

@@ -13,7 +13,8 @@ use std::fmt::{Debug, Display, Write as _};
 
 use cairn_engine::ports::StoreError;
 use cairn_engine::record::{
-    CheckpointRecord, Event, EventKind, Invalidation, Manifest, Materialization, PartitionState,
+    CheckpointRecord, DefsRecord, Event, EventKind, Invalidation, Manifest, Materialization,
+    PartitionState,
 };
 use cairn_engine::{ActionKey, PartitionRef};
 
@@ -48,6 +49,9 @@ pub(crate) trait Projections {
         key: &ActionKey,
         checkpoint: Option<&CheckpointRecord>,
     ) -> Result<(), StoreError>;
+    /// The latest record of a definitions source (the `defs` table).
+    fn defs(&mut self, source: &str) -> Result<Option<DefsRecord>, StoreError>;
+    fn set_defs(&mut self, source: &str, record: &DefsRecord) -> Result<(), StoreError>;
 }
 
 /// The partitions an event is about: the outputs of an action event, the
@@ -68,7 +72,8 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
         | EventKind::Planned { .. }
         | EventKind::DatasetVersionChanged { .. }
         | EventKind::ActionCheckpointed { .. }
-        | EventKind::BuildFinished { .. } => Vec::new(),
+        | EventKind::BuildFinished { .. }
+        | EventKind::DefsRefreshed { .. } => Vec::new(),
     };
     partitions.sort_unstable();
     partitions.dedup();
@@ -141,6 +146,24 @@ pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<
             }
             Ok(())
         }
+        EventKind::DefsRefreshed {
+            source,
+            digest,
+            values,
+        } => {
+            let previous = projections.defs(source)?.map(|record| record.seq);
+            projections.set_defs(
+                source,
+                &DefsRecord {
+                    seq: event.seq,
+                    build: event.build,
+                    time_ms: event.time_ms,
+                    digest: *digest,
+                    values: *values,
+                    previous,
+                },
+            )
+        }
         // Listed one by one so that a new kind forces a decision here.
         EventKind::BuildRequested { .. }
         | EventKind::Planned { .. }
@@ -175,6 +198,7 @@ pub(crate) struct MemoryProjections {
     pub datasets: BTreeMap<String, String>,
     pub partition_events: BTreeSet<(PartitionRef, u64)>,
     pub checkpoints: BTreeMap<ActionKey, CheckpointRecord>,
+    pub defs: BTreeMap<String, DefsRecord>,
 }
 
 impl Projections for MemoryProjections {
@@ -231,6 +255,15 @@ impl Projections for MemoryProjections {
         };
         Ok(())
     }
+
+    fn defs(&mut self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        Ok(self.defs.get(source).copied())
+    }
+
+    fn set_defs(&mut self, source: &str, record: &DefsRecord) -> Result<(), StoreError> {
+        self.defs.insert(source.to_owned(), *record);
+        Ok(())
+    }
 }
 
 /// Human-readable differences between the projections rebuilt from the log
@@ -251,6 +284,7 @@ pub(crate) fn differences(replayed: &MemoryProjections, live: &MemoryProjections
         &live.checkpoints,
         &mut out,
     );
+    compare("defs of source", &replayed.defs, &live.defs, &mut out);
     compare_index(&replayed.partition_events, &live.partition_events, &mut out);
     out
 }
@@ -399,6 +433,34 @@ mod tests {
         assert_eq!(state.current.as_ref().unwrap().build, 4);
         assert_eq!(state.invalidated, None);
         assert_eq!(state.failed, None);
+    }
+
+    #[test]
+    fn defs_records_link_to_the_previous_record_of_their_source() {
+        let mut model = MemoryProjections::default();
+        let refreshed = |source: &str, content: &[u8]| EventKind::DefsRefreshed {
+            source: source.into(),
+            digest: ContentDigest::of(content),
+            values: 2,
+        };
+        apply(&event(1, 1, refreshed("stations", b"a")), &mut model).unwrap();
+        apply(&event(2, 2, refreshed("regions", b"b")), &mut model).unwrap();
+        apply(&event(3, 3, refreshed("stations", b"c")), &mut model).unwrap();
+        let stations = model.defs["stations"];
+        assert_eq!(
+            (stations.seq, stations.build, stations.previous),
+            (3, 3, Some(1))
+        );
+        assert_eq!(stations.digest, ContentDigest::of(b"c"));
+        assert_eq!(model.defs["regions"].previous, None);
+        assert!(model.partition_events.is_empty());
+
+        let mut live = model.clone();
+        live.defs.remove("regions");
+        assert_eq!(
+            differences(&model, &live),
+            ["defs of source regions: the log produces it but the live table does not have it"]
+        );
     }
 
     #[test]

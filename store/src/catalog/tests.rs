@@ -561,15 +561,6 @@ fn partition_events_come_from_the_index_and_match_a_scan() {
     assert_eq!(catalog.event(6).unwrap().unwrap().seq, 6);
     assert_eq!(catalog.event(99).unwrap(), None);
 
-    let mut back = Vec::new();
-    catalog
-        .scan_events_back(8, &mut |event| {
-            back.push(event.seq);
-            back.len() < 3
-        })
-        .unwrap();
-    assert_eq!(back, [8, 7, 6]);
-
     catalog.next_build_id().unwrap();
     catalog.next_build_id().unwrap();
     assert_eq!(catalog.last_build_id().unwrap(), 2);

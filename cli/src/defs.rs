@@ -1,0 +1,425 @@
+//! `cairn defs refresh|show|diff`: definitions fetched from external sources
+//! (design.md §9), persisted as records.
+//!
+//! `refresh` is the only command that runs a `[sources.NAME]` command. It
+//! runs it like a job (graph directory, clean environment, its own process
+//! group, killed if cairn dies or the source's `timeout` passes), validates
+//! what it printed, stores the bytes as a blob and appends one
+//! `DefsRefreshed`. A failing or malformed source appends nothing: the
+//! previous record stays in force and every build keeps using it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use cairn_engine::date::format_time_ms;
+use cairn_engine::defs::{diff, parse_values};
+use cairn_engine::graph::Source;
+use cairn_engine::ports::{BlobStore, Catalog};
+use cairn_engine::record::{DefsRecord, EventKind};
+use cairn_engine::runner::{Children, Invocation, describe_status, run_process};
+use cairn_store::Store;
+use serde_json::json;
+
+use crate::project::Project;
+use crate::report::{error_line, json_line, note};
+use crate::{Cli, Failure};
+
+/// The latest record of `source` and its values, `None` if it was never
+/// refreshed; an error says why an existing record cannot be read.
+pub fn read_record(
+    store: &Store,
+    source: &str,
+) -> Result<Option<(DefsRecord, Vec<String>)>, String> {
+    let Some(record) = store
+        .catalog()
+        .defs(source)
+        .map_err(|error| error.to_string())?
+    else {
+        return Ok(None);
+    };
+    let values = record_values(store, &record.digest, record.seq)?;
+    Ok(Some((record, values)))
+}
+
+/// The values stored in blob `digest` (the record of event `seq`).
+fn record_values(
+    store: &Store,
+    digest: &cairn_engine::ContentDigest,
+    seq: u64,
+) -> Result<Vec<String>, String> {
+    let bytes = store
+        .blobs()
+        .read(digest)
+        .map_err(|error| format!("record seq {seq}: {error}"))?;
+    parse_values(&bytes).map_err(|error| format!("record seq {seq}: {error}"))
+}
+
+/// The sources named (all of them when `name` is `None`).
+fn selected<'g>(project: &'g Project, name: Option<&str>) -> Result<Vec<&'g Source>, Failure> {
+    let graph = &project.graph;
+    match name {
+        Some(name) => graph
+            .sources
+            .get(name)
+            .map(|source| vec![source])
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "{}: no [sources.{name}] is declared (sources: {})",
+                    graph.file.display(),
+                    if graph.sources.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        graph.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ))
+            }),
+        None if graph.sources.is_empty() => Err(Failure::usage(format!(
+            "{}: no [sources.NAME] is declared",
+            graph.file.display()
+        ))),
+        None => Ok(graph.sources.values().collect()),
+    }
+}
+
+/// `seq 12, 3 values, refreshed 2024-01-31 12:00:00 UTC`.
+fn describe(record: &DefsRecord) -> String {
+    format!(
+        "seq {}, {} values, refreshed {}",
+        record.seq,
+        record.values,
+        format_time_ms(record.time_ms)
+    )
+}
+
+pub fn refresh(cli: &Cli, name: Option<&str>, no_wait: bool, json: bool) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    let sources = selected(&project, name)?;
+    let store = project.open_writer(!no_wait)?;
+    let mut failed = 0;
+    for source in sources {
+        let previous = read_record(&store, &source.name);
+        let in_force = match &previous {
+            Ok(Some((record, _))) => {
+                format!("the previous record stays in force ({})", describe(record))
+            }
+            Ok(None) => format!(
+                "there is still no record of {}: builds that need it fail until a refresh succeeds",
+                source.name
+            ),
+            Err(problem) => format!("the previous record cannot be read either ({problem})"),
+        };
+        let fetched = run_source(&project, &store, source).and_then(|bytes| {
+            parse_values(&bytes)
+                .map(|values| (bytes, values))
+                .map_err(|error| format!("malformed output: {error}"))
+        });
+        let (bytes, values) = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                failed += 1;
+                error_line(&format!(
+                    "defs refresh {}: {error}; nothing was recorded and {in_force}",
+                    source.name
+                ));
+                if json {
+                    json_line(&json!({
+                        "source": source.name,
+                        "ok": false,
+                        "error": error,
+                        "in_force": previous.as_ref().ok().and_then(|p| p.as_ref()).map(|(record, _)| record.seq),
+                    }));
+                }
+                continue;
+            }
+        };
+        let digest = store.blobs().put_bytes(&bytes)?;
+        store.blobs().sync()?;
+        let build = store.catalog().next_build_id()?;
+        let seq = store.catalog().append(
+            build,
+            vec![EventKind::DefsRefreshed {
+                source: source.name.clone(),
+                digest,
+                values: values.len() as u64,
+            }],
+            Vec::new(),
+        )?;
+        let old_values = match &previous {
+            Ok(Some((_, old))) => old.clone(),
+            _ => Vec::new(),
+        };
+        let (added, removed) = diff(&old_values, &values);
+        let change = match &previous {
+            Ok(Some((record, _))) if added.is_empty() && removed.is_empty() => {
+                format!("unchanged since seq {}", record.seq)
+            }
+            Ok(Some((record, _))) => format!(
+                "since seq {}: {} added{}, {} removed{}",
+                record.seq,
+                added.len(),
+                list(&added),
+                removed.len(),
+                list(&removed)
+            ),
+            Ok(None) => "the first record".to_owned(),
+            Err(_) => "the previous record could not be read".to_owned(),
+        };
+        note(&format!(
+            "{}: recorded {} values (seq {seq}, blob {}); {change}",
+            source.name,
+            values.len(),
+            digest.short()
+        ));
+        if json {
+            json_line(&json!({
+                "source": source.name,
+                "ok": true,
+                "seq": seq,
+                "build": build,
+                "digest": digest,
+                "values": values.len(),
+                "added": added,
+                "removed": removed,
+            }));
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// ` (a, b)` or ` (a, b, c and 4 more)`; empty for no values.
+fn list(values: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if values.is_empty() {
+        return String::new();
+    }
+    let mut text = values
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if values.len() > SHOWN {
+        text.push_str(&format!(" and {} more", values.len() - SHOWN));
+    }
+    format!(" ({text})")
+}
+
+/// Runs a source's command in the graph directory with the jobs' clean
+/// environment and returns what it printed on stdout.
+fn run_source(project: &Project, store: &Store, source: &Source) -> Result<Vec<u8>, String> {
+    let tmp = store.tmp_dir();
+    std::fs::create_dir_all(&tmp).map_err(|error| format!("{}: {error}", tmp.display()))?;
+    let stem = format!("defs-{}-{}", source.name, std::process::id());
+    let stdout_path = tmp.join(format!("{stem}.stdout"));
+    let stderr_path = tmp.join(format!("{stem}.stderr"));
+    let result = run_captured(project, source, &stdout_path, &stderr_path);
+    let _ = std::fs::remove_file(&stdout_path);
+    let _ = std::fs::remove_file(&stderr_path);
+    result
+}
+
+fn run_captured(
+    project: &Project,
+    source: &Source,
+    stdout_path: &Path,
+    stderr_path: &Path,
+) -> Result<Vec<u8>, String> {
+    let children = Children::default();
+    let started = Instant::now();
+    let poll = || {
+        if started.elapsed() > source.timeout && !children.is_interrupted() {
+            children.interrupt();
+        }
+    };
+    let status = run_process(
+        &Invocation {
+            argv: &source.command,
+            cwd: &project.graph.root,
+            environment: &project.environment,
+            extra_env: &[],
+            stdout: stdout_path,
+            stderr: stderr_path,
+        },
+        &children,
+        Some(&poll),
+    )
+    .map_err(|error| {
+        format!(
+            "the command could not run ({}): {error}",
+            source.command.join(" ")
+        )
+    })?;
+    if children.is_interrupted() {
+        return Err(format!(
+            "the command did not finish within its timeout of {:?} and was stopped ({})",
+            source.timeout,
+            source.command.join(" ")
+        ));
+    }
+    if !status.success() {
+        let stderr = std::fs::read(stderr_path).unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+        let tail = if tail.is_empty() {
+            " and printed nothing on stderr".to_owned()
+        } else {
+            format!(": {tail}")
+        };
+        return Err(format!(
+            "the command {} ({}){tail}",
+            describe_status(status),
+            source.command.join(" ")
+        ));
+    }
+    std::fs::read(stdout_path).map_err(|error| format!("{}: {error}", stdout_path.display()))
+}
+
+/// The store for reading `cairn defs show|diff`, or `None` (and a note)
+/// when nothing was recorded here yet.
+fn reader(project: &Project) -> Result<Option<Store>, Failure> {
+    let store = project.open_reader()?;
+    if store.is_none() {
+        note("nothing was recorded here yet: run `cairn defs refresh`");
+    }
+    Ok(store)
+}
+
+pub fn show(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    let sources = selected(&project, name)?;
+    let Some(store) = reader(&project)? else {
+        return Ok(0);
+    };
+    for source in sources {
+        let Some((record, values)) = read_record(&store, &source.name).map_err(|problem| {
+            Failure::store(format!(
+                "source {}: {problem} (run `cairn defs refresh {}` to record it again)",
+                source.name, source.name
+            ))
+        })?
+        else {
+            if json {
+                json_line(&json!({"source": source.name, "seq": null}));
+            } else {
+                note(&format!(
+                    "source {:?} has no record yet: run `cairn defs refresh {}`",
+                    source.name, source.name
+                ));
+            }
+            continue;
+        };
+        if json {
+            json_line(&json!({
+                "source": source.name,
+                "seq": record.seq,
+                "build": record.build,
+                "time_ms": record.time_ms,
+                "digest": record.digest,
+                "previous": record.previous,
+                "values": values,
+            }));
+        } else if name.is_some() {
+            note(&format!(
+                "{}: {}, blob {}{}",
+                source.name,
+                describe(&record),
+                record.digest,
+                record
+                    .previous
+                    .map(|seq| format!("; previous record seq {seq}"))
+                    .unwrap_or_default()
+            ));
+            print_stdout(&values.iter().map(|v| format!("{v}\n")).collect::<String>());
+        } else {
+            print_stdout(&format!(
+                "{}  {}  ({})\n",
+                source.name,
+                describe(&record),
+                values.join(", ")
+            ));
+        }
+    }
+    Ok(0)
+}
+
+pub fn diff_command(cli: &Cli, name: &str, from: Option<u64>, json: bool) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    selected(&project, Some(name))?;
+    let Some(store) = reader(&project)? else {
+        return Ok(0);
+    };
+    let unreadable = |problem: String| {
+        Failure::store(format!(
+            "source {name}: {problem} (run `cairn defs refresh {name}` to record it again)"
+        ))
+    };
+    let Some((current, values)) = read_record(&store, name).map_err(unreadable)? else {
+        note(&format!(
+            "source {name:?} has no record yet: run `cairn defs refresh {name}`"
+        ));
+        return Ok(0);
+    };
+    let base_seq = match from {
+        Some(seq) => Some(seq),
+        None => current.previous,
+    };
+    let base_values = match base_seq {
+        None => Vec::new(),
+        Some(seq) => {
+            let event = store.catalog().event(seq)?.ok_or_else(|| {
+                Failure::usage(format!("--from {seq}: there is no event {seq} in the log"))
+            })?;
+            match &event.kind {
+                EventKind::DefsRefreshed { source, digest, .. } if source == name => {
+                    record_values(&store, digest, seq).map_err(unreadable)?
+                }
+                EventKind::DefsRefreshed { source, .. } => {
+                    return Err(Failure::usage(format!(
+                        "--from {seq}: event {seq} is a record of source {source}, not {name}"
+                    )));
+                }
+                other => {
+                    return Err(Failure::usage(format!(
+                        "--from {seq}: event {seq} is {}, not a DefsRefreshed of {name} \
+                         (`cairn log --kind DefsRefreshed` lists them)",
+                        other.name()
+                    )));
+                }
+            }
+        }
+    };
+    let (added, removed) = diff(&base_values, &values);
+    if json {
+        json_line(&json!({
+            "source": name,
+            "from": base_seq,
+            "to": current.seq,
+            "added": added,
+            "removed": removed,
+        }));
+    } else {
+        let mut out = String::new();
+        for value in &added {
+            out.push_str(&format!("+{value}\n"));
+        }
+        for value in &removed {
+            out.push_str(&format!("-{value}\n"));
+        }
+        print_stdout(&out);
+        note(&format!(
+            "{name}: {} -> seq {}: {} added, {} removed",
+            base_seq.map_or_else(|| "no record".to_owned(), |seq| format!("seq {seq}")),
+            current.seq,
+            added.len(),
+            removed.len()
+        ));
+    }
+    Ok(0)
+}
+
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+}
