@@ -47,7 +47,7 @@ fn set_version(p: &Project, dataset: &str, version: &str) {
         .unwrap_or_else(|| panic!("no versioned [datasets.{dataset}] in:\n{toml}"))
         + header.len();
     let end = start + toml[start..].find('"').expect("closing quote");
-    let mut edited = toml.clone();
+    let mut edited = toml;
     edited.replace_range(start..end, version);
     p.write("cairn.toml", edited);
 }
@@ -430,7 +430,11 @@ impl Rng {
 
 #[test]
 fn replay_check_holds_after_any_sequence_of_builds_invalidations_and_bumps() {
-    for seed in [0x9e37_79b9_7f4a_7c15_u64, 0xdead_beef_cafe_f00d, 0x0123_4567_89ab_cdef] {
+    for seed in [
+        0x9e37_79b9_7f4a_7c15_u64,
+        0xdead_beef_cafe_f00d,
+        0x0123_4567_89ab_cdef,
+    ] {
         let p = Project::podcast(2, 2);
         let mut rng = Rng(seed);
         let mut version = (1, 0);
@@ -809,4 +813,146 @@ fn stats_counts_events_builds_actions_partitions_and_blobs() {
         human.stdout
     );
     assert!(human.stdout.contains("blobs       5 ("), "{}", human.stdout);
+}
+
+/// Peak resident memory (VmHWM, KiB) of a running process, sampled until it
+/// exits; `None` off Linux.
+fn peak_rss_kib(child: &mut std::process::Child) -> Option<u64> {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = None;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            let hwm = status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok());
+            if hwm.is_some() {
+                peak = hwm.max(peak);
+            }
+        }
+        if child.try_wait().expect("wait").is_some() {
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The issue's benchmark: `cairn log --json` over 1,000,000 events keeps
+/// peak memory under 100 MiB, and `--partition REF` reads only that
+/// partition's events. Slow (it writes a million events): run it with
+/// `cargo test --release --test audit -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: writes 1,000,000 events"]
+#[expect(clippy::print_stderr, reason = "a benchmark reports its figures")]
+fn log_json_over_a_million_events_stays_under_100_mib() {
+    use cairn_engine::record::{EventKind, FileEntry, Manifest, OutputRecord};
+    use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
+    use cairn_store::{Catalog, OpenMode, Store};
+
+    const EVENTS: u64 = 1_000_000;
+    const PER_ACTION: u64 = 4;
+    let p = shout();
+    let started = std::time::Instant::now();
+    {
+        let store = Store::open(
+            &p.file(".cairn"),
+            OpenMode::Write { wait: false },
+            &mut |_: &str| {},
+        )
+        .expect("open the store");
+        let build = store.catalog().next_build_id().expect("build id");
+        let mut batch = Vec::new();
+        for action in 0..EVENTS / PER_ACTION {
+            let partition =
+                PartitionRef::parse(&format!("shout/day=d{:06}", action % 50_000)).expect("ref");
+            let key = ActionKey(*ContentDigest::of(&action.to_le_bytes()).as_bytes());
+            let digest = ContentDigest::of(partition.as_str().as_bytes());
+            let manifest = Manifest {
+                key,
+                job: "shout".into(),
+                outputs: vec![OutputRecord {
+                    partition: partition.clone(),
+                    digest,
+                    files: vec![FileEntry {
+                        path: "text.txt".into(),
+                        executable: false,
+                        size: 12,
+                        digest,
+                    }],
+                }],
+                inputs: Vec::new(),
+                code_digest: None,
+                versions: vec![("shout".into(), "1.0.0".into())],
+                build,
+                started_ms: 1,
+                finished_ms: 2,
+                stdout: None,
+                stderr: None,
+            };
+            batch.push(EventKind::ActionStarted {
+                key,
+                job: "shout".into(),
+                outputs: vec![partition.clone()],
+                reason: "never built".into(),
+                attempt: 1,
+                resumed_from: None,
+            });
+            batch.push(EventKind::ActionSucceeded { manifest });
+            batch.push(EventKind::PartitionMaterialized {
+                partition: partition.clone(),
+                digest,
+                key,
+            });
+            batch.push(EventKind::ActionSkipped {
+                job: "shout".into(),
+                outputs: vec![partition],
+                reason: "benchmark filler".into(),
+            });
+            if batch.len() >= 50_000 {
+                store
+                    .catalog()
+                    .append(build, std::mem::take(&mut batch), Vec::new())
+                    .expect("append");
+            }
+        }
+        store
+            .catalog()
+            .append(build, batch, Vec::new())
+            .expect("append");
+        assert_eq!(store.catalog().last_seq().expect("seq"), EVENTS);
+    }
+    eprintln!("wrote {EVENTS} events in {:?}", started.elapsed());
+
+    let catalog_bytes = std::fs::metadata(p.file(".cairn/catalog.redb"))
+        .expect("catalog")
+        .len();
+    for args in [
+        &["log", "--json"][..],
+        &["log"],
+        &["log", "--json", "--kind", "PartitionMaterialized"],
+        &["log", "--json", "--partition", "shout/day=d000123"],
+        &["history", "shout/day=d000123", "--json"],
+    ] {
+        let started = std::time::Instant::now();
+        let mut child = std::process::Command::new(CAIRN)
+            .args(args)
+            .current_dir(p.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn cairn");
+        let peak = peak_rss_kib(&mut child);
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "cairn {args:?}: {status}");
+        eprintln!(
+            "cairn {}: {:?}, peak RSS {} KiB (catalog {} MiB)",
+            args.join(" "),
+            started.elapsed(),
+            peak.map_or_else(|| "?".to_owned(), |kib| kib.to_string()),
+            catalog_bytes / (1024 * 1024)
+        );
+        if let Some(kib) = peak {
+            assert!(kib < 100 * 1024, "cairn {args:?} peaked at {kib} KiB");
+        }
+    }
 }

@@ -716,6 +716,11 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
         return Ok(0);
     }
     match repaired {
+        Some(repaired) if repaired.invalidated.is_empty() => Err(Failure::store(format!(
+            "{problems} problems found: removed {} damaged blobs; no partition needs them \
+             (a definitions source whose record is gone needs `cairn defs refresh`)",
+            repaired.removed.len()
+        ))),
         Some(repaired) => Err(Failure::store(format!(
             "{problems} problems found and repaired: removed {} damaged blobs, invalidated {} \
              partitions (build {}); run `cairn build` to rebuild them",
@@ -749,6 +754,8 @@ fn problem_text(problem: &BlobProblem, repair: bool) -> String {
             (_, false) => ("partitions", "are affected"),
         };
         out.push_str(&format!("; {noun} {} {fate}", current.join(", ")));
+    } else if !problem.uses.is_empty() {
+        out.push_str(&format!("; {} needs it", problem.uses.join(", ")));
     } else if let Some(owner) = problem.owners.first() {
         out.push_str(&format!(
             "; only a superseded manifest uses it (partition {}, build {})",
@@ -788,6 +795,7 @@ fn problem_json(problem: &BlobProblem, repair: bool) -> Value {
         "expected_length": expected_length,
         "partitions": problem.current_partitions(),
         "superseded": superseded,
+        "uses": problem.uses,
         "removed": repair && problem.damage != Damage::Missing,
     })
 }
@@ -938,5 +946,53 @@ mod tests {
         assert_eq!(size(812), "812 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn log_bounds_are_seqs_dates_or_utc_times() {
+        use crate::inspect::{Bound, parse_bound};
+        let day = 19_753 * 86_400_000; // 2024-01-31
+        assert_eq!(parse_bound("--since", "42", false).unwrap(), Bound::Seq(42));
+        assert_eq!(parse_bound("--until", "42", true).unwrap(), Bound::Seq(42));
+        assert_eq!(
+            parse_bound("--since", "2024-01-31", false).unwrap(),
+            Bound::Time(day)
+        );
+        assert_eq!(
+            parse_bound("--until", "2024-01-31", true).unwrap(),
+            Bound::Time(day + 86_400_000 - 1)
+        );
+        let time = day + (12 * 3600 + 34 * 60 + 56) * 1000;
+        assert_eq!(
+            parse_bound("--since", "2024-01-31T12:34:56Z", false).unwrap(),
+            Bound::Time(time)
+        );
+        assert_eq!(
+            parse_bound("--until", "2024-01-31T12:34:56Z", true).unwrap(),
+            Bound::Time(time + 999)
+        );
+        assert_eq!(
+            parse_bound("--since", "1960-01-01", false).unwrap(),
+            Bound::Time(0)
+        );
+        for bad in [
+            "",
+            "-1",
+            "2024-1-31",
+            "2024-02-30",
+            "2024-01-31T12:34:56",
+            "2024-01-31T24:00:00Z",
+            "2024-01-31T12:34Z",
+            "2024-01-31T12:34:5Z",
+            "2024-01-31 12:34:56Z",
+        ] {
+            let failure = parse_bound("--since", bad, false).unwrap_err();
+            assert_eq!(failure.code, 2, "{bad}");
+            assert!(
+                failure.message.starts_with(&format!("--since {bad:?}: ")),
+                "{}",
+                failure.message
+            );
+        }
     }
 }

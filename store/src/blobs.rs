@@ -145,8 +145,15 @@ impl FsBlobStore {
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(BlobCheck::Missing),
             Err(error) => return Err(StoreError::io(&path, error)),
         };
+        let expected = file
+            .metadata()
+            .map_err(|error| StoreError::io(&path, error))?
+            .len();
         let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; RESTORE_BUFFER];
+        // Most blobs are small: size the buffer to the blob (plus the byte
+        // that finds the end), up to the restore buffer.
+        let size = usize::try_from(expected.saturating_add(1)).unwrap_or(RESTORE_BUFFER);
+        let mut buffer = vec![0u8; size.clamp(1, RESTORE_BUFFER)];
         let mut length = 0u64;
         loop {
             let count = match file.read(&mut buffer) {

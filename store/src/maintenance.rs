@@ -16,6 +16,12 @@
 //! - A blob whose bytes do not hash to its name is always a problem, needed
 //!   or not: it is deleted by `--repair` (a put never rewrites a blob that
 //!   looks present, see `blobs.rs`).
+//! - Blobs the log refers to outside manifests: every definitions record
+//!   (`DefsRefreshed`, the history `cairn defs` shows, small) and the last
+//!   checkpoint of every action key that has not succeeded since
+//!   (`ActionCheckpointed`, what a resumed attempt gets) are kept by `gc`;
+//!   `verify` reports the latest definitions record of a source, or a live
+//!   checkpoint, that is missing.
 //!
 //! Both `repair` and `gc` must run under the writer lock (no build may be
 //! writing blobs that no manifest refers to yet); `verify` may run on a
@@ -85,6 +91,9 @@ pub struct BlobProblem {
     pub damage: Damage,
     /// Every manifest reference, current ones first, then by partition.
     pub owners: Vec<BlobOwner>,
+    /// What else needs it: `definitions source S (seq N)`, `checkpoint N of
+    /// action K…`.
+    pub uses: Vec<String>,
 }
 
 impl BlobProblem {
@@ -212,6 +221,33 @@ pub struct BlobUsage {
     pub bytes: u64,
 }
 
+/// The blobs the log refers to outside manifests (see the module doc).
+#[derive(Debug, Default)]
+struct LogBlobs {
+    /// Every definitions record: digest → what it is.
+    defs: HashMap<ContentDigest, String>,
+    /// The latest definitions record of each source: digest → what it is.
+    latest_defs: HashMap<ContentDigest, String>,
+    /// The last checkpoint of each key not succeeded since: digest → what.
+    checkpoints: HashMap<ContentDigest, String>,
+}
+
+impl LogBlobs {
+    fn uses(&self, digest: &ContentDigest) -> Vec<String> {
+        let mut uses: Vec<String> = [&self.defs, &self.checkpoints]
+            .into_iter()
+            .filter_map(|map| map.get(digest).cloned())
+            .collect();
+        uses.dedup();
+        uses
+    }
+
+    /// Blobs whose absence is a problem.
+    fn needed(&self) -> impl Iterator<Item = &ContentDigest> {
+        self.latest_defs.keys().chain(self.checkpoints.keys())
+    }
+}
+
 /// Every blob a manifest refers to, with its role.
 fn manifest_blobs(
     manifest: &Manifest,
@@ -242,6 +278,59 @@ fn manifest_blobs(
 }
 
 impl Store {
+    /// One pass over the log for the blobs it names outside manifests;
+    /// `failure_window` also collects the logs of failures inside it.
+    fn log_blobs(
+        &self,
+        mut failure_window: impl FnMut(u64, u64) -> bool,
+        failure_logs: &mut HashSet<ContentDigest>,
+    ) -> Result<LogBlobs, StoreError> {
+        let mut blobs = LogBlobs::default();
+        let mut latest_defs: BTreeMap<String, (ContentDigest, u64)> = BTreeMap::new();
+        let mut checkpoints: HashMap<ActionKey, (ContentDigest, u64)> = HashMap::new();
+        self.catalog().scan_events(1, &mut |event| {
+            match &event.kind {
+                EventKind::DefsRefreshed { source, digest, .. } => {
+                    blobs.defs.insert(
+                        *digest,
+                        format!("definitions source {source} (seq {})", event.seq),
+                    );
+                    latest_defs.insert(source.clone(), (*digest, event.seq));
+                }
+                EventKind::ActionCheckpointed {
+                    key,
+                    digest,
+                    sequence,
+                    ..
+                } => {
+                    checkpoints.insert(*key, (*digest, *sequence));
+                }
+                EventKind::ActionSucceeded { manifest } => {
+                    checkpoints.remove(&manifest.key);
+                }
+                EventKind::ActionFailed { stdout, stderr, .. }
+                    if failure_window(event.build, event.time_ms) =>
+                {
+                    failure_logs.extend(stdout.iter().chain(stderr.iter()).copied());
+                }
+                _ => {}
+            }
+            true
+        })?;
+        for (source, (digest, seq)) in latest_defs {
+            blobs
+                .latest_defs
+                .insert(digest, format!("definitions source {source} (seq {seq})"));
+        }
+        for (key, (digest, sequence)) in checkpoints {
+            blobs.checkpoints.insert(
+                digest,
+                format!("checkpoint {sequence} of action {}…", key.short()),
+            );
+        }
+        Ok(blobs)
+    }
+
     /// The current key of every materialized partition.
     fn current_keys(&self) -> Result<BTreeMap<PartitionRef, ActionKey>, StoreError> {
         let mut current = BTreeMap::new();
@@ -288,6 +377,7 @@ impl Store {
             })
             .collect();
 
+        let log_blobs = self.log_blobs(|_, _| false, &mut HashSet::new())?;
         let present = self.blobs().iter_digests()?;
         let checks: Vec<(ContentDigest, BlobCheck)> = present
             .par_iter()
@@ -307,6 +397,7 @@ impl Store {
                 digest,
                 damage,
                 owners: list,
+                uses: log_blobs.uses(&digest),
             });
         };
         for (digest, check) in checks {
@@ -314,7 +405,7 @@ impl Store {
                 BlobCheck::Intact { length } => {
                     report.blobs += 1;
                     report.bytes += length;
-                    if !owners.contains_key(&digest) {
+                    if !owners.contains_key(&digest) && log_blobs.uses(&digest).is_empty() {
                         report.unreferenced += 1;
                     }
                     seen.insert(digest);
@@ -345,9 +436,18 @@ impl Store {
         for digest in missing {
             if owners[digest].iter().any(|owner| owner.current) {
                 problem(*digest, Damage::Missing, &mut report);
-            } else {
+            } else if !log_blobs.needed().any(|needed| needed == digest) {
                 report.superseded_missing += 1;
             }
+        }
+        let mut needed: Vec<&ContentDigest> = log_blobs
+            .needed()
+            .filter(|digest| !seen.contains(*digest) && !owners.contains_key(*digest))
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        for digest in needed {
+            problem(*digest, Damage::Missing, &mut report);
         }
         report.problems.sort_by_key(|problem| problem.digest);
         Ok(report)
@@ -397,8 +497,8 @@ impl Store {
     /// Deletes every blob that no kept manifest refers to (unless
     /// `dry_run`). Kept: the manifests of current materializations, those
     /// `keep` names, the logs of each partition's standing failure and,
-    /// with `keep`, the failure logs inside its window. Writer only, unless
-    /// `dry_run`.
+    /// with `keep`, the failure logs inside its window; every definitions
+    /// record and every live checkpoint. Writer only, unless `dry_run`.
     pub fn gc(&self, keep: GcKeep, dry_run: bool) -> Result<GcReport, StoreError> {
         if !dry_run && !self.is_writer() {
             return Err(StoreError::io(
@@ -447,6 +547,11 @@ impl Store {
                 kept.extend(stdout.iter().chain(stderr.iter()).copied());
             }
         };
+        // Definitions records, live checkpoints and the failure logs of the
+        // window, in one pass over the log.
+        let log_blobs = self.log_blobs(in_window, &mut kept)?;
+        kept.extend(log_blobs.defs.keys().copied());
+        kept.extend(log_blobs.checkpoints.keys().copied());
         for partition in &failed {
             let mut last = None;
             self.catalog()
@@ -459,17 +564,6 @@ impl Store {
             if let Some(kind) = last {
                 keep_logs(&kind, &mut kept);
             }
-        }
-        if keep != GcKeep::Current {
-            // Builds (and, barring clock jumps, times) only grow along the
-            // log: walk back from the end until the window is left.
-            self.catalog().scan_events_back(u64::MAX, &mut |event| {
-                if !in_window(event.build, event.time_ms) {
-                    return false;
-                }
-                keep_logs(&event.kind, &mut kept);
-                true
-            })?;
         }
         for (digest, length) in self.blobs().sizes()? {
             if kept.contains(&digest) {

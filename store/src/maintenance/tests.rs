@@ -334,3 +334,79 @@ fn repair_and_gc_need_the_writer_lock() {
     assert!(reader.gc(GcKeep::Current, false).is_err());
     assert_eq!(reader.gc(GcKeep::Current, true).unwrap().removed, 0);
 }
+
+#[test]
+fn definitions_records_and_live_checkpoints_are_kept_and_checked() {
+    let root = tempfile::tempdir().unwrap();
+    let store = writer(&root.path().join(".cairn"));
+    let old_defs = store.blobs().put_bytes(b"S001\n").unwrap();
+    let new_defs = store.blobs().put_bytes(b"S001\nS002\n").unwrap();
+    let live = store
+        .blobs()
+        .put_bytes(b"{\"cursor\":\"page-23\"}")
+        .unwrap();
+    let done = store.blobs().put_bytes(b"{\"cursor\":\"page-9\"}").unwrap();
+    let refreshed = |digest| EventKind::DefsRefreshed {
+        source: "stations".into(),
+        digest,
+        values: 1,
+    };
+    let checkpointed = |key: u8, digest| EventKind::ActionCheckpointed {
+        key: ActionKey([key; 32]),
+        job: "fetch".into(),
+        sequence: 1,
+        digest,
+        size: 20,
+    };
+    store
+        .catalog()
+        .append(
+            1,
+            vec![
+                refreshed(old_defs),
+                refreshed(new_defs),
+                checkpointed(7, live),
+                checkpointed(8, done),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    // Key 8 succeeds: its checkpoint is no longer needed.
+    let mut manifest = run(&store, 1, 9, "fetch/page=all", &[("all.json", b"[]")], None);
+    manifest.key = ActionKey([8; 32]);
+    store
+        .catalog()
+        .append(1, vec![EventKind::ActionSucceeded { manifest }], Vec::new())
+        .unwrap();
+
+    let report = store.gc(GcKeep::Current, false).unwrap();
+    assert_eq!(report.removed, 1, "{report:?}");
+    assert!(!store.blobs().contains(&done));
+    for kept in [old_defs, new_defs, live] {
+        assert!(store.blobs().contains(&kept));
+    }
+    assert!(store.verify().unwrap().is_clean());
+
+    // The latest record of a source and a live checkpoint are needed; an
+    // older record is history, kept by gc but not needed.
+    std::fs::remove_file(store.blobs().blob_path(&new_defs)).unwrap();
+    std::fs::remove_file(store.blobs().blob_path(&old_defs)).unwrap();
+    std::fs::write(writable(&store, &live), b"{\"cursor\":\"page-99\"}").unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.problems.len(), 2, "{report:#?}");
+    let missing = report
+        .problems
+        .iter()
+        .find(|problem| problem.digest == new_defs)
+        .unwrap();
+    assert_eq!(missing.damage, Damage::Missing);
+    assert_eq!(missing.uses, ["definitions source stations (seq 2)"]);
+    let corrupt = report
+        .problems
+        .iter()
+        .find(|problem| problem.digest == live)
+        .unwrap();
+    assert!(matches!(corrupt.damage, Damage::Corrupt { .. }));
+    assert!(corrupt.uses[0].starts_with("checkpoint 1 of action 070707"));
+    assert!(report.affected_partitions().is_empty());
+}
