@@ -125,8 +125,6 @@ fn early_cutoff_stops_at_an_identical_clean_output() {
 }
 
 #[test]
-#[ignore = "not implemented: design §11 says a no-op build spawns no process at all \
-            (configure results cached), but daily's configure runs on every build"]
 fn no_op_build_does_not_run_configure_again() {
     let p = Project::podcast(2, 2);
     // Count configure calls in a file outside the project's inputs.

@@ -12,7 +12,7 @@ use std::io::Write;
 use cairn_engine::date::format_time_ms;
 use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::graph::Producer;
-use cairn_engine::ports::{BlobStore, Catalog};
+use cairn_engine::ports::Catalog;
 use cairn_engine::record::{Event, EventKind, Manifest};
 use cairn_engine::refs::PartitionRef;
 use cairn_store::{BlobProblem, Damage, GcKeep, Store};
@@ -560,14 +560,21 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>) -> Result<u8, Failure>
             note(&format!("--- {name}: empty ---"));
             continue;
         };
-        let bytes = store.blobs().read(&digest).map_err(|error| {
+        let unreadable = |error: cairn_engine::ports::StoreError| {
             Failure::store(format!(
                 "the {name} of this run cannot be read: {error} (`cairn store verify` checks the store)"
             ))
-        })?;
-        note(&format!("--- {name} ({} bytes) ---", bytes.len()));
+        };
+        // Verified first, then streamed: a log of any size is printed through
+        // a small buffer (never loaded whole), and a corrupt one never.
+        store.blobs().verify(&digest).map_err(unreadable)?;
+        let path = store.blobs().blob_path(&digest);
+        let io_error = |error| unreadable(cairn_engine::ports::StoreError::io(&path, error));
+        let mut file = std::fs::File::open(&path).map_err(io_error)?;
+        let length = file.metadata().map_err(io_error)?.len();
+        note(&format!("--- {name} ({length} bytes) ---"));
         let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&bytes);
+        let _ = std::io::copy(&mut file, &mut stdout);
         let _ = stdout.flush();
     }
     Ok(0)

@@ -18,7 +18,11 @@ use crate::{BuildArgs, Cli, Failure};
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let project = Project::load(cli)?;
     let refs = project.requested(&args.refs)?;
-    let plan = project.plan(&refs)?;
+    let plan = if args.dry_run {
+        project.plan(&refs)?
+    } else {
+        project.plan_for_build(&refs)?
+    };
     if args.dry_run {
         return dry_run(&project, &plan, args.json);
     }
@@ -129,6 +133,7 @@ pub fn execute(
         })?;
     }
     let build_id = cairn_engine::ports::Catalog::next_build_id(store.catalog())?;
+    store.record_build(build_id);
     let children = Children::default();
     let context = Context {
         graph: &project.graph,

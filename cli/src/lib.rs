@@ -319,6 +319,7 @@ enum PlanFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    report_catalog_panics_as_corruption(&cli);
     let result = match &cli.command {
         Command::Build(args) => build::run(&cli, args),
         Command::Plan { refs, format } => inspect::plan(&cli, refs, *format),
@@ -391,6 +392,49 @@ pub fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// redb trusts the pages of a file opened read-only (it verifies checksums
+/// only when a writer opens it), so a reader (`status`, `log`, ...) of a
+/// catalog altered behind its back (bit rot, a torn copy) can hit a panic
+/// inside redb. That is store corruption, not a crash of cairn: report it as
+/// such (exit 3), naming the file and the check that diagnoses it.
+fn report_catalog_panics_as_corruption(cli: &Cli) {
+    let graph = cli
+        .graph
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("cairn.toml"));
+    let graph = std::path::absolute(&graph).unwrap_or(graph);
+    let store = match &cli.store {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+        None => graph
+            .parent()
+            .map_or_else(|| PathBuf::from(".cairn"), |root| root.join(".cairn")),
+    };
+    let catalog = store.join("catalog.redb");
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let Some((location, at)) = info.location().and_then(|location| {
+            let at = location.file().find("redb-")?;
+            Some((location, &location.file()[at..]))
+        }) else {
+            default_hook(info);
+            return;
+        };
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        report::error_line(&format!(
+            "catalog {}: the file is corrupt: reading it failed ({payload} at {at}:{}); \
+             `cairn store verify` checks every page, and builds refuse the file",
+            catalog.display(),
+            location.line()
+        ));
+        std::process::exit(3);
+    }));
 }
 
 fn init_tracing(verbose: u8) {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use cairn_engine::action::Context;
+use cairn_engine::config::CachingConfigurer;
 use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::graph::Graph;
 use cairn_engine::plan::{Plan, plan};
@@ -106,10 +107,28 @@ impl Project {
         Ok(refs)
     }
 
+    /// Plans `refs`, reusing cached configure answers (read only).
     pub fn plan(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
-        let configurer = ProcessConfigurer {
+        self.plan_caching(refs, false)
+    }
+
+    /// Plans `refs` for a build: configure answers not cached yet are
+    /// cached for the next build (design.md §11).
+    pub fn plan_for_build(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
+        self.plan_caching(refs, true)
+    }
+
+    fn plan_caching(&self, refs: &[PartitionRef], write: bool) -> Result<Plan, Failure> {
+        let process = ProcessConfigurer {
             graph: &self.graph,
             environment: &self.environment,
+        };
+        let configurer = CachingConfigurer {
+            inner: &process,
+            graph: &self.graph,
+            passed_env: &self.environment.passed,
+            dir: self.store_dir.join("configure"),
+            write,
         };
         plan(&self.graph, refs, &configurer).map_err(|error| Failure::usage(error.to_string()))
     }
@@ -148,8 +167,18 @@ impl Project {
 
     /// The store for reading, or `None` if nothing was ever built here.
     pub fn open_reader(&self) -> Result<Option<Store>, Failure> {
-        if !self.store_dir.join("catalog.redb").exists() {
+        let catalog = self.store_dir.join("catalog.redb");
+        if !catalog.exists() {
             return Ok(None);
+        }
+        // A first build creates the file and then initializes it: a reader
+        // that arrives in between sees an empty file. Give the writer a
+        // moment; a file that stays empty is reported as damaged.
+        for _ in 0..40 {
+            if std::fs::metadata(&catalog).is_ok_and(|metadata| metadata.len() > 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let mut on_wait = |_: &str| {};
         Store::open(&self.store_dir, OpenMode::ReadOnly, &mut on_wait)

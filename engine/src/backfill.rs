@@ -543,16 +543,49 @@ fn parse_dimension(
     let mut out = Vec::new();
     let mut day = start;
     while day <= end {
+        if out.len() >= MAX_REFS {
+            let span = raw.end.as_ref().map_or(span.clone(), Spanned::span);
+            return Err(error(
+                span,
+                "end",
+                format!(
+                    "the range {start}..{end} has more than {MAX_REFS} dates; split the backfill"
+                ),
+            ));
+        }
         out.push(day.to_string());
         day = day.add_days(step);
     }
     Ok(out)
 }
 
+/// The most partitions one backfill config may expand to: a bound on the
+/// memory a config file can make cairn allocate (found by fuzzing).
+pub const MAX_REFS: usize = 1_000_000;
+
 /// The cartesian product of `domains` (in the target's placeholder order,
 /// the last one fastest), substituted into `target`.
 fn expand(target: &Pattern, domains: &[(&str, Vec<String>)]) -> Result<Vec<PartitionRef>, String> {
-    let mut out = Vec::new();
+    let total = domains
+        .iter()
+        .try_fold(1usize, |total, (_, values)| total.checked_mul(values.len()))
+        .filter(|total| *total <= MAX_REFS);
+    let Some(total) = total else {
+        let sizes: Vec<String> = domains
+            .iter()
+            .map(|(name, values)| format!("{} {name}", values.len()))
+            .collect();
+        return Err(format!(
+            "{target} expands to more than {MAX_REFS} partitions ({}); split the backfill",
+            sizes.join(" x ")
+        ));
+    };
+    if let Some((name, _)) = domains.iter().find(|(_, values)| values.is_empty()) {
+        return Err(format!(
+            "{target} expands to no partition: {{{name}}} has no values"
+        ));
+    }
+    let mut out = Vec::with_capacity(total);
     let mut indices = vec![0usize; domains.len()];
     loop {
         let bindings: Bindings = domains
@@ -665,6 +698,35 @@ from = "stations"
                 "daily/date=2024-02-02/station=A",
                 "daily/date=2024-02-05/station=A"
             ]
+        );
+    }
+
+    #[test]
+    fn a_backfill_past_a_million_partitions_is_refused_before_allocating_it() {
+        // Found by fuzzing (fuzz/regressions/backfill_config): a wide date
+        // range times many values could make cairn allocate without bound.
+        let wide = GOOD
+            .replace("start = \"2024-01-30\"", "start = \"0001-01-01\"")
+            .replace("end = \"2024-02-02\"", "end = \"9999-12-31\"");
+        let message = error(&wide);
+        assert!(
+            message.starts_with("bf.toml:5: dimensions.date.end: the range 0001-01-01..9999-12-31 has more than 1000000 dates"),
+            "{message}"
+        );
+        let product = GOOD.replace("start = \"2024-01-30\"", "start = \"0001-01-01\"");
+        let message = error(&product);
+        assert!(
+            message.starts_with("bf.toml:1: target: daily/date={date}/station={station} expands to more than 1000000 partitions (738918 date x 2 station)"),
+            "{message}"
+        );
+        let mut graph = graph(false);
+        graph.set_source_values("stations", Vec::new());
+        let message = Backfill::parse(GOOD, Path::new("bf.toml"), &graph)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.ends_with("expands to no partition: {station} has no values"),
+            "{message}"
         );
     }
 

@@ -193,6 +193,148 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
     Ok(configs)
 }
 
+/// Caches the answers of executable jobs' configure steps (design.md §11),
+/// so that a build whose request, configure command and code did not change
+/// spawns no configure process at all.
+///
+/// An answer is keyed by the job's name, its configure argv, the
+/// allow-listed environment, the content of every file in the job's `code`
+/// (and of each configure argument that names a file of the project), and
+/// the requested refs in order. So a configure step may read what its
+/// `code` lists (podcast's daily reads `stations.txt`, listed there); a job
+/// whose configure reads anything else (the network, files not listed)
+/// opts out by declaring no `code`: such jobs are configured every time.
+/// Entries live in `.cairn/configure/<key>.json` in the configure protocol's
+/// own JSON, written atomically (temp file, rename) and parsed and validated
+/// like a fresh answer on every hit; one that does not parse is a miss.
+/// Only builds write entries (`write`); `plan`, `status` and dry runs only
+/// read them. At most [`CONFIGURE_CACHE_ENTRIES`] are kept (newest first).
+pub struct CachingConfigurer<'a> {
+    pub inner: &'a dyn crate::plan::Configurer,
+    pub graph: &'a crate::graph::Graph,
+    /// The allow-listed variables configure steps see.
+    pub passed_env: &'a [(String, String)],
+    /// `.cairn/configure`.
+    pub dir: std::path::PathBuf,
+    pub write: bool,
+}
+
+/// How many configure answers the cache keeps.
+pub const CONFIGURE_CACHE_ENTRIES: usize = 64;
+
+impl crate::plan::Configurer for CachingConfigurer<'_> {
+    fn configure(
+        &self,
+        job: &Job,
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Result<Vec<JobConfig>, ConfigureError> {
+        let Some(key) = job
+            .configure
+            .as_ref()
+            .and_then(|argv| self.key(job, argv, refs))
+        else {
+            return self.inner.configure(job, refs);
+        };
+        let path = self.dir.join(format!("{}.json", key.to_hex()));
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(configs) = parse_configure_output(&job.name, &bytes)
+        {
+            return Ok(configs);
+        }
+        let configs = self.inner.configure(job, refs)?;
+        if self.write
+            && let Err(error) = self.store(&path, &configs)
+        {
+            tracing::warn!(
+                "could not cache the configure answer of job {}: {error}",
+                job.name
+            );
+        }
+        Ok(configs)
+    }
+}
+
+impl CachingConfigurer<'_> {
+    /// The cache key, or `None` if the job's answers are not cached (no
+    /// `code`) or its code cannot be read (configure then reports it).
+    fn key(
+        &self,
+        job: &Job,
+        argv: &[String],
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Option<crate::digest::ContentDigest> {
+        if job.code.is_empty() {
+            return None;
+        }
+        let mut files = crate::exec::code_files(self.graph, &job.code).ok()?;
+        files.extend(
+            argv.iter()
+                .filter(|arg| {
+                    !arg.starts_with('/')
+                        && !arg.contains("..")
+                        && self.graph.root.join(arg).is_file()
+                })
+                .map(|arg| arg.trim_start_matches("./").to_owned()),
+        );
+        files.sort();
+        files.dedup();
+        let mut hasher = crate::digest::KeyHasher::new("cairn/configure/v1");
+        hasher.str("job", &job.name);
+        hasher.u64("argv", argv.len() as u64);
+        for arg in argv {
+            hasher.str("arg", arg);
+        }
+        hasher.u64("env", self.passed_env.len() as u64);
+        for (name, value) in self.passed_env {
+            hasher.str("env.name", name).str("env.value", value);
+        }
+        hasher.u64("code", files.len() as u64);
+        for file in &files {
+            let digest = crate::observe::hash_file(&self.graph.root.join(file)).ok()?;
+            hasher.str("path", file).digest("content", &digest);
+        }
+        hasher.u64("refs", refs.len() as u64);
+        for (partition, _) in refs {
+            hasher.str("ref", partition.as_str());
+        }
+        Some(crate::digest::ContentDigest(hasher.finish()))
+    }
+
+    fn store(&self, path: &std::path::Path, configs: &[JobConfig]) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        struct Answer<'c> {
+            configs: &'c [JobConfig],
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let bytes = serde_json::to_vec(&Answer { configs }).map_err(std::io::Error::other)?;
+        let temp = self.dir.join(format!("tmp-{}", std::process::id()));
+        std::fs::write(&temp, bytes)?;
+        std::fs::rename(&temp, path)?;
+        self.prune();
+        Ok(())
+    }
+
+    /// Keeps the newest [`CONFIGURE_CACHE_ENTRIES`] answers.
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut answers: Vec<(std::time::SystemTime, std::path::PathBuf)> = entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+            .collect();
+        if answers.len() <= CONFIGURE_CACHE_ENTRIES {
+            return;
+        }
+        answers.sort();
+        let excess = answers.len() - CONFIGURE_CACHE_ENTRIES;
+        for (_, path) in answers.into_iter().take(excess) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

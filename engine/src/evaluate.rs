@@ -2,6 +2,8 @@
 //! would be restored, or would run and why — without running, restoring or
 //! recording anything. Shared by `build --dry-run`, `plan` and `status`.
 
+use rayon::prelude::*;
+
 use crate::action::{Context, Decision};
 use crate::digest::{ActionKey, ContentDigest};
 use crate::exec::{ExecError, code_digests};
@@ -60,7 +62,11 @@ impl Verdict {
     }
 }
 
-/// Evaluates every action of `plan`, in topological order.
+/// Evaluates every action of `plan`: level by level (an action's level is
+/// one more than its deepest upstream action's), the actions of one level in
+/// parallel on rayon's pool — at a million partitions the work is observing
+/// every source and output through the stat cache, which is independent per
+/// action once its inputs' digests are known.
 pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
     let observer = Observer::new(context.catalog);
     let mut scratch = Vec::new();
@@ -72,9 +78,10 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
     )?;
     let sources: Vec<Result<ContentDigest, String>> = plan
         .sources
-        .iter()
-        .map(
-            |source| match observer.partition(&source.path, &mut scratch) {
+        .par_iter()
+        .map(|source| {
+            let observer = Observer::new(context.catalog);
+            match observer.partition(&source.path, &mut Vec::new()) {
                 Ok(Some((digest, _))) => Ok(digest),
                 Ok(None) => Err(format!(
                     "source {} is missing: {} does not exist",
@@ -82,83 +89,130 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
                     source.path.display()
                 )),
                 Err(error) => Err(format!("source {}: {error}", source.partition)),
-            },
-        )
+            }
+        })
         .collect();
     let mut outputs: Vec<Option<Vec<ContentDigest>>> = vec![None; plan.actions.len()];
     let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];
-    for &index in &plan.order {
-        let action = &plan.actions[index];
-        let mut resolved = Vec::with_capacity(action.inputs.len());
-        let mut verdict = None;
-        for (dep, input) in action.config.inputs.iter().zip(&action.inputs) {
-            match *input {
-                InputSource::Source { source } => match &sources[source] {
-                    Ok(digest) => resolved.push(crate::action::ResolvedInput {
-                        partition: dep.partition.clone(),
-                        digest: *digest,
-                        path: plan.sources[source].path.clone(),
-                    }),
-                    Err(error) => {
-                        verdict = Some(Verdict::Blocked {
-                            reason: error.clone(),
-                        });
-                        break;
-                    }
-                },
-                InputSource::Action {
-                    action: upstream,
-                    output,
-                } => match (&outputs[upstream], &verdicts[upstream]) {
-                    (Some(digests), _) => resolved.push(crate::action::ResolvedInput {
-                        partition: dep.partition.clone(),
-                        digest: digests[output],
-                        path: context.data_path(&dep.partition),
-                    }),
-                    (None, Some(Verdict::Blocked { reason })) => {
-                        verdict = Some(Verdict::Blocked {
-                            reason: reason.clone(),
-                        });
-                        break;
-                    }
-                    (None, _) => {
-                        verdict = Some(Verdict::Pending {
-                            input: dep.partition.clone(),
-                            reason: format!("input {} will be rebuilt", dep.partition),
-                        });
-                        break;
-                    }
-                },
-            }
+    for level in levels(plan) {
+        let evaluated: Vec<(usize, Verdict, Option<Vec<ContentDigest>>)> = level
+            .par_iter()
+            .map(|&index| {
+                let (verdict, digests) =
+                    evaluate_one(context, plan, index, &codes, &sources, &outputs, &verdicts)?;
+                Ok((index, verdict, digests))
+            })
+            .collect::<Result<_, ExecError>>()?;
+        for (index, verdict, digests) in evaluated {
+            outputs[index] = digests;
+            verdicts[index] = Some(verdict);
         }
-        let verdict = match verdict {
-            Some(verdict) => verdict,
-            None => {
-                let code = codes.get(&action.job).copied().flatten();
-                let key = context.key(action, &resolved, code);
-                match context
-                    .decide(action, &key, &resolved, code, &mut scratch)
-                    .map_err(ExecError::Code)?
-                {
-                    Decision::UpToDate { manifest } => {
-                        outputs[index] = Some(manifest.outputs.iter().map(|o| o.digest).collect());
-                        Verdict::UpToDate {
-                            key,
-                            built_by: manifest.build,
-                        }
-                    }
-                    Decision::Restore { manifest, .. } => {
-                        outputs[index] = Some(manifest.outputs.iter().map(|o| o.digest).collect());
-                        Verdict::Restore { key }
-                    }
-                    Decision::Run { reason } => Verdict::Run { key, reason },
-                }
-            }
-        };
-        verdicts[index] = Some(verdict);
     }
     Ok(verdicts
         .into_iter()
         .map(|verdict| verdict.expect("every action is in the order"))
         .collect())
+}
+
+/// The actions of `plan` grouped by level, each level in topological order.
+fn levels(plan: &Plan) -> Vec<Vec<usize>> {
+    let mut level = vec![0usize; plan.actions.len()];
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    for &index in &plan.order {
+        let depth = plan.actions[index]
+            .inputs
+            .iter()
+            .filter_map(|input| match *input {
+                InputSource::Action { action, .. } => Some(level[action] + 1),
+                InputSource::Source { .. } => None,
+            })
+            .max()
+            .unwrap_or(0);
+        level[index] = depth;
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
+        }
+        levels[depth].push(index);
+    }
+    levels
+}
+
+/// The verdict of one action whose upstream actions are evaluated, with its
+/// outputs' digests when they are known.
+fn evaluate_one(
+    context: &Context<'_>,
+    plan: &Plan,
+    index: usize,
+    codes: &std::collections::HashMap<String, Option<ContentDigest>>,
+    sources: &[Result<ContentDigest, String>],
+    outputs: &[Option<Vec<ContentDigest>>],
+    verdicts: &[Option<Verdict>],
+) -> Result<(Verdict, Option<Vec<ContentDigest>>), ExecError> {
+    let action = &plan.actions[index];
+    let mut resolved = Vec::with_capacity(action.inputs.len());
+    for (dep, input) in action.config.inputs.iter().zip(&action.inputs) {
+        match *input {
+            InputSource::Source { source } => match &sources[source] {
+                Ok(digest) => resolved.push(crate::action::ResolvedInput {
+                    partition: dep.partition.clone(),
+                    digest: *digest,
+                    path: plan.sources[source].path.clone(),
+                }),
+                Err(error) => {
+                    return Ok((
+                        Verdict::Blocked {
+                            reason: error.clone(),
+                        },
+                        None,
+                    ));
+                }
+            },
+            InputSource::Action {
+                action: upstream,
+                output,
+            } => match (&outputs[upstream], &verdicts[upstream]) {
+                (Some(digests), _) => resolved.push(crate::action::ResolvedInput {
+                    partition: dep.partition.clone(),
+                    digest: digests[output],
+                    path: context.data_path(&dep.partition),
+                }),
+                (None, Some(Verdict::Blocked { reason })) => {
+                    return Ok((
+                        Verdict::Blocked {
+                            reason: reason.clone(),
+                        },
+                        None,
+                    ));
+                }
+                (None, _) => {
+                    return Ok((
+                        Verdict::Pending {
+                            input: dep.partition.clone(),
+                            reason: format!("input {} will be rebuilt", dep.partition),
+                        },
+                        None,
+                    ));
+                }
+            },
+        }
+    }
+    let code = codes.get(&action.job).copied().flatten();
+    let key = context.key(action, &resolved, code);
+    let decision = context
+        .decide(action, &key, &resolved, code, &mut Vec::new())
+        .map_err(ExecError::Code)?;
+    Ok(match decision {
+        Decision::UpToDate { manifest } => (
+            Verdict::UpToDate {
+                key,
+                built_by: manifest.build,
+            },
+            Some(manifest.outputs.iter().map(|o| o.digest).collect()),
+        ),
+        Decision::Restore { manifest, .. } => (
+            Verdict::Restore { key },
+            Some(manifest.outputs.iter().map(|o| o.digest).collect()),
+        ),
+        Decision::Run { reason } => (Verdict::Run { key, reason }, None),
+    })
 }

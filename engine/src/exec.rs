@@ -7,10 +7,14 @@
 //! actions (an action is acknowledged only once it is committed). Dependents
 //! start as soon as an upstream action finishes, without waiting for its
 //! commit: a crash loses at most the uncommitted group, which the next build
-//! redoes.
+//! redoes. Groups are committed in order on a committer thread, so the
+//! scheduler never waits for a sync (a `syncfs` can take tens of
+//! milliseconds) to release dependents; groups that queue up while one is
+//! being committed are merged into one sync and one transaction.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -128,7 +132,7 @@ pub fn code_digests<'p>(
 
 /// Expands `code` entries (paths or globs, relative to the graph file) to
 /// relative file paths. An entry that matches nothing is an error.
-fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for pattern in patterns {
         if !pattern.contains(['*', '?', '[', '{']) {
@@ -296,6 +300,48 @@ enum Message {
     Done(usize, u64, Box<Finished>),
 }
 
+/// Finished work waiting to be made durable, then reported.
+struct Group {
+    events: Vec<(u64, EventKind)>,
+    updates: Vec<StatUpdate>,
+    reports: Vec<(usize, Option<ActionKey>, Outcome)>,
+    /// Progress when the group was closed (passed to the reporter).
+    progress: Progress,
+}
+
+/// The committer thread: for each group (merged with any that queued up
+/// meanwhile), blobs durable, then one catalog transaction, then reports.
+/// Stops at the first error, which it returns (and flags in `failed`).
+fn commit_groups(
+    context: &Context<'_>,
+    plan: &Plan,
+    reporter: &dyn Reporter,
+    groups: &crossbeam_channel::Receiver<Group>,
+    failed: &AtomicBool,
+) -> Result<(), ExecError> {
+    while let Ok(mut group) = groups.recv() {
+        while let Ok(more) = groups.try_recv() {
+            group.events.extend(more.events);
+            group.updates.extend(more.updates);
+            group.reports.extend(more.reports);
+            group.progress = more.progress;
+        }
+        let committed = context.blobs.sync().and_then(|()| {
+            context
+                .catalog
+                .append_timed(context.build, group.events, group.updates)
+        });
+        if let Err(error) = committed {
+            failed.store(true, Ordering::SeqCst);
+            return Err(error.into());
+        }
+        for (index, key, outcome) in group.reports {
+            reporter.finished(&plan.actions[index], key.as_ref(), &outcome, group.progress);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
@@ -336,6 +382,63 @@ pub fn build(
     });
     context.catalog.append(context.build, events, updates)?;
 
+    let (groups, committed_groups) = crossbeam_channel::unbounded::<Group>();
+    let commit_failed = AtomicBool::new(false);
+    thread::scope(|threads| {
+        let committer = thread::Builder::new()
+            .name("cairn-commit".into())
+            .spawn_scoped(threads, || {
+                commit_groups(context, plan, reporter, &committed_groups, &commit_failed)
+            })
+            .map_err(|error| ExecError::Code(format!("cannot start the commit thread: {error}")))?;
+        let scheduled = schedule(
+            context,
+            plan,
+            options,
+            reporter,
+            &pool,
+            Scheduled {
+                sources,
+                codes,
+                groups,
+                commit_failed: &commit_failed,
+            },
+        );
+        // `schedule` dropped the sender: the committer finishes what is queued.
+        let committed = committer
+            .join()
+            .unwrap_or_else(|_| Err(ExecError::Code("the commit thread panicked".into())));
+        committed?;
+        let report = scheduled?;
+        clear_staging(&context.staging_root);
+        Ok(report)
+    })
+}
+
+/// What [`schedule`] takes over from [`build`].
+struct Scheduled<'a> {
+    sources: Vec<Result<ContentDigest, String>>,
+    codes: HashMap<String, Option<ContentDigest>>,
+    groups: crossbeam_channel::Sender<Group>,
+    commit_failed: &'a AtomicBool,
+}
+
+/// The scheduler loop: launches ready actions, collects what finished, and
+/// hands a group to the committer every [`COMMIT_INTERVAL`].
+fn schedule(
+    context: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions<'_>,
+    reporter: &dyn Reporter,
+    pool: &rayon::ThreadPool,
+    scheduled: Scheduled<'_>,
+) -> Result<BuildReport, ExecError> {
+    let Scheduled {
+        sources,
+        codes,
+        groups,
+        commit_failed,
+    } = scheduled;
     let stop = AtomicBool::new(false);
     let mut scheduler = Scheduler {
         context,
@@ -370,6 +473,8 @@ pub fn build(
         interrupted: false,
         in_flight: 0,
         ready: VecDeque::new(),
+        groups,
+        commit_failed,
     };
     let (sender, receiver) = crossbeam_channel::unbounded::<Message>();
     pool.in_place_scope(|scope| -> Result<(), ExecError> {
@@ -417,7 +522,6 @@ pub fn build(
         },
     ));
     scheduler.commit()?;
-    clear_staging(&context.staging_root);
     Ok(BuildReport {
         build: context.build,
         counts,
@@ -451,6 +555,10 @@ struct Scheduler<'a> {
     interrupted: bool,
     in_flight: usize,
     ready: VecDeque<usize>,
+    /// To the committer thread.
+    groups: crossbeam_channel::Sender<Group>,
+    /// Set by the committer when a commit failed: the build stops.
+    commit_failed: &'a AtomicBool,
 }
 
 impl<'a> Scheduler<'a> {
@@ -630,25 +738,28 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// One group commit: blobs durable, then events and stats, then reports.
+    /// Closes a group and hands it to the committer (blobs durable, then
+    /// events and stats, then reports). Fails once a commit has failed; the
+    /// committer's own error is what the build reports.
     fn commit(&mut self) -> Result<(), ExecError> {
-        if self.pending_events.is_empty() && self.pending_updates.is_empty() {
+        if self.commit_failed.load(Ordering::SeqCst) {
+            return Err(ExecError::Code("a catalog commit failed".into()));
+        }
+        if self.pending_events.is_empty()
+            && self.pending_updates.is_empty()
+            && self.pending_reports.is_empty()
+        {
             return Ok(());
         }
-        self.context.blobs.sync()?;
-        let events = std::mem::take(&mut self.pending_events);
-        let updates = std::mem::take(&mut self.pending_updates);
-        self.context
-            .catalog
-            .append_timed(self.context.build, events, updates)?;
-        for (index, key, outcome) in std::mem::take(&mut self.pending_reports) {
-            self.reporter.finished(
-                &self.plan.actions[index],
-                key.as_ref(),
-                &outcome,
-                self.progress,
-            );
-        }
+        let group = Group {
+            events: std::mem::take(&mut self.pending_events),
+            updates: std::mem::take(&mut self.pending_updates),
+            reports: std::mem::take(&mut self.pending_reports),
+            progress: self.progress,
+        };
+        // A send fails only if the committer stopped on an error, which
+        // `commit_failed` reports on the next call.
+        let _ = self.groups.send(group);
         Ok(())
     }
 }

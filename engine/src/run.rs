@@ -7,6 +7,11 @@
 //! the key: a resumed attempt gets the last checkpoint in `CAIRN_RESUME` and
 //! finds in its output directories what it wrote before. Without a usable
 //! checkpoint an attempt starts from empty directories.
+//!
+//! A run that exited 0 is stored only if every input still has the content
+//! its key was computed with (a job that edited an input, or an input edited
+//! while the job ran, fails the run naming it) and the job left nothing in
+//! `out/` beside its output directories (`$CAIRN_OUT/../x`).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -16,7 +21,7 @@ use std::time::Instant;
 
 use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms, record_stats};
 use crate::digest::{ActionKey, ContentDigest};
-use crate::observe::{StatUpdate, list_files};
+use crate::observe::{Observer, StatUpdate, list_files};
 use crate::plan::PlannedAction;
 use crate::record::{
     CheckpointRecord, EventKind, FileEntry, InputRecord, Manifest, OutputRecord, partition_digest,
@@ -116,6 +121,25 @@ impl CheckpointWatch<'_> {
             size: bytes.len() as u64,
         });
     }
+}
+
+/// Something the job wrote in `<run_dir>/out` beside its output
+/// directories (`$CAIRN_OUT/../x`): `Some(error)` naming it.
+fn stray_output(run_dir: &Path, outputs: usize) -> Option<String> {
+    let out = run_dir.join("out");
+    let expected: Vec<String> = (0..outputs).map(|index| index.to_string()).collect();
+    let mut stray: Vec<std::ffi::OsString> = fs::read_dir(&out)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.file_name())
+        .filter(|name| !expected.iter().any(|expected| name == expected.as_str()))
+        .collect();
+    stray.sort();
+    let first = stray.first()?;
+    Some(format!(
+        "wrote {} outside its output directories (through $CAIRN_OUT/..); cairn stores only what is under CAIRN_OUTPUT_<i>, so the run is discarded",
+        out.join(first).display()
+    ))
 }
 
 fn describe(outputs: &[PartitionRef]) -> String {
@@ -364,6 +388,21 @@ impl Context<'_> {
         let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
             .map(|i| run_dir.join("out").join(i.to_string()))
             .collect();
+        // A job that edited an input ran on other content than its key
+        // names, and one that wrote beside its output directories did
+        // something cairn does not store: neither result may be cached.
+        let refusal = self
+            .changed_input(inputs, &mut updates)
+            .or_else(|| stray_output(run_dir, output_dirs.len()));
+        if let Some(error) = refusal {
+            let _ = fs::remove_dir_all(run_dir);
+            let error = format!(
+                "job {} ({}) {error}",
+                action.job,
+                describe(&action.config.outputs)
+            );
+            return self.failed_with_logs(action, key, error, Some(0), logs, updates);
+        }
         let records = match self.ingest(action, &output_dirs) {
             Ok(records) => records,
             Err(error) => {
@@ -442,6 +481,45 @@ impl Context<'_> {
             outcome: Outcome::Executed { duration_ms },
             outputs: Some(digests),
         }
+    }
+
+    /// Re-observes every input after the job exited: `Some(error)` naming
+    /// the first input whose content is no longer the one the action's key
+    /// was computed with (the job, or someone else, changed it while the job
+    /// ran).
+    fn changed_input(
+        &self,
+        inputs: &[ResolvedInput],
+        updates: &mut Vec<StatUpdate>,
+    ) -> Option<String> {
+        let observer = Observer::new(self.catalog);
+        for input in inputs {
+            let now = match observer.partition(&input.path, updates) {
+                Ok(Some((digest, _))) => digest,
+                Ok(None) => {
+                    return Some(format!(
+                        "exited 0, but its input {} ({}) disappeared while the job ran; the run is discarded",
+                        input.partition,
+                        input.path.display()
+                    ));
+                }
+                Err(error) => {
+                    return Some(format!(
+                        "exited 0, but its input {} cannot be read after the job ran ({error}); the run is discarded",
+                        input.partition
+                    ));
+                }
+            };
+            if now != input.digest {
+                return Some(format!(
+                    "exited 0, but its input {} changed while the job ran (content {} in the action's key, {} after the job exited); the run is discarded",
+                    input.partition,
+                    input.digest.short(),
+                    now.short()
+                ));
+            }
+        }
+        None
     }
 
     /// Checks and stores the outputs a job wrote into its staging dirs.

@@ -326,9 +326,15 @@ impl ProcessConfigurer<'_> {
             .stdin(Stdio::null());
         self.environment.apply(&mut command);
         command.args(refs.iter().map(|(partition, _)| partition.as_str()));
-        let output = command
-            .output()
+        let output = run_bounded(&mut command)
             .map_err(|error| fail(format!("could not start {program:?}: {error}")))?;
+        if output.too_long {
+            return Err(fail(format!(
+                "printed more than {} MiB on stdout ({}); it was stopped",
+                CONFIGURE_OUTPUT_LIMIT / (1024 * 1024),
+                argv.join(" ")
+            )));
+        }
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: String = stderr
@@ -354,6 +360,77 @@ impl ProcessConfigurer<'_> {
         }
         parse_configure_output(&job.name, &output.stdout)
     }
+}
+
+/// The most a configure step may print on stdout: its answer is parsed in
+/// memory, so a runaway configure is stopped rather than allowed to exhaust
+/// it.
+pub const CONFIGURE_OUTPUT_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// How much of a configure step's stderr is kept (its end), for errors.
+const STDERR_TAIL_BYTES: usize = 64 * 1024;
+
+/// What a configure process left.
+struct Captured {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// stdout went past [`CONFIGURE_OUTPUT_LIMIT`]: the process was killed.
+    too_long: bool,
+}
+
+/// Runs `command` to completion like [`Command::output`], but keeps at most
+/// [`CONFIGURE_OUTPUT_LIMIT`] bytes of stdout (killing the process past
+/// that) and the last [`STDERR_TAIL_BYTES`] of stderr.
+fn run_bounded(command: &mut Command) -> io::Result<Captured> {
+    use std::io::Read;
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io::Error::other("the configure process has no pipes"));
+    };
+    let tail = std::thread::spawn(move || {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut buffer = vec![0u8; 8192];
+        while let Ok(read) = stderr.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buffer[..read]);
+            if kept.len() > 2 * STDERR_TAIL_BYTES {
+                kept.drain(..kept.len() - STDERR_TAIL_BYTES);
+            }
+        }
+        let start = kept.len().saturating_sub(STDERR_TAIL_BYTES);
+        kept.split_off(start)
+    });
+    let mut out = Vec::new();
+    let read = (&mut stdout)
+        .take(CONFIGURE_OUTPUT_LIMIT + 1)
+        .read_to_end(&mut out);
+    let too_long = out.len() as u64 > CONFIGURE_OUTPUT_LIMIT;
+    if too_long || read.is_err() {
+        let _ = child.kill();
+    }
+    drop(stdout);
+    let status = child.wait()?;
+    read?;
+    if too_long {
+        // Whatever it started may still hold stderr open: do not wait for it.
+        return Ok(Captured {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            too_long,
+        });
+    }
+    let stderr = tail.join().unwrap_or_default();
+    Ok(Captured {
+        status,
+        stdout: out,
+        stderr,
+        too_long,
+    })
 }
 
 /// `exited with status 3`, `was killed by signal 9`.

@@ -106,6 +106,16 @@ impl Store {
         self.dir.join("tmp")
     }
 
+    /// Names `build` in the lock file, so that a build refused the lock can
+    /// say which build holds it. Informational: a failure is only logged.
+    pub fn record_build(&self, build: u64) {
+        if let Some(lock) = &self.lock
+            && let Err(error) = lock.record_build(build)
+        {
+            tracing::warn!("{error}");
+        }
+    }
+
     /// Whether this handle holds the writer lock.
     pub fn is_writer(&self) -> bool {
         self.lock.is_some()

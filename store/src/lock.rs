@@ -26,6 +26,7 @@ pub struct StoreLock {
     // Kept open: closing the file releases the kernel lock.
     _file: File,
     path: PathBuf,
+    since_ms: u64,
 }
 
 impl StoreLock {
@@ -58,8 +59,21 @@ impl StoreLock {
             }
             Err(TryLockError::Error(error)) => return Err(lock_failure(dir, &error)),
         }
-        record_holder(&file).map_err(|source| StoreError::io(&path, source))?;
-        Ok(StoreLock { _file: file, path })
+        let since_ms = now_ms();
+        write_holder(&file, since_ms, None).map_err(|source| StoreError::io(&path, source))?;
+        Ok(StoreLock {
+            _file: file,
+            path,
+            since_ms,
+        })
+    }
+
+    /// Adds the build id the holder is running to the lock file, so that a
+    /// process refused the lock can name it too (informational, like the
+    /// pid).
+    pub fn record_build(&self, build: u64) -> Result<(), StoreError> {
+        write_holder(&self._file, self.since_ms, Some(build))
+            .map_err(|source| StoreError::io(&self.path, source))
     }
 
     /// The lock file.
@@ -68,11 +82,15 @@ impl StoreLock {
     }
 }
 
-/// Replaces the lock file's content with this process's id and the time.
-fn record_holder(mut file: &File) -> std::io::Result<()> {
+/// Replaces the lock file's content with this process's id, the time it
+/// took the lock and, once known, the build it runs.
+fn write_holder(mut file: &File, since_ms: u64, build: Option<u64>) -> std::io::Result<()> {
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
-    let text = format!("pid={}\nsince_ms={}\n", std::process::id(), now_ms());
+    let mut text = format!("pid={}\nsince_ms={since_ms}\n", std::process::id());
+    if let Some(build) = build {
+        text.push_str(&format!("build={build}\n"));
+    }
     file.write_all(text.as_bytes())
 }
 
@@ -81,14 +99,23 @@ fn record_holder(mut file: &File) -> std::io::Result<()> {
 fn held_message(dir: &Path, lock_path: &Path) -> String {
     let prefix = format!("store {} is locked by another cairn process", dir.display());
     // The holder writes its details just after it acquires the lock, so they
-    // may be missing for a moment; the message then says less.
-    let holder = std::fs::read_to_string(lock_path)
-        .ok()
-        .and_then(|text| parse_holder(&text));
-    match holder {
+    // may be missing for a moment (two builds started together): wait up to
+    // a second for them; after that the message says less.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(lock_path).unwrap_or_default();
+        if parse_holder(&text).is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    match parse_holder(&text) {
         Some((pid, since_ms)) => {
             let seconds = now_ms().saturating_sub(since_ms) / 1000;
-            format!("{prefix} (pid {pid}, for {seconds}s)")
+            let build = parse_build(&text)
+                .map(|build| format!(", build {build}"))
+                .unwrap_or_default();
+            format!("{prefix} (pid {pid}{build}, for {seconds}s)")
         }
         None => prefix,
     }
@@ -105,6 +132,13 @@ fn parse_holder(text: &str) -> Option<(u32, u64)> {
         }
     }
     Some((pid?, since_ms?))
+}
+
+/// The `build=` line of a lock file, if the holder wrote one.
+fn parse_build(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("build="))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 fn lock_failure(dir: &Path, error: &std::io::Error) -> StoreError {
@@ -179,6 +213,20 @@ mod tests {
         assert!(messages[0].contains(&format!("(pid {}, for ", std::process::id())));
         let text = std::fs::read_to_string(lock.path()).unwrap();
         assert!(text.starts_with(&format!("pid={}\nsince_ms=", std::process::id())));
+    }
+
+    #[test]
+    fn a_recorded_build_is_named_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+        first.record_build(17).unwrap();
+        let error = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap_err();
+        let StoreError::Locked(message) = error else {
+            panic!("expected Locked, got {error:?}")
+        };
+        let expected = format!("(pid {}, build 17, for 0s)", std::process::id());
+        assert!(message.ends_with(&expected), "{message}");
+        assert_eq!(parse_build("pid=1\nsince_ms=2\nbuild=x\n"), None);
     }
 
     #[test]

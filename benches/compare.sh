@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark: cairn side by side with ninja, GNU make and a
+# plain shell baseline on the podcast workload, plus the scale benchmarks
+# (1,000,000-partition planning, `cairn log --json`, CAS ingest). Rewrites
+# docs/benchmarks.md with the machine description and the results.
+#
+#   bash benches/compare.sh            # the whole run (about 30-40 minutes)
+#   bash benches/compare.sh --quick    # 2 runs per case, no 365x30, no 1M (a smoke test)
+#
+# Options (or environment variables):
+#   --runs N          timed runs per case (RUNS, default 5)
+#   --large-cold N    runs of the 365x30 cold builds (LARGE_COLD_RUNS, default 1:
+#                     each takes minutes)
+#   --sizes "A B"     workloads DAYSxSTATIONS (SIZES, default "30x30 365x30")
+#   --scale-runs N    timed runs of each scale case (SCALE_RUNS, default 3)
+#   --skip-scale      skip the 1M-partition, log and CAS benchmarks
+#   --work DIR        scratch directory (BENCH_DIR, default target/bench)
+#   --no-doc          print the results, leave docs/benchmarks.md alone
+#
+# Everything runs at -j <cores> (nproc) for every tool. Timings are
+# wall-clock medians with min and max, measured by hyperfine; peak RSS is GNU
+# time's %M (the largest process of the tree). Before a cold build the previous
+# outputs (and cairn's store, ninja's log) are renamed into a trash directory
+# rather than deleted, and the trash is deleted at the end: on this kind of
+# file system deleting thousands of files just before a measurement slows the
+# next inode allocations for minutes, which would blur every cold number.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-5}
+LARGE_COLD_RUNS=${LARGE_COLD_RUNS:-1}
+SCALE_RUNS=${SCALE_RUNS:-3}
+SIZES=${SIZES:-"30x30 365x30"}
+SCALE=${SCALE:-1}
+WORK=${BENCH_DIR:-$REPO/target/bench}
+DOC=${DOC:-$REPO/docs/benchmarks.md}
+WRITE_DOC=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) RUNS=2; SIZES="30x30"; SCALE=0 ;;
+        --runs) RUNS=$2; shift ;;
+        --large-cold) LARGE_COLD_RUNS=$2; shift ;;
+        --sizes) SIZES=$2; shift ;;
+        --skip-scale) SCALE=0 ;;
+        --scale-runs) SCALE_RUNS=$2; shift ;;
+        --work) WORK=$2; shift ;;
+        --no-doc) WRITE_DOC=0 ;;
+        -h | --help) sed -n 2,27p "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+CORES=$(nproc)
+export LC_ALL=C
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+need_apt=()
+command -v ninja >/dev/null || need_apt+=(ninja-build)
+command -v make >/dev/null || need_apt+=(make)
+[ -x /usr/bin/time ] || need_apt+=(time)
+command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v b3sum >/dev/null || need_apt+=(b3sum)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v b3sum >/dev/null || cargo install b3sum
+command -v hyperfine >/dev/null || cargo install hyperfine
+
+log "building cairn (release)"
+(cd "$REPO" && cargo build --release --bin cairn --example bench-scale)
+CAIRN=$REPO/target/release/cairn
+SCALE_TOOL=$REPO/target/release/examples/bench-scale
+GENERATE=$REPO/fixtures/podcast/generate
+GEN_PEERS=$REPO/benches/e2e/gen-peers
+
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+TRASH=$WORK/trash
+RESULTS=$WORK/results.tsv
+mkdir -p "$TRASH"
+: > "$RESULTS"
+# Moves its arguments (if present) into the trash directory.
+STASH=$WORK/stash
+cat > "$STASH" <<EOF
+#!/bin/sh
+for p in "\$@"; do
+    if [ -e "\$p" ]; then mv "\$p" "$TRASH/\$(date +%s%N)-\$\$-\$(basename "\$p")"; fi
+done
+EOF
+chmod +x "$STASH"
+
+# record CASE SIZE TOOL MEDIAN MIN MAX RSS_KB ACTIONS RUNS
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"; }
+
+# timed NAME RUNS PREPARE COMMAND: hyperfine in DIR; prints "median min max".
+timed() {
+    local name=$1 runs=$2 prepare=$3 command=$4 json=$WORK/json/$1.json
+    mkdir -p "$WORK/json"
+    local args=(--runs "$runs" --style basic --export-json "$json" --shell bash)
+    [ -n "$prepare" ] && args+=(--prepare "$prepare")
+    hyperfine "${args[@]}" "$command" >&2
+    jq -r '.results[0] | "\(.median) \(.min) \(.max)"' "$json"
+}
+
+# peak_rss COMMAND: runs it once under GNU time, prints the max RSS in KiB.
+peak_rss() {
+    /usr/bin/time -f %M -o "$WORK/rss.txt" bash -c "$1" >/dev/null 2>&1
+    tail -1 "$WORK/rss.txt"
+}
+
+# --- the podcast workloads ------------------------------------------------------
+for size in $SIZES; do
+    days=${size%x*}
+    stations=${size#*x}
+    base=$WORK/$size
+    log "workload $size: $days days x $stations stations"
+    for tool in cairn make ninja shell; do
+        [ -d "$base/$tool" ] && "$STASH" "$base/$tool"
+        mkdir -p "$base"
+        "$GENERATE" "$base/$tool" "$days" "$stations"
+        [ "$tool" = cairn ] || "$GEN_PEERS" "$base/$tool"
+    done
+    actions=$(( days * stations * 2 + days ))
+    cold_runs=$RUNS
+    [ "$size" = "30x30" ] || cold_runs=$LARGE_COLD_RUNS
+    change_file=inputs/2024-01-05/S007.txt
+    touch_file=inputs/2024-01-06/S008.txt
+    [ "$days" -ge 6 ] || { change_file=inputs/2024-01-01/S001.txt; touch_file=$change_file; }
+
+    for tool in shell ninja make cairn; do
+        dir=$base/$tool
+        case $tool in
+            cairn) build="$CAIRN build -j $CORES"; reset="$STASH data .cairn" ;;
+            make) build="make -s -j $CORES"; reset="$STASH out" ;;
+            ninja) build="ninja -j $CORES"; reset="$STASH out .ninja_log .ninja_deps" ;;
+            shell) build="sh shell-build $CORES"; reset="$STASH out" ;;
+        esac
+        cd "$dir"
+        log "$size $tool: cold build ($cold_runs runs)"
+        : > "$WORK/cold-rss.txt"
+        read -r med min max < <(timed "$size-$tool-cold" "$cold_runs" "$reset" \
+            "/usr/bin/time -a -o $WORK/cold-rss.txt -f %M $build > $WORK/last.log 2>&1")
+        rss=$(sort -n "$WORK/cold-rss.txt" | tail -1)
+        record cold "$size" "$tool" "$med" "$min" "$max" "$rss" "$actions" "$cold_runs"
+        [ "$tool" = shell ] && continue
+
+        log "$size $tool: no-op rebuild"
+        read -r med min max < <(timed "$size-$tool-noop" "$RUNS" "" "$build > /dev/null 2>&1")
+        rss=$(peak_rss "$build")
+        record noop "$size" "$tool" "$med" "$min" "$max" "$rss" 0 "$RUNS"
+
+        # Each change appends a line never seen before, so no run can reuse
+        # an earlier result by content.
+        change="echo ep\$(date +%s%N),4 >> $change_file"
+        log "$size $tool: one input changed"
+        read -r med min max < <(timed "$size-$tool-change" "$RUNS" "$change" "$build > /dev/null 2>&1")
+        eval "$change"
+        case $tool in
+            cairn) n=$($build --json 2>/dev/null | tail -1 | jq .executed) ;;
+            make) n=$(make -n -j "$CORES" | wc -l); $build >/dev/null 2>&1 ;;
+            ninja) n=$(ninja -n -j "$CORES" | grep -c '^\[' || true); $build >/dev/null 2>&1 ;;
+        esac
+        record change "$size" "$tool" "$med" "$min" "$max" "" "$n" "$RUNS"
+
+        log "$size $tool: one input touched"
+        read -r med min max < <(timed "$size-$tool-touch" "$RUNS" "touch $touch_file" "$build > /dev/null 2>&1")
+        touch "$touch_file"
+        case $tool in
+            cairn) n=$($build --json 2>/dev/null | tail -1 | jq .executed) ;;
+            make) n=$(make -n -j "$CORES" | wc -l); $build >/dev/null 2>&1 ;;
+            ninja) n=$(ninja -n -j "$CORES" | grep -c '^\[' || true); $build >/dev/null 2>&1 ;;
+        esac
+        record touch "$size" "$tool" "$med" "$min" "$max" "" "$n" "$RUNS"
+    done
+    # Same results from every tool (cairn's daily summaries against make's).
+    for d in "$base/make/out/daily"/*; do
+        date=${d##*/}
+        cmp -s "$d/summary.csv" "$base/cairn/data/daily/date=$date/summary.csv" \
+            || { echo "compare.sh: cairn and make disagree on daily $date" >&2; exit 1; }
+    done
+done
+
+# --- scale: 1,000,000 partitions, the log, the CAS ---------------------------------
+if [ "$SCALE" = 1 ]; then
+    big=$WORK/1m
+    log "scale workload: 365 days x 1370 stations (1,000,465 partitions)"
+    [ -d "$big" ] && "$STASH" "$big"
+    "$GENERATE" "$big" 365 1370
+    cd "$big"
+    log "1M dry run, empty store"
+    read -r med min max < <(timed "1m-dry-empty" "$SCALE_RUNS" "" "$CAIRN build --dry-run > /dev/null 2>&1")
+    rss=$(peak_rss "$CAIRN build --dry-run")
+    record dry-empty 1m cairn "$med" "$min" "$max" "$rss" 1000465 "$SCALE_RUNS"
+
+    log "1M: populating the store through the library (every partition built)"
+    /usr/bin/time -f "populate: %e s, %M KiB" "$SCALE_TOOL" populate "$big/cairn.toml" >&2
+    log "1M no-op check, all built"
+    "$CAIRN" build --dry-run --json 2>/dev/null | tail -1 > "$WORK/dry.json"
+    read -r med min max < <(timed "1m-dry-built" "$SCALE_RUNS" "" "$CAIRN build --dry-run > /dev/null 2>&1")
+    rss=$(peak_rss "$CAIRN build --dry-run")
+    record dry-built 1m cairn "$med" "$min" "$max" "$rss" "$(jq .executed "$WORK/dry.json")" "$SCALE_RUNS"
+
+    log "cairn log --json of 1,000,000 events"
+    read -r med min max < <(timed "1m-log" "$SCALE_RUNS" "" "$CAIRN log --json --until 1000000 > /dev/null")
+    rss=$(peak_rss "$CAIRN log --json --until 1000000")
+    events=$("$CAIRN" log --json --until 1000000 | wc -l)
+    record log 1m cairn "$med" "$min" "$max" "$rss" "$events" "$SCALE_RUNS"
+
+    log "CAS ingest of 1 GiB vs b3sum"
+    blob=$WORK/blob-1g
+    head -c 1073741824 /dev/urandom > "$blob"
+    cat "$blob" > /dev/null
+    read -r med min max < <(timed "b3sum" "$SCALE_RUNS" "" "b3sum $blob > /dev/null")
+    record b3sum 1g b3sum "$med" "$min" "$max" "" "" "$SCALE_RUNS"
+    read -r med min max < <(timed "cas-ingest" "$SCALE_RUNS" "$STASH $WORK/cas-store && $SCALE_TOOL ingest --init $WORK/cas-store $blob" \
+        "$SCALE_TOOL ingest $WORK/cas-store $blob > /dev/null")
+    record ingest 1g cairn "$med" "$min" "$max" "" "" "$SCALE_RUNS"
+    read -r med min max < <(timed "cas-ingest-sync" "$SCALE_RUNS" "$STASH $WORK/cas-store && $SCALE_TOOL ingest --init $WORK/cas-store $blob" \
+        "$SCALE_TOOL ingest --sync $WORK/cas-store $blob > /dev/null")
+    record ingest-sync 1g cairn "$med" "$min" "$max" "" "" "$SCALE_RUNS"
+    "$STASH" "$blob"
+fi
+
+log "removing the trash"
+rm -rf "$TRASH"
+
+# --- the report ------------------------------------------------------------------
+cd "$REPO"
+report=$WORK/benchmarks.md
+bash "$REPO/benches/e2e/report" "$RESULTS" "$CORES" "$RUNS" "$LARGE_COLD_RUNS" "$SCALE_RUNS" > "$report"
+if [ "$WRITE_DOC" = 1 ]; then
+    cp "$report" "$DOC"
+    log "wrote $DOC"
+else
+    cat "$report"
+fi

@@ -1,0 +1,8 @@
+//! Fuzz target: see `checks::pattern_matcher` (fuzz/checks.rs) for the property.
+#![no_main]
+
+#[path = "../checks.rs"]
+#[allow(dead_code, reason = "each target uses one check")]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::pattern_matcher(data));
