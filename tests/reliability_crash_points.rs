@@ -47,7 +47,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_engine::ContentDigest;
 use cairn_engine::action::Context;
@@ -206,17 +206,31 @@ struct Injector {
     catalog_path: PathBuf,
     /// Blobs created (not found present) since the last successful sync.
     unsynced: Mutex<Vec<PathBuf>>,
+    /// Set when a crashing fault is reached: from then on the process is
+    /// dead as far as the store can tell, so every other thread's durable
+    /// call stops before it starts (a real `kill -9` stops all threads at
+    /// once; `crash` takes a moment to deliver it).
+    crashed: AtomicBool,
 }
 
 impl Injector {
     /// Counts a call of `kind`; the fault to inject, if it is the target.
     fn arrive(&self, kind: Kind) -> Option<Mode> {
+        // Checked and set under the same lock, so no call passes this point
+        // once a crash has been decided.
         let mut counts = self.counts.lock().expect("counts");
+        if self.crashed.load(Ordering::SeqCst) {
+            drop(counts);
+            self.hang()
+        }
         let count = counts.entry(kind).or_insert(0);
         *count += 1;
         let (target_kind, n, mode) = self.target?;
         if target_kind != kind || n != *count {
             return None;
+        }
+        if mode.crashes() {
+            self.crashed.store(true, Ordering::SeqCst);
         }
         drop(counts);
         self.note(&format!("reached {} #{n} {}", kind.name(), mode.name()));
@@ -235,9 +249,18 @@ impl Injector {
 
     /// `kill -9` of this process: no destructor, no flush, nothing more.
     fn crash(&self) -> ! {
+        self.crashed.store(true, Ordering::SeqCst);
         let _ = Command::new("kill")
             .args(["-9", &std::process::id().to_string()])
             .status();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+
+    /// A thread that reached a durable call after the crash: it waits for
+    /// the `kill -9` that is on its way.
+    fn hang(&self) -> ! {
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
@@ -455,6 +478,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         cas_dir: store.dir().join("cas"),
         catalog_path: store.catalog().path().to_owned(),
         unsynced: Mutex::new(Vec::new()),
+        crashed: AtomicBool::new(false),
     };
     let blobs = FaultyBlobs {
         inner: store.blobs(),
