@@ -19,6 +19,7 @@ pub mod record;
 pub mod refs;
 pub mod run;
 pub mod runner;
+mod spawn;
 
 pub use digest::{ActionKey, ContentDigest, KeyHasher};
 pub use refs::{Bindings, PartitionRef, Pattern, RefError};

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -113,52 +114,6 @@ fn terminate(pid: u32) {
     }
 }
 
-/// Makes the kernel SIGKILL the job if cairn dies (even by `kill -9`), so
-/// that no orphaned job keeps writing into a staging directory that the next
-/// build would resume from.
-#[expect(unsafe_code, reason = "pre_exec runs code between fork and exec")]
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    // SAFETY: the closure runs in the forked child before exec; it calls only
-    // prctl(2) and getppid(2), which are async-signal-safe, allocates nothing
-    // and takes no lock of the parent.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                return Err(io::Error::other("cairn exited while starting the job"));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Blocks until process `pid` (our child) has exited, leaving it unreaped.
-#[expect(unsafe_code, reason = "waitid(2) with WNOWAIT has no std wrapper")]
-fn wait_without_reaping(pid: u32) {
-    let id: libc::id_t = pid;
-    loop {
-        // SAFETY: `info` is a plain C struct that waitid fills; zeroed is a
-        // valid value for it and it lives across the call.
-        let result = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                id,
-                &raw mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if result == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
-        }
-    }
-}
-
 /// SIGKILLs what is left of a job's process group once its leader exited.
 #[expect(
     unsafe_code,
@@ -206,50 +161,45 @@ pub fn run_process(
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(invocation.cwd)
-        .stdin(Stdio::null());
+    let mut env: Vec<(&str, &str)> = Vec::with_capacity(
+        invocation.environment.passed.len()
+            + invocation.environment.secret.len()
+            + invocation.extra_env.len(),
+    );
+    for (name, value) in invocation
+        .environment
+        .passed
+        .iter()
+        .chain(&invocation.environment.secret)
+        .chain(invocation.extra_env)
     {
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
+        env.push((name, value));
     }
-    die_with_parent(&mut command);
-    invocation.environment.apply(&mut command);
-    for (name, value) in invocation.extra_env {
-        command.env(name, value);
-    }
-    command.stdout(File::create(invocation.stdout)?);
-    command.stderr(File::create(invocation.stderr)?);
-    let mut child = command.spawn().map_err(|error| {
-        io::Error::new(error.kind(), format!("cannot start {program:?}: {error}"))
-    })?;
-    let pid = child.id();
+    let stdin = File::open("/dev/null")?;
+    let stdout = File::create(invocation.stdout)?;
+    let stderr = File::create(invocation.stderr)?;
+    let process = crate::spawn::spawn(&crate::spawn::Spec {
+        program,
+        args,
+        env: &env,
+        cwd: invocation.cwd,
+        stdin: stdin.as_raw_fd(),
+        stdout: stdout.as_raw_fd(),
+        stderr: stderr.as_raw_fd(),
+    })
+    .map_err(|error| io::Error::new(error.kind(), format!("cannot start {program:?}: {error}")))?;
+    drop((stdin, stdout, stderr));
+    let pid = process.pid;
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
     }
-    let status = std::thread::scope(|scope| {
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        if let Some(poll) = poll {
-            scope.spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    finished.recv_timeout(POLL_INTERVAL)
-                {
-                    poll();
-                }
-            });
-        }
-        // Wait for the job's exit without reaping it, so its pid (the
-        // group id) cannot be reused, then kill whatever it left running in
-        // its group: nothing of a job may outlive it (and, say, write a
-        // checkpoint after it exited).
-        wait_without_reaping(pid);
-        kill_group(pid);
-        let status = child.wait();
-        drop(done);
-        status
-    });
+    // Wait for the job's exit without reaping it, so its pid (the group id)
+    // cannot be reused, then kill whatever it left running in its group:
+    // nothing of a job may outlive it (and, say, write a checkpoint after it
+    // exited). The checkpoint is watched meanwhile, on this thread.
+    process.wait_exited(POLL_INTERVAL, poll);
+    kill_group(pid);
+    let status = process.reap();
     if let Ok(mut pids) = children.pids.lock() {
         pids.remove(&pid);
     }
