@@ -16,12 +16,14 @@ use serde_json::Value;
 
 const TOTAL: u64 = 21;
 
-/// A 3x3 copy built twice: build 1 executes everything, build 2 caches it.
+/// A 3x3 copy built twice: build 1 executes everything; `data/` is
+/// removed, and build 2 restores all of it from the store.
 fn built_twice() -> (Project, Build, Build) {
     let p = Project::podcast(3, 3);
     let first = p.build(&[]);
     first.assert_code(0);
     first.assert_counts(TOTAL, TOTAL, 0, 0, 0);
+    std::fs::remove_dir_all(p.path().join("data")).expect("remove data/");
     let second = p.build(&[]);
     second.assert_code(0);
     second.assert_counts(TOTAL, 0, TOTAL, 0, 0);
@@ -156,7 +158,8 @@ fn log_json_records_a_build_and_its_cached_rebuild() {
     }
     assert_eq!(finished["interrupted"], false);
 
-    // Build 2: every action cached, built by build 1; nothing started.
+    // Build 2: every action cached (restored), built by build 1; nothing
+    // started.
     let build2: Vec<Value> = events
         .iter()
         .filter(|e| e["build"] == second.id())
@@ -169,7 +172,7 @@ fn log_json_records_a_build_and_its_cached_rebuild() {
         ("ActionSucceeded", 0),
         ("ActionFailed", 0),
         ("ActionCached", 21),
-        ("PartitionMaterialized", 0),
+        ("PartitionMaterialized", 21),
         ("BuildFinished", 1),
     ]
     .into_iter()
@@ -179,7 +182,22 @@ fn log_json_records_a_build_and_its_cached_rebuild() {
     assert_eq!(partitions_of_kind(&build2, "ActionCached"), all);
     for cached in of_kind(&build2, "ActionCached") {
         assert_eq!(cached["built_by"], first.id(), "{cached}");
+        assert_eq!(cached["restored"], true, "{cached}");
     }
+
+    // Build 3, a no-op: the actions were already current, which is not an
+    // event of each action but the count of the build's BuildFinished; the
+    // log does not grow with every action of every no-op build.
+    let third = p.build(&[]);
+    third.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    let build3: Vec<Value> = p
+        .log(&["--build", &third.id().to_string()])
+        .into_iter()
+        .collect();
+    let kinds3: Vec<&str> = build3.iter().map(|e| str_field(e, "kind")).collect();
+    assert_eq!(kinds3, ["BuildRequested", "Planned", "BuildFinished"]);
+    assert_eq!(build3[2]["counts"]["cached"], TOTAL);
+    assert_eq!(build3[2]["counts"]["executed"], 0);
 }
 
 #[test]
@@ -206,14 +224,15 @@ fn log_filters_keep_exactly_the_matching_events() {
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
     assert_eq!(seqs(&by_partition), expected);
-    // Started, succeeded and materialized in build 1, cached in build 2.
+    // Started, succeeded and materialized in build 1, cached (restored)
+    // and materialized again in build 2.
     assert_eq!(
         kinds(&by_partition).into_iter().collect::<Vec<_>>(),
         [
             ("ActionCached".to_owned(), 1),
             ("ActionStarted".to_owned(), 1),
             ("ActionSucceeded".to_owned(), 1),
-            ("PartitionMaterialized".to_owned(), 1),
+            ("PartitionMaterialized".to_owned(), 2),
         ]
     );
 

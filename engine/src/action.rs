@@ -384,13 +384,7 @@ impl Context<'_> {
         restored: bool,
         updates: Vec<StatUpdate>,
     ) -> Finished {
-        let mut events = vec![EventKind::ActionCached {
-            key,
-            job: action.job.clone(),
-            outputs: action.config.outputs.clone(),
-            built_by: manifest.build,
-            restored,
-        }];
+        let mut materialized = Vec::new();
         for output in &manifest.outputs {
             let current = self
                 .catalog
@@ -399,13 +393,32 @@ impl Context<'_> {
                 .flatten()
                 .and_then(|state| state.current);
             if restored || current.is_none_or(|current| current.key != key) {
-                events.push(EventKind::PartitionMaterialized {
+                materialized.push(EventKind::PartitionMaterialized {
                     partition: output.partition.clone(),
                     digest: output.digest,
                     key,
                 });
             }
         }
+        // An action whose outputs are already current, untouched, is a
+        // non-event: the build's `BuildFinished` counts it. Logging it would
+        // grow the log by every action of every no-op build (design §11:
+        // nothing on the hot path the log does not need). A reuse that
+        // changes something (restored data, another manifest made current)
+        // is a fact, and is recorded.
+        let events = if materialized.is_empty() {
+            Vec::new()
+        } else {
+            let mut events = vec![EventKind::ActionCached {
+                key,
+                job: action.job.clone(),
+                outputs: action.config.outputs.clone(),
+                built_by: manifest.build,
+                restored,
+            }];
+            events.append(&mut materialized);
+            events
+        };
         Finished {
             key: Some(key),
             events,

@@ -82,6 +82,15 @@ impl StoreLock {
     }
 }
 
+impl Drop for StoreLock {
+    /// Empties the lock file before the lock is released (when the file
+    /// closes, just after), so that the next process refused the lock never
+    /// names this one, gone, as its holder.
+    fn drop(&mut self) {
+        let _ = self._file.set_len(0);
+    }
+}
+
 /// Replaces the lock file's content with this process's id, the time it
 /// took the lock and, once known, the build it runs.
 fn write_holder(mut file: &File, since_ms: u64, build: Option<u64>) -> std::io::Result<()> {
@@ -99,17 +108,22 @@ fn write_holder(mut file: &File, since_ms: u64, build: Option<u64>) -> std::io::
 fn held_message(dir: &Path, lock_path: &Path) -> String {
     let prefix = format!("store {} is locked by another cairn process", dir.display());
     // The holder writes its details just after it acquires the lock, so they
-    // may be missing for a moment (two builds started together): wait up to
-    // a second for them; after that the message says less.
+    // may be missing for a moment (two builds started together), or still
+    // name a holder that was killed before it could empty the file: wait up
+    // to a second for the details of a live process; after that the message
+    // says less.
     let mut text = String::new();
+    let live = |text: &str| {
+        parse_holder(text).filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+    };
     for _ in 0..100 {
         text = std::fs::read_to_string(lock_path).unwrap_or_default();
-        if parse_holder(&text).is_some() {
+        if live(&text).is_some() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    match parse_holder(&text) {
+    match live(&text) {
         Some((pid, since_ms)) => {
             let seconds = now_ms().saturating_sub(since_ms) / 1000;
             let build = parse_build(&text)

@@ -673,3 +673,39 @@ fn a_store_from_before_the_index_gets_it_from_its_first_writer() {
         [3, 4, 5, 7, 8, 9]
     );
 }
+
+#[test]
+fn a_cleanly_closed_catalog_is_stamped_and_any_change_voids_the_stamp() {
+    use std::io::{Seek, SeekFrom, Write};
+    let fixture = Fixture::new();
+    {
+        let catalog = fixture.writer();
+        catalog.append(1, vec![planned()], Vec::new()).unwrap();
+        assert!(
+            !closed_stamp_matches(&fixture.path),
+            "no stamp while a writer has it open"
+        );
+    }
+    assert!(closed_stamp_matches(&fixture.path), "stamped at close");
+    // Reading does not void it.
+    drop(fixture.reader());
+    assert!(closed_stamp_matches(&fixture.path));
+    // Opening for writing removes it until the writer closes.
+    let writer = fixture.writer();
+    assert!(!closed_stamp_path(&fixture.path).exists());
+    drop(writer);
+    assert!(closed_stamp_matches(&fixture.path));
+    // The same bytes written over themselves: same size, same content, but
+    // the file was written, so the stamp no longer vouches for it.
+    let length = std::fs::metadata(&fixture.path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fixture.path)
+        .unwrap();
+    let bytes = std::fs::read(&fixture.path).unwrap();
+    file.seek(SeekFrom::Start(length / 2)).unwrap();
+    file.write_all(&bytes[(length / 2) as usize..][..8])
+        .unwrap();
+    drop(file);
+    assert!(!closed_stamp_matches(&fixture.path));
+}
