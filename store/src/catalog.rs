@@ -1172,6 +1172,6 @@ fn remove_closed_stamp(catalog: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(closed_stamp_path(catalog)) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(StoreError::io(&closed_stamp_path(catalog), error)),
+        Err(error) => Err(StoreError::io(closed_stamp_path(catalog), error)),
     }
 }
