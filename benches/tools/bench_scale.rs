@@ -131,6 +131,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         children: &children,
         build,
         retries: None,
+        real_dirs: Default::default(),
     };
     let observer = Observer::new(catalog);
     let mut updates: Vec<StatUpdate> = Vec::new();

@@ -145,6 +145,7 @@ pub fn execute(
         children: &children,
         build: build_id,
         retries: execution.retries,
+        real_dirs: Default::default(),
     };
     let jobs = execution.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()

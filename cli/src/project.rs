@@ -161,6 +161,7 @@ impl Project {
             children: &children,
             build: 0,
             retries: None,
+            real_dirs: Default::default(),
         };
         read(&context)
     }

@@ -35,6 +35,32 @@ pub struct Context<'a> {
     pub build: u64,
     /// `--retries`: overrides every job's `retries` when set.
     pub retries: Option<u32>,
+    /// Directories between the data root and the partitions already seen
+    /// to be real directories by this build's decisions.
+    pub real_dirs: RealDirs,
+}
+
+/// Directories a build has seen to be real directories (not links), so that
+/// deciding whether 30 partitions of one date are current checks their
+/// common parents once, not 30 times. Only the read-only decision uses it:
+/// creating parents to write a partition checks every one again.
+#[derive(Debug, Default)]
+pub struct RealDirs(std::sync::RwLock<std::collections::HashSet<PathBuf>>);
+
+impl RealDirs {
+    fn contains(&self, path: &Path) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(path)
+    }
+
+    fn insert(&self, path: &Path) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(path.to_owned());
+    }
 }
 
 /// An input as the action sees it.
@@ -93,8 +119,11 @@ impl Context<'_> {
         components.pop();
         for component in components {
             path.push(component);
+            if self.real_dirs.contains(&path) {
+                continue;
+            }
             match fs::symlink_metadata(&path) {
-                Ok(metadata) if metadata.is_dir() => {}
+                Ok(metadata) if metadata.is_dir() => self.real_dirs.insert(&path),
                 Ok(_) => return Some(path),
                 Err(_) => return None,
             }

@@ -220,7 +220,8 @@ fn walk(directory: &Path, prefix: &str, files: &mut Vec<ListedFile>) -> Result<(
         } else {
             format!("{prefix}/{name}")
         };
-        let metadata = fs::symlink_metadata(&path).map_err(io_error(&path))?;
+        // Relative to the open directory (fstatat), not following links.
+        let metadata = entry.metadata().map_err(io_error(&path))?;
         if metadata.is_dir() {
             walk(&path, &relative, files)?;
         } else if metadata.is_file() {
