@@ -458,6 +458,47 @@ pub fn event_json(event: &Event) -> Value {
     Value::Object(object)
 }
 
+/// Appends [`event_json`]'s object for `event` and a newline to `out`,
+/// serializing straight into the buffer (`cairn log --json` over millions
+/// of events: no `Value` tree, no map, one reused buffer). The keys are
+/// `seq`, `time_ms`, `build`, `kind`, then the event's fields in their
+/// declared order; `scratch` is a reusable buffer.
+pub fn write_event_json(event: &Event, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    use std::io::Write;
+    let start = out.len();
+    let name = event.kind.name();
+    let _ = write!(
+        out,
+        "{{\"seq\":{},\"time_ms\":{},\"build\":{},\"kind\":\"{name}\"",
+        event.seq, event.time_ms, event.build
+    );
+    scratch.clear();
+    // Every kind is a struct variant: serde writes {"Name":{fields}}.
+    let fields = serde_json::to_writer(&mut *scratch, &event.kind)
+        .ok()
+        .and_then(|()| {
+            let inner = scratch
+                .strip_prefix(b"{\"")?
+                .strip_prefix(name.as_bytes())?;
+            inner.strip_prefix(b"\":{")?.strip_suffix(b"}}")
+        });
+    match fields {
+        Some(fields) => {
+            if !fields.is_empty() {
+                out.push(b',');
+                out.extend_from_slice(fields);
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        None => {
+            // Not the shape above (cannot happen for today's kinds): the
+            // general path.
+            out.truncate(start);
+            let _ = writeln!(out, "{}", event_json(event));
+        }
+    }
+}
+
 fn event_text(event: &Event) -> String {
     let (partitions, job) = subjects(&event.kind);
     let detail = match &event.kind {
@@ -580,7 +621,9 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         Some(Bound::Seq(seq)) => seq.max(1),
         _ => 1,
     };
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut stdout = std::io::stdout().lock();
+    let mut buffer: Vec<u8> = Vec::with_capacity(128 * 1024);
+    let mut scratch: Vec<u8> = Vec::with_capacity(4096);
     let mut visit = |event: Event| {
         use std::io::Write;
         match until {
@@ -613,12 +656,18 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         {
             return true;
         }
-        let line = if filter.json {
-            event_json(&event).to_string()
+        if filter.json {
+            write_event_json(&event, &mut buffer, &mut scratch);
         } else {
-            event_text(&event)
-        };
-        writeln!(stdout, "{line}").is_ok()
+            buffer.extend_from_slice(event_text(&event).as_bytes());
+            buffer.push(b'\n');
+        }
+        if buffer.len() >= 64 * 1024 {
+            let written = stdout.write_all(&buffer).is_ok();
+            buffer.clear();
+            return written;
+        }
+        true
     };
     // One partition: read its events through the partition index instead of
     // the whole log. Otherwise stream the log from `from` on.
@@ -633,6 +682,151 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         None => store.catalog().scan_events(from, &mut visit)?,
     }
     // A closed pipe (`cairn log | head`) is not an error of the log.
+    let _ = std::io::Write::write_all(&mut stdout, &buffer);
     let _ = std::io::Write::flush(&mut stdout);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_engine::ContentDigest;
+    use cairn_engine::digest::ActionKey;
+    use cairn_engine::record::{BuildCounts, InputRecord, Manifest, OutputRecord};
+
+    /// One event of every kind, with text that needs escaping.
+    fn every_kind() -> Vec<EventKind> {
+        let partition = PartitionRef::parse("clean/date=2024-01-01/station=S001").unwrap();
+        let key = ActionKey([7; 32]);
+        let digest = ContentDigest([9; 32]);
+        let tricky = "quote \" backslash \\ newline \n tab \t é".to_owned();
+        let kinds = vec![
+            EventKind::BuildRequested {
+                requested: vec![tricky.clone()],
+                command: "build".into(),
+                reason: Some(tricky.clone()),
+            },
+            EventKind::Planned {
+                actions: 3,
+                sources: 2,
+            },
+            EventKind::DatasetVersionChanged {
+                dataset: "clean".into(),
+                from: None,
+                to: Some("1.2.0".into()),
+            },
+            EventKind::ActionStarted {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                reason: tricky.clone(),
+                attempt: 2,
+                resumed_from: Some(4),
+            },
+            EventKind::ActionCheckpointed {
+                key,
+                job: "clean".into(),
+                sequence: 3,
+                digest,
+                size: 10,
+            },
+            EventKind::ActionSucceeded {
+                manifest: Manifest {
+                    key,
+                    job: "clean".into(),
+                    outputs: vec![OutputRecord {
+                        partition: partition.clone(),
+                        digest,
+                        files: Vec::new(),
+                    }],
+                    inputs: vec![InputRecord {
+                        partition: partition.clone(),
+                        digest,
+                    }],
+                    code_digest: None,
+                    versions: vec![("clean".into(), "1.0.0".into())],
+                    build: 5,
+                    started_ms: 1,
+                    finished_ms: 2,
+                    stdout: Some(digest),
+                    stderr: None,
+                },
+            },
+            EventKind::ActionFailed {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                error: tricky.clone(),
+                exit_code: Some(-1),
+                stdout: None,
+                stderr: Some(digest),
+            },
+            EventKind::ActionCached {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                built_by: 1,
+                restored: true,
+            },
+            EventKind::ActionSkipped {
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                reason: tricky.clone(),
+            },
+            EventKind::PartitionMaterialized {
+                partition: partition.clone(),
+                digest,
+                key,
+            },
+            EventKind::PartitionInvalidated {
+                partition,
+                reason: tricky,
+                by: None,
+            },
+            EventKind::BuildFinished {
+                counts: BuildCounts {
+                    executed: 1,
+                    cached: 2,
+                    failed: 3,
+                    skipped: 4,
+                },
+                interrupted: false,
+            },
+            EventKind::DefsRefreshed {
+                source: "stations".into(),
+                digest,
+                values: 8,
+            },
+        ];
+        assert_eq!(kinds.len(), EVENT_KINDS.len(), "one event of every kind");
+        kinds
+    }
+
+    #[test]
+    fn streamed_json_is_the_documented_object_for_every_kind() {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        for (seq, kind) in every_kind().into_iter().enumerate() {
+            let event = Event {
+                seq: seq as u64 + 1,
+                time_ms: 1_700_000_000_000,
+                build: 5,
+                kind,
+            };
+            out.clear();
+            write_event_json(&event, &mut out, &mut scratch);
+            assert_eq!(out.last(), Some(&b'\n'));
+            assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+            let streamed: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(streamed, event_json(&event), "{}", event.kind.name());
+            let text = String::from_utf8(out.clone()).unwrap();
+            assert!(
+                text.starts_with(&format!(
+                    "{{\"seq\":{},\"time_ms\":1700000000000,\"build\":5,\"kind\":\"{}\"",
+                    event.seq,
+                    event.kind.name()
+                )),
+                "{text}"
+            );
+        }
+    }
 }

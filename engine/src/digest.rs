@@ -20,10 +20,16 @@ macro_rules! digest_type {
         impl $name {
             /// Lowercase hex, 64 characters.
             pub fn to_hex(&self) -> String {
-                let mut out = String::with_capacity(64);
-                for byte in self.0 {
-                    out.push(char::from(HEX[usize::from(byte >> 4)]));
-                    out.push(char::from(HEX[usize::from(byte & 0xf)]));
+                let hex = self.hex_bytes();
+                String::from_utf8_lossy(&hex).into_owned()
+            }
+
+            /// Lowercase hex as ASCII bytes, without allocating.
+            pub fn hex_bytes(&self) -> [u8; 64] {
+                let mut out = [0u8; 64];
+                for (i, byte) in self.0.iter().enumerate() {
+                    out[2 * i] = HEX[usize::from(byte >> 4)];
+                    out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
                 }
                 out
             }
@@ -62,7 +68,8 @@ macro_rules! digest_type {
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 if serializer.is_human_readable() {
-                    serializer.serialize_str(&self.to_hex())
+                    let hex = self.hex_bytes();
+                    serializer.serialize_str(std::str::from_utf8(&hex).unwrap_or_default())
                 } else {
                     self.0.serialize(serializer)
                 }

@@ -448,17 +448,7 @@ fn schedule(
         codes,
         outputs: vec![None; plan.actions.len()],
         state: vec![State::Waiting; plan.actions.len()],
-        remaining: plan
-            .actions
-            .iter()
-            .map(|action| {
-                action
-                    .inputs
-                    .iter()
-                    .filter(|input| matches!(input, InputSource::Action { .. }))
-                    .count()
-            })
-            .collect(),
+        remaining: plan.actions.iter().map(|action| action.upstreams).collect(),
         progress: Progress {
             total: plan.actions.len(),
             ..Progress::default()
@@ -689,12 +679,7 @@ impl<'a> Scheduler<'a> {
         let action = &self.plan.actions[index];
         if succeeded {
             for &dependent in &action.dependents {
-                let edges = self.plan.actions[dependent]
-                    .inputs
-                    .iter()
-                    .filter(|input| matches!(input, InputSource::Action { action, .. } if *action == index))
-                    .count();
-                self.remaining[dependent] -= edges;
+                self.remaining[dependent] -= 1;
                 if self.remaining[dependent] == 0 && self.state[dependent] == State::Waiting {
                     self.ready.push_back(dependent);
                 }

@@ -7,7 +7,7 @@
 //! name order, refs in sorted order. Cycles are an error naming the cycle.
 //! No clock, no file system: configure answers come through [`Configurer`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::config::{ConfigureError, JobConfig};
@@ -38,8 +38,10 @@ pub struct PlannedAction {
     pub config: JobConfig,
     /// Parallel to `config.inputs`.
     pub inputs: Vec<InputSource>,
-    /// Actions that read an output of this one.
+    /// Actions that read an output of this one, each once.
     pub dependents: Vec<usize>,
+    /// How many distinct actions this one reads outputs of.
+    pub upstreams: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +84,9 @@ pub fn plan(
         producers: HashMap::new(),
         configure_calls: 0,
     };
-    let mut frontier: BTreeSet<PartitionRef> = requested.iter().cloned().collect();
+    let mut frontier: Vec<PartitionRef> = requested.to_vec();
+    frontier.sort_unstable();
+    frontier.dedup();
     while !frontier.is_empty() {
         frontier = planner.wave(&frontier, configurer)?;
     }
@@ -109,12 +113,14 @@ struct Planner<'graph> {
 }
 
 impl Planner<'_> {
-    /// Resolves one wave of refs; returns the refs the new actions need.
+    /// Resolves one wave of refs (sorted, distinct); returns the refs the
+    /// new actions need, sorted and distinct. Sorting a vector once is much
+    /// cheaper than a tree of half a million refs built one insert at a time.
     fn wave(
         &mut self,
-        frontier: &BTreeSet<PartitionRef>,
+        frontier: &[PartitionRef],
         configurer: &dyn Configurer,
-    ) -> Result<BTreeSet<PartitionRef>, PlanError> {
+    ) -> Result<Vec<PartitionRef>, PlanError> {
         let mut by_job: BTreeMap<&str, Vec<(PartitionRef, Bindings)>> = BTreeMap::new();
         for partition in frontier {
             if self.producers.contains_key(partition) {
@@ -139,7 +145,7 @@ impl Planner<'_> {
                 }
             }
         }
-        let mut next = BTreeSet::new();
+        let mut next = Vec::new();
         for (job_name, refs) in by_job {
             let job = &self.graph.jobs[job_name];
             self.configure_calls += 1;
@@ -174,7 +180,7 @@ impl Planner<'_> {
                 }
                 for dep in &config.inputs {
                     if !self.producers.contains_key(&dep.partition) {
-                        next.insert(dep.partition.clone());
+                        next.push(dep.partition.clone());
                     }
                 }
                 self.actions.push(PlannedAction {
@@ -182,6 +188,7 @@ impl Planner<'_> {
                     config,
                     inputs: Vec::new(),
                     dependents: Vec::new(),
+                    upstreams: 0,
                 });
             }
             for (partition, _) in &refs {
@@ -190,6 +197,8 @@ impl Planner<'_> {
                 }
             }
         }
+        next.sort_unstable();
+        next.dedup();
         Ok(next)
     }
 
@@ -203,14 +212,19 @@ impl Planner<'_> {
                 })?;
                 inputs.push(source);
             }
-            for source in &inputs {
-                if let InputSource::Action { action, .. } = source {
-                    let dependents = &mut self.actions[*action].dependents;
-                    if dependents.last() != Some(&index) {
-                        dependents.push(index);
-                    }
-                }
+            let mut upstreams: Vec<usize> = inputs
+                .iter()
+                .filter_map(|source| match source {
+                    InputSource::Action { action, .. } => Some(*action),
+                    InputSource::Source { .. } => None,
+                })
+                .collect();
+            upstreams.sort_unstable();
+            upstreams.dedup();
+            for &upstream in &upstreams {
+                self.actions[upstream].dependents.push(index);
             }
+            self.actions[index].upstreams = upstreams.len();
             self.actions[index].inputs = inputs;
         }
         Ok(())
@@ -219,16 +233,10 @@ impl Planner<'_> {
 
 /// Kahn's algorithm, lowest index first; a leftover node means a cycle.
 fn topological_order(actions: &[PlannedAction]) -> Result<Vec<usize>, PlanError> {
-    let mut pending: Vec<usize> = actions
-        .iter()
-        .map(|action| {
-            action
-                .inputs
-                .iter()
-                .filter(|input| matches!(input, InputSource::Action { .. }))
-                .count()
-        })
-        .collect();
+    // Counted per distinct upstream action, not per input edge, so that
+    // releasing a dependent costs O(1) whatever its fan-in (a daily of 1,370
+    // stations would otherwise rescan its inputs for each of them).
+    let mut pending: Vec<usize> = actions.iter().map(|action| action.upstreams).collect();
     let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = pending
         .iter()
         .enumerate()
@@ -239,14 +247,7 @@ fn topological_order(actions: &[PlannedAction]) -> Result<Vec<usize>, PlanError>
     while let Some(std::cmp::Reverse(index)) = ready.pop() {
         order.push(index);
         for &dependent in &actions[index].dependents {
-            let edges = actions[dependent]
-                .inputs
-                .iter()
-                .filter(
-                    |input| matches!(input, InputSource::Action { action, .. } if *action == index),
-                )
-                .count();
-            pending[dependent] -= edges;
+            pending[dependent] -= 1;
             if pending[dependent] == 0 {
                 ready.push(std::cmp::Reverse(dependent));
             }
