@@ -621,69 +621,99 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         Some(Bound::Seq(seq)) => seq.max(1),
         _ => 1,
     };
-    let mut stdout = std::io::stdout().lock();
-    let mut buffer: Vec<u8> = Vec::with_capacity(128 * 1024);
-    let mut scratch: Vec<u8> = Vec::with_capacity(4096);
-    let mut visit = |event: Event| {
-        use std::io::Write;
-        match until {
-            // Seqs only grow along the scan: past the end, stop.
-            Some(Bound::Seq(last)) if event.seq > last => return false,
-            Some(Bound::Time(last)) if event.time_ms > last => return true,
-            _ => {}
+    // Two stages, so that reading and decoding the log (this thread) and
+    // rendering and writing it (a second one) overlap: batches of events go
+    // through a small bounded channel, so memory stays flat.
+    const BATCH: usize = 1024;
+    let json = filter.json;
+    let closed = std::sync::atomic::AtomicBool::new(false);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Event>>(4);
+    let scanned = std::thread::scope(|scope| {
+        let closed = &closed;
+        scope.spawn(move || {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let mut buffer: Vec<u8> = Vec::with_capacity(256 * 1024);
+            let mut scratch: Vec<u8> = Vec::with_capacity(4096);
+            for batch in receiver {
+                for event in &batch {
+                    if json {
+                        write_event_json(event, &mut buffer, &mut scratch);
+                    } else {
+                        buffer.extend_from_slice(event_text(event).as_bytes());
+                        buffer.push(b'\n');
+                    }
+                }
+                // A closed pipe (`cairn log | head`) is not an error of the
+                // log: stop reading it.
+                if stdout.write_all(&buffer).is_err() {
+                    closed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                buffer.clear();
+            }
+            let _ = stdout.flush();
+        });
+        let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+        let mut visit = |event: Event| {
+            match until {
+                // Seqs only grow along the scan: past the end, stop.
+                Some(Bound::Seq(last)) if event.seq > last => return false,
+                Some(Bound::Time(last)) if event.time_ms > last => return true,
+                _ => {}
+            }
+            if let Some(Bound::Time(first)) = since
+                && event.time_ms < first
+            {
+                return true;
+            }
+            if filter.build.is_some_and(|build| build != event.build) {
+                return true;
+            }
+            if !kinds.is_empty() && !kinds.contains(&listed_kind(&event.kind)) {
+                return true;
+            }
+            let (partitions, job) = subjects(&event.kind);
+            if let Some(wanted) = &filter.job
+                && job != Some(wanted.as_str())
+            {
+                return true;
+            }
+            if let Some(pattern) = &partition_filter
+                && !partitions
+                    .iter()
+                    .any(|partition| pattern.matches(partition).is_some())
+            {
+                return true;
+            }
+            batch.push(event);
+            if batch.len() >= BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if sender.send(full).is_err() {
+                    return false;
+                }
+            }
+            !closed.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        // One partition: read its events through the partition index instead
+        // of the whole log. Otherwise stream the log from `from` on.
+        let concrete = partition_filter
+            .as_ref()
+            .filter(|pattern| pattern.is_concrete())
+            .and_then(|pattern| PartitionRef::parse(pattern.as_str()).ok());
+        let scanned = match concrete {
+            Some(partition) => store
+                .catalog()
+                .partition_events(&partition, from, &mut visit),
+            None => store.catalog().scan_events(from, &mut visit),
+        };
+        if !batch.is_empty() {
+            let _ = sender.send(batch);
         }
-        if let Some(Bound::Time(first)) = since
-            && event.time_ms < first
-        {
-            return true;
-        }
-        if filter.build.is_some_and(|build| build != event.build) {
-            return true;
-        }
-        if !kinds.is_empty() && !kinds.contains(&listed_kind(&event.kind)) {
-            return true;
-        }
-        let (partitions, job) = subjects(&event.kind);
-        if let Some(wanted) = &filter.job
-            && job != Some(wanted.as_str())
-        {
-            return true;
-        }
-        if let Some(pattern) = &partition_filter
-            && !partitions
-                .iter()
-                .any(|partition| pattern.matches(partition).is_some())
-        {
-            return true;
-        }
-        if filter.json {
-            write_event_json(&event, &mut buffer, &mut scratch);
-        } else {
-            buffer.extend_from_slice(event_text(&event).as_bytes());
-            buffer.push(b'\n');
-        }
-        if buffer.len() >= 64 * 1024 {
-            let written = stdout.write_all(&buffer).is_ok();
-            buffer.clear();
-            return written;
-        }
-        true
-    };
-    // One partition: read its events through the partition index instead of
-    // the whole log. Otherwise stream the log from `from` on.
-    let concrete = partition_filter
-        .as_ref()
-        .filter(|pattern| pattern.is_concrete())
-        .and_then(|pattern| PartitionRef::parse(pattern.as_str()).ok());
-    match concrete {
-        Some(partition) => store
-            .catalog()
-            .partition_events(&partition, from, &mut visit)?,
-        None => store.catalog().scan_events(from, &mut visit)?,
-    }
-    // A closed pipe (`cairn log | head`) is not an error of the log.
-    let _ = std::io::Write::write_all(&mut stdout, &buffer);
-    let _ = std::io::Write::flush(&mut stdout);
+        drop(sender);
+        scanned
+    });
+    scanned?;
     Ok(0)
 }
 
