@@ -82,8 +82,11 @@ const READER_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// page (the integrity check), and each page read stays cached, so a no-op
 /// build of a 22,265-action project peaked at 130 MiB. A bounded cache keeps
 /// memory with the requested graph; the lookups that matter use the upper
-/// levels of the trees, which stay cached.
-const WRITER_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// levels of the trees, which stay cached. Measured on the 365x30 workload
+/// (67 MB catalog): 32 MiB -> 16 MiB took the cold build's peak RSS from 75
+/// to 58 MiB (target: 64) and left the cold build (43 s) and the no-op
+/// (0.52 s) as fast.
+const WRITER_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 const META_FORMAT: &str = "format";
 const META_NEXT_BUILD: &str = "next_build";
