@@ -311,6 +311,14 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
     };
     drop(stack);
     if pid < 0 {
+        if clone_error.raw_os_error() == Some(libc::EINVAL) {
+            return Err(io::Error::new(
+                clone_error.kind(),
+                format!(
+                    "clone with a pidfd failed ({clone_error}): cairn needs Linux 5.2 or newer"
+                ),
+            ));
+        }
         return Err(clone_error);
     }
     // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor, ours.
