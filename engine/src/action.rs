@@ -84,7 +84,12 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// The key was built before and every output's data path holds it.
-    UpToDate { manifest: Box<Manifest> },
+    UpToDate {
+        manifest: Box<Manifest>,
+        /// Every output's current materialization is already this key (the
+        /// usual no-op): reusing it records nothing.
+        current: bool,
+    },
     /// The key was built before; these outputs must be rewritten from the store.
     Restore {
         manifest: Box<Manifest>,
@@ -220,8 +225,14 @@ impl Context<'_> {
         updates: &mut Vec<StatUpdate>,
     ) -> Result<Decision, String> {
         let store_error = |error: StoreError| error.to_string();
+        let mut current = true;
         for output in &action.config.outputs {
-            if let Some(state) = self.catalog.partition(output).map_err(store_error)?
+            let state = self.catalog.partition(output).map_err(store_error)?;
+            current &= state
+                .as_ref()
+                .and_then(|state| state.current.as_ref())
+                .is_some_and(|materialization| materialization.key == *key);
+            if let Some(state) = state
                 && let Some(invalidation) = state.invalidated
             {
                 return Ok(Decision::Run {
@@ -261,7 +272,7 @@ impl Context<'_> {
         }
         let manifest = Box::new(manifest);
         if stale.is_empty() {
-            Ok(Decision::UpToDate { manifest })
+            Ok(Decision::UpToDate { manifest, current })
         } else {
             Ok(Decision::Restore {
                 manifest,
@@ -388,7 +399,25 @@ impl Context<'_> {
             Err(error) => return self.failed(action, key, error, None, updates),
         };
         match decision {
-            Decision::UpToDate { manifest } => self.reuse(action, key, &manifest, false, updates),
+            Decision::UpToDate { manifest, current } => {
+                if current {
+                    // Nothing changes: no event, no further lookup.
+                    return Finished {
+                        key: Some(key),
+                        events: Vec::new(),
+                        updates,
+                        outcome: Outcome::Cached { restored: false },
+                        outputs: Some(
+                            manifest
+                                .outputs
+                                .iter()
+                                .map(|output| output.digest)
+                                .collect(),
+                        ),
+                    };
+                }
+                self.reuse(action, key, &manifest, false, updates)
+            }
             Decision::Restore { manifest, outputs } => {
                 match self.restore(&manifest, &outputs, &mut updates) {
                     Ok(()) => self.reuse(action, key, &manifest, true, updates),

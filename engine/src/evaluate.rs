@@ -202,7 +202,7 @@ fn evaluate_one(
         .decide(action, &key, &resolved, code, &mut Vec::new())
         .map_err(ExecError::Code)?;
     Ok(match decision {
-        Decision::UpToDate { manifest } => (
+        Decision::UpToDate { manifest, .. } => (
             Verdict::UpToDate {
                 key,
                 built_by: manifest.build,
