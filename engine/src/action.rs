@@ -99,6 +99,18 @@ pub enum Decision {
     Run { reason: String },
 }
 
+/// How a built manifest is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Every output's current materialization is already this key.
+    Current,
+    /// The data paths hold it, but some partition's current materialization
+    /// is another key (switching a version back).
+    InPlace,
+    /// Outputs were rewritten from the store.
+    Restored,
+}
+
 /// The result of one action, to be recorded by the scheduler.
 pub struct Finished {
     pub key: Option<ActionKey>,
@@ -400,27 +412,16 @@ impl Context<'_> {
         };
         match decision {
             Decision::UpToDate { manifest, current } => {
-                if current {
-                    // Nothing changes: no event, no further lookup.
-                    return Finished {
-                        key: Some(key),
-                        events: Vec::new(),
-                        updates,
-                        outcome: Outcome::Cached { restored: false },
-                        outputs: Some(
-                            manifest
-                                .outputs
-                                .iter()
-                                .map(|output| output.digest)
-                                .collect(),
-                        ),
-                    };
-                }
-                self.reuse(action, key, &manifest, false, updates)
+                let reuse = if current {
+                    Reuse::Current
+                } else {
+                    Reuse::InPlace
+                };
+                self.reuse(action, key, &manifest, reuse, updates)
             }
             Decision::Restore { manifest, outputs } => {
                 match self.restore(&manifest, &outputs, &mut updates) {
-                    Ok(()) => self.reuse(action, key, &manifest, true, updates),
+                    Ok(()) => self.reuse(action, key, &manifest, Reuse::Restored, updates),
                     Err(error) => {
                         tracing::warn!("{error}; running the job instead");
                         let reason = format!("restoring from the store failed: {error}");
@@ -439,23 +440,28 @@ impl Context<'_> {
         action: &PlannedAction,
         key: ActionKey,
         manifest: &Manifest,
-        restored: bool,
+        reuse: Reuse,
         updates: Vec<StatUpdate>,
     ) -> Finished {
+        let restored = reuse == Reuse::Restored;
         let mut materialized = Vec::new();
-        for output in &manifest.outputs {
-            let current = self
-                .catalog
-                .partition(&output.partition)
-                .ok()
-                .flatten()
-                .and_then(|state| state.current);
-            if restored || current.is_none_or(|current| current.key != key) {
-                materialized.push(EventKind::PartitionMaterialized {
-                    partition: output.partition.clone(),
-                    digest: output.digest,
-                    key,
-                });
+        // Already current (decide read the partition states): nothing to
+        // look up, nothing to record.
+        if reuse != Reuse::Current {
+            for output in &manifest.outputs {
+                let current = self
+                    .catalog
+                    .partition(&output.partition)
+                    .ok()
+                    .flatten()
+                    .and_then(|state| state.current);
+                if restored || current.is_none_or(|current| current.key != key) {
+                    materialized.push(EventKind::PartitionMaterialized {
+                        partition: output.partition.clone(),
+                        digest: output.digest,
+                        key,
+                    });
+                }
             }
         }
         // An action whose outputs are already current, untouched, is a
