@@ -448,7 +448,7 @@ fn schedule(
         codes,
         outputs: vec![None; plan.actions.len()],
         state: vec![State::Waiting; plan.actions.len()],
-        remaining: plan.actions.iter().map(|action| action.upstreams).collect(),
+        remaining: crate::plan::upstream_counts(&plan.actions),
         progress: Progress {
             total: plan.actions.len(),
             ..Progress::default()

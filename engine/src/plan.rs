@@ -40,8 +40,20 @@ pub struct PlannedAction {
     pub inputs: Vec<InputSource>,
     /// Actions that read an output of this one, each once.
     pub dependents: Vec<usize>,
-    /// How many distinct actions this one reads outputs of.
-    pub upstreams: usize,
+}
+
+/// For each action, how many distinct actions it reads outputs of (from
+/// `dependents`, which lists each dependent once). Releasing a dependent
+/// then costs one decrement per finished upstream whatever its fan-in; a
+/// daily of 1,370 stations would otherwise rescan its inputs for each.
+pub fn upstream_counts(actions: &[PlannedAction]) -> Vec<usize> {
+    let mut counts = vec![0; actions.len()];
+    for action in actions {
+        for &dependent in &action.dependents {
+            counts[dependent] += 1;
+        }
+    }
+    counts
 }
 
 #[derive(Debug, Clone)]
@@ -188,7 +200,6 @@ impl Planner<'_> {
                     config,
                     inputs: Vec::new(),
                     dependents: Vec::new(),
-                    upstreams: 0,
                 });
             }
             for (partition, _) in &refs {
@@ -221,10 +232,9 @@ impl Planner<'_> {
                 .collect();
             upstreams.sort_unstable();
             upstreams.dedup();
-            for &upstream in &upstreams {
+            for upstream in upstreams {
                 self.actions[upstream].dependents.push(index);
             }
-            self.actions[index].upstreams = upstreams.len();
             self.actions[index].inputs = inputs;
         }
         Ok(())
@@ -233,10 +243,7 @@ impl Planner<'_> {
 
 /// Kahn's algorithm, lowest index first; a leftover node means a cycle.
 fn topological_order(actions: &[PlannedAction]) -> Result<Vec<usize>, PlanError> {
-    // Counted per distinct upstream action, not per input edge, so that
-    // releasing a dependent costs O(1) whatever its fan-in (a daily of 1,370
-    // stations would otherwise rescan its inputs for each of them).
-    let mut pending: Vec<usize> = actions.iter().map(|action| action.upstreams).collect();
+    let mut pending = upstream_counts(actions);
     let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = pending
         .iter()
         .enumerate()
@@ -412,6 +419,30 @@ run = ["daily"]
                 }
             }
         }
+        // Each dependent is listed once, and counted once per distinct
+        // upstream action (the daily reads two cleans: 2).
+        let counts = upstream_counts(&plan.actions);
+        for (index, action) in plan.actions.iter().enumerate() {
+            let mut dependents = action.dependents.clone();
+            dependents.sort_unstable();
+            dependents.dedup();
+            assert_eq!(dependents.len(), action.dependents.len());
+            let distinct: std::collections::BTreeSet<usize> = action
+                .inputs
+                .iter()
+                .filter_map(|input| match input {
+                    InputSource::Action { action, .. } => Some(*action),
+                    InputSource::Source { .. } => None,
+                })
+                .collect();
+            assert_eq!(counts[index], distinct.len(), "{:?}", action.config.outputs);
+        }
+        assert!(
+            plan.actions
+                .iter()
+                .zip(&counts)
+                .any(|(action, count)| action.job == "daily" && *count == 2)
+        );
     }
 
     #[test]
