@@ -1,6 +1,8 @@
 //! Read-only commands: `plan`, `status`, `log`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 
 use cairn_engine::date::Date;
 use cairn_engine::evaluate::{Verdict, evaluate};
@@ -596,9 +598,87 @@ fn event_text(event: &Event) -> String {
     )
 }
 
+/// What the log scan does with one event.
+enum Step {
+    Print,
+    Skip,
+    /// Past `--until SEQ`: nothing after it can match.
+    Stop,
+}
+
+/// The parsed filters of `cairn log`.
+struct Selection<'a> {
+    since: Option<Bound>,
+    until: Option<Bound>,
+    build: Option<u64>,
+    kinds: Vec<&'static str>,
+    job: Option<&'a str>,
+    partition: Option<Pattern>,
+}
+
+impl Selection<'_> {
+    fn step(&self, event: &Event) -> Step {
+        match self.until {
+            // Seqs only grow along the scan: past the end, stop.
+            Some(Bound::Seq(last)) if event.seq > last => return Step::Stop,
+            Some(Bound::Time(last)) if event.time_ms > last => return Step::Skip,
+            _ => {}
+        }
+        if let Some(Bound::Time(first)) = self.since
+            && event.time_ms < first
+        {
+            return Step::Skip;
+        }
+        if self.build.is_some_and(|build| build != event.build) {
+            return Step::Skip;
+        }
+        if !self.kinds.is_empty() && !self.kinds.contains(&listed_kind(&event.kind)) {
+            return Step::Skip;
+        }
+        let (partitions, job) = subjects(&event.kind);
+        if self.job.is_some_and(|wanted| job != Some(wanted)) {
+            return Step::Skip;
+        }
+        if let Some(pattern) = &self.partition
+            && !partitions
+                .iter()
+                .any(|partition| pattern.matches(partition).is_some())
+        {
+            return Step::Skip;
+        }
+        Step::Print
+    }
+}
+
+/// The second stage of `cairn log`: renders the batches it receives and
+/// writes them to stdout. A closed pipe (`cairn log | head`) is not an
+/// error of the log: it sets `closed`, which stops the scan.
+fn print_batches(receiver: Receiver<Vec<Event>>, json: bool, closed: &AtomicBool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let mut buffer: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut scratch: Vec<u8> = Vec::with_capacity(4096);
+    for batch in receiver {
+        for event in &batch {
+            if json {
+                write_event_json(event, &mut buffer, &mut scratch);
+            } else {
+                buffer.extend_from_slice(event_text(event).as_bytes());
+                buffer.push(b'\n');
+            }
+        }
+        if stdout.write_all(&buffer).is_err() {
+            closed.store(true, Ordering::Relaxed);
+            return;
+        }
+        buffer.clear();
+    }
+    let _ = stdout.flush();
+}
+
 pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
     let project = Project::load(cli)?;
-    let partition_filter: Option<Pattern> = match &filter.partition {
+    let partition: Option<Pattern> = match &filter.partition {
         Some(text) => {
             Some(Pattern::parse(text).map_err(|error| Failure::usage(error.to_string()))?)
         }
@@ -612,7 +692,14 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         Some(text) => Some(parse_bound("--until", text, true)?),
         None => None,
     };
-    let kinds = parse_kinds(&filter.kinds)?;
+    let selection = Selection {
+        since,
+        until,
+        build: filter.build,
+        kinds: parse_kinds(&filter.kinds)?,
+        job: filter.job.as_deref(),
+        partition,
+    };
     let Some(store) = project.open_reader()? else {
         note("nothing was built here yet: the event log is empty");
         return Ok(0);
@@ -621,86 +708,37 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         Some(Bound::Seq(seq)) => seq.max(1),
         _ => 1,
     };
+    // One partition: read its events through the partition index instead of
+    // the whole log. Otherwise stream the log from `from` on.
+    let concrete = selection
+        .partition
+        .as_ref()
+        .filter(|pattern| pattern.is_concrete())
+        .and_then(|pattern| PartitionRef::parse(pattern.as_str()).ok());
     // Two stages, so that reading and decoding the log (this thread) and
     // rendering and writing it (a second one) overlap: batches of events go
     // through a small bounded channel, so memory stays flat.
     const BATCH: usize = 1024;
-    let json = filter.json;
-    let closed = std::sync::atomic::AtomicBool::new(false);
+    let closed = AtomicBool::new(false);
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Event>>(4);
-    let scanned = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let closed = &closed;
-        scope.spawn(move || {
-            use std::io::Write;
-            let mut stdout = std::io::stdout().lock();
-            let mut buffer: Vec<u8> = Vec::with_capacity(256 * 1024);
-            let mut scratch: Vec<u8> = Vec::with_capacity(4096);
-            for batch in receiver {
-                for event in &batch {
-                    if json {
-                        write_event_json(event, &mut buffer, &mut scratch);
-                    } else {
-                        buffer.extend_from_slice(event_text(event).as_bytes());
-                        buffer.push(b'\n');
-                    }
-                }
-                // A closed pipe (`cairn log | head`) is not an error of the
-                // log: stop reading it.
-                if stdout.write_all(&buffer).is_err() {
-                    closed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-                buffer.clear();
-            }
-            let _ = stdout.flush();
-        });
+        scope.spawn(move || print_batches(receiver, filter.json, closed));
         let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
         let mut visit = |event: Event| {
-            match until {
-                // Seqs only grow along the scan: past the end, stop.
-                Some(Bound::Seq(last)) if event.seq > last => return false,
-                Some(Bound::Time(last)) if event.time_ms > last => return true,
-                _ => {}
+            match selection.step(&event) {
+                Step::Stop => return false,
+                Step::Skip => return true,
+                Step::Print => batch.push(event),
             }
-            if let Some(Bound::Time(first)) = since
-                && event.time_ms < first
-            {
-                return true;
-            }
-            if filter.build.is_some_and(|build| build != event.build) {
-                return true;
-            }
-            if !kinds.is_empty() && !kinds.contains(&listed_kind(&event.kind)) {
-                return true;
-            }
-            let (partitions, job) = subjects(&event.kind);
-            if let Some(wanted) = &filter.job
-                && job != Some(wanted.as_str())
-            {
-                return true;
-            }
-            if let Some(pattern) = &partition_filter
-                && !partitions
-                    .iter()
-                    .any(|partition| pattern.matches(partition).is_some())
-            {
-                return true;
-            }
-            batch.push(event);
             if batch.len() >= BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                 if sender.send(full).is_err() {
                     return false;
                 }
             }
-            !closed.load(std::sync::atomic::Ordering::Relaxed)
+            !closed.load(Ordering::Relaxed)
         };
-        // One partition: read its events through the partition index instead
-        // of the whole log. Otherwise stream the log from `from` on.
-        let concrete = partition_filter
-            .as_ref()
-            .filter(|pattern| pattern.is_concrete())
-            .and_then(|pattern| PartitionRef::parse(pattern.as_str()).ok());
         let scanned = match concrete {
             Some(partition) => store
                 .catalog()
@@ -712,8 +750,7 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         }
         drop(sender);
         scanned
-    });
-    scanned?;
+    })?;
     Ok(0)
 }
 
