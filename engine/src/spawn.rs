@@ -338,13 +338,13 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
         let _ = process.reap();
         let error = io::Error::from_raw_os_error(args.errno);
         let step = match args.failed_step {
-            STEP_SIGNALS => "resetting signal handlers",
-            STEP_GROUP => "starting a process group",
-            STEP_DEATHSIG => "setting the parent-death signal",
-            STEP_PARENT_GONE => "cairn exited while starting the job",
-            STEP_FDS => "redirecting stdin, stdout and stderr",
-            STEP_CHDIR => "changing to the working directory",
-            _ => return Err(error),
+            STEP_SIGNALS => "resetting signal handlers".to_owned(),
+            STEP_GROUP => "starting a process group".to_owned(),
+            STEP_DEATHSIG => "setting the parent-death signal".to_owned(),
+            STEP_PARENT_GONE => "cairn exited while starting the job".to_owned(),
+            STEP_FDS => "redirecting stdin, stdout and stderr".to_owned(),
+            STEP_CHDIR => format!("changing to the working directory {}", spec.cwd.display()),
+            _ => format!("running {}", path.display()),
         };
         return Err(io::Error::new(error.kind(), format!("{step}: {error}")));
     }
@@ -515,9 +515,10 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            error
-                .to_string()
-                .contains("changing to the working directory"),
+            error.to_string().contains(&format!(
+                "changing to the working directory {}",
+                dir.path().join("missing").display()
+            )),
             "{error}"
         );
     }
@@ -531,5 +532,23 @@ mod tests {
         let (status, out) = run("./script", &["x"], &[("PATH", "/usr/bin:/bin")], dir.path());
         assert!(status.success());
         assert_eq!(out, "from-script x\n");
+        // Not executable: the error names the file exec refused.
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = spawn(&Spec {
+            program: "./script",
+            args: &[],
+            env: &[("PATH", "/usr/bin:/bin")],
+            cwd: dir.path(),
+            stdin: 0,
+            stdout: 1,
+            stderr: 2,
+        })
+        .err()
+        .unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
+        assert!(
+            error.to_string().starts_with("running ./script: "),
+            "{error}"
+        );
     }
 }
