@@ -449,6 +449,21 @@ mod tests {
         (status, std::fs::read_to_string(out_path).unwrap())
     }
 
+    /// The error of starting `program` in `cwd` (it must fail).
+    fn start_error(program: &str, cwd: &Path) -> io::Error {
+        spawn(&Spec {
+            program,
+            args: &[],
+            env: &[("PATH", "/usr/bin:/bin")],
+            cwd,
+            stdin: 0,
+            stdout: 1,
+            stderr: 2,
+        })
+        .err()
+        .expect("the start fails")
+    }
+
     #[test]
     fn runs_with_exactly_the_given_environment_directory_and_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -491,29 +506,9 @@ mod tests {
         assert_eq!(status.code(), Some(3));
         let (status, _) = run("sh", &["-c", "kill -9 $$"], &env, dir.path());
         assert_eq!(status.signal(), Some(9));
-        let error = spawn(&Spec {
-            program: "no-such-program-anywhere",
-            args: &[],
-            env: &env,
-            cwd: dir.path(),
-            stdin: 0,
-            stdout: 1,
-            stderr: 2,
-        })
-        .err()
-        .unwrap();
+        let error = start_error("no-such-program-anywhere", dir.path());
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
-        let error = spawn(&Spec {
-            program: "sh",
-            args: &[],
-            env: &env,
-            cwd: &dir.path().join("missing"),
-            stdin: 0,
-            stdout: 1,
-            stderr: 2,
-        })
-        .err()
-        .unwrap();
+        let error = start_error("sh", &dir.path().join("missing"));
         assert!(
             error.to_string().contains(&format!(
                 "changing to the working directory {}",
@@ -534,17 +529,7 @@ mod tests {
         assert_eq!(out, "from-script x\n");
         // Not executable: the error names the file exec refused.
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = spawn(&Spec {
-            program: "./script",
-            args: &[],
-            env: &[("PATH", "/usr/bin:/bin")],
-            cwd: dir.path(),
-            stdin: 0,
-            stdout: 1,
-            stderr: 2,
-        })
-        .err()
-        .unwrap();
+        let error = start_error("./script", dir.path());
         assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
         assert!(
             error.to_string().starts_with("running ./script: "),
