@@ -151,3 +151,43 @@ fn no_op_build_does_not_run_configure_again() {
         "a no-op build ran daily's configure"
     );
 }
+
+#[test]
+fn output_changes_are_seen_when_the_directory_listings_are_trusted() {
+    // Past the racy window a no-op build records the output directories'
+    // listings; past it again they are trusted, and a no-op build checks
+    // each output with a stat per directory and file, without listing it.
+    let p = built_project();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(1_100));
+    pause();
+    p.build(&[]).assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    pause();
+    p.build(&[]).assert_counts(TOTAL, 0, TOTAL, 0, 0);
+
+    // An extra file, a same-size overwrite, a removed file: each is seen
+    // through the listing or the file's own stat.
+    let extra = clean_ref("2024-01-01", "S001");
+    p.write(&format!("data/{extra}/stray.csv"), "not from a job\n");
+    let overwritten = clean_ref("2024-01-02", "S002");
+    let rel = format!("data/{overwritten}/reviews.csv");
+    let original = p.read(&rel);
+    let mut altered = original.clone();
+    altered[0] = if altered[0] == b'X' { b'Y' } else { b'X' };
+    p.write(&rel, &altered);
+    let removed = raw_ref("2024-01-03", "S003");
+    std::fs::remove_file(p.file(&format!("data/{removed}/reviews.csv"))).expect("rm");
+
+    let b = p.build(&[]);
+    b.assert_code(0);
+    b.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    assert_eq!(
+        b.outputs("restored"),
+        refs([&extra, &overwritten, &removed])
+    );
+    assert!(
+        partitions_of_kind(&p.build_events(b.id()), "ActionStarted").is_empty(),
+        "a job ran"
+    );
+    assert!(!p.file(&format!("data/{extra}/stray.csv")).exists());
+    assert_eq!(p.read(&rel), original);
+}

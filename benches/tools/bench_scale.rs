@@ -19,12 +19,11 @@ use cairn_engine::config::CachingConfigurer;
 use cairn_engine::digest::ContentDigest;
 use cairn_engine::exec::code_digests;
 use cairn_engine::graph::Graph;
-use cairn_engine::observe::{Observer, StatUpdate};
+use cairn_engine::observe::{self, Observer, StatUpdate};
 use cairn_engine::plan::{InputSource, plan};
 use cairn_engine::ports::{BlobStore, Catalog};
 use cairn_engine::record::{
-    BuildCounts, EventKind, FileEntry, InputRecord, Manifest, OutputRecord, StatEntry,
-    partition_digest,
+    BuildCounts, EventKind, FileEntry, InputRecord, Manifest, OutputRecord, partition_digest,
 };
 use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
 use cairn_store::{OpenMode, Store};
@@ -293,21 +292,21 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
     let recorded_ns = cairn_engine::observe::now_ns();
     let mut stats = Vec::with_capacity(100_000);
     for (path, digest) in written {
-        use std::os::unix::fs::MetadataExt;
         let metadata = std::fs::symlink_metadata(&path)?;
         stats.push((
             path.to_string_lossy().into_owned(),
-            StatEntry {
-                size: metadata.len(),
-                mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                    + i128::from(metadata.mtime_nsec()),
-                ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000
-                    + i128::from(metadata.ctime_nsec()),
-                inode: metadata.ino(),
-                recorded_ns,
-                digest,
-            },
+            observe::stat_entry(&metadata, recorded_ns, digest),
         ));
+        // And the partition directory's listing (one file), as a no-op
+        // build records it.
+        if let Some(directory) = path.parent() {
+            let metadata = std::fs::symlink_metadata(directory)?;
+            let listing = observe::listing_digest(&mut [("part.csv", false)]);
+            stats.push((
+                observe::directory_key(directory),
+                observe::stat_entry(&metadata, recorded_ns, listing),
+            ));
+        }
         if stats.len() >= 100_000 {
             catalog.append(build, Vec::new(), std::mem::take(&mut stats))?;
         }

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use crate::digest::{ActionKey, ContentDigest};
 use crate::graph::Graph;
 use crate::key::{KeyInputs, OutputIdentity, action_key};
-use crate::observe::{Observer, StatUpdate, now_ns};
+use crate::observe::{Observer, StatUpdate, now_ns, stat_entry};
 use crate::plan::PlannedAction;
 use crate::ports::{BlobStore, Catalog, StoreError};
-use crate::record::{EventKind, FileEntry, Manifest, StatEntry};
+use crate::record::{EventKind, FileEntry, Manifest};
 use crate::refs::PartitionRef;
 use crate::runner::{Children, JobEnvironment};
 
@@ -275,7 +275,7 @@ impl Context<'_> {
                 stale.push(index);
                 continue;
             }
-            let current = observer.partition(&path, updates);
+            let current = observer.partition_expecting(&path, &output.files, updates);
             match current {
                 Ok(Some((digest, _))) if digest == output.digest => {}
                 // Missing, altered, or holding something we refuse: rewrite it.
@@ -605,7 +605,6 @@ impl Context<'_> {
 /// Stat-cache entries for files just placed at `target` with known digests,
 /// so the next build need not re-read them.
 pub(crate) fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec<StatUpdate>) {
-    use std::os::unix::fs::MetadataExt;
     let recorded_ns = now_ns();
     for file in files {
         let path = if file.path.is_empty() {
@@ -616,16 +615,7 @@ pub(crate) fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec
         if let Ok(metadata) = fs::symlink_metadata(&path) {
             updates.push((
                 path.to_string_lossy().into_owned(),
-                StatEntry {
-                    size: metadata.len(),
-                    mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                        + i128::from(metadata.mtime_nsec()),
-                    ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000
-                        + i128::from(metadata.ctime_nsec()),
-                    inode: metadata.ino(),
-                    recorded_ns,
-                    digest: file.digest,
-                },
+                stat_entry(&metadata, recorded_ns, file.digest),
             ));
         }
     }

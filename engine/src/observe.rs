@@ -5,14 +5,23 @@
 //! and the file was not modified within [`RACY_NS`] before the digest was
 //! recorded (git's racy-timestamp rule: a write in the same clock tick as the
 //! recording could leave the metadata unchanged).
+//!
+//! Directories have entries too, keyed by their path with a trailing `/`:
+//! the directory's stat and a digest of its listing (names and kinds). A
+//! directory whose stat matches lists what it listed then (creating,
+//! removing or renaming an entry changes the directory's mtime and ctime),
+//! so a partition whose files are known from its manifest is checked with a
+//! `lstat` per directory and per file, without opening or reading a
+//! directory.
 
+use std::collections::BTreeMap;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::digest::ContentDigest;
+use crate::digest::{ContentDigest, KeyHasher};
 use crate::ports::Catalog;
 use crate::record::{FileEntry, StatEntry, partition_digest};
 
@@ -58,6 +67,82 @@ fn ctime_ns(metadata: &Metadata) -> i128 {
     i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec())
 }
 
+/// A stat-cache entry for `metadata` holding `digest`.
+pub fn stat_entry(metadata: &Metadata, recorded_ns: i128, digest: ContentDigest) -> StatEntry {
+    StatEntry {
+        size: metadata.len(),
+        mtime_ns: mtime_ns(metadata),
+        ctime_ns: ctime_ns(metadata),
+        inode: metadata.ino(),
+        recorded_ns,
+        digest,
+    }
+}
+
+/// Whether a cached entry still describes a file or directory with `metadata`.
+fn still_valid(entry: &StatEntry, metadata: &Metadata) -> bool {
+    let mtime = mtime_ns(metadata);
+    entry.size == metadata.len()
+        && entry.mtime_ns == mtime
+        && entry.ctime_ns == ctime_ns(metadata)
+        && entry.inode == metadata.ino()
+        && mtime < entry.recorded_ns - RACY_NS
+}
+
+/// The stat-cache key of the directory at `path` (files are keyed by their
+/// path, so the trailing `/` keeps the two apart).
+pub fn directory_key(path: &Path) -> String {
+    let mut key = path.to_string_lossy().into_owned();
+    key.push('/');
+    key
+}
+
+/// Recipe of [`listing_digest`].
+const LISTING_RECIPE: &str = "cairn/listing/v1";
+
+/// The digest of a directory's listing: its entries' names, each with
+/// whether it is a directory, in byte order of the names.
+pub fn listing_digest(entries: &mut [(&str, bool)]) -> ContentDigest {
+    entries.sort_unstable();
+    let mut hasher = KeyHasher::new(LISTING_RECIPE);
+    hasher.u64("entries", entries.len() as u64);
+    for (name, directory) in entries.iter() {
+        hasher
+            .str("name", name)
+            .u64("directory", u64::from(*directory));
+    }
+    ContentDigest(hasher.finish())
+}
+
+/// The directories a partition's files imply, relative to its root (`""` is
+/// the root), each with its listing: the files directly in it and the
+/// directories on the way to deeper files.
+fn implied_directories(files: &[FileEntry]) -> BTreeMap<&str, Vec<(&str, bool)>> {
+    let mut directories: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
+    directories.insert("", Vec::new());
+    for file in files {
+        let mut parent_end = 0;
+        let mut start = 0;
+        let path = file.path.as_str();
+        for (position, _) in path.match_indices('/') {
+            let parent = &path[..parent_end];
+            let name = &path[start..position];
+            let listing = directories.entry(parent).or_default();
+            if !listing.contains(&(name, true)) {
+                listing.push((name, true));
+            }
+            directories.entry(&path[..position]).or_default();
+            parent_end = position;
+            start = position + 1;
+        }
+        directories
+            .entry(&path[..parent_end])
+            .or_default()
+            .push((&path[start..], false));
+    }
+    directories
+}
+
 /// Hashes a file's content with blake3, streaming.
 pub fn hash_file(path: &Path) -> io::Result<ContentDigest> {
     let mut file = fs::File::open(path)?;
@@ -81,11 +166,17 @@ pub fn hash_file(path: &Path) -> io::Result<ContentDigest> {
 /// Reads digests through the stat cache and collects the updates to record.
 pub struct Observer<'a> {
     catalog: &'a dyn Catalog,
+    /// How many partition trees this observer listed (the tests check
+    /// which answers came from the cache alone).
+    walks: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> Observer<'a> {
     pub fn new(catalog: &'a dyn Catalog) -> Self {
-        Observer { catalog }
+        Observer {
+            catalog,
+            walks: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// The digest of one regular file, given its metadata.
@@ -96,42 +187,127 @@ impl<'a> Observer<'a> {
         updates: &mut Vec<StatUpdate>,
     ) -> Result<ContentDigest, ObserveError> {
         let key = path.to_string_lossy().into_owned();
-        let (size, mtime, ctime, inode) = (
-            metadata.len(),
-            mtime_ns(metadata),
-            ctime_ns(metadata),
-            metadata.ino(),
-        );
-        let cached = self
-            .catalog
-            .stat(&key)
-            .map_err(|error| ObserveError::Cache {
-                path: path.to_owned(),
-                message: error.to_string(),
-            })?;
-        if let Some(entry) = cached
-            && entry.size == size
-            && entry.mtime_ns == mtime
-            && entry.ctime_ns == ctime
-            && entry.inode == inode
-            && mtime < entry.recorded_ns - RACY_NS
+        if let Some(entry) = self.cached(path, &key)?
+            && still_valid(&entry, metadata)
         {
             return Ok(entry.digest);
         }
         let recorded_ns = now_ns();
         let digest = hash_file(path).map_err(io_error(path))?;
-        updates.push((
-            key,
-            StatEntry {
-                size,
-                mtime_ns: mtime,
-                ctime_ns: ctime,
-                inode,
-                recorded_ns,
-                digest,
-            },
-        ));
+        updates.push((key, stat_entry(metadata, recorded_ns, digest)));
         Ok(digest)
+    }
+
+    fn cached(&self, path: &Path, key: &str) -> Result<Option<StatEntry>, ObserveError> {
+        self.catalog.stat(key).map_err(|error| ObserveError::Cache {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Whether the directory at `path` still lists what `listing` digests,
+    /// by its stat-cache entry.
+    fn listing_unchanged(
+        &self,
+        path: &Path,
+        metadata: &Metadata,
+        listing: &ContentDigest,
+    ) -> Result<bool, ObserveError> {
+        Ok(self
+            .cached(path, &directory_key(path))?
+            .is_some_and(|entry| entry.digest == *listing && still_valid(&entry, metadata)))
+    }
+
+    /// Records the listings of the directories a walk saw, where the stat
+    /// cache does not hold them already.
+    fn record_listings(
+        &self,
+        directories: &mut [ListedDirectory],
+        updates: &mut Vec<StatUpdate>,
+    ) -> Result<(), ObserveError> {
+        let recorded_ns = now_ns();
+        for directory in directories {
+            let mut names: Vec<(&str, bool)> = directory
+                .entries
+                .iter()
+                .map(|(name, is_directory)| (name.as_str(), *is_directory))
+                .collect();
+            let listing = listing_digest(&mut names);
+            if !self.listing_unchanged(&directory.path, &directory.metadata, &listing)? {
+                updates.push((
+                    directory_key(&directory.path),
+                    stat_entry(&directory.metadata, recorded_ns, listing),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The files of the partition at `root`, when they are expected to be
+    /// `expected` (a manifest's, sorted by path): each directory the files
+    /// imply is checked by its stat against its cached listing and each file
+    /// by its stat against its cached digest, so nothing is listed or read
+    /// while they match. Falls back to [`Observer::tree`] (which records the
+    /// listings for next time) when anything differs; the answer is the one
+    /// `tree` would give either way.
+    pub fn tree_expecting(
+        &self,
+        root: &Path,
+        expected: &[FileEntry],
+        updates: &mut Vec<StatUpdate>,
+    ) -> Result<Option<Vec<FileEntry>>, ObserveError> {
+        let metadata = match fs::symlink_metadata(root) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error(root)(error)),
+        };
+        if !metadata.is_dir() || expected.iter().any(|file| file.path.is_empty()) {
+            return self.tree(root, updates);
+        }
+        for (relative, mut names) in implied_directories(expected) {
+            let (path, metadata) = if relative.is_empty() {
+                (root.to_owned(), metadata.clone())
+            } else {
+                let path = root.join(relative);
+                match fs::symlink_metadata(&path) {
+                    Ok(metadata) if metadata.is_dir() => (path, metadata),
+                    _ => return self.tree(root, updates),
+                }
+            };
+            if !self.listing_unchanged(&path, &metadata, &listing_digest(&mut names))? {
+                return self.tree(root, updates);
+            }
+        }
+        let mut files = Vec::with_capacity(expected.len());
+        let mut observed = Vec::new();
+        for file in expected {
+            let path = root.join(&file.path);
+            let metadata = match fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.is_file() => metadata,
+                _ => return self.tree(root, updates),
+            };
+            let digest = self.file(&path, &metadata, &mut observed)?;
+            files.push(FileEntry {
+                path: file.path.clone(),
+                executable: metadata.permissions().mode() & 0o111 != 0,
+                size: metadata.len(),
+                digest,
+            });
+        }
+        updates.append(&mut observed);
+        Ok(Some(files))
+    }
+
+    /// [`Observer::tree_expecting`] with the partition's Merkle digest.
+    pub fn partition_expecting(
+        &self,
+        root: &Path,
+        expected: &[FileEntry],
+        updates: &mut Vec<StatUpdate>,
+    ) -> Result<Option<(ContentDigest, Vec<FileEntry>)>, ObserveError> {
+        Ok(self
+            .tree_expecting(root, expected, updates)?
+            .map(|files| (partition_digest(&files), files)))
     }
 
     /// The files of a partition at `root` (a directory, or a single file whose
@@ -142,9 +318,13 @@ impl<'a> Observer<'a> {
         root: &Path,
         updates: &mut Vec<StatUpdate>,
     ) -> Result<Option<Vec<FileEntry>>, ObserveError> {
-        let Some(listed) = list_files(root)? else {
+        self.walks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut directories = Vec::new();
+        let Some(listed) = list(root, Some(&mut directories))? else {
             return Ok(None);
         };
+        self.record_listings(&mut directories, updates)?;
         let mut files = Vec::with_capacity(listed.len());
         for file in listed {
             let digest = self.file(&file.path, &file.metadata, updates)?;
@@ -183,6 +363,21 @@ pub struct ListedFile {
 /// a partition holds only plain files, so nothing in it can point outside the
 /// data root. `Ok(None)` if `root` does not exist.
 pub fn list_files(root: &Path) -> Result<Option<Vec<ListedFile>>, ObserveError> {
+    list(root, None)
+}
+
+/// A directory a walk listed: its stat and its entries (name, is a directory).
+struct ListedDirectory {
+    path: PathBuf,
+    metadata: Metadata,
+    entries: Vec<(String, bool)>,
+}
+
+/// [`list_files`], collecting the directories it listed when asked to.
+fn list(
+    root: &Path,
+    mut directories: Option<&mut Vec<ListedDirectory>>,
+) -> Result<Option<Vec<ListedFile>>, ObserveError> {
     let metadata = match fs::symlink_metadata(root) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -196,7 +391,7 @@ pub fn list_files(root: &Path) -> Result<Option<Vec<ListedFile>>, ObserveError> 
             metadata,
         });
     } else if metadata.is_dir() {
-        walk(root, "", &mut files)?;
+        walk(root, metadata, "", &mut files, &mut directories)?;
         files.sort_by(|a, b| a.relative.cmp(&b.relative));
     } else {
         return Err(refusal(root, &metadata));
@@ -204,7 +399,14 @@ pub fn list_files(root: &Path) -> Result<Option<Vec<ListedFile>>, ObserveError> 
     Ok(Some(files))
 }
 
-fn walk(directory: &Path, prefix: &str, files: &mut Vec<ListedFile>) -> Result<(), ObserveError> {
+fn walk(
+    directory: &Path,
+    directory_metadata: Metadata,
+    prefix: &str,
+    files: &mut Vec<ListedFile>,
+    directories: &mut Option<&mut Vec<ListedDirectory>>,
+) -> Result<(), ObserveError> {
+    let mut entries = Vec::new();
     for entry in fs::read_dir(directory).map_err(io_error(directory))? {
         let entry = entry.map_err(io_error(directory))?;
         let path = entry.path();
@@ -222,8 +424,11 @@ fn walk(directory: &Path, prefix: &str, files: &mut Vec<ListedFile>) -> Result<(
         };
         // Relative to the open directory (fstatat), not following links.
         let metadata = entry.metadata().map_err(io_error(&path))?;
+        if directories.is_some() {
+            entries.push((name.to_owned(), metadata.is_dir()));
+        }
         if metadata.is_dir() {
-            walk(&path, &relative, files)?;
+            walk(&path, metadata, &relative, files, directories)?;
         } else if metadata.is_file() {
             files.push(ListedFile {
                 relative,
@@ -233,6 +438,13 @@ fn walk(directory: &Path, prefix: &str, files: &mut Vec<ListedFile>) -> Result<(
         } else {
             return Err(refusal(&path, &metadata));
         }
+    }
+    if let Some(directories) = directories {
+        directories.push(ListedDirectory {
+            path: directory.to_owned(),
+            metadata: directory_metadata,
+            entries,
+        });
     }
     Ok(())
 }
@@ -254,5 +466,243 @@ fn refusal(path: &Path, metadata: &Metadata) -> ObserveError {
     ObserveError::Refused {
         path: path.to_owned(),
         what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::digest::ActionKey;
+    use crate::ports::StoreError;
+    use crate::record::{CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState};
+    use crate::refs::PartitionRef;
+
+    /// A catalog holding only a stat cache. Recorded entries are dated
+    /// `age_ns` in the past, as if they had been recorded that long ago.
+    struct StatOnly {
+        entries: Mutex<HashMap<String, StatEntry>>,
+    }
+
+    impl StatOnly {
+        fn new() -> Self {
+            StatOnly {
+                entries: Mutex::new(HashMap::new()),
+            }
+        }
+
+        /// Records `updates` as if they were taken `age_ns` later than they were.
+        fn record(&self, updates: Vec<StatUpdate>, age_ns: i128) {
+            let mut entries = self.entries.lock().unwrap();
+            for (path, mut entry) in updates {
+                entry.recorded_ns += age_ns;
+                entries.insert(path, entry);
+            }
+        }
+    }
+
+    impl Catalog for StatOnly {
+        fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+            Ok(None)
+        }
+        fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+            Ok(None)
+        }
+        fn partition(&self, _p: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+            Ok(None)
+        }
+        fn append_timed(
+            &self,
+            _build: u64,
+            _events: Vec<(u64, EventKind)>,
+            stats: Vec<(String, StatEntry)>,
+        ) -> Result<u64, StoreError> {
+            self.record(stats, 0);
+            Ok(0)
+        }
+        fn dataset_versions(&self) -> Result<BTreeMap<String, String>, StoreError> {
+            Ok(BTreeMap::new())
+        }
+        fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
+            Ok(None)
+        }
+        fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+            Ok(self.entries.lock().unwrap().get(path).cloned())
+        }
+        fn next_build_id(&self) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn scan_events(
+            &self,
+            _from: u64,
+            _visit: &mut dyn FnMut(Event) -> bool,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    const LATER: i128 = 10 * RACY_NS;
+
+    /// A partition with a top-level file and a nested one, observed once
+    /// and recorded as if long ago: its listings are trusted from then on.
+    fn trusted_partition() -> (tempfile::TempDir, PathBuf, StatOnly, Vec<FileEntry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("clean").join("date=2024-01-01");
+        fs::create_dir_all(root.join("parts/a")).unwrap();
+        fs::write(root.join("reviews.csv"), "one\n").unwrap();
+        fs::write(root.join("parts/a/more.csv"), "two\n").unwrap();
+        let catalog = StatOnly::new();
+        let mut updates = Vec::new();
+        let files = Observer::new(&catalog)
+            .tree(&root, &mut updates)
+            .unwrap()
+            .unwrap();
+        let keys: Vec<&str> = updates.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys.iter().filter(|key| key.ends_with('/')).count(),
+            3,
+            "a walk records the root and both subdirectories: {keys:?}"
+        );
+        catalog.record(updates, LATER);
+        (dir, root, catalog, files)
+    }
+
+    /// `tree_expecting`'s answer, checked against a walk's, with what it
+    /// recorded and whether it listed the tree.
+    fn both(
+        catalog: &StatOnly,
+        root: &Path,
+        expected: &[FileEntry],
+    ) -> (Option<Vec<FileEntry>>, Vec<StatUpdate>, bool) {
+        let observer = Observer::new(catalog);
+        let mut updates = Vec::new();
+        let fast = observer
+            .tree_expecting(root, expected, &mut updates)
+            .unwrap();
+        let walked = observer.walks.load(std::sync::atomic::Ordering::Relaxed) > 0;
+        let walk = Observer::new(catalog).tree(root, &mut Vec::new()).unwrap();
+        assert_eq!(fast, walk, "tree_expecting and tree disagree");
+        (fast, updates, walked)
+    }
+
+    #[test]
+    fn implied_directories_list_files_and_the_way_to_deeper_ones() {
+        let file = |path: &str| FileEntry {
+            path: path.into(),
+            executable: false,
+            size: 0,
+            digest: ContentDigest([0; 32]),
+        };
+        let files = [file("a/b/c.csv"), file("a/d.csv"), file("top.csv")];
+        let directories = implied_directories(&files);
+        let mut listed: Vec<(&str, Vec<(&str, bool)>)> = directories.into_iter().collect();
+        for (_, names) in &mut listed {
+            names.sort_unstable();
+        }
+        assert_eq!(
+            listed,
+            vec![
+                ("", vec![("a", true), ("top.csv", false)]),
+                ("a", vec![("b", true), ("d.csv", false)]),
+                ("a/b", vec![("c.csv", false)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_partition_is_answered_from_the_cache_alone() {
+        let (_dir, root, catalog, files) = trusted_partition();
+        let (fast, updates, walked) = both(&catalog, &root, &files);
+        assert_eq!(fast.unwrap(), files);
+        assert!(updates.is_empty(), "nothing to record: {updates:?}");
+        assert!(!walked, "an unchanged partition was listed");
+    }
+
+    #[test]
+    fn a_listing_recorded_in_the_same_tick_is_not_trusted() {
+        let (_dir, root, catalog, files) = trusted_partition();
+        catalog.entries.lock().unwrap().clear();
+        let mut updates = Vec::new();
+        Observer::new(&catalog).tree(&root, &mut updates).unwrap();
+        catalog.record(updates, 0);
+        let (fast, updates, walked) = both(&catalog, &root, &files);
+        assert_eq!(fast.unwrap(), files);
+        assert!(walked, "a racy listing must not be trusted");
+        assert!(
+            updates.iter().any(|(key, _)| key.ends_with('/')),
+            "a racy listing is recorded again"
+        );
+    }
+
+    #[test]
+    fn added_removed_and_rewritten_files_are_seen() {
+        // An extra file at the top, in a subdirectory, an empty directory.
+        for change in ["extra.csv", "parts/a/extra.csv", "parts/empty/"] {
+            let (_dir, root, catalog, files) = trusted_partition();
+            let path = root.join(change);
+            if change.ends_with('/') {
+                fs::create_dir(&path).unwrap();
+            } else {
+                fs::write(&path, "x").unwrap();
+            }
+            let (fast, updates, walked) = both(&catalog, &root, &files);
+            assert!(walked, "{change}");
+            let fast = fast.unwrap();
+            if change.ends_with('/') {
+                assert_eq!(fast, files, "an empty directory holds no file");
+            } else {
+                assert_eq!(fast.len(), files.len() + 1, "{change}");
+            }
+            assert!(
+                updates.iter().any(|(key, _)| key.ends_with('/')),
+                "{change}: the new listing is recorded"
+            );
+        }
+        // A removed file, a removed directory.
+        for change in ["reviews.csv", "parts/a/more.csv", "parts"] {
+            let (_dir, root, catalog, files) = trusted_partition();
+            let path = root.join(change);
+            if path.is_dir() {
+                fs::remove_dir_all(&path).unwrap();
+            } else {
+                fs::remove_file(&path).unwrap();
+            }
+            let (fast, _, walked) = both(&catalog, &root, &files);
+            assert!(walked, "{change}");
+            assert!(fast.unwrap().len() < files.len(), "{change}");
+        }
+        // Same size, other bytes: the file's stat changes, not the listing.
+        let (_dir, root, catalog, files) = trusted_partition();
+        fs::write(root.join("parts/a/more.csv"), "TWO\n").unwrap();
+        let (fast, _, walked) = both(&catalog, &root, &files);
+        assert!(!walked, "the listing did not change, only the file did");
+        assert_ne!(fast.unwrap(), files);
+        // A file replaced by a directory of the same name.
+        let (_dir, root, catalog, files) = trusted_partition();
+        fs::remove_file(root.join("reviews.csv")).unwrap();
+        fs::create_dir(root.join("reviews.csv")).unwrap();
+        fs::write(root.join("reviews.csv/inner"), "one\n").unwrap();
+        let (fast, _, walked) = both(&catalog, &root, &files);
+        assert!(walked);
+        assert_ne!(fast.unwrap(), files);
+        // The whole partition gone.
+        let (_dir, root, catalog, files) = trusted_partition();
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(both(&catalog, &root, &files).0, None);
+    }
+
+    #[test]
+    fn a_symlink_put_in_place_of_a_file_is_refused_as_a_walk_refuses_it() {
+        let (dir, root, catalog, files) = trusted_partition();
+        fs::write(dir.path().join("elsewhere"), "one\n").unwrap();
+        fs::remove_file(root.join("reviews.csv")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join("reviews.csv")).unwrap();
+        let observer = Observer::new(&catalog);
+        let error = observer
+            .tree_expecting(&root, &files, &mut Vec::new())
+            .unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
     }
 }
