@@ -578,9 +578,14 @@ impl Context<'_> {
             };
             let mut files = Vec::with_capacity(listed.len());
             for file in listed {
+                // The job and its process group are gone and the staging
+                // directory is cairn's: the store may take the file itself
+                // (a large one becomes a read-only link to its blob). The
+                // stat cache records the output only after `place`, so it
+                // sees the ctime of that change.
                 let digest = self
                     .blobs
-                    .put_file(&file.path)
+                    .adopt_file(&file.path)
                     .map_err(|error| error.to_string())?;
                 files.push(FileEntry {
                     path: file.relative,
@@ -598,6 +603,10 @@ impl Context<'_> {
         Ok(records)
     }
 
+    /// Stores the job's captured output. Copied, never adopted: a retry
+    /// truncates these very files for its own output (and a warning may be
+    /// appended to stderr), which must neither fail on a read-only file nor
+    /// write through into a blob.
     fn store_logs(
         &self,
         stdout: &Path,
