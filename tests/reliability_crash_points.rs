@@ -9,7 +9,7 @@
 //! | point | port call | what the real store does there |
 //! | --- | --- | --- |
 //! | `build-id` | `Catalog::next_build_id` | a redb commit |
-//! | `blob-write` | `BlobStore::put_file` / `put_bytes` | write a temp file in `cas/tmp`, rename it to `cas/ab/cdef…` |
+//! | `blob-write` | `BlobStore::adopt_file` / `put_file` / `put_bytes` | write a temp file in `cas/tmp` (or link a large output there), rename it to `cas/ab/cdef…` |
 //! | `blob-sync` | `BlobStore::sync` | `syncfs` (file data, renames and new directories) |
 //! | `catalog-commit` | `Catalog::append_timed` | a redb commit (events, projections, stat cache) |
 //!
@@ -343,6 +343,10 @@ impl BlobStore for FaultyBlobs<'_> {
     fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
         let bytes = std::fs::read(path).map_err(|error| StoreError::io(path, error))?;
         self.put(&bytes, || self.inner.put_file(path))
+    }
+    fn adopt_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
+        let bytes = std::fs::read(path).map_err(|error| StoreError::io(path, error))?;
+        self.put(&bytes, || self.inner.adopt_file(path))
     }
     fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError> {
         self.put(bytes, || self.inner.put_bytes(bytes))

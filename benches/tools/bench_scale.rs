@@ -7,9 +7,12 @@
 //!   large batches, and the stat cache filled (after a second, so no entry is
 //!   racy). Jobs never run and no blob is written (a no-op check never reads
 //!   blobs). Afterwards `cairn build --dry-run` finds everything up to date.
-//! - `bench-scale ingest [--init] [--sync] STORE FILE`: stores FILE in the
-//!   blob CAS of the store at STORE (`--init` only creates the store;
-//!   `--sync` also makes the blob durable).
+//! - `bench-scale ingest [--init] [--sync] [--copy] STORE FILE`: stores FILE
+//!   in the blob CAS of the store at STORE the way a build stores a job's
+//!   output (`adopt_file`: a large FILE is hard-linked into the store and
+//!   made read-only, so give each run a fresh copy), or with `--copy` the
+//!   way `put_file` does (copied, FILE untouched). `--init` only creates the
+//!   store; `--sync` also makes the blob durable.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,26 +50,42 @@ fn main() -> Result<(), Error> {
                 .filter(|a| !a.starts_with("--"))
                 .collect();
             let [store, file] = rest[..] else {
-                return Err("usage: bench-scale ingest [--init] [--sync] STORE FILE".into());
+                return Err(
+                    "usage: bench-scale ingest [--init] [--sync] [--copy] STORE FILE".into(),
+                );
             };
+            if let Some(unknown) = flags
+                .iter()
+                .find(|flag| !["--init", "--sync", "--copy"].contains(flag))
+            {
+                return Err(format!("bench-scale ingest: unknown option {unknown}").into());
+            }
             ingest(
                 Path::new(store),
                 Path::new(file),
                 flags.contains(&"--init"),
                 flags.contains(&"--sync"),
+                flags.contains(&"--copy"),
             )
         }
-        _ => Err("usage: bench-scale populate GRAPH | ingest [--init] [--sync] STORE FILE".into()),
+        _ => Err(
+            "usage: bench-scale populate GRAPH | ingest [--init] [--sync] [--copy] STORE FILE"
+                .into(),
+        ),
     }
 }
 
-fn ingest(store: &Path, file: &Path, init: bool, sync: bool) -> Result<(), Error> {
+fn ingest(store: &Path, file: &Path, init: bool, sync: bool, copy: bool) -> Result<(), Error> {
     let store = Store::open(store, OpenMode::Write { wait: false }, &mut |_| {})?;
     if init {
         return Ok(());
     }
     let clock = Instant::now();
-    let digest = store.blobs().put_file(file)?;
+    let digest = if copy {
+        store.blobs().put_file(file)?
+    } else {
+        store.blobs().adopt_file(file)?
+    };
     if sync {
         store.blobs().sync()?;
     }

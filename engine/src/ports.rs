@@ -58,6 +58,31 @@ pub trait BlobStore: Send + Sync {
     /// Copies the file at `path` into the store (unless a blob with the same
     /// digest is present) and returns its digest. Reads the file once.
     fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError>;
+    /// Stores the file at `path` and returns its digest, like
+    /// [`BlobStore::put_file`], for a file the caller owns and that nothing
+    /// will write to again: a finished job's staged output, whose job and
+    /// process group are gone, in a directory only cairn uses.
+    ///
+    /// The store may take the file itself instead of a copy: a large file
+    /// with no other name may be hard-linked into the store (when it is on
+    /// the same file system), after which the file *is* the blob. Its write
+    /// bits (and set-id and sticky bits) are then cleared, so that the file is
+    /// read-only from then on, wherever it is moved. Its content, name,
+    /// owner and other mode bits stay as they were, but its ctime changes,
+    /// so stat it afterwards, not before. Small files, files with more than
+    /// one name and files that cannot be linked are copied, and are left
+    /// untouched; so is a file whose content the store already holds.
+    ///
+    /// Writing to the file in place afterwards (it is read-only, but the
+    /// superuser can) changes the blob too; the change is found when the
+    /// blob is next read or restored ([`StoreError::CorruptBlob`]), never
+    /// served. Replacing or removing the file (a rename over it, an unlink)
+    /// leaves the blob intact.
+    ///
+    /// A file whose size, mtime or ctime changes while it is being hashed is
+    /// refused with an error naming it. The blob is durable after the next
+    /// [`BlobStore::sync`], like any other.
+    fn adopt_file(&self, path: &Path) -> Result<ContentDigest, StoreError>;
     /// Stores `bytes` and returns their digest.
     fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError>;
     /// Whether a blob is present (not verified).

@@ -142,6 +142,35 @@ fn stray_output(run_dir: &Path, outputs: usize) -> Option<String> {
     ))
 }
 
+/// Makes the files under a resumed job's output `directory` that an earlier
+/// ingest already adopted into the blob store (cairn died between storing
+/// and placing them: read-only, with a second name in the store) private
+/// and writable again, by copying each through `scratch` (a path on the
+/// same file system) and renaming the copy over it. The job may rewrite its
+/// outputs, and must neither fail on a read-only file nor write into a blob.
+fn unshare_adopted(directory: &Path, scratch: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    // A directory the job filled with something refused is reported by the
+    // ingest; nothing here was adopted.
+    let Ok(Some(files)) = list_files(directory) else {
+        return Ok(());
+    };
+    for file in files {
+        let mode = file.metadata.permissions().mode() & 0o7777;
+        if file.metadata.nlink() < 2 || mode & 0o200 != 0 {
+            continue;
+        }
+        let text = |path: &Path, error: std::io::Error| format!("{}: {error}", path.display());
+        // A copy left by a cairn that died here is read-only: remove it.
+        let _ = fs::remove_file(scratch);
+        fs::copy(&file.path, scratch).map_err(|error| text(&file.path, error))?;
+        fs::set_permissions(scratch, fs::Permissions::from_mode(mode | 0o200))
+            .map_err(|error| text(scratch, error))?;
+        fs::rename(scratch, &file.path).map_err(|error| text(&file.path, error))?;
+    }
+    Ok(())
+}
+
 fn describe(outputs: &[PartitionRef]) -> String {
     outputs
         .iter()
@@ -284,6 +313,9 @@ impl Context<'_> {
         for directory in &output_dirs {
             fs::create_dir_all(directory)
                 .map_err(|error| format!("{}: {error}", directory.display()))?;
+            if resume.is_some() {
+                unshare_adopted(directory, &run_dir.join("unshare"))?;
+            }
         }
         let (stdout_path, stderr_path) = (run_dir.join("stdout"), run_dir.join("stderr"));
         let checkpoint_path = run_dir.join("checkpoint.json");
@@ -546,9 +578,14 @@ impl Context<'_> {
             };
             let mut files = Vec::with_capacity(listed.len());
             for file in listed {
+                // The job and its process group are gone and the staging
+                // directory is cairn's: the store may take the file itself
+                // (a large one becomes a read-only link to its blob). The
+                // stat cache records the output only after `place`, so it
+                // sees the ctime of that change.
                 let digest = self
                     .blobs
-                    .put_file(&file.path)
+                    .adopt_file(&file.path)
                     .map_err(|error| error.to_string())?;
                 files.push(FileEntry {
                     path: file.relative,
@@ -566,6 +603,10 @@ impl Context<'_> {
         Ok(records)
     }
 
+    /// Stores the job's captured output. Copied, never adopted: a retry
+    /// truncates these very files for its own output (and a warning may be
+    /// appended to stderr), which must neither fail on a read-only file nor
+    /// write through into a blob.
     fn store_logs(
         &self,
         stdout: &Path,
@@ -576,5 +617,49 @@ impl Context<'_> {
             _ => None,
         };
         (store(stdout), store(stderr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_resumed_job_gets_its_adopted_outputs_back_writable_and_unlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out").join("0");
+        fs::create_dir_all(output.join("pages")).unwrap();
+        // What an ingest cut short leaves: a read-only file whose inode is
+        // also a blob, beside files it did not take.
+        let adopted = output.join("pages").join("1.csv");
+        let blob = dir.path().join("blob");
+        fs::write(&adopted, "page 1\n").unwrap();
+        fs::set_permissions(&adopted, fs::Permissions::from_mode(0o555)).unwrap();
+        fs::hard_link(&adopted, &blob).unwrap();
+        let copied = output.join("2.csv");
+        fs::write(&copied, "page 2\n").unwrap();
+        fs::set_permissions(&copied, fs::Permissions::from_mode(0o444)).unwrap();
+        let copied_inode = fs::metadata(&copied).unwrap().ino();
+
+        unshare_adopted(&output, &dir.path().join("scratch")).unwrap();
+
+        assert_eq!(fs::read(&adopted).unwrap(), b"page 1\n");
+        assert_eq!(mode(&adopted), 0o755);
+        assert_ne!(
+            fs::metadata(&adopted).unwrap().ino(),
+            fs::metadata(&blob).unwrap().ino()
+        );
+        // The blob is untouched, and a file with one name is left alone.
+        assert_eq!(mode(&blob), 0o555);
+        assert_eq!(fs::metadata(&blob).unwrap().nlink(), 1);
+        assert_eq!(fs::metadata(&copied).unwrap().ino(), copied_inode);
+        assert_eq!(mode(&copied), 0o444);
+        assert!(!dir.path().join("scratch").exists());
     }
 }

@@ -6,13 +6,21 @@
 //!   `.cairn/cas/tmp/` (same file system) onto its final name, so a reader
 //!   never sees a half-written blob under a digest's name. Temp names are
 //!   `<pid>-<counter>`, unique across the threads and processes of one store.
+//!   An adopted file (below) is linked into `tmp/` and renamed the same way.
 //! - The digest of a stored blob is computed from the bytes that were written
 //!   (the in-memory buffer or the temp copy), never from a source file that
 //!   could change in between: a blob's name always matches what was stored.
-//! - Blobs are mode 0444 and are never modified in place: restoring copies
-//!   them out, so editing a restored data file cannot corrupt the store.
+//!   The one exception is adoption, which hashes the very inode that becomes
+//!   the blob, through the descriptor it then links, and refuses the file if
+//!   its size, mtime or ctime changed while it was hashed.
+//! - Blobs are read-only (0444; an adopted file keeps its own read and exec
+//!   bits) and cairn never writes them in place: restoring copies them out,
+//!   so editing a restored data file cannot corrupt the store.
 //! - Every read is verified (re-hashed): bit rot or tampering is reported as
 //!   [`StoreError::CorruptBlob`], never served.
+//!
+//! Large outputs of jobs are adopted rather than copied: hard-linked into
+//! the store, read-only (see `adopt.rs`).
 //!
 //! Durability: writes are not fsynced one by one, which would put an fsync per
 //! output on the hot path. [`BlobStore::sync`] is the barrier, called once per
@@ -20,12 +28,14 @@
 //! one `syncfs(2)` on the file system holding the CAS: a single call per batch
 //! however many blobs and fan-out directories were written, covering every
 //! file's data and every directory entry (rename, new fan-out directory)
-//! without tracking them, and reporting writeback errors since Linux 5.8. The
-//! cost is that it also flushes unrelated dirty data on that file system,
-//! mostly the jobs' own outputs, which are about to be needed anyway. It runs
-//! only if something was written since the last sync, so a build that stores
-//! nothing pays nothing. Elsewhere the store remembers the blobs written since
-//! the last sync and fsyncs each of them, their directories and the CAS root.
+//! without tracking them (an adopted file is on that file system too, or it
+//! could not have been linked), and reporting writeback errors since Linux
+//! 5.8. The cost is that it also flushes unrelated dirty data on that file
+//! system, mostly the jobs' own outputs, which are about to be needed anyway.
+//! It runs only if something was written since the last sync, so a build that
+//! stores nothing pays nothing. Elsewhere the store remembers the blobs
+//! written since the last sync and fsyncs each of them (an adopted blob's
+//! fsync is its data file's: one inode), their directories and the CAS root.
 //!
 //! A blob already present under a digest is not rewritten, unless its length
 //! differs from the new content (that is what a blob torn by a power loss
@@ -46,7 +56,7 @@ use cairn_engine::ContentDigest;
 use cairn_engine::ports::{BlobStore, StoreError};
 
 /// Files up to this size are read into memory, hashed and written in one go;
-/// larger ones are copied in the kernel and hashed from the copy.
+/// larger ones are copied in the kernel and hashed from the copy, or adopted.
 const SMALL_FILE_LIMIT: u64 = 1024 * 1024;
 /// Buffer size of the streaming restore.
 const RESTORE_BUFFER: usize = 256 * 1024;
@@ -282,26 +292,34 @@ impl FsBlobStore {
         ))
     }
 
-    fn create_temp(&self) -> Result<TempFile, StoreError> {
+    /// A fresh name under `cas/tmp/`; nothing is created.
+    fn temp_name(&self) -> TempPath {
         let number = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .temp_dir
-            .join(format!("{}-{number}", std::process::id()));
+        TempPath(
+            self.temp_dir
+                .join(format!("{}-{number}", std::process::id())),
+        )
+    }
+
+    /// A new, empty temp file, open for writing.
+    fn create_temp(&self) -> Result<(TempPath, File), StoreError> {
+        let temp = self.temp_name();
         // Created read-only: the open descriptor can still write, and no
         // chmod is needed before the rename publishes it.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o444)
-            .open(&path)
-            .map_err(|source| StoreError::io(&path, source))?;
-        Ok(TempFile { file, path })
+            .open(&temp.0)
+            .map_err(|source| StoreError::io(&temp.0, source))?;
+        Ok((temp, file))
     }
 
-    /// Publishes a complete temp file as the blob `digest` of `length` bytes.
+    /// Publishes a complete, read-only temp file as the blob `digest` of
+    /// `length` bytes.
     fn commit(
         &self,
-        temp: TempFile,
+        temp: TempPath,
         digest: ContentDigest,
         length: u64,
     ) -> Result<ContentDigest, StoreError> {
@@ -313,13 +331,42 @@ impl FsBlobStore {
                 Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(StoreError::io(fan_out, error)),
             }
-            std::fs::rename(&temp.path, &final_path)
+            std::fs::rename(&temp.0, &final_path)
                 .map_err(|source| StoreError::io(&final_path, source))?;
             self.suspects().remove(&digest);
         }
         drop(temp);
         self.written(final_path);
         Ok(digest)
+    }
+
+    /// Stores a small file (its length known from `fstat`) from memory.
+    fn put_small(
+        &self,
+        mut source: File,
+        path: &Path,
+        length: u64,
+    ) -> Result<ContentDigest, StoreError> {
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        source
+            .read_to_end(&mut bytes)
+            .map_err(|error| StoreError::io(path, error))?;
+        self.put_bytes(&bytes)
+    }
+
+    /// Stores a large file by copying it in the kernel (`copy_file_range`, a
+    /// reflink where the file system can), then hashing the private copy,
+    /// which nobody else can change or truncate under the mapping.
+    fn put_copy(&self, mut source: File, path: &Path) -> Result<ContentDigest, StoreError> {
+        let (temp, mut file) = self.create_temp()?;
+        let copied =
+            std::io::copy(&mut source, &mut file).map_err(|error| StoreError::io(path, error))?;
+        drop(file);
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_mmap_rayon(&temp.0)
+            .map_err(|error| StoreError::io(&temp.0, error))?;
+        self.commit(temp, ContentDigest(*hasher.finalize().as_bytes()), copied)
     }
 
     fn is_present_with_length(&self, path: &Path, length: u64) -> bool {
@@ -357,29 +404,19 @@ impl FsBlobStore {
 impl BlobStore for FsBlobStore {
     fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
         self.check_writable()?;
-        let mut source = File::open(path).map_err(|error| StoreError::io(path, error))?;
+        let source = File::open(path).map_err(|error| StoreError::io(path, error))?;
         let length = source
             .metadata()
             .map_err(|error| StoreError::io(path, error))?
             .len();
         if length <= SMALL_FILE_LIMIT {
-            let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-            source
-                .read_to_end(&mut bytes)
-                .map_err(|error| StoreError::io(path, error))?;
-            return self.put_bytes(&bytes);
+            return self.put_small(source, path, length);
         }
-        // Large: copy in the kernel (copy_file_range, a reflink where the
-        // file system can), then hash the private copy, which nobody else can
-        // change or truncate under the mapping.
-        let mut temp = self.create_temp()?;
-        let copied = std::io::copy(&mut source, &mut temp.file)
-            .map_err(|error| StoreError::io(path, error))?;
-        let mut hasher = blake3::Hasher::new();
-        hasher
-            .update_mmap_rayon(&temp.path)
-            .map_err(|error| StoreError::io(&temp.path, error))?;
-        self.commit(temp, ContentDigest(*hasher.finalize().as_bytes()), copied)
+        self.put_copy(source, path)
+    }
+
+    fn adopt_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
+        self.adopt(path, |source, link| std::fs::hard_link(source, link))
     }
 
     fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError> {
@@ -391,10 +428,10 @@ impl BlobStore for FsBlobStore {
             self.written(final_path);
             return Ok(digest);
         }
-        let mut temp = self.create_temp()?;
-        temp.file
-            .write_all(bytes)
-            .map_err(|error| StoreError::io(&temp.path, error))?;
+        let (temp, mut file) = self.create_temp()?;
+        file.write_all(bytes)
+            .map_err(|error| StoreError::io(&temp.0, error))?;
+        drop(file);
         self.commit(temp, digest, length)
     }
 
@@ -459,18 +496,15 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// A temp file under `cas/tmp/`, removed on drop unless it was renamed away.
-struct TempFile {
-    file: File,
-    path: PathBuf,
-}
+/// A name under `cas/tmp/`, removed on drop unless it was renamed away.
+struct TempPath(PathBuf);
 
-impl Drop for TempFile {
+impl Drop for TempPath {
     fn drop(&mut self) {
         // After a successful rename the path no longer exists: NotFound is
         // the normal case, and any other failure leaves a stale temp that the
         // next writer's open removes.
-        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -580,6 +614,8 @@ fn sync_file_system(directory: &File) -> std::io::Result<()> {
     // compiles everywhere.
     directory.sync_all()
 }
+
+mod adopt;
 
 #[cfg(test)]
 mod tests;

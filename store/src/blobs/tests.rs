@@ -1,9 +1,11 @@
-//! Tests of the blob CAS: round trips, dedup, corruption, loss, concurrency.
+//! Tests of the blob CAS: round trips, dedup, corruption, loss, concurrency,
+//! adoption.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 
 use rayon::prelude::*;
 
+use super::adopt::copy_after_link_error;
 use super::*;
 
 fn store(durability: Durability) -> (tempfile::TempDir, FsBlobStore) {
@@ -20,7 +22,6 @@ fn linux_store() -> (tempfile::TempDir, FsBlobStore) {
 
 /// Overwrites one byte of a stored blob, as bit rot would.
 fn flip_byte(blobs: &FsBlobStore, digest: &ContentDigest, offset: u64) {
-    use std::os::unix::fs::FileExt;
     let path = blobs.blob_path(digest);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let file = OpenOptions::new()
@@ -236,6 +237,7 @@ fn a_read_only_store_refuses_writes_but_reads() {
     let file = dir.path().join("file");
     std::fs::write(&file, b"new").unwrap();
     assert!(reader.put_file(&file).is_err());
+    assert!(reader.adopt_file(&file).is_err());
     reader.sync().unwrap();
 }
 
@@ -305,4 +307,274 @@ fn check_remove_and_sizes() {
     let reader = FsBlobStore::new(blobs.cas_dir.clone(), false);
     assert!(reader.remove(&two).is_err());
     assert!(blobs.contains(&two));
+}
+
+/// Content past the small-file limit, different for each `seed`.
+fn large_content(seed: u8) -> Vec<u8> {
+    (0..3 * 1024 * 1024 + 17)
+        .map(|n: u32| (n % 251) as u8 ^ seed)
+        .collect()
+}
+
+/// Writes `content` at `dir/name` with `mode`.
+fn source_file(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn inode(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+fn io_failure(result: Result<ContentDigest, StoreError>) -> (PathBuf, String) {
+    match result {
+        Err(StoreError::Io { path, source }) => (path, source.to_string()),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[test]
+fn adopting_a_large_file_links_it_and_clears_its_write_bits() {
+    for durability in [Durability::FileSystem, Durability::EachFile] {
+        let (dir, blobs) = store(durability);
+        let content = large_content(1);
+        let source = source_file(dir.path(), "output.bin", &content, 0o4775);
+
+        let digest = blobs.adopt_file(&source).unwrap();
+        assert_eq!(digest, ContentDigest::of(&content));
+        let blob = blobs.blob_path(&digest);
+        // One inode under two names: nothing was copied.
+        assert_eq!(inode(&blob), inode(&source));
+        assert_eq!(std::fs::metadata(&source).unwrap().nlink(), 2);
+        // Read and exec bits kept; write and set-id bits gone.
+        assert_eq!(mode(&source), 0o555);
+        assert_eq!(std::fs::read(&source).unwrap(), content);
+        assert_eq!(blobs.read(&digest).unwrap(), content);
+        assert_eq!(temp_entries(&blobs), 0);
+        // The next sync covers it like any other write.
+        match durability {
+            Durability::FileSystem => assert!(blobs.unsynced.load(Ordering::Acquire)),
+            Durability::EachFile => assert_eq!(*blobs.pending_paths(), [blob]),
+        }
+        blobs.sync().unwrap();
+        assert!(blobs.pending_paths().is_empty());
+    }
+}
+
+#[test]
+fn adoption_and_put_file_agree_on_digests_around_the_small_file_limit() {
+    let (dir, adopted) = linux_store();
+    let (_other, copied) = linux_store();
+    let limit = SMALL_FILE_LIMIT as usize;
+    for (index, length) in [0, 1, limit - 1, limit, limit + 1, 2 * limit + 3]
+        .into_iter()
+        .enumerate()
+    {
+        let content: Vec<u8> = (0..length).map(|n| (n % 241) as u8).collect();
+        let name = format!("file-{index}");
+        let for_put = source_file(dir.path(), &format!("{name}-put"), &content, 0o644);
+        let for_adopt = source_file(dir.path(), &name, &content, 0o644);
+        let expected = ContentDigest::of(&content);
+        assert_eq!(copied.put_file(&for_put).unwrap(), expected, "{length} B");
+        assert_eq!(
+            adopted.adopt_file(&for_adopt).unwrap(),
+            expected,
+            "{length} B"
+        );
+        let linked = inode(&adopted.blob_path(&expected)) == inode(&for_adopt);
+        assert_eq!(linked, length > limit, "{length} B linked: {linked}");
+    }
+}
+
+#[test]
+fn adopting_a_small_file_copies_it_and_leaves_it_alone() {
+    let (dir, blobs) = linux_store();
+    let source = source_file(dir.path(), "small", b"a small output", 0o644);
+    let digest = blobs.adopt_file(&source).unwrap();
+    assert_eq!(digest, ContentDigest::of(b"a small output"));
+    let blob = blobs.blob_path(&digest);
+    assert_ne!(inode(&blob), inode(&source));
+    assert_eq!(mode(&source), 0o644);
+    assert_eq!(mode(&blob), 0o444);
+}
+
+#[test]
+fn adopting_content_already_stored_keeps_the_blob_and_leaves_the_file_alone() {
+    let (dir, blobs) = linux_store();
+    let content = large_content(2);
+    let digest = blobs.put_bytes(&content).unwrap();
+    let blob_inode = inode(&blobs.blob_path(&digest));
+    blobs.sync().unwrap();
+    let source = source_file(dir.path(), "again.bin", &content, 0o644);
+
+    assert_eq!(blobs.adopt_file(&source).unwrap(), digest);
+    assert_eq!(inode(&blobs.blob_path(&digest)), blob_inode);
+    assert_eq!(mode(&source), 0o644);
+    assert_eq!(std::fs::metadata(&source).unwrap().nlink(), 1);
+    // Another thread may have stored it a moment ago: the caller's sync
+    // must still cover it.
+    assert!(blobs.unsynced.load(Ordering::Acquire));
+    assert_eq!(temp_entries(&blobs), 0);
+}
+
+#[test]
+fn a_file_with_another_name_is_copied_not_linked() {
+    let (dir, blobs) = linux_store();
+    let content = large_content(3);
+    // A job that hard-linked one of its inputs into its output.
+    let input = source_file(dir.path(), "input.bin", &content, 0o644);
+    let output = dir.path().join("output.bin");
+    std::fs::hard_link(&input, &output).unwrap();
+
+    let digest = blobs.adopt_file(&output).unwrap();
+    assert_eq!(digest, ContentDigest::of(&content));
+    assert_ne!(inode(&blobs.blob_path(&digest)), inode(&input));
+    assert_eq!(mode(&input), 0o644);
+    assert_eq!(std::fs::metadata(&input).unwrap().nlink(), 2);
+    assert_eq!(temp_entries(&blobs), 0);
+}
+
+#[test]
+fn a_file_that_cannot_be_linked_is_copied() {
+    let (dir, blobs) = linux_store();
+    let content = large_content(4);
+    let source = source_file(dir.path(), "elsewhere.bin", &content, 0o644);
+    // As if the output were on another file system than the store.
+    let digest = blobs
+        .adopt(&source, |_, _| {
+            Err(std::io::Error::from_raw_os_error(libc::EXDEV))
+        })
+        .unwrap();
+    assert_eq!(digest, ContentDigest::of(&content));
+    let blob = blobs.blob_path(&digest);
+    assert_ne!(inode(&blob), inode(&source));
+    assert_eq!(mode(&source), 0o644);
+    assert_eq!(mode(&blob), 0o444);
+    assert_eq!(blobs.read(&digest).unwrap(), content);
+    assert_eq!(temp_entries(&blobs), 0);
+}
+
+#[test]
+fn a_link_that_fails_for_lack_of_space_is_an_error_naming_the_file() {
+    let (dir, blobs) = linux_store();
+    let source = source_file(dir.path(), "big.bin", &large_content(5), 0o644);
+    let result = blobs.adopt(&source, |_, _| {
+        Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+    });
+    let (path, message) = io_failure(result);
+    assert_eq!(path, source);
+    assert!(message.contains("cannot link it into"), "{message}");
+    assert!(blobs.iter_digests().unwrap().is_empty());
+    assert_eq!(mode(&source), 0o644);
+    assert_eq!(temp_entries(&blobs), 0);
+}
+
+#[test]
+fn which_link_errors_fall_back_to_a_copy() {
+    let error = std::io::Error::from_raw_os_error;
+    for errno in [libc::EXDEV, libc::EPERM, libc::EMLINK, libc::EACCES] {
+        assert!(copy_after_link_error(&error(errno)), "errno {errno}");
+    }
+    for errno in [libc::ENOSPC, libc::EDQUOT, libc::EROFS, libc::EIO] {
+        assert!(!copy_after_link_error(&error(errno)), "errno {errno}");
+    }
+}
+
+#[test]
+fn a_file_changed_while_it_is_hashed_is_refused() {
+    let (dir, blobs) = linux_store();
+    let content = large_content(6);
+    let append: fn(&File) = |file| {
+        file.write_all_at(b"more", 3 * 1024 * 1024 + 17).unwrap();
+    };
+    // Same size and bytes, another mtime.
+    let touch: fn(&File) = |file| {
+        file.set_modified(std::time::UNIX_EPOCH).unwrap();
+    };
+    for (name, change) in [("appended", append), ("touched", touch)] {
+        let path = source_file(dir.path(), name, &content, 0o644);
+        let source = File::open(&path).unwrap();
+        let before = source.metadata().unwrap();
+        // What a writer does between the `fstat` before hashing and the one after.
+        change(&OpenOptions::new().write(true).open(&path).unwrap());
+        let result = blobs.adopt_large(source, &path, &before, |source, link| {
+            std::fs::hard_link(source, link)
+        });
+        let (error_path, message) = io_failure(result);
+        assert_eq!(error_path, path, "{name}");
+        assert!(
+            message.contains("changed while it was being stored"),
+            "{name}: {message}"
+        );
+        assert_eq!(mode(&path), 0o644, "{name}");
+        assert_eq!(std::fs::metadata(&path).unwrap().nlink(), 1, "{name}");
+    }
+    assert!(blobs.iter_digests().unwrap().is_empty());
+    assert_eq!(temp_entries(&blobs), 0);
+}
+
+#[test]
+fn an_adopted_file_written_in_place_is_a_corrupt_blob_never_served() {
+    let (dir, blobs) = linux_store();
+    let content = large_content(7);
+    let source = source_file(dir.path(), "data.bin", &content, 0o644);
+    let digest = blobs.adopt_file(&source).unwrap();
+
+    // Someone who may write anyway (the superuser, or after a chmod) edits
+    // the data file in place: the blob is that file.
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = OpenOptions::new().write(true).open(&source).unwrap();
+    file.write_all_at(b"edited", 2 * 1024 * 1024).unwrap();
+    drop(file);
+
+    assert!(matches!(
+        blobs.read(&digest),
+        Err(StoreError::CorruptBlob { expected, .. }) if expected == digest
+    ));
+    let dest = dir.path().join("restored");
+    assert!(matches!(
+        blobs.restore(&digest, &dest),
+        Err(StoreError::CorruptBlob { expected, .. }) if expected == digest
+    ));
+    assert!(!dest.exists(), "a corrupt restore must leave no file");
+    assert!(matches!(
+        blobs.verify(&digest),
+        Err(StoreError::CorruptBlob { .. })
+    ));
+
+    // The rerun's output replaces the damaged blob, and the edited data
+    // file no longer is the blob.
+    let rerun = source_file(dir.path(), "rerun.bin", &content, 0o644);
+    assert_eq!(blobs.adopt_file(&rerun).unwrap(), digest);
+    assert_eq!(blobs.read(&digest).unwrap(), content);
+    assert_eq!(inode(&blobs.blob_path(&digest)), inode(&rerun));
+    assert_ne!(std::fs::read(&source).unwrap(), content);
+}
+
+#[test]
+fn concurrent_adoptions_of_one_content() {
+    let (dir, blobs) = linux_store();
+    let content = large_content(8);
+    let paths: Vec<PathBuf> = (0..6)
+        .map(|index| source_file(dir.path(), &format!("copy-{index}"), &content, 0o644))
+        .collect();
+    let digests: Vec<ContentDigest> = paths
+        .par_iter()
+        .map(|path| blobs.adopt_file(path).unwrap())
+        .collect();
+    let digest = ContentDigest::of(&content);
+    assert!(digests.iter().all(|each| *each == digest));
+    assert_eq!(blobs.iter_digests().unwrap(), [digest]);
+    blobs.verify(&digest).unwrap();
+    assert_eq!(temp_entries(&blobs), 0);
+    // Each source is intact, whichever became the blob.
+    for path in &paths {
+        assert_eq!(std::fs::read(path).unwrap(), content);
+    }
 }
