@@ -435,6 +435,27 @@ impl Context<'_> {
         }
     }
 
+    /// The outcome of an action whose outputs are current and intact: the
+    /// reuse [`Context::perform`] would report, with nothing to run,
+    /// restore or record. `None` when anything else applies, or when
+    /// deciding failed: `perform` then decides again and acts on it.
+    pub fn finish_if_current(
+        &self,
+        action: &PlannedAction,
+        inputs: &[ResolvedInput],
+        code: Option<ContentDigest>,
+    ) -> Option<Finished> {
+        let key = self.key(action, inputs, code);
+        let mut updates = Vec::new();
+        match self.decide(action, &key, inputs, code, &mut updates) {
+            Ok(Decision::UpToDate {
+                manifest,
+                current: true,
+            }) => Some(self.reuse(action, key, &manifest, Reuse::Current, updates)),
+            _ => None,
+        }
+    }
+
     fn reuse(
         &self,
         action: &PlannedAction,

@@ -326,11 +326,18 @@ fn commit_groups(
             group.reports.extend(more.reports);
             group.progress = more.progress;
         }
-        let committed = context.blobs.sync().and_then(|()| {
-            context
-                .catalog
-                .append_timed(context.build, group.events, group.updates)
-        });
+        // A group of reports only (actions found current record nothing)
+        // needs no transaction: nothing new would be made durable.
+        let committed = if group.events.is_empty() && group.updates.is_empty() {
+            context.blobs.sync()
+        } else {
+            context.blobs.sync().and_then(|()| {
+                context
+                    .catalog
+                    .append_timed(context.build, group.events, group.updates)
+                    .map(|_| ())
+            })
+        };
         if let Err(error) = committed {
             failed.store(true, Ordering::SeqCst);
             return Err(error.into());
@@ -466,13 +473,10 @@ fn schedule(
         groups,
         commit_failed,
     };
+    scheduler.sweep_current(pool, options.interrupt);
+    scheduler.commit()?;
     let (sender, receiver) = crossbeam_channel::unbounded::<Message>();
     pool.in_place_scope(|scope| -> Result<(), ExecError> {
-        for &index in &plan.order {
-            if scheduler.remaining[index] == 0 {
-                scheduler.ready.push_back(index);
-            }
-        }
         let mut last_commit = Instant::now();
         loop {
             while let Some(index) = scheduler.ready.pop_front() {
@@ -552,6 +556,76 @@ struct Scheduler<'a> {
 }
 
 impl<'a> Scheduler<'a> {
+    /// Finishes, before anything is launched, the actions whose outputs are
+    /// current and intact: wave by wave from the sources (an action joins a
+    /// wave once all its upstream actions were found current), each wave
+    /// decided in parallel chunks on the pool. A no-op build is then a few
+    /// parallel loops instead of a task, two channel messages and a wake-up
+    /// per action. What is not current (or could not be decided) is left
+    /// in `ready` for the scheduler loop, which decides it again and runs,
+    /// restores or records it.
+    fn sweep_current(&mut self, pool: &rayon::ThreadPool, interrupt: &AtomicBool) {
+        /// Actions decided per parallel step: bounds the resolved inputs
+        /// held at once.
+        const CHUNK: usize = 4096;
+        let mut wave: Vec<usize> = self
+            .plan
+            .order
+            .iter()
+            .copied()
+            .filter(|&index| self.remaining[index] == 0)
+            .collect();
+        let mut deferred = Vec::new();
+        while !wave.is_empty() {
+            for chunk in wave.chunks(CHUNK) {
+                if interrupt.load(Ordering::SeqCst) {
+                    deferred.extend_from_slice(chunk);
+                    continue;
+                }
+                let mut candidates = Vec::with_capacity(chunk.len());
+                for &index in chunk {
+                    let action = &self.plan.actions[index];
+                    match resolve_inputs(
+                        self.context,
+                        self.plan,
+                        action,
+                        &self.sources,
+                        &self.outputs,
+                    ) {
+                        Ok(Some(inputs)) => candidates.push((index, inputs)),
+                        _ => deferred.push(index),
+                    }
+                }
+                let context = self.context;
+                let plan = self.plan;
+                let codes = &self.codes;
+                let decided: Vec<(usize, Option<Finished>)> = pool.install(|| {
+                    candidates
+                        .par_iter()
+                        .map(|(index, inputs)| {
+                            let action = &plan.actions[*index];
+                            let code = codes.get(&action.job).copied().flatten();
+                            (*index, context.finish_if_current(action, inputs, code))
+                        })
+                        .collect()
+                });
+                for (index, finished) in decided {
+                    match finished {
+                        Some(finished) => {
+                            self.state[index] = State::Spawned;
+                            self.pending_updates.extend(finished.updates);
+                            self.finish(index, finished.key, finished.outcome, finished.outputs);
+                        }
+                        None => deferred.push(index),
+                    }
+                }
+            }
+            // `finish` queued the dependents whose upstreams are all current.
+            wave = self.ready.drain(..).collect();
+        }
+        self.ready.extend(deferred);
+    }
+
     fn launch<'scope>(
         &mut self,
         index: usize,
