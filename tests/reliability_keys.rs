@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use cairn_engine::PartitionRef;
@@ -21,10 +20,7 @@ use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::graph::EnvPolicy;
 use cairn_engine::key::{KeyInputs, OutputIdentity, action_key};
 use cairn_engine::observe::Observer;
-use cairn_engine::ports::{Catalog, StoreError};
-use cairn_engine::record::{
-    CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
-};
+use cairn_engine::ports::MemoryStatCache;
 use cairn_engine::runner::JobEnvironment;
 use proptest::prelude::*;
 
@@ -235,7 +231,9 @@ proptest! {
         for (name, bytes) in &files {
             std::fs::write(dir.path().join(name), bytes).expect("write");
         }
-        let observer = Observer::new(&NoCache);
+        // An empty stat cache that records nothing: every file is hashed.
+        let cache = MemoryStatCache::default();
+        let observer = Observer::new(&cache);
         let digest = |updates: &mut Vec<_>| {
             observer.partition(dir.path(), updates).expect("observe").expect("exists").0
         };
@@ -245,48 +243,6 @@ proptest! {
             file.set_modified(SystemTime::now() - Duration::from_secs(*age)).expect("set mtime");
         }
         prop_assert_eq!(before, digest(&mut Vec::new()));
-    }
-}
-
-/// A catalog with an empty stat cache: every file is hashed.
-struct NoCache;
-
-impl Catalog for NoCache {
-    fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
-        Ok(None)
-    }
-    fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
-        Ok(None)
-    }
-    fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
-        Ok(None)
-    }
-    fn append_timed(
-        &self,
-        _build: u64,
-        _events: Vec<(u64, EventKind)>,
-        _stats: Vec<(String, StatEntry)>,
-    ) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-    fn dataset_versions(&self) -> Result<BTreeMap<String, String>, StoreError> {
-        Ok(BTreeMap::new())
-    }
-    fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
-        Ok(None)
-    }
-    fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
-        Ok(None)
-    }
-    fn next_build_id(&self) -> Result<u64, StoreError> {
-        Ok(1)
-    }
-    fn scan_events(
-        &self,
-        _from: u64,
-        _visit: &mut dyn FnMut(Event) -> bool,
-    ) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 

@@ -471,76 +471,15 @@ fn refusal(path: &Path, metadata: &Metadata) -> ObserveError {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::digest::ActionKey;
-    use crate::ports::StoreError;
-    use crate::record::{CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState};
-    use crate::refs::PartitionRef;
+    use crate::ports::MemoryStatCache as StatOnly;
 
-    /// A catalog holding only a stat cache. Recorded entries are dated
-    /// `age_ns` in the past, as if they had been recorded that long ago.
-    struct StatOnly {
-        entries: Mutex<HashMap<String, StatEntry>>,
-    }
-
-    impl StatOnly {
-        fn new() -> Self {
-            StatOnly {
-                entries: Mutex::new(HashMap::new()),
-            }
-        }
-
-        /// Records `updates` as if they were taken `age_ns` later than they were.
-        fn record(&self, updates: Vec<StatUpdate>, age_ns: i128) {
-            let mut entries = self.entries.lock().unwrap();
-            for (path, mut entry) in updates {
-                entry.recorded_ns += age_ns;
-                entries.insert(path, entry);
-            }
-        }
-    }
-
-    impl Catalog for StatOnly {
-        fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
-            Ok(None)
-        }
-        fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
-            Ok(None)
-        }
-        fn partition(&self, _p: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
-            Ok(None)
-        }
-        fn append_timed(
-            &self,
-            _build: u64,
-            _events: Vec<(u64, EventKind)>,
-            stats: Vec<(String, StatEntry)>,
-        ) -> Result<u64, StoreError> {
-            self.record(stats, 0);
-            Ok(0)
-        }
-        fn dataset_versions(&self) -> Result<BTreeMap<String, String>, StoreError> {
-            Ok(BTreeMap::new())
-        }
-        fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
-            Ok(None)
-        }
-        fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
-            Ok(self.entries.lock().unwrap().get(path).cloned())
-        }
-        fn next_build_id(&self) -> Result<u64, StoreError> {
-            Ok(1)
-        }
-        fn scan_events(
-            &self,
-            _from: u64,
-            _visit: &mut dyn FnMut(Event) -> bool,
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
+    /// Records `updates` as if they were taken `age_ns` later than they were.
+    fn record_aged(catalog: &StatOnly, updates: Vec<StatUpdate>, age_ns: i128) {
+        catalog.record(updates.into_iter().map(|(path, mut entry)| {
+            entry.recorded_ns += age_ns;
+            (path, entry)
+        }));
     }
 
     const LATER: i128 = 10 * RACY_NS;
@@ -553,7 +492,7 @@ mod tests {
         fs::create_dir_all(root.join("parts/a")).unwrap();
         fs::write(root.join("reviews.csv"), "one\n").unwrap();
         fs::write(root.join("parts/a/more.csv"), "two\n").unwrap();
-        let catalog = StatOnly::new();
+        let catalog = StatOnly::default();
         let mut updates = Vec::new();
         let files = Observer::new(&catalog)
             .tree(&root, &mut updates)
@@ -565,7 +504,7 @@ mod tests {
             3,
             "a walk records the root and both subdirectories: {keys:?}"
         );
-        catalog.record(updates, LATER);
+        record_aged(&catalog, updates, LATER);
         (dir, root, catalog, files)
     }
 
@@ -623,10 +562,10 @@ mod tests {
     #[test]
     fn a_listing_recorded_in_the_same_tick_is_not_trusted() {
         let (_dir, root, catalog, files) = trusted_partition();
-        catalog.entries.lock().unwrap().clear();
+        catalog.clear();
         let mut updates = Vec::new();
         Observer::new(&catalog).tree(&root, &mut updates).unwrap();
-        catalog.record(updates, 0);
+        record_aged(&catalog, updates, 0);
         let (fast, updates, walked) = both(&catalog, &root, &files);
         assert_eq!(fast.unwrap(), files);
         assert!(walked, "a racy listing must not be trusted");

@@ -143,3 +143,75 @@ pub trait Catalog: Send + Sync {
         visit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), StoreError>;
 }
+
+/// A catalog that holds a stat cache in memory and nothing else (no event,
+/// manifest or partition state): for observing files through the stat cache
+/// without a store, as tests and tools do. `append_timed` records the stat
+/// updates and drops the events.
+#[derive(Default)]
+pub struct MemoryStatCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, StatEntry>>,
+}
+
+impl MemoryStatCache {
+    /// Records stat-cache updates, replacing earlier entries of their paths.
+    pub fn record(&self, updates: impl IntoIterator<Item = (String, StatEntry)>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(updates);
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+impl Catalog for MemoryStatCache {
+    fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        Ok(None)
+    }
+    fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        Ok(None)
+    }
+    fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        Ok(None)
+    }
+    fn append_timed(
+        &self,
+        _build: u64,
+        _events: Vec<(u64, EventKind)>,
+        stats: Vec<(String, StatEntry)>,
+    ) -> Result<u64, StoreError> {
+        self.record(stats);
+        Ok(0)
+    }
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        Ok(std::collections::BTreeMap::new())
+    }
+    fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        Ok(None)
+    }
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+        Ok(self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(path)
+            .cloned())
+    }
+    fn next_build_id(&self) -> Result<u64, StoreError> {
+        Ok(1)
+    }
+    fn scan_events(
+        &self,
+        _from: u64,
+        _visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
