@@ -479,6 +479,13 @@ fn schedule(
     pool.in_place_scope(|scope| -> Result<(), ExecError> {
         let mut last_commit = Instant::now();
         loop {
+            // Checked before launching: an interrupt during the sweep (or
+            // while waiting) launches nothing more.
+            if options.interrupt.load(Ordering::SeqCst) && !scheduler.interrupted {
+                scheduler.interrupted = true;
+                scheduler.stop.store(true, Ordering::SeqCst);
+                context.children.interrupt();
+            }
             while let Some(index) = scheduler.ready.pop_front() {
                 scheduler.launch(index, scope, &sender);
             }
@@ -493,11 +500,6 @@ fn schedule(
                 while let Ok(message) = receiver.try_recv() {
                     scheduler.handle(message);
                 }
-            }
-            if options.interrupt.load(Ordering::SeqCst) && !scheduler.interrupted {
-                scheduler.interrupted = true;
-                scheduler.stop.store(true, Ordering::SeqCst);
-                context.children.interrupt();
             }
             if last_commit.elapsed() >= COMMIT_INTERVAL || scheduler.in_flight == 0 {
                 scheduler.commit()?;
