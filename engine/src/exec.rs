@@ -293,6 +293,31 @@ fn resolve_inputs(
     Ok(Some(resolved))
 }
 
+/// For each action of `actions` (all upstream actions finished), in
+/// parallel: its outcome if its outputs are current and intact, else `None`.
+fn finish_current(
+    context: &Context<'_>,
+    plan: &Plan,
+    codes: &HashMap<String, Option<ContentDigest>>,
+    sources: &[Result<ContentDigest, String>],
+    outputs: &[Option<Vec<ContentDigest>>],
+    actions: &[usize],
+) -> Vec<(usize, Option<Finished>)> {
+    actions
+        .par_iter()
+        .map(|&index| {
+            let action = &plan.actions[index];
+            let code = codes.get(&action.job).copied().flatten();
+            // A missing source (an error here) is the scheduler's to report.
+            let finished = match resolve_inputs(context, plan, action, sources, outputs) {
+                Ok(Some(inputs)) => context.finish_if_current(action, &inputs, code),
+                _ => None,
+            };
+            (index, finished)
+        })
+        .collect()
+}
+
 enum Message {
     /// An event of a running action (started, checkpointed, attempt failed).
     Event(usize, u64, Box<EventKind>),
@@ -584,37 +609,19 @@ impl<'a> Scheduler<'a> {
                     deferred.extend_from_slice(chunk);
                     continue;
                 }
-                let mut candidates = Vec::with_capacity(chunk.len());
-                for &index in chunk {
-                    let action = &self.plan.actions[index];
-                    match resolve_inputs(
+                let decided = pool.install(|| {
+                    finish_current(
                         self.context,
                         self.plan,
-                        action,
+                        &self.codes,
                         &self.sources,
                         &self.outputs,
-                    ) {
-                        Ok(Some(inputs)) => candidates.push((index, inputs)),
-                        _ => deferred.push(index),
-                    }
-                }
-                let context = self.context;
-                let plan = self.plan;
-                let codes = &self.codes;
-                let decided: Vec<(usize, Option<Finished>)> = pool.install(|| {
-                    candidates
-                        .par_iter()
-                        .map(|(index, inputs)| {
-                            let action = &plan.actions[*index];
-                            let code = codes.get(&action.job).copied().flatten();
-                            (*index, context.finish_if_current(action, inputs, code))
-                        })
-                        .collect()
+                        chunk,
+                    )
                 });
                 for (index, finished) in decided {
                     match finished {
                         Some(finished) => {
-                            self.state[index] = State::Spawned;
                             self.pending_updates.extend(finished.updates);
                             self.finish(index, finished.key, finished.outcome, finished.outputs);
                         }

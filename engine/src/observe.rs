@@ -79,6 +79,16 @@ pub fn stat_entry(metadata: &Metadata, recorded_ns: i128, digest: ContentDigest)
     }
 }
 
+/// The manifest entry of a file at `relative`, as observed.
+pub fn file_entry(relative: String, metadata: &Metadata, digest: ContentDigest) -> FileEntry {
+    FileEntry {
+        path: relative,
+        executable: metadata.permissions().mode() & 0o111 != 0,
+        size: metadata.len(),
+        digest,
+    }
+}
+
 /// Whether a cached entry still describes a file or directory with `metadata`.
 fn still_valid(entry: &StatEntry, metadata: &Metadata) -> bool {
     let mtime = mtime_ns(metadata);
@@ -168,6 +178,7 @@ pub struct Observer<'a> {
     catalog: &'a dyn Catalog,
     /// How many partition trees this observer listed (the tests check
     /// which answers came from the cache alone).
+    #[cfg(test)]
     walks: std::sync::atomic::AtomicUsize,
 }
 
@@ -175,6 +186,7 @@ impl<'a> Observer<'a> {
     pub fn new(catalog: &'a dyn Catalog) -> Self {
         Observer {
             catalog,
+            #[cfg(test)]
             walks: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -222,7 +234,7 @@ impl<'a> Observer<'a> {
     /// cache does not hold them already.
     fn record_listings(
         &self,
-        directories: &mut [ListedDirectory],
+        directories: &[ListedDirectory],
         updates: &mut Vec<StatUpdate>,
     ) -> Result<(), ObserveError> {
         let recorded_ns = now_ns();
@@ -287,12 +299,7 @@ impl<'a> Observer<'a> {
                 _ => return self.tree(root, updates),
             };
             let digest = self.file(&path, &metadata, &mut observed)?;
-            files.push(FileEntry {
-                path: file.path.clone(),
-                executable: metadata.permissions().mode() & 0o111 != 0,
-                size: metadata.len(),
-                digest,
-            });
+            files.push(file_entry(file.path.clone(), &metadata, digest));
         }
         updates.append(&mut observed);
         Ok(Some(files))
@@ -318,22 +325,18 @@ impl<'a> Observer<'a> {
         root: &Path,
         updates: &mut Vec<StatUpdate>,
     ) -> Result<Option<Vec<FileEntry>>, ObserveError> {
+        #[cfg(test)]
         self.walks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut directories = Vec::new();
         let Some(listed) = list(root, Some(&mut directories))? else {
             return Ok(None);
         };
-        self.record_listings(&mut directories, updates)?;
+        self.record_listings(&directories, updates)?;
         let mut files = Vec::with_capacity(listed.len());
         for file in listed {
             let digest = self.file(&file.path, &file.metadata, updates)?;
-            files.push(FileEntry {
-                path: file.relative,
-                executable: file.metadata.permissions().mode() & 0o111 != 0,
-                size: file.metadata.len(),
-                digest,
-            });
+            files.push(file_entry(file.relative, &file.metadata, digest));
         }
         Ok(Some(files))
     }

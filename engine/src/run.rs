@@ -21,10 +21,10 @@ use std::time::Instant;
 
 use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms, record_stats};
 use crate::digest::{ActionKey, ContentDigest};
-use crate::observe::{Observer, StatUpdate, list_files};
+use crate::observe::{Observer, StatUpdate, file_entry, list_files};
 use crate::plan::PlannedAction;
 use crate::record::{
-    CheckpointRecord, EventKind, FileEntry, InputRecord, Manifest, OutputRecord, partition_digest,
+    CheckpointRecord, EventKind, InputRecord, Manifest, OutputRecord, partition_digest,
 };
 use crate::refs::PartitionRef;
 use crate::runner::{Invocation, describe_status, run_process};
@@ -560,7 +560,6 @@ impl Context<'_> {
         action: &PlannedAction,
         output_dirs: &[PathBuf],
     ) -> Result<Vec<OutputRecord>, String> {
-        use std::os::unix::fs::PermissionsExt;
         let mut records = Vec::with_capacity(output_dirs.len());
         for (directory, partition) in output_dirs.iter().zip(&action.config.outputs) {
             let listed = list_files(directory)
@@ -587,12 +586,7 @@ impl Context<'_> {
                     .blobs
                     .adopt_file(&file.path)
                     .map_err(|error| error.to_string())?;
-                files.push(FileEntry {
-                    path: file.relative,
-                    executable: file.metadata.permissions().mode() & 0o111 != 0,
-                    size: file.metadata.len(),
-                    digest,
-                });
+                files.push(file_entry(file.relative, &file.metadata, digest));
             }
             records.push(OutputRecord {
                 partition: partition.clone(),
