@@ -340,6 +340,24 @@ impl FsBlobStore {
         Ok(digest)
     }
 
+    /// Stores the file at `path`: from memory if it is small, else by
+    /// `large`, given the open file and its `fstat`.
+    fn store_file(
+        &self,
+        path: &Path,
+        large: impl FnOnce(File, &std::fs::Metadata) -> Result<ContentDigest, StoreError>,
+    ) -> Result<ContentDigest, StoreError> {
+        self.check_writable()?;
+        let source = File::open(path).map_err(|error| StoreError::io(path, error))?;
+        let metadata = source
+            .metadata()
+            .map_err(|error| StoreError::io(path, error))?;
+        if metadata.len() <= SMALL_FILE_LIMIT {
+            return self.put_small(source, path, metadata.len());
+        }
+        large(source, &metadata)
+    }
+
     /// Stores a small file (its length known from `fstat`) from memory.
     fn put_small(
         &self,
@@ -403,16 +421,7 @@ impl FsBlobStore {
 
 impl BlobStore for FsBlobStore {
     fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
-        self.check_writable()?;
-        let source = File::open(path).map_err(|error| StoreError::io(path, error))?;
-        let length = source
-            .metadata()
-            .map_err(|error| StoreError::io(path, error))?
-            .len();
-        if length <= SMALL_FILE_LIMIT {
-            return self.put_small(source, path, length);
-        }
-        self.put_copy(source, path)
+        self.store_file(path, |source, _| self.put_copy(source, path))
     }
 
     fn adopt_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {

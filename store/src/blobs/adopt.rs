@@ -30,7 +30,7 @@ use cairn_engine::ports::StoreError;
 #[cfg(doc)]
 use cairn_engine::ports::BlobStore;
 
-use super::{FsBlobStore, SMALL_FILE_LIMIT};
+use super::FsBlobStore;
 
 /// How [`FsBlobStore::adopt`] makes a second name for a file: `hard_link`,
 /// or a stand-in in tests.
@@ -39,15 +39,9 @@ type Link = fn(&Path, &Path) -> std::io::Result<()>;
 impl FsBlobStore {
     /// [`BlobStore::adopt_file`], making the second name with `link`.
     pub(super) fn adopt(&self, path: &Path, link: Link) -> Result<ContentDigest, StoreError> {
-        self.check_writable()?;
-        let source = File::open(path).map_err(|error| StoreError::io(path, error))?;
-        let before = source
-            .metadata()
-            .map_err(|error| StoreError::io(path, error))?;
-        if before.len() <= SMALL_FILE_LIMIT {
-            return self.put_small(source, path, before.len());
-        }
-        self.adopt_large(source, path, &before, link)
+        self.store_file(path, |source, before| {
+            self.adopt_large(source, path, before, link)
+        })
     }
 
     /// Adopts the large file open as `source`, which `before` (its `fstat`
