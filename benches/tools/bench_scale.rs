@@ -318,9 +318,10 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         ));
         // And the partition directory's listing (one file), as a no-op
         // build records it.
-        if let Some(directory) = path.parent() {
+        if let (Some(directory), Some(name)) = (path.parent(), path.file_name()) {
             let metadata = std::fs::symlink_metadata(directory)?;
-            let listing = observe::listing_digest(&mut [("part.csv", false)]);
+            let name = name.to_string_lossy();
+            let listing = observe::listing_digest(&mut [(&*name, false)]);
             stats.push((
                 observe::directory_key(directory),
                 observe::stat_entry(&metadata, recorded_ns, listing),
