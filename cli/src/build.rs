@@ -1,5 +1,6 @@
 //! `cairn build`.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -16,13 +17,21 @@ use crate::report::{BuildReporter, json_line, note, outputs_text};
 use crate::{BuildArgs, Cli, Failure};
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
+    let started = std::time::Instant::now();
     let project = Project::load(cli)?;
     let refs = project.requested(&args.refs)?;
+    tracing::debug!("{} refs requested ({:.2?})", refs.len(), started.elapsed());
     let plan = if args.dry_run {
         project.plan(&refs)?
     } else {
         project.plan_for_build(&refs)?
     };
+    tracing::debug!(
+        "planned {} actions, {} sources ({:.2?})",
+        plan.actions.len(),
+        plan.sources.len(),
+        started.elapsed()
+    );
     if args.dry_run {
         return dry_run(&project, &plan, args.json);
     }
@@ -173,24 +182,44 @@ pub fn execute(
 }
 
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {
+    let started = std::time::Instant::now();
     let verdicts = project.read_context(|context| {
         evaluate(context, plan).map_err(|error| Failure::store(error.to_string()))
     })?;
+    tracing::debug!("evaluated ({:.2?})", started.elapsed());
+    // One buffered writer for all the lines (a million actions would be a
+    // million writes through line-buffered stdout or unbuffered stderr).
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out: Box<dyn Write> = if json {
+        Box::new(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()))
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(1 << 16, stderr.lock()))
+    };
     for &index in &plan.order {
         let action = &plan.actions[index];
         let (state, reason) = verdicts[index].describe();
-        if json {
-            json_line(
-                &json!({"type": "action", "job": action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason}),
-            );
+        let written = if json {
+            let line = json!({"type": "action", "job": action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason});
+            writeln!(out, "{line}")
         } else if state != "up-to-date" {
-            note(&format!(
+            writeln!(
+                out,
                 "{state:>10} {} ({}): {reason}",
                 outputs_text(action),
                 action.job
-            ));
+            )
+        } else {
+            Ok(())
+        };
+        // A closed pipe (`| head`) ends the listing; the summary still goes
+        // to stderr.
+        if written.is_err() {
+            break;
         }
     }
+    let _ = out.flush();
+    drop(out);
     let counts = Verdict::count(&verdicts);
     if json {
         json_line(

@@ -228,6 +228,25 @@ impl crate::plan::Configurer for CachingConfigurer<'_> {
         job: &Job,
         refs: &[(PartitionRef, Bindings)],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
+        let started = std::time::Instant::now();
+        let configs = self.configure_cached(job, refs)?;
+        tracing::debug!(
+            "configure {}: {} refs, {} configs ({:.2?})",
+            job.name,
+            refs.len(),
+            configs.len(),
+            started.elapsed()
+        );
+        Ok(configs)
+    }
+}
+
+impl CachingConfigurer<'_> {
+    fn configure_cached(
+        &self,
+        job: &Job,
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Result<Vec<JobConfig>, ConfigureError> {
         let Some(key) = job
             .configure
             .as_ref()
@@ -252,9 +271,7 @@ impl crate::plan::Configurer for CachingConfigurer<'_> {
         }
         Ok(configs)
     }
-}
 
-impl CachingConfigurer<'_> {
     /// The cache key, or `None` if the job's answers are not cached (no
     /// `code`) or its code cannot be read (configure then reports it).
     fn key(

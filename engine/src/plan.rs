@@ -7,12 +7,14 @@
 //! name order, refs in sorted order. Cycles are an error naming the cycle.
 //! No clock, no file system: configure answers come through [`Configurer`].
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::config::{ConfigureError, JobConfig};
 use crate::graph::{Graph, Job, Producer};
 use crate::refs::{Bindings, PartitionRef};
+use rustc_hash::FxHashMap;
 
 /// Answers configure requests: one call per job per wave.
 pub trait Configurer {
@@ -93,9 +95,14 @@ pub fn plan(
         graph,
         actions: Vec::new(),
         sources: Vec::new(),
-        producers: HashMap::new(),
+        producers: FxHashMap::default(),
         configure_calls: 0,
     };
+    // Every requested ref gets a producer, and its sources (about half as
+    // many again in a typical graph) too.
+    planner
+        .producers
+        .reserve(requested.len().saturating_add(requested.len() / 2));
     let mut frontier: Vec<PartitionRef> = requested.to_vec();
     frontier.sort_unstable();
     frontier.dedup();
@@ -120,7 +127,10 @@ struct Planner<'graph> {
     graph: &'graph Graph,
     actions: Vec<PlannedAction>,
     sources: Vec<SourceNode>,
-    producers: HashMap<PartitionRef, InputSource>,
+    /// Keyed with FxHash: the planner hashes each ref a few times, and
+    /// SipHash over a million refs was a tenth of planning (refs come from
+    /// the graph file, so hash flooding is not a concern here).
+    producers: FxHashMap<PartitionRef, InputSource>,
     configure_calls: usize,
 }
 
@@ -172,7 +182,7 @@ impl Planner<'_> {
                     if !job
                         .outputs
                         .iter()
-                        .any(|pattern| pattern.matches(partition).is_some())
+                        .any(|pattern| pattern.is_match(partition))
                     {
                         let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
                         return Err(fail(format!(
@@ -181,14 +191,17 @@ impl Planner<'_> {
                         ))
                         .into());
                     }
-                    if self.producers.contains_key(partition) {
-                        return Err(fail(format!(
-                            "returned {partition} twice (two configs produce it)"
-                        ))
-                        .into());
+                    match self.producers.entry(partition.clone()) {
+                        Entry::Occupied(_) => {
+                            return Err(fail(format!(
+                                "returned {partition} twice (two configs produce it)"
+                            ))
+                            .into());
+                        }
+                        Entry::Vacant(vacant) => {
+                            vacant.insert(InputSource::Action { action, output });
+                        }
                     }
-                    self.producers
-                        .insert(partition.clone(), InputSource::Action { action, output });
                 }
                 for dep in &config.inputs {
                     if !self.producers.contains_key(&dep.partition) {

@@ -8,7 +8,6 @@
 //! root. Refs are never paths: nothing is decoded (`%2e%2e` is refused, not
 //! unescaped).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +34,15 @@ pub struct PartitionRef {
 impl PartitionRef {
     /// Parses and validates `text`.
     pub fn parse(text: &str) -> Result<Self, RefError> {
+        if is_valid_ref(text.as_bytes()) {
+            return Ok(PartitionRef { text: text.into() });
+        }
+        Self::parse_slowly(text)
+    }
+
+    /// The validation that names what is wrong: the refs that
+    /// [`is_valid_ref`] accepts are exactly the ones this accepts.
+    fn parse_slowly(text: &str) -> Result<Self, RefError> {
         let fail = |problem: String| RefError::Ref {
             text: text.to_owned(),
             problem,
@@ -131,6 +139,48 @@ impl<'de> Deserialize<'de> for PartitionRef {
     }
 }
 
+/// Whether `text` is a valid ref, in one pass over its bytes and without
+/// allocating: planning a million partitions parses a few million refs.
+/// Says nothing of what is wrong; [`PartitionRef::parse_slowly`] does.
+fn is_valid_ref(text: &[u8]) -> bool {
+    if text.is_empty() || text.len() > 4096 {
+        return false;
+    }
+    let name_byte = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-';
+    let is_name = |name: &[u8]| {
+        name.first()
+            .is_some_and(|first| first.is_ascii_alphanumeric() || *first == b'_')
+            && name.iter().all(|byte| name_byte(*byte))
+    };
+    let value_byte = |byte: u8| {
+        byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_' | b'.' | b':' | b'+' | b'@' | b',' | b'~')
+    };
+    let mut segments = text.split(|byte| *byte == b'/');
+    if !segments.next().is_some_and(is_name) {
+        return false;
+    }
+    // Keys seen so far, for the duplicate check: refs have a few.
+    let mut keys: [&[u8]; 8] = [&[]; 8];
+    for (count, segment) in segments.enumerate() {
+        let Some(equals) = segment.iter().position(|byte| *byte == b'=') else {
+            return false;
+        };
+        let (key, value) = (&segment[..equals], &segment[equals + 1..]);
+        if !is_name(key)
+            || value.first().is_none_or(|first| *first == b'.')
+            || !value.iter().all(|byte| value_byte(*byte))
+        {
+            return false;
+        }
+        if count == keys.len() || keys[..count].contains(&key) {
+            return false;
+        }
+        keys[count] = key;
+    }
+    true
+}
+
 fn check_common(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("it is empty".into());
@@ -217,8 +267,86 @@ pub struct Pattern {
     dimensions: Vec<(String, PatternValue)>,
 }
 
-/// Placeholder name → value.
-pub type Bindings = BTreeMap<String, String>;
+/// Placeholder name → value: a few entries, in a vector sorted by name.
+/// Planning a million partitions matches a million refs; a `BTreeMap`
+/// allocates a node of about half a kilobyte for each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Bindings {
+    entries: Vec<(String, String)>,
+}
+
+impl Bindings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        Bindings {
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.position(name).ok().map(|index| &self.entries[index].1)
+    }
+
+    /// Binds `name`; returns the value it replaced, if any.
+    pub fn insert(&mut self, name: String, value: String) -> Option<String> {
+        match self.position(&name) {
+            Ok(index) => Some(std::mem::replace(&mut self.entries[index].1, value)),
+            Err(index) => {
+                self.entries.insert(index, (name, value));
+                None
+            }
+        }
+    }
+
+    /// `(name, value)` in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|(existing, _)| existing.as_str().cmp(name))
+    }
+}
+
+impl FromIterator<(String, String)> for Bindings {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let pairs = pairs.into_iter();
+        let mut bindings = Bindings::with_capacity(pairs.size_hint().0);
+        for (name, value) in pairs {
+            bindings.insert(name, value);
+        }
+        bindings
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Bindings {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<&str> for Bindings {
+    type Output = String;
+
+    fn index(&self, name: &str) -> &String {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no binding for {{{name}}}"))
+    }
+}
 
 impl Pattern {
     pub fn parse(text: &str) -> Result<Self, RefError> {
@@ -306,7 +434,7 @@ impl Pattern {
         if partition.dataset() != self.dataset {
             return None;
         }
-        let mut bindings = Bindings::new();
+        let mut bindings = Bindings::with_capacity(self.dimensions.len());
         let mut actual = partition.dimensions();
         for (key, expected) in &self.dimensions {
             let (actual_key, actual_value) = actual.next()?;
@@ -334,10 +462,44 @@ impl Pattern {
         Some(bindings)
     }
 
+    /// Whether `partition` matches the pattern ([`Pattern::matches`]
+    /// without building the bindings).
+    pub fn is_match(&self, partition: &PartitionRef) -> bool {
+        if partition.dataset() != self.dataset {
+            return false;
+        }
+        let mut actual = partition.dimensions();
+        for (position, (key, expected)) in self.dimensions.iter().enumerate() {
+            let Some((actual_key, actual_value)) = actual.next() else {
+                return false;
+            };
+            if actual_key != key {
+                return false;
+            }
+            let consistent = match expected {
+                PatternValue::Literal(literal) => literal == actual_value,
+                // A placeholder used twice must have one value: compare with
+                // its first use.
+                PatternValue::Placeholder(name) => self.dimensions[..position]
+                    .iter()
+                    .zip(partition.dimensions())
+                    .find(|((_, earlier), _)| {
+                        matches!(earlier, PatternValue::Placeholder(other) if other == name)
+                    })
+                    .is_none_or(|(_, (_, bound))| bound == actual_value),
+            };
+            if !consistent {
+                return false;
+            }
+        }
+        actual.next().is_none()
+    }
+
     /// Substitutes `bindings` into the pattern. Fails naming the first
     /// placeholder without a binding, or a bound value that is not valid.
     pub fn substitute(&self, bindings: &Bindings) -> Result<PartitionRef, RefError> {
-        let mut text = self.dataset.clone();
+        let mut text = String::with_capacity(self.text.len() + 16);
+        text.push_str(&self.dataset);
         for (key, value) in &self.dimensions {
             text.push('/');
             text.push_str(key);
@@ -627,6 +789,71 @@ mod tests {
             let pattern = Pattern::parse(&pattern_text).unwrap();
             let bindings = pattern.matches(&partition).unwrap();
             prop_assert_eq!(pattern.substitute(&bindings).unwrap(), partition);
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The one-pass check accepts exactly what the check that names
+        /// the problem accepts: on near-refs (a small alphabet with every
+        /// separator and a few forbidden bytes) and on any printable text.
+        #[test]
+        fn the_fast_check_agrees_with_the_full_one(
+            dataset in "[a-c_.-]{0,2}",
+            segments in proptest::collection::vec(
+                ("[a-c_.-]{0,2}", proptest::option::of("[a-c0-9.:@=_%-]{0,2}")),
+                0..10,
+            ),
+            any in "[ -~]{0,30}",
+        ) {
+            let mut near = dataset;
+            for (key, value) in segments {
+                near.push('/');
+                near.push_str(&key);
+                if let Some(value) = value {
+                    near.push('=');
+                    near.push_str(&value);
+                }
+            }
+            for text in [near, any] {
+                prop_assert_eq!(
+                    is_valid_ref(text.as_bytes()),
+                    PartitionRef::parse_slowly(&text).is_ok(),
+                    "{:?}", text
+                );
+            }
+        }
+
+        /// `is_match` is `matches(..).is_some()`, placeholders used twice
+        /// included.
+        #[test]
+        fn is_match_agrees_with_matches(
+            values in proptest::collection::vec("[ab]", 1..4),
+            placeholders in proptest::collection::vec(0..3usize, 1..4),
+            literal in proptest::option::of(0..3usize),
+        ) {
+            let keys = ["k0", "k1", "k2", "k3"];
+            let mut pattern_text = "d".to_owned();
+            for (position, placeholder) in placeholders.iter().enumerate() {
+                if literal == Some(position) {
+                    pattern_text.push_str(&format!("/{}=a", keys[position]));
+                } else {
+                    pattern_text.push_str(&format!("/{}={{p{placeholder}}}", keys[position]));
+                }
+            }
+            let mut ref_text = "d".to_owned();
+            for (position, value) in values.iter().enumerate() {
+                ref_text.push_str(&format!("/{}={value}", keys[position]));
+            }
+            let pattern = Pattern::parse(&pattern_text).unwrap();
+            let partition = PartitionRef::parse(&ref_text).unwrap();
+            prop_assert_eq!(
+                pattern.is_match(&partition),
+                pattern.matches(&partition).is_some(),
+                "{} against {}", pattern_text, ref_text
+            );
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::config::{ConfigureError, JobConfig, declarative_config, parse_configu
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
 use crate::plan::Configurer;
 use crate::refs::{Bindings, PartitionRef};
+use rustc_hash::FxHashSet;
 
 /// The variables of cairn's own environment that jobs receive.
 #[derive(Debug, Clone, Default)]
@@ -224,15 +225,19 @@ impl Configurer for ProcessConfigurer<'_> {
         refs: &[(PartitionRef, Bindings)],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let Some(argv) = &job.configure else {
-            // A config of a multi-output job covers its other outputs too.
-            let mut covered: HashSet<PartitionRef> = HashSet::new();
+            // A config of a multi-output job covers its other outputs too;
+            // a single-output job has one config per (distinct) ref.
+            let multi_output = job.outputs.len() > 1;
+            let mut covered: FxHashSet<PartitionRef> = FxHashSet::default();
             let mut configs: Vec<JobConfig> = Vec::with_capacity(refs.len());
             for (partition, bindings) in refs {
-                if covered.contains(partition) {
+                if multi_output && covered.contains(partition) {
                     continue;
                 }
                 let config = declarative_config(job, bindings)?;
-                covered.extend(config.outputs.iter().cloned());
+                if multi_output {
+                    covered.extend(config.outputs.iter().cloned());
+                }
                 configs.push(config);
             }
             return Ok(configs);
