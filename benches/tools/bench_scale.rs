@@ -155,7 +155,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
     let mut updates: Vec<StatUpdate> = Vec::new();
     let codes = code_digests(
         &graph,
-        plan.actions.iter().map(|a| a.job.as_str()),
+        plan.actions.iter().map(|a| &*a.job),
         &observer,
         &mut updates,
     )?;
@@ -221,7 +221,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
                 },
             })
             .collect();
-        let code = codes.get(&action.job).copied().flatten();
+        let code = codes.get(&*action.job).copied().flatten();
         let key = context.key(action, &inputs, code);
         let mut records = Vec::new();
         for partition in &action.config.outputs {
@@ -268,7 +268,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         events.push(EventKind::ActionSucceeded {
             manifest: Manifest {
                 key,
-                job: action.job.clone(),
+                job: action.job.to_string(),
                 outputs: records,
                 inputs: inputs
                     .iter()

@@ -53,7 +53,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         json_line(&executed.summary_json());
     }
     note(&executed.summary_text());
-    Ok(executed.exit_code())
+    let code = executed.exit_code();
+    let closing = std::time::Instant::now();
+    drop(executed);
+    tracing::debug!("closed the store ({:.2?})", closing.elapsed());
+    Ok(code)
 }
 
 /// How to run a planned build: what `cairn build` and `cairn backfill`
@@ -134,7 +138,9 @@ pub fn execute(
     plan: &Plan,
     execution: &Execution<'_>,
 ) -> Result<Executed, Failure> {
+    let started = std::time::Instant::now();
     let store = project.open_writer(!execution.no_wait)?;
+    tracing::debug!("opened the store ({:.2?})", started.elapsed());
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&interrupt)).map_err(|error| {
@@ -200,7 +206,7 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
         let action = &plan.actions[index];
         let (state, reason) = verdicts[index].describe();
         let written = if json {
-            let line = json!({"type": "action", "job": action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason});
+            let line = json!({"type": "action", "job": &*action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason});
             writeln!(out, "{line}")
         } else if state != "up-to-date" {
             writeln!(

@@ -78,7 +78,8 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
                 key: Some(key.to_hex()),
                 built_by: None,
             },
-            Verdict::Pending { input, reason } => {
+            Verdict::Pending { input } => {
+                let reason = Verdict::pending_reason(input);
                 let own_failure = state.as_ref().and_then(|s| s.failed.clone());
                 let upstream_failure = context.catalog.partition(input)?.and_then(|s| s.failed);
                 let text = match (upstream_failure, own_failure) {

@@ -52,7 +52,7 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
                     let (state, reason) = verdicts[index].describe();
                     json!({
                         "id": index,
-                        "job": action.job,
+                        "job": &*action.job,
                         "outputs": action.config.outputs,
                         "inputs": action.config.inputs,
                         "args": action.config.args,
@@ -119,7 +119,7 @@ fn edges(plan: &Plan) -> Vec<(usize, usize, String)> {
                 InputSource::Action { action, output } => first_output[action] + output,
             };
             for output in 0..action.config.outputs.len() {
-                out.push((from, first_output[index] + output, action.job.clone()));
+                out.push((from, first_output[index] + output, action.job.to_string()));
             }
         }
     }

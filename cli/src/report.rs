@@ -149,7 +149,7 @@ impl Reporter for BuildReporter {
         if self.json {
             let mut line = json!({
                 "type": "action",
-                "job": action.job,
+                "job": &*action.job,
                 "outputs": action.config.outputs,
                 "outcome": outcome_word(outcome),
             });

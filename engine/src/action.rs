@@ -193,7 +193,7 @@ impl Context<'_> {
         inputs: &[ResolvedInput],
         code: Option<ContentDigest>,
     ) -> ActionKey {
-        let job = &self.graph.jobs[&action.job];
+        let job = &self.graph.jobs[&*action.job];
         let mut output_datasets: BTreeMap<&str, OutputIdentity> = BTreeMap::new();
         for output in &action.config.outputs {
             let identity = match self
@@ -496,7 +496,7 @@ impl Context<'_> {
         } else {
             let mut events = vec![EventKind::ActionCached {
                 key,
-                job: action.job.clone(),
+                job: action.job.to_string(),
                 outputs: action.config.outputs.clone(),
                 built_by: manifest.build,
                 restored,
@@ -609,7 +609,7 @@ impl Context<'_> {
             key: Some(key),
             events: vec![EventKind::ActionFailed {
                 key,
-                job: action.job.clone(),
+                job: action.job.to_string(),
                 outputs: action.config.outputs.clone(),
                 error: error.clone(),
                 exit_code,

@@ -23,8 +23,9 @@ pub enum Verdict {
     /// The job would run.
     Run { key: ActionKey, reason: String },
     /// The job would run if an upstream rebuild changes its input; the key is
-    /// not known until then.
-    Pending { input: PartitionRef, reason: String },
+    /// not known until then. (The reason is made when asked for: a million
+    /// of them would be a hundred megabytes of the same sentence.)
+    Pending { input: PartitionRef },
     /// An input cannot be produced (a missing source file).
     Blocked { reason: String },
 }
@@ -42,9 +43,14 @@ impl Verdict {
                 "data path missing or altered; restored from the store".to_owned(),
             ),
             Verdict::Run { reason, .. } => ("run", reason.clone()),
-            Verdict::Pending { reason, .. } => ("run", reason.clone()),
+            Verdict::Pending { input } => ("run", Verdict::pending_reason(input)),
             Verdict::Blocked { reason } => ("blocked", reason.clone()),
         }
+    }
+
+    /// Why an action waiting on `input` would run.
+    pub fn pending_reason(input: &PartitionRef) -> String {
+        format!("input {input} will be rebuilt")
     }
 
     /// Counts as `build` would report them if every job succeeded and every
@@ -72,7 +78,7 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
     let mut scratch = Vec::new();
     let codes = code_digests(
         context.graph,
-        plan.actions.iter().map(|a| a.job.as_str()),
+        plan.actions.iter().map(|a| &*a.job),
         &observer,
         &mut scratch,
     )?;
@@ -188,7 +194,6 @@ fn evaluate_one(
                     return Ok((
                         Verdict::Pending {
                             input: dep.partition.clone(),
-                            reason: format!("input {} will be rebuilt", dep.partition),
                         },
                         None,
                     ));
@@ -196,7 +201,7 @@ fn evaluate_one(
             },
         }
     }
-    let code = codes.get(&action.job).copied().flatten();
+    let code = codes.get(&*action.job).copied().flatten();
     let key = context.key(action, &resolved, code);
     let decision = context
         .decide(action, &key, &resolved, code, &mut Vec::new())

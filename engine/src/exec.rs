@@ -307,7 +307,7 @@ fn finish_current(
         .par_iter()
         .map(|&index| {
             let action = &plan.actions[index];
-            let code = codes.get(&action.job).copied().flatten();
+            let code = codes.get(&*action.job).copied().flatten();
             // A missing source (an error here) is the scheduler's to report.
             let finished = match resolve_inputs(context, plan, action, sources, outputs) {
                 Ok(Some(inputs)) => context.finish_if_current(action, &inputs, code),
@@ -393,12 +393,13 @@ pub fn build(
         .thread_name(|index| format!("cairn-worker-{index}"))
         .build()
         .map_err(|error| ExecError::Code(format!("cannot start worker threads: {error}")))?;
+    let started = std::time::Instant::now();
     clear_staging(&context.staging_root);
     let (sources, mut updates) = pool.install(|| observe_sources(context, plan));
     let observer = Observer::new(context.catalog);
     let codes = code_digests(
         context.graph,
-        plan.actions.iter().map(|a| a.job.as_str()),
+        plan.actions.iter().map(|a| &*a.job),
         &observer,
         &mut updates,
     )?;
@@ -413,6 +414,11 @@ pub fn build(
         sources: plan.sources.len() as u64,
     });
     context.catalog.append(context.build, events, updates)?;
+    tracing::debug!(
+        "observed {} sources, recorded the build's start ({:.2?})",
+        plan.sources.len(),
+        started.elapsed()
+    );
 
     let (groups, committed_groups) = crossbeam_channel::unbounded::<Group>();
     let commit_failed = AtomicBool::new(false);
@@ -443,6 +449,7 @@ pub fn build(
         committed?;
         let report = scheduled?;
         clear_staging(&context.staging_root);
+        tracing::debug!("build finished ({:.2?})", started.elapsed());
         Ok(report)
     })
 }
@@ -498,7 +505,14 @@ fn schedule(
         groups,
         commit_failed,
     };
+    let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
+    tracing::debug!(
+        "{} of {} actions current ({:.2?})",
+        scheduler.progress.done,
+        plan.actions.len(),
+        swept.elapsed()
+    );
     scheduler.commit()?;
     let (sender, receiver) = crossbeam_channel::unbounded::<Message>();
     pool.in_place_scope(|scope| -> Result<(), ExecError> {
@@ -665,7 +679,7 @@ impl<'a> Scheduler<'a> {
                     key: None,
                     events: vec![EventKind::ActionFailed {
                         key: ActionKey([0; 32]),
-                        job: action.job.clone(),
+                        job: action.job.to_string(),
                         outputs: action.config.outputs.clone(),
                         error: error.clone(),
                         exit_code: None,
@@ -682,7 +696,7 @@ impl<'a> Scheduler<'a> {
         };
         self.state[index] = State::Spawned;
         self.in_flight += 1;
-        let code = self.codes.get(&action.job).copied().flatten();
+        let code = self.codes.get(&*action.job).copied().flatten();
         let context = self.context;
         let stop: &'a AtomicBool = self.stop;
         let keep_going = self.keep_going;
@@ -836,7 +850,7 @@ fn skipped(action: &PlannedAction, reason: String) -> Finished {
     Finished {
         key: None,
         events: vec![EventKind::ActionSkipped {
-            job: action.job.clone(),
+            job: action.job.to_string(),
             outputs: action.config.outputs.clone(),
             reason: reason.clone(),
         }],

@@ -10,6 +10,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{ConfigureError, JobConfig};
 use crate::graph::{Graph, Job, Producer};
@@ -36,7 +37,8 @@ pub enum InputSource {
 
 #[derive(Debug, Clone)]
 pub struct PlannedAction {
-    pub job: String,
+    /// The job's name, shared by all of its actions.
+    pub job: Arc<str>,
     pub config: JobConfig,
     /// Parallel to `config.inputs`.
     pub inputs: Vec<InputSource>,
@@ -59,9 +61,10 @@ pub fn upstream_counts(actions: &[PlannedAction]) -> Vec<usize> {
 }
 
 #[derive(Debug, Clone)]
+/// A source partition (its dataset is `partition.dataset()`) and the user
+/// file it is read from.
 pub struct SourceNode {
     pub partition: PartitionRef,
-    pub dataset: String,
     pub path: PathBuf,
 }
 
@@ -149,11 +152,10 @@ impl Planner<'_> {
                 continue;
             }
             match self.graph.lookup(partition).map_err(PlanError::Lookup)? {
-                Producer::Source { dataset, path } => {
+                Producer::Source { path, .. } => {
                     let source = self.sources.len();
                     self.sources.push(SourceNode {
                         partition: partition.clone(),
-                        dataset: dataset.to_owned(),
                         path,
                     });
                     self.producers
@@ -172,6 +174,7 @@ impl Planner<'_> {
             let job = &self.graph.jobs[job_name];
             self.configure_calls += 1;
             let configs = configurer.configure(job, &refs)?;
+            let shared_name: Arc<str> = Arc::from(job_name);
             let fail = |problem: String| ConfigureError {
                 job: job_name.to_owned(),
                 problem,
@@ -209,7 +212,7 @@ impl Planner<'_> {
                     }
                 }
                 self.actions.push(PlannedAction {
-                    job: job_name.to_owned(),
+                    job: Arc::clone(&shared_name),
                     config,
                     inputs: Vec::new(),
                     dependents: Vec::new(),
@@ -454,7 +457,7 @@ run = ["daily"]
             plan.actions
                 .iter()
                 .zip(&counts)
-                .any(|(action, count)| action.job == "daily" && *count == 2)
+                .any(|(action, count)| &*action.job == "daily" && *count == 2)
         );
     }
 

@@ -200,7 +200,7 @@ impl Context<'_> {
         emit: Emit<'_>,
         mut updates: Vec<StatUpdate>,
     ) -> Finished {
-        let job = &self.graph.jobs[&action.job];
+        let job = &self.graph.jobs[&*action.job];
         let attempts = 1 + self.retries.unwrap_or(job.retries);
         let run_dir = self.run_dir(&key);
         let mut checkpoint = match self.catalog.checkpoint(&key) {
@@ -216,7 +216,7 @@ impl Context<'_> {
             }
             emit(EventKind::ActionStarted {
                 key,
-                job: action.job.clone(),
+                job: action.job.to_string(),
                 outputs: action.config.outputs.clone(),
                 reason: reason.to_owned(),
                 attempt,
@@ -283,7 +283,7 @@ impl Context<'_> {
             // A failed attempt that will be retried is a fact of its own.
             emit(EventKind::ActionFailed {
                 key,
-                job: action.job.clone(),
+                job: action.job.to_string(),
                 outputs: action.config.outputs.clone(),
                 error: format!("{error} (attempt {attempt} of {attempts}; retrying)"),
                 exit_code,
@@ -306,7 +306,7 @@ impl Context<'_> {
         resume: Option<CheckpointRecord>,
         emit: Emit<'_>,
     ) -> Result<Attempt, String> {
-        let job = &self.graph.jobs[&action.job];
+        let job = &self.graph.jobs[&*action.job];
         let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
             .map(|i| run_dir.join("out").join(i.to_string()))
             .collect();
@@ -475,7 +475,7 @@ impl Context<'_> {
             .collect();
         let manifest = Manifest {
             key,
-            job: action.job.clone(),
+            job: action.job.to_string(),
             outputs: records,
             inputs: inputs
                 .iter()
