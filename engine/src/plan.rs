@@ -224,6 +224,8 @@ impl Planner<'_> {
                 }
             }
         }
+        // Inputs a later job of this wave produced are planned already.
+        next.retain(|partition| !self.producers.contains_key(partition));
         next.sort_unstable();
         next.dedup();
         Ok(next)
@@ -231,6 +233,7 @@ impl Planner<'_> {
 
     /// Resolves every input to its producer and records dependents.
     fn link(&mut self) -> Result<(), PlanError> {
+        let mut upstreams: Vec<usize> = Vec::new();
         for index in 0..self.actions.len() {
             let mut inputs = Vec::with_capacity(self.actions[index].config.inputs.len());
             for dep in &self.actions[index].config.inputs {
@@ -239,16 +242,14 @@ impl Planner<'_> {
                 })?;
                 inputs.push(source);
             }
-            let mut upstreams: Vec<usize> = inputs
-                .iter()
-                .filter_map(|source| match source {
-                    InputSource::Action { action, .. } => Some(*action),
-                    InputSource::Source { .. } => None,
-                })
-                .collect();
+            upstreams.clear();
+            upstreams.extend(inputs.iter().filter_map(|source| match source {
+                InputSource::Action { action, .. } => Some(*action),
+                InputSource::Source { .. } => None,
+            }));
             upstreams.sort_unstable();
             upstreams.dedup();
-            for upstream in upstreams {
+            for &upstream in &upstreams {
                 self.actions[upstream].dependents.push(index);
             }
             self.actions[index].inputs = inputs;
