@@ -8,7 +8,7 @@
 //!
 //! | point | port call | what the real store does there |
 //! | --- | --- | --- |
-//! | `build-id` | `Catalog::next_build_id` | a redb commit |
+//! | `build-id` | `Catalog::next_build_id` | reserves the id in memory; the first `append` carrying it stores it |
 //! | `blob-write` | `BlobStore::adopt_file` / `put_file` / `put_bytes` | write a temp file in `cas/tmp` (or link a large output there), rename it to `cas/ab/cdef…` |
 //! | `blob-sync` | `BlobStore::sync` | `syncfs` (file data, renames and new directories) |
 //! | `catalog-commit` | `Catalog::append_timed` | a redb commit (events, projections, stat cache) |

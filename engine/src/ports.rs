@@ -133,7 +133,10 @@ pub trait Catalog: Send + Sync {
     fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError>;
     /// A stat-cache entry by absolute path.
     fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError>;
-    /// Allocates the next build id (durably).
+    /// Allocates the next build id (writers only). It is stored by the
+    /// first [`Catalog::append`] of events that carry it, in that commit;
+    /// a process that ends before appending leaves nothing that uses the
+    /// id, and the next writer is given it again.
     fn next_build_id(&self) -> Result<u64, StoreError>;
     /// Events with `seq >= from`, in order, streamed to `visit` (return
     /// `false` to stop).

@@ -36,7 +36,7 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_engine::PartitionRef;
 use cairn_engine::digest::ActionKey;
@@ -112,6 +112,10 @@ pub struct RedbCatalog {
     /// Declared before `handle`: fields drop in order, and the snapshot's
     /// read transaction must end before the database closes.
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// The build id [`Catalog::next_build_id`] handed out last, not yet
+    /// carried by an appended event: the first append that carries it
+    /// stores it, in the same commit.
+    reserved_build: Mutex<Option<u64>>,
     handle: Handle,
 }
 
@@ -187,6 +191,7 @@ impl RedbCatalog {
             path: path.to_owned(),
             handle: Handle::Writer(database),
             snapshot: RwLock::new(None),
+            reserved_build: Mutex::new(None),
         };
         let format = catalog.stored_format()?;
         if format.is_none() {
@@ -226,6 +231,7 @@ impl RedbCatalog {
             path: path.to_owned(),
             handle: Handle::Reader(database),
             snapshot: RwLock::new(None),
+            reserved_build: Mutex::new(None),
         };
         catalog.stored_format()?;
         Ok(ReaderOpen::Opened(catalog))
@@ -475,17 +481,30 @@ impl RedbCatalog {
         Ok(())
     }
 
-    /// The last build id allocated (0 if none).
+    /// The last build id allocated (0 if none): stored, or handed out by
+    /// this handle and not appended yet.
     pub fn last_build_id(&self) -> Result<u64, StoreError> {
+        let stored = self.stored_next_build()?.saturating_sub(1);
+        Ok(stored.max(self.reserved_build().unwrap_or(0)))
+    }
+
+    /// `next_build` as committed (1 in a new catalog).
+    fn stored_next_build(&self) -> Result<u64, StoreError> {
         let transaction = self.begin_read()?;
         let Some(meta) = self.read_table(&transaction, META)? else {
-            return Ok(0);
+            return Ok(1);
         };
-        let next = meta
+        Ok(meta
             .get(META_NEXT_BUILD)
             .map_err(|error| self.fail(error))?
-            .map_or(1, |value| value.value());
-        Ok(next.saturating_sub(1))
+            .map_or(1, |value| value.value()))
+    }
+
+    fn reserved_build(&self) -> Option<u64> {
+        *self
+            .reserved_build
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts of the catalog (one snapshot).
@@ -510,6 +529,7 @@ impl RedbCatalog {
                 .map_or(1, |value| value.value())
                 .saturating_sub(1);
         }
+        stats.builds = stats.builds.max(self.reserved_build().unwrap_or(0));
         if let Some(actions) = self.read_table(&transaction, ACTIONS)? {
             stats.actions = actions.len().map_err(|error| self.fail(error))?;
         }
@@ -1026,6 +1046,19 @@ impl Catalog for RedbCatalog {
                     .insert(path.as_str(), encode_stat_entry(entry).as_slice())
                     .map_err(|error| self.fail(error))?;
             }
+            // The build id becomes durable with the first events that
+            // carry it, in this commit.
+            let mut meta = transaction
+                .open_table(META)
+                .map_err(|error| self.fail(error))?;
+            let next = meta
+                .get(META_NEXT_BUILD)
+                .map_err(|error| self.fail(error))?
+                .map_or(1, |value| value.value());
+            if next <= build {
+                meta.insert(META_NEXT_BUILD, build + 1)
+                    .map_err(|error| self.fail(error))?;
+            }
             seq
         };
         // An error before this point drops the transaction, which aborts it:
@@ -1074,22 +1107,19 @@ impl Catalog for RedbCatalog {
     }
 
     fn next_build_id(&self) -> Result<u64, StoreError> {
-        let database = self.writer("starting a build")?;
-        let transaction = database.begin_write().map_err(|error| self.fail(error))?;
-        let build = {
-            let mut meta = transaction
-                .open_table(META)
-                .map_err(|error| self.fail(error))?;
-            let build = meta
-                .get(META_NEXT_BUILD)
-                .map_err(|error| self.fail(error))?
-                .map_or(1, |value| value.value());
-            meta.insert(META_NEXT_BUILD, build + 1)
-                .map_err(|error| self.fail(error))?;
-            build
-        };
-        transaction.commit().map_err(|error| self.fail(error))?;
-        self.forget_snapshot();
+        // Only the writer allocates; the id is stored by the first append
+        // that carries it (no commit, no `fdatasync` here: two fewer per
+        // build). Until then it exists only in this handle, which holds
+        // the store's lock; if the process ends first, nothing carries the
+        // id and the next writer is given it again.
+        self.writer("starting a build")?;
+        let stored = self.stored_next_build()?;
+        let mut reserved = self
+            .reserved_build
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let build = reserved.map_or(stored, |last| stored.max(last + 1));
+        *reserved = Some(build);
         Ok(build)
     }
 

@@ -533,6 +533,28 @@ fn seqs_of(catalog: &RedbCatalog, text: &str, from: u64) -> Vec<u64> {
 }
 
 #[test]
+fn a_build_id_is_stored_by_the_first_append_that_carries_it() {
+    let fixture = Fixture::new();
+    let catalog = fixture.writer();
+    assert_eq!(catalog.next_build_id().unwrap(), 1);
+    assert_eq!(
+        catalog.next_build_id().unwrap(),
+        2,
+        "one handle never repeats"
+    );
+    drop(catalog);
+    // Nothing carried 1 or 2: a crash or exit here leaves no trace of them.
+    let catalog = fixture.writer();
+    assert_eq!(catalog.last_build_id().unwrap(), 0);
+    assert_eq!(catalog.next_build_id().unwrap(), 1);
+    catalog.append(1, vec![planned()], Vec::new()).unwrap();
+    drop(catalog);
+    let catalog = fixture.writer();
+    assert_eq!(catalog.last_build_id().unwrap(), 1);
+    assert_eq!(catalog.next_build_id().unwrap(), 2);
+}
+
+#[test]
 fn partition_events_come_from_the_index_and_match_a_scan() {
     let fixture = Fixture::new();
     let catalog = fixture.writer();
@@ -561,9 +583,12 @@ fn partition_events_come_from_the_index_and_match_a_scan() {
     assert_eq!(catalog.event(6).unwrap().unwrap().seq, 6);
     assert_eq!(catalog.event(99).unwrap(), None);
 
-    catalog.next_build_id().unwrap();
-    catalog.next_build_id().unwrap();
+    // The log above carries builds 1 and 2 (appended without asking for
+    // ids): ids handed out now come after them.
     assert_eq!(catalog.last_build_id().unwrap(), 2);
+    assert_eq!(catalog.next_build_id().unwrap(), 3);
+    assert_eq!(catalog.next_build_id().unwrap(), 4);
+    assert_eq!(catalog.last_build_id().unwrap(), 4);
     let stats = catalog.stats().unwrap();
     assert_eq!(
         (
@@ -574,7 +599,7 @@ fn partition_events_come_from_the_index_and_match_a_scan() {
             stats.materialized,
             stats.indexed
         ),
-        (10, 2, 1, 2, 1, 7)
+        (10, 4, 1, 2, 1, 7)
     );
     assert!(stats.file_bytes > 0);
     assert_eq!(catalog.replay_check().unwrap(), Vec::<String>::new());
