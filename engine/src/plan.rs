@@ -132,7 +132,8 @@ struct Planner<'graph> {
     sources: Vec<SourceNode>,
     /// Keyed with FxHash: the planner hashes each ref a few times, and
     /// SipHash over a million refs was a tenth of planning (refs come from
-    /// the graph file, so hash flooding is not a concern here).
+    /// the user's own graph file and configure code, so there is no
+    /// adversary to flood the table).
     producers: FxHashMap<PartitionRef, InputSource>,
     configure_calls: usize,
 }

@@ -790,7 +790,6 @@ mod tests {
             let bindings = pattern.matches(&partition).unwrap();
             prop_assert_eq!(pattern.substitute(&bindings).unwrap(), partition);
         }
-
     }
 
     proptest! {
