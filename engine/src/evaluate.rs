@@ -98,26 +98,77 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
             }
         })
         .collect();
-    let mut outputs: Vec<Option<Vec<ContentDigest>>> = vec![None; plan.actions.len()];
+    let mut outputs = OutputDigests::new(plan);
     let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];
     for level in levels(plan) {
-        let evaluated: Vec<(usize, Verdict, Option<Vec<ContentDigest>>)> = level
-            .par_iter()
-            .map(|&index| {
-                let (verdict, digests) =
-                    evaluate_one(context, plan, index, &codes, &sources, &outputs, &verdicts)?;
-                Ok((index, verdict, digests))
-            })
-            .collect::<Result<_, ExecError>>()?;
-        for (index, verdict, digests) in evaluated {
-            outputs[index] = digests;
-            verdicts[index] = Some(verdict);
+        // A level at a time would hold a level's results at once (half a
+        // million at the 1M scale): a batch at a time holds a batch's.
+        for batch in level.chunks(EVALUATION_BATCH) {
+            let evaluated: Vec<(usize, Verdict, Option<Vec<ContentDigest>>)> = batch
+                .par_iter()
+                .map(|&index| {
+                    let (verdict, digests) =
+                        evaluate_one(context, plan, index, &codes, &sources, &outputs, &verdicts)?;
+                    Ok((index, verdict, digests))
+                })
+                .collect::<Result<_, ExecError>>()?;
+            for (index, verdict, digests) in evaluated {
+                if let Some(digests) = digests {
+                    outputs.set(index, &digests);
+                }
+                verdicts[index] = Some(verdict);
+            }
         }
     }
     Ok(verdicts
         .into_iter()
         .map(|verdict| verdict.expect("every action is in the order"))
         .collect())
+}
+
+/// Actions evaluated per parallel step (within a level).
+const EVALUATION_BATCH: usize = 65_536;
+
+/// The output digests of the evaluated actions whose outputs are known, in
+/// one array: a vector per action was 72 MB at a million actions.
+struct OutputDigests {
+    /// Where each action's digests start in `digests` (one more entry than
+    /// actions: the end of the last).
+    start: Vec<usize>,
+    digests: Vec<ContentDigest>,
+    known: Vec<bool>,
+}
+
+impl OutputDigests {
+    fn new(plan: &Plan) -> Self {
+        let mut start = Vec::with_capacity(plan.actions.len() + 1);
+        let mut total = 0;
+        for action in &plan.actions {
+            start.push(total);
+            total += action.config.outputs.len();
+        }
+        start.push(total);
+        OutputDigests {
+            start,
+            digests: vec![ContentDigest([0; 32]); total],
+            known: vec![false; plan.actions.len()],
+        }
+    }
+
+    /// The digests of `action`'s outputs, if known.
+    fn get(&self, action: usize) -> Option<&[ContentDigest]> {
+        self.known[action].then(|| &self.digests[self.start[action]..self.start[action + 1]])
+    }
+
+    /// Records `action`'s output digests; a manifest that does not have
+    /// one per output of the action leaves them unknown.
+    fn set(&mut self, action: usize, digests: &[ContentDigest]) {
+        let slot = &mut self.digests[self.start[action]..self.start[action + 1]];
+        if slot.len() == digests.len() {
+            slot.copy_from_slice(digests);
+            self.known[action] = true;
+        }
+    }
 }
 
 /// The actions of `plan` grouped by level, each level in topological order.
@@ -151,7 +202,7 @@ fn evaluate_one(
     index: usize,
     codes: &std::collections::HashMap<String, Option<ContentDigest>>,
     sources: &[Result<ContentDigest, String>],
-    outputs: &[Option<Vec<ContentDigest>>],
+    outputs: &OutputDigests,
     verdicts: &[Option<Verdict>],
 ) -> Result<(Verdict, Option<Vec<ContentDigest>>), ExecError> {
     let action = &plan.actions[index];
@@ -176,7 +227,7 @@ fn evaluate_one(
             InputSource::Action {
                 action: upstream,
                 output,
-            } => match (&outputs[upstream], &verdicts[upstream]) {
+            } => match (outputs.get(upstream), &verdicts[upstream]) {
                 (Some(digests), _) => resolved.push(crate::action::ResolvedInput {
                     partition: dep.partition.clone(),
                     digest: digests[output],
