@@ -67,7 +67,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
 /// `cairn build` returns to `main` and exits right after, and freeing a
 /// million-action plan one allocation at a time took half a second. Only
 /// for plain data (no files, locks or children to release).
-pub fn left_for_exit<T>(value: T) {
+fn left_for_exit<T>(value: T) {
     std::mem::forget(value);
 }
 
@@ -215,19 +215,23 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
     };
     for &index in &plan.order {
         let action = &plan.actions[index];
-        let (state, reason) = verdicts[index].describe();
+        let verdict = &verdicts[index];
+        // Humans are not told of up-to-date actions: their reason (a
+        // million of them in a large no-op) is not even made.
+        if !json && matches!(verdict, Verdict::UpToDate { .. }) {
+            continue;
+        }
+        let (state, reason) = verdict.describe();
         let written = if json {
             let line = json!({"type": "action", "job": &*action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason});
             writeln!(out, "{line}")
-        } else if state != "up-to-date" {
+        } else {
             writeln!(
                 out,
                 "{state:>10} {} ({}): {reason}",
                 outputs_text(action),
                 action.job
             )
-        } else {
-            Ok(())
         };
         // A closed pipe (`| head`) ends the listing; the summary still goes
         // to stderr.

@@ -31,21 +31,29 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// A short state word and a one-line reason.
-    pub fn describe(&self) -> (&'static str, String) {
+    /// A short state word: `up-to-date`, `restore`, `run` or `blocked`.
+    pub fn state(&self) -> &'static str {
         match self {
-            Verdict::UpToDate { built_by, .. } => (
-                "up-to-date",
-                format!("reuses the result of build {built_by}"),
-            ),
-            Verdict::Restore { .. } => (
-                "restore",
-                "data path missing or altered; restored from the store".to_owned(),
-            ),
-            Verdict::Run { reason, .. } => ("run", reason.clone()),
-            Verdict::Pending { input } => ("run", Verdict::pending_reason(input)),
-            Verdict::Blocked { reason } => ("blocked", reason.clone()),
+            Verdict::UpToDate { .. } => "up-to-date",
+            Verdict::Restore { .. } => "restore",
+            Verdict::Run { .. } | Verdict::Pending { .. } => "run",
+            Verdict::Blocked { .. } => "blocked",
         }
+    }
+
+    /// The state word and a one-line reason.
+    pub fn describe(&self) -> (&'static str, String) {
+        let reason = match self {
+            Verdict::UpToDate { built_by, .. } => {
+                format!("reuses the result of build {built_by}")
+            }
+            Verdict::Restore { .. } => {
+                "data path missing or altered; restored from the store".to_owned()
+            }
+            Verdict::Run { reason, .. } | Verdict::Blocked { reason } => reason.clone(),
+            Verdict::Pending { input } => Verdict::pending_reason(input),
+        };
+        (self.state(), reason)
     }
 
     /// Why an action waiting on `input` would run.

@@ -301,21 +301,6 @@ impl Bindings {
         }
     }
 
-    /// `(name, value)` in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     fn position(&self, name: &str) -> Result<usize, usize> {
         self.entries
             .binary_search_by(|(existing, _)| existing.as_str().cmp(name))
