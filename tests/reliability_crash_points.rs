@@ -521,6 +521,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         requested: Vec::new(),
         command: "build".to_owned(),
         reason: None,
+        witness: None,
     };
     match build(&context, &plan, &options, &Silent) {
         Ok(report) => {

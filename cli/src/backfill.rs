@@ -79,6 +79,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             requested: backfill.targets(),
             command: "backfill",
             reason: Some(backfill.reason()),
+            snapshot: false,
         },
     )?;
     // The partitions whose attempt failed in this build.

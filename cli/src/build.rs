@@ -9,6 +9,7 @@ use cairn_engine::evaluate::{Verdict, evaluate};
 use cairn_engine::exec::{BuildOptions, BuildReport, build};
 use cairn_engine::plan::Plan;
 use cairn_engine::runner::Children;
+use cairn_engine::uptodate::Witness;
 use cairn_store::Store;
 use serde_json::json;
 
@@ -19,6 +20,25 @@ use crate::{BuildArgs, Cli, Failure};
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let project = Project::load(cli)?;
+    if !args.dry_run {
+        let asked = crate::uptodate::Asked {
+            requested: &args.refs,
+            jobs: jobs(args.jobs),
+            json: args.json,
+            no_wait: args.no_wait,
+        };
+        if let Some(executed) = crate::uptodate::try_quick(&project, &asked)? {
+            if args.json {
+                json_line(&executed.summary_json());
+            }
+            note(&executed.summary_text());
+            tracing::debug!(
+                "build finished from the snapshot ({:.2?})",
+                started.elapsed()
+            );
+            return Ok(executed.exit_code());
+        }
+    }
     let refs = project.requested(&args.refs)?;
     tracing::debug!("{} refs requested ({:.2?})", refs.len(), started.elapsed());
     let plan = if args.dry_run {
@@ -49,6 +69,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
             requested: args.refs.clone(),
             command: "build",
             reason: None,
+            snapshot: true,
         },
     )?;
     if args.json {
@@ -85,6 +106,18 @@ pub struct Execution<'a> {
     pub requested: Vec<String>,
     pub command: &'a str,
     pub reason: Option<String>,
+    /// Whether a build that finds every action current records an
+    /// up-to-date snapshot for the next identical `cairn build`.
+    pub snapshot: bool,
+}
+
+/// Jobs at once: `-j N`, else the number of cores.
+pub fn jobs(requested: Option<usize>) -> usize {
+    requested.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    })
 }
 
 /// A finished (or interrupted) build, with the store it wrote.
@@ -161,11 +194,16 @@ pub fn execute(
     let build_id = cairn_engine::ports::Catalog::next_build_id(store.catalog())?;
     store.record_build(build_id);
     let children = Children::default();
+    let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&project.graph))
+        .then(|| Witness::new(store.catalog()));
     let context = Context {
         graph: &project.graph,
         data_root: project.data_root.clone(),
         staging_root: project.data_root.join(".cairn-tmp"),
-        catalog: store.catalog(),
+        catalog: match &witness {
+            Some(witness) => witness,
+            None => store.catalog(),
+        },
         blobs: store.blobs(),
         environment: &project.environment,
         children: &children,
@@ -173,24 +211,32 @@ pub fn execute(
         retries: execution.retries,
         real_dirs: Default::default(),
     };
-    let jobs = execution.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-    });
     let options = BuildOptions {
-        jobs,
+        jobs: jobs(execution.jobs),
         keep_going: execution.keep_going,
         interrupt: &interrupt,
         requested: execution.requested.clone(),
         command: execution.command.to_owned(),
         reason: execution.reason.clone(),
+        witness: witness.as_ref(),
     };
     let reporter = BuildReporter::new(execution.json);
-    let report = build(&context, plan, &options, &reporter)
+    let mut report = build(&context, plan, &options, &reporter)
         .map_err(|error| Failure::store(error.to_string()))?;
     reporter.finish();
     drop(context);
+    if let Some(all_current) = report.all_current.take()
+        && let Some(entries) = witness.and_then(Witness::into_entries)
+    {
+        crate::uptodate::record(
+            project,
+            &store,
+            plan,
+            &execution.requested,
+            all_current,
+            entries,
+        );
+    }
     Ok(Executed {
         report,
         total: plan.actions.len(),

@@ -14,6 +14,7 @@ mod explain;
 mod inspect;
 mod project;
 mod report;
+mod uptodate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -40,6 +40,9 @@ pub struct BuildOptions<'a> {
     pub requested: Vec<String>,
     pub command: String,
     pub reason: Option<String>,
+    /// Records what the build observes, for an up-to-date snapshot; told to
+    /// stop as soon as the sweep leaves anything to run or restore.
+    pub witness: Option<&'a crate::uptodate::Witness<'a>>,
 }
 
 /// Live progress, passed with every report.
@@ -76,6 +79,19 @@ pub struct BuildReport {
     pub interrupted: bool,
     /// One line per failed action.
     pub failures: Vec<String>,
+    /// When the sweep found every action current (nothing ran, was
+    /// restored, failed or was skipped) and a witness was recording.
+    pub all_current: Option<AllCurrent>,
+}
+
+/// What an up-to-date snapshot needs from a build that found everything
+/// current, besides what its witness observed.
+#[derive(Debug, Clone)]
+pub struct AllCurrent {
+    /// Each action's index and key, in the order they were found current.
+    pub keys: Vec<(usize, ActionKey)>,
+    /// The code digests the keys were computed with, sorted by job.
+    pub codes: Vec<(String, Option<ContentDigest>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -504,9 +520,17 @@ fn schedule(
         ready: VecDeque::new(),
         groups,
         commit_failed,
+        current_keys: options.witness.map(|_| Vec::new()),
     };
     let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
+    if !scheduler.ready.is_empty() || scheduler.progress.done < plan.actions.len() {
+        // Something is left to run or restore: no snapshot for this build.
+        scheduler.current_keys = None;
+        if let Some(witness) = options.witness {
+            witness.stop();
+        }
+    }
     tracing::debug!(
         "{} of {} actions current ({:.2?})",
         scheduler.progress.done,
@@ -557,11 +581,19 @@ fn schedule(
         },
     ));
     scheduler.commit()?;
+    let all_current = scheduler
+        .current_keys
+        .filter(|keys| keys.len() == plan.actions.len() && !scheduler.interrupted)
+        .map(|keys| AllCurrent {
+            keys,
+            codes: crate::uptodate::sorted_codes(&scheduler.codes),
+        });
     Ok(BuildReport {
         build: context.build,
         counts,
         interrupted: scheduler.interrupted,
         failures: scheduler.failures,
+        all_current,
     })
 }
 
@@ -594,6 +626,9 @@ struct Scheduler<'a> {
     groups: crossbeam_channel::Sender<Group>,
     /// Set by the committer when a commit failed: the build stops.
     commit_failed: &'a AtomicBool,
+    /// The keys of the actions the sweep found current, while an
+    /// up-to-date snapshot may still be taken (see [`BuildReport::all_current`]).
+    current_keys: Option<Vec<(usize, ActionKey)>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -636,6 +671,11 @@ impl<'a> Scheduler<'a> {
                 for (index, finished) in decided {
                     match finished {
                         Some(finished) => {
+                            if let (Some(keys), Some(key)) =
+                                (self.current_keys.as_mut(), finished.key)
+                            {
+                                keys.push((index, key));
+                            }
                             self.pending_updates.extend(finished.updates);
                             self.finish(index, finished.key, finished.outcome, finished.outputs);
                         }

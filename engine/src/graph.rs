@@ -166,6 +166,8 @@ pub struct Graph {
     pub env: EnvPolicy,
     /// `[sources.NAME]`: definitions fetched from external sources.
     pub sources: BTreeMap<String, Source>,
+    /// blake3 of the graph file's text, as parsed.
+    pub text_digest: crate::digest::ContentDigest,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +392,7 @@ impl Graph {
             dimensions,
             env,
             sources,
+            text_digest: crate::digest::ContentDigest::of(text.as_bytes()),
         };
         graph.check_overlaps(&context, &raw)?;
         graph.check_datasets_produced(&context, &raw)?;

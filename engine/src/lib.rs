@@ -20,6 +20,7 @@ pub mod refs;
 pub mod run;
 pub mod runner;
 mod spawn;
+pub mod uptodate;
 
 pub use digest::{ActionKey, ContentDigest, KeyHasher};
 pub use refs::{Bindings, PartitionRef, Pattern, RefError};

@@ -90,7 +90,7 @@ pub fn file_entry(relative: String, metadata: &Metadata, digest: ContentDigest) 
 }
 
 /// Whether a cached entry still describes a file or directory with `metadata`.
-fn still_valid(entry: &StatEntry, metadata: &Metadata) -> bool {
+pub fn still_valid(entry: &StatEntry, metadata: &Metadata) -> bool {
     let mtime = mtime_ns(metadata);
     entry.size == metadata.len()
         && entry.mtime_ns == mtime
@@ -199,14 +199,18 @@ impl<'a> Observer<'a> {
         updates: &mut Vec<StatUpdate>,
     ) -> Result<ContentDigest, ObserveError> {
         let key = path.to_string_lossy().into_owned();
+        let executable = metadata.permissions().mode() & 0o111 != 0;
         if let Some(entry) = self.cached(path, &key)?
             && still_valid(&entry, metadata)
         {
+            self.catalog.observed(&key, &entry, executable);
             return Ok(entry.digest);
         }
         let recorded_ns = now_ns();
         let digest = hash_file(path).map_err(io_error(path))?;
-        updates.push((key, stat_entry(metadata, recorded_ns, digest)));
+        let entry = stat_entry(metadata, recorded_ns, digest);
+        self.catalog.observed(&key, &entry, executable);
+        updates.push((key, entry));
         Ok(digest)
     }
 
@@ -225,9 +229,14 @@ impl<'a> Observer<'a> {
         metadata: &Metadata,
         listing: &ContentDigest,
     ) -> Result<bool, ObserveError> {
-        Ok(self
-            .cached(path, &directory_key(path))?
-            .is_some_and(|entry| entry.digest == *listing && still_valid(&entry, metadata)))
+        let key = directory_key(path);
+        match self.cached(path, &key)? {
+            Some(entry) if entry.digest == *listing && still_valid(&entry, metadata) => {
+                self.catalog.observed(&key, &entry, false);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Records the listings of the directories a walk saw, where the stat
@@ -246,10 +255,10 @@ impl<'a> Observer<'a> {
                 .collect();
             let listing = listing_digest(&mut names);
             if !self.listing_unchanged(&directory.path, &directory.metadata, &listing)? {
-                updates.push((
-                    directory_key(&directory.path),
-                    stat_entry(&directory.metadata, recorded_ns, listing),
-                ));
+                let key = directory_key(&directory.path);
+                let entry = stat_entry(&directory.metadata, recorded_ns, listing);
+                self.catalog.observed(&key, &entry, false);
+                updates.push((key, entry));
             }
         }
         Ok(())

@@ -145,6 +145,11 @@ pub trait Catalog: Send + Sync {
         from: u64,
         visit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), StoreError>;
+    /// Told of every stat-cache decision an observation made: the entry it
+    /// relied on for `path` (looked up and still valid, or just computed)
+    /// and the file's executable bit. Only a build's
+    /// [`Witness`](crate::uptodate::Witness) keeps them; catalogs ignore them.
+    fn observed(&self, _path: &str, _entry: &StatEntry, _executable: bool) {}
 }
 
 /// A catalog that holds a stat cache in memory and nothing else (no event,

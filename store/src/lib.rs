@@ -10,6 +10,8 @@
 //! cas/ab/cdef…   blobs by blake3 of content; cas/tmp/ holds partial writes (blobs.rs)
 //!                verify, repair and gc of both: maintenance.rs
 //! tmp/           job staging, on the same file system as cas/
+//! up-to-date     what the last build that found everything current relied
+//!                on: a checksummed cache, never the truth (uptodate.rs)
 //! ```
 //!
 //! Invariants:
@@ -27,6 +29,7 @@ mod encoding;
 mod lock;
 mod maintenance;
 mod projection;
+mod uptodate;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

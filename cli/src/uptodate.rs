@@ -1,0 +1,232 @@
+//! `cairn build`'s quick path: confirming "nothing to do" from the
+//! up-to-date snapshot the last build that found everything current left
+//! (engine/src/uptodate.rs: what it holds and why believing it is sound),
+//! and taking that snapshot.
+
+use std::time::Instant;
+
+use cairn_engine::digest::ContentDigest;
+use cairn_engine::exec::{AllCurrent, BuildReport, code_digests};
+use cairn_engine::observe::Observer;
+use cairn_engine::plan::Plan;
+use cairn_engine::ports::Catalog;
+use cairn_engine::record::{BuildCounts, EventKind};
+use cairn_engine::uptodate::{
+    CurrentAction, FingerprintInputs, Observed, Snapshot, confirm_paths, fingerprint, graph_allows,
+    output_parents, sorted_codes,
+};
+use cairn_store::Store;
+use serde_json::json;
+
+use crate::Failure;
+use crate::build::Executed;
+use crate::project::Project;
+
+/// The fingerprint of `cairn build REFS` in `project`.
+pub fn build_fingerprint(project: &Project, requested: &[String]) -> ContentDigest {
+    fingerprint(&FingerprintInputs {
+        graph: &project.graph,
+        store_dir: &project.store_dir,
+        command: "build",
+        requested,
+        passed_env: &project.environment.passed,
+    })
+}
+
+/// What `cairn build` needs to try the quick path.
+pub struct Asked<'a> {
+    pub requested: &'a [String],
+    pub jobs: usize,
+    pub json: bool,
+    pub no_wait: bool,
+}
+
+/// Finishes the build from the snapshot if it confirms that every action
+/// is current: records the build (the same three events a full no-op
+/// records, with the stat updates of touched files) and reports it.
+/// `Ok(None)`: not confirmed (or no snapshot); take the full path.
+pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed>, Failure> {
+    if !graph_allows(&project.graph) || !project.store_dir.join("catalog.redb").is_file() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    // Looked at before the store is opened: refs the full path would
+    // refuse never match a snapshot, and must leave the store untouched.
+    let Some(mut snapshot) = Store::read_snapshot_in(&project.store_dir) else {
+        return Ok(None);
+    };
+    let unconfirmed = |why: &str| {
+        tracing::debug!("up-to-date snapshot not confirmed: {why}");
+        Ok(None)
+    };
+    if snapshot.fingerprint != build_fingerprint(project, asked.requested) {
+        return unconfirmed("the graph, the refs asked for or the environment differ");
+    }
+    let store = project.open_writer(!asked.no_wait)?;
+    if store.last_event()? != Some(snapshot.last_event) {
+        return unconfirmed("events were recorded since");
+    }
+    let observer = Observer::new(store.catalog());
+    let mut updates = Vec::new();
+    let codes = code_digests(
+        &project.graph,
+        snapshot.codes.iter().map(|(job, _)| job.as_str()),
+        &observer,
+        &mut updates,
+    );
+    if !codes.is_ok_and(|codes| sorted_codes(&codes) == snapshot.codes) {
+        return unconfirmed("a job's code changed");
+    }
+    let touched = match confirm_paths(&snapshot, asked.jobs) {
+        Ok(touched) => touched,
+        Err(why) => return unconfirmed(&why.0),
+    };
+    tracing::debug!(
+        "up-to-date snapshot confirmed: {} paths, {} touched ({:.2?})",
+        snapshot.entries.len(),
+        touched.len(),
+        started.elapsed()
+    );
+
+    let catalog = store.catalog();
+    let build = catalog.next_build_id()?;
+    store.record_build(build);
+    let total = snapshot.actions.len() as u64;
+    let counts = BuildCounts {
+        cached: total,
+        ..BuildCounts::default()
+    };
+    updates.extend(touched.iter().cloned());
+    catalog.append(
+        build,
+        vec![
+            EventKind::BuildRequested {
+                requested: asked.requested.to_vec(),
+                command: "build".to_owned(),
+                reason: None,
+            },
+            EventKind::Planned {
+                actions: total,
+                sources: snapshot.sources,
+            },
+            EventKind::BuildFinished {
+                counts,
+                interrupted: false,
+            },
+        ],
+        updates,
+    )?;
+    if asked.json {
+        report_json(&snapshot);
+    }
+    // The next build checks against this one's events and new stats.
+    snapshot.apply(&touched);
+    match store.last_event()? {
+        Some(last) => {
+            snapshot.last_event = last;
+            if let Err(error) = store.write_snapshot(&snapshot) {
+                tracing::warn!("could not update the up-to-date snapshot: {error}");
+            }
+        }
+        None => tracing::warn!("the log is empty after recording a build"),
+    }
+    Ok(Some(Executed {
+        report: BuildReport {
+            build,
+            counts,
+            interrupted: false,
+            failures: Vec::new(),
+            all_current: None,
+        },
+        total: snapshot.actions.len(),
+        store,
+    }))
+}
+
+/// The action lines `--json` prints for actions found current.
+fn report_json(snapshot: &Snapshot) {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    for action in &snapshot.actions {
+        let line = json!({
+            "type": "action",
+            "job": snapshot.jobs[action.job as usize],
+            "outputs": action.outputs,
+            "outcome": "cached",
+            "key": action.key.to_hex(),
+        });
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Takes the snapshot of a build that found every action current (see
+/// [`cairn_engine::exec::BuildReport::all_current`]), from what its witness
+/// observed. A failure to write it only costs the next build its quick path.
+pub fn record(
+    project: &Project,
+    store: &Store,
+    plan: &Plan,
+    requested: &[String],
+    all_current: AllCurrent,
+    entries: Vec<Observed>,
+) {
+    let started = Instant::now();
+    let last_event = match store.last_event() {
+        Ok(Some(last)) => last,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!("no up-to-date snapshot: {error}");
+            return;
+        }
+    };
+    let mut jobs: Vec<String> = Vec::new();
+    let mut job_index = std::collections::HashMap::new();
+    let actions = all_current
+        .keys
+        .iter()
+        .map(|&(index, key)| {
+            let action = &plan.actions[index];
+            let job = *job_index.entry(action.job.clone()).or_insert_with(|| {
+                jobs.push(action.job.to_string());
+                (jobs.len() - 1) as u32
+            });
+            CurrentAction {
+                job,
+                key,
+                outputs: action
+                    .config
+                    .outputs
+                    .iter()
+                    .map(|output| output.as_str().to_owned())
+                    .collect(),
+            }
+        })
+        .collect();
+    let snapshot = Snapshot {
+        fingerprint: build_fingerprint(project, requested),
+        last_event,
+        sources: plan.sources.len() as u64,
+        codes: all_current.codes,
+        jobs,
+        actions,
+        directories: output_parents(
+            &project.data_root,
+            plan.actions
+                .iter()
+                .flat_map(|action| &action.config.outputs),
+        ),
+        entries,
+    };
+    match store.write_snapshot(&snapshot) {
+        Ok(()) => tracing::debug!(
+            "recorded the up-to-date snapshot: {} paths ({:.2?})",
+            snapshot.entries.len(),
+            started.elapsed()
+        ),
+        Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
+    }
+}

@@ -1,0 +1,558 @@
+//! The up-to-date snapshot: what a build that found every action current
+//! relied on, so that the next build asked the same thing can say "nothing
+//! to do" from one `lstat` per observed path, without planning, computing
+//! keys or looking anything up (ninja's no-op, under cairn's content rule).
+//!
+//! A build records one only when its sweep found *every* action current
+//! (nothing ran, nothing was restored, nothing failed): then every stat-cache
+//! decision it made was about the final state, and the [`Witness`] holds,
+//! for each path it observed, the entry it relied on. The next `cairn build`
+//! with the same [`fingerprint`] (graph file bytes, command, requested refs,
+//! passed environment, store, key recipes) takes the snapshot's word only if
+//!
+//! - the event log still ends with the event the snapshot names (any append
+//!   in between: a build, an invalidation, a defs refresh, makes it stale);
+//! - every job's code digest is what it was (recomputed: a glob can match a
+//!   new file);
+//! - every directory between the data root and an output is still a real
+//!   directory (not a link), as the full check requires;
+//! - every observed directory's stat matches its entry, and every observed
+//!   file's stat matches its entry or its content re-hashes to the same
+//!   digest with the same executable bit (a touched file), exactly the
+//!   stat-cache rule the full check applies (racy timestamps included).
+//!
+//! Planning is a function of the graph, the requested refs, the store's
+//! defs records and configure answers; keys are functions of configs, code,
+//! versions, the passed environment and input contents. All of these are
+//! pinned by the conditions above, except a configure command that is not
+//! cached (a job with `configure` and no `code`): a graph with one never
+//! records a snapshot. Anything else the snapshot cannot confirm sends the
+//! build down the full path, which decides afresh.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{ActionKey, ContentDigest, KeyHasher};
+use crate::graph::Graph;
+use crate::key::ACTION_RECIPE;
+use crate::observe::{StatUpdate, hash_file, listing_digest, now_ns, stat_entry, still_valid};
+use crate::ports::{Catalog, StoreError};
+use crate::record::{
+    CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PARTITION_RECIPE, PartitionState,
+    StatEntry,
+};
+use crate::refs::PartitionRef;
+
+/// Bump when the snapshot's meaning changes: every fingerprint changes.
+pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v1";
+
+/// What a build that found everything current relied on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// What the build was asked, and with what: see [`fingerprint`].
+    pub fingerprint: ContentDigest,
+    /// The log's last event when the snapshot was taken.
+    pub last_event: LastEvent,
+    /// The plan's source partitions (for the `Planned` event).
+    pub sources: u64,
+    /// Each job's code digest, by job name.
+    pub codes: Vec<(String, Option<ContentDigest>)>,
+    /// Job names, indexed by [`CurrentAction::job`].
+    pub jobs: Vec<String>,
+    /// Every action, in the order the build found it current.
+    pub actions: Vec<CurrentAction>,
+    /// Directories between the data root and the outputs, which must still
+    /// be real directories (absolute paths).
+    pub directories: Vec<String>,
+    /// Every stat-cache key the build observed, with the entry it relied on
+    /// and the file's executable bit, sorted by key.
+    pub entries: Vec<Observed>,
+}
+
+/// The log's last event, by enough of it to tell it from another event
+/// that was given the same seq (a store restored from a backup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastEvent {
+    pub seq: u64,
+    pub build: u64,
+    pub time_ms: u64,
+}
+
+impl LastEvent {
+    pub fn of(event: &Event) -> Self {
+        LastEvent {
+            seq: event.seq,
+            build: event.build,
+            time_ms: event.time_ms,
+        }
+    }
+}
+
+/// One action of the snapshot: enough to report it as the full path would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentAction {
+    pub job: u32,
+    pub key: ActionKey,
+    pub outputs: Vec<String>,
+}
+
+/// A stat-cache key with the entry a build relied on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub entry: StatEntry,
+    pub executable: bool,
+}
+
+pub type Observed = (String, Seen);
+
+/// Everything outside the file system and the log that decides what a
+/// build plans and keys; see [`fingerprint`].
+pub struct FingerprintInputs<'a> {
+    pub graph: &'a Graph,
+    pub store_dir: &'a Path,
+    pub command: &'a str,
+    pub requested: &'a [String],
+    pub passed_env: &'a [(String, String)],
+}
+
+/// The digest a snapshot is filed under: the graph file's bytes and place,
+/// the store, the command and its requested refs, the environment passed to
+/// jobs (it is in every key), the key recipes and cairn's version.
+pub fn fingerprint(inputs: &FingerprintInputs<'_>) -> ContentDigest {
+    let mut hasher = KeyHasher::new(SNAPSHOT_RECIPE);
+    hasher
+        .str("cairn", env!("CARGO_PKG_VERSION"))
+        .str("action_recipe", ACTION_RECIPE)
+        .str("partition_recipe", PARTITION_RECIPE)
+        .str("graph_file", &inputs.graph.file.to_string_lossy())
+        .digest("graph_text", &inputs.graph.text_digest)
+        .str("store", &inputs.store_dir.to_string_lossy())
+        .str("command", inputs.command)
+        .u64("requested", inputs.requested.len() as u64);
+    for requested in inputs.requested {
+        hasher.str("ref", requested);
+    }
+    hasher.u64("env", inputs.passed_env.len() as u64);
+    for (name, value) in inputs.passed_env {
+        hasher.str("env.name", name).str("env.value", value);
+    }
+    ContentDigest(hasher.finish())
+}
+
+/// Whether builds of `graph` may record a snapshot: not when a job's
+/// configure answers are not cached (a `configure` command without `code`),
+/// since such a job is asked again by every build and may answer otherwise.
+pub fn graph_allows(graph: &Graph) -> bool {
+    graph
+        .jobs
+        .values()
+        .all(|job| job.configure.is_none() || !job.code.is_empty())
+}
+
+/// The directories between `data_root` and each output partition (the
+/// partition directories themselves excluded: their entries check them).
+pub fn output_parents<'r>(
+    data_root: &Path,
+    outputs: impl Iterator<Item = &'r PartitionRef>,
+) -> Vec<String> {
+    let mut parents = std::collections::BTreeSet::new();
+    for output in outputs {
+        let mut path = data_root.to_path_buf();
+        let relative = output.relative_path();
+        let mut components: Vec<_> = relative.components().collect();
+        components.pop();
+        for component in components {
+            path.push(component);
+            parents.insert(path.to_string_lossy().into_owned());
+        }
+    }
+    parents.into_iter().collect()
+}
+
+/// Why a snapshot was not taken at its word (for `-vv`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconfirmed(pub String);
+
+/// Checks `snapshot`'s paths against the file system, on `threads`
+/// threads. `Ok` with the stat-cache updates for touched files (same
+/// content, new stat) when everything is as the snapshot says.
+pub fn confirm_paths(snapshot: &Snapshot, threads: usize) -> Result<Vec<StatUpdate>, Unconfirmed> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|error| Unconfirmed(format!("cannot start worker threads: {error}")))?
+        .install(|| confirm_in_parallel(snapshot))
+}
+
+fn confirm_in_parallel(snapshot: &Snapshot) -> Result<Vec<StatUpdate>, Unconfirmed> {
+    snapshot.directories.par_iter().try_for_each(|directory| {
+        match fs::symlink_metadata(directory) {
+            Ok(metadata) if metadata.is_dir() => Ok(()),
+            _ => Err(Unconfirmed(format!(
+                "{directory} is no longer a real directory"
+            ))),
+        }
+    })?;
+    let updates: Vec<Option<StatUpdate>> = snapshot
+        .entries
+        .par_iter()
+        .map(|(key, seen)| confirm_one(key, seen))
+        .collect::<Result<_, _>>()?;
+    Ok(updates.into_iter().flatten().collect())
+}
+
+/// One observed path: `Ok(None)` if its stat matches, `Ok(Some(update))` if
+/// it is a file whose stat changed but whose content and executable bit did
+/// not.
+fn confirm_one(key: &str, seen: &Seen) -> Result<Option<StatUpdate>, Unconfirmed> {
+    let changed = || Unconfirmed(format!("{key} changed"));
+    if let Some(directory) = key.strip_suffix('/') {
+        let metadata = match fs::symlink_metadata(directory) {
+            Ok(metadata) if metadata.is_dir() => metadata,
+            _ => return Err(changed()),
+        };
+        if still_valid(&seen.entry, &metadata) {
+            return Ok(None);
+        }
+        // A new stat (or one too recent to trust): list it again.
+        let recorded_ns = now_ns();
+        return match listing(Path::new(directory)) {
+            Some(digest) if digest == seen.entry.digest => Ok(Some((
+                key.to_owned(),
+                stat_entry(&metadata, recorded_ns, digest),
+            ))),
+            _ => Err(changed()),
+        };
+    }
+    let path = Path::new(key);
+    let metadata = match fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_file() => metadata,
+        _ => return Err(changed()),
+    };
+    if executable(&metadata) != seen.executable {
+        return Err(changed());
+    }
+    if still_valid(&seen.entry, &metadata) {
+        return Ok(None);
+    }
+    let recorded_ns = now_ns();
+    match hash_file(path) {
+        Ok(digest) if digest == seen.entry.digest => Ok(Some((
+            key.to_owned(),
+            stat_entry(&metadata, recorded_ns, digest),
+        ))),
+        _ => Err(changed()),
+    }
+}
+
+/// The listing digest of one directory, as a walk of it records it (names
+/// and whether each is a directory, not following links); `None` if it
+/// cannot be read or holds a name that is not UTF-8 (a walk refuses it).
+fn listing(directory: &Path) -> Option<ContentDigest> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(directory).ok()? {
+        let entry = entry.ok()?;
+        let is_directory = entry.file_type().ok()?.is_dir();
+        names.push((entry.file_name().into_string().ok()?, is_directory));
+    }
+    let mut names: Vec<(&str, bool)> = names
+        .iter()
+        .map(|(name, is_directory)| (name.as_str(), *is_directory))
+        .collect();
+    Some(listing_digest(&mut names))
+}
+
+pub fn executable(metadata: &Metadata) -> bool {
+    metadata.permissions().mode() & 0o111 != 0
+}
+
+impl Snapshot {
+    /// Replaces the entries of touched files with their new stats (after
+    /// [`confirm_paths`]), keeping the entries sorted.
+    pub fn apply(&mut self, updates: &[StatUpdate]) {
+        for (key, entry) in updates {
+            if let Ok(position) = self
+                .entries
+                .binary_search_by(|(existing, _)| existing.as_str().cmp(key))
+            {
+                self.entries[position].1.entry = *entry;
+            }
+        }
+    }
+}
+
+/// A catalog that remembers every stat-cache decision observations made
+/// through it (see [`Catalog::observed`]), for the snapshot of a build that
+/// turns out to have found everything current. Everything else goes to the
+/// catalog it wraps.
+pub struct Witness<'a> {
+    inner: &'a dyn Catalog,
+    recording: AtomicBool,
+    seen: Mutex<Vec<Observed>>,
+}
+
+impl<'a> Witness<'a> {
+    pub fn new(inner: &'a dyn Catalog) -> Self {
+        Witness {
+            inner,
+            recording: AtomicBool::new(true),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Stops recording and lets go of what was recorded: the build will not
+    /// be one that found everything current.
+    pub fn stop(&self) {
+        self.recording.store(false, Ordering::SeqCst);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        *seen = Vec::new();
+    }
+
+    /// The observed entries, sorted by key, one per key; `None` if recording
+    /// stopped or two observations of one path disagree (it changed during
+    /// the build).
+    pub fn into_entries(self) -> Option<Vec<Observed>> {
+        if !self.recording.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut seen = self.seen.into_inner().unwrap_or_else(|p| p.into_inner());
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<Observed> = Vec::with_capacity(seen.len());
+        for (key, observed) in seen {
+            match out.last() {
+                Some((last, earlier)) if *last == key => {
+                    if earlier.entry.digest != observed.entry.digest
+                        || earlier.executable != observed.executable
+                    {
+                        return None;
+                    }
+                    // The later observation of the same content is the
+                    // fresher stat; either is a sound pairing.
+                    if let Some(last) = out.last_mut() {
+                        last.1 = observed;
+                    }
+                }
+                _ => out.push((key, observed)),
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Catalog for Witness<'_> {
+    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        self.inner.action(key)
+    }
+    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        self.inner.checkpoint(key)
+    }
+    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        self.inner.partition(partition)
+    }
+    fn append_timed(
+        &self,
+        build: u64,
+        events: Vec<(u64, EventKind)>,
+        stats: Vec<(String, StatEntry)>,
+    ) -> Result<u64, StoreError> {
+        self.inner.append_timed(build, events, stats)
+    }
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        self.inner.dataset_versions()
+    }
+    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        self.inner.defs(source)
+    }
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+        self.inner.stat(path)
+    }
+    fn next_build_id(&self) -> Result<u64, StoreError> {
+        self.inner.next_build_id()
+    }
+    fn scan_events(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_events(from, visit)
+    }
+    fn observed(&self, path: &str, entry: &StatEntry, executable: bool) {
+        if self.recording.load(Ordering::Relaxed) {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push((
+                path.to_owned(),
+                Seen {
+                    entry: *entry,
+                    executable,
+                },
+            ));
+        }
+    }
+}
+
+/// Per-job code digests as a sorted list (the snapshot's form).
+pub fn sorted_codes(
+    codes: &HashMap<String, Option<ContentDigest>>,
+) -> Vec<(String, Option<ContentDigest>)> {
+    let mut out: Vec<_> = codes
+        .iter()
+        .map(|(job, digest)| (job.clone(), *digest))
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Observer;
+    use crate::ports::MemoryStatCache;
+
+    /// A directory with `a.txt` and `sub/b.txt`, observed through a witness
+    /// as a build observes a partition; the snapshot of what it saw.
+    fn observed_tree() -> (tempfile::TempDir, Snapshot) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), "a").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/b.txt"), "b").unwrap();
+        let cache = MemoryStatCache::default();
+        let witness = Witness::new(&cache);
+        let mut updates = Vec::new();
+        Observer::new(&witness)
+            .partition(dir.path(), &mut updates)
+            .unwrap()
+            .unwrap();
+        let entries = witness.into_entries().unwrap();
+        let snapshot = Snapshot {
+            fingerprint: ContentDigest::of(b""),
+            last_event: LastEvent {
+                seq: 1,
+                build: 1,
+                time_ms: 0,
+            },
+            sources: 0,
+            codes: Vec::new(),
+            jobs: Vec::new(),
+            actions: Vec::new(),
+            directories: vec![dir.path().to_string_lossy().into_owned()],
+            entries,
+        };
+        (dir, snapshot)
+    }
+
+    #[test]
+    fn a_witness_records_every_directory_and_file_a_walk_relied_on() {
+        let (dir, snapshot) = observed_tree();
+        let root = dir.path().to_string_lossy().into_owned();
+        let keys: Vec<&str> = snapshot
+            .entries
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                format!("{root}/"),
+                format!("{root}/a.txt"),
+                format!("{root}/sub/"),
+                format!("{root}/sub/b.txt"),
+            ]
+        );
+        // Unchanged but just written: too recent to trust by stat, so each
+        // is read again, and each matches.
+        let updates = confirm_paths(&snapshot, 2).unwrap();
+        assert_eq!(updates.len(), 4);
+    }
+
+    #[test]
+    fn same_content_is_confirmed_and_anything_else_is_not() {
+        let (dir, snapshot) = observed_tree();
+        let path = |relative: &str| dir.path().join(relative);
+        // Rewritten with the same bytes: confirmed, with its new stat.
+        fs::write(path("a.txt"), "a").unwrap();
+        assert!(confirm_paths(&snapshot, 1).is_ok());
+
+        type Alter = fn(&Path);
+        let cases: [(&str, Alter); 5] = [
+            ("new content", |root| {
+                fs::write(root.join("a.txt"), "A").unwrap();
+            }),
+            ("made executable", |root| {
+                fs::set_permissions(root.join("sub/b.txt"), fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }),
+            ("a file added", |root| {
+                fs::write(root.join("sub/c.txt"), "c").unwrap();
+            }),
+            ("a file replaced by a link", |root| {
+                fs::remove_file(root.join("a.txt")).unwrap();
+                std::os::unix::fs::symlink(root.join("sub/b.txt"), root.join("a.txt")).unwrap();
+            }),
+            ("the root replaced by a link", |root| {
+                let moved = root.with_extension("moved");
+                fs::rename(root, &moved).unwrap();
+                std::os::unix::fs::symlink(&moved, root).unwrap();
+            }),
+        ];
+        for (what, alter) in cases {
+            let (dir, snapshot) = observed_tree();
+            alter(dir.path());
+            assert!(confirm_paths(&snapshot, 2).is_err(), "{what}: confirmed");
+            let moved = dir.path().with_extension("moved");
+            if moved.exists() {
+                fs::remove_file(dir.path()).unwrap();
+                fs::rename(&moved, dir.path()).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_witness_that_stopped_or_saw_a_path_change_gives_nothing() {
+        let cache = MemoryStatCache::default();
+        let entry = |digest: &[u8]| StatEntry {
+            size: 1,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            inode: 1,
+            recorded_ns: 2_000_000_000,
+            digest: ContentDigest::of(digest),
+        };
+        let witness = Witness::new(&cache);
+        witness.observed("/a", &entry(b"one"), false);
+        witness.observed("/a", &entry(b"one"), false);
+        assert_eq!(witness.into_entries().map(|entries| entries.len()), Some(1));
+
+        let witness = Witness::new(&cache);
+        witness.observed("/a", &entry(b"one"), false);
+        witness.observed("/a", &entry(b"two"), false);
+        assert_eq!(witness.into_entries(), None);
+
+        let witness = Witness::new(&cache);
+        witness.observed("/a", &entry(b"one"), false);
+        witness.stop();
+        witness.observed("/b", &entry(b"one"), false);
+        assert_eq!(witness.into_entries(), None);
+    }
+
+    #[test]
+    fn only_uncached_configure_commands_forbid_a_snapshot() {
+        let parse = |jobs: &str| {
+            let text = format!(
+                "[datasets.out]\n[jobs.make]\nrun = [\"true\"]\noutputs = [\"out\"]\n{jobs}"
+            );
+            Graph::parse(&text, Path::new("cairn.toml"), Path::new(".")).unwrap()
+        };
+        assert!(graph_allows(&parse("")));
+        assert!(!graph_allows(&parse("configure = [\"./configure\"]\n")));
+        assert!(graph_allows(&parse(
+            "configure = [\"./configure\"]\ncode = [\"configure\"]\n"
+        )));
+    }
+}

@@ -1,0 +1,275 @@
+//! The up-to-date snapshot (engine/src/uptodate.rs): a build that found
+//! every action current leaves one, the next identical build confirms
+//! "nothing to do" from it, and everything the full check would catch sends
+//! a build down the full path, which then does what it always did. On
+//! 3-day x 3-station podcast copies (21 actions).
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Build, CAIRN, Project, clean_ref, raw_ref};
+use serde_json::Value;
+
+const TOTAL: u64 = 21;
+const CONFIRMED: &str = "up-to-date snapshot confirmed";
+
+/// `cairn -vv build --json EXTRA...`, and whether the snapshot finished it.
+fn build(p: &Project, extra: &[&str]) -> (Build, bool) {
+    let mut args = vec!["-vv", "build", "--json"];
+    args.extend_from_slice(extra);
+    let build = Build::new(p.cairn(&args));
+    let quick = build.run.stderr.contains(CONFIRMED);
+    (build, quick)
+}
+
+/// A built copy whose last build (a full no-op) recorded a snapshot.
+fn with_snapshot() -> Project {
+    let p = Project::podcast(3, 3);
+    let (cold, quick) = build(&p, &[]);
+    cold.assert_code(0);
+    cold.assert_counts(TOTAL, TOTAL, 0, 0, 0);
+    assert!(!quick);
+    assert!(
+        !p.file(".cairn/up-to-date").exists(),
+        "a build that ran jobs recorded a snapshot"
+    );
+    let (noop, quick) = build(&p, &[]);
+    noop.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    assert!(!quick, "no snapshot yet, but the build says it used one");
+    assert!(
+        p.file(".cairn/up-to-date").is_file(),
+        "a full no-op recorded no snapshot"
+    );
+    p
+}
+
+/// The events of a build without what differs between any two builds.
+fn shape(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|event| {
+            let mut event = event.clone();
+            let object = event.as_object_mut().expect("an event is an object");
+            for field in ["seq", "time_ms", "build"] {
+                object.remove(field);
+            }
+            event
+        })
+        .collect()
+}
+
+#[test]
+fn a_confirmed_no_op_reports_and_records_what_a_full_one_does() {
+    let p = with_snapshot();
+    let (full, _) = build(&p, &[]);
+    // `with_snapshot` ended with a full no-op; this one was confirmed.
+    let (quick_build, quick) = build(&p, &[]);
+    assert!(quick, "{}", quick_build.run.stderr);
+    quick_build.assert_code(0);
+    quick_build.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    assert_eq!(quick_build.outputs("cached"), p.all_refs());
+    // The same key for every action, and the same events.
+    for output in p.all_refs() {
+        assert_eq!(
+            quick_build.action_for(&output)["key"],
+            full.action_for(&output)["key"],
+            "{output}"
+        );
+    }
+    let full_events = p.build_events(full.id());
+    let quick_events = p.build_events(quick_build.id());
+    assert_eq!(shape(&quick_events), shape(&full_events));
+    assert!(quick_build.id() > full.id());
+    // And the one after it is confirmed too (the snapshot follows the log).
+    let (again, quick) = build(&p, &[]);
+    assert!(quick, "{}", again.run.stderr);
+    again.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+}
+
+#[test]
+fn a_touched_file_is_rehashed_and_confirmed() {
+    let p = with_snapshot();
+    // Every stat recorded so far is within a second of its file's mtime,
+    // too recent to trust (the racy-timestamp rule): the first confirmation
+    // a second later re-hashes them all and records their stats.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (settle, quick) = build(&p, &[]);
+    assert!(quick, "{}", settle.run.stderr);
+    let (settled, quick) = build(&p, &[]);
+    assert!(quick, "{}", settled.run.stderr);
+    assert!(
+        settled.run.stderr.contains(" 0 touched"),
+        "{}",
+        settled.run.stderr
+    );
+
+    let source = p.file("inputs/2024-01-02/S002.txt");
+    let output = p.file(&format!(
+        "data/{}/reviews.csv",
+        clean_ref("2024-01-01", "S001")
+    ));
+    for path in [&source, &output] {
+        let content = std::fs::read(path).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let (touched, quick) = build(&p, &[]);
+    assert!(quick, "{}", touched.run.stderr);
+    assert!(
+        touched.run.stderr.contains(" 2 touched"),
+        "{}",
+        touched.run.stderr
+    );
+    touched.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+}
+
+/// Each alteration, made after a snapshot was recorded, must send the next
+/// build down the full path, which gives the counts it always gave.
+#[test]
+fn what_the_full_check_would_catch_is_not_confirmed() {
+    type Alter = fn(&Project);
+    let cases: [(&str, Alter, u64, u64); 10] = [
+        (
+            "a source's content",
+            |p| p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n"),
+            3,
+            TOTAL - 3,
+        ),
+        (
+            "an output's content, same size",
+            |p| {
+                let path = format!("data/{}/reviews.csv", clean_ref("2024-01-01", "S001"));
+                let mut bytes = p.read(&path);
+                let last = bytes.len() - 2;
+                bytes[last] ^= 1;
+                p.write(&path, bytes);
+            },
+            0,
+            TOTAL,
+        ),
+        (
+            "an output deleted",
+            |p| {
+                std::fs::remove_file(p.file(&format!(
+                    "data/{}/reviews.csv",
+                    raw_ref("2024-01-03", "S003")
+                )))
+                .unwrap();
+            },
+            0,
+            TOTAL,
+        ),
+        (
+            "a file added to an output partition",
+            |p| {
+                p.write(
+                    &format!("data/{}/extra.txt", clean_ref("2024-01-02", "S001")),
+                    "x",
+                );
+            },
+            0,
+            TOTAL,
+        ),
+        (
+            "an output made executable",
+            |p| {
+                use std::os::unix::fs::PermissionsExt;
+                let path = p.file(&format!(
+                    "data/{}/reviews.csv",
+                    clean_ref("2024-01-03", "S002")
+                ));
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            },
+            0,
+            TOTAL,
+        ),
+        (
+            "a partition invalidated",
+            |p| {
+                p.cairn(&[
+                    "invalidate",
+                    &clean_ref("2024-01-01", "S003"),
+                    "--reason",
+                    "test",
+                ])
+                .assert_code(0);
+            },
+            // Rebuilt to the same content: the daily summary is cut off.
+            1,
+            TOTAL - 1,
+        ),
+        (
+            "a comment added to the graph file",
+            |p| p.append("cairn.toml", "\n# a comment\n"),
+            0,
+            TOTAL,
+        ),
+        (
+            "a job's code",
+            // Versioned datasets key on their major, not on code: nothing
+            // runs, but the snapshot cannot know that without planning.
+            |p| p.patch_clean("# a comment that changes the code digest"),
+            0,
+            TOTAL,
+        ),
+        (
+            "the snapshot file damaged",
+            |p| {
+                let mut bytes = p.read(".cairn/up-to-date");
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x40;
+                p.write(".cairn/up-to-date", bytes);
+            },
+            0,
+            TOTAL,
+        ),
+        (
+            "a date directory of the outputs replaced by a link to its copy",
+            |p| {
+                let date = p.file("data/clean/date=2024-01-02");
+                let moved = p.file("data/clean/moved");
+                std::fs::rename(&date, &moved).unwrap();
+                std::os::unix::fs::symlink(&moved, &date).unwrap();
+            },
+            u64::MAX,
+            u64::MAX,
+        ),
+    ];
+    for (what, alter, executed, cached) in cases {
+        let p = with_snapshot();
+        alter(&p);
+        let (after, quick) = build(&p, &[]);
+        assert!(
+            !quick,
+            "{what}: the snapshot was believed\n{}",
+            after.run.stderr
+        );
+        if executed != u64::MAX {
+            after.assert_code(0);
+            assert_eq!(after.count("executed"), executed, "{what}");
+            assert_eq!(after.count("cached"), cached, "{what}");
+        }
+    }
+}
+
+#[test]
+fn another_environment_or_other_refs_are_not_confirmed() {
+    let p = with_snapshot();
+    // An allow-listed variable enters every key.
+    let run = Command::new(CAIRN)
+        .args(["-vv", "build", "--json"])
+        .current_dir(p.path())
+        .env("NO_COLOR", "1")
+        .env("LANG", "xx_XX.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn cairn");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(!stderr.contains(CONFIRMED), "{stderr}");
+    // Other refs asked for: a snapshot of `build` is not one of `build REF`.
+    let p = with_snapshot();
+    let (one, quick) = build(&p, &[&clean_ref("2024-01-01", "S001")]);
+    assert!(!quick, "{}", one.run.stderr);
+    one.assert_counts(2, 0, 2, 0, 0);
+}
