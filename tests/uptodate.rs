@@ -128,7 +128,7 @@ fn a_touched_file_is_rehashed_and_confirmed() {
 #[test]
 fn what_the_full_check_would_catch_is_not_confirmed() {
     type Alter = fn(&Project);
-    let cases: [(&str, Alter, u64, u64); 10] = [
+    let cases: [(&str, Alter, u64, u64); 11] = [
         (
             "a source's content",
             |p| p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n"),
@@ -209,6 +209,12 @@ fn what_the_full_check_would_catch_is_not_confirmed() {
             // Versioned datasets key on their major, not on code: nothing
             // runs, but the snapshot cannot know that without planning.
             |p| p.patch_clean("# a comment that changes the code digest"),
+            0,
+            TOTAL,
+        ),
+        (
+            "the projections rebuilt from the log",
+            |p| p.cairn(&["replay"]).assert_code(0),
             0,
             TOTAL,
         ),

@@ -52,7 +52,7 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed
     let started = Instant::now();
     // Looked at before the store is opened: refs the full path would
     // refuse never match a snapshot, and must leave the store untouched.
-    let Some(mut snapshot) = Store::read_snapshot_in(&project.store_dir) else {
+    let Some((mut snapshot, file)) = Store::read_snapshot_in(&project.store_dir) else {
         return Ok(None);
     };
     let unconfirmed = |why: &str| {
@@ -119,12 +119,17 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed
     if asked.json {
         report_json(&snapshot);
     }
-    // The next build checks against this one's events and new stats.
-    snapshot.apply(&touched);
+    // The next build checks against this one's events (and new stats).
     match store.last_event()? {
         Some(last) => {
-            snapshot.last_event = last;
-            if let Err(error) = store.write_snapshot(&snapshot) {
+            let written = if touched.is_empty() {
+                store.advance_snapshot(&file, &last)
+            } else {
+                snapshot.apply(&touched);
+                snapshot.last_event = last;
+                store.write_snapshot(&snapshot)
+            };
+            if let Err(error) = written {
                 tracing::warn!("could not update the up-to-date snapshot: {error}");
             }
         }

@@ -58,7 +58,9 @@ pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v1";
 pub struct Snapshot {
     /// What the build was asked, and with what: see [`fingerprint`].
     pub fingerprint: ContentDigest,
-    /// The log's last event when the snapshot was taken.
+    /// The log's last event when the snapshot was taken (kept in the
+    /// file's header, which a confirmed build rewrites alone).
+    #[serde(skip)]
     pub last_event: LastEvent,
     /// The plan's source partitions (for the `Planned` event).
     pub sources: u64,
@@ -78,7 +80,7 @@ pub struct Snapshot {
 
 /// The log's last event, by enough of it to tell it from another event
 /// that was given the same seq (a store restored from a backup).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastEvent {
     pub seq: u64,
     pub build: u64,

@@ -47,6 +47,7 @@ pub use maintenance::{
     RepairReport, VerifyReport,
 };
 pub use projection::partitions_of;
+pub use uptodate::SnapshotFile;
 
 use catalog::ReaderOpen;
 

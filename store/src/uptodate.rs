@@ -2,12 +2,16 @@
 //! catalog, never a source of truth (engine/src/uptodate.rs says what it
 //! holds and when it may be believed).
 //!
-//! Layout: the 16-byte magic `cairn-up-to-date`, blake3 of the body (32
-//! bytes), the body (postcard). Written to a temporary name and renamed
-//! over the old one; not fsynced: a torn or lost file fails its checksum or
-//! is missing, and the build that finds it so takes the full path.
+//! Layout: the 16-byte magic `cairn-up-to-date`, then a header of the log's
+//! last event (seq, build, time: three little-endian u64), blake3 of the
+//! body, and blake3 of those two; then the body (postcard). A new snapshot
+//! is written to a temporary name and renamed over the old one; a build
+//! confirmed from it rewrites the header alone, in place. Nothing is
+//! fsynced: a torn or lost file fails a checksum or is missing, and the
+//! build that finds it so takes the full path.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use cairn_engine::uptodate::{LastEvent, Snapshot};
@@ -16,6 +20,8 @@ use crate::{Store, StoreError};
 
 const FILE: &str = "up-to-date";
 const MAGIC: &[u8; 16] = b"cairn-up-to-date";
+/// The last event (24 bytes), the body's digest and the header's digest.
+const HEADER: usize = 24 + 32 + 32;
 
 impl Store {
     fn snapshot_path(&self) -> PathBuf {
@@ -26,7 +32,7 @@ impl Store {
     /// missing, torn or foreign file is no snapshot: the reason goes to the
     /// debug log). Reads one file and opens nothing else, so a build can
     /// look before it takes the writer lock.
-    pub fn read_snapshot_in(dir: &Path) -> Option<Snapshot> {
+    pub fn read_snapshot_in(dir: &Path) -> Option<(Snapshot, SnapshotFile)> {
         let path = dir.join(FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -52,15 +58,45 @@ impl Store {
             path: path.clone(),
             message: format!("cannot encode the up-to-date snapshot: {error}"),
         })?;
-        let digest = blake3::hash(&body);
+        let body_digest = *blake3::hash(&body).as_bytes();
         let written = std::fs::File::create(&temporary).and_then(|mut file| {
             file.write_all(MAGIC)?;
-            file.write_all(digest.as_bytes())?;
+            file.write_all(&header(&snapshot.last_event, &body_digest))?;
             file.write_all(&body)
         });
         written
             .and_then(|()| std::fs::rename(&temporary, &path))
             .map_err(|error| StoreError::io(&temporary, error))
+    }
+
+    /// Moves the snapshot read as `file` on to `last_event` without
+    /// rewriting its body (writers only): what a build confirmed from it,
+    /// that changed no stat, leaves behind. Torn, the header fails its
+    /// checksum and the next build takes the full path.
+    pub fn advance_snapshot(
+        &self,
+        file: &SnapshotFile,
+        last_event: &LastEvent,
+    ) -> Result<(), StoreError> {
+        let path = self.snapshot_path();
+        let header = header(last_event, &file.body_digest);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|opened| opened.write_all_at(&header, MAGIC.len() as u64))
+            .map_err(|error| StoreError::io(&path, error))
+    }
+
+    /// Removes the snapshot (writers only), for whatever changes the
+    /// catalog without appending an event (`cairn replay`).
+    pub fn forget_snapshot(&self) -> Result<(), StoreError> {
+        let path = self.snapshot_path();
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::io(&path, error))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The log's last event, if any.
@@ -73,16 +109,53 @@ impl Store {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
-    let header = MAGIC.len() + 32;
-    if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
+/// The header for `last_event` over a body with `body_digest`.
+fn header(last_event: &LastEvent, body_digest: &[u8; 32]) -> [u8; HEADER] {
+    let mut out = [0u8; HEADER];
+    out[..8].copy_from_slice(&last_event.seq.to_le_bytes());
+    out[8..16].copy_from_slice(&last_event.build.to_le_bytes());
+    out[16..24].copy_from_slice(&last_event.time_ms.to_le_bytes());
+    out[24..56].copy_from_slice(body_digest);
+    let digest = blake3::hash(&out[..56]);
+    out[56..].copy_from_slice(digest.as_bytes());
+    out
+}
+
+/// Which snapshot file was read: what [`Store::advance_snapshot`] needs to
+/// rewrite its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    body_digest: [u8; 32],
+}
+
+fn decode(bytes: &[u8]) -> Result<(Snapshot, SnapshotFile), String> {
+    let body_start = MAGIC.len() + HEADER;
+    if bytes.len() < body_start || &bytes[..MAGIC.len()] != MAGIC {
         return Err("not an up-to-date snapshot".into());
     }
-    let body = &bytes[header..];
-    if blake3::hash(body).as_bytes()[..] != bytes[MAGIC.len()..header] {
+    let head = &bytes[MAGIC.len()..body_start];
+    if blake3::hash(&head[..56]).as_bytes()[..] != head[56..] {
+        return Err("header checksum mismatch (torn or altered)".into());
+    }
+    let body = &bytes[body_start..];
+    if blake3::hash(body).as_bytes()[..] != head[24..56] {
         return Err("checksum mismatch (torn or altered)".into());
     }
-    postcard::from_bytes(body).map_err(|error| format!("cannot decode: {error}"))
+    let mut snapshot: Snapshot =
+        postcard::from_bytes(body).map_err(|error| format!("cannot decode: {error}"))?;
+    let word = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&head[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    snapshot.last_event = LastEvent {
+        seq: word(0),
+        build: word(8),
+        time_ms: word(16),
+    };
+    let mut body_digest = [0u8; 32];
+    body_digest.copy_from_slice(&head[24..56]);
+    Ok((snapshot, SnapshotFile { body_digest }))
 }
 
 #[cfg(test)]
@@ -142,7 +215,24 @@ mod tests {
         let (_dir, store) = writer();
         assert_eq!(Store::read_snapshot_in(store.dir()), None);
         store.write_snapshot(&snapshot()).unwrap();
-        assert_eq!(Store::read_snapshot_in(store.dir()), Some(snapshot()));
+        let (read, file) = Store::read_snapshot_in(store.dir()).unwrap();
+        assert_eq!(read, snapshot());
+        // Moving it on rewrites the header alone.
+        let later = LastEvent {
+            seq: 10,
+            build: 3,
+            time_ms: 1_700_000_000_500,
+        };
+        store.advance_snapshot(&file, &later).unwrap();
+        let (moved, _) = Store::read_snapshot_in(store.dir()).unwrap();
+        assert_eq!(moved.last_event, later);
+        assert_eq!(
+            Snapshot {
+                last_event: later,
+                ..snapshot()
+            },
+            moved
+        );
     }
 
     #[test]
@@ -160,7 +250,13 @@ mod tests {
                 "truncated to {length}"
             );
         }
-        for position in [0, MAGIC.len() + 3, bytes.len() - 1] {
+        for position in [
+            0,
+            MAGIC.len() + 3,
+            MAGIC.len() + 60,
+            MAGIC.len() + HEADER,
+            bytes.len() - 1,
+        ] {
             let mut altered = bytes.clone();
             altered[position] ^= 0x10;
             std::fs::write(&path, &altered).unwrap();
