@@ -134,6 +134,27 @@ impl BuildReporter {
     }
 }
 
+/// The `--json` line of an action: `{"type":"action","job":…,"outputs":…,"outcome":…,"key":…}`
+/// (the key when known), as the full path and the up-to-date snapshot
+/// both report it.
+pub fn action_line(
+    job: &str,
+    outputs: &impl serde::Serialize,
+    outcome: &Outcome,
+    key: Option<&ActionKey>,
+) -> serde_json::Value {
+    let mut line = json!({
+        "type": "action",
+        "job": job,
+        "outputs": outputs,
+        "outcome": outcome_word(outcome),
+    });
+    if let Some(key) = key {
+        line["key"] = json!(key.to_hex());
+    }
+    line
+}
+
 impl Reporter for BuildReporter {
     fn started(&self, _action: &PlannedAction, progress: Progress) {
         self.draw(progress, false);
@@ -147,15 +168,7 @@ impl Reporter for BuildReporter {
         progress: Progress,
     ) {
         if self.json {
-            let mut line = json!({
-                "type": "action",
-                "job": &*action.job,
-                "outputs": action.config.outputs,
-                "outcome": outcome_word(outcome),
-            });
-            if let Some(key) = key {
-                line["key"] = json!(key.to_hex());
-            }
+            let mut line = action_line(&action.job, &action.config.outputs, outcome, key);
             match outcome {
                 Outcome::Executed { duration_ms } => line["duration_ms"] = json!(duration_ms),
                 Outcome::Failed { error } => line["error"] = json!(error),

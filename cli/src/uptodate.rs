@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use cairn_engine::action::Outcome;
 use cairn_engine::digest::ContentDigest;
 use cairn_engine::exec::{AllCurrent, BuildReport, code_digests};
 use cairn_engine::observe::Observer;
@@ -16,11 +17,11 @@ use cairn_engine::uptodate::{
     output_parents, sorted_codes,
 };
 use cairn_store::Store;
-use serde_json::json;
 
 use crate::Failure;
 use crate::build::Executed;
 use crate::project::Project;
+use crate::report::action_line;
 
 /// The fingerprint of `cairn build REFS` in `project`.
 pub fn build_fingerprint(project: &Project, requested: &[String]) -> ContentDigest {
@@ -46,7 +47,7 @@ pub struct Asked<'a> {
 /// records, with the stat updates of touched files) and reports it.
 /// `Ok(None)`: not confirmed (or no snapshot); take the full path.
 pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed>, Failure> {
-    if !graph_allows(&project.graph) || !project.store_dir.join("catalog.redb").is_file() {
+    if !graph_allows(&project.graph) {
         return Ok(None);
     }
     let started = Instant::now();
@@ -153,14 +154,10 @@ fn report_json(snapshot: &Snapshot) {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let cached = Outcome::Cached { restored: false };
     for action in &snapshot.actions {
-        let line = json!({
-            "type": "action",
-            "job": snapshot.jobs[action.job as usize],
-            "outputs": action.outputs,
-            "outcome": "cached",
-            "key": action.key.to_hex(),
-        });
+        let job = &snapshot.jobs[action.job as usize];
+        let line = action_line(job, &action.outputs, &cached, Some(&action.key));
         if writeln!(out, "{line}").is_err() {
             break;
         }

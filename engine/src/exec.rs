@@ -524,7 +524,7 @@ fn schedule(
     };
     let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
-    if !scheduler.ready.is_empty() || scheduler.progress.done < plan.actions.len() {
+    if scheduler.progress.done < plan.actions.len() {
         // Something is left to run or restore: no snapshot for this build.
         scheduler.current_keys = None;
         if let Some(witness) = options.witness {

@@ -79,11 +79,16 @@ pub fn stat_entry(metadata: &Metadata, recorded_ns: i128, digest: ContentDigest)
     }
 }
 
+/// Whether any execute bit is set: the exec bit of a partition's files.
+pub fn executable(metadata: &Metadata) -> bool {
+    metadata.permissions().mode() & 0o111 != 0
+}
+
 /// The manifest entry of a file at `relative`, as observed.
 pub fn file_entry(relative: String, metadata: &Metadata, digest: ContentDigest) -> FileEntry {
     FileEntry {
         path: relative,
-        executable: metadata.permissions().mode() & 0o111 != 0,
+        executable: executable(metadata),
         size: metadata.len(),
         digest,
     }
@@ -199,7 +204,7 @@ impl<'a> Observer<'a> {
         updates: &mut Vec<StatUpdate>,
     ) -> Result<ContentDigest, ObserveError> {
         let key = path.to_string_lossy().into_owned();
-        let executable = metadata.permissions().mode() & 0o111 != 0;
+        let executable = executable(metadata);
         if let Some(entry) = self.cached(path, &key)?
             && still_valid(&entry, metadata)
         {

@@ -30,8 +30,7 @@
 //! build down the full path, which decides afresh.
 
 use std::collections::HashMap;
-use std::fs::{self, Metadata};
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{ActionKey, ContentDigest, KeyHasher};
 use crate::graph::Graph;
 use crate::key::ACTION_RECIPE;
-use crate::observe::{StatUpdate, hash_file, listing_digest, now_ns, stat_entry, still_valid};
+use crate::observe::{
+    StatUpdate, executable, hash_file, listing_digest, now_ns, stat_entry, still_valid,
+};
 use crate::ports::{Catalog, StoreError};
 use crate::record::{
     CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PARTITION_RECIPE, PartitionState,
@@ -271,10 +272,6 @@ fn listing(directory: &Path) -> Option<ContentDigest> {
     Some(listing_digest(&mut names))
 }
 
-pub fn executable(metadata: &Metadata) -> bool {
-    metadata.permissions().mode() & 0o111 != 0
-}
-
 impl Snapshot {
     /// Replaces the entries of touched files with their new stats (after
     /// [`confirm_paths`]), keeping the entries sorted.
@@ -416,6 +413,7 @@ mod tests {
     use super::*;
     use crate::observe::Observer;
     use crate::ports::MemoryStatCache;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A directory with `a.txt` and `sub/b.txt`, observed through a witness
     /// as a build observes a partition; the snapshot of what it saw.

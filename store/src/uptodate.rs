@@ -31,8 +31,12 @@ impl Store {
     /// The snapshot of the store at `dir`, if there is a readable one (a
     /// missing, torn or foreign file is no snapshot: the reason goes to the
     /// debug log). Reads one file and opens nothing else, so a build can
-    /// look before it takes the writer lock.
+    /// look before it takes the writer lock; `None` without a catalog
+    /// beside it (opening the store would then create one for nothing).
     pub fn read_snapshot_in(dir: &Path) -> Option<(Snapshot, SnapshotFile)> {
+        if !dir.join(crate::CATALOG_FILE).is_file() {
+            return None;
+        }
         let path = dir.join(FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
