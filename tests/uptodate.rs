@@ -1,8 +1,9 @@
-//! The up-to-date snapshot (engine/src/uptodate.rs): a build that found
-//! every action current leaves one, the next identical build confirms
-//! "nothing to do" from it, and everything the full check would catch sends
-//! a build down the full path, which then does what it always did. On
-//! 3-day x 3-station podcast copies (21 actions).
+//! The up-to-date snapshot (engine/src/uptodate.rs): a build that ends with
+//! every action current (found current, or run and checked again) leaves
+//! one, the next identical build confirms "nothing to do" from it, and
+//! everything the full check would catch sends a build down the full path,
+//! which then does what it always did. On 3-day x 3-station podcast copies
+//! (21 actions).
 
 mod common;
 
@@ -23,25 +24,44 @@ fn build(p: &Project, extra: &[&str]) -> (Build, bool) {
     (build, quick)
 }
 
-/// A built copy whose last build (a full no-op) recorded a snapshot.
-fn with_snapshot() -> Project {
+const SNAPSHOT: &str = ".cairn/up-to-date";
+
+/// Where the snapshot a test starts from was taken.
+#[derive(Debug, Clone, Copy)]
+enum Taken {
+    /// By the cold build, which ran every job and checked each again.
+    Cold,
+    /// By a full no-op build after it.
+    NoOp,
+}
+
+/// A built copy with a snapshot taken as `taken` says.
+fn with_snapshot(taken: Taken) -> Project {
     let p = Project::podcast(3, 3);
     let (cold, quick) = build(&p, &[]);
     cold.assert_code(0);
     cold.assert_counts(TOTAL, TOTAL, 0, 0, 0);
     assert!(!quick);
     assert!(
-        !p.file(".cairn/up-to-date").exists(),
-        "a build that ran jobs recorded a snapshot"
+        p.file(SNAPSHOT).is_file(),
+        "a build that ran every job recorded no snapshot\n{}",
+        cold.run.stderr
     );
-    let (noop, quick) = build(&p, &[]);
-    noop.assert_counts(TOTAL, 0, TOTAL, 0, 0);
-    assert!(!quick, "no snapshot yet, but the build says it used one");
-    assert!(
-        p.file(".cairn/up-to-date").is_file(),
-        "a full no-op recorded no snapshot"
-    );
+    if let Taken::NoOp = taken {
+        full_no_op(&p);
+    }
     p
+}
+
+/// A build down the full path (its snapshot removed first), which finds
+/// everything current and records a snapshot.
+fn full_no_op(p: &Project) -> Build {
+    std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
+    let (noop, quick) = build(p, &[]);
+    noop.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    assert!(!quick, "no snapshot, but the build says it used one");
+    assert!(p.file(SNAPSHOT).is_file(), "a full no-op recorded no snapshot");
+    noop
 }
 
 /// The events of a build without what differs between any two builds.
@@ -61,9 +81,13 @@ fn shape(events: &[Value]) -> Vec<Value> {
 
 #[test]
 fn a_confirmed_no_op_reports_and_records_what_a_full_one_does() {
-    let p = with_snapshot();
-    let (full, _) = build(&p, &[]);
-    // `with_snapshot` ended with a full no-op; this one was confirmed.
+    let p = with_snapshot(Taken::Cold);
+    // Confirmed from the cold build's snapshot: every output was written
+    // within a second, so all are re-hashed (the racy-timestamp rule).
+    let (first, quick) = build(&p, &[]);
+    assert!(quick, "{}", first.run.stderr);
+    first.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    let full = full_no_op(&p);
     let (quick_build, quick) = build(&p, &[]);
     assert!(quick, "{}", quick_build.run.stderr);
     quick_build.assert_code(0);
@@ -89,7 +113,7 @@ fn a_confirmed_no_op_reports_and_records_what_a_full_one_does() {
 
 #[test]
 fn a_touched_file_is_rehashed_and_confirmed() {
-    let p = with_snapshot();
+    let p = with_snapshot(Taken::NoOp);
     // Every stat recorded so far is within a second of its file's mtime,
     // too recent to trust (the racy-timestamp rule): the first confirmation
     // a second later re-hashes them all and records their stats.
@@ -233,26 +257,87 @@ fn what_the_full_check_would_catch_is_not_confirmed() {
             None,
         ),
     ];
-    for (what, alter, counts) in cases {
-        let p = with_snapshot();
-        alter(&p);
-        let (after, quick) = build(&p, &[]);
-        assert!(
-            !quick,
-            "{what}: the snapshot was believed\n{}",
-            after.run.stderr
-        );
-        if let Some((executed, cached)) = counts {
-            after.assert_code(0);
-            assert_eq!(after.count("executed"), executed, "{what}");
-            assert_eq!(after.count("cached"), cached, "{what}");
+    for taken in [Taken::Cold, Taken::NoOp] {
+        for (what, alter, counts) in cases {
+            let p = with_snapshot(taken);
+            alter(&p);
+            let (after, quick) = build(&p, &[]);
+            assert!(
+                !quick,
+                "{what} ({taken:?}): the snapshot was believed\n{}",
+                after.run.stderr
+            );
+            if let Some((executed, cached)) = counts {
+                after.assert_code(0);
+                assert_eq!(after.count("executed"), executed, "{what} ({taken:?})");
+                assert_eq!(after.count("cached"), cached, "{what} ({taken:?})");
+            }
         }
     }
 }
 
+/// A build that ran some jobs leaves a snapshot of the final state: the
+/// next no-op is confirmed, with the keys and events of a full no-op.
+#[test]
+fn a_build_that_ran_jobs_leaves_a_snapshot_of_what_it_built() {
+    let p = with_snapshot(Taken::NoOp);
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    let (changed, quick) = build(&p, &[]);
+    assert!(!quick, "{}", changed.run.stderr);
+    changed.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
+    let (after, quick) = build(&p, &[]);
+    assert!(quick, "{}", after.run.stderr);
+    after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    let full = full_no_op(&p);
+    for output in p.all_refs() {
+        assert_eq!(
+            after.action_for(&output)["key"],
+            full.action_for(&output)["key"],
+            "{output}"
+        );
+    }
+    assert_eq!(
+        shape(&p.build_events(after.id())),
+        shape(&p.build_events(full.id()))
+    );
+    // An output rewritten by the build it was found stale in: the settled
+    // check replaces what the sweep saw of it.
+    let output = format!("data/{}/reviews.csv", clean_ref("2024-01-01", "S001"));
+    p.write(&output, "altered\n");
+    let (restored, quick) = build(&p, &[]);
+    assert!(!quick, "{}", restored.run.stderr);
+    restored.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    let (after, quick) = build(&p, &[]);
+    assert!(quick, "{}", after.run.stderr);
+    after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+}
+
+/// A build in which an action failed leaves no snapshot, and the one it
+/// had is stale: the next build takes the full path and retries.
+#[test]
+fn a_failed_build_leaves_no_snapshot() {
+    let p = with_snapshot(Taken::NoOp);
+    // The code is not in a versioned dataset's keys: a changed source
+    // makes the failing clean job run.
+    p.patch_clean("exit 3");
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    let (failed, quick) = build(&p, &[]);
+    assert!(!quick, "{}", failed.run.stderr);
+    failed.assert_code(1);
+    assert!(
+        !failed.run.stderr.contains("recorded the up-to-date snapshot"),
+        "{}",
+        failed.run.stderr
+    );
+    let (again, quick) = build(&p, &[]);
+    assert!(!quick, "{}", again.run.stderr);
+    again.assert_code(1);
+    assert!(again.count("failed") > 0);
+}
+
 #[test]
 fn another_environment_or_other_refs_are_not_confirmed() {
-    let p = with_snapshot();
+    let p = with_snapshot(Taken::NoOp);
     // An allow-listed variable enters every key.
     let run = Command::new(CAIRN)
         .args(["-vv", "build", "--json"])
@@ -266,7 +351,7 @@ fn another_environment_or_other_refs_are_not_confirmed() {
     assert!(run.status.success(), "{stderr}");
     assert!(!stderr.contains(CONFIRMED), "{stderr}");
     // Other refs asked for: a snapshot of `build` is not one of `build REF`.
-    let p = with_snapshot();
+    let p = with_snapshot(Taken::NoOp);
     let (one, quick) = build(&p, &[&clean_ref("2024-01-01", "S001")]);
     assert!(!quick, "{}", one.run.stderr);
     one.assert_counts(2, 0, 2, 0, 0);

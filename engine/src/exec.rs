@@ -41,7 +41,7 @@ pub struct BuildOptions<'a> {
     pub command: String,
     pub reason: Option<String>,
     /// Records what the build observes, for an up-to-date snapshot; told to
-    /// stop as soon as the sweep leaves anything to run or restore.
+    /// stop when the build will not end with every action current.
     pub witness: Option<&'a crate::uptodate::Witness<'a>>,
 }
 
@@ -79,16 +79,19 @@ pub struct BuildReport {
     pub interrupted: bool,
     /// One line per failed action.
     pub failures: Vec<String>,
-    /// When the sweep found every action current (nothing ran, was
-    /// restored, failed or was skipped) and a witness was recording.
+    /// When the build ended with every action current (nothing failed or
+    /// was skipped, and the actions that ran or were restored were found
+    /// current when checked again after the jobs) and a witness was
+    /// recording.
     pub all_current: Option<AllCurrent>,
 }
 
-/// What an up-to-date snapshot needs from a build that found everything
-/// current, besides what its witness observed.
+/// What an up-to-date snapshot needs from a build that ended with every
+/// action current, besides what its witness observed.
 #[derive(Debug, Clone)]
 pub struct AllCurrent {
-    /// Each action's index and key, in the order they were found current.
+    /// Each action's index and key, in the order they were found current
+    /// (the sweep's, then those that ran or were restored).
     pub keys: Vec<(usize, ActionKey)>,
     /// The code digests the keys were computed with, sorted by job.
     pub codes: Vec<(String, Option<ContentDigest>)>,
@@ -463,8 +466,14 @@ pub fn build(
             .join()
             .unwrap_or_else(|_| Err(ExecError::Code("the commit thread panicked".into())));
         committed?;
-        let report = scheduled?;
+        let (mut report, ran) = scheduled?;
         clear_staging(&context.staging_root);
+        if let Some(witness) = options.witness {
+            report.all_current = ran.and_then(|ran| settle(context, plan, &pool, witness, ran));
+            if report.all_current.is_none() {
+                witness.stop();
+            }
+        }
         tracing::debug!("build finished ({:.2?})", started.elapsed());
         Ok(report)
     })
@@ -487,7 +496,7 @@ fn schedule(
     reporter: &dyn Reporter,
     pool: &rayon::ThreadPool,
     scheduled: Scheduled<'_>,
-) -> Result<BuildReport, ExecError> {
+) -> Result<(BuildReport, Option<Ran>), ExecError> {
     let Scheduled {
         sources,
         codes,
@@ -524,13 +533,6 @@ fn schedule(
     };
     let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
-    if scheduler.progress.done < plan.actions.len() {
-        // Something is left to run or restore: no snapshot for this build.
-        scheduler.current_keys = None;
-        if let Some(witness) = options.witness {
-            witness.stop();
-        }
-    }
     tracing::debug!(
         "{} of {} actions current ({:.2?})",
         scheduler.progress.done,
@@ -581,19 +583,85 @@ fn schedule(
         },
     ));
     scheduler.commit()?;
-    let all_current = scheduler
+    // Every action done and none failed or skipped: the build may leave an
+    // up-to-date snapshot once those that ran are checked again.
+    let ran = scheduler
         .current_keys
-        .filter(|keys| keys.len() == plan.actions.len() && !scheduler.interrupted)
-        .map(|keys| AllCurrent {
-            keys,
-            codes: crate::uptodate::sorted_codes(&scheduler.codes),
+        .filter(|_| !scheduler.interrupted && counts.failed == 0 && counts.skipped == 0)
+        .map(|keys| {
+            let mut current = vec![false; plan.actions.len()];
+            for &(index, _) in &keys {
+                current[index] = true;
+            }
+            Ran {
+                keys,
+                ran: (0..plan.actions.len()).filter(|&i| !current[i]).collect(),
+                codes: scheduler.codes,
+                sources: scheduler.sources,
+                outputs: scheduler.outputs,
+            }
         });
-    Ok(BuildReport {
-        build: context.build,
-        counts,
-        interrupted: scheduler.interrupted,
-        failures: scheduler.failures,
-        all_current,
+    Ok((
+        BuildReport {
+            build: context.build,
+            counts,
+            interrupted: scheduler.interrupted,
+            failures: scheduler.failures,
+            all_current: None,
+        },
+        ran,
+    ))
+}
+
+/// What a build whose actions all succeeded hands to [`settle`].
+struct Ran {
+    /// The actions the sweep found current, with their keys.
+    keys: Vec<(usize, ActionKey)>,
+    /// The others: run or restored by this build.
+    ran: Vec<usize>,
+    codes: HashMap<String, Option<ContentDigest>>,
+    sources: Vec<Result<ContentDigest, String>>,
+    outputs: Vec<Option<Vec<ContentDigest>>>,
+}
+
+/// Checks again, through the settled witness, the actions a build ran or
+/// restored (their outputs committed): the full check of a no-op build, so
+/// that the witness holds what the next build would rely on. `None` if one
+/// of them is not current (an output altered meanwhile): no snapshot.
+fn settle(
+    context: &Context<'_>,
+    plan: &Plan,
+    pool: &rayon::ThreadPool,
+    witness: &crate::uptodate::Witness<'_>,
+    ran: Ran,
+) -> Option<AllCurrent> {
+    let Ran {
+        mut keys,
+        ran,
+        codes,
+        sources,
+        outputs,
+    } = ran;
+    if !ran.is_empty() {
+        let started = Instant::now();
+        witness.settle();
+        // Its stat updates (the outputs just written, hashed again) are
+        // not recorded: the snapshot holds them, and the stat cache's
+        // entries from the build describe the same files.
+        let decided =
+            pool.install(|| finish_current(context, plan, &codes, &sources, &outputs, &ran));
+        for (index, finished) in decided {
+            keys.push((index, finished.and_then(|finished| finished.key)?));
+        }
+        tracing::debug!(
+            "checked the {} actions that ran or were restored again ({:.2?})",
+            ran.len(),
+            started.elapsed()
+        );
+    }
+    Some(AllCurrent {
+        keys,
+        codes: crate::uptodate::sorted_codes(&codes),
     })
 }
 

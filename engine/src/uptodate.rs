@@ -294,7 +294,12 @@ impl Snapshot {
 pub struct Witness<'a> {
     inner: &'a dyn Catalog,
     recording: AtomicBool,
-    seen: Mutex<Vec<Observed>>,
+    /// Set once the build's jobs are done and the actions that ran are
+    /// checked again: what is observed from then on describes the final
+    /// state, and replaces what was seen of the same path before.
+    settled: AtomicBool,
+    /// What was observed, with whether it was observed settled.
+    seen: Mutex<Vec<(Observed, bool)>>,
 }
 
 impl<'a> Witness<'a> {
@@ -302,44 +307,57 @@ impl<'a> Witness<'a> {
         Witness {
             inner,
             recording: AtomicBool::new(true),
+            settled: AtomicBool::new(false),
             seen: Mutex::new(Vec::new()),
         }
     }
 
     /// Stops recording and lets go of what was recorded: the build will not
-    /// be one that found everything current.
+    /// end with every action current.
     pub fn stop(&self) {
         self.recording.store(false, Ordering::SeqCst);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         *seen = Vec::new();
     }
 
+    /// From now on, observations describe the final state of the build
+    /// (its jobs are done): each replaces whatever was observed of its path
+    /// before (a stale output the build then rewrote).
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::SeqCst);
+    }
+
     /// The observed entries, sorted by key, one per key; `None` if recording
     /// stopped or two observations of one path disagree (it changed during
-    /// the build).
+    /// the build), unless a settled observation of that path replaces them.
     pub fn into_entries(self) -> Option<Vec<Observed>> {
         if !self.recording.load(Ordering::SeqCst) {
             return None;
         }
         let mut seen = self.seen.into_inner().unwrap_or_else(|p| p.into_inner());
-        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        // By key, the settled observations of a key after the others
+        // (a stable sort keeps each group's order of observation).
+        seen.sort_by(|a, b| a.0.0.cmp(&b.0.0).then(a.1.cmp(&b.1)));
         let mut out: Vec<Observed> = Vec::with_capacity(seen.len());
-        for (key, observed) in seen {
-            match out.last() {
-                Some((last, earlier)) if *last == key => {
-                    if earlier.entry.digest != observed.entry.digest
-                        || earlier.executable != observed.executable
-                    {
-                        return None;
-                    }
-                    // The later observation of the same content is the
-                    // fresher stat; either is a sound pairing.
-                    if let Some(last) = out.last_mut() {
-                        last.1 = observed;
-                    }
-                }
-                _ => out.push((key, observed)),
+        for group in seen.chunk_by(|a, b| a.0.0 == b.0.0) {
+            // Settled observations, if any, replace the others whatever
+            // they saw; the ones that count must all agree.
+            let settled = group.partition_point(|(_, settled)| !settled);
+            let counted = if settled < group.len() {
+                &group[settled..]
+            } else {
+                group
+            };
+            let ((key, first), _) = &counted[0];
+            if counted.iter().any(|((_, seen), _)| {
+                seen.entry.digest != first.entry.digest || seen.executable != first.executable
+            }) {
+                return None;
             }
+            // The last observation of the same content is the freshest
+            // stat; any is a sound pairing.
+            let ((_, last), _) = &counted[counted.len() - 1];
+            out.push((key.clone(), *last));
         }
         Some(out)
     }
@@ -386,11 +404,14 @@ impl Catalog for Witness<'_> {
         if self.recording.load(Ordering::Relaxed) {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             seen.push((
-                path.to_owned(),
-                Seen {
-                    entry: *entry,
-                    executable,
-                },
+                (
+                    path.to_owned(),
+                    Seen {
+                        entry: *entry,
+                        executable,
+                    },
+                ),
+                self.settled.load(Ordering::Relaxed),
             ));
         }
     }
@@ -538,6 +559,32 @@ mod tests {
         witness.observed("/a", &entry(b"one"), false);
         witness.stop();
         witness.observed("/b", &entry(b"one"), false);
+        assert_eq!(witness.into_entries(), None);
+
+        // Settled observations (after the jobs) replace earlier ones of
+        // the same path, whatever they saw; among themselves they agree.
+        let witness = Witness::new(&cache);
+        witness.observed("/a", &entry(b"stale"), false);
+        witness.observed("/a", &entry(b"older"), true);
+        witness.observed("/b", &entry(b"kept"), false);
+        witness.settle();
+        witness.observed("/a", &entry(b"rewritten"), false);
+        let entries = witness.into_entries().expect("settled over unsettled");
+        let digests: Vec<_> = entries
+            .iter()
+            .map(|(key, seen)| (key.as_str(), seen.entry.digest, seen.executable))
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                ("/a", ContentDigest::of(b"rewritten"), false),
+                ("/b", ContentDigest::of(b"kept"), false)
+            ]
+        );
+        let witness = Witness::new(&cache);
+        witness.settle();
+        witness.observed("/a", &entry(b"one"), false);
+        witness.observed("/a", &entry(b"two"), false);
         assert_eq!(witness.into_entries(), None);
     }
 
