@@ -522,6 +522,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         command: "build".to_owned(),
         reason: None,
         witness: None,
+        presumed: None,
     };
     match build(&context, &plan, &options, &Silent) {
         Ok(report) => {

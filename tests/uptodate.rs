@@ -13,7 +13,11 @@ use common::{Build, CAIRN, Project, clean_ref, raw_ref};
 use serde_json::Value;
 
 const TOTAL: u64 = 21;
-const CONFIRMED: &str = "up-to-date snapshot confirmed";
+/// `-vv`'s line when the snapshot finished the build.
+const CONFIRMED: &str = "up-to-date snapshot confirmed:";
+/// `-vv`'s line when the snapshot let the build take unconcerned actions as
+/// current.
+const PRESUMED: &str = "actions current from the snapshot";
 
 /// `cairn -vv build --json EXTRA...`, and whether the snapshot finished it.
 fn build(p: &Project, extra: &[&str]) -> (Build, bool) {
@@ -60,7 +64,10 @@ fn full_no_op(p: &Project) -> Build {
     let (noop, quick) = build(p, &[]);
     noop.assert_counts(TOTAL, 0, TOTAL, 0, 0);
     assert!(!quick, "no snapshot, but the build says it used one");
-    assert!(p.file(SNAPSHOT).is_file(), "a full no-op recorded no snapshot");
+    assert!(
+        p.file(SNAPSHOT).is_file(),
+        "a full no-op recorded no snapshot"
+    );
     noop
 }
 
@@ -73,6 +80,12 @@ fn shape(events: &[Value]) -> Vec<Value> {
             let object = event.as_object_mut().expect("an event is an object");
             for field in ["seq", "time_ms", "build"] {
                 object.remove(field);
+            }
+            // When a job ran, in two builds of two copies.
+            if let Some(manifest) = object.get_mut("manifest").and_then(Value::as_object_mut) {
+                for field in ["started_ms", "finished_ms"] {
+                    manifest.remove(field);
+                }
             }
             event
         })
@@ -312,6 +325,83 @@ fn a_build_that_ran_jobs_leaves_a_snapshot_of_what_it_built() {
     after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
 }
 
+/// A changed source: the snapshot confirms everything else, and the build
+/// checks only the actions the source concerns (and their dependents),
+/// with the outcome, keys and events of the full path; the snapshot it
+/// leaves confirms the next no-op.
+#[test]
+fn a_changed_source_is_built_with_the_rest_taken_from_the_snapshot() {
+    let assisted = with_snapshot(Taken::NoOp);
+    let full = with_snapshot(Taken::NoOp);
+    for p in [&assisted, &full] {
+        p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    }
+    std::fs::remove_file(full.file(SNAPSHOT)).unwrap();
+    let (with, _) = build(&assisted, &[]);
+    let (without, _) = build(&full, &[]);
+    assert!(
+        with.run
+            .stderr
+            .contains(&format!("presumed {} of {TOTAL} {PRESUMED}", TOTAL - 3)),
+        "{}",
+        with.run.stderr
+    );
+    assert!(
+        !without.run.stderr.contains(PRESUMED),
+        "{}",
+        without.run.stderr
+    );
+    for run in [&with, &without] {
+        run.assert_code(0);
+        run.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
+    }
+    assert_eq!(with.outputs("executed"), without.outputs("executed"));
+    for output in assisted.all_refs() {
+        assert_eq!(
+            with.action_for(&output)["key"],
+            without.action_for(&output)["key"],
+            "{output}"
+        );
+    }
+    assert_eq!(
+        shape(&assisted.build_events(with.id())),
+        shape(&full.build_events(without.id()))
+    );
+    assert_eq!(
+        assisted.read_string(&format!(
+            "data/{}/summary.csv",
+            common::daily_ref("2024-01-02")
+        )),
+        full.read_string(&format!(
+            "data/{}/summary.csv",
+            common::daily_ref("2024-01-02")
+        ))
+    );
+    let (after, quick) = build(&assisted, &[]);
+    assert!(quick, "{}", after.run.stderr);
+    after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+
+    // Two sources of one day, then an output altered: each time only what
+    // the change concerns is checked, and the result is the full path's.
+    assisted.append("inputs/2024-01-03/S001.txt", "ep9998,2\n");
+    assisted.append("inputs/2024-01-03/S003.txt", "ep9997,5\n");
+    let (two, _) = build(&assisted, &[]);
+    assert!(two.run.stderr.contains(PRESUMED), "{}", two.run.stderr);
+    two.assert_counts(TOTAL, 5, TOTAL - 5, 0, 0);
+    let output = format!("data/{}/reviews.csv", clean_ref("2024-01-01", "S001"));
+    assisted.write(&output, "altered\n");
+    let (restored, _) = build(&assisted, &[]);
+    assert!(
+        restored.run.stderr.contains(PRESUMED),
+        "{}",
+        restored.run.stderr
+    );
+    restored.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    assert_ne!(assisted.read_string(&output), "altered\n");
+    let (after, quick) = build(&assisted, &[]);
+    assert!(quick, "{}", after.run.stderr);
+}
+
 /// A build in which an action failed leaves no snapshot, and the one it
 /// had is stale: the next build takes the full path and retries.
 #[test]
@@ -325,7 +415,10 @@ fn a_failed_build_leaves_no_snapshot() {
     assert!(!quick, "{}", failed.run.stderr);
     failed.assert_code(1);
     assert!(
-        !failed.run.stderr.contains("recorded the up-to-date snapshot"),
+        !failed
+            .run
+            .stderr
+            .contains("recorded the up-to-date snapshot"),
         "{}",
         failed.run.stderr
     );

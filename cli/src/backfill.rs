@@ -81,6 +81,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             reason: Some(backfill.reason()),
             snapshot: false,
         },
+        None,
     )?;
     // The partitions whose attempt failed in this build.
     let build = executed.report.build;

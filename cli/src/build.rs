@@ -9,17 +9,19 @@ use cairn_engine::evaluate::{Verdict, evaluate};
 use cairn_engine::exec::{BuildOptions, BuildReport, build};
 use cairn_engine::plan::Plan;
 use cairn_engine::runner::Children;
-use cairn_engine::uptodate::Witness;
+use cairn_engine::uptodate::{Witness, presume};
 use cairn_store::Store;
 use serde_json::json;
 
 use crate::project::Project;
 use crate::report::{BuildReporter, json_line, note, outputs_text};
+use crate::uptodate::{Assisted, Quick};
 use crate::{BuildArgs, Cli, Failure};
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let project = Project::load(cli)?;
+    let mut assisted = None;
     if !args.dry_run {
         let asked = crate::uptodate::Asked {
             requested: &args.refs,
@@ -27,16 +29,20 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
             json: args.json,
             no_wait: args.no_wait,
         };
-        if let Some(executed) = crate::uptodate::try_quick(&project, &asked)? {
-            if args.json {
-                json_line(&executed.summary_json());
+        match crate::uptodate::try_quick(&project, &asked)? {
+            Quick::Done(executed) => {
+                if args.json {
+                    json_line(&executed.summary_json());
+                }
+                note(&executed.summary_text());
+                tracing::debug!(
+                    "build finished from the snapshot ({:.2?})",
+                    started.elapsed()
+                );
+                return Ok(executed.exit_code());
             }
-            note(&executed.summary_text());
-            tracing::debug!(
-                "build finished from the snapshot ({:.2?})",
-                started.elapsed()
-            );
-            return Ok(executed.exit_code());
+            Quick::Assist(found) => assisted = Some(found),
+            Quick::Full => {}
         }
     }
     let refs = project.requested(&args.refs)?;
@@ -71,6 +77,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
             reason: None,
             snapshot: true,
         },
+        assisted,
     )?;
     if args.json {
         json_line(&executed.summary_json());
@@ -177,13 +184,37 @@ impl Executed {
 
 /// Runs `plan` through the engine: takes the writer lock, stops on
 /// SIGINT/SIGTERM, reports progress (and JSON lines) as actions finish.
+/// `assisted`: the store `cairn build`'s snapshot check already holds, and
+/// the snapshot it found current but for a few changed paths.
 pub fn execute(
     project: &Project,
     plan: &Plan,
     execution: &Execution<'_>,
+    assisted: Option<Assisted>,
 ) -> Result<Executed, Failure> {
     let started = std::time::Instant::now();
-    let store = project.open_writer(!execution.no_wait)?;
+    let (store, base) = match assisted {
+        Some(Assisted {
+            snapshot,
+            changed,
+            store,
+        }) => {
+            let presumed = presume(&snapshot, &changed, plan, &project.data_root);
+            match &presumed {
+                Some(keys) => tracing::debug!(
+                    "presumed {} of {} actions current from the snapshot ({:.2?})",
+                    keys.iter().flatten().count(),
+                    keys.len(),
+                    started.elapsed()
+                ),
+                None => tracing::debug!(
+                    "the snapshot's changed paths are not the plan's: checking every action"
+                ),
+            }
+            (store, presumed.map(|keys| (keys, snapshot, changed)))
+        }
+        None => (project.open_writer(!execution.no_wait)?, None),
+    };
     tracing::debug!("opened the store ({:.2?})", started.elapsed());
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -219,6 +250,7 @@ pub fn execute(
         command: execution.command.to_owned(),
         reason: execution.reason.clone(),
         witness: witness.as_ref(),
+        presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
     };
     let reporter = BuildReporter::new(execution.json);
     let mut report = build(&context, plan, &options, &reporter)
@@ -235,6 +267,7 @@ pub fn execute(
             &execution.requested,
             all_current,
             entries,
+            base.map(|(_, snapshot, changed)| (snapshot, changed)),
         );
     }
     Ok(Executed {

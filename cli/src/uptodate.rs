@@ -14,7 +14,7 @@ use cairn_engine::ports::Catalog;
 use cairn_engine::record::{BuildCounts, EventKind};
 use cairn_engine::uptodate::{
     CurrentAction, FingerprintInputs, Observed, Snapshot, confirm_paths, fingerprint, graph_allows,
-    output_parents, sorted_codes,
+    merge_entries, output_parents, sorted_codes,
 };
 use cairn_store::Store;
 
@@ -42,23 +42,48 @@ pub struct Asked<'a> {
     pub no_wait: bool,
 }
 
+/// More changed paths than this and a build does not use its snapshot at
+/// all (checking which actions they concern is then not worth it).
+const CHANGED_AT_MOST: usize = 1024;
+
+/// What the snapshot says about a `cairn build`.
+pub enum Quick {
+    /// Every action is current: the build is done (recorded and reported).
+    Done(Executed),
+    /// Everything the snapshot holds is as it was but for a few changed
+    /// paths: the build plans, and takes the actions those paths do not
+    /// concern as current (`cairn_engine::uptodate::presume`).
+    Assist(Assisted),
+    /// No snapshot, or one that cannot be believed: the full path.
+    Full,
+}
+
+/// A snapshot confirmed but for its changed paths, with the store whose
+/// log it was checked against (held since: nothing can append meanwhile).
+pub struct Assisted {
+    /// With the touched paths' new stats applied.
+    pub snapshot: Snapshot,
+    /// The keys of the changed paths, sorted.
+    pub changed: Vec<String>,
+    pub store: Store,
+}
+
 /// Finishes the build from the snapshot if it confirms that every action
 /// is current: records the build (the same three events a full no-op
 /// records, with the stat updates of touched files) and reports it.
-/// `Ok(None)`: not confirmed (or no snapshot); take the full path.
-pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed>, Failure> {
+pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure> {
     if !graph_allows(&project.graph) {
-        return Ok(None);
+        return Ok(Quick::Full);
     }
     let started = Instant::now();
     // Looked at before the store is opened: refs the full path would
     // refuse never match a snapshot, and must leave the store untouched.
     let Some((mut snapshot, file)) = Store::read_snapshot_in(&project.store_dir) else {
-        return Ok(None);
+        return Ok(Quick::Full);
     };
     let unconfirmed = |why: &str| {
         tracing::debug!("up-to-date snapshot not confirmed: {why}");
-        Ok(None)
+        Ok(Quick::Full)
     };
     if snapshot.fingerprint != build_fingerprint(project, asked.requested) {
         return unconfirmed("the graph, the refs asked for or the environment differ");
@@ -78,10 +103,24 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed
     if !codes.is_ok_and(|codes| sorted_codes(&codes) == snapshot.codes) {
         return unconfirmed("a job's code changed");
     }
-    let touched = match confirm_paths(&snapshot, asked.jobs) {
-        Ok(touched) => touched,
+    let (touched, changed) = match confirm_paths(&snapshot, asked.jobs, CHANGED_AT_MOST) {
+        Ok(found) => (found.touched, found.changed),
         Err(why) => return unconfirmed(&why.0),
     };
+    if !changed.is_empty() {
+        tracing::debug!(
+            "up-to-date snapshot confirmed but for {} changed paths ({} first; {:.2?})",
+            changed.len(),
+            changed[0],
+            started.elapsed()
+        );
+        snapshot.apply(&touched);
+        return Ok(Quick::Assist(Assisted {
+            snapshot,
+            changed,
+            store,
+        }));
+    }
     tracing::debug!(
         "up-to-date snapshot confirmed: {} paths, {} touched ({:.2?})",
         snapshot.entries.len(),
@@ -136,7 +175,7 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Option<Executed
         }
         None => tracing::warn!("the log is empty after recording a build"),
     }
-    Ok(Some(Executed {
+    Ok(Quick::Done(Executed {
         report: BuildReport {
             build,
             counts,
@@ -165,9 +204,11 @@ fn report_json(snapshot: &Snapshot) {
     let _ = out.flush();
 }
 
-/// Takes the snapshot of a build that found every action current (see
+/// Takes the snapshot of a build that ended with every action current (see
 /// [`cairn_engine::exec::BuildReport::all_current`]), from what its witness
-/// observed. A failure to write it only costs the next build its quick path.
+/// observed, over the entries of the snapshot it presumed actions from
+/// (`base`, with its changed paths) if it did. A failure to write it only
+/// costs the next build its quick path.
 pub fn record(
     project: &Project,
     store: &Store,
@@ -175,6 +216,7 @@ pub fn record(
     requested: &[String],
     all_current: AllCurrent,
     entries: Vec<Observed>,
+    base: Option<(Snapshot, Vec<String>)>,
 ) {
     let started = Instant::now();
     let last_event = match store.last_event() {
@@ -185,10 +227,61 @@ pub fn record(
             return;
         }
     };
+    let snapshot = match base {
+        // The same plan (the base was confirmed against it): its actions,
+        // with the keys of this build, and its entries where this build
+        // did not observe them again.
+        Some((mut base, changed)) => {
+            let Some(entries) = merge_entries(std::mem::take(&mut base.entries), &changed, entries)
+            else {
+                tracing::debug!("no up-to-date snapshot: a changed path was not observed again");
+                return;
+            };
+            let mut keys = vec![None; plan.actions.len()];
+            for &(index, key) in &all_current.keys {
+                keys[index] = Some(key);
+            }
+            for action in &mut base.actions {
+                match keys.get(action.index as usize).copied().flatten() {
+                    Some(key) => action.key = key,
+                    None => return,
+                }
+            }
+            Snapshot {
+                last_event,
+                codes: all_current.codes,
+                entries,
+                ..base
+            }
+        }
+        None => Snapshot {
+            fingerprint: build_fingerprint(project, requested),
+            last_event,
+            sources: plan.sources.len() as u64,
+            codes: all_current.codes,
+            ..snapshot_of(project, plan, &all_current.keys, entries)
+        },
+    };
+    match store.write_snapshot(&snapshot) {
+        Ok(()) => tracing::debug!(
+            "recorded the up-to-date snapshot: {} paths ({:.2?})",
+            snapshot.entries.len(),
+            started.elapsed()
+        ),
+        Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
+    }
+}
+
+/// The actions, jobs and directories of a new snapshot of `plan`.
+fn snapshot_of(
+    project: &Project,
+    plan: &Plan,
+    keys: &[(usize, cairn_engine::digest::ActionKey)],
+    entries: Vec<Observed>,
+) -> Snapshot {
     let mut jobs: Vec<String> = Vec::new();
     let mut job_index = std::collections::HashMap::new();
-    let actions = all_current
-        .keys
+    let actions = keys
         .iter()
         .map(|&(index, key)| {
             let action = &plan.actions[index];
@@ -197,6 +290,7 @@ pub fn record(
                 (jobs.len() - 1) as u32
             });
             CurrentAction {
+                index: index as u32,
                 job,
                 key,
                 outputs: action
@@ -208,11 +302,11 @@ pub fn record(
             }
         })
         .collect();
-    let snapshot = Snapshot {
-        fingerprint: build_fingerprint(project, requested),
-        last_event,
-        sources: plan.sources.len() as u64,
-        codes: all_current.codes,
+    Snapshot {
+        fingerprint: ContentDigest::of(b""),
+        last_event: Default::default(),
+        sources: 0,
+        codes: Vec::new(),
         jobs,
         actions,
         directories: output_parents(
@@ -222,13 +316,5 @@ pub fn record(
                 .flat_map(|action| &action.config.outputs),
         ),
         entries,
-    };
-    match store.write_snapshot(&snapshot) {
-        Ok(()) => tracing::debug!(
-            "recorded the up-to-date snapshot: {} paths ({:.2?})",
-            snapshot.entries.len(),
-            started.elapsed()
-        ),
-        Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
     }
 }

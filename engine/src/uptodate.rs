@@ -52,7 +52,7 @@ use crate::record::{
 use crate::refs::PartitionRef;
 
 /// Bump when the snapshot's meaning changes: every fingerprint changes.
-pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v1";
+pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v2";
 
 /// What a build that found everything current relied on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,8 @@ impl LastEvent {
 /// One action of the snapshot: enough to report it as the full path would.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentAction {
+    /// The action's index in the plan (planning is deterministic).
+    pub index: u32,
     pub job: u32,
     pub key: ActionKey,
     pub outputs: Vec<String>,
@@ -183,18 +185,43 @@ pub fn output_parents<'r>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unconfirmed(pub String);
 
+/// What [`confirm_paths`] found.
+#[derive(Debug, Default)]
+pub struct Confirmation {
+    /// Stat-cache updates for touched files and directories (same content,
+    /// new stat).
+    pub touched: Vec<StatUpdate>,
+    /// The keys of the observed paths whose content changed (or that are
+    /// gone or of another kind), sorted.
+    pub changed: Vec<String>,
+}
+
 /// Checks `snapshot`'s paths against the file system, on `threads`
-/// threads. `Ok` with the stat-cache updates for touched files (same
-/// content, new stat) when everything is as the snapshot says.
-pub fn confirm_paths(snapshot: &Snapshot, threads: usize) -> Result<Vec<StatUpdate>, Unconfirmed> {
+/// threads. `Err` if a directory between the data root and the outputs is
+/// no longer a real one, or if more than `changed_at_most` paths changed.
+pub fn confirm_paths(
+    snapshot: &Snapshot,
+    threads: usize,
+    changed_at_most: usize,
+) -> Result<Confirmation, Unconfirmed> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
         .map_err(|error| Unconfirmed(format!("cannot start worker threads: {error}")))?
-        .install(|| confirm_in_parallel(snapshot))
+        .install(|| confirm_in_parallel(snapshot, changed_at_most))
 }
 
-fn confirm_in_parallel(snapshot: &Snapshot) -> Result<Vec<StatUpdate>, Unconfirmed> {
+/// One path's verdict.
+enum Found {
+    Same,
+    Touched(StatUpdate),
+    Changed,
+}
+
+fn confirm_in_parallel(
+    snapshot: &Snapshot,
+    changed_at_most: usize,
+) -> Result<Confirmation, Unconfirmed> {
     snapshot.directories.par_iter().try_for_each(|directory| {
         match fs::symlink_metadata(directory) {
             Ok(metadata) if metadata.is_dir() => Ok(()),
@@ -203,56 +230,211 @@ fn confirm_in_parallel(snapshot: &Snapshot) -> Result<Vec<StatUpdate>, Unconfirm
             ))),
         }
     })?;
-    let updates: Vec<Option<StatUpdate>> = snapshot
+    // Stops early once too many paths changed (a large edit: the full path
+    // is then the better way).
+    let changed_count = std::sync::atomic::AtomicUsize::new(0);
+    let verdicts: Vec<Found> = snapshot
         .entries
         .par_iter()
-        .map(|(key, seen)| confirm_one(key, seen))
+        .map(|(key, seen)| {
+            let verdict = confirm_one(key, seen);
+            if matches!(verdict, Found::Changed)
+                && changed_count.fetch_add(1, Ordering::Relaxed) >= changed_at_most
+            {
+                return Err(Unconfirmed(format!(
+                    "more than {changed_at_most} paths changed, {key} among them"
+                )));
+            }
+            Ok(verdict)
+        })
         .collect::<Result<_, _>>()?;
-    Ok(updates.into_iter().flatten().collect())
+    let mut confirmation = Confirmation::default();
+    for ((key, _), verdict) in snapshot.entries.iter().zip(verdicts) {
+        match verdict {
+            Found::Same => {}
+            Found::Touched(update) => confirmation.touched.push(update),
+            Found::Changed => confirmation.changed.push(key.clone()),
+        }
+    }
+    Ok(confirmation)
 }
 
-/// One observed path: `Ok(None)` if its stat matches, `Ok(Some(update))` if
-/// it is a file whose stat changed but whose content and executable bit did
-/// not.
-fn confirm_one(key: &str, seen: &Seen) -> Result<Option<StatUpdate>, Unconfirmed> {
-    let changed = || Unconfirmed(format!("{key} changed"));
+/// One observed path, by the stat-cache rule: the same stat, or (a touched
+/// file or directory) the same content and executable bit under a new
+/// stat, else changed.
+fn confirm_one(key: &str, seen: &Seen) -> Found {
     if let Some(directory) = key.strip_suffix('/') {
         let metadata = match fs::symlink_metadata(directory) {
             Ok(metadata) if metadata.is_dir() => metadata,
-            _ => return Err(changed()),
+            _ => return Found::Changed,
         };
         if still_valid(&seen.entry, &metadata) {
-            return Ok(None);
+            return Found::Same;
         }
         // A new stat (or one too recent to trust): list it again.
         let recorded_ns = now_ns();
         return match listing(Path::new(directory)) {
-            Some(digest) if digest == seen.entry.digest => Ok(Some((
-                key.to_owned(),
-                stat_entry(&metadata, recorded_ns, digest),
-            ))),
-            _ => Err(changed()),
+            Some(digest) if digest == seen.entry.digest => {
+                Found::Touched((key.to_owned(), stat_entry(&metadata, recorded_ns, digest)))
+            }
+            _ => Found::Changed,
         };
     }
     let path = Path::new(key);
     let metadata = match fs::symlink_metadata(path) {
         Ok(metadata) if metadata.is_file() => metadata,
-        _ => return Err(changed()),
+        _ => return Found::Changed,
     };
     if executable(&metadata) != seen.executable {
-        return Err(changed());
+        return Found::Changed;
     }
     if still_valid(&seen.entry, &metadata) {
-        return Ok(None);
+        return Found::Same;
     }
     let recorded_ns = now_ns();
     match hash_file(path) {
-        Ok(digest) if digest == seen.entry.digest => Ok(Some((
-            key.to_owned(),
-            stat_entry(&metadata, recorded_ns, digest),
-        ))),
-        _ => Err(changed()),
+        Ok(digest) if digest == seen.entry.digest => {
+            Found::Touched((key.to_owned(), stat_entry(&metadata, recorded_ns, digest)))
+        }
+        _ => Found::Changed,
     }
+}
+
+/// The actions a build may take as current from a confirmed `snapshot`
+/// whose `changed` paths (sorted keys) are the only ones that differ: by
+/// plan index, the snapshot's key of every action that reads no changed
+/// source, holds no changed output path and reads no output of an action
+/// that is not presumed. `None` if the plan is not the snapshot's (it
+/// always is when the fingerprint, the log's last event and the code
+/// digests are: planning is deterministic) or a changed path belongs to no
+/// action's sources or outputs; the build then checks everything.
+///
+/// Sound for the reason the snapshot is: such an action's key is computed
+/// from the same config, code and versions and from inputs whose content
+/// did not change, and its outputs, like the catalog, are as they were
+/// when the snapshot's build found it current.
+pub fn presume(
+    snapshot: &Snapshot,
+    changed: &[String],
+    plan: &crate::plan::Plan,
+    data_root: &Path,
+) -> Option<Vec<Option<ActionKey>>> {
+    use crate::plan::InputSource;
+    if snapshot.actions.len() != plan.actions.len() {
+        return None;
+    }
+    let mut keys: Vec<Option<ActionKey>> = vec![None; plan.actions.len()];
+    for current in &snapshot.actions {
+        let action = plan.actions.get(current.index as usize)?;
+        let same = snapshot.jobs.get(current.job as usize)? == &*action.job
+            && current.outputs.len() == action.config.outputs.len()
+            && current
+                .outputs
+                .iter()
+                .zip(&action.config.outputs)
+                .all(|(recorded, planned)| recorded == planned.as_str());
+        if !same {
+            return None;
+        }
+        keys[current.index as usize] = Some(current.key);
+    }
+    if keys.iter().any(Option::is_none) {
+        return None;
+    }
+    // Every ancestor of a changed path (outputs by their path relative to
+    // the data root, which is their ref's text; sources by their path),
+    // with whether an action's output or source is there.
+    let mut relative: HashMap<&Path, bool> = HashMap::new();
+    let mut absolute: HashMap<&Path, bool> = HashMap::new();
+    let paths: Vec<&Path> = changed
+        .iter()
+        .map(|key| Path::new(key.strip_suffix('/').unwrap_or(key)))
+        .collect();
+    for path in &paths {
+        for ancestor in path.ancestors() {
+            absolute.insert(ancestor, false);
+        }
+        if let Ok(inside) = path.strip_prefix(data_root) {
+            for ancestor in inside.ancestors() {
+                relative.insert(ancestor, false);
+            }
+        }
+    }
+    let mut affected = Vec::new();
+    for (index, action) in plan.actions.iter().enumerate() {
+        let mut hit = false;
+        for output in &action.config.outputs {
+            if let Some(found) = relative.get_mut(Path::new(output.as_str())) {
+                *found = true;
+                hit = true;
+            }
+        }
+        for input in &action.inputs {
+            if let InputSource::Source { source } = *input
+                && let Some(found) = absolute.get_mut(plan.sources[source].path.as_path())
+            {
+                *found = true;
+                hit = true;
+            }
+        }
+        if hit {
+            affected.push(index);
+        }
+    }
+    // Each changed path must belong to something the plan reads or writes.
+    for path in &paths {
+        let owned = path.ancestors().any(|ancestor| absolute[ancestor])
+            || path
+                .strip_prefix(data_root)
+                .is_ok_and(|inside| inside.ancestors().any(|ancestor| relative[ancestor]));
+        if !owned {
+            return None;
+        }
+    }
+    // And everything downstream of them.
+    while let Some(index) = affected.pop() {
+        if keys[index].take().is_some() {
+            affected.extend_from_slice(&plan.actions[index].dependents);
+        }
+    }
+    Some(keys)
+}
+
+/// The entries of the snapshot a build with presumed actions leaves:
+/// `base`'s (the snapshot it started from, touched entries applied), where
+/// the build's own observations replace them. `None` if a `changed` path
+/// was not observed again (what it holds now is unknown).
+pub fn merge_entries(
+    base: Vec<Observed>,
+    changed: &[String],
+    observed: Vec<Observed>,
+) -> Option<Vec<Observed>> {
+    let mut out: Vec<Observed> = Vec::with_capacity(base.len().max(observed.len()));
+    let mut base = base.into_iter().peekable();
+    let mut observed = observed.into_iter().peekable();
+    loop {
+        let take_observed = match (base.peek(), observed.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((b, _)), Some((o, _))) => o <= b,
+        };
+        if take_observed {
+            let entry = observed.next()?;
+            // Replaces the base's entry of the same path.
+            if base.peek().is_some_and(|(b, _)| *b == entry.0) {
+                base.next();
+            }
+            out.push(entry);
+        } else {
+            let entry = base.next()?;
+            if changed.binary_search(&entry.0).is_ok() {
+                return None;
+            }
+            out.push(entry);
+        }
+    }
+    Some(out)
 }
 
 /// The listing digest of one directory, as a walk of it records it (names
@@ -488,7 +670,9 @@ mod tests {
         );
         // Unchanged but just written: too recent to trust by stat, so each
         // is read again, and each matches.
-        let updates = confirm_paths(&snapshot, 2).unwrap();
+        let found = confirm_paths(&snapshot, 2, 0).unwrap();
+        assert!(found.changed.is_empty());
+        let updates = found.touched;
         assert_eq!(updates.len(), 4);
     }
 
@@ -498,7 +682,8 @@ mod tests {
         let path = |relative: &str| dir.path().join(relative);
         // Rewritten with the same bytes: confirmed, with its new stat.
         fs::write(path("a.txt"), "a").unwrap();
-        assert!(confirm_paths(&snapshot, 1).is_ok());
+        let found = confirm_paths(&snapshot, 1, 0).unwrap();
+        assert!(found.changed.is_empty());
 
         type Alter = fn(&Path);
         let cases: [(&str, Alter); 5] = [
@@ -525,7 +710,11 @@ mod tests {
         for (what, alter) in cases {
             let (dir, snapshot) = observed_tree();
             alter(dir.path());
-            assert!(confirm_paths(&snapshot, 2).is_err(), "{what}: confirmed");
+            // Changed paths, or a structural change (the root a link).
+            if let Ok(found) = confirm_paths(&snapshot, 2, usize::MAX) {
+                assert!(!found.changed.is_empty(), "{what}: confirmed");
+            }
+            assert!(confirm_paths(&snapshot, 2, 0).is_err(), "{what}: confirmed");
             let moved = dir.path().with_extension("moved");
             if moved.exists() {
                 fs::remove_file(dir.path()).unwrap();
@@ -601,5 +790,147 @@ mod tests {
         assert!(graph_allows(&parse(
             "configure = [\"./configure\"]\ncode = [\"configure\"]\n"
         )));
+    }
+
+    /// The plan of the test graph (3 days x 2 stations: 6 raw, 6 clean, 3
+    /// daily), sources under /p/inputs, data under /p/data, and a snapshot
+    /// of it with a distinct key per action.
+    fn planned() -> (crate::plan::Plan, Snapshot) {
+        use crate::plan::tests::{FakeConfigurer, GRAPH, daily_response};
+        let graph = Graph::parse(GRAPH, Path::new("cairn.toml"), Path::new("/p")).unwrap();
+        let configurer = FakeConfigurer {
+            respond: daily_response,
+            calls: std::cell::RefCell::new(Vec::new()),
+        };
+        let all = graph.all_partitions().unwrap();
+        let plan = crate::plan::plan(&graph, &all, &configurer).unwrap();
+        let jobs: Vec<String> = ["raw", "clean", "daily"].map(String::from).to_vec();
+        let actions = plan
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(index, action)| CurrentAction {
+                index: index as u32,
+                job: jobs.iter().position(|job| **job == *action.job).unwrap() as u32,
+                key: ActionKey([index as u8; 32]),
+                outputs: action
+                    .config
+                    .outputs
+                    .iter()
+                    .map(|output| output.as_str().to_owned())
+                    .collect(),
+            })
+            .collect();
+        let snapshot = Snapshot {
+            fingerprint: ContentDigest::of(b""),
+            last_event: LastEvent::default(),
+            sources: plan.sources.len() as u64,
+            codes: Vec::new(),
+            jobs,
+            actions,
+            directories: Vec::new(),
+            entries: Vec::new(),
+        };
+        (plan, snapshot)
+    }
+
+    /// The outputs of the actions `presume` left to check.
+    fn checked(plan: &crate::plan::Plan, keys: &[Option<ActionKey>]) -> Vec<String> {
+        let mut out: Vec<String> = plan
+            .actions
+            .iter()
+            .zip(keys)
+            .filter(|(_, key)| key.is_none())
+            .map(|(action, _)| action.config.outputs[0].to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn presume_checks_what_a_changed_path_concerns_and_everything_downstream() {
+        let (plan, snapshot) = planned();
+        let data = Path::new("/p/data");
+        let presume = |changed: &[&str]| {
+            let changed: Vec<String> = changed.iter().map(|key| key.to_string()).collect();
+            presume(&snapshot, &changed, &plan, data)
+        };
+        // A source: its raw and clean partitions, and that day's summary.
+        let keys = presume(&["/p/inputs/2024-01-02/B.txt"]).unwrap();
+        assert_eq!(
+            checked(&plan, &keys),
+            [
+                "clean/date=2024-01-02/station=B",
+                "daily/date=2024-01-02",
+                "raw/date=2024-01-02/station=B"
+            ]
+        );
+        // Every other action keeps the snapshot's key.
+        for (index, key) in keys.iter().enumerate() {
+            if let Some(key) = key {
+                assert_eq!(*key, ActionKey([index as u8; 32]));
+            }
+        }
+        // A file inside an output partition, and a partition's directory.
+        let keys = presume(&[
+            "/p/data/clean/date=2024-01-01/station=A/reviews.csv",
+            "/p/data/daily/date=2024-01-03/",
+        ])
+        .unwrap();
+        assert_eq!(
+            checked(&plan, &keys),
+            [
+                "clean/date=2024-01-01/station=A",
+                "daily/date=2024-01-01",
+                "daily/date=2024-01-03"
+            ]
+        );
+        // A path no action reads or writes: nothing is presumed.
+        assert_eq!(presume(&["/p/data/clean/date=2024-01-01/"]), None);
+        assert_eq!(presume(&["/p/elsewhere.txt"]), None);
+        // A snapshot of another plan: nothing is presumed.
+        let mut other = snapshot.clone();
+        other.actions[0].outputs = vec!["raw/date=2024-01-09/station=A".into()];
+        assert_eq!(super::presume(&other, &[], &plan, data), None);
+        let mut other = snapshot.clone();
+        other.actions.pop();
+        assert_eq!(super::presume(&other, &[], &plan, data), None);
+    }
+
+    #[test]
+    fn merged_entries_take_the_new_observations_and_need_every_changed_path() {
+        let seen = |digest: &[u8]| Seen {
+            entry: StatEntry {
+                size: 1,
+                mtime_ns: 1,
+                ctime_ns: 1,
+                inode: 1,
+                recorded_ns: 1,
+                digest: ContentDigest::of(digest),
+            },
+            executable: false,
+        };
+        let base = vec![
+            ("/a".to_owned(), seen(b"a")),
+            ("/b".to_owned(), seen(b"b")),
+            ("/c".to_owned(), seen(b"c")),
+        ];
+        let observed = vec![("/b".to_owned(), seen(b"B")), ("/d".to_owned(), seen(b"d"))];
+        let merged = merge_entries(base.clone(), &["/b".to_owned()], observed).unwrap();
+        let digests: Vec<_> = merged
+            .iter()
+            .map(|(key, seen)| (key.as_str(), seen.entry.digest))
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                ("/a", ContentDigest::of(b"a")),
+                ("/b", ContentDigest::of(b"B")),
+                ("/c", ContentDigest::of(b"c")),
+                ("/d", ContentDigest::of(b"d"))
+            ]
+        );
+        // A changed path nobody looked at again: what it holds is unknown.
+        assert_eq!(merge_entries(base, &["/c".to_owned()], Vec::new()), None);
     }
 }

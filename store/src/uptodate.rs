@@ -181,6 +181,7 @@ mod tests {
             codes: vec![("clean".into(), Some(ContentDigest::of(b"code")))],
             jobs: vec!["clean".into()],
             actions: vec![CurrentAction {
+                index: 0,
                 job: 0,
                 key: ActionKey([3; 32]),
                 outputs: vec!["clean/date=2024-01-01".into()],
