@@ -347,6 +347,11 @@ fn a_changed_source_is_built_with_the_rest_taken_from_the_snapshot() {
         with.run.stderr
     );
     assert!(
+        with.run.stderr.contains("read the kept plan"),
+        "{}",
+        with.run.stderr
+    );
+    assert!(
         !without.run.stderr.contains(PRESUMED),
         "{}",
         without.run.stderr
@@ -381,12 +386,27 @@ fn a_changed_source_is_built_with_the_rest_taken_from_the_snapshot() {
     assert!(quick, "{}", after.run.stderr);
     after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
 
-    // Two sources of one day, then an output altered: each time only what
-    // the change concerns is checked, and the result is the full path's.
+    // Two sources of one day (the kept plan damaged: planned again), then
+    // an output altered: each time only what the change concerns is
+    // checked, and the result is the full path's.
+    let mut plan = assisted.read(".cairn/up-to-date.plan");
+    let middle = plan.len() / 2;
+    plan[middle] ^= 0x20;
+    assisted.write(".cairn/up-to-date.plan", plan);
     assisted.append("inputs/2024-01-03/S001.txt", "ep9998,2\n");
     assisted.append("inputs/2024-01-03/S003.txt", "ep9997,5\n");
     let (two, _) = build(&assisted, &[]);
     assert!(two.run.stderr.contains(PRESUMED), "{}", two.run.stderr);
+    assert!(
+        two.run.stderr.contains("kept plan ignored"),
+        "{}",
+        two.run.stderr
+    );
+    assert!(
+        two.run.stderr.contains("refs requested"),
+        "{}",
+        two.run.stderr
+    );
     two.assert_counts(TOTAL, 5, TOTAL - 5, 0, 0);
     let output = format!("data/{}/reviews.csv", clean_ref("2024-01-01", "S001"));
     assisted.write(&output, "altered\n");
@@ -397,6 +417,12 @@ fn a_changed_source_is_built_with_the_rest_taken_from_the_snapshot() {
         restored.run.stderr
     );
     restored.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    // The build that planned again kept its plan.
+    assert!(
+        restored.run.stderr.contains("read the kept plan"),
+        "{}",
+        restored.run.stderr
+    );
     assert_ne!(assisted.read_string(&output), "altered\n");
     let (after, quick) = build(&assisted, &[]);
     assert!(quick, "{}", after.run.stderr);

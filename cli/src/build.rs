@@ -21,7 +21,7 @@ use crate::{BuildArgs, Cli, Failure};
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let project = Project::load(cli)?;
-    let mut assisted = None;
+    let mut assisted: Option<Assisted> = None;
     if !args.dry_run {
         let asked = crate::uptodate::Asked {
             requested: &args.refs,
@@ -45,12 +45,31 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
             Quick::Full => {}
         }
     }
-    let refs = project.requested(&args.refs)?;
-    tracing::debug!("{} refs requested ({:.2?})", refs.len(), started.elapsed());
-    let plan = if args.dry_run {
-        project.plan(&refs)?
-    } else {
-        project.plan_for_build(&refs)?
+    // The plan kept with the snapshot is this build's plan: the snapshot
+    // was confirmed but for a few changed paths, and planning is a
+    // function of what it pins.
+    // Without it (missing, damaged), the snapshot this build leaves keeps
+    // the plan made now.
+    let kept = assisted.as_mut().and_then(|assisted| {
+        let digest = assisted.snapshot.plan.take()?;
+        let plan = assisted.store.read_plan(&digest)?;
+        assisted.snapshot.plan = Some(digest);
+        Some(plan)
+    });
+    let plan = match kept {
+        Some(plan) => {
+            tracing::debug!("read the kept plan ({:.2?})", started.elapsed());
+            plan
+        }
+        None => {
+            let refs = project.requested(&args.refs)?;
+            tracing::debug!("{} refs requested ({:.2?})", refs.len(), started.elapsed());
+            if args.dry_run {
+                project.plan(&refs)?
+            } else {
+                project.plan_for_build(&refs)?
+            }
+        }
     };
     tracing::debug!(
         "planned {} actions, {} sources ({:.2?})",

@@ -251,6 +251,7 @@ pub fn record(
                 last_event,
                 codes: all_current.codes,
                 entries,
+                plan: base.plan.or_else(|| keep_plan(store, plan)),
                 ..base
             }
         }
@@ -259,6 +260,7 @@ pub fn record(
             last_event,
             sources: plan.sources.len() as u64,
             codes: all_current.codes,
+            plan: keep_plan(store, plan),
             ..snapshot_of(project, plan, &all_current.keys, entries)
         },
     };
@@ -270,6 +272,15 @@ pub fn record(
         ),
         Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
     }
+}
+
+/// Keeps `plan` beside the snapshot: its digest, or `None` if it could not
+/// be written (the next build with changed paths plans again).
+fn keep_plan(store: &Store, plan: &Plan) -> Option<ContentDigest> {
+    store
+        .write_plan(plan)
+        .inspect_err(|error| tracing::warn!("could not keep the plan: {error}"))
+        .ok()
 }
 
 /// The actions, jobs and directories of a new snapshot of `plan`.
@@ -316,5 +327,6 @@ fn snapshot_of(
                 .flat_map(|action| &action.config.outputs),
         ),
         entries,
+        plan: None,
     }
 }

@@ -20,7 +20,7 @@ pub enum DepKind {
     Query,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DataDep {
     #[serde(rename = "ref")]
     pub partition: PartitionRef,
@@ -28,7 +28,7 @@ pub struct DataDep {
 }
 
 /// One parameterization of a job: the unit that becomes an action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobConfig {
     pub outputs: Vec<PartitionRef>,
     pub inputs: Vec<DataDep>,

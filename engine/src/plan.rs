@@ -27,7 +27,7 @@ pub trait Configurer {
 }
 
 /// Where an action's input comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InputSource {
     /// Output `output` of action `action`.
     Action { action: usize, output: usize },
@@ -60,7 +60,7 @@ pub fn upstream_counts(actions: &[PlannedAction]) -> Vec<usize> {
     counts
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 /// A source partition (its dataset is `partition.dataset()`) and the user
 /// file it is read from.
 pub struct SourceNode {
@@ -86,6 +86,95 @@ pub enum PlanError {
     Configure(#[from] ConfigureError),
     #[error("cycle in the graph: {}", .0.iter().map(PartitionRef::as_str).collect::<Vec<_>>().join(" -> "))]
     Cycle(Vec<PartitionRef>),
+}
+
+/// A plan as the up-to-date snapshot keeps it (`Store::write_plan`): job
+/// names once, each action naming its job by index.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PlanRecord {
+    jobs: Vec<String>,
+    /// Job index, config, inputs and dependents of each action.
+    actions: Vec<(u32, JobConfig, Vec<InputSource>, Vec<usize>)>,
+    sources: Vec<SourceNode>,
+    requested: Vec<PartitionRef>,
+    order: Vec<usize>,
+    configure_calls: usize,
+}
+
+impl PlanRecord {
+    pub fn of(plan: &Plan) -> Self {
+        let mut jobs: Vec<String> = Vec::new();
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        let actions = plan
+            .actions
+            .iter()
+            .map(|action| {
+                let job = *index.entry(&action.job).or_insert_with(|| {
+                    jobs.push(action.job.to_string());
+                    (jobs.len() - 1) as u32
+                });
+                (
+                    job,
+                    action.config.clone(),
+                    action.inputs.clone(),
+                    action.dependents.clone(),
+                )
+            })
+            .collect();
+        PlanRecord {
+            jobs,
+            actions,
+            sources: plan.sources.clone(),
+            requested: plan.requested.clone(),
+            order: plan.order.clone(),
+            configure_calls: plan.configure_calls,
+        }
+    }
+
+    /// The plan again; `None` if an index is out of range (a record that
+    /// does not hold together).
+    pub fn into_plan(self) -> Option<Plan> {
+        let jobs: Vec<Arc<str>> = self.jobs.into_iter().map(Arc::from).collect();
+        let count = self.actions.len();
+        let sources = self.sources.len();
+        let actions = self
+            .actions
+            .into_iter()
+            .map(|(job, config, inputs, dependents)| {
+                let fits = inputs.len() == config.inputs.len()
+                    && inputs.iter().all(|input| match *input {
+                        InputSource::Action { action, .. } => action < count,
+                        InputSource::Source { source } => source < sources,
+                    })
+                    && dependents.iter().all(|&dependent| dependent < count);
+                fits.then_some(())?;
+                Some(PlannedAction {
+                    job: Arc::clone(jobs.get(job as usize)?),
+                    config,
+                    inputs,
+                    dependents,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let outputs_fit = actions.iter().all(|action| {
+            action.inputs.iter().all(|input| match *input {
+                InputSource::Action { action, output } => {
+                    output < actions[action].config.outputs.len()
+                }
+                InputSource::Source { .. } => true,
+            })
+        });
+        if !outputs_fit || self.order.len() != count || self.order.iter().any(|&i| i >= count) {
+            return None;
+        }
+        Some(Plan {
+            actions,
+            sources: self.sources,
+            requested: self.requested,
+            order: self.order,
+            configure_calls: self.configure_calls,
+        })
+    }
 }
 
 /// Plans the actions that produce `requested`.
@@ -403,6 +492,45 @@ run = ["daily"]
             .iter()
             .map(|t| PartitionRef::parse(t).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_kept_plan_reads_back_as_the_same_plan() {
+        let graph = graph(GRAPH);
+        let configurer = FakeConfigurer {
+            respond: daily_response,
+            calls: RefCell::new(Vec::new()),
+        };
+        let all = graph.all_partitions().unwrap();
+        let plan = plan(&graph, &all, &configurer).unwrap();
+        let bytes = postcard::to_stdvec(&PlanRecord::of(&plan)).unwrap();
+        let record: PlanRecord = postcard::from_bytes(&bytes).unwrap();
+        let read = record.into_plan().unwrap();
+        assert_eq!(format!("{read:?}"), format!("{plan:?}"));
+        // Job names are shared again, one allocation per job.
+        let same_job: Vec<&PlannedAction> = read
+            .actions
+            .iter()
+            .filter(|action| *action.job == *read.actions[0].job)
+            .collect();
+        assert!(same_job.len() > 1);
+        assert!(Arc::ptr_eq(&same_job[0].job, &same_job[1].job));
+        // A record whose indices do not hold together is no plan.
+        let broken = |alter: fn(&mut PlanRecord)| {
+            let mut record: PlanRecord = postcard::from_bytes(&bytes).unwrap();
+            alter(&mut record);
+            record.into_plan().is_none()
+        };
+        assert!(broken(|record| record.order.push(99)));
+        assert!(broken(|record| record.actions[0].0 = 7));
+        assert!(broken(|record| record.actions[0].3.push(99)));
+        assert!(broken(|record| {
+            let last = record.actions.len() - 1;
+            record.actions[last].2[0] = InputSource::Action {
+                action: 0,
+                output: 5,
+            };
+        }));
     }
 
     #[test]

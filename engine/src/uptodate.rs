@@ -77,6 +77,9 @@ pub struct Snapshot {
     /// Every stat-cache key the build observed, with the entry it relied on
     /// and the file's executable bit, sorted by key.
     pub entries: Vec<Observed>,
+    /// The digest of the plan kept beside the snapshot (`Store::write_plan`),
+    /// which a build with a few changed paths uses instead of planning.
+    pub plan: Option<ContentDigest>,
 }
 
 /// The log's last event, by enough of it to tell it from another event
@@ -646,6 +649,7 @@ mod tests {
             actions: Vec::new(),
             directories: vec![dir.path().to_string_lossy().into_owned()],
             entries,
+            plan: None,
         };
         (dir, snapshot)
     }
@@ -830,6 +834,7 @@ mod tests {
             actions,
             directories: Vec::new(),
             entries: Vec::new(),
+            plan: None,
         };
         (plan, snapshot)
     }

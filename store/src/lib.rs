@@ -10,8 +10,9 @@
 //! cas/ab/cdef…   blobs by blake3 of content; cas/tmp/ holds partial writes (blobs.rs)
 //!                verify, repair and gc of both: maintenance.rs
 //! tmp/           job staging, on the same file system as cas/
-//! up-to-date     what the last build that found everything current relied
-//!                on: a checksummed cache, never the truth (uptodate.rs)
+//! up-to-date     what the last build that ended with everything current
+//!                relied on: a checksummed cache, never the truth (uptodate.rs)
+//! up-to-date.plan  that build's plan, named by the snapshot (uptodate.rs)
 //! ```
 //!
 //! Invariants:

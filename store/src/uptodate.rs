@@ -9,16 +9,25 @@
 //! confirmed from it rewrites the header alone, in place. Nothing is
 //! fsynced: a torn or lost file fails a checksum or is missing, and the
 //! build that finds it so takes the full path.
+//!
+//! Beside it, `.cairn/up-to-date.plan`: the 16-byte magic
+//! `cairn-plan-cache`, then the plan (postcard), which the snapshot names
+//! by the blake3 of those bytes. Written before the snapshot that names it;
+//! a plan whose digest is not the snapshot's is no plan.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use cairn_engine::digest::ContentDigest;
+use cairn_engine::plan::{Plan, PlanRecord};
 use cairn_engine::uptodate::{LastEvent, Snapshot};
 
 use crate::{Store, StoreError};
 
 const FILE: &str = "up-to-date";
+const PLAN_FILE: &str = "up-to-date.plan";
+const PLAN_MAGIC: &[u8; 16] = b"cairn-plan-cache";
 const MAGIC: &[u8; 16] = b"cairn-up-to-date";
 /// The last event (24 bytes), the body's digest and the header's digest.
 const HEADER: usize = 24 + 32 + 32;
@@ -73,6 +82,51 @@ impl Store {
             .map_err(|error| StoreError::io(&temporary, error))
     }
 
+    /// Keeps `plan` beside the snapshot (writers only); the digest a
+    /// snapshot names it by.
+    pub fn write_plan(&self, plan: &Plan) -> Result<ContentDigest, StoreError> {
+        let path = self.dir.join(PLAN_FILE);
+        let temporary = self.dir.join(format!("{PLAN_FILE}.tmp"));
+        let body =
+            postcard::to_stdvec(&PlanRecord::of(plan)).map_err(|error| StoreError::Catalog {
+                path: path.clone(),
+                message: format!("cannot encode the plan: {error}"),
+            })?;
+        let digest = ContentDigest(*blake3::hash(&body).as_bytes());
+        std::fs::File::create(&temporary)
+            .and_then(|mut file| {
+                file.write_all(PLAN_MAGIC)?;
+                file.write_all(&body)
+            })
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|error| StoreError::io(&temporary, error))?;
+        Ok(digest)
+    }
+
+    /// The plan kept beside the snapshot, if it is the one `digest` names
+    /// (else, or unreadable, none: the reason goes to the debug log).
+    pub fn read_plan(&self, digest: &ContentDigest) -> Option<Plan> {
+        let path = self.dir.join(PLAN_FILE);
+        let decoded = std::fs::read(&path)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                let body = bytes
+                    .strip_prefix(PLAN_MAGIC)
+                    .ok_or_else(|| "not a kept plan".to_owned())?;
+                if blake3::hash(body).as_bytes() != &digest.0 {
+                    return Err("not the snapshot's plan".to_owned());
+                }
+                let record: PlanRecord = postcard::from_bytes(body)
+                    .map_err(|error| format!("cannot decode: {error}"))?;
+                record
+                    .into_plan()
+                    .ok_or_else(|| "does not hold together".to_owned())
+            });
+        decoded
+            .inspect_err(|why| tracing::debug!("kept plan ignored: {}: {why}", path.display()))
+            .ok()
+    }
+
     /// Moves the snapshot read as `file` on to `last_event` without
     /// rewriting its body (writers only): what a build confirmed from it,
     /// that changed no stat, leaves behind. Torn, the header fails its
@@ -95,6 +149,8 @@ impl Store {
     /// catalog without appending an event (`cairn replay`).
     pub fn forget_snapshot(&self) -> Result<(), StoreError> {
         let path = self.snapshot_path();
+        // The kept plan is only ever used through a snapshot that names it.
+        let _ = std::fs::remove_file(self.dir.join(PLAN_FILE));
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(StoreError::io(&path, error))
@@ -201,6 +257,7 @@ mod tests {
                     executable: false,
                 },
             )],
+            plan: Some(ContentDigest::of(b"plan")),
         }
     }
 
@@ -238,6 +295,65 @@ mod tests {
             },
             moved
         );
+    }
+
+    /// One action reading one source.
+    fn small_plan() -> Plan {
+        use cairn_engine::config::{DataDep, DepKind, JobConfig};
+        use cairn_engine::plan::{InputSource, PlannedAction, SourceNode};
+        use cairn_engine::refs::PartitionRef;
+        let source = PartitionRef::parse("inputs/date=2024-01-01").unwrap();
+        Plan {
+            actions: vec![PlannedAction {
+                job: "clean".into(),
+                config: JobConfig {
+                    outputs: vec![PartitionRef::parse("clean/date=2024-01-01").unwrap()],
+                    inputs: vec![DataDep {
+                        partition: source.clone(),
+                        dep: DepKind::Materialize,
+                    }],
+                    args: vec!["--fast".into()],
+                    env: [("TZ".to_owned(), "UTC".to_owned())].into(),
+                },
+                inputs: vec![InputSource::Source { source: 0 }],
+                dependents: Vec::new(),
+            }],
+            sources: vec![SourceNode {
+                partition: source,
+                path: "/p/inputs/2024-01-01.txt".into(),
+            }],
+            requested: Vec::new(),
+            order: vec![0],
+            configure_calls: 1,
+        }
+    }
+
+    #[test]
+    fn a_kept_plan_is_read_only_by_its_digest() {
+        let (_dir, store) = writer();
+        let digest = store.write_plan(&small_plan()).unwrap();
+        let read = store.read_plan(&digest).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{:?}", small_plan()));
+        assert!(
+            store
+                .read_plan(&ContentDigest::of(b"another plan"))
+                .is_none()
+        );
+        // Altered or torn: no plan.
+        let path = store.dir().join(PLAN_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut altered = bytes.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        std::fs::write(&path, altered).unwrap();
+        assert!(store.read_plan(&digest).is_none());
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(store.read_plan(&digest).is_none());
+        // Forgetting the snapshot forgets the plan.
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(store.read_plan(&digest).is_some());
+        store.forget_snapshot().unwrap();
+        assert!(store.read_plan(&digest).is_none());
     }
 
     #[test]
