@@ -266,13 +266,15 @@ fn version_changes(context: &Context<'_>) -> Result<Vec<EventKind>, ExecError> {
 fn observe_sources(
     context: &Context<'_>,
     plan: &Plan,
-    presumed: Option<&[Option<ActionKey>]>,
+    presumed: Option<&Presumption<'_>>,
 ) -> (Vec<Result<ContentDigest, String>>, Vec<StatUpdate>) {
-    // With presumed actions, only the sources of the others are read.
+    // With presumed actions, only the sources of the others are read (and
+    // of those a checked action reads, in case one has to be checked after
+    // all: see `Presumption::finish`).
     let needed = presumed.map(|presumed| {
         let mut needed = vec![false; plan.sources.len()];
-        for (action, key) in plan.actions.iter().zip(presumed) {
-            if key.is_none() {
+        for (index, action) in plan.actions.iter().enumerate() {
+            if presumed.keys[index].is_none() || presumed.read[index] {
                 for input in &action.inputs {
                     if let InputSource::Source { source } = *input {
                         needed[source] = true;
@@ -504,8 +506,9 @@ pub fn build(
     clear_staging(&context.staging_root);
     let presumed = options
         .presumed
-        .filter(|keys| keys.len() == plan.actions.len());
-    let (sources, mut updates) = pool.install(|| observe_sources(context, plan, presumed));
+        .filter(|keys| keys.len() == plan.actions.len())
+        .map(|keys| Presumption::new(plan, keys));
+    let (sources, mut updates) = pool.install(|| observe_sources(context, plan, presumed.as_ref()));
     let observer = Observer::new(context.catalog);
     let codes = code_digests(
         context.graph,
@@ -550,6 +553,7 @@ pub fn build(
                 codes,
                 groups,
                 commit_failed: &commit_failed,
+                presumed,
             },
         );
         // `schedule` dropped the sender: the committer finishes what is queued.
@@ -576,6 +580,7 @@ struct Scheduled<'a> {
     codes: HashMap<String, Option<ContentDigest>>,
     groups: crossbeam_channel::Sender<Group>,
     commit_failed: &'a AtomicBool,
+    presumed: Option<Presumption<'a>>,
 }
 
 /// The scheduler loop: launches ready actions, collects what finished, and
@@ -593,6 +598,7 @@ fn schedule(
         codes,
         groups,
         commit_failed,
+        presumed,
     } = scheduled;
     let stop = AtomicBool::new(false);
     let mut scheduler = Scheduler {
@@ -621,10 +627,7 @@ fn schedule(
         groups,
         commit_failed,
         current_keys: options.witness.map(|_| Vec::new()),
-        presumed: options
-            .presumed
-            .filter(|keys| keys.len() == plan.actions.len())
-            .map(|keys| Presumption::new(plan, keys)),
+        presumed,
     };
     let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
