@@ -13,8 +13,8 @@ use cairn_engine::plan::Plan;
 use cairn_engine::ports::Catalog;
 use cairn_engine::record::{BuildCounts, EventKind};
 use cairn_engine::uptodate::{
-    CurrentAction, FingerprintInputs, Observed, Snapshot, confirm_paths, fingerprint, graph_allows,
-    merge_entries, output_parents, sorted_codes,
+    CurrentAction, FingerprintInputs, LastEvent, Observed, Snapshot, confirm_paths, fingerprint,
+    graph_allows, merge_entries, output_parents, sorted_codes,
 };
 use cairn_store::Store;
 
@@ -255,14 +255,15 @@ pub fn record(
                 ..base
             }
         }
-        None => Snapshot {
-            fingerprint: build_fingerprint(project, requested),
+        None => new_snapshot(
+            project,
+            store,
+            plan,
+            requested,
             last_event,
-            sources: plan.sources.len() as u64,
-            codes: all_current.codes,
-            plan: keep_plan(store, plan),
-            ..snapshot_of(project, plan, &all_current.keys, entries)
-        },
+            all_current,
+            entries,
+        ),
     };
     match store.write_snapshot(&snapshot) {
         Ok(()) => tracing::debug!(
@@ -283,16 +284,20 @@ fn keep_plan(store: &Store, plan: &Plan) -> Option<ContentDigest> {
         .ok()
 }
 
-/// The actions, jobs and directories of a new snapshot of `plan`.
-fn snapshot_of(
+/// A snapshot of `plan` from scratch, its plan kept beside it.
+fn new_snapshot(
     project: &Project,
+    store: &Store,
     plan: &Plan,
-    keys: &[(usize, cairn_engine::digest::ActionKey)],
+    requested: &[String],
+    last_event: LastEvent,
+    all_current: AllCurrent,
     entries: Vec<Observed>,
 ) -> Snapshot {
     let mut jobs: Vec<String> = Vec::new();
     let mut job_index = std::collections::HashMap::new();
-    let actions = keys
+    let actions = all_current
+        .keys
         .iter()
         .map(|&(index, key)| {
             let action = &plan.actions[index];
@@ -314,10 +319,10 @@ fn snapshot_of(
         })
         .collect();
     Snapshot {
-        fingerprint: ContentDigest::of(b""),
-        last_event: Default::default(),
-        sources: 0,
-        codes: Vec::new(),
+        fingerprint: build_fingerprint(project, requested),
+        last_event,
+        sources: plan.sources.len() as u64,
+        codes: all_current.codes,
         jobs,
         actions,
         directories: output_parents(
@@ -327,6 +332,6 @@ fn snapshot_of(
                 .flat_map(|action| &action.config.outputs),
         ),
         entries,
-        plan: None,
+        plan: keep_plan(store, plan),
     }
 }
