@@ -134,8 +134,19 @@ impl Serialize for PartitionRef {
 
 impl<'de> Deserialize<'de> for PartitionRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        PartitionRef::parse(&text).map_err(serde::de::Error::custom)
+        /// Parses the text where the format lends it (a kept plan, a
+        /// snapshot: no `String` in between), else from a copy.
+        struct RefVisitor;
+        impl serde::de::Visitor<'_> for RefVisitor {
+            type Value = PartitionRef;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a partition ref")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<PartitionRef, E> {
+                PartitionRef::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(RefVisitor)
     }
 }
 
