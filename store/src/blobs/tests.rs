@@ -227,6 +227,35 @@ fn sync_is_a_no_op_until_something_is_written() {
 }
 
 #[test]
+fn a_few_blobs_are_fsynced_each_and_many_with_one_syncfs() {
+    let (_dir, blobs) = linux_store();
+    // A few: each is remembered, and the sync takes them all.
+    for index in 0..3 {
+        blobs.put_bytes(format!("few {index}").as_bytes()).unwrap();
+    }
+    assert_eq!(blobs.pending_paths().len(), 3);
+    blobs.sync().unwrap();
+    assert!(blobs.pending_paths().is_empty());
+    assert!(!blobs.unsynced.load(Ordering::Acquire));
+    // Many: the list stops one past the limit (memory stays bounded), and
+    // the sync that sees it that long syncs the whole file system.
+    for index in 0..(EACH_FILE_AT_MOST * 4) {
+        blobs.put_bytes(format!("many {index}").as_bytes()).unwrap();
+    }
+    assert_eq!(blobs.pending_paths().len(), EACH_FILE_AT_MOST + 1);
+    blobs.sync().unwrap();
+    assert!(blobs.pending_paths().is_empty());
+    assert!(!blobs.unsynced.load(Ordering::Acquire));
+    for index in 0..(EACH_FILE_AT_MOST * 4) {
+        let bytes = format!("many {index}");
+        assert_eq!(
+            blobs.read(&ContentDigest::of(bytes.as_bytes())).unwrap(),
+            bytes.as_bytes()
+        );
+    }
+}
+
+#[test]
 fn a_read_only_store_refuses_writes_but_reads() {
     let (dir, blobs) = linux_store();
     let digest = blobs.put_bytes(b"kept").unwrap();
