@@ -305,17 +305,7 @@ fn new_snapshot(
                 jobs.push(action.job.to_string());
                 (jobs.len() - 1) as u32
             });
-            CurrentAction {
-                index: index as u32,
-                job,
-                key,
-                outputs: action
-                    .config
-                    .outputs
-                    .iter()
-                    .map(|output| output.as_str().to_owned())
-                    .collect(),
-            }
+            CurrentAction::of(index, job, key, action)
         })
         .collect();
     Snapshot {

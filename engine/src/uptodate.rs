@@ -111,6 +111,24 @@ pub struct CurrentAction {
     pub outputs: Vec<String>,
 }
 
+impl CurrentAction {
+    /// The snapshot's record of plan action `index`, current with `key`,
+    /// its job named by index `job` into [`Snapshot::jobs`].
+    pub fn of(index: usize, job: u32, key: ActionKey, action: &crate::plan::PlannedAction) -> Self {
+        CurrentAction {
+            index: index as u32,
+            job,
+            key,
+            outputs: action
+                .config
+                .outputs
+                .iter()
+                .map(|output| output.as_str().to_owned())
+                .collect(),
+        }
+    }
+}
+
 /// A stat-cache key with the entry a build relied on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
@@ -813,16 +831,9 @@ mod tests {
             .actions
             .iter()
             .enumerate()
-            .map(|(index, action)| CurrentAction {
-                index: index as u32,
-                job: jobs.iter().position(|job| **job == *action.job).unwrap() as u32,
-                key: ActionKey([index as u8; 32]),
-                outputs: action
-                    .config
-                    .outputs
-                    .iter()
-                    .map(|output| output.as_str().to_owned())
-                    .collect(),
+            .map(|(index, action)| {
+                let job = jobs.iter().position(|job| **job == *action.job).unwrap();
+                CurrentAction::of(index, job as u32, ActionKey([index as u8; 32]), action)
             })
             .collect();
         let snapshot = Snapshot {
