@@ -475,3 +475,97 @@ fn another_environment_or_other_refs_are_not_confirmed() {
     assert!(!quick, "{}", one.run.stderr);
     one.assert_counts(2, 0, 2, 0, 0);
 }
+
+/// `-vv`'s line when a dry run was answered from the snapshot.
+const DRY_CONFIRMED: &str = "up-to-date snapshot confirmed for the dry run";
+
+/// `cairn -vv build --dry-run --json`: its stdout (the action lines and the
+/// summary), and whether the snapshot answered it.
+fn dry_run(p: &Project) -> (String, bool) {
+    let run = p.cairn(&["-vv", "build", "--dry-run", "--json"]);
+    run.assert_code(0);
+    (run.stdout.clone(), run.stderr.contains(DRY_CONFIRMED))
+}
+
+/// A dry run of a build the snapshot confirms lists from it what the full
+/// dry run lists (the same lines in the same order, each naming the build
+/// whose result it reuses, presumed actions included), and changes
+/// nothing: no event, no stat, the snapshot as it was.
+#[test]
+fn a_dry_run_from_the_snapshot_lists_what_the_full_one_does() {
+    let p = with_snapshot(Taken::Cold);
+    // A changed source, built with the rest presumed from the snapshot:
+    // the actions name two builds.
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    let (changed, _) = build(&p, &[]);
+    assert!(
+        changed.run.stderr.contains(PRESUMED),
+        "{}",
+        changed.run.stderr
+    );
+    changed.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
+    // Touched, same content: confirmed, and its new stat not recorded.
+    let touched = p.file("inputs/2024-01-01/S001.txt");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&touched)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let state = p.state();
+    let snapshot = p.read(SNAPSHOT);
+    let (quick, answered) = dry_run(&p);
+    assert!(answered, "the dry run did not use the snapshot");
+    assert_eq!(p.state(), state, "a dry run changed the store or the data");
+    assert_eq!(p.read(SNAPSHOT), snapshot, "a dry run changed the snapshot");
+    std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
+    let (full, answered) = dry_run(&p);
+    assert!(!answered);
+    assert_eq!(quick, full, "the two dry runs differ");
+    let lines: Vec<Value> = full
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["total"], TOTAL);
+    assert_eq!(summary["cached"], TOTAL);
+    let reasons: std::collections::BTreeSet<&str> = lines[..lines.len() - 1]
+        .iter()
+        .map(|line| line["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            format!("reuses the result of build {}", changed.id() - 1),
+            format!("reuses the result of build {}", changed.id()),
+        ]
+        .iter()
+        .map(String::as_str)
+        .collect(),
+    );
+}
+
+/// Anything a dry run would report as other than up to date is not taken
+/// from the snapshot.
+#[test]
+fn a_dry_run_after_a_change_is_not_answered_from_the_snapshot() {
+    let p = with_snapshot(Taken::NoOp);
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    let (listed, answered) = dry_run(&p);
+    assert!(!answered);
+    let summary: Value = serde_json::from_str(listed.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["executed"], 3);
+    assert_eq!(summary["cached"], TOTAL - 3);
+    // Other refs asked for: the snapshot is of `build` alone.
+    let p = with_snapshot(Taken::NoOp);
+    let run = p.cairn(&[
+        "-vv",
+        "build",
+        "--dry-run",
+        &clean_ref("2024-01-01", "S001"),
+    ]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains(DRY_CONFIRMED), "{}", run.stderr);
+    assert!(run.stderr.contains("dry run: 2 actions"), "{}", run.stderr);
+}

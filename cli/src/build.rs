@@ -8,8 +8,9 @@ use cairn_engine::action::Context;
 use cairn_engine::evaluate::{Verdict, evaluate};
 use cairn_engine::exec::{BuildOptions, BuildReport, build};
 use cairn_engine::plan::Plan;
+use cairn_engine::record::BuildCounts;
 use cairn_engine::runner::Children;
-use cairn_engine::uptodate::{Witness, presume};
+use cairn_engine::uptodate::{Snapshot, Witness, presume};
 use cairn_store::Store;
 use serde_json::json;
 
@@ -22,7 +23,18 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let project = Project::load(cli)?;
     let mut assisted: Option<Assisted> = None;
-    if !args.dry_run {
+    if args.dry_run {
+        let found = crate::uptodate::try_dry(&project, &args.refs, jobs(args.jobs))?;
+        if let Some(snapshot) = found {
+            let code = dry_run_current(&snapshot, args.json);
+            tracing::debug!(
+                "dry run answered from the snapshot ({:.2?})",
+                started.elapsed()
+            );
+            left_for_exit(snapshot);
+            return code;
+        }
+    } else {
         let asked = crate::uptodate::Asked {
             requested: &args.refs,
             jobs: jobs(args.jobs),
@@ -302,15 +314,7 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
         evaluate(context, plan).map_err(|error| Failure::store(error.to_string()))
     })?;
     tracing::debug!("evaluated ({:.2?})", started.elapsed());
-    // One buffered writer for all the lines (a million actions would be a
-    // million writes through line-buffered stdout or unbuffered stderr).
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let mut out: Box<dyn Write> = if json {
-        Box::new(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()))
-    } else {
-        Box::new(std::io::BufWriter::with_capacity(1 << 16, stderr.lock()))
-    };
+    let mut out = listing(json);
     for &index in &plan.order {
         let action = &plan.actions[index];
         let verdict = &verdicts[index];
@@ -339,19 +343,66 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
     }
     let _ = out.flush();
     drop(out);
-    let counts = Verdict::count(&verdicts);
+    dry_summary(plan.actions.len(), &Verdict::count(&verdicts), json);
+    left_for_exit(verdicts);
+    Ok(0)
+}
+
+/// The dry run of a build the up-to-date snapshot confirmed: every action
+/// up to date, listed as [`dry_run`] lists them (in the plan's order, with
+/// the build whose result each reuses; humans get the summary alone).
+fn dry_run_current(snapshot: &Snapshot, json: bool) -> Result<u8, Failure> {
+    if json {
+        let mut out = listing(true);
+        for action in &snapshot.actions {
+            let verdict = Verdict::UpToDate {
+                key: action.key,
+                built_by: action.built_by,
+            };
+            let (state, reason) = verdict.describe();
+            let job = &snapshot.jobs[action.job as usize];
+            let line = json!({"type": "action", "job": job, "outputs": action.outputs, "verdict": state, "reason": reason});
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
+        }
+        let _ = out.flush();
+    }
+    let total = snapshot.actions.len() as u64;
+    let counts = BuildCounts {
+        cached: total,
+        ..BuildCounts::default()
+    };
+    dry_summary(snapshot.actions.len(), &counts, json);
+    Ok(0)
+}
+
+/// One buffered writer for all of a dry run's lines (a million actions
+/// would be a million writes through line-buffered stdout or unbuffered
+/// stderr): stdout for `--json`, else stderr.
+fn listing(json: bool) -> Box<dyn Write> {
+    if json {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout().lock(),
+        ))
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stderr().lock(),
+        ))
+    }
+}
+
+/// A dry run's last line(s): the JSON summary with `--json`, and the note.
+fn dry_summary(total: usize, counts: &BuildCounts, json: bool) {
     if json {
         json_line(
-            &json!({"type": "summary", "dry_run": true, "total": plan.actions.len(), "executed": counts.executed, "cached": counts.cached, "failed": 0, "skipped": counts.skipped}),
+            &json!({"type": "summary", "dry_run": true, "total": total, "executed": counts.executed, "cached": counts.cached, "failed": 0, "skipped": counts.skipped}),
         );
     }
     note(&format!(
-        "dry run: {} actions: {} would run, {} up to date or restorable, {} blocked",
-        plan.actions.len(),
-        counts.executed,
-        counts.cached,
-        counts.skipped
+        "dry run: {total} actions: {} would run, {} up to date or restorable, {} blocked",
+        counts.executed, counts.cached, counts.skipped
     ));
-    left_for_exit(verdicts);
-    Ok(0)
 }

@@ -89,19 +89,9 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure>
         return unconfirmed("the graph, the refs asked for or the environment differ");
     }
     let store = project.open_writer(!asked.no_wait)?;
-    if store.last_event()? != Some(snapshot.last_event) {
-        return unconfirmed("events were recorded since");
-    }
-    let observer = Observer::new(store.catalog());
     let mut updates = Vec::new();
-    let codes = code_digests(
-        &project.graph,
-        snapshot.codes.iter().map(|(job, _)| job.as_str()),
-        &observer,
-        &mut updates,
-    );
-    if !codes.is_ok_and(|codes| sorted_codes(&codes) == snapshot.codes) {
-        return unconfirmed("a job's code changed");
+    if let Some(why) = differs(project, &snapshot, &store, &mut updates)? {
+        return unconfirmed(why);
     }
     let (touched, changed) = match confirm_paths(&snapshot, asked.jobs, CHANGED_AT_MOST) {
         Ok(found) => (found.touched, found.changed),
@@ -188,6 +178,73 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure>
     }))
 }
 
+/// Why `snapshot` does not describe `store` and the project's code as
+/// they are now (an event recorded since, a job's code changed), or `None`.
+/// The stat-cache updates of code files hashed again go to `updates`.
+fn differs(
+    project: &Project,
+    snapshot: &Snapshot,
+    store: &Store,
+    updates: &mut Vec<cairn_engine::observe::StatUpdate>,
+) -> Result<Option<&'static str>, Failure> {
+    if store.last_event()? != Some(snapshot.last_event) {
+        return Ok(Some("events were recorded since"));
+    }
+    let observer = Observer::new(store.catalog());
+    let codes = code_digests(
+        &project.graph,
+        snapshot.codes.iter().map(|(job, _)| job.as_str()),
+        &observer,
+        updates,
+    );
+    if !codes.is_ok_and(|codes| sorted_codes(&codes) == snapshot.codes) {
+        return Ok(Some("a job's code changed"));
+    }
+    Ok(None)
+}
+
+/// The snapshot, if it confirms that every action `cairn build REQUESTED`
+/// would plan is current and that nothing it observed changed:
+/// `cairn build --dry-run` then lists them from it, without planning or
+/// evaluating. Only reads: the store is opened as a reader, and the new
+/// stats of touched files (same content) are checked, not kept.
+pub fn try_dry(
+    project: &Project,
+    requested: &[String],
+    threads: usize,
+) -> Result<Option<Snapshot>, Failure> {
+    if !graph_allows(&project.graph) {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let Some((snapshot, _)) = Store::read_snapshot_in(&project.store_dir) else {
+        return Ok(None);
+    };
+    let unconfirmed = |why: &str| {
+        tracing::debug!("up-to-date snapshot not confirmed for the dry run: {why}");
+        Ok(None)
+    };
+    if snapshot.fingerprint != build_fingerprint(project, requested) {
+        return unconfirmed("the graph, the refs asked for or the environment differ");
+    }
+    let Some(store) = project.open_reader()? else {
+        return unconfirmed("no store");
+    };
+    if let Some(why) = differs(project, &snapshot, &store, &mut Vec::new())? {
+        return unconfirmed(why);
+    }
+    // Any changed path and the full dry run says what it means.
+    if let Err(why) = confirm_paths(&snapshot, threads, 0) {
+        return unconfirmed(&why.0);
+    }
+    tracing::debug!(
+        "up-to-date snapshot confirmed for the dry run: {} paths ({:.2?})",
+        snapshot.entries.len(),
+        started.elapsed()
+    );
+    Ok(Some(snapshot))
+}
+
 /// The action lines `--json` prints for actions found current.
 fn report_json(snapshot: &Snapshot) {
     use std::io::Write;
@@ -238,12 +295,19 @@ pub fn record(
                 return;
             };
             let mut keys = vec![None; plan.actions.len()];
-            for &(index, key) in &all_current.keys {
-                keys[index] = Some(key);
+            for &(index, key, built_by) in &all_current.keys {
+                keys[index] = Some((key, built_by));
             }
             for action in &mut base.actions {
                 match keys.get(action.index as usize).copied().flatten() {
-                    Some(key) => action.key = key,
+                    Some((key, built_by)) => {
+                        action.key = key;
+                        // Presumed current (no manifest read): the result
+                        // of the build the base snapshot names.
+                        if let Some(built_by) = built_by {
+                            action.built_by = built_by;
+                        }
+                    }
                     None => return,
                 }
             }
@@ -255,15 +319,22 @@ pub fn record(
                 ..base
             }
         }
-        None => new_snapshot(
-            project,
-            store,
-            plan,
-            requested,
-            last_event,
-            all_current,
-            entries,
-        ),
+        None => {
+            let made = new_snapshot(
+                project,
+                store,
+                plan,
+                requested,
+                last_event,
+                all_current,
+                entries,
+            );
+            let Some(snapshot) = made else {
+                tracing::debug!("no up-to-date snapshot: an action reuses no known build");
+                return;
+            };
+            snapshot
+        }
     };
     match store.write_snapshot(&snapshot) {
         Ok(()) => tracing::debug!(
@@ -284,7 +355,8 @@ fn keep_plan(store: &Store, plan: &Plan) -> Option<ContentDigest> {
         .ok()
 }
 
-/// A snapshot of `plan` from scratch, its plan kept beside it.
+/// A snapshot of `plan` from scratch, its plan kept beside it (`None` if
+/// an action's result is of no known build).
 fn new_snapshot(
     project: &Project,
     store: &Store,
@@ -293,22 +365,29 @@ fn new_snapshot(
     last_event: LastEvent,
     all_current: AllCurrent,
     entries: Vec<Observed>,
-) -> Snapshot {
+) -> Option<Snapshot> {
     let mut jobs: Vec<String> = Vec::new();
     let mut job_index = std::collections::HashMap::new();
-    let actions = all_current
-        .keys
+    let mut keys = vec![None; plan.actions.len()];
+    for &(index, key, built_by) in &all_current.keys {
+        // Only a build that presumed actions from a snapshot (not this
+        // path) finds one current without reading its manifest.
+        keys[index] = Some((key, built_by?));
+    }
+    // In the plan's order, the order a dry run lists them in.
+    let actions = plan
+        .order
         .iter()
-        .map(|&(index, key)| {
+        .map(|&index| {
             let action = &plan.actions[index];
             let job = *job_index.entry(action.job.clone()).or_insert_with(|| {
                 jobs.push(action.job.to_string());
                 (jobs.len() - 1) as u32
             });
-            CurrentAction::of(index, job, key, action)
+            Some(CurrentAction::of(index, job, keys[index]?, action))
         })
-        .collect();
-    Snapshot {
+        .collect::<Option<_>>()?;
+    Some(Snapshot {
         fingerprint: build_fingerprint(project, requested),
         last_event,
         sources: plan.sources.len() as u64,
@@ -323,5 +402,5 @@ fn new_snapshot(
         ),
         entries,
         plan: keep_plan(store, plan),
-    }
+    })
 }

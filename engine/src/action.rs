@@ -119,6 +119,10 @@ pub struct Finished {
     pub outcome: Outcome,
     /// Content digests of the outputs, when they are known.
     pub outputs: Option<Vec<ContentDigest>>,
+    /// The build whose result a cached action reuses (its manifest's);
+    /// `None` for actions that ran, failed or were skipped, and for those a
+    /// build presumed current without reading their manifest.
+    pub built_by: Option<u64>,
 }
 
 impl Context<'_> {
@@ -516,6 +520,7 @@ impl Context<'_> {
                     .map(|output| output.digest)
                     .collect(),
             ),
+            built_by: Some(manifest.build),
         }
     }
 
@@ -619,6 +624,7 @@ impl Context<'_> {
             updates,
             outcome: Outcome::Failed { error },
             outputs: None,
+            built_by: None,
         }
     }
 }

@@ -103,9 +103,11 @@ pub struct BuildReport {
 /// action current, besides what its witness observed.
 #[derive(Debug, Clone)]
 pub struct AllCurrent {
-    /// Each action's index and key, in the order they were found current
-    /// (the sweep's, then those that ran or were restored).
-    pub keys: Vec<(usize, ActionKey)>,
+    /// Each action's index, key and the build whose result it reuses
+    /// (`None` for an action presumed current, whose manifest was not
+    /// read), in the order they were found current (the sweep's, then
+    /// those that ran or were restored).
+    pub keys: Vec<(usize, ActionKey, Option<u64>)>,
     /// The code digests the keys were computed with, sorted by job.
     pub codes: Vec<(String, Option<ContentDigest>)>,
 }
@@ -423,6 +425,7 @@ impl<'a> Presumption<'a> {
             updates: Vec::new(),
             outcome: Outcome::Cached { restored: false },
             outputs: Some(outputs),
+            built_by: None,
         })
     }
 }
@@ -697,7 +700,7 @@ fn schedule(
         .filter(|_| !scheduler.interrupted && counts.failed == 0 && counts.skipped == 0)
         .map(|keys| {
             let mut current = vec![false; plan.actions.len()];
-            for &(index, _) in &keys {
+            for &(index, ..) in &keys {
                 current[index] = true;
             }
             Ran {
@@ -722,8 +725,8 @@ fn schedule(
 
 /// What a build whose actions all succeeded hands to [`settle`].
 struct Ran {
-    /// The actions the sweep found current, with their keys.
-    keys: Vec<(usize, ActionKey)>,
+    /// The actions the sweep found current, with their keys (and builds).
+    keys: Vec<(usize, ActionKey, Option<u64>)>,
     /// The others: run or restored by this build.
     ran: Vec<usize>,
     codes: HashMap<String, Option<ContentDigest>>,
@@ -758,7 +761,8 @@ fn settle(
         let decided =
             pool.install(|| finish_current(context, plan, &codes, &sources, &outputs, None, &ran));
         for (index, finished) in decided {
-            keys.push((index, finished.and_then(|finished| finished.key)?));
+            let finished = finished?;
+            keys.push((index, finished.key?, finished.built_by));
         }
         tracing::debug!(
             "checked the {} actions that ran or were restored again ({:.2?})",
@@ -803,7 +807,7 @@ struct Scheduler<'a> {
     commit_failed: &'a AtomicBool,
     /// The keys of the actions the sweep found current, while an
     /// up-to-date snapshot may still be taken (see [`BuildReport::all_current`]).
-    current_keys: Option<Vec<(usize, ActionKey)>>,
+    current_keys: Option<Vec<(usize, ActionKey, Option<u64>)>>,
     presumed: Option<Presumption<'a>>,
 }
 
@@ -851,7 +855,7 @@ impl<'a> Scheduler<'a> {
                             if let (Some(keys), Some(key)) =
                                 (self.current_keys.as_mut(), finished.key)
                             {
-                                keys.push((index, key));
+                                keys.push((index, key, finished.built_by));
                             }
                             self.pending_updates.extend(finished.updates);
                             self.finish(index, finished.key, finished.outcome, finished.outputs);
@@ -906,6 +910,7 @@ impl<'a> Scheduler<'a> {
                     updates: Vec::new(),
                     outcome: Outcome::Failed { error },
                     outputs: None,
+                    built_by: None,
                 };
                 self.handle(Message::Done(index, now_ms(), Box::new(finished)));
                 return;
@@ -1074,5 +1079,6 @@ fn skipped(action: &PlannedAction, reason: String) -> Finished {
         updates: Vec::new(),
         outcome: Outcome::Skipped { reason },
         outputs: None,
+        built_by: None,
     }
 }

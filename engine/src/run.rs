@@ -512,6 +512,7 @@ impl Context<'_> {
             updates,
             outcome: Outcome::Executed { duration_ms },
             outputs: Some(digests),
+            built_by: None,
         }
     }
 

@@ -52,7 +52,7 @@ use crate::record::{
 use crate::refs::PartitionRef;
 
 /// Bump when the snapshot's meaning changes: every fingerprint changes.
-pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v2";
+pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v3";
 
 /// What a build that found everything current relied on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +69,7 @@ pub struct Snapshot {
     pub codes: Vec<(String, Option<ContentDigest>)>,
     /// Job names, indexed by [`CurrentAction::job`].
     pub jobs: Vec<String>,
-    /// Every action, in the order the build found it current.
+    /// Every action, in the plan's (topological) order.
     pub actions: Vec<CurrentAction>,
     /// Directories between the data root and the outputs, which must still
     /// be real directories (absolute paths).
@@ -108,17 +108,26 @@ pub struct CurrentAction {
     pub index: u32,
     pub job: u32,
     pub key: ActionKey,
+    /// The build whose result it reuses (what a dry run reports).
+    pub built_by: u64,
     pub outputs: Vec<String>,
 }
 
 impl CurrentAction {
-    /// The snapshot's record of plan action `index`, current with `key`,
-    /// its job named by index `job` into [`Snapshot::jobs`].
-    pub fn of(index: usize, job: u32, key: ActionKey, action: &crate::plan::PlannedAction) -> Self {
+    /// The snapshot's record of plan action `index`, current with `key`
+    /// (the result of build `built_by`), its job named by index `job` into
+    /// [`Snapshot::jobs`].
+    pub fn of(
+        index: usize,
+        job: u32,
+        (key, built_by): (ActionKey, u64),
+        action: &crate::plan::PlannedAction,
+    ) -> Self {
         CurrentAction {
             index: index as u32,
             job,
             key,
+            built_by,
             outputs: action
                 .config
                 .outputs
@@ -833,7 +842,7 @@ mod tests {
             .enumerate()
             .map(|(index, action)| {
                 let job = jobs.iter().position(|job| **job == *action.job).unwrap();
-                CurrentAction::of(index, job as u32, ActionKey([index as u8; 32]), action)
+                CurrentAction::of(index, job as u32, (ActionKey([index as u8; 32]), 1), action)
             })
             .collect();
         let snapshot = Snapshot {

@@ -252,6 +252,7 @@ mod tests {
                 index: 0,
                 job: 0,
                 key: ActionKey([3; 32]),
+                built_by: 1,
                 outputs: vec!["clean/date=2024-01-01".into()],
             }],
             directories: vec!["/data/clean".into()],
