@@ -263,27 +263,28 @@ fn confirm_in_parallel(
     // Stops early once too many paths changed (a large edit: the full path
     // is then the better way).
     let changed_count = std::sync::atomic::AtomicUsize::new(0);
-    let verdicts: Vec<Found> = snapshot
+    // Only the paths that are not the same are kept (by index, in order):
+    // a verdict for each of 2.5 million paths was 320 MB.
+    let differing: Vec<(usize, Found)> = snapshot
         .entries
         .par_iter()
-        .map(|(key, seen)| {
-            let verdict = confirm_one(key, seen);
-            if matches!(verdict, Found::Changed)
-                && changed_count.fetch_add(1, Ordering::Relaxed) >= changed_at_most
-            {
-                return Err(Unconfirmed(format!(
+        .enumerate()
+        .filter_map(|(index, (key, seen))| match confirm_one(key, seen) {
+            Found::Same => None,
+            Found::Changed if changed_count.fetch_add(1, Ordering::Relaxed) >= changed_at_most => {
+                Some(Err(Unconfirmed(format!(
                     "more than {changed_at_most} paths changed, {key} among them"
-                )));
+                ))))
             }
-            Ok(verdict)
+            verdict => Some(Ok((index, verdict))),
         })
         .collect::<Result<_, _>>()?;
     let mut confirmation = Confirmation::default();
-    for ((key, _), verdict) in snapshot.entries.iter().zip(verdicts) {
+    for (index, verdict) in differing {
         match verdict {
             Found::Same => {}
             Found::Touched(update) => confirmation.touched.push(update),
-            Found::Changed => confirmation.changed.push(key.clone()),
+            Found::Changed => confirmation.changed.push(snapshot.entries[index].0.clone()),
         }
     }
     Ok(confirmation)
