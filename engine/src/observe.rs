@@ -96,12 +96,64 @@ pub fn file_entry(relative: String, metadata: &Metadata, digest: ContentDigest) 
 
 /// Whether a cached entry still describes a file or directory with `metadata`.
 pub fn still_valid(entry: &StatEntry, metadata: &Metadata) -> bool {
-    let mtime = mtime_ns(metadata);
-    entry.size == metadata.len()
-        && entry.mtime_ns == mtime
-        && entry.ctime_ns == ctime_ns(metadata)
-        && entry.inode == metadata.ino()
-        && mtime < entry.recorded_ns - RACY_NS
+    fields_valid(entry, &StatFields::of(metadata))
+}
+
+/// The fields of a stat the stat-cache rule looks at, from a [`Metadata`]
+/// or straight from `fstatat` (the up-to-date snapshot's check stats
+/// millions of paths relative to open directories).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFields {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub inode: u64,
+    /// `st_mode`: the kind and the permission bits.
+    pub mode: u32,
+}
+
+impl StatFields {
+    pub fn of(metadata: &Metadata) -> Self {
+        StatFields {
+            size: metadata.len(),
+            mtime_ns: mtime_ns(metadata),
+            ctime_ns: ctime_ns(metadata),
+            inode: metadata.ino(),
+            mode: metadata.mode(),
+        }
+    }
+
+    pub fn of_stat(stat: &libc::stat) -> Self {
+        StatFields {
+            size: stat.st_size as u64,
+            mtime_ns: i128::from(stat.st_mtime) * 1_000_000_000 + i128::from(stat.st_mtime_nsec),
+            ctime_ns: i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec),
+            inode: stat.st_ino,
+            mode: stat.st_mode,
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// As [`executable`].
+    pub fn executable(&self) -> bool {
+        self.mode & 0o111 != 0
+    }
+}
+
+/// [`still_valid`] on the fields of a stat.
+pub fn fields_valid(entry: &StatEntry, fields: &StatFields) -> bool {
+    entry.size == fields.size
+        && entry.mtime_ns == fields.mtime_ns
+        && entry.ctime_ns == fields.ctime_ns
+        && entry.inode == fields.inode
+        && fields.mtime_ns < entry.recorded_ns - RACY_NS
 }
 
 /// The stat-cache key of the directory at `path` (files are keyed by their

@@ -42,7 +42,8 @@ use crate::digest::{ActionKey, ContentDigest, KeyHasher};
 use crate::graph::Graph;
 use crate::key::ACTION_RECIPE;
 use crate::observe::{
-    StatUpdate, executable, hash_file, listing_digest, now_ns, stat_entry, still_valid,
+    StatUpdate, executable, fields_valid, hash_file, listing_digest, now_ns, stat_entry,
+    still_valid,
 };
 use crate::ports::{Catalog, StoreError};
 use crate::record::{
@@ -264,21 +265,33 @@ fn confirm_in_parallel(
     // is then the better way).
     let changed_count = std::sync::atomic::AtomicUsize::new(0);
     // Only the paths that are not the same are kept (by index, in order):
-    // a verdict for each of 2.5 million paths was 320 MB.
-    let differing: Vec<(usize, Found)> = snapshot
+    // a verdict for each of 2.5 million paths was 320 MB. In chunks, each
+    // with its own few open directories to stat relative to.
+    const CHUNK: usize = 512;
+    let differing: Vec<Vec<(usize, Found)>> = snapshot
         .entries
-        .par_iter()
+        .par_chunks(CHUNK)
         .enumerate()
-        .filter_map(|(index, (key, seen))| match confirm_one(key, seen) {
-            Found::Same => None,
-            Found::Changed if changed_count.fetch_add(1, Ordering::Relaxed) >= changed_at_most => {
-                Some(Err(Unconfirmed(format!(
-                    "more than {changed_at_most} paths changed, {key} among them"
-                ))))
+        .map(|(chunk_index, chunk)| {
+            let mut bases = Bases::default();
+            let mut differing = Vec::new();
+            for (offset, (key, seen)) in chunk.iter().enumerate() {
+                match confirm_one(key, seen, &mut bases) {
+                    Found::Same => {}
+                    Found::Changed
+                        if changed_count.fetch_add(1, Ordering::Relaxed) >= changed_at_most =>
+                    {
+                        return Err(Unconfirmed(format!(
+                            "more than {changed_at_most} paths changed, {key} among them"
+                        )));
+                    }
+                    verdict => differing.push((chunk_index * CHUNK + offset, verdict)),
+                }
             }
-            verdict => Some(Ok((index, verdict))),
+            Ok(differing)
         })
         .collect::<Result<_, _>>()?;
+    let differing = differing.into_iter().flatten();
     let mut confirmation = Confirmation::default();
     for (index, verdict) in differing {
         match verdict {
@@ -292,8 +305,125 @@ fn confirm_in_parallel(
 
 /// One observed path, by the stat-cache rule: the same stat, or (a touched
 /// file or directory) the same content and executable bit under a new
-/// stat, else changed.
-fn confirm_one(key: &str, seen: &Seen) -> Found {
+/// stat, else changed. The common case, the same stat, is decided by a
+/// stat relative to an open directory near the path; anything else is
+/// looked at again by its full path.
+fn confirm_one(key: &str, seen: &Seen, bases: &mut Bases) -> Found {
+    let (path, directory) = match key.strip_suffix('/') {
+        Some(path) => (path, true),
+        None => (key, false),
+    };
+    if let Some(fields) = bases.lstat(path) {
+        let kind = if directory {
+            fields.is_dir()
+        } else {
+            fields.is_file() && fields.executable() == seen.executable
+        };
+        if kind && fields_valid(&seen.entry, &fields) {
+            return Found::Same;
+        }
+    }
+    confirm_by_path(key, seen)
+}
+
+/// A few directories held open, to stat paths below them by a short
+/// relative name (`fstatat`): a lookup walks every component of a path,
+/// and the snapshot's paths are absolute, ten components deep in a
+/// typical layout. Each path is stat'ed relative to the directory two
+/// components up, so a partition's directory (`date=…/station=…/`) and
+/// its files (`date=…/station=…/reviews.csv`) use two bases between them.
+#[derive(Default)]
+struct Bases {
+    /// Most recently used first; a base that could not be opened is kept
+    /// as `None` (its paths are stat'ed by their full path).
+    open: Vec<(String, Option<std::os::fd::OwnedFd>)>,
+}
+
+impl Bases {
+    const KEEP: usize = 4;
+
+    /// `lstat` of `path` (absolute, no trailing `/`), or `None` if it
+    /// cannot be stat'ed this way.
+    fn lstat(&mut self, path: &str) -> Option<crate::observe::StatFields> {
+        let parent = path.rfind('/')?;
+        let base_end = path[..parent].rfind('/').filter(|&at| at > 0)?;
+        let (base, relative) = (&path[..base_end], &path[base_end + 1..]);
+        let mut name = [0u8; 256];
+        if relative.len() >= name.len() || relative.as_bytes().contains(&0) {
+            return None;
+        }
+        name[..relative.len()].copy_from_slice(relative.as_bytes());
+        let position = match self.open.iter().position(|(open, _)| open == base) {
+            Some(position) => position,
+            None => {
+                let opened = open_directory(base);
+                if self.open.len() == Self::KEEP {
+                    self.open.pop();
+                }
+                self.open.insert(0, (base.to_owned(), opened));
+                0
+            }
+        };
+        if position != 0 {
+            let used = self.open.remove(position);
+            self.open.insert(0, used);
+        }
+        let fd = self.open[0].1.as_ref()?;
+        lstat_at(fd, &name).map(|stat| crate::observe::StatFields::of_stat(&stat))
+    }
+}
+
+/// `fstatat(directory, name, AT_SYMLINK_NOFOLLOW)`, `name` NUL-terminated.
+#[expect(
+    unsafe_code,
+    reason = "fstatat(2) relative to an open directory has no Rust wrapper"
+)]
+fn lstat_at(directory: &std::os::fd::OwnedFd, name: &[u8]) -> Option<libc::stat> {
+    use std::os::fd::AsRawFd;
+    if !name.contains(&0) {
+        return None;
+    }
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated within its bounds (checked above),
+    // `directory` is an open descriptor, and `stat` is only read after a
+    // successful call wrote it.
+    unsafe {
+        if libc::fstatat(
+            directory.as_raw_fd(),
+            name.as_ptr().cast(),
+            stat.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) != 0
+        {
+            return None;
+        }
+        Some(stat.assume_init())
+    }
+}
+
+/// The directory at `path` opened for stat'ing below it (`O_PATH`:
+/// neither read nor written); `None` if it cannot be.
+#[expect(
+    unsafe_code,
+    reason = "an O_PATH directory descriptor has no Rust wrapper"
+)]
+fn open_directory(path: &str) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let path = std::ffi::CString::new(path).ok()?;
+    // SAFETY: `path` is NUL-terminated; a non-negative result is an open
+    // descriptor that nothing else owns.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// [`confirm_one`] by the full path: the stat again, and what the rule
+/// does when it differs.
+fn confirm_by_path(key: &str, seen: &Seen) -> Found {
     if let Some(directory) = key.strip_suffix('/') {
         let metadata = match fs::symlink_metadata(directory) {
             Ok(metadata) if metadata.is_dir() => metadata,
@@ -648,6 +778,39 @@ mod tests {
     use crate::observe::Observer;
     use crate::ports::MemoryStatCache;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A stat relative to an open base says what `lstat` of the full path
+    /// says, for files, directories, links and missing paths alike.
+    #[test]
+    fn a_relative_stat_is_the_full_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("d/p")).unwrap();
+        fs::write(root.join("d/p/f.csv"), "x").unwrap();
+        fs::set_permissions(root.join("d/p/f.csv"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("f.csv", root.join("d/p/link")).unwrap();
+        std::os::unix::fs::symlink(root.join("d/p"), root.join("d/q")).unwrap();
+        let mut bases = Bases::default();
+        for relative in [
+            "d/p/f.csv",
+            "d/p",
+            "d/p/link",
+            "d/q",
+            "d/q/f.csv",
+            "d/p/none",
+            "x/y/z",
+        ] {
+            let path = root.join(relative);
+            let path = path.to_str().unwrap();
+            let full = fs::symlink_metadata(path)
+                .ok()
+                .map(|metadata| crate::observe::StatFields::of(&metadata));
+            assert_eq!(bases.lstat(path), full, "{relative}");
+        }
+        // Too short to have a base two components up: the full path decides.
+        assert_eq!(bases.lstat("/tmp"), None);
+        assert!(bases.open.len() <= Bases::KEEP);
+    }
 
     /// A directory with `a.txt` and `sub/b.txt`, observed through a witness
     /// as a build observes a partition; the snapshot of what it saw.

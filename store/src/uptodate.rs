@@ -266,25 +266,24 @@ fn decode(mut file: std::fs::File) -> Result<(Snapshot, SnapshotFile), String> {
     if blake3::hash(&head[..56]).as_bytes()[..] != head[56..] {
         return Err("header checksum mismatch (torn or altered)".into());
     }
-    let mut body = std::io::BufReader::with_capacity(
-        1 << 20,
-        HashingReader {
-            inner: file,
-            hasher: blake3::Hasher::new(),
-        },
-    );
-    // Owned strings pass through this buffer one at a time: paths and refs
-    // are far shorter (a longer one fails to decode: no snapshot).
-    let mut scratch = vec![0u8; 1 << 16];
-    let decoded = postcard::from_io::<Snapshot, _>((&mut body, &mut scratch));
-    let decoded = decoded.map(|(snapshot, _)| snapshot);
+    let mut deserializer = postcard::Deserializer::from_flavor(Streamed::new(file));
+    let decoded = serde::Deserialize::deserialize(&mut deserializer);
+    let mut body = deserializer
+        .finalize()
+        .map_err(|error| format!("cannot decode: {error}"))?;
     // The digest covers the whole body, trailing bytes included; a torn or
     // altered body is reported as such even when it fails to decode.
-    std::io::copy(&mut body, &mut std::io::sink()).map_err(|error| error.to_string())?;
-    if body.get_ref().hasher.finalize().as_bytes()[..] != head[24..56] {
+    body.at = body.end;
+    while body.refill() {
+        body.at = body.end;
+    }
+    if let Some(error) = body.error {
+        return Err(error.to_string());
+    }
+    if body.hasher.finalize().as_bytes()[..] != head[24..56] {
         return Err("checksum mismatch (torn or altered)".into());
     }
-    let mut snapshot = decoded.map_err(|error| format!("cannot decode: {error}"))?;
+    let mut snapshot: Snapshot = decoded.map_err(|error| format!("cannot decode: {error}"))?;
     let word = |at: usize| {
         let mut word = [0u8; 8];
         word.copy_from_slice(&head[at..at + 8]);
@@ -300,17 +299,93 @@ fn decode(mut file: std::fs::File) -> Result<(Snapshot, SnapshotFile), String> {
     Ok((snapshot, SnapshotFile { body_digest }))
 }
 
-/// Hashes what it reads.
-struct HashingReader<R> {
-    inner: R,
+/// A postcard flavor over a file: bytes are taken from a 1 MiB buffer,
+/// refilled (and hashed) as it runs out. Decoding from it is as fast as
+/// from a slice, without the whole body in memory; nothing is borrowed
+/// (the snapshot owns its strings), and no string is longer than the
+/// buffer (one that is fails to decode).
+struct Streamed<R> {
+    reader: R,
+    buffer: Box<[u8]>,
+    /// The next byte to take, and the end of what was read.
+    at: usize,
+    end: usize,
     hasher: blake3::Hasher,
+    error: Option<std::io::Error>,
 }
 
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buffer)?;
-        self.hasher.update(&buffer[..read]);
-        Ok(read)
+impl<R: std::io::Read> Streamed<R> {
+    fn new(reader: R) -> Self {
+        Streamed {
+            reader,
+            buffer: vec![0; 1 << 20].into_boxed_slice(),
+            at: 0,
+            end: 0,
+            hasher: blake3::Hasher::new(),
+            error: None,
+        }
+    }
+
+    /// Moves what is left to the front and reads more after it; `false` at
+    /// the end of the file or on an error (kept).
+    fn refill(&mut self) -> bool {
+        self.buffer.copy_within(self.at..self.end, 0);
+        self.end -= self.at;
+        self.at = 0;
+        loop {
+            match self.reader.read(&mut self.buffer[self.end..]) {
+                Ok(0) => return false,
+                Ok(read) => {
+                    self.hasher.update(&self.buffer[self.end..self.end + read]);
+                    self.end += read;
+                    return true;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.error = Some(error);
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl<'de, R: std::io::Read + 'de> postcard::de_flavors::Flavor<'de> for Streamed<R> {
+    type Remainder = Self;
+    type Source = ();
+
+    #[inline]
+    fn pop(&mut self) -> postcard::Result<u8> {
+        if self.at == self.end && !self.refill() {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        let byte = self.buffer[self.at];
+        self.at += 1;
+        Ok(byte)
+    }
+
+    fn try_take_n(&mut self, _count: usize) -> postcard::Result<&'de [u8]> {
+        // Borrowing from the input: the snapshot does not.
+        Err(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    #[inline]
+    fn try_take_n_temp<'a>(&'a mut self, count: usize) -> postcard::Result<&'a [u8]>
+    where
+        'de: 'a,
+    {
+        while self.end - self.at < count {
+            if count > self.buffer.len() || !self.refill() {
+                return Err(postcard::Error::DeserializeUnexpectedEnd);
+            }
+        }
+        let taken = &self.buffer[self.at..self.at + count];
+        self.at += count;
+        Ok(taken)
+    }
+
+    fn finalize(self) -> postcard::Result<Self> {
+        Ok(self)
     }
 }
 
