@@ -53,7 +53,7 @@ use crate::record::{
 use crate::refs::PartitionRef;
 
 /// Bump when the snapshot's meaning changes: every fingerprint changes.
-pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v3";
+pub const SNAPSHOT_RECIPE: &str = "cairn/up-to-date/v4";
 
 /// What a build that found everything current relied on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,7 @@ pub struct CurrentAction {
     /// The action's index in the plan (planning is deterministic).
     pub index: u32,
     pub job: u32,
+    #[serde(with = "key_bytes")]
     pub key: ActionKey,
     /// The build whose result it reuses (what a dry run reports).
     pub built_by: u64,
@@ -140,10 +141,109 @@ impl CurrentAction {
 }
 
 /// A stat-cache key with the entry a build relied on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded as one fixed-width byte string ([`Seen::BYTES`]): a snapshot
+/// holds millions, and postcard decodes a byte string in one step where
+/// it decodes a digest's 32 bytes and each varint one byte at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub entry: StatEntry,
     pub executable: bool,
+}
+
+impl Seen {
+    /// size, mtime, ctime, inode, recorded (little-endian), digest, bit.
+    const BYTES: usize = 8 + 16 + 16 + 8 + 16 + 32 + 1;
+
+    fn to_bytes(self) -> [u8; Self::BYTES] {
+        let entry = &self.entry;
+        let mut out = [0u8; Self::BYTES];
+        out[0..8].copy_from_slice(&entry.size.to_le_bytes());
+        out[8..24].copy_from_slice(&entry.mtime_ns.to_le_bytes());
+        out[24..40].copy_from_slice(&entry.ctime_ns.to_le_bytes());
+        out[40..48].copy_from_slice(&entry.inode.to_le_bytes());
+        out[48..64].copy_from_slice(&entry.recorded_ns.to_le_bytes());
+        out[64..96].copy_from_slice(&entry.digest.0);
+        out[96] = u8::from(self.executable);
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::BYTES || bytes[96] > 1 {
+            return None;
+        }
+        let u64_at =
+            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+        let i128_at =
+            |at: usize| i128::from_le_bytes(bytes[at..at + 16].try_into().unwrap_or_default());
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&bytes[64..96]);
+        Some(Seen {
+            entry: StatEntry {
+                size: u64_at(0),
+                mtime_ns: i128_at(8),
+                ctime_ns: i128_at(24),
+                inode: u64_at(40),
+                recorded_ns: i128_at(48),
+                digest: ContentDigest(digest),
+            },
+            executable: bytes[96] == 1,
+        })
+    }
+}
+
+impl Serialize for Seen {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Seen;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(formatter, "{} bytes of a stat entry", Seen::BYTES)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Seen, E> {
+                Seen::from_bytes(bytes).ok_or_else(|| E::invalid_length(bytes.len(), &self))
+            }
+        }
+        // A buffer, not a borrow: the snapshot is decoded from a stream.
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
+/// [`ActionKey`] as a byte string (see [`Seen`]).
+mod key_bytes {
+    use super::ActionKey;
+
+    pub fn serialize<S: serde::Serializer>(
+        key: &ActionKey,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&key.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<ActionKey, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ActionKey;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("the 32 bytes of an action key")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<ActionKey, E> {
+                let key: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+                Ok(ActionKey(key))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
 }
 
 pub type Observed = (String, Seen);
@@ -778,6 +878,32 @@ mod tests {
     use crate::observe::Observer;
     use crate::ports::MemoryStatCache;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A stat entry's fixed-width encoding reads back equal, extremes
+    /// included, and refuses another length or a bit that is not 0 or 1.
+    #[test]
+    fn a_seen_entry_reads_back_equal() {
+        for (value, executable) in [(0i128, false), (i128::MIN, true), (i128::MAX, false)] {
+            let seen = Seen {
+                entry: StatEntry {
+                    size: u64::MAX,
+                    mtime_ns: value,
+                    ctime_ns: value.saturating_neg(),
+                    inode: 7,
+                    recorded_ns: value / 3,
+                    digest: ContentDigest([0xa5; 32]),
+                },
+                executable,
+            };
+            let bytes = postcard::to_stdvec(&seen).unwrap();
+            assert_eq!(postcard::from_bytes::<Seen>(&bytes).unwrap(), seen);
+            let raw = seen.to_bytes();
+            assert_eq!(Seen::from_bytes(&raw[..Seen::BYTES - 1]), None);
+            let mut bad = raw;
+            bad[96] = 2;
+            assert_eq!(Seen::from_bytes(&bad), None);
+        }
+    }
 
     /// A stat relative to an open base says what `lstat` of the full path
     /// says, for files, directories, links and missing paths alike.
