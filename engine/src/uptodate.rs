@@ -501,8 +501,15 @@ fn lstat_at(directory: &std::os::fd::OwnedFd, name: &[u8]) -> Option<libc::stat>
     }
 }
 
-/// The directory at `path` opened for stat'ing below it (`O_PATH`:
-/// neither read nor written); `None` if it cannot be.
+/// How [`open_directory`] opens: `O_PATH` where there is one (the
+/// directory is neither read nor written), else for reading.
+#[cfg(target_os = "linux")]
+const DIRECTORY_FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+#[cfg(not(target_os = "linux"))]
+const DIRECTORY_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+
+/// The directory at `path` opened for stat'ing below it; `None` if it
+/// cannot be.
 #[expect(
     unsafe_code,
     reason = "an O_PATH directory descriptor has no Rust wrapper"
@@ -513,10 +520,7 @@ fn open_directory(path: &str) -> Option<std::os::fd::OwnedFd> {
     // SAFETY: `path` is NUL-terminated; a non-negative result is an open
     // descriptor that nothing else owns.
     unsafe {
-        let fd = libc::open(
-            path.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        );
+        let fd = libc::open(path.as_ptr(), DIRECTORY_FLAGS);
         (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd))
     }
 }
