@@ -26,13 +26,13 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     if args.dry_run {
         let found = crate::uptodate::try_dry(&project, &args.refs, jobs(args.jobs))?;
         if let Some(snapshot) = found {
-            let code = dry_run_current(&snapshot, args.json);
+            dry_run_current(&snapshot, args.json);
             tracing::debug!(
                 "dry run answered from the snapshot ({:.2?})",
                 started.elapsed()
             );
             left_for_exit(snapshot);
-            return code;
+            return Ok(0);
         }
     } else {
         let asked = crate::uptodate::Asked {
@@ -351,7 +351,7 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
 /// The dry run of a build the up-to-date snapshot confirmed: every action
 /// up to date, listed as [`dry_run`] lists them (in the plan's order, with
 /// the build whose result each reuses; humans get the summary alone).
-fn dry_run_current(snapshot: &Snapshot, json: bool) -> Result<u8, Failure> {
+fn dry_run_current(snapshot: &Snapshot, json: bool) {
     if json {
         let mut out = listing(true);
         for action in &snapshot.actions {
@@ -368,13 +368,11 @@ fn dry_run_current(snapshot: &Snapshot, json: bool) -> Result<u8, Failure> {
         }
         let _ = out.flush();
     }
-    let total = snapshot.actions.len() as u64;
     let counts = BuildCounts {
-        cached: total,
+        cached: snapshot.actions.len() as u64,
         ..BuildCounts::default()
     };
     dry_summary(snapshot.actions.len(), &counts, json);
-    Ok(0)
 }
 
 /// One buffered writer for all of a dry run's lines (a million actions

@@ -16,7 +16,7 @@ use cairn_engine::uptodate::{
     CurrentAction, FingerprintInputs, LastEvent, Observed, Snapshot, confirm_paths, fingerprint,
     graph_allows, merge_entries, output_parents, sorted_codes,
 };
-use cairn_store::Store;
+use cairn_store::{SnapshotFile, Store};
 
 use crate::Failure;
 use crate::build::Executed;
@@ -72,22 +72,14 @@ pub struct Assisted {
 /// is current: records the build (the same three events a full no-op
 /// records, with the stat updates of touched files) and reports it.
 pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure> {
-    if !graph_allows(&project.graph) {
-        return Ok(Quick::Full);
-    }
     let started = Instant::now();
-    // Looked at before the store is opened: refs the full path would
-    // refuse never match a snapshot, and must leave the store untouched.
-    let Some((mut snapshot, file)) = Store::read_snapshot_in(&project.store_dir) else {
+    let Some((mut snapshot, file)) = recorded_for(project, asked.requested, "") else {
         return Ok(Quick::Full);
     };
     let unconfirmed = |why: &str| {
         tracing::debug!("up-to-date snapshot not confirmed: {why}");
         Ok(Quick::Full)
     };
-    if snapshot.fingerprint != build_fingerprint(project, asked.requested) {
-        return unconfirmed("the graph, the refs asked for or the environment differ");
-    }
     let store = project.open_writer(!asked.no_wait)?;
     let mut updates = Vec::new();
     if let Some(why) = differs(project, &snapshot, &store, &mut updates)? {
@@ -178,6 +170,30 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure>
     }))
 }
 
+/// The snapshot recorded for `cairn build REQUESTED`, if there is one to
+/// try: the graph can have one, a readable one exists, and its
+/// fingerprint is this command's (if not, the debug line says so, ending
+/// with `for_what`). Looked at before the store is opened: refs the full
+/// path would refuse never match a snapshot, and must leave the store
+/// untouched.
+fn recorded_for(
+    project: &Project,
+    requested: &[String],
+    for_what: &str,
+) -> Option<(Snapshot, SnapshotFile)> {
+    if !graph_allows(&project.graph) {
+        return None;
+    }
+    let found = Store::read_snapshot_in(&project.store_dir)?;
+    if found.0.fingerprint != build_fingerprint(project, requested) {
+        tracing::debug!(
+            "up-to-date snapshot not confirmed{for_what}: the graph, the refs asked for or the environment differ"
+        );
+        return None;
+    }
+    Some(found)
+}
+
 /// Why `snapshot` does not describe `store` and the project's code as
 /// they are now (an event recorded since, a job's code changed), or `None`.
 /// The stat-cache updates of code files hashed again go to `updates`.
@@ -213,20 +229,14 @@ pub fn try_dry(
     requested: &[String],
     threads: usize,
 ) -> Result<Option<Snapshot>, Failure> {
-    if !graph_allows(&project.graph) {
-        return Ok(None);
-    }
     let started = Instant::now();
-    let Some((snapshot, _)) = Store::read_snapshot_in(&project.store_dir) else {
+    let Some((snapshot, _)) = recorded_for(project, requested, " for the dry run") else {
         return Ok(None);
     };
     let unconfirmed = |why: &str| {
         tracing::debug!("up-to-date snapshot not confirmed for the dry run: {why}");
         Ok(None)
     };
-    if snapshot.fingerprint != build_fingerprint(project, requested) {
-        return unconfirmed("the graph, the refs asked for or the environment differ");
-    }
     let Some(store) = project.open_reader()? else {
         return unconfirmed("no store");
     };
@@ -294,10 +304,7 @@ pub fn record(
                 tracing::debug!("no up-to-date snapshot: a changed path was not observed again");
                 return;
             };
-            let mut keys = vec![None; plan.actions.len()];
-            for &(index, key, built_by) in &all_current.keys {
-                keys[index] = Some((key, built_by));
-            }
+            let keys = keys_by_index(&all_current, plan);
             for action in &mut base.actions {
                 match keys.get(action.index as usize).copied().flatten() {
                     Some((key, built_by)) => {
@@ -346,6 +353,19 @@ pub fn record(
     }
 }
 
+/// Each plan action's key and the build whose result it reuses, by plan
+/// index (`None` for an action not found current).
+fn keys_by_index(
+    all_current: &AllCurrent,
+    plan: &Plan,
+) -> Vec<Option<(cairn_engine::digest::ActionKey, Option<u64>)>> {
+    let mut keys = vec![None; plan.actions.len()];
+    for &(index, key, built_by) in &all_current.keys {
+        keys[index] = Some((key, built_by));
+    }
+    keys
+}
+
 /// Keeps `plan` beside the snapshot: its digest, or `None` if it could not
 /// be written (the next build with changed paths plans again).
 fn keep_plan(store: &Store, plan: &Plan) -> Option<ContentDigest> {
@@ -368,12 +388,7 @@ fn new_snapshot(
 ) -> Option<Snapshot> {
     let mut jobs: Vec<String> = Vec::new();
     let mut job_index = std::collections::HashMap::new();
-    let mut keys = vec![None; plan.actions.len()];
-    for &(index, key, built_by) in &all_current.keys {
-        // Only a build that presumed actions from a snapshot (not this
-        // path) finds one current without reading its manifest.
-        keys[index] = Some((key, built_by?));
-    }
+    let keys = keys_by_index(&all_current, plan);
     // In the plan's order, the order a dry run lists them in.
     let actions = plan
         .order
@@ -384,7 +399,10 @@ fn new_snapshot(
                 jobs.push(action.job.to_string());
                 (jobs.len() - 1) as u32
             });
-            Some(CurrentAction::of(index, job, keys[index]?, action))
+            // Only a build that presumed actions from a snapshot (not this
+            // path) finds one current without reading its manifest.
+            let (key, built_by) = keys[index]?;
+            Some(CurrentAction::of(index, job, (key, built_by?), action))
         })
         .collect::<Option<_>>()?;
     Some(Snapshot {

@@ -123,22 +123,29 @@ impl StatFields {
         }
     }
 
+    #[cfg_attr(
+        target_os = "linux",
+        expect(
+            clippy::useless_conversion,
+            reason = "mode_t is u32 here, u16 on other systems"
+        )
+    )]
     pub fn of_stat(stat: &libc::stat) -> Self {
         StatFields {
             size: stat.st_size as u64,
             mtime_ns: i128::from(stat.st_mtime) * 1_000_000_000 + i128::from(stat.st_mtime_nsec),
             ctime_ns: i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec),
             inode: stat.st_ino,
-            mode: stat.st_mode,
+            mode: u32::from(stat.st_mode),
         }
     }
 
     pub fn is_file(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFREG
+        self.mode & S_IFMT == S_IFREG
     }
 
     pub fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
+        self.mode & S_IFMT == S_IFDIR
     }
 
     /// As [`executable`].
@@ -146,6 +153,12 @@ impl StatFields {
         self.mode & 0o111 != 0
     }
 }
+
+/// The file-kind bits of `st_mode` (POSIX values, the same everywhere;
+/// libc's are of the platform's `mode_t`, which is not always `u32`).
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
 
 /// [`still_valid`] on the fields of a stat.
 pub fn fields_valid(entry: &StatEntry, fields: &StatFields) -> bool {

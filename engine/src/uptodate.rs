@@ -391,13 +391,12 @@ fn confirm_in_parallel(
             Ok(differing)
         })
         .collect::<Result<_, _>>()?;
-    let differing = differing.into_iter().flatten();
     let mut confirmation = Confirmation::default();
-    for (index, verdict) in differing {
+    for (index, verdict) in differing.into_iter().flatten() {
         match verdict {
-            Found::Same => {}
             Found::Touched(update) => confirmation.touched.push(update),
             Found::Changed => confirmation.changed.push(snapshot.entries[index].0.clone()),
+            Found::Same => unreachable!("only differing paths are kept"),
         }
     }
     Ok(confirmation)
