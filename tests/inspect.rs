@@ -467,6 +467,74 @@ fn status_before_any_build_says_never_built_for_every_partition() {
     }
 }
 
+/// A store that records nothing is evaluated without action keys (sources
+/// listed, not hashed); once it records anything, with them. Both must
+/// give the same verdicts and reasons, blocked ones included.
+#[test]
+fn a_dry_run_before_anything_is_recorded_lists_what_the_keyed_evaluation_does() {
+    let p = Project::podcast(3, 3);
+    p.append(
+        "cairn.toml",
+        r#"
+[datasets.notes]
+source = "notes/{note}.txt"
+
+[datasets.copied]
+
+[dimensions.note]
+values = ["n1"]
+
+[jobs.copy]
+outputs = ["copied/note={note}"]
+inputs = ["notes/note={note}"]
+run = ["sh", "-c", "cp \"$CAIRN_IN\" \"$CAIRN_OUT/note.txt\""]
+"#,
+    );
+    p.write("notes/n1.txt", "a note\n");
+    std::fs::remove_file(p.file("inputs/2024-01-02/S002.txt")).expect("remove a source");
+    let unrelated = |dry: &Build| -> Vec<Value> {
+        dry.actions()
+            .iter()
+            .filter(|action| action["job"] != "copy")
+            .cloned()
+            .collect()
+    };
+
+    let before = Build::new(p.cairn(&["build", "--dry-run", "--json"]));
+    assert!(!p.file(".cairn").exists(), "a dry run created a store");
+    let copied = p.build(&["copied/note=n1"]);
+    copied.assert_code(0);
+    copied.assert_counts(1, 1, 0, 0, 0);
+    let after = Build::new(p.cairn(&["build", "--dry-run", "--json"]));
+
+    assert_eq!(before.code(), after.code());
+    assert_eq!(unrelated(&before), unrelated(&after));
+    // The daily waits on its first input (S001's clean) before it reaches
+    // the blocked one, in both evaluations.
+    let blocked = before.outputs_where("verdict", "blocked");
+    assert_eq!(
+        blocked,
+        refs([
+            &raw_ref("2024-01-02", "S002"),
+            &clean_ref("2024-01-02", "S002"),
+        ])
+    );
+    for action in before.actions() {
+        if action["verdict"] == "blocked" {
+            let reason = str_field(action, "reason");
+            assert!(
+                reason.contains("inputs/date=2024-01-02/station=S002 is missing"),
+                "{action}"
+            );
+        }
+    }
+    assert_eq!(before.outputs_where("verdict", "run").len(), 22 - 2);
+    assert_eq!(
+        after.outputs_where("verdict", "up-to-date"),
+        refs(["copied/note=n1"])
+    );
+}
+
 #[test]
 fn dry_run_predicts_exactly_what_the_build_executes_and_changes_nothing() {
     let p = Project::podcast(3, 3);

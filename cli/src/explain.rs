@@ -1,7 +1,7 @@
 //! `cairn why` and `cairn invalidate`: rebuild decisions, explained and forced.
 
 use cairn_engine::date::format_time_ms;
-use cairn_engine::evaluate::{Verdict, evaluate};
+use cairn_engine::evaluate::{Verdict, evaluate_with_keys};
 use cairn_engine::graph::Producer;
 use cairn_engine::ports::Catalog;
 use cairn_engine::record::EventKind;
@@ -45,7 +45,7 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
     }
     let plan = project.plan(std::slice::from_ref(&partition))?;
     let explanation = project.read_context(|context| {
-        let verdicts = evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
+        let verdicts = evaluate_with_keys(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
         let index = plan
             .actions
             .iter()
@@ -74,8 +74,14 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
             },
             Verdict::Run { key, reason } => Explanation {
                 state: "rebuild",
-                text: format!("{partition} will be rebuilt: {reason}{}", resumable_note(context, key)?),
-                key: Some(key.to_hex()),
+                text: format!(
+                    "{partition} will be rebuilt: {reason}{}",
+                    match key {
+                        Some(key) => resumable_note(context, key)?,
+                        None => String::new(),
+                    }
+                ),
+                key: key.map(|key| key.to_hex()),
                 built_by: None,
             },
             Verdict::Pending { input } => {

@@ -226,7 +226,8 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
                 ),
                 verdict => {
                     let (_, mut reason) = verdict.describe();
-                    if let Verdict::Run { key, .. } = verdict {
+                    // No key: the store records nothing, so no checkpoint.
+                    if let Verdict::Run { key: Some(key), .. } = verdict {
                         reason.push_str(&resumable_note(context, key)?);
                     }
                     match (&failed, built_before) {

@@ -243,6 +243,9 @@ impl Catalog for EmptyCatalog {
     fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
         Ok(None)
     }
+    fn records_nothing(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
         Ok(None)
     }

@@ -20,8 +20,13 @@ pub enum Verdict {
     /// Built under this key, but a data path is missing or altered: restored
     /// from the store without running the job.
     Restore { key: ActionKey },
-    /// The job would run.
-    Run { key: ActionKey, reason: String },
+    /// The job would run. The key is `None` when evaluation skipped it: a
+    /// catalog that records nothing cannot match any key
+    /// ([`evaluate`]; [`evaluate_with_keys`] always computes it).
+    Run {
+        key: Option<ActionKey>,
+        reason: String,
+    },
     /// The job would run if an upstream rebuild changes its input; the key is
     /// not known until then. (The reason is made when asked for: a million
     /// of them would be a hundred megabytes of the same sentence.)
@@ -76,12 +81,25 @@ impl Verdict {
     }
 }
 
-/// Evaluates every action of `plan`: level by level (an action's level is
-/// one more than its deepest upstream action's), the actions of one level in
-/// parallel on rayon's pool — at a million partitions the work is observing
-/// every source and output through the stat cache, which is independent per
-/// action once its inputs' digests are known.
+/// Evaluates every action of `plan` (see [`evaluate_with_keys`]). Against
+/// a catalog that records nothing (a store never built in) every action
+/// would run and no key could match one, so none is computed: sources are
+/// listed, not hashed ([`evaluate_unbuilt`]) — at a million partitions,
+/// hashing half a million source files was most of a dry run's evaluation.
 pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
+    if context.catalog.records_nothing()? {
+        return evaluate_unbuilt(context, plan);
+    }
+    evaluate_with_keys(context, plan)
+}
+
+/// Evaluates every action of `plan`, with the key of every action whose
+/// inputs are known: level by level (an action's level is one more than
+/// its deepest upstream action's), the actions of one level in parallel on
+/// rayon's pool — at a million partitions the work is observing every
+/// source and output through the stat cache, which is independent per
+/// action once its inputs' digests are known.
+pub fn evaluate_with_keys(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
     let observer = Observer::new(context.catalog);
     let mut scratch = Vec::new();
     let codes = code_digests(
@@ -277,6 +295,78 @@ fn evaluate_one(
             Verdict::Restore { key },
             Some(manifest.outputs.iter().map(|o| o.digest).collect()),
         ),
-        Decision::Run { reason } => (Verdict::Run { key, reason }, None),
+        Decision::Run { reason } => (
+            Verdict::Run {
+                key: Some(key),
+                reason,
+            },
+            None,
+        ),
     })
+}
+
+/// [`evaluate`] against a catalog that records nothing: the verdicts
+/// [`evaluate_with_keys`] gives there (every action whose inputs are all
+/// sources would run, "never built"; the others wait on their first
+/// upstream; a missing or refused source blocks its readers), without a
+/// key. Sources are listed (stat, and a walk of a directory), not read:
+/// an unreadable source file is found by the build that reads it.
+fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
+    // The code digests are not needed, but a job whose code cannot be
+    // read fails the dry run as it fails the build.
+    let observer = Observer::new(context.catalog);
+    code_digests(
+        context.graph,
+        plan.actions.iter().map(|a| &*a.job),
+        &observer,
+        &mut Vec::new(),
+    )?;
+    let sources: Vec<Option<String>> = plan
+        .sources
+        .par_iter()
+        .map(|source| match crate::observe::list_files(&source.path) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(format!(
+                "source {} is missing: {} does not exist",
+                source.partition,
+                source.path.display()
+            )),
+            Err(error) => Some(format!("source {}: {error}", source.partition)),
+        })
+        .collect();
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];
+    for &index in &plan.order {
+        let action = &plan.actions[index];
+        let mut verdict = None;
+        for (dep, input) in action.config.inputs.iter().zip(&action.inputs) {
+            verdict = match *input {
+                InputSource::Source { source } => {
+                    sources[source].as_ref().map(|reason| Verdict::Blocked {
+                        reason: reason.clone(),
+                    })
+                }
+                InputSource::Action {
+                    action: upstream, ..
+                } => Some(match &verdicts[upstream] {
+                    Some(Verdict::Blocked { reason }) => Verdict::Blocked {
+                        reason: reason.clone(),
+                    },
+                    _ => Verdict::Pending {
+                        input: dep.partition.clone(),
+                    },
+                }),
+            };
+            if verdict.is_some() {
+                break;
+            }
+        }
+        verdicts[index] = Some(verdict.unwrap_or_else(|| Verdict::Run {
+            key: None,
+            reason: "never built".to_owned(),
+        }));
+    }
+    Ok(verdicts
+        .into_iter()
+        .map(|verdict| verdict.expect("every action is in the order"))
+        .collect())
 }

@@ -133,6 +133,13 @@ pub trait Catalog: Send + Sync {
     fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError>;
     /// A stat-cache entry by absolute path.
     fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError>;
+    /// Whether the catalog records nothing at all: no event, so no result,
+    /// partition state or checkpoint (a store never built in). No action
+    /// key can then match, and evaluation need not compute one. A catalog
+    /// that cannot tell cheaply answers `false`.
+    fn records_nothing(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Allocates the next build id (writers only). It is stored by the
     /// first [`Catalog::append`] of events that carry it, in that commit;
     /// a process that ends before appending leaves nothing that uses the

@@ -1068,6 +1068,12 @@ impl Catalog for RedbCatalog {
         Ok(last_seq)
     }
 
+    fn records_nothing(&self) -> Result<bool, StoreError> {
+        // Every result, partition state and checkpoint is projected from
+        // an event.
+        Ok(self.last_seq()? == 0)
+    }
+
     fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
         let transaction = self.begin_read()?;
         let mut out = std::collections::BTreeMap::new();
