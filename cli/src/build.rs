@@ -12,10 +12,11 @@ use cairn_engine::record::BuildCounts;
 use cairn_engine::runner::Children;
 use cairn_engine::uptodate::{Snapshot, Witness, presume};
 use cairn_store::Store;
+use rayon::prelude::*;
 use serde_json::json;
 
 use crate::project::Project;
-use crate::report::{BuildReporter, json_line, note, outputs_text};
+use crate::report::{BuildReporter, json_line, note};
 use crate::uptodate::{Assisted, Quick};
 use crate::{BuildArgs, Cli, Failure};
 
@@ -315,30 +316,25 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
     })?;
     tracing::debug!("evaluated ({:.2?})", started.elapsed());
     let mut out = listing(json);
-    for &index in &plan.order {
-        let action = &plan.actions[index];
-        let verdict = &verdicts[index];
-        // Humans are not told of up-to-date actions: their reason (a
-        // million of them in a large no-op) is not even made.
-        if !json && matches!(verdict, Verdict::UpToDate { .. }) {
-            continue;
-        }
-        let (state, reason) = verdict.describe();
-        let written = if json {
-            let line = json!({"type": "action", "job": &*action.job, "outputs": action.config.outputs, "verdict": state, "reason": reason});
-            writeln!(out, "{line}")
-        } else {
-            writeln!(
-                out,
-                "{state:>10} {} ({}): {reason}",
-                outputs_text(action),
-                action.job
-            )
-        };
-        // A closed pipe (`| head`) ends the listing; the summary still goes
-        // to stderr.
-        if written.is_err() {
-            break;
+    // Lines are formatted in parallel, a batch at a time (a million lines
+    // held at once would be a hundred megabytes), and written in order.
+    'listing: for batch in plan.order.chunks(LISTING_BATCH) {
+        let parts: Vec<Vec<u8>> = batch
+            .par_chunks(LISTING_BATCH / 16)
+            .map(|indices| {
+                let mut part = Vec::with_capacity(indices.len() * 96);
+                for &index in indices {
+                    dry_line(&mut part, &plan.actions[index], &verdicts[index], json);
+                }
+                part
+            })
+            .collect();
+        for part in parts {
+            // A closed pipe (`| head`) ends the listing; the summary still
+            // goes to stderr.
+            if out.write_all(&part).is_err() {
+                break 'listing;
+            }
         }
     }
     let _ = out.flush();
@@ -346,6 +342,36 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
     dry_summary(plan.actions.len(), &Verdict::count(&verdicts), json);
     left_for_exit(verdicts);
     Ok(0)
+}
+
+/// Actions listed per parallel step of a dry run.
+const LISTING_BATCH: usize = 131_072;
+
+/// One action's line of a dry run into `out`. Humans are not told of
+/// up-to-date actions: their reason (a million of them in a large no-op)
+/// is not even made.
+fn dry_line(
+    out: &mut Vec<u8>,
+    action: &cairn_engine::plan::PlannedAction,
+    verdict: &Verdict,
+    json: bool,
+) {
+    // Writing into a vector cannot fail.
+    let _ = if json {
+        let line = json!({"type": "action", "job": &*action.job, "outputs": action.config.outputs, "verdict": verdict.state(), "reason": verdict.reason().to_string()});
+        writeln!(out, "{line}")
+    } else if matches!(verdict, Verdict::UpToDate { .. }) {
+        Ok(())
+    } else {
+        let _ = write!(out, "{:>10} ", verdict.state());
+        for (position, output) in action.config.outputs.iter().enumerate() {
+            if position > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(output.as_str().as_bytes());
+        }
+        writeln!(out, " ({}): {}", action.job, verdict.reason())
+    };
 }
 
 /// The dry run of a build the up-to-date snapshot confirmed: every action

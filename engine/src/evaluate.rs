@@ -48,24 +48,48 @@ impl Verdict {
 
     /// The state word and a one-line reason.
     pub fn describe(&self) -> (&'static str, String) {
-        let reason = match self {
-            Verdict::UpToDate { built_by, .. } => {
-                format!("reuses the result of build {built_by}")
-            }
-            Verdict::Restore { .. } => {
-                "data path missing or altered; restored from the store".to_owned()
-            }
-            Verdict::Run { reason, .. } | Verdict::Blocked { reason } => reason.clone(),
-            Verdict::Pending { input } => Verdict::pending_reason(input),
-        };
-        (self.state(), reason)
+        (self.state(), self.reason().to_string())
+    }
+
+    /// The one-line reason, made when displayed (a listing of a million
+    /// writes each into its buffer instead of allocating it).
+    pub fn reason(&self) -> Reason<'_> {
+        Reason(self)
     }
 
     /// Why an action waiting on `input` would run.
     pub fn pending_reason(input: &PartitionRef) -> String {
-        format!("input {input} will be rebuilt")
+        PendingReason(input).to_string()
     }
+}
 
+/// [`Verdict::reason`].
+pub struct Reason<'a>(&'a Verdict);
+
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Verdict::UpToDate { built_by, .. } => {
+                write!(f, "reuses the result of build {built_by}")
+            }
+            Verdict::Restore { .. } => {
+                f.write_str("data path missing or altered; restored from the store")
+            }
+            Verdict::Run { reason, .. } | Verdict::Blocked { reason } => f.write_str(reason),
+            Verdict::Pending { input } => PendingReason(input).fmt(f),
+        }
+    }
+}
+
+struct PendingReason<'a>(&'a PartitionRef);
+
+impl std::fmt::Display for PendingReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "input {} will be rebuilt", self.0)
+    }
+}
+
+impl Verdict {
     /// Counts as `build` would report them if every job succeeded and every
     /// upstream rebuild changed its output (early cutoff can only lower them).
     pub fn count(verdicts: &[Verdict]) -> BuildCounts {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::config::{ConfigureError, JobConfig};
 use crate::graph::{Graph, Job, Producer};
 use crate::refs::{Bindings, PartitionRef};
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 /// Answers configure requests: one call per job per wave.
@@ -236,12 +237,22 @@ impl Planner<'_> {
         frontier: &[PartitionRef],
         configurer: &dyn Configurer,
     ) -> Result<Vec<PartitionRef>, PlanError> {
+        // Lookups (pattern matching, a path or bindings per ref) are
+        // independent: made in parallel, then taken in the frontier's order
+        // so the first error and every index are what a sequential pass
+        // gives. (A source planned in this loop is never looked up again:
+        // the frontier is distinct.)
+        let (graph, producers) = (self.graph, &self.producers);
+        let found: Vec<Option<Result<Producer<'_>, String>>> = frontier
+            .par_iter()
+            .map(|partition| (!producers.contains_key(partition)).then(|| graph.lookup(partition)))
+            .collect();
         let mut by_job: BTreeMap<&str, Vec<(PartitionRef, Bindings)>> = BTreeMap::new();
-        for partition in frontier {
-            if self.producers.contains_key(partition) {
+        for (partition, found) in frontier.iter().zip(found) {
+            let Some(found) = found else {
                 continue;
-            }
-            match self.graph.lookup(partition).map_err(PlanError::Lookup)? {
+            };
+            match found.map_err(PlanError::Lookup)? {
                 Producer::Source { path, .. } => {
                     let source = self.sources.len();
                     self.sources.push(SourceNode {
@@ -259,7 +270,7 @@ impl Planner<'_> {
                 }
             }
         }
-        let mut next = Vec::new();
+        let first_new = self.actions.len();
         for (job_name, refs) in by_job {
             let job = &self.graph.jobs[job_name];
             self.configure_calls += 1;
@@ -269,21 +280,28 @@ impl Planner<'_> {
                 job: job_name.to_owned(),
                 problem,
             };
+            // Checked in parallel (a pattern match per output); the first
+            // stray output in the answer's order is the one reported.
+            if let Some(partition) = configs
+                .par_iter()
+                .flat_map_iter(|config| &config.outputs)
+                .find_first(|partition| {
+                    !job.outputs
+                        .iter()
+                        .any(|pattern| pattern.is_match(partition))
+                })
+            {
+                let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
+                return Err(fail(format!(
+                    "returned output {partition}, which is not a partition of this job ({})",
+                    patterns.join(", ")
+                ))
+                .into());
+            }
+            self.actions.reserve(configs.len());
             for config in configs {
                 let action = self.actions.len();
                 for (output, partition) in config.outputs.iter().enumerate() {
-                    if !job
-                        .outputs
-                        .iter()
-                        .any(|pattern| pattern.is_match(partition))
-                    {
-                        let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
-                        return Err(fail(format!(
-                            "returned output {partition}, which is not a partition of this job ({})",
-                            patterns.join(", ")
-                        ))
-                        .into());
-                    }
                     match self.producers.entry(partition.clone()) {
                         Entry::Occupied(_) => {
                             return Err(fail(format!(
@@ -296,11 +314,6 @@ impl Planner<'_> {
                         }
                     }
                 }
-                for dep in &config.inputs {
-                    if !self.producers.contains_key(&dep.partition) {
-                        next.push(dep.partition.clone());
-                    }
-                }
                 self.actions.push(PlannedAction {
                     job: Arc::clone(&shared_name),
                     config,
@@ -308,44 +321,96 @@ impl Planner<'_> {
                     dependents: Vec::new(),
                 });
             }
-            for (partition, _) in &refs {
-                if !self.producers.contains_key(partition) {
-                    return Err(fail(format!("returned no config for {partition}")).into());
-                }
+            let producers = &self.producers;
+            if let Some((partition, _)) = refs
+                .par_iter()
+                .find_first(|(partition, _)| !producers.contains_key(partition))
+            {
+                return Err(fail(format!("returned no config for {partition}")).into());
             }
         }
-        // Inputs a later job of this wave produced are planned already.
-        next.retain(|partition| !self.producers.contains_key(partition));
-        next.sort_unstable();
+        // Each input of this wave's actions that an action or source
+        // planned so far produces is resolved now, and its ref replaced by
+        // the producer's (one string per partition in the plan, not one
+        // per mention); the others are the next wave, sorted and distinct.
+        let producers = &self.producers;
+        let mut next: Vec<PartitionRef> = self.actions[first_new..]
+            .par_iter_mut()
+            .flat_map_iter(|action| resolve(action, producers))
+            .collect();
+        next.par_sort_unstable();
         next.dedup();
         Ok(next)
     }
 
-    /// Resolves every input to its producer and records dependents.
+    /// Resolves the inputs the waves left unresolved (those planned after
+    /// their reader) and records dependents. The first unplanned input in
+    /// action order is the one reported.
     fn link(&mut self) -> Result<(), PlanError> {
+        let producers = &self.producers;
+        let complete = |action: &PlannedAction| action.inputs.len() == action.config.inputs.len();
+        let unresolved = self
+            .actions
+            .par_iter_mut()
+            .filter(|action| !complete(action))
+            .map(|action| resolve(action, producers).is_empty())
+            .any(|resolved| !resolved);
+        if unresolved {
+            let action = self.actions.iter().find(|action| !complete(action));
+            let dep = action.and_then(|action| {
+                action
+                    .config
+                    .inputs
+                    .iter()
+                    .find(|dep| !producers.contains_key(&dep.partition))
+            });
+            let named = dep.map_or_else(String::new, |dep| dep.partition.to_string());
+            return Err(PlanError::Lookup(format!("{named} was never planned")));
+        }
         let mut upstreams: Vec<usize> = Vec::new();
         for index in 0..self.actions.len() {
-            let mut inputs = Vec::with_capacity(self.actions[index].config.inputs.len());
-            for dep in &self.actions[index].config.inputs {
-                let source = self.producers.get(&dep.partition).copied().ok_or_else(|| {
-                    PlanError::Lookup(format!("{} was never planned", dep.partition))
-                })?;
-                inputs.push(source);
-            }
             upstreams.clear();
-            upstreams.extend(inputs.iter().filter_map(|source| match source {
-                InputSource::Action { action, .. } => Some(*action),
-                InputSource::Source { .. } => None,
-            }));
+            upstreams.extend(
+                self.actions[index]
+                    .inputs
+                    .iter()
+                    .filter_map(|source| match source {
+                        InputSource::Action { action, .. } => Some(*action),
+                        InputSource::Source { .. } => None,
+                    }),
+            );
             upstreams.sort_unstable();
             upstreams.dedup();
             for &upstream in &upstreams {
                 self.actions[upstream].dependents.push(index);
             }
-            self.actions[index].inputs = inputs;
         }
         Ok(())
     }
+}
+
+/// Resolves `action`'s inputs through `producers`: if every one is planned,
+/// sets `action.inputs` and points each input's ref at the producer's copy;
+/// returns the refs not planned yet (then nothing is set).
+fn resolve(
+    action: &mut PlannedAction,
+    producers: &FxHashMap<PartitionRef, InputSource>,
+) -> Vec<PartitionRef> {
+    let mut missing = Vec::new();
+    let mut inputs = Vec::with_capacity(action.config.inputs.len());
+    for dep in &mut action.config.inputs {
+        match producers.get_key_value(&dep.partition) {
+            Some((planned, source)) => {
+                dep.partition = planned.clone();
+                inputs.push(*source);
+            }
+            None => missing.push(dep.partition.clone()),
+        }
+    }
+    if missing.is_empty() {
+        action.inputs = inputs;
+    }
+    missing
 }
 
 /// Kahn's algorithm, lowest index first; a leftover node means a cycle.

@@ -20,6 +20,7 @@ use crate::config::{ConfigureError, JobConfig, declarative_config, parse_configu
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
 use crate::plan::Configurer;
 use crate::refs::{Bindings, PartitionRef};
+use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 
 /// The variables of cairn's own environment that jobs receive.
@@ -225,19 +226,36 @@ impl Configurer for ProcessConfigurer<'_> {
         refs: &[(PartitionRef, Bindings)],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let Some(argv) = &job.configure else {
-            // A config of a multi-output job covers its other outputs too;
-            // a single-output job has one config per (distinct) ref.
-            let multi_output = job.outputs.len() > 1;
+            // A single-output job has one config per (distinct) ref: each
+            // templated on its own, in parallel (half a million at the 1M
+            // scale), the first error in ref order reported.
+            // The output is the requested ref itself: the config shares its
+            // string rather than holding a second copy.
+            if job.outputs.len() == 1 {
+                let single = |(partition, bindings): &(PartitionRef, Bindings)| {
+                    let mut config = declarative_config(job, bindings)?;
+                    if config.outputs[0] == *partition {
+                        config.outputs[0] = partition.clone();
+                    }
+                    Ok(config)
+                };
+                return refs
+                    .par_iter()
+                    .map(single)
+                    .collect::<Result<Vec<JobConfig>, ConfigureError>>()
+                    // Which error a parallel pass meets first varies; the
+                    // one reported is the first in ref order.
+                    .or_else(|_| refs.iter().map(single).collect());
+            }
+            // A config of a multi-output job covers its other outputs too.
             let mut covered: FxHashSet<PartitionRef> = FxHashSet::default();
             let mut configs: Vec<JobConfig> = Vec::with_capacity(refs.len());
             for (partition, bindings) in refs {
-                if multi_output && covered.contains(partition) {
+                if covered.contains(partition) {
                     continue;
                 }
                 let config = declarative_config(job, bindings)?;
-                if multi_output {
-                    covered.extend(config.outputs.iter().cloned());
-                }
+                covered.extend(config.outputs.iter().cloned());
                 configs.push(config);
             }
             return Ok(configs);
