@@ -324,7 +324,10 @@ impl CachingConfigurer<'_> {
         }
         std::fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec(&Answer { configs }).map_err(std::io::Error::other)?;
-        let temp = self.dir.join(format!("tmp-{}", std::process::id()));
+        // Answers of one wave are stored concurrently: one temporary file
+        // per answer.
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp = self.dir.join(format!("tmp-{}-{name}", std::process::id()));
         std::fs::write(&temp, bytes)?;
         std::fs::rename(&temp, path)?;
         self.prune();

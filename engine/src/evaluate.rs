@@ -345,17 +345,39 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         &observer,
         &mut Vec::new(),
     )?;
+    // A source file is stat'ed relative to a directory two components up
+    // (as the up-to-date snapshot's paths are): most of the cost of a full
+    // path's stat is walking its components. Anything but a plain file is
+    // listed by its full path, which names the problem.
+    const CHUNK: usize = 512;
     let sources: Vec<Option<String>> = plan
         .sources
-        .par_iter()
-        .map(|source| match crate::observe::list_files(&source.path) {
-            Ok(Some(_)) => None,
-            Ok(None) => Some(format!(
-                "source {} is missing: {} does not exist",
-                source.partition,
-                source.path.display()
-            )),
-            Err(error) => Some(format!("source {}: {error}", source.partition)),
+        .par_chunks(CHUNK)
+        .flat_map_iter(|chunk| {
+            let mut bases = crate::uptodate::Bases::default();
+            chunk
+                .iter()
+                .map(|source| {
+                    let plain_file = source
+                        .path
+                        .to_str()
+                        .filter(|_| source.path.is_absolute())
+                        .and_then(|path| bases.lstat(path))
+                        .is_some_and(|fields| fields.is_file());
+                    if plain_file {
+                        return None;
+                    }
+                    match crate::observe::list_files(&source.path) {
+                        Ok(Some(_)) => None,
+                        Ok(None) => Some(format!(
+                            "source {} is missing: {} does not exist",
+                            source.partition,
+                            source.path.display()
+                        )),
+                        Err(error) => Some(format!("source {}: {error}", source.partition)),
+                    }
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];

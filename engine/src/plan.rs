@@ -18,8 +18,10 @@ use crate::refs::{Bindings, PartitionRef};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-/// Answers configure requests: one call per job per wave.
-pub trait Configurer {
+/// Answers configure requests: one call per job per wave. The jobs of one
+/// wave are configured concurrently (their answers are taken in job-name
+/// order), so a configurer is shared between threads.
+pub trait Configurer: Sync {
     fn configure(
         &self,
         job: &Job,
@@ -271,64 +273,12 @@ impl Planner<'_> {
             }
         }
         let first_new = self.actions.len();
-        for (job_name, refs) in by_job {
-            let job = &self.graph.jobs[job_name];
-            self.configure_calls += 1;
-            let configs = configurer.configure(job, &refs)?;
-            let shared_name: Arc<str> = Arc::from(job_name);
-            let fail = |problem: String| ConfigureError {
-                job: job_name.to_owned(),
-                problem,
-            };
-            // Checked in parallel (a pattern match per output); the first
-            // stray output in the answer's order is the one reported.
-            if let Some(partition) = configs
-                .par_iter()
-                .flat_map_iter(|config| &config.outputs)
-                .find_first(|partition| {
-                    !job.outputs
-                        .iter()
-                        .any(|pattern| pattern.is_match(partition))
-                })
-            {
-                let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
-                return Err(fail(format!(
-                    "returned output {partition}, which is not a partition of this job ({})",
-                    patterns.join(", ")
-                ))
-                .into());
-            }
-            self.actions.reserve(configs.len());
-            for config in configs {
-                let action = self.actions.len();
-                for (output, partition) in config.outputs.iter().enumerate() {
-                    match self.producers.entry(partition.clone()) {
-                        Entry::Occupied(_) => {
-                            return Err(fail(format!(
-                                "returned {partition} twice (two configs produce it)"
-                            ))
-                            .into());
-                        }
-                        Entry::Vacant(vacant) => {
-                            vacant.insert(InputSource::Action { action, output });
-                        }
-                    }
-                }
-                self.actions.push(PlannedAction {
-                    job: Arc::clone(&shared_name),
-                    config,
-                    inputs: Vec::new(),
-                    dependents: Vec::new(),
-                });
-            }
-            let producers = &self.producers;
-            if let Some((partition, _)) = refs
-                .par_iter()
-                .find_first(|(partition, _)| !producers.contains_key(partition))
-            {
-                return Err(fail(format!("returned no config for {partition}")).into());
-            }
-        }
+        let jobs: Vec<(&str, Vec<(PartitionRef, Bindings)>)> = by_job.into_iter().collect();
+        self.configure_calls += jobs.len();
+        configure_in_order(self.graph, &jobs, configurer, |position, configs| {
+            let (job_name, refs) = &jobs[position];
+            self.take_configs(job_name, refs, configs?)
+        })?;
         // Each input of this wave's actions that an action or source
         // planned so far produces is resolved now, and its ref replaced by
         // the producer's (one string per partition in the plan, not one
@@ -341,6 +291,73 @@ impl Planner<'_> {
         next.par_sort_unstable();
         next.dedup();
         Ok(next)
+    }
+
+    /// Adds one job's configs as actions, in the answer's order, and
+    /// registers their outputs; refuses an output outside the job's
+    /// patterns, one produced twice, and a requested ref left without a
+    /// config.
+    fn take_configs(
+        &mut self,
+        job_name: &str,
+        refs: &[(PartitionRef, Bindings)],
+        configs: Vec<JobConfig>,
+    ) -> Result<(), PlanError> {
+        let job = &self.graph.jobs[job_name];
+        let shared_name: Arc<str> = Arc::from(job_name);
+        let fail = |problem: String| ConfigureError {
+            job: job_name.to_owned(),
+            problem,
+        };
+        // Checked in parallel (a pattern match per output); the first
+        // stray output in the answer's order is the one reported.
+        if let Some(partition) = configs
+            .par_iter()
+            .flat_map_iter(|config| &config.outputs)
+            .find_first(|partition| {
+                !job.outputs
+                    .iter()
+                    .any(|pattern| pattern.is_match(partition))
+            })
+        {
+            let patterns: Vec<&str> = job.outputs.iter().map(|p| p.as_str()).collect();
+            return Err(fail(format!(
+                "returned output {partition}, which is not a partition of this job ({})",
+                patterns.join(", ")
+            ))
+            .into());
+        }
+        self.actions.reserve(configs.len());
+        for config in configs {
+            let action = self.actions.len();
+            for (output, partition) in config.outputs.iter().enumerate() {
+                match self.producers.entry(partition.clone()) {
+                    Entry::Occupied(_) => {
+                        return Err(fail(format!(
+                            "returned {partition} twice (two configs produce it)"
+                        ))
+                        .into());
+                    }
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(InputSource::Action { action, output });
+                    }
+                }
+            }
+            self.actions.push(PlannedAction {
+                job: Arc::clone(&shared_name),
+                config,
+                inputs: Vec::new(),
+                dependents: Vec::new(),
+            });
+        }
+        let producers = &self.producers;
+        if let Some((partition, _)) = refs
+            .par_iter()
+            .find_first(|(partition, _)| !producers.contains_key(partition))
+        {
+            return Err(fail(format!("returned no config for {partition}")).into());
+        }
+        Ok(())
     }
 
     /// Resolves the inputs the waves left unresolved (those planned after
@@ -387,6 +404,77 @@ impl Planner<'_> {
         }
         Ok(())
     }
+}
+
+/// At most this many configure calls of one wave run at once.
+const CONFIGURE_THREADS: usize = 8;
+
+/// Configures each of `jobs` (name, refs) and hands every answer to `take`
+/// in the jobs' order, as soon as it and those before it are in. The calls
+/// run concurrently on up to [`CONFIGURE_THREADS`] threads (at least two):
+/// a job whose configure is a process (its answer parsed here) then does
+/// not hold up the templating of the declarative ones, nor the planner
+/// taking their actions. The plan does not depend on which call ends
+/// first. An error from `take` stops handing out calls; the ones running
+/// finish.
+fn configure_in_order(
+    graph: &Graph,
+    jobs: &[(&str, Vec<(PartitionRef, Bindings)>)],
+    configurer: &dyn Configurer,
+    mut take: impl FnMut(usize, Result<Vec<JobConfig>, ConfigureError>) -> Result<(), PlanError>,
+) -> Result<(), PlanError> {
+    if jobs.len() <= 1 {
+        for (position, (name, refs)) in jobs.iter().enumerate() {
+            take(position, configurer.configure(&graph.jobs[*name], refs))?;
+        }
+        return Ok(());
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .clamp(2, CONFIGURE_THREADS)
+        .min(jobs.len());
+    let claimed = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let sender = sender.clone();
+            let (claimed, stop) = (&claimed, &stop);
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let position = claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, refs)) = jobs.get(position) else {
+                        break;
+                    };
+                    let answer = configurer.configure(&graph.jobs[*name], refs);
+                    if sender.send((position, answer)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let mut arrived = BTreeMap::new();
+        for position in 0..jobs.len() {
+            let answer = loop {
+                if let Some(answer) = arrived.remove(&position) {
+                    break answer;
+                }
+                // Every thread sends each answer it makes; they all ended
+                // without this one only if one panicked (the scope then
+                // panics too).
+                let (at, answer) = receiver
+                    .recv()
+                    .expect("a configure thread ended without answering");
+                arrived.insert(at, answer);
+            };
+            if let Err(error) = take(position, answer) {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(error);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Resolves `action`'s inputs through `producers`: if every one is planned,
@@ -481,22 +569,24 @@ fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef>
 pub(crate) mod tests {
     use super::*;
     use crate::config::{declarative_config, parse_configure_output};
-    use std::cell::RefCell;
     use std::path::Path;
 
     /// Declarative jobs in-process; executable jobs answered by a closure.
     pub(crate) struct FakeConfigurer<F> {
         pub respond: F,
-        pub calls: RefCell<Vec<(String, usize)>>,
+        pub calls: std::sync::Mutex<Vec<(String, usize)>>,
     }
 
-    impl<F: Fn(&Job, &[(PartitionRef, Bindings)]) -> String> Configurer for FakeConfigurer<F> {
+    impl<F: Fn(&Job, &[(PartitionRef, Bindings)]) -> String + Sync> Configurer for FakeConfigurer<F> {
         fn configure(
             &self,
             job: &Job,
             refs: &[(PartitionRef, Bindings)],
         ) -> Result<Vec<JobConfig>, ConfigureError> {
-            self.calls.borrow_mut().push((job.name.clone(), refs.len()));
+            self.calls
+                .lock()
+                .unwrap()
+                .push((job.name.clone(), refs.len()));
             if job.configure.is_none() {
                 return refs
                     .iter()
@@ -564,7 +654,7 @@ run = ["daily"]
         let graph = graph(GRAPH);
         let configurer = FakeConfigurer {
             respond: daily_response,
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let all = graph.all_partitions().unwrap();
         let plan = plan(&graph, &all, &configurer).unwrap();
@@ -598,19 +688,78 @@ run = ["daily"]
         }));
     }
 
+    /// The jobs of a wave are configured concurrently; the plan is the same
+    /// whichever answer comes in first, and the first failing job in name
+    /// order is the one reported.
+    #[test]
+    fn concurrent_configure_answers_are_taken_in_job_order() {
+        struct Slow<'a> {
+            inner: &'a dyn Configurer,
+            slow: &'static str,
+            fail: Option<&'static str>,
+        }
+        impl Configurer for Slow<'_> {
+            fn configure(
+                &self,
+                job: &Job,
+                refs: &[(PartitionRef, Bindings)],
+            ) -> Result<Vec<JobConfig>, ConfigureError> {
+                if job.name == self.slow {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                if self.fail == Some(job.name.as_str()) {
+                    return Err(ConfigureError {
+                        job: job.name.clone(),
+                        problem: "failed".into(),
+                    });
+                }
+                self.inner.configure(job, refs)
+            }
+        }
+        let graph = graph(GRAPH);
+        let fake = FakeConfigurer {
+            respond: daily_response,
+            calls: std::sync::Mutex::new(Vec::new()),
+        };
+        let all = graph.all_partitions().unwrap();
+        let expected = format!("{:?}", plan(&graph, &all, &fake).unwrap());
+        for slow in ["clean", "daily", "raw"] {
+            let configurer = Slow {
+                inner: &fake,
+                slow,
+                fail: None,
+            };
+            let planned = plan(&graph, &all, &configurer).unwrap();
+            assert_eq!(format!("{planned:?}"), expected, "{slow} answering last");
+        }
+        // clean answers late and fails, raw fails at once: clean is named.
+        let configurer = Slow {
+            inner: &fake,
+            slow: "clean",
+            fail: Some("clean"),
+        };
+        let failing_raw = Slow {
+            inner: &configurer,
+            slow: "",
+            fail: Some("raw"),
+        };
+        let error = plan(&graph, &all, &failing_raw).unwrap_err();
+        assert!(error.to_string().starts_with("job clean:"), "{error}");
+    }
+
     #[test]
     fn plans_a_fan_in_with_batched_configure() {
         let graph = graph(GRAPH);
         let configurer = FakeConfigurer {
             respond: daily_response,
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let all = graph.all_partitions().unwrap();
         let plan = plan(&graph, &all, &configurer).unwrap();
         assert_eq!(plan.actions.len(), 3 + 6 + 6);
         assert_eq!(plan.sources.len(), 6);
         // One configure call per job per wave, never one per partition.
-        let calls = configurer.calls.borrow();
+        let calls = configurer.calls.lock().unwrap();
         assert_eq!(calls.iter().filter(|(job, _)| job == "daily").count(), 1);
         assert_eq!(calls.iter().find(|(job, _)| job == "daily").unwrap().1, 3);
         // Topological: every input before its reader.
@@ -661,7 +810,7 @@ run = ["daily"]
         let graph = graph(GRAPH);
         let configurer = FakeConfigurer {
             respond: daily_response,
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let mut requested = refs(&["daily/date=2024-01-02", "daily/date=2024-01-01"]);
         let first = plan(&graph, &requested, &configurer).unwrap();
@@ -682,7 +831,7 @@ run = ["daily"]
         let graph = graph(GRAPH);
         let nothing = FakeConfigurer {
             respond: |_: &Job, _: &[(PartitionRef, Bindings)]| r#"{"configs":[]}"#.to_owned(),
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &nothing)
             .unwrap_err()
@@ -695,7 +844,7 @@ run = ["daily"]
             respond: |_: &Job, _: &[(PartitionRef, Bindings)]| {
                 r#"{"configs":[{"outputs":["raw/date=1/station=A"]}]}"#.to_owned()
             },
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let error = plan(&graph, &refs(&["daily/date=2024-01-01"]), &foreign)
             .unwrap_err()
@@ -720,7 +869,7 @@ run = ["true"]
         let graph = graph(text);
         let configurer = FakeConfigurer {
             respond: daily_response,
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let error = plan(&graph, &refs(&["a/x=1"]), &configurer)
             .unwrap_err()
@@ -737,7 +886,7 @@ run = ["true"]
         let graph = graph(GRAPH);
         let configurer = FakeConfigurer {
             respond: daily_response,
-            calls: RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let error = plan(&graph, &refs(&["nope/x=1"]), &configurer)
             .unwrap_err()

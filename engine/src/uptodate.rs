@@ -432,7 +432,7 @@ fn confirm_one(key: &str, seen: &Seen, bases: &mut Bases) -> Found {
 /// components up, so a partition's directory (`date=…/station=…/`) and
 /// its files (`date=…/station=…/reviews.csv`) use two bases between them.
 #[derive(Default)]
-struct Bases {
+pub(crate) struct Bases {
     /// Most recently used first; a base that could not be opened is kept
     /// as `None` (its paths are stat'ed by their full path).
     open: Vec<(String, Option<std::os::fd::OwnedFd>)>,
@@ -443,7 +443,7 @@ impl Bases {
 
     /// `lstat` of `path` (absolute, no trailing `/`), or `None` if it
     /// cannot be stat'ed this way.
-    fn lstat(&mut self, path: &str) -> Option<crate::observe::StatFields> {
+    pub(crate) fn lstat(&mut self, path: &str) -> Option<crate::observe::StatFields> {
         let parent = path.rfind('/')?;
         let base_end = path[..parent].rfind('/').filter(|&at| at > 0)?;
         let (base, relative) = (&path[..base_end], &path[base_end + 1..]);
@@ -1124,7 +1124,7 @@ mod tests {
         let graph = Graph::parse(GRAPH, Path::new("cairn.toml"), Path::new("/p")).unwrap();
         let configurer = FakeConfigurer {
             respond: daily_response,
-            calls: std::cell::RefCell::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
         };
         let all = graph.all_partitions().unwrap();
         let plan = crate::plan::plan(&graph, &all, &configurer).unwrap();
