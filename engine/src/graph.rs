@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -510,36 +511,41 @@ impl Graph {
                 .map_err(|error| format!("cannot expand {pattern}: {error}"))?;
             domains.push(domain);
         }
-        let mut out = Vec::new();
-        let mut indices = vec![0usize; names.len()];
         if domains.iter().any(Vec::is_empty) {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        loop {
-            let bindings: Bindings = names
-                .iter()
-                .zip(&indices)
-                .zip(&domains)
-                .map(|((name, index), domain)| ((*name).to_owned(), domain[*index].clone()))
-                .collect();
-            out.push(
-                pattern
-                    .substitute(&bindings)
-                    .map_err(|error| error.to_string())?,
-            );
-            // Odometer increment, last placeholder fastest.
-            let mut position = names.len();
-            loop {
-                if position == 0 {
-                    return Ok(out);
-                }
-                position -= 1;
-                indices[position] += 1;
-                if indices[position] < domains[position].len() {
-                    break;
-                }
-                indices[position] = 0;
-            }
+        // The refs in odometer order (last placeholder fastest): ref `index`
+        // takes value `index / stride % len` of each domain. Made in
+        // parallel (a million refs for a 1M graph's `build`) and collected
+        // in place (an Option of a ref is the size of a ref); on a failure
+        // the first error in order is found again sequentially.
+        let mut strides = vec![1usize; domains.len()];
+        for position in (0..domains.len().saturating_sub(1)).rev() {
+            strides[position] = strides[position + 1]
+                .checked_mul(domains[position + 1].len())
+                .ok_or_else(|| format!("cannot expand {pattern}: too many partitions"))?;
+        }
+        let total = strides
+            .first()
+            .map_or(Some(1), |first| first.checked_mul(domains[0].len()))
+            .ok_or_else(|| format!("cannot expand {pattern}: too many partitions"))?;
+        let make = |index: usize| {
+            pattern.substitute_by(|name| {
+                let position = names.iter().position(|known| *known == name)?;
+                let domain = &domains[position];
+                Some(domain[index / strides[position] % domain.len()].as_str())
+            })
+        };
+        let refs: Vec<Option<PartitionRef>> = (0..total)
+            .into_par_iter()
+            .map(|index| make(index).ok())
+            .collect();
+        match refs.into_iter().collect::<Option<Vec<PartitionRef>>>() {
+            Some(refs) => Ok(refs),
+            None => (0..total)
+                .map(make)
+                .collect::<Result<_, _>>()
+                .map_err(|error| error.to_string()),
         }
     }
 

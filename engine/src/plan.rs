@@ -747,6 +747,31 @@ run = ["daily"]
         assert!(error.to_string().starts_with("job clean:"), "{error}");
     }
 
+    /// A single-output job's config for a requested ref shares the ref as
+    /// its output and is otherwise the templated config.
+    #[test]
+    fn a_config_for_a_requested_ref_is_the_templated_config() {
+        let graph = graph(GRAPH);
+        let mut checked = 0;
+        for partition in graph.all_partitions().unwrap() {
+            let Producer::Job { job, bindings } = graph.lookup(&partition).unwrap() else {
+                continue;
+            };
+            let job = &graph.jobs[job];
+            if job.configure.is_some() {
+                continue;
+            }
+            let shared = crate::config::declarative_config_for(job, &partition, &bindings).unwrap();
+            assert_eq!(shared, declarative_config(job, &bindings).unwrap());
+            assert_eq!(
+                shared.outputs[0].as_str().as_ptr(),
+                partition.as_str().as_ptr()
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 12);
+    }
+
     #[test]
     fn plans_a_fan_in_with_batched_configure() {
         let graph = graph(GRAPH);

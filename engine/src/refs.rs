@@ -572,6 +572,15 @@ impl Pattern {
     /// Substitutes `bindings` into the pattern. Fails naming the first
     /// placeholder without a binding, or a bound value that is not valid.
     pub fn substitute(&self, bindings: &Bindings) -> Result<PartitionRef, RefError> {
+        self.substitute_by(|name| bindings.get(name))
+    }
+
+    /// [`Pattern::substitute`] with each placeholder's value from `value`.
+    pub fn substitute_by<'v>(
+        &self,
+        value: impl Fn(&str) -> Option<&'v str>,
+    ) -> Result<PartitionRef, RefError> {
+        let bindings = value;
         let mut text = String::with_capacity(self.text.len() + 16);
         text.push_str(&self.dataset);
         for (key, value) in &self.dimensions {
@@ -580,7 +589,7 @@ impl Pattern {
             text.push('=');
             match value {
                 PatternValue::Literal(literal) => text.push_str(literal),
-                PatternValue::Placeholder(name) => match bindings.get(name) {
+                PatternValue::Placeholder(name) => match bindings(name) {
                     Some(bound) => text.push_str(bound),
                     None => {
                         return Err(RefError::Pattern {

@@ -16,7 +16,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{ConfigureError, JobConfig, declarative_config, parse_configure_output};
+use crate::config::{
+    ConfigureError, JobConfig, declarative_config, declarative_config_for, parse_configure_output,
+};
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
 use crate::plan::Configurer;
 use crate::refs::{Bindings, PartitionRef};
@@ -229,23 +231,19 @@ impl Configurer for ProcessConfigurer<'_> {
             // A single-output job has one config per (distinct) ref: each
             // templated on its own, in parallel (half a million at the 1M
             // scale), the first error in ref order reported.
-            // The output is the requested ref itself: the config shares its
-            // string rather than holding a second copy.
             if job.outputs.len() == 1 {
                 let single = |(partition, bindings): &(PartitionRef, Bindings)| {
-                    let mut config = declarative_config(job, bindings)?;
-                    if config.outputs[0] == *partition {
-                        config.outputs[0] = partition.clone();
-                    }
-                    Ok(config)
+                    declarative_config_for(job, partition, bindings)
                 };
-                return refs
-                    .par_iter()
-                    .map(single)
-                    .collect::<Result<Vec<JobConfig>, ConfigureError>>()
-                    // Which error a parallel pass meets first varies; the
-                    // one reported is the first in ref order.
-                    .or_else(|_| refs.iter().map(single).collect());
+                // Collected in place (an Option of a config is the size of
+                // a config); on a failure, the first error in ref order is
+                // found again sequentially.
+                let configs: Vec<Option<JobConfig>> =
+                    refs.par_iter().map(|item| single(item).ok()).collect();
+                return match configs.into_iter().collect::<Option<Vec<JobConfig>>>() {
+                    Some(configs) => Ok(configs),
+                    None => refs.iter().map(single).collect(),
+                };
             }
             // A config of a multi-output job covers its other outputs too.
             let mut covered: FxHashSet<PartitionRef> = FxHashSet::default();
