@@ -61,6 +61,20 @@ impl Verdict {
     pub fn pending_reason(input: &PartitionRef) -> String {
         PendingReason(input).to_string()
     }
+
+    /// Counts as `build` would report them if every job succeeded and every
+    /// upstream rebuild changed its output (early cutoff can only lower them).
+    pub fn count(verdicts: &[Verdict]) -> BuildCounts {
+        let mut counts = BuildCounts::default();
+        for verdict in verdicts {
+            match verdict {
+                Verdict::UpToDate { .. } | Verdict::Restore { .. } => counts.cached += 1,
+                Verdict::Run { .. } | Verdict::Pending { .. } => counts.executed += 1,
+                Verdict::Blocked { .. } => counts.skipped += 1,
+            }
+        }
+        counts
+    }
 }
 
 /// [`Verdict::reason`].
@@ -86,22 +100,6 @@ struct PendingReason<'a>(&'a PartitionRef);
 impl std::fmt::Display for PendingReason<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "input {} will be rebuilt", self.0)
-    }
-}
-
-impl Verdict {
-    /// Counts as `build` would report them if every job succeeded and every
-    /// upstream rebuild changed its output (early cutoff can only lower them).
-    pub fn count(verdicts: &[Verdict]) -> BuildCounts {
-        let mut counts = BuildCounts::default();
-        for verdict in verdicts {
-            match verdict {
-                Verdict::UpToDate { .. } | Verdict::Restore { .. } => counts.cached += 1,
-                Verdict::Run { .. } | Verdict::Pending { .. } => counts.executed += 1,
-                Verdict::Blocked { .. } => counts.skipped += 1,
-            }
-        }
-        counts
     }
 }
 
@@ -330,10 +328,11 @@ fn evaluate_one(
 }
 
 /// [`evaluate`] against a catalog that records nothing: the verdicts
-/// [`evaluate_with_keys`] gives there (every action whose inputs are all
-/// sources would run, "never built"; the others wait on their first
-/// upstream; a missing or refused source blocks its readers), without a
-/// key. Sources are listed (stat, and a walk of a directory), not read:
+/// [`evaluate_with_keys`] gives there, without a key. Inputs are taken in
+/// order, the first that decides: a missing or refused source, or an
+/// upstream action that is blocked, blocks; any other upstream action
+/// makes it wait on that input; an action whose inputs are all sources
+/// present would run, "never built". Sources are listed (stat, and a walk of a directory), not read:
 /// an unreadable source file is found by the build that reads it.
 fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
     // The code digests are not needed, but a job whose code cannot be
