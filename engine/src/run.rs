@@ -123,6 +123,41 @@ impl CheckpointWatch<'_> {
     }
 }
 
+/// Removes the run directory of a job whose outputs were moved out of it:
+/// what is normally left (its logs and an empty `out`) by name, four
+/// calls where a walk makes about twenty; anything else by the walk.
+fn remove_emptied_run_dir(run_dir: &Path) {
+    let _ = fs::remove_file(run_dir.join("stdout"));
+    let _ = fs::remove_file(run_dir.join("stderr"));
+    let _ = fs::remove_dir(run_dir.join("out"));
+    if fs::remove_dir(run_dir).is_err() {
+        let _ = fs::remove_dir_all(run_dir);
+    }
+}
+
+/// Makes `run_dir`, its `out` and `output_dirs` (in `out`), top down;
+/// `run_dir`'s parents only if missing. Whether `run_dir` was new.
+fn fresh_run_dirs(run_dir: &Path, output_dirs: &[PathBuf]) -> Result<bool, String> {
+    // Whether the directory was made (not there already).
+    let make = |directory: &Path| {
+        match fs::create_dir(directory) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(directory).map(|()| true)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(error),
+        }
+        .map_err(|error| format!("{}: {error}", directory.display()))
+    };
+    let new = make(run_dir)?;
+    make(&run_dir.join("out"))?;
+    for directory in output_dirs {
+        make(directory)?;
+    }
+    Ok(new)
+}
+
 /// Something the job wrote in `<run_dir>/out` beside its output
 /// directories (`$CAIRN_OUT/../x`): `Some(error)` naming it.
 fn stray_output(run_dir: &Path, outputs: usize) -> Option<String> {
@@ -310,18 +345,26 @@ impl Context<'_> {
         let output_dirs: Vec<PathBuf> = (0..action.config.outputs.len())
             .map(|i| run_dir.join("out").join(i.to_string()))
             .collect();
-        for directory in &output_dirs {
-            fs::create_dir_all(directory)
-                .map_err(|error| format!("{}: {error}", directory.display()))?;
-            if resume.is_some() {
-                unshare_adopted(directory, &run_dir.join("unshare"))?;
-            }
-        }
         let (stdout_path, stderr_path) = (run_dir.join("stdout"), run_dir.join("stderr"));
         let checkpoint_path = run_dir.join("checkpoint.json");
         let resume_path = run_dir.join("resume.json");
-        let _ = fs::remove_file(&checkpoint_path);
-        let _ = fs::remove_file(&resume_path);
+        if resume.is_some() {
+            for directory in &output_dirs {
+                fs::create_dir_all(directory)
+                    .map_err(|error| format!("{}: {error}", directory.display()))?;
+                unshare_adopted(directory, &run_dir.join("unshare"))?;
+            }
+            let _ = fs::remove_file(&checkpoint_path);
+            let _ = fs::remove_file(&resume_path);
+        } else {
+            // The run directory was just removed: made again top down (one
+            // mkdir per level, where `create_dir_all` tries the deepest
+            // first), nothing in it to clear unless its removal failed.
+            if !fresh_run_dirs(run_dir, &output_dirs)? {
+                let _ = fs::remove_file(&checkpoint_path);
+                let _ = fs::remove_file(&resume_path);
+            }
+        }
         let path_text = |path: &Path| path.to_string_lossy().into_owned();
         let mut env: Vec<(String, String)> = action
             .config
@@ -456,7 +499,7 @@ impl Context<'_> {
             }
             record_stats(&target, &record.files, &mut updates);
         }
-        let _ = fs::remove_dir_all(run_dir);
+        remove_emptied_run_dir(run_dir);
         let versions = action
             .config
             .outputs

@@ -88,6 +88,8 @@ pub struct FsBlobStore {
     writable: bool,
     durability: Durability,
     temp_counter: AtomicU64,
+    /// This process's id, for temp names (`getpid` is a system call).
+    pid: u32,
     /// Something was written since the last sync ([`Durability::FileSystem`]).
     unsynced: AtomicBool,
     /// Blobs written since the last sync (with [`Durability::FileSystem`],
@@ -126,6 +128,7 @@ impl FsBlobStore {
             writable,
             durability,
             temp_counter: AtomicU64::new(0),
+            pid: std::process::id(),
             unsynced: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             suspect: Mutex::new(HashSet::new()),
@@ -304,10 +307,7 @@ impl FsBlobStore {
     /// A fresh name under `cas/tmp/`; nothing is created.
     fn temp_name(&self) -> TempPath {
         let number = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        TempPath(
-            self.temp_dir
-                .join(format!("{}-{number}", std::process::id())),
-        )
+        TempPath(self.temp_dir.join(format!("{}-{number}", self.pid)))
     }
 
     /// A new, empty temp file, open for writing.
@@ -328,7 +328,7 @@ impl FsBlobStore {
     /// `length` bytes.
     fn commit(
         &self,
-        temp: TempPath,
+        mut temp: TempPath,
         digest: ContentDigest,
         length: u64,
     ) -> Result<ContentDigest, StoreError> {
@@ -342,6 +342,8 @@ impl FsBlobStore {
             }
             std::fs::rename(&temp.0, &final_path)
                 .map_err(|source| StoreError::io(&final_path, source))?;
+            // Renamed: nothing is left to remove.
+            temp.0 = PathBuf::new();
             self.suspects().remove(&digest);
         }
         drop(temp);
@@ -375,7 +377,9 @@ impl FsBlobStore {
         length: u64,
     ) -> Result<ContentDigest, StoreError> {
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-        source
+        // To the end, as `read_to_end` on the file, without its size hint
+        // (an `fstat` and an `lseek`: the capacity is reserved already).
+        std::io::Read::take(&mut source, u64::MAX)
             .read_to_end(&mut bytes)
             .map_err(|error| StoreError::io(path, error))?;
         self.put_bytes(&bytes)
@@ -537,10 +541,11 @@ struct TempPath(PathBuf);
 
 impl Drop for TempPath {
     fn drop(&mut self) {
-        // After a successful rename the path no longer exists: NotFound is
-        // the normal case, and any other failure leaves a stale temp that the
-        // next writer's open removes.
-        let _ = std::fs::remove_file(&self.0);
+        // Empty once renamed into place. A failure leaves a stale temp that
+        // the next writer's open removes.
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
