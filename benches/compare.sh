@@ -12,7 +12,7 @@
 #   --large-cold N    runs of the 365x30 cold builds (LARGE_COLD_RUNS, default 1:
 #                     each takes minutes)
 #   --sizes "A B"     workloads DAYSxSTATIONS (SIZES, default "30x30 365x30")
-#   --scale-runs N    timed runs of each scale case (SCALE_RUNS, default 3)
+#   --scale-runs N    timed runs of each scale case (SCALE_RUNS, default 5)
 #   --skip-scale      skip the 1M-partition, log and CAS benchmarks
 #   --work DIR        scratch directory (BENCH_DIR, default target/bench)
 #   --no-doc          print the results, leave docs/benchmarks.md alone
@@ -29,7 +29,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-5}
 LARGE_COLD_RUNS=${LARGE_COLD_RUNS:-1}
-SCALE_RUNS=${SCALE_RUNS:-3}
+SCALE_RUNS=${SCALE_RUNS:-5}
 SIZES=${SIZES:-"30x30 365x30"}
 SCALE=${SCALE:-1}
 WORK=${BENCH_DIR:-$REPO/target/bench}
