@@ -575,12 +575,11 @@ impl Pattern {
         self.substitute_by(|name| bindings.get(name))
     }
 
-    /// [`Pattern::substitute`] with each placeholder's value from `value`.
+    /// [`Pattern::substitute`] with each placeholder's value from `lookup`.
     pub fn substitute_by<'v>(
         &self,
-        value: impl Fn(&str) -> Option<&'v str>,
+        lookup: impl Fn(&str) -> Option<&'v str>,
     ) -> Result<PartitionRef, RefError> {
-        let bindings = value;
         let mut text = String::with_capacity(self.text.len() + 16);
         text.push_str(&self.dataset);
         for (key, value) in &self.dimensions {
@@ -589,7 +588,7 @@ impl Pattern {
             text.push('=');
             match value {
                 PatternValue::Literal(literal) => text.push_str(literal),
-                PatternValue::Placeholder(name) => match bindings(name) {
+                PatternValue::Placeholder(name) => match lookup(name) {
                     Some(bound) => text.push_str(bound),
                     None => {
                         return Err(RefError::Pattern {
