@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -515,10 +514,8 @@ impl Graph {
             return Ok(Vec::new());
         }
         // The refs in odometer order (last placeholder fastest): ref `index`
-        // takes value `index / stride % len` of each domain. Made in
-        // parallel (a million refs for a 1M graph's `build`) and collected
-        // in place (an Option of a ref is the size of a ref); on a failure
-        // the first error in order is found again sequentially.
+        // takes value `index / stride % len` of each domain, made in
+        // parallel (a million refs for a 1M graph's `build`).
         let mut strides = vec![1usize; domains.len()];
         for position in (0..domains.len().saturating_sub(1)).rev() {
             strides[position] = strides[position + 1]
@@ -536,17 +533,7 @@ impl Graph {
                 Some(domain[index / strides[position] % domain.len()].as_str())
             })
         };
-        let refs: Vec<Option<PartitionRef>> = (0..total)
-            .into_par_iter()
-            .map(|index| make(index).ok())
-            .collect();
-        match refs.into_iter().collect::<Option<Vec<PartitionRef>>>() {
-            Some(refs) => Ok(refs),
-            None => (0..total)
-                .map(make)
-                .collect::<Result<_, _>>()
-                .map_err(|error| error.to_string()),
-        }
+        crate::par::try_map_in_order(total, make).map_err(|error| error.to_string())
     }
 
     /// The values of dimension `name`: its list, its dates, or the values of

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod graph;
 pub mod key;
 pub mod observe;
+mod par;
 pub mod plan;
 pub mod ports;
 pub mod record;

@@ -22,7 +22,6 @@ use crate::config::{
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
 use crate::plan::Configurer;
 use crate::refs::{Bindings, PartitionRef};
-use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 
 /// The variables of cairn's own environment that jobs receive.
@@ -232,18 +231,10 @@ impl Configurer for ProcessConfigurer<'_> {
             // templated on its own, in parallel (half a million at the 1M
             // scale), the first error in ref order reported.
             if job.outputs.len() == 1 {
-                let single = |(partition, bindings): &(PartitionRef, Bindings)| {
+                return crate::par::try_map_in_order(refs.len(), |index| {
+                    let (partition, bindings) = &refs[index];
                     declarative_config_for(job, partition, bindings)
-                };
-                // Collected in place (an Option of a config is the size of
-                // a config); on a failure, the first error in ref order is
-                // found again sequentially.
-                let configs: Vec<Option<JobConfig>> =
-                    refs.par_iter().map(|item| single(item).ok()).collect();
-                return match configs.into_iter().collect::<Option<Vec<JobConfig>>>() {
-                    Some(configs) => Ok(configs),
-                    None => refs.iter().map(single).collect(),
-                };
+                });
             }
             // A config of a multi-output job covers its other outputs too.
             let mut covered: FxHashSet<PartitionRef> = FxHashSet::default();
