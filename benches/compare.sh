@@ -4,7 +4,7 @@
 # (1,000,000-partition planning, `cairn log --json`, CAS ingest). Rewrites
 # docs/benchmarks.md with the machine description and the results.
 #
-#   bash benches/compare.sh            # the whole run (about 30-40 minutes)
+#   bash benches/compare.sh            # the whole run (about 15 minutes on the 2-core VM)
 #   bash benches/compare.sh --quick    # 2 runs per case, no 365x30, no 1M (a smoke test)
 #
 # Options (or environment variables):
