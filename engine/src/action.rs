@@ -125,6 +125,10 @@ pub struct Finished {
     pub built_by: Option<u64>,
 }
 
+/// Why an action whose outputs were never materialized would run (the
+/// evaluation without keys gives the same reason).
+pub(crate) const NEVER_BUILT: &str = "never built";
+
 impl Context<'_> {
     pub fn data_path(&self, partition: &PartitionRef) -> PathBuf {
         self.data_root.join(partition.relative_path())
@@ -311,7 +315,7 @@ impl Context<'_> {
             .partition(first)
             .map_err(|error| error.to_string())?;
         let Some(current) = state.and_then(|state| state.current) else {
-            return Ok("never built".to_owned());
+            return Ok(NEVER_BUILT.to_owned());
         };
         let Some(previous) = self
             .catalog

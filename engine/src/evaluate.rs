@@ -137,12 +137,8 @@ pub fn evaluate_with_keys(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verd
             let observer = Observer::new(context.catalog);
             match observer.partition(&source.path, &mut Vec::new()) {
                 Ok(Some((digest, _))) => Ok(digest),
-                Ok(None) => Err(format!(
-                    "source {} is missing: {} does not exist",
-                    source.partition,
-                    source.path.display()
-                )),
-                Err(error) => Err(format!("source {}: {error}", source.partition)),
+                Ok(None) => Err(source.missing()),
+                Err(error) => Err(source.unreadable(error)),
             }
         })
         .collect();
@@ -332,8 +328,9 @@ fn evaluate_one(
 /// order, the first that decides: a missing or refused source, or an
 /// upstream action that is blocked, blocks; any other upstream action
 /// makes it wait on that input; an action whose inputs are all sources
-/// present would run, "never built". Sources are listed (stat, and a walk of a directory), not read:
-/// an unreadable source file is found by the build that reads it.
+/// present would run, "never built". Sources are listed (a stat, and a
+/// walk of a directory), not read: an unreadable source file is found by
+/// the build that reads it.
 fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
     // The code digests are not needed, but a job whose code cannot be
     // read fails the dry run as it fails the build.
@@ -368,12 +365,8 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
                     }
                     match crate::observe::list_files(&source.path) {
                         Ok(Some(_)) => None,
-                        Ok(None) => Some(format!(
-                            "source {} is missing: {} does not exist",
-                            source.partition,
-                            source.path.display()
-                        )),
-                        Err(error) => Some(format!("source {}: {error}", source.partition)),
+                        Ok(None) => Some(source.missing()),
+                        Err(error) => Some(source.unreadable(error)),
                     }
                 })
                 .collect::<Vec<_>>()
@@ -407,7 +400,7 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         }
         verdicts[index] = Some(verdict.unwrap_or_else(|| Verdict::Run {
             key: None,
-            reason: "never built".to_owned(),
+            reason: crate::action::NEVER_BUILT.to_owned(),
         }));
     }
     Ok(verdicts

@@ -299,12 +299,8 @@ fn observe_sources(
             let mut updates = Vec::new();
             let digest = match observer.partition(&source.path, &mut updates) {
                 Ok(Some((digest, _))) => Ok(digest),
-                Ok(None) => Err(format!(
-                    "source {} is missing: {} does not exist",
-                    source.partition,
-                    source.path.display()
-                )),
-                Err(error) => Err(format!("source {}: {error}", source.partition)),
+                Ok(None) => Err(source.missing()),
+                Err(error) => Err(source.unreadable(error)),
             };
             (digest, updates)
         })

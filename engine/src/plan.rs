@@ -71,6 +71,22 @@ pub struct SourceNode {
     pub path: PathBuf,
 }
 
+impl SourceNode {
+    /// Why a build cannot read this source: its file does not exist.
+    pub fn missing(&self) -> String {
+        format!(
+            "source {} is missing: {} does not exist",
+            self.partition,
+            self.path.display()
+        )
+    }
+
+    /// Why a build cannot read this source: observing it failed.
+    pub fn unreadable(&self, error: impl std::fmt::Display) -> String {
+        format!("source {}: {error}", self.partition)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub actions: Vec<PlannedAction>,
