@@ -358,7 +358,7 @@ fn dry_line(
 ) {
     // Writing into a vector cannot fail.
     let _ = if json {
-        let line = json!({"type": "action", "job": &*action.job, "outputs": action.config.outputs, "verdict": verdict.state(), "reason": verdict.reason().to_string()});
+        let line = action_json(&action.job, &action.config.outputs, verdict);
         writeln!(out, "{line}")
     } else if matches!(verdict, Verdict::UpToDate { .. }) {
         Ok(())
@@ -374,6 +374,12 @@ fn dry_line(
     };
 }
 
+/// A dry run's `--json` line for one action: the same fields whether the
+/// verdict was evaluated or read from the up-to-date snapshot.
+fn action_json(job: &str, outputs: &impl serde::Serialize, verdict: &Verdict) -> serde_json::Value {
+    json!({"type": "action", "job": job, "outputs": outputs, "verdict": verdict.state(), "reason": verdict.reason().to_string()})
+}
+
 /// The dry run of a build the up-to-date snapshot confirmed: every action
 /// up to date, listed as [`dry_run`] lists them (in the plan's order, with
 /// the build whose result each reuses; humans get the summary alone).
@@ -385,9 +391,8 @@ fn dry_run_current(snapshot: &Snapshot, json: bool) {
                 key: action.key,
                 built_by: action.built_by,
             };
-            let (state, reason) = verdict.describe();
             let job = &snapshot.jobs[action.job as usize];
-            let line = json!({"type": "action", "job": job, "outputs": action.outputs, "verdict": state, "reason": reason});
+            let line = action_json(job, &action.outputs, &verdict);
             if writeln!(out, "{line}").is_err() {
                 break;
             }
