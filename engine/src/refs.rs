@@ -314,39 +314,30 @@ impl Bindings {
 
     /// Binds `name`; returns the value it replaced, if any.
     pub fn bind(&mut self, name: &str, value: &str) -> Option<String> {
-        match self.position(name) {
-            Ok(index) => {
-                let old = self.entry(index).1.to_owned();
-                let entries: Vec<(String, String)> = self
-                    .iter()
-                    .enumerate()
-                    .map(|(at, (n, v))| {
-                        let v = if at == index { value } else { v };
-                        (n.to_owned(), v.to_owned())
-                    })
-                    .collect();
-                self.rebuild(&entries);
-                Some(old)
-            }
-            Err(index) if index == self.ends.len() => {
-                // In order (a pattern's placeholders usually are): append.
-                self.text.push_str(name);
-                let name_end = self.end();
-                self.text.push_str(value);
-                let value_end = self.end();
-                self.ends.push((name_end, value_end));
-                None
-            }
-            Err(index) => {
-                let mut entries: Vec<(String, String)> = self
-                    .iter()
-                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                    .collect();
-                entries.insert(index, (name.to_owned(), value.to_owned()));
-                self.rebuild(&entries);
-                None
-            }
+        let position = self.position(name);
+        if position == Err(self.ends.len()) {
+            // After every name bound so far (as a pattern's placeholders
+            // usually come): appended in place.
+            self.text.push_str(name);
+            let name_end = self.end();
+            self.text.push_str(value);
+            let value_end = self.end();
+            self.ends.push((name_end, value_end));
+            return None;
         }
+        let mut entries: Vec<(String, String)> = self
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        let replaced = match position {
+            Ok(index) => Some(std::mem::replace(&mut entries[index].1, value.to_owned())),
+            Err(index) => {
+                entries.insert(index, (name.to_owned(), value.to_owned()));
+                None
+            }
+        };
+        self.rebuild(&entries);
+        replaced
     }
 
     fn rebuild(&mut self, entries: &[(String, String)]) {
