@@ -11,7 +11,8 @@
 //! build that finds it so takes the full path.
 //!
 //! Beside it, `.cairn/up-to-date.plan`: the 16-byte magic
-//! `cairn-plan-cache`, then the plan (postcard), which the snapshot names
+//! `cairn-kept-plan2` (a plan of an older layout has another magic and is
+//! no plan), then the plan (postcard), which the snapshot names
 //! by the blake3 of those bytes. Written (in place, the magic last) before
 //! the snapshot that names it; a plan whose digest is not the snapshot's is
 //! no plan.
@@ -27,7 +28,7 @@ use crate::{Store, StoreError};
 
 const FILE: &str = "up-to-date";
 const PLAN_FILE: &str = "up-to-date.plan";
-const PLAN_MAGIC: &[u8; 16] = b"cairn-plan-cache";
+const PLAN_MAGIC: &[u8; 16] = b"cairn-kept-plan2";
 const MAGIC: &[u8; 16] = b"cairn-up-to-date";
 /// The last event (24 bytes), the body's digest and the header's digest.
 const HEADER: usize = 24 + 32 + 32;
