@@ -422,6 +422,7 @@ impl<'a> Presumption<'a> {
             outcome: Outcome::Cached { restored: false },
             outputs: Some(outputs),
             built_by: None,
+            leftovers: Vec::new(),
         })
     }
 }
@@ -525,14 +526,26 @@ pub fn build(
         actions: plan.actions.len() as u64,
         sources: plan.sources.len() as u64,
     });
-    context.catalog.append(context.build, events, updates)?;
+    // The build's start is the committer's first group: its sync overlaps
+    // the sweep and the first jobs instead of holding them back (groups are
+    // committed in order, so it still precedes everything the build
+    // records; if it fails, the build stops as after any failed commit).
+    let (groups, committed_groups) = crossbeam_channel::unbounded::<Group>();
+    let at = now_ms();
+    let _ = groups.send(Group {
+        events: events.into_iter().map(|event| (at, event)).collect(),
+        updates,
+        reports: Vec::new(),
+        progress: Progress {
+            total: plan.actions.len(),
+            ..Progress::default()
+        },
+    });
     tracing::debug!(
-        "observed {} sources, recorded the build's start ({:.2?})",
+        "observed {} sources, handed the build's start to the committer ({:.2?})",
         plan.sources.len(),
         started.elapsed()
     );
-
-    let (groups, committed_groups) = crossbeam_channel::unbounded::<Group>();
     let commit_failed = AtomicBool::new(false);
     thread::scope(|threads| {
         let committer = thread::Builder::new()
@@ -907,6 +920,7 @@ impl<'a> Scheduler<'a> {
                     outcome: Outcome::Failed { error },
                     outputs: None,
                     built_by: None,
+                    leftovers: Vec::new(),
                 };
                 self.handle(Message::Done(index, now_ms(), Box::new(finished)));
                 return;
@@ -939,7 +953,14 @@ impl<'a> Scheduler<'a> {
                 }
                 finished
             };
+            let mut finished = finished;
+            let leftovers = std::mem::take(&mut finished.leftovers);
             let _ = sender.send(Message::Done(index, now_ms(), Box::new(finished)));
+            // Removed once the scheduler has the result: the dependents
+            // do not wait for it.
+            for leftover in leftovers {
+                leftover.remove();
+            }
         });
     }
 
@@ -1076,5 +1097,6 @@ fn skipped(action: &PlannedAction, reason: String) -> Finished {
         outcome: Outcome::Skipped { reason },
         outputs: None,
         built_by: None,
+        leftovers: Vec::new(),
     }
 }
