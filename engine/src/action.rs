@@ -123,6 +123,35 @@ pub struct Finished {
     /// `None` for actions that ran, failed or were skipped, and for those a
     /// build presumed current without reading their manifest.
     pub built_by: Option<u64>,
+    /// What the worker removes once it has reported the action, off the
+    /// path to its dependents (the staging root is cleared at the build's
+    /// end whatever is left).
+    pub leftovers: Vec<Leftover>,
+}
+
+/// Something an action left in the staging root to be removed.
+#[derive(Debug)]
+pub enum Leftover {
+    /// A partition's earlier content, moved aside when it was replaced.
+    MovedAside(PathBuf),
+    /// A run directory whose outputs were moved out of it.
+    EmptiedRunDir(PathBuf),
+}
+
+impl Leftover {
+    pub fn remove(self) {
+        match self {
+            Leftover::MovedAside(path) => {
+                // A symlink moved aside is removed, never followed.
+                let _ = if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
+            Leftover::EmptiedRunDir(run_dir) => crate::run::remove_emptied_run_dir(&run_dir),
+        }
+    }
 }
 
 /// Why an action whose outputs were never materialized would run (the
@@ -525,6 +554,7 @@ impl Context<'_> {
                     .collect(),
             ),
             built_by: Some(manifest.build),
+            leftovers: Vec::new(),
         }
     }
 
@@ -568,30 +598,34 @@ impl Context<'_> {
                     .map_err(|error| format!("{}: {error}", destination.display()))?;
             }
             let target = self.data_path(&output.partition);
-            self.place(&staged, &target)?;
+            if let Some(aside) = self.place(&staged, &target)? {
+                aside.remove();
+            }
             record_stats(&target, &output.files, updates);
         }
         Ok(())
     }
 
-    /// Moves `staged` to `target`, replacing whatever is there.
-    pub(crate) fn place(&self, staged: &Path, target: &Path) -> Result<(), String> {
+    /// Moves `staged` to `target`, replacing whatever is there; what was
+    /// there is moved aside into the staging root, for the caller to remove.
+    pub(crate) fn place(&self, staged: &Path, target: &Path) -> Result<Option<Leftover>, String> {
         self.prepare_parents(target)?;
+        let mut aside = None;
         if fs::symlink_metadata(target).is_ok() {
             let trash = self.staging_root.join(format!(
                 "trash-{}",
                 ContentDigest::of(target.to_string_lossy().as_bytes()).short()
             ));
-            let _ = fs::remove_dir_all(&trash);
-            fs::rename(target, &trash).map_err(|error| format!("{}: {error}", target.display()))?;
+            // One left by a build that died before removing it.
+            if fs::symlink_metadata(&trash).is_ok() {
+                Leftover::MovedAside(trash.clone()).remove();
+            }
             // A symlink at the target is moved, never followed.
-            let _ = if fs::symlink_metadata(&trash).is_ok_and(|m| m.is_dir()) {
-                fs::remove_dir_all(&trash)
-            } else {
-                fs::remove_file(&trash)
-            };
+            fs::rename(target, &trash).map_err(|error| format!("{}: {error}", target.display()))?;
+            aside = Some(Leftover::MovedAside(trash));
         }
-        fs::rename(staged, target).map_err(|error| format!("{}: {error}", target.display()))
+        fs::rename(staged, target).map_err(|error| format!("{}: {error}", target.display()))?;
+        Ok(aside)
     }
 
     pub(crate) fn failed(
@@ -629,6 +663,7 @@ impl Context<'_> {
             outcome: Outcome::Failed { error },
             outputs: None,
             built_by: None,
+            leftovers: Vec::new(),
         }
     }
 }
@@ -654,4 +689,39 @@ pub(crate) fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec
 
 pub fn now_ms() -> u64 {
     (now_ns() / 1_000_000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Leftover;
+    use std::fs;
+
+    #[test]
+    fn a_leftover_is_removed_and_a_link_moved_aside_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // A partition's earlier content, moved aside.
+        let aside = root.join("trash-a");
+        fs::create_dir_all(aside.join("sub")).unwrap();
+        fs::write(aside.join("sub/file.csv"), "old").unwrap();
+        Leftover::MovedAside(aside.clone()).remove();
+        assert!(!aside.exists());
+        // A link moved aside goes; what it pointed at stays.
+        let kept = root.join("elsewhere");
+        fs::create_dir(&kept).unwrap();
+        fs::write(kept.join("file.csv"), "keep").unwrap();
+        let link = root.join("trash-b");
+        std::os::unix::fs::symlink(&kept, &link).unwrap();
+        Leftover::MovedAside(link.clone()).remove();
+        assert!(fs::symlink_metadata(&link).is_err());
+        assert_eq!(fs::read_to_string(kept.join("file.csv")).unwrap(), "keep");
+        // A run directory: its logs, an empty `out`, and anything else.
+        let run = root.join("run/key");
+        fs::create_dir_all(run.join("out")).unwrap();
+        fs::write(run.join("stdout"), "").unwrap();
+        fs::write(run.join("stderr"), "").unwrap();
+        fs::write(run.join("stray"), "").unwrap();
+        Leftover::EmptiedRunDir(run.clone()).remove();
+        assert!(!run.exists());
+    }
 }

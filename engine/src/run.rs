@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms, record_stats};
+use crate::action::{Context, Finished, Leftover, Outcome, ResolvedInput, now_ms, record_stats};
 use crate::digest::{ActionKey, ContentDigest};
 use crate::observe::{Observer, StatUpdate, file_entry, list_files};
 use crate::plan::PlannedAction;
@@ -126,7 +126,7 @@ impl CheckpointWatch<'_> {
 /// Removes the run directory of a job whose outputs were moved out of it:
 /// what is normally left (its logs and an empty `out`) by name, four
 /// calls where a walk makes about twenty; anything else by the walk.
-fn remove_emptied_run_dir(run_dir: &Path) {
+pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
     let _ = fs::remove_file(run_dir.join("stdout"));
     let _ = fs::remove_file(run_dir.join("stderr"));
     let _ = fs::remove_dir(run_dir.join("out"));
@@ -491,15 +491,23 @@ impl Context<'_> {
             }
         };
         // Blob durability is the scheduler's job: one sync per group commit.
+        // What is left to remove is removed once the action is reported.
+        let mut leftovers = Vec::new();
         for (directory, record) in output_dirs.iter().zip(&records) {
             let target = self.data_path(&record.partition);
-            if let Err(error) = self.place(directory, &target) {
-                let _ = fs::remove_dir_all(run_dir);
-                return self.failed_with_logs(action, key, error, Some(0), logs, updates);
+            match self.place(directory, &target) {
+                Ok(aside) => leftovers.extend(aside),
+                Err(error) => {
+                    let _ = fs::remove_dir_all(run_dir);
+                    for leftover in leftovers {
+                        leftover.remove();
+                    }
+                    return self.failed_with_logs(action, key, error, Some(0), logs, updates);
+                }
             }
             record_stats(&target, &record.files, &mut updates);
         }
-        remove_emptied_run_dir(run_dir);
+        leftovers.push(Leftover::EmptiedRunDir(run_dir.to_owned()));
         let versions = action
             .config
             .outputs
@@ -556,6 +564,7 @@ impl Context<'_> {
             outcome: Outcome::Executed { duration_ms },
             outputs: Some(digests),
             built_by: None,
+            leftovers,
         }
     }
 
