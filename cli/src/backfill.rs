@@ -88,7 +88,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
     let mut failed: Vec<(PartitionRef, String)> = Vec::new();
     for action in &plan.actions {
         for output in &action.config.outputs {
-            if let Some(state) = executed.store.catalog().partition(output)?
+            if let Some(state) = executed.store().catalog().partition(output)?
                 && let Some((failed_build, error)) = state.failed
                 && failed_build == build
             {

@@ -159,15 +159,60 @@ pub fn jobs(requested: Option<usize>) -> usize {
     })
 }
 
-/// A finished (or interrupted) build, with the store it wrote.
+/// A finished (or interrupted) build, with the store it wrote, closed when
+/// this is dropped.
 pub struct Executed {
     pub report: BuildReport,
     /// Actions in the plan.
     pub total: usize,
-    pub store: Store,
+    /// `Some` until dropped.
+    store: Option<Store>,
+    /// The up-to-date snapshot the build leaves, written while the store
+    /// closes (`Store::close_writing_snapshot`).
+    snapshot: Option<Snapshot>,
+}
+
+impl Drop for Executed {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let Some(snapshot) = self.snapshot.take() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        match store.close_writing_snapshot(&snapshot) {
+            Ok(()) => tracing::debug!(
+                "recorded the up-to-date snapshot ({} paths) while closing the store ({:.2?})",
+                snapshot.entries.len(),
+                started.elapsed()
+            ),
+            Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
+        }
+    }
 }
 
 impl Executed {
+    pub fn new(
+        report: BuildReport,
+        total: usize,
+        store: Store,
+        snapshot: Option<Snapshot>,
+    ) -> Self {
+        Executed {
+            report,
+            total,
+            store: Some(store),
+            snapshot,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+            .as_ref()
+            .expect("the store is open until dropped")
+    }
+
     /// The summary object that ends `--json` output.
     pub fn summary_json(&self) -> serde_json::Value {
         let counts = self.report.counts;
@@ -289,24 +334,21 @@ pub fn execute(
         .map_err(|error| Failure::store(error.to_string()))?;
     reporter.finish();
     drop(context);
-    if let Some(all_current) = report.all_current.take()
-        && let Some(entries) = witness.and_then(Witness::into_entries)
-    {
-        crate::uptodate::record(
-            project,
-            &store,
-            plan,
-            &execution.requested,
-            all_current,
-            entries,
-            base.map(|(_, snapshot, changed)| (snapshot, changed)),
-        );
-    }
-    Ok(Executed {
-        report,
-        total: plan.actions.len(),
-        store,
-    })
+    let snapshot = match report.all_current.take() {
+        Some(all_current) => witness.and_then(Witness::into_entries).and_then(|entries| {
+            crate::uptodate::record(
+                project,
+                &store,
+                plan,
+                &execution.requested,
+                all_current,
+                entries,
+                base.map(|(_, snapshot, changed)| (snapshot, changed)),
+            )
+        }),
+        None => None,
+    };
+    Ok(Executed::new(report, plan.actions.len(), store, snapshot))
 }
 
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {

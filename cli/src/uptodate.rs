@@ -141,33 +141,32 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure>
     if asked.json {
         report_json(&snapshot);
     }
-    // The next build checks against this one's events (and new stats).
+    // The next build checks against this one's events (and new stats):
+    // the header moved on, or (touched files) the whole snapshot rewritten
+    // while the store closes.
+    let total = snapshot.actions.len();
+    let mut rewrite = None;
     match store.last_event()? {
-        Some(last) => {
-            let written = if touched.is_empty() {
-                store.advance_snapshot(&file, &last)
-            } else {
-                snapshot.apply(&touched);
-                snapshot.last_event = last;
-                store.write_snapshot(&snapshot)
-            };
-            if let Err(error) = written {
+        Some(last) if touched.is_empty() => {
+            if let Err(error) = store.advance_snapshot(&file, &last) {
                 tracing::warn!("could not update the up-to-date snapshot: {error}");
             }
         }
+        Some(last) => {
+            snapshot.apply(&touched);
+            snapshot.last_event = last;
+            rewrite = Some(snapshot);
+        }
         None => tracing::warn!("the log is empty after recording a build"),
     }
-    Ok(Quick::Done(Executed {
-        report: BuildReport {
-            build,
-            counts,
-            interrupted: false,
-            failures: Vec::new(),
-            all_current: None,
-        },
-        total: snapshot.actions.len(),
-        store,
-    }))
+    let report = BuildReport {
+        build,
+        counts,
+        interrupted: false,
+        failures: Vec::new(),
+        all_current: None,
+    };
+    Ok(Quick::Done(Executed::new(report, total, store, rewrite)))
 }
 
 /// The snapshot recorded for `cairn build REQUESTED`, if there is one to
@@ -274,8 +273,8 @@ fn report_json(snapshot: &Snapshot) {
 /// Takes the snapshot of a build that ended with every action current (see
 /// [`cairn_engine::exec::BuildReport::all_current`]), from what its witness
 /// observed, over the entries of the snapshot it presumed actions from
-/// (`base`, with its changed paths) if it did. A failure to write it only
-/// costs the next build its quick path.
+/// (`base`, with its changed paths) if it did; the caller writes it. A
+/// failure to take or write it only costs the next build its quick path.
 pub fn record(
     project: &Project,
     store: &Store,
@@ -284,14 +283,14 @@ pub fn record(
     all_current: AllCurrent,
     entries: Vec<Observed>,
     base: Option<(Snapshot, Vec<String>)>,
-) {
+) -> Option<Snapshot> {
     let started = Instant::now();
     let last_event = match store.last_event() {
         Ok(Some(last)) => last,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(error) => {
             tracing::warn!("no up-to-date snapshot: {error}");
-            return;
+            return None;
         }
     };
     let snapshot = match base {
@@ -302,7 +301,7 @@ pub fn record(
             let Some(entries) = merge_entries(std::mem::take(&mut base.entries), &changed, entries)
             else {
                 tracing::debug!("no up-to-date snapshot: a changed path was not observed again");
-                return;
+                return None;
             };
             let keys = keys_by_index(&all_current, plan);
             for action in &mut base.actions {
@@ -315,7 +314,7 @@ pub fn record(
                             action.built_by = built_by;
                         }
                     }
-                    None => return,
+                    None => return None,
                 }
             }
             Snapshot {
@@ -338,19 +337,17 @@ pub fn record(
             );
             let Some(snapshot) = made else {
                 tracing::debug!("no up-to-date snapshot: an action reuses no known build");
-                return;
+                return None;
             };
             snapshot
         }
     };
-    match store.write_snapshot(&snapshot) {
-        Ok(()) => tracing::debug!(
-            "recorded the up-to-date snapshot: {} paths ({:.2?})",
-            snapshot.entries.len(),
-            started.elapsed()
-        ),
-        Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
-    }
+    tracing::debug!(
+        "took the up-to-date snapshot: {} paths ({:.2?})",
+        snapshot.entries.len(),
+        started.elapsed()
+    );
+    Some(snapshot)
 }
 
 /// Each plan action's key and the build whose result it reuses, by plan
