@@ -112,7 +112,8 @@ pub enum PlanError {
 /// input is its producer's output or a source, which [`InputSource`] names
 /// (a plan's input refs are those refs by construction), so reading the
 /// plan back shares their strings instead of parsing and allocating each
-/// again (half the refs of a kept plan, and of the time to read it).
+/// again (about half a kept plan's refs: 30×30's plan 334 -> 241 KB, its
+/// decode 1.7 -> 1.45 ms).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct PlanRecord {
     jobs: Vec<String>,
