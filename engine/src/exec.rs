@@ -934,7 +934,7 @@ impl<'a> Scheduler<'a> {
         let keep_going = self.keep_going;
         let sender = sender.clone();
         scope.spawn(move |_| {
-            let finished = if stop.load(Ordering::SeqCst) {
+            let mut finished = if stop.load(Ordering::SeqCst) {
                 let reason = if context.children.is_interrupted() {
                     "the build was interrupted"
                 } else {
@@ -953,7 +953,6 @@ impl<'a> Scheduler<'a> {
                 }
                 finished
             };
-            let mut finished = finished;
             let leftovers = std::mem::take(&mut finished.leftovers);
             let _ = sender.send(Message::Done(index, now_ms(), Box::new(finished)));
             // Removed once the scheduler has the result: the dependents
