@@ -35,6 +35,6 @@ mod tests {
             }
         });
         assert_eq!(failed, Err("item 999".to_owned()));
-        assert_eq!(try_map_in_order(0, |i| Ok::<_, ()>(i)), Ok(Vec::new()));
+        assert_eq!(try_map_in_order(0, Ok::<_, ()>), Ok(Vec::new()));
     }
 }

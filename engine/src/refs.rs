@@ -835,7 +835,7 @@ mod tests {
         #[test]
         fn parse_print_is_identity(text in ref_strategy()) {
             let partition = PartitionRef::parse(&text).unwrap();
-            prop_assert_eq!(partition.to_string(), text.clone());
+            prop_assert_eq!(partition.to_string(), text);
             let again = PartitionRef::parse(partition.as_str()).unwrap();
             prop_assert_eq!(again, partition);
         }

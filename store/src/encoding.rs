@@ -553,7 +553,7 @@ mod tests {
                 kind: EventKind::ActionStarted {
                     key,
                     job: "clean".into(),
-                    outputs: outputs.clone(),
+                    outputs,
                     reason: "never built".into(),
                     attempt: 1,
                     resumed_from: None,
