@@ -5,9 +5,11 @@
 //! the job. The planted values are searched raw, in hex (both cases) and in
 //! base64 (standard and URL-safe, at every alignment).
 //!
-//! The job may use the secret (it is passed to it) but does not print it:
-//! what a job writes into its outputs and logs is the user's data, stored as
-//! written.
+//! The job may use the secret (it is passed to it). What it writes into its
+//! outputs is the user's data, stored as written; what it prints (its
+//! captured stdout and stderr) and what a configure step prints are
+//! redacted, raw, hex and base64 forms alike, before they are stored or
+//! shown (secret_canary_printed_*).
 
 mod common;
 
@@ -245,4 +247,115 @@ fn secret_canary_forms_cover_every_alignment() {
     }
     assert_eq!(base64(b"Man"), "TWFu");
     assert_eq!(base64(b"Ma"), "TWE");
+}
+
+/// Prints the secret raw (with `sh -x` tracing), in hex (both cases) and in
+/// base64 at every alignment, on stdout and stderr, from a job that
+/// succeeds and from one that fails.
+const LOUD: &str = r#"
+[env]
+secret = ["CAIRN_TEST_SECRET"]
+
+[datasets.loud]
+
+[datasets.fail]
+
+[jobs.loud]
+outputs = ["loud/x=1"]
+run = ["sh", "-xc", "echo \"token=$CAIRN_TEST_SECRET\"; printf %s \"$CAIRN_TEST_SECRET\" | od -An -tx1 | tr -d ' \\n'; echo; printf %s \"$CAIRN_TEST_SECRET\" | od -An -tx1 | tr -d ' \\n' | tr a-f A-F >&2; echo >&2; for p in '' x xy; do printf %s \"$p$CAIRN_TEST_SECRET\" | base64 -w0; echo; printf %s \"$p$CAIRN_TEST_SECRET\" | base64 -w0 | tr '+/' '-_' >&2; echo >&2; done; echo built > \"$CAIRN_OUT/v\""]
+
+[jobs.fail]
+outputs = ["fail/x=1"]
+run = ["sh", "-xc", "echo \"failing with $CAIRN_TEST_SECRET\" >&2; exit 3"]
+"#;
+
+fn assert_nowhere(secret: &str, haystacks: &[(String, Vec<u8>)]) {
+    for (name, bytes) in haystacks {
+        for needle in forms(secret) {
+            assert!(
+                !contains(bytes, needle.as_bytes()),
+                "the secret appears in {name} (as {needle:?}):\n{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+}
+
+#[test]
+fn secret_canary_printed_by_a_job_is_redacted_in_its_logs_and_messages() {
+    let secret = random_token("canary-printed");
+    let p = Project::with_graph(LOUD);
+    let mut runs = vec![run_with(&p, &secret, "other", &["build", "--keep-going"])];
+    assert_eq!(runs[0].code, 1, "{}", runs[0].stderr);
+    // The job's data is the user's, stored as written; it was built.
+    assert_eq!(p.read_string("data/loud/x=1/v"), "built\n");
+    for args in [
+        &["logs", "loud/x=1"][..],
+        &["logs", "fail/x=1"],
+        &["log"],
+        &["history", "fail/x=1"],
+        &["status"],
+        &["why", "fail/x=1"],
+    ] {
+        runs.push(run_with(&p, &secret, "other", args));
+    }
+    // The logs were captured, with every form replaced.
+    let loud = &runs[1];
+    assert_eq!(loud.code, 0, "{}", loud.stderr);
+    let shown = format!("{}{}", loud.stdout, loud.stderr);
+    assert!(
+        shown.matches("[redacted]").count() >= 10,
+        "raw (traced and echoed), hex twice, base64 six times: {shown}"
+    );
+    assert!(shown.contains("token=[redacted]"), "{shown}");
+    let failed = &runs[2];
+    assert!(
+        format!("{}{}", failed.stdout, failed.stderr).contains("failing with [redacted]"),
+        "{failed:?}"
+    );
+    let mut haystacks = haystacks(&p, &runs);
+    haystacks.retain(|(name, _)| !name.starts_with("data/"));
+    assert_nowhere(&secret, &haystacks);
+}
+
+#[test]
+fn secret_canary_printed_by_a_failing_configure_step_is_redacted() {
+    let secret = random_token("canary-configure");
+    let p = Project::with_graph(
+        r#"
+[env]
+secret = ["CAIRN_TEST_SECRET"]
+
+[datasets.sum]
+
+[jobs.sum]
+outputs = ["sum/all=1"]
+configure = ["sh", "-xc", "echo \"configure sees $CAIRN_TEST_SECRET\" >&2; printf %s \"$CAIRN_TEST_SECRET\" | base64 >&2; exit 5", "configure"]
+run = ["true"]
+
+[sources.stations]
+command = ["sh", "-xc", "echo \"source sees $CAIRN_TEST_SECRET\" >&2; exit 1"]
+"#,
+    );
+    let build = run_with(&p, &secret, "other", &["build"]);
+    assert_ne!(build.code, 0, "{build:?}");
+    assert!(
+        build.stderr.contains("configure sees [redacted]"),
+        "the configure step's stderr is shown, redacted: {}",
+        build.stderr
+    );
+    let refresh = run_with(&p, &secret, "other", &["defs", "refresh"]);
+    assert_ne!(refresh.code, 0, "{refresh:?}");
+    assert!(
+        refresh.stderr.contains("source sees [redacted]"),
+        "{}",
+        refresh.stderr
+    );
+    let plan = run_with(&p, &secret, "other", &["plan", "sum/all=1"]);
+    let status = run_with(&p, &secret, "other", &["status"]);
+    // Nothing was built: the search covers whatever the store holds.
+    for root in [".cairn", "data"] {
+        std::fs::create_dir_all(p.file(root)).unwrap();
+    }
+    assert_nowhere(&secret, &haystacks(&p, &[build, refresh, plan, status]));
 }

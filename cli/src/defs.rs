@@ -116,6 +116,9 @@ pub fn refresh(cli: &Cli, name: Option<&str>, no_wait: bool, json: bool) -> Resu
         let (bytes, values) = match fetched {
             Ok(fetched) => fetched,
             Err(error) => {
+                // What the source printed (its stderr, a piece of a
+                // malformed output) may carry a secret: redacted.
+                let error = project.environment.redactor.redact_str(&error).into_owned();
                 failed += 1;
                 error_line(&format!(
                     "defs refresh {}: {error}; nothing was recorded and {in_force}",

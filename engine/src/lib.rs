@@ -17,6 +17,7 @@ mod par;
 pub mod plan;
 pub mod ports;
 pub mod record;
+pub mod redact;
 pub mod refs;
 pub mod run;
 pub mod runner;

@@ -660,10 +660,39 @@ impl Context<'_> {
         stderr: &Path,
     ) -> (Option<ContentDigest>, Option<ContentDigest>) {
         let store = |path: &Path| match fs::metadata(path) {
-            Ok(metadata) if metadata.len() > 0 => self.blobs.put_file(path).ok(),
+            Ok(metadata) if metadata.len() > 0 => {
+                self.redact_log(path).ok()?;
+                self.blobs.put_file(path).ok()
+            }
             _ => None,
         };
         (store(stdout), store(stderr))
+    }
+
+    /// Replaces the captured log at `path` by its redacted copy (the secret
+    /// values of `[env] secret` replaced, see `redact.rs`), so that neither
+    /// the blob nor the run directory keeps them. Streamed: a log may be
+    /// large. An error leaves the log unstored rather than stored raw.
+    fn redact_log(&self, path: &Path) -> std::io::Result<()> {
+        let redactor = &self.environment.redactor;
+        if redactor.is_empty() {
+            return Ok(());
+        }
+        let mut redacted_name = path.as_os_str().to_owned();
+        redacted_name.push(".redacted");
+        let redacted_path = PathBuf::from(redacted_name);
+        let copied = (|| {
+            let mut source = std::io::BufReader::new(fs::File::open(path)?);
+            let mut target = std::io::BufWriter::new(fs::File::create(&redacted_path)?);
+            redactor.copy(&mut source, &mut target)?;
+            std::io::Write::flush(&mut target)?;
+            fs::rename(&redacted_path, path)
+        })();
+        if copied.is_err() {
+            let _ = fs::remove_file(&redacted_path);
+            let _ = fs::remove_file(path);
+        }
+        copied
     }
 }
 

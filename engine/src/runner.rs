@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
 use crate::plan::Configurer;
+use crate::redact::Redactor;
 use crate::refs::{Bindings, PartitionRef};
 use rustc_hash::FxHashSet;
 
@@ -31,6 +32,8 @@ pub struct JobEnvironment {
     pub passed: Vec<(String, String)>,
     /// Secret: passed to jobs, never recorded or hashed.
     pub secret: Vec<(String, String)>,
+    /// Redacts the secret values from what jobs print (see `redact.rs`).
+    pub redactor: Redactor,
 }
 
 impl JobEnvironment {
@@ -57,8 +60,13 @@ impl JobEnvironment {
             .secret
             .iter()
             .filter_map(|name| lookup(name).map(|value| (name.clone(), value)))
-            .collect();
-        JobEnvironment { passed, secret }
+            .collect::<Vec<(String, String)>>();
+        let redactor = Redactor::new(secret.iter().map(|(_, value)| value.as_bytes()));
+        JobEnvironment {
+            passed,
+            secret,
+            redactor,
+        }
     }
 
     pub fn from_process(policy: &EnvPolicy) -> Self {
@@ -288,7 +296,31 @@ impl ProcessConfigurer<'_> {
             .stdin(Stdio::null());
         self.environment.apply(&mut command);
         command.args(refs.iter().map(|(partition, _)| partition.as_str()));
-        let output = run_bounded(&mut command)
+        // What the step printed may carry a secret: every message is
+        // redacted (its stderr, and its stdout quoted by a parse error).
+        self.run_configure(job, argv, &mut command)
+            .map_err(|error| ConfigureError {
+                problem: self
+                    .environment
+                    .redactor
+                    .redact_str(&error.problem)
+                    .into_owned(),
+                ..error
+            })
+    }
+
+    fn run_configure(
+        &self,
+        job: &Job,
+        argv: &[String],
+        command: &mut Command,
+    ) -> Result<Vec<JobConfig>, ConfigureError> {
+        let fail = |problem: String| ConfigureError {
+            job: job.name.clone(),
+            problem,
+        };
+        let program = argv.first().map_or("", String::as_str);
+        let output = run_bounded(command)
             .map_err(|error| fail(format!("could not start {program:?}: {error}")))?;
         if output.too_long {
             return Err(fail(format!(
