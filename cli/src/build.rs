@@ -150,13 +150,26 @@ pub struct Execution<'a> {
     pub snapshot: bool,
 }
 
-/// Jobs at once: `-j N`, else the number of cores.
+/// Jobs at once: `-j N`, else the number of cores; at most
+/// [`MAX_JOBS`](cairn_engine::limits::MAX_JOBS), each slot being a thread
+/// (a larger `-j` is clamped, with a note the first time).
 pub fn jobs(requested: Option<usize>) -> usize {
-    requested.unwrap_or_else(|| {
+    static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let max = cairn_engine::limits::MAX_JOBS;
+    let jobs = requested.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(1)
-    })
+    });
+    if jobs > max {
+        if requested.is_some() && !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            note(&format!(
+                "-j {jobs} clamped to {max}, the most jobs cairn runs at once"
+            ));
+        }
+        return max;
+    }
+    jobs.max(1)
 }
 
 /// A finished (or interrupted) build, with the store it wrote, closed when

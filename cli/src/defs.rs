@@ -8,7 +8,9 @@
 //! `DefsRefreshed`. A failing or malformed source appends nothing: the
 //! previous record stays in force and every build keeps using it.
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use cairn_engine::date::format_time_ms;
@@ -229,8 +231,19 @@ fn run_captured(
 ) -> Result<Vec<u8>, String> {
     let children = Children::default();
     let started = Instant::now();
+    // What the source prints is bounded (docs/reliability.md, "Limits"):
+    // past the limit it is stopped, and the output is read with that bound.
+    let limit = &cairn_engine::limits::DEFS_OUTPUT_BYTES;
+    let max = limit.value()?;
+    let too_long = AtomicBool::new(false);
     let poll = || {
         if started.elapsed() > source.timeout && !children.is_interrupted() {
+            children.interrupt();
+        }
+        if !too_long.load(Ordering::Relaxed)
+            && std::fs::metadata(stdout_path).is_ok_and(|metadata| metadata.len() > max)
+        {
+            too_long.store(true, Ordering::Relaxed);
             children.interrupt();
         }
     };
@@ -252,6 +265,15 @@ fn run_captured(
             source.command.join(" ")
         )
     })?;
+    let printed = || {
+        limit.exceeded(
+            &format!("the output of the command ({})", source.command.join(" ")),
+            max,
+        )
+    };
+    if too_long.load(Ordering::Relaxed) {
+        return Err(format!("{}; it was stopped", printed()));
+    }
     if children.is_interrupted() {
         return Err(format!(
             "the command did not finish within its timeout of {:?} and was stopped ({})",
@@ -275,7 +297,14 @@ fn run_captured(
             source.command.join(" ")
         ));
     }
-    std::fs::read(stdout_path).map_err(|error| format!("{}: {error}", stdout_path.display()))
+    let mut bytes = Vec::new();
+    std::fs::File::open(stdout_path)
+        .and_then(|file| file.take(max.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|error| format!("{}: {error}", stdout_path.display()))?;
+    if bytes.len() as u64 > max {
+        return Err(printed());
+    }
+    Ok(bytes)
 }
 
 /// The store for reading `cairn defs show|diff`, or `None` (and a note)

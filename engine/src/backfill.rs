@@ -57,11 +57,18 @@ pub struct Entry {
 impl Backfill {
     /// Reads and validates the config at `file` against `graph`.
     pub fn load(file: &Path, graph: &Graph) -> Result<Backfill, GraphError> {
-        let bytes = std::fs::read(file).map_err(|error| GraphError {
+        // Bounded, and never a FIFO or a device such as /dev/zero, without
+        // blocking on one (docs/reliability.md, "Limits").
+        let bytes = crate::limits::read_regular_file(
+            file,
+            "the backfill config",
+            &crate::limits::BACKFILL_CONFIG_BYTES,
+        )
+        .map_err(|message| GraphError {
             file: file.to_owned(),
             line: None,
             field: String::new(),
-            message: format!("cannot read the backfill config: {error}"),
+            message,
         })?;
         let text = String::from_utf8(bytes).map_err(|_| GraphError {
             file: file.to_owned(),
@@ -540,16 +547,18 @@ fn parse_dimension(
         Some(step) => *step.get_ref(),
         None => 1,
     };
+    let max = max_refs().map_err(|message| error(span.clone(), "end", message))?;
     let mut out = Vec::new();
     let mut day = start;
     while day <= end {
-        if out.len() >= MAX_REFS {
+        if out.len() >= max {
             let span = raw.end.as_ref().map_or(span.clone(), Spanned::span);
             return Err(error(
                 span,
                 "end",
                 format!(
-                    "the range {start}..{end} has more than {MAX_REFS} dates; split the backfill"
+                    "the range {start}..{end} has more than {max} dates; split the backfill, or set {}=N to raise the limit",
+                    crate::limits::PARTITIONS.variable
                 ),
             ));
         }
@@ -559,25 +568,32 @@ fn parse_dimension(
     Ok(out)
 }
 
-/// The most partitions one backfill config may expand to: a bound on the
-/// memory a config file can make cairn allocate (found by fuzzing).
-pub const MAX_REFS: usize = 1_000_000;
+/// The most partitions one backfill target may expand to: a bound on the
+/// memory a config file can make cairn allocate (found by fuzzing), the
+/// limit of any request (`CAIRN_MAX_PARTITIONS`, docs/reliability.md).
+pub fn max_refs() -> Result<usize, String> {
+    crate::limits::PARTITIONS
+        .value()
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX))
+}
 
 /// The cartesian product of `domains` (in the target's placeholder order,
 /// the last one fastest), substituted into `target`.
 fn expand(target: &Pattern, domains: &[(&str, Vec<String>)]) -> Result<Vec<PartitionRef>, String> {
+    let max = max_refs()?;
     let total = domains
         .iter()
         .try_fold(1usize, |total, (_, values)| total.checked_mul(values.len()))
-        .filter(|total| *total <= MAX_REFS);
+        .filter(|total| *total <= max);
     let Some(total) = total else {
         let sizes: Vec<String> = domains
             .iter()
             .map(|(name, values)| format!("{} {name}", values.len()))
             .collect();
         return Err(format!(
-            "{target} expands to more than {MAX_REFS} partitions ({}); split the backfill",
-            sizes.join(" x ")
+            "{target} expands to more than {max} partitions ({}); split the backfill, or set {}=N to raise the limit",
+            sizes.join(" x "),
+            crate::limits::PARTITIONS.variable
         ));
     };
     if let Some((name, _)) = domains.iter().find(|(_, values)| values.is_empty()) {
@@ -710,13 +726,15 @@ from = "stations"
             .replace("end = \"2024-02-02\"", "end = \"9999-12-31\"");
         let message = error(&wide);
         assert!(
-            message.starts_with("bf.toml:5: dimensions.date.end: the range 0001-01-01..9999-12-31 has more than 1000000 dates"),
+            message.starts_with("bf.toml:5: dimensions.date.end: the range 0001-01-01..9999-12-31 has more than 2000000 dates"),
             "{message}"
         );
-        let product = GOOD.replace("start = \"2024-01-30\"", "start = \"0001-01-01\"");
+        let product = GOOD
+            .replace("start = \"2024-01-30\"", "start = \"0001-01-01\"")
+            .replace("end = \"2024-02-02\"", "end = \"3000-01-01\"");
         let message = error(&product);
         assert!(
-            message.starts_with("bf.toml:1: target: daily/date={date}/station={station} expands to more than 1000000 partitions (738918 date x 2 station)"),
+            message.starts_with("bf.toml:1: target: daily/date={date}/station={station} expands to more than 2000000 partitions (1095363 date x 2 station)"),
             "{message}"
         );
         let mut graph = graph(false);

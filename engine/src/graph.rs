@@ -93,6 +93,24 @@ pub enum Dimension {
 }
 
 impl Dimension {
+    /// How many values a list or a date range has, counted without listing
+    /// them (`None` for a [`Dimension::Source`]: see [`Graph::domain_len`]).
+    pub fn len(&self) -> Option<usize> {
+        match self {
+            Dimension::Values(values) => Some(values.len()),
+            Dimension::Source(_) => None,
+            Dimension::Dates {
+                start,
+                end,
+                step_days,
+            } => {
+                let days = start.days_until(*end).max(0);
+                let count = days / i64::from((*step_days).max(1)) + 1;
+                Some(usize::try_from(count).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
     /// The values of a list or a date range. A [`Dimension::Source`] has
     /// none of its own here: use [`Graph::domain`].
     pub fn values(&self) -> Vec<String> {
@@ -265,12 +283,20 @@ impl Context<'_> {
 impl Graph {
     /// Reads and validates the graph file at `file`.
     pub fn load(file: &Path) -> Result<Graph, GraphError> {
-        let text = std::fs::read_to_string(file).map_err(|error| GraphError {
+        let fail = |message: String| GraphError {
             file: file.to_owned(),
             line: None,
             field: String::new(),
-            message: format!("cannot read the graph file: {error}"),
-        })?;
+            message,
+        };
+        let bytes = crate::limits::read_regular_file(
+            file,
+            "the graph file",
+            &crate::limits::GRAPH_FILE_BYTES,
+        )
+        .map_err(fail)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail("cannot read the graph file: it is not UTF-8".into()))?;
         let root = file
             .parent()
             .map(Path::to_path_buf)
@@ -503,6 +529,19 @@ impl Graph {
     /// domain order). Fails naming a placeholder without a domain.
     pub fn expand(&self, pattern: &Pattern) -> Result<Vec<PartitionRef>, String> {
         let names = pattern.placeholders();
+        // Counted before anything is listed: a date range of 0001..9999
+        // must be refused, not materialized (docs/reliability.md, "Limits").
+        let limit = crate::limits::PARTITIONS.value()?;
+        let count = self.count(pattern)?;
+        if count > u128::from(limit) {
+            return Err(format!(
+                "cannot expand {pattern}: {}",
+                crate::limits::PARTITIONS.exceeded(
+                    &format!("{count} partitions ({})", self.sizes(pattern)),
+                    limit
+                )
+            ));
+        }
         let mut domains = Vec::with_capacity(names.len());
         for name in &names {
             let domain = self
@@ -534,6 +573,45 @@ impl Graph {
             })
         };
         crate::par::try_map_in_order(total, make).map_err(|error| error.to_string())
+    }
+
+    /// How many partitions `pattern` expands to, counted without listing
+    /// them. Fails as [`Graph::expand`] does on a placeholder without values.
+    pub fn count(&self, pattern: &Pattern) -> Result<u128, String> {
+        let mut total: u128 = 1;
+        for name in pattern.placeholders() {
+            let len = self
+                .domain_len(name)
+                .map_err(|error| format!("cannot expand {pattern}: {error}"))?;
+            total = total.saturating_mul(len as u128);
+        }
+        Ok(total)
+    }
+
+    /// `3652059 date x 2 station`: the domain sizes of `pattern`'s
+    /// placeholders, for messages.
+    fn sizes(&self, pattern: &Pattern) -> String {
+        pattern
+            .placeholders()
+            .iter()
+            .map(|name| match self.domain_len(name) {
+                Ok(len) => format!("{len} {name}"),
+                Err(_) => format!("? {name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" x ")
+    }
+
+    /// How many values dimension `name` has (see [`Graph::domain`]), without
+    /// listing a date range.
+    pub fn domain_len(&self, name: &str) -> Result<usize, String> {
+        match self.dimensions.get(name) {
+            Some(dimension) => match dimension.len() {
+                Some(len) => Ok(len),
+                None => self.domain(name).map(|values| values.len()),
+            },
+            None => self.domain(name).map(|values| values.len()),
+        }
     }
 
     /// The values of dimension `name`: its list, its dates, or the values of
@@ -594,6 +672,33 @@ impl Graph {
     /// Every partition the graph declares: each job's outputs expanded over
     /// the dimension domains (what `cairn build` with no refs builds).
     pub fn all_partitions(&self) -> Result<Vec<PartitionRef>, String> {
+        // Counted first: the sum over every job's outputs is bounded too.
+        let limit = crate::limits::PARTITIONS.value()?;
+        let mut total: u128 = 0;
+        let mut parts = Vec::new();
+        for job in self.jobs.values() {
+            for pattern in &job.outputs {
+                let count = self
+                    .count(pattern)
+                    .map_err(|error| format!("jobs.{}.outputs: {error}", job.name))?;
+                total = total.saturating_add(count);
+                if parts.len() < 5 {
+                    parts.push(format!("{count} of {pattern}"));
+                } else if parts.len() == 5 {
+                    parts.push("…".to_owned());
+                }
+            }
+        }
+        if total > u128::from(limit) {
+            return Err(format!(
+                "{}: {}; build a pattern or a backfill at a time, or narrow the dimensions",
+                self.file.display(),
+                crate::limits::PARTITIONS.exceeded(
+                    &format!("the graph declares {total} partitions ({})", parts.join(", ")),
+                    limit
+                )
+            ));
+        }
         // Sorted once at the end: a million inserts into a tree cost more.
         let mut out = Vec::new();
         for job in self.jobs.values() {

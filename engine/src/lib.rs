@@ -12,6 +12,7 @@ pub mod evaluate;
 pub mod exec;
 pub mod graph;
 pub mod key;
+pub mod limits;
 pub mod observe;
 mod par;
 pub mod plan;
