@@ -107,7 +107,9 @@ fn limits_a_huge_date_range_is_refused_before_it_is_listed() {
     }
     let (_, _, stderr, _) = cairn_within(&project, &["build"], &[], DEADLINE);
     assert!(
-        stderr.contains("the graph declares 7304118 partitions (7304118 of raw/date={date}/station={station})"),
+        stderr.contains(
+            "the graph declares 7304118 partitions (7304118 of raw/date={date}/station={station})"
+        ),
         "{stderr}"
     );
     let (_, _, stderr, _) = cairn_within(
@@ -117,12 +119,14 @@ fn limits_a_huge_date_range_is_refused_before_it_is_listed() {
         DEADLINE,
     );
     assert!(
-        stderr.contains(
-            "cannot expand raw/date={date}/station=A: 3652059 partitions (3652059 date)"
-        ),
+        stderr
+            .contains("cannot expand raw/date={date}/station=A: 3652059 partitions (3652059 date)"),
         "{stderr}"
     );
-    assert!(!project.file(".cairn").exists(), "a refused build made a store");
+    assert!(
+        !project.file(".cairn").exists(),
+        "a refused build made a store"
+    );
 }
 
 #[test]
@@ -140,7 +144,10 @@ fn limits_the_partition_limit_can_be_lowered_and_raised() {
         stderr.contains("the graph declares 10 partitions"),
         "{stderr}"
     );
-    assert!(stderr.contains("over the limit of 9 partitions"), "{stderr}");
+    assert!(
+        stderr.contains("over the limit of 9 partitions"),
+        "{stderr}"
+    );
     let (code, _, stderr, _) = cairn_within(
         &project,
         &["build", "--dry-run"],
@@ -235,8 +242,12 @@ fn limits_graph_files_and_backfill_configs_past_their_size_limit_are_refused() {
         stderr.contains("is over the limit of 50 bytes (CAIRN_MAX_BACKFILL_BYTES; set CAIRN_MAX_BACKFILL_BYTES=N to raise it)"),
         "{stderr}"
     );
-    let (code, _, stderr, _) =
-        cairn_within(&project, &["backfill", "bf.toml", "--dry-run"], &[], DEADLINE);
+    let (code, _, stderr, _) = cairn_within(
+        &project,
+        &["backfill", "bf.toml", "--dry-run"],
+        &[],
+        DEADLINE,
+    );
     assert_eq!(code, 0, "{stderr}");
 }
 

@@ -95,7 +95,7 @@ pub enum Dimension {
 impl Dimension {
     /// How many values a list or a date range has, counted without listing
     /// them (`None` for a [`Dimension::Source`]: see [`Graph::domain_len`]).
-    pub fn len(&self) -> Option<usize> {
+    pub fn count(&self) -> Option<usize> {
         match self {
             Dimension::Values(values) => Some(values.len()),
             Dimension::Source(_) => None,
@@ -606,7 +606,7 @@ impl Graph {
     /// listing a date range.
     pub fn domain_len(&self, name: &str) -> Result<usize, String> {
         match self.dimensions.get(name) {
-            Some(dimension) => match dimension.len() {
+            Some(dimension) => match dimension.count() {
                 Some(len) => Ok(len),
                 None => self.domain(name).map(|values| values.len()),
             },
@@ -694,7 +694,10 @@ impl Graph {
                 "{}: {}; build a pattern or a backfill at a time, or narrow the dimensions",
                 self.file.display(),
                 crate::limits::PARTITIONS.exceeded(
-                    &format!("the graph declares {total} partitions ({})", parts.join(", ")),
+                    &format!(
+                        "the graph declares {total} partitions ({})",
+                        parts.join(", ")
+                    ),
                     limit
                 )
             ));

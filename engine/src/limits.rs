@@ -145,8 +145,8 @@ mod tests {
     #[test]
     fn refuses_devices_fifos_and_directories_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
-        let message = read_regular_file(Path::new("/dev/zero"), "the config", &GRAPH_FILE_BYTES)
-            .unwrap_err();
+        let message =
+            read_regular_file(Path::new("/dev/zero"), "the config", &GRAPH_FILE_BYTES).unwrap_err();
         assert_eq!(
             message,
             "cannot read the config: it is a character device, not a regular file"
@@ -182,7 +182,9 @@ mod tests {
             ..small
         };
         assert_eq!(
-            read_regular_file(&path, "the config", &enough).unwrap().len(),
+            read_regular_file(&path, "the config", &enough)
+                .unwrap()
+                .len(),
             100
         );
     }
