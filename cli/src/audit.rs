@@ -568,10 +568,9 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>) -> Result<u8, Failure>
         // Verified first, then streamed: a log of any size is printed through
         // a small buffer (never loaded whole), and a corrupt one never.
         store.blobs().verify(&digest).map_err(unreadable)?;
-        let path = store.blobs().blob_path(&digest);
-        let io_error = |error| unreadable(cairn_engine::ports::StoreError::io(&path, error));
-        let mut file = std::fs::File::open(&path).map_err(io_error)?;
-        let length = file.metadata().map_err(io_error)?.len();
+        // Opened without blocking, a regular file only (a FIFO planted
+        // under the blob's name since the check would block forever).
+        let (mut file, length) = store.blobs().open(&digest).map_err(unreadable)?;
         note(&format!("--- {name} ({length} bytes) ---"));
         let mut stdout = std::io::stdout().lock();
         let _ = std::io::copy(&mut file, &mut stdout);
@@ -788,7 +787,13 @@ fn problem_json(problem: &BlobProblem, repair: bool) -> Value {
             length,
             expected,
             actual,
+        }
+        | Damage::Grown {
+            length,
+            expected,
+            actual,
         } => (Some(actual), Some(length), Some(expected)),
+        Damage::NotAFile { .. } => (None, None, None),
     };
     let superseded: Vec<&PartitionRef> = problem
         .owners

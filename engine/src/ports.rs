@@ -30,6 +30,14 @@ pub enum StoreError {
         expected: ContentDigest,
         actual: ContentDigest,
     },
+    /// Something other than a regular file under a blob's name: damage,
+    /// never read (opening a FIFO would block forever).
+    #[error("blob {} is {kind}, not a regular file ({})", expected.short(), path.display())]
+    NotAFile {
+        expected: ContentDigest,
+        path: PathBuf,
+        kind: &'static str,
+    },
     #[error("catalog {path}: {message}")]
     Catalog { path: PathBuf, message: String },
     #[error(

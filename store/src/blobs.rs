@@ -108,6 +108,9 @@ pub enum BlobCheck {
     Corrupt { length: u64, actual: ContentDigest },
     /// Not in the store.
     Missing,
+    /// Something other than a regular file is under the blob's name (a
+    /// FIFO, a directory, a device, a symbolic link...): never read.
+    NotAFile { kind: &'static str },
 }
 
 impl FsBlobStore {
@@ -151,6 +154,31 @@ impl FsBlobStore {
                 actual,
             }),
             BlobCheck::Missing => Err(StoreError::MissingBlob { expected: *digest }),
+            BlobCheck::NotAFile { kind } => Err(StoreError::NotAFile {
+                expected: *digest,
+                path: self.blob_path(digest),
+                kind,
+            }),
+        }
+    }
+
+    /// Opens the blob for reading, without blocking and only if it is a
+    /// regular file, with its length. Not verified: the caller re-hashes
+    /// what it reads (or called [`FsBlobStore::verify`] first).
+    pub fn open(&self, digest: &ContentDigest) -> Result<(File, u64), StoreError> {
+        let path = self.blob_path(digest);
+        match open_blob(&path) {
+            Ok(Opened::File { file, length }) => Ok((file, length)),
+            Ok(Opened::Missing) => Err(StoreError::MissingBlob { expected: *digest }),
+            Ok(Opened::NotAFile { kind }) => {
+                self.suspect(digest);
+                Err(StoreError::NotAFile {
+                    expected: *digest,
+                    path,
+                    kind,
+                })
+            }
+            Err(error) => Err(StoreError::io(&path, error)),
         }
     }
 
@@ -162,15 +190,15 @@ impl FsBlobStore {
         // Read through a descriptor rather than a mapping: a blob truncated
         // behind our back (the very damage this looks for) must be an error
         // or a short read, never a SIGBUS.
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(BlobCheck::Missing),
+        let (mut file, expected) = match open_blob(&path) {
+            Ok(Opened::File { file, length }) => (file, length),
+            Ok(Opened::Missing) => return Ok(BlobCheck::Missing),
+            Ok(Opened::NotAFile { kind }) => {
+                self.suspect(digest);
+                return Ok(BlobCheck::NotAFile { kind });
+            }
             Err(error) => return Err(StoreError::io(&path, error)),
         };
-        let expected = file
-            .metadata()
-            .map_err(|error| StoreError::io(&path, error))?
-            .len();
         let mut hasher = blake3::Hasher::new();
         // Most blobs are small: size the buffer to the blob (plus the byte
         // that finds the end), up to the restore buffer.
@@ -202,12 +230,19 @@ impl FsBlobStore {
     pub fn remove(&self, digest: &ContentDigest) -> Result<u64, StoreError> {
         self.check_writable()?;
         let path = self.blob_path(digest);
-        let length = match std::fs::symlink_metadata(&path) {
-            Ok(metadata) => metadata.len(),
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
             Err(error) => return Err(StoreError::io(&path, error)),
         };
-        match std::fs::remove_file(&path) {
+        // Whatever is under a blob's name goes, a directory tree included
+        // (`remove_dir_all` removes links inside it, never what they name).
+        let (length, removed) = if metadata.is_dir() {
+            (0, remove_tree(&path))
+        } else {
+            (blob_length(&metadata), std::fs::remove_file(&path))
+        };
+        match removed {
             Ok(()) => {}
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
             Err(error) => return Err(StoreError::io(&path, error)),
@@ -225,7 +260,7 @@ impl FsBlobStore {
         for digest in self.iter_digests()? {
             let path = self.blob_path(&digest);
             match std::fs::symlink_metadata(&path) {
-                Ok(metadata) => out.push((digest, metadata.len())),
+                Ok(metadata) => out.push((digest, blob_length(&metadata))),
                 Err(error) if error.kind() == ErrorKind::NotFound => {}
                 Err(error) => return Err(StoreError::io(&path, error)),
             }
@@ -340,6 +375,10 @@ impl FsBlobStore {
                 Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(StoreError::io(fan_out, error)),
             }
+            // A rename replaces any other kind of file, not a directory.
+            if std::fs::symlink_metadata(&final_path).is_ok_and(|metadata| metadata.is_dir()) {
+                remove_tree(&final_path).map_err(|source| StoreError::io(&final_path, source))?;
+            }
             std::fs::rename(&temp.0, &final_path)
                 .map_err(|source| StoreError::io(&final_path, source))?;
             // Renamed: nothing is left to remove.
@@ -400,8 +439,11 @@ impl FsBlobStore {
         self.commit(temp, ContentDigest(*hasher.finalize().as_bytes()), copied)
     }
 
+    /// Whether a regular file of `length` bytes is at `path` (anything else
+    /// under a blob's name is replaced, see [`open_blob`]).
     fn is_present_with_length(&self, path: &Path, length: u64) -> bool {
-        std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.len() == length)
+        std::fs::symlink_metadata(path)
+            .is_ok_and(|metadata| metadata.is_file() && metadata.len() == length)
     }
 
     /// Records that `path` must be covered by the next sync. A blob found
@@ -468,13 +510,12 @@ impl BlobStore for FsBlobStore {
     }
 
     fn contains(&self, digest: &ContentDigest) -> bool {
-        std::fs::symlink_metadata(self.blob_path(digest)).is_ok()
+        std::fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|metadata| metadata.is_file())
     }
 
     fn restore(&self, digest: &ContentDigest, dest: &Path) -> Result<(), StoreError> {
         let blob_path = self.blob_path(digest);
-        let mut blob =
-            File::open(&blob_path).map_err(|error| open_error(digest, &blob_path, error))?;
+        let (mut blob, _) = self.open(digest)?;
         // `create_new`: restoring never overwrites (or writes through a link
         // to) a file that is already there.
         let mut output = OpenOptions::new()
@@ -497,7 +538,10 @@ impl BlobStore for FsBlobStore {
 
     fn read(&self, digest: &ContentDigest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
-        let bytes = std::fs::read(&path).map_err(|error| open_error(digest, &path, error))?;
+        let (mut file, length) = self.open(digest)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        file.read_to_end(&mut bytes)
+            .map_err(|error| StoreError::io(&path, error))?;
         let actual = hash_bytes(&bytes);
         if actual != *digest {
             self.suspect(digest);
@@ -594,13 +638,98 @@ fn copy_hashing(
     }
 }
 
-/// A missing blob is [`StoreError::MissingBlob`]; anything else names the path.
-fn open_error(digest: &ContentDigest, path: &Path, error: std::io::Error) -> StoreError {
-    if error.kind() == ErrorKind::NotFound {
-        StoreError::MissingBlob { expected: *digest }
-    } else {
-        StoreError::io(path, error)
+/// What [`open_blob`] found under a blob's name.
+enum Opened {
+    File { file: File, length: u64 },
+    Missing,
+    NotAFile { kind: &'static str },
+}
+
+/// Opens the blob file at `path` for reading, never blocking and never
+/// following a link: `O_NONBLOCK` (opening a FIFO for reading would wait
+/// for a writer forever, signals or not; a device could wait too) and
+/// `O_NOFOLLOW`, then `fstat` of the descriptor, which must be a regular
+/// file. Anything else under a blob's name (a FIFO, a directory, a device,
+/// a socket, a symbolic link) is [`Opened::NotAFile`]: damage, never read,
+/// and replaced by the next put or `store verify --repair`. `O_NONBLOCK`
+/// changes nothing for a regular file.
+fn open_blob(path: &Path) -> std::io::Result<Opened> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(Opened::Missing),
+        // A link (ELOOP under O_NOFOLLOW), a socket (ENXIO): say what it is.
+        Err(error) => {
+            return match std::fs::symlink_metadata(path) {
+                Ok(metadata) if !metadata.is_file() => Ok(Opened::NotAFile {
+                    kind: kind_of(&metadata),
+                }),
+                _ => Err(error),
+            };
+        }
+    };
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Ok(Opened::NotAFile {
+            kind: kind_of(&metadata),
+        });
     }
+    Ok(Opened::File {
+        length: metadata.len(),
+        file,
+    })
+}
+
+/// What kind of file `metadata` describes, for messages: `a FIFO`.
+fn kind_of(metadata: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The length of the blob `metadata` describes: 0 unless a regular file.
+fn blob_length(metadata: &std::fs::Metadata) -> u64 {
+    if metadata.is_file() { metadata.len() } else { 0 }
+}
+
+/// Removes the directory tree at `path`, making its directories writable
+/// first (a tree planted under a blob's name may hold read-only ones).
+/// Links inside it are removed, never followed.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn open_up(path: &Path) {
+        if std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).is_err() {
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    open_up(&entry.path());
+                }
+            }
+        }
+    }
+    open_up(path);
+    std::fs::remove_dir_all(path)
 }
 
 fn read_dir(path: &Path) -> Result<Vec<std::fs::DirEntry>, StoreError> {

@@ -65,21 +65,35 @@ pub enum Damage {
     Missing,
     /// Present, but its bytes hash to `actual`.
     Corrupt { actual: ContentDigest },
-    /// Present with `length` bytes where the manifest records `expected`.
+    /// Present with `length` bytes, fewer than the `expected` the manifest
+    /// records.
     Truncated {
         length: u64,
         expected: u64,
         actual: ContentDigest,
     },
+    /// Present with `length` bytes, more than the `expected` the manifest
+    /// records.
+    Grown {
+        length: u64,
+        expected: u64,
+        actual: ContentDigest,
+    },
+    /// Something other than a regular file is under the blob's name (`kind`:
+    /// `a FIFO`, `a directory`...): never opened for reading, and removed
+    /// by `--repair` like a corrupt blob.
+    NotAFile { kind: &'static str },
 }
 
 impl Damage {
-    /// `missing`, `corrupt`, `truncated`.
+    /// `missing`, `corrupt`, `truncated`, `grown`, `not-a-file`.
     pub fn word(&self) -> &'static str {
         match self {
             Damage::Missing => "missing",
             Damage::Corrupt { .. } => "corrupt",
             Damage::Truncated { .. } => "truncated",
+            Damage::Grown { .. } => "grown",
+            Damage::NotAFile { .. } => "not-a-file",
         }
     }
 }
@@ -118,6 +132,10 @@ impl BlobProblem {
             Damage::Truncated {
                 length, expected, ..
             } => format!("blob {short}… is truncated ({length} of {expected} bytes)"),
+            Damage::Grown {
+                length, expected, ..
+            } => format!("blob {short}… grew ({length} bytes, {expected} stored)"),
+            Damage::NotAFile { kind } => format!("blob {short}… is {kind}, not a regular file"),
         }
     }
 }
@@ -415,7 +433,12 @@ impl Store {
                     report.bytes += length;
                     seen.insert(digest);
                     let damage = match expected_length.get(&digest) {
-                        Some(&expected) if expected != length => Damage::Truncated {
+                        Some(&expected) if length < expected => Damage::Truncated {
+                            length,
+                            expected,
+                            actual,
+                        },
+                        Some(&expected) if length > expected => Damage::Grown {
                             length,
                             expected,
                             actual,
@@ -423,6 +446,10 @@ impl Store {
                         _ => Damage::Corrupt { actual },
                     };
                     problem(digest, damage, &mut report);
+                }
+                BlobCheck::NotAFile { kind } => {
+                    seen.insert(digest);
+                    problem(digest, Damage::NotAFile { kind }, &mut report);
                 }
                 // Deleted between the listing and the check: as if absent.
                 BlobCheck::Missing => {}

@@ -607,3 +607,117 @@ fn concurrent_adoptions_of_one_content() {
         assert_eq!(std::fs::read(path).unwrap(), content);
     }
 }
+
+/// Runs `work` on another thread and panics if it does not finish within
+/// 20 s: a read blocked on a FIFO fails the test instead of hanging it.
+fn within_time<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(work());
+    });
+    receiver
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} did not return within 20 s (blocked?)"))
+}
+
+/// Plants something other than a regular file under `path`, a blob's name:
+/// `fifo`, `directory` (a tree with a read-only subdirectory and a link),
+/// `symlink` (to a file holding the right content, elsewhere).
+fn plant(path: &Path, kind: &str, outside: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    match kind {
+        "fifo" => {
+            let status = std::process::Command::new("mkfifo")
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        "directory" => {
+            std::fs::create_dir_all(path.join("sub")).unwrap();
+            std::fs::write(path.join("sub/file"), "x").unwrap();
+            std::os::unix::fs::symlink(outside, path.join("link")).unwrap();
+            std::fs::set_permissions(path.join("sub"), std::fs::Permissions::from_mode(0o555))
+                .unwrap();
+        }
+        "symlink" => std::os::unix::fs::symlink(outside, path).unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_fifo_directory_or_link_under_a_blobs_name_is_never_read_and_a_put_replaces_it() {
+    for (kind, described) in [
+        ("fifo", "a FIFO"),
+        ("directory", "a directory"),
+        ("symlink", "a symbolic link"),
+    ] {
+        let (dir, blobs) = linux_store();
+        let blobs = std::sync::Arc::new(blobs);
+        let content = b"the blob's content".to_vec();
+        let digest = ContentDigest::of(&content);
+        // A file elsewhere with the right bytes: a link to it is still not
+        // a blob, and nothing done to the store reaches it.
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, &content).unwrap();
+        let path = blobs.blob_path(&digest);
+        plant(&path, kind, &outside);
+
+        let checked = {
+            let blobs = blobs.clone();
+            within_time("check_blob", move || blobs.check_blob(&digest).unwrap())
+        };
+        assert_eq!(checked, BlobCheck::NotAFile { kind: described }, "{kind}");
+        let verified = {
+            let blobs = blobs.clone();
+            within_time("verify", move || blobs.verify(&digest))
+        };
+        let message = verified.unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("is {described}, not a regular file"))
+                && message.contains(&path.display().to_string()),
+            "{kind}: {message}"
+        );
+        let read = {
+            let blobs = blobs.clone();
+            within_time("read", move || blobs.read(&digest))
+        };
+        assert!(matches!(read, Err(StoreError::NotAFile { .. })), "{kind}");
+        let dest = dir.path().join("restored");
+        let restored = {
+            let (blobs, dest) = (blobs.clone(), dest.clone());
+            within_time("restore", move || blobs.restore(&digest, &dest))
+        };
+        assert!(
+            matches!(restored, Err(StoreError::NotAFile { .. })),
+            "{kind}"
+        );
+        assert!(!dest.exists(), "{kind}");
+        assert!(!blobs.contains(&digest), "{kind}");
+        assert_eq!(blobs.sizes().unwrap(), [(digest, 0)], "{kind}");
+
+        // The job that reruns stores its output: the entry is replaced.
+        assert_eq!(blobs.put_bytes(&content).unwrap(), digest, "{kind}");
+        assert_eq!(blobs.read(&digest).unwrap(), content, "{kind}");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read(&outside).unwrap(), content, "{kind}");
+        blobs.sync().unwrap();
+    }
+}
+
+#[test]
+fn remove_takes_whatever_is_under_a_blobs_name() {
+    for kind in ["fifo", "directory", "symlink"] {
+        let (dir, blobs) = linux_store();
+        let digest = ContentDigest::of(kind.as_bytes());
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "kept").unwrap();
+        plant(&blobs.blob_path(&digest), kind, &outside);
+        assert_eq!(blobs.remove(&digest).unwrap(), 0, "{kind}");
+        assert!(
+            std::fs::symlink_metadata(blobs.blob_path(&digest)).is_err(),
+            "{kind}"
+        );
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "kept");
+    }
+}

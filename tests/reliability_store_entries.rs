@@ -1,0 +1,229 @@
+//! Hostile and unusual store entries (docs/reliability.md, promises 2 and 5).
+//! Row: store-entries.
+//!
+//! - A FIFO, a directory tree or a symbolic link under a blob's name is
+//!   damage like a corrupt blob: `store verify`, a restoring build and
+//!   `cairn logs` report it without blocking (a FIFO opened for reading
+//!   would wait for a writer forever, SIGTERM or not), never read it, and
+//!   `--repair` (or the rerun of its job) replaces it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{CAIRN, Project, Run, clean_ref, snapshot, str_field};
+
+/// Runs `cairn ARGS` in the project, killing it and failing the test if it
+/// has not exited within 60 s: a command blocked on a FIFO fails rather
+/// than hangs the suite.
+fn cairn_within(p: &Project, args: &[&str]) -> Run {
+    let mut child = Command::new(CAIRN)
+        .args(args)
+        .current_dir(p.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    // Drained on threads, so that a chatty command cannot fill a pipe.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cairn") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cairn {args:?} did not exit within 60 s (blocked on the store?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        code: status.code().expect("cairn exited"),
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+    }
+}
+
+/// A 2-day x 2-station podcast copy (10 actions), built.
+fn built() -> Project {
+    let p = Project::podcast(2, 2);
+    let build = p.build(&[]);
+    build.assert_code(0);
+    build.assert_counts(10, 10, 0, 0, 0);
+    p
+}
+
+/// The blob digest of the first file of `partition`'s current output.
+fn first_blob(p: &Project, partition: &str) -> String {
+    let events = p.log(&["--partition", partition, "--kind", "ActionSucceeded"]);
+    let last = events.last().expect("a successful run");
+    let output = last["manifest"]["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|output| output["partition"] == partition)
+        .expect("the output");
+    str_field(&output["files"][0], "digest").to_owned()
+}
+
+fn blob_path(p: &Project, digest: &str) -> PathBuf {
+    p.file(&format!(".cairn/cas/{}/{}", &digest[..2], &digest[2..]))
+}
+
+/// Replaces the blob at `path` with `kind`: `fifo`, `directory` (a tree),
+/// `symlink` (to a copy of the blob's bytes outside the store).
+fn plant(path: &Path, kind: &str) {
+    let copy = path.with_extension("outside");
+    std::fs::copy(path, &copy).expect("copy the blob");
+    std::fs::remove_file(path).expect("remove the blob");
+    match kind {
+        "fifo" => {
+            let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+            assert!(status.success());
+            std::fs::remove_file(&copy).expect("remove the copy");
+        }
+        "directory" => {
+            std::fs::create_dir_all(path.join("sub")).expect("mkdir");
+            std::fs::rename(&copy, path.join("sub/file")).expect("move the copy");
+        }
+        "symlink" => {
+            let outside = path.parent().unwrap().parent().unwrap().parent().unwrap();
+            let target = outside.join("outside-blob");
+            std::fs::rename(&copy, &target).expect("move the copy");
+            std::os::unix::fs::symlink(&target, path).expect("symlink");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+fn described(kind: &str) -> &'static str {
+    match kind {
+        "fifo" => "a FIFO",
+        "directory" => "a directory",
+        "symlink" => "a symbolic link",
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn store_entries_a_fifo_directory_or_link_blob_is_reported_and_repair_reruns_its_job() {
+    for kind in ["fifo", "directory", "symlink"] {
+        let p = built();
+        let data = snapshot(&p.file("data"));
+        let victim = clean_ref("2024-01-01", "S001");
+        let digest = first_blob(&p, &victim);
+        plant(&blob_path(&p, &digest), kind);
+
+        let verify = cairn_within(&p, &["store", "verify"]);
+        verify.assert_code(3);
+        assert_eq!(
+            verify.stdout,
+            format!(
+                "blob {}… is {}, not a regular file; partition {victim} is affected\n",
+                &digest[..12],
+                described(kind)
+            ),
+            "{kind}"
+        );
+        let repair = cairn_within(&p, &["store", "verify", "--repair"]);
+        repair.assert_code(3);
+        assert!(
+            repair
+                .stdout
+                .ends_with(&format!("will be rebuilt (blob removed)\n")),
+            "{kind}: {}",
+            repair.stdout
+        );
+        assert!(
+            std::fs::symlink_metadata(blob_path(&p, &digest)).is_err(),
+            "{kind}: repair removed it"
+        );
+        let rebuild = p.build(&[]);
+        rebuild.assert_code(0);
+        assert_eq!(
+            rebuild.outputs("executed"),
+            BTreeSet::from([victim.clone()]),
+            "{kind}"
+        );
+        assert_eq!(snapshot(&p.file("data")), data, "{kind}");
+        cairn_within(&p, &["store", "verify"]).assert_code(0);
+    }
+}
+
+#[test]
+fn store_entries_a_restoring_build_reruns_the_job_of_a_fifo_or_directory_blob() {
+    for kind in ["fifo", "directory", "symlink"] {
+        let p = built();
+        let data = snapshot(&p.file("data"));
+        let victim = clean_ref("2024-01-02", "S002");
+        let digest = first_blob(&p, &victim);
+        plant(&blob_path(&p, &digest), kind);
+        std::fs::remove_dir_all(p.file("data")).expect("remove data");
+
+        let run = cairn_within(&p, &["build", "--json"]);
+        let rebuild = common::Build::new(run);
+        rebuild.assert_code(0);
+        assert_eq!(
+            rebuild.outputs("executed"),
+            BTreeSet::from([victim.clone()]),
+            "{kind}: only the job of the bad blob reruns"
+        );
+        assert_eq!(rebuild.outputs("restored").len(), 9, "{kind}");
+        assert_eq!(snapshot(&p.file("data")), data, "{kind}");
+        // The rerun replaced the entry with the blob.
+        assert!(
+            std::fs::symlink_metadata(blob_path(&p, &digest))
+                .expect("blob")
+                .is_file(),
+            "{kind}"
+        );
+        cairn_within(&p, &["store", "verify"]).assert_code(0);
+        // And the next build, with the data in place, has nothing to do.
+        p.build(&[]).assert_counts(10, 0, 10, 0, 0);
+    }
+}
+
+#[test]
+fn store_entries_cairn_logs_of_a_fifo_log_blob_fails_without_blocking() {
+    let p = Project::with_graph(
+        r#"
+[datasets.shout]
+[dimensions.day]
+values = ["mon"]
+[jobs.shout]
+outputs = ["shout/day={day}"]
+run = ["sh", "-c", "echo 'the captured stdout'; echo done > \"$CAIRN_OUT/v\""]
+"#,
+    );
+    p.build(&[]).assert_code(0);
+    let succeeded = p.log(&["--kind", "ActionSucceeded"]);
+    let stdout = str_field(&succeeded[0]["manifest"], "stdout").to_owned();
+    plant(&blob_path(&p, &stdout), "fifo");
+    let run = cairn_within(&p, &["logs", "shout/day=mon"]);
+    run.assert_code(3);
+    assert!(run.stdout.is_empty(), "printed {}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!(
+            "blob {} is a FIFO, not a regular file",
+            &stdout[..12]
+        )),
+        "{}",
+        run.stderr
+    );
+}
