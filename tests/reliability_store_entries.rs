@@ -227,3 +227,32 @@ run = ["sh", "-c", "echo 'the captured stdout'; echo done > \"$CAIRN_OUT/v\""]
         run.stderr
     );
 }
+
+#[test]
+fn store_entries_a_blob_that_grew_is_said_to_have_grown_not_truncated() {
+    let p = built();
+    let victim = clean_ref("2024-01-01", "S002");
+    let digest = first_blob(&p, &victim);
+    let path = blob_path(&p, &digest);
+    let mut bytes = std::fs::read(&path).expect("blob");
+    let stored = bytes.len();
+    bytes.extend_from_slice(&[b'x'; 44]);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    std::fs::write(&path, &bytes).expect("grow the blob");
+    let verify = cairn_within(&p, &["store", "verify"]);
+    verify.assert_code(3);
+    assert_eq!(
+        verify.stdout,
+        format!(
+            "blob {}… grew ({} bytes, {stored} stored); partition {victim} is affected\n",
+            &digest[..12],
+            stored + 44
+        )
+    );
+    let json = cairn_within(&p, &["store", "verify", "--json"]);
+    let problem = json.json_lines()[0].clone();
+    assert_eq!(problem["damage"], "grown", "{problem}");
+    assert_eq!(problem["length"], stored as u64 + 44);
+    assert_eq!(problem["expected_length"], stored as u64);
+}
