@@ -144,9 +144,7 @@ fn store_entries_a_fifo_directory_or_link_blob_is_reported_and_repair_reruns_its
         let repair = cairn_within(&p, &["store", "verify", "--repair"]);
         repair.assert_code(3);
         assert!(
-            repair
-                .stdout
-                .ends_with(&format!("will be rebuilt (blob removed)\n")),
+            repair.stdout.ends_with("will be rebuilt (blob removed)\n"),
             "{kind}: {}",
             repair.stdout
         );

@@ -708,7 +708,11 @@ fn kind_of(metadata: &std::fs::Metadata) -> &'static str {
 
 /// The length of the blob `metadata` describes: 0 unless a regular file.
 fn blob_length(metadata: &std::fs::Metadata) -> u64 {
-    if metadata.is_file() { metadata.len() } else { 0 }
+    if metadata.is_file() {
+        metadata.len()
+    } else {
+        0
+    }
 }
 
 /// Removes the directory tree at `path`, making its directories writable
