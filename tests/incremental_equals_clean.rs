@@ -1,5 +1,5 @@
 //! Property: for random graphs and random sequences of edits (input content,
-//! touch, version bumps, invalidations), an incremental build produces the same
+//! touch, version bumps, invalidations, reordering a job's inputs), an incremental build produces the same
 //! data as a clean build in a fresh store, and never runs an action whose key
 //! was already built (unless one of its outputs was invalidated).
 
@@ -31,6 +31,9 @@ enum Edit {
     Version { stage: usize, major: bool },
     /// `cairn invalidate` one partition of a stage.
     Invalidate { stage: usize, key: usize },
+    /// Reverse the order of a stage's inputs in the graph file (the job sees
+    /// them by position: issue 26).
+    Reorder { stage: usize },
 }
 
 fn graph_strategy() -> impl Strategy<Value = GraphSpec> {
@@ -57,6 +60,7 @@ fn edit_strategy(stages: usize) -> impl Strategy<Value = Edit> {
         (0..KEYS.len()).prop_map(|key| Edit::Touch { key }),
         (1..=stages, any::<bool>()).prop_map(|(stage, major)| Edit::Version { stage, major }),
         (1..=stages, 0..KEYS.len()).prop_map(|(stage, key)| Edit::Invalidate { stage, key }),
+        (1..=stages).prop_map(|stage| Edit::Reorder { stage }),
     ]
 }
 
@@ -68,18 +72,22 @@ fn dataset(index: usize) -> String {
     }
 }
 
-/// Writes cairn.toml for `spec` with the given versions (major, minor).
-fn write_graph(project: &Project, spec: &GraphSpec, versions: &[(u64, u64)]) {
+/// Writes cairn.toml for `spec` with the given versions (major, minor),
+/// each stage's inputs in reverse order where `reversed` says so.
+fn write_graph(project: &Project, spec: &GraphSpec, versions: &[(u64, u64)], reversed: &[bool]) {
     let mut text = String::from(
         "[datasets.src]\nsource = \"src/{p}.txt\"\n\n[dimensions.p]\nvalues = [\"a\", \"b\", \"c\"]\n\n",
     );
     for (index, inputs) in spec.stages.iter().enumerate() {
         let stage = index + 1;
         let (major, minor) = versions[index];
-        let inputs: Vec<String> = inputs
+        let mut inputs: Vec<String> = inputs
             .iter()
             .map(|input| format!("\"{}/p={{p}}\"", dataset(*input)))
             .collect();
+        if reversed[index] {
+            inputs.reverse();
+        }
         let mode = if spec.counts_only[index] {
             "count"
         } else {
@@ -131,7 +139,8 @@ fn check(spec: &GraphSpec, edits: &[Edit]) {
         project.write(&format!("src/{key}.txt"), format!("{key}\n"));
     }
     let mut versions = vec![(1u64, 0u64); spec.stages.len()];
-    write_graph(&project, spec, &versions);
+    let mut reversed = vec![false; spec.stages.len()];
+    write_graph(&project, spec, &versions, &reversed);
     project.cairn(&["build"]).assert_code(0);
 
     for edit in edits {
@@ -152,7 +161,11 @@ fn check(spec: &GraphSpec, edits: &[Edit]) {
                 } else {
                     (version.0, version.1 + 1)
                 };
-                write_graph(&project, spec, &versions);
+                write_graph(&project, spec, &versions, &reversed);
+            }
+            Edit::Reorder { stage } => {
+                reversed[stage - 1] = !reversed[stage - 1];
+                write_graph(&project, spec, &versions, &reversed);
             }
             Edit::Invalidate { stage, key } => {
                 let partition = format!("d{stage}/p={}", KEYS[*key]);
@@ -207,7 +220,8 @@ proptest! {
 }
 
 /// A fixed sequence that exercises every edit kind, including switching a
-/// major version back (which must restore, not run).
+/// major version back and reordering inputs back (which must restore, not
+/// run).
 #[test]
 fn every_edit_kind_in_sequence() {
     let spec = GraphSpec {
@@ -236,6 +250,10 @@ fn every_edit_kind_in_sequence() {
                 major: true,
             },
             Edit::Invalidate { stage: 3, key: 2 },
+            // Stage 3 concatenates its two inputs: reversing them changes
+            // its output; reversing them back restores the first result.
+            Edit::Reorder { stage: 3 },
+            Edit::Reorder { stage: 3 },
         ],
     );
 }

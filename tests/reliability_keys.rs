@@ -1,8 +1,9 @@
 //! key_completeness (docs/reliability.md, promises 2 and 6): property tests
 //! of the action key. Changing any field that enters it (job, command,
 //! arguments, config environment, allow-listed environment, output refs,
-//! output dataset identity, input refs and contents) changes the key, and so
-//! does moving a value from one field to the next; what must not enter it
+//! output dataset identity, input refs and contents, and the order and
+//! repeats of inputs and outputs, which the job sees by position) changes
+//! the key, and so does moving a value from one field to the next; what must not enter it
 //! (file mtimes, the host name, variables that are not allow-listed, secret
 //! values) does not. Then the same end to end: touching every input, and a
 //! different host name, secret and stray environment, rebuild nothing.
@@ -103,7 +104,7 @@ fn fields() -> impl Strategy<Value = Fields> {
 /// One change to one field of the key (`salt` makes it a real change).
 fn mutate(fields: &mut Fields, which: u8, salt: &str) {
     let changed = |text: &str| format!("{text}{salt}");
-    match which % 13 {
+    match which % 14 {
         0 => fields.job = changed(&fields.job),
         1 => fields.run[0] = changed(&fields.run[0]),
         2 => fields.run.push(salt.to_owned()),
@@ -150,8 +151,22 @@ fn mutate(fields: &mut Fields, which: u8, salt: &str) {
                 ContentDigest::of(b""),
             )),
         },
+        // The job sees inputs and outputs by position: reordering or
+        // repeating one is a change (issue 26).
+        11 => {
+            if fields.inputs.len() >= 2 {
+                fields.inputs.swap(0, 1);
+            } else if fields.config.outputs.len() >= 2 {
+                fields.config.outputs.swap(0, 1);
+            } else if let Some(first) = fields.inputs.first().cloned() {
+                fields.inputs.push(first);
+            } else {
+                let first = fields.config.outputs[0].clone();
+                fields.config.outputs.push(first);
+            }
+        }
         // Moving a value across a field boundary is a change too.
-        11 => match fields.config.args.first().cloned() {
+        12 => match fields.config.args.first().cloned() {
             Some(first) => {
                 fields.config.args.remove(0);
                 fields.run.push(first);
@@ -181,7 +196,7 @@ proptest! {
     ) {
         let mut changed = base.clone();
         mutate(&mut changed, which, &salt);
-        prop_assert_ne!(base.key(), changed.key(), "change {} left the key as it was", which % 13);
+        prop_assert_ne!(base.key(), changed.key(), "change {} left the key as it was", which % 14);
         // The key is a function of its fields.
         prop_assert_eq!(base.key(), base.key());
     }

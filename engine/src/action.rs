@@ -248,12 +248,12 @@ impl Context<'_> {
             .into_iter()
             .map(|(name, identity)| (name.to_owned(), identity))
             .collect();
-        let mut input_digests: Vec<(PartitionRef, ContentDigest)> = inputs
+        // In the order the job sees them (`CAIRN_INPUT_<i>`), repeats kept:
+        // the key covers everything the job can observe (key.rs, v2).
+        let input_digests: Vec<(PartitionRef, ContentDigest)> = inputs
             .iter()
             .map(|input| (input.partition.clone(), input.digest))
             .collect();
-        input_digests.sort();
-        input_digests.dedup();
         action_key(&KeyInputs {
             job: &job.name,
             run: &job.run,
@@ -377,6 +377,22 @@ impl Context<'_> {
             .find(|old| !inputs.iter().any(|input| input.partition == old.partition))
         {
             return Ok(format!("input {} is no longer used", old.partition));
+        }
+        // The same refs, by content, but at other positions (or repeated
+        // another number of times): the job sees them by position.
+        if let Some(change) = positions_changed(
+            "input",
+            previous.inputs.iter().map(|old| &old.partition),
+            inputs.iter().map(|input| &input.partition),
+        ) {
+            return Ok(change);
+        }
+        if let Some(change) = positions_changed(
+            "output",
+            previous.outputs.iter().map(|old| &old.partition),
+            action.config.outputs.iter(),
+        ) {
+            return Ok(change);
         }
         for (dataset, old_version) in &previous.versions {
             if let Some(version) = self
@@ -666,6 +682,48 @@ impl Context<'_> {
             leftovers: Vec::new(),
         }
     }
+}
+
+/// Why a list of refs the job sees by position (`CAIRN_INPUT_<i>`,
+/// `CAIRN_OUTPUT_<i>`) differs from the one it was built with, naming the
+/// first position that differs; `None` if they are equal.
+fn positions_changed<'r>(
+    what: &str,
+    old: impl Iterator<Item = &'r PartitionRef>,
+    new: impl Iterator<Item = &'r PartitionRef>,
+) -> Option<String> {
+    let old: Vec<&PartitionRef> = old.collect();
+    let new: Vec<&PartitionRef> = new.collect();
+    if old == new {
+        return None;
+    }
+    let variable = what.to_uppercase();
+    let index = old
+        .iter()
+        .zip(&new)
+        .position(|(old, new)| old != new)
+        .unwrap_or(old.len().min(new.len()));
+    let name = |list: &[&PartitionRef]| {
+        list.get(index)
+            .map_or_else(|| "nothing".to_owned(), |partition| partition.to_string())
+    };
+    let (mut sorted_old, mut sorted_new) = (old.clone(), new.clone());
+    sorted_old.sort();
+    sorted_new.sort();
+    let change = if sorted_old == sorted_new {
+        format!("the order of the {what}s changed")
+    } else {
+        format!(
+            "the {what}s changed ({} before, {} now)",
+            old.len(),
+            new.len()
+        )
+    };
+    Some(format!(
+        "{change}: CAIRN_{variable}_{index} was {}, is now {}",
+        name(&old),
+        name(&new)
+    ))
 }
 
 /// Stat-cache entries for files just placed at `target` with known digests,

@@ -8,7 +8,13 @@ use crate::refs::PartitionRef;
 
 /// Bump whenever the fields or their order below change: every key changes
 /// with it, so no old result is reused under a new meaning.
-pub const ACTION_RECIPE: &str = "cairn/action/v1";
+///
+/// - v1: output refs and inputs entered sorted by ref (and inputs deduped).
+/// - v2: output refs and inputs enter in the order the job sees them
+///   (`CAIRN_OUTPUT_<i>`, `CAIRN_INPUT_<i>`), a repeated one as many times as
+///   it is passed: reordering them changes what the job observes, so it
+///   changes the key (issue 26).
+pub const ACTION_RECIPE: &str = "cairn/action/v2";
 
 /// What stands for an output dataset's "code" in the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +35,8 @@ pub struct KeyInputs<'a> {
     pub passed_env: &'a [(String, String)],
     /// One entry per distinct output dataset, sorted by dataset name.
     pub output_datasets: &'a [(String, OutputIdentity)],
-    /// Input refs with their content digests, sorted by ref.
+    /// Input refs with their content digests, in the config's order (the
+    /// job's `CAIRN_INPUT_<i>`), repeats kept.
     pub inputs: &'a [(PartitionRef, ContentDigest)],
 }
 
@@ -55,12 +62,11 @@ pub fn action_key(inputs: &KeyInputs<'_>) -> ActionKey {
             .str("passed_env.name", name)
             .str("passed_env.value", value);
     }
-    // Output refs: two configs of one job that differ only in what they
-    // produce must not share a key.
-    let mut outputs: Vec<&PartitionRef> = inputs.config.outputs.iter().collect();
-    outputs.sort();
-    hasher.u64("outputs", outputs.len() as u64);
-    for output in outputs {
+    // Output refs, in the config's order (the job's `CAIRN_OUTPUT_<i>`): two
+    // configs of one job that differ only in what they produce, or in which
+    // output directory each partition is written from, must not share a key.
+    hasher.u64("outputs", inputs.config.outputs.len() as u64);
+    for output in &inputs.config.outputs {
         hasher.str("output", output.as_str());
     }
     hasher.u64("datasets", inputs.output_datasets.len() as u64);
@@ -135,7 +141,7 @@ mod tests {
         // update the golden value, never the other way round.
         assert_eq!(
             key_with(|_, _, _, _, _| {}).to_hex(),
-            "d91d9c72712c9c5e3e423280f7375a9c971d92e23ae9fdfbb7072160b3ce7a42"
+            "22e6e34b2cba1a94fe0413de1842e3ea900cad9e175bf84bdfb12d2a5703864d"
         );
     }
 
@@ -151,11 +157,11 @@ mod tests {
         });
         assert_eq!(
             unversioned.to_hex(),
-            "84f19c27fdf7dc6b84c99bbdc414f4c6c8bfb263fb760fe5fc08a944e879a024"
+            "a0d152f8aaf077d606f7452e848705acb8717fc9c5793785ca898be19173f8d7"
         );
         assert_eq!(
             no_inputs.to_hex(),
-            "6bd48dcb475a2f6742c1d1d43b1d806d98572f047c805dd8ce90c5cd061d50e5"
+            "0570afc1a6565a14042a7bedd7c250e2c6aafadbbd31a669da5489e09cb0622d"
         );
     }
 
@@ -194,5 +200,38 @@ mod tests {
         );
         assert_ne!(base, key_with(|_, _, _, _, r| r[1] = "clean2.sh".into()));
         assert_eq!(base, key_with(|_, _, _, _, _| {}));
+    }
+
+    /// The job sees inputs and outputs by position (`CAIRN_INPUT_<i>`,
+    /// `CAIRN_OUTPUT_<i>`): their order and repeats are in the key (v2).
+    #[test]
+    fn the_order_and_repeats_of_inputs_and_outputs_change_the_key() {
+        let second_input = |i: &mut Vec<(PartitionRef, ContentDigest)>| {
+            i.push((
+                PartitionRef::parse("raw/date=2024-01-02/station=A").unwrap(),
+                ContentDigest::of(b"raw 2"),
+            ));
+        };
+        let two_inputs = key_with(|_, _, _, i, _| second_input(i));
+        let reversed = key_with(|_, _, _, i, _| {
+            second_input(i);
+            i.reverse();
+        });
+        assert_ne!(two_inputs, reversed);
+        let repeated = key_with(|_, _, _, i, _| {
+            let first = i[0].clone();
+            i.push(first);
+        });
+        assert_ne!(key_with(|_, _, _, _, _| {}), repeated);
+        let second_output = |c: &mut JobConfig| {
+            c.outputs
+                .push(PartitionRef::parse("flags/date=2024-01-01/station=A").unwrap());
+        };
+        let two_outputs = key_with(|c, _, _, _, _| second_output(c));
+        let swapped = key_with(|c, _, _, _, _| {
+            second_output(c);
+            c.outputs.reverse();
+        });
+        assert_ne!(two_outputs, swapped);
     }
 }
