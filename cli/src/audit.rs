@@ -651,7 +651,10 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
     } else {
         None
     };
-    let problems = report.problems.len() + report.orphans.len() + usize::from(!catalog_sound);
+    let problems = report.problems.len()
+        + report.orphans.len()
+        + report.caches.len()
+        + usize::from(!catalog_sound);
     if json {
         for problem in &report.problems {
             json_line(&problem_json(problem, repair));
@@ -665,9 +668,25 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
                 "partitions": [orphan.partition],
             }));
         }
-        let (removed, invalidated, build) = match &repaired {
-            Some(r) => (r.removed.len(), r.invalidated.clone(), Some(r.build)),
-            None => (0, Vec::new(), None),
+        for cache in &report.caches {
+            json_line(&json!({
+                "type": "problem",
+                "damage": "cache",
+                "cache": cache.kind.word(),
+                "file": cache.file,
+                "problem": cache.problem,
+                "removed": repair,
+                "partitions": [],
+            }));
+        }
+        let (removed, removed_caches, invalidated, build) = match &repaired {
+            Some(r) => (
+                r.removed.len(),
+                r.removed_caches.len(),
+                r.invalidated.clone(),
+                Some(r.build),
+            ),
+            None => (0, 0, Vec::new(), None),
         };
         json_line(&json!({
             "type": "summary",
@@ -679,6 +698,7 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
             "unreferenced": report.unreferenced,
             "repaired": repaired.is_some(),
             "removed": removed,
+            "removed_caches": removed_caches,
             "invalidated": invalidated,
             "build": build,
         }));
@@ -706,6 +726,10 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
                 orphan.partition
             ));
         }
+        for cache in &report.caches {
+            out.push_str(&cache.describe());
+            out.push_str(if repair { " (file removed)\n" } else { "\n" });
+        }
         stdout_text(&out);
     }
     let collected = if report.superseded_missing > 0 {
@@ -718,22 +742,34 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
     };
     if problems == 0 {
         note(&format!(
-            "store verified: {} blobs ({}) intact, every current partition's blobs present, catalog sound{collected}",
+            "store verified: {} blobs ({}) intact, every current partition's blobs present, caches intact, catalog sound{collected}",
             report.blobs,
             size(report.bytes)
         ));
         return Ok(0);
     }
+    let caches = |repaired: &cairn_store::RepairReport| match repaired.removed_caches.len() {
+        0 => String::new(),
+        count => format!(" and {count} damaged cache files (builds recompute them)"),
+    };
     match repaired {
+        Some(repaired) if repaired.invalidated.is_empty() && repaired.removed.is_empty() => {
+            Err(Failure::store(format!(
+                "{problems} problems found: removed {} damaged cache files (builds recompute them)",
+                repaired.removed_caches.len()
+            )))
+        }
         Some(repaired) if repaired.invalidated.is_empty() => Err(Failure::store(format!(
-            "{problems} problems found: removed {} damaged blobs; no partition needs them \
+            "{problems} problems found: removed {} damaged blobs{}; no partition needs them \
              (a definitions source whose record is gone needs `cairn defs refresh`)",
-            repaired.removed.len()
+            repaired.removed.len(),
+            caches(&repaired)
         ))),
         Some(repaired) => Err(Failure::store(format!(
-            "{problems} problems found and repaired: removed {} damaged blobs, invalidated {} \
+            "{problems} problems found and repaired: removed {} damaged blobs{}, invalidated {} \
              partitions (build {}); run `cairn build` to rebuild them",
             repaired.removed.len(),
+            caches(&repaired),
             repaired.invalidated.len(),
             repaired.build
         ))),
@@ -742,7 +778,8 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
         ))),
         None => Err(Failure::store(format!(
             "{problems} problems found; `cairn store verify --repair` deletes the damaged blobs \
-             and invalidates the affected partitions so that the next build rebuilds them"
+             and cache files and invalidates the affected partitions so that the next build \
+             rebuilds them"
         ))),
     }
 }

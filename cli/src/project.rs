@@ -127,7 +127,9 @@ impl Project {
             inner: &process,
             graph: &self.graph,
             passed_env: &self.environment.passed,
-            dir: self.store_dir.join("configure"),
+            dir: self
+                .store_dir
+                .join(cairn_engine::config::CONFIGURE_CACHE_DIR),
             write,
         };
         plan(&self.graph, refs, &configurer).map_err(|error| Failure::usage(error.to_string()))

@@ -231,12 +231,19 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
 /// the requested refs in order. So a configure step may read what its
 /// `code` lists (podcast's daily reads `stations.txt`, listed there); a job
 /// whose configure reads anything else (the network, files not listed)
-/// opts out by declaring no `code`: such jobs are configured every time.
-/// Entries live in `.cairn/configure/<key>.json` in the configure protocol's
-/// own JSON, written atomically (temp file, rename) and parsed and validated
-/// like a fresh answer on every hit; one that does not parse is a miss.
-/// Only builds write entries (`write`); `plan`, `status` and dry runs only
-/// read them. At most [`CONFIGURE_CACHE_ENTRIES`] are kept (newest first).
+/// opts out with `configure_cache = false` (or by declaring no `code`):
+/// such jobs are configured every time ([`Job::caches_configure`]).
+///
+/// Entries live in `.cairn/configure/<key>.answer`: a header line
+/// `cairn-configure-answer/v2 <checksum> <job>`, then the answer in the
+/// configure protocol's own JSON (docs/internals.md). The checksum covers
+/// the key, the job and the JSON, so an entry edited, truncated or copied
+/// under another key's name fails it: a miss, said at `-v`, and configure
+/// runs again (`cairn store verify` reports such entries). Entries are
+/// written atomically (temp file, rename), and a hit is parsed and
+/// validated like a fresh answer. Only builds write entries (`write`);
+/// `plan`, `status` and dry runs only read them. At most
+/// [`CONFIGURE_CACHE_ENTRIES`] are kept (newest first).
 pub struct CachingConfigurer<'a> {
     pub inner: &'a dyn crate::plan::Configurer,
     pub graph: &'a crate::graph::Graph,
@@ -249,6 +256,121 @@ pub struct CachingConfigurer<'a> {
 
 /// How many configure answers the cache keeps.
 pub const CONFIGURE_CACHE_ENTRIES: usize = 64;
+
+/// The configure cache's directory, inside the store directory.
+pub const CONFIGURE_CACHE_DIR: &str = "configure";
+
+/// The extension of a configure cache entry (`<key>.answer`). Entries of
+/// the first layout (`<key>.json`, no checksum) are never read, and are
+/// removed when the cache is pruned.
+pub const ANSWER_EXTENSION: &str = "answer";
+
+/// The names of the temporary files entries are written to (and renamed
+/// from): a leftover of an interrupted write, never read.
+pub const ANSWER_TEMP_PREFIX: &str = "tmp-";
+
+/// The first word of an entry's header line.
+const ANSWER_MAGIC: &str = "cairn-configure-answer/v2";
+
+/// The recipe of an entry's checksum.
+const ANSWER_RECIPE: &str = "cairn/configure-answer/v1";
+
+/// The checksum of the entry answering for `job` under `key`.
+fn answer_checksum(key: &crate::digest::ContentDigest, job: &str, json: &[u8]) -> [u8; 32] {
+    crate::digest::KeyHasher::new(ANSWER_RECIPE)
+        .digest("key", key)
+        .str("job", job)
+        .bytes("answer", json)
+        .finish()
+}
+
+/// The bytes of the entry answering `configs` for `job` under `key`.
+fn encode_answer(
+    key: &crate::digest::ContentDigest,
+    job: &str,
+    configs: &[JobConfig],
+) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Answer<'c> {
+        configs: &'c [JobConfig],
+    }
+    let json = serde_json::to_vec(&Answer { configs })?;
+    let checksum = crate::digest::ContentDigest(answer_checksum(key, job, &json));
+    let mut bytes = format!("{ANSWER_MAGIC} {} {job}\n", checksum.to_hex()).into_bytes();
+    bytes.extend_from_slice(&json);
+    Ok(bytes)
+}
+
+/// Reads the entry `bytes` stored under `key`: the job it answers for and
+/// its configs, or why it is not to be believed (a header, checksum or
+/// answer that is not right).
+pub fn decode_answer(
+    key: &crate::digest::ContentDigest,
+    bytes: &[u8],
+) -> Result<(String, Vec<JobConfig>), String> {
+    let newline = bytes
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .ok_or("no header line (truncated, or not a configure answer)")?;
+    let header = std::str::from_utf8(&bytes[..newline])
+        .map_err(|_| "the header line is not UTF-8".to_owned())?;
+    let json = &bytes[newline + 1..];
+    let mut words = header.split(' ');
+    let (Some(magic), Some(checksum), Some(job), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err("malformed header line".into());
+    };
+    if magic != ANSWER_MAGIC {
+        return Err("not a configure answer of this layout".into());
+    }
+    let checksum: crate::digest::ContentDigest = checksum
+        .parse()
+        .map_err(|_| "malformed checksum in the header line".to_owned())?;
+    if checksum.0 != answer_checksum(key, job, json) {
+        return Err("checksum mismatch (edited, truncated, or another key's answer)".into());
+    }
+    let configs = parse_configure_output(job, json)
+        .map_err(|error| format!("the answer is refused: {}", error.problem))?;
+    Ok((job.to_owned(), configs))
+}
+
+/// Opens a cache file for reading without blocking on a FIFO, and refuses
+/// anything that is not a regular file (a directory, a device, a link).
+pub fn open_cache_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a whole cache file ([`open_cache_file`]).
+fn read_cache_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open_cache_file(path)?, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// `cairn store verify`'s check of the configure cache entry at `path`
+/// (named `<key>.answer`): the job it answers for, or why no build would
+/// believe it.
+pub fn check_cached_answer(path: &std::path::Path) -> Result<String, String> {
+    let key: crate::digest::ContentDigest = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse().ok())
+        .ok_or("not named by a cache key")?;
+    let bytes = read_cache_file(path).map_err(|error| format!("unreadable: {error}"))?;
+    decode_answer(&key, &bytes).map(|(job, _)| job)
+}
 
 impl crate::plan::Configurer for CachingConfigurer<'_> {
     fn configure(
@@ -282,15 +404,28 @@ impl CachingConfigurer<'_> {
         else {
             return self.inner.configure(job, refs);
         };
-        let path = self.dir.join(format!("{}.json", key.to_hex()));
-        if let Ok(bytes) = std::fs::read(&path)
-            && let Ok(configs) = parse_configure_output(&job.name, &bytes)
-        {
-            return Ok(configs);
+        let path = self
+            .dir
+            .join(format!("{}.{ANSWER_EXTENSION}", key.to_hex()));
+        let refused = match read_cache_file(&path) {
+            Ok(bytes) => match decode_answer(&key, &bytes) {
+                Ok((answered, configs)) if answered == job.name => return Ok(configs),
+                Ok((answered, _)) => format!("it answers for job {answered}"),
+                Err(why) => why,
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => format!("unreadable: {error}"),
+        };
+        if !refused.is_empty() {
+            tracing::info!(
+                "configure answer {} of job {} ignored: {refused}; running configure again",
+                path.display(),
+                job.name
+            );
         }
         let configs = self.inner.configure(job, refs)?;
         if self.write
-            && let Err(error) = self.store(&path, &configs)
+            && let Err(error) = self.store(&path, &key, &job.name, &configs)
         {
             tracing::warn!(
                 "could not cache the configure answer of job {}: {error}",
@@ -301,14 +436,15 @@ impl CachingConfigurer<'_> {
     }
 
     /// The cache key, or `None` if the job's answers are not cached (no
-    /// `code`) or its code cannot be read (configure then reports it).
+    /// `code`, or `configure_cache = false`) or its code cannot be read
+    /// (configure then reports it).
     fn key(
         &self,
         job: &Job,
         argv: &[String],
         refs: &[(PartitionRef, Bindings)],
     ) -> Option<crate::digest::ContentDigest> {
-        if job.code.is_empty() {
+        if !job.caches_configure() {
             return None;
         }
         let mut files = crate::exec::code_files(self.graph, &job.code).ok()?;
@@ -345,33 +481,55 @@ impl CachingConfigurer<'_> {
         Some(crate::digest::ContentDigest(hasher.finish()))
     }
 
-    fn store(&self, path: &std::path::Path, configs: &[JobConfig]) -> std::io::Result<()> {
-        #[derive(Serialize)]
-        struct Answer<'c> {
-            configs: &'c [JobConfig],
-        }
+    fn store(
+        &self,
+        path: &std::path::Path,
+        key: &crate::digest::ContentDigest,
+        job: &str,
+        configs: &[JobConfig],
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let bytes = serde_json::to_vec(&Answer { configs }).map_err(std::io::Error::other)?;
+        let bytes = encode_answer(key, job, configs).map_err(std::io::Error::other)?;
         // Answers of one wave are stored concurrently: one temporary file
         // per answer.
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let temp = self.dir.join(format!("tmp-{}-{name}", std::process::id()));
+        let temp = self
+            .dir
+            .join(format!("{ANSWER_TEMP_PREFIX}{}-{name}", std::process::id()));
         std::fs::write(&temp, bytes)?;
         std::fs::rename(&temp, path)?;
         self.prune();
         Ok(())
     }
 
-    /// Keeps the newest [`CONFIGURE_CACHE_ENTRIES`] answers.
+    /// Keeps the newest [`CONFIGURE_CACHE_ENTRIES`] answers, and removes
+    /// entries of the first layout (never read).
     fn prune(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let mut answers: Vec<(std::time::SystemTime, std::path::PathBuf)> = entries
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
-            .collect();
+        let mut answers: Vec<(std::time::SystemTime, std::path::PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(ANSWER_TEMP_PREFIX)
+            {
+                continue;
+            }
+            let path = entry.path();
+            match path.extension().and_then(|extension| extension.to_str()) {
+                Some(ANSWER_EXTENSION) => {
+                    if let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) {
+                        answers.push((modified, path));
+                    }
+                }
+                Some("json") => {
+                    let _ = std::fs::remove_file(path);
+                }
+                _ => {}
+            }
+        }
         if answers.len() <= CONFIGURE_CACHE_ENTRIES {
             return;
         }
@@ -422,6 +580,45 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(error.contains("extra"), "{error}");
+    }
+
+    fn answer() -> (crate::digest::ContentDigest, Vec<u8>) {
+        let json = br#"{"configs":[{"outputs":["daily/date=1"],"inputs":["clean/date=1/s=a","clean/date=1/s=b"],"args":["1"]}]}"#;
+        let configs = parse_configure_output("daily", json).unwrap();
+        let key = crate::digest::ContentDigest::of(b"key");
+        (key, encode_answer(&key, "daily", &configs).unwrap())
+    }
+
+    #[test]
+    fn a_cached_answer_reads_back_under_its_key_only() {
+        let (key, bytes) = answer();
+        let (job, configs) = decode_answer(&key, &bytes).unwrap();
+        assert_eq!(job, "daily");
+        assert_eq!(configs[0].inputs.len(), 2);
+        let error = decode_answer(&crate::digest::ContentDigest::of(b"other"), &bytes).unwrap_err();
+        assert!(error.contains("checksum mismatch"), "{error}");
+    }
+
+    #[test]
+    fn an_edited_or_truncated_cached_answer_is_refused() {
+        let (key, bytes) = answer();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        // An input dropped: still a well-formed answer.
+        let dropped = text.replacen(r#",{"ref":"clean/date=1/s=b","dep":"materialize"}"#, "", 1);
+        assert_ne!(dropped, text);
+        // Another job named in the header.
+        let renamed = text.replacen(" daily\n", " other\n", 1);
+        assert_ne!(renamed, text);
+        for edited in [dropped.as_bytes(), renamed.as_bytes()] {
+            let error = decode_answer(&key, edited).unwrap_err();
+            assert!(error.contains("checksum mismatch"), "{error}");
+        }
+        for length in 0..bytes.len() {
+            assert!(decode_answer(&key, &bytes[..length]).is_err(), "{length}");
+        }
+        let json = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        let error = decode_answer(&key, json).unwrap_err();
+        assert!(error.contains("header"), "{error}");
     }
 
     #[test]

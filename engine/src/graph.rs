@@ -72,10 +72,23 @@ pub struct Job {
     pub configure: Option<Vec<String>>,
     /// Files (or globs) whose content is the job's code digest.
     pub code: Vec<String>,
+    /// Whether the configure step's answers may be cached
+    /// (`configure_cache`, default true; `config::CachingConfigurer`). A
+    /// job whose configure reads the outside world opts out.
+    pub configure_cache: bool,
     /// Extra attempts after a failure (each resumes from the last checkpoint).
     pub retries: u32,
     /// Wait between attempts.
     pub retry_backoff: std::time::Duration,
+}
+
+impl Job {
+    /// Whether the answers of the job's configure step are cached
+    /// (design.md §11): it has one, lists its `code`, and did not opt out
+    /// with `configure_cache = false`.
+    pub fn caches_configure(&self) -> bool {
+        self.configure.is_some() && self.configure_cache && !self.code.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +244,7 @@ struct RawJob {
     configure: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     code: Vec<String>,
+    configure_cache: Option<Spanned<bool>>,
     #[serde(default)]
     retries: u32,
     retry_backoff: Option<Spanned<String>>,
@@ -1020,6 +1034,16 @@ fn parse_job(
         }
         None => None,
     };
+    if let Some(cache) = &raw.configure_cache
+        && configure.is_none()
+    {
+        return Err(context.error(
+            cache.span(),
+            field("configure_cache"),
+            "only a job with `configure` has configure answers to cache; remove `configure_cache`"
+                .into(),
+        ));
+    }
     let args = raw
         .args
         .as_ref()
@@ -1101,6 +1125,10 @@ fn parse_job(
         env,
         configure,
         code: raw.code.clone(),
+        configure_cache: raw
+            .configure_cache
+            .as_ref()
+            .is_none_or(|cache| *cache.get_ref()),
     })
 }
 

@@ -25,7 +25,8 @@
 //! defs records and configure answers; keys are functions of configs, code,
 //! versions, the passed environment and input contents. All of these are
 //! pinned by the conditions above, except a configure command that is not
-//! cached (a job with `configure` and no `code`): a graph with one never
+//! cached (a job with `configure` and no `code`, or with `configure_cache =
+//! false`): a graph with one never
 //! records a snapshot. Anything else the snapshot cannot confirm sends the
 //! build down the full path, which decides afresh.
 
@@ -283,13 +284,14 @@ pub fn fingerprint(inputs: &FingerprintInputs<'_>) -> ContentDigest {
 }
 
 /// Whether builds of `graph` may record a snapshot: not when a job's
-/// configure answers are not cached (a `configure` command without `code`),
+/// configure answers are not cached (a `configure` command without `code`,
+/// or opted out with `configure_cache = false`),
 /// since such a job is asked again by every build and may answer otherwise.
 pub fn graph_allows(graph: &Graph) -> bool {
     graph
         .jobs
         .values()
-        .all(|job| job.configure.is_none() || !job.code.is_empty())
+        .all(|job| job.configure.is_none() || job.caches_configure())
 }
 
 /// The directories between `data_root` and each output partition (the
@@ -1113,6 +1115,9 @@ mod tests {
         assert!(!graph_allows(&parse("configure = [\"./configure\"]\n")));
         assert!(graph_allows(&parse(
             "configure = [\"./configure\"]\ncode = [\"configure\"]\n"
+        )));
+        assert!(!graph_allows(&parse(
+            "configure = [\"./configure\"]\ncode = [\"configure\"]\nconfigure_cache = false\n"
         )));
     }
 

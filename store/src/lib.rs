@@ -13,6 +13,8 @@
 //! up-to-date     what the last build that ended with everything current
 //!                relied on: a checksummed cache, never the truth (uptodate.rs)
 //! up-to-date.plan  that build's plan, named by the snapshot (uptodate.rs)
+//! configure/     configure answers by cache key, checksummed (engine's
+//!                config.rs); `store verify` checks all three caches (caches.rs)
 //! ```
 //!
 //! Invariants:
@@ -25,6 +27,7 @@
 //!   briefly held writer lock, because a read-only handle cannot read it.
 
 mod blobs;
+mod caches;
 mod catalog;
 mod encoding;
 mod lock;
@@ -36,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use blobs::{BlobCheck, FsBlobStore};
+pub use caches::{CacheKind, CacheProblem};
 pub use cairn_engine::ports::{BlobStore, Catalog, StoreError};
 pub use catalog::{CatalogStats, RedbCatalog, ReplayReport};
 pub use encoding::{

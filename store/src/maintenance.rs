@@ -1,6 +1,7 @@
 //! Store maintenance behind `cairn store verify` and `cairn store gc`:
-//! re-hash every blob, check what the catalog refers to, repair by
-//! invalidation, and collect blobs no kept manifest needs.
+//! re-hash every blob, check what the catalog refers to and the cache
+//! files (caches.rs), repair by invalidation (and removal of damaged
+//! caches), and collect blobs no kept manifest needs.
 //!
 //! What "needed" means:
 //! - A partition's *current* materialization (`partitions` → `current.key`
@@ -161,11 +162,13 @@ pub struct VerifyReport {
     /// Blobs present that no manifest refers to (what `gc` would remove,
     /// failure logs aside).
     pub unreferenced: u64,
+    /// Cache files no build would believe (caches.rs).
+    pub caches: Vec<crate::CacheProblem>,
 }
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty() && self.orphans.is_empty()
+        self.problems.is_empty() && self.orphans.is_empty() && self.caches.is_empty()
     }
 
     /// Every partition whose current materialization is damaged, with the
@@ -200,6 +203,8 @@ impl VerifyReport {
 pub struct RepairReport {
     /// Damaged blob files deleted.
     pub removed: Vec<ContentDigest>,
+    /// Damaged cache files deleted.
+    pub removed_caches: Vec<std::path::PathBuf>,
     /// Partitions invalidated, so that the next build rebuilds them.
     pub invalidated: Vec<PartitionRef>,
     /// The build id the invalidations were recorded under (0: none).
@@ -404,6 +409,7 @@ impl Store {
 
         let mut report = VerifyReport {
             orphans,
+            caches: self.verify_caches()?,
             ..VerifyReport::default()
         };
         let mut seen = HashSet::with_capacity(checks.len());
@@ -480,8 +486,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Repairs what `report` found: deletes every damaged blob file, then
-    /// records a `PartitionInvalidated` (by `by`) for every partition whose
+    /// Repairs what `report` found: deletes every damaged blob file and
+    /// cache file, then records a `PartitionInvalidated` (by `by`) for every partition whose
     /// current materialization needs a damaged or missing blob, so that the
     /// next build reruns its job. Writer only.
     pub fn repair(&self, report: &VerifyReport, by: &str) -> Result<RepairReport, StoreError> {
@@ -502,6 +508,10 @@ impl Store {
                 self.blobs().remove(&problem.digest)?;
                 repair.removed.push(problem.digest);
             }
+        }
+        for problem in &report.caches {
+            self.remove_cache_file(problem)?;
+            repair.removed_caches.push(problem.file.clone());
         }
         let affected = report.affected_partitions();
         if !affected.is_empty() {

@@ -11,11 +11,18 @@
 //! build that finds it so takes the full path.
 //!
 //! Beside it, `.cairn/up-to-date.plan`: the 16-byte magic
-//! `cairn-kept-plan2` (a plan of an older layout has another magic and is
-//! no plan), then the plan (postcard), which the snapshot names
-//! by the blake3 of those bytes. Written (in place, the magic last) before
-//! the snapshot that names it; a plan whose digest is not the snapshot's is
-//! no plan.
+//! `cairn-kept-plan3` (a plan of an older layout has another magic and is
+//! no plan), the blake3 of the body, then the body: the plan (postcard),
+//! which the snapshot names by that digest. Written (in place, the head
+//! last) before the snapshot that names it; a plan whose body does not hash
+//! to its head's digest is altered or torn, and one whose digest is not
+//! the snapshot's is stale: either is no plan.
+//!
+//! Both are verified on every read (an altered file is ignored, and said so
+//! at `-v`), and `cairn store verify` checks them ([`check_snapshot`],
+//! [`check_plan`]): a file a build would refuse for any reason but an
+//! interrupted write, a stale plan or an older layout is a problem, which
+//! `--repair` removes.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -28,7 +35,11 @@ use crate::{Store, StoreError};
 
 const FILE: &str = "up-to-date";
 const PLAN_FILE: &str = "up-to-date.plan";
-const PLAN_MAGIC: &[u8; 16] = b"cairn-kept-plan2";
+const PLAN_MAGIC: &[u8; 16] = b"cairn-kept-plan3";
+/// The magic of the kept plan's previous layout (no digest of its own).
+const PLAN_MAGIC_V2: &[u8; 16] = b"cairn-kept-plan2";
+/// The plan's magic and its body's digest.
+const PLAN_HEAD: usize = PLAN_MAGIC.len() + 32;
 const MAGIC: &[u8; 16] = b"cairn-up-to-date";
 /// The last event (24 bytes), the body's digest and the header's digest.
 const HEADER: usize = 24 + 32 + 32;
@@ -48,17 +59,21 @@ impl Store {
             return None;
         }
         let path = dir.join(FILE);
-        let file = match std::fs::File::open(&path) {
+        let file = match cairn_engine::config::open_cache_file(&path) {
             Ok(file) => file,
-            Err(error) => {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!("no up-to-date snapshot: {}: {error}", path.display());
+                return None;
+            }
+            Err(error) => {
+                tracing::info!("up-to-date snapshot ignored: {}: {error}", path.display());
                 return None;
             }
         };
         match decode(file) {
             Ok(snapshot) => Some(snapshot),
             Err(why) => {
-                tracing::debug!("up-to-date snapshot ignored: {}: {why}", path.display());
+                tracing::info!("up-to-date snapshot ignored: {}: {why}", path.display());
                 None
             }
         }
@@ -92,8 +107,10 @@ impl Store {
     /// snapshot; the digest a snapshot names it by.
     pub fn write_plan(&self, plan: &Plan) -> Result<ContentDigest, StoreError> {
         let path = self.dir.join(PLAN_FILE);
-        let digest = write_in_place(&path, PLAN_MAGIC.len(), &PlanRecord::of(plan), |_| {
-            PLAN_MAGIC.to_vec()
+        let digest = write_in_place(&path, PLAN_HEAD, &PlanRecord::of(plan), |digest| {
+            let mut head = PLAN_MAGIC.to_vec();
+            head.extend_from_slice(digest);
+            head
         })?;
         Ok(ContentDigest(digest))
     }
@@ -102,24 +119,19 @@ impl Store {
     /// (else, or unreadable, none: the reason goes to the debug log).
     pub fn read_plan(&self, digest: &ContentDigest) -> Option<Plan> {
         let path = self.dir.join(PLAN_FILE);
-        let decoded = std::fs::read(&path)
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| {
-                let body = bytes
-                    .strip_prefix(PLAN_MAGIC)
-                    .ok_or_else(|| "not a kept plan".to_owned())?;
-                if blake3::hash(body).as_bytes() != &digest.0 {
-                    return Err("not the snapshot's plan".to_owned());
-                }
-                let record: PlanRecord = postcard::from_bytes(body)
-                    .map_err(|error| format!("cannot decode: {error}"))?;
-                record
-                    .into_plan()
-                    .ok_or_else(|| "does not hold together".to_owned())
-            });
-        decoded
-            .inspect_err(|why| tracing::debug!("kept plan ignored: {}: {why}", path.display()))
-            .ok()
+        match read_plan_at(&path, Some(digest)) {
+            Ok((plan, _)) => Some(plan),
+            // Stale (a newer plan whose snapshot was not written) or
+            // interrupted: expected after a crash.
+            Err(why @ (PlanError::Stale | PlanError::Interrupted | PlanError::Older)) => {
+                tracing::debug!("kept plan ignored: {}: {why}", path.display());
+                None
+            }
+            Err(why) => {
+                tracing::info!("kept plan ignored: {}: {why}", path.display());
+                None
+            }
+        }
     }
 
     /// Moves the snapshot read as `file` on to `last_event` without
@@ -278,23 +290,165 @@ pub struct SnapshotFile {
     body_digest: [u8; 32],
 }
 
+/// Why a snapshot or kept plan file is not believed.
+#[derive(Debug, thiserror::Error)]
+enum CacheFileError {
+    /// Its head is zero (or it is shorter than its head and zero): a write
+    /// that was interrupted. Expected after a crash.
+    #[error("an interrupted write")]
+    Interrupted,
+    #[error("not an up-to-date snapshot")]
+    Foreign,
+    #[error("{0} (altered or torn)")]
+    Altered(&'static str),
+    /// Its checksums hold but its body does not decode: written by another
+    /// version of cairn.
+    #[error("cannot decode: {0} (written by another version of cairn?)")]
+    Undecodable(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a kept plan is not used.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("an interrupted write")]
+    Interrupted,
+    #[error("an older layout")]
+    Older,
+    #[error("not a kept plan")]
+    Foreign,
+    #[error("checksum mismatch (altered or torn)")]
+    Altered,
+    #[error("not the snapshot's plan")]
+    Stale,
+    #[error("cannot decode: {0}")]
+    Undecodable(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the kept plan at `path`, checking its body against its head's
+/// digest, and that digest against `named` (the snapshot's) if given; with
+/// the digest.
+fn read_plan_at(
+    path: &Path,
+    named: Option<&ContentDigest>,
+) -> Result<(Plan, ContentDigest), PlanError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    cairn_engine::config::open_cache_file(path)?.read_to_end(&mut bytes)?;
+    let (head, body) = bytes.split_at(PLAN_HEAD.min(bytes.len()));
+    if head.iter().all(|&byte| byte == 0) {
+        return Err(PlanError::Interrupted);
+    }
+    if head.starts_with(PLAN_MAGIC_V2) {
+        return Err(PlanError::Older);
+    }
+    if head.len() < PLAN_HEAD || !head.starts_with(PLAN_MAGIC) {
+        return Err(PlanError::Foreign);
+    }
+    let digest = &head[PLAN_MAGIC.len()..];
+    // A stale plan is told from an altered one without hashing it (a
+    // million-action plan is 100 MB).
+    if named.is_some_and(|named| named.0[..] != *digest) {
+        return Err(PlanError::Stale);
+    }
+    if blake3::hash(body).as_bytes()[..] != *digest {
+        return Err(PlanError::Altered);
+    }
+    let record: PlanRecord =
+        postcard::from_bytes(body).map_err(|error| PlanError::Undecodable(error.to_string()))?;
+    let plan = record
+        .into_plan()
+        .ok_or_else(|| PlanError::Undecodable("it does not hold together".into()))?;
+    let mut named_by = [0u8; 32];
+    named_by.copy_from_slice(digest);
+    Ok((plan, ContentDigest(named_by)))
+}
+
+/// What `cairn store verify` finds of a cache file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheCheck {
+    /// Absent, or sound.
+    Sound,
+    /// Not used by any build, for a reason that is no damage (an
+    /// interrupted write, a stale plan, an older layout).
+    Unused(String),
+    /// A file a build would refuse: altered, torn, foreign.
+    Bad(String),
+}
+
+/// Checks the snapshot in store directory `dir`, returning with the
+/// verdict the digest of the plan a sound one names.
+pub fn check_snapshot(dir: &Path) -> (CacheCheck, Option<ContentDigest>) {
+    let path = dir.join(FILE);
+    let file = match cairn_engine::config::open_cache_file(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return (CacheCheck::Sound, None);
+        }
+        Err(error) => return (CacheCheck::Bad(format!("unreadable: {error}")), None),
+    };
+    match decode(file) {
+        Ok((snapshot, _)) => (CacheCheck::Sound, snapshot.plan),
+        Err(why @ (CacheFileError::Interrupted | CacheFileError::Undecodable(_))) => {
+            (CacheCheck::Unused(why.to_string()), None)
+        }
+        Err(why) => (CacheCheck::Bad(why.to_string()), None),
+    }
+}
+
+/// Checks the kept plan in store directory `dir` against `named`, the
+/// digest the snapshot names (none: no sound snapshot names one).
+pub fn check_plan(dir: &Path, named: Option<&ContentDigest>) -> CacheCheck {
+    match read_plan_at(&dir.join(PLAN_FILE), None) {
+        Ok((_, digest)) if named == Some(&digest) => CacheCheck::Sound,
+        Ok(_) => CacheCheck::Unused(PlanError::Stale.to_string()),
+        Err(PlanError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+            CacheCheck::Sound
+        }
+        Err(why @ (PlanError::Interrupted | PlanError::Older)) => {
+            CacheCheck::Unused(why.to_string())
+        }
+        Err(why) => CacheCheck::Bad(why.to_string()),
+    }
+}
+
+/// The snapshot and kept plan files of store directory `dir`.
+pub fn snapshot_files(dir: &Path) -> [PathBuf; 2] {
+    [dir.join(FILE), dir.join(PLAN_FILE)]
+}
+
 /// Reads a snapshot file, streaming its body through the decoder (the
 /// encoded body of a million actions, 400 MB, is never held whole).
-fn decode(mut file: std::fs::File) -> Result<(Snapshot, SnapshotFile), String> {
+fn decode(mut file: std::fs::File) -> Result<(Snapshot, SnapshotFile), CacheFileError> {
     use std::io::Read;
     let mut head = [0u8; MAGIC.len() + HEADER];
-    if file.read_exact(&mut head).is_err() || &head[..MAGIC.len()] != MAGIC {
-        return Err("not an up-to-date snapshot".into());
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(count) => read += count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if head[..read].iter().all(|&byte| byte == 0) {
+        return Err(CacheFileError::Interrupted);
+    }
+    if read < head.len() || &head[..MAGIC.len()] != MAGIC {
+        return Err(CacheFileError::Foreign);
     }
     let head = &head[MAGIC.len()..];
     if blake3::hash(&head[..56]).as_bytes()[..] != head[56..] {
-        return Err("header checksum mismatch (torn or altered)".into());
+        return Err(CacheFileError::Altered("header checksum mismatch"));
     }
     let mut deserializer = postcard::Deserializer::from_flavor(Streamed::new(file));
     let decoded = serde::Deserialize::deserialize(&mut deserializer);
     let mut body = deserializer
         .finalize()
-        .map_err(|error| format!("cannot decode: {error}"))?;
+        .map_err(|error| CacheFileError::Undecodable(error.to_string()))?;
     // The digest covers the whole body, trailing bytes included; a torn or
     // altered body is reported as such even when it fails to decode.
     body.at = body.end;
@@ -302,12 +456,13 @@ fn decode(mut file: std::fs::File) -> Result<(Snapshot, SnapshotFile), String> {
         body.at = body.end;
     }
     if let Some(error) = body.error {
-        return Err(error.to_string());
+        return Err(error.into());
     }
     if body.hasher.finalize().as_bytes()[..] != head[24..56] {
-        return Err("checksum mismatch (torn or altered)".into());
+        return Err(CacheFileError::Altered("checksum mismatch"));
     }
-    let mut snapshot: Snapshot = decoded.map_err(|error| format!("cannot decode: {error}"))?;
+    let mut snapshot: Snapshot =
+        decoded.map_err(|error| CacheFileError::Undecodable(error.to_string()))?;
     let word = |at: usize| {
         let mut word = [0u8; 8];
         word.copy_from_slice(&head[at..at + 8]);
@@ -565,6 +720,71 @@ mod tests {
         assert!(store.read_plan(&digest).is_some());
         store.forget_snapshot().unwrap();
         assert!(store.read_plan(&digest).is_none());
+    }
+
+    /// `store verify`'s verdicts: damage is a problem; an interrupted
+    /// write, a stale plan and an older layout are not.
+    #[test]
+    fn verify_tells_damage_from_interrupted_writes_and_stale_plans() {
+        let (_dir, store) = writer();
+        let dir = store.dir().to_owned();
+        assert_eq!(check_snapshot(&dir), (CacheCheck::Sound, None));
+        assert_eq!(check_plan(&dir, None), CacheCheck::Sound);
+        let digest = store.write_plan(&small_plan()).unwrap();
+        let mut named = snapshot();
+        named.plan = Some(digest);
+        write_snapshot_at(&store.snapshot_path(), &named).unwrap();
+        assert_eq!(check_snapshot(&dir), (CacheCheck::Sound, Some(digest)));
+        assert_eq!(check_plan(&dir, Some(&digest)), CacheCheck::Sound);
+
+        let plan_path = dir.join(PLAN_FILE);
+        let plan = std::fs::read(&plan_path).unwrap();
+        let bad = |check: CacheCheck| matches!(check, CacheCheck::Bad(_));
+        let unused = |check: CacheCheck| matches!(check, CacheCheck::Unused(_));
+        // Stale: a sound plan another snapshot does not name.
+        assert!(unused(check_plan(&dir, Some(&ContentDigest::of(b"x")))));
+        assert!(unused(check_plan(&dir, None)));
+        // Altered body, truncated body, foreign head: damage.
+        let mut altered = plan.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        std::fs::write(&plan_path, &altered).unwrap();
+        assert!(bad(check_plan(&dir, Some(&digest))));
+        assert!(store.read_plan(&digest).is_none());
+        std::fs::write(&plan_path, &plan[..plan.len() - 1]).unwrap();
+        assert!(bad(check_plan(&dir, Some(&digest))));
+        std::fs::write(&plan_path, b"something else entirely").unwrap();
+        assert!(bad(check_plan(&dir, Some(&digest))));
+        // A zeroed head (a write under way when cairn died), an older
+        // layout: not damage.
+        let mut zeroed = plan.clone();
+        zeroed[..PLAN_HEAD].fill(0);
+        std::fs::write(&plan_path, &zeroed).unwrap();
+        assert!(unused(check_plan(&dir, Some(&digest))));
+        std::fs::write(&plan_path, b"").unwrap();
+        assert!(unused(check_plan(&dir, Some(&digest))));
+        let mut older = PLAN_MAGIC_V2.to_vec();
+        older.extend_from_slice(&plan[PLAN_HEAD..]);
+        std::fs::write(&plan_path, &older).unwrap();
+        assert!(unused(check_plan(&dir, Some(&digest))));
+
+        let path = store.snapshot_path();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut altered = bytes.clone();
+        altered[MAGIC.len() + HEADER + 2] ^= 4;
+        std::fs::write(&path, &altered).unwrap();
+        assert!(bad(check_snapshot(&dir).0));
+        let mut zeroed = bytes.clone();
+        zeroed[..MAGIC.len() + HEADER].fill(0);
+        std::fs::write(&path, &zeroed).unwrap();
+        assert!(unused(check_snapshot(&dir).0));
+        std::fs::write(&path, &bytes[..20]).unwrap();
+        assert!(bad(check_snapshot(&dir).0));
+        // Not a regular file: damage, and never waited on.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(bad(check_snapshot(&dir).0));
+        assert_eq!(Store::read_snapshot_in(&dir), None);
     }
 
     #[test]
