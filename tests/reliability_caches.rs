@@ -123,6 +123,13 @@ fn caches_configure_answer_with_a_dropped_input_is_a_miss_and_verify_reports_it(
     p.write(answer, text.replacen(&dropped, "", 1));
 
     assert_verify_names(&p, answer);
+    // `status` and `why` plan too: they do not believe it either, and
+    // agree with the build (which would find daily current).
+    let status = p.status(&[&daily_ref(DATE)]);
+    assert_eq!(status[&daily_ref(DATE)].0, "built", "{status:?}");
+    let why = p.cairn(&["why", &daily_ref(DATE)]);
+    why.assert_code(0);
+    assert!(why.stdout.contains("is up to date"), "{}", why.stdout);
     // Without a snapshot the build plans, reading the configure cache.
     std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
     change_s003(&p);
