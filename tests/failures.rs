@@ -236,3 +236,61 @@ fn job_leaving_a_symlinked_directory_as_its_output_fails() {
     assert!(error.contains("symbolic link"), "error: {error}");
     assert_nothing_recorded_for(&p, &bad);
 }
+
+/// Issue 26 §5: a failure shows the last lines of the job's stderr and the
+/// command that prints all of its output, and `cairn logs` keeps stdout and
+/// stderr apart when piped: labelled by default, one with --stdout/--stderr.
+#[test]
+fn a_failure_shows_the_end_of_its_stderr_and_logs_keeps_the_streams_apart() {
+    let p = project_with_bad_clean(
+        "echo 'on stdout'; i=1; while [ $i -le 15 ]; do echo \"stderr line $i\" >&2; i=$((i+1)); done; exit 3",
+    );
+    let bad = clean_ref(BAD_DATE, BAD_STATION);
+    let build = p.build(&["--keep-going"]);
+    build.assert_code(1);
+    let stderr = &build.run.stderr;
+    let failed_at = stderr.find("failed: job clean").expect(stderr);
+    let shown = &stderr[failed_at..];
+    assert!(shown.contains("last 10 lines of stderr:"), "{shown}");
+    for i in 6..=15 {
+        assert!(
+            shown.contains(&format!("\n    stderr line {i}\n")),
+            "{shown}"
+        );
+    }
+    assert!(
+        !shown.contains("stderr line 5\n"),
+        "only the last 10: {shown}"
+    );
+    assert!(
+        shown.contains(&format!("all output: cairn logs {bad}")),
+        "{shown}"
+    );
+    let failed: Vec<_> = build
+        .lines
+        .iter()
+        .filter(|line| line["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["stderr_tail"][9], "stderr line 15");
+
+    let both = p.cairn(&["logs", &bad]);
+    both.assert_code(0);
+    let stderr_lines: String = (1..=15).map(|i| format!("stderr line {i}\n")).collect();
+    assert_eq!(
+        both.stdout,
+        format!(
+            "--- stdout (10 bytes) ---\non stdout\n--- stderr ({} bytes) ---\n{stderr_lines}",
+            stderr_lines.len()
+        )
+    );
+    let only_stdout = p.cairn(&["logs", &bad, "--stdout"]);
+    only_stdout.assert_code(0);
+    assert_eq!(only_stdout.stdout, "on stdout\n");
+    assert!(only_stdout.stderr.contains("--- stdout (10 bytes) ---"));
+    let only_stderr = p.cairn(&["logs", &bad, "--stderr"]);
+    only_stderr.assert_code(0);
+    assert_eq!(only_stderr.stdout, stderr_lines);
+    p.cairn(&["logs", &bad, "--stdout", "--stderr"])
+        .assert_code(2);
+}

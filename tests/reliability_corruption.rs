@@ -398,7 +398,7 @@ run = ["sh", "-c", "echo 'the captured stdout'; echo done > \"$CAIRN_OUT/v\""]
     p.build(&[]).assert_code(0);
     let succeeded = p.log(&["--kind", "ActionSucceeded"]);
     let stdout = str_field(&succeeded[0]["manifest"], "stdout").to_owned();
-    let ok = p.cairn(&["logs", "shout/day=mon"]);
+    let ok = p.cairn(&["logs", "shout/day=mon", "--stdout"]);
     ok.assert_code(0);
     assert_eq!(ok.stdout, "the captured stdout\n");
     let mut expected_messages = BTreeMap::new();

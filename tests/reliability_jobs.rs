@@ -400,7 +400,7 @@ fn job_writing_200_mb_to_stdout_keeps_memory_bounded() {
 
     // `cairn logs` streams the captured stdout instead of loading it.
     let mut logs = Command::new(CAIRN)
-        .args(["logs", "out/i=a"])
+        .args(["logs", "out/i=a", "--stdout"])
         .current_dir(p.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

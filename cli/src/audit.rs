@@ -18,6 +18,7 @@ use cairn_engine::refs::PartitionRef;
 use cairn_store::{BlobProblem, Damage, GcKeep, Store};
 use serde_json::{Value, json};
 
+use crate::escape::escape;
 use crate::project::Project;
 use crate::report::{json_line, note};
 use crate::{Cli, Failure};
@@ -256,7 +257,7 @@ fn entry_text(entry: &Entry) -> String {
             let job = m.manifest.as_ref().map_or("?", |manifest| &manifest.job);
             out.push_str(&format!("  key      {}  job {job}\n", m.key));
             if let Some(reason) = &m.reason {
-                out.push_str(&format!("  reason   {reason}\n"));
+                out.push_str(&format!("  reason   {}\n", escape(reason)));
             }
             if let Some(manifest) = &m.manifest {
                 let code = manifest
@@ -313,13 +314,14 @@ fn entry_text(entry: &Entry) -> String {
                 return String::new();
             };
             let mut out = format!(
-                "build {}  {}  FAILED: {error}\n",
+                "build {}  {}  FAILED: {}\n",
                 event.build,
-                format_time_ms(event.time_ms)
+                format_time_ms(event.time_ms),
+                escape(error)
             );
             out.push_str(&format!("  key      {key}  job {job}\n"));
             if let Some(reason) = reason {
-                out.push_str(&format!("  reason   {reason}\n"));
+                out.push_str(&format!("  reason   {}\n", escape(reason)));
             }
             if let Some(code) = exit_code {
                 out.push_str(&format!("  exit     {code}\n"));
@@ -338,12 +340,13 @@ fn entry_text(entry: &Entry) -> String {
             };
             let by = by
                 .as_deref()
-                .map(|by| format!(" by {by}"))
+                .map(|by| format!(" by {}", escape(by)))
                 .unwrap_or_default();
             format!(
-                "build {}  {}  invalidated{by}: {reason}\n",
+                "build {}  {}  invalidated{by}: {}\n",
                 event.build,
-                format_time_ms(event.time_ms)
+                format_time_ms(event.time_ms),
+                escape(reason)
             )
         }
     }
@@ -488,7 +491,18 @@ impl Run {
     }
 }
 
-pub fn logs(cli: &Cli, request: &str, build: Option<u64>) -> Result<u8, Failure> {
+/// Which captured streams `cairn logs` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// Both, each after a label line on stdout, so that a pipe keeps them
+    /// apart.
+    Both,
+    /// One, as captured; its label goes to stderr.
+    Stdout,
+    Stderr,
+}
+
+pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> Result<u8, Failure> {
     let project = Project::load(cli)?;
     let partition = parse_ref(request)?;
     if is_source(&project, &partition) {
@@ -555,9 +569,25 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>) -> Result<u8, Failure>
         note("the run produced no output (stdout and stderr were empty)");
         return Ok(0);
     }
-    for (name, digest) in [("stdout", run.stdout), ("stderr", run.stderr)] {
+    let selected: &[(&str, Option<ContentDigest>)] = match streams {
+        Streams::Both => &[("stdout", run.stdout), ("stderr", run.stderr)],
+        Streams::Stdout => &[("stdout", run.stdout)],
+        Streams::Stderr => &[("stderr", run.stderr)],
+    };
+    // With both streams the labels are part of the output (stdout), and a
+    // stream that does not end its last line gets a line break before the
+    // next label; one stream alone is printed byte for byte.
+    let labelled = streams == Streams::Both;
+    let label = |text: &str| {
+        if labelled {
+            stdout_text(&format!("{text}\n"));
+        } else {
+            note(text);
+        }
+    };
+    for &(name, digest) in selected {
         let Some(digest) = digest else {
-            note(&format!("--- {name}: empty ---"));
+            label(&format!("--- {name}: empty ---"));
             continue;
         };
         let unreadable = |error: cairn_engine::ports::StoreError| {
@@ -571,9 +601,19 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>) -> Result<u8, Failure>
         // Opened without blocking, a regular file only (a FIFO planted
         // under the blob's name since the check would block forever).
         let (mut file, length) = store.blobs().open(&digest).map_err(unreadable)?;
-        note(&format!("--- {name} ({length} bytes) ---"));
+        label(&format!("--- {name} ({length} bytes) ---"));
         let mut stdout = std::io::stdout().lock();
         let _ = std::io::copy(&mut file, &mut stdout);
+        if labelled && length > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            let ends_line = file.seek(SeekFrom::Start(length - 1)).is_ok()
+                && file.read_exact(&mut last).is_ok()
+                && last[0] == b'\n';
+            if !ends_line {
+                let _ = stdout.write_all(b"\n");
+            }
+        }
         let _ = stdout.flush();
     }
     Ok(0)

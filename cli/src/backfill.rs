@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             } else {
                 format!(" ({})", sizes.join(" x "))
             },
-            entry.reason
+            crate::escape::escape(&entry.reason)
         ));
     }
     let mut refs = backfill.refs();
@@ -106,7 +106,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
     if !failed.is_empty() {
         note(&format!("failed partitions ({}):", failed.len()));
         for (partition, error) in &failed {
-            note(&format!("  {partition}: {error}"));
+            note(&format!("  {partition}: {}", crate::escape::escape(error)));
         }
         note(&format!(
             "fix the cause, then `cairn backfill {} --retry-failed` reruns just those (and what depends on them)",
@@ -197,6 +197,7 @@ fn dry_run(project: &Project, plan: &Plan, json: bool) -> Result<u8, Failure> {
                 &json!({"type": "partition", "ref": partition, "verdict": word, "reason": reason}),
             );
         } else {
+            let reason = crate::escape::escape(&reason);
             out.push_str(&format!("{word:<10} {partition}  ({reason})\n"));
         }
     }

@@ -425,7 +425,8 @@ fn dry_line(
             }
             out.extend_from_slice(output.as_str().as_bytes());
         }
-        writeln!(out, " ({}): {}", action.job, verdict.reason())
+        let reason = verdict.reason().to_string();
+        writeln!(out, " ({}): {}", action.job, crate::escape::escape(&reason))
     };
 }
 

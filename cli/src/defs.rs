@@ -453,5 +453,5 @@ pub fn diff_command(cli: &Cli, name: &str, from: Option<u64>, json: bool) -> Res
 fn print_stdout(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.write_all(crate::escape::escape_lines(text).as_bytes());
 }

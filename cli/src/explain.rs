@@ -150,7 +150,8 @@ fn print(json: bool, partition: &PartitionRef, explanation: &Explanation) {
         }));
     } else {
         use std::io::Write;
-        let _ = writeln!(std::io::stdout().lock(), "{}", explanation.text);
+        let text = crate::escape::escape(&explanation.text);
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 }
 
@@ -207,5 +208,5 @@ pub fn invalidate(
 
 fn println_stdout(line: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    let _ = writeln!(std::io::stdout().lock(), "{}", crate::escape::escape(line));
 }

@@ -29,6 +29,7 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
             for &index in &plan.order {
                 let action = &plan.actions[index];
                 let (state, reason) = verdicts[index].describe();
+                let reason = crate::escape::escape(&reason);
                 out.push_str(&format!(
                     "{state:>10}  {:<10} {}  ({reason})\n",
                     action.job,
@@ -251,6 +252,7 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
         if json {
             json_line(&json!({"ref": partition, "state": state, "reason": reason}));
         } else {
+            let reason = crate::escape::escape(reason);
             print_stdout(&format!("{state:<8} {partition}  {reason}\n"));
         }
     }
@@ -589,6 +591,8 @@ fn event_text(event: &Event) -> String {
         ),
     };
     let about: Vec<&str> = partitions.iter().map(|p| p.as_str()).collect();
+    // One line per event: whatever the stored texts hold stays on it.
+    let detail = crate::escape::escape(&detail);
     format!(
         "{:>6} b{:<4} {:<22} {}{}  {detail}",
         event.seq,

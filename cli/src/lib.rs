@@ -10,6 +10,7 @@ mod audit;
 mod backfill;
 mod build;
 mod defs;
+mod escape;
 mod explain;
 mod inspect;
 mod project;
@@ -142,13 +143,19 @@ enum Command {
         json: bool,
     },
     /// The captured stdout and stderr of the job run that produced REF (or
-    /// that last failed to).
+    /// that last failed to), each under a `--- stdout|stderr ---` label.
     Logs {
         #[arg(value_name = "REF")]
         partition: String,
         /// The run of this build instead.
         #[arg(long, value_name = "ID")]
         build: Option<u64>,
+        /// Only the captured stdout, exactly as captured (no label).
+        #[arg(long, conflicts_with = "stderr")]
+        stdout: bool,
+        /// Only the captured stderr, exactly as captured (no label).
+        #[arg(long)]
+        stderr: bool,
     },
     /// Rebuild the catalog's projections from the event log.
     Replay {
@@ -353,7 +360,19 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::History { partition, json } => audit::history(&cli, partition, *json),
-        Command::Logs { partition, build } => audit::logs(&cli, partition, *build),
+        Command::Logs {
+            partition,
+            build,
+            stdout,
+            stderr,
+        } => {
+            let streams = match (stdout, stderr) {
+                (true, _) => audit::Streams::Stdout,
+                (_, true) => audit::Streams::Stderr,
+                _ => audit::Streams::Both,
+            };
+            audit::logs(&cli, partition, *build, streams)
+        }
         Command::Replay { check, no_wait } => audit::replay(&cli, *check, *no_wait),
         Command::Backfill(args) => backfill::run(&cli, args),
         Command::Defs { command } => match command {

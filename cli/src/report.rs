@@ -22,13 +22,14 @@ fn color(code: &str, text: &str) -> String {
 /// `error: ...` on stderr.
 pub fn error_line(message: &str) {
     let mut stderr = std::io::stderr().lock();
+    let message = crate::escape::escape_lines(message);
     let _ = writeln!(stderr, "{} {message}", color("31;1", "error:"));
 }
 
 /// A note for humans on stderr.
 pub fn note(message: &str) {
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "{message}");
+    let _ = writeln!(stderr, "{}", crate::escape::escape_lines(message));
 }
 
 /// Prints one JSON value as a line on stdout.
@@ -55,6 +56,42 @@ pub fn outputs_text(action: &PlannedAction) -> String {
         .map(|output| output.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A failed action for humans, as cargo and Bazel show one: the error,
+/// the last lines of the job's stderr (redacted when captured, escaped
+/// here), and the command that prints all of its output.
+///
+/// ```text
+/// failed: job clean (clean/x=1) exited with status 1
+///   last 2 lines of stderr:
+///     Traceback (most recent call last):
+///     ValueError: bad rating
+///   all output: cairn logs clean/x=1
+/// ```
+pub fn failure_text(
+    label: &str,
+    error: &str,
+    stderr_tail: &[String],
+    partition: Option<&cairn_engine::PartitionRef>,
+) -> String {
+    let mut text = format!("{label} {}", crate::escape::escape_lines(error));
+    if stderr_tail.is_empty() {
+        return text;
+    }
+    let count = stderr_tail.len();
+    text.push_str(&format!(
+        "\n  last {count} line{} of stderr:",
+        if count == 1 { "" } else { "s" }
+    ));
+    for line in stderr_tail {
+        text.push_str("\n    ");
+        text.push_str(&crate::escape::escape(line));
+    }
+    if let Some(partition) = partition {
+        text.push_str(&format!("\n  all output: cairn logs {partition}"));
+    }
+    text
 }
 
 /// The build's reporter: JSON lines and/or human progress.
@@ -171,15 +208,23 @@ impl Reporter for BuildReporter {
             let mut line = action_line(&action.job, &action.config.outputs, outcome, key);
             match outcome {
                 Outcome::Executed { duration_ms } => line["duration_ms"] = json!(duration_ms),
-                Outcome::Failed { error } => line["error"] = json!(error),
+                Outcome::Failed { error, stderr_tail } => {
+                    line["error"] = json!(error);
+                    line["stderr_tail"] = json!(stderr_tail);
+                }
                 Outcome::Skipped { reason } => line["reason"] = json!(reason),
                 Outcome::Cached { .. } => {}
             }
             json_line(&line);
         }
         match outcome {
-            Outcome::Failed { error } => {
-                self.human_line(&format!("{} {error}", color("31;1", "failed:")));
+            Outcome::Failed { error, stderr_tail } => {
+                self.human_line(&failure_text(
+                    &color("31;1", "failed:"),
+                    error,
+                    stderr_tail,
+                    action.config.outputs.first(),
+                ));
             }
             Outcome::Executed { duration_ms } if !self.tty => {
                 self.human_line(&format!(

@@ -74,10 +74,22 @@ pub struct ResolvedInput {
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Executed { duration_ms: u64 },
-    Cached { restored: bool },
-    Failed { error: String },
-    Skipped { reason: String },
+    Executed {
+        duration_ms: u64,
+    },
+    Cached {
+        restored: bool,
+    },
+    Failed {
+        error: String,
+        /// The last lines of the job's captured stderr (redacted, at most
+        /// [`crate::run::STDERR_TAIL_LINES`]), for the failure message;
+        /// empty when it printed nothing or never ran.
+        stderr_tail: Vec<String>,
+    },
+    Skipped {
+        reason: String,
+    },
 }
 
 /// Whether an action must run, given its key.
@@ -676,7 +688,10 @@ impl Context<'_> {
                 stderr: logs.1,
             }],
             updates,
-            outcome: Outcome::Failed { error },
+            outcome: Outcome::Failed {
+                error,
+                stderr_tail: Vec::new(),
+            },
             outputs: None,
             built_by: None,
             leftovers: Vec::new(),

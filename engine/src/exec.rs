@@ -917,7 +917,10 @@ impl<'a> Scheduler<'a> {
                         stderr: None,
                     }],
                     updates: Vec::new(),
-                    outcome: Outcome::Failed { error },
+                    outcome: Outcome::Failed {
+                        error,
+                        stderr_tail: Vec::new(),
+                    },
                     outputs: None,
                     built_by: None,
                     leftovers: Vec::new(),
@@ -1002,7 +1005,7 @@ impl<'a> Scheduler<'a> {
         match &outcome {
             Outcome::Executed { .. } => counts.executed += 1,
             Outcome::Cached { .. } => counts.cached += 1,
-            Outcome::Failed { error } => {
+            Outcome::Failed { error, .. } => {
                 counts.failed += 1;
                 self.failures.push(error.clone());
             }

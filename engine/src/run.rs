@@ -32,6 +32,52 @@ use crate::runner::{Invocation, describe_status, run_process};
 /// Checkpoints larger than this are ignored (with a warning in the job's log).
 pub const CHECKPOINT_LIMIT: u64 = 1024 * 1024;
 
+/// How many lines of a failed job's stderr its failure message shows.
+pub const STDERR_TAIL_LINES: usize = 10;
+/// At most this much of the end of its stderr is read for them, and a
+/// line is cut at [`TAIL_LINE_CHARS`] characters: a failure message stays
+/// short whatever the job printed.
+const TAIL_BYTES: u64 = 16 * 1024;
+const TAIL_LINE_CHARS: usize = 400;
+
+/// The last [`STDERR_TAIL_LINES`] non-blank lines of the captured log at
+/// `path` (already redacted by [`Context::store_logs`]), lossily decoded.
+fn log_tail(path: &Path) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    let length = file.metadata().map_or(0, |metadata| metadata.len());
+    let start = length.saturating_sub(TAIL_BYTES);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err()
+        || file.take(TAIL_BYTES).read_to_end(&mut bytes).is_err()
+    {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    // The first line read may be the end of a longer one.
+    if start > 0 && lines.len() > 1 {
+        lines.remove(0);
+    }
+    let mut tail: Vec<String> = lines
+        .iter()
+        .rev()
+        .filter(|line| !line.trim().is_empty())
+        .take(STDERR_TAIL_LINES)
+        .map(|line| {
+            let mut kept: String = line.chars().take(TAIL_LINE_CHARS).collect();
+            if kept.len() < line.len() {
+                kept.push('…');
+            }
+            kept
+        })
+        .collect();
+    tail.reverse();
+    tail
+}
+
 /// Emits events of a running action to the scheduler (from any thread).
 pub type Emit<'a> = &'a (dyn Fn(EventKind) + Sync);
 
@@ -39,6 +85,8 @@ pub type Emit<'a> = &'a (dyn Fn(EventKind) + Sync);
 struct Attempt {
     status: std::io::Result<std::process::ExitStatus>,
     logs: (Option<ContentDigest>, Option<ContentDigest>),
+    /// The last lines of its (redacted) stderr.
+    stderr_tail: Vec<String>,
     checkpoint: Option<CheckpointRecord>,
 }
 
@@ -313,7 +361,12 @@ impl Context<'_> {
                 let _ = fs::remove_dir_all(&run_dir);
             }
             if attempt >= attempts || self.children.is_interrupted() {
-                return self.failed_with_logs(action, key, error, exit_code, result.logs, updates);
+                let mut finished =
+                    self.failed_with_logs(action, key, error, exit_code, result.logs, updates);
+                if let Outcome::Failed { stderr_tail, .. } = &mut finished.outcome {
+                    *stderr_tail = result.stderr_tail;
+                }
+                return finished;
             }
             // A failed attempt that will be retried is a fact of its own.
             emit(EventKind::ActionFailed {
@@ -437,9 +490,15 @@ impl Context<'_> {
         let checkpoint = state
             .last
             .filter(|last| Some(last.sequence) != resume.map(|r| r.sequence));
+        let logs = self.store_logs(&stdout_path, &stderr_path);
+        let stderr_tail = match &status {
+            Ok(status) if status.success() => Vec::new(),
+            _ => log_tail(&stderr_path),
+        };
         Ok(Attempt {
             status,
-            logs: self.store_logs(&stdout_path, &stderr_path),
+            logs,
+            stderr_tail,
             checkpoint: checkpoint.or(resume),
         })
     }
