@@ -950,3 +950,83 @@ fn log_json_over_a_million_events_stays_under_100_mib() {
         }
     }
 }
+
+/// Issue 26 §7: the human `cairn log` shows each event's time (in the form
+/// `--since` accepts), `--since DATE` starts its scan at the first event of
+/// that time instead of the start of the log, and `history` shows the
+/// reason a backfill was run with.
+#[test]
+fn log_shows_times_since_date_skips_the_older_log_and_history_shows_the_backfill_reason() {
+    let p = shout();
+    p.build(&[]).assert_code(0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.write(
+        "again.toml",
+        "target = \"shout/day={day}\"\nreason = \"#77 shout again\"\n[dimensions.day]\nvalues = [\"mon\"]\n",
+    );
+    p.append("inputs/mon.txt", "more\n");
+    let backfill = p.cairn(&["backfill", "again.toml"]);
+    backfill.assert_code(0);
+
+    let events = p.log(&[]);
+    let human = p.cairn(&["log"]);
+    human.assert_code(0);
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines.len(), events.len());
+    for (line, event) in lines.iter().zip(&events) {
+        let time = utc_time(event["time_ms"].as_u64().unwrap());
+        assert!(line.contains(&format!(" {time} ")), "{time}: {line}");
+    }
+
+    // The first event of the backfill, to the second: every earlier event
+    // was recorded at least a second before it.
+    let second_build = events
+        .iter()
+        .position(|event| event["command"] == "backfill")
+        .unwrap();
+    let since = utc_time(events[second_build]["time_ms"].as_u64().unwrap());
+    let from = events[second_build]["seq"].as_u64().unwrap();
+    let tail = p.cairn(&["-vv", "log", "--since", &since]);
+    tail.assert_code(0);
+    assert_eq!(tail.stdout.lines().count(), events.len() - second_build);
+    assert!(
+        tail.stderr
+            .contains(&format!("--since starts the scan at seq {from} ")),
+        "{}",
+        tail.stderr
+    );
+
+    let history = p.cairn(&["history", "shout/day=mon"]);
+    history.assert_code(0);
+    assert!(
+        history
+            .stdout
+            .contains("  because  #77 shout again (backfill again.toml"),
+        "{}",
+        history.stdout
+    );
+    let entries = p
+        .cairn(&["history", "shout/day=mon", "--json"])
+        .json_lines();
+    assert!(
+        entries[0]["build_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("#77 shout again"),
+        "{entries:?}"
+    );
+    assert_eq!(entries[1]["build_reason"], Value::Null);
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a time in ms since the epoch.
+fn utc_time(ms: u64) -> String {
+    let seconds = ms / 1000;
+    let (y, m, d) = civil(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}

@@ -6,7 +6,7 @@
 //! history, not with the log. `replay`, `store verify --repair` and
 //! `store gc` take the writer lock; the others read beside a running build.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 
 use cairn_engine::date::format_time_ms;
@@ -97,6 +97,13 @@ struct Materialized {
 }
 
 impl Entry {
+    fn build(&self) -> u64 {
+        match self {
+            Entry::Materialization(m) => m.build,
+            Entry::Failure { event, .. } | Entry::Invalidation(event) => event.build,
+        }
+    }
+
     fn seq(&self) -> u64 {
         match self {
             Entry::Materialization(m) => m.seq,
@@ -206,9 +213,16 @@ pub fn history(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
         ));
         return Ok(0);
     }
+    let requested = build_reasons(&store, &entries)?;
     if json {
         for entry in &entries {
-            json_line(&entry_json(&partition, entry));
+            let mut line = entry_json(&partition, entry);
+            if let Value::Object(fields) = &mut line
+                && !matches!(entry, Entry::Invalidation(_))
+            {
+                fields.insert("build_reason".into(), json!(requested.get(&entry.build())));
+            }
+            json_line(&line);
         }
         return Ok(0);
     }
@@ -221,10 +235,54 @@ pub fn history(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
     );
     for entry in &entries {
         out.push('\n');
-        out.push_str(&entry_text(entry));
+        let mut text = entry_text(entry);
+        // The reason the build was asked for (a backfill's, `cairn build`
+        // has none), under the entry's first line.
+        if let (Some(reason), Some(first_line_end), false) = (
+            requested.get(&entry.build()),
+            text.find('\n'),
+            matches!(entry, Entry::Invalidation(_)),
+        ) {
+            text.insert_str(
+                first_line_end + 1,
+                &format!("  because  {}\n", escape(reason)),
+            );
+        }
+        out.push_str(&text);
     }
     stdout_text(&out);
     Ok(0)
+}
+
+/// The reason each build of `entries` was requested with (its
+/// `BuildRequested`, the first event of the build, found by binary search
+/// over seq: build ids grow along the log), for the builds that have one.
+fn build_reasons(store: &Store, entries: &[Entry]) -> Result<HashMap<u64, String>, Failure> {
+    let mut reasons = HashMap::new();
+    let builds: BTreeSet<u64> = entries
+        .iter()
+        .filter(|entry| !matches!(entry, Entry::Invalidation(_)))
+        .map(Entry::build)
+        .collect();
+    for build in builds {
+        let seq = store
+            .catalog()
+            .first_seq_reaching(&|event| event.build >= build)?;
+        if let Some(Event {
+            build: found,
+            kind:
+                EventKind::BuildRequested {
+                    reason: Some(reason),
+                    ..
+                },
+            ..
+        }) = store.catalog().event(seq)?
+            && found == build
+        {
+            reasons.insert(build, reason);
+        }
+    }
+    Ok(reasons)
 }
 
 fn duration_ms(manifest: &Manifest) -> u64 {

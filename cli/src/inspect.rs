@@ -594,13 +594,24 @@ fn event_text(event: &Event) -> String {
     // One line per event: whatever the stored texts hold stays on it.
     let detail = crate::escape::escape(&detail);
     format!(
-        "{:>6} b{:<4} {:<22} {}{}  {detail}",
+        "{:>6} b{:<4} {} {:<22} {}{}  {detail}",
         event.seq,
         event.build,
+        log_time(event.time_ms),
         event.kind.name(),
         job.map(|job| format!("{job} ")).unwrap_or_default(),
         about.join(", ")
     )
+}
+
+/// An event's recorded time as `cairn log` shows it: UTC, to the second,
+/// in the form `--since` and `--until` accept (`2024-02-01T09:12:44Z`).
+fn log_time(ms: u64) -> String {
+    let text = cairn_engine::date::format_time_ms(ms);
+    match text.strip_suffix(" UTC") {
+        Some(time) => format!("{}Z", time.replacen(' ', "T", 1)),
+        None => text,
+    }
 }
 
 /// What the log scan does with one event.
@@ -709,9 +720,21 @@ pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
         note("nothing was built here yet: the event log is empty");
         return Ok(0);
     };
+    // `--since DATE` starts the scan at the first event recorded at or
+    // after DATE, found by binary search over seq: recorded times grow
+    // with seq (one writer appends, each group stamped when it commits)
+    // unless the system clock is stepped back, so the log needs no time
+    // index (docs/audit.md says what a clock stepped back means for it).
     let from = match since {
         Some(Bound::Seq(seq)) => seq.max(1),
-        _ => 1,
+        Some(Bound::Time(first)) => {
+            let from = store
+                .catalog()
+                .first_seq_reaching(&|event| event.time_ms >= first)?;
+            tracing::debug!("log: --since starts the scan at seq {from} (binary search over seq)");
+            from
+        }
+        None => 1,
     };
     // One partition: read its events through the partition index instead of
     // the whole log. Otherwise stream the log from `from` on.

@@ -394,6 +394,39 @@ impl RedbCatalog {
         self.decode_at(seq, bytes.value()).map(Some)
     }
 
+    /// The first seq whose event satisfies `reached`, found by binary
+    /// search over seq in one read transaction (about log2(events) reads),
+    /// or `last seq + 1` when none does. `reached` must be monotone along
+    /// the log: false for a prefix of it, true from some seq on. Build ids
+    /// are (a build's events form one block, ids allocated in increasing
+    /// order by the single writer); recorded times are as long as the
+    /// system clock is not stepped back (see `cairn log --since DATE`).
+    pub fn first_seq_reaching(&self, reached: &dyn Fn(&Event) -> bool) -> Result<u64, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(1);
+        };
+        let last = events
+            .last()
+            .map_err(|error| self.fail(error))?
+            .map_or(0, |(seq, _)| seq.value());
+        let (mut low, mut high) = (1u64, last + 1);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let Some(bytes) = events.get(middle).map_err(|error| self.fail(error))? else {
+                return Err(self.fail(format!(
+                    "event {middle} is missing from the log (events 1 to {last} are expected)"
+                )));
+            };
+            if reached(&self.decode_at(middle, bytes.value())?) {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Ok(low)
+    }
+
     /// The events about `partition` (see [`partitions_of`]) with
     /// `seq >= from`, in order, until `visit` says stop. Reads the
     /// `partition_events` index and fetches each event by seq, so the cost
