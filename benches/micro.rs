@@ -11,7 +11,7 @@ use cairn_engine::graph::{Graph, Job};
 use cairn_engine::key::{KeyInputs, OutputIdentity, action_key};
 use cairn_engine::plan::{Configurer, plan};
 use cairn_engine::ports::{BlobStore, Catalog};
-use cairn_engine::record::EventKind;
+use cairn_engine::record::{EventKind, ProgramRecord};
 use cairn_engine::refs::{Bindings, PartitionRef};
 use cairn_store::{OpenMode, Store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -51,8 +51,12 @@ fn keys(c: &mut Criterion) {
     let mut group = c.benchmark_group("action_key");
     let env = vec![
         ("HOME".to_owned(), "/root".to_owned()),
-        ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+        ("LANG".to_owned(), "C".to_owned()),
     ];
+    let program = ProgramRecord {
+        path: "/usr/bin/sh".to_owned(),
+        digest: Some(ContentDigest::of(b"sh")),
+    };
     let datasets = vec![("daily".to_owned(), OutputIdentity::Major(1))];
     let run = vec![
         "sh".to_owned(),
@@ -66,6 +70,7 @@ fn keys(c: &mut Criterion) {
                 action_key(black_box(&KeyInputs {
                     job: "daily",
                     run: &run,
+                    program: &program,
                     config: &config,
                     passed_env: &env,
                     output_datasets: &datasets,

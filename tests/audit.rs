@@ -882,6 +882,7 @@ fn log_json_over_a_million_events_stays_under_100_mib() {
                 finished_ms: 2,
                 stdout: None,
                 stderr: None,
+                command: None,
             };
             batch.push(EventKind::ActionStarted {
                 key,

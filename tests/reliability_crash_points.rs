@@ -512,6 +512,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         build: build_id,
         retries: None,
         real_dirs: Default::default(),
+        programs: Default::default(),
     };
     let interrupt = AtomicBool::new(false);
     let options = BuildOptions {

@@ -1,6 +1,7 @@
 //! key_completeness (docs/reliability.md, promises 2 and 6): property tests
 //! of the action key. Changing any field that enters it (job, command,
-//! arguments, config environment, allow-listed environment, output refs,
+//! arguments, the program run resolves to (path and content), config
+//! environment, allow-listed environment, output refs,
 //! output dataset identity, input refs and contents, and the order and
 //! repeats of inputs and outputs, which the job sees by position) changes
 //! the key, and so does moving a value from one field to the next; what must not enter it
@@ -22,6 +23,7 @@ use cairn_engine::graph::EnvPolicy;
 use cairn_engine::key::{KeyInputs, OutputIdentity, action_key};
 use cairn_engine::observe::Observer;
 use cairn_engine::ports::MemoryStatCache;
+use cairn_engine::record::ProgramRecord;
 use cairn_engine::runner::JobEnvironment;
 use proptest::prelude::*;
 
@@ -30,6 +32,7 @@ use proptest::prelude::*;
 struct Fields {
     job: String,
     run: Vec<String>,
+    program: ProgramRecord,
     config: JobConfig,
     passed_env: Vec<(String, String)>,
     datasets: Vec<(String, OutputIdentity)>,
@@ -41,6 +44,7 @@ impl Fields {
         action_key(&KeyInputs {
             job: &self.job,
             run: &self.run,
+            program: &self.program,
             config: &self.config,
             passed_env: &self.passed_env,
             output_datasets: &self.datasets,
@@ -76,35 +80,45 @@ fn fields() -> impl Strategy<Value = Fields> {
         prop::collection::btree_map("[A-Z]{1,4}", value(), 0..3),
         prop::collection::vec(partition("out"), 1..3),
         identity(),
-        prop::collection::btree_map(partition("in"), any::<[u8; 32]>(), 0..4),
+        (
+            prop::collection::btree_map(partition("in"), any::<[u8; 32]>(), 0..4),
+            value(),
+            prop::option::of(any::<[u8; 32]>()),
+        ),
     )
-        .prop_map(|(job, run, args, env, passed, outputs, identity, inputs)| {
-            let mut outputs = outputs;
-            outputs.sort();
-            outputs.dedup();
-            Fields {
-                job,
-                run,
-                config: JobConfig {
-                    outputs,
-                    inputs: Vec::new(),
-                    args,
-                    env,
-                },
-                passed_env: passed.into_iter().collect(),
-                datasets: vec![("out".to_owned(), identity)],
-                inputs: inputs
-                    .into_iter()
-                    .map(|(partition, bytes)| (partition, ContentDigest(bytes)))
-                    .collect(),
-            }
-        })
+        .prop_map(
+            |(job, run, args, env, passed, outputs, identity, (inputs, program, content))| {
+                let mut outputs = outputs;
+                outputs.sort();
+                outputs.dedup();
+                Fields {
+                    job,
+                    run,
+                    program: ProgramRecord {
+                        path: format!("/usr/bin/{program}"),
+                        digest: content.map(ContentDigest),
+                    },
+                    config: JobConfig {
+                        outputs,
+                        inputs: Vec::new(),
+                        args,
+                        env,
+                    },
+                    passed_env: passed.into_iter().collect(),
+                    datasets: vec![("out".to_owned(), identity)],
+                    inputs: inputs
+                        .into_iter()
+                        .map(|(partition, bytes)| (partition, ContentDigest(bytes)))
+                        .collect(),
+                }
+            },
+        )
 }
 
 /// One change to one field of the key (`salt` makes it a real change).
 fn mutate(fields: &mut Fields, which: u8, salt: &str) {
     let changed = |text: &str| format!("{text}{salt}");
-    match which % 14 {
+    match which % 16 {
         0 => fields.job = changed(&fields.job),
         1 => fields.run[0] = changed(&fields.run[0]),
         2 => fields.run.push(salt.to_owned()),
@@ -165,6 +179,14 @@ fn mutate(fields: &mut Fields, which: u8, salt: &str) {
                 fields.config.outputs.push(first);
             }
         }
+        // The program found: another path, or other content.
+        13 => fields.program.path = changed(&fields.program.path),
+        14 => {
+            fields.program.digest = match fields.program.digest {
+                Some(digest) => Some(ContentDigest::of(format!("{digest:?}{salt}").as_bytes())),
+                None => Some(ContentDigest::of(salt.as_bytes())),
+            };
+        }
         // Moving a value across a field boundary is a change too.
         12 => match fields.config.args.first().cloned() {
             Some(first) => {
@@ -196,7 +218,7 @@ proptest! {
     ) {
         let mut changed = base.clone();
         mutate(&mut changed, which, &salt);
-        prop_assert_ne!(base.key(), changed.key(), "change {} left the key as it was", which % 14);
+        prop_assert_ne!(base.key(), changed.key(), "change {} left the key as it was", which % 16);
         // The key is a function of its fields.
         prop_assert_eq!(base.key(), base.key());
     }

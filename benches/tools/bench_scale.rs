@@ -150,6 +150,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         build,
         retries: None,
         real_dirs: Default::default(),
+        programs: Default::default(),
     };
     let observer = Observer::new(catalog);
     let mut updates: Vec<StatUpdate> = Vec::new();
@@ -284,6 +285,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
                 finished_ms: now,
                 stdout: None,
                 stderr: None,
+                command: None,
             },
         });
         events.extend(materialized);

@@ -331,6 +331,7 @@ pub fn execute(
         build: build_id,
         retries: execution.retries,
         real_dirs: Default::default(),
+        programs: Default::default(),
     };
     let options = BuildOptions {
         jobs: jobs(execution.jobs),

@@ -845,6 +845,7 @@ mod tests {
                     finished_ms: 2,
                     stdout: Some(digest),
                     stderr: None,
+                    command: None,
                 },
             },
             EventKind::ActionFailed {

@@ -164,6 +164,7 @@ impl Project {
             build: 0,
             retries: None,
             real_dirs: Default::default(),
+            programs: Default::default(),
         };
         read(&context)
     }

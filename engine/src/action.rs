@@ -17,7 +17,7 @@ use crate::key::{KeyInputs, OutputIdentity, action_key};
 use crate::observe::{Observer, StatUpdate, now_ns, stat_entry};
 use crate::plan::PlannedAction;
 use crate::ports::{BlobStore, Catalog, StoreError};
-use crate::record::{EventKind, FileEntry, Manifest};
+use crate::record::{CommandRecord, EventKind, FileEntry, Manifest, ProgramRecord};
 use crate::refs::PartitionRef;
 use crate::runner::{Children, JobEnvironment};
 
@@ -38,6 +38,8 @@ pub struct Context<'a> {
     /// Directories between the data root and the partitions already seen
     /// to be real directories by this build's decisions.
     pub real_dirs: RealDirs,
+    /// The jobs' programs, resolved once (engine/src/program.rs).
+    pub programs: crate::program::Programs,
 }
 
 /// Directories a build has seen to be real directories (not links), so that
@@ -266,14 +268,52 @@ impl Context<'_> {
             .iter()
             .map(|input| (input.partition.clone(), input.digest))
             .collect();
+        let program = self.program(job);
         action_key(&KeyInputs {
             job: &job.name,
             run: &job.run,
+            program: &program,
             config: &action.config,
-            passed_env: &self.environment.passed,
+            passed_env: self.keyed_env(),
             output_datasets: &output_datasets,
             inputs: &input_digests,
         })
+    }
+
+    /// What `job`'s `run[0]` resolves to on the jobs' `PATH`.
+    pub fn program(&self, job: &crate::graph::Job) -> std::sync::Arc<ProgramRecord> {
+        let path = self
+            .environment
+            .passed
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.as_str());
+        let program = job.run.first().map_or("", String::as_str);
+        self.programs
+            .record(self.graph, program, path, self.catalog)
+    }
+
+    /// The allow-listed variables that enter keys (`PATH` only if listed).
+    pub fn keyed_env(&self) -> &[(String, String)] {
+        self.programs
+            .keyed_env(self.graph, &self.environment.passed)
+    }
+
+    /// The command of `action` as its key sees it, for its manifest.
+    pub fn command_record(&self, action: &PlannedAction) -> CommandRecord {
+        let job = &self.graph.jobs[&*action.job];
+        CommandRecord {
+            run: job.run.clone(),
+            args: action.config.args.clone(),
+            env: action
+                .config
+                .env
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            passed_env: self.keyed_env().to_vec(),
+            program: (*self.program(job)).clone(),
+        }
     }
 
     /// Decides what to do with `key` without changing anything.
@@ -458,6 +498,17 @@ impl Context<'_> {
                 first.dataset()
             ));
         }
+        if let Some(old) = &previous.command
+            && let Some(change) = command_changed(old, &self.command_record(action))
+        {
+            return Ok(change);
+        }
+        if previous.job != *action.job {
+            return Ok(format!(
+                "it was built by job {}, now job {}",
+                previous.job, action.job
+            ));
+        }
         Ok("the job's command, arguments or environment changed".to_owned())
     }
 
@@ -470,7 +521,9 @@ impl Context<'_> {
         emit: crate::run::Emit<'_>,
     ) -> Finished {
         let key = self.key(action, inputs, code);
-        let mut updates = Vec::new();
+        // The stat-cache entries of a program hashed for a key, if this
+        // action is the first to take them.
+        let mut updates = self.programs.take_updates();
         let decision = match self.decide(action, &key, inputs, code, &mut updates) {
             Ok(decision) => decision,
             Err(error) => return self.failed(action, key, error, None, updates),
@@ -516,7 +569,10 @@ impl Context<'_> {
             Ok(Decision::UpToDate {
                 manifest,
                 current: true,
-            }) => Some(self.reuse(action, key, &manifest, Reuse::Current, updates)),
+            }) => {
+                updates.append(&mut self.programs.take_updates());
+                Some(self.reuse(action, key, &manifest, Reuse::Current, updates))
+            }
             _ => None,
         }
     }
@@ -697,6 +753,84 @@ impl Context<'_> {
             leftovers: Vec::new(),
         }
     }
+}
+
+/// What differs between the command an action was built with and the one
+/// it would run now, naming the graph-file field, variable or program:
+/// `args[0] changed from "a" to "b"`, `environment variable TZ changed
+/// from "UTC" to "CET"`, `the job's program /usr/bin/python3 changed
+/// (content 3f2a… -> 9b1c…)`. `None` if nothing does.
+pub fn command_changed(old: &CommandRecord, new: &CommandRecord) -> Option<String> {
+    if old.program.path != new.program.path {
+        return Some(format!(
+            "the job's program changed from {} to {}",
+            old.program.path, new.program.path
+        ));
+    }
+    if old.program.digest != new.program.digest {
+        let short = |digest: Option<ContentDigest>| {
+            digest.map_or_else(|| "none".to_owned(), |digest| digest.short())
+        };
+        return Some(format!(
+            "the job's program {} changed (content {} -> {})",
+            new.program.path,
+            short(old.program.digest),
+            short(new.program.digest)
+        ));
+    }
+    if let Some(change) = list_changed("run", &old.run, &new.run)
+        .or_else(|| list_changed("args", &old.args, &new.args))
+    {
+        return Some(change);
+    }
+    variables_changed("env ", &old.env, &new.env)
+        .or_else(|| variables_changed("environment variable ", &old.passed_env, &new.passed_env))
+}
+
+/// `run[2] changed from "a" to "b"`, `args[1] was added ("x")`.
+fn list_changed(field: &str, old: &[String], new: &[String]) -> Option<String> {
+    let index = old
+        .iter()
+        .zip(new)
+        .position(|(old, new)| old != new)
+        .or_else(|| (old.len() != new.len()).then(|| old.len().min(new.len())))?;
+    Some(match (old.get(index), new.get(index)) {
+        (Some(old), Some(new)) => format!("{field}[{index}] changed from {old:?} to {new:?}"),
+        (None, Some(new)) => format!("{field}[{index}] was added ({new:?})"),
+        (Some(old), None) => format!("{field}[{index}] was removed (was {old:?})"),
+        (None, None) => return None,
+    })
+}
+
+/// The first variable, by name, set, unset or changed between two sorted
+/// lists.
+fn variables_changed(
+    what: &str,
+    old: &[(String, String)],
+    new: &[(String, String)],
+) -> Option<String> {
+    let mut names: Vec<&str> = old
+        .iter()
+        .chain(new)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let value = |list: &'_ [(String, String)], name: &str| {
+        list.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.clone())
+    };
+    names
+        .into_iter()
+        .find_map(|name| match (value(old, name), value(new, name)) {
+            (Some(old), Some(new)) if old != new => {
+                Some(format!("{what}{name} changed from {old:?} to {new:?}"))
+            }
+            (None, Some(new)) => Some(format!("{what}{name} is now set ({new:?})")),
+            (Some(old), None) => Some(format!("{what}{name} is no longer set (was {old:?})")),
+            _ => None,
+        })
 }
 
 /// Why a list of refs the job sees by position (`CAIRN_INPUT_<i>`,

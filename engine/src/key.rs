@@ -1,9 +1,11 @@
 //! The action key (design.md §5): a blake3 Merkle hash over everything that
 //! determines an action's outputs, and nothing else (no mtimes, no host name,
-//! no environment outside the allow-list, no secret).
+//! no environment outside the allow-list, no secret, and no `PATH` unless
+//! `[env] allow` lists it: the program it finds enters instead).
 
 use crate::config::JobConfig;
 use crate::digest::{ActionKey, ContentDigest, KeyHasher};
+use crate::record::ProgramRecord;
 use crate::refs::PartitionRef;
 
 /// Bump whenever the fields or their order below change: every key changes
@@ -14,7 +16,10 @@ use crate::refs::PartitionRef;
 ///   (`CAIRN_OUTPUT_<i>`, `CAIRN_INPUT_<i>`), a repeated one as many times as
 ///   it is passed: reordering them changes what the job observes, so it
 ///   changes the key (issue 26).
-pub const ACTION_RECIPE: &str = "cairn/action/v2";
+/// - v3: the program `run[0]` resolves to (its path and, outside the
+///   project, its content digest) enters after the run argv; `PATH` enters
+///   `passed_env` only when `[env] allow` lists it (issue 26, section 4).
+pub const ACTION_RECIPE: &str = "cairn/action/v3";
 
 /// What stands for an output dataset's "code" in the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +34,11 @@ pub enum OutputIdentity {
 pub struct KeyInputs<'a> {
     pub job: &'a str,
     pub run: &'a [String],
+    /// What `run[0]` resolves to (engine/src/program.rs).
+    pub program: &'a ProgramRecord,
     pub config: &'a JobConfig,
     /// Allow-listed variables passed through from cairn's environment (no
-    /// secrets), sorted by name.
+    /// secrets; `PATH` only if `[env] allow` lists it), sorted by name.
     pub passed_env: &'a [(String, String)],
     /// One entry per distinct output dataset, sorted by dataset name.
     pub output_datasets: &'a [(String, OutputIdentity)],
@@ -47,6 +54,11 @@ pub fn action_key(inputs: &KeyInputs<'_>) -> ActionKey {
     for arg in inputs.run {
         hasher.str("run.arg", arg);
     }
+    hasher.str("program.path", &inputs.program.path);
+    match &inputs.program.digest {
+        Some(digest) => hasher.digest("program.content", digest),
+        None => hasher.str("program.content", "none"),
+    };
     hasher.u64("args", inputs.config.args.len() as u64);
     for arg in &inputs.config.args {
         hasher.str("arg", arg);
@@ -117,7 +129,7 @@ mod tests {
         ),
     ) -> ActionKey {
         let mut config = config();
-        let mut env = vec![("PATH".to_owned(), "/bin".to_owned())];
+        let mut env = vec![("LANG".to_owned(), "C".to_owned())];
         let mut datasets = vec![("clean".to_owned(), OutputIdentity::Major(1))];
         let mut inputs = vec![(
             PartitionRef::parse("raw/date=2024-01-01/station=A").unwrap(),
@@ -125,9 +137,14 @@ mod tests {
         )];
         let mut run = vec!["sh".to_owned(), "clean.sh".to_owned()];
         edit(&mut config, &mut env, &mut datasets, &mut inputs, &mut run);
+        let program = ProgramRecord {
+            path: format!("/usr/bin/{}", run[0]),
+            digest: Some(ContentDigest::of(run[0].as_bytes())),
+        };
         action_key(&KeyInputs {
             job: "clean",
             run: &run,
+            program: &program,
             config: &config,
             passed_env: &env,
             output_datasets: &datasets,
@@ -141,7 +158,7 @@ mod tests {
         // update the golden value, never the other way round.
         assert_eq!(
             key_with(|_, _, _, _, _| {}).to_hex(),
-            "22e6e34b2cba1a94fe0413de1842e3ea900cad9e175bf84bdfb12d2a5703864d"
+            "538483def361be35805b87590c892ad1fef363e9ffffa47f83b61870b8978116"
         );
     }
 
@@ -157,11 +174,11 @@ mod tests {
         });
         assert_eq!(
             unversioned.to_hex(),
-            "a0d152f8aaf077d606f7452e848705acb8717fc9c5793785ca898be19173f8d7"
+            "ef8e88854559bf35eb1110a1243e732aebc37a29e3f502cdbb94644cc13e63aa"
         );
         assert_eq!(
             no_inputs.to_hex(),
-            "0570afc1a6565a14042a7bedd7c250e2c6aafadbbd31a669da5489e09cb0622d"
+            "d05c421583615cef3ccb519d21580e3b3684f8411e56963f323b22089d579fa2"
         );
     }
 
@@ -180,7 +197,10 @@ mod tests {
             key_with(|c, _, _, _, _| c.outputs[0] =
                 PartitionRef::parse("clean/date=2024-01-01/station=B").unwrap())
         );
-        assert_ne!(base, key_with(|_, e, _, _, _| e[0].1 = "/usr/bin".into()));
+        assert_ne!(base, key_with(|_, e, _, _, _| e[0].1 = "C.UTF-8".into()));
+        // The program's path and content (the test's program is named by
+        // run[0]: /usr/bin/<run[0]>, its content the name).
+        assert_ne!(base, key_with(|_, _, _, _, r| r[0] = "bash".into()));
         assert_ne!(
             base,
             key_with(|_, _, d, _, _| d[0].1 = OutputIdentity::Major(2))
@@ -200,6 +220,43 @@ mod tests {
         );
         assert_ne!(base, key_with(|_, _, _, _, r| r[1] = "clean2.sh".into()));
         assert_eq!(base, key_with(|_, _, _, _, _| {}));
+    }
+
+    #[test]
+    fn the_program_enters_by_path_and_content() {
+        let config = config();
+        let run = vec!["sh".to_owned()];
+        let key = |program: &ProgramRecord| {
+            action_key(&KeyInputs {
+                job: "clean",
+                run: &run,
+                program,
+                config: &config,
+                passed_env: &[],
+                output_datasets: &[],
+                inputs: &[],
+            })
+        };
+        let base = ProgramRecord {
+            path: "/usr/bin/sh".into(),
+            digest: Some(ContentDigest::of(b"dash")),
+        };
+        let moved = ProgramRecord {
+            path: "/bin/sh".into(),
+            digest: base.digest,
+        };
+        let replaced = ProgramRecord {
+            path: base.path.clone(),
+            digest: Some(ContentDigest::of(b"bash")),
+        };
+        let in_project = ProgramRecord {
+            path: base.path.clone(),
+            digest: None,
+        };
+        for other in [moved, replaced, in_project] {
+            assert_ne!(key(&base), key(&other), "{other:?}");
+        }
+        assert_eq!(key(&base), key(&base.clone()));
     }
 
     /// The job sees inputs and outputs by position (`CAIRN_INPUT_<i>`,

@@ -17,6 +17,7 @@ pub mod observe;
 mod par;
 pub mod plan;
 pub mod ports;
+pub mod program;
 pub mod record;
 pub mod redact;
 pub mod refs;

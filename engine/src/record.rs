@@ -71,6 +71,38 @@ pub struct Manifest {
     /// Captured stdout and stderr blobs.
     pub stdout: Option<ContentDigest>,
     pub stderr: Option<ContentDigest>,
+    /// The command as it entered the key, so that a later rebuild can say
+    /// which argument, variable or program changed. `None` in manifests
+    /// written before store format 4. (Boxed: events stay small.)
+    pub command: Option<Box<CommandRecord>>,
+}
+
+/// What entered an action key besides its inputs, outputs and versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The job's `run`.
+    pub run: Vec<String>,
+    /// The config's `args`, appended to `run`.
+    pub args: Vec<String>,
+    /// The config's `env`, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// The allow-listed variables of cairn's environment that entered the
+    /// key (never secrets), sorted by name.
+    pub passed_env: Vec<(String, String)>,
+    /// The program `run[0]` resolved to.
+    pub program: ProgramRecord,
+}
+
+/// The program a job runs, as its key sees it (engine/src/program.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramRecord {
+    /// Where it was found: an absolute path outside the project, `./rel`
+    /// inside it, or the name as given if it was not found.
+    pub path: String,
+    /// The content of the file it leads to, for a program outside the
+    /// project; `None` inside it (its content is the job's code) or when
+    /// it was not found.
+    pub digest: Option<ContentDigest>,
 }
 
 /// Counts that end a build. Every action is in exactly one of them.

@@ -601,6 +601,7 @@ impl Context<'_> {
             finished_ms: now_ms(),
             stdout: logs.0,
             stderr: logs.1,
+            command: Some(Box::new(self.command_record(action))),
         };
         let digests = manifest
             .outputs

@@ -168,7 +168,7 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
 /// working directory) and looked up again only if it is no longer an
 /// executable file there: a build spawning `sh` for 22,265 jobs searched
 /// a nine-entry PATH 22,265 times.
-fn resolve(program: &str, path: Option<&str>, cwd: &Path) -> io::Result<PathBuf> {
+pub(crate) fn resolve(program: &str, path: Option<&str>, cwd: &Path) -> io::Result<PathBuf> {
     type Found = HashMap<(String, String, PathBuf), PathBuf>;
     static FOUND: LazyLock<Mutex<Found>> = LazyLock::new(Mutex::default);
     if program.contains('/') {

@@ -18,6 +18,11 @@
 //! - 3: `DefsRefreshed` was appended to the events (the variants before it
 //!   keep their numbers, so format-2 events decode unchanged) and the
 //!   `defs` table holds [`DefsRecord`]s.
+//! - 4: the manifest gained `command` (what entered its key besides inputs
+//!   and versions, so a rebuild can name what changed). Manifests of
+//!   formats 1 to 3, in the `actions` table and in `ActionSucceeded`
+//!   events, are read through [`v3`] with no command; format-2 and -3
+//!   events through [`v3`] too. The other records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -30,10 +35,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 3;
+const FORMAT_BYTE: u8 = 4;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -61,6 +66,7 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     match bytes.first() {
         Some(1) => decode_body::<v1::Event>(&bytes[1..]).map(Event::from),
+        Some(2 | 3) => decode_body::<v3::Event>(&bytes[1..]).map(Event::from),
         _ => decode(bytes),
     }
 }
@@ -70,7 +76,10 @@ pub fn encode_manifest(manifest: &Manifest) -> Vec<u8> {
 }
 
 pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, DecodeError> {
-    decode(bytes)
+    match bytes.first() {
+        Some(1..=3) => decode_body::<v3::Manifest>(&bytes[1..]).map(Manifest::from),
+        _ => decode(bytes),
+    }
 }
 
 pub fn encode_partition_state(state: &PartitionState) -> Vec<u8> {
@@ -114,7 +123,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a record whose layout is the same in every format this cairn
-/// reads (everything but events, see the module doc).
+/// reads (everything but events and manifests, see the module doc).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&format, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     match format {
@@ -140,7 +149,8 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
 /// in today's types. Frozen: never change these types, add a `v2` module
 /// when format 3 changes events again.
 mod v1 {
-    use cairn_engine::record::{self, BuildCounts, Manifest};
+    use super::v3::Manifest;
+    use cairn_engine::record::{self, BuildCounts};
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
 
@@ -249,7 +259,9 @@ mod v1 {
                     attempt: 1,
                     resumed_from: None,
                 },
-                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded { manifest },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded {
+                    manifest: manifest.into(),
+                },
                 EventKind::ActionFailed {
                     key,
                     job,
@@ -325,11 +337,276 @@ mod v1 {
     }
 }
 
+/// Formats 1 to 3 manifests, and formats 2 and 3 events, as cairn wrote
+/// them before format 4 gave the manifest its `command`, and their reading
+/// in today's types. Frozen: never change these types.
+mod v3 {
+    use cairn_engine::record::{self, BuildCounts, InputRecord, OutputRecord};
+    use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Manifest {
+        pub key: ActionKey,
+        pub job: String,
+        pub outputs: Vec<OutputRecord>,
+        pub inputs: Vec<InputRecord>,
+        pub code_digest: Option<ContentDigest>,
+        pub versions: Vec<(String, String)>,
+        pub build: u64,
+        pub started_ms: u64,
+        pub finished_ms: u64,
+        pub stdout: Option<ContentDigest>,
+        pub stderr: Option<ContentDigest>,
+    }
+
+    impl From<Manifest> for record::Manifest {
+        /// Before format 4 the command was not recorded: explanations that
+        /// compare with it fall back to a general reason.
+        fn from(old: Manifest) -> record::Manifest {
+            record::Manifest {
+                key: old.key,
+                job: old.job,
+                outputs: old.outputs,
+                inputs: old.inputs,
+                code_digest: old.code_digest,
+                versions: old.versions,
+                build: old.build,
+                started_ms: old.started_ms,
+                finished_ms: old.finished_ms,
+                stdout: old.stdout,
+                stderr: old.stderr,
+                command: None,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Event {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub build: u64,
+        pub kind: EventKind,
+    }
+
+    /// Variant order is the format: it must stay as it was.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EventKind {
+        BuildRequested {
+            requested: Vec<String>,
+            command: String,
+            reason: Option<String>,
+        },
+        Planned {
+            actions: u64,
+            sources: u64,
+        },
+        DatasetVersionChanged {
+            dataset: String,
+            from: Option<String>,
+            to: Option<String>,
+        },
+        ActionStarted {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+            attempt: u32,
+            resumed_from: Option<u64>,
+        },
+        ActionCheckpointed {
+            key: ActionKey,
+            job: String,
+            sequence: u64,
+            digest: ContentDigest,
+            size: u64,
+        },
+        ActionSucceeded {
+            manifest: Manifest,
+        },
+        ActionFailed {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            error: String,
+            exit_code: Option<i32>,
+            stdout: Option<ContentDigest>,
+            stderr: Option<ContentDigest>,
+        },
+        ActionCached {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            built_by: u64,
+            restored: bool,
+        },
+        ActionSkipped {
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+        },
+        PartitionMaterialized {
+            partition: PartitionRef,
+            digest: ContentDigest,
+            key: ActionKey,
+        },
+        PartitionInvalidated {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        BuildFinished {
+            counts: BuildCounts,
+            interrupted: bool,
+        },
+        DefsRefreshed {
+            source: String,
+            digest: ContentDigest,
+            values: u64,
+        },
+    }
+
+    impl From<Event> for record::Event {
+        fn from(event: Event) -> record::Event {
+            use record::EventKind as Now;
+            let kind = match event.kind {
+                EventKind::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                } => Now::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                },
+                EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
+                EventKind::DatasetVersionChanged { dataset, from, to } => {
+                    Now::DatasetVersionChanged { dataset, from, to }
+                }
+                EventKind::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                } => Now::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                },
+                EventKind::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                } => Now::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded {
+                    manifest: manifest.into(),
+                },
+                EventKind::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                } => Now::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                },
+                EventKind::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                } => Now::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                },
+                EventKind::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                } => Now::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                },
+                EventKind::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                } => Now::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                },
+                EventKind::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::BuildFinished {
+                    counts,
+                    interrupted,
+                } => Now::BuildFinished {
+                    counts,
+                    interrupted,
+                },
+                EventKind::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                } => Now::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                },
+            };
+            record::Event {
+                seq: event.seq,
+                time_ms: event.time_ms,
+                build: event.build,
+                kind,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cairn_engine::record::{
-        BuildCounts, EventKind, FileEntry, InputRecord, Materialization, OutputRecord,
+        BuildCounts, CommandRecord, EventKind, FileEntry, InputRecord, Materialization,
+        OutputRecord, ProgramRecord,
     };
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use proptest::prelude::*;
@@ -363,6 +640,42 @@ mod tests {
             finished_ms: 1_700_000_000_500,
             stdout: None,
             stderr: Some(ContentDigest::of(b"stderr")),
+            command: Some(Box::new(CommandRecord {
+                run: vec!["sh".into(), "jobs/clean.sh".into()],
+                args: vec!["2024-01-01".into()],
+                env: vec![("MODE".into(), "fast".into())],
+                passed_env: vec![("LANG".into(), "C".into())],
+                program: ProgramRecord {
+                    path: "/usr/bin/sh".into(),
+                    digest: Some(ContentDigest::of(b"dash")),
+                },
+            })),
+        }
+    }
+
+    /// [`manifest`] as formats 1 to 3 wrote it (no command).
+    fn old_manifest() -> v3::Manifest {
+        let today = manifest();
+        v3::Manifest {
+            key: today.key,
+            job: today.job,
+            outputs: today.outputs,
+            inputs: today.inputs,
+            code_digest: today.code_digest,
+            versions: today.versions,
+            build: today.build,
+            started_ms: today.started_ms,
+            finished_ms: today.finished_ms,
+            stdout: today.stdout,
+            stderr: today.stderr,
+        }
+    }
+
+    /// [`manifest`] as today's cairn reads a format 1 to 3 one.
+    fn read_old_manifest() -> Manifest {
+        Manifest {
+            command: None,
+            ..manifest()
         }
     }
 
@@ -564,13 +877,13 @@ mod tests {
         let succeeded = v1_bytes(&old(
             2,
             v1::EventKind::ActionSucceeded {
-                manifest: manifest(),
+                manifest: old_manifest(),
             },
         ));
         assert_eq!(
             decode_event(&succeeded).unwrap().kind,
             EventKind::ActionSucceeded {
-                manifest: manifest()
+                manifest: read_old_manifest()
             }
         );
         let finished = v1_bytes(&old(
@@ -591,10 +904,61 @@ mod tests {
         let mut relabelled = started;
         relabelled[0] = FORMAT_BYTE;
         assert!(decode_event(&relabelled).is_err());
-        // Unchanged records decode under either byte.
-        let mut old_manifest = encode_manifest(&manifest());
-        old_manifest[0] = 1;
-        assert_eq!(decode_manifest(&old_manifest).unwrap(), manifest());
+        // A format-1 manifest has no command.
+        let old_bytes = postcard::to_extend(&old_manifest(), vec![1]).unwrap();
+        assert_eq!(decode_manifest(&old_bytes).unwrap(), read_old_manifest());
+    }
+
+    /// Formats 2 and 3 wrote events in today's layout but for the manifest,
+    /// which had no command: both are read through the frozen `v3` types.
+    #[test]
+    fn format_2_and_3_events_and_manifests_are_read_in_todays_types() {
+        for byte in [2u8, 3] {
+            let manifest_bytes = postcard::to_extend(&old_manifest(), vec![byte]).unwrap();
+            assert_eq!(
+                decode_manifest(&manifest_bytes).unwrap(),
+                read_old_manifest()
+            );
+            let succeeded = v3::Event {
+                seq: 5,
+                time_ms: 1_700_000_000_000,
+                build: 2,
+                kind: v3::EventKind::ActionSucceeded {
+                    manifest: old_manifest(),
+                },
+            };
+            let bytes = postcard::to_extend(&succeeded, vec![byte]).unwrap();
+            assert_eq!(
+                decode_event(&bytes).unwrap().kind,
+                EventKind::ActionSucceeded {
+                    manifest: read_old_manifest()
+                }
+            );
+            // Variants after it keep their numbers.
+            let refreshed = v3::Event {
+                seq: 6,
+                time_ms: 1_700_000_000_001,
+                build: 2,
+                kind: v3::EventKind::DefsRefreshed {
+                    source: "stations".into(),
+                    digest: ContentDigest::of(b"defs"),
+                    values: 2,
+                },
+            };
+            let bytes = postcard::to_extend(&refreshed, vec![byte]).unwrap();
+            assert_eq!(
+                decode_event(&bytes).unwrap().kind,
+                EventKind::DefsRefreshed {
+                    source: "stations".into(),
+                    digest: ContentDigest::of(b"defs"),
+                    values: 2,
+                }
+            );
+            // The old layout under today's byte is not a valid manifest.
+            let mut relabelled = manifest_bytes;
+            relabelled[0] = FORMAT_BYTE;
+            assert!(decode_manifest(&relabelled).is_err());
+        }
     }
 
     proptest! {

@@ -58,6 +58,7 @@ fn manifest(key: ActionKey, output: &str) -> Manifest {
         finished_ms: 20,
         stdout: Some(ContentDigest::of(output.as_bytes())),
         stderr: None,
+        command: None,
     }
 }
 

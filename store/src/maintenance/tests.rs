@@ -52,6 +52,7 @@ fn run(
         finished_ms: 2,
         stdout: stdout.map(|bytes| store.blobs().put_bytes(bytes).unwrap()),
         stderr: None,
+        command: None,
     };
     store.blobs().sync().unwrap();
     store
