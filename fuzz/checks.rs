@@ -12,11 +12,13 @@ use std::sync::LazyLock;
 use cairn_engine::backfill::Backfill;
 use cairn_engine::config::parse_configure_output;
 use cairn_engine::graph::Graph;
+use cairn_engine::refs::quoted;
 use cairn_engine::{PartitionRef, Pattern};
 use cairn_store::{decode_event, encode_event};
 
 /// `PartitionRef::parse`: whatever it accepts is canonical and names a path
-/// strictly inside any root; every refusal names the text.
+/// strictly inside any root; every refusal names the text (its first 64
+/// characters when longer).
 pub fn ref_parser(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -39,7 +41,7 @@ pub fn ref_parser(data: &[u8]) {
         Err(error) => {
             let message = error.to_string();
             assert!(
-                message.starts_with(&format!("invalid partition ref {text:?}: ")),
+                message.starts_with(&format!("invalid partition ref {}: ", quoted(text))),
                 "{message}"
             );
         }
@@ -58,7 +60,7 @@ pub fn pattern_matcher(data: &[u8]) {
         Err(error) => {
             let message = error.to_string();
             assert!(
-                message.starts_with(&format!("invalid pattern {pattern_text:?}: ")),
+                message.starts_with(&format!("invalid pattern {}: ", quoted(pattern_text))),
                 "{message}"
             );
             return;

@@ -172,7 +172,7 @@ fn producers(plan: &Plan) -> HashMap<&PartitionRef, usize> {
 /// the counts; runs and records nothing.
 fn dry_run(project: &Project, plan: &Plan, json: bool) -> Result<u8, Failure> {
     let verdicts = project.read_context(|context| {
-        evaluate(context, plan).map_err(|error| Failure::store(error.to_string()))
+        evaluate(context, plan).map_err(Failure::from)
     })?;
     let producer = producers(plan);
     let (mut built, mut to_build) = (0usize, 0usize);

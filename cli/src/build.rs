@@ -344,8 +344,7 @@ pub fn execute(
         presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
     };
     let reporter = BuildReporter::new(execution.json);
-    let mut report = build(&context, plan, &options, &reporter)
-        .map_err(|error| Failure::store(error.to_string()))?;
+    let mut report = build(&context, plan, &options, &reporter).map_err(Failure::from)?;
     reporter.finish();
     drop(context);
     let snapshot = match report.all_current.take() {
@@ -368,7 +367,7 @@ pub fn execute(
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let verdicts = project.read_context(|context| {
-        evaluate(context, plan).map_err(|error| Failure::store(error.to_string()))
+        evaluate(context, plan).map_err(Failure::from)
     })?;
     tracing::debug!("evaluated ({:.2?})", started.elapsed());
     let mut out = listing(json);

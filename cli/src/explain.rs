@@ -24,6 +24,10 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
     let project = Project::load(cli)?;
     let partition =
         PartitionRef::parse(request).map_err(|error| Failure::usage(error.to_string()))?;
+    project
+        .graph
+        .check_domain(&partition)
+        .map_err(Failure::usage)?;
     if let Producer::Source { path, .. } =
         project.graph.lookup(&partition).map_err(Failure::usage)?
     {
@@ -45,7 +49,7 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
     }
     let plan = project.plan(std::slice::from_ref(&partition))?;
     let explanation = project.read_context(|context| {
-        let verdicts = evaluate_with_keys(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
+        let verdicts = evaluate_with_keys(context, &plan).map_err(Failure::from)?;
         let index = plan
             .actions
             .iter()

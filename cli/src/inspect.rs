@@ -21,7 +21,7 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
     let verdicts = project.read_context(|context| {
-        evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))
+        evaluate(context, &plan).map_err(Failure::from)
     })?;
     let mut out = String::new();
     match format {
@@ -192,7 +192,7 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
     let plan = project.plan(&refs)?;
     let rows = project.read_context(|context| {
         let verdicts =
-            evaluate(context, &plan).map_err(|error| Failure::store(error.to_string()))?;
+            evaluate(context, &plan).map_err(Failure::from)?;
         let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
         for (index, action) in plan.actions.iter().enumerate() {
             for output in &action.config.outputs {

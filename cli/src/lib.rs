@@ -44,6 +44,17 @@ impl Failure {
     }
 }
 
+impl From<cairn_engine::exec::ExecError> for Failure {
+    /// A bad `code` entry is the graph file's error (exit 2); the rest are
+    /// the store's or the machine's (exit 3).
+    fn from(error: cairn_engine::exec::ExecError) -> Self {
+        match error {
+            cairn_engine::exec::ExecError::Graph(message) => Failure::usage(message),
+            other => Failure::store(other.to_string()),
+        }
+    }
+}
+
 impl From<cairn_engine::ports::StoreError> for Failure {
     fn from(error: cairn_engine::ports::StoreError) -> Self {
         Failure::store(error.to_string())

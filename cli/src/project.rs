@@ -96,11 +96,25 @@ impl Project {
             refs = self.graph.all_partitions().map_err(Failure::usage)?;
         }
         for request in requests {
-            refs.extend(
+            let resolved = self
+                .graph
+                .resolve_request(request)
+                .map_err(Failure::usage)?;
+            // Values outside their dimension's domain (`date=banana`,
+            // `date=2024-02-30`, a station not listed) are refused before
+            // planning. A pattern's placeholders take domain values, so its
+            // first ref checks its literals.
+            let checked = if request.contains('{') {
+                &resolved[..resolved.len().min(1)]
+            } else {
+                &resolved[..]
+            };
+            for partition in checked {
                 self.graph
-                    .resolve_request(request)
-                    .map_err(Failure::usage)?,
-            );
+                    .check_domain(partition)
+                    .map_err(Failure::usage)?;
+            }
+            refs.extend(resolved);
         }
         refs.sort();
         refs.dedup();

@@ -277,7 +277,7 @@ impl Context<'_> {
             file: self.file.to_owned(),
             line,
             field,
-            message: message.to_owned(),
+            message: format!("{message}{}", crate::graph::suggest_field(message)),
         }
     }
 }

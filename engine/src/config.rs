@@ -447,7 +447,7 @@ impl CachingConfigurer<'_> {
         if !job.caches_configure() {
             return None;
         }
-        let mut files = crate::exec::code_files(self.graph, &job.code).ok()?;
+        let mut files = crate::exec::code_files(self.graph, job).ok()?;
         files.extend(
             argv.iter()
                 .filter(|arg| {

@@ -11,7 +11,12 @@ pub struct Date {
 impl Date {
     /// Parses `YYYY-MM-DD`, refusing impossible dates like `2023-02-29`.
     pub fn parse(text: &str) -> Result<Date, String> {
-        let bad = || format!("{text:?} is not a date of the form YYYY-MM-DD");
+        let bad = || {
+            format!(
+                "{} is not a date of the form YYYY-MM-DD",
+                crate::refs::quoted(text)
+            )
+        };
         let bytes = text.as_bytes();
         if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
             return Err(bad());
@@ -25,7 +30,10 @@ impl Date {
         };
         let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
         if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-            return Err(format!("{text:?} is not a valid calendar date"));
+            return Err(format!(
+                "{} is not a valid calendar date",
+                crate::refs::quoted(text)
+            ));
         }
         Ok(Date {
             days: days_from_civil(year, month, day),

@@ -57,12 +57,16 @@ pub fn parse_values(bytes: &[u8]) -> Result<Vec<String>, String> {
 
 /// Whether `value` can be a partition value (the rules of refs).
 pub fn check_value(value: &str) -> Result<(), String> {
+    crate::refs::check_partition_value(value)?;
+    // The rules of a whole ref too (a key and a dataset around it).
     PartitionRef::from_parts("d", [("k", value)])
         .map(drop)
         .map_err(|_| {
             format!(
-                "{value:?} is not a valid partition value (letters, digits and -_.:+@,~; not \
-                 starting with '.')"
+                "{} is too long ({} bytes, at most {} in a ref)",
+                crate::refs::quoted(value),
+                value.len(),
+                crate::refs::MAX_REF_BYTES
             )
         })
 }

@@ -118,6 +118,10 @@ pub enum ExecError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Code(String),
+    /// What the graph file names is wrong (a `code` file missing): a usage
+    /// error, `cairn.toml:LINE: jobs.J.code: ...`.
+    #[error("{0}")]
+    Graph(String),
 }
 
 /// The code digest of each job (files named by `code`, plus the run
@@ -134,8 +138,7 @@ pub fn code_digests<'p>(
             continue;
         }
         let job = &graph.jobs[name];
-        let mut files = code_files(graph, &job.code)
-            .map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
+        let mut files = code_files(graph, job).map_err(ExecError::Graph)?;
         if let Some(program) = job.run.first()
             && program.contains('/')
             && graph.root.join(program).is_file()
@@ -152,7 +155,7 @@ pub fn code_digests<'p>(
         for relative in &files {
             let path = graph.root.join(relative);
             let metadata = std::fs::metadata(&path).map_err(|error| {
-                ExecError::Code(format!("jobs.{name}.code: {}: {error}", path.display()))
+                ExecError::Graph(format!("jobs.{name}.code: {}: {error}", path.display()))
             })?;
             let digest = observer
                 .file(&path, &metadata, updates)
@@ -164,20 +167,38 @@ pub fn code_digests<'p>(
     Ok(out)
 }
 
-/// Expands `code` entries (paths or globs, relative to the graph file) to
-/// relative file paths. An entry that matches nothing is an error.
-pub(crate) fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<String>, String> {
+/// Expands `job`'s `code` entries (paths or globs, relative to the graph
+/// file, never leaving it: checked at parse) to relative file paths. An
+/// entry that matches nothing is an error naming its line
+/// (`cairn.toml:31: jobs.clean.code: "jobs/clean.py" is not a file`).
+pub(crate) fn code_files(graph: &Graph, job: &crate::graph::Job) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
-    for pattern in patterns {
+    for (index, pattern) in job.code.iter().enumerate() {
+        let at = job
+            .code_at
+            .get(index)
+            .map_or_else(|| graph.file.display().to_string(), Clone::clone);
+        let name = &job.name;
         if !pattern.contains(['*', '?', '[', '{']) {
-            if !graph.root.join(pattern).is_file() {
-                return Err(format!("{pattern:?} is not a file"));
+            let path = graph.root.join(pattern);
+            if !path.is_file() {
+                let why = match std::fs::metadata(&path) {
+                    Ok(metadata) => format!("is {}", crate::limits::file_kind(&metadata)),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                        "does not exist".to_owned()
+                    }
+                    Err(error) => format!("cannot be read ({error})"),
+                };
+                return Err(format!(
+                    "{at}: jobs.{name}.code: {pattern:?} is not a file: {} {why}",
+                    path.display()
+                ));
             }
             out.push(pattern.clone());
             continue;
         }
         let matcher = globset::Glob::new(pattern)
-            .map_err(|error| format!("{pattern:?}: {error}"))?
+            .map_err(|error| format!("{at}: jobs.{name}.code: {pattern:?}: {error}"))?
             .compile_matcher();
         // Walk only below the literal prefix of the glob, never the data.
         let prefix: Vec<&str> = pattern
@@ -188,7 +209,9 @@ pub(crate) fn code_files(graph: &Graph, patterns: &[String]) -> Result<Vec<Strin
         let mut found = Vec::new();
         collect_matches(&graph.root, &base, &matcher, &mut found);
         if found.is_empty() {
-            return Err(format!("{pattern:?} matches no file"));
+            return Err(format!(
+                "{at}: jobs.{name}.code: {pattern:?} matches no file"
+            ));
         }
         out.extend(found);
     }

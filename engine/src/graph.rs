@@ -56,6 +56,8 @@ pub struct Dataset {
 pub struct SourceTemplate {
     pub template: String,
     pub pattern: Pattern,
+    /// `cairn.toml:LINE` of the `source` field, for errors.
+    pub at: String,
 }
 
 #[derive(Debug, Clone)]
@@ -70,8 +72,12 @@ pub struct Job {
     pub env: BTreeMap<String, String>,
     /// `Some(argv)` for an executable job: `argv REF...` prints job configs.
     pub configure: Option<Vec<String>>,
-    /// Files (or globs) whose content is the job's code digest.
+    /// Files (or globs) whose content is the job's code digest: relative
+    /// paths inside the project (no `..`, not absolute), checked at parse.
     pub code: Vec<String>,
+    /// `cairn.toml:LINE` of each `code` entry, for errors found when the
+    /// files are read (a missing file, a glob matching nothing).
+    pub code_at: Vec<String>,
     /// Whether the configure step's answers may be cached
     /// (`configure_cache`, default true; `config::CachingConfigurer`). A
     /// job whose configure reads the outside world opts out.
@@ -243,7 +249,7 @@ struct RawJob {
     env: Option<Spanned<BTreeMap<String, String>>>,
     configure: Option<Spanned<Vec<String>>>,
     #[serde(default)]
-    code: Vec<String>,
+    code: Option<Spanned<Vec<Spanned<String>>>>,
     configure_cache: Option<Spanned<bool>>,
     #[serde(default)]
     retries: u32,
@@ -328,7 +334,11 @@ impl Graph {
                 file: file.to_owned(),
                 line,
                 field: String::new(),
-                message: error.message().trim().to_owned(),
+                message: format!(
+                    "{}{}",
+                    error.message().trim(),
+                    suggest_field(error.message())
+                ),
             }
         })?;
 
@@ -366,9 +376,15 @@ impl Graph {
                                 .into(),
                         ));
                     }
-                    Some(parse_source(name, template.get_ref()).map_err(|message| {
+                    let mut source = parse_source(name, template.get_ref()).map_err(|message| {
                         context.error(template.span(), format!("{field}.source"), message)
-                    })?)
+                    })?;
+                    source.at = format!(
+                        "{}:{}",
+                        file.display(),
+                        context.line(template.span().start)
+                    );
+                    Some(source)
                 }
                 None => None,
             };
@@ -435,6 +451,7 @@ impl Graph {
             text_digest: crate::digest::ContentDigest::of(text.as_bytes()),
         };
         graph.check_overlaps(&context, &raw)?;
+        graph.check_source_inputs(&context, &raw)?;
         graph.check_datasets_produced(&context, &raw)?;
         Ok(graph)
     }
@@ -466,6 +483,79 @@ impl Graph {
                     }
                 }
                 claims.push((&job.name, pattern));
+            }
+        }
+        Ok(())
+    }
+
+    /// A declarative input of a source dataset must have the keys of the
+    /// source's pattern (`source = "inputs/{date}/{station}.txt"` names
+    /// `inputs/date=D/station=S`): a placeholder typo on either side would
+    /// otherwise fail at build time with no line. The error is put on the
+    /// side whose key is not a dimension (the likelier typo).
+    fn check_source_inputs(&self, context: &Context<'_>, raw: &RawGraph) -> Result<(), GraphError> {
+        for job in self.jobs.values() {
+            let Some(raw_inputs) = &raw.jobs[&job.name].get_ref().inputs else {
+                continue;
+            };
+            for (input, raw_input) in job.inputs.iter().zip(raw_inputs.get_ref()) {
+                let Some(source) = self
+                    .datasets
+                    .get(input.dataset())
+                    .and_then(|dataset| dataset.source.as_ref())
+                else {
+                    continue;
+                };
+                let keys = |pattern: &Pattern| -> Vec<String> {
+                    pattern.dimensions().iter().map(|(key, _)| key.clone()).collect()
+                };
+                let (wanted, given) = (keys(&source.pattern), keys(input));
+                if wanted == given {
+                    continue;
+                }
+                let differing = wanted
+                    .iter()
+                    .zip(&given)
+                    .find(|(a, b)| a != b)
+                    .map(|(a, b)| (a.clone(), b.clone()));
+                let dataset = input.dataset();
+                let source_span = raw.datasets[dataset]
+                    .get_ref()
+                    .source
+                    .as_ref()
+                    .map_or_else(|| raw.datasets[dataset].span(), Spanned::span);
+                let input_line = context.line(raw_input.span().start);
+                match differing {
+                    Some((in_source, in_input))
+                        if !self.dimensions.contains_key(&in_source)
+                            && self.dimensions.contains_key(&in_input) =>
+                    {
+                        return Err(context.error(
+                            source_span,
+                            format!("datasets.{dataset}.source"),
+                            format!(
+                                "placeholder {{{in_source}}} of {:?} has no [dimensions.{in_source}], and jobs.{}.inputs (line {input_line}) reads {input}{}",
+                                source.template,
+                                job.name,
+                                did_you_mean(&in_source, self.dimensions.keys().map(String::as_str))
+                                    .replace("did you mean \"", "did you mean {")
+                                    .replace("\"?", "}?")
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(context.error(
+                            raw_input.span(),
+                            format!("jobs.{}.inputs", job.name),
+                            format!(
+                                "{input} does not match the partitions of source dataset {dataset}, {} (line {}: source = {:?})",
+                                source.pattern,
+                                context.line(source_span.start),
+                                source.template
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -505,8 +595,8 @@ impl Graph {
         if let Some(source) = &dataset.source {
             let Some(bindings) = source.pattern.matches(partition) else {
                 return Err(format!(
-                    "{partition} does not match source pattern {}",
-                    source.pattern
+                    "{partition} does not match source pattern {} ({}: datasets.{}.source = {:?})",
+                    source.pattern, source.at, dataset.name, source.template
                 ));
             };
             let relative = substitute_text(&source.template, &bindings)?;
@@ -731,6 +821,90 @@ impl Graph {
         Ok(out)
     }
 
+    /// Checks that each value `partition` binds to a placeholder with a
+    /// dimension is in that dimension's domain: a listed value, a valid date
+    /// inside the range and on its step, a value of the source's record.
+    /// Refs no job or source produces are left to the planner. The error
+    /// names the ref, the value and the dimension
+    /// (`daily/date=banana: "banana" is not a date of the form YYYY-MM-DD
+    /// ([dimensions.date] is 2024-01-01..2024-01-31)`).
+    pub fn check_domain(&self, partition: &PartitionRef) -> Result<(), String> {
+        let bindings = match self.lookup(partition) {
+            Ok(Producer::Job { bindings, .. }) => bindings,
+            Ok(Producer::Source { dataset, .. }) => {
+                let Some(bindings) = self.datasets[dataset]
+                    .source
+                    .as_ref()
+                    .and_then(|source| source.pattern.matches(partition))
+                else {
+                    return Ok(());
+                };
+                bindings
+            }
+            Err(_) => return Ok(()),
+        };
+        for (name, value) in bindings.iter() {
+            let Some(dimension) = self.dimensions.get(name) else {
+                continue;
+            };
+            self.check_value_in(name, dimension, value)
+                .map_err(|problem| format!("{partition}: {problem}"))?;
+        }
+        Ok(())
+    }
+
+    fn check_value_in(&self, name: &str, dimension: &Dimension, value: &str) -> Result<(), String> {
+        match dimension {
+            Dimension::Dates {
+                start,
+                end,
+                step_days,
+            } => {
+                let range = if *step_days == 1 {
+                    format!("[dimensions.{name}]: {start}..{end}")
+                } else {
+                    format!("[dimensions.{name}]: {start}..{end}, every {step_days} days")
+                };
+                let date = Date::parse(value).map_err(|problem| format!("{problem} ({range})"))?;
+                if date < *start || date > *end {
+                    return Err(format!("{value} is outside the dates ({range})"));
+                }
+                if start.days_until(date) % i64::from((*step_days).max(1)) != 0 {
+                    return Err(format!("{value} is not one of the dates ({range})"));
+                }
+                Ok(())
+            }
+            Dimension::Values(values) => {
+                if values.iter().any(|known| known == value) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "{} is not a value of [dimensions.{name}] ({}){}",
+                    crate::refs::quoted(value),
+                    shown(values),
+                    did_you_mean(value, values.iter().map(String::as_str))
+                ))
+            }
+            Dimension::Source(source) => {
+                // Without a record there is nothing to check against, and a
+                // ref that does not need the record still builds
+                // (docs/defs.md).
+                let Ok(values) = self.source_values(source) else {
+                    return Ok(());
+                };
+                if values.iter().any(|known| known == value) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "{} is not a value of [dimensions.{name}] (the latest record of source {source:?}: {}){}",
+                    crate::refs::quoted(value),
+                    shown(values),
+                    did_you_mean(value, values.iter().map(String::as_str))
+                ))
+            }
+        }
+    }
+
     /// Parses a request (`daily/date=2024-01-01` or a pattern with
     /// placeholders) into refs.
     pub fn resolve_request(&self, request: &str) -> Result<Vec<PartitionRef>, String> {
@@ -747,6 +921,56 @@ impl Graph {
     pub fn data_path(&self, data_root: &Path, partition: &PartitionRef) -> PathBuf {
         data_root.join(partition.relative_path())
     }
+}
+
+/// `; did you mean `start`?` for a TOML error `unknown field `strat`,
+/// expected one of `values`, `start`, ...` (serde's message for a key the
+/// graph file or a backfill config does not have), else empty.
+pub fn suggest_field(message: &str) -> String {
+    let Some(rest) = message.trim().strip_prefix("unknown field `") else {
+        return String::new();
+    };
+    let Some((typed, rest)) = rest.split_once('`') else {
+        return String::new();
+    };
+    let Some((_, expected)) = rest.split_once("expected") else {
+        return String::new();
+    };
+    // The names are the backticked words: `a`, `b` or `a` or `b`.
+    let known = expected.split('`').skip(1).step_by(2);
+    match did_you_mean(typed, known).strip_prefix("; did you mean ") {
+        Some(name) => format!(
+            "; did you mean `{}`?",
+            name.trim_end_matches('?').trim_matches('"')
+        ),
+        None => String::new(),
+    }
+}
+
+/// `a, b, c` or `a, b, c and 7 more`, for messages.
+fn shown(values: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = values
+        .iter()
+        .take(SHOWN)
+        .map(|value| crate::refs::quoted(value))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if values.len() > SHOWN {
+        text.push_str(&format!(" and {} more", values.len() - SHOWN));
+    }
+    text
+}
+
+/// `; did you mean "station"?` when one of `known` is close to `typed`
+/// (Jaro-Winkler similarity of at least 0.8), else empty.
+pub fn did_you_mean<'k>(typed: &str, known: impl Iterator<Item = &'k str>) -> String {
+    known
+        .map(|candidate| (strsim::jaro_winkler(typed, candidate), candidate))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| format!("; did you mean {candidate:?}?"))
+        .unwrap_or_default()
 }
 
 /// `500ms`, `2s`, `1m`, `1h`, or a plain number of seconds.
@@ -812,6 +1036,7 @@ fn parse_source(name: &str, template: &str) -> Result<SourceTemplate, String> {
     Ok(SourceTemplate {
         template: template.to_owned(),
         pattern,
+        at: String::new(),
     })
 }
 
@@ -894,18 +1119,14 @@ fn parse_dimension(
             }
             let mut out = Vec::new();
             for value in values.get_ref() {
-                PartitionRef::from_parts("d", [("k", value.get_ref().as_str())]).map_err(|_| {
-                    context.error(
-                        value.span(),
-                        format!("{field}.values"),
-                        format!("{:?} is not a valid partition value (letters, digits and -_.:+@,~; not starting with '.')", value.get_ref()),
-                    )
+                crate::defs::check_value(value.get_ref()).map_err(|problem| {
+                    context.error(value.span(), format!("{field}.values"), problem)
                 })?;
                 if out.contains(value.get_ref()) {
                     return Err(context.error(
                         value.span(),
                         format!("{field}.values"),
-                        format!("{:?} appears twice", value.get_ref()),
+                        format!("{} appears twice", crate::refs::quoted(value.get_ref())),
                     ));
                 }
                 out.push(value.get_ref().clone());
@@ -1109,6 +1330,18 @@ fn parse_job(
             check_bound(names, "env", raw_env.span())?;
         }
     }
+    let mut code = Vec::new();
+    let mut code_at = Vec::new();
+    for entry in raw.code.as_ref().map(Spanned::get_ref).into_iter().flatten() {
+        check_code_entry(entry.get_ref())
+            .map_err(|message| context.error(entry.span(), field("code"), message))?;
+        code.push(entry.get_ref().clone());
+        code_at.push(format!(
+            "{}:{}",
+            context.file.display(),
+            context.line(entry.span().start)
+        ));
+    }
     let retry_backoff = match &raw.retry_backoff {
         Some(text) => parse_duration(text.get_ref())
             .map_err(|message| context.error(text.span(), field("retry_backoff"), message))?,
@@ -1124,12 +1357,39 @@ fn parse_job(
         args,
         env,
         configure,
-        code: raw.code.clone(),
+        code,
+        code_at,
         configure_cache: raw
             .configure_cache
             .as_ref()
             .is_none_or(|cache| *cache.get_ref()),
     })
+}
+
+/// A `code` entry names files inside the project: a relative path or glob
+/// with no `..` or `.` component, not absolute, and a valid glob. Hashing
+/// `../../../usr/**/*` would read outside the project (issue 28).
+fn check_code_entry(entry: &str) -> Result<(), String> {
+    if entry.is_empty() {
+        return Err("an entry is empty".into());
+    }
+    if entry.contains('\0') {
+        return Err(format!("{entry:?} contains a NUL byte"));
+    }
+    if entry.starts_with('/') || entry.starts_with('~') {
+        return Err(format!(
+            "{entry:?} must be relative to the graph file: code files are inside the project"
+        ));
+    }
+    if entry.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "{entry:?} must not contain '..': code files are inside the project"
+        ));
+    }
+    if entry.contains(['*', '?', '[', '{']) {
+        globset::Glob::new(entry).map_err(|error| format!("{entry:?} is not a valid glob: {error}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,10 +17,45 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Why a ref or pattern was refused. The `Display` names the text and the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefError {
-    #[error("invalid partition ref {text:?}: {problem}")]
+    #[error("invalid partition ref {}: {problem}", quoted(.text))]
     Ref { text: String, problem: String },
-    #[error("invalid pattern {text:?}: {problem}")]
+    #[error("invalid pattern {}: {problem}", quoted(.text))]
     Pattern { text: String, problem: String },
+}
+
+/// The most bytes of a ref (or pattern) and so of any value in one.
+pub const MAX_REF_BYTES: usize = 4096;
+
+/// The most characters of a text that messages echo.
+const ECHOED_CHARS: usize = 64;
+
+/// `text` quoted for a message (`"a\nb"`), cut after its first 64
+/// characters when longer (`"aaaa…"… (10485760 bytes)`), so that a
+/// megabyte of input never becomes a megabyte of error.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(ECHOED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// Whether `value` can be a value of a ref, with the problem in plain words:
+/// too long, empty, a bad character (the rules of [`PartitionRef`]).
+pub fn check_partition_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_REF_BYTES {
+        let cut = value.char_indices().nth(ECHOED_CHARS).map_or(value.len(), |(at, _)| at);
+        return Err(format!(
+            "{:?}… is too long ({} bytes, at most {MAX_REF_BYTES})",
+            &value[..cut],
+            value.len()
+        ));
+    }
+    check_value(value).map_err(|_| {
+        format!(
+            "{} is not a valid partition value (letters, digits and -_.:+@,~; not starting with '.')",
+            quoted(value)
+        )
+    })
 }
 
 /// One partition: a dataset name and ordered `key=value` dimensions.
@@ -196,8 +231,11 @@ fn check_common(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("it is empty".into());
     }
-    if text.len() > 4096 {
-        return Err("it is longer than 4096 bytes".into());
+    if text.len() > MAX_REF_BYTES {
+        return Err(format!(
+            "it is too long ({} bytes, at most {MAX_REF_BYTES})",
+            text.len()
+        ));
     }
     if text.contains('\0') {
         return Err("it contains a NUL byte".into());
@@ -249,16 +287,16 @@ fn check_value(value: &str) -> Result<(), String> {
         return Err("a value is empty".into());
     }
     if value.starts_with('.') {
-        return Err(format!("value {value:?} must not start with '.'"));
+        return Err(format!("value {} must not start with '.'", quoted(value)));
     }
     if value.contains('=') {
-        return Err(format!("value {value:?} contains '='"));
+        return Err(format!("value {} contains '='", quoted(value)));
     }
     if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-_.:+@,~".contains(*c)))
     {
-        return Err(format!("value {value:?} contains {bad:?}"));
+        return Err(format!("value {} contains {bad:?}", quoted(value)));
     }
     Ok(())
 }
