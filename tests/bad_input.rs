@@ -254,3 +254,197 @@ fn build_never_writes_or_deletes_outside_the_data_root() {
         common::snapshot(outside.path()).keys().collect::<Vec<_>>()
     );
 }
+
+/// One bad input of the snapshot table: an edit of the podcast copy's
+/// `cairn.toml` (a whole line and its replacement, or none), the command,
+/// and the whole stderr expected (`$P` for the project's directory).
+struct Case {
+    name: &'static str,
+    edit: Option<(&'static str, String)>,
+    args: Vec<String>,
+    stderr: String,
+}
+
+fn case(
+    name: &'static str,
+    edit: Option<(&'static str, &str)>,
+    args: &[&str],
+    stderr: &str,
+) -> Case {
+    Case {
+        name,
+        edit: edit.map(|(line, replacement)| (line, replacement.to_owned())),
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        stderr: stderr.to_owned(),
+    }
+}
+
+/// Every bad-input error of issue 26 §5 and issue 28 ("Also seen"), pinned
+/// as the exact text cairn prints: each exits 2 before planning, prints
+/// nothing on stdout, creates no store on a fresh copy and changes nothing
+/// on a built one. Each of these failed before: a missing code file was
+/// exit 3 without a line, a source typo had no line, `date=banana` recorded
+/// a failed build, `2024-02-30` was "missing, never built", a glob left the
+/// project, a long value was echoed whole and called "not a valid partition
+/// value", unknown keys had no suggestion.
+#[test]
+fn every_bad_input_error_is_pinned() {
+    let long_arg = format!("raw/date=2024-01-01/station={}", "a".repeat(100_000));
+    let long_value = format!("values = [\"S001\", \"{}\"]", "b".repeat(10_000_000));
+    let a64 = "a".repeat(64 - "raw/date=2024-01-01/station=".len());
+    let b64 = "b".repeat(64);
+    let cases = [
+        case(
+            "missing code file",
+            Some(("code = [\"jobs/clean.sh\"]", "code = [\"jobs/clean.py\"]")),
+            &["build"],
+            "error: $P/cairn.toml:31: jobs.clean.code: \"jobs/clean.py\" is not a file: $P/jobs/clean.py does not exist\n",
+        ),
+        case(
+            "code glob matching nothing",
+            Some(("code = [\"jobs/clean.sh\"]", "code = [\"jobs/*.py\"]")),
+            &["status"],
+            "error: $P/cairn.toml:31: jobs.clean.code: \"jobs/*.py\" matches no file\n",
+        ),
+        case(
+            "code glob leaving the project",
+            Some((
+                "code = [\"jobs/clean.sh\"]",
+                "code = [\"../../../usr/**/*\"]",
+            )),
+            &["build"],
+            "error: $P/cairn.toml:31: jobs.clean.code: \"../../../usr/**/*\" must not contain '..': code files are inside the project\n",
+        ),
+        case(
+            "absolute code path",
+            Some(("code = [\"jobs/clean.sh\"]", "code = [\"/etc/passwd\"]")),
+            &["plan", "daily/date=2024-01-01"],
+            "error: $P/cairn.toml:31: jobs.clean.code: \"/etc/passwd\" must be relative to the graph file: code files are inside the project\n",
+        ),
+        case(
+            "placeholder typo in a source pattern",
+            Some((
+                "source = \"inputs/{date}/{station}.txt\"",
+                "source = \"inputs/{date}/{staton}.txt\"",
+            )),
+            &["build"],
+            "error: $P/cairn.toml:3: datasets.inputs.source: placeholder {staton} of \"inputs/{date}/{staton}.txt\" has no [dimensions.staton], and jobs.raw.inputs (line 23) reads inputs/date={date}/station={station}; did you mean {station}?\n",
+        ),
+        case(
+            "placeholder typo in a job's source input",
+            Some((
+                "inputs = [\"inputs/date={date}/station={station}\"]",
+                "inputs = [\"inputs/date={date}/staton={station}\"]",
+            )),
+            &["build"],
+            "error: $P/cairn.toml:23: jobs.raw.inputs: inputs/date={date}/staton={station} does not match the partitions of source dataset inputs, inputs/date={date}/station={station} (line 3: source = \"inputs/{date}/{station}.txt\")\n",
+        ),
+        case(
+            "unknown key in a table",
+            Some(("start = \"2024-01-01\"", "strat = \"2024-01-01\"")),
+            &["build"],
+            "error: $P/cairn.toml:15: unknown field `strat`, expected one of `values`, `start`, `end`, `step_days`, `from`; did you mean `start`?\n",
+        ),
+        case(
+            "unknown top-level table",
+            Some(("[datasets.raw]", "[dataset.raw]")),
+            &["status"],
+            "error: $P/cairn.toml:5: unknown field `dataset`, expected one of `datasets`, `jobs`, `dimensions`, `env`, `sources`; did you mean `datasets`?\n",
+        ),
+        case(
+            "a date that is not a date",
+            None,
+            &["build", "daily/date=banana"],
+            "error: daily/date=banana: \"banana\" is not a date of the form YYYY-MM-DD ([dimensions.date]: 2024-01-01..2024-01-02)\n",
+        ),
+        case(
+            "an impossible date",
+            None,
+            &["status", "daily/date=2024-02-30"],
+            "error: daily/date=2024-02-30: \"2024-02-30\" is not a valid calendar date ([dimensions.date]: 2024-01-01..2024-01-02)\n",
+        ),
+        case(
+            "a date outside the range",
+            None,
+            &["why", "daily/date=2023-12-31"],
+            "error: daily/date=2023-12-31: 2023-12-31 is outside the dates ([dimensions.date]: 2024-01-01..2024-01-02)\n",
+        ),
+        case(
+            "a value not listed",
+            None,
+            &["build", "--dry-run", "clean/date=2024-01-01/station=S003"],
+            "error: clean/date=2024-01-01/station=S003: \"S003\" is not a value of [dimensions.station] (\"S001\", \"S002\"); did you mean \"S002\"?\n",
+        ),
+        case(
+            "a literal outside the domain in a pattern",
+            None,
+            &["plan", "clean/date=2024-01-09/station={station}"],
+            "error: clean/date=2024-01-09/station=S001: 2024-01-09 is outside the dates ([dimensions.date]: 2024-01-01..2024-01-02)\n",
+        ),
+        case(
+            "a 100 kB ref",
+            None,
+            &["build", &long_arg],
+            &format!(
+                "error: invalid partition ref \"raw/date=2024-01-01/station={a64}\"… (100028 bytes): it is too long (100028 bytes, at most 4096)\n"
+            ),
+        ),
+        case(
+            "a 10 MB value in the graph file",
+            Some(("values = [\"S001\", \"S002\"]", &long_value)),
+            &["build"],
+            &format!(
+                "error: $P/cairn.toml:19: dimensions.station.values: \"{b64}\"… is too long (10000000 bytes, at most 4096)\n"
+            ),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        let fresh = Project::podcast(2, 2);
+        if let Some((line, replacement)) = &case.edit {
+            edit_graph(&fresh, line, replacement);
+        }
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        let run = fresh.cairn(&args);
+        let stderr = run
+            .stderr
+            .replace(&fresh.path().display().to_string(), "$P");
+        if run.code != 2 || stderr != case.stderr || !run.stdout.is_empty() {
+            failures.push(format!(
+                "{}: exit {} (expected 2)\n  got:      {:?}\n  expected: {:?}",
+                case.name,
+                run.code,
+                stderr.chars().take(600).collect::<String>(),
+                case.stderr.chars().take(600).collect::<String>()
+            ));
+        }
+        assert!(
+            !fresh.file(".cairn").exists(),
+            "{}: a refused command created a store",
+            case.name
+        );
+        assert!(
+            !fresh.file("data").exists(),
+            "{}: a refused command created data/",
+            case.name
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // On a built copy, the refused refs change nothing (no failed build is
+    // recorded for `date=banana`).
+    let built = built_project();
+    let before = built.state();
+    for args in [
+        &["build", "daily/date=banana"][..],
+        &["build", "--json", "daily/date=2024-02-30"],
+        &["status", "daily/date=2024-02-30"],
+        &["invalidate", "--reason", "x", "daily/date=2023-01-01"],
+        &["build", "clean/date=2024-01-01/station=S003"],
+    ] {
+        built
+            .cairn(args)
+            .assert_usage_error(&format!("error: {}: ", args[args.len() - 1]));
+        assert!(built.state() == before, "cairn {args:?} changed the store");
+    }
+}

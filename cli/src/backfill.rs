@@ -171,9 +171,8 @@ fn producers(plan: &Plan) -> HashMap<&PartitionRef, usize> {
 /// Prints each requested partition with what a build would do for it, then
 /// the counts; runs and records nothing.
 fn dry_run(project: &Project, plan: &Plan, json: bool) -> Result<u8, Failure> {
-    let verdicts = project.read_context(|context| {
-        evaluate(context, plan).map_err(Failure::from)
-    })?;
+    let verdicts =
+        project.read_context(|context| evaluate(context, plan).map_err(Failure::from))?;
     let producer = producers(plan);
     let (mut built, mut to_build) = (0usize, 0usize);
     let mut out = String::new();

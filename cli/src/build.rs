@@ -283,6 +283,12 @@ pub fn execute(
     assisted: Option<Assisted>,
 ) -> Result<Executed, Failure> {
     let started = std::time::Instant::now();
+    if assisted.is_none() {
+        cairn_engine::exec::check_code_files(
+            &project.graph,
+            plan.actions.iter().map(|action| &*action.job),
+        )?;
+    }
     let (store, base) = match assisted {
         Some(Assisted {
             snapshot,
@@ -366,9 +372,8 @@ pub fn execute(
 
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let verdicts = project.read_context(|context| {
-        evaluate(context, plan).map_err(Failure::from)
-    })?;
+    let verdicts =
+        project.read_context(|context| evaluate(context, plan).map_err(Failure::from))?;
     tracing::debug!("evaluated ({:.2?})", started.elapsed());
     let mut out = listing(json);
     // Lines are formatted in parallel, a batch at a time (a million lines

@@ -20,9 +20,8 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
     let project = Project::load(cli)?;
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
-    let verdicts = project.read_context(|context| {
-        evaluate(context, &plan).map_err(Failure::from)
-    })?;
+    let verdicts =
+        project.read_context(|context| evaluate(context, &plan).map_err(Failure::from))?;
     let mut out = String::new();
     match format {
         PlanFormat::Text => {
@@ -191,8 +190,7 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
     let rows = project.read_context(|context| {
-        let verdicts =
-            evaluate(context, &plan).map_err(Failure::from)?;
+        let verdicts = evaluate(context, &plan).map_err(Failure::from)?;
         let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
         for (index, action) in plan.actions.iter().enumerate() {
             for output in &action.config.outputs {

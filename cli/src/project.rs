@@ -110,9 +110,7 @@ impl Project {
                 &resolved[..]
             };
             for partition in checked {
-                self.graph
-                    .check_domain(partition)
-                    .map_err(Failure::usage)?;
+                self.graph.check_domain(partition).map_err(Failure::usage)?;
             }
             refs.extend(resolved);
         }
@@ -129,6 +127,12 @@ impl Project {
     /// Plans `refs` for a build: configure answers not cached yet are
     /// cached for the next build (design.md §11).
     pub fn plan_for_build(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
+        // A `code` file that is missing is the graph file's error: refused
+        // before the configure cache (or anything else) is written.
+        cairn_engine::exec::check_code_files(
+            &self.graph,
+            self.graph.jobs.keys().map(String::as_str),
+        )?;
         self.plan_caching(refs, true)
     }
 

@@ -167,6 +167,24 @@ pub fn code_digests<'p>(
     Ok(out)
 }
 
+/// Checks that the `code` entries of `jobs` name files, before a build
+/// opens the store: a missing one is the graph file's error (exit 2,
+/// `cairn.toml:LINE`), and nothing is created or recorded.
+pub fn check_code_files<'p>(
+    graph: &Graph,
+    jobs: impl Iterator<Item = &'p str>,
+) -> Result<(), ExecError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in jobs {
+        if seen.insert(name)
+            && let Some(job) = graph.jobs.get(name)
+        {
+            code_files(graph, job).map_err(ExecError::Graph)?;
+        }
+    }
+    Ok(())
+}
+
 /// Expands `job`'s `code` entries (paths or globs, relative to the graph
 /// file, never leaving it: checked at parse) to relative file paths. An
 /// entry that matches nothing is an error naming its line

@@ -379,11 +379,8 @@ impl Graph {
                     let mut source = parse_source(name, template.get_ref()).map_err(|message| {
                         context.error(template.span(), format!("{field}.source"), message)
                     })?;
-                    source.at = format!(
-                        "{}:{}",
-                        file.display(),
-                        context.line(template.span().start)
-                    );
+                    source.at =
+                        format!("{}:{}", file.display(), context.line(template.span().start));
                     Some(source)
                 }
                 None => None,
@@ -507,7 +504,11 @@ impl Graph {
                     continue;
                 };
                 let keys = |pattern: &Pattern| -> Vec<String> {
-                    pattern.dimensions().iter().map(|(key, _)| key.clone()).collect()
+                    pattern
+                        .dimensions()
+                        .iter()
+                        .map(|(key, _)| key.clone())
+                        .collect()
                 };
                 let (wanted, given) = (keys(&source.pattern), keys(input));
                 if wanted == given {
@@ -1332,7 +1333,13 @@ fn parse_job(
     }
     let mut code = Vec::new();
     let mut code_at = Vec::new();
-    for entry in raw.code.as_ref().map(Spanned::get_ref).into_iter().flatten() {
+    for entry in raw
+        .code
+        .as_ref()
+        .map(Spanned::get_ref)
+        .into_iter()
+        .flatten()
+    {
         check_code_entry(entry.get_ref())
             .map_err(|message| context.error(entry.span(), field("code"), message))?;
         code.push(entry.get_ref().clone());
@@ -1387,7 +1394,8 @@ fn check_code_entry(entry: &str) -> Result<(), String> {
         ));
     }
     if entry.contains(['*', '?', '[', '{']) {
-        globset::Glob::new(entry).map_err(|error| format!("{entry:?} is not a valid glob: {error}"))?;
+        globset::Glob::new(entry)
+            .map_err(|error| format!("{entry:?} is not a valid glob: {error}"))?;
     }
     Ok(())
 }

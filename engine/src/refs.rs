@@ -43,7 +43,10 @@ pub fn quoted(text: &str) -> String {
 /// too long, empty, a bad character (the rules of [`PartitionRef`]).
 pub fn check_partition_value(value: &str) -> Result<(), String> {
     if value.len() > MAX_REF_BYTES {
-        let cut = value.char_indices().nth(ECHOED_CHARS).map_or(value.len(), |(at, _)| at);
+        let cut = value
+            .char_indices()
+            .nth(ECHOED_CHARS)
+            .map_or(value.len(), |(at, _)| at);
         return Err(format!(
             "{:?}… is too long ({} bytes, at most {MAX_REF_BYTES})",
             &value[..cut],
