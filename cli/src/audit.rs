@@ -1065,19 +1065,10 @@ pub fn stats(cli: &Cli, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// `812 B`, `1.2 KiB`, `3.4 MiB`, `1.0 GiB`.
+/// `812 B`, `1.5 KiB`, `3.0 MiB`: binary units, one decimal (bytesize's
+/// IEC display, as users' other tools print sizes).
 fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 #[cfg(test)]
@@ -1096,6 +1087,8 @@ mod tests {
         assert_eq!(size(812), "812 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 
     #[test]
