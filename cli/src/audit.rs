@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::escape::escape;
 use crate::project::Project;
-use crate::report::{json_line, note};
+use crate::report::{count, count_as, json_line, note};
 use crate::{Cli, Failure};
 
 /// Who `store verify --repair` records as the author of its invalidations.
@@ -226,12 +226,18 @@ pub fn history(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
         }
         return Ok(0);
     }
-    let count = |what: fn(&Entry) -> bool| entries.iter().filter(|e| what(e)).count();
+    let number = |what: fn(&Entry) -> bool| entries.iter().filter(|e| what(e)).count();
     let mut out = format!(
-        "{partition}: {} materializations, {} failed runs, {} invalidations (newest first)\n",
-        count(|e| matches!(e, Entry::Materialization(_))),
-        count(|e| matches!(e, Entry::Failure { .. })),
-        count(|e| matches!(e, Entry::Invalidation(_))),
+        "{partition}: {}, {}, {} (newest first)\n",
+        count(
+            number(|e| matches!(e, Entry::Materialization(_))),
+            "materialization"
+        ),
+        count(number(|e| matches!(e, Entry::Failure { .. })), "failed run"),
+        count(
+            number(|e| matches!(e, Entry::Invalidation(_))),
+            "invalidation"
+        ),
     );
     for entry in &entries {
         out.push('\n');
@@ -353,7 +359,7 @@ fn entry_text(entry: &Entry) -> String {
                 .manifest
                 .as_ref()
                 .and_then(|manifest| manifest.outputs.iter().find(|o| o.digest == m.digest))
-                .map(|output| format!("  ({} files)", output.files.len()))
+                .map(|output| format!("  ({})", count(output.files.len(), "file")))
                 .unwrap_or_default();
             out.push_str(&format!("  output   {}{files}\n", m.digest));
             out
@@ -659,7 +665,7 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> R
         // Opened without blocking, a regular file only (a FIFO planted
         // under the blob's name since the check would block forever).
         let (mut file, length) = store.blobs().open(&digest).map_err(unreadable)?;
-        label(&format!("--- {name} ({length} bytes) ---"));
+        label(&format!("--- {name} ({}) ---", count(length, "byte")));
         let mut stdout = std::io::stdout().lock();
         let _ = std::io::copy(&mut file, &mut stdout);
         if labelled && length > 0 {
@@ -689,14 +695,18 @@ pub fn replay(cli: &Cli, check: bool, no_wait: bool) -> Result<u8, Failure> {
         let events = store.catalog().last_seq()?;
         let differences = store.catalog().replay_check()?;
         if differences.is_empty() {
-            stdout_text(&format!("projections equal the log ({events} events)\n"));
+            stdout_text(&format!(
+                "projections equal the log ({})\n",
+                count(events, "event")
+            ));
             return Ok(0);
         }
         stdout_text(&lines(&differences));
         return Err(Failure::store(format!(
-            "the projections differ from the log ({events} events) in {} places; \
+            "the projections differ from the log ({}) in {}; \
              `cairn replay` rebuilds them from the log",
-            differences.len()
+            count(events, "event"),
+            count(differences.len(), "place")
         )));
     }
     if project.open_reader()?.is_none() {
@@ -713,14 +723,13 @@ pub fn replay(cli: &Cli, check: bool, no_wait: bool) -> Result<u8, Failure> {
         stdout_text(&lines(&differences));
     }
     stdout_text(&format!(
-        "rebuilt the projections from {} events: {} actions, {} partitions, {} datasets, \
-         {} index entries; {} differences fixed\n",
-        report.events,
-        report.actions,
-        report.partitions,
-        report.datasets,
-        report.indexed,
-        differences.len()
+        "rebuilt the projections from {}: {}, {}, {}, {}; {} fixed\n",
+        count(report.events, "event"),
+        count(report.actions, "action"),
+        count(report.partitions, "partition"),
+        count(report.datasets, "dataset"),
+        count_as(report.indexed, "index entry", "index entries"),
+        count(differences.len(), "difference")
     ));
     Ok(0)
 }
@@ -832,52 +841,69 @@ pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, 
     }
     let collected = if report.superseded_missing > 0 {
         format!(
-            "; {} blobs of superseded manifests were collected (not needed)",
-            report.superseded_missing
+            "; {} of superseded manifests {} collected (not needed)",
+            count(report.superseded_missing, "blob"),
+            if report.superseded_missing == 1 {
+                "was"
+            } else {
+                "were"
+            }
         )
     } else {
         String::new()
     };
     if problems == 0 {
         note(&format!(
-            "store verified: {} blobs ({}) intact, every current partition's blobs present, caches intact, catalog sound{collected}",
-            report.blobs,
+            "store verified: {} ({}) intact, every current partition's blobs present, caches intact, catalog sound{collected}",
+            count(report.blobs, "blob"),
             size(report.bytes)
         ));
         return Ok(0);
     }
     let caches = |repaired: &cairn_store::RepairReport| match repaired.removed_caches.len() {
         0 => String::new(),
-        count => format!(" and {count} damaged cache files (builds recompute them)"),
+        n => format!(
+            " and {} (builds recompute them)",
+            count_as(n, "damaged cache file", "damaged cache files")
+        ),
     };
     match repaired {
         Some(repaired) if repaired.invalidated.is_empty() && repaired.removed.is_empty() => {
             Err(Failure::store(format!(
-                "{problems} problems found: removed {} damaged cache files (builds recompute them)",
-                repaired.removed_caches.len()
+                "{} found: removed {} (builds recompute them)",
+                count(problems, "problem"),
+                count_as(
+                    repaired.removed_caches.len(),
+                    "damaged cache file",
+                    "damaged cache files"
+                )
             )))
         }
         Some(repaired) if repaired.invalidated.is_empty() => Err(Failure::store(format!(
-            "{problems} problems found: removed {} damaged blobs{}; no partition needs them \
+            "{} found: removed {}{}; no partition needs them \
              (a definitions source whose record is gone needs `cairn defs refresh`)",
-            repaired.removed.len(),
+            count(problems, "problem"),
+            count(repaired.removed.len(), "damaged blob"),
             caches(&repaired)
         ))),
         Some(repaired) => Err(Failure::store(format!(
-            "{problems} problems found and repaired: removed {} damaged blobs{}, invalidated {} \
-             partitions (build {}); run `cairn build` to rebuild them",
-            repaired.removed.len(),
+            "{} found and repaired: removed {}{}, invalidated {} \
+             (build {}); run `cairn build` to rebuild them",
+            count(problems, "problem"),
+            count(repaired.removed.len(), "damaged blob"),
             caches(&repaired),
-            repaired.invalidated.len(),
+            count(repaired.invalidated.len(), "partition"),
             repaired.build
         ))),
         None if report.is_clean() => Err(Failure::store(format!(
-            "{problems} problems found: the catalog was repaired by redb; run `cairn replay --check`"
+            "{} found: the catalog was repaired by redb; run `cairn replay --check`",
+            count(problems, "problem")
         ))),
         None => Err(Failure::store(format!(
-            "{problems} problems found; `cairn store verify --repair` deletes the damaged blobs \
+            "{} found; `cairn store verify --repair` deletes the damaged blobs \
              and cache files and invalidates the affected partitions so that the next build \
-             rebuilds them"
+             rebuilds them",
+            count(problems, "problem")
         ))),
     }
 }
@@ -1001,12 +1027,12 @@ pub fn gc(
     let report = store.gc(keep, dry_run)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     stdout_text(&format!(
-        "{verb} {} blobs ({}); kept {} blobs ({}) of {} manifests\n",
-        report.removed,
+        "{verb} {} ({}); kept {} ({}) of {}\n",
+        count(report.removed, "blob"),
         size(report.removed_bytes),
-        report.kept,
+        count(report.kept, "blob"),
         size(report.kept_bytes),
-        report.kept_manifests
+        count(report.kept_manifests, "manifest")
     ));
     if dry_run {
         note("dry run: nothing was removed");

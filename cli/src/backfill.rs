@@ -19,10 +19,11 @@ use serde_json::json;
 
 use crate::build::{Execution, execute};
 use crate::project::Project;
-use crate::report::{json_line, note};
+use crate::report::{count, json_line, note};
 use crate::{BackfillArgs, Cli, Failure};
 
 pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
+    let started = std::time::Instant::now();
     let project = Project::load(cli)?;
     let backfill = Backfill::load(&args.config, &project.graph)
         .map_err(|error| Failure::usage(error.to_string()))?;
@@ -33,10 +34,10 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             .map(|(name, count)| format!("{count} {name}"))
             .collect();
         note(&format!(
-            "backfill {}: {}: {} partitions{}; reason: {}",
+            "backfill {}: {}: {}{}; reason: {}",
             backfill.file.display(),
             entry.target,
-            entry.refs.len(),
+            count(entry.refs.len() as u64, "partition"),
             if sizes.is_empty() {
                 String::new()
             } else {
@@ -59,8 +60,8 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             return Ok(0);
         }
         note(&format!(
-            "retrying {} partitions whose last attempt failed (or whose inputs' did)",
-            refs.len()
+            "retrying {} whose last attempt failed (or whose inputs' did)",
+            count(refs.len() as u64, "partition")
         ));
     }
     let plan = project.plan(&refs)?;
@@ -98,11 +99,14 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
     }
     failed.sort();
     if args.json {
-        let mut summary = executed.summary_json();
+        let mut summary = executed.summary_json(started.elapsed());
         summary["failed_partitions"] = json!(failed.iter().map(|(p, _)| p).collect::<Vec<_>>());
         json_line(&summary);
     }
-    note(&format!("backfill {}", executed.summary_text()));
+    note(&format!(
+        "backfill {}",
+        executed.summary_text(started.elapsed())
+    ));
     if !failed.is_empty() {
         note(&format!("failed partitions ({}):", failed.len()));
         for (partition, error) in &failed {
@@ -220,9 +224,9 @@ fn dry_run(project: &Project, plan: &Plan, json: bool) -> Result<u8, Failure> {
         }));
     }
     note(&format!(
-        "dry run: {} partitions: {built} built, {to_build} to build; {} actions: {} would run, {} up to date or restorable, {} blocked",
-        plan.requested.len(),
-        plan.actions.len(),
+        "dry run: {}: {built} built, {to_build} to build; {}: {} would run, {} up to date or restorable, {} blocked",
+        count(plan.requested.len() as u64, "partition"),
+        count(plan.actions.len() as u64, "action"),
         counts.executed,
         counts.cached,
         counts.skipped

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::project::Project;
-use crate::report::{BuildReporter, json_line, note};
+use crate::report::{BuildReporter, count, duration_text, json_line, note};
 use crate::uptodate::{Assisted, Quick};
 use crate::{BuildArgs, Cli, Failure};
 
@@ -45,9 +45,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         match crate::uptodate::try_quick(&project, &asked)? {
             Quick::Done(executed) => {
                 if args.json {
-                    json_line(&executed.summary_json());
+                    json_line(&executed.summary_json(started.elapsed()));
                 }
-                note(&executed.summary_text());
+                note(&executed.summary_text(started.elapsed()));
                 tracing::debug!(
                     "build finished from the snapshot ({:.2?})",
                     started.elapsed()
@@ -112,9 +112,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         assisted,
     )?;
     if args.json {
-        json_line(&executed.summary_json());
+        json_line(&executed.summary_json(started.elapsed()));
     }
-    note(&executed.summary_text());
+    note(&executed.summary_text(started.elapsed()));
     let code = executed.exit_code();
     let closing = std::time::Instant::now();
     drop(executed);
@@ -226,8 +226,9 @@ impl Executed {
             .expect("the store is open until dropped")
     }
 
-    /// The summary object that ends `--json` output.
-    pub fn summary_json(&self) -> serde_json::Value {
+    /// The summary object that ends `--json` output; `elapsed`: the
+    /// command's wall time so far.
+    pub fn summary_json(&self, elapsed: std::time::Duration) -> serde_json::Value {
         let counts = self.report.counts;
         json!({
             "type": "summary",
@@ -238,20 +239,22 @@ impl Executed {
             "failed": counts.failed,
             "skipped": counts.skipped,
             "interrupted": self.report.interrupted,
+            "duration_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         })
     }
 
-    /// `build 3: 77 actions: 2 executed, 75 cached, 0 failed, 0 skipped`.
-    pub fn summary_text(&self) -> String {
+    /// `build 3: 77 actions: 2 executed, 75 cached, 0 failed, 0 skipped in 1.2s`.
+    pub fn summary_text(&self, elapsed: std::time::Duration) -> String {
         let counts = self.report.counts;
         format!(
-            "build {}: {} actions: {} executed, {} cached, {} failed, {} skipped{}",
+            "build {}: {}: {} executed, {} cached, {} failed, {} skipped in {}{}",
             self.report.build,
-            self.total,
+            count(self.total as u64, "action"),
             counts.executed,
             counts.cached,
             counts.failed,
             counts.skipped,
+            duration_text(elapsed),
             if self.report.interrupted {
                 " (interrupted)"
             } else {
@@ -375,7 +378,7 @@ fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Re
     let verdicts =
         project.read_context(|context| evaluate(context, plan).map_err(Failure::from))?;
     tracing::debug!("evaluated ({:.2?})", started.elapsed());
-    let mut out = listing(json);
+    let mut out = listing();
     // Lines are formatted in parallel, a batch at a time (a million lines
     // held at once would be a hundred megabytes), and written in order.
     'listing: for batch in plan.order.chunks(LISTING_BATCH) {
@@ -446,7 +449,7 @@ fn action_json(job: &str, outputs: &impl serde::Serialize, verdict: &Verdict) ->
 /// the build whose result each reuses; humans get the summary alone).
 fn dry_run_current(snapshot: &Snapshot, json: bool) {
     if json {
-        let mut out = listing(true);
+        let mut out = listing();
         for action in &snapshot.actions {
             let verdict = Verdict::UpToDate {
                 key: action.key,
@@ -467,21 +470,12 @@ fn dry_run_current(snapshot: &Snapshot, json: bool) {
     dry_summary(snapshot.actions.len(), &counts, json);
 }
 
-/// One buffered writer for all of a dry run's lines (a million actions
-/// would be a million writes through line-buffered stdout or unbuffered
-/// stderr): stdout for `--json`, else stderr.
-fn listing(json: bool) -> Box<dyn Write> {
-    if json {
-        Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout().lock(),
-        ))
-    } else {
-        Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stderr().lock(),
-        ))
-    }
+/// One buffered writer for all of a dry run's lines, on stdout (the plan is
+/// the command's data, as `backfill --dry-run` prints it; the summary note
+/// goes to stderr): a million actions would otherwise be a million writes
+/// through line-buffered stdout.
+fn listing() -> impl Write {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
 }
 
 /// A dry run's last line(s): the JSON summary with `--json`, and the note.
@@ -492,7 +486,10 @@ fn dry_summary(total: usize, counts: &BuildCounts, json: bool) {
         );
     }
     note(&format!(
-        "dry run: {total} actions: {} would run, {} up to date or restorable, {} blocked",
-        counts.executed, counts.cached, counts.skipped
+        "dry run: {}: {} would run, {} up to date or restorable, {} blocked",
+        count(total as u64, "action"),
+        counts.executed,
+        counts.cached,
+        counts.skipped
     ));
 }

@@ -86,9 +86,9 @@ fn selected<'g>(project: &'g Project, name: Option<&str>) -> Result<Vec<&'g Sour
 /// `seq 12, 3 values, refreshed 2024-01-31 12:00:00 UTC`.
 fn describe(record: &DefsRecord) -> String {
     format!(
-        "seq {}, {} values, refreshed {}",
+        "seq {}, {}, refreshed {}",
         record.seq,
-        record.values,
+        crate::report::count(record.values, "value"),
         format_time_ms(record.time_ms)
     )
 }
@@ -170,9 +170,9 @@ pub fn refresh(cli: &Cli, name: Option<&str>, no_wait: bool, json: bool) -> Resu
             Err(_) => "the previous record could not be read".to_owned(),
         };
         note(&format!(
-            "{}: recorded {} values (seq {seq}, blob {}); {change}",
+            "{}: recorded {} (seq {seq}, blob {}); {change}",
             source.name,
-            values.len(),
+            crate::report::count(values.len() as u64, "value"),
             digest.short()
         ));
         if json {

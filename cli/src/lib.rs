@@ -20,7 +20,7 @@ mod uptodate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// The ways a command ends other than success.
 #[derive(Debug)]
@@ -61,10 +61,22 @@ impl From<cairn_engine::ports::StoreError> for Failure {
     }
 }
 
+/// `0.1.0 (commit 7f5dc18a2b3c, store format 3)`: what `cairn --version`
+/// prints after the name. The commit is recorded at build time (build.rs:
+/// `CAIRN_COMMIT`, else `git rev-parse`, else `unknown`).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}, store format {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CAIRN_COMMIT"),
+        cairn_store::FORMAT_VERSION
+    )
+});
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cairn",
-    version,
+    version = VERSION.as_str(),
     about = "An event-sourced, content-addressed build engine for data partitions"
 )]
 pub struct Cli {
@@ -87,27 +99,36 @@ enum Command {
     Build(BuildArgs),
     /// Show the actions that would build REFs, with the reason for each.
     Plan {
+        /// Refs or patterns to plan (`daily/date=2024-01-05`).
         #[arg(required = true, value_name = "REF")]
         refs: Vec<String>,
+        /// How to print the plan: a text list, JSON, or a Mermaid or DOT
+        /// graph.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
-    /// Show whether partitions are built, stale (and why), missing or failed.
+    /// Show whether partitions are built, running, stale (and why), missing
+    /// or failed.
     Status {
+        /// Refs or patterns (default: every partition the graph declares).
         #[arg(value_name = "REF|PATTERN")]
         refs: Vec<String>,
+        /// One JSON object per partition on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Explain whether REF is up to date, and why (or why not).
     Why {
+        /// The partition to explain.
         #[arg(value_name = "REF")]
         partition: String,
+        /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Mark partitions bad so that the next build rebuilds them.
     Invalidate {
+        /// Refs or patterns of the partitions to mark.
         #[arg(required = true, value_name = "REF|PATTERN")]
         refs: Vec<String>,
         /// Why (recorded in the log and shown by `why` and `status`).
@@ -122,6 +143,7 @@ enum Command {
     },
     /// Print the event log.
     Log {
+        /// One JSON object per event on stdout (schema in docs/cli.md).
         #[arg(long)]
         json: bool,
         /// Only events from this sequence number on, or recorded at or after
@@ -148,14 +170,17 @@ enum Command {
     /// Every materialization of a partition, newest first, with its inputs,
     /// code, versions, and whether it ran or was reused; failures too.
     History {
+        /// The partition whose history to show.
         #[arg(value_name = "REF")]
         partition: String,
+        /// One JSON object per entry on stdout.
         #[arg(long)]
         json: bool,
     },
     /// The captured stdout and stderr of the job run that produced REF (or
     /// that last failed to), each under a `--- stdout|stderr ---` label.
     Logs {
+        /// The partition whose job output to print.
         #[arg(value_name = "REF")]
         partition: String,
         /// The run of this build instead.
@@ -190,6 +215,20 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Print a shell completion script (e.g. `cairn completions bash >
+    /// ~/.local/share/bash-completion/completions/cairn`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `cairn man | man -l -`), or a
+    /// command's (`cairn man build`).
+    Man {
+        /// The command whose page to print (default: cairn's own).
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
     },
 }
 
@@ -227,6 +266,7 @@ enum StoreCommand {
     },
     /// Counts and sizes: events, builds, actions, partitions, blobs.
     Stats {
+        /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -237,6 +277,7 @@ enum DefsCommand {
     /// Run the source commands (all, or NAME), validate their output and
     /// record it; a failing source leaves its previous record in force.
     Refresh {
+        /// The source to refresh (default: every source).
         #[arg(value_name = "NAME")]
         name: Option<String>,
         /// One JSON object per source on stdout.
@@ -248,20 +289,24 @@ enum DefsCommand {
     },
     /// The values of the latest record (of NAME, or a line per source).
     Show {
+        /// The source to show (default: a line per source).
         #[arg(value_name = "NAME")]
         name: Option<String>,
+        /// JSON on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Values added and removed between the previous record (or the record
     /// at SEQ) and the latest one.
     Diff {
+        /// The source whose records to compare.
         #[arg(value_name = "NAME")]
         name: String,
         /// Compare with the record of this event (see `cairn log --kind
         /// DefsRefreshed`).
         #[arg(long, value_name = "SEQ")]
         from: Option<u64>,
+        /// JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -311,7 +356,7 @@ struct BuildArgs {
     /// Keep building independent actions after a failure.
     #[arg(long)]
     keep_going: bool,
-    /// Show what would run and why, without running anything.
+    /// Print what would run and why (stdout), without running anything.
     #[arg(long)]
     dry_run: bool,
     /// JSON lines on stdout; the last line is the summary.
@@ -328,9 +373,13 @@ struct BuildArgs {
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum PlanFormat {
+    /// One line per action: verdict, job, outputs, reason.
     Text,
+    /// One JSON object: requested refs, actions, configure calls.
     Json,
+    /// A Mermaid flowchart of the partition graph.
     Mermaid,
+    /// A Graphviz DOT graph of the partition graph.
     Dot,
 }
 
@@ -415,6 +464,16 @@ pub fn main() -> ExitCode {
             ),
             StoreCommand::Stats { json } => audit::stats(&cli, *json),
         },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "cairn",
+                &mut std::io::stdout().lock(),
+            );
+            Ok(0)
+        }
+        Command::Man { command } => man(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -422,6 +481,37 @@ pub fn main() -> ExitCode {
             report::error_line(&failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// `cairn man [COMMAND...]`: the manual page of cairn, or of one command
+/// (`cairn man build` is cairn-build(1)), in roff on stdout, rendered by
+/// clap_mangen from clap's own description of the commands.
+fn man(path: &[String]) -> Result<u8, Failure> {
+    let mut command = Cli::command();
+    command.build();
+    let mut name = "cairn".to_owned();
+    for word in path {
+        let Some(sub) = command.find_subcommand(word).cloned() else {
+            let known: Vec<&str> = command
+                .get_subcommands()
+                .map(clap::Command::get_name)
+                .collect();
+            return Err(Failure::usage(format!(
+                "`{name}` has no command {word:?} (commands: {})",
+                known.join(", ")
+            )));
+        };
+        name = format!("{name}-{}", sub.get_name());
+        command = sub;
+    }
+    // clap names are &'static without its `string` feature; one name, once.
+    let page = clap_mangen::Man::new(command.name(name.leak() as &str));
+    match page.render(&mut std::io::stdout().lock()) {
+        Ok(()) => Ok(0),
+        // A closed pipe (`cairn man | head`) is not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(error) => Err(Failure::usage(format!("cannot write the manual: {error}"))),
     }
 }
 
@@ -479,7 +569,51 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(report::stderr_colours())
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every argument (positional or flag) of every
+    /// command, `COMMAND PATH: ARG`, that has no help text.
+    fn undocumented(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        if command.get_about().is_none() && path != "cairn" {
+            out.push(format!("{path}: the command itself"));
+        }
+        for arg in command.get_arguments() {
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path}: {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut command = Cli::command();
+        command.build();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&command, "cairn", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn the_version_names_the_commit_and_the_store_format() {
+        let version = Cli::command().render_version();
+        let expected = format!(
+            "cairn {} (commit {}, store format {})\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("CAIRN_COMMIT"),
+            cairn_store::FORMAT_VERSION
+        );
+        assert_eq!(version, expected);
+        assert!(!env!("CAIRN_COMMIT").is_empty());
+    }
 }

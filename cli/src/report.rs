@@ -1,29 +1,40 @@
-//! Output for humans (stderr: a live progress line on a TTY, plain lines
-//! otherwise; NO_COLOR honoured) and for programs (JSON lines on stdout).
+//! Output for humans and for programs.
+//!
+//! Humans read stderr: a live progress bar on a terminal (indicatif), plain
+//! lines otherwise. Colours go through anstream, which writes them only to
+//! a terminal and honours `NO_COLOR` (and `CLICOLOR_FORCE`), so a pipe
+//! (`cairn -vv build 2>&1 | cat -v`) never sees an escape code. Programs
+//! read stdout: JSON lines with `--json`.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use anstyle::{AnsiColor, Style};
 use cairn_engine::action::Outcome;
 use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{Progress, Reporter};
 use cairn_engine::plan::PlannedAction;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
-fn color(code: &str, text: &str) -> String {
-    if std::env::var_os("NO_COLOR").is_some() || !std::io::stderr().is_terminal() {
-        text.to_owned()
-    } else {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    }
+/// `error:` and `failed:`.
+const ALARM: Style = AnsiColor::Red.on_default().bold();
+/// The failure count of the progress bar.
+const FAILED: Style = AnsiColor::Red.on_default();
+
+/// Whether stderr gets colours: a terminal, without `NO_COLOR` (anstream's
+/// choice, which the tracing subscriber follows too).
+pub fn stderr_colours() -> bool {
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
 
 /// `error: ...` on stderr.
 pub fn error_line(message: &str) {
-    let mut stderr = std::io::stderr().lock();
+    let mut stderr = anstream::stderr().lock();
     let message = crate::escape::escape_lines(message);
-    let _ = writeln!(stderr, "{} {message}", color("31;1", "error:"));
+    let _ = writeln!(stderr, "{ALARM}error:{ALARM:#} {message}");
 }
 
 /// A note for humans on stderr.
@@ -36,6 +47,41 @@ pub fn note(message: &str) {
 pub fn json_line(value: &serde_json::Value) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{value}");
+}
+
+/// `1 partition`, `2 partitions`, `0 partitions`: `noun` is the singular,
+/// made plural with an `s` (see [`count_as`] for the others).
+pub fn count<N: TryInto<u64>>(n: N, noun: &str) -> String {
+    count_as(n, noun, &format!("{noun}s"))
+}
+
+/// `1 index entry`, `2 index entries`.
+pub fn count_as<N: TryInto<u64>>(n: N, one: &str, many: &str) -> String {
+    match n.try_into() {
+        Ok(1) => format!("1 {one}"),
+        Ok(n) => format!("{n} {many}"),
+        Err(_) => format!("? {many}"),
+    }
+}
+
+/// A wall-clock duration for humans: `85ms`, `1.2s`, `2m 5s`, `1h 3m 12s`
+/// (jiff's friendly format).
+pub fn duration_text(duration: Duration) -> String {
+    use jiff::fmt::friendly::{Designator, FractionalUnit, Spacing, SpanPrinter};
+    if duration < Duration::from_secs(1) {
+        return format!("{}ms", duration.as_millis());
+    }
+    let printer = SpanPrinter::new()
+        .designator(Designator::Compact)
+        .spacing(Spacing::BetweenUnits);
+    if duration < Duration::from_secs(60) {
+        printer
+            .fractional(Some(FractionalUnit::Second))
+            .precision(Some(1))
+            .unsigned_duration_to_string(&duration)
+    } else {
+        printer.unsigned_duration_to_string(&Duration::from_secs(duration.as_secs()))
+    }
 }
 
 pub fn outcome_word(outcome: &Outcome) -> &'static str {
@@ -94,80 +140,122 @@ pub fn failure_text(
     text
 }
 
+/// An action the progress bar shows while it runs.
+struct Running {
+    job: String,
+    outputs: String,
+    since: Instant,
+    /// The sequence of its last checkpoint, if it recorded one.
+    checkpoint: Option<u64>,
+    /// Started first among those running (ties broken by arrival).
+    order: u64,
+}
+
+/// What the progress bar's `{running}` and `{failed}` keys show, shared
+/// with indicatif's ticker thread, which redraws the bar (and so the
+/// elapsed times) even while nothing finishes.
+#[derive(Default)]
+struct Live {
+    /// Keyed by the action's address in the plan (stable for the build).
+    running: BTreeMap<usize, Running>,
+    started: u64,
+    failed: u64,
+}
+
+impl Live {
+    /// `running 2: clean clean/date=…/station=S007 for 1m 5s, checkpoint 4`:
+    /// the count, then the action running longest, with its elapsed time
+    /// and last checkpoint.
+    fn running_text(&self) -> String {
+        let Some(oldest) = self.running.values().min_by_key(|running| running.order) else {
+            return "running 0".to_owned();
+        };
+        let checkpoint = oldest
+            .checkpoint
+            .map(|sequence| format!(", checkpoint {sequence}"))
+            .unwrap_or_default();
+        format!(
+            "running {}: {} {} for {}{checkpoint}",
+            self.running.len(),
+            oldest.job,
+            oldest.outputs,
+            duration_text(oldest.since.elapsed())
+        )
+    }
+}
+
+fn address(action: &PlannedAction) -> usize {
+    std::ptr::from_ref(action) as usize
+}
+
 /// The build's reporter: JSON lines and/or human progress.
 pub struct BuildReporter {
     json: bool,
-    tty: bool,
-    start: Instant,
-    last_draw: Mutex<Option<Instant>>,
+    /// A progress bar on a terminal; hidden otherwise (plain lines instead).
+    bar: ProgressBar,
+    live: Arc<Mutex<Live>>,
 }
 
 impl BuildReporter {
     pub fn new(json: bool) -> Self {
-        BuildReporter {
-            json,
-            tty: std::io::stderr().is_terminal(),
-            start: Instant::now(),
-            last_draw: Mutex::new(None),
+        let live = Arc::new(Mutex::new(Live::default()));
+        // indicatif draws only on a terminal: elsewhere the target is
+        // hidden and the plain lines of `human_line` are all there is.
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let (running, failed) = (Arc::clone(&live), Arc::clone(&live));
+        let colours = stderr_colours();
+        let style =
+            ProgressStyle::with_template("[{bar:30}] {pos}/{len} {elapsed} {running}{failed}")
+                .expect("a valid template")
+                .progress_chars("= ")
+                .with_key(
+                    "running",
+                    move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
+                        let live = running.lock().unwrap_or_else(PoisonError::into_inner);
+                        let _ = out.write_str(&live.running_text());
+                    },
+                )
+                .with_key(
+                    "failed",
+                    move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
+                        let live = failed.lock().unwrap_or_else(PoisonError::into_inner);
+                        if live.failed > 0 {
+                            let text = format!(" failed {}", live.failed);
+                            let _ = if colours {
+                                write!(out, "{FAILED}{text}{FAILED:#}")
+                            } else {
+                                out.write_str(&text)
+                            };
+                        }
+                    },
+                );
+        bar.set_style(style);
+        if !bar.is_hidden() {
+            bar.enable_steady_tick(Duration::from_millis(250));
         }
+        BuildReporter { json, bar, live }
     }
 
-    fn draw(&self, progress: Progress, force: bool) {
-        if !self.tty {
-            return;
-        }
-        let Ok(mut last) = self.last_draw.lock() else {
-            return;
-        };
-        if !force && last.is_some_and(|at| at.elapsed().as_millis() < 80) {
-            return;
-        }
-        *last = Some(Instant::now());
-        let width = 30usize;
-        let filled = (progress.done * width)
-            .checked_div(progress.total)
-            .unwrap_or(width);
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let eta = if progress.done > 0 && progress.done < progress.total {
-            let remaining =
-                elapsed / progress.done as f64 * (progress.total - progress.done) as f64;
-            format!(" ETA {remaining:.0}s")
-        } else {
-            String::new()
-        };
-        let failed = if progress.counts.failed > 0 {
-            color("31", &format!(" failed {}", progress.counts.failed))
-        } else {
-            String::new()
-        };
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(
-            stderr,
-            "\r\x1b[2K[{}{}] {}/{} running {}{failed}{eta}",
-            "=".repeat(filled),
-            " ".repeat(width - filled),
-            progress.done,
-            progress.total,
-            progress.running
-        );
-        let _ = stderr.flush();
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Clears the progress line before the summary.
+    fn update(&self, progress: Progress) {
+        self.bar.set_length(progress.total as u64);
+        self.bar.set_position(progress.done as u64);
+    }
+
+    /// Clears the progress bar before the summary.
     pub fn finish(&self) {
-        if self.tty {
-            let mut stderr = std::io::stderr().lock();
-            let _ = write!(stderr, "\r\x1b[2K");
-            let _ = stderr.flush();
-        }
+        self.bar.finish_and_clear();
     }
 
+    /// A line above the progress bar (or alone, without one).
     fn human_line(&self, line: &str) {
-        let mut stderr = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(stderr, "\r\x1b[2K");
-        }
-        let _ = writeln!(stderr, "{line}");
+        self.bar.suspend(|| {
+            let mut stderr = anstream::stderr().lock();
+            let _ = writeln!(stderr, "{line}");
+        });
     }
 }
 
@@ -193,8 +281,31 @@ pub fn action_line(
 }
 
 impl Reporter for BuildReporter {
-    fn started(&self, _action: &PlannedAction, progress: Progress) {
-        self.draw(progress, false);
+    fn started(&self, action: &PlannedAction, progress: Progress) {
+        {
+            let mut live = self.live();
+            live.started += 1;
+            let order = live.started;
+            live.running.insert(
+                address(action),
+                Running {
+                    // Escaped once here: the bar redraws them often.
+                    job: crate::escape::escape(&action.job).into_owned(),
+                    outputs: crate::escape::escape(&outputs_text(action)).into_owned(),
+                    since: Instant::now(),
+                    checkpoint: None,
+                    order,
+                },
+            );
+        }
+        self.update(progress);
+    }
+
+    fn checkpointed(&self, action: &PlannedAction, sequence: u64) {
+        if let Some(running) = self.live().running.get_mut(&address(action)) {
+            running.checkpoint = Some(sequence);
+        }
+        self.bar.tick();
     }
 
     fn finished(
@@ -204,6 +315,11 @@ impl Reporter for BuildReporter {
         outcome: &Outcome,
         progress: Progress,
     ) {
+        {
+            let mut live = self.live();
+            live.running.remove(&address(action));
+            live.failed = progress.counts.failed;
+        }
         if self.json {
             let mut line = action_line(&action.job, &action.config.outputs, outcome, key);
             match outcome {
@@ -220,24 +336,81 @@ impl Reporter for BuildReporter {
         match outcome {
             Outcome::Failed { error, stderr_tail } => {
                 self.human_line(&failure_text(
-                    &color("31;1", "failed:"),
+                    &format!("{ALARM}failed:{ALARM:#}"),
                     error,
                     stderr_tail,
                     action.config.outputs.first(),
                 ));
             }
-            Outcome::Executed { duration_ms } if !self.tty => {
+            Outcome::Executed { duration_ms } if self.bar.is_hidden() => {
                 self.human_line(&format!(
                     "built {} ({}, {duration_ms} ms)",
                     outputs_text(action),
-                    action.job
+                    action.job,
                 ));
             }
             _ => {}
         }
-        self.draw(
-            progress,
-            matches!(outcome, Outcome::Failed { .. }) || progress.done == progress.total,
+        self.update(progress);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1u64, "partition"), "1 partition");
+        assert_eq!(count(0u64, "partition"), "0 partitions");
+        assert_eq!(count(2usize, "action"), "2 actions");
+        assert_eq!(
+            count_as(1u64, "index entry", "index entries"),
+            "1 index entry"
+        );
+        assert_eq!(
+            count_as(3u64, "index entry", "index entries"),
+            "3 index entries"
+        );
+    }
+
+    #[test]
+    fn durations_read_like_a_clock() {
+        assert_eq!(duration_text(Duration::from_millis(85)), "85ms");
+        assert_eq!(duration_text(Duration::from_millis(1_234)), "1.2s");
+        assert_eq!(duration_text(Duration::from_millis(125_900)), "2m 5s");
+        assert_eq!(duration_text(Duration::from_secs(3_792)), "1h 3m 12s");
+    }
+
+    #[test]
+    fn the_bar_names_the_longest_running_action_and_its_checkpoint() {
+        let mut live = Live::default();
+        assert_eq!(live.running_text(), "running 0");
+        live.running.insert(
+            7,
+            Running {
+                job: "page".into(),
+                outputs: "pages/site=a".into(),
+                since: Instant::now()
+                    .checked_sub(Duration::from_secs(65))
+                    .expect("the clock is past a minute"),
+                checkpoint: Some(4),
+                order: 1,
+            },
+        );
+        live.running.insert(
+            3,
+            Running {
+                job: "clean".into(),
+                outputs: "clean/x=1".into(),
+                since: Instant::now(),
+                checkpoint: None,
+                order: 2,
+            },
+        );
+        assert_eq!(
+            live.running_text(),
+            "running 2: page pages/site=a for 1m 5s, checkpoint 4"
         );
     }
 }

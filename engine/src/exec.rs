@@ -70,6 +70,8 @@ pub struct Progress {
 /// Receives progress; the engine never prints.
 pub trait Reporter: Sync {
     fn started(&self, _action: &PlannedAction, _progress: Progress) {}
+    /// A running action recorded checkpoint `sequence`.
+    fn checkpointed(&self, _action: &PlannedAction, _sequence: u64) {}
     /// Called once the action's outcome is committed to the catalog.
     fn finished(
         &self,
@@ -1015,6 +1017,10 @@ impl<'a> Scheduler<'a> {
                     self.progress.running += 1;
                     self.reporter
                         .started(&self.plan.actions[index], self.progress);
+                }
+                if let EventKind::ActionCheckpointed { sequence, .. } = &*event {
+                    self.reporter
+                        .checkpointed(&self.plan.actions[index], *sequence);
                 }
                 self.pending_events.push((at, *event));
             }
