@@ -4,7 +4,7 @@ use cairn_engine::date::format_time_ms;
 use cairn_engine::evaluate::{Verdict, evaluate_with_keys};
 use cairn_engine::graph::Producer;
 use cairn_engine::ports::Catalog;
-use cairn_engine::record::EventKind;
+use cairn_engine::record::{EventKind, PartitionState};
 use cairn_engine::refs::PartitionRef;
 use serde_json::json;
 
@@ -48,15 +48,31 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
         return Ok(0);
     }
     let plan = project.plan(std::slice::from_ref(&partition))?;
+    let live = crate::running::LiveBuild::find(&project)?;
     let explanation = project.read_context(|context| {
         let verdicts = evaluate_with_keys(context, &plan).map_err(Failure::from)?;
-        let index = plan
-            .actions
-            .iter()
-            .position(|action| action.config.outputs.contains(&partition))
+        let producer = |partition: &PartitionRef| {
+            plan.actions
+                .iter()
+                .position(|action| action.config.outputs.contains(partition))
+        };
+        let index = producer(&partition)
             .ok_or_else(|| Failure::usage(format!("no action of the plan produces {partition}")))?;
         let state = context.catalog.partition(&partition)?;
+        let running = match (&live, &verdicts[index]) {
+            (_, Verdict::UpToDate { .. }) | (None, _) => None,
+            (Some(live), _) => live.running(&partition)?,
+        };
         let explanation = match &verdicts[index] {
+            _ if running.is_some() => Explanation {
+                state: "running",
+                text: format!(
+                    "{partition} is being built now: {}",
+                    running.unwrap_or_default()
+                ),
+                key: None,
+                built_by: None,
+            },
             Verdict::UpToDate { key, built_by } => {
                 let manifest = context.catalog.action(key)?;
                 let versions = manifest.as_ref().map(|m| version_note(&project, &m.versions)).unwrap_or_default();
@@ -89,22 +105,10 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
                 built_by: None,
             },
             Verdict::Pending { input } => {
-                let reason = Verdict::pending_reason(input);
-                let own_failure = state.as_ref().and_then(|s| s.failed.clone());
-                let upstream_failure = context.catalog.partition(input)?.and_then(|s| s.failed);
-                let text = match (upstream_failure, own_failure) {
-                    (Some((build, error)), _) => {
-                        format!("{partition} is waiting on upstream {input}, which failed in build {build}: {error}")
-                    }
-                    (None, Some((build, error))) => {
-                        format!("{partition} will be rebuilt: {reason} (its last attempt, in build {build}, failed: {error})")
-                    }
-                    (None, None) if state.as_ref().is_none_or(|s| s.current.is_none()) => {
-                        format!("{partition} will be built: never built (it needs {input}, which is not built yet)")
-                    }
-                    (None, None) => format!("{partition} will be rebuilt if its inputs change: {reason}"),
-                };
-                Explanation { state: "rebuild", text, key: None, built_by: None }
+                let input_verdict = producer(input).map(|at| &verdicts[at]);
+                let waiting =
+                    waiting_on(context.catalog, &partition, state.as_ref(), input, input_verdict)?;
+                Explanation { state: "rebuild", text: waiting.sentence, key: None, built_by: None }
             }
             Verdict::Blocked { reason } => Explanation {
                 state: "blocked",
@@ -117,6 +121,77 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
     })?;
     print(json, &partition, &explanation);
     Ok(0)
+}
+
+/// What `status` and `why` both say of a partition whose job waits on its
+/// input (a [`Verdict::Pending`]).
+pub struct Waiting {
+    /// `status`'s word: `failed`, `missing` or `stale`.
+    pub word: &'static str,
+    /// `status`'s reason.
+    pub reason: String,
+    /// `why`'s sentence: the same facts, naming the partition.
+    pub sentence: String,
+}
+
+/// [`Waiting`] for `partition`, whose job waits on `input`.
+/// `input_verdict`: the verdict of the action producing `input`, when it is
+/// planned, to say why that input is rebuilt.
+pub fn waiting_on(
+    catalog: &dyn Catalog,
+    partition: &PartitionRef,
+    state: Option<&PartitionState>,
+    input: &PartitionRef,
+    input_verdict: Option<&Verdict>,
+) -> Result<Waiting, Failure> {
+    let built = state.is_some_and(|state| state.current.is_some());
+    let own_failure = state.and_then(|state| state.failed.clone());
+    let upstream_failure = catalog.partition(input)?.and_then(|state| state.failed);
+    let word = match (&own_failure, built) {
+        (Some(_), _) => "failed",
+        (None, false) => "missing",
+        (None, true) => "stale",
+    };
+    let input_reason = match input_verdict {
+        Some(verdict @ (Verdict::Run { .. } | Verdict::Pending { .. })) => {
+            format!(" ({})", verdict.reason())
+        }
+        _ => String::new(),
+    };
+    let (reason, sentence) = match (upstream_failure, own_failure) {
+        (Some((build, error)), _) => {
+            let reason =
+                format!("waiting on upstream {input}, which failed in build {build}: {error}");
+            let sentence = format!("{partition} is {reason}");
+            (reason, sentence)
+        }
+        (None, Some((build, error))) => {
+            let rerun = format!("it runs again once its input {input} is rebuilt{input_reason}");
+            (
+                format!("build {build}: {error}; {rerun}"),
+                format!("{partition} failed in build {build}: {error}; {rerun}"),
+            )
+        }
+        (None, None) if !built => (
+            "never built".to_owned(),
+            format!(
+                "{partition} will be built: never built (it needs {input}, which is not built yet)"
+            ),
+        ),
+        (None, None) => {
+            let reason = format!(
+                "its input {input} will be rebuilt first{input_reason}; \
+                 it is rebuilt if that changes the input's content"
+            );
+            let sentence = format!("{partition} is stale: {reason}");
+            (reason, sentence)
+        }
+    };
+    Ok(Waiting {
+        word,
+        reason,
+        sentence,
+    })
 }
 
 /// `, built by clean 1.2.0, graph now 1.3.0: still valid` when versions moved.
@@ -183,8 +258,8 @@ pub fn invalidate(
             println_stdout(partition.as_str());
         }
         note(&format!(
-            "would invalidate {} partitions (dry run: nothing recorded)",
-            refs.len()
+            "would invalidate {} (dry run: nothing recorded)",
+            crate::report::count(refs.len() as u64, "partition")
         ));
         return Ok(0);
     }
@@ -203,9 +278,10 @@ pub fn invalidate(
     let build = store.catalog().next_build_id()?;
     let seq = store.catalog().append(build, events, Vec::new())?;
     note(&format!(
-        "invalidated {} partitions at {} (log up to seq {seq}); the next build rebuilds them",
-        refs.len(),
-        format_time_ms(cairn_engine::action::now_ms())
+        "invalidated {} at {} (log up to seq {seq}); the next build rebuilds {}",
+        crate::report::count(refs.len() as u64, "partition"),
+        format_time_ms(cairn_engine::action::now_ms()),
+        if refs.len() == 1 { "it" } else { "them" }
     ));
     Ok(0)
 }

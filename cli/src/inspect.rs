@@ -13,7 +13,7 @@ use cairn_engine::refs::{PartitionRef, Pattern};
 use serde_json::{Value, json};
 
 use crate::project::{Project, resumable_note};
-use crate::report::{json_line, note};
+use crate::report::{count, json_line, note};
 use crate::{Cli, Failure, PlanFormat};
 
 pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Failure> {
@@ -37,8 +37,8 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
             }
             let counts = Verdict::count(&verdicts);
             out.push_str(&format!(
-                "{} actions: {} would run, {} up to date or restorable\n",
-                plan.actions.len(),
+                "{}: {} would run, {} up to date or restorable\n",
+                count(plan.actions.len() as u64, "action"),
                 counts.executed,
                 counts.cached
             ));
@@ -189,6 +189,7 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
     let project = Project::load(cli)?;
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
+    let live = crate::running::LiveBuild::find(&project)?;
     let rows = project.read_context(|context| {
         let verdicts = evaluate(context, &plan).map_err(Failure::from)?;
         let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
@@ -210,7 +211,12 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
             let state = context.catalog.partition(partition)?;
             let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
             let failed = state.as_ref().and_then(|s| s.failed.clone());
+            let running = match (&live, &verdicts[index]) {
+                (_, Verdict::UpToDate { .. }) | (None, _) => None,
+                (Some(live), _) => live.running(partition)?,
+            };
             let (word, reason) = match &verdicts[index] {
+                _ if running.is_some() => ("running", running.unwrap_or_default()),
                 Verdict::UpToDate { built_by, key } => {
                     let versions = match context.catalog.action(key)? {
                         Some(manifest) => built_versions(&project, &manifest),
@@ -223,6 +229,17 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
                     "data path missing or altered; the next build restores it from the store"
                         .to_owned(),
                 ),
+                Verdict::Pending { input } => {
+                    let input_verdict = producer.get(input).map(|&at| &verdicts[at]);
+                    let waiting = crate::explain::waiting_on(
+                        context.catalog,
+                        partition,
+                        state.as_ref(),
+                        input,
+                        input_verdict,
+                    )?;
+                    (waiting.word, waiting.reason)
+                }
                 verdict => {
                     let (_, mut reason) = verdict.describe();
                     // No key: the store records nothing, so no checkpoint.
@@ -255,14 +272,15 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
         }
     }
     if !json {
-        let count = |word: &str| rows.iter().filter(|(_, state, _)| *state == word).count();
+        let number = |word: &str| rows.iter().filter(|(_, state, _)| *state == word).count();
         note(&format!(
-            "{} partitions: {} built, {} stale, {} missing, {} failed",
-            rows.len(),
-            count("built"),
-            count("stale"),
-            count("missing"),
-            count("failed")
+            "{}: {} built, {} stale, {} missing, {} failed, {} running",
+            count(rows.len() as u64, "partition"),
+            number("built"),
+            number("stale"),
+            number("missing"),
+            number("failed"),
+            number("running")
         ));
     }
     Ok(0)
@@ -521,7 +539,13 @@ fn event_text(event: &Event) -> String {
                 .map(|reason| format!("  reason: {reason}"))
                 .unwrap_or_default()
         ),
-        EventKind::Planned { actions, sources } => format!("{actions} actions, {sources} sources"),
+        EventKind::Planned { actions, sources } => {
+            format!(
+                "{}, {}",
+                count(*actions, "action"),
+                count(*sources, "source")
+            )
+        }
         EventKind::ActionStarted {
             reason,
             attempt,
@@ -544,7 +568,11 @@ fn event_text(event: &Event) -> String {
             digest,
             ..
         } => {
-            format!("checkpoint {sequence} ({size} bytes, {})", digest.short())
+            format!(
+                "checkpoint {sequence} ({}, {})",
+                count(*size, "byte"),
+                digest.short()
+            )
         }
         EventKind::ActionFailed { error, .. } => error.clone(),
         EventKind::ActionCached {
@@ -584,7 +612,8 @@ fn event_text(event: &Event) -> String {
             digest,
             values,
         } => format!(
-            "source {source}: {values} values, record {}",
+            "source {source}: {}, record {}",
+            count(*values, "value"),
             digest.short()
         ),
     };

@@ -15,6 +15,7 @@ mod explain;
 mod inspect;
 mod project;
 mod report;
+mod running;
 mod uptodate;
 
 use std::path::PathBuf;

@@ -91,6 +91,57 @@ impl Drop for StoreLock {
     }
 }
 
+/// The process holding the writer lock of a store, as another process
+/// sees it ([`holder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// The build it runs, once it has named one ([`StoreLock::record_build`]).
+    pub build: Option<u64>,
+}
+
+/// Who holds the writer lock of the store at `dir` right now, without
+/// taking it (a reader that tried the lock, even for an instant, could
+/// make a `--no-wait` writer fail): the lock file names the holder, and
+/// the kernel's lock table (`/proc/locks`) confirms that this process
+/// holds an exclusive `flock` on that very file, so a holder that was
+/// killed (its details left behind) or a reused pid is not taken for a
+/// live one. Without `/proc/locks`, a live pid is believed. `None`: no
+/// live holder (or none that has written its details yet).
+pub fn holder(dir: &Path) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join("lock");
+    let text = std::fs::read_to_string(&path).ok()?;
+    let (pid, _) = parse_holder(&text)?;
+    let inode = std::fs::metadata(&path).ok()?.ino();
+    let held = match std::fs::read_to_string("/proc/locks") {
+        Ok(locks) => holds_flock(&locks, pid, inode),
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    };
+    held.then(|| Holder {
+        pid,
+        build: parse_build(&text),
+    })
+}
+
+/// Whether `/proc/locks` lists a granted exclusive `flock` of `pid` on the
+/// file with `inode`: `1: FLOCK  ADVISORY  WRITE 4242 fd:01:131090 0 EOF`
+/// (a waiter's line has `->` after the number, and is not a holder).
+fn holds_flock(locks: &str, pid: u32, inode: u64) -> bool {
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 6
+            && fields[1] == "FLOCK"
+            && fields[3] == "WRITE"
+            && fields[4].parse::<u32>().ok() == Some(pid)
+            && fields[5]
+                .rsplit(':')
+                .next()
+                .and_then(|number| number.parse::<u64>().ok())
+                == Some(inode)
+    })
+}
+
 /// Replaces the lock file's content with this process's id, the time it
 /// took the lock and, once known, the build it runs.
 fn write_holder(mut file: &File, since_ms: u64, build: Option<u64>) -> std::io::Result<()> {
@@ -241,6 +292,45 @@ mod tests {
         let expected = format!("(pid {}, build 17, for 0s)", std::process::id());
         assert!(message.ends_with(&expected), "{message}");
         assert_eq!(parse_build("pid=1\nsince_ms=2\nbuild=x\n"), None);
+    }
+
+    #[test]
+    fn the_live_holder_and_its_build_are_seen_from_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(holder(dir.path()), None, "no lock file");
+        let lock = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+        let pid = std::process::id();
+        assert_eq!(holder(dir.path()), Some(Holder { pid, build: None }));
+        lock.record_build(9).unwrap();
+        assert_eq!(
+            holder(dir.path()),
+            Some(Holder {
+                pid,
+                build: Some(9)
+            })
+        );
+        // Looking did not take the lock: a writer that does not wait gets it.
+        drop(lock);
+        assert_eq!(holder(dir.path()), None, "released");
+        // Details left behind by a holder that died name no live holder.
+        std::fs::write(
+            dir.path().join("lock"),
+            format!("pid={pid}\nsince_ms=1\nbuild=3\n"),
+        )
+        .unwrap();
+        assert_eq!(holder(dir.path()), None, "stale details");
+        let _lock = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+    }
+
+    #[test]
+    fn the_kernel_lock_table_is_read_for_granted_exclusive_flocks() {
+        let table = "1: FLOCK  ADVISORY  WRITE 42 fd:01:777 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 43 fd:01:777 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 44 fd:01:778 0 EOF\n";
+        assert!(holds_flock(table, 42, 777));
+        assert!(!holds_flock(table, 43, 777), "a waiter");
+        assert!(!holds_flock(table, 42, 778), "another file");
+        assert!(!holds_flock(table, 44, 778), "a POSIX lock");
     }
 
     #[test]
