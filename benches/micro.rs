@@ -92,7 +92,7 @@ impl Configurer for InMemory {
         refs: &[(PartitionRef, Bindings)],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         refs.iter()
-            .map(|(_, bindings)| declarative_config(job, bindings))
+            .map(|(_, bindings)| declarative_config(job, bindings, &Default::default()))
             .collect()
     }
 }

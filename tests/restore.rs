@@ -124,31 +124,101 @@ fn early_cutoff_stops_at_an_identical_clean_output() {
     again.assert_counts(TOTAL, 0, TOTAL, 0, 0);
 }
 
+/// The podcast's daily as an executable job whose configure step reads
+/// the stations from the request on its stdin (docs/job-protocol.md) and
+/// counts its calls in `configure-calls`.
+fn with_executable_daily(p: &Project) {
+    let counter = p.file("configure-calls");
+    p.write(
+        "jobs/configure.sh",
+        format!(
+            r#"echo call >> '{}'
+stations=$(sed 's/.*"station":\[\([^]]*\)\].*/\1/' | tr -d '"' | tr ',' ' ')
+printf '{{"configs":['
+sep=
+for ref in "$@"; do
+  d=${{ref#daily/date=}}
+  printf '%s{{"outputs":["%s"],"inputs":[' "$sep" "$ref"; sep=,
+  isep=
+  for s in $stations; do printf '%s"clean/date=%s/station=%s"' "$isep" "$d" "$s"; isep=,; done
+  printf '],"args":["%s"]}}' "$d"
+done
+printf ']}}\n'
+"#,
+            counter.display()
+        ),
+    );
+    let graph = p.read_string("cairn.toml");
+    let patched = graph.replace(
+        "inputs = [\"clean/date={date}/station={station}\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\nargs = [\"{date}\"]\ncode = [\"jobs/daily.sh\"]",
+        "configure = [\"sh\", \"jobs/configure.sh\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\ncode = [\"jobs/daily.sh\", \"jobs/configure.sh\"]",
+    );
+    assert_ne!(patched, graph, "the podcast's daily job changed shape");
+    p.write("cairn.toml", patched);
+}
+
 #[test]
 fn no_op_build_does_not_run_configure_again() {
     let p = Project::podcast(2, 2);
-    // Count configure calls in a file outside the project's inputs.
-    let counter = p.file("configure-calls");
-    let script = p.read_string("jobs/daily.sh");
-    let patched = script.replacen(
-        "\nconfigure() {\n",
-        &format!(
-            "\nconfigure() {{\n    echo call >> '{}'\n",
-            counter.display()
-        ),
-        1,
-    );
-    assert_ne!(patched, script, "daily.sh has no configure() function");
-    p.write("jobs/daily.sh", patched);
+    with_executable_daily(&p);
     p.build(&[]).assert_code(0);
     let calls = p.read_string("configure-calls").lines().count();
     assert_eq!(calls, 1, "one configure call for the whole first build");
+    // The configure step fanned in both stations it was told about.
+    assert_eq!(
+        p.read_string(&format!("data/{}/summary.csv", daily_ref("2024-01-01"))),
+        p.expected_summary("2024-01-01")
+    );
     let again = p.build(&[]);
     again.assert_counts(10, 0, 10, 0, 0);
     assert_eq!(
         p.read_string("configure-calls").lines().count(),
         calls,
         "a no-op build ran daily's configure"
+    );
+}
+
+/// The values a configure step is told are part of its cached answer: a
+/// station added to the graph file configures again, and the dailies read
+/// the new station.
+#[test]
+fn a_configure_step_sees_a_dimension_value_added_to_the_graph_file() {
+    let p = Project::podcast(2, 2);
+    with_executable_daily(&p);
+    p.build(&[]).assert_code(0);
+    p.write(
+        "inputs/2024-01-01/S003.txt",
+        p.read("inputs/2024-01-01/S001.txt"),
+    );
+    p.write(
+        "inputs/2024-01-02/S003.txt",
+        p.read("inputs/2024-01-02/S002.txt"),
+    );
+    let graph = p.read_string("cairn.toml");
+    p.write(
+        "cairn.toml",
+        graph.replace(
+            "values = [\"S001\", \"S002\"]",
+            "values = [\"S001\", \"S002\", \"S003\"]",
+        ),
+    );
+    let b = p.build(&[]);
+    b.assert_code(0);
+    assert_eq!(p.read_string("configure-calls").lines().count(), 2);
+    assert_eq!(
+        b.outputs("executed"),
+        refs([
+            &raw_ref("2024-01-01", "S003"),
+            &raw_ref("2024-01-02", "S003"),
+            &clean_ref("2024-01-01", "S003"),
+            &clean_ref("2024-01-02", "S003"),
+            &daily_ref("2024-01-01"),
+            &daily_ref("2024-01-02"),
+        ])
+    );
+    assert!(
+        p.read_string(&format!("data/{}/summary.csv", daily_ref("2024-01-02")))
+            .contains("\nS003,")
     );
 }
 

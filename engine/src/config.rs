@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::Job;
-use crate::refs::{Bindings, PartitionRef, substitute_text};
+use crate::graph::{Fan, Graph, Job};
+use crate::refs::{Bindings, PartitionRef, Pattern, substitute_text};
 
 /// How a job uses an input. Both kinds enter the action key by content;
 /// `query` documents that the job reads the input without needing it
@@ -44,10 +44,177 @@ pub struct ConfigureError {
     pub problem: String,
 }
 
+/// The values a declarative job's fan-in placeholders range over (its
+/// `Fan`s with their dimensions' domains looked up), made once per
+/// configure call and shared by every config of the call: a window finds
+/// the output's value by a hash lookup, so templating stays linear in the
+/// inputs it writes.
+#[derive(Debug, Default)]
+pub struct FanDomains<'job> {
+    entries: Vec<(&'job str, Resolved<'job>)>,
+}
+
+#[derive(Debug)]
+enum Resolved<'job> {
+    All(Vec<String>),
+    Window {
+        values: Vec<String>,
+        positions: rustc_hash::FxHashMap<String, usize>,
+        dimension: &'job str,
+        of: &'job str,
+        from: i64,
+        to: i64,
+    },
+    Map {
+        of: &'job str,
+        values: &'job BTreeMap<String, Vec<String>>,
+    },
+}
+
+impl<'job> FanDomains<'job> {
+    /// Looks up the domains `job`'s fan-in placeholders need; fails naming
+    /// a dimension without values (a defs source never refreshed).
+    pub fn of(graph: &Graph, job: &'job Job) -> Result<Self, ConfigureError> {
+        let mut entries = Vec::with_capacity(job.fan.len());
+        for (name, fan) in &job.fan {
+            let domain = |dimension: &str| {
+                graph.domain(dimension).map_err(|error| ConfigureError {
+                    job: job.name.clone(),
+                    problem: format!("cannot fan in over {{{name}}}: {error}"),
+                })
+            };
+            let resolved = match fan {
+                Fan::All { dimension } => Resolved::All(domain(dimension)?),
+                Fan::Window {
+                    dimension,
+                    of,
+                    from,
+                    to,
+                } => {
+                    let values = domain(dimension)?;
+                    let positions = values
+                        .iter()
+                        .enumerate()
+                        .map(|(position, value)| (value.clone(), position))
+                        .collect();
+                    Resolved::Window {
+                        values,
+                        positions,
+                        dimension,
+                        of,
+                        from: *from,
+                        to: *to,
+                    }
+                }
+                Fan::Map { of, values } => Resolved::Map { of, values },
+            };
+            entries.push((name.as_str(), resolved));
+        }
+        Ok(FanDomains { entries })
+    }
+
+    /// The values placeholder `name` takes for an output with `bindings`;
+    /// `None` if it is not a fan-in placeholder.
+    fn values(&self, name: &str, bindings: &Bindings) -> Option<Result<&[String], String>> {
+        let (_, resolved) = self.entries.iter().find(|(known, _)| *known == name)?;
+        Some(match resolved {
+            Resolved::All(values) => Ok(values),
+            Resolved::Window {
+                values,
+                positions,
+                dimension,
+                of,
+                from,
+                to,
+            } => {
+                let value = bindings.get(of).unwrap_or_default();
+                match positions.get(value) {
+                    None => Err(format!(
+                        "{{{of}}} = {value:?} is not a value of dimension {dimension}, so the window of {{{name}}} around it is not defined"
+                    )),
+                    Some(&position) => {
+                        let position = position as i64;
+                        let last = values.len() as i64 - 1;
+                        let start = (position + from).clamp(0, last.max(0));
+                        let end = (position + to).min(last);
+                        if end < 0 || start > end {
+                            Ok(&values[..0])
+                        } else {
+                            Ok(&values[start as usize..=end as usize])
+                        }
+                    }
+                }
+            }
+            Resolved::Map { of, values } => {
+                let value = bindings.get(of).unwrap_or_default();
+                values
+                    .get(value)
+                    .map(Vec::as_slice)
+                    .ok_or_else(|| format!("over.{name}.map has no entry for {{{of}}} = {value:?}"))
+            }
+        })
+    }
+
+    /// `pattern` with its fan-in placeholders expanded (in the order they
+    /// appear in it, the last fastest; each in its values' order) and the
+    /// others bound from `bindings`, appended to `out`.
+    fn expand(
+        &self,
+        pattern: &Pattern,
+        bindings: &Bindings,
+        out: &mut Vec<PartitionRef>,
+    ) -> Result<(), String> {
+        let names = pattern.placeholders();
+        let mut fanned: Vec<(&str, &[String])> = Vec::new();
+        for name in names {
+            if let Some(values) = self.values(name, bindings) {
+                fanned.push((name, values?));
+            }
+        }
+        if fanned.is_empty() {
+            out.push(pattern.substitute(bindings).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        if fanned.iter().any(|(_, values)| values.is_empty()) {
+            return Ok(());
+        }
+        let mut positions = vec![0usize; fanned.len()];
+        loop {
+            let partition = pattern
+                .substitute_by(
+                    |name| match fanned.iter().position(|(known, _)| *known == name) {
+                        Some(index) => Some(fanned[index].1[positions[index]].as_str()),
+                        None => bindings.get(name),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            out.push(partition);
+            // The odometer: the last placeholder turns fastest.
+            let mut digit = fanned.len();
+            loop {
+                if digit == 0 {
+                    return Ok(());
+                }
+                digit -= 1;
+                positions[digit] += 1;
+                if positions[digit] < fanned[digit].1.len() {
+                    break;
+                }
+                positions[digit] = 0;
+            }
+        }
+    }
+}
+
 /// Templates a declarative job's config for one output ref. `bindings` come
-/// from matching the ref against one of the job's output patterns.
-pub fn declarative_config(job: &Job, bindings: &Bindings) -> Result<JobConfig, ConfigureError> {
-    templated_config(job, bindings, None)
+/// from matching the ref against one of the job's output patterns; `fan`
+/// from [`FanDomains::of`] for the same job.
+pub fn declarative_config(
+    job: &Job,
+    bindings: &Bindings,
+    fan: &FanDomains<'_>,
+) -> Result<JobConfig, ConfigureError> {
+    templated_config(job, bindings, None, fan)
 }
 
 /// [`declarative_config`] for the requested `partition` (`bindings` from
@@ -59,18 +226,20 @@ pub fn declarative_config_for(
     job: &Job,
     partition: &PartitionRef,
     bindings: &Bindings,
+    fan: &FanDomains<'_>,
 ) -> Result<JobConfig, ConfigureError> {
     let itself = match job.outputs.as_slice() {
         [pattern] if pattern.is_match(partition) => Some(vec![partition.clone()]),
         _ => None,
     };
-    templated_config(job, bindings, itself)
+    templated_config(job, bindings, itself, fan)
 }
 
 fn templated_config(
     job: &Job,
     bindings: &Bindings,
     outputs: Option<Vec<PartitionRef>>,
+    fan: &FanDomains<'_>,
 ) -> Result<JobConfig, ConfigureError> {
     let fail = |problem: String| ConfigureError {
         job: job.name.clone(),
@@ -91,7 +260,17 @@ fn templated_config(
         Some(outputs) => outputs,
         None => substitute_all(&job.outputs)?,
     };
-    let inputs = substitute_all(&job.inputs)?
+    let inputs = if job.fan.is_empty() {
+        substitute_all(&job.inputs)?
+    } else {
+        let mut inputs = Vec::with_capacity(job.inputs.len());
+        for pattern in &job.inputs {
+            fan.expand(pattern, bindings, &mut inputs)
+                .map_err(|problem| fail(format!("inputs {pattern}: {problem}")))?;
+        }
+        inputs
+    };
+    let inputs = inputs
         .into_iter()
         .map(|partition| DataDep {
             partition,
@@ -227,9 +406,10 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
 ///
 /// An answer is keyed by the job's name, its configure argv, the
 /// allow-listed environment, the content of every file in the job's `code`
-/// (and of each configure argument that names a file of the project), and
-/// the requested refs in order. So a configure step may read what its
-/// `code` lists (podcast's daily reads `stations.txt`, listed there); a job
+/// (and of each configure argument that names a file of the project), the
+/// request's dimension values and source records, and the requested refs
+/// in order. So a configure step may read its request and what its `code`
+/// lists; a job
 /// whose configure reads anything else (the network, files not listed)
 /// opts out with `configure_cache = false` (or by declaring no `code`):
 /// such jobs are configured every time ([`Job::caches_configure`]).
@@ -459,7 +639,8 @@ impl CachingConfigurer<'_> {
         );
         files.sort();
         files.dedup();
-        let mut hasher = crate::digest::KeyHasher::new("cairn/configure/v1");
+        // v2: the request's dimension values and source records.
+        let mut hasher = crate::digest::KeyHasher::new("cairn/configure/v2");
         hasher.str("job", &job.name);
         hasher.u64("argv", argv.len() as u64);
         for arg in argv {
@@ -474,6 +655,8 @@ impl CachingConfigurer<'_> {
             let digest = crate::observe::hash_file(&self.graph.root.join(file)).ok()?;
             hasher.str("path", file).digest("content", &digest);
         }
+        let context = serde_json::to_vec(&self.graph.configure_context()).ok()?;
+        hasher.bytes("context", &context);
         hasher.u64("refs", refs.len() as u64);
         for (partition, _) in refs {
             hasher.str("ref", partition.as_str());

@@ -67,6 +67,10 @@ pub struct Job {
     /// Declarative inputs (templated from the output bindings); empty for
     /// executable jobs, whose configure step names them.
     pub inputs: Vec<Pattern>,
+    /// How each input placeholder that does not take the output's value
+    /// fans in (docs/graph-file.md, "Fan-in"): every input placeholder
+    /// that is not an output placeholder, and each one `over` rebinds.
+    pub fan: BTreeMap<String, Fan>,
     pub run: Vec<String>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -95,6 +99,29 @@ impl Job {
     pub fn caches_configure(&self) -> bool {
         self.configure.is_some() && self.configure_cache && !self.code.is_empty()
     }
+}
+
+/// How a fan-in placeholder of a declarative job's inputs takes its values
+/// (`[jobs.NAME.over]`, docs/graph-file.md). Each yields its values in a
+/// fixed order, which is the order the job sees its inputs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fan {
+    /// Every value of `dimension`, in the dimension's order.
+    All { dimension: String },
+    /// The values of `dimension` at positions `from..=to` relative to the
+    /// position of the output's value of placeholder `of` in it (`[-6, 0]`:
+    /// the seven values ending at it), clipped at the dimension's ends.
+    Window {
+        dimension: String,
+        of: String,
+        from: i64,
+        to: i64,
+    },
+    /// The values listed under the output's value of placeholder `of`.
+    Map {
+        of: String,
+        values: BTreeMap<String, Vec<String>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +281,18 @@ struct RawJob {
     #[serde(default)]
     retries: u32,
     retry_backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    over: Option<Spanned<BTreeMap<String, Spanned<RawOver>>>>,
+}
+
+/// One `[jobs.NAME.over]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOver {
+    dimension: Option<String>,
+    window: Option<[i64; 2]>,
+    of: Option<String>,
+    map: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -424,7 +463,7 @@ impl Graph {
 
         let mut jobs = BTreeMap::new();
         for (name, raw_job) in &raw.jobs {
-            let job = parse_job(&context, name, raw_job, &datasets)?;
+            let job = parse_job(&context, name, raw_job, &datasets, &dimensions)?;
             jobs.insert(name.clone(), job);
         }
 
@@ -918,6 +957,24 @@ impl Graph {
         }
     }
 
+    /// What configure steps are told about the graph (docs/job-protocol.md):
+    /// `{"dimensions":{NAME:[VALUES]},"sources":{NAME:[VALUES]}}`, every
+    /// dimension's values in order and every defs source's latest record
+    /// (a dimension or source without a record is left out).
+    pub fn configure_context(&self) -> serde_json::Value {
+        let dimensions: serde_json::Map<String, serde_json::Value> = self
+            .dimensions
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.domain(name).ok()?.into())))
+            .collect();
+        let sources: serde_json::Map<String, serde_json::Value> = self
+            .sources
+            .values()
+            .filter_map(|source| Some((source.name.clone(), source.values.clone()?.into())))
+            .collect();
+        serde_json::json!({ "dimensions": dimensions, "sources": sources })
+    }
+
     /// The data path of a partition under the data root.
     pub fn data_path(&self, data_root: &Path, partition: &PartitionRef) -> PathBuf {
         data_root.join(partition.relative_path())
@@ -1203,6 +1260,7 @@ fn parse_job(
     name: &str,
     raw: &Spanned<RawJob>,
     datasets: &BTreeMap<String, Dataset>,
+    dimensions: &BTreeMap<String, Dimension>,
 ) -> Result<Job, GraphError> {
     let span = raw.span();
     let raw = raw.get_ref();
@@ -1293,7 +1351,8 @@ fn parse_job(
             ));
         }
     }
-    let check_bound = |names: Vec<String>, what: &str, span: std::ops::Range<usize>| match names
+    let check_bound = |names: Vec<String>, what: &str, span: std::ops::Range<usize>| {
+        match names
         .iter()
         .find(|name| !first.contains(name.as_str()))
     {
@@ -1301,22 +1360,35 @@ fn parse_job(
             span,
             field(what),
             format!(
-                "{{{placeholder}}} is not a placeholder of the outputs ({})",
+                "{{{placeholder}}} is not a placeholder of the outputs ({}): `{what}` can only use the output's placeholders (fan-in placeholders are for `inputs`)",
                 outputs[0]
             ),
         )),
         None => Ok(()),
-    };
-    if let Some(raw_inputs) = &raw.inputs {
-        for pattern in &inputs {
-            let names = pattern
-                .placeholders()
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            check_bound(names, "inputs", raw_inputs.span())?;
-        }
     }
+    };
+    let fan = match &raw.inputs {
+        Some(raw_inputs) => parse_fan(
+            context,
+            &field("over"),
+            raw_inputs,
+            &inputs,
+            &outputs[0],
+            &first,
+            raw.over.as_ref(),
+            dimensions,
+        )?,
+        None => {
+            if let Some(over) = &raw.over {
+                return Err(context.error(
+                    over.span(),
+                    field("over"),
+                    "`over` says how the placeholders of `inputs` fan in, and this job has no `inputs`".into(),
+                ));
+            }
+            BTreeMap::new()
+        }
+    };
     if let Some(raw_args) = &raw.args {
         for arg in &args {
             let names = text_placeholders(arg)
@@ -1360,6 +1432,7 @@ fn parse_job(
         name: name.to_owned(),
         outputs,
         inputs,
+        fan,
         run: raw.run.get_ref().clone(),
         args,
         env,
@@ -1398,6 +1471,152 @@ fn check_code_entry(entry: &str) -> Result<(), String> {
             .map_err(|error| format!("{entry:?} is not a valid glob: {error}"))?;
     }
     Ok(())
+}
+
+/// Reads how each fan-in placeholder of a declarative job's `inputs` takes
+/// its values: an input placeholder the outputs do not bind fans in over
+/// its dimension's values unless `over` says otherwise; `over` may also
+/// rebind an output placeholder to a window or a mapping of its value.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one job being parsed"
+)]
+fn parse_fan(
+    context: &Context<'_>,
+    field: &str,
+    raw_inputs: &Spanned<Vec<Spanned<String>>>,
+    inputs: &[Pattern],
+    output: &Pattern,
+    output_names: &BTreeSet<&str>,
+    over: Option<&Spanned<BTreeMap<String, Spanned<RawOver>>>>,
+    dimensions: &BTreeMap<String, Dimension>,
+) -> Result<BTreeMap<String, Fan>, GraphError> {
+    let empty = BTreeMap::new();
+    let entries = over.map_or(&empty, Spanned::get_ref);
+    let mut fan = BTreeMap::new();
+    let used: BTreeSet<&str> = inputs.iter().flat_map(Pattern::placeholders).collect();
+    for (name, entry) in entries {
+        let span = entry.span();
+        let entry = entry.get_ref();
+        let here =
+            |message: String| context.error(span.clone(), format!("{field}.{name}"), message);
+        if !used.contains(name.as_str()) {
+            return Err(here(format!(
+                "{{{name}}} is not a placeholder of the inputs"
+            )));
+        }
+        let dimension = entry.dimension.clone().unwrap_or_else(|| name.clone());
+        let known_dimension = |dimension: &str| {
+            if dimensions.contains_key(dimension) {
+                Ok(())
+            } else {
+                Err(here(format!("no [dimensions.{dimension}] is declared")))
+            }
+        };
+        let output_placeholder = |of: &str| {
+            if output_names.contains(of) {
+                Ok(())
+            } else {
+                Err(here(format!(
+                    "`of = \"{of}\"`: {{{of}}} is not a placeholder of the outputs ({output})"
+                )))
+            }
+        };
+        let parsed = match (&entry.window, &entry.map) {
+            (Some(_), Some(_)) => {
+                return Err(here("an entry has `window` or `map`, not both".into()));
+            }
+            (None, Some(map)) => {
+                if entry.dimension.is_some() {
+                    return Err(here(
+                        "a `map` lists the values itself: remove `dimension`".into(),
+                    ));
+                }
+                let Some(of) = &entry.of else {
+                    return Err(here(
+                        "a `map` needs `of = \"PLACEHOLDER\"`: the output placeholder whose value picks the list".into(),
+                    ));
+                };
+                output_placeholder(of)?;
+                for (key, values) in map {
+                    for value in std::iter::once(key).chain(values) {
+                        PartitionRef::from_parts("d", [("k", value.as_str())]).map_err(|_| {
+                            here(format!("{value:?} is not a valid partition value (letters, digits and -_.:+@,~; not starting with '.')"))
+                        })?;
+                    }
+                }
+                Fan::Map {
+                    of: of.clone(),
+                    values: map.clone(),
+                }
+            }
+            (Some([from, to]), None) => {
+                known_dimension(&dimension)?;
+                if from > to {
+                    return Err(here(format!(
+                        "window [{from}, {to}]: the first offset must not be after the second"
+                    )));
+                }
+                let of = match &entry.of {
+                    Some(of) => of.clone(),
+                    None if output_names.contains(dimension.as_str()) => dimension.clone(),
+                    None => {
+                        return Err(here(format!(
+                            "a `window` needs `of = \"PLACEHOLDER\"`: the output placeholder whose value it is around ({{{dimension}}} is not one)"
+                        )));
+                    }
+                };
+                output_placeholder(&of)?;
+                Fan::Window {
+                    dimension,
+                    of,
+                    from: *from,
+                    to: *to,
+                }
+            }
+            (None, None) => {
+                if entry.of.is_some() {
+                    return Err(here("`of` goes with `window` or `map`".into()));
+                }
+                if output_names.contains(name.as_str()) {
+                    return Err(here(format!(
+                        "{{{name}}} is a placeholder of the outputs, so inputs take the output's value: \
+                         give `window = [FROM, TO]` or `map` to widen it, or use another placeholder name to fan in over every value"
+                    )));
+                }
+                known_dimension(&dimension)?;
+                Fan::All { dimension }
+            }
+        };
+        fan.insert(name.clone(), parsed);
+    }
+    for (pattern, text) in inputs.iter().zip(raw_inputs.get_ref()) {
+        for name in pattern.placeholders() {
+            if output_names.contains(name) || entries.contains_key(name) {
+                continue;
+            }
+            if !dimensions.contains_key(name) {
+                return Err(context.error(
+                    text.span(),
+                    field.replace(".over", ".inputs"),
+                    format!(
+                        "{{{name}}} is not a placeholder of the outputs ({output}) and there is no [dimensions.{name}] to fan in over: \
+                         add {{{name}}} to the outputs, declare [dimensions.{name}] to read every one of its values, \
+                         or say which values with `over.{name} = {{ dimension = \"...\" }}` (every value of another dimension), \
+                         `{{ dimension = \"...\", of = \"PLACEHOLDER\", window = [-6, 0] }}` (a range around the output's value) \
+                         or `{{ of = \"PLACEHOLDER\", map = {{ VALUE = [\"...\"] }} }}` (listed values); see docs/graph-file.md"
+                    ),
+                ));
+            }
+            fan.insert(
+                name.to_owned(),
+                Fan::All {
+                    dimension: name.to_owned(),
+                },
+            );
+        }
+    }
+    Ok(fan)
 }
 
 #[cfg(test)]
@@ -1523,6 +1742,88 @@ run = ["sh", "daily.sh", "run"]
         let message = error(&EXAMPLE.replace("args = [\"{station}\"]", "args = [\"{region}\"]"));
         assert!(message.contains("jobs.raw.args"), "{message}");
         assert!(message.contains("{region}"), "{message}");
+    }
+
+    #[test]
+    fn an_input_placeholder_without_a_dimension_says_how_to_fan_in() {
+        let text = EXAMPLE.replace(
+            "outputs = [\"daily/date={date}\"]\nconfigure = [\"sh\", \"daily.sh\", \"configure\"]",
+            "outputs = [\"daily/date={date}\"]\ninputs = [\"raw/date={date}/station={feed}\"]",
+        );
+        let line = text.lines().position(|l| l.contains("{feed}")).unwrap() + 1;
+        assert_eq!(
+            error(&text),
+            format!(
+                "cairn.toml:{line}: jobs.daily.inputs: {{feed}} is not a placeholder of the outputs (daily/date={{date}}) and there is no [dimensions.feed] to fan in over: \
+                 add {{feed}} to the outputs, declare [dimensions.feed] to read every one of its values, \
+                 or say which values with `over.feed = {{ dimension = \"...\" }}` (every value of another dimension), \
+                 `{{ dimension = \"...\", of = \"PLACEHOLDER\", window = [-6, 0] }}` (a range around the output's value) \
+                 or `{{ of = \"PLACEHOLDER\", map = {{ VALUE = [\"...\"] }} }}` (listed values); see docs/graph-file.md"
+            )
+        );
+        // Naming the dimension fixes it.
+        let fixed = text.replace(
+            "{feed}\"]",
+            "{feed}\"]\nover.feed = { dimension = \"station\" }",
+        );
+        let graph = parse(&fixed).unwrap();
+        assert_eq!(
+            graph.jobs["daily"].fan["feed"],
+            Fan::All {
+                dimension: "station".into()
+            }
+        );
+        // Without `over`, a placeholder named after a dimension fans in.
+        let graph = parse(&text.replace("{feed}", "{station}")).unwrap();
+        assert_eq!(
+            graph.jobs["daily"].fan["station"],
+            Fan::All {
+                dimension: "station".into()
+            }
+        );
+        for (over, message) in [
+            (
+                "over.nope = { dimension = \"station\" }",
+                "jobs.daily.over.nope: {nope} is not a placeholder of the inputs",
+            ),
+            (
+                "over.feed = { dimension = \"region\" }",
+                "jobs.daily.over.feed: no [dimensions.region] is declared",
+            ),
+            (
+                "over.feed = { dimension = \"station\", window = [0, -1], of = \"date\" }",
+                "window [0, -1]: the first offset must not be after the second",
+            ),
+            (
+                "over.feed = { dimension = \"station\", window = [-1, 0] }",
+                "a `window` needs `of = \"PLACEHOLDER\"`",
+            ),
+            (
+                "over.feed = { map = { a = [\"x\"] } }",
+                "a `map` needs `of = \"PLACEHOLDER\"`",
+            ),
+            (
+                "over.feed = { of = \"zone\", map = { a = [\"x\"] } }",
+                "{zone} is not a placeholder of the outputs",
+            ),
+            (
+                "over.feed = { of = \"date\", map = { a = [\"../x\"] } }",
+                "\"../x\" is not a valid partition value",
+            ),
+        ] {
+            let text = text.replace("{feed}\"]", &format!("{{feed}}\"]\n{over}"));
+            let got = error(&text);
+            assert!(got.contains(message), "{over}: {got}");
+        }
+        // args and env stay bound by the outputs.
+        let message = error(&fixed.replace(
+            "run = [\"sh\", \"daily.sh\", \"run\"]",
+            "run = [\"x\"]\nargs = [\"{feed}\"]",
+        ));
+        assert!(
+            message.contains("jobs.daily.args: {feed} is not a placeholder of the outputs"),
+            "{message}"
+        );
     }
 
     #[test]

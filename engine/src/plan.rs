@@ -653,7 +653,7 @@ pub(crate) mod tests {
             if job.configure.is_none() {
                 return refs
                     .iter()
-                    .map(|(_, bindings)| declarative_config(job, bindings))
+                    .map(|(_, bindings)| declarative_config(job, bindings, &Default::default()))
                     .collect();
             }
             parse_configure_output(&job.name, (self.respond)(job, refs).as_bytes())
@@ -851,8 +851,17 @@ run = ["daily"]
             if job.configure.is_some() {
                 continue;
             }
-            let shared = crate::config::declarative_config_for(job, &partition, &bindings).unwrap();
-            assert_eq!(shared, declarative_config(job, &bindings).unwrap());
+            let shared = crate::config::declarative_config_for(
+                job,
+                &partition,
+                &bindings,
+                &Default::default(),
+            )
+            .unwrap();
+            assert_eq!(
+                shared,
+                declarative_config(job, &bindings, &Default::default()).unwrap()
+            );
             assert_eq!(
                 shared.outputs[0].as_str().as_ptr(),
                 partition.as_str().as_ptr()
@@ -965,6 +974,166 @@ run = ["daily"]
             .unwrap_err()
             .to_string();
         assert!(error.contains("not a partition of this job"), "{error}");
+    }
+
+    /// The declarative fan-in graph of docs/graph-file.md: a daily over
+    /// every station, a rolling three-day window over the dailies, and a
+    /// mapping from regions to stations.
+    const FAN_IN: &str = r#"
+[datasets.clean]
+source = "clean/{date}/{station}.txt"
+[datasets.daily]
+[datasets.rolling]
+[datasets.region]
+[dimensions.date]
+start = "2024-01-01"
+end = "2024-01-04"
+[dimensions.station]
+values = ["S2", "S1", "S3"]
+[dimensions.area]
+values = ["north", "south"]
+[jobs.daily]
+outputs = ["daily/date={date}"]
+inputs = ["clean/date={date}/station={station}"]
+run = ["daily"]
+[jobs.rolling]
+outputs = ["rolling/date={date}"]
+inputs = ["daily/date={date}"]
+over.date = { window = [-2, 0] }
+run = ["rolling"]
+[jobs.region]
+outputs = ["region/area={area}/date={date}"]
+inputs = ["clean/date={date}/station={s}"]
+over.s = { of = "area", map = { north = ["S1", "S2"], south = ["S3"] } }
+run = ["region"]
+"#;
+
+    fn fan_in_plan(text: &str, requested: &[&str]) -> Result<Plan, PlanError> {
+        let graph = graph(text);
+        let environment = crate::runner::JobEnvironment::default();
+        let configurer = crate::runner::ProcessConfigurer {
+            graph: &graph,
+            environment: &environment,
+        };
+        plan(&graph, &refs(requested), &configurer)
+    }
+
+    fn inputs_of(plan: &Plan, output: &str) -> Vec<String> {
+        let action = plan
+            .actions
+            .iter()
+            .find(|action| action.config.outputs[0].as_str() == output)
+            .unwrap_or_else(|| panic!("no action for {output}"));
+        action
+            .config
+            .inputs
+            .iter()
+            .map(|dep| dep.partition.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_placeholder_only_the_inputs_use_fans_in_over_every_value_in_order() {
+        let plan = fan_in_plan(FAN_IN, &["daily/date=2024-01-02"]).unwrap();
+        // The dimension's declared order, not sorted: the job sees them so.
+        assert_eq!(
+            inputs_of(&plan, "daily/date=2024-01-02"),
+            [
+                "clean/date=2024-01-02/station=S2",
+                "clean/date=2024-01-02/station=S1",
+                "clean/date=2024-01-02/station=S3"
+            ]
+        );
+        assert_eq!(plan.sources.len(), 3);
+    }
+
+    #[test]
+    fn a_window_takes_the_values_around_the_outputs_clipped_at_the_ends() {
+        let plan = fan_in_plan(
+            FAN_IN,
+            &["rolling/date=2024-01-01", "rolling/date=2024-01-04"],
+        )
+        .unwrap();
+        assert_eq!(
+            inputs_of(&plan, "rolling/date=2024-01-04"),
+            [
+                "daily/date=2024-01-02",
+                "daily/date=2024-01-03",
+                "daily/date=2024-01-04"
+            ]
+        );
+        assert_eq!(
+            inputs_of(&plan, "rolling/date=2024-01-01"),
+            ["daily/date=2024-01-01"]
+        );
+        // Four dailies (each fanning in three stations) and two rollings.
+        assert_eq!(plan.actions.len(), 2 + 4);
+        let error = fan_in_plan(FAN_IN, &["rolling/date=2025-01-01"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "job rolling: configure inputs daily/date={date}: {date} = \"2025-01-01\" is not a value of dimension date, so the window of {date} around it is not defined"
+        );
+    }
+
+    #[test]
+    fn a_map_takes_the_values_listed_for_the_outputs_value() {
+        let plan = fan_in_plan(
+            FAN_IN,
+            &[
+                "region/area=north/date=2024-01-01",
+                "region/area=south/date=2024-01-01",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            inputs_of(&plan, "region/area=north/date=2024-01-01"),
+            [
+                "clean/date=2024-01-01/station=S1",
+                "clean/date=2024-01-01/station=S2"
+            ]
+        );
+        assert_eq!(
+            inputs_of(&plan, "region/area=south/date=2024-01-01"),
+            ["clean/date=2024-01-01/station=S3"]
+        );
+        let error = fan_in_plan(FAN_IN, &["region/area=east/date=2024-01-01"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("over.s.map has no entry for {area} = \"east\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn several_fan_in_placeholders_expand_last_fastest() {
+        let text = FAN_IN.replace(
+            "outputs = [\"daily/date={date}\"]\ninputs = [\"clean/date={date}/station={station}\"]",
+            "outputs = [\"daily/x={x}\"]\ninputs = [\"clean/date={date}/station={station}\"]\nover.x = { dimension = \"date\" }",
+        );
+        // {x} is an output placeholder: `over` may not rebind it to every value.
+        let message = Graph::parse(&text, Path::new("cairn.toml"), Path::new("/p"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("jobs.daily.over.x"), "{message}");
+        let text = FAN_IN.replace(
+            "outputs = [\"daily/date={date}\"]\ninputs = [\"clean/date={date}/station={station}\"]",
+            "outputs = [\"daily/all=1\"]\ninputs = [\"clean/date={date}/station={station}\"]",
+        );
+        let plan = fan_in_plan(&text, &["daily/all=1"]).unwrap();
+        let inputs = inputs_of(&plan, "daily/all=1");
+        assert_eq!(inputs.len(), 4 * 3);
+        assert_eq!(
+            inputs[..4],
+            [
+                "clean/date=2024-01-01/station=S2",
+                "clean/date=2024-01-01/station=S1",
+                "clean/date=2024-01-01/station=S3",
+                "clean/date=2024-01-02/station=S2"
+            ]
+        );
     }
 
     #[test]

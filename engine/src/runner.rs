@@ -17,7 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{
-    ConfigureError, JobConfig, declarative_config, declarative_config_for, parse_configure_output,
+    ConfigureError, FanDomains, JobConfig, declarative_config, declarative_config_for,
+    parse_configure_output,
 };
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
 use crate::plan::Configurer;
@@ -235,13 +236,14 @@ impl Configurer for ProcessConfigurer<'_> {
         refs: &[(PartitionRef, Bindings)],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let Some(argv) = &job.configure else {
+            let fan = FanDomains::of(self.graph, job)?;
             // A single-output job has one config per (distinct) ref: each
             // templated on its own, in parallel (half a million at the 1M
             // scale), the first error in ref order reported.
             if job.outputs.len() == 1 {
                 return crate::par::try_map_in_order(refs.len(), |index| {
                     let (partition, bindings) = &refs[index];
-                    declarative_config_for(job, partition, bindings)
+                    declarative_config_for(job, partition, bindings, &fan)
                 });
             }
             // A config of a multi-output job covers its other outputs too.
@@ -251,12 +253,13 @@ impl Configurer for ProcessConfigurer<'_> {
                 if covered.contains(partition) {
                     continue;
                 }
-                let config = declarative_config(job, bindings)?;
+                let config = declarative_config(job, bindings, &fan)?;
                 covered.extend(config.outputs.iter().cloned());
                 configs.push(config);
             }
             return Ok(configs);
         };
+        let context = self.graph.configure_context();
         let mut configs = Vec::new();
         let mut start = 0;
         while start < refs.len() {
@@ -268,7 +271,7 @@ impl Configurer for ProcessConfigurer<'_> {
                 bytes += refs[end].0.as_str().len() + 1;
                 end += 1;
             }
-            configs.extend(self.configure_batch(job, argv, &refs[start..end])?);
+            configs.extend(self.configure_batch(job, argv, &refs[start..end], &context)?);
             start = end;
         }
         Ok(configs)
@@ -281,24 +284,31 @@ impl ProcessConfigurer<'_> {
         job: &Job,
         argv: &[String],
         refs: &[(PartitionRef, Bindings)],
+        context: &serde_json::Value,
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let fail = |problem: String| ConfigureError {
             job: job.name.clone(),
             problem,
         };
+        // The request on stdin: the refs again, the dimensions' values and
+        // the defs sources' records (docs/job-protocol.md).
+        let mut request = context.clone();
+        request["refs"] = refs
+            .iter()
+            .map(|(partition, _)| serde_json::Value::from(partition.as_str()))
+            .collect();
+        let request = serde_json::to_vec(&request)
+            .map_err(|error| fail(format!("cannot write the request: {error}")))?;
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| fail("command is empty".into()))?;
         let mut command = Command::new(program);
-        command
-            .args(args)
-            .current_dir(&self.graph.root)
-            .stdin(Stdio::null());
+        command.args(args).current_dir(&self.graph.root);
         self.environment.apply(&mut command);
         command.args(refs.iter().map(|(partition, _)| partition.as_str()));
         // What the step printed may carry a secret: every message is
         // redacted (its stderr, and its stdout quoted by a parse error).
-        self.run_configure(job, argv, &mut command)
+        self.run_configure(job, argv, &mut command, request)
             .map_err(|error| ConfigureError {
                 problem: self
                     .environment
@@ -314,13 +324,14 @@ impl ProcessConfigurer<'_> {
         job: &Job,
         argv: &[String],
         command: &mut Command,
+        request: Vec<u8>,
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let fail = |problem: String| ConfigureError {
             job: job.name.clone(),
             problem,
         };
         let program = argv.first().map_or("", String::as_str);
-        let output = run_bounded(command)
+        let output = run_bounded(command, request)
             .map_err(|error| fail(format!("could not start {program:?}: {error}")))?;
         if output.too_long {
             return Err(fail(format!(
@@ -376,10 +387,22 @@ struct Captured {
 /// Runs `command` to completion like [`Command::output`], but keeps at most
 /// [`CONFIGURE_OUTPUT_LIMIT`] bytes of stdout (killing the process past
 /// that) and the last [`STDERR_TAIL_BYTES`] of stderr.
-fn run_bounded(command: &mut Command) -> io::Result<Captured> {
-    use std::io::Read;
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+fn run_bounded(command: &mut Command, stdin: Vec<u8>) -> io::Result<Captured> {
+    use std::io::{Read, Write};
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = command.spawn()?;
+    // Written on its own thread so that a large request and a large answer
+    // cannot block each other; a process that does not read its stdin
+    // closes it by exiting (the write then fails with EPIPE, ignored:
+    // Rust ignores SIGPIPE).
+    if let Some(mut pipe) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&stdin);
+        });
+    }
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("the configure process has no pipes"));
     };
@@ -464,6 +487,49 @@ mod tests {
         assert_eq!(
             environment.secret,
             [("TOKEN".to_owned(), "hunter2".to_owned())]
+        );
+    }
+
+    /// A configure step reads the dimensions' values and the defs
+    /// sources' records on stdin, with the refs.
+    #[test]
+    fn configure_is_told_the_dimensions_and_sources_on_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+[datasets.daily]
+[dimensions.date]
+start = "2024-01-30"
+end = "2024-02-01"
+[dimensions.station]
+from = "stations"
+[dimensions.unread]
+from = "later"
+[sources.stations]
+command = ["true"]
+[sources.later]
+command = ["true"]
+[jobs.daily]
+outputs = ["daily/date={date}"]
+configure = ["sh", "-c", "cat > request.json; echo '{\"configs\":[{\"outputs\":[\"daily/date=2024-01-30\"]}]}'", "configure"]
+run = ["true"]
+"#;
+        let mut graph = Graph::parse(text, &dir.path().join("cairn.toml"), dir.path()).unwrap();
+        graph.set_source_values("stations", vec!["S2".into(), "S1".into()]);
+        let environment = JobEnvironment::from_process(&graph.env);
+        let configurer = ProcessConfigurer {
+            graph: &graph,
+            environment: &environment,
+        };
+        let partition = PartitionRef::parse("daily/date=2024-01-30").unwrap();
+        let bindings = graph.jobs["daily"].outputs[0].matches(&partition).unwrap();
+        let configs = configurer
+            .configure(&graph.jobs["daily"], &[(partition, bindings)])
+            .unwrap();
+        assert_eq!(configs.len(), 1);
+        let request = std::fs::read_to_string(dir.path().join("request.json")).unwrap();
+        assert_eq!(
+            request,
+            r#"{"dimensions":{"date":["2024-01-30","2024-01-31","2024-02-01"],"station":["S2","S1"]},"refs":["daily/date=2024-01-30"],"sources":{"stations":["S2","S1"]}}"#
         );
     }
 

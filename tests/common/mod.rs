@@ -198,11 +198,16 @@ impl Project {
         dates
     }
 
-    /// The stations of a podcast copy (`stations.txt`).
+    /// The stations of a podcast copy: the `values` of its
+    /// `[dimensions.station]`, in order.
     pub fn stations(&self) -> Vec<String> {
-        self.read_string("stations.txt")
-            .lines()
-            .map(str::to_owned)
+        let graph: toml::Value =
+            toml::from_str(&self.read_string("cairn.toml")).expect("parse cairn.toml");
+        graph["dimensions"]["station"]["values"]
+            .as_array()
+            .expect("[dimensions.station] values")
+            .iter()
+            .map(|value| value.as_str().expect("a string value").to_owned())
             .collect()
     }
 
