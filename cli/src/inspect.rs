@@ -20,8 +20,14 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
     let project = Project::load(cli)?;
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
-    let verdicts =
-        project.read_context(|context| evaluate(context, &plan).map_err(Failure::from))?;
+    // A script runs every action: it needs no verdicts (no store read).
+    let verdicts = if format == PlanFormat::Sh {
+        Vec::new()
+    } else {
+        project.read_context(|context| {
+            evaluate(context, &plan).map_err(Failure::from)
+        })?
+    };
     let mut out = String::new();
     match format {
         PlanFormat::Text => {
@@ -66,6 +72,10 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
         }
         PlanFormat::Mermaid => out = mermaid(&plan, &verdicts),
         PlanFormat::Dot => out = dot(&plan, &verdicts),
+        PlanFormat::Sh => {
+            out = cairn_engine::script::shell_script(&project.graph, &plan)
+                .map_err(|error| Failure::usage(error.to_string()))?;
+        }
     }
     print_stdout(&out);
     Ok(0)

@@ -382,6 +382,9 @@ enum PlanFormat {
     Mermaid,
     /// A Graphviz DOT graph of the partition graph.
     Dot,
+    /// A standalone POSIX shell script that runs the planned actions
+    /// without cairn (`sh SCRIPT [-j N] [-C DIR]`).
+    Sh,
 }
 
 /// Runs the command line; returns the process exit code.

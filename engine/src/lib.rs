@@ -23,6 +23,7 @@ pub mod redact;
 pub mod refs;
 pub mod run;
 pub mod runner;
+pub mod script;
 mod spawn;
 pub mod uptodate;
 
