@@ -41,9 +41,11 @@ fn build_v(p: &Project) -> Build {
     Build::new(p.cairn(&["-v", "build", "--json"]))
 }
 
-/// A built 1-day x 3-station podcast copy.
+/// A built 1-day x 3-station podcast copy whose daily job is executable
+/// (its configure answer is cached).
 fn built() -> Project {
     let p = Project::podcast(1, 3);
+    p.executable_daily();
     let cold = p.build(&[]);
     cold.assert_code(0);
     cold.assert_counts(7, 7, 0, 0, 0);
@@ -292,6 +294,7 @@ fn caches_kept_plan_with_a_changed_input_is_not_used_and_verify_reports_it() {
 /// `configure.log`, and `extra` lines added to the job.
 fn counting_configure(extra: &str) -> Project {
     let p = Project::podcast(1, 2);
+    p.executable_daily();
     let graph = p.read_string("cairn.toml");
     let configure = r#"configure = ["sh", "jobs/daily.sh", "configure"]"#;
     assert!(graph.contains(configure));

@@ -124,37 +124,23 @@ fn early_cutoff_stops_at_an_identical_clean_output() {
     again.assert_counts(TOTAL, 0, TOTAL, 0, 0);
 }
 
-/// The podcast's daily as an executable job whose configure step reads
-/// the stations from the request on its stdin (docs/job-protocol.md) and
-/// counts its calls in `configure-calls`.
+/// The podcast's daily as an executable job (`jobs/daily.sh configure`
+/// reads the stations from the request on its stdin, docs/job-protocol.md)
+/// whose configure calls are counted in `configure-calls`.
 fn with_executable_daily(p: &Project) {
+    p.executable_daily();
     let counter = p.file("configure-calls");
-    p.write(
-        "jobs/configure.sh",
-        format!(
-            r#"echo call >> '{}'
-stations=$(sed 's/.*"station":\[\([^]]*\)\].*/\1/' | tr -d '"' | tr ',' ' ')
-printf '{{"configs":['
-sep=
-for ref in "$@"; do
-  d=${{ref#daily/date=}}
-  printf '%s{{"outputs":["%s"],"inputs":[' "$sep" "$ref"; sep=,
-  isep=
-  for s in $stations; do printf '%s"clean/date=%s/station=%s"' "$isep" "$d" "$s"; isep=,; done
-  printf '],"args":["%s"]}}' "$d"
-done
-printf ']}}\n'
-"#,
+    let script = p.read_string("jobs/daily.sh");
+    let patched = script.replacen(
+        "\nconfigure() {\n",
+        &format!(
+            "\nconfigure() {{\n    echo call >> '{}'\n",
             counter.display()
         ),
+        1,
     );
-    let graph = p.read_string("cairn.toml");
-    let patched = graph.replace(
-        "inputs = [\"clean/date={date}/station={station}\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\nargs = [\"{date}\"]\ncode = [\"jobs/daily.sh\"]",
-        "configure = [\"sh\", \"jobs/configure.sh\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\ncode = [\"jobs/daily.sh\", \"jobs/configure.sh\"]",
-    );
-    assert_ne!(patched, graph, "the podcast's daily job changed shape");
-    p.write("cairn.toml", patched);
+    assert_ne!(patched, script, "daily.sh has no configure() function");
+    p.write("jobs/daily.sh", patched);
 }
 
 #[test]

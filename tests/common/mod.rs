@@ -182,6 +182,19 @@ impl Project {
         self.write("jobs/clean.sh", patched);
     }
 
+    /// Makes a podcast copy's daily job executable: `jobs/daily.sh
+    /// configure` (which reads the stations from its request on stdin)
+    /// names its inputs instead of the declarative fan-in.
+    pub fn executable_daily(&self) {
+        let graph = self.read_string("cairn.toml");
+        let patched = graph.replace(
+            "inputs = [\"clean/date={date}/station={station}\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\nargs = [\"{date}\"]\n",
+            "configure = [\"sh\", \"jobs/daily.sh\", \"configure\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\n",
+        );
+        assert_ne!(patched, graph, "the podcast's daily job changed shape");
+        self.write("cairn.toml", patched);
+    }
+
     /// The dates of a podcast copy (the directories under `inputs/`).
     pub fn dates(&self) -> Vec<String> {
         let mut dates: Vec<String> = std::fs::read_dir(self.file("inputs"))
