@@ -24,9 +24,7 @@ pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Fa
     let verdicts = if format == PlanFormat::Sh {
         Vec::new()
     } else {
-        project.read_context(|context| {
-            evaluate(context, &plan).map_err(Failure::from)
-        })?
+        project.read_context(|context| evaluate(context, &plan).map_err(Failure::from))?
     };
     let mut out = String::new();
     match format {
