@@ -294,3 +294,41 @@ fn a_failure_shows_the_end_of_its_stderr_and_logs_keeps_the_streams_apart() {
     p.cairn(&["logs", &bad, "--stdout", "--stderr"])
         .assert_code(2);
 }
+
+/// Issue 26 §7: an action that fails before it has a key (its source input
+/// is missing) records `ActionFailed` with no key, not an all-zero one.
+#[test]
+fn a_missing_source_fails_its_action_without_a_key() {
+    let p = Project::with_graph(
+        r#"
+[datasets.src]
+source = "inputs/{day}.txt"
+
+[datasets.out]
+
+[dimensions.day]
+values = ["mon", "tue"]
+
+[jobs.out]
+outputs = ["out/day={day}"]
+inputs = ["src/day={day}"]
+run = ["sh", "-c", "cp \"$CAIRN_IN\" \"$CAIRN_OUT/v\""]
+"#,
+    );
+    p.write("inputs/mon.txt", "monday\n");
+    let build = p.build(&["--keep-going"]);
+    build.assert_code(1);
+    let failed = p.log(&["--kind", "ActionFailed"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["outputs"][0], "out/day=tue");
+    assert!(failed[0]["key"].is_null(), "{:?}", failed[0]);
+    let history = p.cairn(&["history", "out/day=tue"]);
+    history.assert_code(0);
+    assert!(history.stdout.contains("FAILED: "), "{}", history.stdout);
+    assert!(
+        !history.stdout.contains("000000000000"),
+        "{}",
+        history.stdout
+    );
+    p.cairn(&["replay", "--check"]).assert_code(0);
+}

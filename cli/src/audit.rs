@@ -140,7 +140,7 @@ fn history_entries(
                 cached.insert((build, *key), *restored);
             }
             EventKind::ActionFailed { key, .. } => {
-                let reason = started.get(&(build, *key)).cloned();
+                let reason = key.and_then(|key| started.get(&(build, key)).cloned());
                 entries.push(Entry::Failure { event, reason });
             }
             EventKind::PartitionInvalidated { .. } => entries.push(Entry::Invalidation(event)),
@@ -383,6 +383,7 @@ fn entry_text(entry: &Entry) -> String {
                 format_time_ms(event.time_ms),
                 escape(error)
             );
+            let key = key.map_or_else(|| "none (it never ran)".to_owned(), |key| key.to_string());
             out.push_str(&format!("  key      {key}  job {job}\n"));
             if let Some(reason) = reason {
                 out.push_str(&format!("  reason   {}\n", escape(reason)));
@@ -477,7 +478,7 @@ fn entry_json(partition: &PartitionRef, entry: &Entry) -> Value {
                 "seq": event.seq,
                 "build": event.build,
                 "time_ms": event.time_ms,
-                "key": key.to_hex(),
+                "key": key.map(|key| key.to_hex()),
                 "job": job,
                 "reason": reason,
                 "error": error,
@@ -545,7 +546,8 @@ impl Run {
                 build: event.build,
                 time_ms: event.time_ms,
                 job: job.clone(),
-                key: *key,
+                // No key: it failed before running (a missing source).
+                key: (*key)?,
                 error: Some(error.clone()),
                 stdout: *stdout,
                 stderr: *stderr,

@@ -884,7 +884,7 @@ mod tests {
                 },
             },
             EventKind::ActionFailed {
-                key,
+                key: Some(key),
                 job: "clean".into(),
                 outputs: vec![partition.clone()],
                 error: tricky.clone(),

@@ -735,7 +735,7 @@ impl Context<'_> {
         Finished {
             key: Some(key),
             events: vec![EventKind::ActionFailed {
-                key,
+                key: Some(key),
                 job: action.job.to_string(),
                 outputs: action.config.outputs.clone(),
                 error: error.clone(),

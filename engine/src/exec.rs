@@ -951,7 +951,7 @@ impl<'a> Scheduler<'a> {
                 let finished = Finished {
                     key: None,
                     events: vec![EventKind::ActionFailed {
-                        key: ActionKey([0; 32]),
+                        key: None,
                         job: action.job.to_string(),
                         outputs: action.config.outputs.clone(),
                         error: error.clone(),

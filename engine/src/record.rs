@@ -162,7 +162,10 @@ pub enum EventKind {
         manifest: Manifest,
     },
     ActionFailed {
-        key: ActionKey,
+        /// `None` when the action failed before it had a key: one of its
+        /// source inputs is missing (store format 4; older stores wrote
+        /// an all-zero key there, read back as `None`).
+        key: Option<ActionKey>,
         job: String,
         outputs: Vec<PartitionRef>,
         error: String,

@@ -370,7 +370,7 @@ impl Context<'_> {
             }
             // A failed attempt that will be retried is a fact of its own.
             emit(EventKind::ActionFailed {
-                key,
+                key: Some(key),
                 job: action.job.to_string(),
                 outputs: action.config.outputs.clone(),
                 error: format!("{error} (attempt {attempt} of {attempts}; retrying)"),

@@ -23,6 +23,10 @@
 //!   formats 1 to 3, in the `actions` table and in `ActionSucceeded`
 //!   events, are read through [`v3`] with no command; format-2 and -3
 //!   events through [`v3`] too. The other records did not change.
+//! - 5: `ActionFailed.key` became optional (`None`: the action failed
+//!   before it had a key, its source input missing). Format-4 events are
+//!   read through [`v4`]; in every older format such a failure carried an
+//!   all-zero key, which reads as `None`. The other records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -35,10 +39,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 4;
+const FORMAT_BYTE: u8 = 5;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -67,6 +71,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     match bytes.first() {
         Some(1) => decode_body::<v1::Event>(&bytes[1..]).map(Event::from),
         Some(2 | 3) => decode_body::<v3::Event>(&bytes[1..]).map(Event::from),
+        Some(4) => decode_body::<v4::Event>(&bytes[1..]).map(Event::from),
         _ => decode(bytes),
     }
 }
@@ -143,6 +148,12 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     Ok(value)
+}
+
+/// Before format 5, an action that failed before it had a key (a missing
+/// source input) recorded the all-zero key: it reads as none.
+fn known_key(key: cairn_engine::ActionKey) -> Option<cairn_engine::ActionKey> {
+    (key != cairn_engine::ActionKey([0; 32])).then_some(key)
 }
 
 /// Format 1 events, as cairn wrote them before format 2, and their reading
@@ -271,7 +282,7 @@ mod v1 {
                     stdout,
                     stderr,
                 } => Now::ActionFailed {
-                    key,
+                    key: super::known_key(key),
                     job,
                     outputs,
                     error,
@@ -526,7 +537,232 @@ mod v3 {
                     stdout,
                     stderr,
                 } => Now::ActionFailed {
+                    key: super::known_key(key),
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                },
+                EventKind::ActionCached {
                     key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                } => Now::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                },
+                EventKind::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                } => Now::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                },
+                EventKind::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                } => Now::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                },
+                EventKind::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::BuildFinished {
+                    counts,
+                    interrupted,
+                } => Now::BuildFinished {
+                    counts,
+                    interrupted,
+                },
+                EventKind::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                } => Now::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                },
+            };
+            record::Event {
+                seq: event.seq,
+                time_ms: event.time_ms,
+                build: event.build,
+                kind,
+            }
+        }
+    }
+}
+
+/// Format 4 events, as cairn wrote them before format 5 made
+/// `ActionFailed.key` optional, and their reading in today's types (only
+/// `ActionFailed` differs). Frozen: never change these types.
+mod v4 {
+    use cairn_engine::record::{self, BuildCounts, Manifest};
+    use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Event {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub build: u64,
+        pub kind: EventKind,
+    }
+
+    /// Variant order is the format: it must stay as it was.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EventKind {
+        BuildRequested {
+            requested: Vec<String>,
+            command: String,
+            reason: Option<String>,
+        },
+        Planned {
+            actions: u64,
+            sources: u64,
+        },
+        DatasetVersionChanged {
+            dataset: String,
+            from: Option<String>,
+            to: Option<String>,
+        },
+        ActionStarted {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+            attempt: u32,
+            resumed_from: Option<u64>,
+        },
+        ActionCheckpointed {
+            key: ActionKey,
+            job: String,
+            sequence: u64,
+            digest: ContentDigest,
+            size: u64,
+        },
+        ActionSucceeded {
+            manifest: Manifest,
+        },
+        ActionFailed {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            error: String,
+            exit_code: Option<i32>,
+            stdout: Option<ContentDigest>,
+            stderr: Option<ContentDigest>,
+        },
+        ActionCached {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            built_by: u64,
+            restored: bool,
+        },
+        ActionSkipped {
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+        },
+        PartitionMaterialized {
+            partition: PartitionRef,
+            digest: ContentDigest,
+            key: ActionKey,
+        },
+        PartitionInvalidated {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        BuildFinished {
+            counts: BuildCounts,
+            interrupted: bool,
+        },
+        DefsRefreshed {
+            source: String,
+            digest: ContentDigest,
+            values: u64,
+        },
+    }
+
+    impl From<Event> for record::Event {
+        fn from(event: Event) -> record::Event {
+            use record::EventKind as Now;
+            let kind = match event.kind {
+                EventKind::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                } => Now::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                },
+                EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
+                EventKind::DatasetVersionChanged { dataset, from, to } => {
+                    Now::DatasetVersionChanged { dataset, from, to }
+                }
+                EventKind::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                } => Now::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                },
+                EventKind::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                } => Now::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded { manifest },
+                EventKind::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                } => Now::ActionFailed {
+                    key: super::known_key(key),
                     job,
                     outputs,
                     error,
@@ -690,7 +926,7 @@ mod tests {
                 manifest: manifest(),
             },
             EventKind::ActionFailed {
-                key: ActionKey([9; 32]),
+                key: Some(ActionKey([9; 32])),
                 job: "daily".into(),
                 outputs: vec![partition("daily/date=2024-01-31")],
                 error: "exited with status 1".into(),
@@ -959,6 +1195,91 @@ mod tests {
             relabelled[0] = FORMAT_BYTE;
             assert!(decode_manifest(&relabelled).is_err());
         }
+    }
+
+    /// Every format before 5 wrote an all-zero key for an action that
+    /// failed before it had one: it reads as none; a real key as itself.
+    #[test]
+    fn failures_without_a_key_read_as_none_from_every_older_format() {
+        let outputs = vec![partition("clean/date=2024-01-01")];
+        let key_of = |bytes: &[u8]| match decode_event(bytes).unwrap().kind {
+            EventKind::ActionFailed { key, .. } => key,
+            other => panic!("{other:?}"),
+        };
+        for (key, expected) in [
+            (ActionKey([0; 32]), None),
+            (ActionKey([5; 32]), Some(ActionKey([5; 32]))),
+        ] {
+            let v1 = v1::Event {
+                seq: 7,
+                time_ms: 1,
+                build: 3,
+                kind: v1::EventKind::ActionFailed {
+                    key,
+                    job: "clean".into(),
+                    outputs: outputs.clone(),
+                    error: "boom".into(),
+                    exit_code: None,
+                    stdout: None,
+                    stderr: None,
+                },
+            };
+            assert_eq!(key_of(&v1_bytes(&v1)), expected);
+            for byte in [2u8, 3] {
+                let v3 = v3::Event {
+                    seq: 7,
+                    time_ms: 1,
+                    build: 3,
+                    kind: v3::EventKind::ActionFailed {
+                        key,
+                        job: "clean".into(),
+                        outputs: outputs.clone(),
+                        error: "boom".into(),
+                        exit_code: None,
+                        stdout: None,
+                        stderr: None,
+                    },
+                };
+                let bytes = postcard::to_extend(&v3, vec![byte]).unwrap();
+                assert_eq!(key_of(&bytes), expected, "format {byte}");
+            }
+            let v4 = v4::Event {
+                seq: 7,
+                time_ms: 1,
+                build: 3,
+                kind: v4::EventKind::ActionFailed {
+                    key,
+                    job: "clean".into(),
+                    outputs: outputs.clone(),
+                    error: "boom".into(),
+                    exit_code: None,
+                    stdout: None,
+                    stderr: None,
+                },
+            };
+            let bytes = postcard::to_extend(&v4, vec![4]).unwrap();
+            assert_eq!(key_of(&bytes), expected, "format 4");
+        }
+        // Format 4's other kinds are today's: a manifest with its command.
+        let succeeded = v4::Event {
+            seq: 8,
+            time_ms: 1,
+            build: 3,
+            kind: v4::EventKind::ActionSucceeded {
+                manifest: manifest(),
+            },
+        };
+        let bytes = postcard::to_extend(&succeeded, vec![4]).unwrap();
+        assert_eq!(
+            decode_event(&bytes).unwrap().kind,
+            EventKind::ActionSucceeded {
+                manifest: manifest()
+            }
+        );
+        // Manifests did not change in format 5.
+        let mut manifest_bytes = encode_manifest(&manifest());
+        manifest_bytes[0] = 4;
+        assert_eq!(decode_manifest(&manifest_bytes).unwrap(), manifest());
     }
 
     proptest! {

@@ -408,7 +408,7 @@ mod tests {
                 3,
                 3,
                 EventKind::ActionFailed {
-                    key,
+                    key: Some(key),
                     job: "clean".into(),
                     outputs: vec![partition()],
                     error: "boom".into(),

@@ -72,7 +72,7 @@ fn materialized(text: &str, key: ActionKey, content: &[u8]) -> EventKind {
 
 fn failed(text: &str, error: &str) -> EventKind {
     EventKind::ActionFailed {
-        key: ActionKey([9; 32]),
+        key: Some(ActionKey([9; 32])),
         job: "clean".into(),
         outputs: vec![partition(text)],
         error: error.into(),

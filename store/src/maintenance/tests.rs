@@ -283,7 +283,7 @@ fn gc_keeps_current_partitions_and_the_window_and_dry_run_changes_nothing() {
         .append(
             3,
             vec![EventKind::ActionFailed {
-                key: ActionKey([9; 32]),
+                key: Some(ActionKey([9; 32])),
                 job: "clean".into(),
                 outputs: vec![partition("clean/date=2")],
                 error: "boom".into(),
