@@ -513,6 +513,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         retries: None,
         real_dirs: Default::default(),
         programs: Default::default(),
+        code_changes: Default::default(),
     };
     let interrupt = AtomicBool::new(false);
     let options = BuildOptions {

@@ -151,6 +151,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         retries: None,
         real_dirs: Default::default(),
         programs: Default::default(),
+        code_changes: Default::default(),
     };
     let observer = Observer::new(catalog);
     let mut updates: Vec<StatUpdate> = Vec::new();

@@ -341,6 +341,7 @@ pub fn execute(
         retries: execution.retries,
         real_dirs: Default::default(),
         programs: Default::default(),
+        code_changes: Default::default(),
     };
     let options = BuildOptions {
         jobs: jobs(execution.jobs),
@@ -355,8 +356,24 @@ pub fn execute(
     let reporter = BuildReporter::new(execution.json);
     let mut report = build(&context, plan, &options, &reporter).map_err(Failure::from)?;
     reporter.finish();
+    // Kept partitions whose job's code changed (on_code_change = "warn";
+    // "error" failed its actions): said on every build until acknowledged,
+    // so no snapshot lets the next build skip saying it.
+    let code_changes = context.code_changes.summary();
     drop(context);
+    for (change, partitions) in &code_changes {
+        if change.mode == cairn_engine::graph::OnCodeChange::Warn {
+            crate::report::warning_line(&format!(
+                "job {}: {} of {}: {}",
+                change.job,
+                crate::report::count(*partitions, "partition"),
+                change.dataset,
+                change.kept()
+            ));
+        }
+    }
     let snapshot = match report.all_current.take() {
+        Some(_) if !code_changes.is_empty() => None,
         Some(all_current) => witness.and_then(Witness::into_entries).and_then(|entries| {
             crate::uptodate::record(
                 project,

@@ -76,9 +76,10 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
             Verdict::UpToDate { key, built_by } => {
                 let manifest = context.catalog.action(key)?;
                 let versions = manifest.as_ref().map(|m| version_note(&project, &m.versions)).unwrap_or_default();
+                let code = context.code_changes.get(key).map(|change| format!("; {}", change.describe())).unwrap_or_default();
                 Explanation {
                     state: "up-to-date",
-                    text: format!("{partition} is up to date: it reuses the manifest of build {built_by} (key {}){versions}", key.short()),
+                    text: format!("{partition} is up to date: it reuses the manifest of build {built_by} (key {}){versions}{code}", key.short()),
                     key: Some(key.to_hex()),
                     built_by: Some(*built_by),
                 }

@@ -230,7 +230,15 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
                         Some(manifest) => built_versions(&project, &manifest),
                         None => String::new(),
                     };
-                    ("built", format!("up to date (build {built_by}){versions}"))
+                    let code = context
+                        .code_changes
+                        .get(key)
+                        .map(|change| format!("; {}", change.describe()))
+                        .unwrap_or_default();
+                    (
+                        "built",
+                        format!("up to date (build {built_by}){versions}{code}"),
+                    )
                 }
                 Verdict::Restore { .. } => (
                     "stale",

@@ -183,6 +183,7 @@ impl Project {
             retries: None,
             real_dirs: Default::default(),
             programs: Default::default(),
+            code_changes: Default::default(),
         };
         read(&context)
     }

@@ -21,6 +21,8 @@ use serde_json::json;
 
 /// `error:` and `failed:`.
 const ALARM: Style = AnsiColor::Red.on_default().bold();
+/// `warning:`.
+const WARNING: Style = AnsiColor::Yellow.on_default().bold();
 /// The failure count of the progress bar.
 const FAILED: Style = AnsiColor::Red.on_default();
 
@@ -35,6 +37,13 @@ pub fn error_line(message: &str) {
     let mut stderr = anstream::stderr().lock();
     let message = crate::escape::escape_lines(message);
     let _ = writeln!(stderr, "{ALARM}error:{ALARM:#} {message}");
+}
+
+/// `warning: ...` on stderr.
+pub fn warning_line(message: &str) {
+    let mut stderr = anstream::stderr().lock();
+    let message = crate::escape::escape_lines(message);
+    let _ = writeln!(stderr, "{WARNING}warning:{WARNING:#} {message}");
 }
 
 /// A note for humans on stderr.

@@ -40,6 +40,9 @@ pub struct Context<'a> {
     pub real_dirs: RealDirs,
     /// The jobs' programs, resolved once (engine/src/program.rs).
     pub programs: crate::program::Programs,
+    /// Kept partitions whose job's code changed since (codechange.rs), by
+    /// key: what `build`, `status` and `why` say about them.
+    pub code_changes: crate::codechange::CodeChanges,
 }
 
 /// Directories a build has seen to be real directories (not links), so that
@@ -354,6 +357,21 @@ impl Context<'_> {
                 reason: self.explain_miss(action, inputs, code)?,
             });
         };
+        if let Some(change) = crate::codechange::unacknowledged(
+            self.graph,
+            &action.job,
+            &action.config.outputs,
+            &manifest,
+            code,
+        ) {
+            if change.mode == crate::graph::OnCodeChange::Rebuild {
+                return Ok(Decision::Run {
+                    reason: change.rebuilt(),
+                });
+            }
+            self.code_changes
+                .note(*key, change, action.config.outputs.len());
+        }
         let observer = Observer::new(self.catalog);
         let mut stale = Vec::new();
         for (index, output) in manifest.outputs.iter().enumerate() {
@@ -528,6 +546,16 @@ impl Context<'_> {
             Ok(decision) => decision,
             Err(error) => return self.failed(action, key, error, None, updates),
         };
+        if !matches!(decision, Decision::Run { .. })
+            && let Some(refused) = self.refused(&key)
+        {
+            let error = format!(
+                "job {} ({}): {refused}",
+                action.job,
+                crate::run::describe(&action.config.outputs)
+            );
+            return self.failed(action, key, error, None, updates);
+        }
         match decision {
             Decision::UpToDate { manifest, current } => {
                 let reuse = if current {
@@ -569,12 +597,22 @@ impl Context<'_> {
             Ok(Decision::UpToDate {
                 manifest,
                 current: true,
-            }) => {
+            }) if self.refused(&key).is_none() => {
                 updates.append(&mut self.programs.take_updates());
                 Some(self.reuse(action, key, &manifest, Reuse::Current, updates))
             }
             _ => None,
         }
+    }
+
+    /// Why reusing `key` is refused: its job's code changed under a kept
+    /// versioned dataset with `on_code_change = "error"` (noted by
+    /// [`Context::decide`]).
+    fn refused(&self, key: &ActionKey) -> Option<String> {
+        self.code_changes
+            .get(key)
+            .filter(|change| change.mode == crate::graph::OnCodeChange::Error)
+            .map(|change| change.refused())
     }
 
     fn reuse(

@@ -48,6 +48,35 @@ pub struct Dataset {
     pub name: String,
     pub version: Option<semver::Version>,
     pub source: Option<SourceTemplate>,
+    /// `on_code_change`, if the dataset sets it (it then wins over its
+    /// job's).
+    pub on_code_change: Option<OnCodeChange>,
+}
+
+/// What a build does when the code of a job changed since it built the
+/// partitions of a versioned dataset it keeps (the semver policy keeps
+/// them until MAJOR moves): `on_code_change` of the dataset, else of the
+/// job, else `warn` (docs/versions-and-invalidation.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCodeChange {
+    /// Keep the partitions and say so (build, status, why).
+    #[default]
+    Warn,
+    /// Run the job again, as for an unversioned dataset.
+    Rebuild,
+    /// Fail the action until a version bump acknowledges the change.
+    Error,
+}
+
+impl OnCodeChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnCodeChange::Warn => "warn",
+            OnCodeChange::Rebuild => "rebuild",
+            OnCodeChange::Error => "error",
+        }
+    }
 }
 
 /// Where a source dataset's partitions live: `inputs/{date}/{station}.txt`
@@ -90,6 +119,21 @@ pub struct Job {
     pub retries: u32,
     /// Wait between attempts.
     pub retry_backoff: std::time::Duration,
+    /// `on_code_change` for the job's versioned outputs, if it sets it.
+    pub on_code_change: Option<OnCodeChange>,
+}
+
+impl Graph {
+    /// What a build does when `job`'s code changed under `dataset`'s kept
+    /// partitions: the dataset's `on_code_change`, else the job's, else
+    /// warn.
+    pub fn on_code_change(&self, dataset: &str, job: &str) -> OnCodeChange {
+        self.datasets
+            .get(dataset)
+            .and_then(|d| d.on_code_change)
+            .or_else(|| self.jobs.get(job).and_then(|j| j.on_code_change))
+            .unwrap_or_default()
+    }
 }
 
 impl Job {
@@ -260,6 +304,7 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawDataset {
     version: Option<Spanned<String>>,
+    on_code_change: Option<Spanned<OnCodeChange>>,
     source: Option<Spanned<String>>,
 }
 
@@ -278,6 +323,7 @@ struct RawJob {
     #[serde(default)]
     code: Option<Spanned<Vec<Spanned<String>>>>,
     configure_cache: Option<Spanned<bool>>,
+    on_code_change: Option<Spanned<OnCodeChange>>,
     #[serde(default)]
     retries: u32,
     retry_backoff: Option<Spanned<String>>,
@@ -424,12 +470,25 @@ impl Graph {
                 }
                 None => None,
             };
+            if let Some(mode) = &raw_dataset.on_code_change
+                && version.is_none()
+            {
+                return Err(context.error(
+                    mode.span(),
+                    format!("{field}.on_code_change"),
+                    "only a versioned dataset keeps its partitions when its job's code changes (without a version, any code change rebuilds them); add a `version` or remove `on_code_change`".into(),
+                ));
+            }
             datasets.insert(
                 name.clone(),
                 Dataset {
                     name: name.clone(),
                     version,
                     source,
+                    on_code_change: raw_dataset
+                        .on_code_change
+                        .as_ref()
+                        .map(|mode| *mode.get_ref()),
                 },
             );
         }
@@ -1443,6 +1502,7 @@ fn parse_job(
             .configure_cache
             .as_ref()
             .is_none_or(|cache| *cache.get_ref()),
+        on_code_change: raw.on_code_change.as_ref().map(|mode| *mode.get_ref()),
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod backfill;
+pub mod codechange;
 pub mod config;
 pub mod date;
 pub mod defs;

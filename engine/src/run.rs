@@ -254,7 +254,7 @@ fn unshare_adopted(directory: &Path, scratch: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn describe(outputs: &[PartitionRef]) -> String {
+pub(crate) fn describe(outputs: &[PartitionRef]) -> String {
     outputs
         .iter()
         .map(PartitionRef::as_str)
