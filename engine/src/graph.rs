@@ -636,9 +636,9 @@ impl Graph {
                                 "placeholder {{{in_source}}} of {:?} has no [dimensions.{in_source}], and jobs.{}.inputs (line {input_line}) reads {input}{}",
                                 source.template,
                                 job.name,
-                                did_you_mean(&in_source, self.dimensions.keys().map(String::as_str))
-                                    .replace("did you mean \"", "did you mean {")
-                                    .replace("\"?", "}?")
+                                closest(&in_source, self.dimensions.keys().map(String::as_str))
+                                    .map(|name| format!("; did you mean {{{name}}}?"))
+                                    .unwrap_or_default()
                             ),
                         ));
                     }
@@ -1055,13 +1055,9 @@ pub fn suggest_field(message: &str) -> String {
     };
     // The names are the backticked words: `a`, `b` or `a` or `b`.
     let known = expected.split('`').skip(1).step_by(2);
-    match did_you_mean(typed, known).strip_prefix("; did you mean ") {
-        Some(name) => format!(
-            "; did you mean `{}`?",
-            name.trim_end_matches('?').trim_matches('"')
-        ),
-        None => String::new(),
-    }
+    closest(typed, known)
+        .map(|name| format!("; did you mean `{name}`?"))
+        .unwrap_or_default()
 }
 
 /// `a, b, c` or `a, b, c and 7 more`, for messages.
@@ -1082,12 +1078,19 @@ fn shown(values: &[String]) -> String {
 /// `; did you mean "station"?` when one of `known` is close to `typed`
 /// (Jaro-Winkler similarity of at least 0.8), else empty.
 pub fn did_you_mean<'k>(typed: &str, known: impl Iterator<Item = &'k str>) -> String {
+    closest(typed, known)
+        .map(|candidate| format!("; did you mean {}?", crate::refs::quoted(candidate)))
+        .unwrap_or_default()
+}
+
+/// The one of `known` closest to `typed`, if close enough (Jaro-Winkler
+/// similarity of at least 0.8; the last of equals).
+fn closest<'k>(typed: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
     known
         .map(|candidate| (strsim::jaro_winkler(typed, candidate), candidate))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| format!("; did you mean {candidate:?}?"))
-        .unwrap_or_default()
+        .map(|(_, candidate)| candidate)
 }
 
 /// `500ms`, `2s`, `1m`, `1h`, or a plain number of seconds.
@@ -1936,6 +1939,62 @@ run = ["sh", "daily.sh", "run"]
             message.contains("sources.stations.command: the command is empty"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn date_ranges_are_counted_without_listing_and_refs_checked_against_them() {
+        let text = EXAMPLE.replace(
+            "end = \"2024-03-01\"",
+            "end = \"9999-12-31\"\nstep_days = 7",
+        );
+        let graph = parse(&text).unwrap();
+        let dates = &graph.dimensions["date"];
+        // 0..=(days / 7): counted, never listed.
+        let days = Date::parse("2024-02-28")
+            .unwrap()
+            .days_until(Date::parse("9999-12-31").unwrap());
+        assert_eq!(dates.count(), Some(usize::try_from(days / 7 + 1).unwrap()));
+        let check = |text: &str| graph.check_domain(&PartitionRef::parse(text).unwrap());
+        assert_eq!(check("raw/date=2024-03-06/station=A"), Ok(()));
+        assert_eq!(
+            check("raw/date=2024-03-07/station=A").unwrap_err(),
+            "raw/date=2024-03-07/station=A: 2024-03-07 is not one of the dates ([dimensions.date]: 2024-02-28..9999-12-31, every 7 days)"
+        );
+        assert_eq!(
+            check("raw/date=2024-02-21/station=A").unwrap_err(),
+            "raw/date=2024-02-21/station=A: 2024-02-21 is outside the dates ([dimensions.date]: 2024-02-28..9999-12-31, every 7 days)"
+        );
+        assert_eq!(
+            check("raw/date=2024-03-06/station=a").unwrap_err(),
+            "raw/date=2024-03-06/station=a: \"a\" is not a value of [dimensions.station] (\"A\", \"B\")"
+        );
+        // Refs no job produces are the planner's to refuse.
+        assert_eq!(check("nope/x=1"), Ok(()));
+    }
+
+    #[test]
+    fn code_entries_stay_inside_the_project() {
+        let with_code = |code: &str| {
+            EXAMPLE.replace(
+                "args = [\"{station}\"]",
+                &format!("args = [\"{{station}}\"]\ncode = [{code}]"),
+            )
+        };
+        assert!(parse(&with_code("\"jobs/*.sh\", \"./x.py\"")).is_ok());
+        let message = error(&with_code("\"../../../usr/**/*\""));
+        assert!(
+            message.ends_with(
+                "jobs.raw.code: \"../../../usr/**/*\" must not contain '..': code files are inside the project"
+            ),
+            "{message}"
+        );
+        let message = error(&with_code("\"/etc/passwd\""));
+        assert!(
+            message.contains("must be relative to the graph file"),
+            "{message}"
+        );
+        let message = error(&with_code("\"jobs/[x\""));
+        assert!(message.contains("is not a valid glob"), "{message}");
     }
 
     #[test]
