@@ -267,3 +267,78 @@ fn diff_shows_the_stations_a_refresh_changed_and_the_backfill_follows_them() {
     assert!(status.values().all(|(state, _)| state == "built"));
     project.cairn(&["replay", "--check"]).assert_code(0);
 }
+
+/// Issue 28 B2 and issue 26 §7: a source that ignores SIGTERM is SIGKILLed
+/// the grace after its timeout, with its children, and `defs refresh`
+/// returns (it hung, holding the writer lock, and its `sleep` survived).
+/// A source left running by a killed cairn is killed by the next one.
+#[test]
+fn a_source_ignoring_sigterm_is_killed_after_its_timeout_and_leaves_nothing() {
+    use std::time::{Duration, Instant};
+    let project = airquality();
+    set_source_command(
+        &project,
+        r#"command = ["sh", "-c", "trap '' TERM; touch started; sleep 30; echo '[\"A\"]'"]"#,
+    );
+    let graph = project
+        .read_string("cairn.toml")
+        .replace("timeout = \"30s\"", "timeout = \"1s\"");
+    project.write("cairn.toml", graph);
+    let clock = Instant::now();
+    let run = project.cairn(&["defs", "refresh", "stations"]);
+    let took = clock.elapsed();
+    run.assert_code(1);
+    assert!(
+        took < Duration::from_secs(10),
+        "defs refresh took {took:?}\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "defs refresh stations: the command did not finish within its timeout of 1s and was stopped with SIGKILL: it ignored SIGTERM"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("cairn: source stations did not exit within 5s of SIGTERM: killed (SIGKILL)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        common::processes_in(project.path()).is_empty(),
+        "{:?}",
+        common::processes_in(project.path())
+    );
+
+    // kill -9 of cairn while the source runs: its `sleep` outlives cairn
+    // (the kernel kills only the process cairn started) until the next
+    // cairn that takes the lock kills it.
+    let graph = project
+        .read_string("cairn.toml")
+        .replace("timeout = \"1s\"", "timeout = \"30s\"");
+    project.write("cairn.toml", graph);
+    std::fs::remove_file(project.file("started")).unwrap();
+    let mut refresh = common::Background::start(project.path(), &["defs", "refresh"]);
+    common::wait_for(&project.file("started"));
+    refresh.child.kill().unwrap();
+    let _ = refresh.wait(Duration::from_secs(10));
+    let left = common::processes_in(project.path());
+    assert_eq!(left.len(), 1, "the source's sleep outlives cairn: {left:?}");
+    set_source_command(&project, SOURCE_COMMAND);
+    let run = project.cairn(&["defs", "refresh", "stations"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains(
+            "cairn: killed 1 process left running by the jobs of a cairn that was killed"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        common::processes_in(project.path()).is_empty(),
+        "{:?}",
+        common::processes_in(project.path())
+    );
+}

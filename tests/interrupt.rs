@@ -124,3 +124,138 @@ fn sigint_stops_jobs_records_what_finished_and_the_next_build_resumes() {
     assert_eq!(summary["executed"].as_u64().unwrap(), total - done);
     assert_eq!(summary["cached"].as_u64().unwrap(), done);
 }
+
+mod common;
+
+use common::{Background, Project, processes_in, wait_for};
+
+/// A job that ignores SIGTERM, as do the `sleep`s it starts (`trap ''` is
+/// inherited across exec).
+const STUBBORN: &str = r#"
+[datasets.stubborn]
+version = "1.0.0"
+[dimensions.i]
+values = ["1"]
+[jobs.stubborn]
+outputs = ["stubborn/i={i}"]
+run = ["sh", "-c", "trap '' TERM; touch started; while :; do sleep 1; done"]
+"#;
+
+/// Issue 28 B2: one Ctrl-C sends SIGTERM; a job that ignores it is
+/// SIGKILLed after the grace, said on stderr, and cairn exits 130 (it hung
+/// before, with no message, until kill -9).
+#[test]
+fn a_job_ignoring_sigterm_is_killed_after_the_grace() {
+    let p = Project::with_graph(STUBBORN);
+    let build = Background::start(p.path(), &["build"]);
+    wait_for(&p.file("started"));
+    build.signal("INT");
+    let (code, stderr, waited) = build.wait(Duration::from_secs(20));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(9),
+        "stopped after {waited:?}, not after the 5 s grace; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("cairn: interrupted: stopping 1 running job (SIGTERM; SIGKILL in 5s, or at once on a second interrupt)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "cairn: job stubborn (stubborn/i=1) did not exit within 5s of SIGTERM: killed (SIGKILL)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        processes_in(p.path()).is_empty(),
+        "{:?}",
+        processes_in(p.path())
+    );
+    assert!(!p.file("data/stubborn").exists());
+}
+
+/// A second Ctrl-C means now: the job is SIGKILLed at once.
+#[test]
+fn a_second_interrupt_kills_the_jobs_at_once() {
+    let p = Project::with_graph(STUBBORN);
+    let build = Background::start(p.path(), &["build"]);
+    wait_for(&p.file("started"));
+    build.signal("INT");
+    std::thread::sleep(Duration::from_millis(300));
+    let second = Instant::now();
+    build.signal("INT");
+    let (code, stderr, _) = build.wait(Duration::from_secs(20));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "stopped {:?} after the second interrupt; stderr:\n{stderr}",
+        second.elapsed()
+    );
+    assert!(
+        stderr.contains("cairn: interrupted again: killing 1 running job now (SIGKILL)"),
+        "{stderr}"
+    );
+    assert!(
+        processes_in(p.path()).is_empty(),
+        "{:?}",
+        processes_in(p.path())
+    );
+    // SIGTERM to cairn counts as an interrupt too.
+    let build = Background::start(p.path(), &["build"]);
+    std::fs::remove_file(p.file("started")).expect("remove started");
+    wait_for(&p.file("started"));
+    build.signal("TERM");
+    build.signal("TERM");
+    let (code, stderr, waited) = build.wait(Duration::from_secs(20));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}\n{stderr}");
+}
+
+/// Issue 26 §6: Ctrl-C during a retry's backoff ends the build at once
+/// (it waited out the whole backoff: an hour here).
+#[test]
+fn an_interrupt_during_a_retry_backoff_returns_at_once() {
+    let p = Project::with_graph(
+        r#"
+[datasets.flaky]
+version = "1.0.0"
+[dimensions.i]
+values = ["1"]
+[jobs.flaky]
+outputs = ["flaky/i={i}"]
+run = ["sh", "-c", "touch failed; exit 1"]
+retries = 3
+retry_backoff = "1h"
+"#,
+    );
+    let build = Background::start(p.path(), &["build"]);
+    wait_for(&p.file("failed"));
+    // Let the attempt end and the backoff begin.
+    std::thread::sleep(Duration::from_millis(500));
+    build.signal("INT");
+    let (code, stderr, waited) = build.wait(Duration::from_secs(20));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}\n{stderr}");
+    assert!(
+        stderr.contains("job flaky (flaky/i=1) was interrupted"),
+        "{stderr}"
+    );
+    let events = log_events(p.path());
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["kind"] == "ActionStarted")
+        .collect();
+    assert_eq!(started.len(), 1, "no second attempt starts: {started:?}");
+    let failed: Vec<&str> = events
+        .iter()
+        .filter(|event| event["kind"] == "ActionFailed")
+        .filter_map(|event| event["error"].as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "job flaky (flaky/i=1) exited with status 1 (attempt 1 of 4; retrying)",
+            "job flaky (flaky/i=1) was interrupted"
+        ]
+    );
+}

@@ -256,7 +256,7 @@ fn job_writing_outside_the_data_root_gets_nothing_stored_and_altered_partitions_
     let outside = Project::empty();
     let marker = "written-outside-by-the-job";
     // `other` is a partition the escaping job will overwrite through `..`
-    // (from `data/.cairn-tmp/run/KEY/out/0`, five levels up is `data/`).
+    // (from `data/.cairn-tmp/run/KEY/ATTEMPT/out/0`, six levels up is `data/`).
     let p = Project::with_graph(&format!(
         r#"
 [datasets.other]
@@ -270,7 +270,7 @@ outputs = ["other/i={{i}}"]
 run = ["sh", "-c", "echo precious > \"$CAIRN_OUT/v\""]
 [jobs.escape]
 outputs = ["escape/i={{i}}"]
-run = ["sh", "-c", "echo {marker} > {outside}/abs.txt; echo {marker} > \"$CAIRN_OUT/../../../../../other/i=a/v\"; echo fine > \"$CAIRN_OUT/v\"", "escape"]
+run = ["sh", "-c", "echo {marker} > {outside}/abs.txt; echo {marker} > \"$CAIRN_OUT/../../../../../../other/i=a/v\"; echo fine > \"$CAIRN_OUT/v\"", "escape"]
 "#,
         outside = outside.path().display()
     ));
@@ -461,4 +461,84 @@ run = ["true"]
     run.assert_usage_error("job d: configure printed more than 256 MiB on stdout (sh -c ");
     assert!(run.stderr.contains("it was stopped"), "{}", run.stderr);
     assert!(!p.file(".cairn/catalog.redb").exists());
+}
+
+/// Issue 28 B2: a job's `timeout`. One that runs past it is stopped, fails
+/// with its own reason, and retries apply; one that also ignores SIGTERM is
+/// SIGKILLed after the grace. Nothing of either is cached, and no process
+/// is left. (There was no timeout: such a job blocked the build forever.)
+#[test]
+fn job_timeout_stops_the_job_fails_it_and_retries_apply() {
+    let p = Project::with_graph(
+        r#"
+[datasets.slow]
+version = "1.0.0"
+[datasets.deaf]
+version = "1.0.0"
+[dimensions.i]
+values = ["1"]
+[jobs.slow]
+outputs = ["slow/i={i}"]
+run = ["sh", "-c", "echo attempt >> attempts; sleep 30; echo late > \"$CAIRN_OUT/v\""]
+timeout = "1s"
+retries = 1
+retry_backoff = "100ms"
+[jobs.deaf]
+outputs = ["deaf/i={i}"]
+run = ["sh", "-c", "trap '' TERM; sleep 30; echo late > \"$CAIRN_OUT/v\""]
+timeout = "500ms"
+"#,
+    );
+    let clock = std::time::Instant::now();
+    let build = p.build(&["--keep-going"]);
+    let took = clock.elapsed();
+    build.assert_code(1);
+    build.assert_counts(2, 0, 0, 2, 0);
+    assert!(
+        took < Duration::from_secs(15),
+        "the timeouts did not stop the jobs: {took:?}"
+    );
+    assert_eq!(p.read_string("attempts"), "attempt\nattempt\n");
+    let errors: BTreeSet<String> = p
+        .log(&["--kind", "ActionFailed"])
+        .iter()
+        .map(|event| str_field(event, "error").to_owned())
+        .collect();
+    assert_eq!(
+        errors,
+        BTreeSet::from([
+            "job slow (slow/i=1) timed out after 1s and was stopped (attempt 1 of 2; retrying)"
+                .to_owned(),
+            "job slow (slow/i=1) timed out after 1s and was stopped".to_owned(),
+            "job deaf (deaf/i=1) timed out after 500ms and was stopped (SIGKILL: it ignored SIGTERM)"
+                .to_owned(),
+        ])
+    );
+    assert!(
+        build.run.stderr.contains(
+            "cairn: job deaf (deaf/i=1) did not exit within 5s of SIGTERM: killed (SIGKILL)"
+        ),
+        "{}",
+        build.run.stderr
+    );
+    assert_nothing_cached(&p, "slow/i=1");
+    assert_nothing_cached(&p, "deaf/i=1");
+    assert!(
+        common::processes_in(p.path()).is_empty(),
+        "{:?}",
+        common::processes_in(p.path())
+    );
+
+    // A zero or malformed timeout is a graph error naming the line.
+    for (value, message) in [
+        ("0s", "jobs.slow.timeout: must be longer than 0"),
+        ("soon", "jobs.slow.timeout: "),
+    ] {
+        let graph = p
+            .read_string("cairn.toml")
+            .replace("timeout = \"1s\"", &format!("timeout = \"{value}\""));
+        let q = Project::with_graph(&graph);
+        q.cairn(&["build"])
+            .assert_usage_error(&format!("cairn.toml:11: {message}"));
+    }
 }

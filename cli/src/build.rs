@@ -316,14 +316,11 @@ pub fn execute(
     };
     tracing::debug!("opened the store ({:.2?})", started.elapsed());
     let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupt)).map_err(|error| {
-            Failure::usage(format!("cannot install the signal handler: {error}"))
-        })?;
-    }
+    let children = Arc::new(Children::recorded_in(store.dir().join("running")));
+    let _interrupts = Interrupts::watch(&interrupt, &children)?;
+    cairn_engine::groups::become_subreaper();
     let build_id = cairn_engine::ports::Catalog::next_build_id(store.catalog())?;
     store.record_build(build_id);
-    let children = Children::default();
     let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&project.graph))
         .then(|| Witness::new(store.catalog()));
     let context = Context {
@@ -354,7 +351,10 @@ pub fn execute(
         presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
     };
     let reporter = BuildReporter::new(execution.json);
-    let mut report = build(&context, plan, &options, &reporter).map_err(Failure::from)?;
+    let report = build(&context, plan, &options, &reporter);
+    // No job runs any more: whatever one left re-parented to cairn goes.
+    cairn_engine::groups::reap_all_orphans();
+    let mut report = report.map_err(Failure::from)?;
     reporter.finish();
     // Kept partitions whose job's code changed (on_code_change = "warn";
     // "error" failed its actions): said on every build until acknowledged,
@@ -388,6 +388,66 @@ pub fn execute(
         None => None,
     };
     Ok(Executed::new(report, plan.actions.len(), store, snapshot))
+}
+
+/// SIGINT and SIGTERM while a build runs: the first stops the build (its
+/// jobs get SIGTERM, and SIGKILL after [`cairn_engine::runner::TERM_GRACE`]);
+/// a second one SIGKILLs the running jobs at once.
+struct Interrupts {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Interrupts {
+    fn watch(interrupt: &Arc<AtomicBool>, children: &Arc<Children>) -> Result<Interrupts, Failure> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|error| {
+                Failure::usage(format!("cannot install the signal handler: {error}"))
+            })?;
+        let handle = signals.handle();
+        let (interrupt, children) = (Arc::clone(interrupt), Arc::clone(children));
+        let thread = std::thread::Builder::new()
+            .name("cairn-signals".into())
+            .spawn(move || {
+                for (count, _) in signals.forever().enumerate() {
+                    interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let running = children.running();
+                    if count == 0 {
+                        if running > 0 {
+                            note(&format!(
+                                "cairn: interrupted: stopping {running} running job{} (SIGTERM; SIGKILL in {}s, or at once on a second interrupt)",
+                                if running == 1 { "" } else { "s" },
+                                cairn_engine::runner::TERM_GRACE.as_secs()
+                            ));
+                        }
+                        children.interrupt();
+                    } else {
+                        if running > 0 {
+                            note(&format!(
+                                "cairn: interrupted again: killing {running} running job{} now (SIGKILL)",
+                                if running == 1 { "" } else { "s" }
+                            ));
+                        }
+                        children.kill_now();
+                    }
+                }
+            })
+            .map_err(|error| Failure::usage(format!("cannot start the signal thread: {error}")))?;
+        Ok(Interrupts {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {

@@ -11,7 +11,6 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use cairn_engine::date::format_time_ms;
 use cairn_engine::defs::{diff, parse_values};
@@ -97,6 +96,7 @@ pub fn refresh(cli: &Cli, name: Option<&str>, no_wait: bool, json: bool) -> Resu
     let project = Project::load(cli)?;
     let sources = selected(&project, name)?;
     let store = project.open_writer(!no_wait)?;
+    cairn_engine::groups::become_subreaper();
     let mut failed = 0;
     for source in sources {
         let previous = read_record(&store, &source.name);
@@ -217,7 +217,7 @@ fn run_source(project: &Project, store: &Store, source: &Source) -> Result<Vec<u
     let stem = format!("defs-{}-{}", source.name, std::process::id());
     let stdout_path = tmp.join(format!("{stem}.stdout"));
     let stderr_path = tmp.join(format!("{stem}.stderr"));
-    let result = run_captured(project, source, &stdout_path, &stderr_path);
+    let result = run_captured(project, store, source, &stdout_path, &stderr_path);
     let _ = std::fs::remove_file(&stdout_path);
     let _ = std::fs::remove_file(&stderr_path);
     result
@@ -225,21 +225,18 @@ fn run_source(project: &Project, store: &Store, source: &Source) -> Result<Vec<u
 
 fn run_captured(
     project: &Project,
+    store: &Store,
     source: &Source,
     stdout_path: &Path,
     stderr_path: &Path,
 ) -> Result<Vec<u8>, String> {
-    let children = Children::default();
-    let started = Instant::now();
+    let children = Children::recorded_in(store.dir().join("running"));
     // What the source prints is bounded (docs/reliability.md, "Limits"):
     // past the limit it is stopped, and the output is read with that bound.
     let limit = &cairn_engine::limits::DEFS_OUTPUT_BYTES;
     let max = limit.value()?;
     let too_long = AtomicBool::new(false);
     let poll = || {
-        if started.elapsed() > source.timeout && !children.is_interrupted() {
-            children.interrupt();
-        }
         if !too_long.load(Ordering::Relaxed)
             && std::fs::metadata(stdout_path).is_ok_and(|metadata| metadata.len() > max)
         {
@@ -247,7 +244,8 @@ fn run_captured(
             children.interrupt();
         }
     };
-    let status = run_process(
+    let label = format!("source {}", source.name);
+    let ended = run_process(
         &Invocation {
             argv: &source.command,
             cwd: &project.graph.root,
@@ -255,6 +253,9 @@ fn run_captured(
             extra_env: &[],
             stdout: stdout_path,
             stderr: stderr_path,
+            run_id: &cairn_engine::groups::unique_id(),
+            label: &label,
+            timeout: Some(source.timeout),
         },
         &children,
         Some(&poll),
@@ -274,13 +275,19 @@ fn run_captured(
     if too_long.load(Ordering::Relaxed) {
         return Err(format!("{}; it was stopped", printed()));
     }
-    if children.is_interrupted() {
+    if ended.timed_out {
         return Err(format!(
-            "the command did not finish within its timeout of {:?} and was stopped ({})",
-            source.timeout,
+            "the command did not finish within its timeout of {} and was stopped{} ({})",
+            cairn_engine::graph::format_duration(source.timeout),
+            if ended.escalated {
+                " with SIGKILL: it ignored SIGTERM"
+            } else {
+                ""
+            },
             source.command.join(" ")
         ));
     }
+    let status = ended.status;
     if !status.success() {
         let stderr = std::fs::read(stderr_path).unwrap_or_default();
         let stderr = String::from_utf8_lossy(&stderr);

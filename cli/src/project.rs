@@ -153,9 +153,27 @@ impl Project {
         plan(&self.graph, refs, &configurer).map_err(|error| Failure::usage(error.to_string()))
     }
 
+    /// Opens the store as its one writer. Processes that a cairn killed
+    /// while its jobs ran left behind are killed first (a live cairn would
+    /// hold the lock): no job outlives its attempt (docs/reliability.md).
     pub fn open_writer(&self, wait: bool) -> Result<Store, Failure> {
         let mut on_wait = |message: &str| crate::report::note(message);
-        Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait).map_err(Failure::from)
+        let store = Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait)
+            .map_err(Failure::from)?;
+        match cairn_engine::groups::stop_leftovers(&store.dir().join("running")) {
+            Ok(found) if !found.killed.is_empty() => crate::report::note(&format!(
+                "cairn: killed {} process{} left running by the jobs of a cairn that was killed",
+                found.killed.len(),
+                if found.killed.len() == 1 { "" } else { "es" }
+            )),
+            Ok(_) => {}
+            Err(error) => {
+                return Err(Failure::store(format!(
+                    "cannot check for processes left by a killed cairn: {error}"
+                )));
+            }
+        }
+        Ok(store)
     }
 
     /// Runs `read` with a context that can evaluate but never changes

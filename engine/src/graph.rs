@@ -121,6 +121,9 @@ pub struct Job {
     pub retry_backoff: std::time::Duration,
     /// `on_code_change` for the job's versioned outputs, if it sets it.
     pub on_code_change: Option<OnCodeChange>,
+    /// How long one attempt may run before it is stopped (SIGTERM, then
+    /// SIGKILL after the grace) and fails as timed out; `None`: no limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Graph {
@@ -327,6 +330,7 @@ struct RawJob {
     #[serde(default)]
     retries: u32,
     retry_backoff: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
     #[serde(default)]
     over: Option<Spanned<BTreeMap<String, Spanned<RawOver>>>>,
 }
@@ -1118,6 +1122,26 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
+/// A duration as the graph file would give it: `2s`, `500ms`, `1m 30s`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 1000 != 0 {
+        return format!("{millis}ms");
+    }
+    let seconds = millis / 1000;
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let parts: Vec<String> = [(hours, "h"), (minutes, "m"), (seconds, "s")]
+        .into_iter()
+        .filter(|(value, _)| *value > 0)
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 fn patterns_overlap(a: &Pattern, b: &Pattern) -> bool {
     if a.dataset() != b.dataset() || a.dimensions().len() != b.dimensions().len() {
         return false;
@@ -1488,9 +1512,25 @@ fn parse_job(
             .map_err(|message| context.error(text.span(), field("retry_backoff"), message))?,
         None => std::time::Duration::from_secs(1),
     };
+    let timeout = match &raw.timeout {
+        Some(text) => {
+            let timeout = parse_duration(text.get_ref())
+                .map_err(|message| context.error(text.span(), field("timeout"), message))?;
+            if timeout.is_zero() {
+                return Err(context.error(
+                    text.span(),
+                    field("timeout"),
+                    "must be longer than 0 (leave it out for no limit)".into(),
+                ));
+            }
+            Some(timeout)
+        }
+        None => None,
+    };
     Ok(Job {
         retries: raw.retries,
         retry_backoff,
+        timeout,
         name: name.to_owned(),
         outputs,
         inputs,

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod evaluate;
 pub mod exec;
 pub mod graph;
+pub mod groups;
 pub mod key;
 pub mod limits;
 pub mod observe;

@@ -2,11 +2,14 @@
 //! directory, checkpoints (design.md §10), then ingesting and placing the
 //! outputs.
 //!
-//! Staging is per action key, under `<data>/.cairn-tmp/run/<key>/`, and it
-//! survives a failed attempt or a crash of cairn while a checkpoint exists for
-//! the key: a resumed attempt gets the last checkpoint in `CAIRN_RESUME` and
-//! finds in its output directories what it wrote before. Without a usable
-//! checkpoint an attempt starts from empty directories.
+//! Each attempt stages in a directory of its own,
+//! `<data>/.cairn-tmp/run/<key>/<id>/`, where `<id>` is random and the
+//! directory is created exclusively: no earlier attempt (nor a process it
+//! left behind) can know it. A resumed attempt gets the last checkpoint in
+//! `CAIRN_RESUME` and a copy of the partial output of the attempt that
+//! recorded it (named in `run/<key>/current`), never that attempt's files
+//! themselves. Without a usable checkpoint an attempt starts from empty
+//! directories, and the key's earlier attempts are removed.
 //!
 //! A run that exited 0 is stored only if every input still has the content
 //! its key was computed with (a job that edited an input, or an input edited
@@ -27,7 +30,7 @@ use crate::record::{
     CheckpointRecord, EventKind, InputRecord, Manifest, OutputRecord, partition_digest,
 };
 use crate::refs::PartitionRef;
-use crate::runner::{Invocation, describe_status, run_process};
+use crate::runner::{Ended, Invocation, describe_status, run_process};
 
 /// Checkpoints larger than this are ignored (with a warning in the job's log).
 pub const CHECKPOINT_LIMIT: u64 = 1024 * 1024;
@@ -83,7 +86,7 @@ pub type Emit<'a> = &'a (dyn Fn(EventKind) + Sync);
 
 /// What one attempt left behind.
 struct Attempt {
-    status: std::io::Result<std::process::ExitStatus>,
+    status: std::io::Result<Ended>,
     logs: (Option<ContentDigest>, Option<ContentDigest>),
     /// The last lines of its (redacted) stderr.
     stderr_tail: Vec<String>,
@@ -97,6 +100,9 @@ struct CheckpointWatch<'a> {
     key: ActionKey,
     job: &'a str,
     path: PathBuf,
+    /// The key's directory and this attempt's id, named in `current` once
+    /// the attempt records a checkpoint.
+    attempt: (&'a Path, &'a str),
     emit: Emit<'a>,
     state: Mutex<WatchState>,
 }
@@ -105,6 +111,8 @@ struct CheckpointWatch<'a> {
 struct WatchState {
     seen: Option<(u64, i64, i64, u64)>,
     last: Option<CheckpointRecord>,
+    /// `current` names this attempt.
+    current: bool,
     warnings: Vec<String>,
 }
 
@@ -155,6 +163,19 @@ impl CheckpointWatch<'_> {
                 return;
             }
         };
+        // A resumed attempt must find the output this checkpoint describes:
+        // this attempt's, named before the checkpoint is recorded.
+        if !state.current {
+            let (key_dir, id) = self.attempt;
+            if let Err(error) = mark_current(key_dir, id) {
+                state.warnings.push(format!(
+                    "cairn: could not record the attempt of a checkpoint: {}: {error}",
+                    key_dir.display()
+                ));
+                return;
+            }
+            state.current = true;
+        }
         let sequence = state.last.map_or(1, |last| last.sequence + 1);
         state.last = Some(CheckpointRecord {
             sequence,
@@ -173,7 +194,8 @@ impl CheckpointWatch<'_> {
 
 /// Removes the run directory of a job whose outputs were moved out of it:
 /// what is normally left (its logs and an empty `out`) by name, four
-/// calls where a walk makes about twenty; anything else by the walk.
+/// calls where a walk makes about twenty; anything else by the walk. Then
+/// the key's directory, if nothing else is left in it.
 pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
     let _ = fs::remove_file(run_dir.join("stdout"));
     let _ = fs::remove_file(run_dir.join("stderr"));
@@ -181,29 +203,100 @@ pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
     if fs::remove_dir(run_dir).is_err() {
         let _ = fs::remove_dir_all(run_dir);
     }
+    remove_key_dir_if_done(run_dir);
 }
 
-/// Makes `run_dir`, its `out` and `output_dirs` (in `out`), top down;
-/// `run_dir`'s parents only if missing. Whether `run_dir` was new.
-fn fresh_run_dirs(run_dir: &Path, output_dirs: &[PathBuf]) -> Result<bool, String> {
-    // Whether the directory was made (not there already).
-    let make = |directory: &Path| {
-        match fs::create_dir(directory) {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(directory).map(|()| true)
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(error) => Err(error),
-        }
-        .map_err(|error| format!("{}: {error}", directory.display()))
+/// Removes an attempt's directory, and the key's if it is left empty.
+fn remove_attempt(run_dir: &Path) {
+    let _ = fs::remove_dir_all(run_dir);
+    remove_key_dir_if_done(run_dir);
+}
+
+/// Removes the key directory above `run_dir` once no attempt is left in
+/// it (and with it the `current` marker, which names a removed attempt).
+fn remove_key_dir_if_done(run_dir: &Path) {
+    let Some(key_dir) = run_dir.parent() else {
+        return;
     };
-    let new = make(run_dir)?;
-    make(&run_dir.join("out"))?;
-    for directory in output_dirs {
-        make(directory)?;
+    if fs::remove_dir(key_dir).is_ok() {
+        return;
     }
-    Ok(new)
+    let current = key_dir.join(CURRENT);
+    let attempts = fs::read_dir(key_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| entry.file_name() != CURRENT)
+                .count()
+        })
+        .unwrap_or(1);
+    if attempts == 0 {
+        let _ = fs::remove_file(current);
+        let _ = fs::remove_dir(key_dir);
+    }
+}
+
+/// The file in a key's directory naming the attempt whose partial output the
+/// key's last checkpoint describes.
+const CURRENT: &str = "current";
+
+/// Makes a fresh attempt directory under `key_dir` (created if missing),
+/// named by a random id and created exclusively, with `out/` and the
+/// `output_count` output directories in it (top down: one mkdir per level,
+/// where `create_dir_all` tries the deepest first). `(id, directory)`.
+fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathBuf), String> {
+    let text = |path: &Path, error: std::io::Error| format!("{}: {error}", path.display());
+    loop {
+        let id = crate::groups::unique_id();
+        let run_dir = key_dir.join(&id);
+        match fs::create_dir(&run_dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(key_dir).map_err(|error| text(key_dir, error))?;
+                continue;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(text(&run_dir, error)),
+        }
+        let out = run_dir.join("out");
+        fs::create_dir(&out).map_err(|error| text(&out, error))?;
+        for index in 0..output_count {
+            let directory = out.join(index.to_string());
+            fs::create_dir(&directory).map_err(|error| text(&directory, error))?;
+        }
+        return Ok((id, run_dir));
+    }
+}
+
+/// The attempt directory named in `key_dir/current`, if it is there.
+fn current_attempt(key_dir: &Path) -> Option<PathBuf> {
+    let id = fs::read_to_string(key_dir.join(CURRENT)).ok()?;
+    let id = id.trim();
+    if id.is_empty() || !id.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    let run_dir = key_dir.join(id);
+    run_dir.join("out").is_dir().then_some(run_dir)
+}
+
+/// Names `id` in `key_dir/current` (written aside, then renamed over it).
+fn mark_current(key_dir: &Path, id: &str) -> std::io::Result<()> {
+    let aside = key_dir.join(format!("{CURRENT}.{id}"));
+    fs::write(&aside, id)?;
+    fs::rename(&aside, key_dir.join(CURRENT))
+}
+
+/// Removes every attempt directory in `key_dir` but `keep`.
+fn remove_other_attempts(key_dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(key_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path != keep && entry.file_name() != CURRENT && path.is_dir() {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// Something the job wrote in `<run_dir>/out` beside its output
@@ -225,31 +318,42 @@ fn stray_output(run_dir: &Path, outputs: usize) -> Option<String> {
     ))
 }
 
-/// Makes the files under a resumed job's output `directory` that an earlier
-/// ingest already adopted into the blob store (cairn died between storing
-/// and placing them: read-only, with a second name in the store) private
-/// and writable again, by copying each through `scratch` (a path on the
-/// same file system) and renaming the copy over it. The job may rewrite its
-/// outputs, and must neither fail on a read-only file nor write into a blob.
-fn unshare_adopted(directory: &Path, scratch: &Path) -> Result<(), String> {
+/// Copies the partial output an earlier attempt left in `from` into a
+/// resumed attempt's `to` (both output directories; `to` exists and is
+/// empty): directories, regular files with their modes, and links. The
+/// resumed job gets files of its own: nothing the earlier attempt (or a
+/// process it left) still holds open is shared, and a file an earlier ingest
+/// adopted into the blob store (cairn died between storing and placing it:
+/// read-only, with a second name in the store) comes back writable, so the
+/// job may rewrite it without failing on it or writing into a blob.
+fn copy_partial_output(from: &Path, to: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    // A directory the job filled with something refused is reported by the
-    // ingest; nothing here was adopted.
-    let Ok(Some(files)) = list_files(directory) else {
-        return Ok(());
-    };
-    for file in files {
-        let mode = file.metadata.permissions().mode() & 0o7777;
-        if file.metadata.nlink() < 2 || mode & 0o200 != 0 {
-            continue;
+    let text = |path: &Path, error: std::io::Error| format!("{}: {error}", path.display());
+    let entries = fs::read_dir(from).map_err(|error| text(from, error))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| text(from, error))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let metadata = fs::symlink_metadata(&source).map_err(|error| text(&source, error))?;
+        let kind = metadata.file_type();
+        if kind.is_dir() {
+            fs::create_dir(&target).map_err(|error| text(&target, error))?;
+            copy_partial_output(&source, &target)?;
+        } else if kind.is_symlink() {
+            let link = fs::read_link(&source).map_err(|error| text(&source, error))?;
+            std::os::unix::fs::symlink(link, &target).map_err(|error| text(&target, error))?;
+        } else if kind.is_file() {
+            fs::copy(&source, &target).map_err(|error| text(&source, error))?;
+            let mode = metadata.permissions().mode() & 0o7777;
+            if metadata.nlink() > 1 && mode & 0o200 == 0 {
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o200))
+                    .map_err(|error| text(&target, error))?;
+            }
+        } else {
+            return Err(format!(
+                "{} is not a regular file, directory or link",
+                source.display()
+            ));
         }
-        let text = |path: &Path, error: std::io::Error| format!("{}: {error}", path.display());
-        // A copy left by a cairn that died here is read-only: remove it.
-        let _ = fs::remove_file(scratch);
-        fs::copy(&file.path, scratch).map_err(|error| text(&file.path, error))?;
-        fs::set_permissions(scratch, fs::Permissions::from_mode(mode | 0o200))
-            .map_err(|error| text(scratch, error))?;
-        fs::rename(scratch, &file.path).map_err(|error| text(&file.path, error))?;
     }
     Ok(())
 }
@@ -263,9 +367,56 @@ pub(crate) fn describe(outputs: &[PartitionRef]) -> String {
 }
 
 impl Context<'_> {
-    /// Where an action's job stages its outputs; kept across attempts.
+    /// The directory of an action's attempts: each stages in a fresh
+    /// `<this>/<id>/`; kept across attempts and builds while a checkpoint
+    /// exists for the key.
     pub fn run_dir(&self, key: &ActionKey) -> PathBuf {
         self.staging_root.join("run").join(key.to_hex())
+    }
+
+    /// A fresh attempt directory for `action` under `key_dir`, with a copy
+    /// of the partial output of `previous` (the attempt that recorded
+    /// `resume`) when there is one: `(id, directory, resume)`, `resume`
+    /// dropped when the copy failed (the attempt then starts over). Without
+    /// a resume, the key's earlier attempts are removed first.
+    fn prepare_attempt(
+        &self,
+        action: &PlannedAction,
+        key_dir: &Path,
+        previous: Option<&Path>,
+        resume: Option<CheckpointRecord>,
+    ) -> Result<(String, PathBuf, Option<CheckpointRecord>), String> {
+        let outputs = action.config.outputs.len();
+        if let (Some(record), Some(previous)) = (resume, previous) {
+            let (id, run_dir) = new_attempt_dir(key_dir, outputs)?;
+            let copied = (0..outputs)
+                .try_for_each(|index| {
+                    let index = index.to_string();
+                    copy_partial_output(
+                        &previous.join("out").join(&index),
+                        &run_dir.join("out").join(&index),
+                    )
+                })
+                .and_then(|()| {
+                    mark_current(key_dir, &id)
+                        .map_err(|error| format!("{}: {error}", key_dir.display()))
+                });
+            match copied {
+                Ok(()) => {
+                    remove_other_attempts(key_dir, &run_dir);
+                    return Ok((id, run_dir, Some(record)));
+                }
+                Err(error) => tracing::warn!(
+                    "job {} ({}): cannot resume from checkpoint {} ({error}); starting over",
+                    action.job,
+                    describe(&action.config.outputs),
+                    record.sequence
+                ),
+            }
+        }
+        let _ = fs::remove_dir_all(key_dir);
+        let (id, run_dir) = new_attempt_dir(key_dir, outputs)?;
+        Ok((id, run_dir, None))
     }
 
     /// Runs the job until it succeeds or its attempts are used up.
@@ -285,18 +436,21 @@ impl Context<'_> {
     ) -> Finished {
         let job = &self.graph.jobs[&*action.job];
         let attempts = 1 + self.retries.unwrap_or(job.retries);
-        let run_dir = self.run_dir(&key);
+        let key_dir = self.run_dir(&key);
         let mut checkpoint = match self.catalog.checkpoint(&key) {
             Ok(checkpoint) => checkpoint,
             Err(error) => return self.failed(action, key, error.to_string(), None, updates),
         };
         let mut attempt = 1;
         loop {
-            // Resume only when the partial output the checkpoint describes is there.
-            let resume = checkpoint.filter(|_| run_dir.join("out").is_dir());
-            if resume.is_none() {
-                let _ = fs::remove_dir_all(&run_dir);
-            }
+            // Resume only when the partial output the checkpoint describes
+            // is there (in the attempt `current` names).
+            let previous = checkpoint.and_then(|_| current_attempt(&key_dir));
+            let prepared = self.prepare_attempt(action, &key_dir, previous.as_deref(), checkpoint);
+            let (id, run_dir, resume) = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => return self.failed(action, key, error, None, updates),
+            };
             emit(EventKind::ActionStarted {
                 key,
                 job: action.job.to_string(),
@@ -307,42 +461,42 @@ impl Context<'_> {
             });
             let started_ms = now_ms();
             let clock = Instant::now();
-            let result = self.attempt(action, key, inputs, &run_dir, resume, emit);
+            let result = self.attempt(action, key, inputs, (&key_dir, &id), &run_dir, resume, emit);
             let duration_ms = clock.elapsed().as_millis() as u64;
             let result = match result {
                 Ok(attempt) => attempt,
-                Err(error) => return self.failed(action, key, error, None, updates),
+                Err(error) => {
+                    remove_attempt(&run_dir);
+                    return self.failed(action, key, error, None, updates);
+                }
             };
             if result.checkpoint.is_some() {
                 checkpoint = result.checkpoint;
             }
+            let what = || format!("job {} ({})", action.job, describe(&action.config.outputs));
             let failure = match &result.status {
-                Ok(status) if status.success() => None,
-                Ok(_) if self.children.is_interrupted() => Some((
+                Ok(ended) if ended.status.success() && !ended.timed_out => None,
+                Ok(ended) if ended.timed_out => Some((
                     format!(
-                        "job {} ({}) was interrupted",
-                        action.job,
-                        describe(&action.config.outputs)
+                        "{} timed out after {} and was stopped{}",
+                        what(),
+                        crate::graph::format_duration(job.timeout.unwrap_or_default()),
+                        if ended.escalated {
+                            " (SIGKILL: it ignored SIGTERM)"
+                        } else {
+                            ""
+                        }
                     ),
                     None,
                 )),
-                Ok(status) => Some((
-                    format!(
-                        "job {} ({}) {}",
-                        action.job,
-                        describe(&action.config.outputs),
-                        describe_status(*status)
-                    ),
-                    status.code(),
+                Ok(_) if self.children.is_interrupted() => {
+                    Some((format!("{} was interrupted", what()), None))
+                }
+                Ok(ended) => Some((
+                    format!("{} {}", what(), describe_status(ended.status)),
+                    ended.status.code(),
                 )),
-                Err(error) => Some((
-                    format!(
-                        "job {} ({}): {error}",
-                        action.job,
-                        describe(&action.config.outputs)
-                    ),
-                    None,
-                )),
+                Err(error) => Some((format!("{}: {error}", what()), None)),
             };
             let Some((error, exit_code)) = failure else {
                 return self.succeed(
@@ -358,7 +512,7 @@ impl Context<'_> {
                 );
             };
             if checkpoint.is_none() {
-                let _ = fs::remove_dir_all(&run_dir);
+                remove_attempt(&run_dir);
             }
             if attempt >= attempts || self.children.is_interrupted() {
                 let mut finished =
@@ -378,18 +532,33 @@ impl Context<'_> {
                 stdout: result.logs.0,
                 stderr: result.logs.1,
             });
-            std::thread::sleep(job.retry_backoff);
+            // The backoff ends at once on an interrupt.
+            if !self.children.sleep(job.retry_backoff) {
+                return self.failed_with_logs(
+                    action,
+                    key,
+                    format!("{} was interrupted", what()),
+                    None,
+                    (None, None),
+                    updates,
+                );
+            }
             attempt += 1;
             updates.shrink_to_fit();
         }
     }
 
     /// One run of the job process, with its checkpoint watched.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces of one attempt, passed once"
+    )]
     fn attempt(
         &self,
         action: &PlannedAction,
         key: ActionKey,
         inputs: &[ResolvedInput],
+        (key_dir, id): (&Path, &str),
         run_dir: &Path,
         resume: Option<CheckpointRecord>,
         emit: Emit<'_>,
@@ -401,23 +570,6 @@ impl Context<'_> {
         let (stdout_path, stderr_path) = (run_dir.join("stdout"), run_dir.join("stderr"));
         let checkpoint_path = run_dir.join("checkpoint.json");
         let resume_path = run_dir.join("resume.json");
-        if resume.is_some() {
-            for directory in &output_dirs {
-                fs::create_dir_all(directory)
-                    .map_err(|error| format!("{}: {error}", directory.display()))?;
-                unshare_adopted(directory, &run_dir.join("unshare"))?;
-            }
-            let _ = fs::remove_file(&checkpoint_path);
-            let _ = fs::remove_file(&resume_path);
-        } else {
-            // The run directory was just removed: made again top down (one
-            // mkdir per level, where `create_dir_all` tries the deepest
-            // first), nothing in it to clear unless its removal failed.
-            if !fresh_run_dirs(run_dir, &output_dirs)? {
-                let _ = fs::remove_file(&checkpoint_path);
-                let _ = fs::remove_file(&resume_path);
-            }
-        }
         let path_text = |path: &Path| path.to_string_lossy().into_owned();
         let mut env: Vec<(String, String)> = action
             .config
@@ -457,13 +609,16 @@ impl Context<'_> {
             key,
             job: &action.job,
             path: checkpoint_path,
+            attempt: (key_dir, id),
             emit,
             state: Mutex::new(WatchState {
                 last: resume,
+                current: resume.is_some(),
                 ..WatchState::default()
             }),
         };
         let poll = || watch.poll();
+        let label = format!("job {} ({})", action.job, describe(&action.config.outputs));
         let status = run_process(
             &Invocation {
                 argv: &argv,
@@ -472,6 +627,9 @@ impl Context<'_> {
                 extra_env: &env,
                 stdout: &stdout_path,
                 stderr: &stderr_path,
+                run_id: id,
+                label: &label,
+                timeout: job.timeout,
             },
             self.children,
             Some(&poll),
@@ -492,7 +650,7 @@ impl Context<'_> {
             .filter(|last| Some(last.sequence) != resume.map(|r| r.sequence));
         let logs = self.store_logs(&stdout_path, &stderr_path);
         let stderr_tail = match &status {
-            Ok(status) if status.success() => Vec::new(),
+            Ok(ended) if ended.status.success() && !ended.timed_out => Vec::new(),
             _ => log_tail(&stderr_path),
         };
         Ok(Attempt {
@@ -529,7 +687,7 @@ impl Context<'_> {
             .changed_input(inputs, &mut updates)
             .or_else(|| stray_output(run_dir, output_dirs.len()));
         if let Some(error) = refusal {
-            let _ = fs::remove_dir_all(run_dir);
+            remove_attempt(run_dir);
             let error = format!(
                 "job {} ({}) {error}",
                 action.job,
@@ -540,7 +698,7 @@ impl Context<'_> {
         let records = match self.ingest(action, &output_dirs) {
             Ok(records) => records,
             Err(error) => {
-                let _ = fs::remove_dir_all(run_dir);
+                remove_attempt(run_dir);
                 let error = format!(
                     "job {} ({}) {error}",
                     action.job,
@@ -557,7 +715,7 @@ impl Context<'_> {
             match self.place(directory, &target) {
                 Ok(aside) => leftovers.extend(aside),
                 Err(error) => {
-                    let _ = fs::remove_dir_all(run_dir);
+                    remove_attempt(run_dir);
                     for leftover in leftovers {
                         leftover.remove();
                     }
@@ -767,9 +925,9 @@ mod tests {
     }
 
     #[test]
-    fn a_resumed_job_gets_its_adopted_outputs_back_writable_and_unlinked() {
+    fn a_resumed_job_gets_a_private_copy_of_the_partial_output() {
         let dir = tempfile::tempdir().unwrap();
-        let output = dir.path().join("out").join("0");
+        let output = dir.path().join("old").join("0");
         fs::create_dir_all(output.join("pages")).unwrap();
         // What an ingest cut short leaves: a read-only file whose inode is
         // also a blob, beside files it did not take.
@@ -778,24 +936,66 @@ mod tests {
         fs::write(&adopted, "page 1\n").unwrap();
         fs::set_permissions(&adopted, fs::Permissions::from_mode(0o555)).unwrap();
         fs::hard_link(&adopted, &blob).unwrap();
-        let copied = output.join("2.csv");
-        fs::write(&copied, "page 2\n").unwrap();
-        fs::set_permissions(&copied, fs::Permissions::from_mode(0o444)).unwrap();
-        let copied_inode = fs::metadata(&copied).unwrap().ino();
+        let plain = output.join("2.csv");
+        fs::write(&plain, "page 2\n").unwrap();
+        fs::set_permissions(&plain, fs::Permissions::from_mode(0o444)).unwrap();
+        std::os::unix::fs::symlink("2.csv", output.join("link")).unwrap();
+        let new = dir.path().join("new").join("0");
+        fs::create_dir_all(&new).unwrap();
 
-        unshare_adopted(&output, &dir.path().join("scratch")).unwrap();
+        copy_partial_output(&output, &new).unwrap();
 
-        assert_eq!(fs::read(&adopted).unwrap(), b"page 1\n");
-        assert_eq!(mode(&adopted), 0o755);
-        assert_ne!(
-            fs::metadata(&adopted).unwrap().ino(),
-            fs::metadata(&blob).unwrap().ino()
-        );
-        // The blob is untouched, and a file with one name is left alone.
+        let copied = new.join("pages").join("1.csv");
+        assert_eq!(fs::read(&copied).unwrap(), b"page 1\n");
+        assert_eq!(mode(&copied), 0o755, "an adopted file comes back writable");
+        assert_eq!(fs::read(new.join("2.csv")).unwrap(), b"page 2\n");
+        assert_eq!(mode(&new.join("2.csv")), 0o444, "a file's own mode is kept");
+        assert_eq!(fs::read_link(new.join("link")).unwrap(), Path::new("2.csv"));
+        // Nothing is shared with the earlier attempt or the blob.
+        for (old, new) in [(&adopted, &copied), (&plain, &new.join("2.csv"))] {
+            assert_ne!(
+                fs::metadata(old).unwrap().ino(),
+                fs::metadata(new).unwrap().ino()
+            );
+        }
         assert_eq!(mode(&blob), 0o555);
-        assert_eq!(fs::metadata(&blob).unwrap().nlink(), 1);
-        assert_eq!(fs::metadata(&copied).unwrap().ino(), copied_inode);
-        assert_eq!(mode(&copied), 0o444);
-        assert!(!dir.path().join("scratch").exists());
+        assert_eq!(fs::metadata(&blob).unwrap().nlink(), 2);
+        // Something else than a file, directory or link is refused.
+        let fifo = output.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let again = dir.path().join("again");
+        fs::create_dir(&again).unwrap();
+        let error = copy_partial_output(&output, &again).unwrap_err();
+        assert!(error.contains("fifo"), "{error}");
+    }
+
+    #[test]
+    fn attempts_stage_in_fresh_directories_and_current_names_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_dir = dir.path().join("run").join("k");
+        let (first_id, first) = new_attempt_dir(&key_dir, 2).unwrap();
+        let (second_id, second) = new_attempt_dir(&key_dir, 2).unwrap();
+        assert_ne!(first, second);
+        assert!(first.join("out/1").is_dir() && second.join("out/0").is_dir());
+        assert_eq!(current_attempt(&key_dir), None);
+        mark_current(&key_dir, &first_id).unwrap();
+        assert_eq!(current_attempt(&key_dir), Some(first.clone()));
+        remove_other_attempts(&key_dir, &second);
+        assert!(!first.exists() && second.exists());
+        // `current` names a removed attempt: none.
+        assert_eq!(current_attempt(&key_dir), None);
+        mark_current(&key_dir, &second_id).unwrap();
+        assert_eq!(current_attempt(&key_dir), Some(second.clone()));
+        remove_attempt(&second);
+        assert!(
+            !key_dir.exists(),
+            "the key's directory goes with its last attempt"
+        );
     }
 }

@@ -11,10 +11,11 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::{
     ConfigureError, FanDomains, JobConfig, declarative_config, declarative_config_for,
@@ -82,68 +83,109 @@ impl JobEnvironment {
     }
 }
 
-/// Children currently running, so that an interrupt can stop them.
+/// How long a process gets between SIGTERM and SIGKILL (after an
+/// interrupt, or its timeout).
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Children currently running, so that an interrupt can stop them, and
+/// where their runs are recorded (see [`crate::groups`]).
 #[derive(Default)]
 pub struct Children {
     pids: Mutex<HashSet<u32>>,
     interrupted: AtomicBool,
+    /// A second interrupt: SIGKILL now, without waiting for the grace.
+    now: AtomicBool,
+    /// When the first interrupt came (for the grace), and the condition a
+    /// retry's backoff waits on.
+    since: Mutex<Option<Instant>>,
+    wake: Condvar,
+    running: Option<PathBuf>,
 }
 
 impl Children {
-    /// Sends SIGTERM to every running child and refuses new ones.
+    /// Children whose runs are recorded in `dir` (the store's `running/`),
+    /// so that the next cairn can kill what a killed cairn left.
+    pub fn recorded_in(dir: PathBuf) -> Self {
+        Children {
+            running: Some(dir),
+            ..Children::default()
+        }
+    }
+
+    /// Sends SIGTERM to every running child's group, refuses new ones and
+    /// wakes retries waiting out their backoff. Each child left running
+    /// [`TERM_GRACE`] later is SIGKILLed (by its worker).
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
-        let pids = self
-            .pids
-            .lock()
-            .map(|pids| pids.clone())
-            .unwrap_or_default();
-        for pid in pids {
-            terminate(pid);
+        if let Ok(mut since) = self.since.lock() {
+            since.get_or_insert_with(Instant::now);
+        }
+        self.wake.notify_all();
+        for pid in self.running_pids() {
+            crate::groups::signal_group(pid, libc::SIGTERM);
+        }
+    }
+
+    /// A second interrupt: SIGKILLs every running child's group at once.
+    pub fn kill_now(&self) {
+        self.now.store(true, Ordering::SeqCst);
+        self.interrupt();
+        for pid in self.running_pids() {
+            crate::groups::signal_group(pid, libc::SIGKILL);
         }
     }
 
     pub fn is_interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
     }
-}
 
-/// Sends SIGTERM to the process group of a job (each job leads its own).
-#[expect(
-    unsafe_code,
-    reason = "kill(2) has no Rust wrapper for a pid known by number"
-)]
-fn terminate(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) takes plain integers and has no memory-safety
-    // preconditions. The group is still ours: its leader stays a zombie (its
-    // pid unreusable) until the worker that spawned it reaps it with wait(),
-    // and the worker removes it from the registry only after that.
-    unsafe {
-        libc::kill(-pid, libc::SIGTERM);
+    /// How many children are running.
+    pub fn running(&self) -> usize {
+        self.pids.lock().map(|pids| pids.len()).unwrap_or_default()
+    }
+
+    /// Waits `duration` unless interrupted first: whether the whole
+    /// duration passed.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        let Ok(mut since) = self.since.lock() else {
+            return false;
+        };
+        while since.is_none() && !self.is_interrupted() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            since = match self.wake.wait_timeout(since, left) {
+                Ok((since, _)) => since,
+                Err(_) => return false,
+            };
+        }
+        false
+    }
+
+    /// When SIGKILL is due for a child that got SIGTERM from an interrupt:
+    /// at once after a second one, else the grace after the first.
+    fn kill_due(&self) -> Option<Instant> {
+        let since = (*self.since.lock().ok()?)?;
+        Some(if self.now.load(Ordering::SeqCst) {
+            Instant::now()
+        } else {
+            since + TERM_GRACE
+        })
+    }
+
+    fn running_pids(&self) -> Vec<u32> {
+        self.pids
+            .lock()
+            .map(|pids| pids.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 
-/// SIGKILLs what is left of a job's process group once its leader exited.
-#[expect(
-    unsafe_code,
-    reason = "kill(2) has no Rust wrapper for a process group"
-)]
-fn kill_group(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) takes plain integers. The leader is exited but not
-    // reaped, so the group id is still ours and cannot name another group.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-}
-
-/// How often a running job's checkpoint file is looked at.
-pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a running job's checkpoint file is looked at (and its
+/// timeout and the interrupt grace checked).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How to run one process.
 pub struct Invocation<'a> {
@@ -154,15 +196,42 @@ pub struct Invocation<'a> {
     pub extra_env: &'a [(String, String)],
     pub stdout: &'a Path,
     pub stderr: &'a Path,
+    /// Unique to this run ([`crate::groups::unique_id`]): in its processes'
+    /// environment as `CAIRN_RUN_ID`, and the name of its record.
+    pub run_id: &'a str,
+    /// What runs, for messages: `job clean (clean/date=…)`.
+    pub label: &'a str,
+    /// Past this, the process gets SIGTERM, and SIGKILL [`TERM_GRACE`]
+    /// later.
+    pub timeout: Option<Duration>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub status: ExitStatus,
+    /// It ran past its timeout and was stopped.
+    pub timed_out: bool,
+    /// It outlived SIGTERM by the grace (or a second interrupt came) and was
+    /// SIGKILLed.
+    pub escalated: bool,
 }
 
 /// Runs a process to completion with stdout/stderr captured to files,
 /// calling `poll` every [`POLL_INTERVAL`] while it runs (on another thread).
+///
+/// Nothing of the run outlives it: when its leader exits, what is left in
+/// its process group is SIGKILLed, and so are the orphans re-parented to
+/// cairn that carry its run id ([`crate::groups`]).
+#[expect(
+    clippy::print_stderr,
+    reason = "escalating to SIGKILL is said on stderr as it happens, whoever runs the process"
+)]
 pub fn run_process(
     invocation: &Invocation<'_>,
     children: &Children,
     poll: Option<&(dyn Fn() + Sync)>,
-) -> io::Result<ExitStatus> {
+) -> io::Result<Ended> {
     if children.is_interrupted() {
         return Err(io::Error::new(
             io::ErrorKind::Interrupted,
@@ -176,7 +245,8 @@ pub fn run_process(
     let mut env: Vec<(&str, &str)> = Vec::with_capacity(
         invocation.environment.passed.len()
             + invocation.environment.secret.len()
-            + invocation.extra_env.len(),
+            + invocation.extra_env.len()
+            + 1,
     );
     for (name, value) in invocation
         .environment
@@ -187,9 +257,15 @@ pub fn run_process(
     {
         env.push((name, value));
     }
+    env.push((crate::groups::RUN_ID_VAR, invocation.run_id));
+    let mut record = match &children.running {
+        Some(dir) => Some(crate::groups::Record::create(dir, invocation.run_id)?),
+        None => None,
+    };
     let stdin = File::open("/dev/null")?;
     let stdout = File::create(invocation.stdout)?;
     let stderr = File::create(invocation.stderr)?;
+    let gate = crate::groups::starting();
     let process = crate::spawn::spawn(&crate::spawn::Spec {
         program,
         args,
@@ -200,22 +276,75 @@ pub fn run_process(
         stderr: stderr.as_raw_fd(),
     })
     .map_err(|error| io::Error::new(error.kind(), format!("cannot start {program:?}: {error}")))?;
-    drop((stdin, stdout, stderr));
     let pid = process.pid;
+    crate::groups::register(pid);
+    drop(gate);
+    drop((stdin, stdout, stderr));
+    if let Some(record) = &mut record {
+        record.started(pid);
+    }
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
     }
+    // An interrupt that came while the job started did not see its pid.
+    if children.is_interrupted() {
+        crate::groups::signal_group(pid, libc::SIGTERM);
+    }
+    // SIGTERM on timeout, SIGKILL when the grace after a SIGTERM is over
+    // (or at once on a second interrupt); checked on every tick.
+    let started = Instant::now();
+    let escalation = Mutex::new((None::<Instant>, false, false));
+    let tick = || {
+        if let Some(poll) = poll {
+            poll();
+        }
+        let Ok(mut state) = escalation.lock() else {
+            return;
+        };
+        let (terminated, timed_out, killed) = &mut *state;
+        if let Some(timeout) = invocation.timeout
+            && !*timed_out
+            && started.elapsed() >= timeout
+        {
+            *timed_out = true;
+            terminated.get_or_insert_with(Instant::now);
+            crate::groups::signal_group(pid, libc::SIGTERM);
+        }
+        let due = [terminated.map(|at| at + TERM_GRACE), children.kill_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        if !*killed && due.is_some_and(|due| Instant::now() >= due) {
+            *killed = true;
+            crate::groups::signal_group(pid, libc::SIGKILL);
+            if !children.now.load(Ordering::SeqCst) {
+                eprintln!(
+                    "cairn: {} did not exit within {}s of SIGTERM: killed (SIGKILL)",
+                    invocation.label,
+                    TERM_GRACE.as_secs()
+                );
+            }
+        }
+    };
     // Wait for the job's exit without reaping it, so its pid (the group id)
     // cannot be reused, then kill whatever it left running in its group:
     // nothing of a job may outlive it (and, say, write a checkpoint after it
     // exited). The checkpoint is watched meanwhile, on this thread.
-    process.wait_exited(POLL_INTERVAL, poll);
-    kill_group(pid);
+    process.wait_exited(POLL_INTERVAL, Some(&tick));
+    crate::groups::signal_group(pid, libc::SIGKILL);
+    crate::groups::reap_orphans(pid, invocation.run_id);
     let status = process.reap();
+    crate::groups::unregister(pid);
     if let Ok(mut pids) = children.pids.lock() {
         pids.remove(&pid);
     }
-    status
+    drop(record);
+    let (_, timed_out, escalated) = escalation.into_inner().unwrap_or_default();
+    Ok(Ended {
+        status: status?,
+        timed_out,
+        escalated,
+    })
 }
 
 /// The most bytes of refs passed to one configure call; more refs are split

@@ -1,0 +1,476 @@
+//! Keeping every process a job starts inside its attempt (design.md §4:
+//! "each job leads its own process group, dies with cairn, and what it
+//! leaves in its group is killed when it exits").
+//!
+//! Three things, beyond the group and `PR_SET_PDEATHSIG` that
+//! `spawn.rs` sets up:
+//!
+//! - **A record of what runs.** Before a job (or a defs source) starts, a
+//!   file named after its run id is created in the store's `running/`
+//!   directory, and the job's process group id is written into it once it
+//!   runs; the file goes when the run ended and its group was emptied. Every
+//!   process of the run carries `CAIRN_RUN_ID=<id>` in its environment. If
+//!   cairn is killed (`kill -9`), the kernel SIGKILLs each job's leader, but
+//!   the rest of its group lives on: the next cairn that takes the writer
+//!   lock finds the files ([`stop_leftovers`]) and SIGKILLs each group that
+//!   still holds a process carrying one of their run ids, and any such
+//!   process in another group (one that left with `setsid`).
+//! - **A subreaper.** cairn marks itself `PR_SET_CHILD_SUBREAPER`
+//!   ([`become_subreaper`]), so a process whose parent exits while cairn
+//!   runs is re-parented to cairn instead of init: after each job,
+//!   [`reap_orphans`] SIGKILLs and reaps the orphans of that run (in its
+//!   group, or carrying its run id) and reaps every other orphan that has
+//!   already exited.
+//! - **Job leaders are known.** The pids cairn started itself are
+//!   registered while it starts them ([`starting`]): the orphan reaper never
+//!   reaps one (its worker reaps it, and reads its exit status).
+//!
+//! Orphans are looked for in `/proc/self/task/<pid>/children` (the main
+//! thread's children: the kernel re-parents orphans to a subreaper's first
+//! live thread) and `/proc/<pid>/{stat,environ}`.
+
+#![expect(
+    unsafe_code,
+    reason = "kill(2), waitpid(2), getpgrp(2) and prctl(2) have no safe wrapper for what is done here"
+)]
+
+use std::collections::HashSet;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+/// The variable naming a run in the environment of each of its processes.
+pub const RUN_ID_VAR: &str = "CAIRN_RUN_ID";
+
+/// Held (shared) while a job is started and registered, (exclusively)
+/// while orphans are looked for: a pid that is being started is never taken
+/// for an orphan.
+static GATE: RwLock<()> = RwLock::new(());
+
+/// The job leaders cairn started and has not reaped yet.
+static LEADERS: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(Mutex::default);
+
+/// A run id no other run of this machine has: 64 random bits (std's
+/// per-process random hash keys, over a counter and the time), in hex. The
+/// files and directories named after it are created exclusively, so a
+/// collision is an error, never a shared directory.
+pub fn unique_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+/// Makes cairn the reaper of its descendants' orphans (see the module doc).
+/// Process-wide; a failure (a kernel before 3.4) is only logged.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            "cannot become a child subreaper ({}): orphans of jobs are re-parented to init",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Shared hold of the start gate: keep it from before the start of a job
+/// until its pid is [`register`]ed.
+pub(crate) fn starting() -> RwLockReadGuard<'static, ()> {
+    GATE.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn register(pid: u32) {
+    LEADERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(pid);
+}
+
+/// After the leader was reaped.
+pub(crate) fn unregister(pid: u32) {
+    LEADERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&pid);
+}
+
+/// Sends `signal` to the process group `pgid`.
+pub(crate) fn signal_group(pgid: u32, signal: libc::c_int) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers and has no memory-safety
+    // preconditions. Callers pass the group of a job whose leader they have
+    // not reaped (its pid, the group id, cannot be reused meanwhile).
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+fn signal_process(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+fn own_group() -> u32 {
+    // SAFETY: getpgrp cannot fail.
+    unsafe { libc::getpgrp() as u32 }
+}
+
+/// A process's state letter and process group, from
+/// `/proc/<pid>/stat`.
+struct Stat {
+    state: u8,
+    group: u32,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; comm may hold spaces and ')'.
+    let end = text.iter().rposition(|&byte| byte == b')')?;
+    let rest = std::str::from_utf8(text.get(end + 2..)?).ok()?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.bytes().next()?;
+    let _parent = fields.next()?;
+    let group = fields.next()?.parse().ok()?;
+    Some(Stat { state, group })
+}
+
+/// The run id in a process's environment, if it has one.
+fn run_id_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{RUN_ID_VAR}=");
+    environ
+        .split(|&byte| byte == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The children of cairn's main thread (where the kernel re-parents
+/// orphans).
+fn main_thread_children() -> Vec<u32> {
+    let pid = std::process::id();
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// Waits for (reaps) a child of cairn.
+fn reap(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on a child of this process, valid out pointer.
+        let result = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        if result >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// After a job's leader exited and its group was SIGKILLed: SIGKILLs and
+/// reaps the orphans re-parented to cairn that belong to this run (in the
+/// group `pgid`, or carrying `run_id`), and reaps every orphan that already
+/// exited. Children cairn started itself (registered leaders, and
+/// `std::process` children, which stay in cairn's own group) are left
+/// alone. Repeated until no orphan of the run is left, since killing one
+/// re-parents its own children.
+pub(crate) fn reap_orphans(pgid: u32, run_id: &str) {
+    let _gate = GATE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let own = own_group();
+    for _ in 0..1000 {
+        let leaders = LEADERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut found = false;
+        for child in main_thread_children() {
+            if leaders.contains(&child) {
+                continue;
+            }
+            let Some(stat) = stat(child) else {
+                continue;
+            };
+            if stat.group == own {
+                continue;
+            }
+            let exited = stat.state == b'Z';
+            if !exited && stat.group != pgid && run_id_of(child).as_deref() != Some(run_id) {
+                continue;
+            }
+            if !exited {
+                signal_process(child, libc::SIGKILL);
+            }
+            reap(child);
+            found = true;
+        }
+        if !found {
+            return;
+        }
+    }
+}
+
+/// Kills every orphan re-parented to cairn that is still running, whatever
+/// run it belongs to; for the end of a build, when no job runs any more.
+pub fn reap_all_orphans() {
+    let _gate = GATE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let own = own_group();
+    for _ in 0..1000 {
+        let leaders = LEADERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut found = false;
+        for child in main_thread_children() {
+            if leaders.contains(&child) {
+                continue;
+            }
+            let Some(stat) = stat(child) else {
+                continue;
+            };
+            if stat.group == own {
+                continue;
+            }
+            if stat.state != b'Z' {
+                signal_group(stat.group, libc::SIGKILL);
+                signal_process(child, libc::SIGKILL);
+            }
+            reap(child);
+            found = true;
+        }
+        if !found {
+            return;
+        }
+    }
+}
+
+/// The record of one run in the store's `running/` directory: created
+/// before the run starts, given its group id once it runs, removed when
+/// dropped (after the run and its group are gone).
+pub(crate) struct Record {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Record {
+    /// Creates `<dir>/<run_id>` (exclusively). No fsync: the record guards
+    /// against cairn being killed, and processes do not survive a power
+    /// loss.
+    pub(crate) fn create(dir: &Path, run_id: &str) -> io::Result<Record> {
+        let path = dir.join(run_id);
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
+        Ok(Record { path, file })
+    }
+
+    pub(crate) fn started(&mut self, pgid: u32) {
+        let _ = writeln!(self.file, "{pgid}");
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What [`stop_leftovers`] found and killed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Runs recorded as running by a cairn that is gone.
+    pub runs: usize,
+    /// Processes of those runs that were still alive, now killed.
+    pub killed: Vec<u32>,
+}
+
+/// Called by the holder of the writer lock before it starts anything: every
+/// record in `dir` was left by a cairn that died while the run was going (a
+/// live cairn holds the lock). SIGKILLs what is left of each run: the
+/// group recorded in the file, if a process in it still carries the run's
+/// id, and every process carrying one of the ids (wherever its group). Waits
+/// (up to 5 s) until they are gone, then removes the records.
+pub fn stop_leftovers(dir: &Path) -> io::Result<Leftovers> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Leftovers::default()),
+        Err(error) => {
+            return Err(io::Error::new(
+                error.kind(),
+                format!("{}: {error}", dir.display()),
+            ));
+        }
+    };
+    let mut records: Vec<(PathBuf, String, Option<u32>)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let group = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        records.push((entry.path(), name, group));
+    }
+    if records.is_empty() {
+        return Ok(Leftovers::default());
+    }
+    let ids: HashSet<&str> = records.iter().map(|(_, id, _)| id.as_str()).collect();
+    let me = std::process::id();
+    let own = own_group();
+    let mut marked: Vec<(u32, u32)> = Vec::new();
+    if let Ok(processes) = std::fs::read_dir("/proc") {
+        for entry in processes.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Some(id) = run_id_of(pid) else {
+                continue;
+            };
+            if !ids.contains(id.as_str()) {
+                continue;
+            }
+            if let Some(stat) = stat(pid)
+                && stat.state != b'Z'
+            {
+                marked.push((pid, stat.group));
+            }
+        }
+    }
+    let mut killed = Vec::new();
+    for &(pid, group) in &marked {
+        // The recorded group, or the one a marked process moved to: never
+        // cairn's own.
+        if group != own {
+            signal_group(group, libc::SIGKILL);
+        }
+        signal_process(pid, libc::SIGKILL);
+        killed.push(pid);
+    }
+    // Recorded groups whose marked processes were all found above were
+    // killed with them; a recorded group with no marked process left is not
+    // known to be the run's any more (its id may have been reused).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && killed
+            .iter()
+            .any(|&pid| stat(pid).is_some_and(|stat| stat.state != b'Z'))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (path, _, _) in &records {
+        let _ = std::fs::remove_file(path);
+    }
+    killed.sort_unstable();
+    Ok(Leftovers {
+        runs: records.len(),
+        killed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_reads_the_state_and_group() {
+        let me = stat(std::process::id()).expect("own stat");
+        assert_eq!(me.group, own_group());
+        assert!(matches!(me.state, b'R' | b'S'));
+    }
+
+    #[test]
+    fn unique_ids_differ() {
+        let ids: HashSet<String> = (0..1000).map(|_| unique_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 16));
+    }
+
+    /// A process carrying a recorded run id, in a group of its own and in
+    /// another one, is killed; one carrying another id is not; the records
+    /// are removed.
+    #[test]
+    fn leftovers_of_recorded_runs_are_killed_and_others_kept() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let running = dir.path().join("running");
+        let (ours, theirs) = (unique_id(), unique_id());
+        let start = |id: &str| {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .env(RUN_ID_VAR, id)
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut leftover = start(&ours);
+        let mut other = start(&theirs);
+        let mut record = Record::create(&running, &ours).unwrap();
+        record.started(leftover.id());
+        std::mem::forget(record);
+        // Wait until the children have exec'd (their environ is sleep's).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while run_id_of(leftover.id()).as_deref() != Some(ours.as_str())
+            || run_id_of(other.id()).as_deref() != Some(theirs.as_str())
+        {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let found = stop_leftovers(&running).unwrap();
+        assert_eq!(found.runs, 1);
+        assert_eq!(found.killed, vec![leftover.id()]);
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(leftover.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another run's process was killed"
+        );
+        assert_eq!(std::fs::read_dir(&running).unwrap().count(), 0);
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert_eq!(stop_leftovers(&running).unwrap(), Leftovers::default());
+    }
+}
