@@ -542,3 +542,33 @@ timeout = "500ms"
             .assert_usage_error(&format!("cairn.toml:11: {message}"));
     }
 }
+
+/// Issue 26 §7: one duration syntax everywhere (humantime's): `500ms` and
+/// `1.5h` are accepted by `retry_backoff`, `timeout`, a source's `timeout`
+/// and `store gc --older-than` (the two hand-written parsers refused one or
+/// the other).
+#[test]
+fn durations_like_500ms_and_1_5h_are_accepted_where_durations_are() {
+    let p = Project::with_graph(
+        r#"
+[datasets.out]
+version = "1.0.0"
+[dimensions.i]
+values = ["1"]
+[jobs.job]
+outputs = ["out/i={i}"]
+run = ["sh", "-c", "echo v > \"$CAIRN_OUT/v\""]
+retry_backoff = "500ms"
+timeout = "1.5h"
+[sources.names]
+command = ["echo", "[\"a\"]"]
+timeout = "1.5h"
+"#,
+    );
+    p.build(&[]).assert_counts(1, 1, 0, 0, 0);
+    p.cairn(&["defs", "refresh"]).assert_code(0);
+    p.cairn(&["store", "gc", "--older-than", "1.5h", "--dry-run"])
+        .assert_code(0);
+    p.cairn(&["store", "gc", "--older-than", "500ms", "--dry-run"])
+        .assert_code(0);
+}

@@ -980,25 +980,13 @@ fn problem_json(problem: &BlobProblem, repair: bool) -> Value {
 
 // --------------------------------------------------------------------- gc
 
-/// `30d`, `12h`, `45m`, `90s`, `2w` in milliseconds.
+/// `30d`, `12h`, `1.5h`, `45m`, `90s`, `2w` in milliseconds: the graph
+/// file's duration syntax (humantime's).
 pub fn parse_duration(text: &str) -> Result<u64, Failure> {
-    let bad = || {
-        Failure::usage(format!(
-            "--older-than {text:?}: expected a number and a unit: s, m, h, d or w (e.g. 30d)"
-        ))
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let unit_ms: u64 = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return Err(bad()),
-    };
-    number.checked_mul(unit_ms).ok_or_else(bad)
+    let duration = cairn_engine::graph::parse_duration(text)
+        .map_err(|problem| Failure::usage(format!("--older-than {problem}")))?;
+    u64::try_from(duration.as_millis())
+        .map_err(|_| Failure::usage(format!("--older-than {text:?}: too long")))
 }
 
 pub fn gc(
@@ -1109,7 +1097,9 @@ mod tests {
         assert_eq!(parse_duration("12h").unwrap(), 12 * 3_600_000);
         assert_eq!(parse_duration("2w").unwrap(), 14 * 86_400_000);
         assert_eq!(parse_duration("90s").unwrap(), 90_000);
-        for bad in ["", "d", "30", "30x", "-1d", "1.5h", "99999999999999999999d"] {
+        assert_eq!(parse_duration("1.5h").unwrap(), 5_400_000);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 5_400_000);
+        for bad in ["", "d", "30", "30x", "-1d", "99999999999999999999d"] {
             assert_eq!(parse_duration(bad).unwrap_err().code, 2, "{bad}");
         }
         assert_eq!(size(812), "812 B");

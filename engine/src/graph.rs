@@ -1097,49 +1097,18 @@ fn closest<'k>(typed: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k 
         .map(|(_, candidate)| candidate)
 }
 
-/// `500ms`, `2s`, `1m`, `1h`, or a plain number of seconds.
+/// A duration of the graph file, in humantime's syntax: numbers (a
+/// fraction allowed) each followed by a unit, `500ms`, `2s`, `1.5h`,
+/// `1h 30m`, `2d`, `1w` (docs/graph-file.md lists the units).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s, 5m or 1h"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration like 500ms, 2s, 5m or 1h"
-            ));
-        }
-    };
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    humantime::parse_duration(text.trim()).map_err(|error| {
+        format!("{text:?} is not a duration ({error}); write a number and a unit, like 500ms, 2s, 1.5h or 1h 30m")
+    })
 }
 
-/// A duration as the graph file would give it: `2s`, `500ms`, `1m 30s`.
+/// A duration as the graph file would give it: `2s`, `500ms`, `1h 30m`.
 pub fn format_duration(duration: std::time::Duration) -> String {
-    let millis = duration.as_millis();
-    if millis % 1000 != 0 {
-        return format!("{millis}ms");
-    }
-    let seconds = millis / 1000;
-    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
-    let parts: Vec<String> = [(hours, "h"), (minutes, "m"), (seconds, "s")]
-        .into_iter()
-        .filter(|(value, _)| *value > 0)
-        .map(|(value, unit)| format!("{value}{unit}"))
-        .collect();
-    if parts.is_empty() {
-        "0s".to_owned()
-    } else {
-        parts.join(" ")
-    }
+    humantime::format_duration(duration).to_string()
 }
 
 fn patterns_overlap(a: &Pattern, b: &Pattern) -> bool {
@@ -1758,6 +1727,30 @@ run = ["sh", "daily.sh", "run"]
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn durations_use_one_syntax_with_fractions_and_compounds() {
+        use std::time::Duration;
+        for (text, expected) in [
+            ("500ms", Duration::from_millis(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("2s", Duration::from_secs(2)),
+            ("2d", Duration::from_secs(2 * 86_400)),
+            (" 1m ", Duration::from_secs(60)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "30", "soon", "-1s", "1.5", "5 parsecs"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(
+                error.contains("like 500ms, 2s, 1.5h or 1h 30m"),
+                "{bad}: {error}"
+            );
+        }
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
     }
 
     #[test]
