@@ -278,7 +278,7 @@ fn a_source_ignoring_sigterm_is_killed_after_its_timeout_and_leaves_nothing() {
     let project = airquality();
     set_source_command(
         &project,
-        r#"command = ["sh", "-c", "trap '' TERM; touch started; sleep 30; echo '[\"A\"]'"]"#,
+        r#"command = ["sh", "-c", "trap '' TERM; sleep 30 & touch started; wait; echo '[\"A\"]'"]"#,
     );
     let graph = project
         .read_string("cairn.toml")

@@ -34,6 +34,12 @@
 //! (`CAIRN_KILL9_ITERATIONS=200 cargo test --release --test reliability_kill9
 //! -- --nocapture`) and its last result are in docs/reliability.md.
 //!
+//! kill9_wrapper_jobs (promise 7, issue 28 B1): `kill -9` cairn while two
+//! jobs run a writer behind a wrapper shell that does not `exec`, one of
+//! them checkpointing and resuming; the next build stores exactly what a
+//! clean build does, resumes the checkpointed one, and leaves no process of
+//! the killed build running. One round per 5 of `CAIRN_KILL9_ITERATIONS`.
+//!
 //! The project lives on `/dev/shm` when there is one: a `kill -9` loses no
 //! page cache, so a tmpfs behaves like a disk here, and each group commit's
 //! `syncfs` then does not wait for whatever else the machine is writing
@@ -778,7 +784,7 @@ fn kill9_wrapper_jobs() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn cairn build");
-        let threshold = 8 + round % 7 * 4;
+        let threshold = 12 + round % 6 * 4;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let lines = staged_lines(&dir);
