@@ -1,11 +1,15 @@
-//! Hostile and unusual store entries (docs/reliability.md, promises 2 and 5).
-//! Row: store-entries.
+//! The blob store and materialization under hostile or unusual conditions
+//! (docs/reliability.md, promises 2, 5 and 6). Rows: store-entries,
+//! sparse-restore, shared-data.
 //!
 //! - A FIFO, a directory tree or a symbolic link under a blob's name is
 //!   damage like a corrupt blob: `store verify`, a restoring build and
 //!   `cairn logs` report it without blocking (a FIFO opened for reading
 //!   would wait for a writer forever, SIGTERM or not), never read it, and
-//!   `--repair` (or the rerun of its job) replaces it.
+//!   `--repair` (or the rerun of its job) replaces it. A blob that grew is
+//!   said to have grown.
+//! - A restore keeps a sparse output's holes.
+//! - A second store building into a `data/` in use is refused.
 
 mod common;
 
@@ -253,4 +257,109 @@ fn store_entries_a_blob_that_grew_is_said_to_have_grown_not_truncated() {
     assert_eq!(problem["damage"], "grown", "{problem}");
     assert_eq!(problem["length"], stored as u64 + 44);
     assert_eq!(problem["expected_length"], stored as u64);
+}
+
+#[test]
+#[expect(clippy::print_stderr, reason = "a visible skip notice")]
+fn sparse_outputs_are_restored_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    // 64 MiB of which 8 bytes are data: stored by a hard link (adopted),
+    // restored by copying, which must keep the holes.
+    let p = Project::with_graph(
+        r#"
+[datasets.sparse]
+[dimensions.p]
+values = ["a"]
+[jobs.sparse]
+outputs = ["sparse/p={p}"]
+run = ["sh", "-c", "cd \"$CAIRN_OUT\" && printf head > big && dd if=/dev/null of=big bs=1 count=0 seek=67108860 2>/dev/null && printf tail >> big"]
+"#,
+    );
+    p.build(&[]).assert_counts(1, 1, 0, 0, 0);
+    let path = p.file("data/sparse/p=a/big");
+    let built = std::fs::metadata(&path).expect("output");
+    assert_eq!(built.len(), 64 * 1024 * 1024);
+    if built.blocks() * 512 >= 1024 * 1024 {
+        eprintln!("NOTE: this file system does not keep holes: sparse_outputs SKIPPED");
+        return;
+    }
+    std::fs::remove_dir_all(p.file("data")).expect("remove data");
+    let restore = p.build(&[]);
+    restore.assert_counts(1, 0, 1, 0, 0);
+    assert_eq!(restore.outputs("restored").len(), 1);
+    let restored = std::fs::metadata(&path).expect("restored");
+    assert_eq!(restored.len(), 64 * 1024 * 1024);
+    assert!(
+        restored.blocks() * 512 < 1024 * 1024,
+        "{} bytes allocated for 8 bytes of data",
+        restored.blocks() * 512
+    );
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(&bytes[..4], b"head");
+    assert_eq!(&bytes[bytes.len() - 4..], b"tail");
+    assert!(bytes[4..bytes.len() - 4].iter().all(|&byte| byte == 0));
+}
+
+#[test]
+fn shared_data_a_second_store_building_into_the_same_data_is_refused() {
+    let p = Project::empty();
+    // The job says it started, then waits (up to 30 s) until it is let go.
+    let started = p.file("started");
+    let go = p.file("go");
+    p.write(
+        "cairn.toml",
+        format!(
+            r#"
+[datasets.slow]
+[dimensions.p]
+values = ["a"]
+[jobs.slow]
+outputs = ["slow/p={{p}}"]
+run = ["sh", "-c", "touch '{}'; i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo done > \"$CAIRN_OUT/v\""]
+"#,
+            started.display(),
+            go.display()
+        ),
+    );
+    let first = p.path().join("first");
+    let second = p.path().join("second");
+    let mut running = Command::new(CAIRN)
+        .args(["--store", first.to_str().unwrap(), "build"])
+        .current_dir(p.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the first build");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first build's job never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = cairn_within(&p, &["--store", second.to_str().unwrap(), "build"]);
+    std::fs::write(&go, "").expect("release the job");
+    let status = running.wait().expect("wait for the first build");
+    assert!(status.success(), "the first build: {status:?}");
+    refused.assert_code(3);
+    let message = format!(
+        "error: data directory {} is in use by a build of store {} (pid {}); this build's store is {}",
+        p.file("data").display(),
+        first.display(),
+        running.id(),
+        second.display()
+    );
+    assert!(refused.stderr.starts_with(&message), "{}", refused.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.file("data/slow/p=a/v")).expect("output"),
+        "done\n"
+    );
+    // The claim goes with the build that held it.
+    assert!(!p.file("data/.cairn-owner").exists());
+    // One after the other, both stores may build there.
+    let after = cairn_within(&p, &["--store", second.to_str().unwrap(), "build"]);
+    after.assert_code(0);
+    assert!(!p.file("data/.cairn-owner").exists());
 }

@@ -315,6 +315,8 @@ pub fn execute(
         None => (project.open_writer(!execution.no_wait)?, None),
     };
     tracing::debug!("opened the store ({:.2?})", started.elapsed());
+    // One store's build at a time in a data directory (docs/reliability.md).
+    let _data_root = cairn_store::DataRootLock::acquire(&project.data_root, &project.store_dir)?;
     let interrupt = Arc::new(AtomicBool::new(false));
     let children = Arc::new(Children::recorded_in(store.dir().join("running")));
     let _interrupts = Interrupts::watch(&interrupt, &children)?;

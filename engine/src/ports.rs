@@ -74,9 +74,10 @@ pub trait BlobStore: Send + Sync {
     /// The store may take the file itself instead of a copy: a large file
     /// with no other name may be hard-linked into the store (when it is on
     /// the same file system), after which the file *is* the blob. Its write
-    /// bits (and set-id and sticky bits) are then cleared, so that the file is
-    /// read-only from then on, wherever it is moved. Its content, name,
-    /// owner and other mode bits stay as they were, but its ctime changes,
+    /// bits (and set-id and sticky bits) are then cleared and its owner
+    /// read bit set, so that the file is read-only from then on, wherever it
+    /// is moved, and the store can read it. Its content, name, owner and
+    /// other mode bits stay as they were, but its ctime changes,
     /// so stat it afterwards, not before. Small files, files with more than
     /// one name and files that cannot be linked are copied, and are left
     /// untouched; so is a file whose content the store already holds.

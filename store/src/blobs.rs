@@ -13,9 +13,21 @@
 //!   The one exception is adoption, which hashes the very inode that becomes
 //!   the blob, through the descriptor it then links, and refuses the file if
 //!   its size, mtime or ctime changed while it was hashed.
-//! - Blobs are read-only (0444; an adopted file keeps its own read and exec
-//!   bits) and cairn never writes them in place: restoring copies them out,
-//!   so editing a restored data file cannot corrupt the store.
+//! - Blobs are read-only and cairn never writes them in place: restoring
+//!   copies them out, so editing a restored data file cannot corrupt the
+//!   store.
+//! - A blob is never more readable than the file it was stored from: its
+//!   mode is that file's read and exec bits, plus owner read (a 0600 output
+//!   gives a 0400 blob, a 0644 one 0444; bytes given without a file, such as
+//!   captured logs, 0444), less the umask for a file cairn creates. Files of
+//!   the same content share one blob, which takes the most restrictive of
+//!   their modes: a put that finds the blob readable by more than its file
+//!   was narrows it (a `chmod` of the group and other bits), or, when the
+//!   blob is also another partition's data file (an adopted inode, more
+//!   than one link), replaces it by its own copy, leaving that data file
+//!   alone. Narrowing and publishing hold one lock per handle, so two
+//!   concurrent puts of one content cannot leave the wider mode behind.
+//!   Restores apply the mode the manifest recorded, not the blob's.
 //! - Every read is verified (re-hashed): bit rot or tampering is reported as
 //!   [`StoreError::CorruptBlob`], never served.
 //!
@@ -68,6 +80,9 @@ const SMALL_FILE_LIMIT: u64 = 1024 * 1024;
 const EACH_FILE_AT_MOST: usize = 16;
 /// Buffer size of the streaming restore.
 const RESTORE_BUFFER: usize = 256 * 1024;
+/// A restore leaves a hole where the blob has this many zero bytes, aligned
+/// (the page size, and the block size of most file systems).
+const HOLE_BLOCK: usize = 4096;
 /// Buffers at least this long are hashed on several threads.
 const PARALLEL_HASH_MIN: usize = 1024 * 1024;
 
@@ -97,6 +112,9 @@ pub struct FsBlobStore {
     pending: Mutex<Vec<PathBuf>>,
     /// Blobs found corrupt by this handle: rewritten by the next put.
     suspect: Mutex<HashSet<ContentDigest>>,
+    /// Held while deciding whether a present blob is kept (and narrowing
+    /// its mode) and while renaming a new one into place.
+    publish: Mutex<()>,
 }
 
 /// What re-hashing a stored blob found.
@@ -135,6 +153,7 @@ impl FsBlobStore {
             unsynced: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             suspect: Mutex::new(HashSet::new()),
+            publish: Mutex::new(()),
         }
     }
 
@@ -279,9 +298,47 @@ impl FsBlobStore {
     }
 
     /// Whether the blob at `path` may be kept as the blob `digest` of
-    /// `length` bytes instead of being rewritten.
-    fn keeps(&self, digest: &ContentDigest, path: &Path, length: u64) -> bool {
-        self.is_present_with_length(path, length) && !self.suspects().contains(digest)
+    /// `length` bytes for a file whose blob mode is `mode` (see
+    /// [`blob_mode`]) instead of being rewritten. A kept blob that is
+    /// readable by more than `mode` allows is narrowed first (see the
+    /// module doc); one that cannot be (an adopted inode, a failed `chmod`)
+    /// is not kept.
+    fn keeps(&self, digest: &ContentDigest, path: &Path, length: u64, mode: u32) -> bool {
+        let _publishing = self.publishing();
+        self.keeps_locked(digest, path, length, mode)
+    }
+
+    /// [`FsBlobStore::keeps`], with [`FsBlobStore::publishing`] held.
+    fn keeps_locked(&self, digest: &ContentDigest, path: &Path, length: u64, mode: u32) -> bool {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if self.suspects().contains(digest) {
+            return false;
+        }
+        let Ok(metadata) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        // Anything but a regular file under a blob's name is replaced (see
+        // `open_blob`), and so is a blob of another length (torn).
+        if !metadata.is_file() || metadata.len() != length {
+            return false;
+        }
+        let current = metadata.mode() & 0o7777;
+        // The owner's bits stay; group and other keep only what both allow.
+        let narrowed = current & (mode | 0o700);
+        if narrowed == current {
+            return true;
+        }
+        // An adopted blob is also a data file: its mode is not ours to change.
+        if metadata.nlink() > 1 {
+            return false;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(narrowed)).is_ok()
+    }
+
+    fn publishing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.publish
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The digests of every blob present, sorted. Names that are not blobs
@@ -345,30 +402,33 @@ impl FsBlobStore {
         TempPath(self.temp_dir.join(format!("{}-{number}", self.pid)))
     }
 
-    /// A new, empty temp file, open for writing.
-    fn create_temp(&self) -> Result<(TempPath, File), StoreError> {
+    /// A new, empty temp file with `mode` (a blob mode, read-only), open
+    /// for writing.
+    fn create_temp(&self, mode: u32) -> Result<(TempPath, File), StoreError> {
         let temp = self.temp_name();
         // Created read-only: the open descriptor can still write, and no
         // chmod is needed before the rename publishes it.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o444)
+            .mode(mode)
             .open(&temp.0)
             .map_err(|source| StoreError::io(&temp.0, source))?;
         Ok((temp, file))
     }
 
-    /// Publishes a complete, read-only temp file as the blob `digest` of
-    /// `length` bytes.
+    /// Publishes a complete, read-only temp file of blob mode `mode` as
+    /// the blob `digest` of `length` bytes.
     fn commit(
         &self,
         mut temp: TempPath,
         digest: ContentDigest,
         length: u64,
+        mode: u32,
     ) -> Result<ContentDigest, StoreError> {
         let final_path = self.blob_path(&digest);
-        if !self.keeps(&digest, &final_path, length) {
+        let publishing = self.publishing();
+        if !self.keeps_locked(&digest, &final_path, length, mode) {
             let fan_out = final_path.parent().unwrap_or(&self.cas_dir);
             match std::fs::create_dir(fan_out) {
                 Ok(()) => {}
@@ -385,6 +445,7 @@ impl FsBlobStore {
             temp.0 = PathBuf::new();
             self.suspects().remove(&digest);
         }
+        drop(publishing);
         drop(temp);
         self.written(final_path);
         Ok(digest)
@@ -403,7 +464,7 @@ impl FsBlobStore {
             .metadata()
             .map_err(|error| StoreError::io(path, error))?;
         if metadata.len() <= SMALL_FILE_LIMIT {
-            return self.put_small(source, path, metadata.len());
+            return self.put_small(source, path, metadata.len(), blob_mode(&metadata));
         }
         large(source, &metadata)
     }
@@ -414,6 +475,7 @@ impl FsBlobStore {
         mut source: File,
         path: &Path,
         length: u64,
+        mode: u32,
     ) -> Result<ContentDigest, StoreError> {
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         // To the end, as `read_to_end` on the file, without its size hint
@@ -421,14 +483,19 @@ impl FsBlobStore {
         std::io::Read::take(&mut source, u64::MAX)
             .read_to_end(&mut bytes)
             .map_err(|error| StoreError::io(path, error))?;
-        self.put_bytes(&bytes)
+        self.put_bytes_with_mode(&bytes, mode)
     }
 
     /// Stores a large file by copying it in the kernel (`copy_file_range`, a
     /// reflink where the file system can), then hashing the private copy,
     /// which nobody else can change or truncate under the mapping.
     fn put_copy(&self, mut source: File, path: &Path) -> Result<ContentDigest, StoreError> {
-        let (temp, mut file) = self.create_temp()?;
+        let mode = blob_mode(
+            &source
+                .metadata()
+                .map_err(|error| StoreError::io(path, error))?,
+        );
+        let (temp, mut file) = self.create_temp(mode)?;
         let copied =
             std::io::copy(&mut source, &mut file).map_err(|error| StoreError::io(path, error))?;
         drop(file);
@@ -436,14 +503,29 @@ impl FsBlobStore {
         hasher
             .update_mmap_rayon(&temp.0)
             .map_err(|error| StoreError::io(&temp.0, error))?;
-        self.commit(temp, ContentDigest(*hasher.finalize().as_bytes()), copied)
+        self.commit(
+            temp,
+            ContentDigest(*hasher.finalize().as_bytes()),
+            copied,
+            mode,
+        )
     }
 
-    /// Whether a regular file of `length` bytes is at `path` (anything else
-    /// under a blob's name is replaced, see [`open_blob`]).
-    fn is_present_with_length(&self, path: &Path, length: u64) -> bool {
-        std::fs::symlink_metadata(path)
-            .is_ok_and(|metadata| metadata.is_file() && metadata.len() == length)
+    /// Stores `bytes` as a blob of mode `mode` (see [`blob_mode`]).
+    fn put_bytes_with_mode(&self, bytes: &[u8], mode: u32) -> Result<ContentDigest, StoreError> {
+        self.check_writable()?;
+        let digest = hash_bytes(bytes);
+        let length = bytes.len() as u64;
+        let final_path = self.blob_path(&digest);
+        if self.keeps(&digest, &final_path, length, mode) {
+            self.written(final_path);
+            return Ok(digest);
+        }
+        let (temp, mut file) = self.create_temp(mode)?;
+        file.write_all(bytes)
+            .map_err(|error| StoreError::io(&temp.0, error))?;
+        drop(file);
+        self.commit(temp, digest, length, mode)
     }
 
     /// Records that `path` must be covered by the next sync. A blob found
@@ -494,19 +576,7 @@ impl BlobStore for FsBlobStore {
     }
 
     fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError> {
-        self.check_writable()?;
-        let digest = hash_bytes(bytes);
-        let length = bytes.len() as u64;
-        let final_path = self.blob_path(&digest);
-        if self.keeps(&digest, &final_path, length) {
-            self.written(final_path);
-            return Ok(digest);
-        }
-        let (temp, mut file) = self.create_temp()?;
-        file.write_all(bytes)
-            .map_err(|error| StoreError::io(&temp.0, error))?;
-        drop(file);
-        self.commit(temp, digest, length)
+        self.put_bytes_with_mode(bytes, BYTES_MODE)
     }
 
     fn contains(&self, digest: &ContentDigest) -> bool {
@@ -518,12 +588,12 @@ impl BlobStore for FsBlobStore {
         let (mut blob, _) = self.open(digest)?;
         // `create_new`: restoring never overwrites (or writes through a link
         // to) a file that is already there.
-        let mut output = OpenOptions::new()
+        let output = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(dest)
             .map_err(|error| StoreError::io(dest, error))?;
-        let result = copy_hashing(&mut blob, &blob_path, &mut output, dest)
+        let result = copy_hashing(&mut blob, &blob_path, &output, dest)
             .and_then(|hasher| check(digest, &hasher));
         drop(output);
         if let Err(StoreError::CorruptBlob { .. }) = &result {
@@ -593,6 +663,19 @@ impl Drop for TempPath {
     }
 }
 
+/// The mode of a blob stored from bytes rather than a file (captured logs,
+/// definitions, checkpoints): read-only for everyone, less the umask.
+const BYTES_MODE: u32 = 0o444;
+
+/// The mode of a blob stored from the file `metadata` describes: the file's
+/// read and exec bits, never a write, set-id or sticky bit, and always
+/// owner read (cairn must read it back). An adopted file gets this mode
+/// itself.
+fn blob_mode(metadata: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.mode() & 0o555) | 0o400
+}
+
 fn hash_bytes(bytes: &[u8]) -> ContentDigest {
     let mut hasher = blake3::Hasher::new();
     if bytes.len() >= PARALLEL_HASH_MIN {
@@ -615,27 +698,57 @@ fn check(expected: &ContentDigest, hasher: &blake3::Hasher) -> Result<(), StoreE
     }
 }
 
-/// Copies `reader` to `writer`, returning the hash of what was copied.
+/// Copies `reader` to `writer` (a new, empty file), returning the hash of
+/// what was copied. Holes are kept: a block of [`HOLE_BLOCK`] zero bytes is
+/// hashed but not written, so it stays a hole in `writer` (whose length is
+/// set at the end), as `cp --sparse=auto` does. A 2 GB sparse output is then
+/// restored as a sparse file, not 2 GB of disk; bytes are the same either way.
 fn copy_hashing(
     reader: &mut File,
     reader_path: &Path,
-    writer: &mut File,
+    writer: &File,
     writer_path: &Path,
 ) -> Result<blake3::Hasher, StoreError> {
+    use std::os::unix::fs::FileExt;
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; RESTORE_BUFFER];
+    let mut position = 0u64;
+    let write_error = |error| StoreError::io(writer_path, error);
     loop {
         let count = match reader.read(&mut buffer) {
-            Ok(0) => return Ok(hasher),
+            Ok(0) => break,
             Ok(count) => count,
             Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             Err(error) => return Err(StoreError::io(reader_path, error)),
         };
-        hasher.update(&buffer[..count]);
-        writer
-            .write_all(&buffer[..count])
-            .map_err(|error| StoreError::io(writer_path, error))?;
+        let bytes = &buffer[..count];
+        hasher.update(bytes);
+        // Runs of non-zero blocks are written with one `pwrite` each.
+        let mut run_start = None;
+        for (index, block) in bytes.chunks(HOLE_BLOCK).enumerate() {
+            let offset = index * HOLE_BLOCK;
+            let zero = block.iter().all(|&byte| byte == 0);
+            match (zero, run_start) {
+                (false, None) => run_start = Some(offset),
+                (true, Some(start)) => {
+                    writer
+                        .write_all_at(&bytes[start..offset], position + start as u64)
+                        .map_err(write_error)?;
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = run_start {
+            writer
+                .write_all_at(&bytes[start..], position + start as u64)
+                .map_err(write_error)?;
+        }
+        position += count as u64;
     }
+    // A file ending in a hole gets its length here (a no-op otherwise).
+    writer.set_len(position).map_err(write_error)?;
+    Ok(hasher)
 }
 
 /// What [`open_blob`] found under a blob's name.

@@ -46,7 +46,7 @@ pub use encoding::{
     DecodeError, FORMAT_VERSION, decode_event, decode_manifest, decode_partition_state,
     decode_stat_entry, encode_event, encode_manifest, encode_partition_state, encode_stat_entry,
 };
-pub use lock::{Holder, StoreLock, holder};
+pub use lock::{DATA_OWNER_FILE, DataRootLock, Holder, StoreLock, holder};
 pub use maintenance::{
     BlobOwner, BlobProblem, BlobRole, BlobUsage, Damage, GcKeep, GcReport, OrphanPartition,
     RepairReport, VerifyReport,

@@ -206,6 +206,134 @@ fn parse_build(text: &str) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// The claim of one store's build on a data directory: a kernel lock
+/// (`flock`) on `<data>/.cairn-owner`, held while the build runs and removed
+/// when it ends. Two stores (`--store`) building into one `data/` at the
+/// same time would remove each other's staging and replace each other's
+/// partitions under running jobs; the second is refused, naming both stores.
+/// Builds of one store are serialized by the store's own lock before they
+/// get here; builds of two stores one after the other are allowed (each
+/// restores or reruns what the other changed). A build killed with `kill -9`
+/// leaves the file, unlocked, for the next build to take over.
+#[derive(Debug)]
+pub struct DataRootLock {
+    /// Kept open: closing the file releases the kernel lock. `None` on a
+    /// file system without locks: the check is skipped there, not the build.
+    file: Option<(File, PathBuf)>,
+}
+
+impl DataRootLock {
+    /// Claims `data_root` (created if missing) for a build of the store at
+    /// `store_dir`, or fails with [`StoreError::Locked`] naming the store
+    /// whose build holds it.
+    pub fn acquire(data_root: &Path, store_dir: &Path) -> Result<DataRootLock, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = data_root.join(DATA_OWNER_FILE);
+        let store = std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.to_owned());
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        // The holder removes the file when it is done: a lock taken on a
+        // file that was removed (or replaced) meanwhile is taken again.
+        let file = loop {
+            let file = match open() {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(data_root)
+                        .map_err(|source| StoreError::io(data_root, source))?;
+                    open()
+                }
+                other => other,
+            }
+            .map_err(|source| StoreError::io(&path, source))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked(data_root_held_message(
+                        data_root, &path, &store,
+                    )));
+                }
+                Err(TryLockError::Error(error)) => {
+                    tracing::warn!(
+                        "{}: cannot lock ({error}); builds of other stores into this data directory are not detected",
+                        path.display()
+                    );
+                    return Ok(DataRootLock { file: None });
+                }
+            }
+            let locked = file
+                .metadata()
+                .map_err(|source| StoreError::io(&path, source))?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(named) if (named.dev(), named.ino()) == (locked.dev(), locked.ino()) => {
+                    break file;
+                }
+                _ => continue,
+            }
+        };
+        let text = format!("store={}\npid={}\n", store.display(), std::process::id());
+        (|| -> std::io::Result<()> {
+            file.set_len(0)?;
+            (&file).seek(SeekFrom::Start(0))?;
+            (&file).write_all(text.as_bytes())
+        })()
+        .map_err(|source| StoreError::io(&path, source))?;
+        Ok(DataRootLock {
+            file: Some((file, path)),
+        })
+    }
+}
+
+impl Drop for DataRootLock {
+    /// Removes the file, then releases the lock (the file closes just
+    /// after): `data/` is left as the build made it.
+    fn drop(&mut self) {
+        if let Some((_, path)) = &self.file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `data directory D is in use by a build of store S (pid P); this build's
+/// store is T: …`, naming as much of the holder as its file tells.
+fn data_root_held_message(data_root: &Path, path: &Path, store: &Path) -> String {
+    // The holder writes its details just after it locks: give it a moment.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains("pid=") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let holder = field("store=").map_or_else(
+        || "another store".to_owned(),
+        |other| format!("store {other}"),
+    );
+    let pid = field("pid=")
+        .map(|pid| format!(" (pid {pid})"))
+        .unwrap_or_default();
+    format!(
+        "data directory {} is in use by a build of {holder}{pid}; this build's store is {}: \
+         two stores must not build into one data directory at the same time \
+         (use one --store for this project, or wait for that build to finish)",
+        data_root.display(),
+        store.display()
+    )
+}
+
+/// The file in a data directory that [`DataRootLock`] locks.
+pub const DATA_OWNER_FILE: &str = ".cairn-owner";
+
 fn lock_failure(dir: &Path, error: &std::io::Error) -> StoreError {
     let message = if error.kind() == std::io::ErrorKind::Unsupported
         || error.raw_os_error() == Some(libc::ENOLCK)

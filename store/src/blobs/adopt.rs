@@ -2,7 +2,8 @@
 //!
 //! A large file that cairn owns (a finished job's staged output) is hashed in
 //! place, and if its content is new it is hard-linked into `cas/tmp/`, its
-//! write bits are cleared and the link is renamed onto the blob's name, by
+//! write bits are cleared (and owner read set: its mode becomes its blob
+//! mode, `blob_mode`) and the link is renamed onto the blob's name, by
 //! the same `commit` as a copied blob: no byte is copied. The output placed
 //! in `data/` afterwards is then the blob's inode, read-only. Whoever writes
 //! it in place anyway (the superuser ignores the mode) corrupts the blob, and
@@ -62,7 +63,8 @@ impl FsBlobStore {
         }
         let length = before.len();
         let final_path = self.blob_path(&digest);
-        if self.keeps(&digest, &final_path, length) {
+        let read_only = super::blob_mode(before);
+        if self.keeps(&digest, &final_path, length, read_only) {
             self.written(final_path);
             return Ok(digest);
         }
@@ -96,13 +98,12 @@ impl FsBlobStore {
         if (linked.dev(), linked.ino()) != (before.dev(), before.ino()) {
             return Err(changed_while_stored(path));
         }
-        let read_only = before.mode() & 0o555;
         if read_only != before.mode() & 0o7777 {
             source
                 .set_permissions(Permissions::from_mode(read_only))
                 .map_err(|error| StoreError::io(path, error))?;
         }
-        self.commit(temp, digest, length)
+        self.commit(temp, digest, length, read_only)
     }
 }
 

@@ -721,3 +721,148 @@ fn remove_takes_whatever_is_under_a_blobs_name() {
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "kept");
     }
 }
+
+/// The group and other bits of the blob `digest`.
+fn shared_bits(blobs: &FsBlobStore, digest: &ContentDigest) -> u32 {
+    mode(&blobs.blob_path(digest)) & 0o077
+}
+
+#[test]
+fn a_blob_is_never_more_readable_than_its_file() {
+    let (dir, blobs) = linux_store();
+    let small = b"private small".to_vec();
+    let large = large_content(7);
+    for (name, content) in [("small", &small), ("large", &large)] {
+        for (how, adopt) in [("put", false), ("adopt", true)] {
+            let file = source_file(dir.path(), &format!("{name}-{how}"), content, 0o600);
+            let digest = if adopt {
+                blobs.adopt_file(&file).unwrap()
+            } else {
+                blobs.put_file(&file).unwrap()
+            };
+            let blob = blobs.blob_path(&digest);
+            assert_eq!(mode(&blob), 0o400, "{name} {how}: the blob of a 0600 file");
+            blobs.remove(&digest).unwrap();
+        }
+    }
+    // A readable file's blob is readable: the umask aside, 0444 as before.
+    let open = source_file(dir.path(), "open", b"open", 0o644);
+    let digest = blobs.put_file(&open).unwrap();
+    assert_eq!(mode(&blobs.blob_path(&digest)) & 0o444, 0o444 & !umask());
+    // A file its owner cannot read still gives a blob cairn can read.
+    let write_only = source_file(dir.path(), "write-only", &large_content(9), 0o200);
+    let digest = blobs.adopt_file(&write_only).unwrap();
+    assert_eq!(mode(&blobs.blob_path(&digest)), 0o400);
+    assert_eq!(blobs.read(&digest).unwrap(), large_content(9));
+}
+
+/// The process's umask, as a file created with mode 0777 shows it
+/// (`umask(2)` would change it for the test's other threads).
+fn umask() -> u32 {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o777)
+        .open(&probe)
+        .unwrap();
+    !mode(&probe) & 0o777
+}
+
+#[test]
+fn files_of_one_content_share_a_blob_with_the_most_restrictive_mode() {
+    let (dir, blobs) = linux_store();
+    // Copied blobs: narrowed in place.
+    let small = b"same bytes".to_vec();
+    let open = source_file(dir.path(), "open", &small, 0o644);
+    let digest = blobs.put_file(&open).unwrap();
+    assert_eq!(shared_bits(&blobs, &digest), 0o044 & !umask());
+    let private = source_file(dir.path(), "private", &small, 0o600);
+    assert_eq!(blobs.put_file(&private).unwrap(), digest);
+    assert_eq!(mode(&blobs.blob_path(&digest)), 0o400);
+    // A later, more open file (or bytes) does not widen it again.
+    assert_eq!(blobs.put_file(&open).unwrap(), digest);
+    assert_eq!(blobs.put_bytes(&small).unwrap(), digest);
+    assert_eq!(mode(&blobs.blob_path(&digest)), 0o400);
+
+    // An adopted blob is another partition's data file: it is replaced by
+    // the private file's own inode, and that data file keeps its mode.
+    let large = large_content(3);
+    let first = source_file(dir.path(), "first", &large, 0o644);
+    let digest = blobs.adopt_file(&first).unwrap();
+    assert_eq!(inode(&blobs.blob_path(&digest)), inode(&first));
+    let second = source_file(dir.path(), "second", &large, 0o600);
+    assert_eq!(blobs.adopt_file(&second).unwrap(), digest);
+    let blob = blobs.blob_path(&digest);
+    assert_eq!(mode(&blob), 0o400);
+    assert_eq!(inode(&blob), inode(&second));
+    assert_eq!(
+        mode(&first) & 0o444,
+        0o444,
+        "the first data file is untouched"
+    );
+    assert_eq!(mode(&second), 0o400);
+    assert_eq!(blobs.read(&digest).unwrap(), large);
+    blobs.sync().unwrap();
+}
+
+#[test]
+fn concurrent_puts_of_one_content_with_two_modes_leave_the_narrow_one() {
+    let (dir, blobs) = linux_store();
+    let content = b"raced".to_vec();
+    let files: Vec<PathBuf> = (0..32)
+        .map(|n| {
+            let mode = if n % 2 == 0 { 0o644 } else { 0o600 };
+            source_file(dir.path(), &format!("f{n}"), &content, mode)
+        })
+        .collect();
+    let digests: Vec<ContentDigest> = files
+        .par_iter()
+        .map(|file| blobs.put_file(file).unwrap())
+        .collect();
+    assert!(digests.iter().all(|digest| *digest == digests[0]));
+    assert_eq!(mode(&blobs.blob_path(&digests[0])), 0o400);
+}
+
+#[test]
+fn a_restore_keeps_holes_and_every_byte() {
+    let (dir, blobs) = linux_store();
+    // 16 MiB: data at the start, in the middle (not block-aligned) and at
+    // the end, holes between.
+    let length = 16 * 1024 * 1024;
+    let source = dir.path().join("sparse");
+    let file = File::create(&source).unwrap();
+    file.set_len(length).unwrap();
+    file.write_all_at(b"head", 0).unwrap();
+    file.write_all_at(b"middle", 8 * 1024 * 1024 + 1000)
+        .unwrap();
+    file.write_all_at(b"tail", length - 4).unwrap();
+    drop(file);
+    let digest = blobs.put_file(&source).unwrap();
+    let dest = dir.path().join("restored");
+    blobs.restore(&digest, &dest).unwrap();
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+    let allocated = std::fs::metadata(&dest).unwrap().blocks() * 512;
+    assert!(
+        allocated < 1024 * 1024,
+        "{allocated} bytes allocated for a 16 MiB file of 14 bytes of data"
+    );
+    // A file ending in a hole has its full length.
+    let ends_in_hole = dir.path().join("ends-in-hole");
+    let file = File::create(&ends_in_hole).unwrap();
+    file.set_len(3 * 1024 * 1024).unwrap();
+    file.write_all_at(b"only this", 5).unwrap();
+    drop(file);
+    let digest = blobs.put_file(&ends_in_hole).unwrap();
+    let dest = dir.path().join("restored-2");
+    blobs.restore(&digest, &dest).unwrap();
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 3 * 1024 * 1024);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&ends_in_hole).unwrap()
+    );
+}
