@@ -287,6 +287,81 @@ pub fn invalidate(
     Ok(0)
 }
 
+/// `cairn prune`: removes the data of every built partition the graph no
+/// longer declares and records a `PartitionPruned` for each.
+pub fn prune(cli: &Cli, reason: &str, dry_run: bool, no_wait: bool) -> Result<u8, Failure> {
+    let project = Project::load(cli)?;
+    if reason.trim().is_empty() {
+        return Err(Failure::usage("--reason must say why"));
+    }
+    let store = if dry_run {
+        project.open_reader()?
+    } else {
+        Some(project.open_writer(!no_wait)?)
+    };
+    let orphans = match &store {
+        Some(store) => project.orphans(store)?,
+        None => Vec::new(),
+    };
+    for (partition, _) in &orphans {
+        println_stdout(partition.as_str());
+    }
+    if dry_run {
+        note(&format!(
+            "would prune {} (dry run: nothing removed or recorded)",
+            crate::report::count(orphans.len(), "orphaned partition")
+        ));
+        return Ok(0);
+    }
+    let Some(store) = store.filter(|_| !orphans.is_empty()) else {
+        note("no orphaned partitions: nothing to prune");
+        return Ok(0);
+    };
+    // The data first, then the record: a crash in between leaves
+    // partitions recorded as built whose data is gone, which `status` still
+    // lists as orphaned and the next prune records.
+    for (partition, _) in &orphans {
+        let path = project.graph.data_path(&project.data_root, partition);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(Failure::store(format!(
+                    "cannot remove {}: {error}; nothing was recorded",
+                    path.display()
+                )));
+            }
+        }
+        // Parent directories left empty (`data/raw/date=D`) go too.
+        let mut parent = path.parent();
+        while let Some(directory) = parent {
+            if directory == project.data_root || std::fs::remove_dir(directory).is_err() {
+                break;
+            }
+            parent = directory.parent();
+        }
+    }
+    let by = std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok());
+    let events = orphans
+        .iter()
+        .map(|(partition, _)| EventKind::PartitionPruned {
+            partition: partition.clone(),
+            reason: reason.to_owned(),
+            by: by.clone(),
+        })
+        .collect();
+    let build = store.catalog().next_build_id()?;
+    let seq = store.catalog().append(build, events, Vec::new())?;
+    note(&format!(
+        "pruned {} at {} (log up to seq {seq})",
+        crate::report::count(orphans.len(), "orphaned partition"),
+        format_time_ms(cairn_engine::action::now_ms())
+    ));
+    Ok(0)
+}
+
 fn println_stdout(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout().lock(), "{}", crate::escape::escape(line));

@@ -279,6 +279,22 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
         }
         Ok(rows)
     })?;
+    let mut rows = rows;
+    // Everything asked for: the partitions built before and no longer
+    // declared too.
+    if requests.is_empty()
+        && let Some(store) = project.open_reader()?
+    {
+        for (partition, build) in project.orphans(&store)? {
+            rows.push((
+                partition,
+                "orphaned",
+                format!(
+                    "built by build {build}, but the graph no longer declares it: `cairn prune --reason TEXT` removes it"
+                ),
+            ));
+        }
+    }
     for (partition, state, reason) in &rows {
         if json {
             json_line(&json!({"ref": partition, "state": state, "reason": reason}));
@@ -289,8 +305,12 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
     }
     if !json {
         let number = |word: &str| rows.iter().filter(|(_, state, _)| *state == word).count();
+        let orphaned = match number("orphaned") {
+            0 => String::new(),
+            orphaned => format!(", {orphaned} orphaned"),
+        };
         note(&format!(
-            "{}: {} built, {} stale, {} missing, {} failed, {} running",
+            "{}: {} built, {} stale, {} missing, {} failed, {} running{orphaned}",
             count(rows.len() as u64, "partition"),
             number("built"),
             number("stale"),
@@ -342,7 +362,7 @@ pub struct LogFilter {
 }
 
 /// Every event kind, as `cairn log --kind` accepts and prints them.
-pub const EVENT_KINDS: [&str; 13] = [
+pub const EVENT_KINDS: [&str; 14] = [
     "BuildRequested",
     "Planned",
     "DatasetVersionChanged",
@@ -356,6 +376,7 @@ pub const EVENT_KINDS: [&str; 13] = [
     "PartitionInvalidated",
     "BuildFinished",
     "DefsRefreshed",
+    "PartitionPruned",
 ];
 
 /// The entry of [`EVENT_KINDS`] for `kind`. The match lists every kind, so
@@ -376,6 +397,7 @@ fn listed_kind(kind: &EventKind) -> &'static str {
         EventKind::PartitionInvalidated { .. } => 10,
         EventKind::BuildFinished { .. } => 11,
         EventKind::DefsRefreshed { .. } => 12,
+        EventKind::PartitionPruned { .. } => 13,
     };
     debug_assert_eq!(EVENT_KINDS[index], kind.name());
     EVENT_KINDS[index]
@@ -471,7 +493,8 @@ fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
             Some(&manifest.job),
         ),
         EventKind::PartitionMaterialized { partition, .. }
-        | EventKind::PartitionInvalidated { partition, .. } => (vec![partition], None),
+        | EventKind::PartitionInvalidated { partition, .. }
+        | EventKind::PartitionPruned { partition, .. } => (vec![partition], None),
         EventKind::ActionCheckpointed { job, .. } => (Vec::new(), Some(job)),
         _ => (Vec::new(), None),
     }
@@ -599,7 +622,8 @@ fn event_text(event: &Event) -> String {
         ),
         EventKind::ActionSkipped { reason, .. } => reason.clone(),
         EventKind::PartitionMaterialized { digest, .. } => format!("content {}", digest.short()),
-        EventKind::PartitionInvalidated { reason, by, .. } => match by {
+        EventKind::PartitionInvalidated { reason, by, .. }
+        | EventKind::PartitionPruned { reason, by, .. } => match by {
             Some(by) => format!("by {by}: {reason}"),
             None => reason.clone(),
         },
@@ -935,6 +959,11 @@ mod tests {
                 source: "stations".into(),
                 digest,
                 values: 8,
+            },
+            EventKind::PartitionPruned {
+                partition: PartitionRef::parse("raw/date=1/station=gone").unwrap(),
+                reason: "station retired".into(),
+                by: Some("ana".into()),
             },
         ];
         assert_eq!(kinds.len(), EVENT_KINDS.len(), "one event of every kind");

@@ -142,6 +142,19 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Remove the built partitions the graph no longer declares (listed as
+    /// `orphaned` by `status`), recording why.
+    Prune {
+        /// Why (recorded in the log with each partition).
+        #[arg(long, required = true)]
+        reason: String,
+        /// List what would be removed without removing or recording anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Fail at once if another cairn holds the store, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print the event log.
     Log {
         /// One JSON object per event on stdout (schema in docs/cli.md).
@@ -403,6 +416,11 @@ pub fn main() -> ExitCode {
             dry_run,
             no_wait,
         } => explain::invalidate(&cli, refs, reason, *dry_run, *no_wait),
+        Command::Prune {
+            reason,
+            dry_run,
+            no_wait,
+        } => explain::prune(&cli, reason, *dry_run, *no_wait),
         Command::Log {
             json,
             since,

@@ -206,6 +206,35 @@ impl Project {
         read(&context)
     }
 
+    /// Built partitions the graph no longer declares (a dimension shrank,
+    /// a pattern or a dataset was removed), in ref order, each with the
+    /// build that made its content: what `status` lists as `orphaned` and
+    /// `prune` removes (docs/cli.md).
+    pub fn orphans(&self, store: &Store) -> Result<Vec<(PartitionRef, u64)>, Failure> {
+        let declared: std::collections::HashSet<PartitionRef> = self
+            .graph
+            .all_partitions()
+            .map_err(Failure::usage)?
+            .into_iter()
+            .collect();
+        let mut orphans = Vec::new();
+        store.catalog().partition_states(&mut |partition, state| {
+            let is_source = self
+                .graph
+                .datasets
+                .get(partition.dataset())
+                .is_some_and(|dataset| dataset.source.is_some());
+            if let Some(current) = state.current
+                && !is_source
+                && !declared.contains(&partition)
+            {
+                orphans.push((partition, current.build));
+            }
+            true
+        })?;
+        Ok(orphans)
+    }
+
     /// The store for reading, or `None` if nothing was ever built here.
     pub fn open_reader(&self) -> Result<Option<Store>, Failure> {
         let catalog = self.store_dir.join("catalog.redb");

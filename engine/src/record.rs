@@ -213,6 +213,15 @@ pub enum EventKind {
         digest: ContentDigest,
         values: u64,
     },
+    /// `cairn prune` removed a built partition the graph no longer declares
+    /// (its data directory), and why: the partition is no longer built.
+    /// Appended after `DefsRefreshed` (store format 4).
+    PartitionPruned {
+        partition: PartitionRef,
+        reason: String,
+        /// Who asked (the user name from the environment, if any).
+        by: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -232,6 +241,7 @@ impl EventKind {
             EventKind::PartitionInvalidated { .. } => "PartitionInvalidated",
             EventKind::BuildFinished { .. } => "BuildFinished",
             EventKind::DefsRefreshed { .. } => "DefsRefreshed",
+            EventKind::PartitionPruned { .. } => "PartitionPruned",
         }
     }
 }
@@ -247,7 +257,7 @@ pub struct Event {
 }
 
 /// The catalog's view of one partition, projected from the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
     /// The last successful materialization: (key, content digest, build).
     pub current: Option<Materialization>,

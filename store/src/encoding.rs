@@ -27,6 +27,9 @@
 //!   before it had a key, its source input missing). Format-4 events are
 //!   read through [`v4`]; in every older format such a failure carried an
 //!   all-zero key, which reads as `None`. The other records did not change.
+//! - 6: `PartitionPruned` was appended to the events (`cairn prune`); the
+//!   variants before it keep their numbers, so format-5 events decode
+//!   unchanged (older ones as above). The other records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -39,10 +42,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 5;
+const FORMAT_BYTE: u8 = 6;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.

@@ -67,7 +67,8 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
             manifest.outputs.iter().map(|o| &o.partition).collect()
         }
         EventKind::PartitionMaterialized { partition, .. }
-        | EventKind::PartitionInvalidated { partition, .. } => vec![partition],
+        | EventKind::PartitionInvalidated { partition, .. }
+        | EventKind::PartitionPruned { partition, .. } => vec![partition],
         EventKind::BuildRequested { .. }
         | EventKind::Planned { .. }
         | EventKind::DatasetVersionChanged { .. }
@@ -135,6 +136,10 @@ pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<
                 seq: event.seq,
             });
         }),
+        // Pruned: no longer built, and nothing of its past state applies.
+        EventKind::PartitionPruned { partition, .. } => {
+            projections.set_partition(partition, &PartitionState::default())
+        }
         EventKind::DatasetVersionChanged { dataset, to, .. } => {
             projections.set_dataset_version(dataset, to.as_deref())
         }
@@ -377,6 +382,37 @@ mod tests {
 
     fn partition() -> PartitionRef {
         PartitionRef::parse("clean/date=2024-01-01").unwrap()
+    }
+
+    #[test]
+    fn a_pruned_partition_is_no_longer_built_and_its_events_stay_indexed() {
+        let mut model = MemoryProjections::default();
+        let materialized = EventKind::PartitionMaterialized {
+            partition: partition(),
+            digest: ContentDigest::of(b"x"),
+            key: ActionKey([1; 32]),
+        };
+        apply(&event(1, 1, materialized), &mut model).unwrap();
+        let pruned = EventKind::PartitionPruned {
+            partition: partition(),
+            reason: "station retired".into(),
+            by: None,
+        };
+        assert_eq!(partitions_of(&pruned), [&partition()]);
+        apply(&event(2, 2, pruned), &mut model).unwrap();
+        assert_eq!(model.partitions[&partition()], PartitionState::default());
+        // The encoding round-trips at today's format.
+        let event = event(
+            3,
+            3,
+            EventKind::PartitionPruned {
+                partition: partition(),
+                reason: "again".into(),
+                by: Some("ana".into()),
+            },
+        );
+        let bytes = crate::encoding::encode_event(&event);
+        assert_eq!(crate::encoding::decode_event(&bytes).unwrap(), event);
     }
 
     #[test]
