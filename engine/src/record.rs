@@ -215,7 +215,7 @@ pub enum EventKind {
     },
     /// `cairn prune` removed a built partition the graph no longer declares
     /// (its data directory), and why: the partition is no longer built.
-    /// Appended after `DefsRefreshed` (store format 4).
+    /// Appended after `DefsRefreshed` (store format 6).
     PartitionPruned {
         partition: PartitionRef,
         reason: String,
