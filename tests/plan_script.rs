@@ -89,7 +89,7 @@ secret = ["CAIRN_TEST_TOKEN"]
 [jobs.pair]
 outputs = ["pair/w={w}/side=left", "pair/w={w}/side=right"]
 inputs = ["words/w={w}"]
-run = ["sh", "-c", "env | LC_ALL=C sort | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_=' -e '^CAIRN_OUT=' -e '^CAIRN_OUTPUT_[0-9]*=' -e '^CAIRN_CHECKPOINT=' | sed \"s|$PWD|ROOT|g\" > \"$CAIRN_OUTPUT_0/env\"; printf '%s|' \"$@\" > \"$CAIRN_OUTPUT_1/args\"; printf %s \"$CAIRN_TEST_TOKEN\" | wc -c | tr -d ' ' > \"$CAIRN_OUTPUT_1/secret_length\"", "job"]
+run = ["sh", "-c", "env | LC_ALL=C sort | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_=' -e '^CAIRN_OUT=' -e '^CAIRN_OUTPUT_[0-9]*=' -e '^CAIRN_CHECKPOINT=' -e '^CAIRN_RUN_ID=' | sed \"s|$PWD|ROOT|g\" > \"$CAIRN_OUTPUT_0/env\"; printf '%s|' \"$@\" > \"$CAIRN_OUTPUT_1/args\"; printf %s \"$CAIRN_TEST_TOKEN\" | wc -c | tr -d ' ' > \"$CAIRN_OUTPUT_1/secret_length\"", "job"]
 args = ["it's {w}", "$HOME `id` \"quoted\" \\ *"]
 env = { MODE = "a b'c" }
 "#;

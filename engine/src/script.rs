@@ -141,7 +141,7 @@ pub fn shell_script(graph: &Graph, plan: &Plan) -> Result<String, ScriptError> {
         }
         let _ = writeln!(
             out,
-            "        {} \"CAIRN_CHECKPOINT=$d/checkpoint.json\" \\",
+            "        {} \"CAIRN_CHECKPOINT=$d/checkpoint.json\" \"CAIRN_RUN_ID=sh-$$-{index}\" \\",
             quote(&format!("CAIRN_INPUT_COUNT={}", action.inputs.len()))
         );
         let job = &graph.jobs[&*action.job];
