@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms};
 use crate::digest::{ActionKey, ContentDigest, KeyHasher};
 use crate::graph::Graph;
-use crate::observe::{Observer, StatUpdate};
+use crate::observe::{ObserveError, Observer, StatUpdate};
 use crate::plan::{InputSource, Plan, PlannedAction};
 use crate::ports::StoreError;
 use crate::record::{BuildCounts, EventKind};
@@ -161,7 +161,12 @@ pub fn code_digests<'p>(
             })?;
             let digest = observer
                 .file(&path, &metadata, updates)
-                .map_err(|error| ExecError::Code(format!("jobs.{name}.code: {error}")))?;
+                .map_err(|error| match error {
+                    // A damaged catalog is the store's error, whichever
+                    // file first needed the stat cache.
+                    ObserveError::Cache { source, .. } => ExecError::Store(source),
+                    error => ExecError::Code(format!("jobs.{name}.code: {error}")),
+                })?;
             hasher.str("path", relative).digest("content", &digest);
         }
         out.insert(name.to_owned(), Some(ContentDigest(hasher.finish())));

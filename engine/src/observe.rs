@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::digest::{ContentDigest, KeyHasher};
-use crate::ports::Catalog;
+use crate::ports::{Catalog, StoreError};
 use crate::record::{FileEntry, StatEntry, partition_digest};
 
 /// Files modified this close to the recording time are re-hashed next time.
@@ -41,8 +41,15 @@ pub enum ObserveError {
     },
     #[error("{path}: {what} is not allowed in a partition (only regular files and directories)")]
     Refused { path: PathBuf, what: &'static str },
-    #[error("{path}: the stat cache could not be read: {message}")]
-    Cache { path: PathBuf, message: String },
+    /// The catalog behind the stat cache failed: the store's error, kept
+    /// whole so that callers report it as the store's (exit 3, naming the
+    /// catalog) rather than as a problem of the file being observed.
+    #[error("{path}: the stat cache could not be read: {source}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ObserveError + '_ {
@@ -285,9 +292,9 @@ impl<'a> Observer<'a> {
     }
 
     fn cached(&self, path: &Path, key: &str) -> Result<Option<StatEntry>, ObserveError> {
-        self.catalog.stat(key).map_err(|error| ObserveError::Cache {
+        self.catalog.stat(key).map_err(|source| ObserveError::Cache {
             path: path.to_owned(),
-            message: error.to_string(),
+            source,
         })
     }
 
