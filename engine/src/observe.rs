@@ -292,10 +292,12 @@ impl<'a> Observer<'a> {
     }
 
     fn cached(&self, path: &Path, key: &str) -> Result<Option<StatEntry>, ObserveError> {
-        self.catalog.stat(key).map_err(|source| ObserveError::Cache {
-            path: path.to_owned(),
-            source,
-        })
+        self.catalog
+            .stat(key)
+            .map_err(|source| ObserveError::Cache {
+                path: path.to_owned(),
+                source,
+            })
     }
 
     /// Whether the directory at `path` still lists what `listing` digests,
