@@ -872,6 +872,7 @@ fn log_json_over_a_million_events_stays_under_100_mib() {
                         executable: false,
                         size: 12,
                         digest,
+                        mode: 0o644,
                     }],
                 }],
                 inputs: Vec::new(),

@@ -363,3 +363,110 @@ run = ["sh", "-c", "touch '{}'; i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do s
     after.assert_code(0);
     assert!(!p.file("data/.cairn-owner").exists());
 }
+
+/// The permission bits of `path`.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+/// The `(path, mode, blob digest)` of each file of `partition`'s current
+/// output, from its manifest.
+fn manifest_files(p: &Project, partition: &str) -> Vec<(String, u64, String)> {
+    let events = p.log(&["--partition", partition, "--kind", "ActionSucceeded"]);
+    let last = events.last().expect("a successful run");
+    let output = last["manifest"]["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|output| output["partition"] == partition)
+        .expect("the output");
+    output["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|file| {
+            (
+                str_field(file, "path").to_owned(),
+                file["mode"].as_u64().expect("mode"),
+                str_field(file, "digest").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Partition `a` holds private files (0600: a small one, a 2.1 MB one the
+/// store adopts by a hard link), a 0640 and a 0755 one; partition `b` the
+/// same bytes, every file 0644.
+const MODES_GRAPH: &str = r#"
+[datasets.out]
+[dimensions.p]
+values = ["a", "b"]
+[jobs.out]
+outputs = ["out/p={p}"]
+args = ["{p}"]
+run = ["sh", "-c", """
+cd "$CAIRN_OUT"
+echo 'a secret' > small
+yes 'a large secret' | head -c 2200000 > large
+echo 'for the group' > group
+printf '#!/bin/sh\necho hi\n' > tool
+if [ "$0" = a ]; then chmod 600 small large; chmod 640 group; chmod 755 tool
+else chmod 644 small large group tool; fi
+"""]
+"#;
+
+#[test]
+fn file_modes_blobs_are_no_more_readable_than_outputs_and_restores_keep_the_mode() {
+    let p = Project::with_graph(MODES_GRAPH);
+    p.build(&[]).assert_counts(2, 2, 0, 0, 0);
+    let expected_a: [(&str, u32); 4] = [
+        ("group", 0o640),
+        ("large", 0o600),
+        ("small", 0o600),
+        ("tool", 0o755),
+    ];
+    let files_a = manifest_files(&p, "out/p=a");
+    let recorded: Vec<(&str, u32)> = files_a
+        .iter()
+        .map(|(path, mode, _)| (path.as_str(), *mode as u32))
+        .collect();
+    assert_eq!(recorded, expected_a, "the manifest records the modes");
+    // a and b share every blob: each has a's, more restrictive, read bits.
+    let files_b = manifest_files(&p, "out/p=b");
+    for ((path, mode, digest), (_, _, digest_b)) in files_a.iter().zip(&files_b) {
+        assert_eq!(digest, digest_b, "{path}: one blob");
+        let blob = mode_of(&blob_path(&p, digest));
+        assert_eq!(blob & 0o222, 0, "{path}: blob {blob:o} is read-only");
+        assert_eq!(
+            blob & 0o044 & !(*mode as u32),
+            0,
+            "{path}: blob {blob:o} is readable beyond the output's {mode:o}"
+        );
+        assert_eq!(blob & 0o400, 0o400, "{path}: cairn can read it");
+    }
+    // The large private output is the blob's inode (adopted): read-only,
+    // still private.
+    assert_eq!(mode_of(&p.file("data/out/p=a/large")), 0o400);
+
+    // Restored: exactly the modes the job left, whatever the blob's.
+    std::fs::remove_dir_all(p.file("data")).expect("remove data");
+    let restore = p.build(&[]);
+    restore.assert_counts(2, 0, 2, 0, 0);
+    assert_eq!(restore.outputs("restored").len(), 2);
+    for (path, mode) in expected_a {
+        assert_eq!(
+            mode_of(&p.file(&format!("data/out/p=a/{path}"))),
+            mode,
+            "restored a/{path}"
+        );
+        assert_eq!(
+            mode_of(&p.file(&format!("data/out/p=b/{path}"))),
+            0o644,
+            "restored b/{path}"
+        );
+    }
+    // Nothing changed for the next build, and the store is sound.
+    p.build(&[]).assert_counts(2, 0, 2, 0, 0);
+    cairn_within(&p, &["store", "verify"]).assert_code(0);
+}

@@ -239,6 +239,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
                 executable: false,
                 size: bytes.len() as u64,
                 digest,
+                mode: 0o644,
             }];
             records.push(OutputRecord {
                 partition: partition.clone(),

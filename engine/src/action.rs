@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{ActionKey, ContentDigest};
@@ -17,7 +17,7 @@ use crate::key::{KeyInputs, OutputIdentity, action_key};
 use crate::observe::{Observer, StatUpdate, now_ns, stat_entry};
 use crate::plan::PlannedAction;
 use crate::ports::{BlobStore, Catalog, StoreError};
-use crate::record::{CommandRecord, EventKind, FileEntry, Manifest, ProgramRecord};
+use crate::record::{CommandRecord, EventKind, FileEntry, MODE_BITS, Manifest, ProgramRecord};
 use crate::refs::PartitionRef;
 use crate::runner::{Children, JobEnvironment};
 
@@ -689,11 +689,18 @@ impl Context<'_> {
     ) -> Result<(), String> {
         for &index in outputs {
             let output = &manifest.outputs[index];
-            let staged =
+            // The files are written into `partition` inside a private (0700)
+            // directory, and get their recorded mode before `place` moves
+            // the partition out: a 0600 file is never readable by others,
+            // even while it is being written with the default mode.
+            let private =
                 self.staging_root
                     .join(format!("restore-{}-{}", manifest.key.short(), index));
-            let _ = fs::remove_dir_all(&staged);
-            fs::create_dir_all(&staged)
+            let _ = fs::remove_dir_all(&private);
+            let staged = private.join("partition");
+            fs::create_dir_all(&self.staging_root)
+                .and_then(|()| fs::DirBuilder::new().mode(0o700).create(&private))
+                .and_then(|()| fs::create_dir(&staged))
                 .map_err(|error| format!("{}: {error}", staged.display()))?;
             for file in &output.files {
                 // Produced partitions are directories; only sources (never
@@ -712,17 +719,22 @@ impl Context<'_> {
                 self.blobs
                     .restore(&file.digest, &destination)
                     .map_err(|error| {
-                        let _ = fs::remove_dir_all(&staged);
+                        let _ = fs::remove_dir_all(&private);
                         format!("{error} (partition {})", output.partition)
                     })?;
-                let mode = if file.executable { 0o755 } else { 0o644 };
-                fs::set_permissions(&destination, fs::Permissions::from_mode(mode))
-                    .map_err(|error| format!("{}: {error}", destination.display()))?;
+                // Exactly the mode the job left (manifests of format 6 and
+                // older: 0755 or 0644), whatever the blob's.
+                fs::set_permissions(
+                    &destination,
+                    fs::Permissions::from_mode(file.mode & MODE_BITS),
+                )
+                .map_err(|error| format!("{}: {error}", destination.display()))?;
             }
             let target = self.data_path(&output.partition);
             if let Some(aside) = self.place(&staged, &target)? {
                 aside.remove();
             }
+            let _ = fs::remove_dir(&private);
             record_stats(&target, &output.files, updates);
         }
         Ok(())

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::digest::{ContentDigest, KeyHasher};
 use crate::ports::{Catalog, StoreError};
-use crate::record::{FileEntry, StatEntry, partition_digest};
+use crate::record::{FileEntry, MODE_BITS, StatEntry, partition_digest};
 
 /// Files modified this close to the recording time are re-hashed next time.
 pub const RACY_NS: i128 = 1_000_000_000;
@@ -98,6 +98,7 @@ pub fn file_entry(relative: String, metadata: &Metadata, digest: ContentDigest) 
         executable: executable(metadata),
         size: metadata.len(),
         digest,
+        mode: metadata.mode() & MODE_BITS,
     }
 }
 
@@ -624,6 +625,7 @@ mod tests {
             executable: false,
             size: 0,
             digest: ContentDigest([0; 32]),
+            mode: 0o644,
         };
         let files = [file("a/b/c.csv"), file("a/d.csv"), file("top.csv")];
         let directories = implied_directories(&files);

@@ -15,16 +15,28 @@ use crate::refs::PartitionRef;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileEntry {
     pub path: String,
+    /// Whether any execute bit of `mode` is set: what the partition digest
+    /// hashes ([`PARTITION_RECIPE`]).
     pub executable: bool,
     pub size: u64,
     pub digest: ContentDigest,
+    /// The file's permission bits (`st_mode & 0o777`) as the job left them,
+    /// which a restore recreates exactly (store format 7). Set-id and sticky
+    /// bits are never kept. Manifests of older formats recorded only
+    /// `executable` and read as 0o755 or 0o644, what restores gave them.
+    pub mode: u32,
 }
+
+/// The permission bits a manifest records ([`FileEntry::mode`]).
+pub const MODE_BITS: u32 = 0o777;
 
 /// The recipe of a partition's content digest; bump it if the fields change.
 pub const PARTITION_RECIPE: &str = "cairn/partition/v1";
 
 /// Merkle digest of a partition: (relative path, exec bit, content digest) of
-/// each file, sorted by path. `files` must be sorted by path.
+/// each file, sorted by path. `files` must be sorted by path. The other
+/// permission bits are not hashed: a 0600 and a 0644 file of the same
+/// content make the same partition (no key downstream changes).
 pub fn partition_digest(files: &[FileEntry]) -> ContentDigest {
     debug_assert!(files.windows(2).all(|pair| pair[0].path < pair[1].path));
     let mut hasher = KeyHasher::new(PARTITION_RECIPE);
@@ -330,7 +342,18 @@ mod tests {
             executable,
             size: content.len() as u64,
             digest: ContentDigest::of(content),
+            mode: if executable { 0o755 } else { 0o644 },
         }
+    }
+
+    #[test]
+    fn partition_digest_hashes_the_exec_bit_not_the_other_mode_bits() {
+        let open = file("a", b"1", false);
+        let private = FileEntry {
+            mode: 0o600,
+            ..open.clone()
+        };
+        assert_eq!(partition_digest(&[open]), partition_digest(&[private]));
     }
 
     #[test]

@@ -30,22 +30,32 @@
 //! - 6: `PartitionPruned` was appended to the events (`cairn prune`); the
 //!   variants before it keep their numbers, so format-5 events decode
 //!   unchanged (older ones as above). The other records did not change.
+//! - 7: a manifest's `FileEntry` gained `mode` (the permission bits a
+//!   restore recreates). Manifests of every older format (in `actions`,
+//!   and in the `ActionSucceeded` events) are read with each file getting
+//!   0o755 or 0o644 from its `executable`, the mode restores gave it then:
+//!   formats 1 to 3 through [`v3`], formats 4 to 6 through [`v6`].
+//!   Format-4 to -6 events are [`v4`] events (generic over the manifest
+//!   and the failure key) around a [`v6::Manifest`]; a `PartitionPruned`
+//!   in a format-4 or -5 event is refused (it did not exist yet). The
+//!   other records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
 //!   cannot pass for a valid one.
 
+use cairn_engine::ActionKey;
 use cairn_engine::record::{
-    CheckpointRecord, DefsRecord, Event, Manifest, PartitionState, StatEntry,
+    CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 6;
+const FORMAT_BYTE: u8 = 7;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -74,7 +84,20 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     match bytes.first() {
         Some(1) => decode_body::<v1::Event>(&bytes[1..]).map(Event::from),
         Some(2 | 3) => decode_body::<v3::Event>(&bytes[1..]).map(Event::from),
-        Some(4) => decode_body::<v4::Event>(&bytes[1..]).map(Event::from),
+        Some(&format @ 4..=6) => {
+            let body = &bytes[1..];
+            let event = if format == 4 {
+                decode_body::<v4::Event<v6::Manifest, ActionKey>>(body).map(Event::from)?
+            } else {
+                decode_body::<v4::Event<v6::Manifest, Option<ActionKey>>>(body).map(Event::from)?
+            };
+            if format < 6 && matches!(event.kind, EventKind::PartitionPruned { .. }) {
+                return Err(DecodeError::Malformed(format!(
+                    "a format-{format} event cannot be PartitionPruned (added in format 6)"
+                )));
+            }
+            Ok(event)
+        }
         _ => decode(bytes),
     }
 }
@@ -86,6 +109,7 @@ pub fn encode_manifest(manifest: &Manifest) -> Vec<u8> {
 pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, DecodeError> {
     match bytes.first() {
         Some(1..=3) => decode_body::<v3::Manifest>(&bytes[1..]).map(Manifest::from),
+        Some(4..=6) => decode_body::<v6::Manifest>(&bytes[1..]).map(Manifest::from),
         _ => decode(bytes),
     }
 }
@@ -155,8 +179,26 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
 
 /// Before format 5, an action that failed before it had a key (a missing
 /// source input) recorded the all-zero key: it reads as none.
-fn known_key(key: cairn_engine::ActionKey) -> Option<cairn_engine::ActionKey> {
-    (key != cairn_engine::ActionKey([0; 32])).then_some(key)
+fn known_key(key: ActionKey) -> Option<ActionKey> {
+    (key != ActionKey([0; 32])).then_some(key)
+}
+
+/// The key of an `ActionFailed` event as a format recorded it: a key
+/// (formats 1 to 4, all-zero when unknown) or an optional one (format 5).
+trait FailedKey {
+    fn known(self) -> Option<ActionKey>;
+}
+
+impl FailedKey for ActionKey {
+    fn known(self) -> Option<ActionKey> {
+        known_key(self)
+    }
+}
+
+impl FailedKey for Option<ActionKey> {
+    fn known(self) -> Option<ActionKey> {
+        self
+    }
 }
 
 /// Format 1 events, as cairn wrote them before format 2, and their reading
@@ -355,9 +397,51 @@ mod v1 {
 /// them before format 4 gave the manifest its `command`, and their reading
 /// in today's types. Frozen: never change these types.
 mod v3 {
-    use cairn_engine::record::{self, BuildCounts, InputRecord, OutputRecord};
+    use cairn_engine::record::{self, BuildCounts, InputRecord};
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
+
+    /// A file as formats 1 to 6 recorded it: no mode.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct FileEntry {
+        pub path: String,
+        pub executable: bool,
+        pub size: u64,
+        pub digest: ContentDigest,
+    }
+
+    /// An output as formats 1 to 6 recorded it.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct OutputRecord {
+        pub partition: PartitionRef,
+        pub digest: ContentDigest,
+        pub files: Vec<FileEntry>,
+    }
+
+    /// Outputs in today's types: each file gets the mode a restore gave it
+    /// before format 7, 0o755 if executable, else 0o644.
+    pub(super) fn outputs_today(outputs: Vec<OutputRecord>) -> Vec<record::OutputRecord> {
+        outputs
+            .into_iter()
+            .map(|output| record::OutputRecord {
+                partition: output.partition,
+                digest: output.digest,
+                files: output
+                    .files
+                    .into_iter()
+                    .map(|file| record::FileEntry {
+                        path: file.path,
+                        executable: file.executable,
+                        size: file.size,
+                        digest: file.digest,
+                        mode: if file.executable { 0o755 } else { 0o644 },
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
 
     #[derive(Debug, Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
@@ -382,7 +466,7 @@ mod v3 {
             record::Manifest {
                 key: old.key,
                 job: old.job,
-                outputs: old.outputs,
+                outputs: outputs_today(old.outputs),
                 inputs: old.inputs,
                 code_digest: old.code_digest,
                 versions: old.versions,
@@ -615,27 +699,32 @@ mod v3 {
     }
 }
 
-/// Format 4 events, as cairn wrote them before format 5 made
-/// `ActionFailed.key` optional, and their reading in today's types (only
-/// `ActionFailed` differs). Frozen: never change these types.
+/// Format 4 to 6 events, as cairn wrote them before format 7 gave each
+/// file of a manifest its `mode`, and their reading in today's types.
+/// Generic over the manifest `M` ([`super::v6::Manifest`] in all three)
+/// and the failure key `K` (an all-zero [`ActionKey`] when unknown in
+/// format 4, an `Option<ActionKey>` since format 5); `PartitionPruned`,
+/// appended in format 6, is refused in older ones by [`decode_event`].
+/// Nothing else differs between them. Frozen: never change these types.
 mod v4 {
-    use cairn_engine::record::{self, BuildCounts, Manifest};
+    use super::FailedKey;
+    use cairn_engine::record::{self, BuildCounts};
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
-    pub(super) struct Event {
+    pub(super) struct Event<M, K> {
         pub seq: u64,
         pub time_ms: u64,
         pub build: u64,
-        pub kind: EventKind,
+        pub kind: EventKind<M, K>,
     }
 
     /// Variant order is the format: it must stay as it was.
     #[derive(Debug, Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
-    pub(super) enum EventKind {
+    pub(super) enum EventKind<M, K> {
         BuildRequested {
             requested: Vec<String>,
             command: String,
@@ -666,10 +755,10 @@ mod v4 {
             size: u64,
         },
         ActionSucceeded {
-            manifest: Manifest,
+            manifest: M,
         },
         ActionFailed {
-            key: ActionKey,
+            key: K,
             job: String,
             outputs: Vec<PartitionRef>,
             error: String,
@@ -708,10 +797,15 @@ mod v4 {
             digest: ContentDigest,
             values: u64,
         },
+        PartitionPruned {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
     }
 
-    impl From<Event> for record::Event {
-        fn from(event: Event) -> record::Event {
+    impl<M: Into<record::Manifest>, K: FailedKey> From<Event<M, K>> for record::Event {
+        fn from(event: Event<M, K>) -> record::Event {
             use record::EventKind as Now;
             let kind = match event.kind {
                 EventKind::BuildRequested {
@@ -755,7 +849,9 @@ mod v4 {
                     digest,
                     size,
                 },
-                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded { manifest },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded {
+                    manifest: manifest.into(),
+                },
                 EventKind::ActionFailed {
                     key,
                     job,
@@ -765,7 +861,7 @@ mod v4 {
                     stdout,
                     stderr,
                 } => Now::ActionFailed {
-                    key: super::known_key(key),
+                    key: key.known(),
                     job,
                     outputs,
                     error,
@@ -829,12 +925,68 @@ mod v4 {
                     digest,
                     values,
                 },
+                EventKind::PartitionPruned {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionPruned {
+                    partition,
+                    reason,
+                    by,
+                },
             };
             record::Event {
                 seq: event.seq,
                 time_ms: event.time_ms,
                 build: event.build,
                 kind,
+            }
+        }
+    }
+}
+
+/// Format 4 to 6 manifests, as cairn wrote them before format 7 gave each
+/// file its `mode`, and their reading in today's types. Frozen: never
+/// change these types.
+mod v6 {
+    use cairn_engine::record::{self, CommandRecord, InputRecord};
+    use cairn_engine::{ActionKey, ContentDigest};
+    use serde::Deserialize;
+
+    use super::v3::{OutputRecord, outputs_today};
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Manifest {
+        pub key: ActionKey,
+        pub job: String,
+        pub outputs: Vec<OutputRecord>,
+        pub inputs: Vec<InputRecord>,
+        pub code_digest: Option<ContentDigest>,
+        pub versions: Vec<(String, String)>,
+        pub build: u64,
+        pub started_ms: u64,
+        pub finished_ms: u64,
+        pub stdout: Option<ContentDigest>,
+        pub stderr: Option<ContentDigest>,
+        pub command: Option<Box<CommandRecord>>,
+    }
+
+    impl From<Manifest> for record::Manifest {
+        fn from(old: Manifest) -> record::Manifest {
+            record::Manifest {
+                key: old.key,
+                job: old.job,
+                outputs: outputs_today(old.outputs),
+                inputs: old.inputs,
+                code_digest: old.code_digest,
+                versions: old.versions,
+                build: old.build,
+                started_ms: old.started_ms,
+                finished_ms: old.finished_ms,
+                stdout: old.stdout,
+                stderr: old.stderr,
+                command: old.command,
             }
         }
     }
@@ -866,6 +1018,7 @@ mod tests {
                     executable: false,
                     size: 4,
                     digest: ContentDigest::of(b"data"),
+                    mode: 0o640,
                 }],
             }],
             inputs: vec![InputRecord {
@@ -892,13 +1045,62 @@ mod tests {
         }
     }
 
-    /// [`manifest`] as formats 1 to 3 wrote it (no command).
+    /// [`manifest`]'s outputs as formats 1 to 6 wrote them (no modes).
+    fn old_outputs() -> Vec<v3::OutputRecord> {
+        manifest()
+            .outputs
+            .into_iter()
+            .map(|output| v3::OutputRecord {
+                partition: output.partition,
+                digest: output.digest,
+                files: output
+                    .files
+                    .into_iter()
+                    .map(|file| v3::FileEntry {
+                        path: file.path,
+                        executable: file.executable,
+                        size: file.size,
+                        digest: file.digest,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// [`manifest`] with the mode its 0o640 file reads with from a format 1
+    /// to 6 record: 0o644, what a restore gave a non-executable file then.
+    fn manifest_without_modes() -> Manifest {
+        let mut expected = manifest();
+        expected.outputs[0].files[0].mode = 0o644;
+        expected
+    }
+
+    /// [`manifest`] as formats 4 and 5 wrote it (a command, no modes).
+    fn format_6_manifest() -> v6::Manifest {
+        let today = manifest();
+        v6::Manifest {
+            key: today.key,
+            job: today.job,
+            outputs: old_outputs(),
+            inputs: today.inputs,
+            code_digest: today.code_digest,
+            versions: today.versions,
+            build: today.build,
+            started_ms: today.started_ms,
+            finished_ms: today.finished_ms,
+            stdout: today.stdout,
+            stderr: today.stderr,
+            command: today.command,
+        }
+    }
+
+    /// [`manifest`] as formats 1 to 3 wrote it (no command, no modes).
     fn old_manifest() -> v3::Manifest {
         let today = manifest();
         v3::Manifest {
             key: today.key,
             job: today.job,
-            outputs: today.outputs,
+            outputs: old_outputs(),
             inputs: today.inputs,
             code_digest: today.code_digest,
             versions: today.versions,
@@ -914,7 +1116,7 @@ mod tests {
     fn read_old_manifest() -> Manifest {
         Manifest {
             command: None,
-            ..manifest()
+            ..manifest_without_modes()
         }
     }
 
@@ -1246,7 +1448,7 @@ mod tests {
                 let bytes = postcard::to_extend(&v3, vec![byte]).unwrap();
                 assert_eq!(key_of(&bytes), expected, "format {byte}");
             }
-            let v4 = v4::Event {
+            let v4 = v4::Event::<v6::Manifest, ActionKey> {
                 seq: 7,
                 time_ms: 1,
                 build: 3,
@@ -1263,34 +1465,140 @@ mod tests {
             let bytes = postcard::to_extend(&v4, vec![4]).unwrap();
             assert_eq!(key_of(&bytes), expected, "format 4");
         }
-        // Format 4's other kinds are today's: a manifest with its command.
-        let succeeded = v4::Event {
+        // Format 4's manifests have their command (and no modes).
+        let succeeded = v4::Event::<_, ActionKey> {
             seq: 8,
             time_ms: 1,
             build: 3,
             kind: v4::EventKind::ActionSucceeded {
-                manifest: manifest(),
+                manifest: format_6_manifest(),
             },
         };
         let bytes = postcard::to_extend(&succeeded, vec![4]).unwrap();
         assert_eq!(
             decode_event(&bytes).unwrap().kind,
             EventKind::ActionSucceeded {
-                manifest: manifest()
+                manifest: manifest_without_modes()
             }
         );
-        // Manifests did not change in format 5.
-        let mut manifest_bytes = encode_manifest(&manifest());
-        manifest_bytes[0] = 4;
-        assert_eq!(decode_manifest(&manifest_bytes).unwrap(), manifest());
+    }
+
+    /// Formats 4 to 6 manifests have a command but no modes: each file
+    /// reads with the mode restores gave it then (0o755 or 0o644). Format-5
+    /// and -6 events are format-4 events with an optional failure key, and
+    /// format 6 appended `PartitionPruned`.
+    #[test]
+    fn format_4_to_6_manifests_and_events_are_read_with_the_modes_restores_gave() {
+        let today = manifest();
+        assert_eq!(today.outputs[0].files[0].mode, 0o640);
+        assert_eq!(decode_manifest(&encode_manifest(&today)).unwrap(), today);
+        for byte in [4u8, 5, 6] {
+            let bytes = postcard::to_extend(&format_6_manifest(), vec![byte]).unwrap();
+            assert_eq!(decode_manifest(&bytes).unwrap(), manifest_without_modes());
+            let mut executable = format_6_manifest();
+            executable.outputs[0].files[0].executable = true;
+            let bytes = postcard::to_extend(&executable, vec![byte]).unwrap();
+            let read = decode_manifest(&bytes).unwrap();
+            let file = &read.outputs[0].files[0];
+            assert_eq!((file.executable, file.mode), (true, 0o755), "format {byte}");
+            // The old layout under today's byte is not a valid manifest.
+            let mut relabelled = bytes;
+            relabelled[0] = FORMAT_BYTE;
+            assert!(decode_manifest(&relabelled).is_err());
+        }
+        for byte in [5u8, 6] {
+            let succeeded = v4::Event::<_, Option<ActionKey>> {
+                seq: 9,
+                time_ms: 1_700_000_000_000,
+                build: 5,
+                kind: v4::EventKind::ActionSucceeded {
+                    manifest: format_6_manifest(),
+                },
+            };
+            let bytes = postcard::to_extend(&succeeded, vec![byte]).unwrap();
+            assert_eq!(
+                decode_event(&bytes).unwrap().kind,
+                EventKind::ActionSucceeded {
+                    manifest: manifest_without_modes()
+                }
+            );
+            for key in [None, Some(ActionKey([0; 32])), Some(ActionKey([5; 32]))] {
+                let failed = v4::Event::<v6::Manifest, _> {
+                    seq: 10,
+                    time_ms: 1,
+                    build: 5,
+                    kind: v4::EventKind::ActionFailed {
+                        key,
+                        job: "clean".into(),
+                        outputs: vec![partition("clean/date=2024-01-01")],
+                        error: "boom".into(),
+                        exit_code: Some(1),
+                        stdout: None,
+                        stderr: None,
+                    },
+                };
+                let bytes = postcard::to_extend(&failed, vec![byte]).unwrap();
+                let EventKind::ActionFailed { key: read, .. } = decode_event(&bytes).unwrap().kind
+                else {
+                    panic!("not a failure");
+                };
+                assert_eq!(read, key, "format {byte} keeps its key as written");
+            }
+            let refreshed = v4::Event::<v6::Manifest, Option<ActionKey>> {
+                seq: 11,
+                time_ms: 1,
+                build: 5,
+                kind: v4::EventKind::DefsRefreshed {
+                    source: "stations".into(),
+                    digest: ContentDigest::of(b"defs"),
+                    values: 2,
+                },
+            };
+            let bytes = postcard::to_extend(&refreshed, vec![byte]).unwrap();
+            assert_eq!(
+                decode_event(&bytes).unwrap().kind,
+                EventKind::DefsRefreshed {
+                    source: "stations".into(),
+                    digest: ContentDigest::of(b"defs"),
+                    values: 2,
+                }
+            );
+        }
+        // PartitionPruned exists from format 6 on.
+        let pruned = v4::Event::<v6::Manifest, Option<ActionKey>> {
+            seq: 12,
+            time_ms: 1,
+            build: 6,
+            kind: v4::EventKind::PartitionPruned {
+                partition: partition("clean/date=2024-01-01"),
+                reason: "station gone".into(),
+                by: None,
+            },
+        };
+        let bytes = postcard::to_extend(&pruned, vec![6]).unwrap();
+        assert_eq!(
+            decode_event(&bytes).unwrap().kind,
+            EventKind::PartitionPruned {
+                partition: partition("clean/date=2024-01-01"),
+                reason: "station gone".into(),
+                by: None,
+            }
+        );
+        let mut older = bytes;
+        older[0] = 5;
+        assert!(matches!(
+            decode_event(&older),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     proptest! {
         #[test]
-        fn format_1_then_random_bytes_never_panic(
+        fn older_formats_then_random_bytes_never_panic(
+            format in 1u8..=6,
             body in proptest::collection::vec(any::<u8>(), 0..512),
         ) {
-            let mut bytes = vec![1u8];
+            let mut bytes = vec![format];
             bytes.extend_from_slice(&body);
             let _ = decode_event(&bytes);
             let _ = decode_manifest(&bytes);

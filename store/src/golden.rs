@@ -154,6 +154,9 @@ fn the_golden_projections_hold_the_known_facts() {
     );
     let text = store.blobs().read(&manifest.outputs[0].files[0].digest);
     assert_eq!(text.unwrap(), b"ALPHA\nBETA\n");
+    // Format 1 recorded no mode: a file reads as what restores gave it then.
+    let file = &manifest.outputs[0].files[0];
+    assert_eq!((file.executable, file.mode), (false, 0o644));
     assert_eq!(
         store.blobs().read(&manifest.stdout.unwrap()).unwrap(),
         b"upper mon\n"

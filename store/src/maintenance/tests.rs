@@ -34,6 +34,7 @@ fn run(
             executable: false,
             size: bytes.len() as u64,
             digest: store.blobs().put_bytes(bytes).unwrap(),
+            mode: 0o644,
         })
         .collect();
     let manifest = Manifest {
