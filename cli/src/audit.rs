@@ -1110,7 +1110,7 @@ mod tests {
     }
 
     #[test]
-    fn log_bounds_are_seqs_dates_or_utc_times() {
+    fn log_bounds_are_seqs_dates_or_rfc3339_times() {
         use crate::inspect::{Bound, parse_bound};
         let day = 19_753 * 86_400_000; // 2024-01-31
         assert_eq!(parse_bound("--since", "42", false).unwrap(), Bound::Seq(42));
@@ -1136,6 +1136,37 @@ mod tests {
             parse_bound("--since", "1960-01-01", false).unwrap(),
             Bound::Time(0)
         );
+        // RFC 3339 offsets: 14:34:56+02:00 is 12:34:56Z.
+        for same in [
+            "2024-01-31T14:34:56+02:00",
+            "2024-01-31T07:04:56-05:30",
+            "2024-01-31T12:34:56+00:00",
+        ] {
+            assert_eq!(
+                parse_bound("--since", same, false).unwrap(),
+                Bound::Time(time),
+                "{same}"
+            );
+            assert_eq!(
+                parse_bound("--until", same, true).unwrap(),
+                Bound::Time(time + 999),
+                "{same}"
+            );
+        }
+        // Across midnight: the UTC day is the one before.
+        assert_eq!(
+            parse_bound("--since", "2024-02-01T01:00:00+02:00", false).unwrap(),
+            Bound::Time(day + 23 * 3_600_000)
+        );
+        // Fractional seconds are exact, also as the end of a range.
+        assert_eq!(
+            parse_bound("--until", "2024-01-31T12:34:56.250Z", true).unwrap(),
+            Bound::Time(time + 250)
+        );
+        assert_eq!(
+            parse_bound("--since", "2024-02-29", false).unwrap(),
+            Bound::Time(day + 29 * 86_400_000)
+        );
         for bad in [
             "",
             "-1",
@@ -1146,6 +1177,10 @@ mod tests {
             "2024-01-31T12:34Z",
             "2024-01-31T12:34:5Z",
             "2024-01-31 12:34:56Z",
+            "2023-02-29",
+            "2024-02-30T10:00:00Z",
+            "2024-01-31t12:34:56Z",
+            "yesterday",
         ] {
             let failure = parse_bound("--since", bad, false).unwrap_err();
             assert_eq!(failure.code, 2, "{bad}");

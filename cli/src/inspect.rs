@@ -411,54 +411,52 @@ pub enum Bound {
     Time(u64),
 }
 
-const MS_PER_DAY: u64 = 86_400_000;
+const MS_PER_DAY: i64 = 86_400_000;
 
-/// Parses `SEQ`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC). As the end of
-/// a range (`until`), a date means the end of that day and a time the end of
-/// that second, so both are inclusive.
+/// Parses `SEQ`, a date `YYYY-MM-DD` (midnight UTC: a bare date is never
+/// local time, so a command line means the same on every machine), or an
+/// RFC 3339 time with `Z` or an offset (`2024-06-01T10:00:00+02:00`, read by
+/// `jiff::Timestamp`). As the end of a range (`until`), a date means the end
+/// of that day and a time without fractional seconds the end of that second,
+/// so both are inclusive.
 pub fn parse_bound(flag: &str, text: &str, until: bool) -> Result<Bound, Failure> {
     if let Ok(seq) = text.parse::<u64>() {
         return Ok(Bound::Seq(seq));
     }
     let bad = |detail: String| {
         Failure::usage(format!(
-            "{flag} {text:?}: expected a sequence number, a date YYYY-MM-DD or a time \
-             YYYY-MM-DDTHH:MM:SSZ (UTC){detail}"
+            "{flag} {text:?}: expected a sequence number, a date YYYY-MM-DD (UTC) or an \
+             RFC 3339 time such as 2024-06-01T10:00:00Z or 2024-06-01T10:00:00+02:00: {detail}"
         ))
     };
-    let (date_text, time_text) = match text.split_once('T') {
-        Some((date, time)) => (date, Some(time)),
-        None => (text, None),
-    };
-    let date = Date::parse(date_text).map_err(|error| bad(format!(": {error}")))?;
-    let epoch = Date::parse("1970-01-01").map_err(|error| bad(format!(": {error}")))?;
-    let days = u64::try_from(epoch.days_until(date)).unwrap_or(0);
-    let day_start = days.saturating_mul(MS_PER_DAY);
-    let Some(time_text) = time_text else {
-        return Ok(Bound::Time(if until {
-            day_start.saturating_add(MS_PER_DAY - 1)
+    // Before 1970 nothing was recorded: such a bound is the epoch.
+    let at = |ms: i64| Bound::Time(u64::try_from(ms).unwrap_or(0));
+    if text.len() <= 10 {
+        let date = Date::parse(text).map_err(bad)?;
+        let day_start = date.unix_day() * MS_PER_DAY;
+        return Ok(at(if until {
+            day_start + MS_PER_DAY - 1
         } else {
             day_start
         }));
-    };
-    let clock = time_text
-        .strip_suffix('Z')
-        .ok_or_else(|| bad(": the time must end in Z (UTC)".to_owned()))?;
-    let parts: Vec<&str> = clock.split(':').collect();
-    let field = |index: usize, max: u64| -> Option<u64> {
-        let part = parts.get(index)?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok().filter(|value| *value <= max)
-    };
-    let (Some(hours), Some(minutes), Some(seconds), 3) =
-        (field(0, 23), field(1, 59), field(2, 59), parts.len())
-    else {
-        return Err(bad(": the time must be HH:MM:SS".to_owned()));
-    };
-    let ms = day_start + (hours * 3600 + minutes * 60 + seconds) * 1000;
-    Ok(Bound::Time(if until { ms + 999 } else { ms }))
+    }
+    // The RFC 3339 shape, checked first: jiff also reads ISO 8601 forms
+    // cairn has always refused (`12:34Z`, a space for the `T`).
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[10] != b'T' || bytes[13] != b':' || bytes[16] != b':' {
+        return Err(bad(
+            "a time is YYYY-MM-DDTHH:MM:SS, then Z or an offset like +02:00".to_owned(),
+        ));
+    }
+    let time: jiff::Timestamp = text
+        .parse()
+        .map_err(|error: jiff::Error| bad(error.to_string()))?;
+    let ms = time.as_millisecond();
+    Ok(at(if until && time.subsec_nanosecond() == 0 {
+        ms + 999
+    } else {
+        ms
+    }))
 }
 
 /// The canonical names of `--kind` values (case-insensitive), or a usage

@@ -161,11 +161,13 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only events from this sequence number on, or recorded at or after
-        /// this UTC date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM:SSZ).
+        /// this date (YYYY-MM-DD, midnight UTC) or RFC 3339 time
+        /// (2024-06-01T10:00:00Z or 2024-06-01T10:00:00+02:00).
         #[arg(long, value_name = "SEQ|DATE")]
         since: Option<String>,
         /// Only events up to this sequence number, or recorded on or before
-        /// this UTC date or time (inclusive: a date covers the whole day).
+        /// this date (UTC) or RFC 3339 time (inclusive: a date covers the
+        /// whole UTC day, a time the whole second).
         #[arg(long, value_name = "SEQ|DATE")]
         until: Option<String>,
         /// Only events of this build.

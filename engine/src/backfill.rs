@@ -549,8 +549,8 @@ fn parse_dimension(
     };
     let max = max_refs().map_err(|message| error(span.clone(), "end", message))?;
     let mut out = Vec::new();
-    let mut day = start;
-    while day <= end {
+    let mut next = Some(start);
+    while let Some(day) = next.filter(|day| *day <= end) {
         if out.len() >= max {
             let span = raw.end.as_ref().map_or(span.clone(), Spanned::span);
             return Err(error(
@@ -563,7 +563,7 @@ fn parse_dimension(
             ));
         }
         out.push(day.to_string());
-        day = day.add_days(step);
+        next = day.add_days(step);
     }
     Ok(out)
 }

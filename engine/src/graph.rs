@@ -216,10 +216,10 @@ impl Dimension {
                 step_days,
             } => {
                 let mut out = Vec::new();
-                let mut date = *start;
-                while date <= *end {
-                    out.push(date.to_string());
-                    date = date.add_days(i64::from(*step_days));
+                let mut date = Some(*start);
+                while let Some(day) = date.filter(|day| day <= end) {
+                    out.push(day.to_string());
+                    date = day.add_days(i64::from(*step_days));
                 }
                 out
             }
