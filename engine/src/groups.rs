@@ -200,45 +200,27 @@ fn reap(pid: u32) {
 /// alone. Repeated until no orphan of the run is left, since killing one
 /// re-parents its own children.
 pub(crate) fn reap_orphans(pgid: u32, run_id: &str) {
-    let _gate = GATE
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let own = own_group();
-    for _ in 0..1000 {
-        let leaders = LEADERS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let mut found = false;
-        for child in main_thread_children() {
-            if leaders.contains(&child) {
-                continue;
-            }
-            let Some(stat) = stat(child) else {
-                continue;
-            };
-            if stat.group == own {
-                continue;
-            }
-            let exited = stat.state == b'Z';
-            if !exited && stat.group != pgid && run_id_of(child).as_deref() != Some(run_id) {
-                continue;
-            }
-            if !exited {
-                signal_process(child, libc::SIGKILL);
-            }
-            reap(child);
-            found = true;
+    reap_orphans_where(|child, stat| {
+        if stat.state != b'Z' && stat.group != pgid && run_id_of(child).as_deref() != Some(run_id) {
+            return None;
         }
-        if !found {
-            return;
-        }
-    }
+        Some(false)
+    });
 }
 
 /// Kills every orphan re-parented to cairn that is still running, whatever
 /// run it belongs to; for the end of a build, when no job runs any more.
 pub fn reap_all_orphans() {
+    reap_orphans_where(|_, _| Some(true));
+}
+
+/// The loop both reapers share: for each child of cairn that is neither a
+/// registered leader nor in cairn's own group, `choose` says whether to
+/// leave it (`None`) or to kill and reap it, its whole group too
+/// (`Some(true)`) or itself alone (`Some(false)`). An exited child is only
+/// reaped. Repeated until a pass finds nothing, since killing one orphan
+/// re-parents its own children.
+fn reap_orphans_where(choose: impl Fn(u32, &Stat) -> Option<bool>) {
     let _gate = GATE
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -259,8 +241,13 @@ pub fn reap_all_orphans() {
             if stat.group == own {
                 continue;
             }
+            let Some(whole_group) = choose(child, &stat) else {
+                continue;
+            };
             if stat.state != b'Z' {
-                signal_group(stat.group, libc::SIGKILL);
+                if whole_group {
+                    signal_group(stat.group, libc::SIGKILL);
+                }
                 signal_process(child, libc::SIGKILL);
             }
             reap(child);
