@@ -175,7 +175,7 @@ pub enum EventKind {
     },
     ActionFailed {
         /// `None` when the action failed before it had a key: one of its
-        /// source inputs is missing (store format 4; older stores wrote
+        /// source inputs is missing (store format 5; older stores wrote
         /// an all-zero key there, read back as `None`).
         key: Option<ActionKey>,
         job: String,
