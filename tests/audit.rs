@@ -76,17 +76,7 @@ fn seqs(events: &[Value]) -> Vec<u64> {
 /// Every output file digest of the `ActionSucceeded` events for `partition`,
 /// latest run last: `(relative path, blob digest)`.
 fn output_blobs(p: &Project, partition: &str) -> Vec<(String, String)> {
-    let events = p.log(&["--partition", partition, "--kind", "ActionSucceeded"]);
-    let last = events.last().expect("a successful run");
-    let output = last["manifest"]["outputs"]
-        .as_array()
-        .expect("outputs")
-        .iter()
-        .find(|output| output["partition"] == partition)
-        .expect("the output");
-    output["files"]
-        .as_array()
-        .expect("files")
+    p.output_files(partition)
         .iter()
         .map(|file| {
             (

@@ -223,17 +223,7 @@ fn torn_log_bit_flips_in_any_page_never_panic_and_never_pass_a_build() {
 
 /// The `(path, blob digest)` of each file of `partition`'s current output.
 fn output_blobs(p: &Project, partition: &str) -> Vec<(String, String)> {
-    let events = p.log(&["--partition", partition, "--kind", "ActionSucceeded"]);
-    let last = events.last().expect("a successful run");
-    let output = last["manifest"]["outputs"]
-        .as_array()
-        .expect("outputs")
-        .iter()
-        .find(|output| output["partition"] == partition)
-        .expect("the output");
-    output["files"]
-        .as_array()
-        .expect("files")
+    p.output_files(partition)
         .iter()
         .map(|file| {
             (

@@ -373,17 +373,7 @@ fn mode_of(path: &Path) -> u32 {
 /// The `(path, mode, blob digest)` of each file of `partition`'s current
 /// output, from its manifest.
 fn manifest_files(p: &Project, partition: &str) -> Vec<(String, u64, String)> {
-    let events = p.log(&["--partition", partition, "--kind", "ActionSucceeded"]);
-    let last = events.last().expect("a successful run");
-    let output = last["manifest"]["outputs"]
-        .as_array()
-        .expect("outputs")
-        .iter()
-        .find(|output| output["partition"] == partition)
-        .expect("the output");
-    output["files"]
-        .as_array()
-        .expect("files")
+    p.output_files(partition)
         .iter()
         .map(|file| {
             (

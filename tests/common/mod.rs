@@ -128,6 +128,20 @@ impl Project {
         run.json_lines()
     }
 
+    /// The files (`path`, `digest`, `mode`, ...) of `partition`'s output in
+    /// the manifest of its latest `ActionSucceeded`.
+    pub fn output_files(&self, partition: &str) -> Vec<Value> {
+        let events = self.log(&["--partition", partition, "--kind", "ActionSucceeded"]);
+        let last = events.last().expect("a successful run");
+        let output = last["manifest"]["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .find(|output| output["partition"] == partition)
+            .expect("the output");
+        output["files"].as_array().expect("files").clone()
+    }
+
     /// The events of build `id`.
     pub fn build_events(&self, id: u64) -> Vec<Value> {
         self.log(&["--build", &id.to_string()])
