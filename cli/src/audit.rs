@@ -19,9 +19,9 @@ use cairn_store::{BlobProblem, Damage, GcKeep, Store};
 use serde_json::{Value, json};
 
 use crate::escape::escape;
-use crate::project::Project;
 use crate::report::{count, count_as, json_line, note};
 use crate::{Cli, Failure};
+use cairn_app::Workspace;
 
 /// Who `store verify --repair` records as the author of its invalidations.
 const REPAIRER: &str = "cairn store verify";
@@ -32,7 +32,7 @@ fn parse_ref(text: &str) -> Result<PartitionRef, Failure> {
 
 /// A note and `Ok(true)` when `partition` is a source: cairn never runs a
 /// job for it, so it has no history and no logs.
-fn is_source(project: &Project, partition: &PartitionRef) -> bool {
+fn is_source(project: &Workspace, partition: &PartitionRef) -> bool {
     if let Ok(Producer::Source { path, .. }) = project.graph.lookup(partition) {
         note(&format!(
             "{partition} is a source partition: cairn observes {} by content and never runs a job for it",
@@ -190,7 +190,7 @@ fn history_entries(
 }
 
 pub fn history(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let partition = parse_ref(request)?;
     if is_source(&project, &partition) {
         return Ok(0);
@@ -569,7 +569,7 @@ pub enum Streams {
 }
 
 pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let partition = parse_ref(request)?;
     if is_source(&project, &partition) {
         return Ok(0);
@@ -688,7 +688,7 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> R
 // ----------------------------------------------------------------- replay
 
 pub fn replay(cli: &Cli, check: bool, no_wait: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     if check {
         let Some(store) = project.open_reader()? else {
             note("nothing was built here yet: the log is empty");
@@ -745,7 +745,7 @@ fn lines(items: &[String]) -> String {
 // ----------------------------------------------------------------- verify
 
 pub fn verify(cli: &Cli, repair: bool, json: bool, no_wait: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     if project.open_reader()?.is_none() {
         note("nothing was built here yet: there is no store to verify");
         return Ok(0);
@@ -996,7 +996,7 @@ pub fn gc(
     dry_run: bool,
     no_wait: bool,
 ) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let keep = match (keep_builds, older_than) {
         (Some(builds), _) => GcKeep::Builds(builds),
         (None, Some(text)) => {
@@ -1033,7 +1033,7 @@ pub fn gc(
 // ------------------------------------------------------------------ stats
 
 pub fn stats(cli: &Cli, json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let Some(store) = project.open_reader()? else {
         if json {
             json_line(&json!({

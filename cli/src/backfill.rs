@@ -18,13 +18,13 @@ use cairn_engine::refs::PartitionRef;
 use serde_json::json;
 
 use crate::build::{Execution, execute};
-use crate::project::Project;
 use crate::report::{count, json_line, note};
 use crate::{BackfillArgs, Cli, Failure};
+use cairn_app::Workspace;
 
 pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let backfill = Backfill::load(&args.config, &project.graph)
         .map_err(|error| Failure::usage(error.to_string()))?;
     for entry in &backfill.entries {
@@ -127,7 +127,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
 
 /// The requested refs of `plan` whose action, or an upstream action, has an
 /// output whose last attempt failed.
-fn failed_targets(project: &Project, plan: &Plan) -> Result<Vec<PartitionRef>, Failure> {
+fn failed_targets(project: &Workspace, plan: &Plan) -> Result<Vec<PartitionRef>, Failure> {
     project.read_context(|context| {
         let mut affected = vec![false; plan.actions.len()];
         for &index in &plan.order {
@@ -174,7 +174,7 @@ fn producers(plan: &Plan) -> HashMap<&PartitionRef, usize> {
 
 /// Prints each requested partition with what a build would do for it, then
 /// the counts; runs and records nothing.
-fn dry_run(project: &Project, plan: &Plan, json: bool) -> Result<u8, Failure> {
+fn dry_run(project: &Workspace, plan: &Plan, json: bool) -> Result<u8, Failure> {
     let verdicts =
         project.read_context(|context| evaluate(context, plan).map_err(Failure::from))?;
     let producer = producers(plan);

@@ -15,14 +15,14 @@ use cairn_store::Store;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::project::Project;
 use crate::report::{BuildReporter, count, duration_text, json_line, note};
 use crate::uptodate::{Assisted, Quick};
 use crate::{BuildArgs, Cli, Failure};
+use cairn_app::Workspace;
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let mut assisted: Option<Assisted> = None;
     if args.dry_run {
         let found = crate::uptodate::try_dry(&project, &args.refs, jobs(args.jobs))?;
@@ -280,7 +280,7 @@ impl Executed {
 /// `assisted`: the store `cairn build`'s snapshot check already holds, and
 /// the snapshot it found current but for a few changed paths.
 pub fn execute(
-    project: &Project,
+    project: &Workspace,
     plan: &Plan,
     execution: &Execution<'_>,
     assisted: Option<Assisted>,
@@ -452,7 +452,11 @@ impl Drop for Interrupts {
     }
 }
 
-fn dry_run(project: &Project, plan: &cairn_engine::plan::Plan, json: bool) -> Result<u8, Failure> {
+fn dry_run(
+    project: &Workspace,
+    plan: &cairn_engine::plan::Plan,
+    json: bool,
+) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let verdicts =
         project.read_context(|context| evaluate(context, plan).map_err(Failure::from))?;

@@ -12,6 +12,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cairn_app::defs::{read_record, record_values};
 use cairn_engine::date::format_time_ms;
 use cairn_engine::defs::{diff, parse_values};
 use cairn_engine::graph::Source;
@@ -21,42 +22,12 @@ use cairn_engine::runner::{Children, Invocation, describe_status, run_process};
 use cairn_store::Store;
 use serde_json::json;
 
-use crate::project::Project;
 use crate::report::{error_line, json_line, note};
 use crate::{Cli, Failure};
-
-/// The latest record of `source` and its values, `None` if it was never
-/// refreshed; an error says why an existing record cannot be read.
-pub fn read_record(
-    store: &Store,
-    source: &str,
-) -> Result<Option<(DefsRecord, Vec<String>)>, String> {
-    let Some(record) = store
-        .catalog()
-        .defs(source)
-        .map_err(|error| error.to_string())?
-    else {
-        return Ok(None);
-    };
-    let values = record_values(store, &record.digest, record.seq)?;
-    Ok(Some((record, values)))
-}
-
-/// The values stored in blob `digest` (the record of event `seq`).
-fn record_values(
-    store: &Store,
-    digest: &cairn_engine::ContentDigest,
-    seq: u64,
-) -> Result<Vec<String>, String> {
-    let bytes = store
-        .blobs()
-        .read(digest)
-        .map_err(|error| format!("record seq {seq}: {error}"))?;
-    parse_values(&bytes).map_err(|error| format!("record seq {seq}: {error}"))
-}
+use cairn_app::Workspace;
 
 /// The sources named (all of them when `name` is `None`).
-fn selected<'g>(project: &'g Project, name: Option<&str>) -> Result<Vec<&'g Source>, Failure> {
+fn selected<'g>(project: &'g Workspace, name: Option<&str>) -> Result<Vec<&'g Source>, Failure> {
     let graph = &project.graph;
     match name {
         Some(name) => graph
@@ -93,7 +64,7 @@ fn describe(record: &DefsRecord) -> String {
 }
 
 pub fn refresh(cli: &Cli, name: Option<&str>, no_wait: bool, json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let sources = selected(&project, name)?;
     let store = project.open_writer(!no_wait)?;
     cairn_engine::groups::become_subreaper();
@@ -211,7 +182,7 @@ fn list(values: &[String]) -> String {
 
 /// Runs a source's command in the graph directory with the jobs' clean
 /// environment and returns what it printed on stdout.
-fn run_source(project: &Project, store: &Store, source: &Source) -> Result<Vec<u8>, String> {
+fn run_source(project: &Workspace, store: &Store, source: &Source) -> Result<Vec<u8>, String> {
     let tmp = store.tmp_dir();
     std::fs::create_dir_all(&tmp).map_err(|error| format!("{}: {error}", tmp.display()))?;
     let stem = format!("defs-{}-{}", source.name, std::process::id());
@@ -224,7 +195,7 @@ fn run_source(project: &Project, store: &Store, source: &Source) -> Result<Vec<u
 }
 
 fn run_captured(
-    project: &Project,
+    project: &Workspace,
     store: &Store,
     source: &Source,
     stdout_path: &Path,
@@ -316,7 +287,7 @@ fn run_captured(
 
 /// The store for reading `cairn defs show|diff`, or `None` (and a note)
 /// when nothing was recorded here yet.
-fn reader(project: &Project) -> Result<Option<Store>, Failure> {
+fn reader(project: &Workspace) -> Result<Option<Store>, Failure> {
     let store = project.open_reader()?;
     if store.is_none() {
         note("nothing was recorded here yet: run `cairn defs refresh`");
@@ -325,7 +296,7 @@ fn reader(project: &Project) -> Result<Option<Store>, Failure> {
 }
 
 pub fn show(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let sources = selected(&project, name)?;
     let Some(store) = reader(&project)? else {
         return Ok(0);
@@ -383,7 +354,7 @@ pub fn show(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8, Failure> {
 }
 
 pub fn diff_command(cli: &Cli, name: &str, from: Option<u64>, json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     selected(&project, Some(name))?;
     let Some(store) = reader(&project)? else {
         return Ok(0);

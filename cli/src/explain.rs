@@ -8,9 +8,9 @@ use cairn_engine::record::{EventKind, PartitionState};
 use cairn_engine::refs::PartitionRef;
 use serde_json::json;
 
-use crate::project::{Project, resumable_note};
 use crate::report::{json_line, note};
 use crate::{Cli, Failure};
+use cairn_app::{Workspace, resumable_note};
 
 /// The explanation of one partition.
 struct Explanation {
@@ -21,7 +21,7 @@ struct Explanation {
 }
 
 pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let partition =
         PartitionRef::parse(request).map_err(|error| Failure::usage(error.to_string()))?;
     project
@@ -118,7 +118,7 @@ pub fn why(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
                 built_by: None,
             },
         };
-        Ok(explanation)
+        Ok::<_, Failure>(explanation)
     })?;
     print(json, &partition, &explanation);
     Ok(0)
@@ -196,7 +196,7 @@ pub fn waiting_on(
 }
 
 /// `, built by clean 1.2.0, graph now 1.3.0: still valid` when versions moved.
-fn version_note(project: &Project, versions: &[(String, String)]) -> String {
+fn version_note(project: &Workspace, versions: &[(String, String)]) -> String {
     let mut notes = Vec::new();
     for (dataset, built) in versions {
         match project
@@ -242,7 +242,7 @@ pub fn invalidate(
     dry_run: bool,
     no_wait: bool,
 ) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     if reason.trim().is_empty() {
         return Err(Failure::usage("--reason must say why"));
     }
@@ -290,7 +290,7 @@ pub fn invalidate(
 /// `cairn prune`: removes the data of every built partition the graph no
 /// longer declares and records a `PartitionPruned` for each.
 pub fn prune(cli: &Cli, reason: &str, dry_run: bool, no_wait: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     if reason.trim().is_empty() {
         return Err(Failure::usage("--reason must say why"));
     }

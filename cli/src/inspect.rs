@@ -12,12 +12,12 @@ use cairn_engine::record::{Event, EventKind};
 use cairn_engine::refs::{PartitionRef, Pattern};
 use serde_json::{Value, json};
 
-use crate::project::{Project, resumable_note};
 use crate::report::{count, json_line, note};
 use crate::{Cli, Failure, PlanFormat};
+use cairn_app::{Workspace, resumable_note};
 
 pub fn plan(cli: &Cli, requests: &[String], format: PlanFormat) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
     // A script runs every action: it needs no verdicts (no store read).
@@ -194,7 +194,7 @@ fn node_states(plan: &Plan, verdicts: &[Verdict]) -> HashMap<usize, &'static str
 }
 
 pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let refs = project.requested(requests)?;
     let plan = project.plan(&refs)?;
     let live = crate::running::LiveBuild::find(&project)?;
@@ -277,7 +277,7 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
             };
             rows.push((partition.clone(), word, reason));
         }
-        Ok(rows)
+        Ok::<_, Failure>(rows)
     })?;
     let mut rows = rows;
     // Everything asked for: the partitions built before and no longer
@@ -324,7 +324,7 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
 
 /// `, built by 1.2.0 (code 3f2a…), graph now 1.3.0: valid` when the graph's
 /// version moved within the same major.
-fn built_versions(project: &Project, manifest: &cairn_engine::record::Manifest) -> String {
+fn built_versions(project: &Workspace, manifest: &cairn_engine::record::Manifest) -> String {
     let code = manifest
         .code_digest
         .map(|code| format!(" (code {})", code.short()))
@@ -758,7 +758,7 @@ fn print_batches(receiver: Receiver<Vec<Event>>, json: bool, closed: &AtomicBool
 }
 
 pub fn log(cli: &Cli, filter: &LogFilter) -> Result<u8, Failure> {
-    let project = Project::load(cli)?;
+    let project = crate::open_workspace(cli)?;
     let partition: Option<Pattern> = match &filter.partition {
         Some(text) => {
             Some(Pattern::parse(text).map_err(|error| Failure::usage(error.to_string()))?)

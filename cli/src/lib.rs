@@ -1,7 +1,8 @@
 //! cairn-cli: the `cairn` command line (design.md §7).
 //!
-//! Arguments are parsed by clap, then turned into a validated [`Project`]
-//! (graph file, data root, store location) before any I/O on the store.
+//! Arguments are parsed by clap, then turned into a validated
+//! [`cairn_app::Workspace`] (graph file, data root, store location) before
+//! any I/O on the store.
 //! stdout carries only data (JSON lines with `--json`); everything for humans
 //! goes to stderr. Exit codes: 0 ok, 1 a job failed, 2 usage/graph/config
 //! error, 3 store locked or corrupt, 130 interrupted.
@@ -13,7 +14,6 @@ mod defs;
 mod escape;
 mod explain;
 mod inspect;
-mod project;
 mod report;
 mod running;
 mod uptodate;
@@ -54,6 +54,46 @@ impl From<cairn_engine::exec::ExecError> for Failure {
             other => Failure::store(other.to_string()),
         }
     }
+}
+
+impl From<cairn_app::AppError> for Failure {
+    fn from(error: cairn_app::AppError) -> Self {
+        Failure {
+            code: error.exit_code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl Cli {
+    /// Where the workspace is, as `--graph` and `--store` say.
+    fn workspace_options(&self) -> cairn_app::WorkspaceOptions {
+        cairn_app::WorkspaceOptions {
+            graph_file: self.graph.clone(),
+            store_dir: self.store.clone(),
+        }
+    }
+}
+
+/// The use cases' notes, on stderr.
+struct StderrNotes;
+
+impl cairn_app::Notes for StderrNotes {
+    fn note(&self, message: &str) {
+        report::note(message);
+    }
+    fn warning(&self, message: &str) {
+        report::warning_line(message);
+    }
+}
+
+/// Opens the workspace `--graph` and `--store` name, its notes going to
+/// stderr.
+pub(crate) fn open_workspace(cli: &Cli) -> Result<cairn_app::Workspace, Failure> {
+    Ok(cairn_app::Workspace::open(
+        &cli.workspace_options(),
+        std::sync::Arc::new(StderrNotes),
+    )?)
 }
 
 impl From<cairn_engine::ports::StoreError> for Failure {
@@ -545,18 +585,7 @@ fn man(path: &[String]) -> Result<u8, Failure> {
 /// inside redb. That is store corruption, not a crash of cairn: report it as
 /// such (exit 3), naming the file and the check that diagnoses it.
 fn report_catalog_panics_as_corruption(cli: &Cli) {
-    let graph = cli
-        .graph
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("cairn.toml"));
-    let graph = std::path::absolute(&graph).unwrap_or(graph);
-    let store = match &cli.store {
-        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
-        None => graph
-            .parent()
-            .map_or_else(|| PathBuf::from(".cairn"), |root| root.join(".cairn")),
-    };
-    let catalog = store.join("catalog.redb");
+    let catalog = cli.workspace_options().catalog_file();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let Some((location, at)) = info.location().and_then(|location| {

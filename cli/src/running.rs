@@ -17,8 +17,8 @@ use cairn_engine::refs::PartitionRef;
 use cairn_store::Store;
 
 use crate::Failure;
-use crate::project::Project;
 use crate::report::duration_text;
+use cairn_app::Workspace;
 
 /// The live build of a store, and a reader of its log.
 pub struct LiveBuild {
@@ -29,7 +29,7 @@ pub struct LiveBuild {
 
 impl LiveBuild {
     /// The build running in `project`'s store now, if any.
-    pub fn find(project: &Project) -> Result<Option<LiveBuild>, Failure> {
+    pub fn find(project: &Workspace) -> Result<Option<LiveBuild>, Failure> {
         let Some(holder) = cairn_store::holder(&project.store_dir) else {
             return Ok(None);
         };

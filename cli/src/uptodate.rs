@@ -20,11 +20,11 @@ use cairn_store::{SnapshotFile, Store};
 
 use crate::Failure;
 use crate::build::Executed;
-use crate::project::Project;
 use crate::report::action_line;
+use cairn_app::Workspace;
 
 /// The fingerprint of `cairn build REFS` in `project`.
-pub fn build_fingerprint(project: &Project, requested: &[String]) -> ContentDigest {
+pub fn build_fingerprint(project: &Workspace, requested: &[String]) -> ContentDigest {
     fingerprint(&FingerprintInputs {
         graph: &project.graph,
         store_dir: &project.store_dir,
@@ -71,7 +71,7 @@ pub struct Assisted {
 /// Finishes the build from the snapshot if it confirms that every action
 /// is current: records the build (the same three events a full no-op
 /// records, with the stat updates of touched files) and reports it.
-pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure> {
+pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, Failure> {
     let started = Instant::now();
     let Some((mut snapshot, file)) = recorded_for(project, asked.requested, "") else {
         return Ok(Quick::Full);
@@ -176,7 +176,7 @@ pub fn try_quick(project: &Project, asked: &Asked<'_>) -> Result<Quick, Failure>
 /// path would refuse never match a snapshot, and must leave the store
 /// untouched.
 fn recorded_for(
-    project: &Project,
+    project: &Workspace,
     requested: &[String],
     for_what: &str,
 ) -> Option<(Snapshot, SnapshotFile)> {
@@ -197,7 +197,7 @@ fn recorded_for(
 /// they are now (an event recorded since, a job's code changed), or `None`.
 /// The stat-cache updates of code files hashed again go to `updates`.
 fn differs(
-    project: &Project,
+    project: &Workspace,
     snapshot: &Snapshot,
     store: &Store,
     updates: &mut Vec<cairn_engine::observe::StatUpdate>,
@@ -224,7 +224,7 @@ fn differs(
 /// evaluating. Only reads: the store is opened as a reader, and the new
 /// stats of touched files (same content) are checked, not kept.
 pub fn try_dry(
-    project: &Project,
+    project: &Workspace,
     requested: &[String],
     threads: usize,
 ) -> Result<Option<Snapshot>, Failure> {
@@ -276,7 +276,7 @@ fn report_json(snapshot: &Snapshot) {
 /// (`base`, with its changed paths) if it did; the caller writes it. A
 /// failure to take or write it only costs the next build its quick path.
 pub fn record(
-    project: &Project,
+    project: &Workspace,
     store: &Store,
     plan: &Plan,
     requested: &[String],
@@ -375,7 +375,7 @@ fn keep_plan(store: &Store, plan: &Plan) -> Option<ContentDigest> {
 /// A snapshot of `plan` from scratch, its plan kept beside it (`None` if
 /// an action's result is of no known build).
 fn new_snapshot(
-    project: &Project,
+    project: &Workspace,
     store: &Store,
     plan: &Plan,
     requested: &[String],

@@ -1,7 +1,9 @@
 //! Where things are: the graph file, the data root, the store — resolved
-//! from the command line before anything touches the store.
+//! from paths (the command line's `--graph` and `--store`, or a server's
+//! configuration) before anything touches the store.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cairn_engine::action::Context;
 use cairn_engine::config::CachingConfigurer;
@@ -16,45 +18,112 @@ use cairn_engine::refs::PartitionRef;
 use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
 use cairn_store::{OpenMode, Store};
 
-use crate::{Cli, Failure};
+use crate::AppError;
 
-pub struct Project {
+/// Where a workspace is: what a front end resolved from its arguments or
+/// configuration. Relative paths are taken from the current directory.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspaceOptions {
+    /// The graph file (default: `cairn.toml` in the current directory).
+    pub graph_file: Option<PathBuf>,
+    /// The store directory (default: `.cairn` beside the graph file).
+    pub store_dir: Option<PathBuf>,
+}
+
+impl WorkspaceOptions {
+    /// The graph file these options name, absolute when it can be made so.
+    pub fn graph_file(&self) -> PathBuf {
+        let file = self
+            .graph_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cairn.toml"));
+        std::path::absolute(&file).unwrap_or(file)
+    }
+
+    /// The store's catalog file these options name, worked out without
+    /// reading the graph file (for reporting a corrupt catalog from a panic
+    /// hook, where nothing else may be opened).
+    pub fn catalog_file(&self) -> PathBuf {
+        let store = match &self.store_dir {
+            Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+            None => self
+                .graph_file()
+                .parent()
+                .map_or_else(|| PathBuf::from(".cairn"), |root| root.join(".cairn")),
+        };
+        store.join("catalog.redb")
+    }
+}
+
+/// What a use case has to say to the person (or log) behind the front end
+/// while it runs: waiting for a lock, processes cleaned up, a warning. The
+/// command line writes them to stderr; a server may log them.
+pub trait Notes: Send + Sync {
+    /// A plain note (`waiting for the store's lock ...`).
+    fn note(&self, message: &str);
+    /// A warning (`job clean: 3 partitions of clean: ...`).
+    fn warning(&self, message: &str);
+}
+
+/// Notes that go nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Notes for Silent {
+    fn note(&self, _message: &str) {}
+    fn warning(&self, _message: &str) {}
+}
+
+/// An opened workspace: the graph file read and checked, the sources'
+/// latest records applied, the data root and the store located. Opening
+/// it touches no store but to read the sources' records.
+pub struct Workspace {
     pub graph: Graph,
     pub store_dir: PathBuf,
     pub data_root: PathBuf,
     pub environment: JobEnvironment,
+    notes: Arc<dyn Notes>,
 }
 
-impl Project {
-    pub fn load(cli: &Cli) -> Result<Project, Failure> {
-        let file = cli
-            .graph
+impl Workspace {
+    /// Opens the workspace `options` name; `notes` hears what the use
+    /// cases run on it have to say.
+    pub fn open(options: &WorkspaceOptions, notes: Arc<dyn Notes>) -> Result<Workspace, AppError> {
+        let file = options
+            .graph_file
             .clone()
             .unwrap_or_else(|| PathBuf::from("cairn.toml"));
-        let file = std::path::absolute(&file)
-            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
+        let file = std::path::absolute(&file).map_err(|source| AppError::Path {
+            path: file.clone(),
+            source,
+        })?;
         if !file.is_file() {
-            return Err(Failure::usage(format!(
-                "{}: no graph file here (run cairn where cairn.toml is, or pass --graph FILE)",
-                file.display()
-            )));
+            return Err(AppError::NoGraphFile(file));
         }
-        let graph = Graph::load(&file).map_err(|error| Failure::usage(error.to_string()))?;
-        let store_dir = match &cli.store {
-            Some(dir) => std::path::absolute(dir)
-                .map_err(|error| Failure::usage(format!("{}: {error}", dir.display())))?,
+        let graph = Graph::load(&file)?;
+        let store_dir = match &options.store_dir {
+            Some(dir) => std::path::absolute(dir).map_err(|source| AppError::Path {
+                path: dir.clone(),
+                source,
+            })?,
             None => graph.root.join(".cairn"),
         };
         let data_root = graph.root.join("data");
         let environment = JobEnvironment::from_process(&graph.env);
-        let mut project = Project {
+        let mut workspace = Workspace {
             graph,
             store_dir,
             data_root,
             environment,
+            notes,
         };
-        project.read_sources();
-        Ok(project)
+        workspace.read_sources();
+        Ok(workspace)
+    }
+
+    /// Where this workspace's use cases send their notes.
+    pub fn notes(&self) -> &dyn Notes {
+        &*self.notes
     }
 
     /// Gives every `[sources.NAME]` the values of its latest record, read
@@ -69,11 +138,10 @@ impl Project {
         let store = match self.open_reader() {
             Ok(Some(store)) => store,
             Ok(None) => return,
-            Err(failure) => {
+            Err(error) => {
                 let names: Vec<String> = self.graph.sources.keys().cloned().collect();
                 for name in names {
-                    self.graph
-                        .set_source_unreadable(&name, failure.message.clone());
+                    self.graph.set_source_unreadable(&name, error.to_string());
                 }
                 return;
             }
@@ -90,16 +158,16 @@ impl Project {
 
     /// The refs named by `requests` (refs or patterns), or every declared
     /// partition when there are none.
-    pub fn requested(&self, requests: &[String]) -> Result<Vec<PartitionRef>, Failure> {
+    pub fn requested(&self, requests: &[String]) -> Result<Vec<PartitionRef>, AppError> {
         let mut refs = Vec::new();
         if requests.is_empty() {
-            refs = self.graph.all_partitions().map_err(Failure::usage)?;
+            refs = self.graph.all_partitions().map_err(AppError::Request)?;
         }
         for request in requests {
             let resolved = self
                 .graph
                 .resolve_request(request)
-                .map_err(Failure::usage)?;
+                .map_err(AppError::Request)?;
             // Values outside their dimension's domain (`date=banana`,
             // `date=2024-02-30`, a station not listed) are refused before
             // planning. A pattern's placeholders take domain values, so its
@@ -110,7 +178,9 @@ impl Project {
                 &resolved[..]
             };
             for partition in checked {
-                self.graph.check_domain(partition).map_err(Failure::usage)?;
+                self.graph
+                    .check_domain(partition)
+                    .map_err(AppError::Request)?;
             }
             refs.extend(resolved);
         }
@@ -120,13 +190,13 @@ impl Project {
     }
 
     /// Plans `refs`, reusing cached configure answers (read only).
-    pub fn plan(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
+    pub fn plan(&self, refs: &[PartitionRef]) -> Result<Plan, AppError> {
         self.plan_caching(refs, false)
     }
 
     /// Plans `refs` for a build: configure answers not cached yet are
-    /// cached for the next build (design.md §11).
-    pub fn plan_for_build(&self, refs: &[PartitionRef]) -> Result<Plan, Failure> {
+    /// cached for the next build (docs/internals.md).
+    pub fn plan_for_build(&self, refs: &[PartitionRef]) -> Result<Plan, AppError> {
         // A `code` file that is missing is the graph file's error: refused
         // before the configure cache (or anything else) is written.
         cairn_engine::exec::check_code_files(
@@ -136,7 +206,7 @@ impl Project {
         self.plan_caching(refs, true)
     }
 
-    fn plan_caching(&self, refs: &[PartitionRef], write: bool) -> Result<Plan, Failure> {
+    fn plan_caching(&self, refs: &[PartitionRef], write: bool) -> Result<Plan, AppError> {
         let process = ProcessConfigurer {
             graph: &self.graph,
             environment: &self.environment,
@@ -150,25 +220,24 @@ impl Project {
                 .join(cairn_engine::config::CONFIGURE_CACHE_DIR),
             write,
         };
-        plan(&self.graph, refs, &configurer).map_err(|error| Failure::usage(error.to_string()))
+        Ok(plan(&self.graph, refs, &configurer)?)
     }
 
     /// Opens the store as its one writer. Processes that a cairn killed
     /// while its jobs ran left behind are killed first (a live cairn would
     /// hold the lock): no job outlives its attempt (docs/reliability.md).
-    pub fn open_writer(&self, wait: bool) -> Result<Store, Failure> {
-        let mut on_wait = |message: &str| crate::report::note(message);
-        let store = Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait)
-            .map_err(Failure::from)?;
+    pub fn open_writer(&self, wait: bool) -> Result<Store, AppError> {
+        let mut on_wait = |message: &str| self.notes.note(message);
+        let store = Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait)?;
         match cairn_engine::groups::stop_leftovers(&store.dir().join("running")) {
-            Ok(found) if !found.killed.is_empty() => crate::report::note(&format!(
+            Ok(found) if !found.killed.is_empty() => self.notes.note(&format!(
                 "cairn: killed {} process{} left running by the jobs of a cairn that was killed",
                 found.killed.len(),
                 if found.killed.len() == 1 { "" } else { "es" }
             )),
             Ok(_) => {}
             Err(error) => {
-                return Err(Failure::store(format!(
+                return Err(AppError::StoreProblem(format!(
                     "cannot check for processes left by a killed cairn: {error}"
                 )));
             }
@@ -179,10 +248,10 @@ impl Project {
     /// Runs `read` with a context that can evaluate but never changes
     /// anything: the store opened read-only, or an empty one if nothing was
     /// ever built here.
-    pub fn read_context<R>(
+    pub fn read_context<R, E: From<AppError>>(
         &self,
-        read: impl FnOnce(&Context<'_>) -> Result<R, Failure>,
-    ) -> Result<R, Failure> {
+        read: impl FnOnce(&Context<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let reader = self.open_reader()?;
         let children = Children::default();
         let (catalog, blobs): (&dyn Catalog, &dyn BlobStore) = match &reader {
@@ -210,11 +279,11 @@ impl Project {
     /// a pattern or a dataset was removed), in ref order, each with the
     /// build that made its content: what `status` lists as `orphaned` and
     /// `prune` removes (docs/cli.md).
-    pub fn orphans(&self, store: &Store) -> Result<Vec<(PartitionRef, u64)>, Failure> {
+    pub fn orphans(&self, store: &Store) -> Result<Vec<(PartitionRef, u64)>, AppError> {
         let declared: std::collections::HashSet<PartitionRef> = self
             .graph
             .all_partitions()
-            .map_err(Failure::usage)?
+            .map_err(AppError::Request)?
             .into_iter()
             .collect();
         let mut orphans = Vec::new();
@@ -236,7 +305,7 @@ impl Project {
     }
 
     /// The store for reading, or `None` if nothing was ever built here.
-    pub fn open_reader(&self) -> Result<Option<Store>, Failure> {
+    pub fn open_reader(&self) -> Result<Option<Store>, AppError> {
         let catalog = self.store_dir.join("catalog.redb");
         if !catalog.exists() {
             return Ok(None);
@@ -253,13 +322,13 @@ impl Project {
         let mut on_wait = |_: &str| {};
         Store::open(&self.store_dir, OpenMode::ReadOnly, &mut on_wait)
             .map(Some)
-            .map_err(Failure::from)
+            .map_err(AppError::from)
     }
 }
 
 /// `; resumable from {"page":23} (checkpoint 7 of build 3)` when `key` has a
 /// checkpoint not cleared by a success, else empty.
-pub fn resumable_note(context: &Context<'_>, key: &ActionKey) -> Result<String, Failure> {
+pub fn resumable_note(context: &Context<'_>, key: &ActionKey) -> Result<String, AppError> {
     let Some(record) = context.catalog.checkpoint(key)? else {
         return Ok(String::new());
     };
