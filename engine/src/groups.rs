@@ -5,16 +5,17 @@
 //! Three things, beyond the group and `PR_SET_PDEATHSIG` that
 //! `spawn.rs` sets up:
 //!
-//! - **A record of what runs.** Before a job (or a defs source) starts, a
-//!   file named after its run id is created in the store's `running/`
-//!   directory, and the job's process group id is written into it once it
-//!   runs; the file goes when the run ended and its group was emptied. Every
-//!   process of the run carries `CAIRN_RUN_ID=<id>` in its environment. If
-//!   cairn is killed (`kill -9`), the kernel SIGKILLs each job's leader, but
-//!   the rest of its group lives on: the next cairn that takes the writer
-//!   lock finds the files ([`stop_leftovers`]) and SIGKILLs each group that
-//!   still holds a process carrying one of their run ids, and any such
-//!   process in another group (one that left with `setsid`).
+//! - **A record of what runs.** Before the first job (or defs source) of a
+//!   cairn starts, a file named after its session id is created in the
+//!   store's `running/` directory; it goes when the build is over and its
+//!   processes are gone. Every process of a run carries
+//!   `CAIRN_RUN_ID=<session>-<run>` in its environment. If cairn is killed
+//!   (`kill -9`), the kernel SIGKILLs each job's leader, but the rest of its
+//!   group lives on: the next cairn that takes the writer lock finds the
+//!   files ([`stop_leftovers`]) and SIGKILLs every process whose run id
+//!   belongs to one of their sessions, with its group. One record per
+//!   session, not per job: a file created and removed for each of
+//!   thousands of tiny jobs cost the cold build measurable time on ext4.
 //! - **A subreaper.** cairn marks itself `PR_SET_CHILD_SUBREAPER`
 //!   ([`become_subreaper`]), so a process whose parent exits while cairn
 //!   runs is re-parented to cairn instead of init: after each job,
@@ -35,7 +36,7 @@
 )]
 
 use std::collections::HashSet;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -133,8 +134,12 @@ fn signal_process(pid: u32, signal: libc::c_int) {
 }
 
 fn own_group() -> u32 {
-    // SAFETY: getpgrp cannot fail.
-    unsafe { libc::getpgrp() as u32 }
+    // cairn never changes its own group: asked once, not after every job.
+    static GROUP: LazyLock<u32> = LazyLock::new(|| {
+        // SAFETY: getpgrp cannot fail.
+        unsafe { libc::getpgrp() as u32 }
+    });
+    *GROUP
 }
 
 /// A process's state letter and process group, from
@@ -169,8 +174,11 @@ fn run_id_of(pid: u32) -> Option<String> {
 /// The children of cairn's main thread (where the kernel re-parents
 /// orphans).
 fn main_thread_children() -> Vec<u32> {
-    let pid = std::process::id();
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+    static PATH: LazyLock<String> = LazyLock::new(|| {
+        let pid = std::process::id();
+        format!("/proc/{pid}/task/{pid}/children")
+    });
+    std::fs::read_to_string(&*PATH)
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
@@ -259,12 +267,11 @@ fn reap_orphans_where(choose: impl Fn(u32, &Stat) -> Option<bool>) {
     }
 }
 
-/// The record of one run in the store's `running/` directory: created
-/// before the run starts, given its group id once it runs, removed when
-/// dropped (after the run and its group are gone).
+/// The record of one session's runs in the store's `running/` directory:
+/// created before its first run starts, removed when dropped (after the
+/// runs and their groups are gone).
 pub(crate) struct Record {
     path: PathBuf,
-    file: std::fs::File,
 }
 
 impl Record {
@@ -279,7 +286,7 @@ impl Record {
                 .create_new(true)
                 .open(&path)
         };
-        let file = match open() {
+        match open() {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
                 open()
@@ -287,11 +294,7 @@ impl Record {
             other => other,
         }
         .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
-        Ok(Record { path, file })
-    }
-
-    pub(crate) fn started(&mut self, pgid: u32) {
-        let _ = writeln!(self.file, "{pgid}");
+        Ok(Record { path })
     }
 }
 
@@ -311,11 +314,12 @@ pub struct Leftovers {
 }
 
 /// Called by the holder of the writer lock before it starts anything: every
-/// record in `dir` was left by a cairn that died while the run was going (a
-/// live cairn holds the lock). SIGKILLs what is left of each run: the
-/// group recorded in the file, if a process in it still carries the run's
-/// id, and every process carrying one of the ids (wherever its group). Waits
-/// (up to 5 s) until they are gone, then removes the records.
+/// record in `dir` was left by a cairn that died while its runs were going
+/// (a live cairn holds the lock). SIGKILLs every process whose run id
+/// belongs to one of the recorded sessions (`<session>-<run>`, or a
+/// record's whole name: a record of a cairn before sessions named one
+/// run), with its group unless that is cairn's own. Waits (up to 5 s) until
+/// they are gone, then removes the records.
 pub fn stop_leftovers(dir: &Path) -> io::Result<Leftovers> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -327,18 +331,21 @@ pub fn stop_leftovers(dir: &Path) -> io::Result<Leftovers> {
             ));
         }
     };
-    let mut records: Vec<(PathBuf, String, Option<u32>)> = Vec::new();
+    let mut records: Vec<(PathBuf, String)> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let group = std::fs::read_to_string(entry.path())
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
-        records.push((entry.path(), name, group));
+        records.push((entry.path(), name));
     }
     if records.is_empty() {
         return Ok(Leftovers::default());
     }
-    let ids: HashSet<&str> = records.iter().map(|(_, id, _)| id.as_str()).collect();
+    let ids: HashSet<&str> = records.iter().map(|(_, id)| id.as_str()).collect();
+    let recorded = |run_id: &str| {
+        ids.contains(run_id)
+            || run_id
+                .split_once('-')
+                .is_some_and(|(session, _)| ids.contains(session))
+    };
     let me = std::process::id();
     let own = own_group();
     let mut marked: Vec<(u32, u32)> = Vec::new();
@@ -357,7 +364,7 @@ pub fn stop_leftovers(dir: &Path) -> io::Result<Leftovers> {
             let Some(id) = run_id_of(pid) else {
                 continue;
             };
-            if !ids.contains(id.as_str()) {
+            if !recorded(&id) {
                 continue;
             }
             if let Some(stat) = stat(pid)
@@ -377,9 +384,6 @@ pub fn stop_leftovers(dir: &Path) -> io::Result<Leftovers> {
         signal_process(pid, libc::SIGKILL);
         killed.push(pid);
     }
-    // Recorded groups whose marked processes were all found above were
-    // killed with them; a recorded group with no marked process left is not
-    // known to be the run's any more (its id may have been reused).
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline
         && killed
@@ -388,7 +392,7 @@ pub fn stop_leftovers(dir: &Path) -> io::Result<Leftovers> {
     {
         std::thread::sleep(Duration::from_millis(10));
     }
-    for (path, _, _) in &records {
+    for (path, _) in &records {
         let _ = std::fs::remove_file(path);
     }
     killed.sort_unstable();
@@ -416,11 +420,11 @@ mod tests {
         assert!(ids.iter().all(|id| id.len() == 16));
     }
 
-    /// A process carrying a recorded run id, in a group of its own and in
-    /// another one, is killed; one carrying another id is not; the records
-    /// are removed.
+    /// Processes whose run ids belong to a recorded session, each in a
+    /// group of its own, are killed; one of another session is not; the
+    /// records are removed.
     #[test]
-    fn leftovers_of_recorded_runs_are_killed_and_others_kept() {
+    fn leftovers_of_recorded_sessions_are_killed_and_others_kept() {
         use std::os::unix::process::CommandExt as _;
         let dir = tempfile::tempdir().unwrap();
         let running = dir.path().join("running");
@@ -433,27 +437,35 @@ mod tests {
                 .spawn()
                 .unwrap()
         };
-        let mut leftover = start(&ours);
-        let mut other = start(&theirs);
-        let mut record = Record::create(&running, &ours).unwrap();
-        record.started(leftover.id());
-        std::mem::forget(record);
+        let (first_id, second_id) = (
+            format!("{ours}-{}", unique_id()),
+            format!("{ours}-{}", unique_id()),
+        );
+        let other_id = format!("{theirs}-{}", unique_id());
+        let mut first = start(&first_id);
+        let mut second = start(&second_id);
+        let mut other = start(&other_id);
+        std::mem::forget(Record::create(&running, &ours).unwrap());
         // Wait until the children have exec'd (their environ is sleep's).
         let deadline = Instant::now() + Duration::from_secs(5);
-        while run_id_of(leftover.id()).as_deref() != Some(ours.as_str())
-            || run_id_of(other.id()).as_deref() != Some(theirs.as_str())
+        while run_id_of(first.id()).as_deref() != Some(first_id.as_str())
+            || run_id_of(second.id()).as_deref() != Some(second_id.as_str())
+            || run_id_of(other.id()).as_deref() != Some(other_id.as_str())
         {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(5));
         }
         let found = stop_leftovers(&running).unwrap();
         assert_eq!(found.runs, 1);
-        assert_eq!(found.killed, vec![leftover.id()]);
+        let mut expected = vec![first.id(), second.id()];
+        expected.sort_unstable();
+        assert_eq!(found.killed, expected);
         use std::os::unix::process::ExitStatusExt as _;
-        assert_eq!(leftover.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert_eq!(first.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert_eq!(second.wait().unwrap().signal(), Some(libc::SIGKILL));
         assert!(
             other.try_wait().unwrap().is_none(),
-            "another run's process was killed"
+            "another session's process was killed"
         );
         assert_eq!(std::fs::read_dir(&running).unwrap().count(), 0);
         other.kill().unwrap();

@@ -268,6 +268,24 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
     }
 }
 
+/// Makes `key_dir` exist and hold nothing: one mkdir in the usual case
+/// (it is not there), else what earlier attempts left in it is removed
+/// first.
+fn fresh_key_dir(key_dir: &Path) -> Result<(), String> {
+    let text = |error: std::io::Error| format!("{}: {error}", key_dir.display());
+    match fs::create_dir(key_dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_dir_all(key_dir);
+            fs::create_dir(key_dir).map_err(text)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(key_dir).map_err(text)
+        }
+        Err(error) => Err(text(error)),
+    }
+}
+
 /// The attempt directory named in `key_dir/current`, if it is there.
 fn current_attempt(key_dir: &Path) -> Option<PathBuf> {
     let id = fs::read_to_string(key_dir.join(CURRENT)).ok()?;
@@ -414,7 +432,7 @@ impl Context<'_> {
                 ),
             }
         }
-        let _ = fs::remove_dir_all(key_dir);
+        fresh_key_dir(key_dir)?;
         let (id, run_dir) = new_attempt_dir(key_dir, outputs)?;
         Ok((id, run_dir, None))
     }

@@ -100,6 +100,12 @@ pub struct Children {
     since: Mutex<Option<Instant>>,
     wake: Condvar,
     running: Option<PathBuf>,
+    /// Names this cairn's record in `running` and prefixes each run id
+    /// (`<session>-<run>`): one record per build, not one per job.
+    session: String,
+    /// The record, created when the first child starts (a build that runs
+    /// nothing writes none), removed when the children are dropped.
+    record: Mutex<Option<crate::groups::Record>>,
 }
 
 impl Children {
@@ -108,8 +114,35 @@ impl Children {
     pub fn recorded_in(dir: PathBuf) -> Self {
         Children {
             running: Some(dir),
+            session: crate::groups::unique_id(),
             ..Children::default()
         }
+    }
+
+    /// The `CAIRN_RUN_ID` of `run`: prefixed by the session when the runs
+    /// are recorded, so the next cairn finds every process of this one by
+    /// the record's name.
+    fn run_id(&self, run: &str) -> String {
+        if self.session.is_empty() {
+            run.to_owned()
+        } else {
+            format!("{}-{run}", self.session)
+        }
+    }
+
+    /// Creates the session's record before its first child starts.
+    fn record(&self) -> io::Result<()> {
+        let Some(dir) = &self.running else {
+            return Ok(());
+        };
+        let mut record = self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if record.is_none() {
+            *record = Some(crate::groups::Record::create(dir, &self.session)?);
+        }
+        Ok(())
     }
 
     /// Sends SIGTERM to every running child's group, refuses new ones and
@@ -197,7 +230,8 @@ pub struct Invocation<'a> {
     pub stdout: &'a Path,
     pub stderr: &'a Path,
     /// Unique to this run ([`crate::groups::unique_id`]): in its processes'
-    /// environment as `CAIRN_RUN_ID`, and the name of its record.
+    /// environment as `CAIRN_RUN_ID`, after the session of the
+    /// [`Children`] when their runs are recorded.
     pub run_id: &'a str,
     /// What runs, for messages: `job clean (clean/date=…)`.
     pub label: &'a str,
@@ -257,11 +291,9 @@ pub fn run_process(
     {
         env.push((name, value));
     }
-    env.push((crate::groups::RUN_ID_VAR, invocation.run_id));
-    let mut record = match &children.running {
-        Some(dir) => Some(crate::groups::Record::create(dir, invocation.run_id)?),
-        None => None,
-    };
+    let run_id = children.run_id(invocation.run_id);
+    env.push((crate::groups::RUN_ID_VAR, &run_id));
+    children.record()?;
     let stdin = File::open("/dev/null")?;
     let stdout = File::create(invocation.stdout)?;
     let stderr = File::create(invocation.stderr)?;
@@ -280,9 +312,6 @@ pub fn run_process(
     crate::groups::register(pid);
     drop(gate);
     drop((stdin, stdout, stderr));
-    if let Some(record) = &mut record {
-        record.started(pid);
-    }
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
     }
@@ -332,13 +361,12 @@ pub fn run_process(
     // exited). The checkpoint is watched meanwhile, on this thread.
     process.wait_exited(POLL_INTERVAL, Some(&tick));
     crate::groups::signal_group(pid, libc::SIGKILL);
-    crate::groups::reap_orphans(pid, invocation.run_id);
+    crate::groups::reap_orphans(pid, &run_id);
     let status = process.reap();
     crate::groups::unregister(pid);
     if let Ok(mut pids) = children.pids.lock() {
         pids.remove(&pid);
     }
-    drop(record);
     let (_, timed_out, escalated) = escalation.into_inner().unwrap_or_default();
     Ok(Ended {
         status: status?,
