@@ -9,7 +9,15 @@
 //! to an exit code (docs/cli.md, "Exit codes").
 
 pub mod defs;
+pub mod dto;
 pub mod error;
+pub mod events;
+pub mod history;
+pub mod invalidate;
+pub mod logs;
+pub mod maintenance;
+pub mod running;
+pub mod status;
 pub mod workspace;
 
 pub use error::AppError;

@@ -15,7 +15,6 @@ mod escape;
 mod explain;
 mod inspect;
 mod report;
-mod running;
 mod uptodate;
 
 use std::path::PathBuf;
@@ -473,8 +472,7 @@ pub fn main() -> ExitCode {
             kind,
         } => inspect::log(
             &cli,
-            &inspect::LogFilter {
-                json: *json,
+            &cairn_app::events::EventQuery {
                 since: since.clone(),
                 until: until.clone(),
                 build: *build,
@@ -482,6 +480,7 @@ pub fn main() -> ExitCode {
                 job: job.clone(),
                 kinds: kind.clone(),
             },
+            *json,
         ),
         Command::History { partition, json } => audit::history(&cli, partition, *json),
         Command::Logs {

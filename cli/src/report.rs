@@ -53,9 +53,10 @@ pub fn note(message: &str) {
 }
 
 /// Prints one JSON value as a line on stdout.
-pub fn json_line(value: &serde_json::Value) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{value}");
+pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) {
+    let mut line = serde_json::to_vec(value).unwrap_or_default();
+    line.push(b'\n');
+    let _ = std::io::stdout().lock().write_all(&line);
 }
 
 /// `1 partition`, `2 partitions`, `0 partitions`: `noun` is the singular,

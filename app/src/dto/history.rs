@@ -1,0 +1,196 @@
+//! The JSON of `cairn history --json` (docs/cli.md): one object per entry,
+//! newest first, its `type` one of `materialization`, `failure` and
+//! `invalidation`. Keys are in alphabetical order (`type` among them), as
+//! they have always been printed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::{FailedRun, HistoryEntry, InvalidationEntry, Materialized};
+
+/// One line of `cairn history --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HistoryLine {
+    Materialization(Box<MaterializationLine>),
+    Failure(Box<FailureLine>),
+    Invalidation(InvalidationLine),
+}
+
+impl HistoryLine {
+    /// The line of `entry`, a history entry of `partition`.
+    pub fn new(partition: &str, entry: &HistoryEntry) -> HistoryLine {
+        match entry {
+            HistoryEntry::Materialization(m) => {
+                HistoryLine::Materialization(Box::new(MaterializationLine::new(partition, m)))
+            }
+            HistoryEntry::Failure(f) => {
+                HistoryLine::Failure(Box::new(FailureLine::new(partition, f)))
+            }
+            HistoryEntry::Invalidation(i) => {
+                HistoryLine::Invalidation(InvalidationLine::new(partition, i))
+            }
+        }
+    }
+}
+
+/// `{"type":"materialization",...}`: the partition got content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializationLine {
+    pub build: u64,
+    /// The reason the build was requested with (a backfill's), or null.
+    pub build_reason: Option<String>,
+    pub code_digest: Option<String>,
+    /// This is the partition's current content.
+    pub current: bool,
+    /// The output's content digest.
+    pub digest: String,
+    /// Of the run that produced the content.
+    pub duration_ms: Option<u64>,
+    pub inputs: Option<Vec<InputLine>>,
+    pub job: Option<String>,
+    pub key: String,
+    pub manifest_build: Option<u64>,
+    /// `executed` or `reused`.
+    pub outcome: String,
+    /// Why it ran; null when reused.
+    pub reason: Option<String>,
+    #[serde(rename = "ref")]
+    pub partition: String,
+    pub restored: bool,
+    pub seq: u64,
+    pub stderr: Option<String>,
+    pub stdout: Option<String>,
+    pub time_ms: u64,
+    /// `materialization`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `{dataset: version}`.
+    pub versions: Option<BTreeMap<String, String>>,
+}
+
+/// An input of a materialization: `{"changed","digest","ref"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputLine {
+    /// Its content differs from the previous materialization's.
+    pub changed: bool,
+    pub digest: String,
+    #[serde(rename = "ref")]
+    pub partition: String,
+}
+
+impl MaterializationLine {
+    pub fn new(partition: &str, m: &Materialized) -> MaterializationLine {
+        let manifest = m.manifest.as_ref();
+        MaterializationLine {
+            build: m.build,
+            build_reason: m.build_reason.clone(),
+            code_digest: manifest
+                .and_then(|manifest| manifest.code_digest)
+                .map(|digest| digest.to_hex()),
+            current: m.current,
+            digest: m.digest.to_hex(),
+            duration_ms: m.duration_ms(),
+            inputs: manifest.map(|manifest| {
+                manifest
+                    .inputs
+                    .iter()
+                    .map(|input| InputLine {
+                        changed: m.changed.contains(&input.partition),
+                        digest: input.digest.to_hex(),
+                        partition: input.partition.to_string(),
+                    })
+                    .collect()
+            }),
+            job: manifest.map(|manifest| manifest.job.clone()),
+            key: m.key.to_hex(),
+            manifest_build: manifest.map(|manifest| manifest.build),
+            outcome: if m.executed { "executed" } else { "reused" }.to_owned(),
+            reason: m.reason.clone(),
+            partition: partition.to_owned(),
+            restored: m.restored,
+            seq: m.seq,
+            stderr: manifest
+                .and_then(|manifest| manifest.stderr)
+                .map(|digest| digest.to_hex()),
+            stdout: manifest
+                .and_then(|manifest| manifest.stdout)
+                .map(|digest| digest.to_hex()),
+            time_ms: m.time_ms,
+            kind: "materialization".to_owned(),
+            versions: manifest.map(|manifest| manifest.versions.iter().cloned().collect()),
+        }
+    }
+}
+
+/// `{"type":"failure",...}`: a run of its job failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureLine {
+    pub build: u64,
+    pub build_reason: Option<String>,
+    pub error: String,
+    pub exit_code: Option<i32>,
+    pub job: String,
+    /// Null when it never ran (a missing source input).
+    pub key: Option<String>,
+    pub reason: Option<String>,
+    #[serde(rename = "ref")]
+    pub partition: String,
+    pub seq: u64,
+    pub stderr: Option<String>,
+    pub stdout: Option<String>,
+    pub time_ms: u64,
+    /// `failure`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FailureLine {
+    pub fn new(partition: &str, f: &FailedRun) -> FailureLine {
+        FailureLine {
+            build: f.build,
+            build_reason: f.build_reason.clone(),
+            error: f.error.clone(),
+            exit_code: f.exit_code,
+            job: f.job.clone(),
+            key: f.key.map(|key| key.to_hex()),
+            reason: f.reason.clone(),
+            partition: partition.to_owned(),
+            seq: f.seq,
+            stderr: f.stderr.map(|digest| digest.to_hex()),
+            stdout: f.stdout.map(|digest| digest.to_hex()),
+            time_ms: f.time_ms,
+            kind: "failure".to_owned(),
+        }
+    }
+}
+
+/// `{"type":"invalidation",...}`: it was invalidated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidationLine {
+    pub build: u64,
+    pub by: Option<String>,
+    pub reason: String,
+    #[serde(rename = "ref")]
+    pub partition: String,
+    pub seq: u64,
+    pub time_ms: u64,
+    /// `invalidation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl InvalidationLine {
+    pub fn new(partition: &str, i: &InvalidationEntry) -> InvalidationLine {
+        InvalidationLine {
+            build: i.build,
+            by: i.by.clone(),
+            reason: i.reason.clone(),
+            partition: partition.to_owned(),
+            seq: i.seq,
+            time_ms: i.time_ms,
+            kind: "invalidation".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `history`: every materialization of one partition, with the failed runs
+//! and invalidations in between (docs/audit.md, "`cairn history`").
+//!
+//! It reads the partition's events through the catalog's
+//! `partition_events` index, so its cost grows with the partition's
+//! history, not with the log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+
+use cairn_engine::digest::{ActionKey, ContentDigest};
+use cairn_engine::graph::Producer;
+use cairn_engine::ports::Catalog;
+use cairn_engine::record::{Event, EventKind, Manifest};
+use cairn_engine::refs::PartitionRef;
+use cairn_store::Store;
+
+use crate::{AppError, Workspace};
+
+/// A partition's history, or why it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum History {
+    /// A source partition: cairn observes `path` and never runs a job for it.
+    Source { path: PathBuf },
+    /// Nothing was built here yet: there is no store.
+    NothingBuilt,
+    /// Its entries, newest first (empty: it was never built, failed or
+    /// invalidated).
+    Entries(Vec<HistoryEntry>),
+}
+
+/// One entry of a partition's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryEntry {
+    Materialization(Box<Materialized>),
+    Failure(Box<FailedRun>),
+    Invalidation(InvalidationEntry),
+}
+
+impl HistoryEntry {
+    pub fn build(&self) -> u64 {
+        match self {
+            HistoryEntry::Materialization(m) => m.build,
+            HistoryEntry::Failure(f) => f.build,
+            HistoryEntry::Invalidation(i) => i.build,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            HistoryEntry::Materialization(m) => m.seq,
+            HistoryEntry::Failure(f) => f.seq,
+            HistoryEntry::Invalidation(i) => i.seq,
+        }
+    }
+}
+
+/// The partition got content (`PartitionMaterialized`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Materialized {
+    pub seq: u64,
+    pub build: u64,
+    pub time_ms: u64,
+    pub key: ActionKey,
+    /// Its content.
+    pub digest: ContentDigest,
+    /// The job ran in this build (`ActionSucceeded`); otherwise the manifest
+    /// of an earlier run was reused (`ActionCached`).
+    pub executed: bool,
+    /// The data path was rewritten from the store.
+    pub restored: bool,
+    /// The manifest of the run that produced the content (reused or not);
+    /// `None` when it is no longer recorded.
+    pub manifest: Option<Manifest>,
+    /// Why the job ran (`ActionStarted`), when it did.
+    pub reason: Option<String>,
+    /// Inputs whose content differs from the previous materialization's.
+    pub changed: Vec<PartitionRef>,
+    /// This is the partition's current content.
+    pub current: bool,
+    /// The reason the build was requested with (a backfill's).
+    pub build_reason: Option<String>,
+}
+
+impl Materialized {
+    /// How long the run that produced the content took.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.manifest.as_ref().map(duration_ms)
+    }
+}
+
+/// A run of its job that failed (`ActionFailed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRun {
+    pub seq: u64,
+    pub build: u64,
+    pub time_ms: u64,
+    /// `None` when it never ran (a missing source input).
+    pub key: Option<ActionKey>,
+    pub job: String,
+    /// Why the job ran (`ActionStarted`), when it did.
+    pub reason: Option<String>,
+    pub error: String,
+    pub exit_code: Option<i32>,
+    pub stdout: Option<ContentDigest>,
+    pub stderr: Option<ContentDigest>,
+    /// The reason the build was requested with (a backfill's).
+    pub build_reason: Option<String>,
+}
+
+/// The partition was invalidated (`PartitionInvalidated`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidationEntry {
+    pub seq: u64,
+    pub build: u64,
+    pub time_ms: u64,
+    pub reason: String,
+    pub by: Option<String>,
+}
+
+/// How long the run of `manifest` took.
+pub fn duration_ms(manifest: &Manifest) -> u64 {
+    manifest.finished_ms.saturating_sub(manifest.started_ms)
+}
+
+pub(crate) fn parse_ref(text: &str) -> Result<PartitionRef, AppError> {
+    PartitionRef::parse(text).map_err(|error| AppError::Usage(error.to_string()))
+}
+
+/// The file a source partition is observed from, when `partition` is one.
+pub(crate) fn source_path(workspace: &Workspace, partition: &PartitionRef) -> Option<PathBuf> {
+    match workspace.graph.lookup(partition) {
+        Ok(Producer::Source { path, .. }) => Some(path),
+        _ => None,
+    }
+}
+
+/// Every event about `partition`, oldest first.
+pub(crate) fn partition_events(
+    store: &Store,
+    partition: &PartitionRef,
+) -> Result<Vec<Event>, AppError> {
+    let mut events = Vec::new();
+    store
+        .catalog()
+        .partition_events(partition, 1, &mut |event| {
+            events.push(event);
+            true
+        })?;
+    Ok(events)
+}
+
+/// The history of `request` (one ref), newest first.
+pub fn history(workspace: &Workspace, request: &str) -> Result<History, AppError> {
+    let partition = parse_ref(request)?;
+    if let Some(path) = source_path(workspace, &partition) {
+        return Ok(History::Source { path });
+    }
+    let Some(store) = workspace.open_reader()? else {
+        return Ok(History::NothingBuilt);
+    };
+    let current_seq = store
+        .catalog()
+        .partition(&partition)?
+        .and_then(|state| state.current)
+        .map(|current| current.seq);
+    let events = partition_events(&store, &partition)?;
+    let mut entries = history_entries(&store, events, current_seq)?;
+    entries.reverse();
+    let requested = build_reasons(&store, &entries)?;
+    for entry in &mut entries {
+        let build = entry.build();
+        match entry {
+            HistoryEntry::Materialization(m) => m.build_reason = requested.get(&build).cloned(),
+            HistoryEntry::Failure(f) => f.build_reason = requested.get(&build).cloned(),
+            HistoryEntry::Invalidation(_) => {}
+        }
+    }
+    Ok(History::Entries(entries))
+}
+
+/// Pairs each `PartitionMaterialized` with the `ActionSucceeded` or
+/// `ActionCached` of its build and key (both are indexed under the
+/// partition, since the key's outputs include it), oldest first.
+fn history_entries(
+    store: &Store,
+    events: Vec<Event>,
+    current_seq: Option<u64>,
+) -> Result<Vec<HistoryEntry>, AppError> {
+    let mut started: HashMap<(u64, ActionKey), String> = HashMap::new();
+    let mut succeeded: HashMap<ActionKey, Manifest> = HashMap::new();
+    let mut executed_in: HashSet<(u64, ActionKey)> = HashSet::new();
+    let mut cached: HashMap<(u64, ActionKey), bool> = HashMap::new();
+    let mut entries = Vec::new();
+    let mut previous_inputs: Option<BTreeMap<PartitionRef, ContentDigest>> = None;
+    for event in events {
+        let build = event.build;
+        match event.kind {
+            EventKind::ActionStarted { key, reason, .. } => {
+                started.insert((build, key), reason);
+            }
+            EventKind::ActionSucceeded { manifest } => {
+                executed_in.insert((build, manifest.key));
+                succeeded.insert(manifest.key, manifest);
+            }
+            EventKind::ActionCached { key, restored, .. } => {
+                cached.insert((build, key), restored);
+            }
+            EventKind::ActionFailed {
+                key,
+                job,
+                error,
+                exit_code,
+                stdout,
+                stderr,
+                ..
+            } => {
+                let reason = key.and_then(|key| started.get(&(build, key)).cloned());
+                entries.push(HistoryEntry::Failure(Box::new(FailedRun {
+                    seq: event.seq,
+                    build,
+                    time_ms: event.time_ms,
+                    key,
+                    job,
+                    reason,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                    build_reason: None,
+                })));
+            }
+            EventKind::PartitionInvalidated { reason, by, .. } => {
+                entries.push(HistoryEntry::Invalidation(InvalidationEntry {
+                    seq: event.seq,
+                    build,
+                    time_ms: event.time_ms,
+                    reason,
+                    by,
+                }));
+            }
+            EventKind::PartitionMaterialized { key, digest, .. } => {
+                let manifest = match succeeded.get(&key) {
+                    Some(manifest) => Some(manifest.clone()),
+                    None => store.catalog().action(&key)?,
+                };
+                let inputs: Option<BTreeMap<PartitionRef, ContentDigest>> =
+                    manifest.as_ref().map(|manifest| {
+                        manifest
+                            .inputs
+                            .iter()
+                            .map(|input| (input.partition.clone(), input.digest))
+                            .collect()
+                    });
+                let changed = match (&previous_inputs, &inputs) {
+                    (Some(before), Some(now)) => now
+                        .iter()
+                        .filter(|(partition, digest)| before.get(*partition) != Some(*digest))
+                        .map(|(partition, _)| partition.clone())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if inputs.is_some() {
+                    previous_inputs = inputs;
+                }
+                entries.push(HistoryEntry::Materialization(Box::new(Materialized {
+                    seq: event.seq,
+                    build,
+                    time_ms: event.time_ms,
+                    key,
+                    digest,
+                    executed: executed_in.contains(&(build, key)),
+                    restored: cached.get(&(build, key)).copied().unwrap_or(false),
+                    manifest,
+                    reason: started.get(&(build, key)).cloned(),
+                    changed,
+                    current: current_seq == Some(event.seq),
+                    build_reason: None,
+                })));
+            }
+            _ => {}
+        }
+    }
+    entries.sort_by_key(HistoryEntry::seq);
+    Ok(entries)
+}
+
+/// The reason each build of `entries` was requested with (its
+/// `BuildRequested`, the first event of the build, found by binary search
+/// over seq: build ids grow along the log), for the builds that have one.
+fn build_reasons(
+    store: &Store,
+    entries: &[HistoryEntry],
+) -> Result<HashMap<u64, String>, AppError> {
+    let mut reasons = HashMap::new();
+    let builds: BTreeSet<u64> = entries
+        .iter()
+        .filter(|entry| !matches!(entry, HistoryEntry::Invalidation(_)))
+        .map(HistoryEntry::build)
+        .collect();
+    for build in builds {
+        let seq = store
+            .catalog()
+            .first_seq_reaching(&|event| event.build >= build)?;
+        if let Some(Event {
+            build: found,
+            kind:
+                EventKind::BuildRequested {
+                    reason: Some(reason),
+                    ..
+                },
+            ..
+        }) = store.catalog().event(seq)?
+            && found == build
+        {
+            reasons.insert(build, reason);
+        }
+    }
+    Ok(reasons)
+}

@@ -1,0 +1,201 @@
+//! `logs`: what a partition's job printed, captured and stored as blobs
+//! (docs/cli.md, "`cairn logs`"), read verified and streamed.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use cairn_engine::digest::{ActionKey, ContentDigest};
+use cairn_engine::ports::{Catalog, StoreError};
+use cairn_engine::record::{Event, EventKind, Manifest};
+use cairn_engine::refs::PartitionRef;
+use cairn_store::Store;
+
+use crate::history::{parse_ref, partition_events, source_path};
+use crate::{AppError, Workspace};
+
+/// A job run whose output was captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    pub build: u64,
+    /// When it finished (a success) or failed.
+    pub time_ms: u64,
+    pub job: String,
+    pub key: ActionKey,
+    /// `None`: it succeeded; `Some(error)`: it failed.
+    pub error: Option<String>,
+    pub stdout: Option<ContentDigest>,
+    pub stderr: Option<ContentDigest>,
+}
+
+impl JobRun {
+    fn of_manifest(manifest: &Manifest) -> JobRun {
+        JobRun {
+            build: manifest.build,
+            time_ms: manifest.finished_ms,
+            job: manifest.job.clone(),
+            key: manifest.key,
+            error: None,
+            stdout: manifest.stdout,
+            stderr: manifest.stderr,
+        }
+    }
+
+    fn of_event(event: &Event) -> Option<JobRun> {
+        match &event.kind {
+            EventKind::ActionSucceeded { manifest } => Some(JobRun::of_manifest(manifest)),
+            EventKind::ActionFailed {
+                key,
+                job,
+                error,
+                stdout,
+                stderr,
+                ..
+            } => Some(JobRun {
+                build: event.build,
+                time_ms: event.time_ms,
+                job: job.clone(),
+                // No key: it failed before running (a missing source).
+                key: (*key)?,
+                error: Some(error.clone()),
+                stdout: *stdout,
+                stderr: *stderr,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The blob of `stream`, `None` when it was empty.
+    pub fn blob(&self, stream: Stream) -> Option<ContentDigest> {
+        match stream {
+            Stream::Stdout => self.stdout,
+            Stream::Stderr => self.stderr,
+        }
+    }
+}
+
+/// One of the two captured streams of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Which run `logs` found for a partition, or why there is none.
+pub enum Logs {
+    /// A source partition: cairn observes `path` and never runs a job for it.
+    Source { path: PathBuf },
+    /// Nothing was built here yet.
+    NothingBuilt,
+    /// No job run is recorded for it.
+    NeverRun,
+    /// The run, and the store to read its output from.
+    Run(Box<JobLogs>),
+}
+
+/// A run whose captured output can be read.
+pub struct JobLogs {
+    pub run: JobRun,
+    store: Store,
+}
+
+/// The run of `request` (one ref) whose output `logs` shows: with
+/// `build`, its run in that build (a usage error naming the builds it ran
+/// in otherwise); else its last run if that run failed after the last
+/// materialization, else the run whose manifest produced its current
+/// content, else its last run.
+pub fn logs(workspace: &Workspace, request: &str, build: Option<u64>) -> Result<Logs, AppError> {
+    let partition = parse_ref(request)?;
+    if let Some(path) = source_path(workspace, &partition) {
+        return Ok(Logs::Source { path });
+    }
+    let Some(store) = workspace.open_reader()? else {
+        return Ok(Logs::NothingBuilt);
+    };
+    let runs: Vec<JobRun> = partition_events(&store, &partition)?
+        .iter()
+        .filter_map(JobRun::of_event)
+        .collect();
+    let run = match build {
+        Some(build) => match runs.iter().rev().find(|run| run.build == build) {
+            Some(run) => Some(run.clone()),
+            None => return Err(not_run_in(&partition, build, &runs)),
+        },
+        None => {
+            // The run behind the current content, unless a failure came since.
+            let state = store.catalog().partition(&partition)?;
+            let failed_since = state.as_ref().is_some_and(|state| state.failed.is_some());
+            let current = state.and_then(|state| state.current);
+            match (failed_since, current) {
+                (false, Some(current)) => match store.catalog().action(&current.key)? {
+                    Some(manifest) => Some(JobRun::of_manifest(&manifest)),
+                    None => runs.last().cloned(),
+                },
+                _ => runs.last().cloned(),
+            }
+        }
+    };
+    Ok(match run {
+        Some(run) => Logs::Run(Box::new(JobLogs { run, store })),
+        None => Logs::NeverRun,
+    })
+}
+
+fn not_run_in(partition: &PartitionRef, build: u64, runs: &[JobRun]) -> AppError {
+    let mut builds: Vec<String> = runs.iter().map(|r| r.build.to_string()).collect();
+    builds.dedup();
+    let ran = if builds.is_empty() {
+        "it never ran here".to_owned()
+    } else {
+        format!("it ran in builds {}", builds.join(", "))
+    };
+    AppError::Usage(format!("{partition} did not run in build {build}: {ran}"))
+}
+
+/// A captured stream, verified, to read (streamed: memory stays small
+/// whatever its size).
+pub struct Captured<'a> {
+    /// Its length in bytes.
+    pub length: u64,
+    reader: Box<dyn Read + 'a>,
+}
+
+impl Read for Captured<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buffer)
+    }
+}
+
+impl JobLogs {
+    /// The captured `stream` of the run, re-hashed before it is handed out
+    /// (a corrupt blob is an error, exit 3, never served); `None` when the
+    /// stream was empty.
+    pub fn open(&self, stream: Stream) -> Result<Option<Captured<'_>>, AppError> {
+        let Some(digest) = self.run.blob(stream) else {
+            return Ok(None);
+        };
+        let unreadable = |error: StoreError| {
+            AppError::StoreProblem(format!(
+                "the {} of this run cannot be read: {error} (`cairn store verify` checks the store)",
+                stream.name()
+            ))
+        };
+        // Verified first, then streamed: a corrupt blob is never served.
+        self.store.blobs().verify(&digest).map_err(unreadable)?;
+        // Opened without blocking, a regular file only (a FIFO planted
+        // under the blob's name since the check would block forever).
+        let (file, length) = self.store.blobs().open(&digest).map_err(unreadable)?;
+        Ok(Some(Captured {
+            length,
+            reader: Box::new(file),
+        }))
+    }
+}

@@ -1,0 +1,528 @@
+//! `status` and `why`: the state of partitions, classified and explained,
+//! read-only (beside a running build too).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use cairn_engine::digest::ActionKey;
+use cairn_engine::evaluate::{Verdict, evaluate, evaluate_with_keys};
+use cairn_engine::graph::Producer;
+use cairn_engine::ports::Catalog;
+use cairn_engine::record::{Manifest, PartitionState};
+use cairn_engine::refs::PartitionRef;
+
+use crate::running::{LiveBuild, RunningJob};
+use crate::{AppError, Workspace, resumable_note};
+
+/// What `status` says of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// A source partition: observed from its file, never built.
+    Source,
+    /// Up to date.
+    Built,
+    /// It would be rebuilt or restored.
+    Stale,
+    /// Never built.
+    Missing,
+    /// Its last attempt failed.
+    Failed,
+    /// A build running now is running its job.
+    Running,
+    /// Built, but the graph no longer declares it.
+    Orphaned,
+}
+
+impl State {
+    /// The word `status` prints (`built`, `stale`, ...).
+    pub fn word(self) -> &'static str {
+        match self {
+            State::Source => "source",
+            State::Built => "built",
+            State::Stale => "stale",
+            State::Missing => "missing",
+            State::Failed => "failed",
+            State::Running => "running",
+            State::Orphaned => "orphaned",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// One partition's status: its state and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: PartitionRef,
+    pub state: State,
+    /// Why, in one sentence (`up to date (build 3)`, `never built`, ...).
+    pub reason: String,
+    /// The job running for it now ([`State::Running`]).
+    pub running: Option<RunningJob>,
+    /// The build whose result is current ([`State::Built`]), or that made
+    /// an orphaned partition's content ([`State::Orphaned`]).
+    pub built_by: Option<u64>,
+}
+
+impl PartitionStatus {
+    fn new(partition: PartitionRef, state: State, reason: String) -> PartitionStatus {
+        PartitionStatus {
+            partition,
+            state,
+            reason,
+            running: None,
+            built_by: None,
+        }
+    }
+}
+
+/// The status of every partition `requests` names (refs or patterns;
+/// none: every declared partition, then every orphaned one), in ref order.
+pub fn status(
+    workspace: &Workspace,
+    requests: &[String],
+) -> Result<Vec<PartitionStatus>, AppError> {
+    let refs = workspace.requested(requests)?;
+    let plan = workspace.plan(&refs)?;
+    let live = LiveBuild::find(workspace)?;
+    let mut rows = workspace.read_context(|context| {
+        let verdicts = evaluate(context, &plan)?;
+        let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
+        for (index, action) in plan.actions.iter().enumerate() {
+            for output in &action.config.outputs {
+                producer.insert(output, index);
+            }
+        }
+        let mut rows = Vec::new();
+        for partition in &plan.requested {
+            let Some(&index) = producer.get(partition) else {
+                rows.push(PartitionStatus::new(
+                    partition.clone(),
+                    State::Source,
+                    "a source partition, observed from its file".to_owned(),
+                ));
+                continue;
+            };
+            let state = context.catalog.partition(partition)?;
+            let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
+            let failed = state.as_ref().and_then(|s| s.failed.clone());
+            let running = match (&live, &verdicts[index]) {
+                (_, Verdict::UpToDate { .. }) | (None, _) => None,
+                (Some(live), _) => live.running(partition)?,
+            };
+            let row = match &verdicts[index] {
+                _ if running.is_some() => {
+                    let job = running.unwrap_or_else(|| unreachable!("checked above"));
+                    PartitionStatus {
+                        reason: job.to_string(),
+                        running: Some(job),
+                        ..PartitionStatus::new(partition.clone(), State::Running, String::new())
+                    }
+                }
+                Verdict::UpToDate { built_by, key } => {
+                    let versions = match context.catalog.action(key)? {
+                        Some(manifest) => built_versions(workspace, &manifest),
+                        None => String::new(),
+                    };
+                    let code = context
+                        .code_changes
+                        .get(key)
+                        .map(|change| format!("; {}", change.describe()))
+                        .unwrap_or_default();
+                    PartitionStatus {
+                        built_by: Some(*built_by),
+                        ..PartitionStatus::new(
+                            partition.clone(),
+                            State::Built,
+                            format!("up to date (build {built_by}){versions}{code}"),
+                        )
+                    }
+                }
+                Verdict::Restore { .. } => PartitionStatus::new(
+                    partition.clone(),
+                    State::Stale,
+                    "data path missing or altered; the next build restores it from the store"
+                        .to_owned(),
+                ),
+                Verdict::Pending { input } => {
+                    let input_verdict = producer.get(input).map(|&at| &verdicts[at]);
+                    let waiting = waiting_on(
+                        context.catalog,
+                        partition,
+                        state.as_ref(),
+                        input,
+                        input_verdict,
+                    )?;
+                    PartitionStatus::new(partition.clone(), waiting.state, waiting.reason)
+                }
+                verdict => {
+                    let (_, mut reason) = verdict.describe();
+                    // No key: the store records nothing, so no checkpoint.
+                    if let Verdict::Run { key: Some(key), .. } = verdict {
+                        reason.push_str(&resumable_note(context, key)?);
+                    }
+                    let (state, reason) = match (&failed, built_before) {
+                        (Some((build, error)), _) => (
+                            State::Failed,
+                            format!("build {build}: {error}{}", resumable_suffix(&reason)),
+                        ),
+                        (None, false) => (
+                            State::Missing,
+                            format!("never built{}", resumable_suffix(&reason)),
+                        ),
+                        (None, true) => (State::Stale, reason),
+                    };
+                    PartitionStatus::new(partition.clone(), state, reason)
+                }
+            };
+            rows.push(row);
+        }
+        Ok::<_, AppError>(rows)
+    })?;
+    // Everything asked for: the partitions built before and no longer
+    // declared too.
+    if requests.is_empty()
+        && let Some(store) = workspace.open_reader()?
+    {
+        for (partition, build) in workspace.orphans(&store)? {
+            rows.push(PartitionStatus {
+                built_by: Some(build),
+                ..PartitionStatus::new(
+                    partition,
+                    State::Orphaned,
+                    format!(
+                        "built by build {build}, but the graph no longer declares it: `cairn prune --reason TEXT` removes it"
+                    ),
+                )
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// How many of `rows` are in each state, for the summary line.
+pub fn count(rows: &[PartitionStatus], state: State) -> usize {
+    rows.iter().filter(|row| row.state == state).count()
+}
+
+/// `, built by 1.2.0 (code 3f2a…), graph now 1.3.0: valid` when the graph's
+/// version moved within the same major.
+fn built_versions(workspace: &Workspace, manifest: &Manifest) -> String {
+    let code = manifest
+        .code_digest
+        .map(|code| format!(" (code {})", code.short()))
+        .unwrap_or_default();
+    let mut notes = Vec::new();
+    for (dataset, built) in &manifest.versions {
+        if let Some(now) = workspace
+            .graph
+            .datasets
+            .get(dataset)
+            .and_then(|d| d.version.as_ref())
+            && now.to_string() != *built
+        {
+            notes.push(format!(", built by {built}{code}, graph now {now}: valid"));
+        }
+    }
+    notes.concat()
+}
+
+/// The resumable part of a reason, to keep on a failed partition's line.
+fn resumable_suffix(reason: &str) -> &str {
+    reason
+        .find("; resumable from")
+        .map_or("", |index| &reason[index..])
+}
+
+// -------------------------------------------------------------------- why
+
+/// What `why` concludes about a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WhyState {
+    /// A source partition: observed, never built.
+    Source,
+    /// A build running now is running its job.
+    Running,
+    /// Up to date: it reuses a recorded manifest.
+    UpToDate,
+    /// Its key was built, but its data path must be restored from the store.
+    Restore,
+    /// The next build runs its job (or waits on an input first).
+    Rebuild,
+    /// It cannot be built (an input is missing).
+    Blocked,
+}
+
+impl WhyState {
+    /// The word `why --json` prints as `state`.
+    pub fn word(self) -> &'static str {
+        match self {
+            WhyState::Source => "source",
+            WhyState::Running => "running",
+            WhyState::UpToDate => "up-to-date",
+            WhyState::Restore => "restore",
+            WhyState::Rebuild => "rebuild",
+            WhyState::Blocked => "blocked",
+        }
+    }
+}
+
+impl fmt::Display for WhyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// Whether a partition is up to date and, if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub partition: PartitionRef,
+    pub state: WhyState,
+    /// The explanation in plain words, naming the partition.
+    pub text: String,
+    /// The action key it is (or would be) built under, when known.
+    pub key: Option<ActionKey>,
+    /// The build whose result it reuses ([`WhyState::UpToDate`]).
+    pub built_by: Option<u64>,
+    /// The job running for it now ([`WhyState::Running`]).
+    pub running: Option<RunningJob>,
+    /// The file a source partition is observed from ([`WhyState::Source`]).
+    pub source_path: Option<PathBuf>,
+}
+
+impl Explanation {
+    fn new(partition: &PartitionRef, state: WhyState, text: String) -> Explanation {
+        Explanation {
+            partition: partition.clone(),
+            state,
+            text,
+            key: None,
+            built_by: None,
+            running: None,
+            source_path: None,
+        }
+    }
+}
+
+/// Explains whether `request` (one ref) is up to date, and which key input
+/// changed if not.
+pub fn why(workspace: &Workspace, request: &str) -> Result<Explanation, AppError> {
+    let partition =
+        PartitionRef::parse(request).map_err(|error| AppError::Request(error.to_string()))?;
+    workspace
+        .graph
+        .check_domain(&partition)
+        .map_err(AppError::Request)?;
+    if let Producer::Source { path, .. } = workspace
+        .graph
+        .lookup(&partition)
+        .map_err(AppError::Request)?
+    {
+        let text = format!(
+            "{partition} is a source partition: cairn observes {} by content and never builds it",
+            path.display()
+        );
+        return Ok(Explanation {
+            source_path: Some(path),
+            ..Explanation::new(&partition, WhyState::Source, text)
+        });
+    }
+    let plan = workspace.plan(std::slice::from_ref(&partition))?;
+    let live = LiveBuild::find(workspace)?;
+    workspace.read_context(|context| {
+        let verdicts = evaluate_with_keys(context, &plan)?;
+        let producer = |partition: &PartitionRef| {
+            plan.actions
+                .iter()
+                .position(|action| action.config.outputs.contains(partition))
+        };
+        let index = producer(&partition).ok_or_else(|| {
+            AppError::Usage(format!("no action of the plan produces {partition}"))
+        })?;
+        let state = context.catalog.partition(&partition)?;
+        let running = match (&live, &verdicts[index]) {
+            (_, Verdict::UpToDate { .. }) | (None, _) => None,
+            (Some(live), _) => live.running(&partition)?,
+        };
+        let explanation = match &verdicts[index] {
+            _ if running.is_some() => {
+                let job = running.unwrap_or_else(|| unreachable!("checked above"));
+                Explanation {
+                    running: Some(job.clone()),
+                    ..Explanation::new(
+                        &partition,
+                        WhyState::Running,
+                        format!("{partition} is being built now: {job}"),
+                    )
+                }
+            }
+            Verdict::UpToDate { key, built_by } => {
+                let manifest = context.catalog.action(key)?;
+                let versions = manifest
+                    .as_ref()
+                    .map(|m| version_note(workspace, &m.versions))
+                    .unwrap_or_default();
+                let code = context
+                    .code_changes
+                    .get(key)
+                    .map(|change| format!("; {}", change.describe()))
+                    .unwrap_or_default();
+                Explanation {
+                    key: Some(*key),
+                    built_by: Some(*built_by),
+                    ..Explanation::new(
+                        &partition,
+                        WhyState::UpToDate,
+                        format!(
+                            "{partition} is up to date: it reuses the manifest of build {built_by} (key {}){versions}{code}",
+                            key.short()
+                        ),
+                    )
+                }
+            }
+            Verdict::Restore { key } => Explanation {
+                key: Some(*key),
+                ..Explanation::new(
+                    &partition,
+                    WhyState::Restore,
+                    format!(
+                        "{partition} was built under key {} but its data path is missing or altered: the next build restores it from the store without running the job",
+                        key.short()
+                    ),
+                )
+            },
+            Verdict::Run { key, reason } => Explanation {
+                key: *key,
+                ..Explanation::new(
+                    &partition,
+                    WhyState::Rebuild,
+                    format!(
+                        "{partition} will be rebuilt: {reason}{}",
+                        match key {
+                            Some(key) => resumable_note(context, key)?,
+                            None => String::new(),
+                        }
+                    ),
+                )
+            },
+            Verdict::Pending { input } => {
+                let input_verdict = producer(input).map(|at| &verdicts[at]);
+                let waiting = waiting_on(
+                    context.catalog,
+                    &partition,
+                    state.as_ref(),
+                    input,
+                    input_verdict,
+                )?;
+                Explanation::new(&partition, WhyState::Rebuild, waiting.sentence)
+            }
+            Verdict::Blocked { reason } => Explanation::new(
+                &partition,
+                WhyState::Blocked,
+                format!("{partition} cannot be built: {reason}"),
+            ),
+        };
+        Ok(explanation)
+    })
+}
+
+/// What `status` and `why` both say of a partition whose job waits on its
+/// input (a [`Verdict::Pending`]).
+struct Waiting {
+    /// `status`'s state: failed, missing or stale.
+    state: State,
+    /// `status`'s reason.
+    reason: String,
+    /// `why`'s sentence: the same facts, naming the partition.
+    sentence: String,
+}
+
+/// [`Waiting`] for `partition`, whose job waits on `input`.
+/// `input_verdict`: the verdict of the action producing `input`, when it is
+/// planned, to say why that input is rebuilt.
+fn waiting_on(
+    catalog: &dyn Catalog,
+    partition: &PartitionRef,
+    state: Option<&PartitionState>,
+    input: &PartitionRef,
+    input_verdict: Option<&Verdict>,
+) -> Result<Waiting, AppError> {
+    let built = state.is_some_and(|state| state.current.is_some());
+    let own_failure = state.and_then(|state| state.failed.clone());
+    let upstream_failure = catalog.partition(input)?.and_then(|state| state.failed);
+    let word = match (&own_failure, built) {
+        (Some(_), _) => State::Failed,
+        (None, false) => State::Missing,
+        (None, true) => State::Stale,
+    };
+    let input_reason = match input_verdict {
+        Some(verdict @ (Verdict::Run { .. } | Verdict::Pending { .. })) => {
+            format!(" ({})", verdict.reason())
+        }
+        _ => String::new(),
+    };
+    let (reason, sentence) = match (upstream_failure, own_failure) {
+        (Some((build, error)), _) => {
+            let reason =
+                format!("waiting on upstream {input}, which failed in build {build}: {error}");
+            let sentence = format!("{partition} is {reason}");
+            (reason, sentence)
+        }
+        (None, Some((build, error))) => {
+            let rerun = format!("it runs again once its input {input} is rebuilt{input_reason}");
+            (
+                format!("build {build}: {error}; {rerun}"),
+                format!("{partition} failed in build {build}: {error}; {rerun}"),
+            )
+        }
+        (None, None) if !built => (
+            "never built".to_owned(),
+            format!(
+                "{partition} will be built: never built (it needs {input}, which is not built yet)"
+            ),
+        ),
+        (None, None) => {
+            let reason = format!(
+                "its input {input} will be rebuilt first{input_reason}; \
+                 it is rebuilt if that changes the input's content"
+            );
+            let sentence = format!("{partition} is stale: {reason}");
+            (reason, sentence)
+        }
+    };
+    Ok(Waiting {
+        state: word,
+        reason,
+        sentence,
+    })
+}
+
+/// `; built by clean 1.2.0, graph now 1.3.0: still valid (same major)`
+/// when versions moved.
+fn version_note(workspace: &Workspace, versions: &[(String, String)]) -> String {
+    let mut notes = Vec::new();
+    for (dataset, built) in versions {
+        match workspace
+            .graph
+            .datasets
+            .get(dataset)
+            .and_then(|d| d.version.as_ref())
+        {
+            Some(now) if now.to_string() != *built => notes.push(format!(
+                "built by {dataset} {built}, graph now {now}: still valid (same major)"
+            )),
+            Some(_) => notes.push(format!("built by {dataset} {built}")),
+            None => {}
+        }
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    }
+}
