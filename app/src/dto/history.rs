@@ -194,3 +194,64 @@ impl InvalidationLine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dto::status::tests::keys_in_alphabetical_order;
+
+    #[test]
+    fn history_lines_keep_their_keys_in_order() {
+        let hex = "ab".repeat(32);
+        keys_in_alphabetical_order(&MaterializationLine {
+            build: 2,
+            build_reason: Some("backfill".into()),
+            code_digest: Some(hex.clone()),
+            current: true,
+            digest: hex.clone(),
+            duration_ms: Some(12),
+            inputs: Some(vec![InputLine {
+                changed: true,
+                digest: hex.clone(),
+                partition: "raw/day=mon".into(),
+            }]),
+            job: Some("clean".into()),
+            key: hex.clone(),
+            manifest_build: Some(2),
+            outcome: "executed".into(),
+            reason: Some("never built".into()),
+            partition: "clean/day=mon".into(),
+            restored: false,
+            seq: 9,
+            stderr: None,
+            stdout: Some(hex.clone()),
+            time_ms: 1,
+            kind: "materialization".into(),
+            versions: Some([("clean".to_owned(), "1.0.0".to_owned())].into()),
+        });
+        keys_in_alphabetical_order(&FailureLine {
+            build: 2,
+            build_reason: None,
+            error: "exited with status 4".into(),
+            exit_code: Some(4),
+            job: "clean".into(),
+            key: None,
+            reason: None,
+            partition: "clean/day=mon".into(),
+            seq: 7,
+            stderr: Some(hex),
+            stdout: None,
+            time_ms: 1,
+            kind: "failure".into(),
+        });
+        keys_in_alphabetical_order(&InvalidationLine {
+            build: 3,
+            by: Some("ana".into()),
+            reason: "bad feed".into(),
+            partition: "clean/day=mon".into(),
+            seq: 12,
+            time_ms: 1,
+            kind: "invalidation".into(),
+        });
+    }
+}

@@ -56,3 +56,33 @@ impl From<&Explanation> for WhyLine {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `serde_json::Value` sorts its keys: a line serialized through it
+    /// equals the line serialized directly only when every key is in
+    /// alphabetical order, as these lines have always been printed.
+    pub(crate) fn keys_in_alphabetical_order<T: Serialize>(line: &T) {
+        let direct = serde_json::to_string(line).unwrap();
+        let sorted = serde_json::to_string(&serde_json::to_value(line).unwrap()).unwrap();
+        assert_eq!(direct, sorted);
+    }
+
+    #[test]
+    fn status_and_why_lines_keep_their_keys_in_order() {
+        keys_in_alphabetical_order(&StatusLine {
+            reason: "up to date (build 3)".into(),
+            partition: "clean/day=mon".into(),
+            state: "built".into(),
+        });
+        keys_in_alphabetical_order(&WhyLine {
+            built_by: Some(3),
+            key: Some("ab".repeat(32)),
+            reason: "clean/day=mon is up to date".into(),
+            partition: "clean/day=mon".into(),
+            state: "up-to-date".into(),
+        });
+    }
+}

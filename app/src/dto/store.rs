@@ -267,3 +267,57 @@ impl From<Option<&Stats>> for StatsLine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dto::status::tests::keys_in_alphabetical_order;
+
+    #[test]
+    fn verify_and_stats_lines_keep_their_keys_in_order() {
+        let hex = "ab".repeat(32);
+        keys_in_alphabetical_order(&BlobProblemLine {
+            actual: Some(hex.clone()),
+            blob: hex.clone(),
+            damage: "truncated".into(),
+            expected_length: Some(308),
+            length: Some(5),
+            partitions: vec!["clean/day=mon".into()],
+            removed: false,
+            superseded: vec!["clean/day=tue".into()],
+            kind: "problem".into(),
+            uses: vec!["checkpoint 3 of action ab…".into()],
+        });
+        keys_in_alphabetical_order(&ManifestMissingLine {
+            damage: "manifest-missing".into(),
+            key: hex,
+            partition: "clean/day=mon".into(),
+            partitions: vec!["clean/day=mon".into()],
+            kind: "problem".into(),
+        });
+        keys_in_alphabetical_order(&CacheProblemLine {
+            cache: "kept-plan".into(),
+            damage: "cache".into(),
+            file: "/p/.cairn/plan".into(),
+            partitions: Vec::new(),
+            problem: "checksum mismatch".into(),
+            removed: true,
+            kind: "problem".into(),
+        });
+        keys_in_alphabetical_order(&VerifySummary {
+            blobs: 11,
+            build: Some(4),
+            bytes: 103,
+            catalog: "sound".into(),
+            invalidated: vec!["clean/day=mon".into()],
+            problems: 2,
+            removed: 1,
+            removed_caches: 1,
+            repaired: true,
+            superseded_missing: 0,
+            kind: "summary".into(),
+            unreferenced: 0,
+        });
+        keys_in_alphabetical_order(&StatsLine::default());
+    }
+}
