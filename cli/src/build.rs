@@ -349,7 +349,7 @@ pub fn execute(
         requested: execution.requested.clone(),
         command: execution.command.to_owned(),
         reason: execution.reason.clone(),
-        witness: witness.as_ref(),
+        witness: witness.as_ref().map(|witness| witness as _),
         presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
     };
     let reporter = BuildReporter::new(execution.json);

@@ -4,9 +4,8 @@
 
 use rayon::prelude::*;
 
-use crate::action::{Context, Decision};
 use crate::digest::{ActionKey, ContentDigest};
-use crate::exec::{ExecError, code_digests};
+use crate::exec::{Context, Decision, ExecError, code_digests};
 use crate::observe::Observer;
 use crate::plan::{InputSource, Plan};
 use crate::record::BuildCounts;
@@ -254,7 +253,7 @@ fn evaluate_one(
     for (dep, input) in action.config.inputs.iter().zip(&action.inputs) {
         match *input {
             InputSource::Source { source } => match &sources[source] {
-                Ok(digest) => resolved.push(crate::action::ResolvedInput {
+                Ok(digest) => resolved.push(crate::exec::ResolvedInput {
                     partition: dep.partition.clone(),
                     digest: *digest,
                     path: plan.sources[source].path.clone(),
@@ -272,7 +271,7 @@ fn evaluate_one(
                 action: upstream,
                 output,
             } => match (outputs.get(upstream), &verdicts[upstream]) {
-                (Some(digests), _) => resolved.push(crate::action::ResolvedInput {
+                (Some(digests), _) => resolved.push(crate::exec::ResolvedInput {
                     partition: dep.partition.clone(),
                     digest: digests[output],
                     path: context.data_path(&dep.partition),
@@ -350,7 +349,7 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         .sources
         .par_chunks(CHUNK)
         .flat_map_iter(|chunk| {
-            let mut bases = crate::uptodate::Bases::default();
+            let mut bases = crate::observe::Bases::default();
             chunk
                 .iter()
                 .map(|source| {
@@ -400,7 +399,7 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         }
         verdicts[index] = Some(verdict.unwrap_or_else(|| Verdict::Run {
             key: None,
-            reason: crate::action::NEVER_BUILT.to_owned(),
+            reason: crate::exec::NEVER_BUILT.to_owned(),
         }));
     }
     Ok(verdicts

@@ -3,8 +3,8 @@
 //! no environment outside the allow-list, no secret, and no `PATH` unless
 //! `[env] allow` lists it: the program it finds enters instead).
 
-use crate::config::JobConfig;
 use crate::digest::{ActionKey, ContentDigest, KeyHasher};
+use crate::plan::config::JobConfig;
 use crate::record::ProgramRecord;
 use crate::refs::PartitionRef;
 

@@ -2,10 +2,9 @@
 //! file, the configure protocol, action keys, the pure planner, and the
 //! executor that runs a plan through the ports in [`ports`].
 
-pub mod action;
 pub mod backfill;
+pub mod code;
 pub mod codechange;
-pub mod config;
 pub mod date;
 pub mod defs;
 pub mod digest;
@@ -23,11 +22,16 @@ pub mod program;
 pub mod record;
 pub mod redact;
 pub mod refs;
-pub mod run;
 pub mod runner;
 pub mod script;
 mod spawn;
 pub mod uptodate;
+
+// The action and the run of its job are parts of the executor (exec/);
+// their old paths stay.
+pub use exec::{action, run};
+// The jobs' configs and the configure protocol are the planner's input.
+pub use plan::config;
 
 pub use digest::{ActionKey, ContentDigest, KeyHasher};
 pub use refs::{Bindings, PartitionRef, Pattern, RefError};

@@ -561,6 +561,105 @@ fn refusal(path: &Path, metadata: &Metadata) -> ObserveError {
     }
 }
 
+/// A few directories held open, to stat paths below them by a short
+/// relative name (`fstatat`): a lookup walks every component of a path,
+/// and the snapshot's paths are absolute, ten components deep in a
+/// typical layout. Each path is stat'ed relative to the directory two
+/// components up, so a partition's directory (`date=…/station=…/`) and
+/// its files (`date=…/station=…/reviews.csv`) use two bases between them.
+#[derive(Default)]
+pub(crate) struct Bases {
+    /// Most recently used first; a base that could not be opened is kept
+    /// as `None` (its paths are stat'ed by their full path).
+    pub(crate) open: Vec<(String, Option<std::os::fd::OwnedFd>)>,
+}
+
+impl Bases {
+    pub(crate) const KEEP: usize = 4;
+
+    /// `lstat` of `path` (absolute, no trailing `/`), or `None` if it
+    /// cannot be stat'ed this way.
+    pub(crate) fn lstat(&mut self, path: &str) -> Option<StatFields> {
+        let parent = path.rfind('/')?;
+        let base_end = path[..parent].rfind('/').filter(|&at| at > 0)?;
+        let (base, relative) = (&path[..base_end], &path[base_end + 1..]);
+        let mut name = [0u8; 256];
+        if relative.len() >= name.len() || relative.as_bytes().contains(&0) {
+            return None;
+        }
+        name[..relative.len()].copy_from_slice(relative.as_bytes());
+        let position = match self.open.iter().position(|(open, _)| open == base) {
+            Some(position) => position,
+            None => {
+                let opened = open_directory(base);
+                if self.open.len() == Self::KEEP {
+                    self.open.pop();
+                }
+                self.open.insert(0, (base.to_owned(), opened));
+                0
+            }
+        };
+        if position != 0 {
+            let used = self.open.remove(position);
+            self.open.insert(0, used);
+        }
+        let fd = self.open[0].1.as_ref()?;
+        lstat_at(fd, &name).map(|stat| StatFields::of_stat(&stat))
+    }
+}
+
+/// `fstatat(directory, name, AT_SYMLINK_NOFOLLOW)`, `name` NUL-terminated.
+#[expect(
+    unsafe_code,
+    reason = "fstatat(2) relative to an open directory has no Rust wrapper"
+)]
+fn lstat_at(directory: &std::os::fd::OwnedFd, name: &[u8]) -> Option<libc::stat> {
+    use std::os::fd::AsRawFd;
+    if !name.contains(&0) {
+        return None;
+    }
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated within its bounds (checked above),
+    // `directory` is an open descriptor, and `stat` is only read after a
+    // successful call wrote it.
+    unsafe {
+        if libc::fstatat(
+            directory.as_raw_fd(),
+            name.as_ptr().cast(),
+            stat.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) != 0
+        {
+            return None;
+        }
+        Some(stat.assume_init())
+    }
+}
+
+/// How [`open_directory`] opens: `O_PATH` where there is one (the
+/// directory is neither read nor written), else for reading.
+#[cfg(target_os = "linux")]
+const DIRECTORY_FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+#[cfg(not(target_os = "linux"))]
+const DIRECTORY_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+
+/// The directory at `path` opened for stat'ing below it; `None` if it
+/// cannot be.
+#[expect(
+    unsafe_code,
+    reason = "an O_PATH directory descriptor has no Rust wrapper"
+)]
+fn open_directory(path: &str) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let path = std::ffi::CString::new(path).ok()?;
+    // SAFETY: `path` is NUL-terminated; a non-negative result is an open
+    // descriptor that nothing else owns.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), DIRECTORY_FLAGS);
+        (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{
+use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
+use crate::plan::Configurer;
+use crate::plan::config::{
     ConfigureError, FanDomains, JobConfig, declarative_config, declarative_config_for,
     parse_configure_output,
 };
-use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy, Graph, Job};
-use crate::plan::Configurer;
 use crate::redact::Redactor;
 use crate::refs::{Bindings, PartitionRef};
 use rustc_hash::FxHashSet;

@@ -43,7 +43,7 @@ use crate::digest::{ActionKey, ContentDigest, KeyHasher};
 use crate::graph::Graph;
 use crate::key::ACTION_RECIPE;
 use crate::observe::{
-    StatUpdate, executable, fields_valid, hash_file, listing_digest, now_ns, stat_entry,
+    Bases, StatUpdate, executable, fields_valid, hash_file, listing_digest, now_ns, stat_entry,
     still_valid,
 };
 use crate::ports::{Catalog, StoreError};
@@ -427,105 +427,6 @@ fn confirm_one(key: &str, seen: &Seen, bases: &mut Bases) -> Found {
     confirm_by_path(key, seen)
 }
 
-/// A few directories held open, to stat paths below them by a short
-/// relative name (`fstatat`): a lookup walks every component of a path,
-/// and the snapshot's paths are absolute, ten components deep in a
-/// typical layout. Each path is stat'ed relative to the directory two
-/// components up, so a partition's directory (`date=…/station=…/`) and
-/// its files (`date=…/station=…/reviews.csv`) use two bases between them.
-#[derive(Default)]
-pub(crate) struct Bases {
-    /// Most recently used first; a base that could not be opened is kept
-    /// as `None` (its paths are stat'ed by their full path).
-    open: Vec<(String, Option<std::os::fd::OwnedFd>)>,
-}
-
-impl Bases {
-    const KEEP: usize = 4;
-
-    /// `lstat` of `path` (absolute, no trailing `/`), or `None` if it
-    /// cannot be stat'ed this way.
-    pub(crate) fn lstat(&mut self, path: &str) -> Option<crate::observe::StatFields> {
-        let parent = path.rfind('/')?;
-        let base_end = path[..parent].rfind('/').filter(|&at| at > 0)?;
-        let (base, relative) = (&path[..base_end], &path[base_end + 1..]);
-        let mut name = [0u8; 256];
-        if relative.len() >= name.len() || relative.as_bytes().contains(&0) {
-            return None;
-        }
-        name[..relative.len()].copy_from_slice(relative.as_bytes());
-        let position = match self.open.iter().position(|(open, _)| open == base) {
-            Some(position) => position,
-            None => {
-                let opened = open_directory(base);
-                if self.open.len() == Self::KEEP {
-                    self.open.pop();
-                }
-                self.open.insert(0, (base.to_owned(), opened));
-                0
-            }
-        };
-        if position != 0 {
-            let used = self.open.remove(position);
-            self.open.insert(0, used);
-        }
-        let fd = self.open[0].1.as_ref()?;
-        lstat_at(fd, &name).map(|stat| crate::observe::StatFields::of_stat(&stat))
-    }
-}
-
-/// `fstatat(directory, name, AT_SYMLINK_NOFOLLOW)`, `name` NUL-terminated.
-#[expect(
-    unsafe_code,
-    reason = "fstatat(2) relative to an open directory has no Rust wrapper"
-)]
-fn lstat_at(directory: &std::os::fd::OwnedFd, name: &[u8]) -> Option<libc::stat> {
-    use std::os::fd::AsRawFd;
-    if !name.contains(&0) {
-        return None;
-    }
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `name` is NUL-terminated within its bounds (checked above),
-    // `directory` is an open descriptor, and `stat` is only read after a
-    // successful call wrote it.
-    unsafe {
-        if libc::fstatat(
-            directory.as_raw_fd(),
-            name.as_ptr().cast(),
-            stat.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) != 0
-        {
-            return None;
-        }
-        Some(stat.assume_init())
-    }
-}
-
-/// How [`open_directory`] opens: `O_PATH` where there is one (the
-/// directory is neither read nor written), else for reading.
-#[cfg(target_os = "linux")]
-const DIRECTORY_FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
-#[cfg(not(target_os = "linux"))]
-const DIRECTORY_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-
-/// The directory at `path` opened for stat'ing below it; `None` if it
-/// cannot be.
-#[expect(
-    unsafe_code,
-    reason = "an O_PATH directory descriptor has no Rust wrapper"
-)]
-fn open_directory(path: &str) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let path = std::ffi::CString::new(path).ok()?;
-    // SAFETY: `path` is NUL-terminated; a non-negative result is an open
-    // descriptor that nothing else owns.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), DIRECTORY_FLAGS);
-        (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd))
-    }
-}
-
 /// [`confirm_one`] by the full path: the stat again, and what the rule
 /// does when it differs.
 fn confirm_by_path(key: &str, seen: &Seen) -> Found {
@@ -811,6 +712,17 @@ impl<'a> Witness<'a> {
     }
 }
 
+/// The scheduler tells the witness when the build's jobs are done, or that
+/// it will not end with every action current.
+impl crate::exec::BuildWitness for Witness<'_> {
+    fn stop(&self) {
+        Witness::stop(self);
+    }
+    fn settle(&self) {
+        Witness::settle(self);
+    }
+}
+
 impl Catalog for Witness<'_> {
     fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
         self.inner.action(key)
@@ -865,17 +777,7 @@ impl Catalog for Witness<'_> {
     }
 }
 
-/// Per-job code digests as a sorted list (the snapshot's form).
-pub fn sorted_codes(
-    codes: &HashMap<String, Option<ContentDigest>>,
-) -> Vec<(String, Option<ContentDigest>)> {
-    let mut out: Vec<_> = codes
-        .iter()
-        .map(|(job, digest)| (job.clone(), *digest))
-        .collect();
-    out.sort();
-    out
-}
+pub use crate::exec::sorted_codes;
 
 #[cfg(test)]
 mod tests {

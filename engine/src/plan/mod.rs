@@ -12,22 +12,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{ConfigureError, DataDep, DepKind, JobConfig};
-use crate::graph::{Graph, Job, Producer};
+pub mod config;
+
+use crate::graph::{Graph, Producer};
 use crate::refs::{Bindings, PartitionRef};
+pub use config::Configurer;
+use config::{ConfigureError, DataDep, DepKind, JobConfig};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
-
-/// Answers configure requests: one call per job per wave. The jobs of one
-/// wave are configured concurrently (their answers are taken in job-name
-/// order), so a configurer is shared between threads.
-pub trait Configurer: Sync {
-    fn configure(
-        &self,
-        job: &Job,
-        refs: &[(PartitionRef, Bindings)],
-    ) -> Result<Vec<JobConfig>, ConfigureError>;
-}
 
 /// Where an action's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -631,7 +623,8 @@ fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{declarative_config, parse_configure_output};
+    use crate::graph::Job;
+    use crate::plan::config::{declarative_config, parse_configure_output};
     use std::path::Path;
 
     /// Declarative jobs in-process; executable jobs answered by a closure.

@@ -12,109 +12,17 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{ActionKey, ContentDigest};
-use crate::graph::Graph;
 use crate::key::{KeyInputs, OutputIdentity, action_key};
-use crate::observe::{Observer, StatUpdate, now_ns, stat_entry};
+use crate::observe::{Observer, StatUpdate};
 use crate::plan::PlannedAction;
-use crate::ports::{BlobStore, Catalog, StoreError};
-use crate::record::{CommandRecord, EventKind, FileEntry, MODE_BITS, Manifest, ProgramRecord};
+use crate::ports::StoreError;
+use crate::record::{CommandRecord, EventKind, MODE_BITS, Manifest, ProgramRecord};
 use crate::refs::PartitionRef;
-use crate::runner::{Children, JobEnvironment};
 
-/// What an action needs from the build around it.
-pub struct Context<'a> {
-    pub graph: &'a Graph,
-    /// Where partitions are materialized: `data/` beside the graph file.
-    pub data_root: PathBuf,
-    /// Scratch space on the data root's file system, so renames are atomic.
-    pub staging_root: PathBuf,
-    pub catalog: &'a dyn Catalog,
-    pub blobs: &'a dyn BlobStore,
-    pub environment: &'a JobEnvironment,
-    pub children: &'a Children,
-    pub build: u64,
-    /// `--retries`: overrides every job's `retries` when set.
-    pub retries: Option<u32>,
-    /// Directories between the data root and the partitions already seen
-    /// to be real directories by this build's decisions.
-    pub real_dirs: RealDirs,
-    /// The jobs' programs, resolved once (engine/src/program.rs).
-    pub programs: crate::program::Programs,
-    /// Kept partitions whose job's code changed since (codechange.rs), by
-    /// key: what `build`, `status` and `why` say about them.
-    pub code_changes: crate::codechange::CodeChanges,
-}
-
-/// Directories a build has seen to be real directories (not links), so that
-/// deciding whether 30 partitions of one date are current checks their
-/// common parents once, not 30 times. Only the read-only decision uses it:
-/// creating parents to write a partition checks every one again.
-#[derive(Debug, Default)]
-pub struct RealDirs(std::sync::RwLock<std::collections::HashSet<PathBuf>>);
-
-impl RealDirs {
-    fn contains(&self, path: &Path) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(path)
-    }
-
-    fn insert(&self, path: &Path) {
-        self.0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(path.to_owned());
-    }
-}
-
-/// An input as the action sees it.
-#[derive(Debug, Clone)]
-pub struct ResolvedInput {
-    pub partition: PartitionRef,
-    pub digest: ContentDigest,
-    pub path: PathBuf,
-}
-
-/// How an action ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Executed {
-        duration_ms: u64,
-    },
-    Cached {
-        restored: bool,
-    },
-    Failed {
-        error: String,
-        /// The last lines of the job's captured stderr (redacted, at most
-        /// [`crate::run::STDERR_TAIL_LINES`]), for the failure message;
-        /// empty when it printed nothing or never ran.
-        stderr_tail: Vec<String>,
-    },
-    Skipped {
-        reason: String,
-    },
-}
-
-/// Whether an action must run, given its key.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    /// The key was built before and every output's data path holds it.
-    UpToDate {
-        manifest: Box<Manifest>,
-        /// Every output's current materialization is already this key (the
-        /// usual no-op): reusing it records nothing.
-        current: bool,
-    },
-    /// The key was built before; these outputs must be rewritten from the store.
-    Restore {
-        manifest: Box<Manifest>,
-        outputs: Vec<usize>,
-    },
-    /// No usable result: the job must run, for this reason.
-    Run { reason: String },
-}
+pub use super::context::{Context, Decision, Finished, Outcome, RealDirs, ResolvedInput, now_ms};
+use super::context::{NEVER_BUILT, record_stats};
+use super::run::{Emit, describe};
+pub use super::staging::Leftover;
 
 /// How a built manifest is reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,53 +35,6 @@ enum Reuse {
     /// Outputs were rewritten from the store.
     Restored,
 }
-
-/// The result of one action, to be recorded by the scheduler.
-pub struct Finished {
-    pub key: Option<ActionKey>,
-    pub events: Vec<EventKind>,
-    pub updates: Vec<StatUpdate>,
-    pub outcome: Outcome,
-    /// Content digests of the outputs, when they are known.
-    pub outputs: Option<Vec<ContentDigest>>,
-    /// The build whose result a cached action reuses (its manifest's);
-    /// `None` for actions that ran, failed or were skipped, and for those a
-    /// build presumed current without reading their manifest.
-    pub built_by: Option<u64>,
-    /// What the worker removes once it has reported the action, off the
-    /// path to its dependents (the staging root is cleared at the build's
-    /// end whatever is left).
-    pub leftovers: Vec<Leftover>,
-}
-
-/// Something an action left in the staging root to be removed.
-#[derive(Debug)]
-pub enum Leftover {
-    /// A partition's earlier content, moved aside when it was replaced.
-    MovedAside(PathBuf),
-    /// A run directory whose outputs were moved out of it.
-    EmptiedRunDir(PathBuf),
-}
-
-impl Leftover {
-    pub fn remove(self) {
-        match self {
-            Leftover::MovedAside(path) => {
-                // A symlink moved aside is removed, never followed.
-                let _ = if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-            }
-            Leftover::EmptiedRunDir(run_dir) => crate::run::remove_emptied_run_dir(&run_dir),
-        }
-    }
-}
-
-/// Why an action whose outputs were never materialized would run (the
-/// evaluation without keys gives the same reason).
-pub(crate) const NEVER_BUILT: &str = "never built";
 
 impl Context<'_> {
     pub fn data_path(&self, partition: &PartitionRef) -> PathBuf {
@@ -536,7 +397,7 @@ impl Context<'_> {
         action: &PlannedAction,
         inputs: &[ResolvedInput],
         code: Option<ContentDigest>,
-        emit: crate::run::Emit<'_>,
+        emit: Emit<'_>,
     ) -> Finished {
         let key = self.key(action, inputs, code);
         // The stat-cache entries of a program hashed for a key, if this
@@ -552,7 +413,7 @@ impl Context<'_> {
             let error = format!(
                 "job {} ({}): {refused}",
                 action.job,
-                crate::run::describe(&action.config.outputs)
+                describe(&action.config.outputs)
             );
             return self.failed(action, key, error, None, updates);
         }
@@ -923,62 +784,4 @@ fn positions_changed<'r>(
         name(&old),
         name(&new)
     ))
-}
-
-/// Stat-cache entries for files just placed at `target` with known digests,
-/// so the next build need not re-read them.
-pub(crate) fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec<StatUpdate>) {
-    let recorded_ns = now_ns();
-    for file in files {
-        let path = if file.path.is_empty() {
-            target.to_owned()
-        } else {
-            target.join(&file.path)
-        };
-        if let Ok(metadata) = fs::symlink_metadata(&path) {
-            updates.push((
-                path.to_string_lossy().into_owned(),
-                stat_entry(&metadata, recorded_ns, file.digest),
-            ));
-        }
-    }
-}
-
-pub fn now_ms() -> u64 {
-    (now_ns() / 1_000_000) as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Leftover;
-    use std::fs;
-
-    #[test]
-    fn a_leftover_is_removed_and_a_link_moved_aside_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        // A partition's earlier content, moved aside.
-        let aside = root.join("trash-a");
-        fs::create_dir_all(aside.join("sub")).unwrap();
-        fs::write(aside.join("sub/file.csv"), "old").unwrap();
-        Leftover::MovedAside(aside.clone()).remove();
-        assert!(!aside.exists());
-        // A link moved aside goes; what it pointed at stays.
-        let kept = root.join("elsewhere");
-        fs::create_dir(&kept).unwrap();
-        fs::write(kept.join("file.csv"), "keep").unwrap();
-        let link = root.join("trash-b");
-        std::os::unix::fs::symlink(&kept, &link).unwrap();
-        Leftover::MovedAside(link.clone()).remove();
-        assert!(fs::symlink_metadata(&link).is_err());
-        assert_eq!(fs::read_to_string(kept.join("file.csv")).unwrap(), "keep");
-        // A run directory: its logs, an empty `out`, and anything else.
-        let run = root.join("run/key");
-        fs::create_dir_all(run.join("out")).unwrap();
-        fs::write(run.join("stdout"), "").unwrap();
-        fs::write(run.join("stderr"), "").unwrap();
-        fs::write(run.join("stray"), "").unwrap();
-        Leftover::EmptiedRunDir(run.clone()).remove();
-        assert!(!run.exists());
-    }
 }

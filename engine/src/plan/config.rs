@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 use crate::graph::{Fan, Graph, Job};
 use crate::refs::{Bindings, PartitionRef, Pattern, substitute_text};
 
+/// Answers configure requests: one call per job per wave. The jobs of one
+/// wave are configured concurrently (their answers are taken in job-name
+/// order), so a configurer is shared between threads.
+pub trait Configurer: Sync {
+    fn configure(
+        &self,
+        job: &Job,
+        refs: &[(PartitionRef, Bindings)],
+    ) -> Result<Vec<JobConfig>, ConfigureError>;
+}
+
 /// How a job uses an input. Both kinds enter the action key by content;
 /// `query` documents that the job reads the input without needing it
 /// materialized (cairn materializes it anyway today).
@@ -425,7 +436,7 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
 /// `plan`, `status` and dry runs only read them. At most
 /// [`CONFIGURE_CACHE_ENTRIES`] are kept (newest first).
 pub struct CachingConfigurer<'a> {
-    pub inner: &'a dyn crate::plan::Configurer,
+    pub inner: &'a dyn Configurer,
     pub graph: &'a crate::graph::Graph,
     /// The allow-listed variables configure steps see.
     pub passed_env: &'a [(String, String)],
@@ -552,7 +563,7 @@ pub fn check_cached_answer(path: &std::path::Path) -> Result<String, String> {
     decode_answer(&key, &bytes).map(|(job, _)| job)
 }
 
-impl crate::plan::Configurer for CachingConfigurer<'_> {
+impl Configurer for CachingConfigurer<'_> {
     fn configure(
         &self,
         job: &Job,
@@ -627,7 +638,7 @@ impl CachingConfigurer<'_> {
         if !job.caches_configure() {
             return None;
         }
-        let mut files = crate::exec::code_files(self.graph, job).ok()?;
+        let mut files = crate::code::code_files(self.graph, job).ok()?;
         files.extend(
             argv.iter()
                 .filter(|arg| {

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::action::{Context, Finished, Leftover, Outcome, ResolvedInput, now_ms, record_stats};
+use super::context::{Context, Finished, Outcome, ResolvedInput, now_ms, record_stats};
+use super::staging::{CURRENT, Leftover, remove_attempt};
 use crate::digest::{ActionKey, ContentDigest};
 use crate::observe::{Observer, StatUpdate, file_entry, list_files};
 use crate::plan::PlannedAction;
@@ -191,54 +192,6 @@ impl CheckpointWatch<'_> {
         });
     }
 }
-
-/// Removes the run directory of a job whose outputs were moved out of it:
-/// what is normally left (its logs and an empty `out`) by name, four
-/// calls where a walk makes about twenty; anything else by the walk. Then
-/// the key's directory, if nothing else is left in it.
-pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
-    let _ = fs::remove_file(run_dir.join("stdout"));
-    let _ = fs::remove_file(run_dir.join("stderr"));
-    let _ = fs::remove_dir(run_dir.join("out"));
-    if fs::remove_dir(run_dir).is_err() {
-        let _ = fs::remove_dir_all(run_dir);
-    }
-    remove_key_dir_if_done(run_dir);
-}
-
-/// Removes an attempt's directory, and the key's if it is left empty.
-fn remove_attempt(run_dir: &Path) {
-    let _ = fs::remove_dir_all(run_dir);
-    remove_key_dir_if_done(run_dir);
-}
-
-/// Removes the key directory above `run_dir` once no attempt is left in
-/// it (and with it the `current` marker, which names a removed attempt).
-fn remove_key_dir_if_done(run_dir: &Path) {
-    let Some(key_dir) = run_dir.parent() else {
-        return;
-    };
-    if fs::remove_dir(key_dir).is_ok() {
-        return;
-    }
-    let current = key_dir.join(CURRENT);
-    let attempts = fs::read_dir(key_dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|entry| entry.file_name() != CURRENT)
-                .count()
-        })
-        .unwrap_or(1);
-    if attempts == 0 {
-        let _ = fs::remove_file(current);
-        let _ = fs::remove_dir(key_dir);
-    }
-}
-
-/// The file in a key's directory naming the attempt whose partial output the
-/// key's last checkpoint describes.
-const CURRENT: &str = "current";
 
 /// Makes a fresh attempt directory under `key_dir` (created if missing),
 /// named by a random id and created exclusively, with `out/` and the

@@ -19,13 +19,22 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::action::{Context, Finished, Outcome, ResolvedInput, now_ms};
 use crate::digest::{ActionKey, ContentDigest, KeyHasher};
 use crate::graph::Graph;
 use crate::observe::{ObserveError, Observer, StatUpdate};
 use crate::plan::{InputSource, Plan, PlannedAction};
 use crate::ports::StoreError;
 use crate::record::{BuildCounts, EventKind};
+
+pub mod action;
+mod context;
+pub mod run;
+mod staging;
+
+pub(crate) use context::NEVER_BUILT;
+pub use context::{Context, Decision, Finished, Outcome, RealDirs, ResolvedInput, now_ms};
+pub use staging::Leftover;
+use staging::clear_staging;
 
 /// A build leaves an up-to-date snapshot only if its sweep left at most
 /// this many actions, or a quarter of the plan, to run or restore: each is
@@ -49,13 +58,37 @@ pub struct BuildOptions<'a> {
     pub reason: Option<String>,
     /// Records what the build observes, for an up-to-date snapshot; told to
     /// stop when the build will not end with every action current.
-    pub witness: Option<&'a crate::uptodate::Witness<'a>>,
+    pub witness: Option<&'a dyn BuildWitness>,
     /// By plan index, the key of each action the build may take as current
     /// without checking it: an up-to-date snapshot confirmed everything it
     /// relies on (see `uptodate::presume`). Such an action's sources are not
     /// observed and its outputs are not looked at; only the digests of
     /// those read by an action that is checked are looked up.
     pub presumed: Option<&'a [Option<ActionKey>]>,
+}
+
+/// Watches a build for the up-to-date snapshot (engine/src/uptodate.rs's
+/// `Witness`, the catalog the build observes through): the scheduler says
+/// when the jobs are done, so that what is observed from then on describes
+/// the final state, or that the build will not end with every action
+/// current. Called at most twice per build, never per action.
+pub trait BuildWitness: Sync {
+    /// The build will not end with every action current: stop recording.
+    fn stop(&self);
+    /// The jobs are done: observations from now on are of the final state.
+    fn settle(&self);
+}
+
+/// Per-job code digests as a sorted list (the snapshot's form).
+pub fn sorted_codes(
+    codes: &HashMap<String, Option<ContentDigest>>,
+) -> Vec<(String, Option<ContentDigest>)> {
+    let mut out: Vec<_> = codes
+        .iter()
+        .map(|(job, digest)| (job.clone(), *digest))
+        .collect();
+    out.sort();
+    out
 }
 
 /// Live progress, passed with every report.
@@ -140,7 +173,7 @@ pub fn code_digests<'p>(
             continue;
         }
         let job = &graph.jobs[name];
-        let mut files = code_files(graph, job).map_err(ExecError::Graph)?;
+        let mut files = crate::code::code_files(graph, job).map_err(ExecError::Graph)?;
         if let Some(program) = job.run.first()
             && program.contains('/')
             && graph.root.join(program).is_file()
@@ -186,111 +219,10 @@ pub fn check_code_files<'p>(
         if seen.insert(name)
             && let Some(job) = graph.jobs.get(name)
         {
-            code_files(graph, job).map_err(ExecError::Graph)?;
+            crate::code::code_files(graph, job).map_err(ExecError::Graph)?;
         }
     }
     Ok(())
-}
-
-/// Expands `job`'s `code` entries (paths or globs, relative to the graph
-/// file, never leaving it: checked at parse) to relative file paths. An
-/// entry that matches nothing is an error naming its line
-/// (`cairn.toml:31: jobs.clean.code: "jobs/clean.py" is not a file`).
-pub(crate) fn code_files(graph: &Graph, job: &crate::graph::Job) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for (index, pattern) in job.code.iter().enumerate() {
-        let at = job
-            .code_at
-            .get(index)
-            .map_or_else(|| graph.file.display().to_string(), Clone::clone);
-        let name = &job.name;
-        if !pattern.contains(['*', '?', '[', '{']) {
-            let path = graph.root.join(pattern);
-            if !path.is_file() {
-                let why = match std::fs::metadata(&path) {
-                    Ok(metadata) => format!("is {}", crate::limits::file_kind(&metadata)),
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                        "does not exist".to_owned()
-                    }
-                    Err(error) => format!("cannot be read ({error})"),
-                };
-                return Err(format!(
-                    "{at}: jobs.{name}.code: {pattern:?} is not a file: {} {why}",
-                    path.display()
-                ));
-            }
-            out.push(pattern.clone());
-            continue;
-        }
-        let matcher = globset::Glob::new(pattern)
-            .map_err(|error| format!("{at}: jobs.{name}.code: {pattern:?}: {error}"))?
-            .compile_matcher();
-        // Walk only below the literal prefix of the glob, never the data.
-        let prefix: Vec<&str> = pattern
-            .split('/')
-            .take_while(|part| !part.contains(['*', '?', '[', '{']))
-            .collect();
-        let base = prefix.join("/");
-        let mut found = Vec::new();
-        collect_matches(&graph.root, &base, &matcher, &mut found);
-        if found.is_empty() {
-            return Err(format!(
-                "{at}: jobs.{name}.code: {pattern:?} matches no file"
-            ));
-        }
-        out.extend(found);
-    }
-    Ok(out)
-}
-
-fn collect_matches(
-    root: &std::path::Path,
-    relative: &str,
-    matcher: &globset::GlobMatcher,
-    out: &mut Vec<String>,
-) {
-    let directory = if relative.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(relative)
-    };
-    let Ok(entries) = std::fs::read_dir(&directory) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if relative.is_empty() && (name == "data" || name == ".cairn" || name == ".git") {
-            continue;
-        }
-        let path = if relative.is_empty() {
-            name
-        } else {
-            format!("{relative}/{name}")
-        };
-        match entry.file_type() {
-            Ok(kind) if kind.is_dir() => collect_matches(root, &path, matcher, out),
-            Ok(kind) if kind.is_file() && matcher.is_match(&path) => out.push(path),
-            _ => {}
-        }
-    }
-}
-
-/// Removes what earlier builds left in the staging root, except `run/`:
-/// the staging directories of actions that checkpointed, kept for resuming.
-fn clear_staging(root: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name() != "run" {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    // Empty directories go; a non-empty `run/` stays (remove_dir refuses).
-    let _ = std::fs::remove_dir(root.join("run"));
-    let _ = std::fs::remove_dir(root);
 }
 
 /// One `DatasetVersionChanged` for each dataset whose version in the graph
@@ -799,7 +731,7 @@ fn settle(
     context: &Context<'_>,
     plan: &Plan,
     pool: &rayon::ThreadPool,
-    witness: &crate::uptodate::Witness<'_>,
+    witness: &dyn BuildWitness,
     ran: Ran,
 ) -> Option<AllCurrent> {
     let Ran {
@@ -829,7 +761,7 @@ fn settle(
     }
     Some(AllCurrent {
         keys,
-        codes: crate::uptodate::sorted_codes(&codes),
+        codes: sorted_codes(&codes),
     })
 }
 
