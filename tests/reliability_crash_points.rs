@@ -509,6 +509,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         blobs: &blobs,
         environment: &environment,
         children: &children,
+        runner: &cairn_engine::local::LocalRunner,
         build: build_id,
         retries: None,
         real_dirs: Default::default(),

@@ -266,6 +266,7 @@ impl Workspace {
             blobs,
             environment: &self.environment,
             children: &children,
+            runner: &cairn_engine::local::LocalRunner,
             build: 0,
             retries: None,
             real_dirs: Default::default(),

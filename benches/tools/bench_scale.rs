@@ -147,6 +147,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         blobs: store.blobs(),
         environment: &environment,
         children: &children,
+        runner: &cairn_engine::local::LocalRunner,
         build,
         retries: None,
         real_dirs: Default::default(),

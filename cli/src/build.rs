@@ -336,6 +336,7 @@ pub fn execute(
         blobs: store.blobs(),
         environment: &project.environment,
         children: &children,
+        runner: &cairn_engine::local::LocalRunner,
         build: build_id,
         retries: execution.retries,
         real_dirs: Default::default(),

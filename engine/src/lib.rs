@@ -12,8 +12,10 @@ pub mod evaluate;
 pub mod exec;
 pub mod graph;
 pub mod groups;
+pub mod job;
 pub mod key;
 pub mod limits;
+pub mod local;
 pub mod observe;
 mod par;
 pub mod plan;
@@ -22,9 +24,7 @@ pub mod program;
 pub mod record;
 pub mod redact;
 pub mod refs;
-pub mod runner;
 pub mod script;
-mod spawn;
 pub mod uptodate;
 
 // The action and the run of its job are parts of the executor (exec/);
@@ -32,6 +32,8 @@ pub mod uptodate;
 pub use exec::{action, run};
 // The jobs' configs and the configure protocol are the planner's input.
 pub use plan::config;
+// The local job runner under its old name.
+pub use local as runner;
 
 pub use digest::{ActionKey, ContentDigest, KeyHasher};
 pub use refs::{Bindings, PartitionRef, Pattern, RefError};

@@ -108,7 +108,7 @@ fn locate(
     let found: PathBuf = if program.contains('/') {
         graph.root.join(program)
     } else {
-        match crate::spawn::resolve(program, path, &graph.root) {
+        match crate::local::spawn::resolve(program, path, &graph.root) {
             Ok(found) => found,
             Err(_) => return not_found(),
         }

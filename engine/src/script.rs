@@ -391,7 +391,7 @@ fn input_path(plan: &Plan, sources: &[String], input: InputSource) -> String {
 }
 
 /// The allow-listed and the secret variable names, as
-/// [`crate::runner::JobEnvironment`] picks them.
+/// [`crate::job::JobEnvironment`] picks them.
 fn environment_names(graph: &Graph) -> (Vec<String>, Vec<String>) {
     let policy = &graph.env;
     let mut allowed: Vec<String> = Vec::new();

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{ActionKey, ContentDigest};
 use crate::graph::Graph;
+use crate::job::{Children, JobEnvironment, JobRunner};
 use crate::observe::{StatUpdate, now_ns, stat_entry};
 use crate::ports::{BlobStore, Catalog};
 use crate::record::{EventKind, FileEntry, Manifest};
 use crate::refs::PartitionRef;
-use crate::runner::{Children, JobEnvironment};
 
 use super::staging::Leftover;
 
@@ -27,6 +27,10 @@ pub struct Context<'a> {
     pub blobs: &'a dyn BlobStore,
     pub environment: &'a JobEnvironment,
     pub children: &'a Children,
+    /// Starts the jobs and waits for them: processes
+    /// ([`crate::local::LocalRunner`]), or a test's script
+    /// ([`crate::job::ScriptedRunner`]).
+    pub runner: &'a dyn JobRunner,
     pub build: u64,
     /// `--retries`: overrides every job's `retries` when set.
     pub retries: Option<u32>,

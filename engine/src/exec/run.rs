@@ -25,13 +25,14 @@ use std::time::Instant;
 use super::context::{Context, Finished, Outcome, ResolvedInput, now_ms, record_stats};
 use super::staging::{CURRENT, Leftover, remove_attempt};
 use crate::digest::{ActionKey, ContentDigest};
+use crate::job::{Ended, Invocation, JobRun};
+use crate::local::describe_status;
 use crate::observe::{Observer, StatUpdate, file_entry, list_files};
 use crate::plan::PlannedAction;
 use crate::record::{
     CheckpointRecord, EventKind, InputRecord, Manifest, OutputRecord, partition_digest,
 };
 use crate::refs::PartitionRef;
-use crate::runner::{Ended, Invocation, describe_status, run_process};
 
 /// Checkpoints larger than this are ignored (with a warning in the job's log).
 pub const CHECKPOINT_LIMIT: u64 = 1024 * 1024;
@@ -590,17 +591,22 @@ impl Context<'_> {
         };
         let poll = || watch.poll();
         let label = format!("job {} ({})", action.job, describe(&action.config.outputs));
-        let status = run_process(
-            &Invocation {
-                argv: &argv,
-                cwd: &self.graph.root,
-                environment: self.environment,
-                extra_env: &env,
-                stdout: &stdout_path,
-                stderr: &stderr_path,
-                run_id: id,
-                label: &label,
-                timeout: job.timeout,
+        // The one dynamic call of an attempt: the job runner (job/).
+        let status = self.runner.run(
+            &JobRun {
+                job: &action.job,
+                outputs: &action.config.outputs,
+                invocation: Invocation {
+                    argv: &argv,
+                    cwd: &self.graph.root,
+                    environment: self.environment,
+                    extra_env: &env,
+                    stdout: &stdout_path,
+                    stderr: &stderr_path,
+                    run_id: id,
+                    label: &label,
+                    timeout: job.timeout,
+                },
             },
             self.children,
             Some(&poll),

@@ -1003,8 +1003,8 @@ run = ["region"]
 
     fn fan_in_plan(text: &str, requested: &[&str]) -> Result<Plan, PlanError> {
         let graph = graph(text);
-        let environment = crate::runner::JobEnvironment::default();
-        let configurer = crate::runner::ProcessConfigurer {
+        let environment = crate::job::JobEnvironment::default();
+        let configurer = crate::local::ProcessConfigurer {
             graph: &graph,
             environment: &environment,
         };

@@ -1,0 +1,279 @@
+//! The JobRunner port: how the executor starts an action's job and waits
+//! for it (exec/run.rs calls it once per attempt), and what a job is given:
+//! the environment policy ([`JobEnvironment`], docs/internals.md "Job
+//! processes") and the registry of running children an interrupt stops
+//! ([`Children`]).
+//!
+//! The real runner spawns processes ([`crate::local::LocalRunner`]); the
+//! [`ScriptedRunner`] twin spawns nothing and writes the outputs a test's
+//! script says, for in-process tests of the scheduler.
+//!
+//! Nothing from cairn's environment reaches a job except the allow-list
+//! (PATH, HOME, LANG and `[env] allow`) and variables marked secret (`[env]
+//! secret`). Allow-listed values enter the action key; secret values never
+//! enter a key, an event, or an error message.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy};
+use crate::redact::Redactor;
+use crate::refs::PartitionRef;
+
+mod scripted;
+
+pub use scripted::{Ran, ScriptedJob, ScriptedRunner};
+
+/// Starts an action's job and waits for it: one call per attempt.
+pub trait JobRunner: Sync {
+    /// Runs `job` to completion, its stdout and stderr captured to
+    /// `job.invocation.stdout` and `.stderr`, calling `poll` every
+    /// [`POLL_INTERVAL`] while it runs. Refuses to start once `children`
+    /// was interrupted (an [`io::ErrorKind::Interrupted`] error).
+    fn run(
+        &self,
+        job: &JobRun<'_>,
+        children: &Children,
+        poll: Option<&(dyn Fn() + Sync)>,
+    ) -> io::Result<Ended>;
+}
+
+/// One attempt of an action's job, as the executor asks for it.
+pub struct JobRun<'a> {
+    /// The job's name.
+    pub job: &'a str,
+    /// The partitions it produces, in the order of `CAIRN_OUTPUT_<i>`.
+    pub outputs: &'a [PartitionRef],
+    /// The process to run (`CAIRN_OUTPUT_<i>` and the other variables in
+    /// `extra_env`).
+    pub invocation: Invocation<'a>,
+}
+
+/// The variables of cairn's own environment that jobs receive.
+#[derive(Debug, Clone, Default)]
+pub struct JobEnvironment {
+    /// Allow-listed, sorted by name; part of every action key.
+    pub passed: Vec<(String, String)>,
+    /// Secret: passed to jobs, never recorded or hashed.
+    pub secret: Vec<(String, String)>,
+    /// Redacts the secret values from what jobs print (see `redact.rs`).
+    pub redactor: Redactor,
+}
+
+impl JobEnvironment {
+    /// Picks the variables `policy` allows from `lookup` (normally the
+    /// process environment).
+    pub fn from_lookup(policy: &EnvPolicy, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let mut passed = Vec::new();
+        for name in DEFAULT_ENV_ALLOW
+            .iter()
+            .copied()
+            .chain(policy.allow.iter().map(String::as_str))
+        {
+            if policy.secret.iter().any(|secret| secret == name)
+                || passed.iter().any(|(n, _)| n == name)
+            {
+                continue;
+            }
+            if let Some(value) = lookup(name) {
+                passed.push((name.to_owned(), value));
+            }
+        }
+        passed.sort();
+        let secret = policy
+            .secret
+            .iter()
+            .filter_map(|name| lookup(name).map(|value| (name.clone(), value)))
+            .collect::<Vec<(String, String)>>();
+        let redactor = Redactor::new(secret.iter().map(|(_, value)| value.as_bytes()));
+        JobEnvironment {
+            passed,
+            secret,
+            redactor,
+        }
+    }
+
+    pub fn from_process(policy: &EnvPolicy) -> Self {
+        Self::from_lookup(policy, |name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn apply(&self, command: &mut std::process::Command) {
+        command.env_clear();
+        for (name, value) in self.passed.iter().chain(&self.secret) {
+            command.env(name, value);
+        }
+    }
+}
+
+/// How long a process gets between SIGTERM and SIGKILL (after an
+/// interrupt, or its timeout).
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Children currently running, so that an interrupt can stop them, and
+/// where their runs are recorded (see [`crate::groups`]).
+#[derive(Default)]
+pub struct Children {
+    pub(crate) pids: Mutex<HashSet<u32>>,
+    pub(crate) interrupted: AtomicBool,
+    /// A second interrupt: SIGKILL now, without waiting for the grace.
+    pub(crate) now: AtomicBool,
+    /// When the first interrupt came (for the grace), and the condition a
+    /// retry's backoff waits on.
+    pub(crate) since: Mutex<Option<Instant>>,
+    pub(crate) wake: Condvar,
+    pub(crate) running: Option<PathBuf>,
+    /// Names this cairn's record in `running` and prefixes each run id
+    /// (`<session>-<run>`): one record per build, not one per job.
+    pub(crate) session: String,
+    /// The record, created when the first child starts (a build that runs
+    /// nothing writes none), removed when the children are dropped.
+    pub(crate) record: Mutex<Option<crate::groups::Record>>,
+}
+
+impl Children {
+    /// Children whose runs are recorded in `dir` (the store's `running/`),
+    /// so that the next cairn can kill what a killed cairn left.
+    pub fn recorded_in(dir: PathBuf) -> Self {
+        Children {
+            running: Some(dir),
+            session: crate::groups::unique_id(),
+            ..Children::default()
+        }
+    }
+
+    /// The `CAIRN_RUN_ID` of `run`: prefixed by the session when the runs
+    /// are recorded, so the next cairn finds every process of this one by
+    /// the record's name.
+    pub(crate) fn run_id(&self, run: &str) -> String {
+        if self.session.is_empty() {
+            run.to_owned()
+        } else {
+            format!("{}-{run}", self.session)
+        }
+    }
+
+    /// Creates the session's record before its first child starts.
+    pub(crate) fn record(&self) -> io::Result<()> {
+        let Some(dir) = &self.running else {
+            return Ok(());
+        };
+        let mut record = self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if record.is_none() {
+            *record = Some(crate::groups::Record::create(dir, &self.session)?);
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM to every running child's group, refuses new ones and
+    /// wakes retries waiting out their backoff. Each child left running
+    /// [`TERM_GRACE`] later is SIGKILLed (by its worker).
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        if let Ok(mut since) = self.since.lock() {
+            since.get_or_insert_with(Instant::now);
+        }
+        self.wake.notify_all();
+        for pid in self.running_pids() {
+            crate::groups::signal_group(pid, libc::SIGTERM);
+        }
+    }
+
+    /// A second interrupt: SIGKILLs every running child's group at once.
+    pub fn kill_now(&self) {
+        self.now.store(true, Ordering::SeqCst);
+        self.interrupt();
+        for pid in self.running_pids() {
+            crate::groups::signal_group(pid, libc::SIGKILL);
+        }
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// How many children are running.
+    pub fn running(&self) -> usize {
+        self.pids.lock().map(|pids| pids.len()).unwrap_or_default()
+    }
+
+    /// Waits `duration` unless interrupted first: whether the whole
+    /// duration passed.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        let Ok(mut since) = self.since.lock() else {
+            return false;
+        };
+        while since.is_none() && !self.is_interrupted() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            since = match self.wake.wait_timeout(since, left) {
+                Ok((since, _)) => since,
+                Err(_) => return false,
+            };
+        }
+        false
+    }
+
+    /// When SIGKILL is due for a child that got SIGTERM from an interrupt:
+    /// at once after a second one, else the grace after the first.
+    pub(crate) fn kill_due(&self) -> Option<Instant> {
+        let since = (*self.since.lock().ok()?)?;
+        Some(if self.now.load(Ordering::SeqCst) {
+            Instant::now()
+        } else {
+            since + TERM_GRACE
+        })
+    }
+
+    fn running_pids(&self) -> Vec<u32> {
+        self.pids
+            .lock()
+            .map(|pids| pids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// How often a running job's checkpoint file is looked at (and its
+/// timeout and the interrupt grace checked).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How to run one process.
+pub struct Invocation<'a> {
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    pub environment: &'a JobEnvironment,
+    /// Extra variables (config env, CAIRN_*), set after the policy's.
+    pub extra_env: &'a [(String, String)],
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+    /// Unique to this run ([`crate::groups::unique_id`]): in its processes'
+    /// environment as `CAIRN_RUN_ID`, after the session of the
+    /// [`Children`] when their runs are recorded.
+    pub run_id: &'a str,
+    /// What runs, for messages: `job clean (clean/date=…)`.
+    pub label: &'a str,
+    /// Past this, the process gets SIGTERM, and SIGKILL [`TERM_GRACE`]
+    /// later.
+    pub timeout: Option<Duration>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub status: ExitStatus,
+    /// It ran past its timeout and was stopped.
+    pub timed_out: bool,
+    /// It outlived SIGTERM by the grace (or a second interrupt came) and was
+    /// SIGKILLed.
+    pub escalated: bool,
+}
