@@ -44,6 +44,39 @@ pub struct Context<'a> {
     pub code_changes: crate::codechange::CodeChanges,
 }
 
+impl<'a> Context<'a> {
+    /// The context of build `build` of `graph`: partitions in `data/`
+    /// beside the graph file, staging in `data/.cairn-tmp`, each job's own
+    /// `retries`, nothing resolved yet. Set the other fields with
+    /// `Context { retries: Some(0), ..Context::new(…) }`.
+    pub fn new(
+        graph: &'a Graph,
+        catalog: &'a dyn Catalog,
+        blobs: &'a dyn BlobStore,
+        environment: &'a JobEnvironment,
+        children: &'a Children,
+        runner: &'a dyn JobRunner,
+        build: u64,
+    ) -> Self {
+        let data_root = graph.root.join("data");
+        Context {
+            graph,
+            staging_root: data_root.join(".cairn-tmp"),
+            data_root,
+            catalog,
+            blobs,
+            environment,
+            children,
+            runner,
+            build,
+            retries: None,
+            real_dirs: RealDirs::default(),
+            programs: Default::default(),
+            code_changes: Default::default(),
+        }
+    }
+}
+
 /// Directories a build has seen to be real directories (not links), so that
 /// deciding whether 30 partitions of one date are current checks their
 /// common parents once, not 30 times. Only the read-only decision uses it:

@@ -67,6 +67,23 @@ pub struct BuildOptions<'a> {
     pub presumed: Option<&'a [Option<ActionKey>]>,
 }
 
+impl<'a> BuildOptions<'a> {
+    /// A plain `cairn build`: one worker, stop at the first failure, no
+    /// snapshot witness, nothing presumed; stopped when `interrupt` is set.
+    pub fn new(interrupt: &'a AtomicBool) -> Self {
+        BuildOptions {
+            jobs: 1,
+            keep_going: false,
+            interrupt,
+            requested: Vec::new(),
+            command: "build".to_owned(),
+            reason: None,
+            witness: None,
+            presumed: None,
+        }
+    }
+}
+
 /// Watches a build for the up-to-date snapshot (engine/src/uptodate.rs's
 /// `Witness`, the catalog the build observes through): the scheduler says
 /// when the jobs are done, so that what is observed from then on describes
