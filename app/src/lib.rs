@@ -8,6 +8,8 @@
 //! it found comes back as a value. Errors are [`AppError`]s, each mapping
 //! to an exit code (docs/cli.md, "Exit codes").
 
+pub mod backfill;
+pub mod build;
 pub mod defs;
 pub mod dto;
 pub mod error;
@@ -16,8 +18,12 @@ pub mod history;
 pub mod invalidate;
 pub mod logs;
 pub mod maintenance;
+pub mod plan;
+mod records;
 pub mod running;
 pub mod status;
+mod text;
+mod uptodate;
 pub mod workspace;
 
 pub use error::AppError;

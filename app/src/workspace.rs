@@ -18,7 +18,7 @@ use cairn_engine::refs::PartitionRef;
 use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
 use cairn_store::{OpenMode, Store};
 
-use crate::AppError;
+use crate::error::AppError;
 
 /// Where a workspace is: what a front end resolved from its arguments or
 /// configuration. Relative paths are taken from the current directory.
@@ -126,6 +126,11 @@ impl Workspace {
         &*self.notes
     }
 
+    /// The same, for a thread that outlives a borrow of the workspace.
+    pub fn notes_handle(&self) -> Arc<dyn Notes> {
+        Arc::clone(&self.notes)
+    }
+
     /// Gives every `[sources.NAME]` the values of its latest record, read
     /// from the store (read-only; sources are never run here). A source
     /// without a record keeps none, and one whose record cannot be read is
@@ -148,7 +153,7 @@ impl Workspace {
         };
         let names: Vec<String> = self.graph.sources.keys().cloned().collect();
         for name in names {
-            match crate::defs::read_record(&store, &name) {
+            match crate::records::read_record(&store, &name) {
                 Ok(Some((_, values))) => self.graph.set_source_values(&name, values),
                 Ok(None) => {}
                 Err(problem) => self.graph.set_source_unreadable(&name, problem),

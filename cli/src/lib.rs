@@ -14,8 +14,8 @@ mod defs;
 mod escape;
 mod explain;
 mod inspect;
+mod plan;
 mod report;
-mod uptodate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -448,7 +448,7 @@ pub fn main() -> ExitCode {
     report_catalog_panics_as_corruption(&cli);
     let result = match &cli.command {
         Command::Build(args) => build::run(&cli, args),
-        Command::Plan { refs, format } => inspect::plan(&cli, refs, *format),
+        Command::Plan { refs, format } => plan::plan(&cli, refs, *format),
         Command::Status { refs, json } => inspect::status(&cli, refs, *json),
         Command::Why { partition, json } => explain::why(&cli, partition, *json),
         Command::Invalidate {

@@ -12,12 +12,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anstyle::{AnsiColor, Style};
+use cairn_app::build::BuildObserver;
+use cairn_app::dto::Refs;
+use cairn_app::dto::build::ActionLine;
 use cairn_engine::action::Outcome;
 use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{Progress, Reporter};
 use cairn_engine::plan::PlannedAction;
+use cairn_engine::uptodate::Snapshot;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use serde_json::json;
 
 /// `error:` and `failed:`.
 const ALARM: Style = AnsiColor::Red.on_default().bold();
@@ -59,6 +62,27 @@ pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) {
     let _ = std::io::stdout().lock().write_all(&line);
 }
 
+/// `build 3: 77 actions: 2 executed, 75 cached, 0 failed, 0 skipped in 1.2s`
+/// (`elapsed`: the command's wall time so far).
+pub fn build_summary_text(built: &cairn_app::build::Built, elapsed: Duration) -> String {
+    let counts = built.counts();
+    format!(
+        "build {}: {}: {} executed, {} cached, {} failed, {} skipped in {}{}",
+        built.build(),
+        count(built.total, "action"),
+        counts.executed,
+        counts.cached,
+        counts.failed,
+        counts.skipped,
+        duration_text(elapsed),
+        if built.interrupted() {
+            " (interrupted)"
+        } else {
+            ""
+        }
+    )
+}
+
 /// `1 partition`, `2 partitions`, `0 partitions`: `noun` is the singular,
 /// made plural with an `s` (see [`count_as`] for the others).
 pub fn count<N: TryInto<u64>>(n: N, noun: &str) -> String {
@@ -91,16 +115,6 @@ pub fn duration_text(duration: Duration) -> String {
             .unsigned_duration_to_string(&duration)
     } else {
         printer.unsigned_duration_to_string(&Duration::from_secs(duration.as_secs()))
-    }
-}
-
-pub fn outcome_word(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Executed { .. } => "executed",
-        Outcome::Cached { restored: false } => "cached",
-        Outcome::Cached { restored: true } => "restored",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Skipped { .. } => "skipped",
     }
 }
 
@@ -255,11 +269,6 @@ impl BuildReporter {
         self.bar.set_position(progress.done as u64);
     }
 
-    /// Clears the progress bar before the summary.
-    pub fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
-
     /// A line above the progress bar (or alone, without one).
     fn human_line(&self, line: &str) {
         self.bar.suspend(|| {
@@ -267,27 +276,6 @@ impl BuildReporter {
             let _ = writeln!(stderr, "{line}");
         });
     }
-}
-
-/// The `--json` line of an action: `{"type":"action","job":…,"outputs":…,"outcome":…,"key":…}`
-/// (the key when known), as the full path and the up-to-date snapshot
-/// both report it.
-pub fn action_line(
-    job: &str,
-    outputs: &impl serde::Serialize,
-    outcome: &Outcome,
-    key: Option<&ActionKey>,
-) -> serde_json::Value {
-    let mut line = json!({
-        "type": "action",
-        "job": job,
-        "outputs": outputs,
-        "outcome": outcome_word(outcome),
-    });
-    if let Some(key) = key {
-        line["key"] = json!(key.to_hex());
-    }
-    line
 }
 
 impl Reporter for BuildReporter {
@@ -331,17 +319,12 @@ impl Reporter for BuildReporter {
             live.failed = progress.counts.failed;
         }
         if self.json {
-            let mut line = action_line(&action.job, &action.config.outputs, outcome, key);
-            match outcome {
-                Outcome::Executed { duration_ms } => line["duration_ms"] = json!(duration_ms),
-                Outcome::Failed { error, stderr_tail } => {
-                    line["error"] = json!(error);
-                    line["stderr_tail"] = json!(stderr_tail);
-                }
-                Outcome::Skipped { reason } => line["reason"] = json!(reason),
-                Outcome::Cached { .. } => {}
-            }
-            json_line(&line);
+            json_line(&ActionLine::new(
+                &action.job,
+                Refs::from(&action.config.outputs[..]),
+                outcome,
+                key,
+            ));
         }
         match outcome {
             Outcome::Failed { error, stderr_tail } => {
@@ -362,6 +345,37 @@ impl Reporter for BuildReporter {
             _ => {}
         }
         self.update(progress);
+    }
+}
+
+impl BuildObserver for BuildReporter {
+    /// Clears the progress bar before the warnings and the summary.
+    fn actions_done(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// With `--json`, a `cached` line per action (one buffered write for
+    /// them all).
+    fn found_current(&self, snapshot: &Snapshot) {
+        if !self.json {
+            return;
+        }
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let cached = Outcome::Cached { restored: false };
+        for action in &snapshot.actions {
+            let job = &snapshot.jobs[action.job as usize];
+            let line = ActionLine::new(
+                job,
+                Refs::from(&action.outputs[..]),
+                &cached,
+                Some(&action.key),
+            );
+            if serde_json::to_writer(&mut out, &line).is_err() || writeln!(out).is_err() {
+                break;
+            }
+        }
+        let _ = out.flush();
     }
 }
 

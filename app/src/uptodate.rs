@@ -1,11 +1,13 @@
-//! `cairn build`'s quick path: confirming "nothing to do" from the
-//! up-to-date snapshot the last build that found everything current left
-//! (engine/src/uptodate.rs: what it holds and why believing it is sound),
-//! and taking that snapshot.
+//! The build's quick path: confirming "nothing to do" from the up-to-date
+//! snapshot the last build that found everything current left
+//! (engine/src/uptodate.rs: what it holds and why believing it is sound;
+//! docs/internals.md, "The up-to-date snapshot"), and taking that snapshot.
+//!
+//! The build use case (app/src/build.rs) calls this module; this module
+//! knows nothing of it (what it finds goes back as a [`Quick`]).
 
 use std::time::Instant;
 
-use cairn_engine::action::Outcome;
 use cairn_engine::digest::ContentDigest;
 use cairn_engine::exec::{AllCurrent, BuildReport, code_digests};
 use cairn_engine::observe::Observer;
@@ -18,10 +20,8 @@ use cairn_engine::uptodate::{
 };
 use cairn_store::{SnapshotFile, Store};
 
-use crate::Failure;
-use crate::build::Executed;
-use crate::report::action_line;
-use cairn_app::Workspace;
+use crate::error::AppError;
+use crate::workspace::Workspace;
 
 /// The fingerprint of `cairn build REFS` in `project`.
 pub fn build_fingerprint(project: &Workspace, requested: &[String]) -> ContentDigest {
@@ -38,7 +38,6 @@ pub fn build_fingerprint(project: &Workspace, requested: &[String]) -> ContentDi
 pub struct Asked<'a> {
     pub requested: &'a [String],
     pub jobs: usize,
-    pub json: bool,
     pub no_wait: bool,
 }
 
@@ -48,14 +47,26 @@ const CHANGED_AT_MOST: usize = 1024;
 
 /// What the snapshot says about a `cairn build`.
 pub enum Quick {
-    /// Every action is current: the build is done (recorded and reported).
-    Done(Executed),
+    /// Every action is current: the build is done (recorded).
+    Done(Done),
     /// Everything the snapshot holds is as it was but for a few changed
     /// paths: the build plans, and takes the actions those paths do not
     /// concern as current (`cairn_engine::uptodate::presume`).
     Assist(Assisted),
     /// No snapshot, or one that cannot be believed: the full path.
     Full,
+}
+
+/// A build the snapshot finished: recorded, its store still open.
+pub struct Done {
+    pub report: BuildReport,
+    pub store: Store,
+    /// The snapshot that confirmed it: every action current, in the plan's
+    /// order.
+    pub snapshot: Snapshot,
+    /// Whether `snapshot` (with the new stats of touched files) is to be
+    /// written while the store closes; if not, its header already moved on.
+    pub rewrite: bool,
 }
 
 /// A snapshot confirmed but for its changed paths, with the store whose
@@ -70,8 +81,8 @@ pub struct Assisted {
 
 /// Finishes the build from the snapshot if it confirms that every action
 /// is current: records the build (the same three events a full no-op
-/// records, with the stat updates of touched files) and reports it.
-pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, Failure> {
+/// records, with the stat updates of touched files).
+pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppError> {
     let started = Instant::now();
     let Some((mut snapshot, file)) = recorded_for(project, asked.requested, "") else {
         return Ok(Quick::Full);
@@ -138,14 +149,10 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, Failur
         ],
         updates,
     )?;
-    if asked.json {
-        report_json(&snapshot);
-    }
     // The next build checks against this one's events (and new stats):
     // the header moved on, or (touched files) the whole snapshot rewritten
     // while the store closes.
-    let total = snapshot.actions.len();
-    let mut rewrite = None;
+    let mut rewrite = false;
     match store.last_event()? {
         Some(last) if touched.is_empty() => {
             if let Err(error) = store.advance_snapshot(&file, &last) {
@@ -155,7 +162,7 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, Failur
         Some(last) => {
             snapshot.apply(&touched);
             snapshot.last_event = last;
-            rewrite = Some(snapshot);
+            rewrite = true;
         }
         None => tracing::warn!("the log is empty after recording a build"),
     }
@@ -166,7 +173,12 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, Failur
         failures: Vec::new(),
         all_current: None,
     };
-    Ok(Quick::Done(Executed::new(report, total, store, rewrite)))
+    Ok(Quick::Done(Done {
+        report,
+        store,
+        snapshot,
+        rewrite,
+    }))
 }
 
 /// The snapshot recorded for `cairn build REQUESTED`, if there is one to
@@ -201,7 +213,7 @@ fn differs(
     snapshot: &Snapshot,
     store: &Store,
     updates: &mut Vec<cairn_engine::observe::StatUpdate>,
-) -> Result<Option<&'static str>, Failure> {
+) -> Result<Option<&'static str>, AppError> {
     if store.last_event()? != Some(snapshot.last_event) {
         return Ok(Some("events were recorded since"));
     }
@@ -227,7 +239,7 @@ pub fn try_dry(
     project: &Workspace,
     requested: &[String],
     threads: usize,
-) -> Result<Option<Snapshot>, Failure> {
+) -> Result<Option<Snapshot>, AppError> {
     let started = Instant::now();
     let Some((snapshot, _)) = recorded_for(project, requested, " for the dry run") else {
         return Ok(None);
@@ -252,22 +264,6 @@ pub fn try_dry(
         started.elapsed()
     );
     Ok(Some(snapshot))
-}
-
-/// The action lines `--json` prints for actions found current.
-fn report_json(snapshot: &Snapshot) {
-    use std::io::Write;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let cached = Outcome::Cached { restored: false };
-    for action in &snapshot.actions {
-        let job = &snapshot.jobs[action.job as usize];
-        let line = action_line(job, &action.outputs, &cached, Some(&action.key));
-        if writeln!(out, "{line}").is_err() {
-            break;
-        }
-    }
-    let _ = out.flush();
 }
 
 /// Takes the snapshot of a build that ended with every action current (see

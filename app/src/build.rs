@@ -1,0 +1,526 @@
+//! The build use case: `cairn build` (and the build a backfill runs).
+//!
+//! [`build`] first tries the up-to-date snapshot ([`crate::uptodate`]):
+//! when it confirms that every action is current the build is recorded
+//! without planning; when only a few recorded paths changed, the build
+//! plans (or reads the kept plan) and presumes the other actions current.
+//! Otherwise it plans and runs everything through the engine
+//! ([`execute`]). [`dry_run`] says what a build would do, and records
+//! nothing. What happens while the build runs goes to a [`BuildObserver`]
+//! (the command line's progress bar and JSON lines); what it did comes
+//! back as a [`Built`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cairn_engine::action::Context;
+use cairn_engine::evaluate::{Verdict, evaluate};
+use cairn_engine::exec::{BuildOptions, BuildReport, Reporter};
+use cairn_engine::plan::Plan;
+use cairn_engine::record::BuildCounts;
+use cairn_engine::runner::Children;
+use cairn_engine::uptodate::{Snapshot, Witness, presume};
+use cairn_store::Store;
+
+use crate::error::AppError;
+use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED};
+use crate::uptodate::{Assisted, Quick};
+use crate::workspace::{Notes, Workspace};
+
+/// What `cairn build` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// Refs or patterns (empty: every partition the graph declares).
+    pub refs: Vec<String>,
+    /// Jobs at once (default: the number of cores).
+    pub jobs: Option<usize>,
+    /// Keep building independent actions after a failure.
+    pub keep_going: bool,
+    /// Fail at once if another cairn holds the store, instead of waiting.
+    pub no_wait: bool,
+    /// Extra attempts for a failing job (overrides each job's `retries`).
+    pub retries: Option<u32>,
+}
+
+/// What a front end hears while a build runs: the engine's per-action
+/// [`Reporter`] calls, and two of the build's own.
+pub trait BuildObserver: Reporter {
+    /// The engine is done: no action starts or finishes any more (a
+    /// progress bar goes away before the build's warnings and summary).
+    fn actions_done(&self) {}
+
+    /// The up-to-date snapshot finished the build: every action of
+    /// `snapshot` (in the plan's order) is current, with its key; there
+    /// were no per-action calls.
+    fn found_current(&self, _snapshot: &Snapshot) {}
+}
+
+/// An observer that hears nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unobserved;
+
+impl Reporter for Unobserved {}
+impl BuildObserver for Unobserved {}
+
+/// How to run a planned build: what `cairn build` and `cairn backfill`
+/// share.
+#[derive(Debug, Clone)]
+pub struct Execution<'a> {
+    /// Jobs at once (default: the number of cores).
+    pub jobs: Option<usize>,
+    pub keep_going: bool,
+    pub no_wait: bool,
+    pub retries: Option<u32>,
+    /// Recorded in `BuildRequested`, with `command` and `reason`.
+    pub requested: Vec<String>,
+    pub command: &'a str,
+    pub reason: Option<String>,
+    /// Whether a build that finds every action current records an
+    /// up-to-date snapshot for the next identical `cairn build`.
+    pub snapshot: bool,
+}
+
+/// A finished (or interrupted) build, with the store it wrote, closed
+/// when this is dropped (writing the up-to-date snapshot the build leaves,
+/// if any).
+pub struct Built {
+    pub report: BuildReport,
+    /// Actions in the plan.
+    pub total: u64,
+    /// The plan the build made or read (`None` when the snapshot finished
+    /// the build without one, or the caller planned). A front end about to
+    /// exit may leave it to the process's exit rather than free it.
+    pub plan: Option<Plan>,
+    /// `Some` until dropped.
+    store: Option<Store>,
+    /// The up-to-date snapshot the build leaves, written while the store
+    /// closes (`Store::close_writing_snapshot`).
+    snapshot: Option<Snapshot>,
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let Some(snapshot) = self.snapshot.take() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        match store.close_writing_snapshot(&snapshot) {
+            Ok(()) => tracing::debug!(
+                "recorded the up-to-date snapshot ({} paths) while closing the store ({:.2?})",
+                snapshot.entries.len(),
+                started.elapsed()
+            ),
+            Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
+        }
+    }
+}
+
+impl Built {
+    fn new(report: BuildReport, total: u64, store: Store, snapshot: Option<Snapshot>) -> Self {
+        Built {
+            report,
+            total,
+            plan: None,
+            store: Some(store),
+            snapshot,
+        }
+    }
+
+    /// The store the build wrote, open until this is dropped.
+    pub fn store(&self) -> &Store {
+        self.store
+            .as_ref()
+            .expect("the store is open until dropped")
+    }
+
+    /// The build's id.
+    pub fn build(&self) -> u64 {
+        self.report.build
+    }
+
+    pub fn counts(&self) -> BuildCounts {
+        self.report.counts
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.report.interrupted
+    }
+
+    /// The summary line of `--json`; `elapsed`: the command's wall time.
+    pub fn summary(&self, elapsed: std::time::Duration) -> crate::dto::build::BuildSummary {
+        crate::dto::build::BuildSummary::new(
+            self.report.build,
+            self.total,
+            self.report.counts,
+            self.report.interrupted,
+            elapsed,
+        )
+    }
+
+    /// 130 if interrupted, 1 if an action failed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.report.interrupted {
+            EXIT_INTERRUPTED
+        } else if self.report.counts.failed > 0 {
+            EXIT_FAILED
+        } else {
+            0
+        }
+    }
+}
+
+/// What a dry run found. Nothing was run or recorded.
+pub enum DryRun {
+    /// The up-to-date snapshot confirmed that nothing changed since the
+    /// last build: every action of it is up to date, in the plan's order.
+    Current(Snapshot),
+    /// The plan and each action's verdict, by plan index.
+    Planned { plan: Plan, verdicts: Vec<Verdict> },
+}
+
+impl DryRun {
+    /// Actions, and how many would run (`executed`), are up to date or
+    /// restorable (`cached`) or blocked (`skipped`). Counts assume every
+    /// upstream rebuild changes its output.
+    pub fn counts(&self) -> (u64, BuildCounts) {
+        match self {
+            DryRun::Current(snapshot) => {
+                let total = snapshot.actions.len() as u64;
+                let counts = BuildCounts {
+                    cached: total,
+                    ..BuildCounts::default()
+                };
+                (total, counts)
+            }
+            DryRun::Planned { plan, verdicts } => {
+                (plan.actions.len() as u64, Verdict::count(verdicts))
+            }
+        }
+    }
+}
+
+/// Jobs at once: `requested`, else the number of cores; at most
+/// [`MAX_JOBS`](cairn_engine::limits::MAX_JOBS), each slot being a thread
+/// (a larger `-j` is clamped, with a note the first time).
+pub fn jobs(notes: &dyn Notes, requested: Option<usize>) -> usize {
+    static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let max = cairn_engine::limits::MAX_JOBS;
+    let jobs = requested.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    if jobs > max {
+        if requested.is_some() && !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            notes.note(&format!(
+                "-j {jobs} clamped to {max}, the most jobs cairn runs at once"
+            ));
+        }
+        return max;
+    }
+    jobs.max(1)
+}
+
+/// `cairn build --dry-run REFS`: what a build would do, from the
+/// up-to-date snapshot when it confirms that nothing changed, else from a
+/// plan and its verdicts (configure answers cached before are used, none
+/// is written).
+pub fn dry_run(
+    workspace: &Workspace,
+    refs: &[String],
+    jobs: Option<usize>,
+) -> Result<DryRun, AppError> {
+    let started = std::time::Instant::now();
+    let threads = self::jobs(workspace.notes(), jobs);
+    if let Some(snapshot) = crate::uptodate::try_dry(workspace, refs, threads)? {
+        tracing::debug!(
+            "dry run answered from the snapshot ({:.2?})",
+            started.elapsed()
+        );
+        return Ok(DryRun::Current(snapshot));
+    }
+    let requested = workspace.requested(refs)?;
+    tracing::debug!(
+        "{} refs requested ({:.2?})",
+        requested.len(),
+        started.elapsed()
+    );
+    let plan = workspace.plan(&requested)?;
+    tracing::debug!(
+        "planned {} actions, {} sources ({:.2?})",
+        plan.actions.len(),
+        plan.sources.len(),
+        started.elapsed()
+    );
+    let evaluating = std::time::Instant::now();
+    let verdicts =
+        workspace.read_context(|context| evaluate(context, &plan).map_err(AppError::from))?;
+    tracing::debug!("evaluated ({:.2?})", evaluating.elapsed());
+    Ok(DryRun::Planned { plan, verdicts })
+}
+
+/// `cairn build REFS`: builds them, the up-to-date snapshot first (see the
+/// module's documentation).
+pub fn build(
+    workspace: &Workspace,
+    request: &BuildRequest,
+    observer: &dyn BuildObserver,
+) -> Result<Built, AppError> {
+    let started = std::time::Instant::now();
+    let asked = crate::uptodate::Asked {
+        requested: &request.refs,
+        jobs: jobs(workspace.notes(), request.jobs),
+        no_wait: request.no_wait,
+    };
+    let mut assisted = match crate::uptodate::try_quick(workspace, &asked)? {
+        Quick::Done(done) => {
+            observer.found_current(&done.snapshot);
+            let total = done.snapshot.actions.len() as u64;
+            let rewrite = done.rewrite.then_some(done.snapshot);
+            tracing::debug!(
+                "build finished from the snapshot ({:.2?})",
+                started.elapsed()
+            );
+            return Ok(Built::new(done.report, total, done.store, rewrite));
+        }
+        Quick::Assist(found) => Some(found),
+        Quick::Full => None,
+    };
+    // The plan kept with the snapshot is this build's plan: the snapshot
+    // was confirmed but for a few changed paths, and planning is a
+    // function of what it pins.
+    // Without it (missing, damaged), the snapshot this build leaves keeps
+    // the plan made now.
+    let kept = assisted.as_mut().and_then(|assisted| {
+        let digest = assisted.snapshot.plan.take()?;
+        let plan = assisted.store.read_plan(&digest)?;
+        assisted.snapshot.plan = Some(digest);
+        Some(plan)
+    });
+    let plan = match kept {
+        Some(plan) => {
+            tracing::debug!("read the kept plan ({:.2?})", started.elapsed());
+            plan
+        }
+        None => {
+            let refs = workspace.requested(&request.refs)?;
+            tracing::debug!("{} refs requested ({:.2?})", refs.len(), started.elapsed());
+            workspace.plan_for_build(&refs)?
+        }
+    };
+    tracing::debug!(
+        "planned {} actions, {} sources ({:.2?})",
+        plan.actions.len(),
+        plan.sources.len(),
+        started.elapsed()
+    );
+    let mut built = execute(
+        workspace,
+        &plan,
+        &Execution {
+            jobs: request.jobs,
+            keep_going: request.keep_going,
+            no_wait: request.no_wait,
+            retries: request.retries,
+            requested: request.refs.clone(),
+            command: "build",
+            reason: None,
+            snapshot: true,
+        },
+        assisted,
+        observer,
+    )?;
+    built.plan = Some(plan);
+    Ok(built)
+}
+
+/// Runs `plan` through the engine: takes the writer lock, stops on
+/// SIGINT/SIGTERM, tells `observer` of each action as it starts and
+/// finishes. `assisted`: the store `cairn build`'s snapshot check already
+/// holds, and the snapshot it found current but for a few changed paths.
+pub fn execute(
+    workspace: &Workspace,
+    plan: &Plan,
+    execution: &Execution<'_>,
+    assisted: Option<Assisted>,
+    observer: &dyn BuildObserver,
+) -> Result<Built, AppError> {
+    let started = std::time::Instant::now();
+    if assisted.is_none() {
+        cairn_engine::exec::check_code_files(
+            &workspace.graph,
+            plan.actions.iter().map(|action| &*action.job),
+        )?;
+    }
+    let (store, base) = match assisted {
+        Some(Assisted {
+            snapshot,
+            changed,
+            store,
+        }) => {
+            let presumed = presume(&snapshot, &changed, plan, &workspace.data_root);
+            match &presumed {
+                Some(keys) => tracing::debug!(
+                    "presumed {} of {} actions current from the snapshot ({:.2?})",
+                    keys.iter().flatten().count(),
+                    keys.len(),
+                    started.elapsed()
+                ),
+                None => tracing::debug!(
+                    "the snapshot's changed paths are not the plan's: checking every action"
+                ),
+            }
+            (store, presumed.map(|keys| (keys, snapshot, changed)))
+        }
+        None => (workspace.open_writer(!execution.no_wait)?, None),
+    };
+    tracing::debug!("opened the store ({:.2?})", started.elapsed());
+    // One store's build at a time in a data directory (docs/reliability.md).
+    let _data_root =
+        cairn_store::DataRootLock::acquire(&workspace.data_root, &workspace.store_dir)?;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let children = Arc::new(Children::recorded_in(store.dir().join("running")));
+    let _interrupts = Interrupts::watch(&interrupt, &children, workspace.notes_handle())?;
+    cairn_engine::groups::become_subreaper();
+    let build_id = cairn_engine::ports::Catalog::next_build_id(store.catalog())?;
+    store.record_build(build_id);
+    let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&workspace.graph))
+        .then(|| Witness::new(store.catalog()));
+    let context = Context {
+        graph: &workspace.graph,
+        data_root: workspace.data_root.clone(),
+        staging_root: workspace.data_root.join(".cairn-tmp"),
+        catalog: match &witness {
+            Some(witness) => witness,
+            None => store.catalog(),
+        },
+        blobs: store.blobs(),
+        environment: &workspace.environment,
+        children: &children,
+        runner: &cairn_engine::local::LocalRunner,
+        build: build_id,
+        retries: execution.retries,
+        real_dirs: Default::default(),
+        programs: Default::default(),
+        code_changes: Default::default(),
+    };
+    let options = BuildOptions {
+        jobs: jobs(workspace.notes(), execution.jobs),
+        keep_going: execution.keep_going,
+        interrupt: &interrupt,
+        requested: execution.requested.clone(),
+        command: execution.command.to_owned(),
+        reason: execution.reason.clone(),
+        witness: witness.as_ref().map(|witness| witness as _),
+        presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
+    };
+    let report = cairn_engine::exec::build(&context, plan, &options, observer);
+    // No job runs any more: whatever one left re-parented to cairn goes.
+    cairn_engine::groups::reap_all_orphans();
+    let mut report = report?;
+    observer.actions_done();
+    // Kept partitions whose job's code changed (on_code_change = "warn";
+    // "error" failed its actions): said on every build until acknowledged,
+    // so no snapshot lets the next build skip saying it.
+    let code_changes = context.code_changes.summary();
+    drop(context);
+    for (change, partitions) in &code_changes {
+        if change.mode == cairn_engine::graph::OnCodeChange::Warn {
+            workspace.notes().warning(&format!(
+                "job {}: {} of {}: {}",
+                change.job,
+                crate::text::count(*partitions, "partition"),
+                change.dataset,
+                change.kept()
+            ));
+        }
+    }
+    let snapshot = match report.all_current.take() {
+        Some(_) if !code_changes.is_empty() => None,
+        Some(all_current) => witness.and_then(Witness::into_entries).and_then(|entries| {
+            crate::uptodate::record(
+                workspace,
+                &store,
+                plan,
+                &execution.requested,
+                all_current,
+                entries,
+                base.map(|(_, snapshot, changed)| (snapshot, changed)),
+            )
+        }),
+        None => None,
+    };
+    Ok(Built::new(
+        report,
+        plan.actions.len() as u64,
+        store,
+        snapshot,
+    ))
+}
+
+/// SIGINT and SIGTERM while a build runs: the first stops the build (its
+/// jobs get SIGTERM, and SIGKILL after [`cairn_engine::runner::TERM_GRACE`]);
+/// a second one SIGKILLs the running jobs at once.
+struct Interrupts {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Interrupts {
+    fn watch(
+        interrupt: &Arc<AtomicBool>,
+        children: &Arc<Children>,
+        notes: Arc<dyn Notes>,
+    ) -> Result<Interrupts, AppError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|error| {
+                AppError::Usage(format!("cannot install the signal handler: {error}"))
+            })?;
+        let handle = signals.handle();
+        let (interrupt, children) = (Arc::clone(interrupt), Arc::clone(children));
+        let thread = std::thread::Builder::new()
+            .name("cairn-signals".into())
+            .spawn(move || {
+                for (count, _) in signals.forever().enumerate() {
+                    interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let running = children.running();
+                    if count == 0 {
+                        if running > 0 {
+                            notes.note(&format!(
+                                "cairn: interrupted: stopping {running} running job{} (SIGTERM; SIGKILL in {}s, or at once on a second interrupt)",
+                                if running == 1 { "" } else { "s" },
+                                cairn_engine::runner::TERM_GRACE.as_secs()
+                            ));
+                        }
+                        children.interrupt();
+                    } else {
+                        if running > 0 {
+                            notes.note(&format!(
+                                "cairn: interrupted again: killing {running} running job{} now (SIGKILL)",
+                                if running == 1 { "" } else { "s" }
+                            ));
+                        }
+                        children.kill_now();
+                    }
+                }
+            })
+            .map_err(|error| AppError::Usage(format!("cannot start the signal thread: {error}")))?;
+        Ok(Interrupts {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
