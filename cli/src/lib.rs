@@ -1,8 +1,11 @@
 //! cairn-cli: the `cairn` command line (design.md §7).
 //!
-//! Arguments are parsed by clap, then turned into a validated
-//! [`cairn_app::Workspace`] (graph file, data root, store location) before
-//! any I/O on the store.
+//! Every command is parse, call cairn-app, render: arguments are parsed by
+//! clap and turned into a validated [`cairn_app::Workspace`] (graph file,
+//! data root, store location) before any I/O on the store; the use case
+//! returns typed results (and tells a `BuildObserver` of progress), which
+//! the modules here render as text, JSON (the `cairn_app::dto` structs),
+//! Mermaid, DOT or a shell script; an `AppError` becomes a [`Failure`].
 //! stdout carries only data (JSON lines with `--json`); everything for humans
 //! goes to stderr. Exit codes: 0 ok, 1 a job failed, 2 usage/graph/config
 //! error, 3 store locked or corrupt, 130 interrupted.
