@@ -256,7 +256,6 @@ pub fn run(
             reason: Some(backfill.reason()),
             snapshot: false,
         },
-        None,
         observer,
     )?;
     // The partitions whose attempt failed in this build.

@@ -1,6 +1,6 @@
 //! The build use case: `cairn build` (and the build a backfill runs).
 //!
-//! [`build`] first tries the up-to-date snapshot ([`crate::uptodate`]):
+//! [`build`] first tries the up-to-date snapshot (app/src/uptodate.rs):
 //! when it confirms that every action is current the build is recorded
 //! without planning; when only a few recorded paths changed, the build
 //! plans (or reads the kept plan) and presumes the other actions current.
@@ -317,7 +317,7 @@ pub fn build(
         plan.sources.len(),
         started.elapsed()
     );
-    let mut built = execute(
+    let mut built = execute_assisted(
         workspace,
         &plan,
         &Execution {
@@ -339,9 +339,20 @@ pub fn build(
 
 /// Runs `plan` through the engine: takes the writer lock, stops on
 /// SIGINT/SIGTERM, tells `observer` of each action as it starts and
-/// finishes. `assisted`: the store `cairn build`'s snapshot check already
-/// holds, and the snapshot it found current but for a few changed paths.
+/// finishes.
 pub fn execute(
+    workspace: &Workspace,
+    plan: &Plan,
+    execution: &Execution<'_>,
+    observer: &dyn BuildObserver,
+) -> Result<Built, AppError> {
+    execute_assisted(workspace, plan, execution, None, observer)
+}
+
+/// [`execute`], with `assisted`: the store `cairn build`'s snapshot check
+/// already holds, and the snapshot it found current but for a few changed
+/// paths.
+fn execute_assisted(
     workspace: &Workspace,
     plan: &Plan,
     execution: &Execution<'_>,
