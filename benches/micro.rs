@@ -10,7 +10,7 @@ use cairn_engine::digest::ContentDigest;
 use cairn_engine::graph::{Graph, Job};
 use cairn_engine::key::{KeyInputs, OutputIdentity, action_key};
 use cairn_engine::plan::{Configurer, plan};
-use cairn_engine::ports::{BlobStore, Catalog};
+use cairn_engine::ports::{BlobStore, EventLog};
 use cairn_engine::record::{EventKind, ProgramRecord};
 use cairn_engine::refs::{Bindings, PartitionRef};
 use cairn_store::{OpenMode, Store};

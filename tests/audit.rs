@@ -831,7 +831,7 @@ fn peak_rss_kib(child: &mut std::process::Child) -> Option<u64> {
 fn log_json_over_a_million_events_stays_under_100_mib() {
     use cairn_engine::record::{EventKind, FileEntry, Manifest, OutputRecord};
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
-    use cairn_store::{Catalog, OpenMode, Store};
+    use cairn_store::{EventLog, OpenMode, Store};
 
     const EVENTS: u64 = 1_000_000;
     const PER_ACTION: u64 = 4;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use cairn_engine::ContentDigest;
 use cairn_engine::record::StatEntry;
-use cairn_store::{Catalog, OpenMode, Store};
+use cairn_store::{OpenMode, StatCache, Store};
 use common::{Project, refs};
 
 /// One partition: `big.csv` (3.4 MB, past the store's 1 MiB small-file

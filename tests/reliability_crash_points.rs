@@ -8,10 +8,10 @@
 //!
 //! | point | port call | what the real store does there |
 //! | --- | --- | --- |
-//! | `build-id` | `Catalog::next_build_id` | reserves the id in memory; the first `append` carrying it stores it |
+//! | `build-id` | `EventLog::next_build_id` | reserves the id in memory; the first `append` carrying it stores it |
 //! | `blob-write` | `BlobStore::adopt_file` / `put_file` / `put_bytes` | write a temp file in `cas/tmp` (or link a large output there), rename it to `cas/ab/cdef…` |
 //! | `blob-sync` | `BlobStore::sync` | `syncfs` (file data, renames and new directories) |
-//! | `catalog-commit` | `Catalog::append_timed` | a redb commit (events, projections, stat cache) |
+//! | `catalog-commit` | `EventLog::append_timed` | a redb commit (events, projections, stat cache) |
 //!
 //! At the Nth call of each kind (every N that a normal build reaches) one of
 //! these faults is injected, in a child process (this test binary again):
@@ -55,7 +55,7 @@ use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{BuildOptions, Silent, build};
 use cairn_engine::graph::Graph;
 use cairn_engine::plan::plan;
-use cairn_engine::ports::{BlobStore, Catalog, StoreError};
+use cairn_engine::ports::{BlobStore, EventLog, Projections, StatCache, StoreError};
 use cairn_engine::record::{
     CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
 };
@@ -417,16 +417,7 @@ impl FaultyCatalog<'_> {
     }
 }
 
-impl Catalog for FaultyCatalog<'_> {
-    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
-        self.inner.action(key)
-    }
-    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
-        self.inner.checkpoint(key)
-    }
-    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
-        self.inner.partition(partition)
-    }
+impl EventLog for FaultyCatalog<'_> {
     fn append_timed(
         &self,
         build: u64,
@@ -437,15 +428,6 @@ impl Catalog for FaultyCatalog<'_> {
             self.inner.append_timed(build, events, stats)
         })
     }
-    fn dataset_versions(&self) -> Result<BTreeMap<String, String>, StoreError> {
-        self.inner.dataset_versions()
-    }
-    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
-        self.inner.defs(source)
-    }
-    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
-        self.inner.stat(path)
-    }
     fn next_build_id(&self) -> Result<u64, StoreError> {
         self.commit(Kind::BuildId, || self.inner.next_build_id())
     }
@@ -455,6 +437,30 @@ impl Catalog for FaultyCatalog<'_> {
         visit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), StoreError> {
         self.inner.scan_events(from, visit)
+    }
+}
+
+impl Projections for FaultyCatalog<'_> {
+    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        self.inner.action(key)
+    }
+    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        self.inner.checkpoint(key)
+    }
+    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        self.inner.partition(partition)
+    }
+    fn dataset_versions(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        self.inner.dataset_versions()
+    }
+    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        self.inner.defs(source)
+    }
+}
+
+impl StatCache for FaultyCatalog<'_> {
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+        self.inner.stat(path)
     }
 }
 

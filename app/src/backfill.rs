@@ -14,7 +14,7 @@ use std::path::Path;
 
 use cairn_engine::evaluate::{Verdict, evaluate};
 use cairn_engine::plan::{InputSource, Plan};
-use cairn_engine::ports::Catalog;
+use cairn_engine::ports::Projections;
 use cairn_engine::record::BuildCounts;
 use cairn_engine::refs::PartitionRef;
 

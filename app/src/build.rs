@@ -396,7 +396,7 @@ fn execute_assisted(
     let children = Arc::new(Children::recorded_in(store.dir().join("running")));
     let _interrupts = Interrupts::watch(&interrupt, &children, workspace.notes_handle())?;
     cairn_engine::groups::become_subreaper();
-    let build_id = cairn_engine::ports::Catalog::next_build_id(store.catalog())?;
+    let build_id = cairn_engine::ports::EventLog::next_build_id(store.catalog())?;
     store.record_build(build_id);
     let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&workspace.graph))
         .then(|| Witness::new(store.catalog()));

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cairn_engine::ContentDigest;
 use cairn_engine::defs::{diff as diff_values, parse_values};
 use cairn_engine::graph::Source;
-use cairn_engine::ports::{BlobStore, Catalog};
+use cairn_engine::ports::{BlobStore, EventLog};
 use cairn_engine::record::{DefsRecord, EventKind};
 use cairn_engine::runner::{Children, Invocation, describe_status, run_process};
 use cairn_store::Store;

@@ -291,7 +291,7 @@ pub fn scan(
             .catalog()
             .partition_events(&partition, from, &mut filtered)?,
         None => {
-            use cairn_engine::ports::Catalog;
+            use cairn_engine::ports::EventLog;
             store.catalog().scan_events(from, &mut filtered)?;
         }
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::graph::Producer;
-use cairn_engine::ports::Catalog;
+use cairn_engine::ports::Projections;
 use cairn_engine::record::{Event, EventKind, Manifest};
 use cairn_engine::refs::PartitionRef;
 use cairn_store::Store;

@@ -3,7 +3,7 @@
 //! commit.
 
 use cairn_engine::graph::Producer;
-use cairn_engine::ports::Catalog;
+use cairn_engine::ports::EventLog;
 use cairn_engine::record::EventKind;
 use cairn_engine::refs::PartitionRef;
 

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use cairn_engine::digest::{ActionKey, ContentDigest};
-use cairn_engine::ports::{Catalog, StoreError};
+use cairn_engine::ports::{Projections, StoreError};
 use cairn_engine::record::{Event, EventKind, Manifest};
 use cairn_engine::refs::PartitionRef;
 use cairn_store::Store;

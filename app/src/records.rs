@@ -4,7 +4,7 @@
 
 use cairn_engine::ContentDigest;
 use cairn_engine::defs::parse_values;
-use cairn_engine::ports::{BlobStore, Catalog};
+use cairn_engine::ports::{BlobStore, Projections};
 use cairn_engine::record::DefsRecord;
 use cairn_store::Store;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_engine::date::format_time_ms;
 use cairn_engine::digest::ActionKey;
-use cairn_engine::ports::Catalog;
+use cairn_engine::ports::Projections;
 use cairn_engine::record::EventKind;
 use cairn_engine::refs::PartitionRef;
 use cairn_store::Store;

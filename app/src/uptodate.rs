@@ -12,7 +12,7 @@ use cairn_engine::digest::ContentDigest;
 use cairn_engine::exec::{AllCurrent, BuildReport, code_digests};
 use cairn_engine::observe::Observer;
 use cairn_engine::plan::Plan;
-use cairn_engine::ports::Catalog;
+use cairn_engine::ports::EventLog;
 use cairn_engine::record::{BuildCounts, EventKind};
 use cairn_engine::uptodate::{
     CurrentAction, FingerprintInputs, LastEvent, Observed, Snapshot, confirm_paths, fingerprint,

@@ -363,16 +363,7 @@ pub fn resumable_note(context: &Context<'_>, key: &ActionKey) -> Result<String, 
 /// The catalog of a store that does not exist yet: nothing was ever built.
 pub struct EmptyCatalog;
 
-impl Catalog for EmptyCatalog {
-    fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
-        Ok(None)
-    }
-    fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
-        Ok(None)
-    }
-    fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
-        Ok(None)
-    }
+impl cairn_engine::ports::EventLog for EmptyCatalog {
     fn append_timed(
         &self,
         _build: u64,
@@ -384,17 +375,8 @@ impl Catalog for EmptyCatalog {
             message: "the store does not exist".into(),
         })
     }
-    fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
-        Ok(None)
-    }
     fn records_nothing(&self) -> Result<bool, StoreError> {
         Ok(true)
-    }
-    fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
-        Ok(None)
-    }
-    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
-        Ok(std::collections::BTreeMap::new())
     }
     fn next_build_id(&self) -> Result<u64, StoreError> {
         Ok(0)
@@ -405,6 +387,30 @@ impl Catalog for EmptyCatalog {
         _visit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+impl cairn_engine::ports::Projections for EmptyCatalog {
+    fn checkpoint(&self, _key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        Ok(None)
+    }
+    fn action(&self, _key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        Ok(None)
+    }
+    fn partition(&self, _partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        Ok(None)
+    }
+    fn defs(&self, _source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        Ok(None)
+    }
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        Ok(std::collections::BTreeMap::new())
+    }
+}
+
+impl cairn_engine::ports::StatCache for EmptyCatalog {
+    fn stat(&self, _path: &str) -> Result<Option<StatEntry>, StoreError> {
+        Ok(None)
     }
 }
 

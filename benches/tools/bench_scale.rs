@@ -24,7 +24,7 @@ use cairn_engine::exec::code_digests;
 use cairn_engine::graph::Graph;
 use cairn_engine::observe::{self, Observer, StatUpdate};
 use cairn_engine::plan::{InputSource, plan};
-use cairn_engine::ports::{BlobStore, Catalog};
+use cairn_engine::ports::{BlobStore, EventLog};
 use cairn_engine::record::{
     BuildCounts, EventKind, FileEntry, InputRecord, Manifest, OutputRecord, partition_digest,
 };

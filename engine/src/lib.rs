@@ -5,9 +5,7 @@
 pub mod backfill;
 pub mod code;
 pub mod codechange;
-pub mod date;
 pub mod defs;
-pub mod digest;
 pub mod evaluate;
 pub mod exec;
 pub mod graph;
@@ -19,11 +17,8 @@ pub mod local;
 pub mod observe;
 mod par;
 pub mod plan;
-pub mod ports;
 pub mod program;
-pub mod record;
 pub mod redact;
-pub mod refs;
 pub mod script;
 pub mod uptodate;
 
@@ -35,5 +30,17 @@ pub use plan::config;
 // The local job runner under its old name.
 pub use local as runner;
 
+// The vocabulary and the ports live in cairn-core; they are re-exported
+// under their old names so that `cairn_engine::refs::…` and `crate::refs::…`
+// keep working.
+pub use cairn_core::{clock, date, digest, memory, projection, record, refs};
+
 pub use digest::{ActionKey, ContentDigest, KeyHasher};
 pub use refs::{Bindings, PartitionRef, Pattern, RefError};
+
+/// The ports of cairn-core, and the stat-cache twin under its old path
+/// (`crate::ports::MemoryStatCache`).
+pub mod ports {
+    pub use cairn_core::memory::MemoryStatCache;
+    pub use cairn_core::ports::*;
+}

@@ -723,7 +723,7 @@ impl crate::exec::BuildWitness for Witness<'_> {
     }
 }
 
-impl Catalog for Witness<'_> {
+impl crate::ports::Projections for Witness<'_> {
     fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
         self.inner.action(key)
     }
@@ -733,6 +733,15 @@ impl Catalog for Witness<'_> {
     fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
         self.inner.partition(partition)
     }
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        self.inner.dataset_versions()
+    }
+    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        self.inner.defs(source)
+    }
+}
+
+impl crate::ports::EventLog for Witness<'_> {
     fn append_timed(
         &self,
         build: u64,
@@ -740,15 +749,6 @@ impl Catalog for Witness<'_> {
         stats: Vec<(String, StatEntry)>,
     ) -> Result<u64, StoreError> {
         self.inner.append_timed(build, events, stats)
-    }
-    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
-        self.inner.dataset_versions()
-    }
-    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
-        self.inner.defs(source)
-    }
-    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
-        self.inner.stat(path)
     }
     fn next_build_id(&self) -> Result<u64, StoreError> {
         self.inner.next_build_id()
@@ -759,6 +759,12 @@ impl Catalog for Witness<'_> {
         visit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), StoreError> {
         self.inner.scan_events(from, visit)
+    }
+}
+
+impl crate::ports::StatCache for Witness<'_> {
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+        self.inner.stat(path)
     }
     fn observed(&self, path: &str, entry: &StatEntry, executable: bool) {
         if self.recording.load(Ordering::Relaxed) {
@@ -783,7 +789,7 @@ pub use crate::exec::sorted_codes;
 mod tests {
     use super::*;
     use crate::observe::Observer;
-    use crate::ports::MemoryStatCache;
+    use crate::ports::{MemoryStatCache, StatCache as _};
     use std::os::unix::fs::PermissionsExt;
 
     /// A stat entry's fixed-width encoding reads back equal, extremes

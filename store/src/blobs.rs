@@ -69,7 +69,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cairn_engine::ContentDigest;
-use cairn_engine::ports::{BlobStore, StoreError};
+use cairn_engine::ports::{BlobStore, StoreError, VerifyingReader};
 
 /// Files up to this size are read into memory, hashed and written in one go;
 /// larger ones are copied in the kernel and hashed from the copy, or adopted.
@@ -623,6 +623,22 @@ impl BlobStore for FsBlobStore {
         Ok(bytes)
     }
 
+    fn open_verified(
+        &self,
+        digest: &ContentDigest,
+    ) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        // Opened as every read is (without blocking, regular files only).
+        let (file, _) = self.open(digest)?;
+        let reader = NamedReader {
+            file,
+            path: self.blob_path(digest),
+        };
+        let digest = *digest;
+        Ok(Box::new(
+            VerifyingReader::new(reader, digest).on_corrupt(move || self.suspect(&digest)),
+        ))
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         match self.durability {
             Durability::FileSystem => {
@@ -647,6 +663,20 @@ impl BlobStore for FsBlobStore {
             }
             Durability::EachFile => self.sync_each_file(),
         }
+    }
+}
+
+/// A blob file whose read errors name it.
+struct NamedReader {
+    file: File,
+    path: PathBuf,
+}
+
+impl Read for NamedReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.file
+            .read(buffer)
+            .map_err(|error| std::io::Error::new(error.kind(), StoreError::io(&self.path, error)))
     }
 }
 

@@ -17,7 +17,7 @@
 //!
 //! Invariants:
 //! - `actions`, `partitions`, `datasets` and `partition_events` are exactly
-//!   what [`crate::projection::apply`] produces over `events`: they are written in the same transaction as the
+//!   what [`cairn_engine::projection::apply`] produces over `events`: they are written in the same transaction as the
 //!   events that cause them, and [`RedbCatalog::replay_check`] proves it.
 //! - Every commit is redb's default `Durability::Immediate`: once `append`
 //!   returns, the events survive a crash or power loss.
@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_engine::PartitionRef;
 use cairn_engine::digest::ActionKey;
-use cairn_engine::ports::{Catalog, StoreError};
+use cairn_engine::ports::{EventLog, Projections, StatCache, StoreError};
 use cairn_engine::record::{
     CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
 };
@@ -56,7 +56,9 @@ use crate::encoding::{
     encode_stat_entry,
 };
 use crate::encoding::{decode_defs, encode_defs};
-use crate::projection::{MemoryProjections, Projections, apply, differences, partitions_of};
+use cairn_engine::projection::{
+    MemoryProjections, ProjectionTables, apply, differences, partitions_of,
+};
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const ACTIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("actions");
@@ -99,7 +101,8 @@ enum Handle {
     Closed,
 }
 
-/// The redb catalog; implements [`Catalog`].
+/// The redb catalog; implements the catalog ports ([`EventLog`],
+/// [`Projections`], [`StatCache`], so [`cairn_engine::ports::Catalog`]).
 pub struct RedbCatalog {
     path: PathBuf,
     /// The read snapshot the per-action lookups (`action`, `partition`,
@@ -112,7 +115,7 @@ pub struct RedbCatalog {
     /// Declared before `handle`: fields drop in order, and the snapshot's
     /// read transaction must end before the database closes.
     snapshot: RwLock<Option<Arc<Snapshot>>>,
-    /// The build id [`Catalog::next_build_id`] handed out last, not yet
+    /// The build id [`EventLog::next_build_id`] handed out last, not yet
     /// carried by an appended event: the first append that carries it
     /// stores it, in the same commit.
     reserved_build: Mutex<Option<u64>>,
@@ -904,7 +907,7 @@ struct TableProjections<'transaction, 'catalog> {
     catalog: &'catalog RedbCatalog,
 }
 
-impl Projections for TableProjections<'_, '_> {
+impl ProjectionTables for TableProjections<'_, '_> {
     fn set_action(&mut self, manifest: &Manifest) -> Result<(), StoreError> {
         self.actions
             .insert(&manifest.key.0, encode_manifest(manifest).as_slice())
@@ -999,49 +1002,7 @@ impl Projections for TableProjections<'_, '_> {
     }
 }
 
-impl Catalog for RedbCatalog {
-    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
-        let snapshot = self.snapshot()?;
-        let Some(checkpoints) = &snapshot.checkpoints else {
-            return Ok(None);
-        };
-        let Some(bytes) = checkpoints.get(&key.0).map_err(|error| self.fail(error))? else {
-            return Ok(None);
-        };
-        decode_checkpoint(bytes.value())
-            .map(Some)
-            .map_err(|error| self.fail(format!("checkpoint of action {key}: {error}")))
-    }
-
-    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
-        let snapshot = self.snapshot()?;
-        let Some(actions) = &snapshot.actions else {
-            return Ok(None);
-        };
-        let Some(bytes) = actions.get(&key.0).map_err(|error| self.fail(error))? else {
-            return Ok(None);
-        };
-        decode_manifest(bytes.value())
-            .map(Some)
-            .map_err(|error| self.fail(format!("action {key}: {error}")))
-    }
-
-    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
-        let snapshot = self.snapshot()?;
-        let Some(partitions) = &snapshot.partitions else {
-            return Ok(None);
-        };
-        let Some(bytes) = partitions
-            .get(partition.as_str())
-            .map_err(|error| self.fail(error))?
-        else {
-            return Ok(None);
-        };
-        decode_partition_state(bytes.value())
-            .map(Some)
-            .map_err(|error| self.fail(format!("partition {partition}: {error}")))
-    }
-
+impl EventLog for RedbCatalog {
     fn append_timed(
         &self,
         build: u64,
@@ -1107,44 +1068,6 @@ impl Catalog for RedbCatalog {
         Ok(self.last_seq()? == 0)
     }
 
-    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
-        let transaction = self.begin_read()?;
-        let mut out = std::collections::BTreeMap::new();
-        if let Some(datasets) = self.read_table(&transaction, DATASETS)? {
-            for entry in datasets.iter().map_err(|error| self.fail(error))? {
-                let (dataset, version) = entry.map_err(|error| self.fail(error))?;
-                out.insert(dataset.value().to_owned(), version.value().to_owned());
-            }
-        }
-        Ok(out)
-    }
-
-    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
-        let transaction = self.begin_read()?;
-        let Some(defs) = self.read_table(&transaction, DEFS)? else {
-            return Ok(None);
-        };
-        let Some(bytes) = defs.get(source).map_err(|error| self.fail(error))? else {
-            return Ok(None);
-        };
-        decode_defs(bytes.value())
-            .map(Some)
-            .map_err(|error| self.fail(format!("defs of source {source}: {error}")))
-    }
-
-    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
-        let snapshot = self.snapshot()?;
-        let Some(stat_cache) = &snapshot.stat_cache else {
-            return Ok(None);
-        };
-        let Some(bytes) = stat_cache.get(path).map_err(|error| self.fail(error))? else {
-            return Ok(None);
-        };
-        decode_stat_entry(bytes.value())
-            .map(Some)
-            .map_err(|error| self.fail(format!("stat cache entry {path}: {error}")))
-    }
-
     fn next_build_id(&self) -> Result<u64, StoreError> {
         // Only the writer allocates; the id is stored by the first append
         // that carries it (no commit, no `fdatasync` here: two fewer per
@@ -1172,6 +1095,90 @@ impl Catalog for RedbCatalog {
             return Ok(());
         };
         self.visit_events(&events, from, &mut |event| Ok(visit(event)))
+    }
+}
+
+impl Projections for RedbCatalog {
+    fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError> {
+        let snapshot = self.snapshot()?;
+        let Some(actions) = &snapshot.actions else {
+            return Ok(None);
+        };
+        let Some(bytes) = actions.get(&key.0).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_manifest(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("action {key}: {error}")))
+    }
+
+    fn checkpoint(&self, key: &ActionKey) -> Result<Option<CheckpointRecord>, StoreError> {
+        let snapshot = self.snapshot()?;
+        let Some(checkpoints) = &snapshot.checkpoints else {
+            return Ok(None);
+        };
+        let Some(bytes) = checkpoints.get(&key.0).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_checkpoint(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("checkpoint of action {key}: {error}")))
+    }
+
+    fn partition(&self, partition: &PartitionRef) -> Result<Option<PartitionState>, StoreError> {
+        let snapshot = self.snapshot()?;
+        let Some(partitions) = &snapshot.partitions else {
+            return Ok(None);
+        };
+        let Some(bytes) = partitions
+            .get(partition.as_str())
+            .map_err(|error| self.fail(error))?
+        else {
+            return Ok(None);
+        };
+        decode_partition_state(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("partition {partition}: {error}")))
+    }
+
+    fn dataset_versions(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let transaction = self.begin_read()?;
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(datasets) = self.read_table(&transaction, DATASETS)? {
+            for entry in datasets.iter().map_err(|error| self.fail(error))? {
+                let (dataset, version) = entry.map_err(|error| self.fail(error))?;
+                out.insert(dataset.value().to_owned(), version.value().to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    fn defs(&self, source: &str) -> Result<Option<DefsRecord>, StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(defs) = self.read_table(&transaction, DEFS)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = defs.get(source).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_defs(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("defs of source {source}: {error}")))
+    }
+}
+
+impl StatCache for RedbCatalog {
+    fn stat(&self, path: &str) -> Result<Option<StatEntry>, StoreError> {
+        let snapshot = self.snapshot()?;
+        let Some(stat_cache) = &snapshot.stat_cache else {
+            return Ok(None);
+        };
+        let Some(bytes) = stat_cache.get(path).map_err(|error| self.fail(error))? else {
+            return Ok(None);
+        };
+        decode_stat_entry(bytes.value())
+            .map(Some)
+            .map_err(|error| self.fail(format!("stat cache entry {path}: {error}")))
     }
 }
 

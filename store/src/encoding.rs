@@ -1167,6 +1167,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pruned_partition_event_round_trips_at_todays_format() {
+        let event = Event {
+            seq: 3,
+            time_ms: 0,
+            build: 3,
+            kind: EventKind::PartitionPruned {
+                partition: partition("clean/date=2024-01-01"),
+                reason: "again".into(),
+                by: Some("ana".into()),
+            },
+        };
+        let bytes = encode_event(&event);
+        assert_eq!(decode_event(&bytes).unwrap(), event);
+    }
+
+    #[test]
     fn events_round_trip() {
         for event in events() {
             let bytes = encode_event(&event);

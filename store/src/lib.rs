@@ -32,7 +32,6 @@ mod catalog;
 mod encoding;
 mod lock;
 mod maintenance;
-mod projection;
 mod uptodate;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +39,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use blobs::{BlobCheck, FsBlobStore};
 pub use caches::{CacheKind, CacheProblem};
-pub use cairn_engine::ports::{BlobStore, Catalog, StoreError};
+pub use cairn_engine::ports::{BlobStore, Catalog, EventLog, Projections, StatCache, StoreError};
+pub use cairn_engine::projection::partitions_of;
 pub use catalog::{CatalogStats, RedbCatalog, ReplayReport};
 pub use encoding::{
     DecodeError, FORMAT_VERSION, decode_event, decode_manifest, decode_partition_state,
@@ -51,7 +51,6 @@ pub use maintenance::{
     BlobOwner, BlobProblem, BlobRole, BlobUsage, Damage, GcKeep, GcReport, OrphanPartition,
     RepairReport, VerifyReport,
 };
-pub use projection::partitions_of;
 pub use uptodate::SnapshotFile;
 
 use catalog::ReaderOpen;

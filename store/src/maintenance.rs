@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use cairn_engine::ports::{Catalog, StoreError};
+use cairn_engine::ports::{EventLog, StoreError};
 use cairn_engine::record::{EventKind, Manifest};
 use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
 use rayon::prelude::*;

@@ -189,6 +189,4 @@ pub(crate) fn record_stats(target: &Path, files: &[FileEntry], updates: &mut Vec
     }
 }
 
-pub fn now_ms() -> u64 {
-    (now_ns() / 1_000_000) as u64
-}
+pub use cairn_core::clock::now_ms;

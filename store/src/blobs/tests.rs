@@ -683,6 +683,21 @@ fn a_fifo_directory_or_link_under_a_blobs_name_is_never_read_and_a_put_replaces_
             within_time("read", move || blobs.read(&digest))
         };
         assert!(matches!(read, Err(StoreError::NotAFile { .. })), "{kind}");
+        let streamed = {
+            let blobs = blobs.clone();
+            within_time("open_verified", move || {
+                blobs
+                    .open_verified(&digest)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        };
+        assert!(
+            streamed
+                .as_ref()
+                .is_err_and(|message| message.contains("not a regular file")),
+            "{kind}: {streamed:?}"
+        );
         let dest = dir.path().join("restored");
         let restored = {
             let (blobs, dest) = (blobs.clone(), dest.clone());

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use cairn_engine::ports::BlobStore;
+use cairn_engine::ports::{BlobStore, Projections};
 use cairn_engine::record::{FileEntry, OutputRecord};
 
 use super::*;

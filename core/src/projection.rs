@@ -1,26 +1,31 @@
-//! The projection rules: how each event changes the `actions`, `partitions`
-//! and `datasets` tables and the `partition_events` index.
+//! The projection rules: how each event changes the `actions`,
+//! `partitions`, `datasets`, `checkpoints` and `defs` projections and the
+//! `partition_events` index.
 //!
-//! Invariant: [`apply`] is the only place these rules live. The catalog runs
-//! it inside the transaction that appends the events, and `replay_check` runs
-//! it over the whole log into an in-memory model, so "the projections can
-//! always be rebuilt from the log" is true by construction and checkable.
-//! [`apply`] depends on nothing but the event and the current projections (no
-//! clock, no file system), so a replay is deterministic.
+//! Invariant: [`apply`] is the only place these rules live. The redb catalog
+//! (`cairn-store`) runs it inside the transaction that appends the events,
+//! its `replay_check` runs it over the whole log into [`MemoryProjections`],
+//! and the in-memory catalog ([`crate::memory::MemoryCatalog`]) runs it on
+//! every append, so "the projections can always be rebuilt from the log" is
+//! true by construction and checkable. [`apply`] depends on nothing but the
+//! event and the current projections (no clock, no file system), so a
+//! replay is deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Debug, Display, Write as _};
 
-use cairn_engine::ports::StoreError;
-use cairn_engine::record::{
+use crate::digest::ActionKey;
+use crate::ports::StoreError;
+use crate::record::{
     CheckpointRecord, DefsRecord, Event, EventKind, Invalidation, Manifest, Materialization,
     PartitionState,
 };
-use cairn_engine::{ActionKey, PartitionRef};
+use crate::refs::PartitionRef;
 
 /// Storage the projection rules write to: the live redb tables, or the
-/// in-memory model of a replay.
-pub(crate) trait Projections {
+/// in-memory model of a replay. (What they read back is the
+/// [`crate::ports::Projections`] port.)
+pub trait ProjectionTables {
     fn set_action(&mut self, manifest: &Manifest) -> Result<(), StoreError>;
     fn partition(&mut self, partition: &PartitionRef)
     -> Result<Option<PartitionState>, StoreError>;
@@ -82,7 +87,7 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
 }
 
 /// Applies the projection of one stored event.
-pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<(), StoreError> {
+pub fn apply(event: &Event, projections: &mut dyn ProjectionTables) -> Result<(), StoreError> {
     for partition in partitions_of(&event.kind) {
         projections.index_partition_event(partition, event.seq)?;
     }
@@ -181,7 +186,7 @@ pub(crate) fn apply(event: &Event, projections: &mut dyn Projections) -> Result<
 
 /// Changes the state of `partition`, starting from an empty one if it has none.
 fn update(
-    projections: &mut dyn Projections,
+    projections: &mut dyn ProjectionTables,
     partition: &PartitionRef,
     change: impl FnOnce(&mut PartitionState),
 ) -> Result<(), StoreError> {
@@ -197,7 +202,7 @@ fn update(
 /// The projections held in memory: what a replay of the log produces, and
 /// what the live tables are read into for comparison.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct MemoryProjections {
+pub struct MemoryProjections {
     pub actions: BTreeMap<ActionKey, Manifest>,
     pub partitions: BTreeMap<PartitionRef, PartitionState>,
     pub datasets: BTreeMap<String, String>,
@@ -206,7 +211,7 @@ pub(crate) struct MemoryProjections {
     pub defs: BTreeMap<String, DefsRecord>,
 }
 
-impl Projections for MemoryProjections {
+impl ProjectionTables for MemoryProjections {
     fn set_action(&mut self, manifest: &Manifest) -> Result<(), StoreError> {
         self.actions.insert(manifest.key, manifest.clone());
         Ok(())
@@ -273,7 +278,7 @@ impl Projections for MemoryProjections {
 
 /// Human-readable differences between the projections rebuilt from the log
 /// and the live ones; empty when they are equal.
-pub(crate) fn differences(replayed: &MemoryProjections, live: &MemoryProjections) -> Vec<String> {
+pub fn differences(replayed: &MemoryProjections, live: &MemoryProjections) -> Vec<String> {
     let mut out = Vec::new();
     compare("action", &replayed.actions, &live.actions, &mut out);
     compare(
@@ -369,7 +374,7 @@ fn compare<K: Ord + Display, V: PartialEq + Debug>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_engine::ContentDigest;
+    use crate::digest::ContentDigest;
 
     fn event(seq: u64, build: u64, kind: EventKind) -> Event {
         Event {
@@ -401,18 +406,6 @@ mod tests {
         assert_eq!(partitions_of(&pruned), [&partition()]);
         apply(&event(2, 2, pruned), &mut model).unwrap();
         assert_eq!(model.partitions[&partition()], PartitionState::default());
-        // The encoding round-trips at today's format.
-        let event = event(
-            3,
-            3,
-            EventKind::PartitionPruned {
-                partition: partition(),
-                reason: "again".into(),
-                by: Some("ana".into()),
-            },
-        );
-        let bytes = crate::encoding::encode_event(&event);
-        assert_eq!(crate::encoding::decode_event(&bytes).unwrap(), event);
     }
 
     #[test]
@@ -508,7 +501,7 @@ mod tests {
             partition(),
             PartitionState {
                 current: None,
-                invalidated: Some(cairn_engine::record::Invalidation {
+                invalidated: Some(crate::record::Invalidation {
                     reason: "x".into(),
                     by: None,
                     time_ms: 0,
@@ -548,7 +541,7 @@ mod tests {
             },
             EventKind::PartitionMaterialized {
                 partition: partition(),
-                digest: cairn_engine::ContentDigest::of(b"x"),
+                digest: ContentDigest::of(b"x"),
                 key,
             },
         ];
