@@ -10,10 +10,15 @@
 //! - [`projection`]: the pure rules by which an event changes the
 //!   projections; the redb catalog and the in-memory one both apply them.
 //! - [`memory`]: in-memory twins of every port, for tests and tools.
+//! - `contract` (feature `contract`): the ports' contract as tests written
+//!   once, run against the twins here and against the real store in
+//!   `cairn-store`.
 //!
 //! See docs/internals.md ("Ports and their twins").
 
 pub mod clock;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 pub mod date;
 pub mod digest;
 pub mod memory;

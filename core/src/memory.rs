@@ -436,3 +436,101 @@ impl BlobStore for MemoryBlobs {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract;
+    use crate::ports::Catalog;
+
+    #[test]
+    fn the_memory_catalog_keeps_the_catalog_contract() {
+        contract::a_new_catalog_records_nothing(&MemoryCatalog::new());
+        contract::the_projections_follow_the_log(&MemoryCatalog::new());
+        contract::the_stat_cache_keeps_the_last_entry_of_each_path(&MemoryCatalog::new());
+        contract::build_ids_are_never_reused(&MemoryCatalog::new());
+    }
+
+    #[test]
+    fn memory_blobs_keep_the_blob_contract() {
+        let scratch = tempfile::tempdir().unwrap();
+        contract::blobs_round_trip(&MemoryBlobs::new(), scratch.path());
+        let scratch = tempfile::tempdir().unwrap();
+        contract::a_missing_blob_is_reported_missing(&MemoryBlobs::new(), scratch.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let blobs = MemoryBlobs::new();
+        contract::a_corrupt_blob_is_never_served(&blobs, scratch.path(), &|digest, bytes| {
+            blobs.tamper(digest, bytes);
+        });
+    }
+
+    #[test]
+    fn a_catalog_rebuilt_from_its_events_answers_the_same() {
+        let catalog = MemoryCatalog::new();
+        contract::the_projections_follow_the_log(&catalog);
+        let rebuilt = MemoryCatalog::from_events(catalog.events()).unwrap();
+        assert_eq!(rebuilt.projections(), catalog.projections());
+        assert_eq!(rebuilt.events(), catalog.events());
+        // Build ids go on after the last one the events carry.
+        assert_eq!(rebuilt.next_build_id().unwrap(), 4);
+        let mut events = catalog.events();
+        events.remove(3);
+        let Err(error) = MemoryCatalog::from_events(events) else {
+            panic!("a gap in the seqs is refused");
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("event 5 given where event 4 belongs"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_stat_cache_twin_holds_stat_entries_only() {
+        let cache = MemoryStatCache::default();
+        let entry = StatEntry {
+            size: 1,
+            mtime_ns: 2,
+            ctime_ns: 3,
+            inode: 4,
+            recorded_ns: 5,
+            digest: ContentDigest::of(b"x"),
+        };
+        let catalog: &dyn Catalog = &cache;
+        catalog
+            .append(
+                1,
+                vec![EventKind::Planned {
+                    actions: 1,
+                    sources: 0,
+                }],
+                vec![("/a".into(), entry)],
+            )
+            .unwrap();
+        assert_eq!(catalog.stat("/a").unwrap(), Some(entry));
+        let mut events = 0;
+        catalog
+            .scan_events(1, &mut |_| {
+                events += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(events, 0, "events are dropped");
+        cache.clear();
+        assert_eq!(catalog.stat("/a").unwrap(), None);
+    }
+
+    #[test]
+    fn memory_blobs_count_what_a_sync_would_make_durable() {
+        let blobs = MemoryBlobs::new();
+        let a = blobs.put_bytes(b"a").unwrap();
+        let b = blobs.put_bytes(b"b").unwrap();
+        blobs.put_bytes(b"a").unwrap();
+        assert_eq!(blobs.unsynced(), [a, b]);
+        blobs.sync().unwrap();
+        assert!(blobs.unsynced().is_empty());
+        assert_eq!(blobs.digests().len(), 2);
+        assert!(blobs.remove(&a));
+        assert!(!blobs.contains(&a));
+    }
+}

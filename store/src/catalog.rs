@@ -793,6 +793,17 @@ impl RedbCatalog {
         })
     }
 
+    /// The live projection tables, read into memory (for tests comparing
+    /// them with a replay or a twin).
+    #[cfg(test)]
+    pub(crate) fn live_projections(&self) -> Result<MemoryProjections, StoreError> {
+        let transaction = self.begin_read()?;
+        let mut found = Vec::new();
+        let live = self.read_live_projections(&transaction, &mut found)?;
+        assert!(found.is_empty(), "{found:?}");
+        Ok(live)
+    }
+
     /// Reads the live `actions` and `partitions` tables; entries that do not
     /// decode, or sit under the wrong key, are reported into `found`.
     fn read_live_projections(

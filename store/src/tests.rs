@@ -247,3 +247,69 @@ fn a_corrupted_catalog_is_an_error_naming_it_not_a_panic() {
     };
     assert!(error.to_string().contains("truncated"), "{error}");
 }
+
+// The ports' contract (cairn-core's `contract`, the same tests the
+// in-memory twins pass), against the redb catalog and the file blob store.
+mod contract {
+    use std::os::unix::fs::PermissionsExt;
+
+    use cairn_core::contract;
+
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, Store) {
+        let root = tempfile::tempdir().unwrap();
+        let store = writer(&root.path().join(".cairn"));
+        (root, store)
+    }
+
+    #[test]
+    fn the_redb_catalog_keeps_the_catalog_contract() {
+        contract::a_new_catalog_records_nothing(fresh().1.catalog());
+        contract::the_projections_follow_the_log(fresh().1.catalog());
+        contract::the_stat_cache_keeps_the_last_entry_of_each_path(fresh().1.catalog());
+        contract::build_ids_are_never_reused(fresh().1.catalog());
+    }
+
+    #[test]
+    fn a_reader_sees_what_the_writer_appended_as_the_memory_twin_does() {
+        let (root, store) = fresh();
+        contract::the_projections_follow_the_log(store.catalog());
+        let events = {
+            let mut events = Vec::new();
+            store
+                .catalog()
+                .scan_events(1, &mut |event| {
+                    events.push(event);
+                    true
+                })
+                .unwrap();
+            events
+        };
+        drop(store);
+        let reader = reader(&root.path().join(".cairn")).unwrap();
+        let twin = cairn_core::memory::MemoryCatalog::from_events(events).unwrap();
+        // The live tables, read back, equal the twin's fold of the same log.
+        assert!(reader.catalog().replay_check().unwrap().is_empty());
+        assert_eq!(
+            reader.catalog().live_projections().unwrap(),
+            twin.projections()
+        );
+    }
+
+    #[test]
+    fn the_file_blob_store_keeps_the_blob_contract() {
+        let scratch = tempfile::tempdir().unwrap();
+        contract::blobs_round_trip(fresh().1.blobs(), scratch.path());
+        let scratch = tempfile::tempdir().unwrap();
+        contract::a_missing_blob_is_reported_missing(fresh().1.blobs(), scratch.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let (_root, store) = fresh();
+        let blobs = store.blobs();
+        contract::a_corrupt_blob_is_never_served(blobs, scratch.path(), &|digest, bytes| {
+            let path = blobs.blob_path(digest);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        });
+    }
+}

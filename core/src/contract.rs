@@ -1,0 +1,676 @@
+//! The contract of each port, as tests written once: every function here
+//! takes a port (fresh, unless it says otherwise) and panics, naming what
+//! differs, if it does not behave as the port's documentation says. The
+//! in-memory twins run them in this crate's tests, the redb catalog and the
+//! file blob store in `cairn-store`'s, so the twins the engine's unit tests
+//! use behave as the real store does (docs/internals.md, "Ports and their
+//! twins").
+//!
+//! Compiled for this crate's tests and with the `contract` feature (a
+//! dev-dependency feature of the crates that run them).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use crate::digest::{ActionKey, ContentDigest};
+use crate::ports::{BlobStore, Catalog, StoreError, corrupt_blob_of};
+use crate::projection::{MemoryProjections, apply};
+use crate::record::{
+    BuildCounts, CheckpointRecord, DefsRecord, Event, EventKind, FileEntry, Invalidation, Manifest,
+    Materialization, OutputRecord, PartitionState, StatEntry, partition_digest,
+};
+use crate::refs::PartitionRef;
+
+fn partition(text: &str) -> PartitionRef {
+    PartitionRef::parse(text).expect("a valid ref")
+}
+
+fn key(byte: u8) -> ActionKey {
+    ActionKey([byte; 32])
+}
+
+fn manifest(key: ActionKey, output: &PartitionRef, content: &[u8], build: u64) -> Manifest {
+    let files = vec![FileEntry {
+        path: "part.csv".into(),
+        executable: false,
+        size: content.len() as u64,
+        digest: ContentDigest::of(content),
+        mode: 0o644,
+    }];
+    Manifest {
+        key,
+        job: "clean".into(),
+        outputs: vec![OutputRecord {
+            partition: output.clone(),
+            digest: partition_digest(&files),
+            files,
+        }],
+        inputs: Vec::new(),
+        code_digest: Some(ContentDigest::of(b"code")),
+        versions: vec![("clean".into(), "1.0.0".into())],
+        build,
+        started_ms: 1_000,
+        finished_ms: 2_000,
+        stdout: Some(ContentDigest::of(b"out")),
+        stderr: None,
+        command: None,
+    }
+}
+
+fn stat_entry(content: &[u8], inode: u64) -> StatEntry {
+    StatEntry {
+        size: content.len() as u64,
+        mtime_ns: 1_700_000_000_000_000_000,
+        ctime_ns: 1_700_000_000_000_000_001,
+        inode,
+        recorded_ns: 1_700_000_000_500_000_000,
+        digest: ContentDigest::of(content),
+    }
+}
+
+/// Every event of the log, in order.
+fn all_events(catalog: &dyn Catalog, from: u64) -> Vec<Event> {
+    let mut events = Vec::new();
+    catalog
+        .scan_events(from, &mut |event| {
+            events.push(event);
+            true
+        })
+        .expect("scan the log");
+    events
+}
+
+/// The projections a replay of `catalog`'s log gives, by the pure rules.
+fn replayed(catalog: &dyn Catalog) -> MemoryProjections {
+    let mut model = MemoryProjections::default();
+    for event in all_events(catalog, 1) {
+        apply(&event, &mut model).expect("the rules never fail in memory");
+    }
+    model
+}
+
+/// Same events in, same projections out: every projection the port answers
+/// equals the one the pure rules give over its own log, for every key the
+/// log mentions (and for `unknown`, which it does not).
+fn assert_projections_follow_the_log(catalog: &dyn Catalog, unknown: &[ActionKey]) {
+    let model = replayed(catalog);
+    for (key, manifest) in &model.actions {
+        assert_eq!(
+            catalog.action(key).unwrap().as_ref(),
+            Some(manifest),
+            "action {key}"
+        );
+    }
+    for (key, checkpoint) in &model.checkpoints {
+        assert_eq!(
+            catalog.checkpoint(key).unwrap(),
+            Some(*checkpoint),
+            "checkpoint {key}"
+        );
+    }
+    for key in unknown {
+        if !model.actions.contains_key(key) {
+            assert_eq!(catalog.action(key).unwrap(), None, "action {key}");
+        }
+        if !model.checkpoints.contains_key(key) {
+            assert_eq!(catalog.checkpoint(key).unwrap(), None, "checkpoint {key}");
+        }
+    }
+    for (partition, state) in &model.partitions {
+        assert_eq!(
+            catalog.partition(partition).unwrap().as_ref(),
+            Some(state),
+            "partition {partition}"
+        );
+    }
+    assert_eq!(catalog.dataset_versions().unwrap(), model.datasets);
+    for (source, record) in &model.defs {
+        assert_eq!(
+            catalog.defs(source).unwrap(),
+            Some(*record),
+            "defs {source}"
+        );
+    }
+}
+
+/// A new catalog records nothing: no event, no projection, no stat entry.
+pub fn a_new_catalog_records_nothing(catalog: &dyn Catalog) {
+    assert!(catalog.records_nothing().unwrap());
+    assert!(all_events(catalog, 1).is_empty());
+    assert_eq!(catalog.action(&key(1)).unwrap(), None);
+    assert_eq!(catalog.checkpoint(&key(1)).unwrap(), None);
+    assert_eq!(catalog.partition(&partition("clean/d=1")).unwrap(), None);
+    assert_eq!(catalog.dataset_versions().unwrap(), BTreeMap::new());
+    assert_eq!(catalog.defs("stations").unwrap(), None);
+    assert_eq!(catalog.stat("/data/clean/d=1/part.csv").unwrap(), None);
+}
+
+/// Three builds' events, appended in several groups: the log keeps them in
+/// order with consecutive seqs, their times and builds; the projections
+/// follow the rules at every step (materialize, invalidate, fail, prune,
+/// checkpoints cleared by a success, dataset versions, defs records linked
+/// to the previous one).
+pub fn the_projections_follow_the_log(catalog: &dyn Catalog) {
+    let p1 = partition("clean/d=1");
+    let p2 = partition("clean/d=2");
+    let (k1, k2) = (key(1), key(2));
+    let m1 = manifest(k1, &p1, b"one", 1);
+    let p1_digest = m1.outputs[0].digest;
+
+    // Build 1: requested, planned, versions recorded.
+    let seq = catalog
+        .append_timed(
+            1,
+            vec![
+                (
+                    10,
+                    EventKind::BuildRequested {
+                        requested: Vec::new(),
+                        command: "build".into(),
+                        reason: None,
+                    },
+                ),
+                (
+                    11,
+                    EventKind::Planned {
+                        actions: 2,
+                        sources: 1,
+                    },
+                ),
+                (
+                    12,
+                    EventKind::DatasetVersionChanged {
+                        dataset: "clean".into(),
+                        from: None,
+                        to: Some("1.0.0".into()),
+                    },
+                ),
+                (
+                    13,
+                    EventKind::DatasetVersionChanged {
+                        dataset: "daily".into(),
+                        from: None,
+                        to: Some("2.0.0".into()),
+                    },
+                ),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(seq, 4, "append returns the seq of its last event");
+    assert!(!catalog.records_nothing().unwrap());
+    assert_eq!(
+        catalog.dataset_versions().unwrap(),
+        BTreeMap::from([
+            ("clean".to_owned(), "1.0.0".to_owned()),
+            ("daily".to_owned(), "2.0.0".to_owned())
+        ])
+    );
+
+    // Two actions start and checkpoint.
+    let started = |key: ActionKey, output: &PartitionRef| EventKind::ActionStarted {
+        key,
+        job: "clean".into(),
+        outputs: vec![output.clone()],
+        reason: "never built".into(),
+        attempt: 1,
+        resumed_from: None,
+    };
+    let checkpointed = |key: ActionKey, sequence: u64| EventKind::ActionCheckpointed {
+        key,
+        job: "clean".into(),
+        sequence,
+        digest: ContentDigest::of(format!("checkpoint {sequence}").as_bytes()),
+        size: 12,
+    };
+    let seq = catalog
+        .append_timed(
+            1,
+            vec![
+                (20, started(k1, &p1)),
+                (21, started(k2, &p2)),
+                (22, checkpointed(k1, 1)),
+                (23, checkpointed(k2, 1)),
+                (24, checkpointed(k2, 2)),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(seq, 9);
+    assert_eq!(
+        catalog.checkpoint(&k2).unwrap(),
+        Some(CheckpointRecord {
+            sequence: 2,
+            digest: ContentDigest::of(b"checkpoint 2"),
+            build: 1,
+        })
+    );
+    assert_projections_follow_the_log(catalog, &[k1, k2]);
+
+    // One succeeds, the other fails; the build ends.
+    let seq = catalog
+        .append_timed(
+            1,
+            vec![
+                (
+                    30,
+                    EventKind::ActionSucceeded {
+                        manifest: m1.clone(),
+                    },
+                ),
+                (
+                    31,
+                    EventKind::PartitionMaterialized {
+                        partition: p1.clone(),
+                        digest: p1_digest,
+                        key: k1,
+                    },
+                ),
+                (
+                    32,
+                    EventKind::ActionFailed {
+                        key: Some(k2),
+                        job: "clean".into(),
+                        outputs: vec![p2.clone()],
+                        error: "exit status 1".into(),
+                        exit_code: Some(1),
+                        stdout: None,
+                        stderr: Some(ContentDigest::of(b"boom")),
+                    },
+                ),
+                (
+                    33,
+                    EventKind::BuildFinished {
+                        counts: BuildCounts {
+                            executed: 1,
+                            failed: 1,
+                            ..BuildCounts::default()
+                        },
+                        interrupted: false,
+                    },
+                ),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(seq, 13);
+    assert_eq!(catalog.action(&k1).unwrap(), Some(m1.clone()));
+    assert_eq!(catalog.action(&k2).unwrap(), None);
+    assert_eq!(
+        catalog.checkpoint(&k1).unwrap(),
+        None,
+        "cleared by the success"
+    );
+    assert!(
+        catalog.checkpoint(&k2).unwrap().is_some(),
+        "kept by the failure"
+    );
+    let materialized = Materialization {
+        key: k1,
+        digest: p1_digest,
+        build: 1,
+        seq: 11,
+    };
+    assert_eq!(
+        catalog.partition(&p1).unwrap(),
+        Some(PartitionState {
+            current: Some(materialized.clone()),
+            invalidated: None,
+            failed: None,
+        })
+    );
+    assert_eq!(
+        catalog.partition(&p2).unwrap(),
+        Some(PartitionState {
+            current: None,
+            invalidated: None,
+            failed: Some((1, "exit status 1".into())),
+        })
+    );
+    assert_projections_follow_the_log(catalog, &[k1, k2]);
+
+    // Build 2: an invalidation, three defs refreshes of two sources, a
+    // dataset no longer versioned, a prune, a reuse and a skip.
+    let seq = catalog
+        .append_timed(
+            2,
+            vec![
+                (
+                    40,
+                    EventKind::PartitionInvalidated {
+                        partition: p1.clone(),
+                        reason: "bad feed".into(),
+                        by: Some("ana".into()),
+                    },
+                ),
+                (
+                    41,
+                    EventKind::DefsRefreshed {
+                        source: "stations".into(),
+                        digest: ContentDigest::of(b"a"),
+                        values: 3,
+                    },
+                ),
+                (
+                    42,
+                    EventKind::DefsRefreshed {
+                        source: "regions".into(),
+                        digest: ContentDigest::of(b"b"),
+                        values: 1,
+                    },
+                ),
+                (
+                    43,
+                    EventKind::DefsRefreshed {
+                        source: "stations".into(),
+                        digest: ContentDigest::of(b"c"),
+                        values: 4,
+                    },
+                ),
+                (
+                    44,
+                    EventKind::DatasetVersionChanged {
+                        dataset: "daily".into(),
+                        from: Some("2.0.0".into()),
+                        to: None,
+                    },
+                ),
+                (
+                    45,
+                    EventKind::PartitionPruned {
+                        partition: p2.clone(),
+                        reason: "station retired".into(),
+                        by: None,
+                    },
+                ),
+                (
+                    46,
+                    EventKind::ActionCached {
+                        key: k1,
+                        job: "clean".into(),
+                        outputs: vec![p1.clone()],
+                        built_by: 1,
+                        restored: true,
+                    },
+                ),
+                (
+                    47,
+                    EventKind::ActionSkipped {
+                        job: "daily".into(),
+                        outputs: vec![partition("daily/d=1")],
+                        reason: "an input failed".into(),
+                    },
+                ),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(seq, 21);
+    assert_eq!(
+        catalog.partition(&p1).unwrap(),
+        Some(PartitionState {
+            current: Some(materialized),
+            invalidated: Some(Invalidation {
+                reason: "bad feed".into(),
+                by: Some("ana".into()),
+                time_ms: 40,
+                seq: 14,
+            }),
+            failed: None,
+        })
+    );
+    assert_eq!(
+        catalog.partition(&p2).unwrap(),
+        Some(PartitionState::default()),
+        "a pruned partition is no longer built"
+    );
+    assert_eq!(
+        catalog.defs("stations").unwrap(),
+        Some(DefsRecord {
+            seq: 17,
+            build: 2,
+            time_ms: 43,
+            digest: ContentDigest::of(b"c"),
+            values: 4,
+            previous: Some(15),
+        })
+    );
+    assert_eq!(
+        catalog.defs("regions").unwrap().map(|r| r.previous),
+        Some(None)
+    );
+    assert_eq!(catalog.defs("towns").unwrap(), None);
+    assert_eq!(
+        catalog.dataset_versions().unwrap(),
+        BTreeMap::from([("clean".to_owned(), "1.0.0".to_owned())])
+    );
+    assert_projections_follow_the_log(catalog, &[k1, k2]);
+
+    // Build 3: the invalidated partition is built again, under a new key.
+    let k3 = key(3);
+    let m3 = manifest(k3, &p1, b"one again", 3);
+    let p1_again = m3.outputs[0].digest;
+    catalog
+        .append(
+            3,
+            vec![
+                EventKind::ActionSucceeded {
+                    manifest: m3.clone(),
+                },
+                EventKind::PartitionMaterialized {
+                    partition: p1.clone(),
+                    digest: p1_again,
+                    key: k3,
+                },
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(catalog.action(&k3).unwrap(), Some(m3));
+    assert_eq!(catalog.action(&k1).unwrap(), Some(m1), "older results stay");
+    let state = catalog.partition(&p1).unwrap().unwrap();
+    assert_eq!(
+        state.current.as_ref().map(|m| (m.key, m.build, m.seq)),
+        Some((k3, 3, 23))
+    );
+    assert_eq!(state.invalidated, None, "cleared by the materialization");
+    assert_projections_follow_the_log(catalog, &[k1, k2, k3]);
+
+    // The log: every event, in order, with its time and build.
+    let events = all_events(catalog, 1);
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=23).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events.iter().map(|e| e.build).collect::<Vec<_>>(),
+        [[1; 13].as_slice(), &[2; 8], &[3; 2]].concat()
+    );
+    assert_eq!(events[13].time_ms, 40);
+    assert_eq!(events[12].kind.name(), "BuildFinished");
+    assert_eq!(events[22].kind.name(), "PartitionMaterialized");
+    // `append` stamps its events with the clock.
+    assert!(events[21].time_ms >= 1_577_836_800_000, "a wall time in ms");
+    // A scan starts at its seq, and stops when told to.
+    assert_eq!(all_events(catalog, 20), events[19..].to_vec());
+    assert!(all_events(catalog, 24).is_empty());
+    let mut seen = Vec::new();
+    catalog
+        .scan_events(5, &mut |event| {
+            seen.push(event.seq);
+            seen.len() < 3
+        })
+        .unwrap();
+    assert_eq!(seen, [5, 6, 7]);
+}
+
+/// Stat entries given to `append` are recorded with its events (or
+/// alone), a later entry of a path replacing the earlier one.
+pub fn the_stat_cache_keeps_the_last_entry_of_each_path(catalog: &dyn Catalog) {
+    let (a, b) = ("/data/clean/d=1/part.csv", "/data/clean/d=1/");
+    catalog
+        .append(
+            1,
+            vec![EventKind::Planned {
+                actions: 0,
+                sources: 0,
+            }],
+            vec![
+                (a.to_owned(), stat_entry(b"one", 7)),
+                (b.to_owned(), stat_entry(b"listing", 8)),
+            ],
+        )
+        .unwrap();
+    assert_eq!(catalog.stat(a).unwrap(), Some(stat_entry(b"one", 7)));
+    assert_eq!(catalog.stat(b).unwrap(), Some(stat_entry(b"listing", 8)));
+    catalog
+        .append(1, Vec::new(), vec![(a.to_owned(), stat_entry(b"two", 9))])
+        .unwrap();
+    assert_eq!(catalog.stat(a).unwrap(), Some(stat_entry(b"two", 9)));
+    assert_eq!(catalog.stat(b).unwrap(), Some(stat_entry(b"listing", 8)));
+    assert_eq!(catalog.stat("/elsewhere").unwrap(), None);
+    assert_eq!(
+        all_events(catalog, 1).len(),
+        1,
+        "stat entries are not events"
+    );
+}
+
+/// Build ids start at 1, each reservation gives a new one, and an id
+/// carried by an append is never handed out again.
+pub fn build_ids_are_never_reused(catalog: &dyn Catalog) {
+    assert_eq!(catalog.next_build_id().unwrap(), 1);
+    assert_eq!(
+        catalog.next_build_id().unwrap(),
+        2,
+        "reserved, not appended"
+    );
+    catalog
+        .append(
+            2,
+            vec![EventKind::BuildRequested {
+                requested: Vec::new(),
+                command: "build".into(),
+                reason: None,
+            }],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(catalog.next_build_id().unwrap(), 3);
+    catalog.append(7, Vec::new(), Vec::new()).unwrap();
+    assert_eq!(catalog.next_build_id().unwrap(), 8);
+}
+
+fn read_stream(blobs: &dyn BlobStore, digest: &ContentDigest) -> std::io::Result<Vec<u8>> {
+    let mut reader = blobs.open_verified(digest).expect("open the blob");
+    let mut bytes = Vec::new();
+    // Small reads: the check happens at the end, however it is reached.
+    let mut buffer = [0u8; 1000];
+    loop {
+        let count = reader.read(&mut buffer)?;
+        if count == 0 {
+            return Ok(bytes);
+        }
+        bytes.extend_from_slice(&buffer[..count]);
+    }
+}
+
+/// What goes in comes out, by every read: `put_bytes`, `put_file` and
+/// `adopt_file` name content by its blake3; `read`, the streaming read and
+/// `restore` give it back. `scratch` is an empty directory.
+pub fn blobs_round_trip(blobs: &dyn BlobStore, scratch: &Path) {
+    let small = b"station,value\nNL01,3\n".to_vec();
+    // Over a few buffers of any reader.
+    let large: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    for content in [Vec::new(), small, large] {
+        let digest = blobs.put_bytes(&content).unwrap();
+        assert_eq!(digest, ContentDigest::of(&content));
+        assert!(blobs.contains(&digest));
+        assert_eq!(blobs.read(&digest).unwrap(), content);
+        assert_eq!(read_stream(blobs, &digest).unwrap(), content);
+        let mut whole = Vec::new();
+        blobs
+            .open_verified(&digest)
+            .unwrap()
+            .read_to_end(&mut whole)
+            .unwrap();
+        assert_eq!(whole, content);
+        assert_eq!(blobs.put_bytes(&content).unwrap(), digest, "stored once");
+        let dest = scratch.join(format!("restored-{}", digest.short()));
+        blobs.restore(&digest, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        // A restore never overwrites.
+        std::fs::write(&dest, b"mine").unwrap();
+        assert!(blobs.restore(&digest, &dest).is_err());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
+    }
+    for (name, adopt) in [("put", false), ("adopt", true)] {
+        let path = scratch.join(format!("{name}.csv"));
+        let content = format!("content stored by {name}_file\n");
+        std::fs::write(&path, &content).unwrap();
+        let digest = if adopt {
+            blobs.adopt_file(&path).unwrap()
+        } else {
+            blobs.put_file(&path).unwrap()
+        };
+        assert_eq!(digest, ContentDigest::of(content.as_bytes()));
+        assert_eq!(std::fs::read(&path).unwrap(), content.as_bytes());
+        assert_eq!(blobs.read(&digest).unwrap(), content.as_bytes());
+    }
+    blobs.sync().unwrap();
+}
+
+/// A blob the store does not hold: absent, and every read says so.
+pub fn a_missing_blob_is_reported_missing(blobs: &dyn BlobStore, scratch: &Path) {
+    let digest = ContentDigest::of(b"never stored");
+    let missing = |error: StoreError| matches!(error, StoreError::MissingBlob { expected } if expected == digest);
+    assert!(!blobs.contains(&digest));
+    assert!(missing(blobs.read(&digest).unwrap_err()));
+    assert!(missing(
+        blobs.open_verified(&digest).err().expect("an error")
+    ));
+    let dest = scratch.join("missing");
+    assert!(missing(blobs.restore(&digest, &dest).unwrap_err()));
+    assert!(!dest.exists(), "nothing restored");
+}
+
+/// A blob whose content no longer matches its name (`damage` replaces it
+/// with other bytes) is never served: `read` and `restore` fail with
+/// [`StoreError::CorruptBlob`], the streaming read fails at its end with
+/// it, and the next put of the right content repairs the blob.
+pub fn a_corrupt_blob_is_never_served(
+    blobs: &dyn BlobStore,
+    scratch: &Path,
+    damage: &dyn Fn(&ContentDigest, &[u8]),
+) {
+    let content = b"2024-01-01,12.5\n2024-01-02,13.0\n".to_vec();
+    let damaged = b"2024-01-01,99.9\n2024-01-02,13.0\n".to_vec();
+    let digest = blobs.put_bytes(&content).unwrap();
+    let corrupt = (digest, ContentDigest::of(&damaged));
+
+    // Found by the streaming read, at its end; a put then repairs it.
+    damage(&digest, &damaged);
+    let error = read_stream(blobs, &digest).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(corrupt_blob_of(&error), Some(corrupt), "{error}");
+    assert_eq!(blobs.put_bytes(&content).unwrap(), digest);
+    assert_eq!(read_stream(blobs, &digest).unwrap(), content, "repaired");
+
+    // Found by `read` and `restore`; a put then repairs it.
+    damage(&digest, &damaged);
+    let is_corrupt = |error: StoreError| matches!(error, StoreError::CorruptBlob { expected, actual } if (expected, actual) == corrupt);
+    assert!(is_corrupt(blobs.read(&digest).unwrap_err()));
+    let dest = scratch.join("restored");
+    assert!(is_corrupt(blobs.restore(&digest, &dest).unwrap_err()));
+    assert!(!dest.exists(), "a corrupt restore leaves nothing");
+    let mut whole = Vec::new();
+    let error = blobs
+        .open_verified(&digest)
+        .unwrap()
+        .read_to_end(&mut whole)
+        .unwrap_err();
+    assert_eq!(corrupt_blob_of(&error), Some(corrupt));
+    assert_eq!(blobs.put_bytes(&content).unwrap(), digest);
+    assert_eq!(blobs.read(&digest).unwrap(), content, "repaired");
+}
