@@ -8,9 +8,9 @@
 //! - [`MemoryStatCache`]: a stat cache and nothing else, for observing files
 //!   without a store.
 //!
-//! The contract tests in [`crate::contract`] hold the twins and the real
-//! store (`cairn-store`'s tests run the same functions) to the same
-//! behaviour (docs/internals.md, "Ports and their twins"). Nothing here is
+//! The contract tests in `contract.rs` (feature `contract`) hold the twins
+//! and the real store (`cairn-store`'s tests run the same functions) to the
+//! same behaviour (docs/internals.md, "Ports and their twins"). Nothing here is
 //! durable: `sync` has nothing to do.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,5 @@
 //! The ports through which the executor reaches durable state. `cairn-store`
-//! implements them on redb and the file system; [`crate::memory`] holds an
+//! implements them on redb and the file system; `memory.rs` holds an
 //! in-memory twin of each, held to the same contract by tests written once
 //! for both (docs/internals.md, "Ports and their twins").
 //!
@@ -181,7 +181,7 @@ pub trait EventLog: Send + Sync {
 }
 
 /// The projections of the event log: what it says now, by key. Changed only
-/// by appending events, through the rules in [`crate::projection`].
+/// by appending events, through the rules in `projection.rs`.
 pub trait Projections: Send + Sync {
     /// The manifest of the last success of `key`, if any.
     fn action(&self, key: &ActionKey) -> Result<Option<Manifest>, StoreError>;

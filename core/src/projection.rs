@@ -5,7 +5,7 @@
 //! Invariant: [`apply`] is the only place these rules live. The redb catalog
 //! (`cairn-store`) runs it inside the transaction that appends the events,
 //! its `replay_check` runs it over the whole log into [`MemoryProjections`],
-//! and the in-memory catalog ([`crate::memory::MemoryCatalog`]) runs it on
+//! and the in-memory catalog (`MemoryCatalog`, memory.rs) runs it on
 //! every append, so "the projections can always be rebuilt from the log" is
 //! true by construction and checkable. [`apply`] depends on nothing but the
 //! event and the current projections (no clock, no file system), so a
