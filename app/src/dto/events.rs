@@ -7,7 +7,9 @@
 //! persists, with postcard): the internal enum may change without changing
 //! what `cairn log --json` prints. Serialized straight from a borrowed
 //! event, with no intermediate value (a log of millions of events is
-//! printed through one reused buffer).
+//! printed through one reused buffer). The lines carry no `"schema"`
+//! field (millions of lines, no summary): their format is the one
+//! docs/cli.md documents, and changes only by adding fields.
 
 use serde::ser::{SerializeSeq, SerializeStruct, SerializeTuple};
 use serde::{Serialize, Serializer};

@@ -1,7 +1,8 @@
 //! The JSON of `cairn history --json` (docs/cli.md): one object per entry,
 //! newest first, its `type` one of `materialization`, `failure` and
 //! `invalidation`. Keys are in alphabetical order (`type` among them), as
-//! they have always been printed.
+//! they have always been printed. The lines carry no `"schema"` field:
+//! their fields are those of schema [`SCHEMA`](super::SCHEMA).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,7 @@
 //! The JSON of `cairn status --json` and `cairn why --json` (docs/cli.md).
-//! Keys are in alphabetical order, as they have always been printed.
+//! Keys are in alphabetical order, as they have always been printed. They
+//! carry no `"schema"` field: their fields are those of schema
+//! [`SCHEMA`](super::SCHEMA) (docs/cli.md).
 
 use serde::{Deserialize, Serialize};
 

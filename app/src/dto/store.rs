@@ -1,6 +1,7 @@
 //! The JSON of `cairn store verify --json` and `cairn store stats --json`
 //! (docs/cli.md). Keys are in alphabetical order (`type` among them), as
-//! they have always been printed.
+//! they have always been printed. They carry no `"schema"` field: their
+//! fields are those of schema [`SCHEMA`](super::SCHEMA).
 
 use serde::{Deserialize, Serialize};
 
