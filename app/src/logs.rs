@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use cairn_engine::digest::{ActionKey, ContentDigest};
-use cairn_engine::ports::{Projections, StoreError};
+use cairn_engine::ports::{BlobStore, Projections};
 use cairn_engine::record::{Event, EventKind, Manifest};
 use cairn_engine::refs::PartitionRef;
 use cairn_store::Store;
@@ -165,37 +165,50 @@ fn not_run_in(partition: &PartitionRef, build: u64, runs: &[JobRun]) -> AppError
 pub struct Captured<'a> {
     /// Its length in bytes.
     pub length: u64,
-    reader: Box<dyn Read + 'a>,
+    reader: Box<dyn Read + Send + 'a>,
 }
 
 impl Read for Captured<'_> {
+    /// Reads through the store's verifying reader: the read that reaches
+    /// the end fails if the blob changed since it was checked.
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         self.reader.read(buffer)
     }
 }
 
+/// The error of a captured `stream` that cannot be read (missing, corrupt,
+/// not a regular file): exit 3, pointing at `cairn store verify`.
+pub fn unreadable(stream: Stream, error: &dyn std::fmt::Display) -> AppError {
+    AppError::StoreProblem(format!(
+        "the {} of this run cannot be read: {error} (`cairn store verify` checks the store)",
+        stream.name()
+    ))
+}
+
 impl JobLogs {
-    /// The captured `stream` of the run, re-hashed before it is handed out
+    /// The captured `stream` of the run, read through the store's port
+    /// ([`BlobStore::open_verified`]) and verified before it is handed out
     /// (a corrupt blob is an error, exit 3, never served); `None` when the
     /// stream was empty.
     pub fn open(&self, stream: Stream) -> Result<Option<Captured<'_>>, AppError> {
         let Some(digest) = self.run.blob(stream) else {
             return Ok(None);
         };
-        let unreadable = |error: StoreError| {
-            AppError::StoreProblem(format!(
-                "the {} of this run cannot be read: {error} (`cairn store verify` checks the store)",
-                stream.name()
-            ))
-        };
-        // Verified first, then streamed: a corrupt blob is never served.
-        self.store.blobs().verify(&digest).map_err(unreadable)?;
-        // Opened without blocking, a regular file only (a FIFO planted
-        // under the blob's name since the check would block forever).
-        let (file, length) = self.store.blobs().open(&digest).map_err(unreadable)?;
-        Ok(Some(Captured {
-            length,
-            reader: Box::new(file),
-        }))
+        let blobs: &dyn BlobStore = self.store.blobs();
+        // Verified first, then streamed: the first pass reads the blob to
+        // its end through the verifying reader (the read that reaches the
+        // end fails on a corrupt blob) and counts its bytes, so that
+        // nothing of a corrupt blob is served; the second streams it.
+        // Either opens without blocking, a regular file only (a FIFO
+        // planted under the blob's name would block forever).
+        let mut check = blobs
+            .open_verified(&digest)
+            .map_err(|error| unreadable(stream, &error))?;
+        let length = std::io::copy(&mut check, &mut std::io::sink())
+            .map_err(|error| unreadable(stream, &error))?;
+        let reader = blobs
+            .open_verified(&digest)
+            .map_err(|error| unreadable(stream, &error))?;
+        Ok(Some(Captured { length, reader }))
     }
 }

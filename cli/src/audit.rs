@@ -283,7 +283,10 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> R
             count(captured.length, "byte")
         ));
         let mut stdout = std::io::stdout().lock();
-        let last = copy_remembering_last(&mut captured, &mut stdout);
+        // The blob was verified when opened; a read error now means it
+        // changed since (the verifying reader fails the last read).
+        let last = copy_remembering_last(&mut captured, &mut stdout)
+            .map_err(|error| cairn_app::logs::unreadable(stream, &error))?;
         if labelled && captured.length > 0 && last != Some(b'\n') {
             let _ = stdout.write_all(b"\n");
         }
@@ -294,19 +297,20 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> R
 
 /// Copies `from` to `to` through a small buffer (memory stays small
 /// whatever the size), and returns the last byte copied. A closed pipe
-/// ends the copy quietly.
-fn copy_remembering_last(from: &mut impl Read, to: &mut impl Write) -> Option<u8> {
+/// ends the copy quietly; a read error is returned.
+fn copy_remembering_last(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<Option<u8>> {
     let mut buffer = [0u8; 64 * 1024];
     let mut last = None;
     loop {
-        match from.read(&mut buffer) {
-            Ok(0) | Err(_) => return last,
-            Ok(read) => {
-                last = Some(buffer[read - 1]);
-                if to.write_all(&buffer[..read]).is_err() {
-                    return last;
-                }
-            }
+        let read = match from.read(&mut buffer) {
+            Ok(0) => return Ok(last),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        last = Some(buffer[read - 1]);
+        if to.write_all(&buffer[..read]).is_err() {
+            return Ok(last);
         }
     }
 }
@@ -614,10 +618,13 @@ mod tests {
     fn a_copy_remembers_the_last_byte() {
         let mut out = Vec::new();
         assert_eq!(
-            copy_remembering_last(&mut &b"two\nlines"[..], &mut out),
+            copy_remembering_last(&mut &b"two\nlines"[..], &mut out).unwrap(),
             Some(b's')
         );
         assert_eq!(out, b"two\nlines");
-        assert_eq!(copy_remembering_last(&mut &b""[..], &mut out), None);
+        assert_eq!(
+            copy_remembering_last(&mut &b""[..], &mut out).unwrap(),
+            None
+        );
     }
 }
