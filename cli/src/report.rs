@@ -99,24 +99,8 @@ pub fn count_as<N: TryInto<u64>>(n: N, one: &str, many: &str) -> String {
 }
 
 /// A wall-clock duration for humans: `85ms`, `1.2s`, `2m 5s`, `1h 3m 12s`
-/// (jiff's friendly format).
-pub fn duration_text(duration: Duration) -> String {
-    use jiff::fmt::friendly::{Designator, FractionalUnit, Spacing, SpanPrinter};
-    if duration < Duration::from_secs(1) {
-        return format!("{}ms", duration.as_millis());
-    }
-    let printer = SpanPrinter::new()
-        .designator(Designator::Compact)
-        .spacing(Spacing::BetweenUnits);
-    if duration < Duration::from_secs(60) {
-        printer
-            .fractional(Some(FractionalUnit::Second))
-            .precision(Some(1))
-            .unsigned_duration_to_string(&duration)
-    } else {
-        printer.unsigned_duration_to_string(&Duration::from_secs(duration.as_secs()))
-    }
-}
+/// (jiff's friendly format); the same text `status` gives a running job.
+pub use cairn_app::running::duration_text;
 
 pub fn outputs_text(action: &PlannedAction) -> String {
     action
