@@ -1,4 +1,4 @@
-//! cairn-cli: the `cairn` command line (design.md §7).
+//! cairn-cli: the `cairn` command line (docs/cli.md; layout in docs/architecture.md).
 //!
 //! Every command is parse, call cairn-app, render: arguments are parsed by
 //! clap and turned into a validated [`cairn_app::Workspace`] (graph file,

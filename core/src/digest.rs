@@ -95,7 +95,7 @@ digest_type!(
 );
 digest_type!(
     /// blake3 Merkle hash of everything that determines an action's outputs
-    /// (design.md §5).
+    /// (docs/internals.md, "Action keys").
     ActionKey
 );
 

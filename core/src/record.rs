@@ -161,7 +161,7 @@ pub enum EventKind {
         /// The sequence of the checkpoint passed in `CAIRN_RESUME`, if resumed.
         resumed_from: Option<u64>,
     },
-    /// A running job wrote a new checkpoint (design.md §10); its JSON is the
+    /// A running job wrote a new checkpoint (docs/checkpoints.md); its JSON is the
     /// blob `digest`. Cleared from consideration by the key's next success.
     ActionCheckpointed {
         key: ActionKey,
@@ -217,7 +217,7 @@ pub enum EventKind {
         interrupted: bool,
     },
     /// `cairn defs refresh` stored a new record of a definitions source
-    /// (design.md §9): `digest` is the blob of the bytes the source printed,
+    /// (docs/defs.md): `digest` is the blob of the bytes the source printed,
     /// `values` how many values they hold. Only good records are appended:
     /// a failed or malformed refresh records nothing.
     DefsRefreshed {
@@ -320,7 +320,7 @@ pub struct DefsRecord {
 }
 
 /// A remembered observation of a file: if its metadata still matches, its
-/// content digest can be trusted without re-reading it (design.md §11).
+/// content digest can be trusted without re-reading it (docs/internals.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatEntry {
     pub size: u64,

@@ -1,5 +1,5 @@
 //! A job's code changed under a versioned dataset whose partitions are kept
-//! (the semver policy, design.md §5: only MAJOR invalidates): cairn keeps
+//! (the semver policy of docs/versions-and-invalidation.md: only MAJOR invalidates): cairn keeps
 //! them, and says so (docs/versions-and-invalidation.md). A MINOR/PATCH
 //! bump since the partition was built acknowledges the change;
 //! `on_code_change` chooses between warning (the default), rebuilding and

@@ -1,4 +1,4 @@
-//! Definitions from external sources (design.md §9): what a `[sources.NAME]`
+//! Definitions from external sources (docs/defs.md): what a `[sources.NAME]`
 //! command must print, and how its output becomes dimension values.
 //!
 //! A source prints JSON on stdout: a list of strings (`["NL01497",

@@ -18,7 +18,7 @@ use crate::refs::{
     Bindings, PartitionRef, Pattern, PatternValue, substitute_text, text_placeholders,
 };
 
-/// Environment variables passed to jobs by default (design.md §4).
+/// Environment variables passed to jobs by default (docs/job-protocol.md).
 pub const DEFAULT_ENV_ALLOW: [&str; 3] = ["PATH", "HOME", "LANG"];
 
 /// A graph-file error: `file:line: field: message`.
@@ -141,7 +141,7 @@ impl Graph {
 
 impl Job {
     /// Whether the answers of the job's configure step are cached
-    /// (design.md §11): it has one, lists its `code`, and did not opt out
+    /// (docs/internals.md): it has one, lists its `code`, and did not opt out
     /// with `configure_cache = false`.
     pub fn caches_configure(&self) -> bool {
         self.configure.is_some() && self.configure_cache && !self.code.is_empty()
@@ -228,7 +228,7 @@ impl Dimension {
 }
 
 /// A `[sources.NAME]` entry: a command that prints the values of a
-/// dimension (design.md §9). Builds never run it; `cairn defs refresh` does,
+/// dimension (docs/defs.md). Builds never run it; `cairn defs refresh` does,
 /// and records what it printed.
 #[derive(Debug, Clone)]
 pub struct Source {

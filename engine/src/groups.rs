@@ -1,6 +1,6 @@
-//! Keeping every process a job starts inside its attempt (design.md §4:
-//! "each job leads its own process group, dies with cairn, and what it
-//! leaves in its group is killed when it exits").
+//! Keeping every process a job starts inside its attempt (docs/internals.md,
+//! "Job processes": each job leads its own process group, dies with cairn,
+//! and what it leaves in its group is killed when it exits).
 //!
 //! Three things, beyond the group and `PR_SET_PDEATHSIG` that
 //! `spawn.rs` sets up:

@@ -1,4 +1,4 @@
-//! The action key (design.md §5): a blake3 Merkle hash over everything that
+//! The action key (docs/internals.md, "Action keys"): a blake3 Merkle hash over everything that
 //! determines an action's outputs, and nothing else (no mtimes, no host name,
 //! no environment outside the allow-list, no secret, and no `PATH` unless
 //! `[env] allow` lists it: the program it finds enters instead).

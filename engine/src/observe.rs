@@ -1,5 +1,5 @@
 //! Observing files by content: digests of files and partition trees, through
-//! the stat cache so that unchanged files are not re-read (design.md §11).
+//! the stat cache so that unchanged files are not re-read (docs/internals.md).
 //!
 //! A cached digest is trusted only when size, mtime, ctime and inode all match
 //! and the file was not modified within [`RACY_NS`] before the digest was

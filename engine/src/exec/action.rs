@@ -101,7 +101,7 @@ impl Context<'_> {
         Ok(())
     }
 
-    /// The action key from the resolved inputs (design.md §5).
+    /// The action key from the resolved inputs (docs/internals.md, "Action keys").
     pub fn key(
         &self,
         action: &PlannedAction,

@@ -1,5 +1,5 @@
 //! Running an action's job: attempts (with retries and backoff), the staging
-//! directory, checkpoints (design.md §10), then ingesting and placing the
+//! directory, checkpoints (docs/checkpoints.md), then ingesting and placing the
 //! outputs.
 //!
 //! Each attempt stages in a directory of its own,

@@ -1,5 +1,5 @@
 //! Job configs: what a job's configure step returns for requested outputs
-//! (design.md §4), parsed from JSON for executable jobs or templated in-process
+//! (docs/job-protocol.md), parsed from JSON for executable jobs or templated in-process
 //! for declarative ones.
 
 use std::collections::BTreeMap;
@@ -411,7 +411,7 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
     Ok(configs)
 }
 
-/// Caches the answers of executable jobs' configure steps (design.md §11),
+/// Caches the answers of executable jobs' configure steps (docs/internals.md),
 /// so that a build whose request, configure command and code did not change
 /// spawns no configure process at all.
 ///
