@@ -1,0 +1,360 @@
+//! The scheduler in-process, with no process spawned: the in-memory twins of
+//! the catalog and the blob store (cairn-core) and a `ScriptedRunner` that
+//! writes the outputs each job's script says. Each case asserts exactly
+//! which actions ran (the runner's record) and what the build report says
+//! (executed, cached, failed, skipped), salsa-style.
+//!
+//! The graph: `raw/day={mon,tue}` (source files) -> job `clean` (dataset
+//! `clean`, versioned) -> job `daily`. `clean` keeps the first line of its
+//! input, upper-cased and tagged with the output format; `daily` wraps
+//! what `clean` wrote.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_engine::exec::{BuildOptions, BuildReport, Context, Silent, build};
+use cairn_engine::graph::Graph;
+use cairn_engine::job::{Children, JobEnvironment, ScriptedJob, ScriptedRunner};
+use cairn_engine::local::ProcessConfigurer;
+use cairn_engine::memory::{MemoryBlobs, MemoryCatalog};
+use cairn_engine::plan::plan;
+use cairn_engine::ports::EventLog;
+use cairn_engine::record::BuildCounts;
+
+const GRAPH: &str = r#"
+[datasets.raw]
+source = "inputs/{day}.txt"
+
+[datasets.clean]
+version = "1.0.0"
+
+[datasets.daily]
+
+[dimensions.day]
+values = ["mon", "tue"]
+
+[jobs.clean]
+outputs = ["clean/day={day}"]
+inputs = ["raw/day={day}"]
+run = ["clean"]
+
+[jobs.daily]
+outputs = ["daily/day={day}"]
+inputs = ["clean/day={day}"]
+run = ["daily"]
+"#;
+
+/// What the scripts do, changed by the tests between builds.
+#[derive(Default)]
+struct Knobs {
+    /// The format `clean` writes (a MAJOR bump changes it).
+    format: AtomicU32,
+    /// The output whose job exits 1.
+    fail: Mutex<Option<String>>,
+    /// The output whose job runs until the build is interrupted.
+    hang: Mutex<Option<String>>,
+}
+
+fn script(knobs: &Knobs, job: &ScriptedJob<'_>) -> std::io::Result<i32> {
+    let output = job.outputs[0].to_string();
+    if knobs.fail.lock().unwrap().as_deref() == Some(output.as_str()) {
+        return Ok(1);
+    }
+    if knobs.hang.lock().unwrap().as_deref() == Some(output.as_str()) {
+        return Ok(job.wait_for_interrupt());
+    }
+    match job.job {
+        "clean" => {
+            let text = std::fs::read_to_string(job.input(0))?;
+            let first = text.lines().next().unwrap_or_default().to_uppercase();
+            let format = knobs.format.load(Ordering::SeqCst);
+            job.write(0, "clean.txt", format!("v{format}:{first}\n").as_bytes())?;
+        }
+        "daily" => {
+            let clean = std::fs::read(job.input(0).join("clean.txt"))?;
+            job.write(0, "daily.txt", &[b"daily of ".as_slice(), &clean].concat())?;
+        }
+        other => panic!("no script for job {other}"),
+    }
+    Ok(0)
+}
+
+/// A project in a temporary directory, its store in memory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    catalog: MemoryCatalog,
+    blobs: MemoryBlobs,
+    runner: ScriptedRunner,
+    knobs: Arc<Knobs>,
+}
+
+/// What one build did.
+struct Built {
+    report: BuildReport,
+    /// The outputs of the jobs the runner started, sorted.
+    ran: Vec<String>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cairn.toml"), GRAPH).unwrap();
+        std::fs::create_dir(dir.path().join("inputs")).unwrap();
+        std::fs::write(dir.path().join("inputs/mon.txt"), "monday\n").unwrap();
+        std::fs::write(dir.path().join("inputs/tue.txt"), "tuesday\n").unwrap();
+        let knobs = Arc::new(Knobs::default());
+        knobs.format.store(1, Ordering::SeqCst);
+        let scripted = Arc::clone(&knobs);
+        Fixture {
+            dir,
+            catalog: MemoryCatalog::new(),
+            blobs: MemoryBlobs::new(),
+            runner: ScriptedRunner::new(move |job| script(&scripted, job)),
+            knobs,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn data(&self, relative: &str) -> PathBuf {
+        self.root().join("data").join(relative)
+    }
+
+    fn build(&self, keep_going: bool) -> Built {
+        let interrupt = AtomicBool::new(false);
+        let children = Children::default();
+        self.build_with(keep_going, &interrupt, &children)
+    }
+
+    fn build_with(&self, keep_going: bool, interrupt: &AtomicBool, children: &Children) -> Built {
+        self.runner.clear();
+        let graph = Graph::load(&self.root().join("cairn.toml")).unwrap();
+        let environment = JobEnvironment::default();
+        let refs = graph.all_partitions().unwrap();
+        let configurer = ProcessConfigurer {
+            graph: &graph,
+            environment: &environment,
+        };
+        let plan = plan(&graph, &refs, &configurer).unwrap();
+        let build_id = self.catalog.next_build_id().unwrap();
+        let context = Context::new(
+            &graph,
+            &self.catalog,
+            &self.blobs,
+            &environment,
+            children,
+            &self.runner,
+            build_id,
+        );
+        let options = BuildOptions {
+            keep_going,
+            ..BuildOptions::new(interrupt)
+        };
+        let report = build(&context, &plan, &options, &Silent).unwrap();
+        Built {
+            report,
+            ran: self.runner.ran_outputs(),
+        }
+    }
+}
+
+fn counts(executed: u64, cached: u64, failed: u64, skipped: u64) -> BuildCounts {
+    BuildCounts {
+        executed,
+        cached,
+        failed,
+        skipped,
+    }
+}
+
+const ALL: [&str; 4] = [
+    "clean/day=mon",
+    "clean/day=tue",
+    "daily/day=mon",
+    "daily/day=tue",
+];
+
+#[test]
+fn a_cold_build_runs_every_action() {
+    let fixture = Fixture::new();
+    let built = fixture.build(false);
+    assert_eq!(built.ran, ALL);
+    assert_eq!(built.report.counts, counts(4, 0, 0, 0));
+    assert!(!built.report.interrupted);
+    assert_eq!(
+        std::fs::read_to_string(fixture.data("daily/day=tue/daily.txt")).unwrap(),
+        "daily of v1:TUESDAY\n"
+    );
+    // What ran was given its inputs and outputs by position.
+    let ran = fixture.runner.ran();
+    let daily_mon = ran
+        .iter()
+        .find(|ran| ran.outputs[0].as_str() == "daily/day=mon")
+        .unwrap();
+    assert_eq!(daily_mon.job, "daily");
+    assert!(
+        daily_mon
+            .env
+            .iter()
+            .any(|(name, value)| name == "CAIRN_INPUT_REF_0" && value == "clean/day=mon"),
+        "{:?}",
+        daily_mon.env
+    );
+}
+
+#[test]
+fn a_second_build_runs_nothing() {
+    let fixture = Fixture::new();
+    fixture.build(false);
+    let built = fixture.build(false);
+    assert_eq!(built.ran, Vec::<String>::new());
+    assert_eq!(built.report.counts, counts(0, 4, 0, 0));
+}
+
+#[test]
+fn an_input_change_that_gives_the_same_bytes_stops_there() {
+    let fixture = Fixture::new();
+    fixture.build(false);
+    // `clean` keeps the first line only: its output is unchanged.
+    std::fs::write(fixture.root().join("inputs/mon.txt"), "monday\nnotes\n").unwrap();
+    let built = fixture.build(false);
+    assert_eq!(built.ran, ["clean/day=mon"]);
+    assert_eq!(built.report.counts, counts(1, 3, 0, 0));
+    // An input change that changes the output runs downstream too.
+    std::fs::write(fixture.root().join("inputs/mon.txt"), "lundi\n").unwrap();
+    let built = fixture.build(false);
+    assert_eq!(built.ran, ["clean/day=mon", "daily/day=mon"]);
+    assert_eq!(built.report.counts, counts(2, 2, 0, 0));
+}
+
+#[test]
+fn a_major_version_bump_runs_the_dataset_and_downstream_again() {
+    let fixture = Fixture::new();
+    fixture.build(false);
+    let graph_file = fixture.root().join("cairn.toml");
+    // A MINOR bump keeps every partition.
+    std::fs::write(&graph_file, GRAPH.replace("1.0.0", "1.1.0")).unwrap();
+    let built = fixture.build(false);
+    assert_eq!(built.ran, Vec::<String>::new());
+    assert_eq!(built.report.counts, counts(0, 4, 0, 0));
+    // A MAJOR bump (with the new format it stands for) runs `clean`, and
+    // `daily` reads what changed.
+    std::fs::write(&graph_file, GRAPH.replace("1.0.0", "2.0.0")).unwrap();
+    fixture.knobs.format.store(2, Ordering::SeqCst);
+    let built = fixture.build(false);
+    assert_eq!(built.ran, ALL);
+    assert_eq!(built.report.counts, counts(4, 0, 0, 0));
+    assert_eq!(
+        std::fs::read_to_string(fixture.data("daily/day=mon/daily.txt")).unwrap(),
+        "daily of v2:MONDAY\n"
+    );
+}
+
+#[test]
+fn deleted_outputs_are_restored_from_the_blobs_without_running() {
+    let fixture = Fixture::new();
+    fixture.build(false);
+    std::fs::remove_dir_all(fixture.data("clean")).unwrap();
+    std::fs::remove_file(fixture.data("daily/day=tue/daily.txt")).unwrap();
+    let built = fixture.build(false);
+    assert_eq!(built.ran, Vec::<String>::new());
+    assert_eq!(built.report.counts, counts(0, 4, 0, 0));
+    assert_eq!(
+        std::fs::read_to_string(fixture.data("clean/day=mon/clean.txt")).unwrap(),
+        "v1:MONDAY\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixture.data("daily/day=tue/daily.txt")).unwrap(),
+        "daily of v1:TUESDAY\n"
+    );
+}
+
+#[test]
+fn a_failure_with_keep_going_skips_its_downstream_and_runs_the_rest() {
+    let fixture = Fixture::new();
+    *fixture.knobs.fail.lock().unwrap() = Some("clean/day=mon".to_owned());
+    let built = fixture.build(true);
+    assert_eq!(
+        built.ran,
+        ["clean/day=mon", "clean/day=tue", "daily/day=tue"]
+    );
+    assert_eq!(built.report.counts, counts(2, 0, 1, 1));
+    assert_eq!(
+        built.report.failures.len(),
+        1,
+        "{:?}",
+        built.report.failures
+    );
+    assert!(
+        built.report.failures[0].contains("clean/day=mon"),
+        "{:?}",
+        built.report.failures
+    );
+    assert!(!fixture.data("daily/day=mon").exists());
+    // Fixed, the next build runs what failed and what it blocked only.
+    *fixture.knobs.fail.lock().unwrap() = None;
+    let built = fixture.build(true);
+    assert_eq!(built.ran, ["clean/day=mon", "daily/day=mon"]);
+    assert_eq!(built.report.counts, counts(2, 2, 0, 0));
+}
+
+#[test]
+fn an_interrupt_starts_nothing_more() {
+    let fixture = Fixture::new();
+    *fixture.knobs.hang.lock().unwrap() = Some("clean/day=mon".to_owned());
+    let interrupt = AtomicBool::new(false);
+    let children = Children::default();
+    let built = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // As cairn's signal handler does, once the job is running.
+            while !fixture
+                .runner
+                .ran()
+                .iter()
+                .any(|ran| ran.outputs[0].as_str() == "clean/day=mon")
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            interrupt.store(true, Ordering::SeqCst);
+            children.interrupt();
+        });
+        fixture.build_with(false, &interrupt, &children)
+    });
+    assert!(built.report.interrupted);
+    // One worker: the interrupted job was the last one started.
+    let ran = fixture.runner.ran();
+    assert_eq!(
+        ran.last().unwrap().outputs[0].as_str(),
+        "clean/day=mon",
+        "{ran:?}"
+    );
+    assert!(
+        !built.ran.contains(&"daily/day=mon".to_owned()),
+        "{:?}",
+        built.ran
+    );
+    let counts = built.report.counts;
+    assert_eq!(counts.executed, ran.len() as u64 - 1, "{counts:?}");
+    assert_eq!(counts.cached, 0, "{counts:?}");
+    assert_eq!(
+        counts.executed + counts.failed + counts.skipped,
+        4,
+        "{counts:?}"
+    );
+    assert!(counts.skipped >= 1, "{counts:?}");
+    // The next build runs what the interrupt stopped, and only that.
+    *fixture.knobs.hang.lock().unwrap() = None;
+    let before: Vec<String> = ran.iter().map(|ran| ran.outputs[0].to_string()).collect();
+    let built = fixture.build(false);
+    let mut expected: Vec<String> = ALL
+        .iter()
+        .map(ToString::to_string)
+        .filter(|output| output == "clean/day=mon" || !before.contains(output))
+        .collect();
+    expected.sort();
+    assert_eq!(built.ran, expected);
+}
