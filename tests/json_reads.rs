@@ -374,6 +374,13 @@ fn status_why_history_and_log_through_a_projects_life() {
     .into_iter()
     .map(str::to_owned)
     .collect();
+    // Every kind but `ActionRetrying` (no job here is retried): its line is
+    // pinned in app/src/dto/events.rs and read back in tests/running.rs.
+    assert_eq!(
+        kinds.len() + 1,
+        cairn_app::events::EVENT_KINDS.len(),
+        "a new kind of event belongs in this scenario"
+    );
     assert_eq!(kinds, every, "the scenario records every kind of event");
     snapshot_human(&p, "log_text", &["log"], 0);
     snapshot_stdout(

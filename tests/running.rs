@@ -150,12 +150,15 @@ fn a_running_job_is_running_not_failed() {
         .expect("spawn cairn build");
     wait_for(&project.file("running"));
     // The build commits the second ActionStarted within its commit
-    // interval; give it a moment.
+    // interval; give it a moment (until then the partition is running
+    // too: waiting to retry).
     let start = Instant::now();
     let (state, reason) = loop {
         let status = project.status(&["slow/p=x"]);
         let (state, reason) = status["slow/p=x"].clone();
-        if state == "running" || start.elapsed() > Duration::from_secs(10) {
+        if (state == "running" && reason.contains("attempt 2, started"))
+            || start.elapsed() > Duration::from_secs(10)
+        {
             break (state, reason);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -184,4 +187,77 @@ fn a_running_job_is_running_not_failed() {
     assert!(exit.success(), "{exit:?}");
     let status = project.status(&[]);
     assert_eq!(status["slow/p=x"].0, "built", "{status:?}");
+}
+
+/// A job that fails its first attempt and has a long backoff.
+const BACKOFF: &str = r#"
+[datasets.src]
+source = "src/{p}.txt"
+
+[dimensions.p]
+values = ["x"]
+
+[datasets.slow]
+
+[jobs.slow]
+outputs = ["slow/p={p}"]
+inputs = ["src/p={p}"]
+retries = 2
+retry_backoff = "1h"
+run = ["sh", "-c", "echo broken >&2; exit 3"]
+"#;
+
+/// Between a failed attempt and its retry, `status` said `failed` (the
+/// log had nothing to mark the wait). (Failed before: the state was
+/// `failed`, and `ActionRetrying` did not exist.) The wait ends at once on
+/// an interrupt.
+#[test]
+fn a_job_waiting_to_retry_is_running_not_failed() {
+    let project = Project::with_graph(BACKOFF);
+    project.write("src/x.txt", "x\n");
+    let mut child = Command::new(CAIRN)
+        .arg("build")
+        .current_dir(project.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cairn build");
+    let start = Instant::now();
+    let (state, reason) = loop {
+        let status = project.status(&["slow/p=x"]);
+        let (state, reason) = status["slow/p=x"].clone();
+        if state == "running" || start.elapsed() > Duration::from_secs(20) {
+            break (state, reason);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(state, "running", "{reason}");
+    let prefix = format!(
+        "job slow in build 1 (pid {}), attempt 1 failed, attempt 2 starts ",
+        child.id()
+    );
+    assert!(reason.starts_with(&prefix), "{reason}");
+    // The backoff is an hour: "in 59m 59s" or so.
+    assert!(reason.contains("(in 59m "), "{reason}");
+    assert!(
+        why(&project, "slow/p=x").starts_with(&format!("slow/p=x is being built now: {prefix}")),
+    );
+    let log = project.cairn(&["log", "--json", "--kind", "ActionRetrying"]);
+    log.assert_code(0);
+    let line: serde_json::Value = serde_json::from_str(log.stdout.trim()).expect("one line");
+    assert_eq!(line["attempt"], 2);
+    assert_eq!(line["delay_ms"], 3_600_000);
+    // SIGINT ends the wait at once.
+    let interrupted = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    let exit = child.wait().expect("wait for the build");
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+    assert!(interrupted.elapsed() < Duration::from_secs(30));
+    let status = project.status(&[]);
+    assert_eq!(status["slow/p=x"].0, "failed", "{status:?}");
 }

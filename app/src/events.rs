@@ -12,7 +12,7 @@ use cairn_engine::refs::{PartitionRef, Pattern};
 use crate::{AppError, Workspace};
 
 /// Every event kind, as `cairn log --kind` accepts and prints them.
-pub const EVENT_KINDS: [&str; 14] = [
+pub const EVENT_KINDS: [&str; 15] = [
     "BuildRequested",
     "Planned",
     "DatasetVersionChanged",
@@ -27,6 +27,7 @@ pub const EVENT_KINDS: [&str; 14] = [
     "BuildFinished",
     "DefsRefreshed",
     "PartitionPruned",
+    "ActionRetrying",
 ];
 
 /// The entry of [`EVENT_KINDS`] for `kind`. The match lists every kind, so
@@ -48,6 +49,7 @@ pub fn listed_kind(kind: &EventKind) -> &'static str {
         EventKind::BuildFinished { .. } => 11,
         EventKind::DefsRefreshed { .. } => 12,
         EventKind::PartitionPruned { .. } => 13,
+        EventKind::ActionRetrying { .. } => 14,
     };
     debug_assert_eq!(EVENT_KINDS[index], kind.name());
     EVENT_KINDS[index]
@@ -160,7 +162,8 @@ pub fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         EventKind::ActionStarted { job, outputs, .. }
         | EventKind::ActionFailed { job, outputs, .. }
         | EventKind::ActionCached { job, outputs, .. }
-        | EventKind::ActionSkipped { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
+        | EventKind::ActionSkipped { job, outputs, .. }
+        | EventKind::ActionRetrying { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
         EventKind::ActionSucceeded { manifest } => (
             manifest.outputs.iter().map(|o| &o.partition).collect(),
             Some(&manifest.job),

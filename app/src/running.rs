@@ -7,8 +7,10 @@
 //! build (`cairn_store::holder`: the lock file names the build, the
 //! kernel's lock table confirms the holder) and that build's last event
 //! about the partition is an `ActionStarted` (no success, failure, cache
-//! hit or skip after it). The build commits its events every few
-//! milliseconds, so a reader sees an action's start while it runs.
+//! hit or skip after it), or an `ActionRetrying`: a failed attempt whose
+//! next one starts after the job's backoff. The build commits its events
+//! every few milliseconds, so a reader sees an action's start while it
+//! runs.
 
 use std::fmt;
 use std::time::Duration;
@@ -43,6 +45,10 @@ pub struct RunningJob {
     pub started_ms: u64,
     /// The sequence of the last checkpoint this build recorded for it.
     pub checkpoint: Option<u64>,
+    /// Set while the build waits out the backoff before `attempt`: when
+    /// that attempt starts (ms since the Unix epoch); `started_ms` is then
+    /// when the wait began.
+    pub retry_at_ms: Option<u64>,
 }
 
 impl fmt::Display for RunningJob {
@@ -55,6 +61,23 @@ impl fmt::Display for RunningJob {
             "job {} in build {} (pid {})",
             self.job, self.build, self.pid
         )?;
+        if let Some(retry_at_ms) = self.retry_at_ms {
+            // `, attempt 1 failed, attempt 2 starts 2024-01-31 12:00:08 UTC
+            // (in 4.2s)`: the build waits out the job's retry backoff.
+            let now = cairn_engine::action::now_ms();
+            write!(
+                f,
+                ", attempt {} failed, attempt {} starts {} (in {})",
+                self.attempt.saturating_sub(1),
+                self.attempt,
+                format_time_ms(retry_at_ms),
+                duration_text(Duration::from_millis(retry_at_ms.saturating_sub(now)))
+            )?;
+            if let Some(sequence) = self.checkpoint {
+                write!(f, ", checkpoint {sequence}")?;
+            }
+            return Ok(());
+        }
         if self.attempt > 1 {
             write!(f, ", attempt {}", self.attempt)?;
         }
@@ -104,6 +127,7 @@ impl LiveBuild {
                         | EventKind::ActionFailed { .. }
                         | EventKind::ActionCached { .. }
                         | EventKind::ActionSkipped { .. }
+                        | EventKind::ActionRetrying { .. }
                 )
             {
                 last = Some(event);
@@ -113,11 +137,23 @@ impl LiveBuild {
         let Some(event) = last else {
             return Ok(None);
         };
-        let EventKind::ActionStarted {
-            key, job, attempt, ..
-        } = event.kind
-        else {
-            return Ok(None);
+        let (key, job, attempt, retry_at_ms) = match event.kind {
+            EventKind::ActionStarted {
+                key, job, attempt, ..
+            } => (key, job, attempt, None),
+            EventKind::ActionRetrying {
+                key,
+                job,
+                attempt,
+                delay_ms,
+                ..
+            } => (
+                key,
+                job,
+                attempt,
+                Some(event.time_ms.saturating_add(delay_ms)),
+            ),
+            _ => return Ok(None),
         };
         let checkpoint = match catalog.checkpoint(&key)? {
             Some(record) if record.build == self.build => Some(record.sequence),
@@ -131,6 +167,7 @@ impl LiveBuild {
             attempt,
             started_ms: event.time_ms,
             checkpoint,
+            retry_at_ms,
         }))
     }
 }

@@ -174,6 +174,12 @@ fn event_text(event: &Event) -> String {
             if *restored { ", restored" } else { "" }
         ),
         EventKind::ActionSkipped { reason, .. } => reason.clone(),
+        EventKind::ActionRetrying {
+            attempt, delay_ms, ..
+        } => format!(
+            "attempt {attempt} in {}",
+            cairn_app::running::duration_text(std::time::Duration::from_millis(*delay_ms))
+        ),
         EventKind::PartitionMaterialized { digest, .. } => format!("content {}", digest.short()),
         EventKind::PartitionInvalidated { reason, by, .. }
         | EventKind::PartitionPruned { reason, by, .. } => match by {

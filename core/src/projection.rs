@@ -67,7 +67,8 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
         EventKind::ActionStarted { outputs, .. }
         | EventKind::ActionFailed { outputs, .. }
         | EventKind::ActionCached { outputs, .. }
-        | EventKind::ActionSkipped { outputs, .. } => outputs.iter().collect(),
+        | EventKind::ActionSkipped { outputs, .. }
+        | EventKind::ActionRetrying { outputs, .. } => outputs.iter().collect(),
         EventKind::ActionSucceeded { manifest } => {
             manifest.outputs.iter().map(|o| &o.partition).collect()
         }
@@ -180,6 +181,7 @@ pub fn apply(event: &Event, projections: &mut dyn ProjectionTables) -> Result<()
         | EventKind::ActionStarted { .. }
         | EventKind::ActionCached { .. }
         | EventKind::ActionSkipped { .. }
+        | EventKind::ActionRetrying { .. }
         | EventKind::BuildFinished { .. } => Ok(()),
     }
 }

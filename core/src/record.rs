@@ -234,6 +234,19 @@ pub enum EventKind {
         /// Who asked (the user name from the environment, if any).
         by: Option<String>,
     },
+    /// A failed attempt (the `ActionFailed` just before) will be retried:
+    /// attempt `attempt` starts after `delay_ms` of backoff, unless the
+    /// build is interrupted first. What `status` shows as running while
+    /// the build waits. Appended after `PartitionPruned` (store format 8).
+    ActionRetrying {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        /// The attempt that starts after the backoff (2 after a first failure).
+        attempt: u32,
+        /// The backoff, in milliseconds.
+        delay_ms: u64,
+    },
 }
 
 impl EventKind {
@@ -254,6 +267,7 @@ impl EventKind {
             EventKind::BuildFinished { .. } => "BuildFinished",
             EventKind::DefsRefreshed { .. } => "DefsRefreshed",
             EventKind::PartitionPruned { .. } => "PartitionPruned",
+            EventKind::ActionRetrying { .. } => "ActionRetrying",
         }
     }
 }

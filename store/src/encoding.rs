@@ -39,6 +39,10 @@
 //!   and the failure key) around a [`v6::Manifest`]; a `PartitionPruned`
 //!   in a format-4 or -5 event is refused (it did not exist yet). The
 //!   other records did not change.
+//! - 8: `ActionRetrying` was appended to the events (a failed attempt's
+//!   wait before the next); the variants before it keep their numbers, so
+//!   format-7 events decode unchanged, and an `ActionRetrying` in one is
+//!   refused. The other records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -52,10 +56,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 7;
+const FORMAT_BYTE: u8 = 8;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -95,6 +99,15 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
                 return Err(DecodeError::Malformed(format!(
                     "a format-{format} event cannot be PartitionPruned (added in format 6)"
                 )));
+            }
+            Ok(event)
+        }
+        Some(7) => {
+            let event: Event = decode(bytes)?;
+            if matches!(event.kind, EventKind::ActionRetrying { .. }) {
+                return Err(DecodeError::Malformed(
+                    "a format-7 event cannot be ActionRetrying (added in format 8)".to_owned(),
+                ));
             }
             Ok(event)
         }
@@ -1497,6 +1510,36 @@ mod tests {
                 manifest: manifest_without_modes()
             }
         );
+    }
+
+    /// Format 8 appended `ActionRetrying`: format-7 events decode with
+    /// today's layout, and an `ActionRetrying` under byte 7 is refused.
+    #[test]
+    fn format_7_events_decode_and_cannot_be_action_retrying() {
+        let event = |kind| Event {
+            seq: 3,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind,
+        };
+        let skipped = event(EventKind::ActionSkipped {
+            job: "clean".into(),
+            outputs: Vec::new(),
+            reason: "an input failed".into(),
+        });
+        let bytes = postcard::to_extend(&skipped, vec![7]).unwrap();
+        assert_eq!(decode_event(&bytes).unwrap(), skipped);
+        let retrying = event(EventKind::ActionRetrying {
+            key: ActionKey([5; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            attempt: 2,
+            delay_ms: 1000,
+        });
+        assert_eq!(decode_event(&encode_event(&retrying)).unwrap(), retrying);
+        let bytes = postcard::to_extend(&retrying, vec![7]).unwrap();
+        let error = decode_event(&bytes).unwrap_err().to_string();
+        assert!(error.contains("added in format 8"), "{error}");
     }
 
     /// Formats 4 to 6 manifests have a command but no modes: each file

@@ -201,6 +201,19 @@ impl Serialize for EventLine<'_> {
                 o.serialize_field("outputs", &Refs(outputs))?;
                 o.serialize_field("reason", reason)?;
             }
+            EventKind::ActionRetrying {
+                key,
+                job,
+                outputs,
+                attempt,
+                delay_ms,
+            } => {
+                o.serialize_field("key", &hex(&key.0))?;
+                o.serialize_field("job", job)?;
+                o.serialize_field("outputs", &Refs(outputs))?;
+                o.serialize_field("attempt", attempt)?;
+                o.serialize_field("delay_ms", delay_ms)?;
+            }
             EventKind::PartitionMaterialized {
                 partition,
                 digest,
@@ -465,7 +478,7 @@ mod tests {
                 key,
             },
             EventKind::PartitionInvalidated {
-                partition,
+                partition: partition.clone(),
                 reason: tricky,
                 by: None,
             },
@@ -487,6 +500,13 @@ mod tests {
                 partition: PartitionRef::parse("raw/date=1/station=gone").unwrap(),
                 reason: "station retired".into(),
                 by: Some("ana".into()),
+            },
+            EventKind::ActionRetrying {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition],
+                attempt: 2,
+                delay_ms: 1500,
             },
         ];
         assert_eq!(
@@ -532,6 +552,7 @@ mod tests {
 {"seq":12,"time_ms":1700000000000,"build":5,"kind":"BuildFinished","counts":{"executed":1,"cached":2,"failed":3,"skipped":4},"interrupted":false}
 {"seq":13,"time_ms":1700000000000,"build":5,"kind":"DefsRefreshed","source":"stations","digest":"0909090909090909090909090909090909090909090909090909090909090909","values":8}
 {"seq":14,"time_ms":1700000000000,"build":5,"kind":"PartitionPruned","partition":"raw/date=1/station=gone","reason":"station retired","by":"ana"}
+{"seq":15,"time_ms":1700000000000,"build":5,"kind":"ActionRetrying","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"attempt":2,"delay_ms":1500}
 "#;
 
     #[test]

@@ -504,6 +504,15 @@ impl Context<'_> {
                 stdout: result.logs.0,
                 stderr: result.logs.1,
             });
+            // ... and so is the wait before the next one (what `status`
+            // shows as running meanwhile).
+            emit(EventKind::ActionRetrying {
+                key,
+                job: action.job.to_string(),
+                outputs: action.config.outputs.clone(),
+                attempt: attempt + 1,
+                delay_ms: u64::try_from(job.retry_backoff.as_millis()).unwrap_or(u64::MAX),
+            });
             // The backoff ends at once on an interrupt.
             if !self.children.sleep(job.retry_backoff) {
                 return self.failed_with_logs(
