@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CAIRN, Project};
+use common::{Background, Project, wait_for};
 
 /// `src` → `a` → `b`, one partition each; `a`'s job fails on the input
 /// `bad`.
@@ -85,8 +84,8 @@ fn an_invalidated_input_is_named_with_its_reason() {
     assert_eq!(why(&project, "b/p=x"), format!("b/p=x is stale: {reason}"));
 }
 
-/// A job whose first attempt records a checkpoint and fails, and whose
-/// second waits for `release`, telling the test through `running`.
+/// One job `slow` with retries, over one source partition: RETRIES,
+/// BACKOFF and RUN are filled in.
 const RETRIED: &str = r#"
 [datasets.src]
 source = "src/{p}.txt"
@@ -99,11 +98,20 @@ values = ["x"]
 [jobs.slow]
 outputs = ["slow/p={p}"]
 inputs = ["src/p={p}"]
-retries = 1
-retry_backoff = "1s"
-run = ["sh", "DIR/job.sh", "DIR"]
+retries = RETRIES
+retry_backoff = "BACKOFF"
+run = RUN
 "#;
 
+fn retried(retries: u32, backoff: &str, run: &str) -> String {
+    RETRIED
+        .replace("RETRIES", &retries.to_string())
+        .replace("BACKOFF", backoff)
+        .replace("RUN", run)
+}
+
+/// A job whose first attempt records a checkpoint and fails, and whose
+/// second waits for `release`, telling the test through `running`.
 const JOB: &str = r#"#!/bin/sh
 dir=$1
 if [ ! -e "$dir/attempted" ]; then
@@ -117,15 +125,21 @@ while [ ! -e "$dir/release" ]; do sleep 0.05; done
 echo done > "$CAIRN_OUT/o"
 "#;
 
-fn wait_for(path: &std::path::Path) {
+/// Polls `status REF` until `done(state, reason)` holds or 20 s pass:
+/// the last `(state, reason)` read.
+fn status_until(
+    project: &Project,
+    partition: &str,
+    done: impl Fn(&str, &str) -> bool,
+) -> (String, String) {
     let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        let status = project.status(&[partition]);
+        let (state, reason) = status[partition].clone();
+        if done(&state, &reason) || start.elapsed() > Duration::from_secs(20) {
+            return (state, reason);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -136,37 +150,24 @@ fn wait_for(path: &std::path::Path) {
 fn a_running_job_is_running_not_failed() {
     let project = Project::empty();
     let dir = project.path().display().to_string();
-    project.write("cairn.toml", RETRIED.replace("DIR", &dir));
+    project.write(
+        "cairn.toml",
+        retried(1, "1s", &format!(r#"["sh", "{dir}/job.sh", "{dir}"]"#)),
+    );
     project.write("job.sh", JOB);
     project.write("src/x.txt", "x\n");
-    let mut child = Command::new(CAIRN)
-        .arg("build")
-        .current_dir(project.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cairn build");
+    let build = Background::start(project.path(), &["build"]);
     wait_for(&project.file("running"));
     // The build commits the second ActionStarted within its commit
     // interval; give it a moment (until then the partition is running
     // too: waiting to retry).
-    let start = Instant::now();
-    let (state, reason) = loop {
-        let status = project.status(&["slow/p=x"]);
-        let (state, reason) = status["slow/p=x"].clone();
-        if (state == "running" && reason.contains("attempt 2, started"))
-            || start.elapsed() > Duration::from_secs(10)
-        {
-            break (state, reason);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (state, reason) = status_until(&project, "slow/p=x", |state, reason| {
+        state == "running" && reason.contains("attempt 2, started")
+    });
     assert_eq!(state, "running", "{reason}");
     let prefix = format!(
         "job slow in build 1 (pid {}), attempt 2, started ",
-        child.id()
+        build.child.id()
     );
     assert!(reason.starts_with(&prefix), "{reason}");
     assert!(reason.ends_with(" ago), checkpoint 1"), "{reason}");
@@ -183,29 +184,11 @@ fn a_running_job_is_running_not_failed() {
         why(&project, "slow/p=x").starts_with(&format!("slow/p=x is being built now: {prefix}")),
     );
     project.write("release", "");
-    let exit = child.wait().expect("wait for the build");
-    assert!(exit.success(), "{exit:?}");
+    let (code, stderr, _) = build.wait(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
     let status = project.status(&[]);
     assert_eq!(status["slow/p=x"].0, "built", "{status:?}");
 }
-
-/// A job that fails its first attempt and has a long backoff.
-const BACKOFF: &str = r#"
-[datasets.src]
-source = "src/{p}.txt"
-
-[dimensions.p]
-values = ["x"]
-
-[datasets.slow]
-
-[jobs.slow]
-outputs = ["slow/p={p}"]
-inputs = ["src/p={p}"]
-retries = 2
-retry_backoff = "1h"
-run = ["sh", "-c", "echo broken >&2; exit 3"]
-"#;
 
 /// Between a failed attempt and its retry, `status` said `failed` (the
 /// log had nothing to mark the wait). (Failed before: the state was
@@ -213,30 +196,19 @@ run = ["sh", "-c", "echo broken >&2; exit 3"]
 /// an interrupt.
 #[test]
 fn a_job_waiting_to_retry_is_running_not_failed() {
-    let project = Project::with_graph(BACKOFF);
+    // It fails every attempt, and waits an hour before the second.
+    let project = Project::with_graph(&retried(
+        2,
+        "1h",
+        r#"["sh", "-c", "echo broken >&2; exit 3"]"#,
+    ));
     project.write("src/x.txt", "x\n");
-    let mut child = Command::new(CAIRN)
-        .arg("build")
-        .current_dir(project.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cairn build");
-    let start = Instant::now();
-    let (state, reason) = loop {
-        let status = project.status(&["slow/p=x"]);
-        let (state, reason) = status["slow/p=x"].clone();
-        if state == "running" || start.elapsed() > Duration::from_secs(20) {
-            break (state, reason);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let build = Background::start(project.path(), &["build"]);
+    let (state, reason) = status_until(&project, "slow/p=x", |state, _| state == "running");
     assert_eq!(state, "running", "{reason}");
     let prefix = format!(
         "job slow in build 1 (pid {}), attempt 1 failed, attempt 2 starts ",
-        child.id()
+        build.child.id()
     );
     assert!(reason.starts_with(&prefix), "{reason}");
     // The backoff is an hour: "in 59m 59s" or so.
@@ -250,14 +222,10 @@ fn a_job_waiting_to_retry_is_running_not_failed() {
     assert_eq!(line["attempt"], 2);
     assert_eq!(line["delay_ms"], 3_600_000);
     // SIGINT ends the wait at once.
-    let interrupted = Instant::now();
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    let exit = child.wait().expect("wait for the build");
-    assert_eq!(exit.code(), Some(130), "{exit:?}");
-    assert!(interrupted.elapsed() < Duration::from_secs(30));
+    build.signal("INT");
+    let (code, stderr, waited) = build.wait(Duration::from_secs(60));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
     let status = project.status(&[]);
     assert_eq!(status["slow/p=x"].0, "failed", "{status:?}");
 }
