@@ -41,6 +41,9 @@ pub struct BackfillRequest {
     pub no_wait: bool,
     /// Extra attempts for a failing job (overrides each job's `retries`).
     pub retries: Option<u32>,
+    /// Stops the backfill when cancelled; `None`: SIGINT/SIGTERM do (see
+    /// [`crate::build::BuildRequest::cancel`]).
+    pub cancel: Option<crate::build::Cancel>,
 }
 
 /// The partitions a backfill builds.
@@ -255,6 +258,7 @@ pub fn run(
             command: "backfill",
             reason: Some(backfill.reason()),
             snapshot: false,
+            cancel: request.cancel.clone(),
         },
         observer,
     )?;

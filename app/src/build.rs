@@ -11,7 +11,7 @@
 //! back as a [`Built`].
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_engine::action::Context;
 use cairn_engine::evaluate::{Verdict, evaluate};
@@ -25,7 +25,7 @@ use cairn_store::Store;
 use crate::error::AppError;
 use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED};
 use crate::uptodate::{Assisted, Quick};
-use crate::workspace::{Notes, Workspace};
+use crate::workspace::{Notes, StoreHandle, Workspace};
 
 /// What `cairn build` is asked.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +40,93 @@ pub struct BuildRequest {
     pub no_wait: bool,
     /// Extra attempts for a failing job (overrides each job's `retries`).
     pub retries: Option<u32>,
+    /// Stops the build when cancelled. `None` (the command line): SIGINT
+    /// and SIGTERM stop it, through handlers installed while it runs; with
+    /// a `Cancel` no signal handler is installed.
+    pub cancel: Option<Cancel>,
+}
+
+/// A handle that stops a build from outside it, as SIGINT does on the
+/// command line: [`Cancel::cancel`] stops scheduling and sends the running
+/// jobs SIGTERM (SIGKILL after
+/// [`TERM_GRACE`](cairn_engine::runner::TERM_GRACE)); [`Cancel::kill_now`]
+/// SIGKILLs them at once. Cheap to clone; every clone cancels the same
+/// builds. Cancelling before the build starts stops it as soon as it does.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<CancelState>);
+
+#[derive(Default)]
+struct CancelState {
+    /// The engine's stop flag (`BuildOptions::interrupt`).
+    requested: AtomicBool,
+    now: AtomicBool,
+    /// The children of the builds this handle was given to, while they run.
+    children: std::sync::Mutex<Vec<std::sync::Weak<Children>>>,
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel")
+            .field("cancelled", &self.is_cancelled())
+            .field("now", &self.0.now.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Stops the build(s) given this handle: no action starts any more,
+    /// running jobs get SIGTERM, then SIGKILL after the grace. Idempotent.
+    pub fn cancel(&self) {
+        let children = self.children();
+        self.0.requested.store(true, Ordering::SeqCst);
+        for children in children.iter().filter_map(std::sync::Weak::upgrade) {
+            children.interrupt();
+        }
+    }
+
+    /// [`Cancel::cancel`], and SIGKILLs the running jobs at once.
+    pub fn kill_now(&self) {
+        let children = self.children();
+        self.0.now.store(true, Ordering::SeqCst);
+        self.0.requested.store(true, Ordering::SeqCst);
+        for children in children.iter().filter_map(std::sync::Weak::upgrade) {
+            children.kill_now();
+        }
+    }
+
+    /// Whether [`Cancel::cancel`] (or [`Cancel::kill_now`]) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    /// The flag the engine stops on.
+    fn flag(&self) -> &AtomicBool {
+        &self.0.requested
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::Weak<Children>>> {
+        self.0
+            .children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gives this handle a build's children: a cancel that came first
+    /// applies to them at once.
+    fn attach(&self, attached: &Arc<Children>) {
+        let mut children = self.children();
+        children.retain(|children| children.strong_count() > 0);
+        children.push(Arc::downgrade(attached));
+        if self.0.now.load(Ordering::SeqCst) {
+            attached.kill_now();
+        } else if self.0.requested.load(Ordering::SeqCst) {
+            attached.interrupt();
+        }
+    }
 }
 
 /// What a front end hears while a build runs: the engine's per-action
@@ -78,6 +165,9 @@ pub struct Execution<'a> {
     /// Whether a build that finds every action current records an
     /// up-to-date snapshot for the next identical `cairn build`.
     pub snapshot: bool,
+    /// Stops the build when cancelled; `None`: SIGINT/SIGTERM do (see
+    /// [`BuildRequest::cancel`]).
+    pub cancel: Option<Cancel>,
 }
 
 /// A finished (or interrupted) build, with the store it wrote, closed
@@ -91,8 +181,8 @@ pub struct Built {
     /// the build without one, or the caller planned). A front end about to
     /// exit may leave it to the process's exit rather than free it.
     pub plan: Option<Plan>,
-    /// `Some` until dropped.
-    store: Option<Store>,
+    /// `Some` until dropped (the workspace's held store is not closed).
+    store: Option<StoreHandle>,
     /// The up-to-date snapshot the build leaves, written while the store
     /// closes (`Store::close_writing_snapshot`).
     snapshot: Option<Snapshot>,
@@ -100,7 +190,7 @@ pub struct Built {
 
 impl Drop for Built {
     fn drop(&mut self) {
-        let Some(store) = self.store.take() else {
+        let Some(Ok(store)) = self.store.take().map(StoreHandle::into_opened) else {
             return;
         };
         let Some(snapshot) = self.snapshot.take() else {
@@ -119,7 +209,12 @@ impl Drop for Built {
 }
 
 impl Built {
-    fn new(report: BuildReport, total: u64, store: Store, snapshot: Option<Snapshot>) -> Self {
+    fn new(
+        report: BuildReport,
+        total: u64,
+        store: StoreHandle,
+        snapshot: Option<Snapshot>,
+    ) -> Self {
         Built {
             report,
             total,
@@ -329,6 +424,7 @@ pub fn build(
             command: "build",
             reason: None,
             snapshot: true,
+            cancel: request.cancel.clone(),
         },
         assisted,
         observer,
@@ -389,17 +485,36 @@ fn execute_assisted(
         None => (workspace.open_writer(!execution.no_wait)?, None),
     };
     tracing::debug!("opened the store ({:.2?})", started.elapsed());
-    // One store's build at a time in a data directory (docs/reliability.md).
-    let _data_root =
-        cairn_store::DataRootLock::acquire(&workspace.data_root, &workspace.store_dir)?;
-    let interrupt = Arc::new(AtomicBool::new(false));
+    // One store's build at a time in a data directory (docs/reliability.md);
+    // a held workspace claimed it for its whole life.
+    let _data_root = if workspace.is_held() {
+        None
+    } else {
+        Some(cairn_store::DataRootLock::acquire(
+            &workspace.data_root,
+            &workspace.store_dir,
+        )?)
+    };
     let children = Arc::new(Children::recorded_in(store.dir().join("running")));
-    let _interrupts = Interrupts::watch(&interrupt, &children, workspace.notes_handle())?;
+    // The caller's cancel, or one the signal handlers drive (the command
+    // line's: SIGINT/SIGTERM).
+    let cancel = execution.cancel.clone().unwrap_or_default();
+    cancel.attach(&children);
+    let _interrupts = match execution.cancel {
+        Some(_) => None,
+        None => Some(Interrupts::watch(
+            &cancel,
+            &children,
+            workspace.notes_handle(),
+        )?),
+    };
     cairn_engine::groups::become_subreaper();
     let build_id = cairn_engine::ports::EventLog::next_build_id(store.catalog())?;
     store.record_build(build_id);
-    let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&workspace.graph))
-        .then(|| Witness::new(store.catalog()));
+    let witness = (execution.snapshot
+        && !workspace.is_held()
+        && cairn_engine::uptodate::graph_allows(&workspace.graph))
+    .then(|| Witness::new(store.catalog()));
     let context = Context {
         graph: &workspace.graph,
         data_root: workspace.data_root.clone(),
@@ -421,7 +536,7 @@ fn execute_assisted(
     let options = BuildOptions {
         jobs: jobs(workspace.notes(), execution.jobs),
         keep_going: execution.keep_going,
-        interrupt: &interrupt,
+        interrupt: cancel.flag(),
         requested: execution.requested.clone(),
         command: execution.command.to_owned(),
         reason: execution.reason.clone(),
@@ -429,8 +544,14 @@ fn execute_assisted(
         presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
     };
     let report = cairn_engine::exec::build(&context, plan, &options, observer);
-    // No job runs any more: whatever one left re-parented to cairn goes.
-    cairn_engine::groups::reap_all_orphans();
+    // No job of this build runs any more: whatever one left re-parented to
+    // cairn goes; only this build's, while other builds of this process
+    // (a held workspace) run theirs.
+    if cairn_engine::exec::builds_running() == 0 {
+        cairn_engine::groups::reap_all_orphans();
+    } else {
+        cairn_engine::groups::reap_session_orphans(children.session());
+    }
     let mut report = report?;
     observer.actions_done();
     // Kept partitions whose job's code changed (on_code_change = "warn";
@@ -482,7 +603,7 @@ struct Interrupts {
 
 impl Interrupts {
     fn watch(
-        interrupt: &Arc<AtomicBool>,
+        cancel: &Cancel,
         children: &Arc<Children>,
         notes: Arc<dyn Notes>,
     ) -> Result<Interrupts, AppError> {
@@ -492,12 +613,11 @@ impl Interrupts {
                 AppError::Usage(format!("cannot install the signal handler: {error}"))
             })?;
         let handle = signals.handle();
-        let (interrupt, children) = (Arc::clone(interrupt), Arc::clone(children));
+        let (cancel, children) = (cancel.clone(), Arc::clone(children));
         let thread = std::thread::Builder::new()
             .name("cairn-signals".into())
             .spawn(move || {
                 for (count, _) in signals.forever().enumerate() {
-                    interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
                     let running = children.running();
                     if count == 0 {
                         if running > 0 {
@@ -507,7 +627,7 @@ impl Interrupts {
                                 cairn_engine::runner::TERM_GRACE.as_secs()
                             ));
                         }
-                        children.interrupt();
+                        cancel.cancel();
                     } else {
                         if running > 0 {
                             notes.note(&format!(
@@ -515,7 +635,7 @@ impl Interrupts {
                                 if running == 1 { "" } else { "s" }
                             ));
                         }
-                        children.kill_now();
+                        cancel.kill_now();
                     }
                 }
             })

@@ -322,7 +322,7 @@ fn run_captured(
 
 /// The store for reading `cairn defs show|diff`, or `None` when nothing
 /// was recorded here yet.
-fn reader(workspace: &Workspace) -> Result<Option<Store>, AppError> {
+fn reader(workspace: &Workspace) -> Result<Option<crate::StoreHandle>, AppError> {
     workspace.open_reader()
 }
 

@@ -27,4 +27,4 @@ mod uptodate;
 pub mod workspace;
 
 pub use error::AppError;
-pub use workspace::{Notes, Silent, Workspace, WorkspaceOptions, resumable_note};
+pub use workspace::{Notes, Silent, StoreHandle, Workspace, WorkspaceOptions, resumable_note};

@@ -8,7 +8,6 @@ use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::ports::{BlobStore, Projections};
 use cairn_engine::record::{Event, EventKind, Manifest};
 use cairn_engine::refs::PartitionRef;
-use cairn_store::Store;
 
 use crate::history::{parse_ref, partition_events, source_path};
 use crate::{AppError, Workspace};
@@ -104,7 +103,7 @@ pub enum Logs {
 /// A run whose captured output can be read.
 pub struct JobLogs {
     pub run: JobRun,
-    store: Store,
+    store: crate::StoreHandle,
 }
 
 /// The run of `request` (one ref) whose output `logs` shows: with

@@ -111,7 +111,14 @@ pub fn verify(
     if workspace.open_reader()?.is_none() {
         return Ok(None);
     }
-    let mut store = workspace.open_writer(wait)?;
+    // The page check needs the catalog to itself: not beside the builds
+    // of a workspace that holds it.
+    let mut store = workspace.open_writer(wait)?.into_opened().map_err(|_| {
+        AppError::Store(cairn_engine::ports::StoreError::Locked(
+            "the store is held by this process (`cairn serve`): `store verify` needs it to itself"
+                .to_owned(),
+        ))
+    })?;
     let catalog_sound = store
         .check_catalog_integrity()
         .map_err(|error| AppError::StoreProblem(format!("the catalog is damaged: {error}")))?;

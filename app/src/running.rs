@@ -20,7 +20,6 @@ use cairn_engine::digest::ActionKey;
 use cairn_engine::ports::Projections;
 use cairn_engine::record::EventKind;
 use cairn_engine::refs::PartitionRef;
-use cairn_store::Store;
 
 use crate::{AppError, Workspace};
 
@@ -28,7 +27,7 @@ use crate::{AppError, Workspace};
 pub struct LiveBuild {
     pub build: u64,
     pub pid: u32,
-    store: Store,
+    store: crate::StoreHandle,
 }
 
 /// A job that a live build is running now for a partition.

@@ -21,7 +21,7 @@ use cairn_engine::uptodate::{
 use cairn_store::{SnapshotFile, Store};
 
 use crate::error::AppError;
-use crate::workspace::Workspace;
+use crate::workspace::{StoreHandle, Workspace};
 
 /// The fingerprint of `cairn build REFS` in `project`.
 pub fn build_fingerprint(project: &Workspace, requested: &[String]) -> ContentDigest {
@@ -60,7 +60,7 @@ pub enum Quick {
 /// A build the snapshot finished: recorded, its store still open.
 pub struct Done {
     pub report: BuildReport,
-    pub store: Store,
+    pub store: StoreHandle,
     /// The snapshot that confirmed it: every action current, in the plan's
     /// order.
     pub snapshot: Snapshot,
@@ -76,7 +76,7 @@ pub struct Assisted {
     pub snapshot: Snapshot,
     /// The keys of the changed paths, sorted.
     pub changed: Vec<String>,
-    pub store: Store,
+    pub store: StoreHandle,
 }
 
 /// Finishes the build from the snapshot if it confirms that every action
@@ -84,6 +84,11 @@ pub struct Assisted {
 /// records, with the stat updates of touched files).
 pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppError> {
     let started = Instant::now();
+    // A held store's builds run concurrently: one cannot vouch that
+    // nothing changed since another (docs/architecture.md).
+    if project.is_held() {
+        return Ok(Quick::Full);
+    }
     let Some((mut snapshot, file)) = recorded_for(project, asked.requested, "") else {
         return Ok(Quick::Full);
     };

@@ -2,6 +2,7 @@
 //! from paths (the command line's `--graph` and `--store`, or a server's
 //! configuration) before anything touches the store.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use cairn_engine::record::{
 };
 use cairn_engine::refs::PartitionRef;
 use cairn_engine::runner::{Children, JobEnvironment, ProcessConfigurer};
-use cairn_store::{OpenMode, Store};
+use cairn_store::{DataRootLock, OpenMode, Store};
 
 use crate::error::AppError;
 
@@ -77,12 +78,68 @@ impl Notes for Silent {
 /// An opened workspace: the graph file read and checked, the sources'
 /// latest records applied, the data root and the store located. Opening
 /// it touches no store but to read the sources' records.
+///
+/// A workspace is `Send + Sync`. The command line opens the store for each
+/// use case (its writer lock taken and released by that command); a server
+/// calls [`Workspace::hold`] once, and from then on every use case run on
+/// the workspace, from any number of threads at once, uses the held store
+/// (docs/architecture.md, "A held workspace").
 pub struct Workspace {
     pub graph: Graph,
     pub store_dir: PathBuf,
     pub data_root: PathBuf,
     pub environment: JobEnvironment,
     notes: Arc<dyn Notes>,
+    /// The store opened once as writer, with the data directory claimed,
+    /// for the life of the workspace ([`Workspace::hold`]).
+    held: Option<Held>,
+}
+
+/// What a held workspace keeps open. Fields drop in order: the store
+/// closes (and releases its lock) before the data directory is released.
+struct Held {
+    store: Arc<Store>,
+    _data_root: DataRootLock,
+}
+
+/// A store a use case opened, or the store its workspace holds: use it as
+/// a [`Store`] (it derefs to one). Dropping an opened store closes it (and
+/// releases the writer lock); dropping a held one leaves the store open.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one handle per use case, on the stack, never in a collection"
+)]
+pub enum StoreHandle {
+    /// Opened for this use case.
+    Opened(Store),
+    /// The workspace's held store ([`Workspace::hold`]).
+    Held(Arc<Store>),
+}
+
+impl Deref for StoreHandle {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        match self {
+            StoreHandle::Opened(store) => store,
+            StoreHandle::Held(store) => store,
+        }
+    }
+}
+
+impl StoreHandle {
+    /// The store, if this use case opened it (and may close it); `Err` with
+    /// the held store.
+    pub fn into_opened(self) -> Result<Store, Arc<Store>> {
+        match self {
+            StoreHandle::Opened(store) => Ok(store),
+            StoreHandle::Held(store) => Err(store),
+        }
+    }
+
+    /// Whether this is the workspace's held store.
+    pub fn is_held(&self) -> bool {
+        matches!(self, StoreHandle::Held(_))
+    }
 }
 
 impl Workspace {
@@ -116,9 +173,41 @@ impl Workspace {
             data_root,
             environment,
             notes,
+            held: None,
         };
         workspace.read_sources();
         Ok(workspace)
+    }
+
+    /// Holds the store for the life of this workspace: opens it as its one
+    /// writer (waiting for another cairn's lock if `wait`, else failing
+    /// with [`StoreError::Locked`], exit 3), kills what a killed cairn's
+    /// jobs left running, and claims the data directory. From then on
+    /// every use case run on this workspace uses this store instead of
+    /// opening one, and never closes it; builds may run concurrently
+    /// (docs/architecture.md, "A held workspace"). Holding twice is a
+    /// no-op. The store closes when the workspace is dropped.
+    pub fn hold(&mut self, wait: bool) -> Result<(), AppError> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let store = self.open_store_writer(wait)?;
+        let data_root = DataRootLock::acquire(&self.data_root, &self.store_dir)?;
+        self.held = Some(Held {
+            store: Arc::new(store),
+            _data_root: data_root,
+        });
+        Ok(())
+    }
+
+    /// Whether this workspace holds its store ([`Workspace::hold`]).
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The held store, if any.
+    pub fn held_store(&self) -> Option<&Arc<Store>> {
+        self.held.as_ref().map(|held| &held.store)
     }
 
     /// Where this workspace's use cases send their notes.
@@ -228,10 +317,18 @@ impl Workspace {
         Ok(plan(&self.graph, refs, &configurer)?)
     }
 
-    /// Opens the store as its one writer. Processes that a cairn killed
-    /// while its jobs ran left behind are killed first (a live cairn would
-    /// hold the lock): no job outlives its attempt (docs/reliability.md).
-    pub fn open_writer(&self, wait: bool) -> Result<Store, AppError> {
+    /// Opens the store as its one writer (or hands out the held store).
+    /// Processes that a cairn killed while its jobs ran left behind are
+    /// killed first (a live cairn would hold the lock): no job outlives its
+    /// attempt (docs/reliability.md).
+    pub fn open_writer(&self, wait: bool) -> Result<StoreHandle, AppError> {
+        if let Some(held) = &self.held {
+            return Ok(StoreHandle::Held(Arc::clone(&held.store)));
+        }
+        self.open_store_writer(wait).map(StoreHandle::Opened)
+    }
+
+    fn open_store_writer(&self, wait: bool) -> Result<Store, AppError> {
         let mut on_wait = |message: &str| self.notes.note(message);
         let store = Store::open(&self.store_dir, OpenMode::Write { wait }, &mut on_wait)?;
         match cairn_engine::groups::stop_leftovers(&store.dir().join("running")) {
@@ -310,8 +407,12 @@ impl Workspace {
         Ok(orphans)
     }
 
-    /// The store for reading, or `None` if nothing was ever built here.
-    pub fn open_reader(&self) -> Result<Option<Store>, AppError> {
+    /// The store for reading, or `None` if nothing was ever built here
+    /// (the held store, when the workspace holds one).
+    pub fn open_reader(&self) -> Result<Option<StoreHandle>, AppError> {
+        if let Some(held) = &self.held {
+            return Ok(Some(StoreHandle::Held(Arc::clone(&held.store))));
+        }
         let catalog = self.store_dir.join("catalog.redb");
         if !catalog.exists() {
             return Ok(None);
@@ -327,7 +428,7 @@ impl Workspace {
         }
         let mut on_wait = |_: &str| {};
         Store::open(&self.store_dir, OpenMode::ReadOnly, &mut on_wait)
-            .map(Some)
+            .map(|store| Some(StoreHandle::Opened(store)))
             .map_err(AppError::from)
     }
 }
@@ -444,5 +545,16 @@ impl BlobStore for NoBlobs {
     }
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A server shares one workspace between its request threads.
+    #[test]
+    fn a_workspace_and_its_store_handles_are_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Workspace>();
+        shared::<super::StoreHandle>();
     }
 }

@@ -66,6 +66,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             fail_fast: args.fail_fast,
             no_wait: args.no_wait,
             retries: args.retries,
+            cancel: None,
         },
         &reporter,
     )?;

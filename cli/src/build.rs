@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         keep_going: args.keep_going,
         no_wait: args.no_wait,
         retries: args.retries,
+        cancel: None,
     };
     let reporter = BuildReporter::new(args.json);
     let mut built = cairn_app::build::build(&workspace, &request, &reporter)?;

@@ -71,15 +71,19 @@ pub fn unique_id() -> String {
 }
 
 /// Makes cairn the reaper of its descendants' orphans (see the module doc).
-/// Process-wide; a failure (a kernel before 3.4) is only logged.
+/// Process-wide, done once however many builds call it; a failure (a
+/// kernel before 3.4) is only logged.
 pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        tracing::warn!(
-            "cannot become a child subreaper ({}): orphans of jobs are re-parented to init",
-            io::Error::last_os_error()
-        );
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            tracing::warn!(
+                "cannot become a child subreaper ({}): orphans of jobs are re-parented to init",
+                io::Error::last_os_error()
+            );
+        }
+    });
 }
 
 /// Shared hold of the start gate: keep it from before the start of a job
@@ -220,6 +224,29 @@ pub(crate) fn reap_orphans(pgid: u32, run_id: &str) {
 /// run it belongs to; for the end of a build, when no job runs any more.
 pub fn reap_all_orphans() {
     reap_orphans_where(|_, _| Some(true));
+}
+
+/// Kills (with their groups) the orphans re-parented to cairn that carry a
+/// run id of `session` (a build's [`Children::session`](crate::job::Children::session)),
+/// and reaps every orphan that already exited; the orphans of other
+/// sessions are left alone. For the end of a build while other builds of
+/// the same process still run jobs (a held workspace): their orphans are
+/// theirs to reap.
+pub fn reap_session_orphans(session: &str) {
+    if session.is_empty() {
+        // Runs not recorded carry no session: only the exited are reaped.
+        reap_orphans_where(|_, stat| (stat.state == b'Z').then_some(false));
+        return;
+    }
+    let prefix = format!("{session}-");
+    reap_orphans_where(|child, stat| {
+        if stat.state == b'Z' {
+            return Some(false);
+        }
+        run_id_of(child)
+            .is_some_and(|run| run.starts_with(&prefix))
+            .then_some(true)
+    });
 }
 
 /// The loop both reapers share: for each child of cairn that is neither a

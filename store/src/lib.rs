@@ -124,6 +124,20 @@ impl Store {
         }
     }
 
+    /// Says in the lock file that `cairn serve`, answering at `url`, holds
+    /// this store (writer only): a local command refused the lock then
+    /// says `the store … is held by \`cairn serve\` (pid N) at URL: use
+    /// \`cairn --remote URL build …\`` (exit 3 with `--no-wait`).
+    pub fn record_server(&self, url: &str) -> Result<(), StoreError> {
+        match &self.lock {
+            Some(lock) => lock.record_server(url),
+            None => Err(StoreError::Locked(format!(
+                "store {}: opened read-only, it cannot name a server",
+                self.dir.display()
+            ))),
+        }
+    }
+
     /// Whether this handle holds the writer lock.
     pub fn is_writer(&self) -> bool {
         self.lock.is_some()

@@ -6,7 +6,9 @@
 //!   [`StoreLock`] is dropped or the holder dies, so a killed build never
 //!   leaves a stale lock behind.
 //! - After acquiring, the holder writes `pid=<pid>\nsince_ms=<unix ms>\n` into
-//!   the file, only so that a process refused the lock can name the holder.
+//!   the file (then `build=<id>` of the build it runs, and `server=<url>`
+//!   when `cairn serve` holds it), only so that a process refused the lock
+//!   can name the holder.
 //!   The content is informational: it is read without the lock and may be
 //!   empty or stale, and nothing but the message depends on it.
 //! - A file system that cannot lock is refused: two writers on one store
@@ -27,6 +29,17 @@ pub struct StoreLock {
     _file: File,
     path: PathBuf,
     since_ms: u64,
+    /// What the file says besides the pid and the time: the build and the
+    /// server URL last recorded (one writer of the file at a time: the
+    /// builds of a held store record theirs concurrently).
+    details: std::sync::Mutex<Details>,
+}
+
+/// The optional lines of the lock file.
+#[derive(Debug, Default, Clone)]
+struct Details {
+    build: Option<u64>,
+    server: Option<String>,
 }
 
 impl StoreLock {
@@ -60,11 +73,13 @@ impl StoreLock {
             Err(TryLockError::Error(error)) => return Err(lock_failure(dir, &error)),
         }
         let since_ms = now_ms();
-        write_holder(&file, since_ms, None).map_err(|source| StoreError::io(&path, source))?;
+        write_holder(&file, since_ms, &Details::default())
+            .map_err(|source| StoreError::io(&path, source))?;
         Ok(StoreLock {
             _file: file,
             path,
             since_ms,
+            details: std::sync::Mutex::default(),
         })
     }
 
@@ -72,7 +87,24 @@ impl StoreLock {
     /// process refused the lock can name it too (informational, like the
     /// pid).
     pub fn record_build(&self, build: u64) -> Result<(), StoreError> {
-        write_holder(&self._file, self.since_ms, Some(build))
+        self.record(|details| details.build = Some(build))
+    }
+
+    /// Says in the lock file that `cairn serve`, answering at `url`, holds
+    /// the store: a local command refused the lock tells the user to use
+    /// `cairn --remote URL` instead.
+    pub fn record_server(&self, url: &str) -> Result<(), StoreError> {
+        let url = url.trim().replace(['\n', '\r'], "");
+        self.record(|details| details.server = Some(url))
+    }
+
+    fn record(&self, change: impl FnOnce(&mut Details)) -> Result<(), StoreError> {
+        let mut details = self
+            .details
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut details);
+        write_holder(&self._file, self.since_ms, &details)
             .map_err(|source| StoreError::io(&self.path, source))
     }
 
@@ -98,6 +130,8 @@ pub struct Holder {
     pub pid: u32,
     /// The build it runs, once it has named one ([`StoreLock::record_build`]).
     pub build: Option<u64>,
+    /// The URL of the `cairn serve` holding it ([`StoreLock::record_server`]).
+    pub server: Option<String>,
 }
 
 /// Who holds the writer lock of the store at `dir` right now, without
@@ -121,6 +155,7 @@ pub fn holder(dir: &Path) -> Option<Holder> {
     held.then(|| Holder {
         pid,
         build: parse_build(&text),
+        server: parse_server(&text),
     })
 }
 
@@ -144,12 +179,15 @@ fn holds_flock(locks: &str, pid: u32, inode: u64) -> bool {
 
 /// Replaces the lock file's content with this process's id, the time it
 /// took the lock and, once known, the build it runs.
-fn write_holder(mut file: &File, since_ms: u64, build: Option<u64>) -> std::io::Result<()> {
+fn write_holder(mut file: &File, since_ms: u64, details: &Details) -> std::io::Result<()> {
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
     let mut text = format!("pid={}\nsince_ms={since_ms}\n", std::process::id());
-    if let Some(build) = build {
+    if let Some(build) = details.build {
         text.push_str(&format!("build={build}\n"));
+    }
+    if let Some(server) = &details.server {
+        text.push_str(&format!("server={server}\n"));
     }
     file.write_all(text.as_bytes())
 }
@@ -175,6 +213,11 @@ fn held_message(dir: &Path, lock_path: &Path) -> String {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     match live(&text) {
+        Some((pid, _)) if let Some(url) = parse_server(&text) => format!(
+            "the store {} is held by `cairn serve` (pid {pid}) at {url}: \
+             use `cairn --remote {url} build …`",
+            dir.display()
+        ),
         Some((pid, since_ms)) => {
             let seconds = now_ms().saturating_sub(since_ms) / 1000;
             let build = parse_build(&text)
@@ -197,6 +240,14 @@ fn parse_holder(text: &str) -> Option<(u32, u64)> {
         }
     }
     Some((pid?, since_ms?))
+}
+
+/// The `server=` line of a lock file, if a `cairn serve` holds it.
+fn parse_server(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("server="))
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
 }
 
 /// The `build=` line of a lock file, if the holder wrote one.
@@ -428,13 +479,21 @@ mod tests {
         assert_eq!(holder(dir.path()), None, "no lock file");
         let lock = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
         let pid = std::process::id();
-        assert_eq!(holder(dir.path()), Some(Holder { pid, build: None }));
+        assert_eq!(
+            holder(dir.path()),
+            Some(Holder {
+                pid,
+                build: None,
+                server: None
+            })
+        );
         lock.record_build(9).unwrap();
         assert_eq!(
             holder(dir.path()),
             Some(Holder {
                 pid,
-                build: Some(9)
+                build: Some(9),
+                server: None
             })
         );
         // Looking did not take the lock: a writer that does not wait gets it.
@@ -448,6 +507,31 @@ mod tests {
         .unwrap();
         assert_eq!(holder(dir.path()), None, "stale details");
         let _lock = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+    }
+
+    #[test]
+    fn a_store_held_by_a_server_says_to_use_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap();
+        lock.record_server("http://127.0.0.1:8421").unwrap();
+        // A build recorded since keeps the server line.
+        lock.record_build(4).unwrap();
+        let error = StoreLock::acquire(dir.path(), false, &mut no_wait()).unwrap_err();
+        let StoreError::Locked(message) = error else {
+            panic!("expected Locked, got {error:?}")
+        };
+        assert_eq!(
+            message,
+            format!(
+                "the store {} is held by `cairn serve` (pid {}) at http://127.0.0.1:8421: \
+                 use `cairn --remote http://127.0.0.1:8421 build …`",
+                dir.path().display(),
+                std::process::id()
+            )
+        );
+        let seen = holder(dir.path()).unwrap();
+        assert_eq!(seen.server.as_deref(), Some("http://127.0.0.1:8421"));
+        assert_eq!(seen.build, Some(4));
     }
 
     #[test]

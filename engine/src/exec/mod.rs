@@ -500,7 +500,7 @@ pub fn build(
         .build()
         .map_err(|error| ExecError::Code(format!("cannot start worker threads: {error}")))?;
     let started = std::time::Instant::now();
-    clear_staging(&context.staging_root);
+    let active = Active::enter(&context.staging_root);
     let presumed = options
         .presumed
         .filter(|keys| keys.len() == plan.actions.len())
@@ -571,7 +571,7 @@ pub fn build(
             .unwrap_or_else(|_| Err(ExecError::Code("the commit thread panicked".into())));
         committed?;
         let (mut report, ran) = scheduled?;
-        clear_staging(&context.staging_root);
+        active.leave_clearing();
         if let Some(witness) = options.witness {
             report.all_current = ran.and_then(|ran| settle(context, plan, &pool, witness, ran));
             if report.all_current.is_none() {
@@ -581,6 +581,81 @@ pub fn build(
         tracing::debug!("build finished ({:.2?})", started.elapsed());
         Ok(report)
     })
+}
+
+/// The builds running in this process, by staging root: what a build
+/// leaves in the staging root is cleared when the first one starts and when
+/// the last one ends, never under another build that runs beside it (in a
+/// held workspace: docs/architecture.md).
+static ACTIVE: std::sync::Mutex<Option<HashMap<std::path::PathBuf, usize>>> =
+    std::sync::Mutex::new(None);
+
+fn active() -> std::sync::MutexGuard<'static, Option<HashMap<std::path::PathBuf, usize>>> {
+    ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How many builds run in this process now (a build counts from the start
+/// of [`build`] until it returns).
+pub fn builds_running() -> usize {
+    active().as_ref().map_or(0, |builds| builds.values().sum())
+}
+
+/// One running build, counted in [`ACTIVE`] while it lives.
+struct Active<'a> {
+    root: &'a std::path::Path,
+}
+
+impl<'a> Active<'a> {
+    /// Counts a build with staging root `root`, clearing what earlier
+    /// builds left there if no other build of this process uses it.
+    fn enter(root: &'a std::path::Path) -> Self {
+        let mut active = active();
+        let count = active
+            .get_or_insert_with(HashMap::new)
+            .entry(root.to_owned())
+            .or_insert(0);
+        if *count == 0 {
+            clear_staging(root);
+        }
+        *count += 1;
+        Active { root }
+    }
+
+    /// The build ended: its staging is cleared unless another build of
+    /// this process still uses the root (under the count's lock, so that
+    /// no build starts staging there meanwhile).
+    fn leave_clearing(self) {
+        self.leave(true);
+        std::mem::forget(self);
+    }
+
+    /// Uncounts the build, clearing its root if `clear` and no other build
+    /// uses it.
+    fn leave(&self, clear: bool) {
+        let mut active = active();
+        let Some(builds) = active.as_mut() else {
+            return;
+        };
+        let Some(count) = builds.get_mut(self.root) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            builds.remove(self.root);
+            if clear {
+                clear_staging(self.root);
+            }
+        }
+    }
+}
+
+impl Drop for Active<'_> {
+    /// A build that stopped on an error leaves its staging as it was.
+    fn drop(&mut self) {
+        self.leave(false);
+    }
 }
 
 /// What [`schedule`] takes over from [`build`].

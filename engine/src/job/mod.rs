@@ -146,6 +146,12 @@ impl Children {
         }
     }
 
+    /// The session of these children: every run id of theirs is
+    /// `<session>-<run>` (empty when runs are not recorded).
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
     /// The `CAIRN_RUN_ID` of `run`: prefixed by the session when the runs
     /// are recorded, so the next cairn finds every process of this one by
     /// the record's name.

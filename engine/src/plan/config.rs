@@ -687,9 +687,14 @@ impl CachingConfigurer<'_> {
         // Answers of one wave are stored concurrently: one temporary file
         // per answer.
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let temp = self
-            .dir
-            .join(format!("{ANSWER_TEMP_PREFIX}{}-{name}", std::process::id()));
+        // Concurrent builds of one process (a held workspace) may store the
+        // same answer: the counter keeps their temporary files apart.
+        static TEMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let temp = self.dir.join(format!(
+            "{ANSWER_TEMP_PREFIX}{}-{}-{name}",
+            std::process::id(),
+            TEMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&temp, bytes)?;
         std::fs::rename(&temp, path)?;
         self.prune();

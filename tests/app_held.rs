@@ -1,0 +1,212 @@
+//! A held workspace (`Workspace::hold`), as `cairn serve` uses it: the store
+//! opened once as writer, use cases called from many threads at once,
+//! builds running concurrently and cancelled through a `Cancel` handle
+//! instead of signals.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_app::build::{BuildRequest, Cancel, Unobserved};
+use cairn_app::{Silent, Workspace, WorkspaceOptions};
+use common::{Project, wait_for};
+
+/// Two partitions whose jobs each wait (up to 10 s) for the other to have
+/// started: both succeed only if they run at the same time.
+const RENDEZVOUS: &str = r#"
+[datasets.a]
+version = "1.0.0"
+[dimensions.i]
+values = ["1", "2"]
+[jobs.a]
+outputs = ["a/i={i}"]
+run = ["sh", "-c", "touch started-$0; other=$((3 - $0)); n=0; while [ ! -e started-$other ]; do n=$((n + 1)); [ $n -gt 200 ] && exit 1; sleep 0.05; done; echo $0 > $CAIRN_OUT/v"]
+args = ["{i}"]
+"#;
+
+fn open(project: &Project) -> Workspace {
+    let options = WorkspaceOptions {
+        graph_file: Some(project.path().join("cairn.toml")),
+        store_dir: None,
+    };
+    Workspace::open(&options, Arc::new(Silent)).expect("open the workspace")
+}
+
+fn request(refs: &[&str], cancel: &Cancel) -> BuildRequest {
+    BuildRequest {
+        refs: refs.iter().map(|r| (*r).to_owned()).collect(),
+        cancel: Some(cancel.clone()),
+        ..BuildRequest::default()
+    }
+}
+
+/// Failed before `Workspace::hold` (it did not exist: each build took the
+/// writer lock itself, and the second of two concurrent builds of one
+/// process was refused or waited, so the rendezvous timed out).
+#[test]
+fn builds_run_concurrently_on_a_held_workspace_and_reads_go_on_beside_them() {
+    let p = Project::with_graph(RENDEZVOUS);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    assert!(workspace.is_held());
+
+    // The store is held: another writer (here another workspace of this
+    // process, which takes the lock through its own file) is refused.
+    let error = open(&p).hold(false).expect_err("refused");
+    assert_eq!(error.exit_code(), 3, "{error}");
+
+    let running = AtomicBool::new(true);
+    let workspace = &workspace;
+    let (first, second, reads) = std::thread::scope(|threads| {
+        let first = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["a/i=1"], &Cancel::new()), &Unobserved)
+        });
+        let second = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["a/i=2"], &Cancel::new()), &Unobserved)
+        });
+        let reads = threads.spawn(|| {
+            let mut reads = 0;
+            while running.load(Ordering::SeqCst) {
+                cairn_app::status::status(workspace, &[]).expect("status beside the builds");
+                cairn_app::status::why(workspace, "a/i=1").expect("why beside the builds");
+                cairn_app::history::history(workspace, "a/i=2").expect("history beside the builds");
+                reads += 1;
+            }
+            reads
+        });
+        let first = first.join().unwrap().expect("the first build");
+        let second = second.join().unwrap().expect("the second build");
+        running.store(false, Ordering::SeqCst);
+        (first, second, reads.join().unwrap())
+    });
+    assert!(reads > 0);
+    assert_eq!(
+        (first.counts().executed, first.counts().failed),
+        (1, 0),
+        "{:?}",
+        first.report.failures
+    );
+    assert_eq!(
+        (second.counts().executed, second.counts().failed),
+        (1, 0),
+        "{:?}",
+        second.report.failures
+    );
+    assert_ne!(first.build(), second.build(), "one build id each");
+    drop((first, second));
+    assert_eq!(p.read_string("data/a/i=1/v"), "1\n");
+    assert_eq!(p.read_string("data/a/i=2/v"), "2\n");
+
+    // Reads on the held store see both builds.
+    let rows = cairn_app::status::status(workspace, &[]).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        cairn_app::status::count(&rows, cairn_app::status::State::Built),
+        2
+    );
+    // A build of both now finds them current, on the same held store.
+    let again =
+        cairn_app::build::build(workspace, &request(&[], &Cancel::new()), &Unobserved).unwrap();
+    assert_eq!((again.counts().cached, again.counts().executed), (2, 0));
+}
+
+/// Partition 1 runs until stopped (and notes a SIGTERM); partition 2 runs
+/// for a second.
+const SLOW_AND_QUICK: &str = r#"
+[datasets.a]
+version = "1.0.0"
+[dimensions.i]
+values = ["1", "2"]
+[jobs.a]
+outputs = ["a/i={i}"]
+run = ["sh", "-c", "trap 'touch termed-$0; exit 1' TERM; touch started-$0; if [ $0 = 1 ]; then while :; do sleep 0.1; done; fi; sleep 1; echo $0 > $CAIRN_OUT/v"]
+args = ["{i}"]
+"#;
+
+/// Failed before `Cancel` (there was no way to stop one build of a process
+/// but a signal, which stops them all).
+#[test]
+fn a_cancelled_build_stops_and_the_other_build_of_the_process_runs_on() {
+    let p = Project::with_graph(SLOW_AND_QUICK);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let workspace = &workspace;
+
+    // Cancelled before it starts: nothing runs.
+    let early = Cancel::new();
+    early.cancel();
+    let built = cairn_app::build::build(workspace, &request(&["a/i=2"], &early), &Unobserved)
+        .expect("a cancelled build still ends with a report");
+    assert!(built.interrupted());
+    assert_eq!(built.exit_code(), 130);
+    assert_eq!(built.counts().executed, 0);
+    drop(built);
+    assert!(!p.file("started-2").exists());
+
+    let slow = Cancel::new();
+    let (stopped, finished, waited) = std::thread::scope(|threads| {
+        let stopped = threads
+            .spawn(|| cairn_app::build::build(workspace, &request(&["a/i=1"], &slow), &Unobserved));
+        let finished = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["a/i=2"], &Cancel::new()), &Unobserved)
+        });
+        wait_for(&p.file("started-1"));
+        wait_for(&p.file("started-2"));
+        let cancelled = Instant::now();
+        slow.cancel();
+        slow.cancel(); // idempotent
+        let stopped = stopped.join().unwrap().expect("the cancelled build");
+        let waited = cancelled.elapsed();
+        (
+            stopped,
+            finished.join().unwrap().expect("the other build"),
+            waited,
+        )
+    });
+    assert!(stopped.interrupted());
+    assert_eq!(stopped.exit_code(), 130);
+    assert!(
+        waited < Duration::from_secs(4),
+        "its job exits on SIGTERM: stopped after {waited:?}"
+    );
+    assert!(p.file("termed-1").exists(), "the cancelled job got SIGTERM");
+    assert!(!p.file("data/a/i=1").exists());
+    assert_eq!(finished.exit_code(), 0, "{:?}", finished.report.failures);
+    assert_eq!(finished.counts().executed, 1);
+    assert!(
+        !p.file("termed-2").exists(),
+        "the other build's job was not signalled"
+    );
+    assert_eq!(p.read_string("data/a/i=2/v"), "2\n");
+}
+
+/// A store held by `cairn serve` (here: this test process, holding it as
+/// the server does and naming its URL in the lock file) refuses a local
+/// `cairn build --no-wait` with exit 3, saying to use `--remote`. Failed
+/// before `Store::record_server` (the message named only a pid).
+#[test]
+fn a_local_build_of_a_store_a_server_holds_is_told_to_use_remote() {
+    let p = Project::with_graph(RENDEZVOUS);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let url = "http://127.0.0.1:8421";
+    workspace
+        .held_store()
+        .expect("held")
+        .record_server(url)
+        .expect("name the server");
+    let refused = p.cairn(&["build", "--no-wait"]);
+    refused.assert_code(3);
+    let expected = format!(
+        "the store {} is held by `cairn serve` (pid {}) at {url}: use `cairn --remote {url} build …`",
+        p.path().join(".cairn").display(),
+        std::process::id()
+    );
+    assert!(refused.stderr.contains(&expected), "{}", refused.stderr);
+    // Released with the workspace: the local build goes ahead.
+    drop(workspace);
+    p.cairn(&["build", "--no-wait", "a/i=1", "a/i=2"])
+        .assert_code(0);
+}
