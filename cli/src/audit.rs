@@ -17,7 +17,7 @@ use crate::escape::escape;
 use crate::report::{count, count_as, json_line, note};
 use crate::{Cli, Failure};
 
-fn stdout_text(text: &str) {
+pub fn stdout_text(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
@@ -25,7 +25,7 @@ fn stdout_text(text: &str) {
 
 /// The note for a source partition: cairn never runs a job for it, so it
 /// has no history and no logs.
-fn source_note(partition: &str, path: &std::path::Path) {
+pub fn source_note(partition: &str, path: &std::path::Path) {
     note(&format!(
         "{partition} is a source partition: cairn observes {} by content and never runs a job for it",
         path.display()
@@ -60,22 +60,16 @@ pub fn history(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
         }
         return Ok(0);
     }
-    let number = |what: fn(&HistoryEntry) -> bool| entries.iter().filter(|e| what(e)).count();
-    let mut out = format!(
-        "{partition}: {}, {}, {} (newest first)\n",
-        count(
-            number(|e| matches!(e, HistoryEntry::Materialization(_))),
-            "materialization"
-        ),
-        count(
-            number(|e| matches!(e, HistoryEntry::Failure(_))),
-            "failed run"
-        ),
-        count(
-            number(|e| matches!(e, HistoryEntry::Invalidation(_))),
-            "invalidation"
-        ),
-    );
+    let mut out = history_heading(partition, |kind| {
+        entries
+            .iter()
+            .filter(|entry| match entry {
+                HistoryEntry::Materialization(_) => kind == "materialization",
+                HistoryEntry::Failure(_) => kind == "failure",
+                HistoryEntry::Invalidation(_) => kind == "invalidation",
+            })
+            .count()
+    });
     for entry in &entries {
         out.push('\n');
         out.push_str(&entry_text(entry));
@@ -204,6 +198,119 @@ fn entry_text(entry: &HistoryEntry) -> String {
             )
         }
     }
+}
+
+/// The human text of `cairn --remote URL history`: the text of
+/// [`entry_text`] made from an entry's JSON line. The JSON does not carry
+/// the output's file count, so the `output` line goes without it (and a
+/// dataset's version is listed once).
+pub fn line_text(line: &HistoryLine) -> String {
+    match line {
+        HistoryLine::Materialization(m) => {
+            let mut out = format!("build {}  {}  ", m.build, format_time_ms(m.time_ms));
+            let has_manifest = m.job.is_some();
+            let executed = m.outcome == "executed";
+            let duration = m.duration_ms.unwrap_or(0);
+            match (has_manifest, executed) {
+                (true, true) => out.push_str(&format!("executed in {duration} ms")),
+                (true, false) => out.push_str(&format!(
+                    "reused the run of build {}{}",
+                    m.manifest_build.unwrap_or(0),
+                    if m.restored {
+                        ", restored from the store"
+                    } else {
+                        ""
+                    }
+                )),
+                (false, _) => out.push_str("materialized (its manifest is no longer recorded)"),
+            }
+            if m.current {
+                out.push_str("  [current]");
+            }
+            out.push('\n');
+            because(&mut out, m.build_reason.as_ref());
+            let job = m.job.as_deref().unwrap_or("?");
+            out.push_str(&format!("  key      {}  job {job}\n", m.key));
+            if let Some(reason) = &m.reason {
+                out.push_str(&format!("  reason   {}\n", escape(reason)));
+            }
+            if has_manifest {
+                let code = m.code_digest.as_deref().unwrap_or("none");
+                out.push_str(&format!("  code     {code}\n"));
+                let versions: Vec<String> = m
+                    .versions
+                    .iter()
+                    .flatten()
+                    .map(|(dataset, version)| format!("{dataset} {version}"))
+                    .collect();
+                if !versions.is_empty() {
+                    out.push_str(&format!("  version  {}\n", versions.join(", ")));
+                }
+                if !executed {
+                    out.push_str(&format!(
+                        "  manifest build {}, ran {duration} ms\n",
+                        m.manifest_build.unwrap_or(0)
+                    ));
+                }
+                for input in m.inputs.iter().flatten() {
+                    let changed = if input.changed { "  (changed)" } else { "" };
+                    out.push_str(&format!(
+                        "  input    {}  {}{changed}\n",
+                        input.partition, input.digest
+                    ));
+                }
+            }
+            out.push_str(&format!("  output   {}\n", m.digest));
+            out
+        }
+        HistoryLine::Failure(f) => {
+            let mut out = format!(
+                "build {}  {}  FAILED: {}\n",
+                f.build,
+                format_time_ms(f.time_ms),
+                escape(&f.error)
+            );
+            because(&mut out, f.build_reason.as_ref());
+            let key = f.key.as_deref().unwrap_or("none (it never ran)");
+            out.push_str(&format!("  key      {key}  job {}\n", f.job));
+            if let Some(reason) = &f.reason {
+                out.push_str(&format!("  reason   {}\n", escape(reason)));
+            }
+            if let Some(code) = f.exit_code {
+                out.push_str(&format!("  exit     {code}\n"));
+            }
+            if f.stdout.is_some() || f.stderr.is_some() {
+                out.push_str(&format!(
+                    "  logs     cairn logs <ref> --build {}\n",
+                    f.build
+                ));
+            }
+            out
+        }
+        HistoryLine::Invalidation(i) => {
+            let by =
+                i.by.as_deref()
+                    .map(|by| format!(" by {}", escape(by)))
+                    .unwrap_or_default();
+            format!(
+                "build {}  {}  invalidated{by}: {}\n",
+                i.build,
+                format_time_ms(i.time_ms),
+                escape(&i.reason)
+            )
+        }
+    }
+}
+
+/// The first line of `cairn history`'s text: the counts of each kind of
+/// entry (`materialization`, `failure`, `invalidation`).
+pub fn history_heading(partition: &str, number: impl Fn(&str) -> usize) -> String {
+    format!(
+        "{partition}: {}, {}, {} (newest first)\n",
+        count(number("materialization"), "materialization"),
+        count(number("failure"), "failed run"),
+        count(number("invalidation"), "invalidation"),
+    )
 }
 
 // ------------------------------------------------------------------- logs

@@ -12,7 +12,7 @@ use cairn_engine::record::{Event, EventKind};
 use crate::report::{count, json_line, note};
 use crate::{Cli, Failure};
 
-fn print_stdout(text: &str) {
+pub fn print_stdout(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
@@ -25,31 +25,43 @@ pub fn status(cli: &Cli, requests: &[String], json: bool) -> Result<u8, Failure>
         if json {
             json_line(&StatusLine::from(row));
         } else {
-            let reason = crate::escape::escape(&row.reason);
-            print_stdout(&format!(
-                "{:<8} {}  {reason}\n",
+            print_stdout(&status_line_text(
                 row.state.word(),
-                row.partition
+                row.partition.as_str(),
+                &row.reason,
             ));
         }
     }
     if !json {
-        let number = |state: State| cairn_app::status::count(&rows, state);
-        let orphaned = match number(State::Orphaned) {
-            0 => String::new(),
-            orphaned => format!(", {orphaned} orphaned"),
-        };
-        note(&format!(
-            "{}: {} built, {} stale, {} missing, {} failed, {} running{orphaned}",
-            count(rows.len() as u64, "partition"),
-            number(State::Built),
-            number(State::Stale),
-            number(State::Missing),
-            number(State::Failed),
-            number(State::Running)
-        ));
+        note(&status_summary_text(rows.len(), |word| {
+            rows.iter().filter(|row| row.state.word() == word).count()
+        }));
     }
     Ok(0)
+}
+
+/// A partition's line of `cairn status` (local or `--remote`).
+pub fn status_line_text(state: &str, partition: &str, reason: &str) -> String {
+    let reason = crate::escape::escape(reason);
+    format!("{state:<8} {partition}  {reason}\n")
+}
+
+/// The last line of `cairn status`: `rows` partitions, `number(state)` of
+/// them in each state (by its word).
+pub fn status_summary_text(rows: usize, number: impl Fn(&str) -> usize) -> String {
+    let orphaned = match number(State::Orphaned.word()) {
+        0 => String::new(),
+        orphaned => format!(", {orphaned} orphaned"),
+    };
+    format!(
+        "{}: {} built, {} stale, {} missing, {} failed, {} running{orphaned}",
+        count(rows as u64, "partition"),
+        number(State::Built.word()),
+        number(State::Stale.word()),
+        number(State::Missing.word()),
+        number(State::Failed.word()),
+        number(State::Running.word())
+    )
 }
 
 /// The second stage of `cairn log`: renders the batches it receives and
@@ -112,7 +124,7 @@ pub fn log(cli: &Cli, query: &EventQuery, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn event_text(event: &Event) -> String {
+pub fn event_text(event: &Event) -> String {
     let (partitions, job) = cairn_app::events::subjects(&event.kind);
     let detail = match &event.kind {
         EventKind::BuildRequested {

@@ -18,6 +18,7 @@ mod escape;
 mod explain;
 mod inspect;
 mod plan;
+mod remote;
 mod report;
 
 use std::path::PathBuf;
@@ -129,6 +130,14 @@ pub struct Cli {
     /// The store directory (default: .cairn beside the graph file).
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Talk to the `cairn serve` at URL (http://HOST:PORT) instead of the
+    /// local store: build, backfill, status, why, history, logs.
+    #[arg(long, global = true, value_name = "URL")]
+    remote: Option<String>,
+    /// The file holding the server's bearer token, for --remote (default:
+    /// $CAIRN_TOKEN, else the store's serve.token).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Log diagnostics to stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -401,6 +410,13 @@ struct BackfillArgs {
     /// Extra attempts for a failing job (overrides each job's `retries`).
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
+    /// With --remote: print the operation id and return at once.
+    #[arg(long)]
+    detach: bool,
+    /// With --remote: the submit's Idempotency-Key (default: a fresh random
+    /// one); the same key and config return the same operation.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -427,6 +443,13 @@ struct BuildArgs {
     /// every attempt resumes from the job's last checkpoint.
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
+    /// With --remote: print the operation id and return at once.
+    #[arg(long)]
+    detach: bool,
+    /// With --remote: the submit's Idempotency-Key (default: a fresh random
+    /// one); the same key and refs return the same operation.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -449,22 +472,59 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     report_catalog_panics_as_corruption(&cli);
-    let result = match &cli.command {
-        Command::Build(args) => build::run(&cli, args),
-        Command::Plan { refs, format } => plan::plan(&cli, refs, *format),
-        Command::Status { refs, json } => inspect::status(&cli, refs, *json),
-        Command::Why { partition, json } => explain::why(&cli, partition, *json),
+    let result = match &cli.remote {
+        Some(url) => remote::run(&cli, url),
+        None => run_local(&cli),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            report::error_line(&failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// The flags that only mean something with `--remote`, refused without.
+fn refuse_remote_flags(cli: &Cli) -> Result<(), Failure> {
+    let (detach, key) = match &cli.command {
+        Command::Build(args) => (args.detach, args.idempotency_key.is_some()),
+        Command::Backfill(args) => (args.detach, args.idempotency_key.is_some()),
+        _ => (false, false),
+    };
+    let flag = if cli.token_file.is_some() {
+        "--token-file"
+    } else if detach {
+        "--detach"
+    } else if key {
+        "--idempotency-key"
+    } else {
+        return Ok(());
+    };
+    Err(Failure::usage(format!(
+        "{flag} works only with --remote URL (a `cairn serve` to talk to)"
+    )))
+}
+
+/// Runs the command on the local store.
+fn run_local(cli: &Cli) -> Result<u8, Failure> {
+    refuse_remote_flags(cli)?;
+    match &cli.command {
+        Command::Build(args) => build::run(cli, args),
+        Command::Plan { refs, format } => plan::plan(cli, refs, *format),
+        Command::Status { refs, json } => inspect::status(cli, refs, *json),
+        Command::Why { partition, json } => explain::why(cli, partition, *json),
         Command::Invalidate {
             refs,
             reason,
             dry_run,
             no_wait,
-        } => explain::invalidate(&cli, refs, reason, *dry_run, *no_wait),
+        } => explain::invalidate(cli, refs, reason, *dry_run, *no_wait),
         Command::Prune {
             reason,
             dry_run,
             no_wait,
-        } => explain::prune(&cli, reason, *dry_run, *no_wait),
+        } => explain::prune(cli, reason, *dry_run, *no_wait),
         Command::Log {
             json,
             since,
@@ -474,7 +534,7 @@ pub fn main() -> ExitCode {
             job,
             kind,
         } => inspect::log(
-            &cli,
+            cli,
             &cairn_app::events::EventQuery {
                 since: since.clone(),
                 until: until.clone(),
@@ -485,7 +545,7 @@ pub fn main() -> ExitCode {
             },
             *json,
         ),
-        Command::History { partition, json } => audit::history(&cli, partition, *json),
+        Command::History { partition, json } => audit::history(cli, partition, *json),
         Command::Logs {
             partition,
             build,
@@ -497,38 +557,32 @@ pub fn main() -> ExitCode {
                 (_, true) => audit::Streams::Stderr,
                 _ => audit::Streams::Both,
             };
-            audit::logs(&cli, partition, *build, streams)
+            audit::logs(cli, partition, *build, streams)
         }
-        Command::Replay { check, no_wait } => audit::replay(&cli, *check, *no_wait),
-        Command::Backfill(args) => backfill::run(&cli, args),
+        Command::Replay { check, no_wait } => audit::replay(cli, *check, *no_wait),
+        Command::Backfill(args) => backfill::run(cli, args),
         Command::Defs { command } => match command {
             DefsCommand::Refresh {
                 name,
                 json,
                 no_wait,
-            } => defs::refresh(&cli, name.as_deref(), *no_wait, *json),
-            DefsCommand::Show { name, json } => defs::show(&cli, name.as_deref(), *json),
-            DefsCommand::Diff { name, from, json } => defs::diff_command(&cli, name, *from, *json),
+            } => defs::refresh(cli, name.as_deref(), *no_wait, *json),
+            DefsCommand::Show { name, json } => defs::show(cli, name.as_deref(), *json),
+            DefsCommand::Diff { name, from, json } => defs::diff_command(cli, name, *from, *json),
         },
         Command::Store { command } => match command {
             StoreCommand::Verify {
                 repair,
                 json,
                 no_wait,
-            } => audit::verify(&cli, *repair, *json, *no_wait),
+            } => audit::verify(cli, *repair, *json, *no_wait),
             StoreCommand::Gc {
                 keep_builds,
                 older_than,
                 dry_run,
                 no_wait,
-            } => audit::gc(
-                &cli,
-                *keep_builds,
-                older_than.as_deref(),
-                *dry_run,
-                *no_wait,
-            ),
-            StoreCommand::Stats { json } => audit::stats(&cli, *json),
+            } => audit::gc(cli, *keep_builds, older_than.as_deref(), *dry_run, *no_wait),
+            StoreCommand::Stats { json } => audit::stats(cli, *json),
         },
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -540,13 +594,6 @@ pub fn main() -> ExitCode {
             Ok(0)
         }
         Command::Man { command } => man(command),
-    };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(failure) => {
-            report::error_line(&failure.message);
-            ExitCode::from(failure.code)
-        }
     }
 }
 

@@ -19,6 +19,7 @@ use cairn_engine::action::Outcome;
 use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{Progress, Reporter};
 use cairn_engine::plan::PlannedAction;
+use cairn_engine::record::BuildCounts;
 use cairn_engine::uptodate::Snapshot;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
@@ -65,21 +66,33 @@ pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) {
 /// `build 3: 77 actions: 2 executed, 75 cached, 0 failed, 0 skipped in 1.2s`
 /// (`elapsed`: the command's wall time so far).
 pub fn build_summary_text(built: &cairn_app::build::Built, elapsed: Duration) -> String {
-    let counts = built.counts();
-    format!(
-        "build {}: {}: {} executed, {} cached, {} failed, {} skipped in {}{}",
+    summary_text(
         built.build(),
-        count(built.total, "action"),
+        built.total,
+        &built.counts(),
+        built.interrupted(),
+        elapsed,
+    )
+}
+
+/// The summary line of build `build` of `total` actions (a local build's
+/// or a server's: `cairn --remote build` prints the same line).
+pub fn summary_text(
+    build: u64,
+    total: u64,
+    counts: &BuildCounts,
+    interrupted: bool,
+    elapsed: Duration,
+) -> String {
+    format!(
+        "build {build}: {}: {} executed, {} cached, {} failed, {} skipped in {}{}",
+        count(total, "action"),
         counts.executed,
         counts.cached,
         counts.failed,
         counts.skipped,
         duration_text(elapsed),
-        if built.interrupted() {
-            " (interrupted)"
-        } else {
-            ""
-        }
+        if interrupted { " (interrupted)" } else { "" }
     )
 }
 
@@ -127,7 +140,7 @@ pub fn failure_text(
     label: &str,
     error: &str,
     stderr_tail: &[String],
-    partition: Option<&cairn_engine::PartitionRef>,
+    partition: Option<&str>,
 ) -> String {
     let mut text = format!("{label} {}", crate::escape::escape_lines(error));
     if stderr_tail.is_empty() {
@@ -253,6 +266,11 @@ impl BuildReporter {
         self.bar.set_position(progress.done as u64);
     }
 
+    /// Runs `f` with the progress bar out of the way (a prompt, a note).
+    pub fn suspended<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
     /// A line above the progress bar (or alone, without one).
     fn human_line(&self, line: &str) {
         self.bar.suspend(|| {
@@ -262,18 +280,20 @@ impl BuildReporter {
     }
 }
 
-impl Reporter for BuildReporter {
-    fn started(&self, action: &PlannedAction, progress: Progress) {
+impl BuildReporter {
+    /// Action `id` (any number that stays the same while it runs) started:
+    /// a local build's or one a server reports.
+    pub fn action_started(&self, id: usize, job: &str, outputs: &str, progress: Progress) {
         {
             let mut live = self.live();
             live.started += 1;
             let order = live.started;
             live.running.insert(
-                address(action),
+                id,
                 Running {
                     // Escaped once here: the bar redraws them often.
-                    job: crate::escape::escape(&action.job).into_owned(),
-                    outputs: crate::escape::escape(&outputs_text(action)).into_owned(),
+                    job: crate::escape::escape(job).into_owned(),
+                    outputs: crate::escape::escape(outputs).into_owned(),
                     since: Instant::now(),
                     checkpoint: None,
                     order,
@@ -283,11 +303,82 @@ impl Reporter for BuildReporter {
         self.update(progress);
     }
 
-    fn checkpointed(&self, action: &PlannedAction, sequence: u64) {
-        if let Some(running) = self.live().running.get_mut(&address(action)) {
+    /// Action `id` recorded checkpoint `sequence`.
+    pub fn action_checkpointed(&self, id: usize, sequence: u64) {
+        if let Some(running) = self.live().running.get_mut(&id) {
             running.checkpoint = Some(sequence);
         }
         self.bar.tick();
+    }
+
+    /// Action `id` of `job`, which makes `outputs`, ended with `outcome`:
+    /// its JSON line (with `--json`) and what humans see of it.
+    pub fn action_finished(
+        &self,
+        id: usize,
+        job: &str,
+        outputs: Refs<'_>,
+        outcome: &Outcome,
+        key: Option<&ActionKey>,
+        progress: Progress,
+    ) {
+        {
+            let mut live = self.live();
+            live.running.remove(&id);
+            live.failed = progress.counts.failed;
+        }
+        if self.json {
+            json_line(&ActionLine::new(job, outputs, outcome, key));
+        }
+        match outcome {
+            Outcome::Failed { error, stderr_tail } => {
+                let first = match outputs {
+                    Refs::Refs(refs) => refs.first().map(cairn_engine::PartitionRef::as_str),
+                    Refs::Strings(refs) => refs.first().map(String::as_str),
+                };
+                self.human_line(&failure_text(
+                    &format!("{ALARM}failed:{ALARM:#}"),
+                    error,
+                    stderr_tail,
+                    first,
+                ));
+            }
+            Outcome::Executed { duration_ms } if self.bar.is_hidden() => {
+                self.human_line(&format!(
+                    "built {} ({job}, {duration_ms} ms)",
+                    refs_text(outputs),
+                ));
+            }
+            _ => {}
+        }
+        self.update(progress);
+    }
+}
+
+/// `a, b`: the outputs of an action.
+fn refs_text(outputs: Refs<'_>) -> String {
+    match outputs {
+        Refs::Refs(refs) => refs
+            .iter()
+            .map(cairn_engine::PartitionRef::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Refs::Strings(refs) => refs.join(", "),
+    }
+}
+
+impl Reporter for BuildReporter {
+    fn started(&self, action: &PlannedAction, progress: Progress) {
+        self.action_started(
+            address(action),
+            &action.job,
+            &outputs_text(action),
+            progress,
+        );
+    }
+
+    fn checkpointed(&self, action: &PlannedAction, sequence: u64) {
+        self.action_checkpointed(address(action), sequence);
     }
 
     fn finished(
@@ -297,38 +388,14 @@ impl Reporter for BuildReporter {
         outcome: &Outcome,
         progress: Progress,
     ) {
-        {
-            let mut live = self.live();
-            live.running.remove(&address(action));
-            live.failed = progress.counts.failed;
-        }
-        if self.json {
-            json_line(&ActionLine::new(
-                &action.job,
-                Refs::from(&action.config.outputs[..]),
-                outcome,
-                key,
-            ));
-        }
-        match outcome {
-            Outcome::Failed { error, stderr_tail } => {
-                self.human_line(&failure_text(
-                    &format!("{ALARM}failed:{ALARM:#}"),
-                    error,
-                    stderr_tail,
-                    action.config.outputs.first(),
-                ));
-            }
-            Outcome::Executed { duration_ms } if self.bar.is_hidden() => {
-                self.human_line(&format!(
-                    "built {} ({}, {duration_ms} ms)",
-                    outputs_text(action),
-                    action.job,
-                ));
-            }
-            _ => {}
-        }
-        self.update(progress);
+        self.action_finished(
+            address(action),
+            &action.job,
+            Refs::from(&action.config.outputs[..]),
+            outcome,
+            key,
+            progress,
+        );
     }
 }
 
