@@ -210,3 +210,248 @@ fn a_local_build_of_a_store_a_server_holds_is_told_to_use_remote() {
     p.cairn(&["build", "--no-wait", "a/i=1", "a/i=2"])
         .assert_code(0);
 }
+
+/// `s` runs until the file `go` exists (noting each run in `ran-s`, and a
+/// SIGTERM in `termed-s`); `x` and `y` each read it.
+const SHARED: &str = r#"
+[datasets.s]
+version = "1.0.0"
+[datasets.x]
+version = "1.0.0"
+[datasets.y]
+version = "1.0.0"
+[dimensions.k]
+values = ["1"]
+[jobs.s]
+outputs = ["s/k={k}"]
+run = ["sh", "-c", "trap 'touch termed-s; exit 1' TERM; echo run >> ran-s; touch started-s; n=0; while [ ! -e go ]; do n=$((n + 1)); [ $n -gt 400 ] && exit 1; sleep 0.05; done; echo s > $CAIRN_OUT/v"]
+[jobs.x]
+outputs = ["x/k={k}"]
+inputs = ["s/k={k}"]
+run = ["sh", "-c", "cp $CAIRN_IN/v $CAIRN_OUT/v"]
+[jobs.y]
+outputs = ["y/k={k}"]
+inputs = ["s/k={k}"]
+run = ["sh", "-c", "cp $CAIRN_IN/v $CAIRN_OUT/v"]
+"#;
+
+/// Hears when its build joins another's run.
+#[derive(Default)]
+struct Joins(AtomicBool);
+
+impl cairn_engine::exec::Reporter for Joins {
+    fn joined(
+        &self,
+        _action: &cairn_engine::plan::PlannedAction,
+        _joined_build: u64,
+        _progress: cairn_engine::exec::Progress,
+    ) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+impl cairn_app::build::BuildObserver for Joins {}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The kinds of `build`'s events about `partition`, in order.
+fn kinds(p: &Project, build: u64, partition: &str) -> Vec<String> {
+    p.log(&[])
+        .iter()
+        .filter(|event| event["build"].as_u64() == Some(build))
+        .filter(|event| {
+            event["outputs"]
+                .as_array()
+                .is_some_and(|outputs| outputs.iter().any(|o| o.as_str() == Some(partition)))
+        })
+        .map(|event| event["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Two builds of one held workspace need `s` at once: it runs once, in the
+/// first; the second joins it (`ActionJoined`, counted `joined`) and builds
+/// on its output. Failed before the in-flight registry (`s` ran twice, its
+/// two runs replacing each other's output).
+#[test]
+fn two_builds_needing_one_action_run_it_once() {
+    let p = Project::with_graph(SHARED);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let workspace = &workspace;
+    let joins = Joins::default();
+    let (first, second) = std::thread::scope(|threads| {
+        let first = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["x/k=1"], &Cancel::new()), &Unobserved)
+        });
+        wait_for(&p.file("started-s"));
+        let second = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["y/k=1"], &Cancel::new()), &joins)
+        });
+        wait_until("the second build joining", || {
+            joins.0.load(Ordering::SeqCst)
+        });
+        p.write("go", "");
+        (
+            first.join().unwrap().expect("first"),
+            second.join().unwrap().expect("second"),
+        )
+    });
+    assert_eq!(p.read_string("ran-s"), "run\n", "s ran once");
+    let (a, b) = (first.counts(), second.counts());
+    assert_eq!((a.executed, a.joined, a.failed), (2, 0, 0), "s and x");
+    assert_eq!(
+        (b.executed, b.joined, b.failed),
+        (1, 1, 0),
+        "y, and s joined"
+    );
+    assert_eq!(p.read_string("data/y/k=1/v"), "s\n");
+    let (a, b) = (first.build(), second.build());
+    drop((first, second));
+    // One ActionStarted for s in the whole log (the succeeded event
+    // carries the manifest, not `outputs`).
+    assert_eq!(kinds(&p, a, "s/k=1"), ["ActionStarted"]);
+    let started = p.log(&["--kind", "ActionStarted"]);
+    assert_eq!(
+        started
+            .iter()
+            .filter(|event| event["job"].as_str() == Some("s"))
+            .count(),
+        1
+    );
+    assert_eq!(kinds(&p, b, "s/k=1"), ["ActionJoined"]);
+    let joined = p
+        .log(&["--kind", "ActionJoined"])
+        .into_iter()
+        .next()
+        .expect("an ActionJoined");
+    assert_eq!(joined["joined_build"].as_u64(), Some(a));
+    assert_eq!(joined["build"].as_u64(), Some(b));
+
+    // history and why say that the second build joined the run.
+    let cairn_app::history::History::Entries(entries) =
+        cairn_app::history::history(workspace, "s/k=1").unwrap()
+    else {
+        panic!("entries expected")
+    };
+    assert!(
+        entries.iter().any(|entry| matches!(
+            entry,
+            cairn_app::history::HistoryEntry::Joined(joined)
+                if joined.build == b && joined.joined_build == a
+        )),
+        "{entries:?}"
+    );
+    let why = cairn_app::status::why(workspace, "s/k=1").unwrap();
+    assert!(
+        why.text.ends_with(&format!(
+            "; build {b} joined the run of build {a} (not built twice)"
+        )),
+        "{}",
+        why.text
+    );
+    let history = p.cairn(&["history", "s/k=1"]);
+    assert!(
+        history.stdout.contains(&format!(
+            "joined the run of build {a} (job s, not built twice)"
+        )),
+        "{}",
+        history.stdout
+    );
+}
+
+/// A server's build records its submission (operation, idempotency key,
+/// body digest) in `BuildRequested`, shown by `cairn log --json`, so a
+/// restarted server can rebuild its operations from the log. Failed before
+/// `BuildRequest::submission` (store format 9).
+#[test]
+fn a_submission_is_recorded_in_the_log() {
+    let p = Project::with_graph(RENDEZVOUS);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    p.write("started-2", "");
+    let built = cairn_app::build::build(
+        &workspace,
+        &BuildRequest {
+            submission: Some(cairn_app::build::Submission {
+                operation: "op-7f3a9c2e01b4".into(),
+                idempotency_key: Some("ci-42".into()),
+                body_digest: [0xab; 32],
+            }),
+            ..request(&["a/i=1"], &Cancel::new())
+        },
+        &Unobserved,
+    )
+    .unwrap();
+    assert_eq!(built.exit_code(), 0, "{:?}", built.report.failures);
+    let build = built.build();
+    drop(built);
+    drop(workspace);
+    let requested = p.log(&["--kind", "BuildRequested"]);
+    let line = requested
+        .iter()
+        .find(|event| event["build"].as_u64() == Some(build))
+        .expect("the build's BuildRequested");
+    assert_eq!(line["submission"]["operation"], "op-7f3a9c2e01b4");
+    assert_eq!(line["submission"]["idempotency_key"], "ci-42");
+    assert_eq!(line["submission"]["body_digest"], "ab".repeat(32));
+    // The build's end is in the log too: how it ended.
+    let finished = p.log(&["--kind", "BuildFinished"]);
+    let line = finished
+        .iter()
+        .find(|event| event["build"].as_u64() == Some(build))
+        .expect("the build's BuildFinished");
+    assert_eq!(line["interrupted"], false);
+    assert_eq!(line["counts"]["executed"], 1);
+}
+
+/// Cancelling the build that runs a joined action does not kill it: it
+/// runs to its end (recorded by the cancelled build), and the build that
+/// joined it completes. Failed before the shield (the cancel SIGTERMed
+/// `s`, and the joined build failed).
+#[test]
+fn cancelling_a_build_never_kills_an_action_another_build_joined() {
+    let p = Project::with_graph(SHARED);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let workspace = &workspace;
+    let joins = Joins::default();
+    let cancel = Cancel::new();
+    let (first, second) = std::thread::scope(|threads| {
+        let first = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["x/k=1"], &cancel), &Unobserved)
+        });
+        wait_for(&p.file("started-s"));
+        let second = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["y/k=1"], &Cancel::new()), &joins)
+        });
+        wait_until("the second build joining", || {
+            joins.0.load(Ordering::SeqCst)
+        });
+        cancel.cancel();
+        cancel.kill_now();
+        std::thread::sleep(Duration::from_millis(500));
+        p.write("go", "");
+        (
+            first.join().unwrap().expect("first"),
+            second.join().unwrap().expect("second"),
+        )
+    });
+    assert!(!p.file("termed-s").exists(), "s got no SIGTERM");
+    assert_eq!(p.read_string("ran-s"), "run\n", "s ran once");
+    assert!(first.interrupted());
+    assert_eq!(
+        first.counts().executed,
+        1,
+        "s ran to its end in the first build"
+    );
+    assert_eq!(first.counts().skipped, 1, "x was not started");
+    assert_eq!(second.exit_code(), 0, "{:?}", second.report.failures);
+    assert_eq!((second.counts().joined, second.counts().executed), (1, 1));
+    assert_eq!(p.read_string("data/y/k=1/v"), "s\n");
+    assert!(!p.file("data/x/k=1").exists());
+}

@@ -521,6 +521,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         real_dirs: Default::default(),
         programs: Default::default(),
         code_changes: Default::default(),
+        in_flight: None,
     };
     let interrupt = AtomicBool::new(false);
     let options = BuildOptions {
@@ -532,6 +533,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         reason: None,
         witness: None,
         presumed: None,
+        submission: None,
     };
     match build(&context, &plan, &options, &Silent) {
         Ok(report) => {

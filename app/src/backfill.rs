@@ -44,6 +44,9 @@ pub struct BackfillRequest {
     /// Stops the backfill when cancelled; `None`: SIGINT/SIGTERM do (see
     /// [`crate::build::BuildRequest::cancel`]).
     pub cancel: Option<crate::build::Cancel>,
+    /// The server operation this backfill runs, recorded in its
+    /// `BuildRequested` (store format 9).
+    pub submission: Option<crate::build::Submission>,
 }
 
 /// The partitions a backfill builds.
@@ -259,6 +262,7 @@ pub fn run(
             reason: Some(backfill.reason()),
             snapshot: false,
             cancel: request.cancel.clone(),
+            submission: request.submission.clone(),
         },
         observer,
     )?;

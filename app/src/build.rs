@@ -18,6 +18,7 @@ use cairn_engine::evaluate::{Verdict, evaluate};
 use cairn_engine::exec::{BuildOptions, BuildReport, Reporter};
 use cairn_engine::plan::Plan;
 use cairn_engine::record::BuildCounts;
+pub use cairn_engine::record::Submission;
 use cairn_engine::runner::Children;
 use cairn_engine::uptodate::{Snapshot, Witness, presume};
 use cairn_store::Store;
@@ -44,6 +45,9 @@ pub struct BuildRequest {
     /// and SIGTERM stop it, through handlers installed while it runs; with
     /// a `Cancel` no signal handler is installed.
     pub cancel: Option<Cancel>,
+    /// The server operation this build runs, recorded in its
+    /// `BuildRequested` (store format 9).
+    pub submission: Option<Submission>,
 }
 
 /// A handle that stops a build from outside it, as SIGINT does on the
@@ -168,6 +172,8 @@ pub struct Execution<'a> {
     /// Stops the build when cancelled; `None`: SIGINT/SIGTERM do (see
     /// [`BuildRequest::cancel`]).
     pub cancel: Option<Cancel>,
+    /// Recorded in `BuildRequested` (see [`BuildRequest::submission`]).
+    pub submission: Option<Submission>,
 }
 
 /// A finished (or interrupted) build, with the store it wrote, closed
@@ -425,6 +431,7 @@ pub fn build(
             reason: None,
             snapshot: true,
             cancel: request.cancel.clone(),
+            submission: request.submission.clone(),
         },
         assisted,
         observer,
@@ -532,6 +539,7 @@ fn execute_assisted(
         real_dirs: Default::default(),
         programs: Default::default(),
         code_changes: Default::default(),
+        in_flight: workspace.in_flight(),
     };
     let options = BuildOptions {
         jobs: jobs(workspace.notes(), execution.jobs),
@@ -542,6 +550,7 @@ fn execute_assisted(
         reason: execution.reason.clone(),
         witness: witness.as_ref().map(|witness| witness as _),
         presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
+        submission: execution.submission.clone(),
     };
     let report = cairn_engine::exec::build(&context, plan, &options, observer);
     // No job of this build runs any more: whatever one left re-parented to

@@ -12,7 +12,7 @@ use cairn_engine::refs::{PartitionRef, Pattern};
 use crate::{AppError, Workspace};
 
 /// Every event kind, as `cairn log --kind` accepts and prints them.
-pub const EVENT_KINDS: [&str; 15] = [
+pub const EVENT_KINDS: [&str; 16] = [
     "BuildRequested",
     "Planned",
     "DatasetVersionChanged",
@@ -28,6 +28,7 @@ pub const EVENT_KINDS: [&str; 15] = [
     "DefsRefreshed",
     "PartitionPruned",
     "ActionRetrying",
+    "ActionJoined",
 ];
 
 /// The entry of [`EVENT_KINDS`] for `kind`. The match lists every kind, so
@@ -50,6 +51,7 @@ pub fn listed_kind(kind: &EventKind) -> &'static str {
         EventKind::DefsRefreshed { .. } => 12,
         EventKind::PartitionPruned { .. } => 13,
         EventKind::ActionRetrying { .. } => 14,
+        EventKind::ActionJoined { .. } => 15,
     };
     debug_assert_eq!(EVENT_KINDS[index], kind.name());
     EVENT_KINDS[index]
@@ -163,7 +165,8 @@ pub fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         | EventKind::ActionFailed { job, outputs, .. }
         | EventKind::ActionCached { job, outputs, .. }
         | EventKind::ActionSkipped { job, outputs, .. }
-        | EventKind::ActionRetrying { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
+        | EventKind::ActionRetrying { job, outputs, .. }
+        | EventKind::ActionJoined { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
         EventKind::ActionSucceeded { manifest } => (
             manifest.outputs.iter().map(|o| &o.partition).collect(),
             Some(&manifest.job),

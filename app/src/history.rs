@@ -35,6 +35,22 @@ pub enum HistoryEntry {
     Materialization(Box<Materialized>),
     Failure(Box<FailedRun>),
     Invalidation(InvalidationEntry),
+    /// The build joined another build's run of the partition's action
+    /// (`ActionJoined`): it was not built twice.
+    Joined(JoinedRun),
+}
+
+/// A build of a held workspace took another build's run of the
+/// partition's action instead of running it again (`ActionJoined`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedRun {
+    pub seq: u64,
+    pub build: u64,
+    pub time_ms: u64,
+    pub key: ActionKey,
+    pub job: String,
+    /// The build that ran it.
+    pub joined_build: u64,
 }
 
 impl HistoryEntry {
@@ -43,6 +59,7 @@ impl HistoryEntry {
             HistoryEntry::Materialization(m) => m.build,
             HistoryEntry::Failure(f) => f.build,
             HistoryEntry::Invalidation(i) => i.build,
+            HistoryEntry::Joined(j) => j.build,
         }
     }
 
@@ -51,6 +68,7 @@ impl HistoryEntry {
             HistoryEntry::Materialization(m) => m.seq,
             HistoryEntry::Failure(f) => f.seq,
             HistoryEntry::Invalidation(i) => i.seq,
+            HistoryEntry::Joined(j) => j.seq,
         }
     }
 }
@@ -80,6 +98,8 @@ pub struct Materialized {
     pub current: bool,
     /// The reason the build was requested with (a backfill's).
     pub build_reason: Option<String>,
+    /// The server operation the build ran, if a server submitted it.
+    pub operation: Option<String>,
 }
 
 impl Materialized {
@@ -106,6 +126,8 @@ pub struct FailedRun {
     pub stderr: Option<ContentDigest>,
     /// The reason the build was requested with (a backfill's).
     pub build_reason: Option<String>,
+    /// The server operation the build ran, if a server submitted it.
+    pub operation: Option<String>,
 }
 
 /// The partition was invalidated (`PartitionInvalidated`).
@@ -171,9 +193,19 @@ pub fn history(workspace: &Workspace, request: &str) -> Result<History, AppError
     for entry in &mut entries {
         let build = entry.build();
         match entry {
-            HistoryEntry::Materialization(m) => m.build_reason = requested.get(&build).cloned(),
-            HistoryEntry::Failure(f) => f.build_reason = requested.get(&build).cloned(),
-            HistoryEntry::Invalidation(_) => {}
+            HistoryEntry::Materialization(m) => {
+                if let Some(requested) = requested.get(&build) {
+                    m.build_reason.clone_from(&requested.reason);
+                    m.operation.clone_from(&requested.operation);
+                }
+            }
+            HistoryEntry::Failure(f) => {
+                if let Some(requested) = requested.get(&build) {
+                    f.build_reason.clone_from(&requested.reason);
+                    f.operation.clone_from(&requested.operation);
+                }
+            }
+            HistoryEntry::Invalidation(_) | HistoryEntry::Joined(_) => {}
         }
     }
     Ok(History::Entries(entries))
@@ -228,7 +260,23 @@ fn history_entries(
                     stdout,
                     stderr,
                     build_reason: None,
+                    operation: None,
                 })));
+            }
+            EventKind::ActionJoined {
+                key,
+                job,
+                joined_build,
+                ..
+            } => {
+                entries.push(HistoryEntry::Joined(JoinedRun {
+                    seq: event.seq,
+                    build,
+                    time_ms: event.time_ms,
+                    key,
+                    job,
+                    joined_build,
+                }));
             }
             EventKind::PartitionInvalidated { reason, by, .. } => {
                 entries.push(HistoryEntry::Invalidation(InvalidationEntry {
@@ -276,6 +324,7 @@ fn history_entries(
                     changed,
                     current: current_seq == Some(event.seq),
                     build_reason: None,
+                    operation: None,
                 })));
             }
             _ => {}
@@ -291,11 +340,16 @@ fn history_entries(
 fn build_reasons(
     store: &Store,
     entries: &[HistoryEntry],
-) -> Result<HashMap<u64, String>, AppError> {
+) -> Result<HashMap<u64, Requested>, AppError> {
     let mut reasons = HashMap::new();
     let builds: BTreeSet<u64> = entries
         .iter()
-        .filter(|entry| !matches!(entry, HistoryEntry::Invalidation(_)))
+        .filter(|entry| {
+            !matches!(
+                entry,
+                HistoryEntry::Invalidation(_) | HistoryEntry::Joined(_)
+            )
+        })
         .map(HistoryEntry::build)
         .collect();
     for build in builds {
@@ -304,17 +358,29 @@ fn build_reasons(
             .first_seq_reaching(&|event| event.build >= build)?;
         if let Some(Event {
             build: found,
-            kind:
-                EventKind::BuildRequested {
-                    reason: Some(reason),
-                    ..
-                },
+            kind: EventKind::BuildRequested {
+                reason, submission, ..
+            },
             ..
         }) = store.catalog().event(seq)?
             && found == build
+            && (reason.is_some() || submission.is_some())
         {
-            reasons.insert(build, reason);
+            reasons.insert(
+                build,
+                Requested {
+                    reason,
+                    operation: submission.map(|submission| submission.operation),
+                },
+            );
         }
     }
     Ok(reasons)
+}
+
+/// What a build was requested with, as history shows it.
+struct Requested {
+    reason: Option<String>,
+    /// The server operation it ran (`BuildRequested.submission`).
+    operation: Option<String>,
 }

@@ -309,6 +309,46 @@ impl Explanation {
     }
 }
 
+/// `; build 8 joined the run of build 7 (not built twice)`: the builds of
+/// a server that took `built_by`'s run of `key` (`ActionJoined`), if any.
+fn joined_note(
+    workspace: &Workspace,
+    partition: &PartitionRef,
+    key: &cairn_engine::digest::ActionKey,
+    built_by: u64,
+) -> Result<String, AppError> {
+    let Some(store) = workspace.open_reader()? else {
+        return Ok(String::new());
+    };
+    let mut builds = Vec::new();
+    store
+        .catalog()
+        .partition_events(partition, 1, &mut |event| {
+            if let cairn_engine::record::EventKind::ActionJoined {
+                key: joined,
+                joined_build,
+                ..
+            } = &event.kind
+                && joined == key
+                && *joined_build == built_by
+            {
+                builds.push(event.build.to_string());
+            }
+            true
+        })?;
+    Ok(match builds.len() {
+        0 => String::new(),
+        1 => format!(
+            "; build {} joined the run of build {built_by} (not built twice)",
+            builds[0]
+        ),
+        _ => format!(
+            "; builds {} joined the run of build {built_by} (not built twice)",
+            builds.join(", ")
+        ),
+    })
+}
+
 /// Explains whether `request` (one ref) is up to date, and which key input
 /// changed if not.
 pub fn why(workspace: &Workspace, request: &str) -> Result<Explanation, AppError> {
@@ -372,6 +412,7 @@ pub fn why(workspace: &Workspace, request: &str) -> Result<Explanation, AppError
                     .get(key)
                     .map(|change| format!("; {}", change.describe()))
                     .unwrap_or_default();
+                let joined = joined_note(workspace, &partition, key, *built_by)?;
                 Explanation {
                     key: Some(*key),
                     built_by: Some(*built_by),
@@ -379,7 +420,7 @@ pub fn why(workspace: &Workspace, request: &str) -> Result<Explanation, AppError
                         &partition,
                         WhyState::UpToDate,
                         format!(
-                            "{partition} is up to date: it reuses the manifest of build {built_by} (key {}){versions}{code}",
+                            "{partition} is up to date: it reuses the manifest of build {built_by} (key {}){versions}{code}{joined}",
                             key.short()
                         ),
                     )

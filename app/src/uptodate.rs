@@ -142,6 +142,7 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
                 requested: asked.requested.to_vec(),
                 command: "build".to_owned(),
                 reason: None,
+                submission: None,
             },
             EventKind::Planned {
                 actions: total,

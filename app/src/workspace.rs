@@ -99,6 +99,9 @@ pub struct Workspace {
 /// closes (and releases its lock) before the data directory is released.
 struct Held {
     store: Arc<Store>,
+    /// The runs in flight across the builds of this workspace, and their
+    /// shared job limit (engine/src/exec/inflight.rs).
+    in_flight: cairn_engine::exec::inflight::InFlight,
     _data_root: DataRootLock,
 }
 
@@ -187,17 +190,42 @@ impl Workspace {
     /// opening one, and never closes it; builds may run concurrently
     /// (docs/architecture.md, "A held workspace"). Holding twice is a
     /// no-op. The store closes when the workspace is dropped.
+    ///
+    /// Builds on a held workspace share their in-flight actions (one run
+    /// per key, docs/architecture.md) and run at most `jobs` jobs at once
+    /// between them (default: the number of cores).
     pub fn hold(&mut self, wait: bool) -> Result<(), AppError> {
+        self.hold_with_jobs(wait, None)
+    }
+
+    /// [`Workspace::hold`], with the most jobs all its builds run at once.
+    pub fn hold_with_jobs(&mut self, wait: bool, jobs: Option<usize>) -> Result<(), AppError> {
         if self.held.is_some() {
             return Ok(());
         }
         let store = self.open_store_writer(wait)?;
         let data_root = DataRootLock::acquire(&self.data_root, &self.store_dir)?;
+        // As `build::jobs` (not called: workspace comes before build in
+        // the module order, tests/import_cycles.rs).
+        let jobs = jobs
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1)
+            })
+            .clamp(1, cairn_engine::limits::MAX_JOBS);
         self.held = Some(Held {
             store: Arc::new(store),
+            in_flight: cairn_engine::exec::inflight::InFlight::new(jobs),
             _data_root: data_root,
         });
         Ok(())
+    }
+
+    /// The runs in flight across the builds of a held workspace (`None`
+    /// when not held: a build is alone in its process).
+    pub fn in_flight(&self) -> Option<&cairn_engine::exec::inflight::InFlight> {
+        self.held.as_ref().map(|held| &held.in_flight)
     }
 
     /// Whether this workspace holds its store ([`Workspace::hold`]).
@@ -374,6 +402,7 @@ impl Workspace {
             real_dirs: Default::default(),
             programs: Default::default(),
             code_changes: Default::default(),
+            in_flight: None,
         };
         read(&context)
     }

@@ -153,6 +153,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         real_dirs: Default::default(),
         programs: Default::default(),
         code_changes: Default::default(),
+        in_flight: None,
     };
     let observer = Observer::new(catalog);
     let mut updates: Vec<StatUpdate> = Vec::new();
@@ -187,6 +188,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
                 requested: Vec::new(),
                 command: "bench-scale populate".into(),
                 reason: None,
+                submission: None,
             },
             EventKind::Planned {
                 actions: plan.actions.len() as u64,

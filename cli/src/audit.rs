@@ -185,6 +185,13 @@ fn entry_text(entry: &HistoryEntry) -> String {
             }
             out
         }
+        HistoryEntry::Joined(j) => format!(
+            "build {}  {}  joined the run of build {} (job {}, not built twice)\n",
+            j.build,
+            format_time_ms(j.time_ms),
+            j.joined_build,
+            escape(&j.job)
+        ),
         HistoryEntry::Invalidation(i) => {
             let by =
                 i.by.as_deref()

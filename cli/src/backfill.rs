@@ -67,6 +67,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
             no_wait: args.no_wait,
             retries: args.retries,
             cancel: None,
+            submission: None,
         },
         &reporter,
     )?;

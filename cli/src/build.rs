@@ -30,6 +30,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         no_wait: args.no_wait,
         retries: args.retries,
         cancel: None,
+        submission: None,
     };
     let reporter = BuildReporter::new(args.json);
     let mut built = cairn_app::build::build(&workspace, &request, &reporter)?;

@@ -131,8 +131,9 @@ pub fn event_text(event: &Event) -> String {
             requested,
             command,
             reason,
+            submission,
         } => format!(
-            "{command} {}{}",
+            "{command} {}{}{}",
             if requested.is_empty() {
                 "(everything)".to_owned()
             } else {
@@ -141,6 +142,18 @@ pub fn event_text(event: &Event) -> String {
             reason
                 .as_ref()
                 .map(|reason| format!("  reason: {reason}"))
+                .unwrap_or_default(),
+            submission
+                .as_ref()
+                .map(|submission| format!(
+                    "  operation: {}{}",
+                    submission.operation,
+                    submission
+                        .idempotency_key
+                        .as_ref()
+                        .map(|key| format!(" (idempotency key {key})"))
+                        .unwrap_or_default()
+                ))
                 .unwrap_or_default()
         ),
         EventKind::Planned { actions, sources } => {
@@ -192,6 +205,9 @@ pub fn event_text(event: &Event) -> String {
             "attempt {attempt} in {}",
             cairn_app::running::duration_text(std::time::Duration::from_millis(*delay_ms))
         ),
+        EventKind::ActionJoined { joined_build, .. } => {
+            format!("joined the run of build {joined_build}")
+        }
         EventKind::PartitionMaterialized { digest, .. } => format!("content {}", digest.short()),
         EventKind::PartitionInvalidated { reason, by, .. }
         | EventKind::PartitionPruned { reason, by, .. } => match by {
@@ -202,9 +218,14 @@ pub fn event_text(event: &Event) -> String {
             counts,
             interrupted,
         } => format!(
-            "{} executed, {} cached, {} failed, {} skipped{}",
+            "{} executed, {} cached, {}{} failed, {} skipped{}",
             counts.executed,
             counts.cached,
+            if counts.joined > 0 {
+                format!("{} joined, ", counts.joined)
+            } else {
+                String::new()
+            },
             counts.failed,
             counts.skipped,
             if *interrupted { ", interrupted" } else { "" }

@@ -85,10 +85,16 @@ pub fn summary_text(
     elapsed: Duration,
 ) -> String {
     format!(
-        "build {build}: {}: {} executed, {} cached, {} failed, {} skipped in {}{}",
+        "build {build}: {}: {} executed, {} cached, {}{} failed, {} skipped in {}{}",
         count(total, "action"),
         counts.executed,
         counts.cached,
+        // Only a server's builds join another's run.
+        if counts.joined > 0 {
+            format!("{} joined, ", counts.joined)
+        } else {
+            String::new()
+        },
         counts.failed,
         counts.skipped,
         duration_text(elapsed),

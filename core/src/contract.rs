@@ -169,6 +169,7 @@ pub fn the_projections_follow_the_log(catalog: &dyn Catalog) {
                         requested: Vec::new(),
                         command: "build".into(),
                         reason: None,
+                        submission: None,
                     },
                 ),
                 (
@@ -553,6 +554,7 @@ pub fn build_ids_are_never_reused(catalog: &dyn Catalog) {
                 requested: Vec::new(),
                 command: "build".into(),
                 reason: None,
+                submission: None,
             }],
             Vec::new(),
         )

@@ -68,7 +68,8 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
         | EventKind::ActionFailed { outputs, .. }
         | EventKind::ActionCached { outputs, .. }
         | EventKind::ActionSkipped { outputs, .. }
-        | EventKind::ActionRetrying { outputs, .. } => outputs.iter().collect(),
+        | EventKind::ActionRetrying { outputs, .. }
+        | EventKind::ActionJoined { outputs, .. } => outputs.iter().collect(),
         EventKind::ActionSucceeded { manifest } => {
             manifest.outputs.iter().map(|o| &o.partition).collect()
         }
@@ -182,6 +183,7 @@ pub fn apply(event: &Event, projections: &mut dyn ProjectionTables) -> Result<()
         | EventKind::ActionCached { .. }
         | EventKind::ActionSkipped { .. }
         | EventKind::ActionRetrying { .. }
+        | EventKind::ActionJoined { .. }
         | EventKind::BuildFinished { .. } => Ok(()),
     }
 }

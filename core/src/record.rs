@@ -128,6 +128,23 @@ pub struct BuildCounts {
     pub failed: u64,
     /// Actions not run because an input failed (or the build was interrupted).
     pub skipped: u64,
+    /// Actions another build of the same process was running: this build
+    /// waited on that run and took its result (`ActionJoined`; store
+    /// format 9).
+    pub joined: u64,
+}
+
+/// What a server submitted a build as (`BuildRequested.submission`): enough
+/// for a restarted server to rebuild its operations and idempotency keys
+/// from the log (store format 9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The server's operation id (`op-7f3a9c2e01b4`).
+    pub operation: String,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// blake3 of the normalized request body.
+    pub body_digest: [u8; 32],
 }
 
 /// What happened. Every event is stored with its sequence number, wall time
@@ -140,6 +157,9 @@ pub enum EventKind {
         /// `build`, `backfill`, ...
         command: String,
         reason: Option<String>,
+        /// The server operation this build runs, when a server submitted
+        /// it (store format 9).
+        submission: Option<Submission>,
     },
     Planned {
         actions: u64,
@@ -247,6 +267,19 @@ pub enum EventKind {
         /// The backoff, in milliseconds.
         delay_ms: u64,
     },
+    /// Another build of the same process (a held workspace) was running
+    /// this key: this build waited on that run and took its result as
+    /// current, instead of running it a second time. Its outcome follows
+    /// the joined run's: nothing else on success, an `ActionFailed` of
+    /// this build if that run failed. Appended after `ActionRetrying`
+    /// (store format 9).
+    ActionJoined {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        /// The build that ran it.
+        joined_build: u64,
+    },
 }
 
 impl EventKind {
@@ -268,6 +301,7 @@ impl EventKind {
             EventKind::DefsRefreshed { .. } => "DefsRefreshed",
             EventKind::PartitionPruned { .. } => "PartitionPruned",
             EventKind::ActionRetrying { .. } => "ActionRetrying",
+            EventKind::ActionJoined { .. } => "ActionJoined",
         }
     }
 }

@@ -55,6 +55,9 @@ struct Knobs {
     fail: Mutex<Option<String>>,
     /// The output whose job runs until the build is interrupted.
     hang: Mutex<Option<String>>,
+    /// The output whose job waits until `gate` is cleared.
+    gated: Mutex<Option<String>>,
+    gate: AtomicBool,
 }
 
 fn script(knobs: &Knobs, job: &ScriptedJob<'_>) -> std::io::Result<i32> {
@@ -64,6 +67,12 @@ fn script(knobs: &Knobs, job: &ScriptedJob<'_>) -> std::io::Result<i32> {
     }
     if knobs.hang.lock().unwrap().as_deref() == Some(output.as_str()) {
         return Ok(job.wait_for_interrupt());
+    }
+    if knobs.gated.lock().unwrap().as_deref() == Some(output.as_str()) {
+        // Runs on, whatever interrupt its build gets, until released.
+        while knobs.gate.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     match job.job {
         "clean" => {
@@ -168,6 +177,7 @@ fn counts(executed: u64, cached: u64, failed: u64, skipped: u64) -> BuildCounts 
         cached,
         failed,
         skipped,
+        joined: 0,
     }
 }
 
@@ -357,4 +367,118 @@ fn an_interrupt_starts_nothing_more() {
         .collect();
     expected.sort();
     assert_eq!(built.ran, expected);
+}
+
+/// Two builds of one process sharing an in-flight registry, run at the
+/// same time, each of the whole plan: every action runs once over both
+/// builds (each taken by one build, joined by the other), and each build
+/// ends with every action executed or joined. Cancelling the build that
+/// runs the gated job does not stop it: the other build, which joined it,
+/// completes with its result.
+#[test]
+fn concurrent_builds_share_in_flight_actions_and_a_cancel_spares_a_joined_one() {
+    use cairn_engine::exec::inflight::InFlight;
+    for cancel_first in [false, true] {
+        let fixture = Fixture::new();
+        *fixture.knobs.gated.lock().unwrap() = Some("clean/day=mon".to_owned());
+        fixture.knobs.gate.store(true, Ordering::SeqCst);
+        let graph = Graph::load(&fixture.root().join("cairn.toml")).unwrap();
+        let environment = JobEnvironment::default();
+        let refs = graph.all_partitions().unwrap();
+        let configurer = ProcessConfigurer {
+            graph: &graph,
+            environment: &environment,
+        };
+        let plan = plan(&graph, &refs, &configurer).unwrap();
+        let registry = InFlight::new(4);
+        let run = |build_id: u64, interrupt: &AtomicBool, children: &Children| {
+            let context = Context {
+                in_flight: Some(&registry),
+                ..Context::new(
+                    &graph,
+                    &fixture.catalog,
+                    &fixture.blobs,
+                    &environment,
+                    children,
+                    &fixture.runner,
+                    build_id,
+                )
+            };
+            build(&context, &plan, &BuildOptions::new(interrupt), &Silent).unwrap()
+        };
+        let (first_stop, second_stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        let (first_children, second_children) = (Children::default(), Children::default());
+        let (first, second) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| run(1, &first_stop, &first_children));
+            // The first build runs the gated job; then the second starts,
+            // and waits on it.
+            while !fixture
+                .runner
+                .ran()
+                .iter()
+                .any(|ran| ran.outputs[0].as_str() == "clean/day=mon")
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let second = scope.spawn(|| run(2, &second_stop, &second_children));
+            std::thread::sleep(Duration::from_millis(200));
+            if cancel_first {
+                first_stop.store(true, Ordering::SeqCst);
+                first_children.interrupt();
+            }
+            fixture.knobs.gate.store(false, Ordering::SeqCst);
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        let mut ran = fixture.runner.ran_outputs();
+        ran.dedup();
+        assert_eq!(
+            ran.len(),
+            fixture.runner.ran().len(),
+            "each ran once: {ran:?}"
+        );
+        let (a, b) = (first.counts, second.counts);
+        assert_eq!(b.failed + b.skipped, 0, "{b:?}");
+        // Taken from the other build's run, or found current once it was
+        // committed.
+        assert_eq!(b.executed + b.joined + b.cached, 4, "{b:?}");
+        assert!(b.joined >= 1, "the gated job was joined: {b:?}");
+        if cancel_first {
+            assert!(first.interrupted);
+            // The joined job ran to its end in the first build.
+            assert!(a.executed >= 1, "{a:?}");
+            assert_eq!(ran.len() as u64, a.executed + b.executed, "{ran:?}");
+        } else {
+            assert_eq!(ALL.len(), ran.len());
+            assert_eq!(a.executed + a.joined + a.cached, 4, "{a:?}");
+            assert_eq!(a.executed + b.executed, 4, "{a:?} {b:?}");
+        }
+        // The log: one ActionStarted per output over both builds; the
+        // second build's ActionJoined name the first.
+        let mut started = Vec::new();
+        let mut joined = Vec::new();
+        fixture
+            .catalog
+            .scan_events(1, &mut |event| {
+                match &event.kind {
+                    cairn_engine::record::EventKind::ActionStarted { outputs, .. } => {
+                        started.push(outputs[0].to_string());
+                    }
+                    cairn_engine::record::EventKind::ActionJoined {
+                        outputs,
+                        joined_build,
+                        ..
+                    } => joined.push((event.build, outputs[0].to_string(), *joined_build)),
+                    _ => {}
+                }
+                true
+            })
+            .unwrap();
+        started.sort();
+        assert_eq!(started, ran, "one start per action run");
+        assert!(
+            joined.contains(&(2, "clean/day=mon".to_owned(), 1)),
+            "{joined:?}"
+        );
+        assert!(fixture.data("clean/day=mon").join("clean.txt").exists());
+    }
 }

@@ -43,6 +43,12 @@
 //!   wait before the next); the variants before it keep their numbers, so
 //!   format-7 events decode unchanged, and an `ActionRetrying` in one is
 //!   refused. The other records did not change.
+//! - 9: `BuildRequested` gained `submission` (the server operation a build
+//!   runs), `BuildFinished`'s counts gained `joined`, and `ActionJoined`
+//!   was appended (a build of a held workspace took the run of another).
+//!   Format-7 and -8 events are read through [`v8`] (no submission, no
+//!   joined); older formats' counts through the frozen [`Counts`]. The
+//!   other records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -56,10 +62,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 8;
+const FORMAT_BYTE: u8 = 9;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -102,9 +108,10 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
             Ok(event)
         }
-        Some(7) => {
-            let event: Event = decode(bytes)?;
-            if matches!(event.kind, EventKind::ActionRetrying { .. }) {
+        Some(&format @ 7..=8) => {
+            let event = decode_body::<v8::Event<Manifest, Option<ActionKey>>>(&bytes[1..])
+                .map(Event::from)?;
+            if format == 7 && matches!(event.kind, EventKind::ActionRetrying { .. }) {
                 return Err(DecodeError::Malformed(
                     "a format-7 event cannot be ActionRetrying (added in format 8)".to_owned(),
                 ));
@@ -196,6 +203,29 @@ fn known_key(key: ActionKey) -> Option<ActionKey> {
     (key != ActionKey([0; 32])).then_some(key)
 }
 
+/// Build counts as formats 1 to 8 recorded them (format 9 added
+/// `joined`). Frozen: never change this type.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct Counts {
+    pub executed: u64,
+    pub cached: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl From<Counts> for cairn_engine::record::BuildCounts {
+    fn from(old: Counts) -> Self {
+        cairn_engine::record::BuildCounts {
+            executed: old.executed,
+            cached: old.cached,
+            failed: old.failed,
+            skipped: old.skipped,
+            joined: 0,
+        }
+    }
+}
+
 /// The key of an `ActionFailed` event as a format recorded it: a key
 /// (formats 1 to 4, all-zero when unknown) or an optional one (format 5).
 trait FailedKey {
@@ -218,8 +248,9 @@ impl FailedKey for Option<ActionKey> {
 /// in today's types. Frozen: never change these types, add a `v2` module
 /// when format 3 changes events again.
 mod v1 {
+    use super::Counts as BuildCounts;
     use super::v3::Manifest;
-    use cairn_engine::record::{self, BuildCounts};
+    use cairn_engine::record;
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
 
@@ -308,6 +339,7 @@ mod v1 {
                     requested,
                     command,
                     reason,
+                    submission: None,
                 },
                 EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
                 EventKind::DatasetVersionChanged { dataset, from, to } => {
@@ -392,7 +424,7 @@ mod v1 {
                     counts,
                     interrupted,
                 } => Now::BuildFinished {
-                    counts,
+                    counts: counts.into(),
                     interrupted,
                 },
             };
@@ -410,7 +442,8 @@ mod v1 {
 /// them before format 4 gave the manifest its `command`, and their reading
 /// in today's types. Frozen: never change these types.
 mod v3 {
-    use cairn_engine::record::{self, BuildCounts, InputRecord};
+    use super::Counts as BuildCounts;
+    use cairn_engine::record::{self, InputRecord};
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
 
@@ -592,6 +625,7 @@ mod v3 {
                     requested,
                     command,
                     reason,
+                    submission: None,
                 },
                 EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
                 EventKind::DatasetVersionChanged { dataset, from, to } => {
@@ -689,7 +723,7 @@ mod v3 {
                     counts,
                     interrupted,
                 } => Now::BuildFinished {
-                    counts,
+                    counts: counts.into(),
                     interrupted,
                 },
                 EventKind::DefsRefreshed {
@@ -720,8 +754,9 @@ mod v3 {
 /// appended in format 6, is refused in older ones by [`decode_event`].
 /// Nothing else differs between them. Frozen: never change these types.
 mod v4 {
+    use super::Counts as BuildCounts;
     use super::FailedKey;
-    use cairn_engine::record::{self, BuildCounts};
+    use cairn_engine::record;
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
 
@@ -829,6 +864,7 @@ mod v4 {
                     requested,
                     command,
                     reason,
+                    submission: None,
                 },
                 EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
                 EventKind::DatasetVersionChanged { dataset, from, to } => {
@@ -926,7 +962,7 @@ mod v4 {
                     counts,
                     interrupted,
                 } => Now::BuildFinished {
-                    counts,
+                    counts: counts.into(),
                     interrupted,
                 },
                 EventKind::DefsRefreshed {
@@ -946,6 +982,273 @@ mod v4 {
                     partition,
                     reason,
                     by,
+                },
+            };
+            record::Event {
+                seq: event.seq,
+                time_ms: event.time_ms,
+                build: event.build,
+                kind,
+            }
+        }
+    }
+}
+
+/// Format 7 and 8 events, as cairn wrote them before format 9 gave
+/// `BuildRequested` its `submission`, the counts their `joined`, and
+/// appended `ActionJoined`: the format-4 events ([`super::v4`]) with
+/// `ActionRetrying` appended (format 8; refused under byte 7 by
+/// [`decode_event`]), read with today's manifest and an optional failure
+/// key. Frozen: never change these types.
+mod v8 {
+    use super::Counts as BuildCounts;
+    use super::FailedKey;
+    use cairn_engine::record;
+    use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Event<M, K> {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub build: u64,
+        pub kind: EventKind<M, K>,
+    }
+
+    /// Variant order is the format: it must stay as it was.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EventKind<M, K> {
+        BuildRequested {
+            requested: Vec<String>,
+            command: String,
+            reason: Option<String>,
+        },
+        Planned {
+            actions: u64,
+            sources: u64,
+        },
+        DatasetVersionChanged {
+            dataset: String,
+            from: Option<String>,
+            to: Option<String>,
+        },
+        ActionStarted {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+            attempt: u32,
+            resumed_from: Option<u64>,
+        },
+        ActionCheckpointed {
+            key: ActionKey,
+            job: String,
+            sequence: u64,
+            digest: ContentDigest,
+            size: u64,
+        },
+        ActionSucceeded {
+            manifest: M,
+        },
+        ActionFailed {
+            key: K,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            error: String,
+            exit_code: Option<i32>,
+            stdout: Option<ContentDigest>,
+            stderr: Option<ContentDigest>,
+        },
+        ActionCached {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            built_by: u64,
+            restored: bool,
+        },
+        ActionSkipped {
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+        },
+        PartitionMaterialized {
+            partition: PartitionRef,
+            digest: ContentDigest,
+            key: ActionKey,
+        },
+        PartitionInvalidated {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        BuildFinished {
+            counts: BuildCounts,
+            interrupted: bool,
+        },
+        DefsRefreshed {
+            source: String,
+            digest: ContentDigest,
+            values: u64,
+        },
+        PartitionPruned {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        ActionRetrying {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            attempt: u32,
+            delay_ms: u64,
+        },
+    }
+
+    impl<M: Into<record::Manifest>, K: FailedKey> From<Event<M, K>> for record::Event {
+        fn from(event: Event<M, K>) -> record::Event {
+            use record::EventKind as Now;
+            let kind = match event.kind {
+                EventKind::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                } => Now::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                    submission: None,
+                },
+                EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
+                EventKind::DatasetVersionChanged { dataset, from, to } => {
+                    Now::DatasetVersionChanged { dataset, from, to }
+                }
+                EventKind::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                } => Now::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                },
+                EventKind::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                } => Now::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded {
+                    manifest: manifest.into(),
+                },
+                EventKind::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                } => Now::ActionFailed {
+                    key: key.known(),
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                },
+                EventKind::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                } => Now::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                },
+                EventKind::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                } => Now::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                },
+                EventKind::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                } => Now::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                },
+                EventKind::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::BuildFinished {
+                    counts,
+                    interrupted,
+                } => Now::BuildFinished {
+                    counts: counts.into(),
+                    interrupted,
+                },
+                EventKind::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                } => Now::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                },
+                EventKind::PartitionPruned {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionPruned {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::ActionRetrying {
+                    key,
+                    job,
+                    outputs,
+                    attempt,
+                    delay_ms,
+                } => Now::ActionRetrying {
+                    key,
+                    job,
+                    outputs,
+                    attempt,
+                    delay_ms,
                 },
             };
             record::Event {
@@ -1139,6 +1442,7 @@ mod tests {
                 requested: vec!["daily/date=2024-01-31".into()],
                 command: "build".into(),
                 reason: Some("#1234 recompute".into()),
+                submission: None,
             },
             EventKind::ActionSucceeded {
                 manifest: manifest(),
@@ -1163,6 +1467,7 @@ mod tests {
                     cached: 5,
                     failed: 1,
                     skipped: 0,
+                    joined: 0,
                 },
                 interrupted: false,
             },
@@ -1359,7 +1664,12 @@ mod tests {
         let finished = v1_bytes(&old(
             3,
             v1::EventKind::BuildFinished {
-                counts: BuildCounts::default(),
+                counts: Counts {
+                    executed: 0,
+                    cached: 0,
+                    failed: 0,
+                    skipped: 0,
+                },
                 interrupted: true,
             },
         ));
@@ -1510,6 +1820,89 @@ mod tests {
                 manifest: manifest_without_modes()
             }
         );
+    }
+
+    /// Format 9 gave `BuildRequested` its `submission` and the counts their
+    /// `joined`, and appended `ActionJoined`: format-8 events (as cairn
+    /// wrote them) read with no submission and no joined, and today's
+    /// round-trip.
+    #[test]
+    fn format_8_events_read_without_submission_or_joined() {
+        type Old = v8::Event<Manifest, Option<ActionKey>>;
+        let old = |kind| Old {
+            seq: 4,
+            time_ms: 1_700_000_000_000,
+            build: 3,
+            kind,
+        };
+        let requested = old(v8::EventKind::BuildRequested {
+            requested: vec!["daily/*".into()],
+            command: "build".into(),
+            reason: None,
+        });
+        let bytes = postcard::to_extend(&requested, vec![8]).unwrap();
+        let event = decode_event(&bytes).unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::BuildRequested {
+                requested: vec!["daily/*".into()],
+                command: "build".into(),
+                reason: None,
+                submission: None,
+            }
+        );
+        let finished = old(v8::EventKind::BuildFinished {
+            counts: Counts {
+                executed: 1,
+                cached: 2,
+                failed: 3,
+                skipped: 4,
+            },
+            interrupted: true,
+        });
+        let bytes = postcard::to_extend(&finished, vec![8]).unwrap();
+        assert_eq!(
+            decode_event(&bytes).unwrap().kind,
+            EventKind::BuildFinished {
+                counts: BuildCounts {
+                    executed: 1,
+                    cached: 2,
+                    failed: 3,
+                    skipped: 4,
+                    joined: 0,
+                },
+                interrupted: true,
+            }
+        );
+        // Today's events round-trip; an ActionJoined under byte 8 is not
+        // an event of that format.
+        let event = |kind| Event {
+            seq: 5,
+            time_ms: 1_700_000_000_001,
+            build: 4,
+            kind,
+        };
+        let submitted = event(EventKind::BuildRequested {
+            requested: Vec::new(),
+            command: "backfill".into(),
+            reason: Some("january".into()),
+            submission: Some(cairn_engine::record::Submission {
+                operation: "op-7f3a9c2e01b4".into(),
+                idempotency_key: Some("ci-42".into()),
+                body_digest: [9; 32],
+            }),
+        });
+        assert_eq!(decode_event(&encode_event(&submitted)).unwrap(), submitted);
+        let joined = event(EventKind::ActionJoined {
+            key: ActionKey([6; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            joined_build: 2,
+        });
+        assert_eq!(decode_event(&encode_event(&joined)).unwrap(), joined);
+        let mut bytes = encode_event(&joined);
+        bytes[0] = 8;
+        assert!(decode_event(&bytes).is_err(), "no ActionJoined in format 8");
     }
 
     /// Format 8 appended `ActionRetrying`: format-7 events decode with

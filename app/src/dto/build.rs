@@ -23,7 +23,10 @@ pub struct ActionLine<'a> {
     /// The action's key, when it has one (a skipped action has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<&'a ActionKey>,
-    /// `executed`, `cached`, `restored`, `failed` or `skipped`.
+    /// The build whose run this action joined (`joined` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined_build: Option<u64>,
+    /// `executed`, `cached`, `restored`, `joined`, `failed` or `skipped`.
     pub outcome: &'static str,
     pub outputs: Refs<'a>,
     /// Why it was skipped (`skipped` only).
@@ -51,6 +54,7 @@ impl<'a> ActionLine<'a> {
             error: None,
             job,
             key,
+            joined_build: None,
             outcome: outcome_word(outcome),
             outputs,
             reason: None,
@@ -65,14 +69,16 @@ impl<'a> ActionLine<'a> {
             }
             Outcome::Skipped { reason } => line.reason = Some(reason),
             Outcome::Cached { .. } => {}
+            Outcome::Joined { build } => line.joined_build = Some(*build),
         }
         line
     }
 }
 
-/// `executed`, `cached`, `restored`, `failed` or `skipped`.
+/// `executed`, `cached`, `restored`, `joined`, `failed` or `skipped`.
 pub fn outcome_word(outcome: &Outcome) -> &'static str {
     match outcome {
+        Outcome::Joined { .. } => "joined",
         Outcome::Executed { .. } => "executed",
         Outcome::Cached { restored: false } => "cached",
         Outcome::Cached { restored: true } => "restored",
@@ -92,9 +98,14 @@ pub struct BuildSummary {
     pub executed: u64,
     pub failed: u64,
     pub interrupted: bool,
+    /// Actions whose run by another build of the same server this build
+    /// joined (present only when there were any: a local build never
+    /// joins).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub joined: u64,
     pub schema: u32,
     pub skipped: u64,
-    /// Actions in the plan: `executed + cached + failed + skipped`.
+    /// Actions in the plan: `executed + cached + joined + failed + skipped`.
     pub total: u64,
     #[serde(rename = "type")]
     pub line: LineType,
@@ -115,12 +126,17 @@ impl BuildSummary {
             executed: counts.executed,
             failed: counts.failed,
             interrupted,
+            joined: counts.joined,
             schema: SCHEMA,
             skipped: counts.skipped,
             total,
             line: LineType::Summary,
         }
     }
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// A dry run's line for one action:

@@ -117,10 +117,15 @@ impl Serialize for EventLine<'_> {
                 requested,
                 command,
                 reason,
+                submission,
             } => {
                 o.serialize_field("requested", requested)?;
                 o.serialize_field("command", command)?;
                 o.serialize_field("reason", reason)?;
+                // Only a server's builds carry one (store format 9).
+                if let Some(submission) = submission {
+                    o.serialize_field("submission", &SubmissionLine(submission))?;
+                }
             }
             EventKind::Planned { actions, sources } => {
                 o.serialize_field("actions", actions)?;
@@ -214,6 +219,17 @@ impl Serialize for EventLine<'_> {
                 o.serialize_field("attempt", attempt)?;
                 o.serialize_field("delay_ms", delay_ms)?;
             }
+            EventKind::ActionJoined {
+                key,
+                job,
+                outputs,
+                joined_build,
+            } => {
+                o.serialize_field("key", &hex(&key.0))?;
+                o.serialize_field("job", job)?;
+                o.serialize_field("outputs", &Refs(outputs))?;
+                o.serialize_field("joined_build", joined_build)?;
+            }
             EventKind::PartitionMaterialized {
                 partition,
                 digest,
@@ -258,7 +274,22 @@ impl Serialize for EventLine<'_> {
     }
 }
 
-/// `BuildFinished.counts`: `{"executed","cached","failed","skipped"}`.
+/// `BuildRequested.submission`: `{"operation","idempotency_key","body_digest"}`
+/// (the digest in hex).
+struct SubmissionLine<'a>(&'a cairn_engine::record::Submission);
+
+impl Serialize for SubmissionLine<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let submission = self.0;
+        let mut o = serializer.serialize_struct("Submission", 3)?;
+        o.serialize_field("operation", &submission.operation)?;
+        o.serialize_field("idempotency_key", &submission.idempotency_key)?;
+        o.serialize_field("body_digest", &hex(&submission.body_digest))?;
+        o.end()
+    }
+}
+
+/// `BuildFinished.counts`: `{"executed","cached","failed","skipped","joined"}`.
 struct CountsLine<'a>(&'a BuildCounts);
 
 impl Serialize for CountsLine<'_> {
@@ -269,6 +300,10 @@ impl Serialize for CountsLine<'_> {
         o.serialize_field("cached", &counts.cached)?;
         o.serialize_field("failed", &counts.failed)?;
         o.serialize_field("skipped", &counts.skipped)?;
+        // Only builds of a server join another build's run.
+        if counts.joined > 0 {
+            o.serialize_field("joined", &counts.joined)?;
+        }
         o.end()
     }
 }
@@ -388,6 +423,7 @@ mod tests {
                 requested: vec![tricky.clone()],
                 command: "build".into(),
                 reason: Some(tricky.clone()),
+                submission: None,
             },
             EventKind::Planned {
                 actions: 3,
@@ -488,6 +524,7 @@ mod tests {
                     cached: 2,
                     failed: 3,
                     skipped: 4,
+                    joined: 0,
                 },
                 interrupted: false,
             },
@@ -504,9 +541,15 @@ mod tests {
             EventKind::ActionRetrying {
                 key,
                 job: "clean".into(),
-                outputs: vec![partition],
+                outputs: vec![partition.clone()],
                 attempt: 2,
                 delay_ms: 1500,
+            },
+            EventKind::ActionJoined {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition],
+                joined_build: 4,
             },
         ];
         assert_eq!(
@@ -553,6 +596,7 @@ mod tests {
 {"seq":13,"time_ms":1700000000000,"build":5,"kind":"DefsRefreshed","source":"stations","digest":"0909090909090909090909090909090909090909090909090909090909090909","values":8}
 {"seq":14,"time_ms":1700000000000,"build":5,"kind":"PartitionPruned","partition":"raw/date=1/station=gone","reason":"station retired","by":"ana"}
 {"seq":15,"time_ms":1700000000000,"build":5,"kind":"ActionRetrying","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"attempt":2,"delay_ms":1500}
+{"seq":16,"time_ms":1700000000000,"build":5,"kind":"ActionJoined","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"joined_build":4}
 "#;
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{FailedRun, HistoryEntry, InvalidationEntry, Materialized};
+use crate::history::{FailedRun, HistoryEntry, InvalidationEntry, JoinedRun, Materialized};
 
 /// One line of `cairn history --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,7 @@ pub enum HistoryLine {
     Materialization(Box<MaterializationLine>),
     Failure(Box<FailureLine>),
     Invalidation(InvalidationLine),
+    Joined(JoinedLine),
 }
 
 impl HistoryLine {
@@ -32,6 +33,7 @@ impl HistoryLine {
             HistoryEntry::Invalidation(i) => {
                 HistoryLine::Invalidation(InvalidationLine::new(partition, i))
             }
+            HistoryEntry::Joined(j) => HistoryLine::Joined(JoinedLine::new(partition, j)),
         }
     }
 }
@@ -53,6 +55,9 @@ pub struct MaterializationLine {
     pub job: Option<String>,
     pub key: String,
     pub manifest_build: Option<u64>,
+    /// The server operation the build ran (only when a server submitted it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     /// `executed` or `reused`.
     pub outcome: String,
     /// Why it ran; null when reused.
@@ -87,6 +92,7 @@ impl MaterializationLine {
         MaterializationLine {
             build: m.build,
             build_reason: m.build_reason.clone(),
+            operation: m.operation.clone(),
             code_digest: manifest
                 .and_then(|manifest| manifest.code_digest)
                 .map(|digest| digest.to_hex()),
@@ -135,6 +141,9 @@ pub struct FailureLine {
     pub job: String,
     /// Null when it never ran (a missing source input).
     pub key: Option<String>,
+    /// The server operation the build ran (only when a server submitted it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     pub reason: Option<String>,
     #[serde(rename = "ref")]
     pub partition: String,
@@ -152,6 +161,7 @@ impl FailureLine {
         FailureLine {
             build: f.build,
             build_reason: f.build_reason.clone(),
+            operation: f.operation.clone(),
             error: f.error.clone(),
             exit_code: f.exit_code,
             job: f.job.clone(),
@@ -196,6 +206,38 @@ impl InvalidationLine {
     }
 }
 
+/// `{"type":"joined",...}`: the build joined the run of `joined_build`
+/// (a server's builds sharing an action), instead of building it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedLine {
+    pub build: u64,
+    pub job: String,
+    pub joined_build: u64,
+    pub key: String,
+    #[serde(rename = "ref")]
+    pub partition: String,
+    pub seq: u64,
+    pub time_ms: u64,
+    /// `joined`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl JoinedLine {
+    pub fn new(partition: &str, j: &JoinedRun) -> JoinedLine {
+        JoinedLine {
+            build: j.build,
+            job: j.job.clone(),
+            joined_build: j.joined_build,
+            key: j.key.to_hex(),
+            partition: partition.to_owned(),
+            seq: j.seq,
+            time_ms: j.time_ms,
+            kind: "joined".to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +261,7 @@ mod tests {
             job: Some("clean".into()),
             key: hex.clone(),
             manifest_build: Some(2),
+            operation: Some("op-1".into()),
             outcome: "executed".into(),
             reason: Some("never built".into()),
             partition: "clean/day=mon".into(),
@@ -237,6 +280,7 @@ mod tests {
             exit_code: Some(4),
             job: "clean".into(),
             key: None,
+            operation: Some("op-1".into()),
             reason: None,
             partition: "clean/day=mon".into(),
             seq: 7,

@@ -436,8 +436,132 @@ impl Context<'_> {
                     }
                 }
             }
-            Decision::Run { reason } => {
-                self.execute(action, key, inputs, code, &reason, emit, updates)
+            Decision::Run { reason } => match self.in_flight {
+                None => self.execute(action, key, inputs, code, &reason, emit, updates),
+                Some(in_flight) => {
+                    self.run_shared(in_flight, action, key, inputs, code, &reason, emit, updates)
+                }
+            },
+        }
+    }
+
+    /// Runs the action once across the builds of the process
+    /// (exec/inflight.rs): claims its key, then runs it (in a job slot) or
+    /// waits on the run of the build that claimed it first.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces of one action, passed once"
+    )]
+    fn run_shared(
+        &self,
+        in_flight: &super::inflight::InFlight,
+        action: &PlannedAction,
+        key: ActionKey,
+        inputs: &[ResolvedInput],
+        code: Option<ContentDigest>,
+        reason: &str,
+        emit: Emit<'_>,
+        updates: Vec<StatUpdate>,
+    ) -> Finished {
+        use super::inflight::{Claim, RunResult};
+        let stop = || self.children.is_interrupted();
+        loop {
+            match in_flight.claim(key, self.build) {
+                Claim::Run(running) => {
+                    // Interrupted while waiting for a slot: the runner
+                    // refuses to start the job, and says so.
+                    let _slot = in_flight.slot(&stop);
+                    let finished = self.execute(action, key, inputs, code, reason, emit, updates);
+                    let result = match (&finished.outcome, &finished.outputs) {
+                        (_, Some(outputs)) => RunResult::Succeeded {
+                            outputs: outputs.clone(),
+                        },
+                        _ if self.children.is_interrupted() => RunResult::Interrupted,
+                        (Outcome::Failed { error, stderr_tail }, None) => {
+                            let (exit_code, stdout, stderr) = finished
+                                .events
+                                .iter()
+                                .find_map(|event| match event {
+                                    EventKind::ActionFailed {
+                                        exit_code,
+                                        stdout,
+                                        stderr,
+                                        ..
+                                    } => Some((*exit_code, *stdout, *stderr)),
+                                    _ => None,
+                                })
+                                .unwrap_or_default();
+                            RunResult::Failed {
+                                error: error.clone(),
+                                exit_code,
+                                stdout,
+                                stderr,
+                                stderr_tail: stderr_tail.clone(),
+                            }
+                        }
+                        _ => RunResult::Interrupted,
+                    };
+                    running.finish(result);
+                    return finished;
+                }
+                Claim::Join(joining) => {
+                    let build = joining.build();
+                    emit(EventKind::ActionJoined {
+                        key,
+                        job: action.job.to_string(),
+                        outputs: action.config.outputs.clone(),
+                        joined_build: build,
+                    });
+                    match joining.wait(&stop) {
+                        None => {
+                            let mut skipped =
+                                super::skipped(action, "the build was interrupted".to_owned());
+                            skipped.updates = updates;
+                            return skipped;
+                        }
+                        Some(RunResult::Succeeded { outputs }) => {
+                            return Finished {
+                                key: Some(key),
+                                events: Vec::new(),
+                                updates,
+                                outcome: Outcome::Joined { build },
+                                outputs: Some(outputs),
+                                built_by: Some(build),
+                                leftovers: Vec::new(),
+                            };
+                        }
+                        Some(RunResult::Failed {
+                            error,
+                            exit_code,
+                            stdout,
+                            stderr,
+                            stderr_tail,
+                        }) => {
+                            let error =
+                                format!("joined the run of build {build}, which failed: {error}");
+                            return Finished {
+                                key: Some(key),
+                                events: vec![EventKind::ActionFailed {
+                                    key: Some(key),
+                                    job: action.job.to_string(),
+                                    outputs: action.config.outputs.clone(),
+                                    error: error.clone(),
+                                    exit_code,
+                                    stdout,
+                                    stderr,
+                                }],
+                                updates,
+                                outcome: Outcome::Failed { error, stderr_tail },
+                                outputs: None,
+                                built_by: None,
+                                leftovers: Vec::new(),
+                            };
+                        }
+                        // The build running it was interrupted first: run
+                        // it here.
+                        Some(RunResult::Interrupted) => continue,
+                    }
+                }
             }
         }
     }

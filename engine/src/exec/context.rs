@@ -42,6 +42,9 @@ pub struct Context<'a> {
     /// Kept partitions whose job's code changed since (codechange.rs), by
     /// key: what `build`, `status` and `why` say about them.
     pub code_changes: crate::codechange::CodeChanges,
+    /// The runs in flight across the builds of this process, shared
+    /// (exec/inflight.rs); `None`, the command line's: the build is alone.
+    pub in_flight: Option<&'a super::inflight::InFlight>,
 }
 
 impl<'a> Context<'a> {
@@ -73,6 +76,7 @@ impl<'a> Context<'a> {
             real_dirs: RealDirs::default(),
             programs: Default::default(),
             code_changes: Default::default(),
+            in_flight: None,
         }
     }
 }
@@ -126,6 +130,12 @@ pub enum Outcome {
     },
     Skipped {
         reason: String,
+    },
+    /// Another build of the process was running the same key: this one
+    /// waited on that run and took its outputs (exec/inflight.rs).
+    Joined {
+        /// The build that ran it.
+        build: u64,
     },
 }
 

@@ -28,6 +28,7 @@ use crate::record::{BuildCounts, EventKind};
 
 pub mod action;
 mod context;
+pub mod inflight;
 pub mod run;
 mod staging;
 
@@ -65,6 +66,8 @@ pub struct BuildOptions<'a> {
     /// observed and its outputs are not looked at; only the digests of
     /// those read by an action that is checked are looked up.
     pub presumed: Option<&'a [Option<ActionKey>]>,
+    /// The server operation this build runs (recorded in `BuildRequested`).
+    pub submission: Option<crate::record::Submission>,
 }
 
 impl<'a> BuildOptions<'a> {
@@ -80,6 +83,7 @@ impl<'a> BuildOptions<'a> {
             reason: None,
             witness: None,
             presumed: None,
+            submission: None,
         }
     }
 }
@@ -120,6 +124,10 @@ pub struct Progress {
 /// Receives progress; the engine never prints.
 pub trait Reporter: Sync {
     fn started(&self, _action: &PlannedAction, _progress: Progress) {}
+    /// Another build of the process runs `action`'s key: this build waits
+    /// on that run (`joined_build`), then hears `finished` with
+    /// [`Outcome::Joined`] (or the run's failure).
+    fn joined(&self, _action: &PlannedAction, _joined_build: u64, _progress: Progress) {}
     /// A running action recorded checkpoint `sequence`.
     fn checkpointed(&self, _action: &PlannedAction, _sequence: u64) {}
     /// Called once the action's outcome is committed to the catalog.
@@ -517,6 +525,7 @@ pub fn build(
         requested: options.requested.clone(),
         command: options.command.clone(),
         reason: options.reason.clone(),
+        submission: options.submission.clone(),
     }];
     events.extend(version_changes(context)?);
     events.push(EventKind::Planned {
@@ -569,6 +578,11 @@ pub fn build(
         let committed = committer
             .join()
             .unwrap_or_else(|_| Err(ExecError::Code("the commit thread panicked".into())));
+        // Every result of this build is committed (or the build failed):
+        // its runs are no longer joinable; a new decision finds them.
+        if let Some(in_flight) = context.in_flight {
+            in_flight.build_ended(context.build);
+        }
         committed?;
         let (mut report, ran) = scheduled?;
         active.leave_clearing();
@@ -1051,6 +1065,10 @@ impl<'a> Scheduler<'a> {
                     self.reporter
                         .checkpointed(&self.plan.actions[index], *sequence);
                 }
+                if let EventKind::ActionJoined { joined_build, .. } = &*event {
+                    self.reporter
+                        .joined(&self.plan.actions[index], *joined_build, self.progress);
+                }
                 self.pending_events.push((at, *event));
             }
             Message::Done(index, at, finished) => {
@@ -1086,6 +1104,7 @@ impl<'a> Scheduler<'a> {
                 self.failures.push(error.clone());
             }
             Outcome::Skipped { .. } => counts.skipped += 1,
+            Outcome::Joined { .. } => counts.joined += 1,
         }
         let succeeded = outputs.is_some();
         self.outputs[index] = outputs;
@@ -1163,7 +1182,7 @@ impl<'a> Scheduler<'a> {
     }
 }
 
-fn skipped(action: &PlannedAction, reason: String) -> Finished {
+pub(crate) fn skipped(action: &PlannedAction, reason: String) -> Finished {
     Finished {
         key: None,
         events: vec![EventKind::ActionSkipped {

@@ -600,6 +600,9 @@ impl Context<'_> {
         };
         let poll = || watch.poll();
         let label = format!("job {} ({})", action.job, describe(&action.config.outputs));
+        let shield = self
+            .in_flight
+            .and_then(|in_flight| in_flight.shield(&key, self.build));
         // The one dynamic call of an attempt: the job runner (job/).
         let status = self.runner.run(
             &JobRun {
@@ -616,6 +619,7 @@ impl Context<'_> {
                     label: &label,
                     timeout: job.timeout,
                 },
+                shield: shield.as_ref(),
             },
             self.children,
             Some(&poll),

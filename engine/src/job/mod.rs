@@ -13,12 +13,12 @@
 //! secret`). Allow-listed values enter the action key; secret values never
 //! enter a key, an event, or an error message.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::graph::{DEFAULT_ENV_ALLOW, EnvPolicy};
@@ -52,6 +52,10 @@ pub struct JobRun<'a> {
     /// The process to run (`CAIRN_OUTPUT_<i>` and the other variables in
     /// `extra_env`).
     pub invocation: Invocation<'a>,
+    /// Set while another build of the process waits on this run
+    /// (exec/inflight.rs): an interrupt of this build then leaves the job
+    /// running (no SIGTERM, no SIGKILL). `None`: never shared.
+    pub shield: Option<&'a Arc<AtomicBool>>,
 }
 
 /// The variables of cairn's own environment that jobs receive.
@@ -133,6 +137,9 @@ pub struct Children {
     /// The record, created when the first child starts (a build that runs
     /// nothing writes none), removed when the children are dropped.
     pub(crate) record: Mutex<Option<crate::groups::Record>>,
+    /// The shields of running children whose run another build joined
+    /// ([`JobRun::shield`]): interrupts pass them by.
+    pub(crate) shields: Mutex<HashMap<u32, Arc<AtomicBool>>>,
 }
 
 impl Children {
@@ -241,11 +248,28 @@ impl Children {
         })
     }
 
+    /// The running children an interrupt signals: all but the shielded.
     fn running_pids(&self) -> Vec<u32> {
-        self.pids
+        let mut pids: Vec<u32> = self
+            .pids
             .lock()
             .map(|pids| pids.iter().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        pids.retain(|&pid| !self.is_shielded(pid));
+        pids
+    }
+
+    /// Whether another build joined the run of child `pid` (an interrupt
+    /// of this build leaves it running).
+    pub fn is_shielded(&self, pid: u32) -> bool {
+        self.shields
+            .lock()
+            .map(|shields| {
+                shields
+                    .get(&pid)
+                    .is_some_and(|shield| shield.load(Ordering::SeqCst))
+            })
+            .unwrap_or(false)
     }
 }
 

@@ -38,7 +38,7 @@ impl JobRunner for LocalRunner {
         children: &Children,
         poll: Option<&(dyn Fn() + Sync)>,
     ) -> io::Result<Ended> {
-        run_process(&job.invocation, children, poll)
+        run_shielded(&job.invocation, job.shield, children, poll)
     }
 }
 
@@ -48,12 +48,24 @@ impl JobRunner for LocalRunner {
 /// Nothing of the run outlives it: when its leader exits, what is left in
 /// its process group is SIGKILLed, and so are the orphans re-parented to
 /// cairn that carry its run id ([`crate::groups`]).
+pub fn run_process(
+    invocation: &Invocation<'_>,
+    children: &Children,
+    poll: Option<&(dyn Fn() + Sync)>,
+) -> io::Result<Ended> {
+    run_shielded(invocation, None, children, poll)
+}
+
+/// [`run_process`], for a run another build may join: while `shield` is
+/// set, an interrupt of `children` neither SIGTERMs nor SIGKILLs it
+/// (exec/inflight.rs).
 #[expect(
     clippy::print_stderr,
     reason = "escalating to SIGKILL is said on stderr as it happens, whoever runs the process"
 )]
-pub fn run_process(
+fn run_shielded(
     invocation: &Invocation<'_>,
+    shield: Option<&std::sync::Arc<std::sync::atomic::AtomicBool>>,
     children: &Children,
     poll: Option<&(dyn Fn() + Sync)>,
 ) -> io::Result<Ended> {
@@ -103,11 +115,17 @@ pub fn run_process(
     crate::groups::register(pid);
     drop(gate);
     drop((stdin, stdout, stderr));
+    if let Some(shield) = shield
+        && let Ok(mut shields) = children.shields.lock()
+    {
+        shields.insert(pid, std::sync::Arc::clone(shield));
+    }
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
     }
+    let shielded = || shield.is_some_and(|shield| shield.load(Ordering::SeqCst));
     // An interrupt that came while the job started did not see its pid.
-    if children.is_interrupted() {
+    if children.is_interrupted() && !shielded() {
         crate::groups::signal_group(pid, libc::SIGTERM);
     }
     // SIGTERM on timeout, SIGKILL when the grace after a SIGTERM is over
@@ -130,7 +148,12 @@ pub fn run_process(
             terminated.get_or_insert_with(Instant::now);
             crate::groups::signal_group(pid, libc::SIGTERM);
         }
-        let due = [terminated.map(|at| at + TERM_GRACE), children.kill_due()]
+        let interrupt_due = if shielded() {
+            None
+        } else {
+            children.kill_due()
+        };
+        let due = [terminated.map(|at| at + TERM_GRACE), interrupt_due]
             .into_iter()
             .flatten()
             .min();
@@ -157,6 +180,11 @@ pub fn run_process(
     crate::groups::unregister(pid);
     if let Ok(mut pids) = children.pids.lock() {
         pids.remove(&pid);
+    }
+    if shield.is_some()
+        && let Ok(mut shields) = children.shields.lock()
+    {
+        shields.remove(&pid);
     }
     let (_, timed_out, escalated) = escalation.into_inner().unwrap_or_default();
     Ok(Ended {
