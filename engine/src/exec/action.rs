@@ -427,27 +427,42 @@ impl Context<'_> {
                 self.reuse(action, key, &manifest, reuse, updates)
             }
             Decision::Restore { manifest, outputs } => {
-                match self.restore(&manifest, &outputs, &mut updates) {
+                let restore = |mut updates: Vec<StatUpdate>| match self.restore(
+                    &manifest,
+                    &outputs,
+                    &mut updates,
+                ) {
                     Ok(()) => self.reuse(action, key, &manifest, Reuse::Restored, updates),
                     Err(error) => {
                         tracing::warn!("{error}; running the job instead");
                         let reason = format!("restoring from the store failed: {error}");
                         self.execute(action, key, inputs, code, &reason, emit, updates)
                     }
+                };
+                match self.in_flight {
+                    None => restore(updates),
+                    // Two builds restoring one key would write the same
+                    // partitions: once, the other joins.
+                    Some(in_flight) => {
+                        self.run_shared(in_flight, action, key, false, emit, updates, restore)
+                    }
                 }
             }
-            Decision::Run { reason } => match self.in_flight {
-                None => self.execute(action, key, inputs, code, &reason, emit, updates),
-                Some(in_flight) => {
-                    self.run_shared(in_flight, action, key, inputs, code, &reason, emit, updates)
+            Decision::Run { reason } => {
+                let run = |updates| self.execute(action, key, inputs, code, &reason, emit, updates);
+                match self.in_flight {
+                    None => run(updates),
+                    Some(in_flight) => {
+                        self.run_shared(in_flight, action, key, true, emit, updates, run)
+                    }
                 }
-            },
+            }
         }
     }
 
-    /// Runs the action once across the builds of the process
-    /// (exec/inflight.rs): claims its key, then runs it (in a job slot) or
-    /// waits on the run of the build that claimed it first.
+    /// Runs (or restores) the action once across the builds of the process
+    /// (exec/inflight.rs): claims its key, then does `work` (in a job slot
+    /// when `slot`) or waits on the build that claimed it first.
     #[expect(
         clippy::too_many_arguments,
         reason = "the pieces of one action, passed once"
@@ -457,21 +472,22 @@ impl Context<'_> {
         in_flight: &super::inflight::InFlight,
         action: &PlannedAction,
         key: ActionKey,
-        inputs: &[ResolvedInput],
-        code: Option<ContentDigest>,
-        reason: &str,
+        slot: bool,
         emit: Emit<'_>,
         updates: Vec<StatUpdate>,
+        work: impl FnOnce(Vec<StatUpdate>) -> Finished,
     ) -> Finished {
         use super::inflight::{Claim, RunResult};
         let stop = || self.children.is_interrupted();
+        let mut work = Some(work);
         loop {
             match in_flight.claim(key, self.build) {
                 Claim::Run(running) => {
                     // Interrupted while waiting for a slot: the runner
                     // refuses to start the job, and says so.
-                    let _slot = in_flight.slot(&stop);
-                    let finished = self.execute(action, key, inputs, code, reason, emit, updates);
+                    let _slot = if slot { in_flight.slot(&stop) } else { None };
+                    let work = work.take().expect("a claim to run is the loop's last");
+                    let finished = work(updates);
                     let result = match (&finished.outcome, &finished.outputs) {
                         (_, Some(outputs)) => RunResult::Succeeded {
                             outputs: outputs.clone(),
