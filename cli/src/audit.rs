@@ -67,6 +67,7 @@ pub fn history(cli: &Cli, request: &str, json: bool) -> Result<u8, Failure> {
                 HistoryEntry::Materialization(_) => kind == "materialization",
                 HistoryEntry::Failure(_) => kind == "failure",
                 HistoryEntry::Invalidation(_) => kind == "invalidation",
+                HistoryEntry::Joined(_) => kind == "joined",
             })
             .count()
     });
@@ -213,6 +214,13 @@ fn entry_text(entry: &HistoryEntry) -> String {
 /// dataset's version is listed once).
 pub fn line_text(line: &HistoryLine) -> String {
     match line {
+        HistoryLine::Joined(j) => format!(
+            "build {}  {}  joined the run of build {} (job {}, not built twice)\n",
+            j.build,
+            format_time_ms(j.time_ms),
+            j.joined_build,
+            escape(&j.job)
+        ),
         HistoryLine::Materialization(m) => {
             let mut out = format!("build {}  {}  ", m.build, format_time_ms(m.time_ms));
             let has_manifest = m.job.is_some();

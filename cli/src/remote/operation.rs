@@ -733,6 +733,7 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
         cached: result.cached,
         failed: result.failed,
         skipped: result.skipped,
+        joined: 0,
     };
     let interrupted = result.interrupted || operation.state == "cancelled";
     let build = result.build.or(operation.build).unwrap_or(0);

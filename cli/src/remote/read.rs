@@ -91,6 +91,7 @@ pub fn history(remote: &Remote, partition: &str, json: bool) -> Result<u8, Failu
                 HistoryLine::Materialization(_) => kind == "materialization",
                 HistoryLine::Failure(_) => kind == "failure",
                 HistoryLine::Invalidation(_) => kind == "invalidation",
+                HistoryLine::Joined(_) => kind == "joined",
             })
             .count()
     });
