@@ -455,3 +455,52 @@ fn cancelling_a_build_never_kills_an_action_another_build_joined() {
     assert_eq!(p.read_string("data/y/k=1/v"), "s\n");
     assert!(!p.file("data/x/k=1").exists());
 }
+
+/// `b`'s job leaves an orphan (a background process whose parent exited,
+/// re-parented to cairn) that lives a second and then notes it survived;
+/// `a` is quick.
+const ORPHAN: &str = r#"
+[datasets.a]
+version = "1.0.0"
+[datasets.b]
+version = "1.0.0"
+[dimensions.k]
+values = ["1"]
+[jobs.a]
+outputs = ["a/k={k}"]
+run = ["sh", "-c", "echo a > $CAIRN_OUT/v"]
+[jobs.b]
+outputs = ["b/k={k}"]
+run = ["sh", "-c", "(sh -c 'sleep 1; touch survived' &); touch started-b; sleep 2; echo b > $CAIRN_OUT/v"]
+"#;
+
+/// The end of one build of a process reaps only its own orphans while
+/// another build runs: the other build's orphan lives on. Failed before
+/// (the end of every build killed every orphan re-parented to cairn).
+#[test]
+fn the_end_of_a_build_spares_the_orphans_of_another_build_of_the_process() {
+    let p = Project::with_graph(ORPHAN);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let workspace = &workspace;
+    let (quick, slow) = std::thread::scope(|threads| {
+        let slow = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["b/k=1"], &Cancel::new()), &Unobserved)
+        });
+        wait_for(&p.file("started-b"));
+        let quick =
+            cairn_app::build::build(workspace, &request(&["a/k=1"], &Cancel::new()), &Unobserved)
+                .expect("the quick build");
+        assert!(
+            !p.file("survived").exists(),
+            "the quick build ended while the orphan sleeps"
+        );
+        (quick, slow.join().unwrap().expect("the slow build"))
+    });
+    assert_eq!(quick.exit_code(), 0, "{:?}", quick.report.failures);
+    assert_eq!(slow.exit_code(), 0, "{:?}", slow.report.failures);
+    assert!(
+        p.file("survived").exists(),
+        "the other build's orphan lived"
+    );
+}
