@@ -295,6 +295,19 @@ fn two_builds_needing_one_action_run_it_once() {
         wait_until("the second build joining", || {
             joins.0.load(Ordering::SeqCst)
         });
+        // status and why on the held workspace see s running (in the
+        // first build: the second waits on that run).
+        wait_until("s shown running", || {
+            cairn_app::status::why(workspace, "s/k=1")
+                .is_ok_and(|why| why.state == cairn_app::status::WhyState::Running)
+        });
+        let why = cairn_app::status::why(workspace, "s/k=1").unwrap();
+        assert!(
+            why.text
+                .starts_with("s/k=1 is being built now: job s in build "),
+            "{}",
+            why.text
+        );
         p.write("go", "");
         (
             first.join().unwrap().expect("first"),

@@ -518,6 +518,8 @@ fn execute_assisted(
     cairn_engine::groups::become_subreaper();
     let build_id = cairn_engine::ports::EventLog::next_build_id(store.catalog())?;
     store.record_build(build_id);
+    // What `status` and `why` of a held workspace show as running.
+    let _running = workspace.running_build(build_id);
     let witness = (execution.snapshot
         && !workspace.is_held()
         && cairn_engine::uptodate::graph_allows(&workspace.graph))

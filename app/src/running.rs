@@ -25,8 +25,12 @@ use crate::{AppError, Workspace};
 
 /// The live build of a store, and a reader of its log.
 pub struct LiveBuild {
+    /// The (latest) live build.
     pub build: u64,
     pub pid: u32,
+    /// Every live build: one from another process's lock file, or the
+    /// builds running now on this process's held workspace.
+    builds: Vec<u64>,
     store: crate::StoreHandle,
 }
 
@@ -97,6 +101,18 @@ impl fmt::Display for RunningJob {
 impl LiveBuild {
     /// The build running in `workspace`'s store now, if any.
     pub fn find(workspace: &Workspace) -> Result<Option<LiveBuild>, AppError> {
+        // A held workspace runs its builds in this process, several at once.
+        if let Some(builds) = workspace.running_builds() {
+            let (Some(&build), Some(store)) = (builds.last(), workspace.open_reader()?) else {
+                return Ok(None);
+            };
+            return Ok(Some(LiveBuild {
+                build,
+                pid: std::process::id(),
+                builds,
+                store,
+            }));
+        }
         let Some(holder) = cairn_store::holder(&workspace.store_dir) else {
             return Ok(None);
         };
@@ -109,6 +125,7 @@ impl LiveBuild {
         Ok(Some(LiveBuild {
             build,
             pid: holder.pid,
+            builds: vec![build],
             store,
         }))
     }
@@ -118,7 +135,7 @@ impl LiveBuild {
         let catalog = self.store.catalog();
         let mut last = None;
         catalog.partition_events(partition, 0, &mut |event| {
-            if event.build == self.build
+            if self.builds.contains(&event.build)
                 && matches!(
                     event.kind,
                     EventKind::ActionStarted { .. }
@@ -155,13 +172,13 @@ impl LiveBuild {
             _ => return Ok(None),
         };
         let checkpoint = match catalog.checkpoint(&key)? {
-            Some(record) if record.build == self.build => Some(record.sequence),
+            Some(record) if record.build == event.build => Some(record.sequence),
             _ => None,
         };
         Ok(Some(RunningJob {
             job,
             key,
-            build: self.build,
+            build: event.build,
             pid: self.pid,
             attempt,
             started_ms: event.time_ms,

@@ -102,7 +102,26 @@ struct Held {
     /// The runs in flight across the builds of this workspace, and their
     /// shared job limit (engine/src/exec/inflight.rs).
     in_flight: cairn_engine::exec::inflight::InFlight,
+    /// The builds running now (what `status` and `why` show as running).
+    running: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     _data_root: DataRootLock,
+}
+
+/// A build of a held workspace, listed as running while this lives.
+pub(crate) struct RunningBuild<'w> {
+    workspace: &'w Workspace,
+    build: u64,
+}
+
+impl Drop for RunningBuild<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = &self.workspace.held {
+            held.running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&self.build);
+        }
+    }
 }
 
 /// A store a use case opened, or the store its workspace holds: use it as
@@ -217,9 +236,35 @@ impl Workspace {
         self.held = Some(Held {
             store: Arc::new(store),
             in_flight: cairn_engine::exec::inflight::InFlight::new(jobs),
+            running: std::sync::Mutex::default(),
             _data_root: data_root,
         });
         Ok(())
+    }
+
+    /// The builds running now on a held workspace, oldest first (`None`
+    /// when not held: a live build is found from the store's lock file).
+    pub(crate) fn running_builds(&self) -> Option<Vec<u64>> {
+        let held = self.held.as_ref()?;
+        let running = held
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(running.iter().copied().collect())
+    }
+
+    /// Lists `build` as running on a held workspace until the returned
+    /// guard is dropped (nothing when not held).
+    pub(crate) fn running_build(&self, build: u64) -> Option<RunningBuild<'_>> {
+        let held = self.held.as_ref()?;
+        held.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(build);
+        Some(RunningBuild {
+            workspace: self,
+            build,
+        })
     }
 
     /// The runs in flight across the builds of a held workspace (`None`
