@@ -71,6 +71,9 @@ pub struct EventQuery {
     pub job: Option<String>,
     /// Event kinds, case-insensitive; empty: every kind.
     pub kinds: Vec<String>,
+    /// `NAME=VALUE`: only events about a partition whose dimension NAME
+    /// has VALUE (`station=S07`).
+    pub dimension: Option<String>,
 }
 
 /// How a scan of the log ended.
@@ -188,16 +191,62 @@ enum Step {
 }
 
 /// The parsed filters of an [`EventQuery`].
-struct Selection<'a> {
+#[derive(Debug, Clone)]
+struct Selection {
     since: Option<Bound>,
     until: Option<Bound>,
     build: Option<u64>,
     kinds: Vec<&'static str>,
-    job: Option<&'a str>,
+    job: Option<String>,
     partition: Option<Pattern>,
+    /// `(NAME, VALUE)` of `--dimension NAME=VALUE`.
+    dimension: Option<(String, String)>,
 }
 
-impl Selection<'_> {
+/// Parses `--dimension NAME=VALUE`.
+fn parse_dimension(text: &str) -> Result<(String, String), AppError> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() && !value.contains('=') => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(AppError::Usage(format!(
+            "--dimension {text:?}: expected NAME=VALUE, such as station=S07"
+        ))),
+    }
+}
+
+impl Selection {
+    /// The filters of `query`, parsed: usage errors name the flag.
+    fn parse(query: &EventQuery) -> Result<Selection, AppError> {
+        let partition: Option<Pattern> = match &query.partition {
+            Some(text) => {
+                Some(Pattern::parse(text).map_err(|error| AppError::Usage(error.to_string()))?)
+            }
+            None => None,
+        };
+        let since = match &query.since {
+            Some(text) => Some(parse_bound("--since", text, false)?),
+            None => None,
+        };
+        let until = match &query.until {
+            Some(text) => Some(parse_bound("--until", text, true)?),
+            None => None,
+        };
+        let dimension = match &query.dimension {
+            Some(text) => Some(parse_dimension(text)?),
+            None => None,
+        };
+        Ok(Selection {
+            since,
+            until,
+            build: query.build,
+            kinds: parse_kinds(&query.kinds)?,
+            job: query.job.clone(),
+            partition,
+            dimension,
+        })
+    }
+
     fn step(&self, event: &Event) -> Step {
         match self.until {
             // Seqs only grow along the scan: past the end, stop.
@@ -217,7 +266,20 @@ impl Selection<'_> {
             return Step::Skip;
         }
         let (partitions, job) = subjects(&event.kind);
-        if self.job.is_some_and(|wanted| job != Some(wanted)) {
+        if self
+            .job
+            .as_deref()
+            .is_some_and(|wanted| job != Some(wanted))
+        {
+            return Step::Skip;
+        }
+        if let Some((name, value)) = &self.dimension
+            && !partitions.iter().any(|partition| {
+                partition
+                    .dimensions()
+                    .any(|(key, found)| key == name && found == value)
+            })
+        {
             return Step::Skip;
         }
         if let Some(pattern) = &self.partition
@@ -231,6 +293,24 @@ impl Selection<'_> {
     }
 }
 
+/// The filters of an [`EventQuery`], parsed once, for a front end that
+/// tests events one at a time as they are recorded (`cairn serve`'s event
+/// streams) instead of scanning the log with [`scan`].
+#[derive(Debug, Clone)]
+pub struct EventFilter(Selection);
+
+impl EventFilter {
+    /// Parses `query`'s filters; errors are those of `cairn log`'s flags.
+    pub fn new(query: &EventQuery) -> Result<EventFilter, AppError> {
+        Selection::parse(query).map(EventFilter)
+    }
+
+    /// Whether `event` passes every filter that is set.
+    pub fn matches(&self, event: &Event) -> bool {
+        matches!(self.0.step(event), Step::Visit)
+    }
+}
+
 /// Streams the events `query` selects, in order, to `visit` (which returns
 /// `false` to stop). Usage errors (a bad bound, kind or pattern) come
 /// before the store is opened.
@@ -239,28 +319,8 @@ pub fn scan(
     query: &EventQuery,
     visit: &mut dyn FnMut(Event) -> bool,
 ) -> Result<Scanned, AppError> {
-    let partition: Option<Pattern> = match &query.partition {
-        Some(text) => {
-            Some(Pattern::parse(text).map_err(|error| AppError::Usage(error.to_string()))?)
-        }
-        None => None,
-    };
-    let since = match &query.since {
-        Some(text) => Some(parse_bound("--since", text, false)?),
-        None => None,
-    };
-    let until = match &query.until {
-        Some(text) => Some(parse_bound("--until", text, true)?),
-        None => None,
-    };
-    let selection = Selection {
-        since,
-        until,
-        build: query.build,
-        kinds: parse_kinds(&query.kinds)?,
-        job: query.job.as_deref(),
-        partition,
-    };
+    let selection = Selection::parse(query)?;
+    let since = selection.since;
     let Some(store) = workspace.open_reader()? else {
         return Ok(Scanned::NothingBuilt);
     };
@@ -387,6 +447,61 @@ mod tests {
                 message.starts_with(&format!("--since {bad:?}: ")),
                 "{message}"
             );
+        }
+    }
+
+    fn started(seq: u64, outputs: &[&str]) -> Event {
+        Event {
+            seq,
+            time_ms: 0,
+            build: 1,
+            kind: EventKind::ActionSkipped {
+                job: "clean".into(),
+                outputs: outputs
+                    .iter()
+                    .map(|text| PartitionRef::parse(text).unwrap())
+                    .collect(),
+                reason: "test".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_dimension_filter_selects_events_about_one_value() {
+        let query = EventQuery {
+            dimension: Some("station=S07".into()),
+            ..EventQuery::default()
+        };
+        let filter = EventFilter::new(&query).unwrap();
+        assert!(filter.matches(&started(1, &["clean/date=2024-01-01/station=S07"])));
+        assert!(filter.matches(&started(
+            2,
+            &[
+                "clean/date=2024-01-01/station=S01",
+                "clean/date=2024-01-01/station=S07"
+            ]
+        )));
+        assert!(!filter.matches(&started(3, &["clean/date=2024-01-01/station=S070"])));
+        assert!(!filter.matches(&started(4, &["daily/date=2024-01-01"])));
+        // An event about no partition has no dimension value.
+        let finished = Event {
+            seq: 5,
+            time_ms: 0,
+            build: 1,
+            kind: EventKind::Planned {
+                actions: 1,
+                sources: 0,
+            },
+        };
+        assert!(!filter.matches(&finished));
+        for bad in ["station", "=S07", "station=", "a=b=c"] {
+            let error = EventFilter::new(&EventQuery {
+                dimension: Some(bad.into()),
+                ..EventQuery::default()
+            })
+            .unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad}");
+            assert!(error.to_string().starts_with("--dimension "), "{error}");
         }
     }
 
