@@ -20,6 +20,7 @@ mod inspect;
 mod plan;
 mod remote;
 mod report;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -233,6 +234,10 @@ enum Command {
         /// Only events of this kind (repeatable), e.g. ActionStarted.
         #[arg(long, value_name = "KIND")]
         kind: Vec<String>,
+        /// Only events about partitions whose dimension NAME has VALUE
+        /// (`--dimension station=S07`).
+        #[arg(long, value_name = "NAME=VALUE")]
+        dimension: Option<String>,
     },
     /// Every materialization of a partition, newest first, with its inputs,
     /// code, versions, and whether it ran or was reused; failures too.
@@ -283,6 +288,9 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Run the build service: an HTTP API (docs/api.md) that holds the
+    /// store and builds what it is asked for.
+    Serve(ServeArgs),
     /// Print a shell completion script (e.g. `cairn completions bash >
     /// ~/.local/share/bash-completion/completions/cairn`).
     Completions {
@@ -420,6 +428,24 @@ struct BackfillArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The address to listen on (loopback by default; port 0 picks a free
+    /// port, printed on stdout).
+    #[arg(long, value_name = "ADDR:PORT", default_value = cairn_server::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Let reads (GET requests) in without the token.
+    #[arg(long)]
+    public_read: bool,
+    /// How long running operations may go on after SIGTERM or SIGINT
+    /// before they are cancelled (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    grace: String,
+    /// Jobs to run at once per build (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
 struct BuildArgs {
     /// Refs or patterns (`clean/date=2024-01-01/station={station}`).
     #[arg(value_name = "REF")]
@@ -533,6 +559,7 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
             partition,
             job,
             kind,
+            dimension,
         } => inspect::log(
             cli,
             &cairn_app::events::EventQuery {
@@ -542,6 +569,7 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
                 partition: partition.clone(),
                 job: job.clone(),
                 kinds: kind.clone(),
+                dimension: dimension.clone(),
             },
             *json,
         ),
@@ -584,6 +612,7 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
             } => audit::gc(cli, *keep_builds, older_than.as_deref(), *dry_run, *no_wait),
             StoreCommand::Stats { json } => audit::stats(cli, *json),
         },
+        Command::Serve(args) => serve::run(cli, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

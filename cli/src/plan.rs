@@ -65,4 +65,3 @@ fn outputs(plan: &Plan, index: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-

@@ -40,6 +40,7 @@ pub fn run(cli: &Cli, url: &str) -> Result<u8, Failure> {
         Command::Store { .. } => "store",
         Command::Completions { .. } => "completions",
         Command::Man { .. } => "man",
+        Command::Serve(_) => "serve",
     };
     if !REMOTE_COMMANDS.split(", ").any(|command| command == name) {
         return Err(Failure::usage(format!(

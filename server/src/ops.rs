@@ -1,0 +1,341 @@
+//! Running operations (docs/api.md "Operations"): what every handler
+//! shares ([`Shared`]), one operation's run through the use cases of
+//! cairn-app on tokio's blocking pool, and the [`BuildObserver`] that keeps
+//! its resource current.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use cairn_app::backfill::{Backfill, BackfillRequest};
+use cairn_app::build::BuildObserver;
+use cairn_app::{AppError, Workspace};
+use cairn_engine::exec::{Outcome, Progress, Reporter};
+use cairn_engine::plan::PlannedAction;
+use cairn_engine::record::BuildCounts;
+use serde_json::{Value, json};
+
+use crate::ServeOptions;
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::registry::{
+    FailedPartition, Operation, Registry, RunningAction, State, Work, lock, now_ms,
+};
+
+/// What every handler and run shares.
+pub struct Shared {
+    pub workspace: Workspace,
+    pub token: String,
+    pub public_read: bool,
+    pub jobs: Option<usize>,
+    pub grace: std::time::Duration,
+    pub registry: Mutex<Registry>,
+    pub feed: Feed,
+    pub metrics: Metrics,
+    /// Set on SIGTERM/SIGINT: readyz answers 503, submits are refused.
+    pub shutting_down: AtomicBool,
+    /// One build at a time: two builds of the held store that need the
+    /// same action would both run it until the engine shares in-flight
+    /// actions between builds; meanwhile operations queue.
+    build_slot: Mutex<()>,
+    /// Bumped whenever an operation changes: wakes its event streams.
+    pub changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(
+        workspace: Workspace,
+        token: String,
+        options: &ServeOptions,
+    ) -> Result<Shared, AppError> {
+        let feed = Feed::new(&workspace)?;
+        Ok(Shared {
+            workspace,
+            token,
+            public_read: options.public_read,
+            jobs: options.jobs,
+            grace: options.grace,
+            registry: Mutex::new(Registry::default()),
+            feed,
+            metrics: Metrics::default(),
+            shutting_down: AtomicBool::new(false),
+            build_slot: Mutex::new(()),
+            changed: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Wakes whoever follows operations.
+    pub fn touch(&self) {
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// Jobs at once for a build asked `requested` (the server's `-j`
+    /// otherwise).
+    pub fn jobs_for(&self, requested: Option<usize>) -> usize {
+        cairn_app::build::jobs(self.workspace.notes(), requested.or(self.jobs))
+    }
+
+    /// Cancels operation `id`: a queued one ends at once; a running one is
+    /// stopped (its jobs get SIGTERM, then SIGKILL) and ends as cancelled
+    /// when its actions stopped. Returns the operation, or `None` if there
+    /// is none.
+    pub fn cancel(&self, id: &str) -> Option<Value> {
+        let mut registry = self.registry();
+        let op = registry.get_mut(id)?;
+        match op.state {
+            State::Queued => op.cancel_queued(),
+            State::Running => {
+                op.cancel_requested = true;
+                op.cancel.cancel();
+            }
+            _ => {}
+        }
+        let json = op.json();
+        drop(registry);
+        self.touch();
+        Some(json)
+    }
+
+    /// Runs operation `id` to its end (on a blocking thread), on the
+    /// workspace's held store, once the build slot is free.
+    pub fn run(self: &Arc<Self>, id: &str) {
+        let _slot = lock(&self.build_slot);
+        let work = {
+            let mut registry = self.registry();
+            let Some(op) = registry.get_mut(id) else {
+                return;
+            };
+            if op.state != State::Queued {
+                return;
+            }
+            if self.shutting_down() {
+                op.cancel_queued();
+                drop(registry);
+                self.touch();
+                return;
+            }
+            op.state = State::Running;
+            op.started_ms = Some(now_ms());
+            op.start_seq = self.feed.head();
+            op.work.clone()
+        };
+        self.touch();
+        let Some(work) = work else {
+            return;
+        };
+        let observer = OpObserver {
+            shared: self,
+            id,
+            failed: AtomicBool::new(false),
+        };
+        let started = Instant::now();
+        let ended = match &*work {
+            Work::Build(request) => cairn_app::build::build(&self.workspace, request, &observer)
+                .map(|built| {
+                    let summary = serde_json::to_value(built.summary(started.elapsed()))
+                        .unwrap_or(Value::Null);
+                    Ended {
+                        build: built.build(),
+                        counts: built.counts(),
+                        interrupted: built.interrupted(),
+                        summary,
+                    }
+                }),
+            Work::Backfill { backfill, request } => {
+                self.run_backfill(backfill, request, &observer, started)
+            }
+        };
+        let end_seq = Feed::last_seq_in_store(&self.workspace);
+        {
+            let mut registry = self.registry();
+            if let Some(op) = registry.get_mut(id) {
+                op.finished_ms = Some(now_ms());
+                op.end_seq = Some(end_seq.max(op.start_seq));
+                op.running.clear();
+                match ended {
+                    Ok(ended) => {
+                        op.build = Some(ended.build);
+                        op.counts = ended.counts;
+                        op.result = Some(ended.summary);
+                        op.state = if ended.interrupted {
+                            State::Cancelled
+                        } else if ended.counts.failed > 0 {
+                            State::Failed
+                        } else {
+                            State::Succeeded
+                        };
+                        op.error = match op.state {
+                            State::Cancelled => Some(json!({
+                                "code": cairn_app::error::EXIT_INTERRUPTED,
+                                "status": "CANCELLED",
+                                "message": if op.cancel_requested {
+                                    "cancelled"
+                                } else {
+                                    "interrupted: the server is shutting down"
+                                },
+                                "failed": op.failed,
+                            })),
+                            State::Failed => Some(json!({
+                                "code": cairn_app::error::EXIT_FAILED,
+                                "status": "FAILED",
+                                "message": format!(
+                                    "{} failed",
+                                    if op.failed.len() == 1 {
+                                        "1 partition".to_owned()
+                                    } else {
+                                        format!("{} partitions", op.failed.len())
+                                    }
+                                ),
+                                "failed": op.failed,
+                            })),
+                            _ => None,
+                        };
+                    }
+                    Err(error) => {
+                        op.state = State::Failed;
+                        let (_, status) = crate::error::status_of(&error);
+                        op.error = Some(json!({
+                            "code": error.exit_code(),
+                            "status": status,
+                            "message": error.to_string(),
+                            "failed": op.failed,
+                        }));
+                    }
+                }
+            }
+        }
+        self.feed.poke();
+        self.touch();
+    }
+
+    fn run_backfill(
+        &self,
+        backfill: &Backfill,
+        request: &BackfillRequest,
+        observer: &OpObserver<'_>,
+        started: Instant,
+    ) -> Result<Ended, AppError> {
+        let refs = backfill.refs();
+        let plan = self.workspace.plan(&refs)?;
+        let backfilled =
+            cairn_app::backfill::run(&self.workspace, backfill, &plan, request, observer)?;
+        let summary =
+            serde_json::to_value(backfilled.summary(started.elapsed())).unwrap_or(Value::Null);
+        Ok(Ended {
+            build: backfilled.built.build(),
+            counts: backfilled.built.counts(),
+            interrupted: backfilled.built.interrupted(),
+            summary,
+        })
+    }
+}
+
+/// How a build returned.
+struct Ended {
+    build: u64,
+    counts: BuildCounts,
+    interrupted: bool,
+    summary: Value,
+}
+
+/// Hears one operation's actions and keeps its resource current.
+struct OpObserver<'a> {
+    shared: &'a Arc<Shared>,
+    id: &'a str,
+    /// An action failed (for the metrics of failures).
+    failed: AtomicBool,
+}
+
+impl OpObserver<'_> {
+    fn update(&self, change: impl FnOnce(&mut Operation)) {
+        if let Some(op) = self.shared.registry().get_mut(self.id) {
+            change(op);
+        }
+        self.shared.touch();
+    }
+}
+
+fn slot(action: &PlannedAction) -> usize {
+    std::ptr::from_ref(action) as usize
+}
+
+impl Reporter for OpObserver<'_> {
+    fn started(&self, action: &PlannedAction, progress: Progress) {
+        let running = RunningAction {
+            slot: slot(action),
+            job: action.job.to_string(),
+            outputs: action
+                .config
+                .outputs
+                .iter()
+                .map(|output| output.as_str().to_owned())
+                .collect(),
+            since_ms: now_ms(),
+        };
+        self.update(|op| {
+            op.running.push(running);
+            op.counts = progress.counts;
+        });
+    }
+
+    fn finished(
+        &self,
+        action: &PlannedAction,
+        _key: Option<&cairn_engine::digest::ActionKey>,
+        outcome: &Outcome,
+        progress: Progress,
+    ) {
+        self.shared.metrics.action(outcome);
+        let at = slot(action);
+        let outputs = || {
+            action
+                .config
+                .outputs
+                .iter()
+                .map(|output| output.as_str().to_owned())
+        };
+        self.update(|op| {
+            op.running.retain(|running| running.slot != at);
+            op.counts = progress.counts;
+            match outcome {
+                Outcome::Executed { duration_ms } => {
+                    op.durations.0 += duration_ms;
+                    op.durations.1 += 1;
+                }
+                Outcome::Failed { error, stderr_tail } => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    let tail = stderr_tail.join("\n");
+                    for partition in outputs() {
+                        op.failed.push(FailedPartition {
+                            partition: partition.clone(),
+                            job: action.job.to_string(),
+                            error: error.clone(),
+                            log_tail: tail.clone(),
+                        });
+                        op.unfinished.push(partition);
+                    }
+                }
+                Outcome::Skipped { .. } => op.unfinished.extend(outputs()),
+                Outcome::Cached { .. } => {}
+            }
+        });
+    }
+}
+
+impl BuildObserver for OpObserver<'_> {
+    fn found_current(&self, snapshot: &cairn_engine::uptodate::Snapshot) {
+        let total = snapshot.actions.len() as u64;
+        self.shared.metrics.cached(total);
+        self.update(|op| {
+            op.counts.cached = total;
+        });
+    }
+}

@@ -1,0 +1,408 @@
+//! The operations registry (Google AIP-151 long-running operations,
+//! docs/api.md "The Operation resource"): every submitted build or
+//! backfill, its state, the counts it announced at submit and those it
+//! reached, the actions it runs now, and how it ended; the idempotency
+//! keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cairn_app::backfill::{Backfill, BackfillRequest};
+use cairn_app::build::{BuildRequest, Cancel};
+use cairn_engine::record::BuildCounts;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// `ms` as an RFC 3339 UTC time (`2026-12-06T16:00:00.123Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let Ok(ms) = i64::try_from(ms) else {
+        return String::new();
+    };
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(time) => format!("{time:.3}"),
+        Err(_) => String::new(),
+    }
+}
+
+/// Locks `mutex`, going on with the data of a thread that panicked while
+/// holding it (the registry stays readable).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Build,
+    Backfill,
+}
+
+impl Kind {
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Build => "build",
+            Kind::Backfill => "backfill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [
+        State::Queued,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Cancelled,
+    ];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.word() == text)
+    }
+
+    pub fn done(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Cancelled)
+    }
+}
+
+/// What an operation announced at submit (Bazel BEP-style): the plan's
+/// partitions and actions, how many are current or restorable, how many
+/// would run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Expected {
+    pub partitions: u64,
+    pub actions: u64,
+    pub current: u64,
+    pub to_run: u64,
+}
+
+/// What an operation builds.
+#[derive(Debug)]
+pub enum Work {
+    Build(BuildRequest),
+    Backfill {
+        backfill: Box<Backfill>,
+        request: BackfillRequest,
+    },
+}
+
+impl Work {
+    /// What the build records in `BuildRequested` (how the operation's
+    /// build is recognized in the log), and its command.
+    fn requested(&self) -> (Vec<String>, &'static str) {
+        match self {
+            Work::Build(request) => (request.refs.clone(), "build"),
+            Work::Backfill { backfill, .. } => (backfill.targets(), "backfill"),
+        }
+    }
+}
+
+/// An action running now.
+#[derive(Debug, Clone)]
+pub struct RunningAction {
+    /// The action's address in the plan: stable while the build runs.
+    pub slot: usize,
+    pub job: String,
+    pub outputs: Vec<String>,
+    pub since_ms: u64,
+}
+
+/// A partition whose action failed in the operation's build.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedPartition {
+    pub partition: String,
+    pub job: String,
+    pub error: String,
+    /// The last lines of the job's stderr (redacted by the engine).
+    pub log_tail: String,
+}
+
+/// One operation.
+#[derive(Debug)]
+pub struct Operation {
+    pub id: String,
+    pub kind: Kind,
+    pub state: State,
+    pub submitted_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// The submitted body, normalized (what the idempotency digest covers).
+    pub request: Value,
+    /// blake3 of the kind and the normalized body.
+    pub digest: [u8; 32],
+    pub idempotency_key: Option<String>,
+    /// The build id in the event log, once its `BuildRequested` is read.
+    pub build: Option<u64>,
+    /// The log's last seq when the operation started: its events come
+    /// after it.
+    pub start_seq: u64,
+    /// The log's last seq once its build returned: every event of it is at
+    /// or before it.
+    pub end_seq: Option<u64>,
+    pub expected: Expected,
+    pub counts: BuildCounts,
+    pub running: Vec<RunningAction>,
+    /// Executed actions' durations: their sum (ms) and number, for the ETA.
+    pub durations: (u64, u64),
+    /// Jobs at once, for the ETA.
+    jobs: usize,
+    pub result: Option<Value>,
+    pub error: Option<Value>,
+    pub failed: Vec<FailedPartition>,
+    /// Outputs of actions that failed or were skipped: what a retry builds.
+    pub unfinished: Vec<String>,
+    pub cancel_requested: bool,
+    /// Stops its build (given to the use case with the request).
+    pub cancel: Cancel,
+    /// `BuildRequested`'s `requested` and `command` for this operation.
+    requested: (Vec<String>, &'static str),
+    pub work: Option<Arc<Work>>,
+}
+
+impl Operation {
+    /// A queued operation; `work`'s request gets the operation's
+    /// [`Cancel`].
+    pub fn new(
+        kind: Kind,
+        request: Value,
+        digest: [u8; 32],
+        idempotency_key: Option<String>,
+        expected: Expected,
+        mut work: Work,
+        jobs: usize,
+    ) -> Operation {
+        let cancel = Cancel::new();
+        match &mut work {
+            Work::Build(request) => request.cancel = Some(cancel.clone()),
+            Work::Backfill { request, .. } => request.cancel = Some(cancel.clone()),
+        }
+        Operation {
+            id: crate::auth::operation_id(),
+            kind,
+            state: State::Queued,
+            submitted_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            request,
+            digest,
+            idempotency_key,
+            build: None,
+            start_seq: 0,
+            end_seq: None,
+            expected,
+            counts: BuildCounts::default(),
+            running: Vec::new(),
+            durations: (0, 0),
+            jobs,
+            result: None,
+            error: None,
+            failed: Vec::new(),
+            unfinished: Vec::new(),
+            cancel_requested: false,
+            cancel,
+            requested: work.requested(),
+            work: Some(Arc::new(work)),
+        }
+    }
+
+    /// Seconds until the actions still to run are done: their number times
+    /// the mean duration of those that ran, over the jobs at once. `None`
+    /// before any ran, or once done.
+    fn eta_seconds(&self) -> Option<f64> {
+        if self.state.done() || self.durations.1 == 0 {
+            return None;
+        }
+        let mean = self.durations.0 as f64 / self.durations.1 as f64 / 1000.0;
+        let done = self.counts.executed + self.counts.failed;
+        let left = self
+            .expected
+            .to_run
+            .saturating_sub(done)
+            .max(self.running.len() as u64);
+        let parallel = self.jobs.clamp(1, usize::MAX) as f64;
+        Some((left as f64 * mean / parallel * 1000.0).round() / 1000.0)
+    }
+
+    /// The Operation resource (docs/api.md).
+    pub fn json(&self) -> Value {
+        let running: Vec<Value> = self
+            .running
+            .iter()
+            .map(|action| {
+                json!({
+                    "job": action.job,
+                    "key": null,
+                    "outputs": action.outputs,
+                    "since": rfc3339(action.since_ms),
+                })
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "name": format!("operations/{}", self.id),
+            "kind": self.kind,
+            "state": self.state,
+            "done": self.state.done(),
+            "submitted_at": rfc3339(self.submitted_ms),
+            "started_at": self.started_ms.map(rfc3339),
+            "finished_at": self.finished_ms.map(rfc3339),
+            "request": self.request,
+            "build": self.build,
+            "expected": self.expected,
+            "counts": {
+                "executed": self.counts.executed,
+                "cached": self.counts.cached,
+                "joined": 0,
+                "failed": self.counts.failed,
+                "skipped": self.counts.skipped,
+            },
+            "running": running,
+            "eta_seconds": self.eta_seconds(),
+            "result": self.result,
+            "error": self.error,
+        })
+    }
+
+    /// Ends a queued operation as cancelled: it never started.
+    pub fn cancel_queued(&mut self) {
+        self.state = State::Cancelled;
+        self.finished_ms = Some(now_ms());
+        self.error = Some(json!({
+            "code": cairn_app::error::EXIT_INTERRUPTED,
+            "status": "CANCELLED",
+            "message": "cancelled before it started",
+            "failed": [],
+        }));
+        self.work = None;
+    }
+}
+
+/// Every operation of this server's life, newest last, and the idempotency
+/// keys.
+#[derive(Debug, Default)]
+pub struct Registry {
+    ops: Vec<Operation>,
+    index: HashMap<String, usize>,
+    keys: HashMap<String, usize>,
+}
+
+/// What a submit with an idempotency key found.
+pub enum Existing {
+    /// The same key and body: this operation.
+    Same(Value),
+    /// The same key, another body.
+    Conflict(String),
+    None,
+}
+
+impl Registry {
+    pub fn get(&self, id: &str) -> Option<&Operation> {
+        self.index.get(id).map(|&at| &self.ops[at])
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Operation> {
+        self.index.get(id).map(|&at| &mut self.ops[at])
+    }
+
+    /// The operation `key` names, if any, compared with `digest`.
+    pub fn existing(&self, key: Option<&str>, digest: &[u8; 32]) -> Existing {
+        let Some(key) = key else {
+            return Existing::None;
+        };
+        match self.keys.get(key) {
+            Some(&at) if &self.ops[at].digest == digest => Existing::Same(self.ops[at].json()),
+            Some(&at) => Existing::Conflict(self.ops[at].id.clone()),
+            None => Existing::None,
+        }
+    }
+
+    /// Adds `op`, unless its key was taken meanwhile (then what the key
+    /// names is returned instead).
+    pub fn insert(&mut self, op: Operation) -> Result<Value, Existing> {
+        match self.existing(op.idempotency_key.as_deref(), &op.digest) {
+            Existing::None => {}
+            found => return Err(found),
+        }
+        let at = self.ops.len();
+        if let Some(key) = &op.idempotency_key {
+            self.keys.insert(key.clone(), at);
+        }
+        self.index.insert(op.id.clone(), at);
+        let json = op.json();
+        self.ops.push(op);
+        Ok(json)
+    }
+
+    /// Operations, newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Operation> {
+        self.ops.iter().rev()
+    }
+
+    pub fn count(&self, state: State) -> usize {
+        self.ops.iter().filter(|op| op.state == state).count()
+    }
+
+    pub fn actions_running(&self) -> usize {
+        self.ops.iter().map(|op| op.running.len()).sum()
+    }
+
+    /// Ids of the operations not done.
+    pub fn unfinished(&self) -> Vec<String> {
+        self.ops
+            .iter()
+            .filter(|op| !op.state.done())
+            .map(|op| op.id.clone())
+            .collect()
+    }
+
+    /// Gives the running operations without a build id the build whose
+    /// `BuildRequested` (seq `seq`) asked for `requested` with `command`.
+    pub fn recognize(&mut self, seq: u64, build: u64, requested: &[String], command: &str) {
+        if let Some(op) = self.ops.iter_mut().find(|op| {
+            op.state == State::Running
+                && op.build.is_none()
+                && op.start_seq < seq
+                && op.requested.1 == command
+                && op.requested.0 == requested
+        }) {
+            op.build = Some(build);
+        }
+    }
+}
+
+/// The digest an idempotency key is compared by: blake3 of the kind and
+/// the normalized body.
+pub fn digest(kind: Kind, request: &Value) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(kind.word().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(request.to_string().as_bytes());
+    *hasher.finalize().as_bytes()
+}

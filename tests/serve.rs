@@ -1,0 +1,785 @@
+//! `cairn serve` end to end (docs/api.md): a real server on a loopback
+//! port, started and stopped by each test, spoken to over HTTP.
+
+mod common;
+mod serve_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::Project;
+use serde_json::{Value, json};
+use serve_support::{SLOW_GRAPH, Server, encode};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn slow_project(sleep: &str) -> Project {
+    let project = Project::with_graph(SLOW_GRAPH);
+    project.write("sleep.txt", sleep);
+    project
+}
+
+/// The kinds and outputs of build `id`'s events, from `cairn log --json`.
+fn started_outputs(project: &Project, build: u64) -> Vec<String> {
+    project
+        .log(&["--build", &build.to_string(), "--kind", "ActionStarted"])
+        .iter()
+        .flat_map(|event| {
+            event["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|output| output.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_submitted_build_is_polled_to_completion_and_runs_what_it_announced() {
+    let project = Project::podcast(3, 2);
+    let server = Server::start(project.path(), &[]);
+    let answer = server.post(
+        "/v1/builds",
+        &json!({"refs": ["daily/date=2024-01-01"]}).to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let op = answer.json();
+    let id = op["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("op-"), "{op}");
+    assert_eq!(
+        answer.location.as_deref(),
+        Some(&*format!("/v1/operations/{id}"))
+    );
+    assert_eq!(op["name"], format!("operations/{id}"));
+    assert_eq!(op["kind"], "build");
+    assert_eq!(op["done"], false);
+    // Announced at submit: 1 partition asked, 5 actions (2 raw, 2 clean,
+    // 1 daily), none current, all 5 to run.
+    assert_eq!(
+        op["expected"],
+        json!({"partitions": 1, "actions": 5, "current": 0, "to_run": 5})
+    );
+    let done = server.wait_done(&id, LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 5, "{done}");
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    assert_eq!(done["error"], Value::Null);
+    assert_eq!(done["running"], json!([]));
+    let build = done["build"].as_u64().unwrap();
+    assert_eq!(done["result"]["build"], build);
+    assert_eq!(done["result"]["type"], "summary");
+    // The log says which actions ran: those of the plan, each once.
+    let mut ran = started_outputs(&project, build);
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "clean/date=2024-01-01/station=S001",
+            "clean/date=2024-01-01/station=S002",
+            "daily/date=2024-01-01",
+            "raw/date=2024-01-01/station=S001",
+            "raw/date=2024-01-01/station=S002",
+        ]
+    );
+    // Status through the API: what `cairn status --json` prints.
+    let status = server.get("/v1/status?ref=daily%2Fdate%3D2024-01-01");
+    assert_eq!(status.status, 200, "{}", status.body);
+    let cli = project.cairn(&["status", "--json", "daily/date=2024-01-01"]);
+    cli.assert_code(0);
+    assert_eq!(status.json()["partitions"], json!(cli.json_lines()));
+    // A second build of the same partition runs nothing.
+    let again = server.submit(&["daily/date=2024-01-01"]);
+    assert_eq!(again["expected"]["to_run"], 0, "{again}");
+    let again = server.wait_done(again["id"].as_str().unwrap(), LONG);
+    assert_eq!(again["state"], "succeeded");
+    assert_eq!(again["counts"]["executed"], 0, "{again}");
+    assert_eq!(again["counts"]["cached"], 5, "{again}");
+    // Listed newest first.
+    let list = server.get("/v1/operations").json();
+    let ids: Vec<&str> = list["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [again["id"].as_str().unwrap(), &id]);
+    assert_eq!(list["next_page_token"], Value::Null);
+    let page = server.get("/v1/operations?page_size=1").json();
+    assert_eq!(page["operations"].as_array().unwrap().len(), 1);
+    let token = page["next_page_token"].as_str().unwrap().to_owned();
+    let next = server
+        .get(&format!("/v1/operations?page_size=1&page_token={token}"))
+        .json();
+    assert_eq!(next["operations"][0]["id"], id.as_str());
+    assert_eq!(next["next_page_token"], Value::Null);
+    let none = server.get("/v1/operations?state=failed").json();
+    assert_eq!(none["operations"], json!([]));
+}
+
+#[test]
+fn an_idempotency_key_gives_the_same_operation_for_the_same_body_and_422_for_another() {
+    let project = Project::podcast(2, 1);
+    let server = Server::start(project.path(), &[]);
+    let body = json!({"refs": ["daily/date=2024-01-01"]}).to_string();
+    let first = server.post("/v1/builds", &body, Some("ci-run-17"));
+    assert_eq!(first.status, 202, "{}", first.body);
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    // The same body, spelled differently (key order, defaults written out).
+    let same = json!({"keep_going": false, "refs": ["daily/date=2024-01-01"], "retries": null});
+    let second = server.post("/v1/builds", &same.to_string(), Some("ci-run-17"));
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.json()["id"], id.as_str());
+    let other = json!({"refs": ["daily/date=2024-01-02"]}).to_string();
+    let refused = server.post("/v1/builds", &other, Some("ci-run-17"));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["status"], "ABORTED");
+    assert!(refused.error_message().contains(&id), "{}", refused.body);
+    // No key: a new operation each time.
+    let third = server.post("/v1/builds", &body, None);
+    assert_eq!(third.status, 202);
+    assert_ne!(third.json()["id"], id.as_str());
+    // A key that is not printable ASCII is refused.
+    let bad = server.post("/v1/builds", &body, Some(&"k".repeat(256)));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    server.wait_done(&id, LONG);
+    server.wait_done(third.json()["id"].as_str().unwrap(), LONG);
+    // Only one build ran for the two submits with the key, and one for the
+    // submit without: two builds in the log.
+    let requested = project.log(&["--kind", "BuildRequested"]);
+    assert_eq!(requested.len(), 2, "{requested:?}");
+}
+
+/// Every endpoint of docs/api.md, as (method, path).
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("POST", "/v1/builds"),
+    ("POST", "/v1/backfills"),
+    ("GET", "/v1/operations"),
+    ("GET", "/v1/operations/op-000000000000"),
+    ("POST", "/v1/operations/op-000000000000/cancel"),
+    ("POST", "/v1/operations/op-000000000000/retry"),
+    ("GET", "/v1/operations/op-000000000000/events"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/status"),
+    ("GET", "/v1/partitions/daily%2Fdate%3D2024-01-01/why"),
+    ("GET", "/v1/partitions/daily%2Fdate%3D2024-01-01/history"),
+    ("GET", "/v1/partitions/daily%2Fdate%3D2024-01-01/logs"),
+    ("GET", "/v1/plan?ref=daily%2Fdate%3D2024-01-01"),
+    ("GET", "/v1/datasets"),
+    ("GET", "/v1/datasets/clean/grid"),
+    ("POST", "/v1/invalidate"),
+    ("GET", "/v1/store/stats"),
+];
+
+#[test]
+fn every_endpoint_refuses_a_missing_or_wrong_token_with_401() {
+    let project = Project::podcast(1, 1);
+    let server = Server::start(project.path(), &[]);
+    let wrong = "0".repeat(64);
+    for (method, path) in ENDPOINTS {
+        for token in [None, Some(wrong.as_str()), Some("short")] {
+            let answer = match *method {
+                "GET" => server.get_with(path, token),
+                _ => server.post_with(path, "{}", None, token),
+            };
+            assert_eq!(
+                answer.status, 401,
+                "{method} {path} {token:?}: {}",
+                answer.body
+            );
+            assert_eq!(answer.json()["error"]["status"], "UNAUTHENTICATED");
+            assert!(
+                answer
+                    .www_authenticate
+                    .as_deref()
+                    .is_some_and(|value| value.starts_with("Bearer")),
+                "{method} {path}: {answer:?}"
+            );
+        }
+    }
+    // Health, readiness and metrics need none.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(server.get_with(path, None).status, 200, "{path}");
+    }
+    // Nothing was built or recorded by the refused requests.
+    assert_eq!(project.log(&[]), Vec::<Value>::new());
+}
+
+#[test]
+fn public_read_lets_reads_in_without_the_token_but_not_writes() {
+    let project = Project::podcast(1, 1);
+    let server = Server::start(project.path(), &["--public-read"]);
+    let read = server.get_with("/v1/status", None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    for (method, path) in ENDPOINTS.iter().filter(|(method, _)| *method == "POST") {
+        let answer = server.post_with(path, "{}", None, None);
+        assert_eq!(answer.status, 401, "{method} {path}: {}", answer.body);
+    }
+}
+
+#[test]
+fn the_token_file_is_private_and_kept_across_restarts() {
+    let project = Project::podcast(1, 1);
+    let first = Server::start(project.path(), &[]).token.clone();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(project.file(".cairn/serve.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(first.len(), 64);
+    let second = Server::start(project.path(), &[]).token.clone();
+    assert_eq!(first, second);
+}
+
+#[test]
+fn bad_input_gets_400_with_the_message_the_command_line_prints() {
+    let project = Project::podcast(2, 1);
+    project.write("backfills/bad.toml", "target = \"daily/date={date}\"\nreason = \"r\"\n\n[dimensions]\ndate = { start = \"2024-01-01\", end = \"2024-13-01\" }\n");
+    let outside = Project::empty();
+    outside.write(
+        "elsewhere.toml",
+        "target = \"daily/date=2024-01-01\"\nreason = \"r\"\n",
+    );
+    std::os::unix::fs::symlink(outside.file("elsewhere.toml"), project.file("escape.toml"))
+        .unwrap();
+    let server = Server::start(project.path(), &[]);
+    // A bad ref: the CLI's message.
+    let cli = project.cairn(&["build", "daily/date=banana"]);
+    cli.assert_code(2);
+    let cli_message = cli
+        .stderr
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap()
+        .to_owned();
+    let answer = server.post("/v1/builds", r#"{"refs": ["daily/date=banana"]}"#, None);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.json()["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(answer.error_message(), cli_message);
+    // Refs in URLs are checked alike.
+    for path in [
+        "/v1/partitions/daily%2Fdate%3Dbanana/why",
+        "/v1/partitions/daily%2Fdate%3Dbanana/history",
+        "/v1/partitions/daily%2Fdate%3Dbanana/logs",
+        "/v1/status?ref=daily%2Fdate%3Dbanana",
+        "/v1/plan?ref=daily%2Fdate%3Dbanana",
+    ] {
+        let answer = server.get(path);
+        assert_eq!(answer.status, 400, "{path}: {}", answer.body);
+        assert_eq!(answer.error_message(), cli_message, "{path}");
+    }
+    let unknown = server.get("/v1/partitions/nope%2Fdate%3D2024-01-01/why");
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    // Malformed JSON, unknown fields, wrong types: the parser's message.
+    for body in [r#"{"refs": "#, r#"{"ref": ["a"]}"#, r#"{"refs": 3}"#] {
+        let answer = server.post("/v1/builds", body, None);
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert!(
+            answer.error_message().starts_with("request body: "),
+            "{}",
+            answer.body
+        );
+    }
+    // Paths leaving the project.
+    for (path, why) in [
+        ("../elsewhere.toml", "`..`"),
+        ("backfills/../../x.toml", "`..`"),
+        ("/etc/passwd", "relative to the project"),
+        ("escape.toml", "leaves the project"),
+        ("missing.toml", "cannot be read"),
+    ] {
+        let answer = server.post(
+            "/v1/backfills",
+            &json!({"config_path": path}).to_string(),
+            None,
+        );
+        assert_eq!(answer.status, 400, "{path}: {}", answer.body);
+        let message = answer.error_message();
+        assert!(message.contains(why), "{path}: {message}");
+        assert!(
+            !message.contains(&project.path().display().to_string()),
+            "{message}"
+        );
+    }
+    // An invalid backfill: the CLI's file/line/field message.
+    let cli = project.cairn(&["backfill", "backfills/bad.toml"]);
+    cli.assert_code(2);
+    let cli_message = cli
+        .stderr
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap()
+        .to_owned();
+    assert!(
+        cli_message.starts_with("backfills/bad.toml:5"),
+        "{cli_message}"
+    );
+    let answer = server.post(
+        "/v1/backfills",
+        r#"{"config_path": "backfills/bad.toml"}"#,
+        None,
+    );
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.error_message(), cli_message);
+    // The same config in the body is named by config_name.
+    let answer = server.post(
+        "/v1/backfills",
+        &json!({"config": project.read_string("backfills/bad.toml"), "config_name": "bad.toml"})
+            .to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.error_message(),
+        cli_message.replacen("backfills/bad.toml", "bad.toml", 1)
+    );
+    // A body over 1 MiB: refused from its Content-Length, before it is
+    // read (a client still sending it may see the connection close).
+    let answer = server.raw(&format!(
+        "POST /v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"refs\": [",
+        server.token,
+        (1 << 20) + 1
+    ));
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("\"PAYLOAD_TOO_LARGE\""), "{answer}");
+    // Exactly 1 MiB is read (and refused for what it says, not its size).
+    let exact = format!(r#"{{"refs": ["{}"]}}"#, "x".repeat((1 << 20) - 14));
+    assert_eq!(exact.len(), 1 << 20);
+    let answer = server.post("/v1/builds", &exact, None);
+    assert_eq!(
+        answer.status,
+        400,
+        "{}",
+        &answer.body[..200.min(answer.body.len())]
+    );
+    // Nothing was built or recorded by any of it.
+    assert_eq!(project.log(&[]), Vec::<Value>::new());
+}
+
+#[test]
+fn a_queued_operation_is_cancelled_before_it_runs() {
+    let project = slow_project("2");
+    let server = Server::start(project.path(), &["-j", "4"]);
+    let first = server.submit(&["slow/n=1"]);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    server.wait_for(&first_id, LONG, |op| op["state"] == "running");
+    let second = server.submit(&["slow/n=2"]);
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    assert_eq!(second["state"], "queued");
+    let cancelled = server.post(&format!("/v1/operations/{second_id}/cancel"), "", None);
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.json()["state"], "cancelled");
+    assert_eq!(cancelled.json()["done"], true);
+    // Cancelling again is harmless.
+    let again = server.post(&format!("/v1/operations/{second_id}/cancel"), "", None);
+    assert_eq!(again.json()["state"], "cancelled");
+    let first = server.wait_done(&first_id, LONG);
+    assert_eq!(first["state"], "succeeded");
+    // Only the first ran: one build, one action.
+    let started: Vec<String> = project
+        .log(&["--kind", "ActionStarted"])
+        .iter()
+        .map(|event| event["outputs"][0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(started, ["slow/n=1"]);
+    // A retry of the cancelled operation builds what it asked.
+    let retry = server.post(&format!("/v1/operations/{second_id}/retry"), "", None);
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    let retried = server.wait_done(retry.json()["id"].as_str().unwrap(), LONG);
+    assert_eq!(retried["state"], "succeeded");
+    assert_eq!(retried["counts"]["executed"], 1);
+    // A succeeded operation is not retried.
+    let refused = server.post(&format!("/v1/operations/{first_id}/retry"), "", None);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let missing = server.post("/v1/operations/op-000000000000/cancel", "", None);
+    assert_eq!(missing.status, 404);
+}
+
+#[test]
+fn a_failed_operation_says_which_partitions_failed_with_their_log_tails_and_retries_them() {
+    let project = slow_project("0");
+    project.write("fail-3", "");
+    let server = Server::start(project.path(), &[]);
+    let answer = server.post(
+        "/v1/builds",
+        &json!({"refs": ["slow/n={n}"], "keep_going": true}).to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["id"].as_str().unwrap().to_owned();
+    let done = server.wait_done(&id, LONG);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["counts"]["executed"], 3);
+    assert_eq!(done["counts"]["failed"], 1);
+    let error = &done["error"];
+    assert_eq!(error["code"], 1);
+    assert_eq!(error["status"], "FAILED");
+    assert_eq!(error["failed"][0]["partition"], "slow/n=3", "{error}");
+    assert_eq!(error["failed"][0]["job"], "slow");
+    assert!(
+        error["failed"][0]["log_tail"]
+            .as_str()
+            .unwrap()
+            .contains("broken input 3"),
+        "{error}"
+    );
+    // Fixed, the retry builds only the failed partition.
+    std::fs::remove_file(project.file("fail-3")).unwrap();
+    let retry = server.post(&format!("/v1/operations/{id}/retry"), "", None);
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_eq!(retry.json()["request"]["refs"], json!(["slow/n=3"]));
+    assert_eq!(retry.json()["request"]["retry_of"], id.as_str());
+    let retried = server.wait_done(retry.json()["id"].as_str().unwrap(), LONG);
+    assert_eq!(retried["state"], "succeeded", "{retried}");
+    let build = retried["build"].as_u64().unwrap();
+    assert_eq!(started_outputs(&project, build), ["slow/n=3"]);
+}
+
+#[test]
+fn the_event_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
+    let project = slow_project("0.2");
+    let server = Server::start(project.path(), &["-j", "2"]);
+    // Subscribed from now on, before anything is built.
+    let mut live = server.sse("/v1/events", None);
+    let op = server.submit(&["slow/n={n}"]);
+    let id = op["id"].as_str().unwrap().to_owned();
+    // Read part of the build live, then drop the connection.
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let event = live.next().expect("an event");
+        assert_eq!(event.event, "cairn");
+        let json = event.json();
+        assert_eq!(Some(json["seq"].as_u64().unwrap()), event.id);
+        seen.push(json);
+    }
+    drop(live);
+    let last = seen.last().unwrap()["seq"].as_u64().unwrap();
+    server.wait_done(&id, LONG);
+    // Reconnect: everything after `last`, then live.
+    let mut resumed = server.sse("/v1/events", Some(last));
+    let total = project.log(&[]).len();
+    while seen.len() < total {
+        seen.push(resumed.next().expect("an event").json());
+    }
+    // Exactly the log, in order: what `cairn log --json` prints.
+    assert_eq!(seen, project.log(&[]));
+    // Live events keep coming on the same stream.
+    let next = server.submit(&["slow/n=1"]);
+    let event = resumed.next().expect("a live event").json();
+    assert_eq!(event["seq"].as_u64().unwrap(), total as u64 + 1);
+    assert_eq!(event["kind"], "BuildRequested");
+    server.wait_done(next["id"].as_str().unwrap(), LONG);
+}
+
+#[test]
+fn an_operation_stream_carries_its_events_and_ends_with_done() {
+    let project = slow_project("0.1");
+    let server = Server::start(project.path(), &["-j", "2"]);
+    // An earlier build, whose events the stream must not carry.
+    let earlier = server.submit(&["slow/n=4"]);
+    server.wait_done(earlier["id"].as_str().unwrap(), LONG);
+    let op = server.submit(&["slow/n=1", "slow/n=2"]);
+    let id = op["id"].as_str().unwrap().to_owned();
+    let mut stream = server.sse(&format!("/v1/operations/{id}/events"), None);
+    let mut events = Vec::new();
+    let done = loop {
+        let event = stream.next().expect("an event or done");
+        if event.event == "done" {
+            break event.json();
+        }
+        assert_eq!(event.event, "cairn");
+        events.push(event.json());
+    };
+    assert!(stream.next().is_none(), "the stream ends after done");
+    assert_eq!(done["id"], id.as_str());
+    assert_eq!(done["state"], "succeeded");
+    let build = done["build"].as_u64().unwrap();
+    assert_eq!(events, project.log(&["--build", &build.to_string()]));
+    // Following a finished operation replays it from the log.
+    let mut replay = server.sse(&format!("/v1/operations/{id}/events"), None);
+    let mut again = Vec::new();
+    loop {
+        let event = replay.next().expect("an event or done");
+        if event.event == "done" {
+            break;
+        }
+        again.push(event.json());
+    }
+    assert_eq!(again, events);
+}
+
+#[test]
+fn the_event_stream_takes_the_filters_of_cairn_log_including_a_dimension_value() {
+    let project = Project::podcast(2, 2);
+    project.build(&[]).assert_code(0);
+    let server = Server::start(project.path(), &[]);
+    let expected = project.log(&["--dimension", "station=S002"]);
+    assert!(!expected.is_empty());
+    assert!(
+        expected
+            .iter()
+            .all(|event| event.to_string().contains("station=S002"))
+    );
+    let mut stream = server.sse("/v1/events?since=1&dimension=station%3DS002", None);
+    let got: Vec<Value> = (0..expected.len())
+        .map(|_| stream.next().expect("an event").json())
+        .collect();
+    assert_eq!(got, expected);
+    let jobs = project.log(&["--job", "daily", "--kind", "ActionSucceeded"]);
+    let mut stream = server.sse("/v1/events?since=1&job=daily&kind=ActionSucceeded", None);
+    let got: Vec<Value> = (0..jobs.len())
+        .map(|_| stream.next().expect("an event").json())
+        .collect();
+    assert_eq!(got, jobs);
+    let bad = server.get("/v1/events?dimension=station");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.error_message().starts_with("--dimension "),
+        "{}",
+        bad.body
+    );
+}
+
+#[test]
+fn reads_answer_what_the_command_line_prints() {
+    let project = Project::podcast(2, 2);
+    project.build(&["daily/date=2024-01-01"]).assert_code(0);
+    let server = Server::start(project.path(), &[]);
+    let partition = "clean/date=2024-01-01/station=S002";
+    let path = encode(partition);
+    let why = server.get(&format!("/v1/partitions/{path}/why"));
+    assert_eq!(why.status, 200, "{}", why.body);
+    let cli = project.cairn(&["why", "--json", partition]);
+    assert_eq!(why.json(), cli.json_lines()[0]);
+    let history = server.get(&format!("/v1/partitions/{path}/history")).json();
+    let cli = project.cairn(&["history", "--json", partition]);
+    assert_eq!(history["entries"], json!(cli.json_lines()));
+    assert_eq!(history["partition"], partition);
+    let logs = server.get(&format!("/v1/partitions/{path}/logs"));
+    assert_eq!(logs.status, 200, "{}", logs.body);
+    let cli_stderr = project.cairn(&["logs", "--stderr", partition]).stdout;
+    assert_eq!(logs.json()["stderr"], cli_stderr.as_str());
+    let text = server.get(&format!("/v1/partitions/{path}/logs?stream=stderr"));
+    assert_eq!(text.body, cli_stderr);
+    assert!(text.content_type.unwrap().starts_with("text/plain"));
+    let plan = server.get("/v1/plan?ref=daily%2Fdate%3D2024-01-02");
+    let cli = project.cairn(&["plan", "--format", "json", "daily/date=2024-01-02"]);
+    assert_eq!(
+        plan.json(),
+        serde_json::from_str::<Value>(&cli.stdout).unwrap()
+    );
+    for format in ["mermaid", "dot"] {
+        let answer = server.get(&format!(
+            "/v1/plan?ref=daily%2Fdate%3D2024-01-02&format={format}"
+        ));
+        let cli = project.cairn(&["plan", "--format", format, "daily/date=2024-01-02"]);
+        assert_eq!(answer.body, cli.stdout, "{format}");
+    }
+    let stats = server.get("/v1/store/stats").json();
+    let cli = project.cairn(&["store", "stats", "--json"]);
+    let cli = &cli.json_lines()[0];
+    assert_eq!(stats["events"], cli["events"]);
+    assert_eq!(stats["builds"], cli["builds"]);
+    // The grid: clean over date x station, row-major; 2024-01-01 built.
+    let grid = server.get("/v1/datasets/clean/grid").json();
+    assert_eq!(grid["order"], "row-major");
+    assert_eq!(
+        grid["dimensions"],
+        json!([
+            {"name": "date", "values": ["2024-01-01", "2024-01-02"]},
+            {"name": "station", "values": ["S001", "S002"]}
+        ])
+    );
+    assert_eq!(grid["runs"], json!([["built", 2], ["missing", 2]]));
+    let datasets = server.get("/v1/datasets").json();
+    let names: BTreeSet<&str> = datasets["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|dataset| dataset["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["clean", "daily", "inputs", "raw"]));
+    assert_eq!(server.get("/v1/datasets/nope/grid").status, 404);
+    // Invalidation, recorded with its reason.
+    let answer = server.post(
+        "/v1/invalidate",
+        &json!({"refs": [partition], "reason": "bad sensor"}).to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["partitions"], json!([partition]));
+    let grid = server.get("/v1/datasets/clean/grid").json();
+    assert_eq!(
+        grid["runs"],
+        json!([["built", 1], ["stale", 1], ["missing", 2]])
+    );
+    let why = server.get(&format!("/v1/partitions/{path}/why")).json();
+    assert!(
+        why["reason"].as_str().unwrap().contains("bad sensor"),
+        "{why}"
+    );
+}
+
+#[test]
+fn metrics_count_operations_actions_and_requests() {
+    let project = Project::podcast(1, 1);
+    let server = Server::start(project.path(), &[]);
+    let op = server.submit(&["daily/date=2024-01-01"]);
+    server.wait_done(op["id"].as_str().unwrap(), LONG);
+    let text = server.get_with("/metrics", None);
+    assert!(text.content_type.unwrap().starts_with("text/plain"));
+    let text = text.body;
+    for line in [
+        "cairn_queue_depth 0\n",
+        "cairn_actions_running 0\n",
+        "cairn_actions_total{outcome=\"executed\"} 3\n",
+        "cairn_operations{state=\"succeeded\"} 1\n",
+        "cairn_http_request_duration_seconds_count{route=\"/v1/builds\",status=\"202\"} 1\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn sigterm_lets_running_operations_finish_within_the_grace_refusing_new_ones() {
+    let project = slow_project("1");
+    let mut server = Server::start(project.path(), &["-j", "4", "--grace", "30s"]);
+    let op = server.submit(&["slow/n={n}"]);
+    let id = op["id"].as_str().unwrap().to_owned();
+    server.wait_for(&id, LONG, |op| {
+        op["running"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    server.signal("TERM");
+    // Not ready, and no new operation, while the running one finishes.
+    let started = std::time::Instant::now();
+    loop {
+        let ready = server.get_with("/readyz", None);
+        if ready.status == 503 {
+            assert_eq!(ready.json()["error"]["status"], "UNAVAILABLE");
+            break;
+        }
+        assert!(started.elapsed() < LONG, "readyz stays {}", ready.status);
+    }
+    let refused = server.post("/v1/builds", r#"{"refs": ["slow/n=1"]}"#, None);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    let op = server.wait_done(&id, LONG);
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(server.wait_exit(LONG), Some(0), "{}", server.stderr());
+    // The build ran to its end: recorded as finished, not interrupted.
+    let finished = project.log(&["--kind", "BuildFinished"]);
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0]["interrupted"], false, "{finished:?}");
+    assert_eq!(finished[0]["counts"]["executed"], 4, "{finished:?}");
+    project.cairn(&["replay", "--check"]).assert_code(0);
+    // The store was released: the command line builds (nothing to do).
+    let build = project.build(&[]);
+    build.assert_code(0);
+    assert_eq!(build.count("executed"), 0);
+}
+
+#[test]
+fn sigterm_cancels_what_still_runs_after_the_grace_and_a_restart_builds_the_rest() {
+    let project = slow_project("30");
+    let mut server = Server::start(project.path(), &["-j", "4", "--grace", "1s"]);
+    let op = server.submit(&["slow/n={n}"]);
+    let id = op["id"].as_str().unwrap().to_owned();
+    server.wait_for(&id, LONG, |op| {
+        op["running"].as_array().is_some_and(|r| r.len() == 4)
+    });
+    let started = std::time::Instant::now();
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(LONG), Some(0), "{}", server.stderr());
+    // Cancelled after the grace, not after the jobs' 30 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let finished = project.log(&["--kind", "BuildFinished"]);
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0]["interrupted"], true, "{finished:?}");
+    project.cairn(&["replay", "--check"]).assert_code(0);
+    // A restarted server builds what the cancelled one did not.
+    project.write("sleep.txt", "0");
+    let server = Server::start(project.path(), &[]);
+    let op = server.submit(&["slow/n={n}"]);
+    let done = server.wait_done(op["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 4, "{done}");
+    let built = project.status(&[]);
+    assert!(
+        built.values().all(|(state, _)| state == "built"),
+        "{built:?}"
+    );
+    // `store verify` takes the writer lock: the server must be gone.
+    server.stop();
+    project.cairn(&["replay", "--check"]).assert_code(0);
+    project.cairn(&["store", "verify"]).assert_code(0);
+}
+
+#[test]
+fn cancelling_a_running_operation_stops_its_jobs_and_a_retry_builds_the_rest() {
+    let project = slow_project("30");
+    let server = Server::start(project.path(), &["-j", "2"]);
+    let op = server.submit(&["slow/n={n}"]);
+    let id = op["id"].as_str().unwrap().to_owned();
+    server.wait_for(&id, LONG, |op| {
+        op["running"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    let started = std::time::Instant::now();
+    let answer = server.post(&format!("/v1/operations/{id}/cancel"), "", None);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let done = server.wait_done(&id, LONG);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_eq!(done["error"]["status"], "CANCELLED");
+    assert_eq!(done["error"]["code"], 130);
+    assert_eq!(done["counts"]["executed"], 0, "{done}");
+    let build = done["build"].as_u64().unwrap();
+    let finished = project.log(&["--build", &build.to_string(), "--kind", "BuildFinished"]);
+    assert_eq!(finished[0]["interrupted"], true, "{finished:?}");
+    // The retry builds the four partitions, none of which was built.
+    project.write("sleep.txt", "0");
+    let retry = server.post(&format!("/v1/operations/{id}/retry"), "", None);
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    let mut refs: Vec<String> = retry.json()["request"]["refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    refs.sort();
+    assert_eq!(refs, ["slow/n=1", "slow/n=2", "slow/n=3", "slow/n=4"]);
+    let retried = server.wait_done(retry.json()["id"].as_str().unwrap(), LONG);
+    assert_eq!(retried["state"], "succeeded", "{retried}");
+    assert_eq!(retried["counts"]["executed"], 4, "{retried}");
+}
+
+#[test]
+fn kill_9_mid_build_then_restart_the_next_build_completes_and_the_store_verifies() {
+    let project = slow_project("2");
+    let mut server = Server::start(project.path(), &["-j", "4"]);
+    let op = server.submit(&["slow/n={n}"]);
+    let id = op["id"].as_str().unwrap().to_owned();
+    server.wait_for(&id, LONG, |op| {
+        op["running"].as_array().is_some_and(|r| r.len() == 4)
+    });
+    server.signal("KILL");
+    server.wait_exit(LONG);
+    project.write("sleep.txt", "0");
+    let server = Server::start(project.path(), &[]);
+    let op = server.submit(&["slow/n={n}"]);
+    let done = server.wait_done(op["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 4, "{done}");
+    server.stop();
+    project.cairn(&["store", "verify"]).assert_code(0);
+    project.cairn(&["replay", "--check"]).assert_code(0);
+}
