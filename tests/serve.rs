@@ -687,7 +687,7 @@ fn sigterm_cancels_what_still_runs_after_the_grace_and_a_restart_builds_the_rest
     let op = server.submit(&["slow/n={n}"]);
     let id = op["id"].as_str().unwrap().to_owned();
     server.wait_for(&id, LONG, |op| {
-        op["running"].as_array().is_some_and(|r| r.len() == 4)
+        op["running"].as_array().is_some_and(|r| !r.is_empty())
     });
     let started = std::time::Instant::now();
     server.signal("TERM");
@@ -769,7 +769,7 @@ fn kill_9_mid_build_then_restart_the_next_build_completes_and_the_store_verifies
     let op = server.submit(&["slow/n={n}"]);
     let id = op["id"].as_str().unwrap().to_owned();
     server.wait_for(&id, LONG, |op| {
-        op["running"].as_array().is_some_and(|r| r.len() == 4)
+        op["running"].as_array().is_some_and(|r| !r.is_empty())
     });
     server.signal("KILL");
     server.wait_exit(LONG);

@@ -327,6 +327,7 @@ async fn submit_build_request(
         no_wait: false,
         retries: body.retries,
         cancel: None,
+        submission: None,
     };
     let (build, expected, listing) = blocking(shared, move |shared| {
         let workspace = &shared.workspace;
@@ -552,6 +553,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             no_wait: false,
             retries: body.retries,
             cancel: None,
+            submission: None,
         },
     };
     let op = Operation::new(Kind::Backfill, request, digest, key, expected, work, jobs);

@@ -120,10 +120,11 @@ impl Feed {
                 let mut registry = lock(registry);
                 for event in &batch {
                     if let EventKind::BuildRequested {
-                        requested, command, ..
+                        submission: Some(submission),
+                        ..
                     } = &event.kind
                     {
-                        registry.recognize(event.seq, event.build, requested, command);
+                        registry.recognize(event.build, &submission.operation);
                     }
                 }
             }

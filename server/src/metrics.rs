@@ -32,6 +32,7 @@ pub struct Metrics {
     executed: AtomicU64,
     cached: AtomicU64,
     failed: AtomicU64,
+    joined: AtomicU64,
     /// Requests by (route, status).
     requests: Mutex<BTreeMap<(String, u16), Histogram>>,
 }
@@ -43,6 +44,7 @@ impl Metrics {
             Outcome::Executed { .. } => &self.executed,
             Outcome::Cached { .. } => &self.cached,
             Outcome::Failed { .. } => &self.failed,
+            Outcome::Joined { .. } => &self.joined,
             Outcome::Skipped { .. } => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -86,13 +88,14 @@ impl Metrics {
         let executed = self.executed.load(Ordering::Relaxed);
         let cached = self.cached.load(Ordering::Relaxed);
         let failed = self.failed.load(Ordering::Relaxed);
+        let joined = self.joined.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
             "# HELP cairn_actions_total Actions finished by the server's operations, by outcome.\n\
              # TYPE cairn_actions_total counter\n\
              cairn_actions_total{{outcome=\"executed\"}} {executed}\n\
              cairn_actions_total{{outcome=\"cached\"}} {cached}\n\
-             cairn_actions_total{{outcome=\"joined\"}} 0\n\
+             cairn_actions_total{{outcome=\"joined\"}} {joined}\n\
              cairn_actions_total{{outcome=\"failed\"}} {failed}"
         );
         let _ = writeln!(

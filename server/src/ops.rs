@@ -324,7 +324,7 @@ impl Reporter for OpObserver<'_> {
                     }
                 }
                 Outcome::Skipped { .. } => op.unfinished.extend(outputs()),
-                Outcome::Cached { .. } => {}
+                Outcome::Cached { .. } | Outcome::Joined { .. } => {}
             }
         });
     }

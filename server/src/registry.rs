@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cairn_app::backfill::{Backfill, BackfillRequest};
 use cairn_app::build::{BuildRequest, Cancel};
-use cairn_engine::record::BuildCounts;
+use cairn_engine::record::{BuildCounts, Submission};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -113,17 +113,6 @@ pub enum Work {
     },
 }
 
-impl Work {
-    /// What the build records in `BuildRequested` (how the operation's
-    /// build is recognized in the log), and its command.
-    fn requested(&self) -> (Vec<String>, &'static str) {
-        match self {
-            Work::Build(request) => (request.refs.clone(), "build"),
-            Work::Backfill { backfill, .. } => (backfill.targets(), "backfill"),
-        }
-    }
-}
-
 /// An action running now.
 #[derive(Debug, Clone)]
 pub struct RunningAction {
@@ -181,8 +170,6 @@ pub struct Operation {
     pub cancel_requested: bool,
     /// Stops its build (given to the use case with the request).
     pub cancel: Cancel,
-    /// `BuildRequested`'s `requested` and `command` for this operation.
-    requested: (Vec<String>, &'static str),
     pub work: Option<Arc<Work>>,
 }
 
@@ -199,12 +186,26 @@ impl Operation {
         jobs: usize,
     ) -> Operation {
         let cancel = Cancel::new();
+        let id = crate::auth::operation_id();
+        // Recorded in the build's `BuildRequested`: the log says which
+        // operation (and key) each build was.
+        let submission = Submission {
+            operation: id.clone(),
+            idempotency_key: idempotency_key.clone(),
+            body_digest: digest,
+        };
         match &mut work {
-            Work::Build(request) => request.cancel = Some(cancel.clone()),
-            Work::Backfill { request, .. } => request.cancel = Some(cancel.clone()),
+            Work::Build(request) => {
+                request.cancel = Some(cancel.clone());
+                request.submission = Some(submission);
+            }
+            Work::Backfill { request, .. } => {
+                request.cancel = Some(cancel.clone());
+                request.submission = Some(submission);
+            }
         }
         Operation {
-            id: crate::auth::operation_id(),
+            id,
             kind,
             state: State::Queued,
             submitted_ms: now_ms(),
@@ -227,7 +228,6 @@ impl Operation {
             unfinished: Vec::new(),
             cancel_requested: false,
             cancel,
-            requested: work.requested(),
             work: Some(Arc::new(work)),
         }
     }
@@ -279,7 +279,7 @@ impl Operation {
             "counts": {
                 "executed": self.counts.executed,
                 "cached": self.counts.cached,
-                "joined": 0,
+                "joined": self.counts.joined,
                 "failed": self.counts.failed,
                 "skipped": self.counts.skipped,
             },
@@ -382,16 +382,12 @@ impl Registry {
             .collect()
     }
 
-    /// Gives the running operations without a build id the build whose
-    /// `BuildRequested` (seq `seq`) asked for `requested` with `command`.
-    pub fn recognize(&mut self, seq: u64, build: u64, requested: &[String], command: &str) {
-        if let Some(op) = self.ops.iter_mut().find(|op| {
-            op.state == State::Running
-                && op.build.is_none()
-                && op.start_seq < seq
-                && op.requested.1 == command
-                && op.requested.0 == requested
-        }) {
+    /// Gives operation `operation` (from the `BuildRequested` of build
+    /// `build`) its build id.
+    pub fn recognize(&mut self, build: u64, operation: &str) {
+        if let Some(op) = self.get_mut(operation)
+            && op.build.is_none()
+        {
             op.build = Some(build);
         }
     }

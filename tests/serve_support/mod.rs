@@ -384,7 +384,8 @@ pub fn encode(text: &str) -> String {
 
 /// A project whose jobs take a while: `slow/n={n}` for n in 1..=COUNT,
 /// each sleeping the seconds in `sleep.txt` (read at run time, so not part
-/// of the action's key) and failing when `fail-{n}` exists.
+/// of the action's key; a sleep cut short fails the job) and failing when
+/// `fail-{n}` exists.
 pub const SLOW_GRAPH: &str = r#"
 [datasets.slow]
 
@@ -393,6 +394,6 @@ values = ["1", "2", "3", "4"]
 
 [jobs.slow]
 outputs = ["slow/n={n}"]
-run = ["sh", "-c", "if [ -e fail-$1 ]; then echo \"broken input $1\" >&2; exit 3; fi; sleep $(cat sleep.txt); echo $1 > \"$CAIRN_OUT/value\"", "slow"]
+run = ["sh", "-c", "if [ -e fail-$1 ]; then echo \"broken input $1\" >&2; exit 3; fi; sleep $(cat sleep.txt) || exit 1; echo $1 > \"$CAIRN_OUT/value\"", "slow"]
 args = ["{n}"]
 "#;
