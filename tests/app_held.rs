@@ -517,3 +517,45 @@ fn the_end_of_a_build_spares_the_orphans_of_another_build_of_the_process() {
         "the other build's orphan lived"
     );
 }
+
+/// When the build that joined a run is cancelled too, nobody waits on the
+/// run any more: the first build's cancel reaches the job (SIGTERM), and
+/// both builds end. Failed before the shield dropped with its last waiter
+/// (the job ran on, unwanted, until it ended by itself).
+#[test]
+fn a_joined_run_nobody_waits_on_any_more_is_stopped() {
+    let p = Project::with_graph(SHARED);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let workspace = &workspace;
+    let joins = Joins::default();
+    let (first_cancel, second_cancel) = (Cancel::new(), Cancel::new());
+    let (first, second, waited) = std::thread::scope(|threads| {
+        let first = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["x/k=1"], &first_cancel), &Unobserved)
+        });
+        wait_for(&p.file("started-s"));
+        let second = threads.spawn(|| {
+            cairn_app::build::build(workspace, &request(&["y/k=1"], &second_cancel), &joins)
+        });
+        wait_until("the second build joining", || {
+            joins.0.load(Ordering::SeqCst)
+        });
+        first_cancel.cancel();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!p.file("termed-s").exists(), "joined: spared");
+        let cancelled = Instant::now();
+        second_cancel.cancel();
+        let second = second.join().unwrap().expect("second");
+        let first = first.join().unwrap().expect("first");
+        (first, second, cancelled.elapsed())
+    });
+    assert!(p.file("termed-s").exists(), "the job got SIGTERM");
+    assert!(
+        waited < Duration::from_secs(4),
+        "stopped {waited:?} after the last waiter left"
+    );
+    assert!(first.interrupted() && second.interrupted());
+    assert_eq!(second.counts().joined, 0);
+    assert!(!p.file("data/s/k=1").exists());
+}

@@ -8,10 +8,12 @@
 //! the no-op: no claim, no lock, nothing per action.
 //!
 //! - **Cancelling the build that runs a joined action does not stop it.**
-//!   Once another build joined a run, the run is shielded: the first
+//!   While another build waits on a run, the run is shielded: the first
 //!   build's interrupt (its `Cancel`, a signal) neither SIGTERMs nor
 //!   SIGKILLs that job, which runs to its end inside the first build (which
-//!   records its outcome, then ends as interrupted). A retry of it is not
+//!   records its outcome, then ends as interrupted). When the last waiter
+//!   gives up too (its own build cancelled), the shield drops and the
+//!   interrupt reaches the job (SIGTERM, SIGKILL after the grace). A retry of it is not
 //!   started after the interrupt; the run then ends as interrupted and each
 //!   waiter claims the key again and runs it itself.
 //! - **A failed run** is reported by each waiter as the failure of its own
@@ -54,9 +56,11 @@ pub enum RunResult {
 struct Run {
     /// The build running it.
     build: u64,
-    /// Set once another build joined: an interrupt of `build` leaves the
-    /// job running (job/mod.rs, `Children::interrupt`).
+    /// Set while another build waits on the run: an interrupt of `build`
+    /// leaves the job running (job/mod.rs, `Children::interrupt`).
     shield: Arc<AtomicBool>,
+    /// The builds waiting on the run; the shield drops with the last.
+    waiters: Mutex<usize>,
     result: Mutex<Option<RunResult>>,
     done: Condvar,
 }
@@ -124,6 +128,7 @@ impl InFlight {
                     Some(_) => false,
                 };
             if joinable {
+                *lock(&run.waiters) += 1;
                 run.shield.store(true, Ordering::SeqCst);
                 return Claim::Join(Joining {
                     run: Arc::clone(run),
@@ -133,6 +138,7 @@ impl InFlight {
         let run = Arc::new(Run {
             build,
             shield: Arc::new(AtomicBool::new(false)),
+            waiters: Mutex::new(0),
             result: Mutex::new(None),
             done: Condvar::new(),
         });
@@ -235,6 +241,19 @@ impl Drop for Running<'_> {
     }
 }
 
+impl Drop for Joining {
+    /// The last waiter gone (it has the result, or its build was
+    /// interrupted), the run is no longer shielded: an interrupt of the
+    /// build running it stops it again.
+    fn drop(&mut self) {
+        let mut waiters = lock(&self.run.waiters);
+        *waiters = waiters.saturating_sub(1);
+        if *waiters == 0 {
+            self.run.shield.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Joining {
     /// The build running (or that ran) the key.
     pub fn build(&self) -> u64 {
@@ -311,8 +330,17 @@ mod tests {
             panic!()
         };
         assert_eq!(joining.wait(&|| true), None, "stopped while waiting");
+        let shield = registry.shield(&key, 1).unwrap();
+        assert!(shield.load(Ordering::SeqCst));
+        let Claim::Join(second) = registry.claim(key, 3) else {
+            panic!()
+        };
+        drop(second);
+        assert!(shield.load(Ordering::SeqCst), "a waiter is left");
         drop(running);
         assert_eq!(joining.wait(&|| false), Some(RunResult::Interrupted));
+        drop(joining);
+        assert!(!shield.load(Ordering::SeqCst), "no waiter left: unshielded");
         assert!(matches!(registry.claim(key, 2), Claim::Run(_)));
     }
 

@@ -140,6 +140,9 @@ pub struct Children {
     /// The shields of running children whose run another build joined
     /// ([`JobRun::shield`]): interrupts pass them by.
     pub(crate) shields: Mutex<HashMap<u32, Arc<AtomicBool>>>,
+    /// Children an interrupt passed by, shielded then: if their shield
+    /// drops, their runner sends the SIGTERM late.
+    pub(crate) spared: Mutex<HashSet<u32>>,
 }
 
 impl Children {
@@ -248,15 +251,30 @@ impl Children {
         })
     }
 
-    /// The running children an interrupt signals: all but the shielded.
+    /// The running children an interrupt signals: all but the shielded,
+    /// which are noted as spared.
     fn running_pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self
             .pids
             .lock()
             .map(|pids| pids.iter().copied().collect())
             .unwrap_or_default();
-        pids.retain(|&pid| !self.is_shielded(pid));
+        pids.retain(|&pid| {
+            let shielded = self.is_shielded(pid);
+            if shielded && let Ok(mut spared) = self.spared.lock() {
+                spared.insert(pid);
+            }
+            !shielded
+        });
         pids
+    }
+
+    /// Whether an interrupt passed child `pid` by (shielded then).
+    pub(crate) fn was_spared(&self, pid: u32) -> bool {
+        self.spared
+            .lock()
+            .map(|spared| spared.contains(&pid))
+            .unwrap_or(false)
     }
 
     /// Whether another build joined the run of child `pid` (an interrupt

@@ -132,6 +132,10 @@ fn run_shielded(
     // (or at once on a second interrupt); checked on every tick.
     let started = Instant::now();
     let escalation = Mutex::new((None::<Instant>, false, false));
+    // Shielded when the interrupt came (it sent no SIGTERM then), and when
+    // the shield dropped since (its last waiter gave up): the interrupt
+    // reaches the job now, with its grace.
+    let late_interrupt = Mutex::new((false, None::<Instant>));
     let tick = || {
         if let Some(poll) = poll {
             poll();
@@ -140,6 +144,17 @@ fn run_shielded(
             return;
         };
         let (terminated, timed_out, killed) = &mut *state;
+        let Ok(mut late) = late_interrupt.lock() else {
+            return;
+        };
+        let shielded_now = shielded();
+        if !late.0 && children.is_interrupted() {
+            late.0 = shielded_now || children.was_spared(pid);
+        }
+        if late.0 && !shielded_now && late.1.is_none() {
+            late.1 = Some(Instant::now());
+            crate::groups::signal_group(pid, libc::SIGTERM);
+        }
         if let Some(timeout) = invocation.timeout
             && !*timed_out
             && started.elapsed() >= timeout
@@ -148,10 +163,15 @@ fn run_shielded(
             terminated.get_or_insert_with(Instant::now);
             crate::groups::signal_group(pid, libc::SIGTERM);
         }
-        let interrupt_due = if shielded() {
-            None
-        } else {
-            children.kill_due()
+        let interrupt_due = match (shielded_now, late.1) {
+            (true, _) => None,
+            // Its grace counts from the late SIGTERM (now on "now").
+            (false, Some(since)) => Some(if children.now.load(Ordering::SeqCst) {
+                Instant::now()
+            } else {
+                since + TERM_GRACE
+            }),
+            (false, None) => children.kill_due(),
         };
         let due = [terminated.map(|at| at + TERM_GRACE), interrupt_due]
             .into_iter()
@@ -185,6 +205,9 @@ fn run_shielded(
         && let Ok(mut shields) = children.shields.lock()
     {
         shields.remove(&pid);
+        if let Ok(mut spared) = children.spared.lock() {
+            spared.remove(&pid);
+        }
     }
     let (_, timed_out, escalated) = escalation.into_inner().unwrap_or_default();
     Ok(Ended {
