@@ -362,7 +362,7 @@ fn bad_input_gets_400_with_the_message_the_command_line_prints() {
 #[test]
 fn a_queued_operation_is_cancelled_before_it_runs() {
     let project = slow_project("2");
-    let server = Server::start(project.path(), &["-j", "4"]);
+    let server = Server::start(project.path(), &["-j", "4", "--operations", "1"]);
     let first = server.submit(&["slow/n=1"]);
     let first_id = first["id"].as_str().unwrap().to_owned();
     server.wait_for(&first_id, LONG, |op| op["state"] == "running");
@@ -782,4 +782,142 @@ fn kill_9_mid_build_then_restart_the_next_build_completes_and_the_store_verifies
     server.stop();
     project.cairn(&["store", "verify"]).assert_code(0);
     project.cairn(&["replay", "--check"]).assert_code(0);
+}
+
+/// `ActionStarted` events per output, over the whole log.
+fn starts_per_output(project: &Project) -> std::collections::BTreeMap<String, usize> {
+    let mut starts = std::collections::BTreeMap::new();
+    for event in project.log(&["--kind", "ActionStarted"]) {
+        for output in event["outputs"].as_array().unwrap() {
+            *starts
+                .entry(output.as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    starts
+}
+
+#[test]
+fn two_operations_that_share_actions_run_them_once_and_the_second_joins() {
+    let project = slow_project("2");
+    let server = Server::start(project.path(), &["-j", "4"]);
+    let first = server.submit(&["slow/n={n}"]);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    server.wait_for(&first_id, LONG, |op| {
+        op["running"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    let second = server.submit(&["slow/n=1", "slow/n=2"]);
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let first = server.wait_done(&first_id, LONG);
+    let second = server.wait_done(&second_id, LONG);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(second["state"], "succeeded", "{second}");
+    // One run per action, whatever the two asked: from the log.
+    let starts = starts_per_output(&project);
+    assert_eq!(starts.len(), 4, "{starts:?}");
+    assert!(starts.values().all(|&count| count == 1), "{starts:?}");
+    // The second recorded that it joined the first's runs.
+    let (first_build, second_build) = (
+        first["build"].as_u64().unwrap(),
+        second["build"].as_u64().unwrap(),
+    );
+    assert_ne!(first_build, second_build);
+    let joined = project.log(&[
+        "--build",
+        &second_build.to_string(),
+        "--kind",
+        "ActionJoined",
+    ]);
+    assert!(
+        !joined.is_empty(),
+        "no ActionJoined in build {second_build}"
+    );
+    for event in &joined {
+        assert_eq!(event["joined_build"], first_build, "{event}");
+    }
+    assert_eq!(second["counts"]["joined"], joined.len(), "{second}");
+    assert_eq!(second["counts"]["executed"], 0, "{second}");
+    let metrics = server.get_with("/metrics", None).body;
+    assert!(
+        metrics.contains(&format!(
+            "cairn_actions_total{{outcome=\"joined\"}} {}\n",
+            joined.len()
+        )),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn cancelling_an_operation_never_kills_an_action_another_one_joined() {
+    let project = slow_project("2");
+    let server = Server::start(project.path(), &["-j", "4"]);
+    let first = server.submit(&["slow/n=1"]);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    server.wait_for(&first_id, LONG, |op| {
+        op["running"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    let second = server.submit(&["slow/n=1"]);
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    // Wait until the second waits on the first's run, then cancel the first.
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = server.post(&format!("/v1/operations/{first_id}/cancel"), "", None);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let first = server.wait_done(&first_id, LONG);
+    let second = server.wait_done(&second_id, LONG);
+    assert_eq!(first["state"], "cancelled", "{first}");
+    assert_eq!(second["state"], "succeeded", "{second}");
+    // The one run went on for the second: started once, succeeded.
+    assert_eq!(starts_per_output(&project)["slow/n=1"], 1);
+    let succeeded = project.log(&["--kind", "ActionSucceeded"]);
+    assert_eq!(succeeded.len(), 1, "{succeeded:?}");
+    assert_eq!(project.status(&["slow/n=1"])["slow/n=1"].0, "built");
+}
+
+#[test]
+fn a_restarted_server_shows_earlier_operations_and_keeps_their_idempotency_keys() {
+    let project = slow_project("0");
+    project.write("fail-4", "");
+    let body = json!({"refs": ["slow/n={n}"], "keep_going": true}).to_string();
+    let server = Server::start(project.path(), &[]);
+    let answer = server.post("/v1/builds", &body, Some("nightly-1"));
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["id"].as_str().unwrap().to_owned();
+    let done = server.wait_done(&id, LONG);
+    assert_eq!(done["state"], "failed");
+    let plain = server.submit(&["slow/n=1"]);
+    server.wait_done(plain["id"].as_str().unwrap(), LONG);
+    server.stop();
+    let server = Server::start(project.path(), &[]);
+    let again = server.get(&format!("/v1/operations/{id}"));
+    assert_eq!(again.status, 200, "{}", again.body);
+    let again = again.json();
+    assert_eq!(again["state"], "failed", "{again}");
+    assert_eq!(again["build"], done["build"]);
+    assert_eq!(again["counts"], done["counts"]);
+    assert_eq!(
+        again["error"]["failed"][0]["partition"], "slow/n=4",
+        "{again}"
+    );
+    // Listed, newest first, with the one without a key.
+    let list = server.get("/v1/operations").json();
+    let ids: Vec<&str> = list["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [plain["id"].as_str().unwrap(), id.as_str()]);
+    // The key still names the operation: same body 200, another 422.
+    let same = server.post("/v1/builds", &body, Some("nightly-1"));
+    assert_eq!(same.status, 200, "{}", same.body);
+    assert_eq!(same.json()["id"], id.as_str());
+    let other = server.post("/v1/builds", r#"{"refs": ["slow/n=1"]}"#, Some("nightly-1"));
+    assert_eq!(other.status, 422, "{}", other.body);
+    // And its failed partition is retried.
+    std::fs::remove_file(project.file("fail-4")).unwrap();
+    let retry = server.post(&format!("/v1/operations/{id}/retry"), "", None);
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_eq!(retry.json()["request"]["refs"], json!(["slow/n=4"]));
+    let retried = server.wait_done(retry.json()["id"].as_str().unwrap(), LONG);
+    assert_eq!(retried["state"], "succeeded", "{retried}");
 }

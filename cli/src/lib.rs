@@ -443,6 +443,9 @@ struct ServeArgs {
     /// Jobs to run at once per build (default: the number of cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,
+    /// Operations (builds, backfills) running at once; the others queue.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    operations: usize,
 }
 
 #[derive(clap::Args, Debug)]

@@ -27,6 +27,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<u8, Failure> {
         public_read: args.public_read,
         grace,
         jobs: args.jobs,
+        operations: args.operations,
     };
     let token_file = options
         .workspace

@@ -143,6 +143,9 @@ async fn authenticate(ctx: Ctx, request: Request, next: Next) -> Response {
             } else {
                 "the token is not this server's (see .cairn/serve.token)"
             };
+            // Read the (limited) body first: a connection whose request
+            // body was left unread cannot serve the client's next request.
+            let _ = axum::body::to_bytes(request.into_body(), BODY_LIMIT).await;
             return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
         }
     }

@@ -12,7 +12,8 @@
 //! Modules, each importing only those below it (tests/import_cycles.rs):
 //! `api` (routes, handlers, layers, shutdown); `stream` (the SSE streams
 //! and the log's tailer); `ops` (what handlers share, an operation's run,
-//! its observer); `feed` (the events read from the log), `metrics`
+//! its observer); `restore` (earlier servers' operations, rebuilt from the
+//! log), `feed` (the events read from the log), `metrics`
 //! (Prometheus text); `registry` (operations and idempotency keys);
 //! `error` (the error answer), `auth` (the token), `grid` (a dataset's
 //! run-length-encoded states).
@@ -25,6 +26,7 @@ mod grid;
 mod metrics;
 mod ops;
 mod registry;
+mod restore;
 mod stream;
 
 use std::net::SocketAddr;
@@ -50,6 +52,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Jobs at once per build (default: the number of cores).
     pub jobs: Option<usize>,
+    /// Operations running at once (the others queue).
+    pub operations: usize,
 }
 
 /// The default address: loopback only.

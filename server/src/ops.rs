@@ -19,7 +19,7 @@ use crate::ServeOptions;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::{
-    FailedPartition, Operation, Registry, RunningAction, State, Work, lock, now_ms,
+    FailedPartition, Operation, Registry, RunningAction, State, Work, lock, now_ms, plural,
 };
 
 /// What every handler and run shares.
@@ -34,10 +34,11 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set on SIGTERM/SIGINT: readyz answers 503, submits are refused.
     pub shutting_down: AtomicBool,
-    /// One build at a time: two builds of the held store that need the
-    /// same action would both run it until the engine shares in-flight
-    /// actions between builds; meanwhile operations queue.
-    build_slot: Mutex<()>,
+    /// Operations running now, and how many may (`--operations`): the
+    /// others queue. Builds of the held store run side by side and share
+    /// the actions they both need (docs/architecture.md).
+    slots: (Mutex<usize>, std::sync::Condvar),
+    max_running: usize,
     /// Bumped whenever an operation changes: wakes its event streams.
     pub changed: tokio::sync::watch::Sender<u64>,
 }
@@ -49,17 +50,19 @@ impl Shared {
         options: &ServeOptions,
     ) -> Result<Shared, AppError> {
         let feed = Feed::new(&workspace)?;
+        let registry = crate::restore::operations(&workspace)?;
         Ok(Shared {
             workspace,
             token,
             public_read: options.public_read,
             jobs: options.jobs,
             grace: options.grace,
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(registry),
             feed,
             metrics: Metrics::default(),
             shutting_down: AtomicBool::new(false),
-            build_slot: Mutex::new(()),
+            slots: (Mutex::new(0), std::sync::Condvar::new()),
+            max_running: options.operations.max(1),
             changed: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -107,7 +110,7 @@ impl Shared {
     /// Runs operation `id` to its end (on a blocking thread), on the
     /// workspace's held store, once the build slot is free.
     pub fn run(self: &Arc<Self>, id: &str) {
-        let _slot = lock(&self.build_slot);
+        let _slot = self.slot();
         let work = {
             let mut registry = self.registry();
             let Some(op) = registry.get_mut(id) else {
@@ -186,14 +189,7 @@ impl Shared {
                             State::Failed => Some(json!({
                                 "code": cairn_app::error::EXIT_FAILED,
                                 "status": "FAILED",
-                                "message": format!(
-                                    "{} failed",
-                                    if op.failed.len() == 1 {
-                                        "1 partition".to_owned()
-                                    } else {
-                                        format!("{} partitions", op.failed.len())
-                                    }
-                                ),
+                                "message": format!("{} failed", plural(op.failed.len())),
                                 "failed": op.failed,
                             })),
                             _ => None,
@@ -216,6 +212,19 @@ impl Shared {
         self.touch();
     }
 
+    /// Waits for a free operation slot; it is freed when the guard drops.
+    fn slot(&self) -> Slot<'_> {
+        let (count, freed) = &self.slots;
+        let mut running = lock(count);
+        while *running >= self.max_running {
+            running = freed
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        Slot(self)
+    }
+
     fn run_backfill(
         &self,
         backfill: &Backfill,
@@ -235,6 +244,17 @@ impl Shared {
             interrupted: backfilled.built.interrupted(),
             summary,
         })
+    }
+}
+
+/// An operation slot, held while an operation runs.
+struct Slot<'a>(&'a Shared);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = &self.0.slots;
+        *lock(count) -= 1;
+        freed.notify_one();
     }
 }
 

@@ -232,6 +232,93 @@ impl Operation {
         }
     }
 
+    /// An operation of an earlier server, rebuilt from its build's
+    /// `BuildRequested` (at `time_ms`): what the log keeps of it. Its end
+    /// comes from [`Operation::ended_in_log`]; without one it stays
+    /// running until [`Registry::close_restored`].
+    pub fn restored(
+        submission: &Submission,
+        command: &str,
+        requested: &[String],
+        build: u64,
+        time_ms: u64,
+    ) -> Operation {
+        let kind = if command == "backfill" {
+            Kind::Backfill
+        } else {
+            Kind::Build
+        };
+        Operation {
+            id: submission.operation.clone(),
+            kind,
+            state: State::Running,
+            submitted_ms: time_ms,
+            started_ms: Some(time_ms),
+            finished_ms: None,
+            request: json!({"refs": requested, "restored": true}),
+            digest: submission.body_digest,
+            idempotency_key: submission.idempotency_key.clone(),
+            build: Some(build),
+            start_seq: 0,
+            end_seq: None,
+            expected: Expected::default(),
+            counts: BuildCounts::default(),
+            running: Vec::new(),
+            durations: (0, 0),
+            jobs: 1,
+            result: None,
+            error: None,
+            failed: Vec::new(),
+            unfinished: Vec::new(),
+            cancel_requested: false,
+            cancel: Cancel::new(),
+            work: None,
+        }
+    }
+
+    /// The end of a restored operation's build, from its `BuildFinished`
+    /// (seq `seq`, at `time_ms`).
+    pub fn ended_in_log(&mut self, counts: BuildCounts, interrupted: bool, seq: u64, time_ms: u64) {
+        self.counts = counts;
+        self.finished_ms = Some(time_ms);
+        self.end_seq = Some(seq);
+        self.expected.actions =
+            counts.executed + counts.cached + counts.failed + counts.skipped + counts.joined;
+        self.result = Some(json!({
+            "build": self.build,
+            "cached": counts.cached,
+            "executed": counts.executed,
+            "failed": counts.failed,
+            "interrupted": interrupted,
+            "joined": counts.joined,
+            "skipped": counts.skipped,
+            "total": self.expected.actions,
+            "type": "summary",
+        }));
+        self.state = if interrupted {
+            State::Cancelled
+        } else if counts.failed > 0 {
+            State::Failed
+        } else {
+            State::Succeeded
+        };
+        self.error = match self.state {
+            State::Cancelled => Some(json!({
+                "code": cairn_app::error::EXIT_INTERRUPTED,
+                "status": "CANCELLED",
+                "message": "interrupted",
+                "failed": self.failed,
+            })),
+            State::Failed => Some(json!({
+                "code": cairn_app::error::EXIT_FAILED,
+                "status": "FAILED",
+                "message": format!("{} failed", plural(self.failed.len())),
+                "failed": self.failed,
+            })),
+            _ => None,
+        };
+    }
+
     /// Seconds until the actions still to run are done: their number times
     /// the mean duration of those that ran, over the jobs at once. `None`
     /// before any ran, or once done.
@@ -304,8 +391,17 @@ impl Operation {
     }
 }
 
-/// Every operation of this server's life, newest last, and the idempotency
-/// keys.
+/// `1 partition`, `N partitions`.
+pub fn plural(count: usize) -> String {
+    if count == 1 {
+        "1 partition".to_owned()
+    } else {
+        format!("{count} partitions")
+    }
+}
+
+/// Every operation of this server's life (and those of earlier servers,
+/// rebuilt from the log), oldest first, and the idempotency keys.
 #[derive(Debug, Default)]
 pub struct Registry {
     ops: Vec<Operation>,
@@ -358,6 +454,32 @@ impl Registry {
         let json = op.json();
         self.ops.push(op);
         Ok(json)
+    }
+
+    /// Adds an operation rebuilt from the log (its key, if any, included).
+    pub fn restore(&mut self, op: Operation) {
+        let at = self.ops.len();
+        if let Some(key) = &op.idempotency_key {
+            self.keys.insert(key.clone(), at);
+        }
+        self.index.insert(op.id.clone(), at);
+        self.ops.push(op);
+    }
+
+    /// Restored operations whose build never finished (the server was
+    /// killed): they end as cancelled.
+    pub fn close_restored(&mut self) {
+        for op in &mut self.ops {
+            if op.state == State::Running && op.work.is_none() {
+                op.state = State::Cancelled;
+                op.error = Some(json!({
+                    "code": cairn_app::error::EXIT_INTERRUPTED,
+                    "status": "CANCELLED",
+                    "message": "the server stopped before this build finished (its build has no BuildFinished)",
+                    "failed": op.failed,
+                }));
+            }
+        }
     }
 
     /// Operations, newest first.
