@@ -1,0 +1,1016 @@
+// The page of `cairn serve` (docs/web.md): vanilla JavaScript, no
+// framework, no build step. It reads only the public /v1 API
+// (docs/api.md) and draws one view per URL:
+//
+//   /                          datasets, with their partitions' states
+//   /ui/datasets/NAME          the partition grid (?rows=&cols=&state=&q=&at.DIM=)
+//   /ui/partitions/REF         a partition: state, why, history, logs
+//   /ui/operations             builds and backfills (?state=&kind=)
+//   /ui/operations/ID          one operation, live, with cancel
+//   /ui/events                 the event log, streaming (?since=&kind=&partition=&job=&build=&dimension=)
+//
+// The token is asked for once and kept in sessionStorage (or given in the
+// URL's fragment, `#token=...`, which never reaches a server).
+'use strict';
+
+const TOKEN_KEY = 'cairn.token';
+const STATES = ['built', 'stale', 'missing', 'failed', 'running'];
+const GLYPH = { built: '✓', stale: '~', missing: '·', failed: '✗', running: '▶' };
+const MAX_CELLS = 60000;
+const LOG_TAIL_LINES = 400;
+const EVENT_ROWS = 2000;
+
+// ------------------------------------------------------------ utilities
+
+/** Builds an element: h('a', {href: '/'}, 'text', child, ...). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  if (attrs) {
+    for (const [name, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name.startsWith('on') && typeof value === 'function') {
+        el.addEventListener(name.slice(2), value);
+      } else if (name === 'dataset') {
+        Object.assign(el.dataset, value);
+      } else {
+        el.setAttribute(name, value === true ? '' : String(value));
+      }
+    }
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function time(value) {
+  if (value === null || value === undefined) return '';
+  const date = typeof value === 'number' ? new Date(value) : new Date(String(value));
+  if (Number.isNaN(date.getTime())) return String(value);
+  return date.toISOString().replace('.000Z', 'Z');
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '';
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  if (m < 60) return `${m}m ${s}s`;
+  return `${Math.floor(m / 60)}h ${m % 60}m`;
+}
+
+function stateBadge(state) {
+  return h('span', { class: 'state', 'data-state': state }, state);
+}
+
+function partitionLink(ref) {
+  return h('a', { href: `/ui/partitions/${encodeURIComponent(ref)}`, class: 'mono' }, ref);
+}
+
+function datasetOf(ref) {
+  const slash = ref.indexOf('/');
+  return slash < 0 ? ref : ref.slice(0, slash);
+}
+
+/** The partitions an event (a `cairn log --json` object) is about. */
+function eventPartitions(event) {
+  if (Array.isArray(event.outputs)) return event.outputs;
+  if (typeof event.partition === 'string') return [event.partition];
+  if (event.manifest && Array.isArray(event.manifest.outputs)) {
+    return event.manifest.outputs.map((output) => output.partition);
+  }
+  return [];
+}
+
+function tailLines(text, lines) {
+  let at = text.length;
+  for (let i = 0; i < lines && at > 0; i += 1) {
+    at = text.lastIndexOf('\n', at - 2);
+    if (at < 0) return { text, cut: false };
+    at += 1;
+  }
+  return { text: text.slice(at), cut: at > 0 };
+}
+
+// ------------------------------------------------------------------ API
+
+class NeedToken extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'NeedToken';
+  }
+}
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+  }
+}
+
+function authHeaders(extra) {
+  const headers = new Headers(extra || {});
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.set('Authorization', `Bearer ${token}`);
+  return headers;
+}
+
+async function failure(response) {
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) message = body.error.message;
+  } catch (_) {
+    // Not a JSON error body: keep the status line.
+  }
+  if (response.status === 401) return new NeedToken(message);
+  return new ApiError(response.status, message);
+}
+
+/** A /v1 request; JSON in and out unless `text` is set. */
+async function api(path, options = {}) {
+  const headers = authHeaders(options.headers);
+  let body;
+  if (options.json !== undefined) {
+    headers.set('Content-Type', 'application/json');
+    body = JSON.stringify(options.json);
+  }
+  const response = await fetch(path, {
+    method: options.method || 'GET',
+    headers,
+    body,
+    signal: options.signal,
+  });
+  if (!response.ok) throw await failure(response);
+  return options.text ? response.text() : response.json();
+}
+
+/**
+ * Follows a server-sent event stream (docs/api.md, "Server-sent
+ * events") with fetch, which can send the token (EventSource cannot).
+ * Reconnects with Last-Event-ID, so no event is lost or repeated; stops
+ * after `event: done` or when `signal` aborts.
+ */
+async function follow(path, { signal, onEvent, onOpen }) {
+  let lastId = null;
+  while (!signal.aborted) {
+    try {
+      const headers = authHeaders({ Accept: 'text/event-stream' });
+      if (lastId !== null) headers.set('Last-Event-ID', lastId);
+      const response = await fetch(path, { headers, signal });
+      if (!response.ok) throw await failure(response);
+      if (onOpen) onOpen();
+      setLive('live');
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      let message = { event: 'message', data: [], id: null };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let newline;
+        while ((newline = buffer.indexOf('\n')) >= 0) {
+          let line = buffer.slice(0, newline);
+          buffer = buffer.slice(newline + 1);
+          if (line.endsWith('\r')) line = line.slice(0, -1);
+          if (line === '') {
+            if (message.data.length > 0) {
+              if (message.id !== null) lastId = message.id;
+              const data = message.data.join('\n');
+              let parsed = data;
+              try {
+                parsed = JSON.parse(data);
+              } catch (_) {
+                // Keep the text.
+              }
+              onEvent(message.event, parsed, message.id);
+              if (message.event === 'done') {
+                setLive('');
+                return;
+              }
+            }
+            message = { event: 'message', data: [], id: null };
+          } else if (line.startsWith(':')) {
+            // A comment (keep-alive).
+          } else {
+            const colon = line.indexOf(':');
+            const field = colon < 0 ? line : line.slice(0, colon);
+            let text = colon < 0 ? '' : line.slice(colon + 1);
+            if (text.startsWith(' ')) text = text.slice(1);
+            if (field === 'event') message.event = text;
+            else if (field === 'data') message.data.push(text);
+            else if (field === 'id') message.id = text;
+          }
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error instanceof NeedToken || error instanceof ApiError) throw error;
+    }
+    if (signal.aborted) return;
+    setLive('reconnecting…');
+    await sleep(1500);
+  }
+}
+
+function setLive(text) {
+  document.getElementById('live').textContent = text;
+}
+
+// --------------------------------------------------------------- router
+
+/** What the current view started (streams, timers), stopped on leaving it. */
+let viewScope = new AbortController();
+const view = document.getElementById('view');
+
+function navigate(url, replace) {
+  if (replace) history.replaceState(null, '', url);
+  else history.pushState(null, '', url);
+  route();
+}
+
+function setView(...children) {
+  view.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+function markNav() {
+  const path = location.pathname;
+  for (const link of document.querySelectorAll('header.top nav a')) {
+    const href = link.getAttribute('href');
+    const current = href === '/' ? path === '/' || path.startsWith('/ui/datasets') || path.startsWith('/ui/partitions') : path.startsWith(href);
+    if (current) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+}
+
+async function route() {
+  viewScope.abort();
+  viewScope = new AbortController();
+  const scope = viewScope.signal;
+  setLive('');
+  markNav();
+  const path = location.pathname;
+  const query = new URLSearchParams(location.search);
+  let match;
+  try {
+    if (path === '/' || path === '/ui' || path === '/ui/') {
+      await showDatasets(scope);
+    } else if ((match = path.match(/^\/ui\/datasets\/([^/]+)$/))) {
+      await showGrid(decodeURIComponent(match[1]), query, scope);
+    } else if ((match = path.match(/^\/ui\/partitions\/(.+)$/))) {
+      await showPartition(decodeURIComponent(match[1]), scope);
+    } else if (path === '/ui/operations') {
+      await showOperations(query, scope);
+    } else if ((match = path.match(/^\/ui\/operations\/([^/]+)$/))) {
+      await showOperation(decodeURIComponent(match[1]), scope);
+    } else if (path === '/ui/events') {
+      await showEvents(query, scope);
+    } else {
+      document.title = 'not found · cairn';
+      setView(h('h1', null, 'Not found'), h('p', null, 'No such view: ', h('code', null, path), '. ', h('a', { href: '/' }, 'Datasets')));
+    }
+  } catch (error) {
+    if (scope.aborted) return;
+    showError(error);
+  }
+}
+
+function showError(error) {
+  if (error instanceof NeedToken) {
+    showTokenForm(error.message);
+    return;
+  }
+  setView(h('h1', null, 'Error'), h('p', { class: 'error', role: 'alert' }, error.message || String(error)));
+}
+
+function showTokenForm(message) {
+  document.title = 'token · cairn';
+  const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'off', spellcheck: 'false', required: true });
+  const form = h('form', { class: 'token', onsubmit: (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    route();
+  } },
+  h('h1', null, 'This server needs its token'),
+  h('p', null, 'The token is in ', h('code', null, '.cairn/serve.token'), ' beside the store (`cat .cairn/serve.token`). It is kept for this tab only (sessionStorage).'),
+  h('p', { class: 'muted' }, message),
+  h('label', { for: 'token' }, 'Token'), ' ', input, ' ',
+  h('button', { type: 'submit' }, 'Use it'));
+  setView(form);
+  input.focus();
+}
+
+document.addEventListener('click', (event) => {
+  if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  const link = event.target.closest('a[href]');
+  if (!link || link.hasAttribute('download') || link.target) return;
+  const url = new URL(link.href, location.href);
+  if (url.origin !== location.origin) return;
+  if (!(url.pathname === '/' || url.pathname.startsWith('/ui'))) return;
+  event.preventDefault();
+  navigate(url.pathname + url.search + url.hash);
+});
+
+window.addEventListener('popstate', () => route());
+
+// ------------------------------------------------------------- datasets
+
+/** Decodes a grid's runs into one state index per cell (row-major). */
+function decodeRuns(grid) {
+  const total = grid.dimensions.reduce((n, d) => n * d.values.length, 1);
+  const codes = new Uint8Array(total);
+  const names = [];
+  const index = new Map();
+  let at = 0;
+  for (const [state, count] of grid.runs) {
+    if (!index.has(state)) {
+      index.set(state, names.length);
+      names.push(state);
+    }
+    codes.fill(index.get(state), at, Math.min(total, at + count));
+    at += count;
+  }
+  return { codes, names, index, total };
+}
+
+function countStates(grid) {
+  const counts = {};
+  for (const [state, count] of grid.runs) counts[state] = (counts[state] || 0) + count;
+  return counts;
+}
+
+function countBadges(counts) {
+  const states = [...STATES, ...Object.keys(counts).filter((s) => !STATES.includes(s))];
+  return h('span', { class: 'counts' }, states.filter((s) => counts[s]).map((s) => h('span', { class: 'state', 'data-state': s, 'data-count': counts[s] }, `${counts[s]} ${s}`)));
+}
+
+async function showDatasets(scope) {
+  document.title = 'datasets · cairn';
+  const { datasets } = await api('/v1/datasets', { signal: scope });
+  const rows = datasets.map((dataset) => {
+    const counts = h('td', { 'data-counts': dataset.name }, h('span', { class: 'muted' }, '…'));
+    return {
+      dataset,
+      counts,
+      row: h('tr', null,
+        h('td', null, h('a', { href: `/ui/datasets/${encodeURIComponent(dataset.name)}` }, dataset.name)),
+        h('td', { class: 'mono' }, dataset.pattern || ''),
+        h('td', null, (dataset.dimensions || []).map((d) => `${d.name} (${d.values.length})`).join(' × ') || (dataset.error ? h('span', { class: 'error' }, dataset.error) : '—')),
+        h('td', { class: 'num' }, dataset.partitions ?? ''),
+        counts),
+    };
+  });
+  setView(
+    h('h1', null, 'Datasets'),
+    datasets.length === 0
+      ? h('p', null, 'The graph declares no dataset.')
+      : h('table', { class: 'list', id: 'datasets' },
+        h('thead', null, h('tr', null, h('th', null, 'dataset'), h('th', null, 'pattern'), h('th', null, 'dimensions'), h('th', { class: 'num' }, 'partitions'), h('th', null, 'states'))),
+        h('tbody', null, rows.map((r) => r.row))),
+  );
+  await Promise.all(rows.map(async ({ dataset, counts }) => {
+    if (dataset.error || !dataset.dimensions) {
+      counts.replaceChildren();
+      return;
+    }
+    try {
+      const grid = await api(`/v1/datasets/${encodeURIComponent(dataset.name)}/grid`, { signal: scope });
+      counts.replaceChildren(countBadges(countStates(grid)));
+    } catch (error) {
+      if (scope.aborted) return;
+      if (error instanceof NeedToken) throw error;
+      counts.replaceChildren(h('span', { class: 'error' }, error.message));
+    }
+  }));
+}
+
+// ----------------------------------------------------------------- grid
+
+/** The ref of the cell whose value index per dimension is `at`. */
+function cellRef(grid, at) {
+  const parts = grid.dimensions.map((d, i) => `${d.name}=${d.values[at[i]]}`);
+  return parts.length ? `${grid.dataset}/${parts.join('/')}` : grid.dataset;
+}
+
+function globToRegExp(glob) {
+  const escaped = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(escaped);
+}
+
+async function showGrid(name, query, scope) {
+  document.title = `${name} · cairn`;
+  let grid = await api(`/v1/datasets/${encodeURIComponent(name)}/grid`, { signal: scope });
+  const dims = grid.dimensions;
+  const dimNames = dims.map((d) => d.name);
+  const pick = (key, fallback) => (dimNames.includes(query.get(key)) ? query.get(key) : fallback);
+  const rowDim = pick('rows', dimNames[0] ?? null);
+  const colDim = pick('cols', dimNames.find((n) => n !== rowDim) ?? null);
+  const shown = new Set((query.get('state') || '').split(',').filter(Boolean));
+  const pattern = query.get('q') || '';
+  const patternRe = pattern ? globToRegExp(pattern) : null;
+  // The value chosen for each dimension that is neither rows nor columns.
+  const fixed = dimNames.map((n, i) => {
+    if (n === rowDim || n === colDim) return null;
+    const wanted = query.get(`at.${n}`);
+    const at = dims[i].values.indexOf(wanted);
+    return at >= 0 ? at : 0;
+  });
+  const strides = [];
+  let stride = 1;
+  for (let i = dims.length - 1; i >= 0; i -= 1) {
+    strides[i] = stride;
+    stride *= dims[i].values.length;
+  }
+  const r = dimNames.indexOf(rowDim);
+  const c = dimNames.indexOf(colDim);
+  const rowValues = r >= 0 ? dims[r].values : [''];
+  const colValues = c >= 0 ? dims[c].values : [''];
+  const base = fixed.reduce((sum, at, i) => sum + (at === null ? 0 : at * strides[i]), 0);
+  const flat = (ri, ci) => base + (r >= 0 ? ri * strides[r] : 0) + (c >= 0 ? ci * strides[c] : 0);
+
+  const setQuery = (changes) => {
+    const next = new URLSearchParams(location.search);
+    for (const [key, value] of Object.entries(changes)) {
+      if (value === null || value === '') next.delete(key);
+      else next.set(key, value);
+    }
+    const search = next.toString();
+    navigate(`${location.pathname}${search ? `?${search}` : ''}`);
+  };
+
+  // Controls: pivot, the other dimensions' values, filters.
+  const dimSelect = (label, key, value, allowNone) => h('label', null, label,
+    h('select', { name: key, onchange: (event) => {
+      const chosen = event.target.value;
+      const other = key === 'rows' ? 'cols' : 'rows';
+      const swap = chosen === (key === 'rows' ? colDim : rowDim) ? { [other]: key === 'rows' ? rowDim : colDim } : {};
+      setQuery({ [key]: chosen, ...swap });
+    } },
+    allowNone ? h('option', { value: '' }, '(none)') : null,
+    dimNames.map((n) => h('option', { value: n, selected: n === value }, n))));
+  const controls = h('form', { class: 'inline', onsubmit: (event) => event.preventDefault() },
+    dims.length > 0 ? dimSelect('rows', 'rows', rowDim, false) : null,
+    dims.length > 1 ? dimSelect('columns', 'cols', colDim, false) : null,
+    dims.map((d, i) => (fixed[i] === null ? null : h('label', null, d.name,
+      h('select', { name: `at.${d.name}`, onchange: (event) => setQuery({ [`at.${d.name}`]: event.target.value }) },
+        d.values.map((v, vi) => h('option', { value: v, selected: vi === fixed[i] }, v)))))),
+    h('fieldset', { class: 'states' }, h('legend', null, 'show states'),
+      STATES.map((s) => h('label', null, h('input', { type: 'checkbox', name: 'state', value: s, checked: shown.size === 0 || shown.has(s), onchange: (event) => {
+        const boxes = [...event.target.form.querySelectorAll('input[name=state]')];
+        const on = boxes.filter((b) => b.checked).map((b) => b.value);
+        setQuery({ state: on.length === boxes.length ? null : on.join(',') || 'none' });
+      } }), stateBadge(s)))),
+    h('label', null, 'pattern (* and ?)', h('input', { type: 'search', name: 'q', value: pattern, placeholder: `${name}/…`, onchange: (event) => setQuery({ q: event.target.value }) })));
+
+  const hover = h('div', { class: 'hover', id: 'hover', role: 'status', 'aria-live': 'polite' }, h('span', { class: 'muted' }, 'Point at or focus a cell for its ref, state and reason; Enter or a click opens it.'));
+  const summary = h('p', { id: 'summary' });
+  const cells = rowValues.length * colValues.length;
+  if (cells > MAX_CELLS) {
+    setView(h('h1', null, `Dataset ${name}`), controls,
+      h('p', { class: 'error' }, `${cells} cells in this view: more than ${MAX_CELLS}. Choose other rows and columns, or narrow the dimensions.`),
+      summary);
+    summary.replaceChildren(countBadges(countStates(grid)));
+    return;
+  }
+
+  let decoded = decodeRuns(grid);
+  const byFlat = new Map();
+  const table = h('table', { class: 'grid', role: 'grid', id: 'grid', 'aria-label': `partitions of ${name}: ${rowDim ?? ''} by ${colDim ?? ''}`, 'aria-rowcount': rowValues.length + 1, 'aria-colcount': colValues.length + 1 });
+  const head = h('tr', { role: 'row' }, h('th', { role: 'columnheader', scope: 'col' }, rowDim && colDim ? `${rowDim} \\ ${colDim}` : ''));
+  for (const v of colValues) head.append(h('th', { role: 'columnheader', scope: 'col' }, v));
+  const body = document.createElement('tbody');
+  const at = dims.map((_, i) => fixed[i]);
+  let first = true;
+  for (let ri = 0; ri < rowValues.length; ri += 1) {
+    const tr = document.createElement('tr');
+    tr.setAttribute('role', 'row');
+    tr.append(h('th', { role: 'rowheader', scope: 'row' }, rowValues[ri]));
+    for (let ci = 0; ci < colValues.length; ci += 1) {
+      if (r >= 0) at[r] = ri;
+      if (c >= 0) at[c] = ci;
+      const index = flat(ri, ci);
+      const ref = cellRef(grid, at);
+      const td = document.createElement('td');
+      td.className = 'cell';
+      td.setAttribute('role', 'gridcell');
+      td.dataset.ref = ref;
+      td.dataset.row = ri;
+      td.dataset.col = ci;
+      td.tabIndex = first ? 0 : -1;
+      first = false;
+      byFlat.set(index, td);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  table.append(h('thead', null, head), body);
+
+  const paint = (td, state) => {
+    td.dataset.state = state;
+    const visible = (shown.size === 0 || shown.has(state)) && (!patternRe || patternRe.test(td.dataset.ref));
+    td.classList.toggle('dim', !visible);
+    td.setAttribute('aria-label', `${td.dataset.ref}: ${state}${visible ? '' : ' (filtered out)'}`);
+    td.title = `${td.dataset.ref}\n${state}`;
+  };
+  const paintAll = () => {
+    for (const [index, td] of byFlat) paint(td, decoded.names[decoded.codes[index]]);
+    const counts = countStates(grid);
+    summary.replaceChildren(h('span', null, `${decoded.total} partitions: `), countBadges(counts));
+  };
+  paintAll();
+
+  // Hover and focus: the reason, asked of /v1/status for that one ref.
+  let reasonFor = null;
+  const explain = async (td) => {
+    const ref = td.dataset.ref;
+    reasonFor = ref;
+    hover.replaceChildren(h('span', { class: 'mono' }, ref), ' ', stateBadge(td.dataset.state));
+    await sleep(120);
+    if (reasonFor !== ref || scope.aborted) return;
+    try {
+      const { partitions } = await api(`/v1/status?ref=${encodeURIComponent(ref)}`, { signal: scope });
+      if (reasonFor !== ref) return;
+      const line = partitions[0];
+      if (line) hover.replaceChildren(h('span', { class: 'mono' }, ref), ' ', stateBadge(line.state), ' ', h('span', { class: 'reason' }, line.reason || ''));
+    } catch (error) {
+      if (!scope.aborted && reasonFor === ref) hover.append(' ', h('span', { class: 'error' }, error.message));
+    }
+  };
+  const open = (td) => navigate(`/ui/partitions/${encodeURIComponent(td.dataset.ref)}`);
+  table.addEventListener('mouseover', (event) => {
+    const td = event.target.closest('td.cell');
+    if (td && td.dataset.ref !== reasonFor) explain(td);
+  });
+  table.addEventListener('focusin', (event) => {
+    const td = event.target.closest('td.cell');
+    if (td) explain(td);
+  });
+  table.addEventListener('click', (event) => {
+    const td = event.target.closest('td.cell');
+    if (td) open(td);
+  });
+  table.addEventListener('keydown', (event) => {
+    const td = event.target.closest('td.cell');
+    if (!td) return;
+    let ri = Number(td.dataset.row);
+    let ci = Number(td.dataset.col);
+    switch (event.key) {
+      case 'ArrowRight': ci += 1; break;
+      case 'ArrowLeft': ci -= 1; break;
+      case 'ArrowDown': ri += 1; break;
+      case 'ArrowUp': ri -= 1; break;
+      case 'Home': ci = 0; break;
+      case 'End': ci = colValues.length - 1; break;
+      case 'PageDown': ri += 10; break;
+      case 'PageUp': ri -= 10; break;
+      case 'Enter':
+      case ' ':
+        event.preventDefault();
+        open(td);
+        return;
+      default: return;
+    }
+    event.preventDefault();
+    ri = Math.max(0, Math.min(rowValues.length - 1, ri));
+    ci = Math.max(0, Math.min(colValues.length - 1, ci));
+    const next = byFlat.get(flat(ri, ci));
+    if (next) {
+      td.tabIndex = -1;
+      next.tabIndex = 0;
+      next.focus();
+    }
+  });
+
+  const legend = h('div', { class: 'legend', 'aria-hidden': 'true' }, STATES.map((s) => stateBadge(s)));
+  setView(
+    h('h1', null, `Dataset ${name}`),
+    controls,
+    summary,
+    legend,
+    hover,
+    h('div', { class: 'grid-wrap' }, table),
+  );
+
+  // Live: the log's events move cells at once (running, built, failed);
+  // the grid is then asked again, which is the truth (`cairn status`).
+  const valueIndex = dims.map((d) => new Map(d.values.map((v, i) => [v, i])));
+  const flatOf = (ref) => {
+    const parts = ref.split('/');
+    if (parts.shift() !== name || parts.length !== dims.length) return null;
+    let index = 0;
+    for (let i = 0; i < dims.length; i += 1) {
+      const eq = parts[i].indexOf('=');
+      if (eq < 0 || parts[i].slice(0, eq) !== dims[i].name) return null;
+      const vi = valueIndex[i].get(parts[i].slice(eq + 1));
+      if (vi === undefined) return null;
+      index += vi * strides[i];
+    }
+    return index;
+  };
+  let refresh = null;
+  const refetch = () => {
+    if (refresh) return;
+    refresh = setTimeout(async () => {
+      refresh = null;
+      try {
+        grid = await api(`/v1/datasets/${encodeURIComponent(name)}/grid`, { signal: scope });
+        decoded = decodeRuns(grid);
+        paintAll();
+        table.dataset.version = String(Number(table.dataset.version || 0) + 1);
+      } catch (error) {
+        if (!scope.aborted) hover.replaceChildren(h('span', { class: 'error' }, error.message));
+      }
+    }, 250);
+  };
+  const optimistic = { ActionStarted: 'running', ActionRetrying: 'running', ActionFailed: 'failed', PartitionMaterialized: 'built' };
+  follow('/v1/events', {
+    signal: scope,
+    onEvent: (kind, event) => {
+      if (kind !== 'cairn' || typeof event !== 'object') return;
+      let touched = false;
+      for (const ref of eventPartitions(event)) {
+        if (datasetOf(ref) !== name) continue;
+        touched = true;
+        const index = flatOf(ref);
+        const td = index === null ? null : byFlat.get(index);
+        if (td && optimistic[event.kind]) paint(td, optimistic[event.kind]);
+      }
+      if (touched || event.kind === 'BuildFinished' || event.kind === 'PartitionInvalidated') refetch();
+    },
+  }).catch((error) => {
+    if (!scope.aborted) setLive(`not live: ${error.message}`);
+  });
+}
+
+// ------------------------------------------------------------ partition
+
+async function downloadLog(ref, stream) {
+  const text = await api(`/v1/partitions/${encodeURIComponent(ref)}/logs?stream=${stream}`, { text: true });
+  const url = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+  const link = h('a', { href: url, download: `${ref.replaceAll('/', '_')}.${stream}.txt` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function logBlock(ref, stream, text) {
+  const id = `log-${stream}`;
+  if (!text) {
+    return h('section', { id, 'data-stream': stream }, h('h3', null, stream), h('p', { class: 'muted' }, `no ${stream} captured`));
+  }
+  const tail = tailLines(text, LOG_TAIL_LINES);
+  return h('section', { id, 'data-stream': stream },
+    h('h3', null, stream),
+    tail.cut ? h('p', { class: 'muted' }, `the last ${LOG_TAIL_LINES} lines of ${text.length} bytes`) : null,
+    h('pre', { class: 'log', tabindex: '0', 'aria-label': `${stream} of ${ref}` }, tail.text),
+    h('button', { type: 'button', onclick: () => downloadLog(ref, stream).catch(showError) }, `Download the whole ${stream}`));
+}
+
+function historyWhat(e) {
+  if (e.type === 'materialization') {
+    const how = e.outcome === 'executed' ? 'ran' : `reused (${e.outcome})`;
+    return [stateBadge('built'), ` ${how}${e.restored ? ', restored' : ''}${e.current ? ' · current' : ''}`];
+  }
+  if (e.type === 'failure') return [stateBadge('failed'), ` failed${e.exit_code !== null && e.exit_code !== undefined ? ` (exit ${e.exit_code})` : ''}`];
+  if (e.type === 'invalidation') return [stateBadge('stale'), ` invalidated${e.by ? ` by ${e.by}` : ''}`];
+  return [e.type || ''];
+}
+
+function historyTable(entries) {
+  if (!entries.length) return h('p', { class: 'muted', id: 'history' }, 'Never built.');
+  return h('table', { class: 'list', id: 'history' },
+    h('thead', null, h('tr', null, ['time', 'build', 'what', 'job', 'key', 'code', 'versions', 'inputs', 'why / error'].map((t) => h('th', null, t)))),
+    h('tbody', null, entries.map((e) => h('tr', { 'data-type': e.type, 'data-build': e.build },
+      h('td', null, time(e.time_ms)),
+      h('td', { class: 'num' }, e.build),
+      h('td', null, historyWhat(e), e.duration_ms !== undefined && e.duration_ms !== null ? h('span', { class: 'muted' }, ` in ${duration(e.duration_ms / 1000)}`) : null),
+      h('td', null, e.job || ''),
+      h('td', { class: 'mono', title: e.key || '' }, (e.key || '').slice(0, 12)),
+      h('td', { class: 'mono', title: e.code_digest || '' }, (e.code_digest || '').slice(0, 12)),
+      h('td', null, e.versions ? Object.entries(e.versions).map(([k, v]) => `${k} ${v}`).join(', ') : ''),
+      h('td', null, (e.inputs || []).map((i) => h('div', null, partitionLink(i.ref || i.partition), ' ', h('span', { class: 'mono muted', title: i.digest }, (i.digest || '').slice(0, 10)), i.changed ? ' (changed)' : ''))),
+      h('td', null, [e.error, e.reason, e.build_reason].filter(Boolean).join(' — ')),
+    ))));
+}
+
+function facts(object, skip) {
+  return h('dl', { class: 'facts' }, Object.entries(object)
+    .filter(([key, value]) => !skip.includes(key) && value !== null && value !== undefined && !(Array.isArray(value) && value.length === 0))
+    .map(([key, value]) => [h('dt', null, key.replaceAll('_', ' ')), h('dd', null, typeof value === 'object' ? h('code', null, JSON.stringify(value)) : String(value))]));
+}
+
+async function showPartition(ref, scope) {
+  document.title = `${ref} · cairn`;
+  const enc = encodeURIComponent(ref);
+  const [status, why, hist] = await Promise.all([
+    api(`/v1/status?ref=${enc}`, { signal: scope }),
+    api(`/v1/partitions/${enc}/why`, { signal: scope }),
+    api(`/v1/partitions/${enc}/history`, { signal: scope }),
+  ]);
+  // Logs exist once a job wrote output for it (a partition never built,
+  // or a source, has none, and /logs would answer 404).
+  const ran = (hist.entries || []).some((e) => e.stdout || e.stderr);
+  const logs = ran ? await api(`/v1/partitions/${enc}/logs`, { signal: scope }) : null;
+  const line = status.partitions[0] || { state: why.state, reason: why.reason };
+  const dataset = datasetOf(ref);
+  setView(
+    h('p', null, h('a', { href: `/ui/datasets/${encodeURIComponent(dataset)}` }, `← dataset ${dataset}`)),
+    h('h1', null, h('span', { class: 'mono' }, ref)),
+    h('p', { id: 'state' }, stateBadge(line.state), ' ', h('span', { class: 'reason' }, line.reason || '')),
+    h('h2', null, 'Why'),
+    h('section', { id: 'why' }, h('p', null, why.reason || ''), facts(why, ['ref', 'partition', 'reason'])),
+    h('h2', null, 'History'),
+    historyTable(hist.entries || []),
+    h('h2', null, 'Logs of the last run'),
+    logs ? [logBlock(ref, 'stdout', logs.stdout), logBlock(ref, 'stderr', logs.stderr)] : h('p', { class: 'muted' }, 'No logs.'),
+  );
+}
+
+// ----------------------------------------------------------- operations
+
+function opDuration(op) {
+  if (!op.started_at) return '';
+  const end = op.finished_at ? Date.parse(op.finished_at) : Date.now();
+  return duration((end - Date.parse(op.started_at)) / 1000);
+}
+
+function opCounts(op) {
+  const c = op.counts || {};
+  return ['executed', 'cached', 'joined', 'failed', 'skipped'].filter((k) => c[k]).map((k) => `${c[k]} ${k}`).join(', ') || '—';
+}
+
+function opWhat(op) {
+  const request = op.request || {};
+  if (Array.isArray(request.refs)) return request.refs.join(' ');
+  if (request.config_path) return request.config_path;
+  if (request.config_name) return request.config_name;
+  return '';
+}
+
+function cancelButton(op, onDone) {
+  if (op.done) return null;
+  const wrap = h('span', { class: 'cancel' });
+  const ask = h('button', { type: 'button', class: 'danger', 'data-action': 'cancel', onclick: () => {
+    wrap.replaceChildren(h('span', null, `Cancel ${op.id}? `),
+      h('button', { type: 'button', class: 'danger', 'data-action': 'confirm-cancel', onclick: async () => {
+        wrap.replaceChildren(h('span', { class: 'muted' }, 'cancelling…'));
+        try {
+          const after = await api(`/v1/operations/${encodeURIComponent(op.id)}/cancel`, { method: 'POST' });
+          onDone(after);
+        } catch (error) {
+          wrap.replaceChildren(h('span', { class: 'error' }, error.message));
+        }
+      } }, 'Yes, cancel it'), ' ',
+      h('button', { type: 'button', onclick: () => wrap.replaceChildren(ask) }, 'No'));
+  } }, 'Cancel');
+  wrap.append(ask);
+  return wrap;
+}
+
+async function showOperations(query, scope) {
+  document.title = 'operations · cairn';
+  const state = query.get('state') || '';
+  const kind = query.get('kind') || '';
+  const params = new URLSearchParams();
+  if (state) params.set('state', state);
+  if (kind) params.set('kind', kind);
+  params.set('page_size', '100');
+  const load = () => api(`/v1/operations?${params}`, { signal: scope });
+  const body = h('tbody');
+  const filter = h('form', { class: 'inline', onsubmit: (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const next = new URLSearchParams();
+    for (const key of ['state', 'kind']) if (form.get(key)) next.set(key, form.get(key));
+    navigate(`/ui/operations${next.toString() ? `?${next}` : ''}`);
+  } },
+  h('label', null, 'state', h('select', { name: 'state' }, ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => h('option', { value: s, selected: s === state }, s || 'any')))),
+  h('label', null, 'kind', h('select', { name: 'kind' }, ['', 'build', 'backfill'].map((s) => h('option', { value: s, selected: s === kind }, s || 'any')))),
+  h('button', { type: 'submit' }, 'Filter'));
+  const table = h('table', { class: 'list', id: 'operations' },
+    h('thead', null, h('tr', null, ['operation', 'kind', 'state', 'what', 'submitted', 'duration', 'counts', ''].map((t) => h('th', null, t)))),
+    body);
+  const empty = h('p', { class: 'muted', id: 'no-operations' }, 'No operation yet: `cairn --remote URL build REF`, or POST /v1/builds.');
+  // A row's Cancel control survives the redraws (a half-confirmed
+  // cancel is not lost when an event redraws the list).
+  const cancels = new Map();
+  const cancelFor = (op) => {
+    if (op.done) {
+      cancels.delete(op.id);
+      return null;
+    }
+    if (!cancels.has(op.id)) cancels.set(op.id, cancelButton(op, () => reload()));
+    return cancels.get(op.id);
+  };
+  const draw = (operations) => {
+    empty.hidden = operations.length > 0;
+    table.hidden = operations.length === 0;
+    body.replaceChildren(...operations.map((op) => h('tr', { 'data-id': op.id, 'data-state': op.state },
+      h('td', null, h('a', { href: `/ui/operations/${encodeURIComponent(op.id)}`, class: 'mono' }, op.id)),
+      h('td', null, op.kind),
+      h('td', null, stateBadge(op.state)),
+      h('td', { class: 'mono' }, opWhat(op)),
+      h('td', null, time(op.submitted_at)),
+      h('td', { class: 'num' }, opDuration(op)),
+      h('td', null, opCounts(op), op.expected ? h('span', { class: 'muted' }, ` of ${op.expected.to_run} to run`) : ''),
+      h('td', null, cancelFor(op)))));
+  };
+  let pending = null;
+  const reload = () => {
+    if (pending) return;
+    pending = setTimeout(async () => {
+      pending = null;
+      try {
+        draw((await load()).operations);
+      } catch (error) {
+        if (!scope.aborted) setLive(error.message);
+      }
+    }, 300);
+  };
+  const first = await load();
+  setView(h('h1', null, 'Operations'), filter, empty, table);
+  draw(first.operations);
+  follow('/v1/events', {
+    signal: scope,
+    onEvent: (kind, event) => {
+      if (kind !== 'cairn') return;
+      if (['BuildRequested', 'Planned', 'BuildFinished', 'ActionSucceeded', 'ActionFailed', 'ActionCached', 'ActionStarted'].includes(event.kind)) reload();
+    },
+  }).catch((error) => {
+    if (!scope.aborted) setLive(`not live: ${error.message}`);
+  });
+}
+
+function renderOperation(op, container, actions) {
+  const e = op.expected || {};
+  container.replaceChildren(
+    h('h1', null, `Operation `, h('span', { class: 'mono' }, op.id)),
+    h('p', { id: 'op-state', 'data-state': op.state }, stateBadge(op.state), ' ', op.kind, op.done ? ' · done' : ''),
+    op.done ? null : actions,
+    h('dl', { class: 'facts' },
+      h('dt', null, 'what'), h('dd', { class: 'mono' }, opWhat(op)),
+      h('dt', null, 'build'), h('dd', null, op.build ?? '—'),
+      h('dt', null, 'submitted'), h('dd', null, time(op.submitted_at)),
+      h('dt', null, 'started'), h('dd', null, time(op.started_at) || '—'),
+      h('dt', null, 'finished'), h('dd', null, time(op.finished_at) || '—'),
+      h('dt', null, 'duration'), h('dd', null, opDuration(op)),
+      h('dt', null, 'expected'), h('dd', null, `${e.partitions ?? '?'} partitions, ${e.actions ?? '?'} actions, ${e.current ?? '?'} current, ${e.to_run ?? '?'} to run`),
+      h('dt', null, 'counts'), h('dd', { id: 'op-counts' }, opCounts(op)),
+      op.eta_seconds !== null && op.eta_seconds !== undefined && !op.done ? [h('dt', null, 'eta'), h('dd', null, duration(op.eta_seconds))] : null),
+    op.running && op.running.length ? [h('h2', null, 'Running now'), h('table', { class: 'list', id: 'op-running' },
+      h('thead', null, h('tr', null, h('th', null, 'job'), h('th', null, 'outputs'), h('th', null, 'since'))),
+      h('tbody', null, op.running.map((a) => h('tr', null, h('td', null, a.job), h('td', null, (a.outputs || []).map((o) => h('div', null, partitionLink(o)))), h('td', null, time(a.since))))))] : null,
+    op.error ? [h('h2', null, 'Error'), h('p', { class: 'error', role: 'alert' }, op.error.message || ''),
+      (op.error.failed || []).map((f) => h('section', { class: 'failed' }, h('h3', null, partitionLink(f.partition), ` (${f.job})`), f.log_tail ? h('pre', { class: 'log' }, f.log_tail) : null))] : null,
+    op.result ? [h('h2', null, 'Result'), facts(op.result, [])] : null,
+  );
+}
+
+async function showOperation(id, scope) {
+  document.title = `${id} · cairn`;
+  const path = `/v1/operations/${encodeURIComponent(id)}`;
+  const container = h('div', { id: 'operation' });
+  const feed = h('tbody');
+  let op = await api(path, { signal: scope });
+  // The Cancel control is made once: redraws (one per event) move it,
+  // so a half-confirmed cancel is not lost.
+  let actions = null;
+  const redraw = (next) => {
+    op = next;
+    if (!actions && !op.done) actions = h('p', { id: 'op-actions' }, cancelButton(op, (after) => redraw(after)));
+    renderOperation(op, container, actions);
+  };
+  redraw(op);
+  setView(container, h('h2', null, 'Events'), h('table', { class: 'list events', id: 'op-events' },
+    h('thead', null, h('tr', null, h('th', { class: 'num' }, 'seq'), h('th', null, 'time'), h('th', null, 'kind'), h('th', null, 'job'), h('th', null, 'partitions'))), feed));
+  let pending = null;
+  const reload = () => {
+    if (pending || op.done) return;
+    pending = setTimeout(async () => {
+      pending = null;
+      try {
+        redraw(await api(path, { signal: scope }));
+      } catch (error) {
+        if (!scope.aborted) setLive(error.message);
+      }
+    }, 200);
+  };
+  follow(`${path}/events`, {
+    signal: scope,
+    onEvent: (kind, data) => {
+      if (kind === 'done') {
+        clearTimeout(pending);
+        pending = null;
+        redraw(data);
+        return;
+      }
+      if (kind !== 'cairn') return;
+      feed.prepend(eventRow(data));
+      reload();
+    },
+  }).catch((error) => {
+    if (!scope.aborted) setLive(`not live: ${error.message}`);
+  });
+}
+
+// ---------------------------------------------------------------- events
+
+function eventDetail(event) {
+  const skip = new Set(['seq', 'time_ms', 'build', 'kind', 'job', 'outputs', 'partition', 'manifest', 'key']);
+  return Object.entries(event)
+    .filter(([key, value]) => !skip.has(key) && value !== null && value !== undefined)
+    .map(([key, value]) => `${key}=${typeof value === 'object' ? JSON.stringify(value) : value}`)
+    .join(' ');
+}
+
+function eventRow(event) {
+  return h('tr', { class: 'new', 'data-seq': event.seq, 'data-kind': event.kind },
+    h('td', { class: 'num' }, event.seq),
+    h('td', null, time(event.time_ms)),
+    h('td', null, event.kind),
+    h('td', null, event.job || ''),
+    h('td', null, eventPartitions(event).slice(0, 5).map((ref) => h('div', null, partitionLink(ref)))),
+    h('td', { class: 'mono' }, `b${event.build}`),
+    h('td', { class: 'mono detail' }, eventDetail(event)));
+}
+
+const EVENT_FILTERS = ['since', 'kind', 'partition', 'job', 'build', 'dimension'];
+
+async function showEvents(query, scope) {
+  document.title = 'event log · cairn';
+  const params = new URLSearchParams();
+  for (const key of EVENT_FILTERS) for (const value of query.getAll(key)) if (value) params.append(key, value);
+  if (!params.has('since')) params.set('since', '1');
+  const form = h('form', { class: 'inline', id: 'event-filters', onsubmit: (event) => {
+    event.preventDefault();
+    const data = new FormData(event.target);
+    const next = new URLSearchParams();
+    for (const key of EVENT_FILTERS) {
+      const value = String(data.get(key) || '').trim();
+      if (!value) continue;
+      if (key === 'kind') for (const k of value.split(/[\s,]+/).filter(Boolean)) next.append('kind', k);
+      else next.set(key, value);
+    }
+    navigate(`/ui/events${next.toString() ? `?${next}` : ''}`);
+  } },
+  EVENT_FILTERS.map((key) => h('label', null, key === 'since' ? 'since (seq)' : key,
+    h('input', { name: key, value: key === 'kind' ? query.getAll('kind').join(',') : query.get(key) || '', size: key === 'partition' ? 36 : 12,
+      placeholder: { since: '1', kind: 'ActionFailed,…', partition: 'REF or pattern', job: 'job', build: 'build id', dimension: 'station=S07' }[key] }))),
+  h('button', { type: 'submit' }, 'Apply'));
+  const body = h('tbody');
+  const count = h('p', { class: 'muted', id: 'event-count' }, 'waiting for events…');
+  setView(h('h1', null, 'Event log'), form, count,
+    h('table', { class: 'list events', id: 'events' },
+      h('thead', null, h('tr', null, ['seq', 'time', 'kind', 'job', 'partitions', 'build', 'detail'].map((t) => h('th', null, t)))),
+      body));
+  // Events arrive in bursts (the whole log first): batch them per frame,
+  // newest first, keeping the last EVENT_ROWS rows.
+  let queue = [];
+  let total = 0;
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const batch = queue;
+    queue = [];
+    const fragment = document.createDocumentFragment();
+    for (let i = batch.length - 1; i >= 0 && i >= batch.length - EVENT_ROWS; i -= 1) fragment.append(eventRow(batch[i]));
+    body.prepend(fragment);
+    while (body.childElementCount > EVENT_ROWS) body.lastElementChild.remove();
+    count.textContent = `${total} events${total > EVENT_ROWS ? ` (the newest ${EVENT_ROWS} shown)` : ''}; streaming new ones`;
+  };
+  await new Promise((resolve, reject) => {
+    follow(`/v1/events?${params}`, {
+      signal: scope,
+      onOpen: resolve,
+      onEvent: (kind, event) => {
+        if (kind !== 'cairn') return;
+        total += 1;
+        queue.push(event);
+        if (!scheduled) {
+          scheduled = true;
+          requestAnimationFrame(flush);
+        }
+      },
+    }).then(resolve, reject);
+  });
+  if (total === 0) count.textContent = 'No event matches yet; streaming new ones.';
+}
+
+// ------------------------------------------------------------------ start
+
+(function start() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.has('token')) {
+    sessionStorage.setItem(TOKEN_KEY, fragment.get('token'));
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  route();
+}());
