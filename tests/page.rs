@@ -1,0 +1,283 @@
+//! The web page of `cairn serve` (docs/web.md), tested in a real browser:
+//! each test builds a small project, starts the real `cairn serve` on a
+//! free loopback port, and runs one of the Playwright scripts of
+//! tests/page/ (`node tests/page/TEST.mjs URL TOKEN ...`), which drives
+//! Debian's headless Chromium and fails on any console error.
+//!
+//! Without /usr/bin/chromium or tests/page/node_modules (`apt-get install
+//! chromium`, `npm ci --prefix tests/page`; `.ci/run` does both) a test
+//! prints a loud "SKIPPED" line and returns; under CI (`CI` set) that is a
+//! failure instead, so the skip is never the normal path.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{CAIRN, Project};
+
+/// One browser at a time: the machine is small, and Chromium is heavy.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page")
+}
+
+/// Whether the browser and the driver are here; if not, says so loudly
+/// (and fails under CI, which installs them).
+fn browser_ready(test: &str) -> bool {
+    let chromium = std::env::var("CAIRN_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned());
+    let mut missing = Vec::new();
+    if !Path::new(&chromium).exists() {
+        missing.push(format!("{chromium} (apt-get install chromium)"));
+    }
+    if !scripts().join("node_modules/playwright-core").exists() {
+        missing.push("tests/page/node_modules (npm ci --prefix tests/page)".to_owned());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node".to_owned());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "SKIPPED: {test}: the browser test needs {}",
+        missing.join(" and ")
+    );
+    assert!(std::env::var_os("CI").is_none(), "{message} (CI must install them: .ci/run)");
+    eprintln!("\n********\n{message}\n********\n");
+    false
+}
+
+/// A running `cairn serve`, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Server {
+    fn start(project: &Project) -> Server {
+        let mut child = Command::new(CAIRN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--jobs", "2"])
+            .current_dir(project.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cairn serve");
+        let stdout = child.stdout.take().expect("the server's stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            // Keep reading so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("cairn serve printed no address within 60 s");
+            }
+        };
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("cairn serve printed {line:?}, not `listening on URL`"))
+            .trim()
+            .to_owned();
+        let token = project.read_string(".cairn/serve.token").trim().to_owned();
+        assert_eq!(token.len(), 64, "the token file holds 64 hex characters");
+        Server { child, url, token }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `node tests/page/SCRIPT URL TOKEN ARGS...`; panics with its
+/// output unless it passed.
+fn browse(server: &Server, script: &str, args: &[&str]) {
+    let started = Instant::now();
+    let output = Command::new("node")
+        .arg(scripts().join(script))
+        .arg(&server.url)
+        .arg(&server.token)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    eprintln!(
+        "{script} passed in {:.1}s:\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Three days × three stations: `raw` (sleeps for as many seconds as the
+/// file `delay` says), and `clean` from it, which fails for S02 on wed
+/// with a line on stderr.
+const GRAPH: &str = r#"
+[dimensions.day]
+values = ["mon", "tue", "wed"]
+
+[dimensions.station]
+values = ["S01", "S02", "S03"]
+
+[datasets.raw]
+[datasets.clean]
+
+[jobs.raw]
+outputs = ["raw/day={day}/station={station}"]
+run = ["sh", "-c", "sleep \"$(cat delay 2>/dev/null || echo 0)\"; echo \"raw $1 $2\"; echo \"$1 $2\" > \"$CAIRN_OUT/value.txt\"", "raw"]
+args = ["{day}", "{station}"]
+
+[jobs.clean]
+outputs = ["clean/day={day}/station={station}"]
+inputs = ["raw/day={day}/station={station}"]
+run = ["sh", "-c", "if [ \"$2\" = S02 ] && [ \"$1\" = wed ]; then echo \"sensor $2 broke on $1\" >&2; exit 3; fi; echo clean; cat \"$CAIRN_IN/value.txt\" > \"$CAIRN_OUT/value.txt\"", "clean"]
+args = ["{day}", "{station}"]
+"#;
+
+/// The project, built as far as it goes (`clean` of S02 on wed failed).
+fn built_project() -> Project {
+    let project = Project::with_graph(GRAPH);
+    let run = project.cairn(&[
+        "build",
+        "--keep-going",
+        "clean/day={day}/station={station}",
+    ]);
+    run.assert_code(1);
+    project
+}
+
+/// `cairn status --json` into a file the script reads.
+fn status_file(project: &Project) -> PathBuf {
+    let run = project.cairn(&["status", "--json"]);
+    run.assert_code(0);
+    let path = project.file("status.jsonl");
+    std::fs::write(&path, &run.stdout).expect("write status.jsonl");
+    path
+}
+
+#[test]
+fn every_page_loads_and_the_grid_equals_status() {
+    if !browser_ready("every_page_loads_and_the_grid_equals_status") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let status = status_file(&project);
+    let text = std::fs::read_to_string(&status).expect("read status");
+    assert!(text.contains(r#""state":"failed""#), "one partition failed: {text}");
+    let server = Server::start(&project);
+    browse(&server, "pages.mjs", &[status.to_str().expect("utf-8 path"), "-"]);
+}
+
+#[test]
+fn an_empty_store_shows_every_partition_missing() {
+    if !browser_ready("an_empty_store_shows_every_partition_missing") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = Project::with_graph(GRAPH);
+    let status = status_file(&project);
+    let text = std::fs::read_to_string(&status).expect("read status");
+    assert!(!text.contains(r#""state":"built""#), "nothing built: {text}");
+    let server = Server::start(&project);
+    browse(&server, "pages.mjs", &[status.to_str().expect("utf-8 path"), "-"]);
+}
+
+#[test]
+fn a_failed_partition_shows_its_stderr() {
+    if !browser_ready("a_failed_partition_shows_its_stderr") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let server = Server::start(&project);
+    browse(
+        &server,
+        "failed.mjs",
+        &["clean", "clean/day=wed/station=S02", "sensor S02 broke on wed"],
+    );
+}
+
+/// Regenerates docs/web/*.png when `CAIRN_PAGE_SCREENSHOTS=docs/web`
+/// (docs/web.md); otherwise takes them into a temporary directory, so
+/// that the screenshot path keeps working.
+#[test]
+fn screenshots_of_each_page() {
+    if !browser_ready("screenshots_of_each_page") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let server = Server::start(&project);
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let dir = match std::env::var("CAIRN_PAGE_SCREENSHOTS") {
+        Ok(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        Err(_) => scratch.path().to_owned(),
+    };
+    browse(
+        &server,
+        "screenshots.mjs",
+        &[dir.to_str().expect("utf-8 path")],
+    );
+    for name in ["datasets", "grid", "grid-dark", "partition", "operations", "events"] {
+        let file = dir.join(format!("{name}.png"));
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", file.display());
+    }
+}
+
+#[test]
+fn a_build_turns_cells_running_then_built_without_a_reload() {
+    if !browser_ready("a_build_turns_cells_running_then_built_without_a_reload") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = Project::with_graph(GRAPH);
+    // Each raw job takes a second: long enough to be seen running.
+    project.write("delay", "1\n");
+    let server = Server::start(&project);
+    browse(
+        &server,
+        "live.mjs",
+        &["raw", "raw/day={day}/station={station}"],
+    );
+    drop(server);
+    let status = project.status(&[]);
+    let raw: Vec<_> = status.iter().filter(|(r, _)| r.starts_with("raw/")).collect();
+    assert_eq!(raw.len(), 9);
+    assert!(
+        raw.iter().all(|(_, (state, _))| state == "built"),
+        "the build the page watched built every raw partition: {raw:?}"
+    );
+}
