@@ -689,7 +689,7 @@ function historyTable(entries) {
   return h('table', { class: 'list', id: 'history' },
     h('thead', null, h('tr', null, ['time', 'build', 'what', 'job', 'key', 'code', 'versions', 'inputs', 'why / error'].map((t) => h('th', null, t)))),
     h('tbody', null, entries.map((e) => h('tr', { 'data-type': e.type, 'data-build': e.build },
-      h('td', null, time(e.time_ms)),
+      h('td', { class: 'time' }, time(e.time_ms)),
       h('td', { class: 'num' }, e.build),
       h('td', null, historyWhat(e), e.duration_ms !== undefined && e.duration_ms !== null ? h('span', { class: 'muted' }, ` in ${duration(e.duration_ms / 1000)}`) : null),
       h('td', null, e.job || ''),
@@ -818,9 +818,9 @@ async function showOperations(query, scope) {
       h('td', null, op.kind),
       h('td', null, stateBadge(op.state)),
       h('td', { class: 'mono' }, opWhat(op)),
-      h('td', null, time(op.submitted_at)),
+      h('td', { class: 'time' }, time(op.submitted_at)),
       h('td', { class: 'num' }, opDuration(op)),
-      h('td', null, opCounts(op), op.expected ? h('span', { class: 'muted' }, ` of ${op.expected.to_run} to run`) : ''),
+      h('td', null, opCounts(op), op.expected ? h('span', { class: 'muted' }, ` of ${op.expected.actions} actions`) : ''),
       h('td', null, cancelFor(op)))));
   };
   let pending = null;
@@ -934,7 +934,7 @@ function eventDetail(event) {
 function eventRow(event) {
   return h('tr', { class: 'new', 'data-seq': event.seq, 'data-kind': event.kind },
     h('td', { class: 'num' }, event.seq),
-    h('td', null, time(event.time_ms)),
+    h('td', { class: 'time' }, time(event.time_ms)),
     h('td', null, event.kind),
     h('td', null, event.job || ''),
     h('td', null, eventPartitions(event).slice(0, 5).map((ref) => h('div', null, partitionLink(ref)))),
