@@ -63,8 +63,13 @@ struct Server {
 
 impl Server {
     fn start(project: &Project) -> Server {
+        Server::start_with(project, &[])
+    }
+
+    fn start_with(project: &Project, extra: &[&str]) -> Server {
         let mut child = Command::new(CAIRN)
             .args(["serve", "--listen", "127.0.0.1:0", "--jobs", "2"])
+            .args(extra)
             .current_dir(project.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -280,4 +285,26 @@ fn a_build_turns_cells_running_then_built_without_a_reload() {
         raw.iter().all(|(_, (state, _))| state == "built"),
         "the build the page watched built every raw partition: {raw:?}"
     );
+}
+
+#[test]
+fn the_page_asks_for_the_token_once_or_takes_it_from_the_fragment() {
+    if !browser_ready("the_page_asks_for_the_token_once_or_takes_it_from_the_fragment") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let server = Server::start(&project);
+    browse(&server, "token.mjs", &["asked"]);
+}
+
+#[test]
+fn with_public_read_the_page_needs_no_token() {
+    if !browser_ready("with_public_read_the_page_needs_no_token") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let server = Server::start_with(&project, &["--public-read"]);
+    browse(&server, "token.mjs", &["public"]);
 }

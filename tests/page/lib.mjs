@@ -29,7 +29,7 @@ export function argv() {
  * page that has the token (as the page keeps it: sessionStorage) and that
  * records every console error and uncaught exception.
  */
-export async function open({ token, colorScheme = 'light', viewport = { width: 1280, height: 800 } } = {}) {
+export async function open({ token, colorScheme = 'light', viewport = { width: 1280, height: 800 }, allowed = [] } = {}) {
   const profile = mkdtempSync(join(tmpdir(), 'cairn-page-profile-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -45,7 +45,7 @@ export async function open({ token, colorScheme = 'light', viewport = { width: 1
   const page = context.pages()[0] || await context.newPage();
   const errors = [];
   page.on('console', (message) => {
-    if (message.type() === 'error') errors.push(`console error: ${message.text()} (${JSON.stringify(message.location())})`);
+    if (message.type() === 'error' && !allowed.some((re) => re.test(message.text()))) errors.push(`console error: ${message.text()} (${JSON.stringify(message.location())})`);
   });
   page.on('pageerror', (error) => errors.push(`uncaught: ${error.stack || error.message}`));
   page.setDefaultTimeout(20_000);
