@@ -308,3 +308,20 @@ fn with_public_read_the_page_needs_no_token() {
     let server = Server::start_with(&project, &["--public-read"]);
     browse(&server, "token.mjs", &["public"]);
 }
+
+#[test]
+fn a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status() {
+    if !browser_ready("a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let status = status_file(&project);
+    let server = Server::start(&project);
+    // 9 partitions, at most 4 cells in a view: blocks.
+    browse(
+        &server,
+        "heatmap.mjs",
+        &[status.to_str().expect("utf-8 path"), "clean", "4"],
+    );
+}

@@ -404,6 +404,134 @@ function globToRegExp(glob) {
   return new RegExp(escaped);
 }
 
+const SEVERITY = ['failed', 'running', 'stale', 'missing', 'built'];
+
+/**
+ * A grid too large to draw cell by cell (more than `maxCells` in the
+ * view): the columns' values (and the rows', past 400) are rolled up into
+ * blocks, each showing its count of partitions per state as a stacked bar,
+ * its worst state as glyph, and the counts in its accessible name. A click
+ * or Enter zooms into the block (`?rr=&cr=`).
+ */
+async function showHeatmap({ name, grid, dims, r, c, r0, c0, rowValues, colValues, flat, maxCells, scope, heading, controls, summary, zoomNote }) {
+  const rows = rowValues.length;
+  const cols = colValues.length;
+  const target = Math.min(maxCells, 20000);
+  const R = Math.max(1, Math.min(rows, 400, target));
+  const C = Math.max(1, Math.min(cols, Math.floor(target / R)));
+  const rb = Math.ceil(rows / R);
+  const cb = Math.ceil(cols / C);
+  const blockRows = Math.ceil(rows / rb);
+  const blockCols = Math.ceil(cols / cb);
+  const label = (values, dimIndex, first, size) => {
+    const last = Math.min(values.length - 1, first + size - 1);
+    return size === 1 || first === last ? values[first] : `${values[first]} … ${values[last]}`;
+  };
+  const table = h('table', { class: 'grid heatmap', role: 'grid', id: 'grid', 'data-aggregated': `${rb}x${cb}`, 'aria-label': `partitions of ${name}, ${rb} × ${cb} per block` });
+  const head = h('tr', { role: 'row' }, h('th', { role: 'columnheader' }, ''));
+  for (let bc = 0; bc < blockCols; bc += 1) head.append(h('th', { role: 'columnheader', scope: 'col' }, label(colValues, c, bc * cb, cb)));
+  const body = h('tbody');
+  const blocks = [];
+  for (let br = 0; br < blockRows; br += 1) {
+    const tr = h('tr', { role: 'row' }, h('th', { role: 'rowheader', scope: 'row' }, label(rowValues, r, br * rb, rb)));
+    for (let bc = 0; bc < blockCols; bc += 1) {
+      const td = h('td', { class: 'cell block', role: 'gridcell', tabindex: br === 0 && bc === 0 ? '0' : '-1', 'data-row': br, 'data-col': bc });
+      blocks.push(td);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  table.append(h('thead', null, head), body);
+  const paint = () => {
+    const decoded = decodeRuns(grid);
+    const counts = blocks.map(() => new Uint32Array(decoded.names.length));
+    for (let ri = 0; ri < rows; ri += 1) {
+      const rowBlock = Math.floor(ri / rb) * blockCols;
+      for (let ci = 0; ci < cols; ci += 1) counts[rowBlock + Math.floor(ci / cb)][decoded.codes[flat(ri, ci)]] += 1;
+    }
+    blocks.forEach((td, i) => {
+      const byState = {};
+      decoded.names.forEach((state, k) => { if (counts[i][k]) byState[state] = counts[i][k]; });
+      const total = Object.values(byState).reduce((a, b) => a + b, 0);
+      const worst = SEVERITY.find((state) => byState[state]) || Object.keys(byState)[0] || 'missing';
+      td.dataset.state = worst;
+      td.dataset.counts = JSON.stringify(byState);
+      const text = Object.entries(byState).map(([state, n]) => `${n} ${state}`).join(', ');
+      const br = Number(td.dataset.row);
+      const bc = Number(td.dataset.col);
+      const where = `${dims[r] ? `${dims[r].name} ${label(rowValues, r, br * rb, rb)}` : ''}${dims[c] ? `, ${dims[c].name} ${label(colValues, c, bc * cb, cb)}` : ''}`;
+      td.setAttribute('aria-label', `${where}: ${text}`);
+      td.title = `${where}\n${text}`;
+      let at = 0;
+      const stops = [];
+      for (const state of [...SEVERITY].reverse()) {
+        if (!byState[state]) continue;
+        const from = (at / total) * 100;
+        at += byState[state];
+        stops.push(`var(--${state}) ${from.toFixed(1)}% ${((at / total) * 100).toFixed(1)}%`);
+      }
+      td.style.background = stops.length ? `linear-gradient(to top, ${stops.join(', ')})` : '';
+    });
+    summary.replaceChildren(h('span', null, `${decoded.total} partitions: `), countBadges(countStates(grid)));
+  };
+  paint();
+  const zoom = (td) => {
+    const br = Number(td.dataset.row);
+    const bc = Number(td.dataset.col);
+    const next = new URLSearchParams(location.search);
+    if (r >= 0) next.set('rr', `${r0 + br * rb}-${r0 + Math.min(rows - 1, (br + 1) * rb - 1)}`);
+    if (c >= 0) next.set('cr', `${c0 + bc * cb}-${c0 + Math.min(cols - 1, (bc + 1) * cb - 1)}`);
+    navigate(`${location.pathname}?${next}`);
+  };
+  table.addEventListener('click', (event) => {
+    const td = event.target.closest('td.cell');
+    if (td) zoom(td);
+  });
+  table.addEventListener('keydown', (event) => {
+    const td = event.target.closest('td.cell');
+    if (!td) return;
+    let br = Number(td.dataset.row);
+    let bc = Number(td.dataset.col);
+    if (event.key === 'Enter' || event.key === ' ') {
+      event.preventDefault();
+      zoom(td);
+      return;
+    }
+    const moves = { ArrowRight: [0, 1], ArrowLeft: [0, -1], ArrowDown: [1, 0], ArrowUp: [-1, 0] };
+    if (!moves[event.key]) return;
+    event.preventDefault();
+    br = Math.max(0, Math.min(blockRows - 1, br + moves[event.key][0]));
+    bc = Math.max(0, Math.min(blockCols - 1, bc + moves[event.key][1]));
+    const next = blocks[br * blockCols + bc];
+    td.tabIndex = -1;
+    next.tabIndex = 0;
+    next.focus();
+  });
+  setView(heading, controls, zoomNote,
+    h('p', { class: 'muted', id: 'aggregated' }, `${rows * cols} cells in this view: each block rolls up ${rb} × ${cb} partitions (a stacked bar of their states; the glyph is the worst). A click or Enter zooms in.`),
+    summary, h('div', { class: 'grid-wrap' }, table));
+  // Live: asked again after events about the dataset (at most once a second).
+  let pending = null;
+  follow('/v1/events', {
+    signal: scope,
+    onEvent: (kind, event) => {
+      if (kind !== 'cairn' || pending) return;
+      if (!eventPartitions(event).some((ref) => datasetOf(ref) === name) && event.kind !== 'BuildFinished') return;
+      pending = setTimeout(async () => {
+        pending = null;
+        try {
+          grid = await api(`/v1/datasets/${encodeURIComponent(name)}/grid`, { signal: scope });
+          paint();
+        } catch (error) {
+          if (!scope.aborted) setLive(error.message);
+        }
+      }, 1000);
+    },
+  }).catch((error) => {
+    if (!scope.aborted) setLive(`not live: ${error.message}`);
+  });
+}
+
 async function showGrid(name, query, scope) {
   document.title = `${name} · cairn`;
   let grid = await api(`/v1/datasets/${encodeURIComponent(name)}/grid`, { signal: scope });
@@ -430,10 +558,22 @@ async function showGrid(name, query, scope) {
   }
   const r = dimNames.indexOf(rowDim);
   const c = dimNames.indexOf(colDim);
-  const rowValues = r >= 0 ? dims[r].values : [''];
-  const colValues = c >= 0 ? dims[c].values : [''];
+  // A zoomed view shows a range of the rows' and columns' values
+  // (`?rr=FIRST-LAST&cr=FIRST-LAST`, value indices): a heatmap block's
+  // click zooms there.
+  const range = (key, values) => {
+    const m = /^(\d+)-(\d+)$/.exec(query.get(key) || '');
+    if (!m) return [0, values.length - 1];
+    const first = Math.min(Number(m[1]), values.length - 1);
+    return [first, Math.max(first, Math.min(Number(m[2]), values.length - 1))];
+  };
+  const [r0, r1] = r >= 0 ? range('rr', dims[r].values) : [0, 0];
+  const [c0, c1] = c >= 0 ? range('cr', dims[c].values) : [0, 0];
+  const rowValues = r >= 0 ? dims[r].values.slice(r0, r1 + 1) : [''];
+  const colValues = c >= 0 ? dims[c].values.slice(c0, c1 + 1) : [''];
   const base = fixed.reduce((sum, at, i) => sum + (at === null ? 0 : at * strides[i]), 0);
-  const flat = (ri, ci) => base + (r >= 0 ? ri * strides[r] : 0) + (c >= 0 ? ci * strides[c] : 0);
+  const flat = (ri, ci) => base + (r >= 0 ? (ri + r0) * strides[r] : 0) + (c >= 0 ? (ci + c0) * strides[c] : 0);
+  const maxCells = Number(query.get('max')) > 0 ? Number(query.get('max')) : MAX_CELLS;
 
   const setQuery = (changes) => {
     const next = new URLSearchParams(location.search);
@@ -471,12 +611,13 @@ async function showGrid(name, query, scope) {
 
   const hover = h('div', { class: 'hover', id: 'hover', role: 'status', 'aria-live': 'polite' }, h('span', { class: 'muted' }, 'Point at or focus a cell for its ref, state and reason; Enter or a click opens it.'));
   const summary = h('p', { id: 'summary' });
-  const cells = rowValues.length * colValues.length;
-  if (cells > MAX_CELLS) {
-    setView(h('h1', null, `Dataset ${name}`), controls,
-      h('p', { class: 'error' }, `${cells} cells in this view: more than ${MAX_CELLS}. Choose other rows and columns, or narrow the dimensions.`),
-      summary);
-    summary.replaceChildren(countBadges(countStates(grid)));
+  const zoomed = query.has('rr') || query.has('cr');
+  const heading = h('h1', null, `Dataset ${name}`);
+  const zoomNote = zoomed ? h('p', null, `${rowDim} ${rowValues[0]} … ${rowValues[rowValues.length - 1]}`,
+    c >= 0 ? `, ${colDim} ${colValues[0]} … ${colValues[colValues.length - 1]}` : '', ' · ',
+    h('a', { href: (() => { const q = new URLSearchParams(location.search); q.delete('rr'); q.delete('cr'); return `${location.pathname}${q.toString() ? `?${q}` : ''}`; })() }, 'the whole grid')) : null;
+  if (rowValues.length * colValues.length > maxCells) {
+    await showHeatmap({ name, grid, dims, r, c, r0, c0, rowValues, colValues, flat, maxCells, scope, heading, controls, summary, zoomNote });
     return;
   }
 
@@ -493,8 +634,8 @@ async function showGrid(name, query, scope) {
     tr.setAttribute('role', 'row');
     tr.append(h('th', { role: 'rowheader', scope: 'row' }, rowValues[ri]));
     for (let ci = 0; ci < colValues.length; ci += 1) {
-      if (r >= 0) at[r] = ri;
-      if (c >= 0) at[c] = ci;
+      if (r >= 0) at[r] = ri + r0;
+      if (c >= 0) at[c] = ci + c0;
       const index = flat(ri, ci);
       const ref = cellRef(grid, at);
       const td = document.createElement('td');
@@ -590,8 +731,9 @@ async function showGrid(name, query, scope) {
 
   const legend = h('div', { class: 'legend', 'aria-hidden': 'true' }, STATES.map((s) => stateBadge(s)));
   setView(
-    h('h1', null, `Dataset ${name}`),
+    heading,
     controls,
+    zoomNote,
     summary,
     legend,
     hover,
