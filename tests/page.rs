@@ -255,7 +255,7 @@ fn screenshots_of_each_page() {
         "screenshots.mjs",
         &[dir.to_str().expect("utf-8 path")],
     );
-    for name in ["datasets", "grid", "grid-dark", "partition", "operations", "events"] {
+    for name in ["datasets", "grid", "grid-dark", "partition", "operations", "operation", "events"] {
         let file = dir.join(format!("{name}.png"));
         let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", file.display());

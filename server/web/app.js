@@ -236,8 +236,13 @@ function navigate(url, replace) {
   route();
 }
 
+/** Replaces `element`'s children (nested arrays flattened, nulls left out). */
+function fill(element, ...children) {
+  element.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function setView(...children) {
-  view.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  fill(view, ...children);
 }
 
 function markNav() {
@@ -993,7 +998,7 @@ async function showOperations(query, scope) {
 
 function renderOperation(op, container, actions) {
   const e = op.expected || {};
-  container.replaceChildren(
+  fill(container,
     h('h1', null, `Operation `, h('span', { class: 'mono' }, op.id)),
     h('p', { id: 'op-state', 'data-state': op.state }, stateBadge(op.state), ' ', op.kind, op.done ? ' · done' : ''),
     op.done ? null : actions,
@@ -1012,8 +1017,99 @@ function renderOperation(op, container, actions) {
       h('tbody', null, op.running.map((a) => h('tr', null, h('td', null, a.job), h('td', null, (a.outputs || []).map((o) => h('div', null, partitionLink(o)))), h('td', null, time(a.since))))))] : null,
     op.error ? [h('h2', null, 'Error'), h('p', { class: 'error', role: 'alert' }, op.error.message || ''),
       (op.error.failed || []).map((f) => h('section', { class: 'failed' }, h('h3', null, partitionLink(f.partition), ` (${f.job})`), f.log_tail ? h('pre', { class: 'log' }, f.log_tail) : null))] : null,
-    op.result ? [h('h2', null, 'Result'), facts(op.result, [])] : null,
+    op.result ? h('details', { id: 'op-result' }, h('summary', null, 'The build summary (`cairn build --json`)'), facts(op.result, [])) : null,
   );
+}
+
+/**
+ * An operation's timeline: one bar per action on worker lanes (an action
+ * takes the first lane free when it starts), from the operation's
+ * events. Executed, cached, restored, failed and still running actions
+ * are told apart by class, glyph and pattern; a failed bar links to its
+ * partition (its logs).
+ */
+function makeTimeline() {
+  const actions = new Map();
+  const element = h('section', { id: 'timeline', 'aria-label': 'timeline of the actions' });
+  let timer = null;
+  const keyOf = (event) => event.key || (event.manifest && event.manifest.key);
+  const take = (event) => {
+    const key = keyOf(event);
+    if (!key) return false;
+    const at = event.time_ms;
+    const action = actions.get(key) || { key, job: event.job || (event.manifest && event.manifest.job) || '', outputs: eventPartitions(event), start: at, end: null, outcome: null };
+    switch (event.kind) {
+      case 'ActionStarted':
+      case 'ActionRetrying':
+        if (!actions.has(key)) action.start = at;
+        action.outcome = 'running';
+        action.end = null;
+        break;
+      case 'ActionSucceeded':
+        action.outcome = 'executed';
+        action.end = at;
+        if (event.manifest && event.manifest.started_ms) action.start = Math.min(action.start, event.manifest.started_ms);
+        break;
+      case 'ActionFailed':
+        action.outcome = 'failed';
+        action.end = at;
+        action.error = event.error;
+        break;
+      case 'ActionCached':
+        action.outcome = event.restored ? 'restored' : 'cached';
+        action.end = at;
+        break;
+      default:
+        return false;
+    }
+    if (!action.outputs.length) action.outputs = eventPartitions(event);
+    actions.set(key, action);
+    return true;
+  };
+  const draw = () => {
+    const list = [...actions.values()].sort((a, b) => a.start - b.start);
+    if (!list.length) {
+      element.replaceChildren(h('p', { class: 'muted' }, 'No action yet.'));
+      return;
+    }
+    const now = Date.now();
+    const t0 = list[0].start;
+    const t1 = Math.max(t0 + 1, ...list.map((a) => a.end ?? now));
+    const lanes = [];
+    for (const action of list) {
+      const end = action.end ?? now;
+      let lane = lanes.findIndex((free) => free <= action.start);
+      if (lane < 0) {
+        lane = lanes.length;
+        lanes.push(0);
+      }
+      lanes[lane] = Math.max(end, action.start + 1);
+      action.lane = lane;
+    }
+    const rows = lanes.map((_, i) => h('div', { class: 'lane', role: 'list', 'aria-label': `lane ${i + 1}` }, h('span', { class: 'lane-name' }, `${i + 1}`)));
+    for (const action of list) {
+      const end = action.end ?? now;
+      const left = ((action.start - t0) / (t1 - t0)) * 100;
+      const width = Math.max(0.4, ((end - action.start) / (t1 - t0)) * 100);
+      const outcome = action.outcome || 'running';
+      const state = { executed: 'built', restored: 'built', cached: 'built', failed: 'failed', running: 'running' }[outcome];
+      const text = `${action.job} ${action.outputs.join(' ')}: ${outcome}${action.end ? ` in ${duration((end - action.start) / 1000)}` : ''}${action.error ? ` — ${action.error}` : ''}`;
+      const bar = action.outcome === 'failed' && action.outputs[0]
+        ? h('a', { class: `bar ${outcome}`, role: 'listitem', href: `/ui/partitions/${encodeURIComponent(action.outputs[0])}`, 'data-state': state, 'data-outcome': outcome, 'data-key': action.key, title: text, 'aria-label': text }, action.job)
+        : h('span', { class: `bar ${outcome}`, role: 'listitem', tabindex: '0', 'data-state': state, 'data-outcome': outcome, 'data-key': action.key, title: text, 'aria-label': text }, action.job);
+      bar.style.left = `${left}%`;
+      bar.style.width = `${width}%`;
+      rows[action.lane].append(bar);
+    }
+    const running = list.some((a) => a.end === null);
+    element.replaceChildren(
+      h('p', { class: 'muted' }, `${list.length} actions on ${lanes.length} lanes over ${duration((t1 - t0) / 1000)}; `,
+        h('span', { class: 'legend-inline' }, ['executed', 'cached', 'restored', 'failed', 'running'].map((o) => h('span', { class: `bar-key ${o}` }, o)))),
+      h('div', { class: 'lanes' }, rows));
+    clearTimeout(timer);
+    if (running) timer = setTimeout(draw, 1000);
+  };
+  return { element, take, draw, stop: () => clearTimeout(timer) };
 }
 
 async function showOperation(id, scope) {
@@ -1031,8 +1127,20 @@ async function showOperation(id, scope) {
     renderOperation(op, container, actions);
   };
   redraw(op);
-  setView(container, h('h2', null, 'Events'), h('table', { class: 'list events', id: 'op-events' },
-    h('thead', null, h('tr', null, h('th', { class: 'num' }, 'seq'), h('th', null, 'time'), h('th', null, 'kind'), h('th', null, 'job'), h('th', null, 'partitions'))), feed));
+  const timeline = makeTimeline();
+  scope.addEventListener('abort', timeline.stop);
+  let drawPending = false;
+  const drawTimeline = () => {
+    if (drawPending) return;
+    drawPending = true;
+    requestAnimationFrame(() => {
+      drawPending = false;
+      timeline.draw();
+    });
+  };
+  timeline.draw();
+  setView(container, h('h2', null, 'Timeline'), timeline.element, h('h2', null, 'Events'), h('table', { class: 'list events', id: 'op-events' },
+    h('thead', null, h('tr', null, ['seq', 'time', 'kind', 'job', 'partitions', 'build', 'detail'].map((t) => h('th', null, t)))), feed));
   let pending = null;
   const reload = () => {
     if (pending || op.done) return;
@@ -1056,6 +1164,7 @@ async function showOperation(id, scope) {
       }
       if (kind !== 'cairn') return;
       feed.prepend(eventRow(data));
+      if (timeline.take(data)) drawTimeline();
       reload();
     },
   }).catch((error) => {

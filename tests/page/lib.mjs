@@ -113,9 +113,9 @@ export async function api(url, token, method, path, body) {
   return JSON.parse(text);
 }
 
-export async function screenshot(page, dir, name) {
+export async function screenshot(page, dir, name, fullPage = false) {
   await drawn(page);
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
-  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: false });
+  await page.screenshot({ path: join(dir, `${name}.png`), fullPage });
 }

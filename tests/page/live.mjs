@@ -36,5 +36,13 @@ await run({ token }, async ({ page }) => {
     check(running > 0 && states.lastIndexOf('built') > running, `${ref} went ${states.join(' → ')}, not running then built`);
   }
   const done = await api(url, token, 'GET', `/v1/operations/${op.id}`);
+
+  // The operation's page: its timeline has a bar per action, all executed.
+  await page.click('header nav a[href="/ui/operations"]');
+  await page.click(`#operations tr[data-id="${op.id}"] a`);
+  await page.waitForSelector('#op-state[data-state="succeeded"]');
+  await page.waitForFunction(() => document.querySelectorAll('#timeline .bar').length === 9);
+  const outcomes = await page.$$eval('#timeline .bar', (bars) => bars.map((bar) => bar.dataset.outcome));
+  check(outcomes.every((o) => o === 'executed'), `timeline outcomes ${outcomes}`);
   console.log(`${Object.keys(seen.seen).length} cells went running then built; operation ${op.id} ${done.state}`);
 });

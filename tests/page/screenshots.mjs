@@ -28,8 +28,14 @@ await run({ token }, async ({ page }) => {
   await visit(page, url, `/ui/partitions/${encodeURIComponent('clean/day=wed/station=S02')}`, '#log-stderr');
   await screenshot(page, dir, 'partition');
 
+  // An operation with a failure (the failed partition runs again; the
+  // rest is cached), for its page and timeline.
+  const failing = await api(url, token, 'POST', '/v1/builds', { refs: ['clean/day={day}/station={station}'], keep_going: true });
   await visit(page, url, '/ui/operations', '#operations');
   await screenshot(page, dir, 'operations');
+  await visit(page, url, `/ui/operations/${failing.id}`, '#op-state[data-state="failed"]');
+  await page.waitForSelector('#timeline .bar.failed');
+  await screenshot(page, dir, 'operation', true);
 
   await visit(page, url, '/ui/events', '#events tbody tr');
   await screenshot(page, dir, 'events');
