@@ -146,8 +146,8 @@ fn browse(server: &Server, script: &str, args: &[&str]) {
 }
 
 /// Three days × three stations: `raw` (sleeps for as many seconds as the
-/// file `delay` says), and `clean` from it, which fails for S02 on wed
-/// with a line on stderr.
+/// file `delay` says), `clean` from it, which fails for S02 on wed with a
+/// line on stderr, and `daily`, one per day from that day's `clean`.
 const GRAPH: &str = r#"
 [dimensions.day]
 values = ["mon", "tue", "wed"]
@@ -157,6 +157,7 @@ values = ["S01", "S02", "S03"]
 
 [datasets.raw]
 [datasets.clean]
+[datasets.daily]
 
 [jobs.raw]
 outputs = ["raw/day={day}/station={station}"]
@@ -168,16 +169,19 @@ outputs = ["clean/day={day}/station={station}"]
 inputs = ["raw/day={day}/station={station}"]
 run = ["sh", "-c", "if [ \"$2\" = S02 ] && [ \"$1\" = wed ]; then echo \"sensor $2 broke on $1\" >&2; exit 3; fi; echo clean; cat \"$CAIRN_IN/value.txt\" > \"$CAIRN_OUT/value.txt\"", "clean"]
 args = ["{day}", "{station}"]
+
+[jobs.daily]
+outputs = ["daily/day={day}"]
+inputs = ["clean/day={day}/station={station}"]
+run = ["sh", "-c", "cat \"$CAIRN_INPUT_0\"/value.txt > \"$CAIRN_OUT/first.txt\"; echo \"daily $1\"", "daily"]
+args = ["{day}"]
 "#;
 
-/// The project, built as far as it goes (`clean` of S02 on wed failed).
+/// The project, built as far as it goes (`clean` of S02 on wed failed,
+/// so `daily` of wed was not built).
 fn built_project() -> Project {
     let project = Project::with_graph(GRAPH);
-    let run = project.cairn(&[
-        "build",
-        "--keep-going",
-        "clean/day={day}/station={station}",
-    ]);
+    let run = project.cairn(&["build", "--keep-going", "daily/day={day}"]);
     run.assert_code(1);
     project
 }
@@ -323,5 +327,26 @@ fn a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status() {
         &server,
         "heatmap.mjs",
         &[status.to_str().expect("utf-8 path"), "clean", "4"],
+    );
+}
+
+#[test]
+fn the_lineage_graph_equals_cairn_plan() {
+    if !browser_ready("the_lineage_graph_equals_cairn_plan") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = built_project();
+    let reference = "clean/day=tue/station=S03";
+    let run = project.cairn(&["plan", "--format", "json", reference]);
+    run.assert_code(0);
+    let plan = project.file("plan.json");
+    std::fs::write(&plan, &run.stdout).expect("write plan.json");
+    let server = Server::start(&project);
+    // Upstream raw's partition (as the plan says), downstream daily's.
+    browse(
+        &server,
+        "lineage.mjs",
+        &[reference, plan.to_str().expect("utf-8 path"), "daily/day=tue"],
     );
 }

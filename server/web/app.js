@@ -316,7 +316,7 @@ document.addEventListener('click', (event) => {
   if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
   const link = event.target.closest('a[href]');
   if (!link || link.hasAttribute('download') || link.target) return;
-  const url = new URL(link.href, location.href);
+  const url = new URL(link.getAttribute('href'), location.href);
   if (url.origin !== location.origin) return;
   if (!(url.pathname === '/' || url.pathname.startsWith('/ui'))) return;
   event.preventDefault();
@@ -854,6 +854,156 @@ function facts(object, skip) {
     .map(([key, value]) => [h('dt', null, key.replaceAll('_', ' ')), h('dd', null, typeof value === 'object' ? h('code', null, JSON.stringify(value)) : String(value))]));
 }
 
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs || {})) if (value !== null && value !== undefined) el.setAttribute(name, String(value));
+  for (const child of children.flat(Infinity)) if (child !== null && child !== undefined) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+
+/**
+ * The lineage of `ref`: every partition it is built from, from the plan
+ * that builds it (`/v1/plan?ref=`), and the partitions built directly
+ * from it, found by planning each other dataset restricted to the
+ * dimension values it shares with `ref`. Returns nodes (ref → depth) and
+ * edges (input → output).
+ */
+async function lineage(ref, datasets, scope) {
+  const nodes = new Map([[ref, 0]]);
+  const edges = [];
+  const plan = await api(`/v1/plan?ref=${encodeURIComponent(ref)}`, { signal: scope });
+  const producedBy = new Map();
+  for (const action of plan.actions) for (const out of action.outputs) producedBy.set(out, action);
+  // Upstream: walk back from ref through the actions' inputs.
+  const upstream = new Set();
+  const walk = [ref];
+  while (walk.length) {
+    const at = walk.pop();
+    const action = producedBy.get(at);
+    if (!action) continue;
+    for (const input of action.inputs) {
+      edges.push([input.ref, at]);
+      if (!upstream.has(input.ref)) {
+        upstream.add(input.ref);
+        walk.push(input.ref);
+      }
+    }
+  }
+  // Depths: sources 0, each output one more than its deepest input.
+  const depth = new Map();
+  const depthOf = (node, seen = new Set()) => {
+    if (depth.has(node)) return depth.get(node);
+    if (seen.has(node)) return 0;
+    seen.add(node);
+    const action = producedBy.get(node);
+    const d = action && action.inputs.length ? 1 + Math.max(...action.inputs.map((i) => depthOf(i.ref, seen))) : 0;
+    depth.set(node, d);
+    return d;
+  };
+  for (const node of [ref, ...upstream]) nodes.set(node, depthOf(node));
+  // Downstream, one step: the other datasets' partitions that share
+  // ref's dimension values and list ref among their inputs.
+  const values = new Map(ref.split('/').slice(1).map((part) => part.split('=')));
+  const own = datasetOf(ref);
+  const downstream = [];
+  await Promise.all(datasets.filter((d) => d.name !== own && d.pattern).map(async (d) => {
+    const pattern = d.pattern.replace(/([^/=]+)=\{([^}]+)\}/g, (whole, key) => (values.has(key) ? `${key}=${values.get(key)}` : whole));
+    try {
+      const down = await api(`/v1/plan?ref=${encodeURIComponent(pattern)}`, { signal: scope });
+      for (const action of down.actions) {
+        if (!action.inputs.some((i) => i.ref === ref)) continue;
+        for (const out of action.outputs) {
+          downstream.push(out);
+          edges.push([ref, out]);
+        }
+      }
+    } catch (error) {
+      if (error instanceof NeedToken) throw error;
+      // A dataset that cannot be planned here is left out.
+    }
+  }));
+  for (const node of downstream) nodes.set(node, (nodes.get(ref) || 0) + 1);
+  return { nodes, edges, upstream: [...upstream], downstream, plan };
+}
+
+const LINEAGE_NODES = 300;
+
+/** Draws the lineage: datasets as lanes (upstream left), nodes linked. */
+function drawLineage(ref, graph, states) {
+  const lanes = new Map();
+  for (const [node, d] of graph.nodes) {
+    const dataset = datasetOf(node);
+    const lane = lanes.get(dataset) || { dataset, depth: Infinity, nodes: [] };
+    lane.depth = Math.min(lane.depth, d);
+    lane.nodes.push(node);
+    lanes.set(dataset, lane);
+  }
+  const ordered = [...lanes.values()].sort((a, b) => a.depth - b.depth || a.dataset.localeCompare(b.dataset));
+  const W = 250;
+  const GAP = 60;
+  const H = 26;
+  const STEP = 32;
+  const pos = new Map();
+  let shown = 0;
+  ordered.forEach((lane, li) => {
+    lane.nodes.sort();
+    lane.nodes.forEach((node, ni) => {
+      if (shown >= LINEAGE_NODES && node !== ref) return;
+      shown += 1;
+      pos.set(node, { x: 10 + li * (W + GAP), y: 34 + ni * STEP });
+    });
+  });
+  const width = 20 + ordered.length * (W + GAP) - GAP;
+  const height = 44 + Math.max(...ordered.map((l) => l.nodes.length)) * STEP;
+  const root = svg('svg', { id: 'lineage-graph', width, height, viewBox: `0 0 ${width} ${height}`, role: 'group', 'aria-label': `lineage of ${ref}: ${graph.upstream.length} upstream, ${graph.downstream.length} downstream` });
+  ordered.forEach((lane, li) => root.append(svg('text', { x: 10 + li * (W + GAP), y: 18, class: 'lane-title' }, lane.dataset)));
+  for (const [from, to] of graph.edges) {
+    const a = pos.get(from);
+    const b = pos.get(to);
+    if (!a || !b) continue;
+    const x1 = a.x + W;
+    const y1 = a.y + H / 2;
+    const x2 = b.x;
+    const y2 = b.y + H / 2;
+    root.append(svg('path', { class: 'edge', 'data-from': from, 'data-to': to, d: `M${x1},${y1} C${x1 + GAP / 2},${y1} ${x2 - GAP / 2},${y2} ${x2},${y2}` }));
+  }
+  for (const [node, p] of pos) {
+    const state = states.get(node) || 'missing';
+    const label = node.slice(datasetOf(node).length + 1) || node;
+    root.append(svg('a', { href: `/ui/partitions/${encodeURIComponent(node)}`, class: `node${node === ref ? ' current' : ''}`, 'data-ref': node, 'data-state': state, 'aria-label': `${node}: ${state}` },
+      svg('title', null, `${node}\n${state}`),
+      svg('rect', { x: p.x, y: p.y, width: W, height: H, rx: 4 }),
+      svg('text', { x: p.x + 8, y: p.y + 17 }, `${GLYPH[state] || '?'} ${label.length > 34 ? `${label.slice(0, 33)}…` : label}`)));
+  }
+  return h('div', { class: 'lineage-wrap' },
+    shown < graph.nodes.size ? h('p', { class: 'muted' }, `the first ${shown} of ${graph.nodes.size} partitions`) : null,
+    root);
+}
+
+async function showLineage(ref, section, scope) {
+  try {
+    const { datasets } = await api('/v1/datasets', { signal: scope });
+    const graph = await lineage(ref, datasets, scope);
+    const refs = [...graph.nodes.keys()].slice(0, LINEAGE_NODES + 1);
+    const states = new Map();
+    for (let i = 0; i < refs.length; i += 100) {
+      const query = refs.slice(i, i + 100).map((r) => `ref=${encodeURIComponent(r)}`).join('&');
+      const { partitions } = await api(`/v1/status?${query}`, { signal: scope });
+      for (const line of partitions) states.set(line.ref, line.state);
+    }
+    fill(section, h('p', { class: 'muted' }, `${graph.upstream.length} partitions upstream (what building it needs, from its plan), ${graph.downstream.length} built directly from it; a node opens its partition.`),
+      drawLineage(ref, graph, states));
+    section.dataset.ready = 'true';
+  } catch (error) {
+    if (scope.aborted) return;
+    if (error instanceof NeedToken) throw error;
+    fill(section, h('p', { class: 'error' }, error.message));
+    section.dataset.ready = 'true';
+  }
+}
+
 async function showPartition(ref, scope) {
   document.title = `${ref} · cairn`;
   const enc = encodeURIComponent(ref);
@@ -867,6 +1017,7 @@ async function showPartition(ref, scope) {
   const ran = (hist.entries || []).some((e) => e.stdout || e.stderr);
   const logs = ran ? await api(`/v1/partitions/${enc}/logs`, { signal: scope }) : null;
   const line = status.partitions[0] || { state: why.state, reason: why.reason };
+  const lineageSection = h('section', { id: 'lineage' }, h('p', { class: 'muted' }, 'Loading the lineage…'));
   const dataset = datasetOf(ref);
   setView(
     h('p', null, h('a', { href: `/ui/datasets/${encodeURIComponent(dataset)}` }, `← dataset ${dataset}`)),
@@ -874,11 +1025,14 @@ async function showPartition(ref, scope) {
     h('p', { id: 'state' }, stateBadge(line.state), ' ', h('span', { class: 'reason' }, line.reason || '')),
     h('h2', null, 'Why'),
     h('section', { id: 'why' }, h('p', null, why.reason || ''), facts(why, ['ref', 'partition', 'reason'])),
+    h('h2', null, 'Lineage'),
+    lineageSection,
     h('h2', null, 'History'),
     historyTable(hist.entries || []),
     h('h2', null, 'Logs of the last run'),
     logs ? [logBlock(ref, 'stdout', logs.stdout), logBlock(ref, 'stderr', logs.stderr)] : h('p', { class: 'muted' }, 'No logs.'),
   );
+  showLineage(ref, lineageSection, scope).catch(showError);
 }
 
 // ----------------------------------------------------------- operations

@@ -26,7 +26,8 @@ await run({ token }, async ({ page }) => {
   await screenshot(page, dir, 'grid');
 
   await visit(page, url, `/ui/partitions/${encodeURIComponent('clean/day=wed/station=S02')}`, '#log-stderr');
-  await screenshot(page, dir, 'partition');
+  await page.waitForSelector('#lineage[data-ready]');
+  await screenshot(page, dir, 'partition', true);
 
   // An operation with a failure (the failed partition runs again; the
   // rest is cached), for its page and timeline.
