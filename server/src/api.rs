@@ -116,6 +116,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
+        // The web page at / and /ui/... (docs/web.md); it reads only /v1.
+        .merge(crate::web::router())
         .fallback(no_route)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::from_fn(json_errors))

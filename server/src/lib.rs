@@ -16,7 +16,8 @@
 //! log), `feed` (the events read from the log), `metrics`
 //! (Prometheus text); `registry` (operations and idempotency keys);
 //! `error` (the error answer), `auth` (the token), `grid` (a dataset's
-//! run-length-encoded states).
+//! run-length-encoded states); `web` (the web page at `/` and `/ui/...`,
+//! docs/web.md: its assets only, it reads `/v1` like any client).
 
 mod api;
 mod auth;
@@ -28,6 +29,7 @@ mod ops;
 mod registry;
 mod restore;
 mod stream;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
