@@ -350,3 +350,22 @@ fn the_lineage_graph_equals_cairn_plan() {
         &[reference, plan.to_str().expect("utf-8 path"), "daily/day=tue"],
     );
 }
+#[test]
+fn cancel_an_operation_from_the_page() {
+    if !browser_ready("cancel_an_operation_from_the_page") {
+        return;
+    }
+    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let project = Project::with_graph(GRAPH);
+    // Nine jobs of 20 s each, two at a time: still running when cancelled.
+    project.write("delay", "20\n");
+    let server = Server::start(&project);
+    browse(&server, "cancel.mjs", &["raw/day={day}/station={station}"]);
+    drop(server);
+    let status = project.status(&[]);
+    let built = status
+        .iter()
+        .filter(|(r, (state, _))| r.starts_with("raw/") && state == "built")
+        .count();
+    assert_eq!(built, 0, "the cancelled build built nothing: {status:?}");
+}
