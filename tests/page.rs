@@ -30,6 +30,7 @@ fn scripts() -> PathBuf {
 
 /// Whether the browser and the driver are here; if not, says so loudly
 /// (and fails under CI, which installs them).
+#[expect(clippy::print_stderr, reason = "a visible skip notice")]
 fn browser_ready(test: &str) -> bool {
     let chromium = std::env::var("CAIRN_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned());
     let mut missing = Vec::new();
@@ -49,9 +50,25 @@ fn browser_ready(test: &str) -> bool {
         "SKIPPED: {test}: the browser test needs {}",
         missing.join(" and ")
     );
-    assert!(std::env::var_os("CI").is_none(), "{message} (CI must install them: .ci/run)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{message} (CI must install them: .ci/run)"
+    );
     eprintln!("\n********\n{message}\n********\n");
     false
+}
+
+/// The browser, one test at a time; `None` (after a loud SKIPPED line)
+/// when it is not installed.
+fn browser(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !browser_ready(test) {
+        return None;
+    }
+    Some(
+        BROWSER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
 }
 
 /// A running `cairn serve`, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -122,6 +139,7 @@ impl Drop for Server {
 
 /// Runs `node tests/page/SCRIPT URL TOKEN ARGS...`; panics with its
 /// output unless it passed.
+#[expect(clippy::print_stderr, reason = "the script's report")]
 fn browse(server: &Server, script: &str, args: &[&str]) {
     let started = Instant::now();
     let output = Command::new("node")
@@ -197,44 +215,59 @@ fn status_file(project: &Project) -> PathBuf {
 
 #[test]
 fn every_page_loads_and_the_grid_equals_status() {
-    if !browser_ready("every_page_loads_and_the_grid_equals_status") {
+    let Some(_browser) = browser("every_page_loads_and_the_grid_equals_status") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let status = status_file(&project);
     let text = std::fs::read_to_string(&status).expect("read status");
-    assert!(text.contains(r#""state":"failed""#), "one partition failed: {text}");
+    assert!(
+        text.contains(r#""state":"failed""#),
+        "one partition failed: {text}"
+    );
     let server = Server::start(&project);
-    browse(&server, "pages.mjs", &[status.to_str().expect("utf-8 path"), "-"]);
+    browse(
+        &server,
+        "pages.mjs",
+        &[status.to_str().expect("utf-8 path"), "-"],
+    );
 }
 
 #[test]
 fn an_empty_store_shows_every_partition_missing() {
-    if !browser_ready("an_empty_store_shows_every_partition_missing") {
+    let Some(_browser) = browser("an_empty_store_shows_every_partition_missing") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = Project::with_graph(GRAPH);
     let status = status_file(&project);
     let text = std::fs::read_to_string(&status).expect("read status");
-    assert!(!text.contains(r#""state":"built""#), "nothing built: {text}");
+    assert!(
+        !text.contains(r#""state":"built""#),
+        "nothing built: {text}"
+    );
     let server = Server::start(&project);
-    browse(&server, "pages.mjs", &[status.to_str().expect("utf-8 path"), "-"]);
+    browse(
+        &server,
+        "pages.mjs",
+        &[status.to_str().expect("utf-8 path"), "-"],
+    );
 }
 
 #[test]
 fn a_failed_partition_shows_its_stderr() {
-    if !browser_ready("a_failed_partition_shows_its_stderr") {
+    let Some(_browser) = browser("a_failed_partition_shows_its_stderr") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let server = Server::start(&project);
     browse(
         &server,
         "failed.mjs",
-        &["clean", "clean/day=wed/station=S02", "sensor S02 broke on wed"],
+        &[
+            "clean",
+            "clean/day=wed/station=S02",
+            "sensor S02 broke on wed",
+        ],
     );
 }
 
@@ -243,10 +276,9 @@ fn a_failed_partition_shows_its_stderr() {
 /// that the screenshot path keeps working.
 #[test]
 fn screenshots_of_each_page() {
-    if !browser_ready("screenshots_of_each_page") {
+    let Some(_browser) = browser("screenshots_of_each_page") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let server = Server::start(&project);
     let scratch = tempfile::tempdir().expect("a temporary directory");
@@ -259,7 +291,15 @@ fn screenshots_of_each_page() {
         "screenshots.mjs",
         &[dir.to_str().expect("utf-8 path")],
     );
-    for name in ["datasets", "grid", "grid-dark", "partition", "operations", "operation", "events"] {
+    for name in [
+        "datasets",
+        "grid",
+        "grid-dark",
+        "partition",
+        "operations",
+        "operation",
+        "events",
+    ] {
         let file = dir.join(format!("{name}.png"));
         let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", file.display());
@@ -268,10 +308,9 @@ fn screenshots_of_each_page() {
 
 #[test]
 fn a_build_turns_cells_running_then_built_without_a_reload() {
-    if !browser_ready("a_build_turns_cells_running_then_built_without_a_reload") {
+    let Some(_browser) = browser("a_build_turns_cells_running_then_built_without_a_reload") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = Project::with_graph(GRAPH);
     // Each raw job takes a second: long enough to be seen running.
     project.write("delay", "1\n");
@@ -283,7 +322,10 @@ fn a_build_turns_cells_running_then_built_without_a_reload() {
     );
     drop(server);
     let status = project.status(&[]);
-    let raw: Vec<_> = status.iter().filter(|(r, _)| r.starts_with("raw/")).collect();
+    let raw: Vec<_> = status
+        .iter()
+        .filter(|(r, _)| r.starts_with("raw/"))
+        .collect();
     assert_eq!(raw.len(), 9);
     assert!(
         raw.iter().all(|(_, (state, _))| state == "built"),
@@ -293,10 +335,10 @@ fn a_build_turns_cells_running_then_built_without_a_reload() {
 
 #[test]
 fn the_page_asks_for_the_token_once_or_takes_it_from_the_fragment() {
-    if !browser_ready("the_page_asks_for_the_token_once_or_takes_it_from_the_fragment") {
+    let Some(_browser) = browser("the_page_asks_for_the_token_once_or_takes_it_from_the_fragment")
+    else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let server = Server::start(&project);
     browse(&server, "token.mjs", &["asked"]);
@@ -304,10 +346,9 @@ fn the_page_asks_for_the_token_once_or_takes_it_from_the_fragment() {
 
 #[test]
 fn with_public_read_the_page_needs_no_token() {
-    if !browser_ready("with_public_read_the_page_needs_no_token") {
+    let Some(_browser) = browser("with_public_read_the_page_needs_no_token") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let server = Server::start_with(&project, &["--public-read"]);
     browse(&server, "token.mjs", &["public"]);
@@ -315,10 +356,11 @@ fn with_public_read_the_page_needs_no_token() {
 
 #[test]
 fn a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status() {
-    if !browser_ready("a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status") {
+    let Some(_browser) =
+        browser("a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status")
+    else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let status = status_file(&project);
     let server = Server::start(&project);
@@ -332,10 +374,9 @@ fn a_grid_over_the_limit_rolls_up_into_blocks_that_add_up_to_status() {
 
 #[test]
 fn the_lineage_graph_equals_cairn_plan() {
-    if !browser_ready("the_lineage_graph_equals_cairn_plan") {
+    let Some(_browser) = browser("the_lineage_graph_equals_cairn_plan") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = built_project();
     let reference = "clean/day=tue/station=S03";
     let run = project.cairn(&["plan", "--format", "json", reference]);
@@ -347,15 +388,18 @@ fn the_lineage_graph_equals_cairn_plan() {
     browse(
         &server,
         "lineage.mjs",
-        &[reference, plan.to_str().expect("utf-8 path"), "daily/day=tue"],
+        &[
+            reference,
+            plan.to_str().expect("utf-8 path"),
+            "daily/day=tue",
+        ],
     );
 }
 #[test]
 fn cancel_an_operation_from_the_page() {
-    if !browser_ready("cancel_an_operation_from_the_page") {
+    let Some(_browser) = browser("cancel_an_operation_from_the_page") else {
         return;
-    }
-    let _browser = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    };
     let project = Project::with_graph(GRAPH);
     // Nine jobs of 20 s each, two at a time: still running when cancelled.
     project.write("delay", "20\n");
