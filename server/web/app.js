@@ -356,44 +356,134 @@ function countBadges(counts) {
   return h('span', { class: 'counts' }, states.filter((s) => counts[s]).map((s) => h('span', { class: 'state', 'data-state': s, 'data-count': counts[s] }, `${counts[s]} ${s}`)));
 }
 
+/**
+ * The graph of datasets and jobs, from one plan per dataset: each
+ * dataset's first partition (its dimensions' first values) is planned
+ * (`/v1/plan?ref=`), and every planned action adds the edges input
+ * dataset → job → output dataset. A job whose actions differ between a
+ * dataset's partitions is still one node.
+ */
+async function datasetGraph(datasets, scope) {
+  const edges = new Set();
+  const jobs = new Set();
+  await Promise.all(datasets.filter((d) => d.dimensions).map(async (d) => {
+    const ref = cellRef({ dataset: d.name, dimensions: d.dimensions }, d.dimensions.map(() => 0));
+    if (d.dimensions.some((dim) => dim.values.length === 0)) return;
+    try {
+      const plan = await api(`/v1/plan?ref=${encodeURIComponent(ref)}`, { signal: scope });
+      for (const action of plan.actions) {
+        jobs.add(action.job);
+        for (const input of action.inputs) edges.add(`${datasetOf(input.ref)}\t@${action.job}`);
+        for (const out of action.outputs) edges.add(`@${action.job}\t${datasetOf(out)}`);
+      }
+    } catch (error) {
+      if (error instanceof NeedToken) throw error;
+      // A dataset that cannot be planned adds no edge.
+    }
+  }));
+  return { jobs: [...jobs], edges: [...edges].map((e) => e.split('\t')) };
+}
+
+function drawDatasetGraph(datasets, graph, counts) {
+  const nodes = [...datasets.map((d) => d.name), ...graph.jobs.map((j) => `@${j}`)];
+  const inputs = new Map(nodes.map((n) => [n, []]));
+  for (const [from, to] of graph.edges) if (inputs.has(to) && inputs.has(from)) inputs.get(to).push(from);
+  const depth = new Map();
+  const depthOf = (node, seen = new Set()) => {
+    if (depth.has(node)) return depth.get(node);
+    if (seen.has(node)) return 0;
+    seen.add(node);
+    const ins = inputs.get(node) || [];
+    const d = ins.length ? 1 + Math.max(...ins.map((i) => depthOf(i, seen))) : 0;
+    depth.set(node, d);
+    return d;
+  };
+  nodes.forEach((n) => depthOf(n));
+  const columns = [];
+  for (const n of nodes) (columns[depth.get(n)] ||= []).push(n);
+  const W = 150;
+  const GAP = 36;
+  const H = 44;
+  const STEP = 60;
+  const pos = new Map();
+  columns.forEach((column, ci) => column.sort().forEach((n, ri) => pos.set(n, { x: 10 + ci * (W + GAP), y: 10 + ri * STEP })));
+  const width = 20 + columns.length * (W + GAP) - GAP;
+  const height = 20 + Math.max(1, ...columns.map((c) => c.length)) * STEP;
+  const root = svg('svg', { id: 'graph-svg', width, height, viewBox: `0 0 ${width} ${height}`, role: 'group', 'aria-label': `${datasets.length} datasets and ${graph.jobs.length} jobs` });
+  for (const [from, to] of graph.edges) {
+    const a = pos.get(from);
+    const b = pos.get(to);
+    if (!a || !b) continue;
+    root.append(svg('path', { class: 'edge', 'data-from': from, 'data-to': to, d: `M${a.x + W},${a.y + H / 2} C${a.x + W + GAP / 2},${a.y + H / 2} ${b.x - GAP / 2},${b.y + H / 2} ${b.x},${b.y + H / 2}` }));
+  }
+  for (const [n, p] of pos) {
+    if (n.startsWith('@')) {
+      const job = n.slice(1);
+      root.append(svg('g', { class: 'job', 'data-job': job, role: 'img', 'aria-label': `job ${job}` },
+        svg('rect', { x: p.x, y: p.y + 8, width: W, height: H - 16, rx: 14 }),
+        svg('text', { x: p.x + W / 2, y: p.y + H / 2 + 4, 'text-anchor': 'middle' }, `⚙ ${job}`)));
+    } else {
+      const c = counts.get(n) || {};
+      const line = STATES.filter((st) => c[st]).map((st) => `${GLYPH[st]}${c[st]}`).join(' ');
+      const worst = SEVERITY.find((st) => c[st]) || 'missing';
+      root.append(svg('a', { href: `/ui/datasets/${encodeURIComponent(n)}`, class: 'dataset', 'data-dataset': n, 'data-state': worst, 'aria-label': `dataset ${n}: ${STATES.filter((st) => c[st]).map((st) => `${c[st]} ${st}`).join(', ') || 'no partitions'}` },
+        svg('title', null, `${n}\n${STATES.filter((st) => c[st]).map((st) => `${c[st]} ${st}`).join(', ')}`),
+        svg('rect', { x: p.x, y: p.y, width: W, height: H, rx: 4 }),
+        svg('text', { x: p.x + 8, y: p.y + 17, class: 'name' }, n),
+        svg('text', { x: p.x + 8, y: p.y + 35, class: 'counts' }, line)));
+    }
+  }
+  return h('div', { class: 'lineage-wrap' }, root);
+}
+
 async function showDatasets(scope) {
   document.title = 'datasets · cairn';
   const { datasets } = await api('/v1/datasets', { signal: scope });
+  const counts = new Map();
   const rows = datasets.map((dataset) => {
-    const counts = h('td', { 'data-counts': dataset.name }, h('span', { class: 'muted' }, '…'));
+    const cell = h('td', { 'data-counts': dataset.name }, h('span', { class: 'muted' }, '…'));
     return {
       dataset,
-      counts,
+      cell,
       row: h('tr', null,
         h('td', null, h('a', { href: `/ui/datasets/${encodeURIComponent(dataset.name)}` }, dataset.name)),
         h('td', { class: 'mono' }, dataset.pattern || ''),
         h('td', null, (dataset.dimensions || []).map((d) => `${d.name} (${d.values.length})`).join(' × ') || (dataset.error ? h('span', { class: 'error' }, dataset.error) : '—')),
         h('td', { class: 'num' }, dataset.partitions ?? ''),
-        counts),
+        cell),
     };
   });
+  const graphSection = h('section', { id: 'graph' }, h('p', { class: 'muted' }, 'Loading the graph…'));
   setView(
     h('h1', null, 'Datasets'),
     datasets.length === 0
       ? h('p', null, 'The graph declares no dataset.')
-      : h('table', { class: 'list', id: 'datasets' },
+      : [h('table', { class: 'list', id: 'datasets' },
         h('thead', null, h('tr', null, h('th', null, 'dataset'), h('th', null, 'pattern'), h('th', null, 'dimensions'), h('th', { class: 'num' }, 'partitions'), h('th', null, 'states'))),
         h('tbody', null, rows.map((r) => r.row))),
+      h('h2', null, 'Datasets and jobs'),
+      graphSection],
   );
-  await Promise.all(rows.map(async ({ dataset, counts }) => {
+  const graph = datasetGraph(datasets, scope);
+  await Promise.all(rows.map(async ({ dataset, cell }) => {
     if (dataset.error || !dataset.dimensions) {
-      counts.replaceChildren();
+      cell.replaceChildren();
       return;
     }
     try {
       const grid = await api(`/v1/datasets/${encodeURIComponent(dataset.name)}/grid`, { signal: scope });
-      counts.replaceChildren(countBadges(countStates(grid)));
+      counts.set(dataset.name, countStates(grid));
+      cell.replaceChildren(countBadges(counts.get(dataset.name)));
     } catch (error) {
       if (scope.aborted) return;
       if (error instanceof NeedToken) throw error;
-      counts.replaceChildren(h('span', { class: 'error' }, error.message));
+      cell.replaceChildren(h('span', { class: 'error' }, error.message));
     }
   }));
+  if (datasets.length) {
+    fill(graphSection, drawDatasetGraph(datasets, await graph, counts));
+    graphSection.dataset.ready = 'true';
+  }
 }
 
 // ----------------------------------------------------------------- grid

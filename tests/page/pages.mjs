@@ -26,6 +26,23 @@ await run({ token }, async ({ page }) => {
     const names = await page.$$eval('#datasets tbody tr td:first-child', (tds) => tds.map((td) => td.textContent));
     check(JSON.stringify(names) === JSON.stringify(datasets.map((d) => d.name)), `datasets listed ${names}, API ${datasets.map((d) => d.name)}`);
   }
+  if (datasets.length) {
+    // The graph overview: a node per dataset (its counts as the table's)
+    // and per job, and the edges of the whole plan of every dataset.
+    await page.waitForSelector('#graph[data-ready]');
+    const expected = new Set();
+    for (const dataset of datasets) {
+      const plan = await api(url, token, 'GET', `/v1/plan?ref=${encodeURIComponent(dataset.pattern)}`);
+      for (const action of plan.actions) {
+        for (const input of action.inputs) expected.add(`${input.ref.split('/')[0]} -> @${action.job}`);
+        for (const out of action.outputs) expected.add(`@${action.job} -> ${out.split('/')[0]}`);
+      }
+    }
+    const edges = new Set(await page.$$eval('#graph-svg .edge', (ps) => ps.map((p) => `${p.dataset.from} -> ${p.dataset.to}`)));
+    check(JSON.stringify([...edges].sort()) === JSON.stringify([...expected].sort()), `graph edges ${[...edges].sort()}, the plans' ${[...expected].sort()}`);
+    const shown = await page.$$eval('#graph-svg .dataset', (as) => as.map((a) => a.dataset.dataset));
+    check(JSON.stringify(shown.sort()) === JSON.stringify(datasets.map((d) => d.name).sort()), `graph datasets ${shown}`);
+  }
   await screenshot(page, shots, 'datasets');
 
   // Each dataset's grid equals `cairn status --json`, state for state.

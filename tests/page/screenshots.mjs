@@ -17,8 +17,8 @@ await run({ token }, async ({ page }) => {
   }
 
   await visit(page, url, '/', '#datasets');
-  await page.waitForFunction(() => [...document.querySelectorAll('td[data-counts]')].every((td) => !td.textContent.includes('…')));
-  await screenshot(page, dir, 'datasets');
+  await page.waitForSelector('#graph[data-ready]');
+  await screenshot(page, dir, 'datasets', true);
 
   await visit(page, url, '/ui/datasets/clean', '#grid td.cell[data-state]');
   await page.hover('#grid td.cell[data-state="failed"]');
