@@ -413,3 +413,21 @@ fn cancel_an_operation_from_the_page() {
         .count();
     assert_eq!(built, 0, "the cancelled build built nothing: {status:?}");
 }
+
+#[test]
+fn a_selection_is_invalidated_with_a_reason_then_built_from_the_grid() {
+    let Some(_browser) =
+        browser("a_selection_is_invalidated_with_a_reason_then_built_from_the_grid")
+    else {
+        return;
+    };
+    let project = built_project();
+    let server = Server::start(&project);
+    browse(&server, "selection.mjs", &[]);
+    drop(server);
+    let status = project.status(&["raw/day=mon/station={station}"]);
+    assert!(
+        status.values().all(|(state, _)| state == "built"),
+        "rebuilt: {status:?}"
+    );
+}

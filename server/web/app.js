@@ -627,6 +627,49 @@ async function showHeatmap({ name, grid, dims, r, c, r0, c0, rowValues, colValue
   });
 }
 
+/**
+ * Acting on a selection: the cells the filters show (all of the view
+ * without a filter). Build or invalidate them with one action, which
+ * asks for confirmation (and, to invalidate, the reason).
+ */
+function selectionBar(selected, filtered) {
+  const bar = h('div', { class: 'selection', id: 'selection' });
+  const idle = (note) => {
+    const n = selected().length;
+    fill(bar, note instanceof Node ? [note, h('br')] : null, h('span', null, `Selection: the ${n} partition${n === 1 ? '' : 's'} ${filtered ? 'the filters show' : 'in this view'} `),
+      h('button', { type: 'button', 'data-action': 'build', disabled: n === 0, onclick: () => ask('build') }, `Build ${n}…`), ' ',
+      h('button', { type: 'button', class: 'danger', 'data-action': 'invalidate', disabled: n === 0, onclick: () => ask('invalidate') }, `Invalidate ${n}…`));
+  };
+  const ask = (what) => {
+    const refs = selected();
+    const reason = h('input', { name: 'reason', id: 'selection-reason', size: 40, required: what === 'invalidate', placeholder: what === 'invalidate' ? 'why (recorded in the log)' : '' });
+    const form = h('form', { class: 'inline confirm', onsubmit: async (event) => {
+      event.preventDefault();
+      fill(bar, h('span', { class: 'muted' }, what === 'build' ? 'submitting…' : 'invalidating…'));
+      try {
+        if (what === 'build') {
+          const op = await api('/v1/builds', { method: 'POST', json: { refs, keep_going: true } });
+          idle(h('span', { role: 'status', 'data-done': 'build' }, 'Submitted ', h('a', { href: `/ui/operations/${encodeURIComponent(op.id)}`, class: 'mono' }, op.id), ` to build ${refs.length} partitions.`));
+        } else {
+          const done = await api('/v1/invalidate', { method: 'POST', json: { refs, reason: reason.value.trim() } });
+          idle(h('span', { role: 'status', 'data-done': 'invalidate' }, `Invalidated ${done.partitions.length} partitions (build ${done.build ?? '—'}).`));
+        }
+      } catch (error) {
+        if (error instanceof NeedToken) throw error;
+        idle(h('span', { class: 'error', role: 'alert' }, error.message));
+      }
+    } },
+    h('span', null, what === 'build' ? `Build these ${refs.length} partitions (keep going past failures)?` : `Invalidate these ${refs.length} partitions? They will read stale and rebuild on the next build.`),
+    what === 'invalidate' ? h('label', null, 'reason', reason) : null,
+    h('button', { type: 'submit', class: what === 'invalidate' ? 'danger' : '', 'data-action': `confirm-${what}` }, what === 'build' ? 'Yes, build them' : 'Yes, invalidate them'),
+    h('button', { type: 'button', onclick: () => idle() }, 'No'));
+    fill(bar, form);
+    (what === 'invalidate' ? reason : form.querySelector('button')).focus();
+  };
+  idle();
+  return bar;
+}
+
 async function showGrid(name, query, scope) {
   document.title = `${name} · cairn`;
   let grid = await api(`/v1/datasets/${encodeURIComponent(name)}/grid`, { signal: scope });
@@ -831,6 +874,7 @@ async function showGrid(name, query, scope) {
     zoomNote,
     summary,
     legend,
+    selectionBar(() => [...byFlat.values()].filter((td) => !td.classList.contains('dim')).map((td) => td.dataset.ref), shown.size > 0 || Boolean(patternRe)),
     hover,
     h('div', { class: 'grid-wrap' }, table),
   );
