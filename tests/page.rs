@@ -431,3 +431,26 @@ fn a_selection_is_invalidated_with_a_reason_then_built_from_the_grid() {
         "rebuilt: {status:?}"
     );
 }
+
+#[test]
+fn a_50_mb_log_shows_its_tail_and_downloads_whole() {
+    let Some(_browser) = browser("a_50_mb_log_shows_its_tail_and_downloads_whole") else {
+        return;
+    };
+    // 50 MiB on stdout: 1,638,400 numbered lines of 32 bytes.
+    let project = Project::with_graph(
+        r#"
+[datasets.big]
+[jobs.big]
+outputs = ["big"]
+run = ["sh", "-c", "awk 'BEGIN { for (i = 1; i <= 1638400; i++) printf \"line %026d\\n\", i }'; echo done > \"$CAIRN_OUT/done.txt\""]
+"#,
+    );
+    project.cairn(&["build", "big"]).assert_code(0);
+    let server = Server::start(&project);
+    browse(
+        &server,
+        "biglog.mjs",
+        &["big", "52428800", "line 00000000000000000001638400"],
+    );
+}

@@ -243,6 +243,7 @@ function fill(element, ...children) {
 
 function setView(...children) {
   fill(view, ...children);
+  view.removeAttribute('aria-busy');
 }
 
 function markNav() {
@@ -261,6 +262,8 @@ async function route() {
   const scope = viewScope.signal;
   setLive('');
   markNav();
+  // The old view stays until the new one is drawn; say that it is loading.
+  view.setAttribute('aria-busy', 'true');
   const path = location.pathname;
   const query = new URLSearchParams(location.search);
   let match;
@@ -285,6 +288,7 @@ async function route() {
     if (scope.aborted) return;
     showError(error);
   }
+  if (!scope.aborted) view.removeAttribute('aria-busy');
 }
 
 function showError(error) {
@@ -942,17 +946,52 @@ async function downloadLog(ref, stream) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-function logBlock(ref, stream, text) {
+const LOG_TAIL_BYTES = 256 * 1024;
+
+/**
+ * The tail of a partition's log: the text stream is read to its end but
+ * only its last LOG_TAIL_BYTES are kept (a 50 MB log costs no 50 MB
+ * string); `total` is the whole log's size in bytes.
+ */
+async function fetchTail(ref, stream, signal) {
+  const response = await fetch(`/v1/partitions/${encodeURIComponent(ref)}/logs?stream=${stream}`, { headers: authHeaders(), signal });
+  if (!response.ok) throw await failure(response);
+  const reader = response.body.getReader();
+  const chunks = [];
+  let kept = 0;
+  let total = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    total += value.length;
+    chunks.push(value);
+    kept += value.length;
+    while (chunks.length > 1 && kept - chunks[0].length >= LOG_TAIL_BYTES) kept -= chunks.shift().length;
+  }
+  const bytes = new Uint8Array(kept);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  let text = new TextDecoder().decode(bytes);
+  const cut = kept < total;
+  // A kept tail starts mid-line (maybe mid-character): from the next line.
+  if (cut) text = text.slice(text.indexOf('\n') + 1);
+  return { text, total, cut };
+}
+
+function logBlock(ref, stream, log) {
   const id = `log-${stream}`;
-  if (!text) {
+  if (!log || log.total === 0) {
     return h('section', { id, 'data-stream': stream }, h('h3', null, stream), h('p', { class: 'muted' }, `no ${stream} captured`));
   }
-  const tail = tailLines(text, LOG_TAIL_LINES);
-  return h('section', { id, 'data-stream': stream },
+  const tail = tailLines(log.text, LOG_TAIL_LINES);
+  return h('section', { id, 'data-stream': stream, 'data-bytes': log.total },
     h('h3', null, stream),
-    tail.cut ? h('p', { class: 'muted' }, `the last ${LOG_TAIL_LINES} lines of ${text.length} bytes`) : null,
+    tail.cut || log.cut ? h('p', { class: 'muted' }, `the last ${LOG_TAIL_LINES} lines of ${log.total} bytes`) : null,
     h('pre', { class: 'log', tabindex: '0', 'aria-label': `${stream} of ${ref}` }, tail.text),
-    h('button', { type: 'button', onclick: () => downloadLog(ref, stream).catch(showError) }, `Download the whole ${stream}`));
+    h('button', { type: 'button', onclick: () => downloadLog(ref, stream).catch(showError) }, `Download the whole ${stream} (${log.total} bytes)`));
 }
 
 function historyWhat(e) {
@@ -1149,7 +1188,7 @@ async function showPartition(ref, scope) {
   // Logs exist once a job wrote output for it (a partition never built,
   // or a source, has none, and /logs would answer 404).
   const ran = (hist.entries || []).some((e) => e.stdout || e.stderr);
-  const logs = ran ? await api(`/v1/partitions/${enc}/logs`, { signal: scope }) : null;
+  const logs = ran ? await Promise.all([fetchTail(ref, 'stdout', scope), fetchTail(ref, 'stderr', scope)]) : null;
   const line = status.partitions[0] || { state: why.state, reason: why.reason };
   const lineageSection = h('section', { id: 'lineage' }, h('p', { class: 'muted' }, 'Loading the lineage…'));
   const dataset = datasetOf(ref);
@@ -1164,7 +1203,7 @@ async function showPartition(ref, scope) {
     h('h2', null, 'History'),
     historyTable(hist.entries || []),
     h('h2', null, 'Logs of the last run'),
-    logs ? [logBlock(ref, 'stdout', logs.stdout), logBlock(ref, 'stderr', logs.stderr)] : h('p', { class: 'muted' }, 'No logs.'),
+    logs ? [logBlock(ref, 'stdout', logs[0]), logBlock(ref, 'stderr', logs[1])] : h('p', { class: 'muted' }, 'No logs.'),
   );
   showLineage(ref, lineageSection, scope).catch(showError);
 }

@@ -44,7 +44,7 @@ await run({ token }, async ({ page }) => {
   const states = await page.$$eval('#lineage-graph .node', (as) => as.map((a) => a.dataset.state));
   check(states.every((s) => ['built', 'stale', 'missing', 'failed', 'running'].includes(s)), `states ${states}`);
   await page.click(`#lineage-graph .node[data-ref="${downstreamRef}"]`);
-  await page.waitForSelector('#state .state');
+  await page.waitForFunction((r) => document.querySelector('main h1')?.textContent === r, downstreamRef);
   check(decodeURIComponent(new URL(page.url()).pathname) === `/ui/partitions/${downstreamRef}`, `the node opened ${page.url()}`);
   await page.waitForSelector('#lineage[data-ready]');
   const back = await page.$$eval('#lineage-graph .node', (as) => as.map((a) => a.dataset.ref));

@@ -88,7 +88,8 @@ await run({ token }, async ({ page }) => {
       // Pivot: rows and columns swapped by the select; the URL says so.
       await page.selectOption('select[name=rows]', dims[1]);
       await page.waitForURL((u) => u.searchParams.get('rows') === dims[1]);
-      await page.waitForSelector('#grid td.cell[data-state]');
+      // The view is drawn again once the grid is fetched: wait for it.
+      await page.waitForFunction((label) => document.getElementById('grid')?.getAttribute('aria-label').endsWith(label), `${dims[1]} by ${dims[0]}`);
       const pivoted = await gridCells(page);
       const rowValues = await page.$$eval('#grid tbody th', (ths) => ths.map((th) => th.textContent));
       check(JSON.stringify(rowValues) === JSON.stringify(first.dimensions[1].values), `pivoted rows ${rowValues}`);
