@@ -1520,13 +1520,43 @@ function eventRow(event) {
     h('td', { class: 'mono detail' }, eventDetail(event)));
 }
 
-const EVENT_FILTERS = ['since', 'kind', 'partition', 'job', 'build', 'dimension'];
+const EVENT_FILTERS = ['since', 'kind', 'partition', 'job', 'build', 'dimension', 'from', 'to'];
+const SERVER_FILTERS = ['since', 'kind', 'partition', 'job', 'build', 'dimension'];
+
+/**
+ * A time bound as `cairn log --since/--until DATE` reads it: `YYYY-MM-DD`
+ * (that day in UTC: its start for `from`, its end for `to`) or an RFC 3339
+ * time with seconds and `Z` or an offset. Milliseconds, or null if none.
+ */
+function timeBound(text, end) {
+  if (!text) return null;
+  if (/^\d{4}-\d{2}-\d{2}$/.test(text)) {
+    const start = Date.parse(`${text}T00:00:00Z`);
+    if (Number.isNaN(start)) throw new Error(`${text}: not a date`);
+    return end ? start + 86_400_000 - 1 : start;
+  }
+  const m = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.exec(text);
+  const at = m ? Date.parse(text) : NaN;
+  if (Number.isNaN(at)) throw new Error(`${text}: expected YYYY-MM-DD or an RFC 3339 time such as 2024-06-01T10:00:00Z`);
+  // To the end of that second (or of the instant given with fractions).
+  return end && !m[1] ? at + 999 : at;
+}
 
 async function showEvents(query, scope) {
   document.title = 'event log · cairn';
   const params = new URLSearchParams();
-  for (const key of EVENT_FILTERS) for (const value of query.getAll(key)) if (value) params.append(key, value);
+  for (const key of SERVER_FILTERS) for (const value of query.getAll(key)) if (value) params.append(key, value);
   if (!params.has('since')) params.set('since', '1');
+  // The time range is applied here (the API filters by seq, not time).
+  let from = null;
+  let to = null;
+  let problem = null;
+  try {
+    from = timeBound(query.get('from'), false);
+    to = timeBound(query.get('to'), true);
+  } catch (error) {
+    problem = error.message;
+  }
   const form = h('form', { class: 'inline', id: 'event-filters', onsubmit: (event) => {
     event.preventDefault();
     const data = new FormData(event.target);
@@ -1539,12 +1569,16 @@ async function showEvents(query, scope) {
     }
     navigate(`/ui/events${next.toString() ? `?${next}` : ''}`);
   } },
-  EVENT_FILTERS.map((key) => h('label', null, key === 'since' ? 'since (seq)' : key,
+  EVENT_FILTERS.map((key) => h('label', null, { since: 'since (seq)', from: 'from (time)', to: 'to (time)' }[key] || key,
     h('input', { name: key, value: key === 'kind' ? query.getAll('kind').join(',') : query.get(key) || '', size: key === 'partition' ? 36 : 12,
-      placeholder: { since: '1', kind: 'ActionFailed,…', partition: 'REF or pattern', job: 'job', build: 'build id', dimension: 'station=S07' }[key] }))),
+      placeholder: { since: '1', kind: 'ActionFailed,…', partition: 'REF or pattern', job: 'job', build: 'build id', dimension: 'station=S07', from: 'YYYY-MM-DD or …T…Z', to: 'YYYY-MM-DD or …T…Z' }[key] }))),
   h('button', { type: 'submit' }, 'Apply'));
   const body = h('tbody');
   const count = h('p', { class: 'muted', id: 'event-count' }, 'waiting for events…');
+  if (problem) {
+    setView(h('h1', null, 'Event log'), form, h('p', { class: 'error', role: 'alert', id: 'event-problem' }, problem));
+    return;
+  }
   setView(h('h1', null, 'Event log'), form, count,
     h('table', { class: 'list events', id: 'events' },
       h('thead', null, h('tr', null, ['seq', 'time', 'kind', 'job', 'partitions', 'build', 'detail'].map((t) => h('th', null, t)))),
@@ -1570,6 +1604,7 @@ async function showEvents(query, scope) {
       onOpen: resolve,
       onEvent: (kind, event) => {
         if (kind !== 'cairn') return;
+        if ((from !== null && event.time_ms < from) || (to !== null && event.time_ms > to)) return;
         total += 1;
         queue.push(event);
         if (!scheduled) {

@@ -123,6 +123,21 @@ await run({ token }, async ({ page }) => {
   }
   await screenshot(page, shots, 'events');
 
+  // The event log's filters, by URL: a kind (the API's), a time range
+  // (the page's), and a bad time said as such.
+  if ([...status.values()].includes('failed')) {
+    await visit(page, url, '/ui/events?kind=ActionFailed', '#events tbody tr');
+    const kinds = await page.$$eval('#events tbody tr', (trs) => trs.map((tr) => tr.dataset.kind));
+    check(kinds.every((k) => k === 'ActionFailed'), `kind filter: ${kinds}`);
+    const today = new Date().toISOString().slice(0, 10);
+    await visit(page, url, `/ui/events?kind=ActionFailed&from=${today}`, '#events tbody tr');
+    await visit(page, url, '/ui/events?to=2000-01-01', '#events');
+    await page.waitForFunction(() => document.getElementById('event-count').textContent.startsWith('No event matches'));
+    check(await page.$$eval('#events tbody tr', (trs) => trs.length) === 0, 'nothing before 2000');
+  }
+  await visit(page, url, '/ui/events?from=banana', '#event-problem');
+  check((await page.textContent('#event-problem')).includes('YYYY-MM-DD'), 'a bad time is said as such');
+
   // An unknown view says so (and logs no error).
   await visit(page, url, '/ui/nowhere', 'main h1');
   check((await page.textContent('main h1')) === 'Not found', 'unknown view');
