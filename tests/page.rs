@@ -454,3 +454,44 @@ run = ["sh", "-c", "awk 'BEGIN { for (i = 1; i <= 1638400; i++) printf \"line %0
         &["big", "52428800", "line 00000000000000000001638400"],
     );
 }
+
+/// Values with every punctuation a ref allows (`+` and `@` and `:` mean
+/// something in URLs), and a job whose stderr is not ASCII.
+const ODD_GRAPH: &str = r#"
+[dimensions.station]
+values = ["a+b", "c@d:e", "f,g~h.i"]
+
+[datasets.odd]
+
+[jobs.odd]
+outputs = ["odd/station={station}"]
+run = ["sh", "-c", "if [ \"$1\" = 'c@d:e' ]; then echo 'capteur en panne à Zürich ✗ 漢字' >&2; exit 4; fi; echo \"$1\" > \"$CAIRN_OUT/v.txt\"", "odd"]
+args = ["{station}"]
+"#;
+
+#[test]
+fn refs_with_url_punctuation_and_logs_beyond_ascii() {
+    let Some(_browser) = browser("refs_with_url_punctuation_and_logs_beyond_ascii") else {
+        return;
+    };
+    let project = Project::with_graph(ODD_GRAPH);
+    project
+        .cairn(&["build", "--keep-going", "odd/station={station}"])
+        .assert_code(1);
+    let status = status_file(&project);
+    let server = Server::start(&project);
+    browse(
+        &server,
+        "pages.mjs",
+        &[status.to_str().expect("utf-8 path"), "-"],
+    );
+    browse(
+        &server,
+        "failed.mjs",
+        &[
+            "odd",
+            "odd/station=c@d:e",
+            "capteur en panne à Zürich ✗ 漢字",
+        ],
+    );
+}
