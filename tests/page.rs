@@ -495,3 +495,51 @@ fn refs_with_url_punctuation_and_logs_beyond_ascii() {
         ],
     );
 }
+
+#[test]
+fn a_store_with_only_failures() {
+    let Some(_browser) = browser("a_store_with_only_failures") else {
+        return;
+    };
+    let project = Project::with_graph(
+        r#"
+[dimensions.day]
+values = ["mon", "tue"]
+
+[dimensions.station]
+values = ["S01", "S02"]
+
+[datasets.broken]
+
+[jobs.broken]
+outputs = ["broken/day={day}/station={station}"]
+run = ["sh", "-c", "echo \"no data for $1 $2\" >&2; exit 1", "broken"]
+args = ["{day}", "{station}"]
+"#,
+    );
+    project
+        .cairn(&[
+            "build",
+            "--keep-going",
+            "broken/day={day}/station={station}",
+        ])
+        .assert_code(1);
+    let status = status_file(&project);
+    let text = std::fs::read_to_string(&status).expect("read status");
+    assert_eq!(text.matches(r#""state":"failed""#).count(), 4, "{text}");
+    let server = Server::start(&project);
+    browse(
+        &server,
+        "pages.mjs",
+        &[status.to_str().expect("utf-8 path"), "-"],
+    );
+    browse(
+        &server,
+        "failed.mjs",
+        &[
+            "broken",
+            "broken/day=tue/station=S02",
+            "no data for tue S02",
+        ],
+    );
+}
