@@ -17,6 +17,7 @@ const TOKEN_KEY = 'cairn.token';
 const STATES = ['built', 'stale', 'missing', 'failed', 'running'];
 const GLYPH = { built: '✓', stale: '~', missing: '·', failed: '✗', running: '▶' };
 const MAX_CELLS = 60000;
+const GRID_REFRESH_MS = 2000;
 const LOG_TAIL_LINES = 400;
 const EVENT_ROWS = 2000;
 
@@ -624,7 +625,7 @@ async function showHeatmap({ name, grid, dims, r, c, r0, c0, rowValues, colValue
         } catch (error) {
           if (!scope.aborted) setLive(error.message);
         }
-      }, 1000);
+      }, GRID_REFRESH_MS);
     },
   }).catch((error) => {
     if (!scope.aborted) setLive(`not live: ${error.message}`);
@@ -899,11 +900,15 @@ async function showGrid(name, query, scope) {
     }
     return index;
   };
+  // Each refetch costs the server a status of every partition of the
+  // dataset: at most one per GRID_REFRESH_MS, however many events.
   let refresh = null;
+  let lastFetch = 0;
   const refetch = () => {
     if (refresh) return;
     refresh = setTimeout(async () => {
       refresh = null;
+      lastFetch = Date.now();
       try {
         grid = await api(`/v1/datasets/${encodeURIComponent(name)}/grid`, { signal: scope });
         decoded = decodeRuns(grid);
@@ -912,7 +917,7 @@ async function showGrid(name, query, scope) {
       } catch (error) {
         if (!scope.aborted) hover.replaceChildren(h('span', { class: 'error' }, error.message));
       }
-    }, 250);
+    }, Math.max(250, lastFetch + GRID_REFRESH_MS - Date.now()));
   };
   const optimistic = { ActionStarted: 'running', ActionRetrying: 'running', ActionFailed: 'failed', PartitionMaterialized: 'built' };
   follow('/v1/events', {
