@@ -2,12 +2,13 @@
 // framework, no build step. It reads only the public /v1 API
 // (docs/api.md) and draws one view per URL:
 //
-//   /                          datasets, with their partitions' states
-//   /ui/datasets/NAME          the partition grid (?rows=&cols=&state=&q=&at.DIM=)
-//   /ui/partitions/REF         a partition: state, why, history, logs
-//   /ui/operations             builds and backfills (?state=&kind=)
-//   /ui/operations/ID          one operation, live, with cancel
-//   /ui/events                 the event log, streaming (?since=&kind=&partition=&job=&build=&dimension=)
+//   /                    datasets with their states; the graph of datasets and jobs
+//   /ui/datasets/NAME    the partition grid (?rows=&cols=&at.DIM=&state=&q=&rr=&cr=&max=),
+//                        a heatmap past MAX_CELLS; build or invalidate a selection
+//   /ui/partitions/REF   a partition: state, why, lineage, history, logs
+//   /ui/operations       builds and backfills (?state=&kind=), with Cancel
+//   /ui/operations/ID    one operation, live: counts, timeline, events, Cancel
+//   /ui/events           the event log, streaming (?since=&kind=&partition=&job=&build=&dimension=&from=&to=)
 //
 // The token is asked for once and kept in sessionStorage (or given in the
 // URL's fragment, `#token=...`, which never reaches a server).
