@@ -1020,6 +1020,7 @@ function historyWhat(e) {
   }
   if (e.type === 'failure') return [stateBadge('failed'), ` failed${e.exit_code !== null && e.exit_code !== undefined ? ` (exit ${e.exit_code})` : ''}`];
   if (e.type === 'invalidation') return [stateBadge('stale'), ` invalidated${e.by ? ` by ${e.by}` : ''}`];
+  if (e.type === 'joined') return [stateBadge('built'), ` joined build ${e.joined_build}'s run (not built twice)`];
   return [e.type || ''];
 }
 
@@ -1405,6 +1406,12 @@ function makeTimeline() {
         action.outcome = event.restored ? 'restored' : 'cached';
         action.end = at;
         break;
+      case 'ActionJoined':
+        // Another operation's run of the same action: this one waits on it.
+        action.outcome = 'joined';
+        action.joined = event.joined_build;
+        action.end = at;
+        break;
       default:
         return false;
     }
@@ -1438,8 +1445,8 @@ function makeTimeline() {
       const left = ((action.start - t0) / (t1 - t0)) * 100;
       const width = Math.max(0.4, ((end - action.start) / (t1 - t0)) * 100);
       const outcome = action.outcome || 'running';
-      const state = { executed: 'built', restored: 'built', cached: 'built', failed: 'failed', running: 'running' }[outcome];
-      const text = `${action.job} ${action.outputs.join(' ')}: ${outcome}${action.end ? ` in ${duration((end - action.start) / 1000)}` : ''}${action.error ? ` — ${action.error}` : ''}`;
+      const state = { executed: 'built', restored: 'built', cached: 'built', joined: 'built', failed: 'failed', running: 'running' }[outcome];
+      const text = `${action.job} ${action.outputs.join(' ')}: ${outcome}${action.joined ? ` (the run of build ${action.joined})` : ''}${action.end ? ` in ${duration((end - action.start) / 1000)}` : ''}${action.error ? ` — ${action.error}` : ''}`;
       const bar = action.outcome === 'failed' && action.outputs[0]
         ? h('a', { class: `bar ${outcome}`, role: 'listitem', href: `/ui/partitions/${encodeURIComponent(action.outputs[0])}`, 'data-state': state, 'data-outcome': outcome, 'data-key': action.key, title: text, 'aria-label': text }, action.job)
         : h('span', { class: `bar ${outcome}`, role: 'listitem', tabindex: '0', 'data-state': state, 'data-outcome': outcome, 'data-key': action.key, title: text, 'aria-label': text }, action.job);
@@ -1450,7 +1457,7 @@ function makeTimeline() {
     const running = list.some((a) => a.end === null);
     element.replaceChildren(
       h('p', { class: 'muted' }, `${list.length} actions on ${lanes.length} lanes over ${duration((t1 - t0) / 1000)}; `,
-        h('span', { class: 'legend-inline' }, ['executed', 'cached', 'restored', 'failed', 'running'].map((o) => h('span', { class: `bar-key ${o}` }, o)))),
+        h('span', { class: 'legend-inline' }, ['executed', 'cached', 'restored', 'joined', 'failed', 'running'].map((o) => h('span', { class: `bar-key ${o}` }, o)))),
       h('div', { class: 'lanes' }, rows));
     clearTimeout(timer);
     if (running) timer = setTimeout(draw, 1000);
