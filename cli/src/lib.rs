@@ -132,7 +132,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
     /// Talk to the `cairn serve` at URL (http://HOST:PORT) instead of the
-    /// local store: build, backfill, status, why, history, logs.
+    /// local store: build, backfill, status, why, history, logs, log.
     #[arg(long, global = true, value_name = "URL")]
     remote: Option<String>,
     /// The file holding the server's bearer token, for --remote (default:

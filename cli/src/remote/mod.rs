@@ -8,7 +8,9 @@
 //! `--json`, and the exit codes are those of the local command. Plain HTTP
 //! through ureq (synchronous, as the rest of the command line).
 
+mod events;
 mod http;
+mod log;
 mod operation;
 mod read;
 mod sse;
@@ -20,7 +22,7 @@ use crate::{Cli, Command, Failure};
 pub use http::Remote;
 
 /// The commands `--remote` serves, for the message about the others.
-const REMOTE_COMMANDS: &str = "build, backfill, status, why, history, logs";
+const REMOTE_COMMANDS: &str = "build, backfill, status, why, history, logs, log";
 
 /// Runs `cli`'s command against the server at `url`.
 pub fn run(cli: &Cli, url: &str) -> Result<u8, Failure> {
@@ -72,6 +74,28 @@ pub fn run(cli: &Cli, url: &str) -> Result<u8, Failure> {
             };
             read::logs(&remote, partition, *build, streams)
         }
+        Command::Log {
+            json,
+            since,
+            until,
+            build,
+            partition,
+            job,
+            kind,
+            dimension,
+        } => log::log(
+            &remote,
+            &cairn_app::events::EventQuery {
+                since: since.clone(),
+                until: until.clone(),
+                build: *build,
+                partition: partition.clone(),
+                job: job.clone(),
+                kinds: kind.clone(),
+                dimension: dimension.clone(),
+            },
+            *json,
+        ),
         _ => unreachable!("checked above"),
     }
 }

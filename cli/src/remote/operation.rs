@@ -93,6 +93,9 @@ pub struct ResultSummary {
     pub failed: u64,
     #[serde(default)]
     pub skipped: u64,
+    /// Present when not zero.
+    #[serde(default)]
+    pub joined: u64,
     #[serde(default)]
     pub interrupted: bool,
     #[serde(default)]
@@ -398,7 +401,11 @@ fn follow_until_done(
 ) -> Result<Followed, Failure> {
     let (sender, receiver) = mpsc::channel();
     spawn_follower(remote.clone(), &operation.id, sender);
-    let mut tracker = Tracker::new(remote, total, reporter);
+    let current = operation
+        .expected
+        .as_ref()
+        .map_or(0, |expected| expected.current);
+    let mut tracker = Tracker::new(remote, total, current, reporter);
     let mut cancelling = false;
     loop {
         match receiver.recv_timeout(Duration::from_millis(100)) {
@@ -521,13 +528,21 @@ struct Tracker<'a> {
 const TAILS_FETCHED: usize = 20;
 
 impl<'a> Tracker<'a> {
-    fn new(remote: &'a Remote, total: u64, reporter: &'a BuildReporter) -> Self {
+    /// `current` of the `total` actions were up to date or restorable at
+    /// submit: an untouched one is not in the log (the build's counts
+    /// have it), so they count as done from the start, and a restore's
+    /// `ActionCached` adds nothing.
+    fn new(remote: &'a Remote, total: u64, current: u64, reporter: &'a BuildReporter) -> Self {
+        let current = usize::try_from(current).unwrap_or(usize::MAX);
         Tracker {
             remote,
             reporter,
             total: usize::try_from(total).unwrap_or(usize::MAX),
-            done: 0,
-            counts: BuildCounts::default(),
+            done: current,
+            counts: BuildCounts {
+                cached: current as u64,
+                ..BuildCounts::default()
+            },
             ids: HashMap::new(),
             next_id: 0,
             tails_fetched: 0,
@@ -609,8 +624,8 @@ impl<'a> Tracker<'a> {
                 let outcome = Outcome::Cached {
                     restored: event.get("restored").and_then(Value::as_bool) == Some(true),
                 };
-                self.counts.cached += 1;
-                self.finish(
+                // Counted as current at submit (see `new`).
+                self.finish_counted(
                     text("key"),
                     text("job"),
                     &outputs(event.get("outputs")),
@@ -639,6 +654,21 @@ impl<'a> Tracker<'a> {
                 self.counts.failed += 1;
                 self.finish(text("key"), text("job"), &outputs, &outcome);
             }
+            "ActionJoined" => {
+                let outcome = Outcome::Joined {
+                    build: event
+                        .get("joined_build")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0),
+                };
+                self.counts.joined += 1;
+                self.finish(
+                    text("key"),
+                    text("job"),
+                    &outputs(event.get("outputs")),
+                    &outcome,
+                );
+            }
             "ActionSkipped" => {
                 let outcome = Outcome::Skipped {
                     reason: text("reason").to_owned(),
@@ -651,6 +681,12 @@ impl<'a> Tracker<'a> {
     }
 
     fn finish(&mut self, key: &str, job: &str, outputs: &[String], outcome: &Outcome) {
+        self.done += 1;
+        self.finish_counted(key, job, outputs, outcome);
+    }
+
+    /// An action finished that `done` already counts.
+    fn finish_counted(&mut self, key: &str, job: &str, outputs: &[String], outcome: &Outcome) {
         let id = if key.is_empty() {
             self.next_id += 1;
             self.next_id
@@ -660,7 +696,6 @@ impl<'a> Tracker<'a> {
                 self.next_id
             })
         };
-        self.done += 1;
         let parsed = ActionKey::from_str(key).ok();
         self.reporter.action_finished(
             id,
@@ -722,9 +757,10 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
         build: operation.build,
         total,
         executed: from_counts.executed,
-        cached: from_counts.cached + from_counts.joined,
+        cached: from_counts.cached,
         failed: from_counts.failed,
         skipped: from_counts.skipped,
+        joined: from_counts.joined,
         interrupted: operation.state == "cancelled",
         failed_partitions: Vec::new(),
     });
@@ -733,7 +769,7 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
         cached: result.cached,
         failed: result.failed,
         skipped: result.skipped,
-        joined: 0,
+        joined: result.joined,
     };
     let interrupted = result.interrupted || operation.state == "cancelled";
     let build = result.build.or(operation.build).unwrap_or(0);

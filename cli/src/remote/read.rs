@@ -68,10 +68,13 @@ pub fn why(remote: &Remote, partition: &str, json: bool) -> Result<u8, Failure> 
 pub fn history(remote: &Remote, partition: &str, json: bool) -> Result<u8, Failure> {
     let path = format!("/v1/partitions/{}/history", encode(partition));
     let answer: HistoryAnswer = remote.get_json(&path, &[])?;
-    let entries = match answer {
-        HistoryAnswer::Lines(lines) => lines,
-        HistoryAnswer::Object(object) => object.entries,
-    };
+    if answer.source {
+        note(&format!(
+            "{partition} is a source partition: cairn observes it by content and never runs a job for it"
+        ));
+        return Ok(0);
+    }
+    let entries = answer.entries;
     if entries.is_empty() {
         note(&format!(
             "{partition} has no history here: it was never built, failed or invalidated"
@@ -103,59 +106,82 @@ pub fn history(remote: &Remote, partition: &str, json: bool) -> Result<u8, Failu
     Ok(0)
 }
 
+/// The answer of `GET /v1/partitions/{ref}/history`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum HistoryAnswer {
-    Lines(Vec<HistoryLine>),
-    Object(HistoryObject),
-}
-
-#[derive(Debug, Deserialize)]
-struct HistoryObject {
+struct HistoryAnswer {
+    #[serde(default)]
+    source: bool,
     #[serde(default)]
     entries: Vec<HistoryLine>,
 }
 
-/// `GET /v1/partitions/{ref}/logs?stream=…`: each stream's bytes as
-/// captured, printed as `cairn logs` prints them.
+/// The answer of `GET /v1/partitions/{ref}/logs`: the run and its
+/// captured streams.
+#[derive(Debug, Deserialize)]
+struct LogsAnswer {
+    job: String,
+    build: u64,
+    key: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+}
+
+/// `GET /v1/partitions/{ref}/logs`: printed as `cairn logs` prints them
+/// (the server sends the streams as text: bytes that are not UTF-8 come
+/// as U+FFFD).
 pub fn logs(
     remote: &Remote,
     partition: &str,
     build: Option<u64>,
     streams: Streams,
 ) -> Result<u8, Failure> {
+    if build.is_some() {
+        return Err(Failure::usage(
+            "logs --build does not work with --remote: the server gives the last run's output",
+        ));
+    }
     let path = format!("/v1/partitions/{}/logs", encode(partition));
-    let build_text = build.map(|build| build.to_string());
-    let selected: &[&str] = match streams {
-        Streams::Both => &["stdout", "stderr"],
-        Streams::Stdout => &["stdout"],
-        Streams::Stderr => &["stderr"],
+    let answer: LogsAnswer = remote.get_json(&path, &[])?;
+    let outcome = match &answer.error {
+        None => "succeeded".to_owned(),
+        Some(error) => format!("failed: {error}"),
+    };
+    let short: String = answer.key.chars().take(12).collect();
+    note(&format!(
+        "{partition}: job {} in build {}, key {short}, {outcome}",
+        answer.job, answer.build
+    ));
+    if answer.stdout.is_empty() && answer.stderr.is_empty() {
+        note("the run produced no output (stdout and stderr were empty)");
+        return Ok(0);
+    }
+    let selected: &[(&str, &str)] = match streams {
+        Streams::Both => &[("stdout", &answer.stdout), ("stderr", &answer.stderr)],
+        Streams::Stdout => &[("stdout", &answer.stdout)],
+        Streams::Stderr => &[("stderr", &answer.stderr)],
     };
     let labelled = streams == Streams::Both;
-    for &name in selected {
-        let mut query = vec![("stream", name)];
-        if let Some(build) = &build_text {
-            query.push(("build", build.as_str()));
-        }
-        let bytes = remote.get_bytes(&path, &query)?;
-        let label = if bytes.is_empty() {
+    for &(name, text) in selected {
+        let label = if text.is_empty() {
             format!("--- {name}: empty ---")
         } else {
-            format!("--- {name} ({}) ---", count(bytes.len() as u64, "byte"))
+            format!("--- {name} ({}) ---", count(text.len() as u64, "byte"))
         };
         if labelled {
             stdout_text(&format!("{label}\n"));
         } else {
             note(&label);
         }
-        {
-            use std::io::Write;
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(&bytes);
-            if labelled && bytes.last().is_some_and(|last| *last != b'\n') {
-                let _ = stdout.write_all(b"\n");
-            }
-            let _ = stdout.flush();
+        if text.is_empty() {
+            continue;
+        }
+        stdout_text(text);
+        if labelled && !text.ends_with('\n') {
+            stdout_text("\n");
         }
     }
     Ok(0)
