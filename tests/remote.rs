@@ -71,3 +71,378 @@ fn remote_flags_without_remote_and_local_commands_with_it_are_usage_errors() {
     // None of them built anything.
     assert!(!project.path().join(".cairn").exists());
 }
+
+// ------------------------------------------------------ against a server
+
+mod remote_server;
+
+use remote_server::Server;
+use serde_json::Value;
+
+/// A podcast copy whose clean job prints a line on stdout and on stderr,
+/// fails for station S while `fail-S` exists and sleeps while `slow-S`
+/// exists (the job runs in the project directory).
+fn project(days: u32, stations: u32) -> Project {
+    let project = Project::podcast(days, stations);
+    project.patch_clean(
+        "echo \"cleaning $1\"; echo \"clean: $1 has 4 bad lines\" >&2\n\
+         if [ -e \"fail-$1\" ]; then echo \"bad sensor $1: ratings out of range\" >&2; exit 3; fi\n\
+         if [ -e \"slow-$1\" ]; then sleep 60; fi",
+    );
+    project
+}
+
+/// A JSON line without its timings (which differ from run to run).
+fn untimed(line: &Value) -> Value {
+    let mut line = line.clone();
+    if let Some(object) = line.as_object_mut() {
+        object.remove("duration_ms");
+    }
+    line
+}
+
+/// The action lines of a `build --json` run, untimed and sorted (jobs
+/// finish in any order), and its summary, untimed.
+fn build_lines(run: &common::Run) -> (Vec<String>, Value) {
+    let lines = run.json_lines();
+    let (summary, actions) = lines.split_last().expect("a summary line");
+    let mut actions: Vec<String> = actions.iter().map(|l| untimed(l).to_string()).collect();
+    actions.sort();
+    (actions, untimed(summary))
+}
+
+/// The last line of stderr, without the elapsed time that ends it.
+fn summary_line(stderr: &str) -> String {
+    let last = stderr.lines().last().unwrap_or_default();
+    match last.rfind(" in ") {
+        Some(at) => last[..at].to_owned(),
+        None => last.to_owned(),
+    }
+}
+
+#[test]
+fn a_remote_build_prints_and_exits_as_a_local_build() {
+    let local = project(2, 2);
+    let served = project(2, 2);
+    let server = Server::start(served.path(), &[]);
+    let url = server.url.clone();
+
+    // A first build: everything runs.
+    let remote = served.cairn(&["--remote", &url, "build", "--json"]);
+    let here = local.cairn(&["build", "--json"]);
+    remote.assert_code(0);
+    here.assert_code(0);
+    assert_eq!(build_lines(&remote), build_lines(&here));
+    assert_eq!(summary_line(&remote.stderr), summary_line(&here.stderr));
+    assert!(
+        summary_line(&here.stderr)
+            .ends_with("10 actions: 10 executed, 0 cached, 0 failed, 0 skipped"),
+        "{}",
+        here.stderr
+    );
+    assert!(remote.stderr.contains("operation op-"), "{}", remote.stderr);
+    // Human output: the same `built …` lines (in any order).
+    let built = |stderr: &str| {
+        let mut lines: Vec<String> = stderr
+            .lines()
+            .filter(|line| line.starts_with("built "))
+            .map(|line| line[..line.rfind(", ").unwrap_or(line.len())].to_owned())
+            .collect();
+        lines.sort();
+        lines
+    };
+    let remote_human = served.cairn(&[
+        "--remote",
+        &url,
+        "build",
+        "clean/date={date}/station={station}",
+    ]);
+    let here_human = local.cairn(&["build", "clean/date={date}/station={station}"]);
+    remote_human.assert_code(0);
+    assert_eq!(built(&remote_human.stderr), built(&here_human.stderr));
+    assert_eq!(
+        summary_line(&remote_human.stderr),
+        summary_line(&here_human.stderr)
+    );
+
+    // A failure: exit 1, the failure with the tail of the job's stderr.
+    local.write("fail-S002", "");
+    served.write("fail-S002", "");
+    local.append("inputs/2024-01-02/S002.txt", "ep0001,5\n");
+    served.append("inputs/2024-01-02/S002.txt", "ep0001,5\n");
+    let remote = served.cairn(&["--remote", &url, "build", "--keep-going"]);
+    let here = local.cairn(&["build", "--keep-going"]);
+    remote.assert_code(1);
+    here.assert_code(1);
+    assert_eq!(summary_line(&remote.stderr), summary_line(&here.stderr));
+    let failure = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .skip_while(|line| !line.starts_with("failed: "))
+            .take(5)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(failure(&remote.stderr), failure(&here.stderr));
+    assert!(
+        remote
+            .stderr
+            .contains("    clean: bad sensor S002: ratings out of range")
+            || remote
+                .stderr
+                .contains("    bad sensor S002: ratings out of range"),
+        "{}",
+        remote.stderr
+    );
+
+    // Bad input: exit 2 with the local message, naming the URL.
+    let remote = served.cairn(&["--remote", &url, "build", "nosuch/date=2024-01-01"]);
+    let here = local.cairn(&["build", "nosuch/date=2024-01-01"]);
+    here.assert_code(2);
+    remote.assert_code(2);
+    // The message names the server's project's graph file.
+    let message = here.stderr.trim().trim_start_matches("error: ").replace(
+        local.path().to_str().unwrap(),
+        served.path().to_str().unwrap(),
+    );
+    assert!(
+        remote.stderr.contains(&message)
+            && remote
+                .stderr
+                .contains(&format!("{url}/v1/builds answered 400")),
+        "remote:\n{}\nlocal:\n{}",
+        remote.stderr,
+        here.stderr
+    );
+    assert_eq!(remote.stderr.lines().count(), 1, "{}", remote.stderr);
+    server.stop();
+}
+
+/// `(N file)`/`(N files)` of `history`'s `output` lines, which the JSON
+/// (and so `--remote history`) does not carry.
+fn without_file_counts(text: &str) -> String {
+    text.lines()
+        .map(
+            |line| match (line.starts_with("  output   "), line.rfind("  (")) {
+                (true, Some(at)) if line.ends_with(" file)") || line.ends_with(" files)") => {
+                    format!("{}\n", &line[..at])
+                }
+                _ => format!("{line}\n"),
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn remote_reads_print_what_the_local_commands_print() {
+    let project = project(2, 2);
+    project.cairn(&["build"]).assert_code(0);
+    project
+        .cairn(&[
+            "invalidate",
+            "clean/date=2024-01-01/station=S001",
+            "--reason",
+            "bad feed",
+        ])
+        .assert_code(0);
+    project.write("fail-S002", "");
+    project.append("inputs/2024-01-02/S002.txt", "ep0002,4\n");
+    project.cairn(&["build", "--keep-going"]).assert_code(1);
+    std::fs::remove_file(project.file("fail-S002")).unwrap();
+
+    let clean = "clean/date=2024-01-01/station=S001";
+    let failed = "clean/date=2024-01-02/station=S002";
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["status", "--json"],
+        vec![
+            "status",
+            "clean/date={date}/station={station}",
+            "daily/date=2024-01-02",
+        ],
+        vec!["why", clean],
+        vec!["why", "--json", clean],
+        vec!["why", "daily/date=2024-01-02"],
+        vec!["history", clean],
+        vec!["history", "--json", clean],
+        vec!["history", failed],
+        vec!["history", "--json", failed],
+        vec!["logs", "clean/date=2024-01-02/station=S001"],
+        vec!["logs", "--stdout", "clean/date=2024-01-02/station=S001"],
+        vec!["logs", "--stderr", failed],
+        vec!["log"],
+        vec!["log", "--json"],
+        vec![
+            "log",
+            "--kind",
+            "ActionFailed",
+            "--kind",
+            "PartitionInvalidated",
+        ],
+        vec!["log", "--json", "--job", "clean", "--since", "3"],
+        vec![
+            "log",
+            "--partition",
+            "clean/date={date}/station={station}",
+            "--until",
+            "30",
+        ],
+        vec!["log", "--build", "2"],
+    ];
+    let server = Server::start(project.path(), &[]);
+    let url = server.url.clone();
+    let remote: Vec<common::Run> = commands
+        .iter()
+        .map(|command| {
+            let mut args = vec!["--remote", url.as_str()];
+            args.extend(command);
+            project.cairn(&args)
+        })
+        .collect();
+    server.stop();
+    for (command, remote) in commands.iter().zip(&remote) {
+        let here = project.cairn(command);
+        here.assert_code(0);
+        remote.assert_code(0);
+        let (mut expected, got) = (here.stdout.clone(), remote.stdout.clone());
+        if command[0] == "history" && !command.contains(&"--json") {
+            expected = without_file_counts(&expected);
+        }
+        assert!(
+            !expected.is_empty() || command[0] == "logs",
+            "{command:?}: no output"
+        );
+        assert_eq!(got, expected, "cairn {command:?}: stdout differs");
+        // The notes too, where both have the data for them.
+        if matches!(command[0], "status" | "why") {
+            assert_eq!(
+                remote.stderr, here.stderr,
+                "cairn {command:?}: stderr differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn detach_cancel_idempotency_and_a_refused_token() {
+    let project = project(1, 2);
+    let server = Server::start(project.path(), &[]);
+    let url = server.url.clone();
+    let target = "clean/date=2024-01-01/station=S001";
+
+    // --detach: the operation id on stdout, exit 0 at once; it finishes.
+    let detached = project.cairn(&["--remote", &url, "build", "--detach", target]);
+    detached.assert_code(0);
+    let id = detached.stdout.trim().to_owned();
+    assert!(
+        id.starts_with("op-") && !id.contains('\n'),
+        "{}",
+        detached.stdout
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = project.cairn(&["--remote", &url, "status", "--json", target]);
+        status.assert_code(0);
+        if status.json_lines()[0]["state"] == "built" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never built {target}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // The same key and refs: the same operation, not a second build.
+    let once = project.cairn(&[
+        "--remote",
+        &url,
+        "build",
+        "--idempotency-key",
+        "k-1",
+        "raw/date={date}/station={station}",
+    ]);
+    let twice = project.cairn(&[
+        "--remote",
+        &url,
+        "build",
+        "--idempotency-key",
+        "k-1",
+        "raw/date={date}/station={station}",
+    ]);
+    once.assert_code(0);
+    twice.assert_code(0);
+    let operation = |stderr: &str| {
+        stderr
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("operation ")?
+                    .split(':')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no operation note:\n{stderr}"))
+    };
+    assert_eq!(operation(&once.stderr), operation(&twice.stderr));
+    // Another request under the same key: refused (422), exit 2.
+    let refused = project.cairn(&[
+        "--remote",
+        &url,
+        "build",
+        "--idempotency-key",
+        "k-1",
+        "clean/date={date}/station={station}",
+    ]);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("answered 422"),
+        "{}",
+        refused.stderr
+    );
+
+    // Ctrl-C without a terminal: cancel, wait for the cancelled state, 130.
+    project.write("slow-S002", "");
+    let slow = "clean/date=2024-01-01/station=S002";
+    let client = common::Background::start(project.path(), &["--remote", &url, "build", slow]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = project.cairn(&["--remote", &url, "status", "--json", slow]);
+        if status.code == 0 && status.json_lines()[0]["state"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{slow} never ran");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    client.signal("INT");
+    let (code, stderr, waited) = client.wait(std::time::Duration::from_secs(45));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        waited < std::time::Duration::from_secs(40),
+        "the job's minute was not cut short"
+    );
+    assert!(stderr.contains("cancelling operation op-"), "{stderr}");
+    assert!(stderr.contains("(interrupted)"), "{stderr}");
+    let status = project.cairn(&["--remote", &url, "status", "--json", slow]);
+    assert_ne!(
+        status.json_lines()[0]["state"],
+        "built",
+        "{}",
+        status.stdout
+    );
+    std::fs::remove_file(project.file("slow-S002")).unwrap();
+
+    // A refused token: one line naming the URL and the server's message.
+    project.write("wrong.token", "0".repeat(64));
+    let denied = project.cairn(&["--remote", &url, "--token-file", "wrong.token", "status"]);
+    denied.assert_code(2);
+    assert_eq!(denied.stderr.lines().count(), 1, "{}", denied.stderr);
+    assert!(
+        denied
+            .stderr
+            .starts_with(&format!("error: {url}/v1/status answered 401"))
+            && denied.stderr.contains("(the token was refused"),
+        "{}",
+        denied.stderr
+    );
+    server.stop();
+}
