@@ -221,13 +221,20 @@ class AgainstAStandIn(unittest.TestCase):
         def events(h: Scripted) -> None:
             h.stream(streams.pop(0))
 
-        self.stand.script[("GET", "/v1/operations/op-1")] = lambda h: h.reply(200, operation("running"))
+        # One of the two actions was current at submit (a restore, whose
+        # ActionCached comes later): done from the start.
+        running = operation(
+            "running", expected={"partitions": 2, "actions": 2, "current": 1, "to_run": 1}
+        )
+        self.stand.script[("GET", "/v1/operations/op-1")] = lambda h: h.reply(200, running)
         self.stand.script[("GET", "/v1/operations/op-1/events")] = events
         seen: List[Progress] = []
         final = self.client.wait("op-1", on_progress=seen.append)
         self.assertEqual(final.state, "succeeded")
-        self.assertEqual([(p.done, p.total) for p in seen], [(1, 2), (2, 2)])
+        self.assertEqual([(p.done, p.total) for p in seen], [(2, 2), (2, 2)])
+        self.assertEqual([p.event["kind"] for p in seen if p.event], ["ActionSucceeded", "ActionCached"])
         self.assertEqual(seen[-1].counts["cached"], 1)
+        self.assertEqual(seen[-1].counts["executed"], 1)
         stream_requests = [r for r in self.stand.requests if r[1].endswith("/events")]
         self.assertEqual(len(stream_requests), 2)
         self.assertNotIn("last-event-id", stream_requests[0][2])

@@ -362,6 +362,10 @@ class Client:
             return operation
         counts = {name: 0 for name in _FINISHING.values()}
         total = int(operation.expected.get("actions", 0))
+        # The actions up to date or restorable at submit: an untouched one
+        # is not in the log (the build's counts have it), so they are done
+        # from the start, and a restore's ActionCached adds nothing.
+        counts["cached"] = int(operation.expected.get("current", 0))
         state = operation.state
         last_id: Optional[str] = None
         lost_since: Optional[float] = None
@@ -389,7 +393,8 @@ class Client:
                         "; retrying)"
                     ):
                         continue
-                    counts[counted] += 1
+                    if kind != "ActionCached":
+                        counts[counted] += 1
                     state = "running"
                     if on_progress is not None:
                         done = sum(counts.values())
