@@ -80,14 +80,14 @@ use remote_server::Server;
 use serde_json::Value;
 
 /// A podcast copy whose clean job prints a line on stdout and on stderr,
-/// fails for station S while `fail-S` exists and sleeps while `slow-S`
+/// fails for station S while `fail-S` exists and waits as long as `slow-S`
 /// exists (the job runs in the project directory).
 fn project(days: u32, stations: u32) -> Project {
     let project = Project::podcast(days, stations);
     project.patch_clean(
         "echo \"cleaning $1\"; echo \"clean: $1 has 4 bad lines\" >&2\n\
          if [ -e \"fail-$1\" ]; then echo \"bad sensor $1: ratings out of range\" >&2; exit 3; fi\n\
-         if [ -e \"slow-$1\" ]; then sleep 60; fi",
+         while [ -e \"slow-$1\" ]; do sleep 0.1; done",
     );
     project
 }
@@ -444,5 +444,103 @@ fn detach_cancel_idempotency_and_a_refused_token() {
         "{}",
         denied.stderr
     );
+    server.stop();
+}
+
+/// Runs `cairn ARGS` in `dir` on a pseudo-terminal (Python's `pty`, as
+/// the Python client's test needs python3 anyway): waits for `ready` in
+/// its output, types Ctrl-C, waits for the prompt, types `answer`; returns
+/// the exit code and everything it printed.
+fn on_a_terminal(dir: &std::path::Path, args: &[&str], ready: &str, answer: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+ready, answer, argv = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out = b""
+def until(text, limit):
+    global out
+    end = time.time() + limit
+    while text not in out and time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                return
+until(ready, 60)
+os.write(fd, b"\x03")
+until(b"cancel the operation or detach? [c/d]", 30)
+os.write(fd, answer + b"\n")
+until(b"\0never", 60)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", DRIVER, ready, answer, common::CAIRN])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("python3 runs the terminal");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_asks_whether_to_cancel_or_detach() {
+    let project = project(1, 2);
+    let server = Server::start(project.path(), &[]);
+    let url = server.url.clone();
+    let slow = "clean/date=2024-01-01/station=S001";
+    project.write("slow-S001", "");
+
+    // d: the operation id, exit 0; the operation goes on and finishes.
+    let (code, shown) = on_a_terminal(
+        project.path(),
+        &["--remote", &url, "build", slow],
+        "running 1: clean",
+        "d",
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("cancel the operation or detach? [c/d]"),
+        "{shown}"
+    );
+    assert!(shown.contains("detached: operation op-"), "{shown}");
+    std::fs::remove_file(project.file("slow-S001")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while project
+        .cairn(&["--remote", &url, "status", "--json", slow])
+        .json_lines()[0]["state"]
+        != "built"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached build never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // c: cancelled, exit 130, nothing built.
+    project.write("slow-S002", "");
+    let other = "clean/date=2024-01-01/station=S002";
+    let (code, shown) = on_a_terminal(
+        project.path(),
+        &["--remote", &url, "build", other],
+        "running 1: clean",
+        "c",
+    );
+    assert_eq!(code, 130, "{shown}");
+    assert!(shown.contains("cancelling operation op-"), "{shown}");
+    assert!(shown.contains("(interrupted)"), "{shown}");
+    let state = project
+        .cairn(&["--remote", &url, "status", "--json", other])
+        .json_lines()[0]["state"]
+        .clone();
+    assert_ne!(state, "built");
+    std::fs::remove_file(project.file("slow-S002")).unwrap();
     server.stop();
 }
