@@ -544,3 +544,48 @@ fn ctrl_c_on_a_terminal_asks_whether_to_cancel_or_detach() {
     std::fs::remove_file(project.file("slow-S002")).unwrap();
     server.stop();
 }
+
+#[test]
+fn a_remote_backfill_prints_and_exits_as_a_local_backfill() {
+    let local = project(2, 2);
+    let served = project(2, 2);
+    let config = "target = \"daily/date={date}\"\nreason = \"#12 recompute\"\n\n\
+                  [dimensions.date]\nstart = \"2024-01-01\"\nend = \"2024-01-02\"\n";
+    local.write("backfills/days.toml", config);
+    served.write("backfills/days.toml", config);
+    let server = Server::start(served.path(), &[]);
+    let url = server.url.clone();
+    let args = ["backfill", "backfills/days.toml", "--json"];
+    let remote = served.cairn(&[&["--remote", url.as_str()][..], &args[..]].concat());
+    let here = local.cairn(&args);
+    here.assert_code(0);
+    remote.assert_code(0);
+    assert_eq!(build_lines(&remote), build_lines(&here));
+    assert_eq!(summary_line(&remote.stderr), summary_line(&here.stderr));
+    assert!(
+        summary_line(&here.stderr).starts_with("backfill build 1: 10 actions: 10 executed"),
+        "{}",
+        here.stderr
+    );
+
+    // A failed partition: exit 1, listed.
+    for project in [&local, &served] {
+        project.write("fail-S001", "");
+        project.append("inputs/2024-01-02/S001.txt", "ep0003,2\n");
+    }
+    let remote = served.cairn(&["--remote", &url, "backfill", "backfills/days.toml"]);
+    let here = local.cairn(&["backfill", "backfills/days.toml"]);
+    here.assert_code(1);
+    remote.assert_code(1);
+    let listed = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .skip_while(|line| !line.starts_with("failed partitions ("))
+            .take(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(listed(&remote.stderr), listed(&here.stderr));
+    assert_eq!(listed(&here.stderr).len(), 2, "{}", here.stderr);
+    server.stop();
+}

@@ -158,11 +158,6 @@ pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
              operation's failed partitions with POST /v1/operations/{id}/retry (docs/api.md)",
         ));
     }
-    if args.jobs.is_some() || args.retries.is_some() {
-        return Err(Failure::usage(
-            "backfill -j/--retries do not work with --remote: the server's settings apply",
-        ));
-    }
     if args.dry_run {
         return Err(Failure::usage(
             "backfill --dry-run does not work with --remote yet: run it locally, or use `cairn --remote URL build --dry-run`",
@@ -176,8 +171,14 @@ pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
     })?;
     let body = json!({
         "config": text,
-        "config_name": args.config.display().to_string(),
+        // The server takes a file name (no directory) for its messages.
+        "config_name": args
+            .config
+            .file_name()
+            .map_or_else(|| "backfill.toml".into(), |name| name.to_string_lossy()),
         "keep_going": !args.fail_fast,
+        "retries": args.retries,
+        "jobs": args.jobs,
         "dry_run": false,
     });
     let key = idempotency_key(args.idempotency_key.as_deref());
