@@ -921,3 +921,128 @@ fn a_restarted_server_shows_earlier_operations_and_keeps_their_idempotency_keys(
     let retried = server.wait_done(retry.json()["id"].as_str().unwrap(), LONG);
     assert_eq!(retried["state"], "succeeded", "{retried}");
 }
+
+#[test]
+fn a_secret_never_appears_in_any_answer() {
+    let secret = format!("sekrit-{}", std::process::id() * 7919 + 12_345);
+    let project = Project::with_graph(
+        r#"
+[env]
+secret = ["CAIRN_TEST_SECRET"]
+
+[datasets.leak]
+
+[dimensions.n]
+values = ["1", "2"]
+
+[jobs.leak]
+outputs = ["leak/n={n}"]
+run = ["sh", "-c", "echo \"out $CAIRN_TEST_SECRET\"; echo \"err $CAIRN_TEST_SECRET\" >&2; echo v > \"$CAIRN_OUT/v\"; [ \"$1\" = 1 ] || exit 5", "leak"]
+args = ["{n}"]
+"#,
+    );
+    let server = Server::start_with_env(project.path(), &[], &[("CAIRN_TEST_SECRET", &secret)]);
+    let answer = server.post(
+        "/v1/builds",
+        &json!({"refs": ["leak/n={n}"], "keep_going": true}).to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["id"].as_str().unwrap().to_owned();
+    let done = server.wait_done(&id, LONG);
+    assert_eq!(done["state"], "failed", "{done}");
+    // The job saw the secret: its redacted stderr says so.
+    let tail = done["error"]["failed"][0]["log_tail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(tail.contains("err [redacted]"), "{tail}");
+    let mut answers = vec![done.to_string(), answer.body];
+    let mut stream = server.sse(&format!("/v1/operations/{id}/events"), None);
+    while let Some(event) = stream.next() {
+        answers.push(event.data);
+        if event.event == "done" {
+            break;
+        }
+    }
+    for path in [
+        "/v1/operations".to_owned(),
+        "/v1/status".to_owned(),
+        "/v1/store/stats".to_owned(),
+        "/v1/plan?ref=leak%2Fn%3D2".to_owned(),
+        "/v1/datasets/leak/grid".to_owned(),
+    ]
+    .into_iter()
+    .chain(["leak/n=1", "leak/n=2"].iter().flat_map(|partition| {
+        let path = encode(partition);
+        [
+            format!("/v1/partitions/{path}/why"),
+            format!("/v1/partitions/{path}/history"),
+            format!("/v1/partitions/{path}/logs"),
+            format!("/v1/partitions/{path}/logs?stream=stdout"),
+        ]
+    })) {
+        let answer = server.get(&path);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        answers.push(answer.body);
+    }
+    let logs = server.get("/v1/partitions/leak%2Fn%3D2/logs").json();
+    assert_eq!(logs["stdout"], "out [redacted]\n", "{logs}");
+    let hex: String = secret.bytes().map(|byte| format!("{byte:02x}")).collect();
+    for answer in &answers {
+        assert!(!answer.contains(&secret), "the secret in {answer}");
+        assert!(!answer.contains(&hex), "the secret (hex) in {answer}");
+    }
+}
+
+#[test]
+fn a_backfill_from_a_project_file_or_the_body_runs_to_completion_as_the_cli_records_it() {
+    let project = Project::podcast(3, 2);
+    project.write(
+        "backfills/jan.toml",
+        "target = \"daily/date={date}\"\nreason = \"the January backfill\"\n\n[dimensions]\ndate = { start = \"2024-01-01\", end = \"2024-01-02\" }\n",
+    );
+    let server = Server::start(project.path(), &[]);
+    let dry = server.post(
+        "/v1/backfills",
+        r#"{"config_path": "backfills/jan.toml", "dry_run": true}"#,
+        None,
+    );
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    let dry = dry.json();
+    assert_eq!(dry["expected"]["partitions"], 2, "{dry}");
+    assert_eq!(dry["partitions"].as_array().unwrap().len(), 2, "{dry}");
+    let answer = server.post(
+        "/v1/backfills",
+        r#"{"config_path": "backfills/jan.toml"}"#,
+        None,
+    );
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let op = answer.json();
+    assert_eq!(op["kind"], "backfill");
+    assert_eq!(op["expected"]["to_run"], 10, "{op}");
+    let done = server.wait_done(op["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 10, "{done}");
+    let build = done["build"].as_u64().unwrap();
+    let requested = project.log(&["--build", &build.to_string(), "--kind", "BuildRequested"]);
+    assert_eq!(requested[0]["command"], "backfill", "{requested:?}");
+    assert!(
+        requested[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the January backfill"),
+        "{requested:?}"
+    );
+    // The same config in the body: nothing left to run.
+    let inline = json!({
+        "config": project.read_string("backfills/jan.toml"),
+        "config_name": "jan.toml",
+    });
+    let answer = server.post("/v1/backfills", &inline.to_string(), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(answer.json()["expected"]["to_run"], 0);
+    let done = server.wait_done(answer.json()["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 0, "{done}");
+}

@@ -83,7 +83,9 @@ impl Feed {
     /// Reads what was committed since `head` (blocking), gives running
     /// operations of `registry` their build ids, keeps the events and
     /// moves `head`. Whether anything was read.
-    pub fn read_new(&self, workspace: &Workspace, registry: &Mutex<Registry>) -> bool {
+    /// Unless `poked` (something was just committed), an unchanged catalog
+    /// file is not read.
+    pub fn read_new(&self, workspace: &Workspace, registry: &Mutex<Registry>, poked: bool) -> bool {
         let stamp = std::fs::metadata(&self.catalog)
             .ok()
             .and_then(|metadata| Some((metadata.len(), metadata.modified().ok()?)));
@@ -91,7 +93,11 @@ impl Feed {
             let mut last = lock(&self.stamp);
             // Unchanged file: nothing new, but look anyway once a second
             // (a time stamp's granularity could hide a commit).
-            if stamp.is_some() && last.0 == stamp && last.1.elapsed() < Duration::from_secs(1) {
+            if !poked
+                && stamp.is_some()
+                && last.0 == stamp
+                && last.1.elapsed() < Duration::from_secs(1)
+            {
                 return false;
             }
             *last = (stamp, Instant::now());

@@ -314,6 +314,8 @@ impl Reporter for OpObserver<'_> {
         progress: Progress,
     ) {
         self.shared.metrics.action(outcome);
+        // Committed: the tailer reads it now rather than at its next tick.
+        self.shared.feed.poke();
         let at = slot(action);
         let outputs = || {
             action

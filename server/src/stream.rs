@@ -23,14 +23,17 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn tail(shared: Arc<Shared>) {
     let mut closed = shared.feed.closed.subscribe();
     loop {
-        tokio::select! {
-            _ = shared.feed.poke.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
+        let poked = tokio::select! {
+            _ = shared.feed.poke.notified() => true,
+            _ = tokio::time::sleep(TICK) => false,
             _ = closed.changed() => return,
-        }
+        };
         let reading = Arc::clone(&shared);
         let _ = tokio::task::spawn_blocking(move || {
-            if reading.feed.read_new(&reading.workspace, &reading.registry) {
+            if reading
+                .feed
+                .read_new(&reading.workspace, &reading.registry, poked)
+            {
                 reading.touch();
             }
         })

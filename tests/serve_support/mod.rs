@@ -67,9 +67,15 @@ impl Server {
     /// `cairn serve --listen 127.0.0.1:0 EXTRA...` in `project`; returns
     /// once it printed the address it listens on.
     pub fn start(project: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(project, extra, &[])
+    }
+
+    /// [`Server::start`] with more environment variables.
+    pub fn start_with_env(project: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(CAIRN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .current_dir(project)
             .env("NO_COLOR", "1")
             .env("CAIRN_LOG", "warn")
