@@ -290,7 +290,15 @@ fn two_builds_needing_one_action_run_it_once() {
         });
         wait_for(&p.file("started-s"));
         let second = threads.spawn(|| {
-            cairn_app::build::build(workspace, &request(&["y/k=1"], &Cancel::new()), &joins)
+            let submitted = BuildRequest {
+                submission: Some(cairn_app::build::Submission {
+                    operation: "op-second".into(),
+                    idempotency_key: None,
+                    body_digest: [2; 32],
+                }),
+                ..request(&["y/k=1"], &Cancel::new())
+            };
+            cairn_app::build::build(workspace, &submitted, &joins)
         });
         wait_until("the second build joining", || {
             joins.0.load(Ordering::SeqCst)
@@ -366,6 +374,21 @@ fn two_builds_needing_one_action_run_it_once() {
         )),
         "{}",
         why.text
+    );
+    // The second build's events interleave with the first's: history
+    // still finds its request, and names its operation.
+    let cairn_app::history::History::Entries(entries) =
+        cairn_app::history::history(workspace, "y/k=1").unwrap()
+    else {
+        panic!("entries expected")
+    };
+    assert!(
+        matches!(
+            &entries[0],
+            cairn_app::history::HistoryEntry::Materialization(m)
+                if m.build == b && m.operation.as_deref() == Some("op-second")
+        ),
+        "{entries:?}"
     );
     let history = p.cairn(&["history", "s/k=1"]);
     assert!(

@@ -5,7 +5,7 @@
 //! `partition_events` index, so its cost grows with the partition's
 //! history, not with the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use cairn_engine::digest::{ActionKey, ContentDigest};
@@ -337,33 +337,49 @@ fn history_entries(
 /// The reason each build of `entries` was requested with (its
 /// `BuildRequested`, the first event of the build, found by binary search
 /// over seq: build ids grow along the log), for the builds that have one.
+/// The builds of a server run side by side and their events interleave:
+/// when the search misses, the log is walked back from the build's first
+/// entry here (at most [`WALK_BACK`] events) to its `BuildRequested`.
 fn build_reasons(
     store: &Store,
     entries: &[HistoryEntry],
 ) -> Result<HashMap<u64, Requested>, AppError> {
     let mut reasons = HashMap::new();
-    let builds: BTreeSet<u64> = entries
-        .iter()
-        .filter(|entry| {
-            !matches!(
-                entry,
-                HistoryEntry::Invalidation(_) | HistoryEntry::Joined(_)
-            )
-        })
-        .map(HistoryEntry::build)
-        .collect();
-    for build in builds {
-        let seq = store
-            .catalog()
-            .first_seq_reaching(&|event| event.build >= build)?;
-        if let Some(Event {
+    let mut builds: BTreeMap<u64, u64> = BTreeMap::new();
+    for entry in entries {
+        if !matches!(
+            entry,
+            HistoryEntry::Invalidation(_) | HistoryEntry::Joined(_)
+        ) {
+            let first = builds.entry(entry.build()).or_insert(entry.seq());
+            *first = (*first).min(entry.seq());
+        }
+    }
+    let requested = |event: Option<Event>, build: u64| match event {
+        Some(Event {
             build: found,
             kind: EventKind::BuildRequested {
                 reason, submission, ..
             },
             ..
-        }) = store.catalog().event(seq)?
-            && found == build
+        }) if found == build => Some((reason, submission)),
+        _ => None,
+    };
+    for (build, first_entry) in builds {
+        let seq = store
+            .catalog()
+            .first_seq_reaching(&|event| event.build >= build)?;
+        let mut found = requested(store.catalog().event(seq)?, build);
+        if found.is_none() {
+            let lowest = first_entry.saturating_sub(WALK_BACK).max(1);
+            for seq in (lowest..first_entry).rev() {
+                found = requested(store.catalog().event(seq)?, build);
+                if found.is_some() {
+                    break;
+                }
+            }
+        }
+        if let Some((reason, submission)) = found
             && (reason.is_some() || submission.is_some())
         {
             reasons.insert(
@@ -377,6 +393,9 @@ fn build_reasons(
     }
     Ok(reasons)
 }
+
+/// How far back [`build_reasons`] walks the log for a build's request.
+const WALK_BACK: u64 = 100_000;
 
 /// What a build was requested with, as history shows it.
 struct Requested {
