@@ -543,3 +543,24 @@ args = ["{day}", "{station}"]
         ],
     );
 }
+#[test]
+fn an_operation_that_joins_another_ones_runs_shows_them_joined() {
+    let Some(_browser) = browser("an_operation_that_joins_another_ones_runs_shows_them_joined")
+    else {
+        return;
+    };
+    let project = Project::with_graph(GRAPH);
+    // Long enough for the second operation to find the first's runs.
+    project.write("delay", "2\n");
+    let server = Server::start(&project);
+    browse(
+        &server,
+        "joined.mjs",
+        &[
+            "raw/day=mon/station={station}",
+            "raw/day=mon/station=S01",
+            "raw/day=mon/station=S02",
+            "raw/day=mon/station=S03",
+        ],
+    );
+}
