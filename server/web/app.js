@@ -1475,6 +1475,9 @@ async function showOperation(id, scope) {
   // so a half-confirmed cancel is not lost.
   let actions = null;
   const redraw = (next) => {
+    // A late answer (the cancel's, a reload's) never undoes the end that
+    // the stream's done event already drew.
+    if (op.done && !next.done) return;
     op = next;
     if (!actions && !op.done) actions = h('p', { id: 'op-actions' }, cancelButton(op, (after) => redraw(after)));
     renderOperation(op, container, actions);
