@@ -270,8 +270,11 @@ def sse(cairn: Path, work: Path, subscribers: int, days: int,
         wall = time.perf_counter() - started
         expected = log_seqs()
         last_seq[0] = expected[-1]
+        # One deadline for all: a subscriber still waiting then missed
+        # events (it never saw the last one).
+        deadline = time.monotonic() + 120
         for thread in threads:
-            thread.join(timeout=60)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         time.sleep(1)
         rss = server.rss_kib()
     finally:
