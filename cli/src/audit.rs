@@ -87,6 +87,31 @@ fn because(out: &mut String, build_reason: Option<&String>) {
     }
 }
 
+/// The lines under a failed run in `history`, the same for a local entry
+/// and for the server's JSON line (`--remote`): its key (or that it never
+/// had one), job, reason, exit status and where its logs are.
+fn failure_details(
+    out: &mut String,
+    key: Option<&str>,
+    job: &str,
+    reason: Option<&str>,
+    exit_code: Option<i32>,
+    has_logs: bool,
+    build: u64,
+) {
+    let key = key.unwrap_or("none (it never ran)");
+    out.push_str(&format!("  key      {key}  job {job}\n"));
+    if let Some(reason) = reason {
+        out.push_str(&format!("  reason   {}\n", escape(reason)));
+    }
+    if let Some(code) = exit_code {
+        out.push_str(&format!("  exit     {code}\n"));
+    }
+    if has_logs {
+        out.push_str(&format!("  logs     cairn logs <ref> --build {build}\n"));
+    }
+}
+
 fn entry_text(entry: &HistoryEntry) -> String {
     match entry {
         HistoryEntry::Materialization(m) => {
@@ -168,22 +193,16 @@ fn entry_text(entry: &HistoryEntry) -> String {
                 escape(&f.error)
             );
             because(&mut out, f.build_reason.as_ref());
-            let key = f
-                .key
-                .map_or_else(|| "none (it never ran)".to_owned(), |key| key.to_string());
-            out.push_str(&format!("  key      {key}  job {}\n", f.job));
-            if let Some(reason) = &f.reason {
-                out.push_str(&format!("  reason   {}\n", escape(reason)));
-            }
-            if let Some(code) = f.exit_code {
-                out.push_str(&format!("  exit     {code}\n"));
-            }
-            if f.stdout.is_some() || f.stderr.is_some() {
-                out.push_str(&format!(
-                    "  logs     cairn logs <ref> --build {}\n",
-                    f.build
-                ));
-            }
+            let key = f.key.map(|key| key.to_string());
+            failure_details(
+                &mut out,
+                key.as_deref(),
+                &f.job,
+                f.reason.as_deref(),
+                f.exit_code,
+                f.stdout.is_some() || f.stderr.is_some(),
+                f.build,
+            );
             out
         }
         HistoryEntry::Joined(j) => format!(
@@ -286,20 +305,15 @@ pub fn line_text(line: &HistoryLine) -> String {
                 escape(&f.error)
             );
             because(&mut out, f.build_reason.as_ref());
-            let key = f.key.as_deref().unwrap_or("none (it never ran)");
-            out.push_str(&format!("  key      {key}  job {}\n", f.job));
-            if let Some(reason) = &f.reason {
-                out.push_str(&format!("  reason   {}\n", escape(reason)));
-            }
-            if let Some(code) = f.exit_code {
-                out.push_str(&format!("  exit     {code}\n"));
-            }
-            if f.stdout.is_some() || f.stderr.is_some() {
-                out.push_str(&format!(
-                    "  logs     cairn logs <ref> --build {}\n",
-                    f.build
-                ));
-            }
+            failure_details(
+                &mut out,
+                f.key.as_deref(),
+                &f.job,
+                f.reason.as_deref(),
+                f.exit_code,
+                f.stdout.is_some() || f.stderr.is_some(),
+                f.build,
+            );
             out
         }
         HistoryLine::Invalidation(i) => {
