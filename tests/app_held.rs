@@ -582,3 +582,112 @@ fn a_joined_run_nobody_waits_on_any_more_is_stopped() {
     assert_eq!(second.counts().joined, 0);
     assert!(!p.file("data/s/k=1").exists());
 }
+
+/// `a/i=N` counts its runs in `runs-N` and, while `hold-N` exists, waits
+/// for it to go (up to 20 s).
+const COUNTED: &str = r#"
+[datasets.a]
+version = "1.0.0"
+[dimensions.i]
+values = ["1", "2"]
+[jobs.a]
+outputs = ["a/i={i}"]
+run = ["sh", "-c", "echo run >> runs-$0; touch started-$0; n=0; while [ -e hold-$0 ]; do n=$((n + 1)); [ $n -gt 400 ] && exit 1; sleep 0.05; done; echo $0 > $CAIRN_OUT/v"]
+args = ["{i}"]
+"#;
+
+fn runs(p: &Project, i: u32) -> usize {
+    std::fs::read_to_string(p.file(&format!("runs-{i}")))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// A held store's builds finish from the up-to-date snapshot as the
+/// command line's do (a no-op through `cairn serve` is then as cheap as a
+/// local one), and a build that another caller appended beside leaves no
+/// snapshot: here an invalidation made while a build ran, which the
+/// snapshot of that build would otherwise have vouched past, so that the
+/// next build took the invalidated partition as current. Failed before
+/// the held snapshot (the second build planned: `plan` was `Some`).
+#[test]
+fn a_held_workspace_uses_the_snapshot_but_never_past_another_callers_events() {
+    let p = Project::with_graph(COUNTED);
+    let mut workspace = open(&p);
+    workspace.hold(false).expect("hold the store");
+    let workspace = &workspace;
+    let both = || request(&["a/i=1", "a/i=2"], &Cancel::new());
+    let built = cairn_app::build::build(workspace, &both(), &Unobserved).expect("cold");
+    assert_eq!(built.counts().executed, 2);
+    drop(built);
+
+    let again = cairn_app::build::build(workspace, &both(), &Unobserved).expect("no-op");
+    assert_eq!((again.counts().executed, again.counts().cached), (0, 2));
+    assert!(again.plan.is_none(), "the snapshot finished the no-op");
+    drop(again);
+
+    // a/i=1 rebuilds, held back; meanwhile another caller invalidates
+    // a/i=2, which this build already took as current.
+    cairn_app::invalidate::invalidate(workspace, &["a/i=1".into()], "redo", None, false, false)
+        .expect("invalidate a/i=1");
+    std::fs::write(p.file("hold-1"), "").unwrap();
+    let _ = std::fs::remove_file(p.file("started-1"));
+    let finished = AtomicBool::new(false);
+    let heard = Heard {
+        partition: "a/i=2",
+        finished: &finished,
+    };
+    std::thread::scope(|threads| {
+        let running = threads.spawn(|| cairn_app::build::build(workspace, &both(), &heard));
+        wait_for(&p.file("started-1"));
+        wait_until("a/i=2 taken as current", || finished.load(Ordering::SeqCst));
+        cairn_app::invalidate::invalidate(
+            workspace,
+            &["a/i=2".into()],
+            "upstream fixed",
+            None,
+            false,
+            false,
+        )
+        .expect("invalidate a/i=2 beside the build");
+        std::fs::remove_file(p.file("hold-1")).unwrap();
+        let built = running.join().unwrap().expect("the build beside");
+        assert_eq!((built.counts().executed, built.counts().cached), (1, 1));
+    });
+    assert_eq!((runs(&p, 1), runs(&p, 2)), (2, 1));
+
+    let after = cairn_app::build::build(workspace, &both(), &Unobserved).expect("after");
+    assert_eq!(
+        (after.counts().executed, after.counts().cached),
+        (1, 1),
+        "the invalidated a/i=2 runs again"
+    );
+    assert_eq!((runs(&p, 1), runs(&p, 2)), (2, 2));
+}
+
+/// Sets `finished` once `partition`'s action ended (committed).
+struct Heard<'a> {
+    partition: &'a str,
+    finished: &'a AtomicBool,
+}
+
+impl cairn_engine::exec::Reporter for Heard<'_> {
+    fn finished(
+        &self,
+        action: &cairn_engine::plan::PlannedAction,
+        _key: Option<&cairn_engine::digest::ActionKey>,
+        _outcome: &cairn_engine::exec::Outcome,
+        _progress: cairn_engine::exec::Progress,
+    ) {
+        if action
+            .config
+            .outputs
+            .iter()
+            .any(|o| o.as_str() == self.partition)
+        {
+            self.finished.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl cairn_app::build::BuildObserver for Heard<'_> {}

@@ -196,14 +196,19 @@ pub struct Built {
 
 impl Drop for Built {
     fn drop(&mut self) {
-        let Some(Ok(store)) = self.store.take().map(StoreHandle::into_opened) else {
+        let Some(handle) = self.store.take() else {
             return;
         };
         let Some(snapshot) = self.snapshot.take() else {
             return;
         };
         let started = std::time::Instant::now();
-        match store.close_writing_snapshot(&snapshot) {
+        let written = match handle.into_opened() {
+            Ok(store) => store.close_writing_snapshot(&snapshot),
+            // The held store stays open for the workspace's other builds.
+            Err(held) => held.write_snapshot(&snapshot),
+        };
+        match written {
             Ok(()) => tracing::debug!(
                 "recorded the up-to-date snapshot ({} paths) while closing the store ({:.2?})",
                 snapshot.entries.len(),
@@ -371,6 +376,9 @@ pub fn build(
     observer: &dyn BuildObserver,
 ) -> Result<Built, AppError> {
     let started = std::time::Instant::now();
+    // A held store's other builds append while this one runs: the
+    // snapshot this build may leave must not vouch for their events.
+    let since = held_log_end(workspace)?;
     let asked = crate::uptodate::Asked {
         requested: &request.refs,
         jobs: jobs(workspace.notes(), request.jobs),
@@ -434,10 +442,34 @@ pub fn build(
             submission: request.submission.clone(),
         },
         assisted,
+        since,
         observer,
     )?;
     built.plan = Some(plan);
     Ok(built)
+}
+
+/// The last event's seq of the workspace's held store (0: none), or
+/// `None` when the workspace holds no store (then no other build of the
+/// process can append).
+fn held_log_end(workspace: &Workspace) -> Result<Option<u64>, AppError> {
+    let Some(store) = workspace.held_store() else {
+        return Ok(None);
+    };
+    Ok(Some(store.last_event()?.map_or(0, |last| last.seq)))
+}
+
+/// Whether every event after seq `since` in `store`'s log is `build`'s:
+/// no other build of a held store appended while this one planned and
+/// ran, so what this build observed is the whole story of its window and
+/// its snapshot may vouch for the log up to its last event.
+fn alone_since(store: &Store, since: u64, build: u64) -> Result<bool, AppError> {
+    let mut alone = true;
+    cairn_engine::ports::EventLog::scan_events(store.catalog(), since + 1, &mut |event| {
+        alone = event.build == build;
+        alone
+    })?;
+    Ok(alone)
 }
 
 /// Runs `plan` through the engine: takes the writer lock, stops on
@@ -449,7 +481,8 @@ pub fn execute(
     execution: &Execution<'_>,
     observer: &dyn BuildObserver,
 ) -> Result<Built, AppError> {
-    execute_assisted(workspace, plan, execution, None, observer)
+    let since = held_log_end(workspace)?;
+    execute_assisted(workspace, plan, execution, None, since, observer)
 }
 
 /// [`execute`], with `assisted`: the store `cairn build`'s snapshot check
@@ -460,6 +493,7 @@ fn execute_assisted(
     plan: &Plan,
     execution: &Execution<'_>,
     assisted: Option<Assisted>,
+    since: Option<u64>,
     observer: &dyn BuildObserver,
 ) -> Result<Built, AppError> {
     let started = std::time::Instant::now();
@@ -520,10 +554,8 @@ fn execute_assisted(
     store.record_build(build_id);
     // What `status` and `why` of a held workspace show as running.
     let _running = workspace.running_build(build_id);
-    let witness = (execution.snapshot
-        && !workspace.is_held()
-        && cairn_engine::uptodate::graph_allows(&workspace.graph))
-    .then(|| Witness::new(store.catalog()));
+    let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&workspace.graph))
+        .then(|| Witness::new(store.catalog()));
     let context = Context {
         graph: &workspace.graph,
         data_root: workspace.data_root.clone(),
@@ -581,8 +613,17 @@ fn execute_assisted(
             ));
         }
     }
+    let crowded = match since {
+        Some(since) if report.all_current.is_some() => !alone_since(&store, since, build_id)?,
+        _ => false,
+    };
+    if crowded {
+        tracing::debug!(
+            "no up-to-date snapshot: another build of the held store appended while this one ran"
+        );
+    }
     let snapshot = match report.all_current.take() {
-        Some(_) if !code_changes.is_empty() => None,
+        Some(_) if !code_changes.is_empty() || crowded => None,
         Some(all_current) => witness.and_then(Witness::into_entries).and_then(|entries| {
             crate::uptodate::record(
                 workspace,

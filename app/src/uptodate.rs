@@ -84,11 +84,6 @@ pub struct Assisted {
 /// records, with the stat updates of touched files).
 pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppError> {
     let started = Instant::now();
-    // A held store's builds run concurrently: one cannot vouch that
-    // nothing changed since another (docs/architecture.md).
-    if project.is_held() {
-        return Ok(Quick::Full);
-    }
     let Some((mut snapshot, file)) = recorded_for(project, asked.requested, "") else {
         return Ok(Quick::Full);
     };
@@ -135,7 +130,7 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
         ..BuildCounts::default()
     };
     updates.extend(touched.iter().cloned());
-    catalog.append(
+    let appended = catalog.append(
         build,
         vec![
             EventKind::BuildRequested {
@@ -157,9 +152,18 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
     )?;
     // The next build checks against this one's events (and new stats):
     // the header moved on, or (touched files) the whole snapshot rewritten
-    // while the store closes.
+    // while the store closes. Only if this build's three events came right
+    // after the ones the snapshot was confirmed against and nothing came
+    // since: another build of a held store (docs/architecture.md) may have
+    // appended in between (an invalidation, say), which the snapshot must
+    // not be moved past. The next build then takes the full path.
     let mut rewrite = false;
+    let contiguous = appended == snapshot.last_event.seq + 3;
     match store.last_event()? {
+        Some(last) if !contiguous || last.seq != appended => tracing::debug!(
+            "another build appended events beside this one: the up-to-date snapshot stays at event {}",
+            snapshot.last_event.seq
+        ),
         Some(last) if touched.is_empty() => {
             if let Err(error) = store.advance_snapshot(&file, &last) {
                 tracing::warn!("could not update the up-to-date snapshot: {error}");

@@ -76,6 +76,12 @@ pub struct Store {
     blobs: FsBlobStore,
     dir: PathBuf,
     lock: Option<StoreLock>,
+    /// Serializes the in-place writes of the up-to-date snapshot and the
+    /// kept plan by the builds of one process (a held store runs several
+    /// at once; store/src/uptodate.rs). A torn or mixed file fails its
+    /// checksum anyway; this only keeps concurrent builds from wasting
+    /// each other's snapshot.
+    snapshot_writes: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -182,6 +188,7 @@ impl Store {
             blobs,
             dir: dir.to_owned(),
             lock: Some(lock),
+            snapshot_writes: std::sync::Mutex::new(()),
         })
     }
 
@@ -205,6 +212,7 @@ impl Store {
             blobs: FsBlobStore::new(dir.join("cas"), false),
             dir: dir.to_owned(),
             lock: None,
+            snapshot_writes: std::sync::Mutex::new(()),
         })
     }
 }

@@ -90,6 +90,7 @@ impl Store {
             blobs,
             dir: _,
             lock,
+            snapshot_writes: _,
         } = self;
         let written = std::thread::scope(|scope| {
             // Without a thread, the closure (and with it the catalog) is
@@ -103,10 +104,25 @@ impl Store {
         written
     }
 
+    /// Writes `snapshot` with the store left open: what a build of a held
+    /// store (app/src/workspace.rs, `Workspace::hold`) leaves, since that
+    /// store is not closed after a build. Writers only.
+    pub fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let _writing = self.snapshot_writes();
+        write_snapshot_at(&self.snapshot_path(), snapshot)
+    }
+
+    fn snapshot_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.snapshot_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Keeps `plan` beside the snapshot (writers only), in place like the
     /// snapshot; the digest a snapshot names it by.
     pub fn write_plan(&self, plan: &Plan) -> Result<ContentDigest, StoreError> {
         let path = self.dir.join(PLAN_FILE);
+        let _writing = self.snapshot_writes();
         let digest = write_in_place(&path, PLAN_HEAD, &PlanRecord::of(plan), |digest| {
             let mut head = PLAN_MAGIC.to_vec();
             head.extend_from_slice(digest);
@@ -145,6 +161,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.snapshot_path();
         let header = header(last_event, &file.body_digest);
+        let _writing = self.snapshot_writes();
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
