@@ -356,6 +356,18 @@ impl Workspace {
         Ok(refs)
     }
 
+    /// [`Workspace::requested`], each ref also checked to have a producer
+    /// (a declared dataset whose job or source makes it): the errors a
+    /// plan would give first, without planning (`cairn serve` answers a
+    /// submit with them before the operation exists).
+    pub fn requested_checked(&self, requests: &[String]) -> Result<Vec<PartitionRef>, AppError> {
+        let refs = self.requested(requests)?;
+        for partition in &refs {
+            self.graph.lookup(partition).map_err(AppError::Request)?;
+        }
+        Ok(refs)
+    }
+
     /// Plans `refs`, reusing cached configure answers (read only).
     pub fn plan(&self, refs: &[PartitionRef]) -> Result<Plan, AppError> {
         self.plan_caching(refs, false)

@@ -334,36 +334,36 @@ async fn submit_build_request(
         cancel: None,
         submission: None,
     };
-    let (build, expected, listing) = blocking(shared, move |shared| {
-        let workspace = &shared.workspace;
-        let partitions = workspace.requested(&build.refs)?.len() as u64;
-        let dry = cairn_app::build::dry_run(workspace, &build.refs, build.jobs)?;
-        let (total, counts) = dry.counts();
-        let expected = Expected {
-            partitions,
-            actions: total,
-            current: counts.cached,
-            to_run: counts.executed,
-        };
-        let listing = dry_run.then(|| dry_listing(&dry));
-        Ok((build, expected, listing))
-    })
-    .await?;
-    if let Some(actions) = listing {
+    if dry_run {
+        let (expected, actions) = blocking(shared, move |shared| {
+            let workspace = &shared.workspace;
+            let partitions = workspace.requested(&build.refs)?.len() as u64;
+            let dry = cairn_app::build::dry_run(workspace, &build.refs, build.jobs)?;
+            let (total, counts) = dry.counts();
+            let expected = Expected {
+                partitions,
+                actions: total,
+                current: counts.cached,
+                to_run: counts.executed,
+            };
+            Ok((expected, dry_listing(&dry)))
+        })
+        .await?;
         return Ok(json_answer(
             StatusCode::OK,
             json!({"expected": expected, "actions": actions}),
         ));
     }
-    let op = Operation::new(
-        Kind::Build,
-        request,
-        digest,
-        key,
-        expected,
-        Work::Build(build),
-        jobs,
-    );
+    // Only the refs are checked before the answer (a bad one is a 400 now,
+    // not a failed operation); what the build will do is worked out by the
+    // run (`expected`), so a submit never waits for a plan.
+    let (build, asked) = blocking(shared, move |shared| {
+        let asked = shared.workspace.requested_checked(&build.refs)?.len() as u64;
+        Ok((build, asked))
+    })
+    .await?;
+    let mut op = Operation::new(Kind::Build, request, digest, key, Work::Build(build), jobs);
+    op.asked = asked;
     start(shared, op)
 }
 
@@ -499,7 +499,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     }
     let jobs = shared.jobs_for(body.jobs);
     let dry_run = body.dry_run;
-    let (backfill, expected, listing) = blocking(&shared, move |shared| {
+    let (backfill, listing) = blocking(&shared, move |shared| {
         let workspace = &shared.workspace;
         let root = &workspace.graph.root;
         let backfill = match (body.config_path, body.config) {
@@ -525,6 +525,9 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             }
             (None, None) => return Err(ApiError::invalid("no config")),
         };
+        if !dry_run {
+            return Ok((backfill, None));
+        }
         let plan = workspace.plan(&backfill.refs())?;
         let dry = cairn_app::backfill::dry_run(workspace, &plan)?;
         let expected = Expected {
@@ -533,21 +536,19 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             current: dry.counts.cached,
             to_run: dry.counts.executed,
         };
-        let listing = dry_run.then(|| {
-            json!({
-                "partitions": dry
-                    .partitions
-                    .iter()
-                    .map(|partition| serde_json::to_value(partition.json()).unwrap_or(Value::Null))
-                    .collect::<Vec<_>>(),
-                "summary": serde_json::to_value(dry.summary()).unwrap_or(Value::Null),
-            })
+        let listing = json!({
+            "expected": expected,
+            "partitions": dry
+                .partitions
+                .iter()
+                .map(|partition| serde_json::to_value(partition.json()).unwrap_or(Value::Null))
+                .collect::<Vec<_>>(),
+            "summary": serde_json::to_value(dry.summary()).unwrap_or(Value::Null),
         });
-        Ok((backfill, expected, listing))
+        Ok((backfill, Some(listing)))
     })
     .await?;
-    if let Some(mut listing) = listing {
-        listing["expected"] = serde_json::to_value(expected).unwrap_or(Value::Null);
+    if let Some(listing) = listing {
         return Ok(json_answer(StatusCode::OK, listing));
     }
     let work = Work::Backfill {
@@ -561,7 +562,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             submission: None,
         },
     };
-    let op = Operation::new(Kind::Backfill, request, digest, key, expected, work, jobs);
+    let op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
     start(&shared, op)
 }
 

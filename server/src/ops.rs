@@ -19,7 +19,8 @@ use crate::ServeOptions;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::{
-    FailedPartition, Operation, Registry, RunningAction, State, Work, lock, now_ms, plural,
+    Expected, FailedPartition, Operation, Registry, RunningAction, State, Work, lock, now_ms,
+    plural,
 };
 
 /// What every handler and run shares.
@@ -234,6 +235,7 @@ impl Shared {
     ) -> Result<Ended, AppError> {
         let refs = backfill.refs();
         let plan = self.workspace.plan(&refs)?;
+        observer.planned(&plan);
         let backfilled =
             cairn_app::backfill::run(&self.workspace, backfill, &plan, request, observer)?;
         let summary =
@@ -353,11 +355,37 @@ impl Reporter for OpObserver<'_> {
 }
 
 impl BuildObserver for OpObserver<'_> {
+    /// Announces what the build will do (`expected`), from the plan's
+    /// verdicts, before its first action starts: a dry run's work, done
+    /// by the run rather than the submit.
+    fn planned(&self, plan: &cairn_engine::plan::Plan) {
+        let expected = match cairn_app::build::expected_counts(&self.shared.workspace, plan) {
+            Ok(counts) => Expected {
+                partitions: plan.requested.len() as u64,
+                actions: plan.actions.len() as u64,
+                current: counts.cached,
+                to_run: counts.executed,
+            },
+            Err(error) => {
+                // The build itself says what is wrong, if anything is.
+                tracing::debug!("no expected counts for operation {}: {error}", self.id);
+                return;
+            }
+        };
+        self.update(|op| op.expected = Some(expected));
+    }
+
     fn found_current(&self, snapshot: &cairn_engine::uptodate::Snapshot) {
         let total = snapshot.actions.len() as u64;
         self.shared.metrics.cached(total);
         self.update(|op| {
             op.counts.cached = total;
+            op.expected = Some(Expected {
+                partitions: op.asked,
+                actions: total,
+                current: total,
+                to_run: 0,
+            });
         });
     }
 }

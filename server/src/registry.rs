@@ -1,6 +1,6 @@
 //! The operations registry (Google AIP-151 long-running operations,
 //! docs/api.md "The Operation resource"): every submitted build or
-//! backfill, its state, the counts it announced at submit and those it
+//! backfill, its state, the counts it announced when it started and those it
 //! reached, the actions it runs now, and how it ended; the idempotency
 //! keys.
 
@@ -92,9 +92,11 @@ impl State {
     }
 }
 
-/// What an operation announced at submit (Bazel BEP-style): the plan's
-/// partitions and actions, how many are current or restorable, how many
-/// would run.
+/// What an operation announces once it started (Bazel BEP-style): the
+/// plan's partitions and actions, how many are current or restorable, how
+/// many would run. Not known at submit: the submit answers at once, and the
+/// run works it out (from the up-to-date snapshot, or by evaluating the
+/// plan before its first action starts).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Expected {
     pub partitions: u64,
@@ -155,7 +157,10 @@ pub struct Operation {
     /// The log's last seq once its build returned: every event of it is at
     /// or before it.
     pub end_seq: Option<u64>,
-    pub expected: Expected,
+    pub expected: Option<Expected>,
+    /// The partitions the request names, counted when it was checked at
+    /// submit (`expected.partitions`).
+    pub asked: u64,
     pub counts: BuildCounts,
     pub running: Vec<RunningAction>,
     /// Executed actions' durations: their sum (ms) and number, for the ETA.
@@ -181,7 +186,6 @@ impl Operation {
         request: Value,
         digest: [u8; 32],
         idempotency_key: Option<String>,
-        expected: Expected,
         mut work: Work,
         jobs: usize,
     ) -> Operation {
@@ -217,7 +221,8 @@ impl Operation {
             build: None,
             start_seq: 0,
             end_seq: None,
-            expected,
+            expected: None,
+            asked: 0,
             counts: BuildCounts::default(),
             running: Vec::new(),
             durations: (0, 0),
@@ -261,7 +266,8 @@ impl Operation {
             build: Some(build),
             start_seq: 0,
             end_seq: None,
-            expected: Expected::default(),
+            expected: Some(Expected::default()),
+            asked: 0,
             counts: BuildCounts::default(),
             running: Vec::new(),
             durations: (0, 0),
@@ -282,8 +288,9 @@ impl Operation {
         self.counts = counts;
         self.finished_ms = Some(time_ms);
         self.end_seq = Some(seq);
-        self.expected.actions =
+        let actions =
             counts.executed + counts.cached + counts.failed + counts.skipped + counts.joined;
+        self.expected.get_or_insert_with(Expected::default).actions = actions;
         self.result = Some(json!({
             "build": self.build,
             "cached": counts.cached,
@@ -292,7 +299,7 @@ impl Operation {
             "interrupted": interrupted,
             "joined": counts.joined,
             "skipped": counts.skipped,
-            "total": self.expected.actions,
+            "total": actions,
             "type": "summary",
         }));
         self.state = if interrupted {
@@ -330,7 +337,7 @@ impl Operation {
         let done = self.counts.executed + self.counts.failed;
         let left = self
             .expected
-            .to_run
+            .map_or(0, |expected| expected.to_run)
             .saturating_sub(done)
             .max(self.running.len() as u64);
         let parallel = self.jobs.clamp(1, usize::MAX) as f64;
