@@ -569,12 +569,38 @@ fn execute_assisted(
     store.record_build(build_id);
     // What `status` and `why` of a held workspace show as running.
     let _running = workspace.running_build(build_id);
+    // Where the jobs run (docs/slurm.md): the Slurm runner asks Slurm for
+    // its partition's CPUs first, so an unreachable Slurm fails the build
+    // before anything runs.
+    let staging_root = workspace.data_root.join(".cairn-tmp");
+    let slurm = match workspace.graph.executor.kind {
+        cairn_engine::executor::ExecutorKind::Local => None,
+        cairn_engine::executor::ExecutorKind::Slurm => {
+            let worker = std::env::current_exe().map_err(|error| {
+                AppError::StoreProblem(format!(
+                    "cannot find this cairn's binary for the Slurm worker: {error}"
+                ))
+            })?;
+            Some(
+                cairn_engine::slurm::SlurmRunner::new(
+                    &workspace.graph,
+                    &staging_root.join("slurm"),
+                    worker,
+                )
+                .map_err(|error| AppError::StoreProblem(format!("executor slurm: {error}")))?,
+            )
+        }
+    };
+    let runner: &dyn cairn_engine::job::JobRunner = match &slurm {
+        Some(slurm) => slurm,
+        None => &cairn_engine::local::LocalRunner,
+    };
     let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&workspace.graph))
         .then(|| Witness::new(store.catalog()));
     let context = Context {
         graph: &workspace.graph,
         data_root: workspace.data_root.clone(),
-        staging_root: workspace.data_root.join(".cairn-tmp"),
+        staging_root,
         catalog: match &witness {
             Some(witness) => witness,
             None => store.catalog(),
@@ -582,7 +608,7 @@ fn execute_assisted(
         blobs: store.blobs(),
         environment: &workspace.environment,
         children: &children,
-        runner: &cairn_engine::local::LocalRunner,
+        runner,
         build: build_id,
         retries: execution.retries,
         real_dirs: Default::default(),
@@ -591,7 +617,12 @@ fn execute_assisted(
         in_flight: workspace.in_flight(),
     };
     let options = BuildOptions {
-        jobs: jobs(workspace.notes(), execution.jobs),
+        jobs: jobs(
+            workspace.notes(),
+            execution.jobs.or(slurm
+                .as_ref()
+                .map(cairn_engine::slurm::SlurmRunner::default_jobs)),
+        ),
         keep_going: execution.keep_going,
         interrupt: cancel.flag(),
         requested: execution.requested.clone(),

@@ -21,6 +21,7 @@ mod plan;
 mod remote;
 mod report;
 mod serve;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -277,6 +278,12 @@ enum Command {
     },
     /// Build every partition a backfill config names (validated first).
     Backfill(BackfillArgs),
+    /// The step a Slurm job runs on its node (docs/slurm.md); cairn submits
+    /// it, people do not.
+    Worker {
+        #[command(subcommand)]
+        command: WorkerCommand,
+    },
     /// Definitions from external sources: refresh the records, show them,
     /// diff them.
     Defs {
@@ -389,6 +396,9 @@ enum DefsCommand {
 
 #[derive(clap::Args, Debug)]
 struct BackfillArgs {
+    /// Where the jobs run (see `cairn build --executor`).
+    #[arg(long, value_enum, value_name = "local|slurm")]
+    executor: Option<ExecutorArg>,
     /// The backfill config (TOML: target, reason, dimensions).
     #[arg(value_name = "CONFIG")]
     config: PathBuf,
@@ -448,8 +458,55 @@ struct ServeArgs {
     operations: usize,
 }
 
+/// `cairn worker …`.
+#[derive(Subcommand, Debug)]
+enum WorkerCommand {
+    /// Run the attempts the spec files describe, one after another, each
+    /// writing its outcome beside its spec.
+    Run {
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<PathBuf>,
+    },
+}
+
+/// `--executor`: where the jobs run (overrides `[executor] kind`).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum ExecutorArg {
+    /// Processes on this machine.
+    Local,
+    /// Slurm jobs (the graph file's `[executor]` for partition, account,
+    /// qos and resources; docs/slurm.md).
+    Slurm,
+}
+
+impl ExecutorArg {
+    fn kind(self) -> cairn_engine::executor::ExecutorKind {
+        match self {
+            ExecutorArg::Local => cairn_engine::executor::ExecutorKind::Local,
+            ExecutorArg::Slurm => cairn_engine::executor::ExecutorKind::Slurm,
+        }
+    }
+}
+
+/// Opens the workspace of a command that runs jobs, with `--executor`
+/// applied over the graph file's `[executor] kind`.
+pub(crate) fn open_running_workspace(
+    cli: &Cli,
+    executor: Option<ExecutorArg>,
+) -> Result<cairn_app::Workspace, Failure> {
+    let mut workspace = open_workspace(cli)?;
+    if let Some(executor) = executor {
+        workspace.graph.executor.kind = executor.kind();
+    }
+    Ok(workspace)
+}
+
 #[derive(clap::Args, Debug)]
 struct BuildArgs {
+    /// Where the jobs run: on this machine, or as Slurm jobs (default:
+    /// the graph file's `[executor] kind`, else local).
+    #[arg(long, value_enum, value_name = "local|slurm")]
+    executor: Option<ExecutorArg>,
     /// Refs or patterns (`clean/date=2024-01-01/station={station}`).
     #[arg(value_name = "REF")]
     refs: Vec<String>,
@@ -592,6 +649,9 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
         }
         Command::Replay { check, no_wait } => audit::replay(cli, *check, *no_wait),
         Command::Backfill(args) => backfill::run(cli, args),
+        Command::Worker {
+            command: WorkerCommand::Run { specs },
+        } => worker::run(specs),
         Command::Defs { command } => match command {
             DefsCommand::Refresh {
                 name,

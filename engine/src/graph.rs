@@ -124,6 +124,10 @@ pub struct Job {
     /// How long one attempt may run before it is stopped (SIGTERM, then
     /// SIGKILL after the grace) and fails as timed out; `None`: no limit.
     pub timeout: Option<std::time::Duration>,
+    /// `resources = { cpus, mem, time }`: what its Slurm job asks for
+    /// (such a job gets a Slurm job of its own, docs/slurm.md); `None`:
+    /// the `[executor]` defaults, batched. No part of the key.
+    pub resources: Option<crate::executor::Resources>,
 }
 
 impl Graph {
@@ -277,6 +281,8 @@ pub struct Graph {
     pub env: EnvPolicy,
     /// `[sources.NAME]`: definitions fetched from external sources.
     pub sources: BTreeMap<String, Source>,
+    /// `[executor]`: where the jobs' processes run (no part of any key).
+    pub executor: crate::executor::Executor,
     /// blake3 of the graph file's text, as parsed.
     pub text_digest: crate::digest::ContentDigest,
 }
@@ -294,6 +300,8 @@ struct RawGraph {
     env: Option<RawEnv>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    executor: Option<Spanned<crate::executor::RawExecutor>>,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +341,7 @@ struct RawJob {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     over: Option<Spanned<BTreeMap<String, Spanned<RawOver>>>>,
+    resources: Option<Spanned<crate::executor::RawResources>>,
 }
 
 /// One `[jobs.NAME.over]` entry.
@@ -539,6 +548,14 @@ impl Graph {
             })
             .unwrap_or_default();
 
+        let executor = match &raw.executor {
+            Some(executor) => crate::executor::parse_executor(executor.get_ref(), parse_duration)
+                .map_err(|(span, field, message)| {
+                context.error(span, format!("executor.{field}"), message)
+            })?,
+            None => crate::executor::Executor::default(),
+        };
+
         let graph = Graph {
             file: file.to_owned(),
             root: root.to_owned(),
@@ -547,6 +564,7 @@ impl Graph {
             dimensions,
             env,
             sources,
+            executor,
             text_digest: crate::digest::ContentDigest::of(text.as_bytes()),
         };
         graph.check_overlaps(&context, &raw)?;
@@ -1496,7 +1514,18 @@ fn parse_job(
         }
         None => None,
     };
+    let resources = match &raw.resources {
+        Some(resources) => Some(
+            crate::executor::parse_resources(resources.get_ref(), parse_duration).map_err(
+                |(span, name, message)| {
+                    context.error(span, field(&format!("resources.{name}")), message)
+                },
+            )?,
+        ),
+        None => None,
+    };
     Ok(Job {
+        resources,
         retries: raw.retries,
         retry_backoff,
         timeout,

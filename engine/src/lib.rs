@@ -8,6 +8,7 @@ pub mod codechange;
 pub mod defs;
 pub mod evaluate;
 pub mod exec;
+pub mod executor;
 pub mod graph;
 pub mod groups;
 pub mod job;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod program;
 pub mod redact;
 pub mod script;
+pub mod slurm;
 pub mod uptodate;
 
 // The action and the run of its job are parts of the executor (exec/);

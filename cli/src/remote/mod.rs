@@ -43,7 +43,19 @@ pub fn run(cli: &Cli, url: &str) -> Result<u8, Failure> {
         Command::Completions { .. } => "completions",
         Command::Man { .. } => "man",
         Command::Serve(_) => "serve",
+        Command::Worker { .. } => "worker",
     };
+    let executor = match &cli.command {
+        Command::Build(args) => args.executor.is_some(),
+        Command::Backfill(args) => args.executor.is_some(),
+        _ => false,
+    };
+    if executor {
+        return Err(Failure::usage(
+            "--executor does not work with --remote (the server's graph file says where its jobs run)"
+                .to_owned(),
+        ));
+    }
     if !REMOTE_COMMANDS.split(", ").any(|command| command == name) {
         return Err(Failure::usage(format!(
             "`cairn {name}` does not work with --remote (it works with: {REMOTE_COMMANDS})"

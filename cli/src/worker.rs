@@ -1,0 +1,48 @@
+//! `cairn worker run SPEC...`: the step of a Slurm job (docs/slurm.md). The
+//! engine runs the specs (engine/src/slurm/worker.rs); here SIGTERM and
+//! SIGINT (`scancel`) stop them as an interrupt stops a local build: the
+//! running job gets SIGTERM, then SIGKILL after the grace, and no further
+//! spec starts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_engine::job::Children;
+
+use crate::Failure;
+
+pub fn run(specs: &[PathBuf]) -> Result<u8, Failure> {
+    let children = Arc::new(Children::default());
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|error| Failure::store(format!("cannot watch for signals: {error}")))?;
+    let handle = signals.handle();
+    let watched = Arc::clone(&children);
+    let watcher = std::thread::spawn(move || {
+        let mut count = 0;
+        for _ in signals.forever() {
+            count += 1;
+            if count == 1 {
+                watched.interrupt();
+            } else {
+                watched.kill_now();
+            }
+        }
+    });
+    let result = cairn_engine::slurm::run_specs(specs, &children);
+    handle.close();
+    let _ = watcher.join();
+    match result {
+        Ok(()) => Ok(0),
+        Err(errors) => {
+            for error in &errors[..errors.len() - 1] {
+                crate::report::error_line(&error.to_string());
+            }
+            Err(Failure::store(
+                errors.last().map(ToString::to_string).unwrap_or_default(),
+            ))
+        }
+    }
+}

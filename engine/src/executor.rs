@@ -1,0 +1,218 @@
+//! Where jobs run: the graph file's `[executor]` section and the jobs'
+//! `resources` (docs/graph-file.md, docs/slurm.md). Only where a job's
+//! process runs depends on them: they enter no action key, so a partition
+//! built by one executor is current for the other.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Which runner starts the jobs' processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Processes on this machine ([`crate::local::LocalRunner`]).
+    #[default]
+    Local,
+    /// Slurm jobs running `cairn worker run` ([`crate::slurm::SlurmRunner`]).
+    Slurm,
+}
+
+impl ExecutorKind {
+    /// `local` or `slurm`, as the graph file and `--executor` spell it.
+    pub fn parse(text: &str) -> Result<ExecutorKind, String> {
+        match text {
+            "local" => Ok(ExecutorKind::Local),
+            "slurm" => Ok(ExecutorKind::Slurm),
+            other => Err(format!(
+                "{other:?} is not an executor: use \"local\" or \"slurm\""
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Slurm => "slurm",
+        }
+    }
+}
+
+/// What one Slurm job asks for (`sbatch --cpus-per-task`, `--mem`,
+/// `--time`); a field left out is Slurm's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpus: Option<u32>,
+    /// Slurm's spelling: a number of MiB, or with a K, M, G or T suffix.
+    pub mem: Option<String>,
+    pub time: Option<Duration>,
+}
+
+/// The `[executor]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Executor {
+    pub kind: ExecutorKind,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// The resources of a job that declares none (and of each batch).
+    pub resources: Resources,
+    /// The most actions one Slurm job runs (`batch`, default
+    /// [`DEFAULT_BATCH`]); 1 submits one Slurm job per action.
+    pub batch: usize,
+}
+
+/// How many actions one Slurm job runs at most, unless `[executor] batch`
+/// says otherwise.
+pub const DEFAULT_BATCH: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExecutor {
+    kind: Option<Spanned<String>>,
+    partition: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
+    qos: Option<Spanned<String>>,
+    resources: Option<Spanned<RawResources>>,
+    batch: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResources {
+    cpus: Option<Spanned<i64>>,
+    mem: Option<Spanned<String>>,
+    time: Option<Spanned<String>>,
+}
+
+/// A problem of one field: its span in the graph file, its name below the
+/// section (`kind`, `resources.mem`), the message.
+pub(crate) type FieldError = (std::ops::Range<usize>, String, String);
+
+/// A Slurm name (partition, account, qos): no blank, comma or quote, which
+/// `sbatch` would read otherwise.
+fn slurm_name(field: &str, value: &Spanned<String>) -> Result<String, FieldError> {
+    let text = value.get_ref();
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || c == ',' || c == '"' || c == '\'' || c.is_control())
+    {
+        return Err((
+            value.span(),
+            field.to_owned(),
+            format!("{text:?} is not a Slurm name (no blanks, commas or quotes)"),
+        ));
+    }
+    Ok(text.clone())
+}
+
+/// Parses a duration as the graph file does (`graph::parse_duration`,
+/// passed in: the graph module uses this one).
+pub(crate) type ParseDuration = fn(&str) -> Result<Duration, String>;
+
+pub(crate) fn parse_executor(
+    raw: &RawExecutor,
+    parse_duration: ParseDuration,
+) -> Result<Executor, FieldError> {
+    let kind = match &raw.kind {
+        Some(kind) => ExecutorKind::parse(kind.get_ref())
+            .map_err(|message| (kind.span(), "kind".to_owned(), message))?,
+        None => ExecutorKind::Local,
+    };
+    let name = |field: &str, value: &Option<Spanned<String>>| {
+        value
+            .as_ref()
+            .map(|value| slurm_name(field, value))
+            .transpose()
+    };
+    let batch = match &raw.batch {
+        Some(batch) => {
+            let value = *batch.get_ref();
+            if !(1..=10_000).contains(&value) {
+                return Err((
+                    batch.span(),
+                    "batch".to_owned(),
+                    format!("{value} is not between 1 and 10000 actions per Slurm job"),
+                ));
+            }
+            value as usize
+        }
+        None => DEFAULT_BATCH,
+    };
+    Ok(Executor {
+        kind,
+        partition: name("partition", &raw.partition)?,
+        account: name("account", &raw.account)?,
+        qos: name("qos", &raw.qos)?,
+        resources: match &raw.resources {
+            Some(resources) => parse_resources(resources.get_ref(), parse_duration)
+                .map_err(|(span, field, message)| (span, format!("resources.{field}"), message))?,
+            None => Resources::default(),
+        },
+        batch,
+    })
+}
+
+pub(crate) fn parse_resources(
+    raw: &RawResources,
+    parse_duration: ParseDuration,
+) -> Result<Resources, FieldError> {
+    let cpus = match &raw.cpus {
+        Some(cpus) => {
+            let value = *cpus.get_ref();
+            if !(1..=100_000).contains(&value) {
+                return Err((
+                    cpus.span(),
+                    "cpus".to_owned(),
+                    format!("{value} is not a number of CPUs (1 or more)"),
+                ));
+            }
+            Some(value as u32)
+        }
+        None => None,
+    };
+    let mem = match &raw.mem {
+        Some(mem) => {
+            let text = mem.get_ref();
+            let digits = text.trim_end_matches(['K', 'M', 'G', 'T']);
+            let suffixes = text.len() - digits.len();
+            if digits.is_empty()
+                || suffixes > 1
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || digits.bytes().all(|b| b == b'0')
+            {
+                return Err((
+                    mem.span(),
+                    "mem".to_owned(),
+                    format!(
+                        "{text:?} is not an amount of memory: a number of MiB, or with a K, M, G or T suffix (\"512M\", \"4G\")"
+                    ),
+                ));
+            }
+            Some(text.clone())
+        }
+        None => None,
+    };
+    let time = match &raw.time {
+        Some(time) => {
+            let value = parse_duration(time.get_ref())
+                .map_err(|message| (time.span(), "time".to_owned(), message))?;
+            if value.is_zero() {
+                return Err((
+                    time.span(),
+                    "time".to_owned(),
+                    "must be longer than 0 (leave it out for the partition's limit)".to_owned(),
+                ));
+            }
+            Some(value)
+        }
+        None => None,
+    };
+    Ok(Resources { cpus, mem, time })
+}
+
+/// `--time` in whole minutes (rounded up), as sbatch reads it.
+pub fn slurm_minutes(time: Duration) -> u64 {
+    time.as_secs().div_ceil(60).max(1)
+}

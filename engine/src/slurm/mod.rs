@@ -1,0 +1,576 @@
+//! The Slurm job runner: each attempt of an action runs in a Slurm job, as
+//! `cairn worker run SPEC` (worker.rs), on whichever node Slurm picks
+//! (docs/slurm.md). Only where the process runs changes: the attempt's
+//! staging directory, its stdout and stderr files and its checkpoint file
+//! are the local runner's, on a filesystem the nodes share with the
+//! coordinator, and the executor (exec/run.rs) ingests the outputs as for a
+//! local job once the worker's outcome says exit status 0.
+//!
+//! The runner shells out to Slurm's commands (`sbatch --parsable`,
+//! `squeue`, `scancel`, `sinfo`): no daemon of cairn's, no REST token.
+//!
+//! Batching: a Slurm job costs about a second to schedule, so attempts that
+//! arrive within [`BATCH_WINDOW`] of each other share Slurm jobs (one
+//! worker runs their specs in turn), spread over as many Slurm jobs as the
+//! partition has CPUs, at most `[executor] batch` actions each. An action
+//! whose job declares `resources` gets a Slurm job of its own.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::executor::{Executor, Resources, slurm_minutes};
+use crate::graph::Graph;
+use crate::job::{Children, Ended, JobRun, JobRunner, POLL_INTERVAL, TERM_GRACE};
+
+pub mod worker;
+
+pub use worker::{WorkerOutcome, WorkerSpec, read_outcome, run_specs};
+
+/// How long the first attempt of a batch waits for others to join it.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(300);
+
+/// How often Slurm is asked for the state of the jobs (`squeue`), at most.
+const STATE_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// Slurm's job states after which a job runs no more.
+const ENDED: &[&str] = &[
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+    "SPECIAL_EXIT",
+];
+
+/// A problem of the Slurm runner with Slurm itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error("cannot run {command} (is Slurm installed and on PATH?): {source}")]
+    Start {
+        command: &'static str,
+        source: io::Error,
+    },
+    #[error("{command} failed: {message}")]
+    Failed {
+        command: &'static str,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// One attempt waiting for its Slurm job id.
+struct Ticket {
+    spec: PathBuf,
+    submitted: Mutex<Option<Result<u64, String>>>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Arc<Ticket>>,
+    /// An attempt is collecting a batch (it submits the pending ones once
+    /// [`BATCH_WINDOW`] has passed).
+    collecting: bool,
+}
+
+#[derive(Default)]
+struct States {
+    at: Option<Instant>,
+    /// Job id → (state, reason), as `squeue` said at `at`.
+    jobs: HashMap<u64, (String, String)>,
+}
+
+/// Runs attempts as Slurm jobs (see the module's documentation).
+pub struct SlurmRunner {
+    executor: Executor,
+    /// Each job's declared resources (`resources = {…}`).
+    resources: HashMap<String, Resources>,
+    /// Where batch scripts and Slurm's own logs go (shared with the nodes).
+    dir: PathBuf,
+    /// The cairn binary the nodes run.
+    worker: PathBuf,
+    /// `--job-name` of every Slurm job of this runner.
+    name: String,
+    /// CPUs of the partition: how many Slurm jobs a batch is spread over.
+    cpus: usize,
+    queue: Mutex<Queue>,
+    states: Mutex<States>,
+    /// Slurm jobs submitted and not yet seen ended → attempts still
+    /// waiting on them.
+    live: Mutex<HashMap<u64, usize>>,
+    batches: AtomicU64,
+    /// A Slurm job ended without an outcome: its log in `dir` is kept.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+fn run_slurm(command: &'static str, args: &[String]) -> Result<String, SlurmError> {
+    let output = Command::new(command)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| SlurmError::Start { command, source })?;
+    if !output.status.success() {
+        return Err(SlurmError::Failed {
+            command,
+            message: format!(
+                "{}: {}",
+                crate::local::describe_status(output.status),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `'text'` for sh.
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+impl SlurmRunner {
+    /// A runner for `graph`'s jobs under its `[executor]`, keeping its files
+    /// in `dir` (on the shared filesystem; created), submitting `worker`
+    /// (normally this cairn). Asks Slurm how many CPUs the partition has:
+    /// an error when Slurm cannot be reached.
+    pub fn new(graph: &Graph, dir: &Path, worker: PathBuf) -> Result<SlurmRunner, SlurmError> {
+        let executor = graph.executor.clone();
+        let mut args = vec!["-h".to_owned(), "-o".to_owned(), "%C".to_owned()];
+        if let Some(partition) = &executor.partition {
+            args.extend(["-p".to_owned(), partition.clone()]);
+        }
+        // "allocated/idle/other/total" per partition line.
+        let cpus = run_slurm("sinfo", &args)?
+            .lines()
+            .filter_map(|line| line.trim().rsplit('/').next()?.parse::<usize>().ok())
+            .sum::<usize>()
+            .max(1);
+        let name = format!("cairn-{}", crate::groups::unique_id());
+        // Created at the first submission: the build clears the staging
+        // area when it starts.
+        let dir = dir.join(&name);
+        Ok(SlurmRunner {
+            resources: graph
+                .jobs
+                .values()
+                .filter_map(|job| Some((job.name.clone(), job.resources.clone()?)))
+                .collect(),
+            executor,
+            dir,
+            worker,
+            name,
+            cpus,
+            queue: Mutex::default(),
+            states: Mutex::default(),
+            live: Mutex::default(),
+            batches: AtomicU64::new(0),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// How many attempts a build gives this runner at once unless `-j`
+    /// says: enough to fill a batch per CPU of the partition.
+    pub fn default_jobs(&self) -> usize {
+        self.cpus
+            .saturating_mul(self.executor.batch.max(1))
+            .min(crate::limits::MAX_JOBS)
+    }
+
+    /// The `--job-name` of this runner's Slurm jobs (`squeue -n NAME`).
+    pub fn job_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Submits one Slurm job running `tickets` in turn with `resources`;
+    /// tells each ticket its id (or the error).
+    fn submit(&self, tickets: &[Arc<Ticket>], resources: &Resources, secrets: &[String]) {
+        let result = self
+            .sbatch(tickets, resources, secrets)
+            .map_err(|error| error.to_string());
+        if let Ok(id) = &result
+            && let Ok(mut live) = self.live.lock()
+        {
+            live.insert(*id, tickets.len());
+        }
+        for ticket in tickets {
+            if let Ok(mut submitted) = ticket.submitted.lock() {
+                *submitted = Some(result.clone());
+            }
+            ticket.ready.notify_all();
+        }
+    }
+
+    fn sbatch(
+        &self,
+        tickets: &[Arc<Ticket>],
+        resources: &Resources,
+        secrets: &[String],
+    ) -> Result<u64, SlurmError> {
+        let number = self.batches.fetch_add(1, Ordering::SeqCst);
+        fs::create_dir_all(&self.dir).map_err(|source| SlurmError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let script = self.dir.join(format!("batch-{number}.sh"));
+        let mut text = format!(
+            "#!/bin/sh\nexec {} worker run",
+            sh_quote(&self.worker.to_string_lossy())
+        );
+        for ticket in tickets {
+            text.push(' ');
+            text.push_str(&sh_quote(&ticket.spec.to_string_lossy()));
+        }
+        text.push('\n');
+        fs::write(&script, text).map_err(|source| SlurmError::Io {
+            path: script.clone(),
+            source,
+        })?;
+        let mut args = vec![
+            "--parsable".to_owned(),
+            format!("--job-name={}", self.name),
+            // cairn retries under the action's retry policy: Slurm must not
+            // run an attempt again on its own after a node failure.
+            "--no-requeue".to_owned(),
+            format!("--chdir={}", self.dir.display()),
+            format!("--output={}", self.dir.join("slurm-%j.out").display()),
+            // Secrets by name only: sbatch reads their values from its
+            // environment (cairn's); no other variable of cairn's passes.
+            if secrets.is_empty() {
+                "--export=NONE".to_owned()
+            } else {
+                format!("--export={}", secrets.join(","))
+            },
+        ];
+        if let Some(partition) = &self.executor.partition {
+            args.push(format!("--partition={partition}"));
+        }
+        if let Some(account) = &self.executor.account {
+            args.push(format!("--account={account}"));
+        }
+        if let Some(qos) = &self.executor.qos {
+            args.push(format!("--qos={qos}"));
+        }
+        if let Some(cpus) = resources.cpus {
+            args.push(format!("--cpus-per-task={cpus}"));
+        }
+        if let Some(mem) = &resources.mem {
+            args.push(format!("--mem={mem}"));
+        }
+        if let Some(time) = resources.time {
+            // The actions of a batch run one after another.
+            let total = time.saturating_mul(u32::try_from(tickets.len()).unwrap_or(u32::MAX));
+            args.push(format!("--time={}", slurm_minutes(total)));
+        }
+        args.push(script.to_string_lossy().into_owned());
+        let out = run_slurm("sbatch", &args)?;
+        let id = out.trim().split(';').next().unwrap_or_default();
+        id.parse::<u64>().map_err(|_| SlurmError::Failed {
+            command: "sbatch",
+            message: format!("printed {:?}, not a job id", out.trim()),
+        })
+    }
+
+    /// Waits for `ticket`'s Slurm job id: the first attempt of a batch
+    /// collects for [`BATCH_WINDOW`], then submits every pending one.
+    fn enqueue(&self, ticket: &Arc<Ticket>, secrets: &[String]) {
+        let lead = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.pending.push(Arc::clone(ticket));
+            !std::mem::replace(&mut queue.collecting, true)
+        };
+        if lead {
+            std::thread::sleep(BATCH_WINDOW);
+            let pending = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                queue.collecting = false;
+                std::mem::take(&mut queue.pending)
+            };
+            for batch in self.split(pending) {
+                self.submit(&batch, &self.executor.resources, secrets);
+            }
+        }
+        let mut submitted = ticket.submitted.lock().unwrap_or_else(|e| e.into_inner());
+        while submitted.is_none() {
+            submitted = ticket
+                .ready
+                .wait(submitted)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The batches `pending` is spread over: one per CPU of the partition
+    /// (so that every node gets work), more when a batch would exceed
+    /// `[executor] batch` actions.
+    fn split(&self, pending: Vec<Arc<Ticket>>) -> Vec<Vec<Arc<Ticket>>> {
+        let count = pending.len();
+        if count == 0 {
+            return Vec::new();
+        }
+        let largest = self.executor.batch.max(1);
+        let batches = count.min(self.cpus).max(count.div_ceil(largest));
+        let mut split: Vec<Vec<Arc<Ticket>>> = vec![Vec::new(); batches];
+        for (index, ticket) in pending.into_iter().enumerate() {
+            split[index % batches].push(ticket);
+        }
+        split
+    }
+
+    /// The state and reason of Slurm job `id`, asked of `squeue` at most
+    /// every [`STATE_INTERVAL`] for all of this runner's jobs at once.
+    /// `None`: Slurm no longer knows the job.
+    fn state(&self, id: u64) -> Result<Option<(String, String)>, SlurmError> {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if states.at.is_none_or(|at| at.elapsed() >= STATE_INTERVAL) {
+            let out = run_slurm(
+                "squeue",
+                &[
+                    "-h".to_owned(),
+                    "-t".to_owned(),
+                    "all".to_owned(),
+                    format!("--name={}", self.name),
+                    "-o".to_owned(),
+                    "%i|%T|%r".to_owned(),
+                ],
+            )?;
+            states.jobs = out
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.trim().split('|');
+                    let id = fields.next()?.parse::<u64>().ok()?;
+                    let state = fields.next()?.to_owned();
+                    let reason = fields.next().unwrap_or_default().to_owned();
+                    Some((id, (state, reason)))
+                })
+                .collect();
+            states.at = Some(Instant::now());
+        }
+        Ok(states.jobs.get(&id).cloned())
+    }
+
+    /// Cancels Slurm job `id` (SIGTERM to its worker, which stops its job
+    /// as an interrupt does).
+    fn cancel(&self, id: u64) {
+        if let Err(error) = run_slurm("scancel", &[id.to_string()]) {
+            tracing::warn!("cannot cancel Slurm job {id}: {error}");
+        }
+    }
+
+    /// One attempt is done with Slurm job `id`.
+    fn release(&self, id: u64) {
+        if let Ok(mut live) = self.live.lock()
+            && let Some(count) = live.get_mut(&id)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                live.remove(&id);
+            }
+        }
+    }
+
+    /// The Slurm jobs submitted that an attempt still waits on.
+    pub fn live_jobs(&self) -> Vec<u64> {
+        self.live
+            .lock()
+            .map(|live| live.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SlurmRunner {
+    /// Nothing cairn submitted outlives the build: what is still queued or
+    /// running (an attempt given up on) is cancelled.
+    fn drop(&mut self) {
+        let live = self.live_jobs();
+        if !live.is_empty() {
+            let ids: Vec<String> = live.iter().map(u64::to_string).collect();
+            if let Err(error) = run_slurm("scancel", &ids) {
+                tracing::warn!("cannot cancel Slurm jobs {}: {error}", ids.join(", "));
+            }
+        }
+        if !self.lost.load(Ordering::SeqCst) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Appends `line` to the attempt's stderr file (created if the job never
+/// started), so that `cairn logs` shows why Slurm ended it.
+fn note_in_stderr(path: &Path, line: &str) {
+    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+impl JobRunner for SlurmRunner {
+    fn run(
+        &self,
+        job: &JobRun<'_>,
+        children: &Children,
+        poll: Option<&(dyn Fn() + Sync)>,
+    ) -> io::Result<Ended> {
+        if children.is_interrupted() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the build was interrupted",
+            ));
+        }
+        let invocation = &job.invocation;
+        let attempt_dir = invocation
+            .stdout
+            .parent()
+            .ok_or_else(|| io::Error::other("the attempt has no staging directory"))?;
+        let spec_path = attempt_dir.join("worker.json");
+        let outcome_path = attempt_dir.join("outcome.json");
+        let spec = WorkerSpec {
+            version: worker::SPEC_VERSION,
+            label: invocation.label.to_owned(),
+            argv: invocation.argv.to_vec(),
+            cwd: invocation.cwd.to_owned(),
+            passed: invocation.environment.passed.clone(),
+            secret_names: invocation
+                .environment
+                .secret
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+            extra: invocation.extra_env.to_vec(),
+            stdout: invocation.stdout.to_owned(),
+            stderr: invocation.stderr.to_owned(),
+            run_id: children.run_id(invocation.run_id),
+            timeout_ms: invocation
+                .timeout
+                .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            outcome: outcome_path.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&spec).map_err(io::Error::other)?;
+        worker::write_durably(&spec_path, &bytes).map_err(|error| {
+            io::Error::new(error.kind(), format!("{}: {error}", spec_path.display()))
+        })?;
+        let ticket = Arc::new(Ticket {
+            spec: spec_path,
+            submitted: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        let secrets = spec.secret_names;
+        match self.resources.get(job.job) {
+            // A job that declares its resources gets a Slurm job of its own.
+            Some(declared) => {
+                let defaults = &self.executor.resources;
+                let resources = Resources {
+                    cpus: declared.cpus.or(defaults.cpus),
+                    mem: declared.mem.clone().or_else(|| defaults.mem.clone()),
+                    time: declared.time.or(defaults.time),
+                };
+                self.submit(std::slice::from_ref(&ticket), &resources, &secrets);
+            }
+            None => self.enqueue(&ticket, &secrets),
+        }
+        let submitted = ticket
+            .submitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let id = match submitted {
+            Some(Ok(id)) => id,
+            Some(Err(error)) => {
+                return Err(io::Error::other(format!("cannot submit to Slurm: {error}")));
+            }
+            None => return Err(io::Error::other("the attempt was never submitted to Slurm")),
+        };
+        let ended = self.wait(id, job, children, poll, &outcome_path);
+        self.release(id);
+        ended
+    }
+}
+
+impl SlurmRunner {
+    /// Waits for the outcome of an attempt submitted as Slurm job `id`.
+    fn wait(
+        &self,
+        id: u64,
+        job: &JobRun<'_>,
+        children: &Children,
+        poll: Option<&(dyn Fn() + Sync)>,
+        outcome_path: &Path,
+    ) -> io::Result<Ended> {
+        let shielded = || {
+            job.shield
+                .is_some_and(|shield| shield.load(std::sync::atomic::Ordering::SeqCst))
+        };
+        let mut cancelled: Option<Instant> = None;
+        let mut checked = Instant::now();
+        loop {
+            if let Some(outcome) = read_outcome(outcome_path) {
+                if let Some(error) = outcome.error {
+                    return Err(io::Error::other(error));
+                }
+                return Ok(Ended {
+                    status: outcome.status(),
+                    timed_out: outcome.timed_out,
+                    escalated: outcome.escalated,
+                });
+            }
+            if let Some(poll) = poll {
+                poll();
+            }
+            if cancelled.is_none() && children.is_interrupted() && !shielded() {
+                self.cancel(id);
+                cancelled = Some(Instant::now());
+            }
+            if checked.elapsed() >= STATE_INTERVAL || cancelled.is_some() {
+                checked = Instant::now();
+                let state = self.state(id).map_err(io::Error::other)?;
+                let ended = match &state {
+                    Some((state, _)) => ENDED.iter().any(|ended| state.starts_with(ended)),
+                    None => true,
+                };
+                // Stopped waiting: a cancelled job that lingers past the
+                // grace is left to Slurm's own kill.
+                let given_up = cancelled.is_some_and(|at| at.elapsed() > TERM_GRACE * 2);
+                if ended || given_up {
+                    // The outcome is written before the worker exits.
+                    if let Some(outcome) = read_outcome(outcome_path) {
+                        return Ok(Ended {
+                            status: outcome.status(),
+                            timed_out: outcome.timed_out,
+                            escalated: outcome.escalated,
+                        });
+                    }
+                    if cancelled.is_some() {
+                        return Ok(Ended {
+                            status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
+                            timed_out: false,
+                            escalated: false,
+                        });
+                    }
+                    let (state, reason) =
+                        state.unwrap_or_else(|| ("unknown".to_owned(), String::new()));
+                    let reason = if reason.is_empty() || reason == "None" {
+                        String::new()
+                    } else {
+                        format!(", reason {reason}")
+                    };
+                    let message = format!(
+                        "Slurm job {id} ended {state}{reason} before the job's outcome was written (Slurm's log: {})",
+                        self.dir.join(format!("slurm-{id}.out")).display()
+                    );
+                    self.lost.store(true, Ordering::SeqCst);
+                    note_in_stderr(job.invocation.stderr, &format!("cairn: {message}"));
+                    return Err(io::Error::other(message));
+                }
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}

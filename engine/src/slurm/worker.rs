@@ -1,0 +1,290 @@
+//! `cairn worker run SPEC...`: the step a Slurm job runs on its node. Each
+//! spec file (written by the coordinator's [`super::SlurmRunner`] into the
+//! attempt's staging directory, on the shared filesystem) says what to run;
+//! the worker runs it with the local runner's own spawn code (process
+//! group, PDEATHSIG, timeout, SIGTERM then SIGKILL: [`run_process`]), then
+//! writes the outcome beside it durably (written aside, fsynced, renamed,
+//! the directory fsynced). The coordinator ingests the staged outputs only
+//! after reading an outcome of exit status 0, exactly as for a local job.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Children, Invocation, JobEnvironment};
+use crate::local::run_process;
+
+/// The version of [`WorkerSpec`] and [`WorkerOutcome`]: a worker refuses a
+/// spec of another version (a coordinator and nodes of different cairns).
+pub const SPEC_VERSION: u32 = 1;
+
+/// What the worker runs: one attempt of an action's job. No secret value is
+/// in it: `secret_names` are read from the worker's own environment, where
+/// `sbatch --export` put them (docs/slurm.md, "Secrets").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerSpec {
+    pub version: u32,
+    /// `job clean (clean/date=…)`, for messages.
+    pub label: String,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    /// The allow-listed variables of the coordinator's environment.
+    pub passed: Vec<(String, String)>,
+    /// The names of the secret variables (`[env] secret`).
+    pub secret_names: Vec<String>,
+    /// The job's own variables (config env, CAIRN_*), set last.
+    pub extra: Vec<(String, String)>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// `CAIRN_RUN_ID` of the process, as the coordinator would give it.
+    pub run_id: String,
+    pub timeout_ms: Option<u64>,
+    /// Where the worker writes the [`WorkerOutcome`].
+    pub outcome: PathBuf,
+}
+
+/// How the job ended, as the worker saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerOutcome {
+    pub version: u32,
+    /// The exit status, or `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub escalated: bool,
+    /// The job could not be started: why (the attempt fails with it).
+    pub error: Option<String>,
+    /// `SLURMD_NODENAME` and `SLURM_JOB_ID` of the worker.
+    pub node: Option<String>,
+    pub slurm_job: Option<String>,
+}
+
+impl WorkerOutcome {
+    /// The process's status as [`std::process::ExitStatus`] (a wait status).
+    pub fn status(&self) -> std::process::ExitStatus {
+        match (self.code, self.signal) {
+            (Some(code), _) => std::process::ExitStatus::from_raw((code & 0xff) << 8),
+            (None, Some(signal)) => std::process::ExitStatus::from_raw(signal & 0x7f),
+            (None, None) => std::process::ExitStatus::from_raw(0xff << 8),
+        }
+    }
+}
+
+/// A problem of the worker with a spec file.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot read the worker spec {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the worker spec {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write the outcome {path}: {source}")]
+    Outcome { path: PathBuf, source: io::Error },
+}
+
+/// Writes `bytes` to `path` durably: aside, fsynced, renamed over it, its
+/// directory fsynced.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{}", crate::groups::unique_id()));
+    let aside = PathBuf::from(aside);
+    let written = (|| {
+        let mut file = fs::File::create(&aside)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&aside, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&aside);
+    }
+    written?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub fn read_spec(path: &Path) -> Result<WorkerSpec, WorkerError> {
+    let bytes = fs::read(path).map_err(|source| WorkerError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let spec: WorkerSpec =
+        serde_json::from_slice(&bytes).map_err(|error| WorkerError::Invalid {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+    if spec.version != SPEC_VERSION {
+        return Err(WorkerError::Invalid {
+            path: path.to_owned(),
+            message: format!(
+                "version {} (this cairn reads version {SPEC_VERSION}): the nodes run another cairn than the coordinator",
+                spec.version
+            ),
+        });
+    }
+    Ok(spec)
+}
+
+/// Reads the outcome the worker wrote for a spec, if it is there.
+pub fn read_outcome(path: &Path) -> Option<WorkerOutcome> {
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Runs each spec in turn (a batch), writing each one's outcome, and stops
+/// starting new ones once `children` is interrupted (SIGTERM from
+/// `scancel`). An error: a spec that could not be read or an outcome that
+/// could not be written; the specs after it still run.
+pub fn run_specs(paths: &[PathBuf], children: &Children) -> Result<(), Vec<WorkerError>> {
+    crate::groups::become_subreaper();
+    let mut errors = Vec::new();
+    for path in paths {
+        if children.is_interrupted() {
+            break;
+        }
+        if let Err(error) = run_spec(path, children) {
+            errors.push(error);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
+    let spec = read_spec(path)?;
+    let secret = spec
+        .secret_names
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+        .collect();
+    let environment = JobEnvironment {
+        passed: spec.passed.clone(),
+        secret,
+        redactor: crate::redact::Redactor::default(),
+    };
+    // Where it runs, for the job (first: its own variables may override).
+    let mut extra: Vec<(String, String)> = ["SLURM_JOB_ID", "SLURMD_NODENAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+        .collect();
+    extra.extend(spec.extra.iter().cloned());
+    let ended = run_process(
+        &Invocation {
+            argv: &spec.argv,
+            cwd: &spec.cwd,
+            environment: &environment,
+            extra_env: &extra,
+            stdout: &spec.stdout,
+            stderr: &spec.stderr,
+            run_id: &spec.run_id,
+            label: &spec.label,
+            timeout: spec.timeout_ms.map(Duration::from_millis),
+        },
+        children,
+        None,
+    );
+    let mut outcome = WorkerOutcome {
+        version: SPEC_VERSION,
+        node: std::env::var("SLURMD_NODENAME").ok(),
+        slurm_job: std::env::var("SLURM_JOB_ID").ok(),
+        ..WorkerOutcome::default()
+    };
+    match ended {
+        Ok(ended) => {
+            outcome.code = ended.status.code();
+            outcome.signal = ended.status.signal();
+            outcome.timed_out = ended.timed_out;
+            outcome.escalated = ended.escalated;
+        }
+        Err(error) => outcome.error = Some(error.to_string()),
+    }
+    let bytes = serde_json::to_vec(&outcome).map_err(|error| WorkerError::Outcome {
+        path: spec.outcome.clone(),
+        source: io::Error::other(error),
+    })?;
+    write_durably(&spec.outcome, &bytes).map_err(|source| WorkerError::Outcome {
+        path: spec.outcome.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path, argv: &[&str]) -> WorkerSpec {
+        WorkerSpec {
+            version: SPEC_VERSION,
+            label: "job t (t/x=1)".into(),
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            cwd: dir.to_owned(),
+            passed: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            secret_names: vec!["CAIRN_WORKER_TEST_SECRET".into()],
+            extra: vec![("A".into(), "1".into())],
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+            run_id: "r1".into(),
+            timeout_ms: None,
+            outcome: dir.join("outcome.json"),
+        }
+    }
+
+    #[test]
+    fn a_spec_runs_and_its_outcome_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = spec(
+            dir.path(),
+            &[
+                "sh",
+                "-c",
+                "echo \"$A $CAIRN_RUN_ID\"; echo oops >&2; exit 3",
+            ],
+        );
+        let path = dir.path().join("spec.json");
+        fs::write(&path, serde_json::to_vec(&one).unwrap()).unwrap();
+        run_specs(std::slice::from_ref(&path), &Children::default()).unwrap();
+        let outcome = read_outcome(&dir.path().join("outcome.json")).unwrap();
+        assert_eq!(outcome.code, Some(3));
+        assert_eq!(outcome.status().code(), Some(3));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("stdout")).unwrap(),
+            "1 r1\n"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("stderr")).unwrap(),
+            "oops\n"
+        );
+    }
+
+    #[test]
+    fn a_spec_of_another_version_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = spec(dir.path(), &["true"]);
+        one.version = 99;
+        let path = dir.path().join("spec.json");
+        fs::write(&path, serde_json::to_vec(&one).unwrap()).unwrap();
+        let errors = run_specs(std::slice::from_ref(&path), &Children::default()).unwrap_err();
+        let text = errors[0].to_string();
+        assert!(
+            text.contains("spec.json") && text.contains("version 99"),
+            "{text}"
+        );
+        assert!(!dir.path().join("outcome.json").exists());
+    }
+
+    #[test]
+    fn a_signal_is_an_outcome_with_no_code() {
+        let outcome = WorkerOutcome {
+            signal: Some(9),
+            ..WorkerOutcome::default()
+        };
+        assert_eq!(outcome.status().signal(), Some(9));
+    }
+}

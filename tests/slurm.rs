@@ -1,0 +1,337 @@
+//! The Slurm executor against a real two-node Slurm on this host
+//! (`.ci/services/slurm.sh`, docs/slurm.md): the same data as a local build,
+//! failures reported as for a local job, Ctrl-C cancelling every Slurm job of
+//! cairn's, and an action built locally never submitted. Where the Slurm
+//! packages cannot be installed each test prints `SKIPPED:` and returns.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{Background, Project, snapshot};
+
+/// Starts (or reuses) the cluster once per test binary: `false` when the
+/// packages cannot be installed here.
+fn slurm() -> bool {
+    static UP: OnceLock<bool> = OnceLock::new();
+    *UP.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/services/slurm.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .output()
+            .expect("run .ci/services/slurm.sh");
+        match output.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            _ => panic!(
+                "{} start failed: {}{}",
+                script.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    })
+}
+
+/// The two nodes have one CPU each: the tests take turns.
+fn turn() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static TURN: Mutex<()> = Mutex::new(());
+    if !slurm() {
+        #[expect(clippy::print_stderr, reason = "the notice of a skipped test")]
+        {
+            eprintln!(
+                "SKIPPED: the Slurm packages (slurmctld slurmd slurm-client munge) cannot be installed here"
+            );
+        }
+        return None;
+    }
+    Some(
+        TURN.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+/// The Slurm jobs (queued, running or completing) whose working directory
+/// is under `dir`: cairn's batch directory is in the project's data.
+fn slurm_jobs_under(dir: &Path) -> Vec<String> {
+    let output = Command::new("squeue")
+        .args(["-h", "-o", "%i %T %Z"])
+        .output()
+        .expect("run squeue");
+    assert!(output.status.success(), "squeue failed");
+    let dir = dir.canonicalize().expect("canonical project directory");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .is_some_and(|work| Path::new(work).starts_with(&dir))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A graph of 4 `a` and 4 `b` partitions; each `a` job appends
+/// `REF SLURM_JOB_ID` to `ran.log` (empty id when it ran locally), and the
+/// `a` job of `n=` `fail` exits 7 after printing to stderr.
+fn graph(fail: &str) -> String {
+    format!(
+        r#"
+[executor]
+kind = "slurm"
+
+[datasets.a]
+[datasets.b]
+[dimensions.n]
+values = ["1", "2", "3", "4"]
+
+[jobs.a]
+outputs = ["a/n={{n}}"]
+run = ["sh", "-c", "echo \"$CAIRN_OUTPUT_REF_0 $SLURM_JOB_ID\" >> ran.log; if [ \"$CAIRN_OUTPUT_REF_0\" = \"a/n={fail}\" ]; then echo \"boom on $CAIRN_OUTPUT_REF_0\" >&2; exit 7; fi; echo \"a $CAIRN_OUTPUT_REF_0\" > \"$CAIRN_OUT/data.txt\""]
+
+[jobs.b]
+outputs = ["b/n={{n}}"]
+inputs = ["a/n={{n}}"]
+run = ["sh", "-c", "cat \"$CAIRN_IN/data.txt\" > \"$CAIRN_OUT/data.txt\"; echo b >> \"$CAIRN_OUT/data.txt\""]
+"#
+    )
+}
+
+/// `ran.log` as `(ref, slurm job id)` lines.
+fn ran(p: &Project) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(p.file("ran.log")).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            (
+                fields.next().unwrap_or_default().to_owned(),
+                fields.next().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_podcast_built_through_slurm_equals_a_local_build_and_rebuilds_nothing() {
+    let Some(_turn) = turn() else { return };
+    let local = Project::podcast(3, 4);
+    let through = Project::podcast(3, 4);
+    let built_locally = local.build(&["--executor", "local"]);
+    built_locally.assert_code(0);
+    let total = built_locally.count("executed");
+    assert_eq!(total, 3 * 4 * 2 + 3);
+
+    let first = through.build(&["--executor", "slurm"]);
+    first.assert_code(0);
+    first.assert_counts(total, total, 0, 0, 0);
+    assert_eq!(
+        snapshot(&through.file("data")),
+        snapshot(&local.file("data")),
+        "the data built through Slurm is not the local build's"
+    );
+    assert!(
+        slurm_jobs_under(through.path()).is_empty(),
+        "no Slurm job of cairn's is left"
+    );
+
+    // Nothing changed: nothing runs, whichever the executor.
+    let second = through.build(&["--executor", "slurm"]);
+    second.assert_code(0);
+    second.assert_counts(total, 0, total, 0, 0);
+    let third = through.build(&["--executor", "local"]);
+    third.assert_code(0);
+    third.assert_counts(total, 0, total, 0, 0);
+}
+
+#[test]
+fn every_action_runs_in_a_slurm_job_and_the_graph_file_chooses_slurm() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph(&graph("none"));
+    let built = p.build(&[]);
+    built.assert_code(0);
+    built.assert_counts(8, 8, 0, 0, 0);
+    let ran = ran(&p);
+    assert_eq!(ran.len(), 4, "{ran:?}");
+    for (partition, job) in &ran {
+        assert!(
+            job.parse::<u64>().is_ok(),
+            "{partition} did not run in a Slurm job: {ran:?}"
+        );
+    }
+    assert_eq!(
+        p.read_string("data/b/n=3/data.txt"),
+        "a a/n=3\nb\n",
+        "b read a's output"
+    );
+}
+
+#[test]
+fn an_action_built_locally_is_never_submitted() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph(&graph("none"));
+    let local = p.build(&["--executor", "local", "a/n=1", "b/n=2"]);
+    local.assert_code(0);
+    local.assert_counts(3, 3, 0, 0, 0);
+    let before = ran(&p);
+    assert_eq!(before.len(), 2);
+    assert!(before.iter().all(|(_, job)| job.is_empty()), "{before:?}");
+
+    let mixed = p.build(&["--executor", "slurm"]);
+    mixed.assert_code(0);
+    mixed.assert_counts(8, 5, 3, 0, 0);
+    let after = ran(&p);
+    let submitted: Vec<&(String, String)> = after[before.len()..].iter().collect();
+    let refs: Vec<&str> = submitted.iter().map(|(r, _)| r.as_str()).collect();
+    let mut sorted = refs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["a/n=3", "a/n=4"], "only the a jobs not built ran");
+    assert!(
+        submitted.iter().all(|(_, job)| job.parse::<u64>().is_ok()),
+        "{submitted:?}"
+    );
+}
+
+/// The failure line of `partition`'s action (its error and stderr tail).
+fn failure_of(build: &common::Build, partition: &str) -> (String, Vec<String>) {
+    let action = build.action_for(partition);
+    (
+        action["error"].as_str().unwrap_or_default().to_owned(),
+        action["stderr_tail"]
+            .as_array()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .map(|line| line.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_failing_job_is_reported_as_locally_and_keep_going_builds_the_rest() {
+    let Some(_turn) = turn() else { return };
+    let through = Project::with_graph(&graph("2"));
+    let local = Project::with_graph(&graph("2"));
+    let failed = through.build(&["--keep-going"]);
+    failed.assert_code(1);
+    failed.assert_counts(8, 6, 0, 1, 1);
+    let locally = local.build(&["--keep-going", "--executor", "local"]);
+    locally.assert_code(1);
+    locally.assert_counts(8, 6, 0, 1, 1);
+    let (error, tail) = failure_of(&failed, "a/n=2");
+    assert!(error.contains("exited with status 7"), "{error}");
+    assert_eq!(
+        (error, tail),
+        failure_of(&locally, "a/n=2"),
+        "the failure reads as the local runner's"
+    );
+    // Its stderr is in the store, as for a local job.
+    let logs = through.cairn(&["logs", "a/n=2"]);
+    logs.assert_code(0);
+    assert!(logs.stdout.contains("boom on a/n=2"), "{}", logs.stdout);
+    // Without --keep-going the build stops after the failure.
+    let again = through.build(&[]);
+    again.assert_code(1);
+    assert_eq!(again.count("failed"), 1);
+}
+
+#[test]
+fn ctrl_c_cancels_every_slurm_job_of_cairn() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph(
+        r#"
+[executor]
+kind = "slurm"
+batch = 1
+
+[datasets.slow]
+[dimensions.n]
+values = ["1", "2", "3", "4", "5", "6"]
+
+[jobs.slow]
+outputs = ["slow/n={n}"]
+run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN_OUT/x\""]
+"#,
+    );
+    let build = Background::start(p.path(), &["build", "-j", "6"]);
+    // A failed assertion still stops the build (and so its Slurm jobs).
+    struct Interrupt(u32);
+    impl Drop for Interrupt {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let _interrupt = Interrupt(build.child.id());
+    // Until a job runs on each node (the others wait in the queue).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = std::fs::read_dir(p.path())
+            .expect("read the project")
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("started-"))
+            .count();
+        if started >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Slurm job started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        slurm_jobs_under(p.path()).len(),
+        6,
+        "six Slurm jobs queued or running"
+    );
+    build.signal("INT");
+    let (code, stderr, _) = build.wait(Duration::from_secs(60));
+    assert_eq!(code, 130, "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = slurm_jobs_under(p.path());
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Slurm jobs of cairn left after Ctrl-C: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!p.file("data/slow/n=1").exists(), "no output is visible");
+}
+
+#[test]
+fn bad_executor_values_name_the_file_and_field() {
+    let p = Project::with_graph(
+        r#"
+[executor]
+kind = "pbs"
+[datasets.a]
+[jobs.a]
+outputs = ["a"]
+run = ["true"]
+"#,
+    );
+    p.cairn(&["build"])
+        .assert_usage_error("cairn.toml:3: executor.kind: \"pbs\" is not an executor");
+    let p = Project::with_graph(
+        r#"
+[datasets.a]
+[jobs.a]
+outputs = ["a"]
+run = ["true"]
+resources = { cpus = 2, mem = "lots" }
+"#,
+    );
+    p.cairn(&["build"])
+        .assert_usage_error("jobs.a.resources.mem: \"lots\" is not an amount of memory");
+    let bad_flag = p.cairn(&["build", "--executor", "pbs"]);
+    bad_flag.assert_code(2);
+}
