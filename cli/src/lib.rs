@@ -464,6 +464,8 @@ enum WorkerCommand {
     /// Run the attempts the spec files describe, one after another, each
     /// writing its outcome beside its spec.
     Run {
+        /// Spec files written by the coordinator (`worker.json` in each
+        /// attempt's staging directory).
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<PathBuf>,
     },
