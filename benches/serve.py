@@ -247,8 +247,12 @@ def sse(cairn: Path, work: Path, subscribers: int, days: int,
                 line = raw.decode().rstrip("\n")
                 if line.startswith("id:"):
                     seen[index].append(int(line[3:].strip()))
-                    if seen[index][-1] >= last_seq[0]:
-                        return
+                # On every line, the 15 s keep-alive comments too: a
+                # subscriber that saw the last event before the build's
+                # end was known would otherwise wait for an event that
+                # never comes (the "stall" of 50 subscribers at 365x30).
+                if seen[index] and seen[index][-1] >= last_seq[0]:
+                    return
 
     def log_seqs() -> list[int]:
         # A reader beside the server, which holds the writer lock.

@@ -140,10 +140,6 @@ pub trait BuildObserver: Reporter {
     /// progress bar goes away before the build's warnings and summary).
     fn actions_done(&self) {}
 
-    /// The build planned (`plan`, kept or made now), before its first
-    /// action starts; not called when the snapshot finished it.
-    fn planned(&self, _plan: &Plan) {}
-
     /// The up-to-date snapshot finished the build: every action of
     /// `snapshot` (in the plan's order) is current, with its key; there
     /// were no per-action calls.
@@ -372,16 +368,6 @@ pub fn dry_run(
     Ok(DryRun::Planned { plan, verdicts })
 }
 
-/// What a build of `plan` would do now, counted as its actions' verdicts
-/// (`cached`: current or restorable, `executed`: to run): what a dry run
-/// says, for a caller that planned already (`cairn serve` announces it
-/// as an operation's `expected`).
-pub fn expected_counts(workspace: &Workspace, plan: &Plan) -> Result<BuildCounts, AppError> {
-    let verdicts =
-        workspace.read_context(|context| evaluate(context, plan).map_err(AppError::from))?;
-    Ok(Verdict::count(&verdicts))
-}
-
 /// `cairn build REFS`: builds them, the up-to-date snapshot first (see the
 /// module's documentation).
 pub fn build(
@@ -440,7 +426,6 @@ pub fn build(
         plan.sources.len(),
         started.elapsed()
     );
-    observer.planned(&plan);
     let mut built = execute_assisted(
         workspace,
         &plan,

@@ -354,16 +354,31 @@ async fn submit_build_request(
             json!({"expected": expected, "actions": actions}),
         ));
     }
-    // Only the refs are checked before the answer (a bad one is a 400 now,
-    // not a failed operation); what the build will do is worked out by the
-    // run (`expected`), so a submit never waits for a plan.
-    let (build, asked) = blocking(shared, move |shared| {
-        let asked = shared.workspace.requested_checked(&build.refs)?.len() as u64;
-        Ok((build, asked))
-    })
-    .await?;
+    // The accepted answer carries the dry run's counts; submits for the
+    // same refs at the same time share one (server/src/expect.rs).
+    let counted_as = crate::expect::key("build", &mut build.refs.clone());
+    let counting = {
+        let shared = Arc::clone(shared);
+        let (refs, threads) = (build.refs.clone(), build.jobs);
+        async move {
+            blocking(&shared, move |shared| {
+                let workspace = &shared.workspace;
+                let partitions = workspace.requested_checked(&refs)?.len() as u64;
+                let dry = cairn_app::build::dry_run(workspace, &refs, threads)?;
+                let (total, counts) = dry.counts();
+                Ok(Expected {
+                    partitions,
+                    actions: total,
+                    current: counts.cached,
+                    to_run: counts.executed,
+                })
+            })
+            .await
+        }
+    };
+    let expected = shared.expecting.counts(counted_as, counting).await?;
     let mut op = Operation::new(Kind::Build, request, digest, key, Work::Build(build), jobs);
-    op.asked = asked;
+    op.expected = Some(expected);
     start(shared, op)
 }
 
@@ -551,6 +566,34 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     if let Some(listing) = listing {
         return Ok(json_answer(StatusCode::OK, listing));
     }
+    // The accepted answer carries the dry run's counts; submits for the
+    // same partitions at the same time share one (server/src/expect.rs).
+    let refs = backfill.refs();
+    let counted_as = crate::expect::key(
+        "backfill",
+        &mut refs
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect::<Vec<_>>(),
+    );
+    let counting = {
+        let shared = Arc::clone(&shared);
+        async move {
+            blocking(&shared, move |shared| {
+                let workspace = &shared.workspace;
+                let plan = workspace.plan(&refs)?;
+                let dry = cairn_app::backfill::dry_run(workspace, &plan)?;
+                Ok(Expected {
+                    partitions: dry.partitions.len() as u64,
+                    actions: dry.total,
+                    current: dry.counts.cached,
+                    to_run: dry.counts.executed,
+                })
+            })
+            .await
+        }
+    };
+    let expected = shared.expecting.counts(counted_as, counting).await?;
     let work = Work::Backfill {
         backfill: Box::new(backfill),
         request: BackfillRequest {
@@ -562,7 +605,8 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             submission: None,
         },
     };
-    let op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
+    let mut op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
+    op.expected = Some(expected);
     start(&shared, op)
 }
 

@@ -7,7 +7,7 @@ use cairn_app::AppError;
 use serde_json::json;
 
 /// An error answer: `{"error": {"code", "status", "message"}}`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     message: String,

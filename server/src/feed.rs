@@ -21,8 +21,12 @@ use cairn_engine::record::{Event, EventKind};
 
 use crate::registry::{Registry, lock};
 
-/// Events kept in memory for the streams.
-const KEPT: usize = 65_536;
+/// Events kept in memory for the streams: those that keep up read from
+/// here; one that fell further behind reads the log, [`BATCH`] at a time.
+/// An event with its manifest is about half a KiB in memory: 65,536 of
+/// them held 30-odd MiB after a 365x30 build, half the idle server's
+/// budget (issue 22: 64 MiB), for streams that seldom lag that far.
+const KEPT: usize = 4 * BATCH;
 /// Events read from the log at once (for a stream that fell behind, too).
 pub const BATCH: usize = 2_048;
 

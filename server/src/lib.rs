@@ -22,6 +22,7 @@
 mod api;
 mod auth;
 mod error;
+mod expect;
 mod feed;
 mod grid;
 mod metrics;

@@ -1,6 +1,6 @@
 //! The operations registry (Google AIP-151 long-running operations,
 //! docs/api.md "The Operation resource"): every submitted build or
-//! backfill, its state, the counts it announced when it started and those it
+//! backfill, its state, the counts it announced at submit and those it
 //! reached, the actions it runs now, and how it ended; the idempotency
 //! keys.
 
@@ -92,11 +92,11 @@ impl State {
     }
 }
 
-/// What an operation announces once it started (Bazel BEP-style): the
-/// plan's partitions and actions, how many are current or restorable, how
-/// many would run. Not known at submit: the submit answers at once, and the
-/// run works it out (from the up-to-date snapshot, or by evaluating the
-/// plan before its first action starts).
+/// What an operation announced at submit (Bazel BEP-style), from a dry
+/// run (shared by the submits that ask for the same partitions at once:
+/// server/src/expect.rs): the plan's partitions and actions, how many are
+/// current or restorable, how many would run. `None` only for an operation
+/// made before it was counted.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Expected {
     pub partitions: u64,
@@ -158,9 +158,6 @@ pub struct Operation {
     /// or before it.
     pub end_seq: Option<u64>,
     pub expected: Option<Expected>,
-    /// The partitions the request names, counted when it was checked at
-    /// submit (`expected.partitions`).
-    pub asked: u64,
     pub counts: BuildCounts,
     pub running: Vec<RunningAction>,
     /// Executed actions' durations: their sum (ms) and number, for the ETA.
@@ -222,7 +219,6 @@ impl Operation {
             start_seq: 0,
             end_seq: None,
             expected: None,
-            asked: 0,
             counts: BuildCounts::default(),
             running: Vec::new(),
             durations: (0, 0),
@@ -267,7 +263,6 @@ impl Operation {
             start_seq: 0,
             end_seq: None,
             expected: Some(Expected::default()),
-            asked: 0,
             counts: BuildCounts::default(),
             running: Vec::new(),
             durations: (0, 0),

@@ -50,7 +50,7 @@ pub struct Operation {
     pub error: Option<OperationError>,
 }
 
-/// What the operation announced when its run started (`null` before).
+/// What the operation announced at submit.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Expected {
     #[serde(default)]
@@ -289,11 +289,10 @@ enum Message {
     Lost(Failure),
 }
 
-/// Says what `operation` will do, once the server knows (`expected`: the
-/// run works it out before its first action starts; docs/api.md).
-fn announce(operation: &Operation) -> bool {
+/// Says what `operation` will do (`expected`, announced at submit).
+fn announce(operation: &Operation) {
     let Some(expected) = &operation.expected else {
-        return false;
+        return;
     };
     note(&format!(
         "operation {}: {}: {}: {} current or restorable, {} to run",
@@ -303,7 +302,6 @@ fn announce(operation: &Operation) -> bool {
         expected.current,
         expected.to_run
     ));
-    true
 }
 
 /// How long the follower keeps trying to reconnect a dropped stream.
@@ -421,17 +419,12 @@ fn follow_until_done(
         .as_ref()
         .map_or(0, |expected| expected.current);
     let mut tracker = Tracker::new(remote, total, current, reporter);
-    tracker.announced = operation.expected.is_some();
-    tracker.operation.clone_from(&operation.id);
     let mut cancelling = false;
     loop {
         match receiver.recv_timeout(Duration::from_millis(100)) {
             Ok(Message::Event(event)) => tracker.event(&event),
             Ok(Message::Done(done)) => {
                 reporter.actions_done();
-                if !tracker.announced {
-                    announce(&done);
-                }
                 return Ok(Followed::Done(done));
             }
             Ok(Message::Lost(failure)) => {
@@ -542,10 +535,6 @@ struct Tracker<'a> {
     /// Failures whose stderr tail was fetched (bounded: a failing backfill
     /// of thousands must not fetch thousands of logs).
     tails_fetched: usize,
-    /// The operation followed, and whether its `expected` was known (and
-    /// said): if not at submit, it is asked for when the build planned.
-    operation: String,
-    announced: bool,
 }
 
 /// At most this many failures of one build get their stderr tail shown.
@@ -570,8 +559,6 @@ impl<'a> Tracker<'a> {
             ids: HashMap::new(),
             next_id: 0,
             tails_fetched: 0,
-            operation: String::new(),
-            announced: true,
         }
     }
 
@@ -611,22 +598,6 @@ impl<'a> Tracker<'a> {
                 .unwrap_or_default()
         };
         match text("kind") {
-            // The run announced `expected` before the build recorded its
-            // plan (server/src/ops.rs): the totals, and the actions current
-            // from the start (they leave no event).
-            "Planned" if !self.announced => {
-                let path = format!("/v1/operations/{}", encode(&self.operation));
-                if let Ok(operation) = self.remote.get_json::<Operation>(&path, &[])
-                    && let Some(expected) = &operation.expected
-                {
-                    self.reporter.suspended(|| announce(&operation));
-                    self.announced = true;
-                    self.total = usize::try_from(expected.actions).unwrap_or(usize::MAX);
-                    let current = usize::try_from(expected.current).unwrap_or(usize::MAX);
-                    self.done += current;
-                    self.counts.cached += expected.current;
-                }
-            }
             "ActionStarted" => {
                 let key = text("key").to_owned();
                 let id = self.id(&key);
@@ -666,7 +637,7 @@ impl<'a> Tracker<'a> {
                 let outcome = Outcome::Cached {
                     restored: event.get("restored").and_then(Value::as_bool) == Some(true),
                 };
-                // Counted as current from the start (see `new`).
+                // Counted as current at submit (see `new`).
                 self.finish_counted(
                     text("key"),
                     text("job"),

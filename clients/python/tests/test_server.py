@@ -61,7 +61,7 @@ class AgainstCairnServe(unittest.TestCase):
         self.assertEqual(done.state, "succeeded")
         self.assertTrue(done.done)
         # raw and clean of one station: two actions announced, two done.
-        self.assertEqual(done.expected["actions"], 2)
+        self.assertEqual(first.expected["actions"], 2)
         self.assertEqual(self.client.get(first.id).state, "succeeded")
         self.assertEqual([p.done for p in seen], [1, 2])
         self.assertEqual([p.total for p in seen], [2, 2])
@@ -73,13 +73,13 @@ class AgainstCairnServe(unittest.TestCase):
         seen: List[Progress] = []
         done = self.client.wait(op.id, on_progress=seen.append)
         self.assertEqual(done.state, "succeeded")
-        total = done.expected["actions"]
+        total = op.expected["actions"]
         # raw and clean of two stations, and the day's daily: five actions.
         self.assertEqual(total, 5)
         # The actions current at submit (raw and clean of S001, built by
         # the build test before, if it ran first) are done from the start;
         # every other action was reported as it finished, up to the total.
-        current = done.expected["current"]
+        current = op.expected["current"]
         self.assertEqual([p.done for p in seen], list(range(current + 1, total + 1)))
         self.assertEqual(seen[-1].counts["cached"], current)
         self.assertTrue(all(p.total == total for p in seen))

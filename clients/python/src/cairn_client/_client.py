@@ -384,12 +384,6 @@ class Client:
                         continue
                     event = json.loads(message.data)
                     kind = event.get("kind")
-                    if kind == "Planned" and not operation.expected:
-                        # The server works `expected` out when the run
-                        # starts, before the build records its plan.
-                        operation = self.get(op_id)
-                        total = int(operation.expected.get("actions", 0))
-                        counts["cached"] += int(operation.expected.get("current", 0))
                     counted = _FINISHING.get(kind or "")
                     if counted is None:
                         continue
