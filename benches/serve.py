@@ -205,6 +205,7 @@ def overlap(cairn: Path, work: Path, clients: int) -> tuple[list[tuple[str, str]
             sys.exit("serve.py: " + "; ".join(errors[:3]))
         finals = [server.wait(operation, pause=0.05) for operation in operations]
         wall = time.perf_counter() - started
+        handled = server_side(server, "/v1/backfills", "202")
         failed = [f for f in finals if f["state"] != "succeeded"]
         if failed:
             sys.exit(f"serve.py: {len(failed)} overlapping operations did not succeed: {failed[0]}")
@@ -225,8 +226,27 @@ def overlap(cairn: Path, work: Path, clients: int) -> tuple[list[tuple[str, str]
          f"{len(twice)} started twice)"),
         ("submit latency while building, p50 / p99",
          f"{percentile(latencies, 0.5) * 1000:.1f} / {percentile(latencies, 0.99) * 1000:.1f} ms"),
+        ("the same submits as the server timed them (its histogram: requests at most ...)",
+         handled),
         ("all operations done (wall)", f"{wall:.1f} s"),
     ], bool(twice)
+
+
+def server_side(server: Server, route: str, status: str) -> str:
+    """The server's own duration histogram of `route` answering `status`
+    (GET /metrics), cumulative per bucket: what the handler cost, without
+    the client's threads and connects."""
+    request = urllib.request.Request(server.url + "/metrics")
+    request.add_header("Authorization", f"Bearer {server.token}")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        text = answer.read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if (line.startswith("cairn_http_request_duration_seconds_bucket{")
+                and f'route="{route}"' in line and f'status="{status}"' in line):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append(f"{bound} s: {line.rsplit(' ', 1)[1]}")
+    return ", ".join(buckets)
 
 
 def sse(cairn: Path, work: Path, subscribers: int, days: int,

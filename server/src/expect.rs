@@ -1,19 +1,21 @@
 //! What a submit announces (`expected`, docs/api.md "The Operation
 //! resource"), worked out once for the submits that ask for the same
-//! partitions at the same time.
+//! partitions at about the same time.
 //!
 //! The accepted answer carries the plan's counts, which takes a dry run (a
-//! plan and the verdict of every action). A hundred CI jobs submitting the
-//! same backfill at once would run a hundred identical dry runs on a
-//! machine that is building. Submits of one kind for the same partitions
-//! that arrive while such a dry run is under way wait for it and share its
-//! answer (a single flight, as Go's `singleflight`); one that arrives after
-//! it ended starts a new one, so no answer is older than the submit that
-//! receives it.
+//! plan and the verdict of every action: tens of milliseconds at 1,830
+//! actions, several times that on a machine that is building). A hundred CI
+//! jobs submitting the same backfill at once would run a hundred identical
+//! dry runs. Submits of one kind for the same partitions share one: the
+//! one under way (a single flight, as Go's `singleflight`), or one that
+//! ended less than [`REUSED_FOR`] ago. An announcement is a prediction
+//! anyway (an operation may queue, and builds beside it change what is
+//! current); the build's own counts are what happened.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -23,24 +25,58 @@ use crate::registry::{Expected, lock};
 
 type Flight = Shared<BoxFuture<'static, Result<Expected, ApiError>>>;
 
-/// The dry runs under way, by what they count.
-#[derive(Default)]
+/// How long a dry run's answer is given to later submits for the same
+/// partitions.
+pub const REUSED_FOR: Duration = Duration::from_secs(1);
+
+/// A dry run under way or landed (`landed`: when).
+struct Counted {
+    id: u64,
+    flight: Flight,
+    landed: Option<Instant>,
+}
+
+/// The dry runs under way or landed less than `reused_for` ago, by what
+/// they count.
 pub struct Expecting {
-    flights: Mutex<HashMap<[u8; 32], (u64, Flight)>>,
+    flights: Mutex<HashMap<[u8; 32], Counted>>,
     next: Mutex<u64>,
+    reused_for: Duration,
+}
+
+impl Default for Expecting {
+    fn default() -> Self {
+        Expecting::reusing_for(REUSED_FOR)
+    }
 }
 
 impl Expecting {
+    fn reusing_for(reused_for: Duration) -> Self {
+        Expecting {
+            flights: Mutex::new(HashMap::new()),
+            next: Mutex::new(0),
+            reused_for,
+        }
+    }
+
     /// The counts for `key` (see [`key`]): those of the dry run for `key`
-    /// under way, or of the one `count` starts now.
+    /// under way or just landed, or of the one `count` starts now.
     pub async fn counts<F>(self: &Arc<Self>, key: [u8; 32], count: F) -> Result<Expected, ApiError>
     where
         F: Future<Output = Result<Expected, ApiError>> + Send + 'static,
     {
         let (id, flight) = {
             let mut flights = lock(&self.flights);
+            let now = Instant::now();
+            // Landed too long ago (any key): forgotten, so the map holds
+            // only what is under way or fresh.
+            flights.retain(|_, counted| {
+                counted
+                    .landed
+                    .is_none_or(|landed| now.duration_since(landed) < self.reused_for)
+            });
             match flights.get(&key) {
-                Some((id, flight)) => (*id, flight.clone()),
+                Some(counted) => (counted.id, counted.flight.clone()),
                 None => {
                     let id = {
                         let mut next = lock(&self.next);
@@ -48,24 +84,37 @@ impl Expecting {
                         *next
                     };
                     let flight = count.boxed().shared();
-                    flights.insert(key, (id, flight.clone()));
+                    flights.insert(
+                        key,
+                        Counted {
+                            id,
+                            flight: flight.clone(),
+                            landed: None,
+                        },
+                    );
                     (id, flight)
                 }
             }
         };
         let counted = flight.await;
-        // Landed: the next submit for `key` counts afresh. Only this
-        // flight's entry goes (a newer one may have taken its place).
         let mut flights = lock(&self.flights);
-        if flights.get(&key).is_some_and(|(current, _)| *current == id) {
-            flights.remove(&key);
+        if let Some(entry) = flights.get_mut(&key)
+            && entry.id == id
+        {
+            // A failed dry run is not given to anyone else: the next
+            // submit asks again.
+            if counted.is_err() || self.reused_for.is_zero() {
+                flights.remove(&key);
+            } else {
+                entry.landed.get_or_insert_with(Instant::now);
+            }
         }
         counted
     }
 
-    /// Dry runs under way (tests).
+    /// Dry runs under way or kept (tests).
     #[cfg(test)]
-    fn under_way(&self) -> usize {
+    fn kept(&self) -> usize {
         lock(&self.flights).len()
     }
 }
@@ -100,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn submits_at_the_same_time_share_one_dry_run_and_later_ones_count_afresh() {
-        let expecting = Arc::new(Expecting::default());
+        let expecting = Arc::new(Expecting::reusing_for(Duration::ZERO));
         let runs = Arc::new(AtomicUsize::new(0));
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let key = key("build", &mut ["b".to_owned(), "a".to_owned()]);
@@ -120,7 +169,7 @@ mod tests {
             let expecting = Arc::clone(&expecting);
             async move { expecting.counts(key, counting).await }
         });
-        while expecting.under_way() == 0 {
+        while expecting.kept() == 0 {
             tokio::task::yield_now().await;
         }
         // Arrives while the first dry run is under way: its own count
@@ -142,12 +191,31 @@ mod tests {
         assert_eq!(first.await.unwrap().unwrap().actions, 5);
         assert_eq!(second.await.unwrap().unwrap().actions, 5);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert_eq!(expecting.under_way(), 0);
-        // After it landed: a new dry run.
+        assert_eq!(expecting.kept(), 0);
+        // After it landed (reused for no time here): a new dry run.
         let later = expecting.counts(key, async { Ok(expected(9)) }).await;
         assert_eq!(later.unwrap().actions, 9);
         // Another key never shares.
         let other = super::key("backfill", &mut ["a".to_owned(), "b".to_owned()]);
         assert_ne!(other, key);
+    }
+
+    #[tokio::test]
+    async fn a_landed_dry_run_is_reused_for_a_while_but_a_failed_one_never() {
+        let expecting = Arc::new(Expecting::reusing_for(Duration::from_secs(3600)));
+        let key = key("backfill", &mut ["a".to_owned()]);
+        let first = expecting.counts(key, async { Ok(expected(5)) }).await;
+        assert_eq!(first.unwrap().actions, 5);
+        let again = expecting.counts(key, async { Ok(expected(7)) }).await;
+        assert_eq!(again.unwrap().actions, 5, "reused");
+        let other = super::key("backfill", &mut ["b".to_owned()]);
+        let failed = expecting
+            .counts(other, async {
+                Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "no"))
+            })
+            .await;
+        assert!(failed.is_err());
+        let retried = expecting.counts(other, async { Ok(expected(9)) }).await;
+        assert_eq!(retried.unwrap().actions, 9, "a failure is not kept");
     }
 }
