@@ -1107,6 +1107,9 @@ async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
         ));
     }
     let answer = blocking(&ctx.0, move |shared| {
+        // Around the append: no dry run that began before it is given
+        // after it (server/src/expect.rs).
+        shared.expecting.changed();
         let invalidated = cairn_app::invalidate::invalidate(
             &shared.workspace,
             &body.refs,
@@ -1115,6 +1118,7 @@ async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
             false,
             true,
         )?;
+        shared.expecting.changed();
         shared.feed.poke();
         let recorded = invalidated.recorded;
         Ok(json!({

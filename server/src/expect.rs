@@ -8,12 +8,16 @@
 //! jobs submitting the same backfill at once would run a hundred identical
 //! dry runs. Submits of one kind for the same partitions share one: the
 //! one under way (a single flight, as Go's `singleflight`), or one that
-//! ended less than [`REUSED_FOR`] ago. An announcement is a prediction
-//! anyway (an operation may queue, and builds beside it change what is
-//! current); the build's own counts are what happened.
+//! ended less than [`REUSED_FOR`] ago, unless an operation ended or
+//! partitions were invalidated since it started ([`Expecting::changed`]):
+//! a submit after its previous build finished is told what is left now.
+//! An announcement is a prediction anyway (an operation may queue, and the
+//! builds running beside it make actions current); the build's own counts
+//! are what happened.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,9 +43,12 @@ struct Counted {
 /// The dry runs under way or landed less than `reused_for` ago, by what
 /// they count.
 pub struct Expecting {
-    flights: Mutex<HashMap<[u8; 32], Counted>>,
+    flights: Mutex<HashMap<([u8; 32], u64), Counted>>,
     next: Mutex<u64>,
     reused_for: Duration,
+    /// Bumped by [`Expecting::changed`]: part of every flight's key, so a
+    /// dry run started before a change is never given after it.
+    generation: AtomicU64,
 }
 
 impl Default for Expecting {
@@ -56,7 +63,14 @@ impl Expecting {
             flights: Mutex::new(HashMap::new()),
             next: Mutex::new(0),
             reused_for,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// What a dry run counts changed beyond the progress of the builds
+    /// running: an operation ended, or partitions were invalidated.
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The counts for `key` (see [`key`]): those of the dry run for `key`
@@ -65,6 +79,7 @@ impl Expecting {
     where
         F: Future<Output = Result<Expected, ApiError>> + Send + 'static,
     {
+        let key = (key, self.generation.load(Ordering::SeqCst));
         let (id, flight) = {
             let mut flights = lock(&self.flights);
             let now = Instant::now();
@@ -217,5 +232,16 @@ mod tests {
         assert!(failed.is_err());
         let retried = expecting.counts(other, async { Ok(expected(9)) }).await;
         assert_eq!(retried.unwrap().actions, 9, "a failure is not kept");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_is_not_reused_after_a_change() {
+        let expecting = Arc::new(Expecting::reusing_for(Duration::from_secs(3600)));
+        let key = key("build", &mut ["a".to_owned()]);
+        let first = expecting.counts(key, async { Ok(expected(5)) }).await;
+        assert_eq!(first.unwrap().actions, 5);
+        expecting.changed();
+        let after = expecting.counts(key, async { Ok(expected(0)) }).await;
+        assert_eq!(after.unwrap().actions, 0, "counted afresh after the change");
     }
 }

@@ -159,6 +159,9 @@ impl Shared {
                 self.run_backfill(backfill, request, &observer, started)
             }
         };
+        // Before the operation shows as done: a client that saw it done
+        // and submits again is told what is left now (server/src/expect.rs).
+        self.expecting.changed();
         let end_seq = Feed::last_seq_in_store(&self.workspace);
         {
             let mut registry = self.registry();
