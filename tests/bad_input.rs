@@ -349,7 +349,7 @@ fn every_bad_input_error_is_pinned() {
             "unknown top-level table",
             Some(("[datasets.raw]", "[dataset.raw]")),
             &["status"],
-            "error: $P/cairn.toml:5: unknown field `dataset`, expected one of `datasets`, `jobs`, `dimensions`, `env`, `sources`, `executor`; did you mean `datasets`?\n",
+            "error: $P/cairn.toml:5: unknown field `dataset`, expected one of `datasets`, `jobs`, `dimensions`, `env`, `sources`, `executor`, `cache`; did you mean `datasets`?\n",
         ),
         case(
             "a date that is not a date",

@@ -376,10 +376,12 @@ fn status_why_history_and_log_through_a_projects_life() {
     .collect();
     // Every kind but `ActionRetrying` (no job here is retried): its line is
     // pinned in app/src/dto/events.rs and read back in tests/running.rs;
-    // and `ActionJoined` (only builds of a server join): pinned there too,
-    // read back in tests/app_held.rs.
+    // `ActionJoined` (only builds of a server join): pinned there too,
+    // read back in tests/app_held.rs; and `RemoteRefused` and
+    // `ActionUploaded` (only builds with a remote cache): read back in
+    // tests/remote_cache.rs.
     assert_eq!(
-        kinds.len() + 2,
+        kinds.len() + 4,
         cairn_app::events::EVENT_KINDS.len(),
         "a new kind of event belongs in this scenario"
     );

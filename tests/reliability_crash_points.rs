@@ -522,6 +522,7 @@ fn child_build(dir: &Path, injector_target: Option<(Kind, u64, Mode)>, result: &
         programs: Default::default(),
         code_changes: Default::default(),
         in_flight: None,
+        remote: None,
     };
     let interrupt = AtomicBool::new(false);
     let options = BuildOptions {

@@ -192,6 +192,9 @@ pub struct Built {
     /// The up-to-date snapshot the build leaves, written while the store
     /// closes (`Store::close_writing_snapshot`).
     snapshot: Option<Snapshot>,
+    /// What the shared remote cache did, if the build used one, and the
+    /// warnings it gave (docs/remote-cache.md).
+    pub remote: Option<cairn_engine::remote::RemoteSummary>,
 }
 
 impl Drop for Built {
@@ -232,6 +235,7 @@ impl Built {
             plan: None,
             store: Some(store),
             snapshot,
+            remote: None,
         }
     }
 
@@ -257,13 +261,15 @@ impl Built {
 
     /// The summary line of `--json`; `elapsed`: the command's wall time.
     pub fn summary(&self, elapsed: std::time::Duration) -> crate::dto::build::BuildSummary {
-        crate::dto::build::BuildSummary::new(
+        let mut summary = crate::dto::build::BuildSummary::new(
             self.report.build,
             self.total,
             self.report.counts,
             self.report.interrupted,
             elapsed,
-        )
+        );
+        summary.remote = self.remote.as_ref().map(Into::into);
+        summary
     }
 
     /// 130 if interrupted, 1 if an action failed, else 0.
@@ -582,6 +588,7 @@ fn execute_assisted(
     };
     let witness = (execution.snapshot && cairn_engine::uptodate::graph_allows(&workspace.graph))
         .then(|| Witness::new(store.catalog()));
+    let remote = crate::remote::open(workspace)?;
     let context = Context {
         graph: &workspace.graph,
         data_root: workspace.data_root.clone(),
@@ -600,6 +607,7 @@ fn execute_assisted(
         programs: Default::default(),
         code_changes: Default::default(),
         in_flight: workspace.in_flight(),
+        remote: remote.as_ref(),
     };
     let options = BuildOptions {
         jobs: jobs(
@@ -668,12 +676,9 @@ fn execute_assisted(
         }),
         None => None,
     };
-    Ok(Built::new(
-        report,
-        plan.actions.len() as u64,
-        store,
-        snapshot,
-    ))
+    let mut built = Built::new(report, plan.actions.len() as u64, store, snapshot);
+    built.remote = remote.as_ref().map(cairn_engine::remote::Remote::summary);
+    Ok(built)
 }
 
 /// SIGINT and SIGTERM while a build runs: the first stops the build (its

@@ -12,7 +12,7 @@ use cairn_engine::refs::{PartitionRef, Pattern};
 use crate::{AppError, Workspace};
 
 /// Every event kind, as `cairn log --kind` accepts and prints them.
-pub const EVENT_KINDS: [&str; 16] = [
+pub const EVENT_KINDS: [&str; 18] = [
     "BuildRequested",
     "Planned",
     "DatasetVersionChanged",
@@ -29,6 +29,8 @@ pub const EVENT_KINDS: [&str; 16] = [
     "PartitionPruned",
     "ActionRetrying",
     "ActionJoined",
+    "RemoteRefused",
+    "ActionUploaded",
 ];
 
 /// The entry of [`EVENT_KINDS`] for `kind`. The match lists every kind, so
@@ -52,6 +54,8 @@ pub fn listed_kind(kind: &EventKind) -> &'static str {
         EventKind::PartitionPruned { .. } => 13,
         EventKind::ActionRetrying { .. } => 14,
         EventKind::ActionJoined { .. } => 15,
+        EventKind::RemoteRefused { .. } => 16,
+        EventKind::ActionUploaded { .. } => 17,
     };
     debug_assert_eq!(EVENT_KINDS[index], kind.name());
     EVENT_KINDS[index]
@@ -169,7 +173,9 @@ pub fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         | EventKind::ActionCached { job, outputs, .. }
         | EventKind::ActionSkipped { job, outputs, .. }
         | EventKind::ActionRetrying { job, outputs, .. }
-        | EventKind::ActionJoined { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
+        | EventKind::ActionJoined { job, outputs, .. }
+        | EventKind::RemoteRefused { job, outputs, .. }
+        | EventKind::ActionUploaded { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
         EventKind::ActionSucceeded { manifest } => (
             manifest.outputs.iter().map(|o| &o.partition).collect(),
             Some(&manifest.job),

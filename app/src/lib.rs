@@ -20,6 +20,7 @@ pub mod logs;
 pub mod maintenance;
 pub mod plan;
 mod records;
+pub mod remote;
 pub mod running;
 pub mod status;
 mod text;

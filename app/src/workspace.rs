@@ -56,6 +56,29 @@ impl WorkspaceOptions {
     }
 }
 
+/// `--remote-cache-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteMode {
+    /// Look up only.
+    Read,
+    /// Look up, and upload what the build runs.
+    Write,
+    /// No remote cache, whatever the graph file says.
+    Off,
+}
+
+/// The command line's say about the remote cache: each `None` leaves the
+/// graph file's `[cache]` in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteChoice {
+    /// `--remote-cache URL`.
+    pub url: Option<String>,
+    /// `--remote-cache-mode`.
+    pub mode: Option<RemoteMode>,
+    /// `--no-upload-wait`: the build does not wait for its uploads.
+    pub no_upload_wait: bool,
+}
+
 /// What a use case has to say to the person (or log) behind the front end
 /// while it runs: waiting for a lock, processes cleaned up, a warning. The
 /// command line writes them to stderr; a server may log them.
@@ -90,6 +113,9 @@ pub struct Workspace {
     pub data_root: PathBuf,
     pub environment: JobEnvironment,
     notes: Arc<dyn Notes>,
+    /// The command line's overrides of the graph file's `[cache]`
+    /// (docs/remote-cache.md).
+    pub remote_cache: RemoteChoice,
     /// The store opened once as writer, with the data directory claimed,
     /// for the life of the workspace ([`Workspace::hold`]).
     held: Option<Held>,
@@ -195,6 +221,7 @@ impl Workspace {
             data_root,
             environment,
             notes,
+            remote_cache: Default::default(),
             held: None,
         };
         workspace.read_sources();
@@ -460,6 +487,7 @@ impl Workspace {
             programs: Default::default(),
             code_changes: Default::default(),
             in_flight: None,
+            remote: None,
         };
         read(&context)
     }

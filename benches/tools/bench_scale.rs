@@ -154,6 +154,7 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         programs: Default::default(),
         code_changes: Default::default(),
         in_flight: None,
+        remote: None,
     };
     let observer = Observer::new(catalog);
     let mut updates: Vec<StatUpdate> = Vec::new();

@@ -10,7 +10,8 @@ use crate::{BackfillArgs, Cli, Failure};
 
 pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let workspace = crate::open_running_workspace(cli, args.executor)?;
+    let mut workspace = crate::open_running_workspace(cli, args.executor)?;
+    workspace.remote_cache = args.remote_cache.choice();
     let backfill = cairn_app::backfill::load(&workspace, &args.config)?;
     for entry in &backfill.entries {
         let sizes: Vec<String> = entry

@@ -16,7 +16,8 @@ use crate::{BuildArgs, Cli, Failure};
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let workspace = crate::open_running_workspace(cli, args.executor)?;
+    let mut workspace = crate::open_running_workspace(cli, args.executor)?;
+    workspace.remote_cache = args.remote_cache.choice();
     if args.dry_run {
         let dry = cairn_app::build::dry_run(&workspace, &args.refs, args.jobs)?;
         dry_run(&dry, args.json);

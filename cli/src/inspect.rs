@@ -193,10 +193,39 @@ pub fn event_text(event: &Event) -> String {
         }
         EventKind::ActionFailed { error, .. } => error.clone(),
         EventKind::ActionCached {
-            built_by, restored, ..
+            built_by,
+            restored,
+            remote: None,
+            ..
         } => format!(
             "reused build {built_by}{}",
             if *restored { ", restored" } else { "" }
+        ),
+        EventKind::ActionCached {
+            remote: Some(origin),
+            ..
+        } => format!(
+            "restored from the remote cache ({}), built by {}",
+            origin.url, origin.producer
+        ),
+        EventKind::RemoteRefused { url, reason, .. } => {
+            format!("refused the remote cache's entry ({url}): {reason}")
+        }
+        EventKind::ActionUploaded {
+            url,
+            blobs,
+            bytes,
+            created,
+            ..
+        } => format!(
+            "uploaded to the remote cache ({url}): {}, {}{}",
+            count(*blobs, "blob"),
+            count(*bytes, "byte"),
+            if *created {
+                ""
+            } else {
+                "; another writer's entry was there first and was kept"
+            }
         ),
         EventKind::ActionSkipped { reason, .. } => reason.clone(),
         EventKind::ActionRetrying {

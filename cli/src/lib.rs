@@ -435,6 +435,9 @@ struct BackfillArgs {
     /// one); the same key and config return the same operation.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// The shared remote cache (docs/remote-cache.md).
+    #[command(flatten)]
+    remote_cache: RemoteCacheArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -503,6 +506,53 @@ pub(crate) fn open_running_workspace(
     Ok(workspace)
 }
 
+/// `--remote-cache`, `--remote-cache-mode`, `--no-upload-wait` (build and
+/// backfill).
+#[derive(clap::Args, Debug)]
+struct RemoteCacheArgs {
+    /// The shared remote cache to use instead of the graph file's `[cache]`
+    /// url: s3://BUCKET/PREFIX, http://HOST:PORT/PREFIX or file:///DIR.
+    /// Credentials come from the environment, never from here.
+    #[arg(long, value_name = "URL")]
+    remote_cache: Option<String>,
+    /// read: look up only; write: look up and upload what runs; off: no
+    /// remote cache (default: the graph file's `[cache] mode`).
+    #[arg(long, value_enum, value_name = "MODE")]
+    remote_cache_mode: Option<RemoteCacheMode>,
+    /// Do not wait at the end of the build for uploads to the remote cache
+    /// (those not started are dropped).
+    #[arg(long)]
+    no_upload_wait: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RemoteCacheMode {
+    Read,
+    Write,
+    Off,
+}
+
+impl RemoteCacheArgs {
+    fn choice(&self) -> cairn_app::remote::RemoteChoice {
+        use cairn_app::remote::RemoteMode;
+        cairn_app::remote::RemoteChoice {
+            url: self.remote_cache.clone(),
+            mode: self.remote_cache_mode.map(|mode| match mode {
+                RemoteCacheMode::Read => RemoteMode::Read,
+                RemoteCacheMode::Write => RemoteMode::Write,
+                RemoteCacheMode::Off => RemoteMode::Off,
+            }),
+            no_upload_wait: self.no_upload_wait,
+        }
+    }
+
+    /// Whether any was given (refused with --remote: the server's graph
+    /// file decides).
+    fn given(&self) -> bool {
+        self.remote_cache.is_some() || self.remote_cache_mode.is_some() || self.no_upload_wait
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct BuildArgs {
     /// Where the jobs run: on this machine, or as Slurm jobs (default:
@@ -538,6 +588,9 @@ struct BuildArgs {
     /// one); the same key and refs return the same operation.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// The shared remote cache (docs/remote-cache.md).
+    #[command(flatten)]
+    remote_cache: RemoteCacheArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

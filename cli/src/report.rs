@@ -66,13 +66,40 @@ pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) {
 /// `build 3: 77 actions: 2 executed, 75 cached, 0 failed, 0 skipped in 1.2s`
 /// (`elapsed`: the command's wall time so far).
 pub fn build_summary_text(built: &cairn_app::build::Built, elapsed: Duration) -> String {
-    summary_text(
+    let text = summary_text(
         built.build(),
         built.total,
         &built.counts(),
         built.interrupted(),
         elapsed,
-    )
+    );
+    match &built.remote {
+        Some(remote) => format!("{text}\n{}", remote_text(remote)),
+        None => text,
+    }
+}
+
+/// The summary's line about the shared remote cache (docs/remote-cache.md).
+pub fn remote_text(remote: &cairn_engine::remote::RemoteSummary) -> String {
+    let mut text = format!(
+        "remote cache {}: {} restored, {} missed, {} refused, {} uploaded, {}",
+        remote.url,
+        remote.hits,
+        remote.misses,
+        remote.refused,
+        remote.uploaded,
+        count(remote.errors, "error")
+    );
+    if remote.tripped {
+        text.push_str(" (stopped asking after repeated errors)");
+    }
+    if remote.abandoned > 0 {
+        text.push_str(&format!(
+            ", {} not uploaded (--no-upload-wait)",
+            remote.abandoned
+        ));
+    }
+    text
 }
 
 /// The summary line of build `build` of `total` actions (a local build's

@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::digest::{ActionKey, ContentDigest};
-use crate::ports::{BlobStore, Catalog, StoreError, corrupt_blob_of};
+use crate::ports::{BlobStore, Catalog, PutOutcome, RemoteCache, StoreError, corrupt_blob_of};
 use crate::projection::{MemoryProjections, apply};
 use crate::record::{
     BuildCounts, CheckpointRecord, DefsRecord, Event, EventKind, FileEntry, Invalidation, Manifest,
@@ -393,6 +393,7 @@ pub fn the_projections_follow_the_log(catalog: &dyn Catalog) {
                         outputs: vec![p1.clone()],
                         built_by: 1,
                         restored: true,
+                        remote: None,
                     },
                 ),
                 (
@@ -675,4 +676,132 @@ pub fn a_corrupt_blob_is_never_served(
     assert_eq!(corrupt_blob_of(&error), Some(corrupt));
     assert_eq!(blobs.put_bytes(&content).unwrap(), digest);
     assert_eq!(blobs.read(&digest).unwrap(), content, "repaired");
+}
+
+/// A remote cache's AC entries: missing is `None`; the first put creates,
+/// a second put of the same key keeps the first entry and says so (not an
+/// error); other keys are untouched. `cache` must hold no entry for the
+/// keys 0xa1..0xa3 (a real backend runs it under a fresh prefix).
+pub fn remote_actions_are_written_once(cache: &dyn RemoteCache) {
+    let (first, second) = (key(0xa1), key(0xa2));
+    assert_eq!(cache.get_action(&first).unwrap(), None, "nothing yet");
+    assert_eq!(
+        cache.put_action(&first, b"entry one").unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        cache.put_action(&first, b"entry two").unwrap(),
+        PutOutcome::AlreadyExists,
+        "the first writer wins"
+    );
+    assert_eq!(
+        cache.get_action(&first).unwrap().as_deref(),
+        Some(&b"entry one"[..])
+    );
+    assert_eq!(cache.get_action(&second).unwrap(), None);
+    assert_eq!(
+        cache.put_action(&second, b"").unwrap(),
+        PutOutcome::Created,
+        "an empty entry is an entry"
+    );
+    assert_eq!(
+        cache.get_action(&second).unwrap().as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(cache.get_action(&key(0xa3)).unwrap(), None);
+}
+
+/// A remote cache's blobs: absent until put, then present and read back
+/// as put, large or empty; putting again is harmless.
+pub fn remote_blobs_round_trip(cache: &dyn RemoteCache) {
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for content in [&b"a blob"[..], b"", &large] {
+        let digest = ContentDigest::of(content);
+        assert!(!cache.has_blob(&digest).unwrap(), "absent before the put");
+        assert_eq!(cache.get_blob(&digest).unwrap(), None);
+        cache.put_blob(&digest, content).unwrap();
+        assert!(cache.has_blob(&digest).unwrap());
+        assert_eq!(cache.get_blob(&digest).unwrap().as_deref(), Some(content));
+        cache.put_blob(&digest, content).unwrap();
+        assert_eq!(cache.get_blob(&digest).unwrap().as_deref(), Some(content));
+    }
+}
+
+/// A remote cache that cannot be reached fails every request with an error
+/// naming its URL and the object, and nothing else: no credential.
+pub fn a_failing_remote_names_itself(cache: &dyn RemoteCache) {
+    let digest = ContentDigest::of(b"x");
+    let errors = [
+        cache.get_action(&key(1)).unwrap_err(),
+        cache.put_action(&key(1), b"e").unwrap_err(),
+        cache.has_blob(&digest).unwrap_err(),
+        cache.get_blob(&digest).unwrap_err(),
+        cache.put_blob(&digest, b"x").unwrap_err(),
+    ];
+    for error in errors {
+        let text = error.to_string();
+        assert!(text.contains(cache.url()), "{text}");
+        assert!(
+            text.contains(&key(1).to_hex()) || text.contains(&digest.to_hex()),
+            "{text}"
+        );
+    }
+}
+
+/// A result restored from the remote cache (`ActionCached` with `remote`,
+/// store format 10) makes the manifest it brought the key's local one, so
+/// the next build reuses it without asking the remote; a local reuse
+/// (`remote: None`) changes no manifest. `catalog` is fresh.
+pub fn a_remote_restore_records_its_manifest(catalog: &dyn Catalog) {
+    let (k1, k2) = (key(0x71), key(0x72));
+    let p1 = partition("clean/date=2024-01-01");
+    let m1 = manifest(k1, &p1, b"from afar", 1);
+    let build = catalog.next_build_id().unwrap();
+    catalog
+        .append(
+            build,
+            vec![
+                EventKind::ActionCached {
+                    key: k1,
+                    job: "clean".into(),
+                    outputs: vec![p1.clone()],
+                    built_by: 1,
+                    restored: true,
+                    remote: Some(Box::new(crate::record::RemoteOrigin {
+                        url: "s3://bucket/team".into(),
+                        producer: "host ci-1, cairn 0.1.0, build 7".into(),
+                        manifest: m1.clone(),
+                    })),
+                },
+                EventKind::PartitionMaterialized {
+                    partition: p1.clone(),
+                    digest: m1.outputs[0].digest,
+                    key: k1,
+                },
+                EventKind::ActionCached {
+                    key: k2,
+                    job: "clean".into(),
+                    outputs: vec![p1],
+                    built_by: 1,
+                    restored: true,
+                    remote: None,
+                },
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(catalog.action(&k1).unwrap(), Some(m1));
+    assert_eq!(
+        catalog.action(&k2).unwrap(),
+        None,
+        "a local reuse brings none"
+    );
+    assert_projections_follow_the_log(catalog, &[k1, k2]);
+    let events = all_events(catalog, 1);
+    assert_eq!(events.len(), 3);
+    assert!(
+        matches!(&events[0].kind, EventKind::ActionCached { remote: Some(origin), .. } if origin.url == "s3://bucket/team"),
+        "the origin reads back: {:?}",
+        events[0].kind
+    );
 }

@@ -7,6 +7,8 @@
 //! - [`MemoryBlobs`]: blobs by blake3 of their content, every read verified.
 //! - [`MemoryStatCache`]: a stat cache and nothing else, for observing files
 //!   without a store.
+//! - [`MemoryRemoteCache`]: a shared remote cache, with switches to make it
+//!   fail, and to plant poisoned entries and corrupt blobs, for tests.
 //!
 //! The contract tests in `contract.rs` (feature `contract`) hold the twins
 //! and the real store (`cairn-store`'s tests run the same functions) to the
@@ -19,7 +21,10 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::digest::{ActionKey, ContentDigest};
-use crate::ports::{BlobStore, EventLog, Projections, StatCache, StoreError, VerifyingReader};
+use crate::ports::{
+    BlobStore, EventLog, Projections, PutOutcome, RemoteCache, RemoteError, StatCache, StoreError,
+    VerifyingReader,
+};
 use crate::projection::{MemoryProjections, apply};
 use crate::record::{
     CheckpointRecord, DefsRecord, Event, EventKind, Manifest, PartitionState, StatEntry,
@@ -436,6 +441,155 @@ impl BlobStore for MemoryBlobs {
     }
 }
 
+/// A remote cache in memory ([`RemoteCache`]): AC entries by key, written
+/// once, and blobs by name, stored as given (a remote is not trusted, so
+/// nothing is verified here). Tests can make it fail every request
+/// ([`MemoryRemoteCache::set_failing`]), and write or tamper with entries
+/// and blobs directly.
+#[derive(Debug)]
+pub struct MemoryRemoteCache {
+    url: String,
+    actions: RwLock<BTreeMap<ActionKey, Vec<u8>>>,
+    blobs: RwLock<BTreeMap<ContentDigest, Vec<u8>>>,
+    failing: std::sync::atomic::AtomicBool,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Default for MemoryRemoteCache {
+    fn default() -> Self {
+        Self::new("memory://")
+    }
+}
+
+impl MemoryRemoteCache {
+    pub fn new(url: &str) -> Self {
+        MemoryRemoteCache {
+            url: url.to_owned(),
+            actions: RwLock::default(),
+            blobs: RwLock::default(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            requests: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Makes every request fail (as an unreachable server would) or succeed.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many requests were made, failed ones included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes (or replaces) the AC entry of `key`, as a hostile writer
+    /// could: for tests of poisoned entries.
+    pub fn plant_action(&self, key: &ActionKey, entry: &[u8]) {
+        self.actions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*key, entry.to_vec());
+    }
+
+    /// Replaces the bytes stored under `digest`, as bit rot or tampering
+    /// would.
+    pub fn tamper_blob(&self, digest: &ContentDigest, bytes: &[u8]) {
+        self.blobs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*digest, bytes.to_vec());
+    }
+
+    /// The keys of the AC entries held, sorted.
+    pub fn action_keys(&self) -> Vec<ActionKey> {
+        self.actions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The names of the blobs held, sorted.
+    pub fn blob_digests(&self) -> Vec<ContentDigest> {
+        self.blobs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    fn request(&self, operation: &'static str, object: String) -> Result<(), RemoteError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RemoteError::Request {
+                url: self.url.clone(),
+                operation,
+                object,
+                message: "connection refused".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl RemoteCache for MemoryRemoteCache {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.request("get", format!("ac/{key}"))?;
+        Ok(self
+            .actions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned())
+    }
+
+    fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
+        self.request("put", format!("ac/{key}"))?;
+        let mut actions = self.actions.write().unwrap_or_else(PoisonError::into_inner);
+        if actions.contains_key(key) {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        actions.insert(*key, entry.to_vec());
+        Ok(PutOutcome::Created)
+    }
+
+    fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
+        self.request("head", format!("cas/{digest}"))?;
+        Ok(self
+            .blobs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(digest))
+    }
+
+    fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.request("get", format!("cas/{digest}"))?;
+        Ok(self
+            .blobs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(digest)
+            .cloned())
+    }
+
+    fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
+        self.request("put", format!("cas/{digest}"))?;
+        self.blobs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*digest, bytes.to_vec());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +602,7 @@ mod tests {
         contract::the_projections_follow_the_log(&MemoryCatalog::new());
         contract::the_stat_cache_keeps_the_last_entry_of_each_path(&MemoryCatalog::new());
         contract::build_ids_are_never_reused(&MemoryCatalog::new());
+        contract::a_remote_restore_records_its_manifest(&MemoryCatalog::new());
     }
 
     #[test]
@@ -518,6 +673,15 @@ mod tests {
         assert_eq!(events, 0, "events are dropped");
         cache.clear();
         assert_eq!(catalog.stat("/a").unwrap(), None);
+    }
+
+    #[test]
+    fn the_memory_remote_cache_keeps_the_remote_contract() {
+        contract::remote_actions_are_written_once(&MemoryRemoteCache::new("memory://"));
+        contract::remote_blobs_round_trip(&MemoryRemoteCache::new("memory://"));
+        let cache = MemoryRemoteCache::new("memory://");
+        cache.set_failing(true);
+        contract::a_failing_remote_names_itself(&cache);
     }
 
     #[test]

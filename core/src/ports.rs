@@ -288,3 +288,60 @@ impl<R: Read> Read for VerifyingReader<'_, R> {
         Ok(0)
     }
 }
+
+/// Errors from a remote cache ([`RemoteCache`]). Messages are lowercase and
+/// name the cache (its URL without credentials) and the object; they never
+/// hold a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The request did not answer within the cache's timeout.
+    #[error("remote cache {url}: {operation} {object} timed out after {after_ms} ms")]
+    Timeout {
+        url: String,
+        operation: &'static str,
+        object: String,
+        after_ms: u64,
+    },
+    /// The request failed: refused, unreachable, an error status.
+    #[error("remote cache {url}: {operation} {object}: {message}")]
+    Request {
+        url: String,
+        operation: &'static str,
+        object: String,
+        message: String,
+    },
+}
+
+/// What [`RemoteCache::put_action`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The entry was written.
+    Created,
+    /// An entry for the key was already there (another writer came first):
+    /// it was kept, not replaced. Not an error.
+    AlreadyExists,
+}
+
+/// A shared remote cache of action results (docs/remote-cache.md): AC
+/// entries by action key (`ac/<key hex>`, written once: the first writer
+/// wins) and content-addressed blobs by blake3 (`cas/<digest hex>`).
+///
+/// Synchronous, like every port: a backend that speaks a network protocol
+/// runs its own runtime inside (the `cairn-remote` crate). Nothing read
+/// from a remote cache is trusted: the engine verifies every blob's blake3
+/// and every entry's key and inputs before anything enters the local store.
+pub trait RemoteCache: Send + Sync {
+    /// The cache's URL as shown to users: never with a credential.
+    fn url(&self) -> &str;
+    /// The AC entry of `key`, as stored (unverified), if there is one.
+    fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError>;
+    /// Writes the AC entry of `key` unless one exists (create-only).
+    fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError>;
+    /// Whether the cache holds a blob named `digest` (not verified).
+    fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError>;
+    /// The bytes stored under `digest`, unverified: the caller hashes them.
+    fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError>;
+    /// Stores `bytes` under `digest` (their blake3, which the caller
+    /// computed). Writing a blob that is already there is harmless.
+    fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError>;
+}

@@ -69,7 +69,9 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
         | EventKind::ActionCached { outputs, .. }
         | EventKind::ActionSkipped { outputs, .. }
         | EventKind::ActionRetrying { outputs, .. }
-        | EventKind::ActionJoined { outputs, .. } => outputs.iter().collect(),
+        | EventKind::ActionJoined { outputs, .. }
+        | EventKind::RemoteRefused { outputs, .. }
+        | EventKind::ActionUploaded { outputs, .. } => outputs.iter().collect(),
         EventKind::ActionSucceeded { manifest } => {
             manifest.outputs.iter().map(|o| &o.partition).collect()
         }
@@ -99,6 +101,14 @@ pub fn apply(event: &Event, projections: &mut dyn ProjectionTables) -> Result<()
             // stay in the log).
             projections.set_checkpoint(&manifest.key, None)?;
             projections.set_action(manifest)
+        }
+        // A result restored from the remote cache brings its manifest.
+        EventKind::ActionCached {
+            remote: Some(origin),
+            ..
+        } => {
+            projections.set_checkpoint(&origin.manifest.key, None)?;
+            projections.set_action(&origin.manifest)
         }
         EventKind::ActionCheckpointed {
             key,
@@ -184,6 +194,8 @@ pub fn apply(event: &Event, projections: &mut dyn ProjectionTables) -> Result<()
         | EventKind::ActionSkipped { .. }
         | EventKind::ActionRetrying { .. }
         | EventKind::ActionJoined { .. }
+        | EventKind::RemoteRefused { .. }
+        | EventKind::ActionUploaded { .. }
         | EventKind::BuildFinished { .. } => Ok(()),
     }
 }

@@ -89,6 +89,20 @@ pub struct Manifest {
     pub command: Option<Box<CommandRecord>>,
 }
 
+/// Where a result restored from the shared remote cache came from
+/// ([`EventKind::ActionCached`]'s `remote`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteOrigin {
+    /// The cache's URL, without credentials.
+    pub url: String,
+    /// Who built it, as its AC entry says: host, cairn version and build
+    /// there (informative only: nothing is trusted from it).
+    pub producer: String,
+    /// The manifest, verified against the local action and with this
+    /// build's id: the key's local manifest from now on.
+    pub manifest: Manifest,
+}
+
 /// What entered an action key besides its inputs, outputs and versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRecord {
@@ -214,6 +228,10 @@ pub enum EventKind {
         /// The build that produced the reused manifest.
         built_by: u64,
         restored: bool,
+        /// Set when the result came from the shared remote cache (store
+        /// format 10): where from, and the manifest it brought, which
+        /// becomes the key's local manifest (docs/remote-cache.md).
+        remote: Option<Box<RemoteOrigin>>,
     },
     /// Not run: an input failed, or the build stopped first.
     ActionSkipped {
@@ -280,6 +298,33 @@ pub enum EventKind {
         /// The build that ran it.
         joined_build: u64,
     },
+    /// The shared remote cache had an entry for this key that was refused
+    /// (docs/remote-cache.md): it names another key, its inputs differ from
+    /// the local action's, or a blob failed verification. Nothing of it was
+    /// placed; the action runs. Appended after `ActionJoined` (store format
+    /// 10).
+    RemoteRefused {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        /// The cache's URL, without credentials.
+        url: String,
+        reason: String,
+    },
+    /// The result of this key, built by this build, was uploaded to the
+    /// shared remote cache: `blobs` blobs of `bytes` bytes the cache
+    /// lacked, then the AC entry (`created` false: another writer's entry
+    /// was there first and was kept). Appended after `RemoteRefused`
+    /// (store format 10).
+    ActionUploaded {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        url: String,
+        blobs: u64,
+        bytes: u64,
+        created: bool,
+    },
 }
 
 impl EventKind {
@@ -302,6 +347,8 @@ impl EventKind {
             EventKind::PartitionPruned { .. } => "PartitionPruned",
             EventKind::ActionRetrying { .. } => "ActionRetrying",
             EventKind::ActionJoined { .. } => "ActionJoined",
+            EventKind::RemoteRefused { .. } => "RemoteRefused",
+            EventKind::ActionUploaded { .. } => "ActionUploaded",
         }
     }
 }

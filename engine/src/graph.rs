@@ -285,6 +285,63 @@ pub struct Graph {
     pub executor: crate::executor::Executor,
     /// blake3 of the graph file's text, as parsed.
     pub text_digest: crate::digest::ContentDigest,
+    /// `[cache]`: the shared remote cache (docs/remote-cache.md).
+    pub cache: Option<CacheConfig>,
+}
+
+/// `[cache]`: where the shared remote cache is and how it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// `s3://bucket/prefix`, `http(s)://host:port/prefix` or
+    /// `file:///dir`; never with a credential in it.
+    pub url: String,
+    pub mode: CacheMode,
+    /// Per-request timeout.
+    pub timeout: Option<std::time::Duration>,
+    /// `file:line` of the `[cache]` table, for errors found later (the
+    /// backend refusing the URL).
+    pub at: String,
+}
+
+/// How a build uses the remote cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Look up and upload.
+    ReadWrite,
+    /// Look up only (untrusted machines).
+    Read,
+}
+
+/// Checks a remote cache URL: a scheme cairn speaks, and no credential in
+/// it (they come from the environment: docs/remote-cache.md).
+pub fn check_cache_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "{url:?} is not a URL (expected s3://bucket/prefix, http://host:port/prefix or file:///dir)"
+        ));
+    };
+    if !matches!(scheme, "s3" | "http" | "https" | "file") {
+        return Err(format!(
+            "{scheme}:// is not a remote cache cairn speaks (s3://, http://, https://, file://)"
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "the URL holds a credential: give credentials through the environment (AWS_* variables or profile, a netrc, CAIRN_REMOTE_CACHE_TOKEN_FILE), never in the graph file or the command line"
+                .to_owned(),
+        );
+    }
+    if scheme != "file" && authority.is_empty() {
+        return Err(format!("{url:?} names no host or bucket"));
+    }
+    if scheme == "file" && !rest.starts_with('/') {
+        return Err(format!("{url:?}: a file:// URL takes an absolute path"));
+    }
+    if url.contains('?') || url.contains('#') {
+        return Err(format!("{url:?}: a query or fragment is not allowed"));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -302,6 +359,16 @@ struct RawGraph {
     sources: BTreeMap<String, Spanned<RawSource>>,
     #[serde(default)]
     executor: Option<Spanned<crate::executor::RawExecutor>>,
+    #[serde(default)]
+    cache: Option<Spanned<RawCache>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    url: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -556,7 +623,51 @@ impl Graph {
             None => crate::executor::Executor::default(),
         };
 
+        let cache = match &raw.cache {
+            None => None,
+            Some(raw_cache) => {
+                let raw_cache_ref = raw_cache.get_ref();
+                let url = raw_cache_ref.url.get_ref().trim_end_matches('/').to_owned();
+                check_cache_url(&url).map_err(|message| {
+                    context.error(raw_cache_ref.url.span(), "cache.url".into(), message)
+                })?;
+                let mode = match &raw_cache_ref.mode {
+                    None => CacheMode::ReadWrite,
+                    Some(mode) => match mode.get_ref().as_str() {
+                        "read-write" => CacheMode::ReadWrite,
+                        "read" => CacheMode::Read,
+                        other => {
+                            return Err(context.error(
+                                mode.span(),
+                                "cache.mode".into(),
+                                format!("{other:?} is not a mode: \"read-write\" or \"read\""),
+                            ));
+                        }
+                    },
+                };
+                let timeout = match &raw_cache_ref.timeout {
+                    None => None,
+                    Some(timeout) => {
+                        Some(parse_duration(timeout.get_ref()).map_err(|message| {
+                            context.error(timeout.span(), "cache.timeout".into(), message)
+                        })?)
+                    }
+                };
+                Some(CacheConfig {
+                    url,
+                    mode,
+                    timeout,
+                    at: format!(
+                        "{}:{}",
+                        file.display(),
+                        context.line(raw_cache.span().start)
+                    ),
+                })
+            }
+        };
+
         let graph = Graph {
+            cache,
             file: file.to_owned(),
             root: root.to_owned(),
             datasets,

@@ -20,6 +20,7 @@ mod par;
 pub mod plan;
 pub mod program;
 pub mod redact;
+pub mod remote;
 pub mod script;
 pub mod slurm;
 pub mod uptodate;

@@ -49,6 +49,11 @@
 //!   Format-7 and -8 events are read through [`v8`] (no submission, no
 //!   joined); older formats' counts through the frozen [`Counts`]. The
 //!   other records did not change.
+//! - 10: `ActionCached` gained `remote` (the origin and manifest of a
+//!   result restored from the shared remote cache), and `RemoteRefused`
+//!   and `ActionUploaded` were appended (docs/remote-cache.md). Format-9
+//!   events are read through [`v9`] (`remote: None`). The other records
+//!   did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -62,10 +67,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 9;
+pub const FORMAT_VERSION: u32 = 10;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 9;
+const FORMAT_BYTE: u8 = 10;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -118,6 +123,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
             Ok(event)
         }
+        Some(9) => decode_body::<v9::Event>(&bytes[1..]).map(Event::from),
         _ => decode(bytes),
     }
 }
@@ -392,6 +398,7 @@ mod v1 {
                     outputs,
                     built_by,
                     restored,
+                    remote: None,
                 },
                 EventKind::ActionSkipped {
                     job,
@@ -691,6 +698,7 @@ mod v3 {
                     outputs,
                     built_by,
                     restored,
+                    remote: None,
                 },
                 EventKind::ActionSkipped {
                     job,
@@ -930,6 +938,7 @@ mod v4 {
                     outputs,
                     built_by,
                     restored,
+                    remote: None,
                 },
                 EventKind::ActionSkipped {
                     job,
@@ -1000,6 +1009,287 @@ mod v4 {
 /// `ActionRetrying` appended (format 8; refused under byte 7 by
 /// [`decode_event`]), read with today's manifest and an optional failure
 /// key. Frozen: never change these types.
+/// Format 9 events, as cairn wrote them before format 10 gave
+/// `ActionCached` its `remote` and appended `RemoteRefused` and
+/// `ActionUploaded`, and their reading in today's types (a format-7 or -8
+/// event goes through [`v8`]). Frozen: never change these types.
+mod v9 {
+    use cairn_engine::record::{self, BuildCounts, Manifest, Submission};
+    use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Event {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub build: u64,
+        pub kind: EventKind,
+    }
+
+    /// Variant order is the format: it must stay as it was.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EventKind {
+        BuildRequested {
+            requested: Vec<String>,
+            command: String,
+            reason: Option<String>,
+            submission: Option<Submission>,
+        },
+        Planned {
+            actions: u64,
+            sources: u64,
+        },
+        DatasetVersionChanged {
+            dataset: String,
+            from: Option<String>,
+            to: Option<String>,
+        },
+        ActionStarted {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+            attempt: u32,
+            resumed_from: Option<u64>,
+        },
+        ActionCheckpointed {
+            key: ActionKey,
+            job: String,
+            sequence: u64,
+            digest: ContentDigest,
+            size: u64,
+        },
+        ActionSucceeded {
+            manifest: Manifest,
+        },
+        ActionFailed {
+            key: Option<ActionKey>,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            error: String,
+            exit_code: Option<i32>,
+            stdout: Option<ContentDigest>,
+            stderr: Option<ContentDigest>,
+        },
+        ActionCached {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            built_by: u64,
+            restored: bool,
+        },
+        ActionSkipped {
+            job: String,
+            outputs: Vec<PartitionRef>,
+            reason: String,
+        },
+        PartitionMaterialized {
+            partition: PartitionRef,
+            digest: ContentDigest,
+            key: ActionKey,
+        },
+        PartitionInvalidated {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        BuildFinished {
+            counts: BuildCounts,
+            interrupted: bool,
+        },
+        DefsRefreshed {
+            source: String,
+            digest: ContentDigest,
+            values: u64,
+        },
+        PartitionPruned {
+            partition: PartitionRef,
+            reason: String,
+            by: Option<String>,
+        },
+        ActionRetrying {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            attempt: u32,
+            delay_ms: u64,
+        },
+        ActionJoined {
+            key: ActionKey,
+            job: String,
+            outputs: Vec<PartitionRef>,
+            joined_build: u64,
+        },
+    }
+
+    impl From<Event> for record::Event {
+        fn from(event: Event) -> record::Event {
+            use record::EventKind as Now;
+            let kind = match event.kind {
+                EventKind::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                    submission,
+                } => Now::BuildRequested {
+                    requested,
+                    command,
+                    reason,
+                    submission,
+                },
+                EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
+                EventKind::DatasetVersionChanged { dataset, from, to } => {
+                    Now::DatasetVersionChanged { dataset, from, to }
+                }
+                EventKind::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                } => Now::ActionStarted {
+                    key,
+                    job,
+                    outputs,
+                    reason,
+                    attempt,
+                    resumed_from,
+                },
+                EventKind::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                } => Now::ActionCheckpointed {
+                    key,
+                    job,
+                    sequence,
+                    digest,
+                    size,
+                },
+                EventKind::ActionSucceeded { manifest } => Now::ActionSucceeded { manifest },
+                EventKind::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                } => Now::ActionFailed {
+                    key,
+                    job,
+                    outputs,
+                    error,
+                    exit_code,
+                    stdout,
+                    stderr,
+                },
+                EventKind::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                } => Now::ActionCached {
+                    key,
+                    job,
+                    outputs,
+                    built_by,
+                    restored,
+                    remote: None,
+                },
+                EventKind::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                } => Now::ActionSkipped {
+                    job,
+                    outputs,
+                    reason,
+                },
+                EventKind::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                } => Now::PartitionMaterialized {
+                    partition,
+                    digest,
+                    key,
+                },
+                EventKind::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionInvalidated {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::BuildFinished {
+                    counts,
+                    interrupted,
+                } => Now::BuildFinished {
+                    counts,
+                    interrupted,
+                },
+                EventKind::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                } => Now::DefsRefreshed {
+                    source,
+                    digest,
+                    values,
+                },
+                EventKind::PartitionPruned {
+                    partition,
+                    reason,
+                    by,
+                } => Now::PartitionPruned {
+                    partition,
+                    reason,
+                    by,
+                },
+                EventKind::ActionRetrying {
+                    key,
+                    job,
+                    outputs,
+                    attempt,
+                    delay_ms,
+                } => Now::ActionRetrying {
+                    key,
+                    job,
+                    outputs,
+                    attempt,
+                    delay_ms,
+                },
+                EventKind::ActionJoined {
+                    key,
+                    job,
+                    outputs,
+                    joined_build,
+                } => Now::ActionJoined {
+                    key,
+                    job,
+                    outputs,
+                    joined_build,
+                },
+            };
+            record::Event {
+                seq: event.seq,
+                time_ms: event.time_ms,
+                build: event.build,
+                kind,
+            }
+        }
+    }
+}
+
 mod v8 {
     use super::Counts as BuildCounts;
     use super::FailedKey;
@@ -1184,6 +1474,7 @@ mod v8 {
                     outputs,
                     built_by,
                     restored,
+                    remote: None,
                 },
                 EventKind::ActionSkipped {
                     job,
@@ -1903,6 +2194,99 @@ mod tests {
         let mut bytes = encode_event(&joined);
         bytes[0] = 8;
         assert!(decode_event(&bytes).is_err(), "no ActionJoined in format 8");
+    }
+
+    /// Format 10 gave `ActionCached` its `remote` and appended
+    /// `RemoteRefused` and `ActionUploaded`: a format-9 `ActionCached` (and
+    /// `ActionJoined`, the last kind of format 9) reads through the frozen
+    /// [`v9`] with no remote; today's round-trip; the new kinds under byte
+    /// 9 are refused.
+    #[test]
+    fn format_9_events_read_without_a_remote_origin() {
+        let old = |kind| v9::Event {
+            seq: 7,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind,
+        };
+        let cached = old(v9::EventKind::ActionCached {
+            key: ActionKey([3; 32]),
+            job: "clean".into(),
+            outputs: vec![partition("clean/date=2024-01-01")],
+            built_by: 1,
+            restored: true,
+        });
+        let bytes = postcard::to_extend(&cached, vec![9]).unwrap();
+        assert_eq!(
+            decode_event(&bytes).unwrap().kind,
+            EventKind::ActionCached {
+                key: ActionKey([3; 32]),
+                job: "clean".into(),
+                outputs: vec![partition("clean/date=2024-01-01")],
+                built_by: 1,
+                restored: true,
+                remote: None,
+            }
+        );
+        let joined = old(v9::EventKind::ActionJoined {
+            key: ActionKey([4; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            joined_build: 1,
+        });
+        let bytes = postcard::to_extend(&joined, vec![9]).unwrap();
+        assert!(matches!(
+            decode_event(&bytes).unwrap().kind,
+            EventKind::ActionJoined {
+                joined_build: 1,
+                ..
+            }
+        ));
+        let event = |kind| Event {
+            seq: 8,
+            time_ms: 1_700_000_000_001,
+            build: 3,
+            kind,
+        };
+        let from_remote = event(EventKind::ActionCached {
+            key: ActionKey([5; 32]),
+            job: "clean".into(),
+            outputs: vec![partition("clean/date=2024-01-01")],
+            built_by: 3,
+            restored: true,
+            remote: Some(Box::new(cairn_engine::record::RemoteOrigin {
+                url: "s3://bucket/team".into(),
+                producer: "host ci-1, cairn 0.1.0, build 9".into(),
+                manifest: manifest(),
+            })),
+        });
+        let refused = event(EventKind::RemoteRefused {
+            key: ActionKey([6; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            url: "http://127.0.0.1:8080/team".into(),
+            reason: "blob 3f2a failed verification".into(),
+        });
+        let uploaded = event(EventKind::ActionUploaded {
+            key: ActionKey([7; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            url: "s3://bucket/team".into(),
+            blobs: 2,
+            bytes: 4096,
+            created: false,
+        });
+        for today in [from_remote, refused, uploaded] {
+            let bytes = encode_event(&today);
+            assert_eq!(bytes[0], 10);
+            assert_eq!(decode_event(&bytes).unwrap(), today);
+            let mut old = bytes.clone();
+            old[0] = 9;
+            assert!(
+                decode_event(&old).is_err() || decode_event(&old).unwrap() != today,
+                "{today:?} is not a format-9 event"
+            );
+        }
     }
 
     /// Format 8 appended `ActionRetrying`: format-7 events decode with

@@ -269,6 +269,7 @@ mod contract {
         contract::the_projections_follow_the_log(fresh().1.catalog());
         contract::the_stat_cache_keeps_the_last_entry_of_each_path(fresh().1.catalog());
         contract::build_ids_are_never_reused(fresh().1.catalog());
+        contract::a_remote_restore_records_its_manifest(fresh().1.catalog());
     }
 
     #[test]

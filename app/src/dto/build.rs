@@ -103,6 +103,10 @@ pub struct BuildSummary {
     /// joins).
     #[serde(skip_serializing_if = "is_zero")]
     pub joined: u64,
+    /// What the shared remote cache did (present only when the build used
+    /// one: docs/remote-cache.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteLine>,
     pub schema: u32,
     pub skipped: u64,
     /// Actions in the plan: `executed + cached + joined + failed + skipped`.
@@ -127,10 +131,43 @@ impl BuildSummary {
             failed: counts.failed,
             interrupted,
             joined: counts.joined,
+            remote: None,
             schema: SCHEMA,
             skipped: counts.skipped,
             total,
             line: LineType::Summary,
+        }
+    }
+}
+
+/// `BuildSummary.remote`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteLine {
+    pub url: String,
+    pub hits: u64,
+    pub misses: u64,
+    pub refused: u64,
+    pub errors: u64,
+    pub uploaded: u64,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub abandoned: u64,
+    pub tripped: bool,
+}
+
+impl From<&cairn_engine::remote::RemoteSummary> for RemoteLine {
+    fn from(summary: &cairn_engine::remote::RemoteSummary) -> Self {
+        RemoteLine {
+            url: summary.url.clone(),
+            hits: summary.hits,
+            misses: summary.misses,
+            refused: summary.refused,
+            errors: summary.errors,
+            uploaded: summary.uploaded,
+            downloaded_bytes: summary.downloaded_bytes,
+            uploaded_bytes: summary.uploaded_bytes,
+            abandoned: summary.abandoned,
+            tripped: summary.tripped,
         }
     }
 }

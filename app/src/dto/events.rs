@@ -190,12 +190,47 @@ impl Serialize for EventLine<'_> {
                 outputs,
                 built_by,
                 restored,
+                remote,
             } => {
                 o.serialize_field("key", &hex(&key.0))?;
                 o.serialize_field("job", job)?;
                 o.serialize_field("outputs", &Refs(outputs))?;
                 o.serialize_field("built_by", built_by)?;
                 o.serialize_field("restored", restored)?;
+                // Only on a restore from the shared remote cache.
+                if let Some(origin) = remote {
+                    o.serialize_field("remote", &OriginLine(origin))?;
+                }
+            }
+            EventKind::RemoteRefused {
+                key,
+                job,
+                outputs,
+                url,
+                reason,
+            } => {
+                o.serialize_field("key", &hex(&key.0))?;
+                o.serialize_field("job", job)?;
+                o.serialize_field("outputs", &Refs(outputs))?;
+                o.serialize_field("url", url)?;
+                o.serialize_field("reason", reason)?;
+            }
+            EventKind::ActionUploaded {
+                key,
+                job,
+                outputs,
+                url,
+                blobs,
+                bytes,
+                created,
+            } => {
+                o.serialize_field("key", &hex(&key.0))?;
+                o.serialize_field("job", job)?;
+                o.serialize_field("outputs", &Refs(outputs))?;
+                o.serialize_field("url", url)?;
+                o.serialize_field("blobs", blobs)?;
+                o.serialize_field("bytes", bytes)?;
+                o.serialize_field("created", created)?;
             }
             EventKind::ActionSkipped {
                 job,
@@ -304,6 +339,19 @@ impl Serialize for CountsLine<'_> {
         if counts.joined > 0 {
             o.serialize_field("joined", &counts.joined)?;
         }
+        o.end()
+    }
+}
+
+/// `ActionCached.remote` (a restore from the shared remote cache).
+struct OriginLine<'a>(&'a cairn_engine::record::RemoteOrigin);
+
+impl Serialize for OriginLine<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut o = serializer.serialize_struct("RemoteOrigin", 3)?;
+        o.serialize_field("url", &self.0.url)?;
+        o.serialize_field("producer", &self.0.producer)?;
+        o.serialize_field("manifest", &ManifestLine(&self.0.manifest))?;
         o.end()
     }
 }
@@ -502,6 +550,7 @@ mod tests {
                 outputs: vec![partition.clone()],
                 built_by: 1,
                 restored: true,
+                remote: None,
             },
             EventKind::ActionSkipped {
                 job: "clean".into(),
@@ -548,8 +597,24 @@ mod tests {
             EventKind::ActionJoined {
                 key,
                 job: "clean".into(),
-                outputs: vec![partition],
+                outputs: vec![partition.clone()],
                 joined_build: 4,
+            },
+            EventKind::RemoteRefused {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                url: "s3://bucket/team".into(),
+                reason: "blob 0909 failed verification".into(),
+            },
+            EventKind::ActionUploaded {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition],
+                url: "http://127.0.0.1:8080/team".into(),
+                blobs: 2,
+                bytes: 4096,
+                created: true,
             },
         ];
         assert_eq!(
@@ -597,6 +662,8 @@ mod tests {
 {"seq":14,"time_ms":1700000000000,"build":5,"kind":"PartitionPruned","partition":"raw/date=1/station=gone","reason":"station retired","by":"ana"}
 {"seq":15,"time_ms":1700000000000,"build":5,"kind":"ActionRetrying","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"attempt":2,"delay_ms":1500}
 {"seq":16,"time_ms":1700000000000,"build":5,"kind":"ActionJoined","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"joined_build":4}
+{"seq":17,"time_ms":1700000000000,"build":5,"kind":"RemoteRefused","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"url":"s3://bucket/team","reason":"blob 0909 failed verification"}
+{"seq":18,"time_ms":1700000000000,"build":5,"kind":"ActionUploaded","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"url":"http://127.0.0.1:8080/team","blobs":2,"bytes":4096,"created":true}
 "#;
 
     #[test]

@@ -169,6 +169,7 @@ mod tests {
                 outputs: vec![partition.clone()],
                 built_by: 1,
                 restored: true,
+                remote: None,
             },
             EventKind::ActionSkipped {
                 job: "clean".into(),
@@ -221,11 +222,48 @@ mod tests {
             EventKind::ActionRetrying {
                 key,
                 job: "clean".into(),
-                outputs: vec![partition],
+                outputs: vec![partition.clone()],
                 attempt: 2,
                 delay_ms: 1500,
             },
+            EventKind::RemoteRefused {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                url: "s3://bucket/team".into(),
+                reason: tricky_reason(),
+            },
+            EventKind::ActionUploaded {
+                key,
+                job: "clean".into(),
+                outputs: vec![partition.clone()],
+                url: "http://127.0.0.1:8080/team".into(),
+                blobs: 2,
+                bytes: 4096,
+                created: false,
+            },
         ];
+        // A restore from the remote cache carries the manifest it brought.
+        let manifest = kinds
+            .iter()
+            .find_map(|kind| match kind {
+                EventKind::ActionSucceeded { manifest } => Some(manifest.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let mut kinds = kinds;
+        kinds.push(EventKind::ActionCached {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition],
+            built_by: 5,
+            restored: true,
+            remote: Some(Box::new(cairn_engine::record::RemoteOrigin {
+                url: "s3://bucket/team".into(),
+                producer: "host ci-1, cairn 0.1.0, build 9".into(),
+                manifest,
+            })),
+        });
         for (seq, kind) in kinds.into_iter().enumerate() {
             let event = Event {
                 seq: seq as u64 + 1,
@@ -239,5 +277,9 @@ mod tests {
             assert_eq!(event_from_line(&value).unwrap(), event);
         }
         assert!(event_from_line(&serde_json::json!({"seq": 1})).is_err());
+    }
+
+    fn tricky_reason() -> String {
+        "quote \" backslash \\ newline \n é".into()
     }
 }

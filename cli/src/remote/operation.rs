@@ -123,6 +123,7 @@ pub struct FailedPartition {
 pub fn build(remote: &Remote, args: &BuildArgs) -> Result<u8, Failure> {
     let started = Instant::now();
     refuse_local_only(args.no_wait, "build")?;
+    refuse_remote_cache(args.remote_cache.given(), "build")?;
     let body = json!({
         "refs": args.refs,
         "keep_going": args.keep_going,
@@ -152,6 +153,7 @@ pub fn build(remote: &Remote, args: &BuildArgs) -> Result<u8, Failure> {
 pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
     let started = Instant::now();
     refuse_local_only(args.no_wait, "backfill")?;
+    refuse_remote_cache(args.remote_cache.given(), "backfill")?;
     if args.retry_failed {
         return Err(Failure::usage(
             "backfill --retry-failed does not work with --remote: the server retries an \
@@ -198,6 +200,15 @@ fn refuse_local_only(no_wait: bool, command: &str) -> Result<(), Failure> {
     if no_wait {
         return Err(Failure::usage(format!(
             "{command} --no-wait does not work with --remote: the server holds the store"
+        )));
+    }
+    Ok(())
+}
+
+fn refuse_remote_cache(given: bool, command: &str) -> Result<(), Failure> {
+    if given {
+        return Err(Failure::usage(format!(
+            "{command} --remote-cache, --remote-cache-mode and --no-upload-wait do not work with --remote: the server's graph file says which remote cache it uses"
         )));
     }
     Ok(())

@@ -449,7 +449,16 @@ impl Context<'_> {
                 }
             }
             Decision::Run { reason } => {
-                let run = |updates| self.execute(action, key, inputs, code, &reason, emit, updates);
+                let run = |updates: Vec<StatUpdate>| {
+                    if let Some(remote) = self.remote
+                        && let Some(mut finished) =
+                            self.restore_from_remote(remote, action, key, inputs, emit)
+                    {
+                        finished.updates.extend(updates);
+                        return finished;
+                    }
+                    self.execute(action, key, inputs, code, &reason, emit, updates)
+                };
                 match self.in_flight {
                     None => run(updates),
                     Some(in_flight) => {
@@ -660,6 +669,7 @@ impl Context<'_> {
                 outputs: action.config.outputs.clone(),
                 built_by: manifest.build,
                 restored,
+                remote: None,
             }];
             events.append(&mut materialized);
             events
@@ -678,6 +688,94 @@ impl Context<'_> {
             ),
             built_by: Some(manifest.build),
             leftovers: Vec::new(),
+        }
+    }
+
+    /// Looks the action up in the remote cache when the local store has no
+    /// result for its key (not when an output was invalidated or its code
+    /// changed under `on_code_change = "rebuild"`: those run). `None`: run
+    /// the job (a `RemoteRefused` event is emitted if an entry was
+    /// refused). `Some`: restored, the outputs placed as a local restore
+    /// places them.
+    fn restore_from_remote(
+        &self,
+        remote: &crate::remote::Remote,
+        action: &PlannedAction,
+        key: ActionKey,
+        inputs: &[ResolvedInput],
+        emit: Emit<'_>,
+    ) -> Option<Finished> {
+        if !matches!(self.catalog.action(&key), Ok(None)) {
+            return None;
+        }
+        let invalidated = action.config.outputs.iter().any(|output| {
+            self.catalog
+                .partition(output)
+                .ok()
+                .flatten()
+                .is_some_and(|state| state.invalidated.is_some())
+        });
+        if invalidated {
+            return None;
+        }
+        let inputs: Vec<_> = inputs
+            .iter()
+            .map(|input| (&input.partition, input.digest))
+            .collect();
+        match remote.lookup(self.blobs, action, &key, &inputs, self.build) {
+            crate::remote::Lookup::Miss => None,
+            crate::remote::Lookup::Refused(reason) => {
+                emit(EventKind::RemoteRefused {
+                    key,
+                    job: action.job.to_string(),
+                    outputs: action.config.outputs.clone(),
+                    url: remote.url().to_owned(),
+                    reason,
+                });
+                None
+            }
+            crate::remote::Lookup::Hit { manifest, producer } => {
+                let mut updates = Vec::new();
+                let all: Vec<usize> = (0..manifest.outputs.len()).collect();
+                if let Err(error) = self.restore(&manifest, &all, &mut updates) {
+                    tracing::warn!("{error}; running the job instead");
+                    return None;
+                }
+                let mut events = vec![EventKind::ActionCached {
+                    key,
+                    job: action.job.to_string(),
+                    outputs: action.config.outputs.clone(),
+                    built_by: manifest.build,
+                    restored: true,
+                    remote: Some(Box::new(crate::record::RemoteOrigin {
+                        url: remote.url().to_owned(),
+                        producer,
+                        manifest: (*manifest).clone(),
+                    })),
+                }];
+                events.extend(manifest.outputs.iter().map(|output| {
+                    EventKind::PartitionMaterialized {
+                        partition: output.partition.clone(),
+                        digest: output.digest,
+                        key,
+                    }
+                }));
+                Some(Finished {
+                    key: Some(key),
+                    events,
+                    updates,
+                    outcome: Outcome::Cached { restored: true },
+                    outputs: Some(
+                        manifest
+                            .outputs
+                            .iter()
+                            .map(|output| output.digest)
+                            .collect(),
+                    ),
+                    built_by: Some(manifest.build),
+                    leftovers: Vec::new(),
+                })
+            }
         }
     }
 

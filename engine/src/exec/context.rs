@@ -45,6 +45,9 @@ pub struct Context<'a> {
     /// The runs in flight across the builds of this process, shared
     /// (exec/inflight.rs); `None`, the command line's: the build is alone.
     pub in_flight: Option<&'a super::inflight::InFlight>,
+    /// The shared remote cache, if one is configured and not off
+    /// (engine/src/remote.rs).
+    pub remote: Option<&'a crate::remote::Remote>,
 }
 
 impl<'a> Context<'a> {
@@ -77,6 +80,7 @@ impl<'a> Context<'a> {
             programs: Default::default(),
             code_changes: Default::default(),
             in_flight: None,
+            remote: None,
         }
     }
 }

@@ -560,6 +560,33 @@ pub fn build(
                 commit_groups(context, plan, reporter, &committed_groups, &commit_failed)
             })
             .map_err(|error| ExecError::Code(format!("cannot start the commit thread: {error}")))?;
+        let uploads = match context.remote {
+            Some(remote) if remote.writes() => {
+                let (queue, queued) = crossbeam_channel::unbounded::<crate::remote::Upload>();
+                let mut upload_threads = Vec::new();
+                for index in 0..UPLOAD_THREADS {
+                    let queued = queued.clone();
+                    let blobs = context.blobs;
+                    let build = context.build;
+                    let spawned = thread::Builder::new()
+                        .name(format!("cairn-upload-{index}"))
+                        .spawn_scoped(threads, move || {
+                            for upload in queued {
+                                remote.upload(blobs, &upload, build);
+                            }
+                        })
+                        .map_err(|error| {
+                            ExecError::Code(format!("cannot start an upload thread: {error}"))
+                        })?;
+                    upload_threads.push(spawned);
+                }
+                Some(Uploads {
+                    queue,
+                    threads: upload_threads,
+                })
+            }
+            _ => None,
+        };
         let scheduled = schedule(
             context,
             plan,
@@ -572,6 +599,7 @@ pub fn build(
                 groups,
                 commit_failed: &commit_failed,
                 presumed,
+                uploads,
             },
         );
         // `schedule` dropped the sender: the committer finishes what is queued.
@@ -679,7 +707,22 @@ struct Scheduled<'a> {
     groups: crossbeam_channel::Sender<Group>,
     commit_failed: &'a AtomicBool,
     presumed: Option<Presumption<'a>>,
+    /// To the upload threads (write mode of a remote cache).
+    uploads: Option<Uploads<'a>>,
 }
+
+/// The upload threads of a build with a remote cache in write mode
+/// (engine/src/remote.rs): the scheduler queues each action that ran, and
+/// at the build's end waits for them (or, with `--no-upload-wait`, lets
+/// only the requests under way finish).
+struct Uploads<'scope> {
+    queue: crossbeam_channel::Sender<crate::remote::Upload>,
+    threads: Vec<thread::ScopedJoinHandle<'scope, ()>>,
+}
+
+/// Upload threads per build: uploads overlap the jobs without taking more
+/// than a few connections.
+const UPLOAD_THREADS: usize = 4;
 
 /// The scheduler loop: launches ready actions, collects what finished, and
 /// hands a group to the committer every [`COMMIT_INTERVAL`].
@@ -697,7 +740,12 @@ fn schedule(
         groups,
         commit_failed,
         presumed,
+        uploads,
     } = scheduled;
+    let (upload_queue, upload_threads) = match uploads {
+        Some(uploads) => (Some(uploads.queue), uploads.threads),
+        None => (None, Vec::new()),
+    };
     let stop = AtomicBool::new(false);
     let mut scheduler = Scheduler {
         context,
@@ -726,6 +774,7 @@ fn schedule(
         commit_failed,
         current_keys: options.witness.map(|_| Vec::new()),
         presumed,
+        upload_queue,
     };
     let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
@@ -779,6 +828,24 @@ fn schedule(
         Ok(())
     })?;
     scheduler.skip_unfinished();
+    // The uploads: waited for here, so that the log records them before
+    // the build's end (docs/remote-cache.md).
+    drop(scheduler.upload_queue.take());
+    if let Some(remote) = context.remote {
+        if !remote.waits_for_uploads() {
+            remote.abandon_uploads();
+        }
+        for thread in upload_threads {
+            let _ = thread.join();
+        }
+        let at = now_ms();
+        scheduler.pending_events.extend(
+            remote
+                .take_upload_events()
+                .into_iter()
+                .map(|event| (at, event)),
+        );
+    }
     let counts = scheduler.progress.counts;
     scheduler.pending_events.push((
         now_ms(),
@@ -904,6 +971,8 @@ struct Scheduler<'a> {
     /// up-to-date snapshot may still be taken (see [`BuildReport::all_current`]).
     current_keys: Option<Vec<(usize, ActionKey, Option<u64>)>>,
     presumed: Option<Presumption<'a>>,
+    /// Where the actions that ran are queued for upload, if they are.
+    upload_queue: Option<crossbeam_channel::Sender<crate::remote::Upload>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -1076,6 +1145,16 @@ impl<'a> Scheduler<'a> {
                 self.in_flight -= 1;
                 if self.started[index] {
                     self.progress.running -= 1;
+                }
+                if let Some(queue) = &self.upload_queue {
+                    for event in &finished.events {
+                        if let EventKind::ActionSucceeded { manifest } = event {
+                            let _ = queue.send(crate::remote::Upload {
+                                manifest: Box::new(manifest.clone()),
+                                outputs: self.plan.actions[index].config.outputs.clone(),
+                            });
+                        }
+                    }
                 }
                 self.pending_events
                     .extend(finished.events.into_iter().map(|event| (at, event)));

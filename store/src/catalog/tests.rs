@@ -513,6 +513,7 @@ fn audit_log(catalog: &RedbCatalog) {
                     outputs: vec![partition("clean/date=2024-01-01")],
                     built_by: 1,
                     restored: true,
+                    remote: None,
                 },
                 materialized("clean/date=2024-01-01", key, b"a"),
                 planned(),

@@ -1,0 +1,580 @@
+//! The shared remote cache as the executor uses it (docs/remote-cache.md):
+//! lookup of an action's result before running it, verified before anything
+//! enters the local store, and the upload of what a build produced, in the
+//! background. The cache itself is a [`RemoteCache`] port: the network
+//! backends live in the `cairn-remote` crate, the twin in
+//! `cairn_core::memory`.
+//!
+//! Degrade, never fail: every remote error is counted, the first one warns
+//! (once per build), and after [`TRIP_AFTER`] failures in a row the circuit
+//! breaker opens and the build stops asking; the build goes on locally.
+
+use std::path::{Component, Path};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{ActionKey, ContentDigest};
+use crate::plan::PlannedAction;
+use crate::ports::{BlobStore, PutOutcome, RemoteCache, RemoteError};
+use crate::record::{EventKind, Manifest, partition_digest};
+
+/// Remote failures in a row after which the build stops asking the cache.
+pub const TRIP_AFTER: u32 = 3;
+
+/// The version of the AC entry's layout ([`AcEntry::format`]).
+pub const AC_FORMAT: &str = "cairn-ac/1";
+
+/// An AC entry (`ac/<key hex>`): cairn's own manifest as JSON, with the
+/// key it answers and who produced it. Not a REAPI `ActionResult`: cairn's
+/// digests are blake3 (docs/remote-cache.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcEntry {
+    /// [`AC_FORMAT`].
+    pub format: String,
+    pub key: ActionKey,
+    pub producer: Producer,
+    /// As recorded where it was built (its `build` is that store's).
+    pub manifest: Manifest,
+}
+
+/// Who uploaded an entry: informative only, never trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producer {
+    pub host: String,
+    pub cairn: String,
+    pub build: u64,
+}
+
+impl std::fmt::Display for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "host {}, cairn {}, build {}",
+            self.host, self.cairn, self.build
+        )
+    }
+}
+
+/// What the remote cache did during one build: what the summary shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteSummary {
+    /// The cache's URL, without credentials.
+    pub url: String,
+    /// Actions restored from the cache.
+    pub hits: u64,
+    /// Actions looked up and not found (or not looked up: breaker open).
+    pub misses: u64,
+    /// Entries refused: another key, other inputs, a blob failing
+    /// verification (each also an event).
+    pub refused: u64,
+    /// Failed requests (timeouts, refused connections, error statuses).
+    pub errors: u64,
+    /// Results uploaded (AC entries written or found written).
+    pub uploaded: u64,
+    /// Bytes of blobs downloaded and uploaded.
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    /// Uploads left undone because the build did not wait for them.
+    pub abandoned: u64,
+    /// Whether the circuit breaker opened.
+    pub tripped: bool,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// Restorable: every blob is in the local store, verified. The manifest
+    /// is the local one to record (this build's id).
+    Hit {
+        manifest: Box<Manifest>,
+        producer: String,
+    },
+    /// Nothing usable (absent, or the cache failed): run the job.
+    Miss,
+    /// An entry was there and refused, for this reason: run the job.
+    Refused(String),
+}
+
+/// One upload queued by the scheduler: the manifest of an action this
+/// build ran.
+pub struct Upload {
+    pub manifest: Box<Manifest>,
+    pub outputs: Vec<crate::refs::PartitionRef>,
+}
+
+/// The remote cache of one workspace, with this build's counters.
+pub struct Remote {
+    cache: Box<dyn RemoteCache>,
+    write: bool,
+    wait_uploads: bool,
+    /// Who we are, for the entries we write.
+    host: String,
+    failures_in_a_row: AtomicU32,
+    tripped: AtomicBool,
+    warned: AtomicBool,
+    /// Set when the build ends without waiting: queued uploads are dropped.
+    abandon: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    uploaded: AtomicU64,
+    abandoned: AtomicU64,
+    downloaded_bytes: AtomicU64,
+    uploaded_bytes: AtomicU64,
+    /// `ActionUploaded` events of finished uploads, for the build's log.
+    upload_events: Mutex<Vec<EventKind>>,
+    /// Warnings already given (one for failures, one for refused entries).
+    warnings: Mutex<Vec<String>>,
+    /// Where warnings go (the workspace's notes: stderr on the command line).
+    warn: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Remote {
+    /// `write`: upload what the build runs (read-write mode); `wait_uploads`:
+    /// the build waits for its uploads at its end (`--no-upload-wait`
+    /// clears it).
+    /// Warnings go to `warn`.
+    pub fn new(
+        cache: Box<dyn RemoteCache>,
+        write: bool,
+        wait_uploads: bool,
+        warn: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Self {
+        Remote {
+            cache,
+            write,
+            wait_uploads,
+            host: hostname(),
+            failures_in_a_row: AtomicU32::new(0),
+            tripped: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            downloaded_bytes: AtomicU64::new(0),
+            uploaded_bytes: AtomicU64::new(0),
+            upload_events: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
+            warn,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        self.cache.url()
+    }
+
+    pub fn writes(&self) -> bool {
+        self.write
+    }
+
+    pub fn waits_for_uploads(&self) -> bool {
+        self.wait_uploads
+    }
+
+    /// The counters so far.
+    pub fn summary(&self) -> RemoteSummary {
+        RemoteSummary {
+            url: self.url().to_owned(),
+            hits: self.hits.load(Ordering::SeqCst),
+            misses: self.misses.load(Ordering::SeqCst),
+            refused: self.refused.load(Ordering::SeqCst),
+            errors: self.errors.load(Ordering::SeqCst),
+            uploaded: self.uploaded.load(Ordering::SeqCst),
+            downloaded_bytes: self.downloaded_bytes.load(Ordering::SeqCst),
+            uploaded_bytes: self.uploaded_bytes.load(Ordering::SeqCst),
+            abandoned: self.abandoned.load(Ordering::SeqCst),
+            tripped: self.tripped.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The warnings this build printed about the cache (at most one for
+    /// failures, one for refused entries).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn warn_once(&self, flag: &AtomicBool, message: String) {
+        if !flag.swap(true, Ordering::SeqCst) {
+            (self.warn)(&message);
+            self.warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(message);
+        }
+    }
+
+    /// Whether the breaker is open: no more requests this build.
+    fn open(&self) -> bool {
+        self.tripped.load(Ordering::SeqCst)
+    }
+
+    fn succeeded(&self) {
+        self.failures_in_a_row.store(0, Ordering::SeqCst);
+    }
+
+    fn failed(&self, error: &RemoteError) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+        if in_a_row >= TRIP_AFTER {
+            self.tripped.store(true, Ordering::SeqCst);
+        }
+        self.warn_once(
+            &self.warned,
+            format!(
+                "{error}; building locally (further remote cache errors are counted, not shown)"
+            ),
+        );
+    }
+
+    fn call<T>(&self, request: impl FnOnce() -> Result<T, RemoteError>) -> Option<T> {
+        if self.open() {
+            return None;
+        }
+        match request() {
+            Ok(value) => {
+                self.succeeded();
+                Some(value)
+            }
+            Err(error) => {
+                self.failed(&error);
+                None
+            }
+        }
+    }
+
+    /// Looks `key` up, and on a hit downloads the blobs the local store
+    /// lacks, verifying each one's blake3 before it enters `blobs`.
+    pub fn lookup(
+        &self,
+        blobs: &dyn BlobStore,
+        action: &PlannedAction,
+        key: &ActionKey,
+        inputs: &[(&crate::refs::PartitionRef, ContentDigest)],
+        build: u64,
+    ) -> Lookup {
+        let Some(found) = self.call(|| self.cache.get_action(key)) else {
+            self.misses.fetch_add(1, Ordering::SeqCst);
+            return Lookup::Miss;
+        };
+        let Some(bytes) = found else {
+            self.misses.fetch_add(1, Ordering::SeqCst);
+            return Lookup::Miss;
+        };
+        let entry = match check_entry(&bytes, action, key, inputs) {
+            Ok(entry) => entry,
+            Err(reason) => return self.refuse(reason),
+        };
+        let mut manifest = entry.manifest;
+        let mut wanted: Vec<ContentDigest> = manifest
+            .outputs
+            .iter()
+            .flat_map(|output| output.files.iter().map(|file| file.digest))
+            .filter(|digest| !blobs.contains(digest))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        // In parallel (the backend's runtime serves several at once); a
+        // failing blob stops nothing else, but the action is not restored.
+        let fetched: Vec<Result<u64, Fetch>> = wanted
+            .par_iter()
+            .map(|digest| self.fetch(blobs, digest))
+            .collect();
+        let mut bytes = 0;
+        for result in fetched {
+            match result {
+                Ok(size) => bytes += size,
+                Err(Fetch::Failed) => {
+                    self.misses.fetch_add(1, Ordering::SeqCst);
+                    return Lookup::Miss;
+                }
+                Err(Fetch::Missing(digest)) => {
+                    self.misses.fetch_add(1, Ordering::SeqCst);
+                    tracing::debug!("remote cache {}: blob {digest} is missing", self.url());
+                    return Lookup::Miss;
+                }
+                Err(Fetch::Corrupt(digest, actual)) => {
+                    return self.refuse(format!(
+                        "blob {digest} failed verification (its content hashes to {actual})"
+                    ));
+                }
+            }
+        }
+        self.downloaded_bytes.fetch_add(bytes, Ordering::SeqCst);
+        // The logs are the producer's: kept if they arrive intact, dropped
+        // otherwise (the outputs are what counts).
+        for log in [&mut manifest.stdout, &mut manifest.stderr] {
+            if let Some(digest) = *log
+                && !blobs.contains(&digest)
+                && self.fetch(blobs, &digest).is_err()
+            {
+                *log = None;
+            }
+        }
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        manifest.build = build;
+        Lookup::Hit {
+            manifest: Box::new(manifest),
+            producer: entry.producer.to_string(),
+        }
+    }
+
+    fn refuse(&self, reason: String) -> Lookup {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        self.warn_refused(&reason);
+        Lookup::Refused(reason)
+    }
+
+    fn warn_refused(&self, reason: &str) {
+        let mut warnings = self
+            .warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warnings.iter().any(|w| w.contains("refused")) {
+            return;
+        }
+        let message = format!(
+            "remote cache {}: refused an entry ({reason}); running the job instead (see `cairn log --kind RemoteRefused`)",
+            self.url()
+        );
+        (self.warn)(&message);
+        warnings.push(message);
+    }
+
+    /// Downloads one blob into `blobs`, verified first.
+    fn fetch(&self, blobs: &dyn BlobStore, digest: &ContentDigest) -> Result<u64, Fetch> {
+        let Some(found) = self.call(|| self.cache.get_blob(digest)) else {
+            return Err(Fetch::Failed);
+        };
+        let Some(bytes) = found else {
+            return Err(Fetch::Missing(*digest));
+        };
+        let actual = ContentDigest::of(&bytes);
+        if actual != *digest {
+            return Err(Fetch::Corrupt(*digest, actual));
+        }
+        match blobs.put_bytes(&bytes) {
+            Ok(_) => Ok(bytes.len() as u64),
+            Err(error) => {
+                tracing::warn!("{error}");
+                Err(Fetch::Failed)
+            }
+        }
+    }
+
+    /// Uploads one result: the blobs the cache lacks, then the AC entry
+    /// (create-only: an entry already there is kept, not an error). Records
+    /// an `ActionUploaded` event for the build's log.
+    pub fn upload(&self, blobs: &dyn BlobStore, upload: &Upload, build: u64) {
+        if self.abandon.load(Ordering::SeqCst) {
+            self.abandoned.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        if self.open() {
+            return;
+        }
+        let manifest = &upload.manifest;
+        let mut digests: Vec<ContentDigest> = manifest
+            .outputs
+            .iter()
+            .flat_map(|output| output.files.iter().map(|file| file.digest))
+            .chain(manifest.stdout)
+            .chain(manifest.stderr)
+            .collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let (mut sent, mut bytes) = (0, 0);
+        for digest in &digests {
+            let Some(present) = self.call(|| self.cache.has_blob(digest)) else {
+                return;
+            };
+            if present {
+                continue;
+            }
+            let content = match blobs.read(digest) {
+                Ok(content) => content,
+                Err(error) => {
+                    tracing::warn!("not uploading {}: {error}", manifest.key);
+                    return;
+                }
+            };
+            if self
+                .call(|| self.cache.put_blob(digest, &content))
+                .is_none()
+            {
+                return;
+            }
+            sent += 1;
+            bytes += content.len() as u64;
+        }
+        let entry = AcEntry {
+            format: AC_FORMAT.to_owned(),
+            key: manifest.key,
+            producer: Producer {
+                host: self.host.clone(),
+                cairn: env!("CARGO_PKG_VERSION").to_owned(),
+                build,
+            },
+            manifest: (**manifest).clone(),
+        };
+        let json = serde_json::to_vec(&entry).expect("a manifest serializes");
+        let Some(outcome) = self.call(|| self.cache.put_action(&manifest.key, &json)) else {
+            return;
+        };
+        self.uploaded.fetch_add(1, Ordering::SeqCst);
+        self.uploaded_bytes.fetch_add(bytes, Ordering::SeqCst);
+        self.upload_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(EventKind::ActionUploaded {
+                key: manifest.key,
+                job: manifest.job.clone(),
+                outputs: upload.outputs.clone(),
+                url: self.url().to_owned(),
+                blobs: sent,
+                bytes,
+                created: outcome == PutOutcome::Created,
+            });
+    }
+
+    /// Stops taking queued uploads (the build does not wait for them).
+    pub fn abandon_uploads(&self) {
+        self.abandon.store(true, Ordering::SeqCst);
+    }
+
+    /// The `ActionUploaded` events of the uploads finished so far.
+    pub fn take_upload_events(&self) -> Vec<EventKind> {
+        std::mem::take(
+            &mut self
+                .upload_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+enum Fetch {
+    /// The request failed (counted and warned by [`Remote::call`]).
+    Failed,
+    Missing(ContentDigest),
+    Corrupt(ContentDigest, ContentDigest),
+}
+
+/// Decodes an AC entry and checks it against the local action: its key,
+/// job, outputs and inputs (by content) must be the action's, each output's
+/// digest must be its files' and every file path a plain relative path.
+/// The reason it is refused otherwise.
+pub fn check_entry(
+    bytes: &[u8],
+    action: &PlannedAction,
+    key: &ActionKey,
+    inputs: &[(&crate::refs::PartitionRef, ContentDigest)],
+) -> Result<AcEntry, String> {
+    let entry: AcEntry = serde_json::from_slice(bytes).map_err(|error| {
+        format!(
+            "the entry for {} is not a cairn AC entry: {error}",
+            key.short()
+        )
+    })?;
+    if entry.format != AC_FORMAT {
+        return Err(format!(
+            "the entry for {} has format {:?}, this cairn reads {AC_FORMAT:?}",
+            key.short(),
+            entry.format
+        ));
+    }
+    let manifest = &entry.manifest;
+    if entry.key != *key || manifest.key != *key {
+        return Err(format!(
+            "the entry stored under {} names key {}",
+            key.short(),
+            if entry.key == *key {
+                manifest.key.short()
+            } else {
+                entry.key.short()
+            }
+        ));
+    }
+    if manifest.job != *action.job {
+        return Err(format!(
+            "the entry for {} is of job {:?}, not {:?}",
+            key.short(),
+            manifest.job,
+            &*action.job
+        ));
+    }
+    let outputs: Vec<_> = manifest.outputs.iter().map(|o| &o.partition).collect();
+    if outputs.len() != action.config.outputs.len()
+        || outputs
+            .iter()
+            .zip(&action.config.outputs)
+            .any(|(a, b)| *a != b)
+    {
+        return Err(format!(
+            "the entry for {} has other outputs than the action",
+            key.short()
+        ));
+    }
+    let same_inputs = manifest.inputs.len() == inputs.len()
+        && manifest
+            .inputs
+            .iter()
+            .zip(inputs)
+            .all(|(theirs, (partition, digest))| {
+                theirs.partition == **partition && theirs.digest == *digest
+            });
+    if !same_inputs {
+        return Err(format!(
+            "the entry for {} was built from other inputs than the local action's",
+            key.short()
+        ));
+    }
+    for output in &manifest.outputs {
+        if let Some(file) = output.files.iter().find(|file| !plain_relative(&file.path)) {
+            return Err(format!(
+                "the entry for {} has a file path {:?} outside its partition",
+                key.short(),
+                file.path
+            ));
+        }
+        if !output
+            .files
+            .windows(2)
+            .all(|pair| pair[0].path < pair[1].path)
+            || partition_digest(&output.files) != output.digest
+        {
+            return Err(format!(
+                "the entry for {}: {}'s digest is not its files'",
+                key.short(),
+                output.partition
+            ));
+        }
+    }
+    Ok(entry)
+}
+
+/// A non-empty relative path of normal components only.
+fn plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|component| matches!(component, Component::Normal(_)))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,463 @@
+//! `cairn-remote`: the shared remote cache's network backends
+//! (docs/remote-cache.md), behind the synchronous [`RemoteCache`] port of
+//! `cairn-core`. Every backend is an `object_store` store:
+//!
+//! - `s3://bucket/prefix`: Amazon S3 or an S3-compatible server
+//!   (`AWS_ENDPOINT_URL`), AC entries written with `PutMode::Create`
+//!   (`If-None-Match: *`): the first writer wins, atomically.
+//! - `http://host:port/prefix` (or https): a Bazel HTTP cache (nginx with
+//!   WebDAV, bazel-remote). `HttpStore` has no conditional put, so an AC
+//!   entry is written after a HEAD finds none: two writers of one key in
+//!   the same instant may both write, the last one staying (both entries
+//!   are valid for the key, and each is verified when read).
+//! - `file:///dir`: a directory (a shared mount), create-only like S3.
+//!
+//! The async client runs on a small runtime of its own (two worker
+//! threads) that this crate owns: no caller sees async. Every request has
+//! a timeout, and is retried at most once.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::digest::{ActionKey, ContentDigest};
+use cairn_core::ports::{PutOutcome, RemoteCache, RemoteError};
+use object_store::path::Path as StorePath;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+/// The per-request timeout when `[cache] timeout` does not set one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The environment variable naming a file that holds a bearer token for an
+/// HTTP cache.
+pub const TOKEN_FILE_VARIABLE: &str = "CAIRN_REMOTE_CACHE_TOKEN_FILE";
+
+/// Why a remote cache could not be opened: a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("remote cache {url}: {message}")]
+    Url { url: String, message: String },
+    #[error("remote cache {url}: cannot start its client: {message}")]
+    Client { url: String, message: String },
+    #[error("{path}: {message}")]
+    Credentials { path: PathBuf, message: String },
+}
+
+/// A remote cache over an `object_store` store.
+pub struct ObjectCache {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    /// Whether the store has an atomic create-only put.
+    conditional: bool,
+    timeout: Duration,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Opens the cache at `url` (already checked by
+/// `cairn_engine::graph::check_cache_url`: no credential in it), with
+/// credentials from the process's environment.
+pub fn open(url: &str, timeout: Option<Duration>) -> Result<ObjectCache, OpenError> {
+    open_with_env(url, timeout, std::env::vars())
+}
+
+/// [`open`], with `env` as the environment: `AWS_*` for S3 (what
+/// `AmazonS3Builder::from_env` reads), `CAIRN_REMOTE_CACHE_TOKEN_FILE`,
+/// `NETRC` and `HOME` for HTTP.
+pub fn open_with_env(
+    url: &str,
+    timeout: Option<Duration>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<ObjectCache, OpenError> {
+    let env: std::collections::BTreeMap<String, String> = env.into_iter().collect();
+    let var = |name: &str| env.get(name).cloned();
+    let url = url.trim_end_matches('/').to_owned();
+    let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let bad = |message: String| OpenError::Url {
+        url: url.clone(),
+        message,
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("not a URL".to_owned()))?;
+    let client = ClientOptions::new()
+        .with_allow_http(true)
+        .with_timeout(timeout)
+        .with_connect_timeout(timeout);
+    // One retry at most, within the timeout: a cache that fails is skipped,
+    // not waited for.
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+            base: 2.0,
+        },
+        max_retries: 1,
+        retry_timeout: timeout,
+    };
+    let client_error = |error: object_store::Error| OpenError::Client {
+        url: url.clone(),
+        message: error.to_string(),
+    };
+    let (root, prefix, conditional): (Arc<dyn ObjectStore>, String, bool) = match scheme {
+        "s3" => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut builder = object_store::aws::AmazonS3Builder::new();
+            for (name, value) in env.iter().filter(|(name, _)| name.starts_with("AWS_")) {
+                if let Ok(key) = name.to_ascii_lowercase().parse() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            let mut builder = builder
+                .with_bucket_name(bucket)
+                .with_client_options(client)
+                .with_retry(retry)
+                .with_allow_http(true);
+            if var("AWS_REGION").is_none() && var("AWS_DEFAULT_REGION").is_none() {
+                builder = builder.with_region("us-east-1");
+            }
+            // No credentials in the environment: anonymous requests
+            // (object_store would otherwise ask an instance metadata
+            // service, which off a cloud machine hangs until the timeout).
+            let credentials = [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ];
+            if credentials.iter().all(|name| var(name).is_none()) {
+                builder = builder.with_skip_signature(true);
+            }
+            let store = builder.build().map_err(client_error)?;
+            (Arc::new(store), prefix.to_owned(), true)
+        }
+        "http" | "https" => {
+            let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let base = format!("{scheme}://{host}");
+            let headers = http_credentials(host, &var)?;
+            let client = match headers {
+                Some(headers) => client.with_default_headers(headers),
+                None => client,
+            };
+            let store = object_store::http::HttpBuilder::new()
+                .with_url(base)
+                .with_client_options(client)
+                .with_retry(retry)
+                .build()
+                .map_err(client_error)?;
+            (Arc::new(store), prefix.to_owned(), false)
+        }
+        "file" => {
+            let dir = PathBuf::from(rest);
+            std::fs::create_dir_all(&dir).map_err(|error| bad(error.to_string()))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(client_error)?;
+            (Arc::new(store), String::new(), true)
+        }
+        other => {
+            return Err(bad(format!(
+                "{other}:// is not a remote cache cairn speaks"
+            )));
+        }
+    };
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        root
+    } else {
+        Arc::new(PrefixStore::new(root, prefix))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cairn-remote")
+        .enable_all()
+        .build()
+        .map_err(|error| OpenError::Client {
+            url: url.clone(),
+            message: error.to_string(),
+        })?;
+    Ok(ObjectCache {
+        url,
+        store,
+        conditional,
+        timeout,
+        runtime,
+    })
+}
+
+/// The `Authorization` header for an HTTP cache: a bearer token from the
+/// file `CAIRN_REMOTE_CACHE_TOKEN_FILE` names, or basic credentials from
+/// the netrc (`NETRC`, else `~/.netrc`) entry of the host. Marked
+/// sensitive: never logged.
+fn http_credentials(
+    host: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<object_store::HeaderMap>, OpenError> {
+    let value = if let Some(path) = var(TOKEN_FILE_VARIABLE) {
+        let path = PathBuf::from(path);
+        let token = std::fs::read_to_string(&path).map_err(|error| OpenError::Credentials {
+            path: path.clone(),
+            message: format!("cannot read the bearer token ({TOKEN_FILE_VARIABLE}): {error}"),
+        })?;
+        format!("Bearer {}", token.trim())
+    } else {
+        let path = var("NETRC")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".netrc")));
+        let Some(path) = path else { return Ok(None) };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let name = host.split(':').next().unwrap_or(host);
+        let Some((login, password)) = netrc_entry(&text, name) else {
+            return Ok(None);
+        };
+        format!("Basic {}", base64(format!("{login}:{password}").as_bytes()))
+    };
+    let mut header =
+        object_store::HeaderValue::from_str(&value).map_err(|_| OpenError::Credentials {
+            path: PathBuf::from(TOKEN_FILE_VARIABLE),
+            message: "the credential is not a valid header value".to_owned(),
+        })?;
+    header.set_sensitive(true);
+    let mut headers = object_store::HeaderMap::new();
+    headers.insert("authorization", header);
+    Ok(Some(headers))
+}
+
+/// The login and password of `machine` in a netrc file (or of `default`).
+fn netrc_entry(text: &str, machine: &str) -> Option<(String, String)> {
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let credentials_from = |mut index: usize| {
+        let (mut login, mut password) = (None, None);
+        while index + 1 < tokens.len() && !matches!(tokens[index], "machine" | "default") {
+            match tokens[index] {
+                "login" => login = Some(tokens[index + 1].to_owned()),
+                "password" => password = Some(tokens[index + 1].to_owned()),
+                _ => {}
+            }
+            index += 2;
+        }
+        login.zip(password)
+    };
+    let mut default = None;
+    for index in 0..tokens.len() {
+        match tokens[index] {
+            "machine" if tokens.get(index + 1) == Some(&machine) => {
+                return credentials_from(index + 2);
+            }
+            "default" if default.is_none() => default = credentials_from(index + 1),
+            _ => {}
+        }
+    }
+    default
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn ac_path(key: &ActionKey) -> StorePath {
+    StorePath::from(format!("ac/{key}"))
+}
+
+fn cas_path(digest: &ContentDigest) -> StorePath {
+    StorePath::from(format!("cas/{digest}"))
+}
+
+impl ObjectCache {
+    /// Runs one request on the runtime, within the timeout.
+    fn run<T>(
+        &self,
+        operation: &'static str,
+        object: &StorePath,
+        request: impl Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<Result<T, object_store::Error>, RemoteError> {
+        // The client's own timeout bounds each attempt; this bounds the
+        // whole request, retry included.
+        let limit = self.timeout * 2 + Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, request).await })
+            .map_err(|_| RemoteError::Timeout {
+                url: self.url.clone(),
+                operation,
+                object: object.to_string(),
+                after_ms: limit.as_millis() as u64,
+            })?;
+        // The client's errors do not say that an attempt timed out (only
+        // "error sending request"): one that took the whole timeout did.
+        match result {
+            Err(_) if started.elapsed() >= self.timeout => Err(RemoteError::Timeout {
+                url: self.url.clone(),
+                operation,
+                object: object.to_string(),
+                after_ms: started.elapsed().as_millis() as u64,
+            }),
+            Err(error) => Ok(Err(error)),
+            Ok(value) => Ok(Ok(value)),
+        }
+    }
+
+    fn failed(
+        &self,
+        operation: &'static str,
+        object: &StorePath,
+        error: &object_store::Error,
+    ) -> RemoteError {
+        RemoteError::Request {
+            url: self.url.clone(),
+            operation,
+            object: object.to_string(),
+            message: error.to_string(),
+        }
+    }
+
+    fn get(&self, path: &StorePath) -> Result<Option<Vec<u8>>, RemoteError> {
+        let result = self.run("get", path, async {
+            match self.store.get(path).await {
+                Ok(found) => found.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })?;
+        result
+            .map(|found| found.map(|bytes| bytes.to_vec()))
+            .map_err(|error| self.failed("get", path, &error))
+    }
+
+    fn head(&self, path: &StorePath) -> Result<bool, RemoteError> {
+        let result = self.run("head", path, async {
+            match self.store.head(path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(error) => Err(error),
+            }
+        })?;
+        result.map_err(|error| self.failed("head", path, &error))
+    }
+
+    fn put(&self, path: &StorePath, bytes: &[u8], create: bool) -> Result<PutOutcome, RemoteError> {
+        let payload = PutPayload::from(bytes.to_vec());
+        let options = PutOptions {
+            mode: if create {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            },
+            ..PutOptions::default()
+        };
+        let result = self.run("put", path, async {
+            match self.store.put_opts(path, payload, options).await {
+                Ok(_) => Ok(PutOutcome::Created),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(PutOutcome::AlreadyExists),
+                Err(error) => Err(error),
+            }
+        })?;
+        result.map_err(|error| self.failed("put", path, &error))
+    }
+}
+
+impl RemoteCache for ObjectCache {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.get(&ac_path(key))
+    }
+
+    fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
+        let path = ac_path(key);
+        if self.conditional {
+            return self.put(&path, entry, true);
+        }
+        // No conditional put (HTTP): HEAD, then PUT if absent. Not atomic:
+        // see the crate's documentation.
+        if self.head(&path)? {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        self.put(&path, entry, false)
+    }
+
+    fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
+        self.head(&cas_path(digest))
+    }
+
+    fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.get(&cas_path(digest))
+    }
+
+    fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
+        // A blob is named by its content: writing it again is harmless,
+        // so the put overwrites (no conditional request needed).
+        self.put(&cas_path(digest), bytes, false).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netrc_and_base64() {
+        let text =
+            "machine other login a password b\nmachine cache.example login ana password s3cret\n";
+        assert_eq!(
+            netrc_entry(text, "cache.example"),
+            Some(("ana".into(), "s3cret".into()))
+        );
+        assert_eq!(netrc_entry(text, "nowhere"), None);
+        assert_eq!(base64(b"ana:s3cret"), "YW5hOnMzY3JldA==");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn a_directory_keeps_the_remote_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        cairn_core::contract::remote_actions_are_written_once(&open(&url, None).unwrap());
+        cairn_core::contract::remote_blobs_round_trip(&open(&url, None).unwrap());
+        assert!(dir.path().join("ac").is_dir(), "ac/<key> in the directory");
+        assert!(dir.path().join("cas").is_dir());
+    }
+
+    #[test]
+    fn an_unreachable_server_fails_within_the_timeout_naming_itself() {
+        // A port nothing listens on: refused at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let cache = open(
+            &format!("http://127.0.0.1:{port}/team"),
+            Some(Duration::from_secs(2)),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        cairn_core::contract::a_failing_remote_names_itself(&cache);
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}

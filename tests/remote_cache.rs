@@ -1,0 +1,1068 @@
+//! The shared remote cache (docs/remote-cache.md), through the binary: two
+//! checkouts of one project with separate stores share results through a
+//! cache, which is never trusted (poisoned entries and corrupt blobs are
+//! refused, reported and rebuilt), never written in read mode, and never
+//! in the way (down, hanging or killed, the build goes on locally).
+//!
+//! The same scenarios run against a directory (`file://`), a Bazel HTTP
+//! cache served by Debian's nginx with WebDAV, and an S3 store served by
+//! SeaweedFS, both started on loopback by the scripts in .ci/services/
+//! (which .ci/run installs). Where a server cannot be started the test
+//! prints a loud `SKIPPED:` line and returns.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Build, CAIRN, Project, Run, snapshot};
+use serde_json::Value;
+
+/// A remote cache a test builds against: its URL, the environment a
+/// `cairn` needs to reach it, and how to read and write its objects
+/// behind cairn's back.
+struct Cache {
+    url: String,
+    env: Vec<(String, String)>,
+    backend: Backend,
+    /// Holds the directory (and, through it, the server) while the test runs.
+    _dir: tempfile::TempDir,
+}
+
+enum Backend {
+    /// `file://DIR`: objects are files under DIR.
+    Directory(PathBuf),
+    /// nginx serving ROOT/data.
+    Nginx { root: PathBuf },
+    /// SeaweedFS: objects over plain HTTP at `http://127.0.0.1:PORT/BUCKET/`.
+    Seaweed { root: PathBuf, port: u16 },
+}
+
+const SERVICES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/services");
+const BUCKET: &str = "cairn";
+const PREFIX: &str = "team";
+
+/// A loud SKIPPED line; under CI (`CI` set) a failure instead: .ci/run
+/// installs the servers.
+#[allow(clippy::print_stderr, reason = "the notice is the point")]
+fn skipped(test: &str, why: &str) {
+    let message = format!("SKIPPED: {test}: {why}");
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("\n********\n{message}\n********\n");
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(SERVICES).join(name)
+}
+
+fn run_script(name: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("bash")
+        .arg(script(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("{name}: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{name} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+impl Cache {
+    fn directory() -> Cache {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        Cache {
+            url: format!("file://{}", root.display()),
+            env: Vec::new(),
+            backend: Backend::Directory(root),
+            _dir: dir,
+        }
+    }
+
+    /// nginx on a free loopback port, or `None` (with a loud SKIPPED line)
+    /// when nginx is not installed.
+    fn nginx(test: &str) -> Option<Cache> {
+        if Command::new("nginx").arg("-v").output().is_err() {
+            skipped(test, "nginx is not installed (.ci/run installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let port = run_script("nginx-cache.sh", &["start", root.to_str().unwrap()])
+            .unwrap_or_else(|error| panic!("starting nginx: {error}"));
+        Some(Cache {
+            url: format!("http://127.0.0.1:{port}/{PREFIX}"),
+            env: Vec::new(),
+            backend: Backend::Nginx { root },
+            _dir: dir,
+        })
+    }
+
+    /// SeaweedFS's S3 on free loopback ports, or `None` (with a loud
+    /// SKIPPED line) when its venv cannot be made.
+    fn seaweed(test: &str) -> Option<Cache> {
+        if let Err(error) = run_script("seaweedfs.sh", &["install"]) {
+            skipped(test, &format!("seaweedfs cannot be installed: {error}"));
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let port: u16 = run_script("seaweedfs.sh", &["start", root.to_str().unwrap(), BUCKET])
+            .unwrap_or_else(|error| panic!("starting seaweedfs: {error}"))
+            .parse()
+            .unwrap();
+        Some(Cache {
+            url: format!("s3://{BUCKET}/{PREFIX}"),
+            env: vec![
+                (
+                    "AWS_ENDPOINT_URL".to_owned(),
+                    format!("http://127.0.0.1:{port}"),
+                ),
+                ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            ],
+            backend: Backend::Seaweed { root, port },
+            _dir: dir,
+        })
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    fn kill(&self) {
+        match &self.backend {
+            Backend::Directory(_) => panic!("a directory cannot be killed"),
+            Backend::Nginx { root } => {
+                run_script("nginx-cache.sh", &["kill", root.to_str().unwrap()]).unwrap();
+            }
+            Backend::Seaweed { root, .. } => {
+                run_script("seaweedfs.sh", &["kill", root.to_str().unwrap()]).unwrap();
+            }
+        }
+    }
+
+    /// Starts the server again on the same data (nginx gets a new port: the
+    /// URL changes).
+    fn restart(&mut self) {
+        match &mut self.backend {
+            Backend::Directory(_) => {}
+            Backend::Nginx { root } => {
+                let port = run_script("nginx-cache.sh", &["start", root.to_str().unwrap()])
+                    .unwrap_or_else(|error| panic!("restarting nginx: {error}"));
+                self.url = format!("http://127.0.0.1:{port}/{PREFIX}");
+            }
+            Backend::Seaweed { root, port } => {
+                *port = run_script("seaweedfs.sh", &["start", root.to_str().unwrap(), BUCKET])
+                    .unwrap_or_else(|error| panic!("restarting seaweedfs: {error}"))
+                    .parse()
+                    .unwrap();
+                self.env[0].1 = format!("http://127.0.0.1:{port}");
+            }
+        }
+    }
+
+    /// `BUCKET/PREFIX` of an `s3://` URL.
+    fn s3_path(&self) -> &str {
+        self.url.strip_prefix("s3://").expect("an s3:// URL")
+    }
+
+    /// Reads object `name` (`ac/<key>`, `cas/<digest>`) behind cairn's back.
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.backend {
+            Backend::Directory(root) => std::fs::read(root.join(name)).ok(),
+            Backend::Nginx { root } => {
+                std::fs::read(root.join("data").join(PREFIX).join(name)).ok()
+            }
+            Backend::Seaweed { port, .. } => {
+                let output = Command::new("curl")
+                    .args([
+                        "-sf",
+                        &format!("http://127.0.0.1:{port}/{}/{name}", self.s3_path()),
+                    ])
+                    .output()
+                    .unwrap();
+                output.status.success().then_some(output.stdout)
+            }
+        }
+    }
+
+    /// Writes object `name` behind cairn's back, as a hostile writer or
+    /// bit rot would.
+    fn put(&self, name: &str, bytes: &[u8]) {
+        match &self.backend {
+            Backend::Directory(root) => write_file(&root.join(name), bytes),
+            Backend::Nginx { root } => {
+                write_file(&root.join("data").join(PREFIX).join(name), bytes);
+            }
+            Backend::Seaweed { port, .. } => {
+                let file = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(file.path(), bytes).unwrap();
+                let status = Command::new("curl")
+                    .args([
+                        "-sf",
+                        "-X",
+                        "PUT",
+                        "--data-binary",
+                        &format!("@{}", file.path().display()),
+                        &format!("http://127.0.0.1:{port}/{}/{name}", self.s3_path()),
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "PUT {name}");
+            }
+        }
+    }
+
+    /// How many objects the cache holds (files under a directory or
+    /// nginx's data; for S3, the AC entries of `keys`).
+    fn objects(&self, keys: &[String]) -> usize {
+        match &self.backend {
+            Backend::Directory(root) => count_files(root),
+            Backend::Nginx { root } => count_files(&root.join("data")),
+            Backend::Seaweed { .. } => keys
+                .iter()
+                .filter(|key| self.get(&format!("ac/{key}")).is_some())
+                .count(),
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        match &self.backend {
+            Backend::Directory(_) => {}
+            Backend::Nginx { root } => {
+                let _ = run_script("nginx-cache.sh", &["stop", root.to_str().unwrap()]);
+            }
+            Backend::Seaweed { root, .. } => {
+                let _ = run_script("seaweedfs.sh", &["stop", root.to_str().unwrap()]);
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Another owner's read-only file (nginx's) is replaced, not written.
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            if entry.file_type().unwrap().is_dir() {
+                count_files(&entry.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// `cairn ARGS` in `project` with `env` added.
+fn cairn(project: &Project, args: &[&str], env: &[(String, String)]) -> Run {
+    let output = Command::new(CAIRN)
+        .args(args)
+        .current_dir(project.path())
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn cairn");
+    Run {
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        code: output.status.code().expect("cairn exited"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// `cairn build --json --remote-cache URL EXTRA...` in `project`.
+fn build(project: &Project, cache: &Cache, extra: &[&str]) -> Build {
+    let mut args = vec!["build", "--json", "--remote-cache", &cache.url];
+    args.extend_from_slice(extra);
+    Build::new(cairn(project, &args, &cache.env))
+}
+
+/// The summary's `remote` object.
+fn remote(build: &Build) -> &Value {
+    let remote = &build.summary()["remote"];
+    assert!(remote.is_object(), "no remote in {}", build.summary());
+    remote
+}
+
+fn remote_count(build: &Build, field: &str) -> u64 {
+    remote(build)[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {}", build.summary()))
+}
+
+/// The warning lines a command printed.
+fn warnings(run: &Run) -> Vec<&str> {
+    run.stderr
+        .lines()
+        .filter(|line| line.starts_with("warning:"))
+        .collect()
+}
+
+/// The key of each action that ran, by its first output, from the log.
+fn keys_by_output(project: &Project) -> BTreeMap<String, String> {
+    project
+        .log(&["--kind", "ActionSucceeded"])
+        .iter()
+        .map(|event| {
+            let manifest = &event["manifest"];
+            (
+                manifest["outputs"][0]["partition"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                manifest["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn events_of(project: &Project, kind: &str) -> Vec<Value> {
+    project.log(&["--kind", kind])
+}
+
+fn two_projects(days: u32, stations: u32) -> (Project, Project) {
+    (
+        Project::podcast(days, stations),
+        Project::podcast(days, stations),
+    )
+}
+
+// ---------------------------------------------------------------------
+// The scenarios, each run against every backend.
+// ---------------------------------------------------------------------
+
+/// Two machines: the first builds with upload; the second, with an empty
+/// store, executes nothing, restores everything from the cache, and ends
+/// with identical data; its log says where each result came from.
+fn two_machines(cache: &Cache, days: u32, stations: u32) {
+    let (first, second) = two_projects(days, stations);
+    let total = u64::from(days * stations * 2 + days);
+    let built = build(&first, cache, &["--remote-cache-mode", "write"]);
+    built.assert_code(0);
+    built.assert_counts(total, total, 0, 0, 0);
+    assert_eq!(
+        remote_count(&built, "uploaded"),
+        total,
+        "{}",
+        built.run.stderr
+    );
+    assert_eq!(remote_count(&built, "errors"), 0, "{}", built.run.stderr);
+    assert_eq!(
+        events_of(&first, "ActionUploaded").len() as u64,
+        total,
+        "every upload is in the log"
+    );
+
+    let restored = build(&second, cache, &[]);
+    restored.assert_code(0);
+    restored.assert_counts(total, 0, total, 0, 0);
+    assert_eq!(restored.outputs("restored"), first.all_refs());
+    assert_eq!(remote_count(&restored, "hits"), total);
+    assert_eq!(remote_count(&restored, "uploaded"), 0);
+    assert!(
+        warnings(&restored.run).is_empty(),
+        "{}",
+        restored.run.stderr
+    );
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+    let cached = events_of(&second, "ActionCached");
+    assert_eq!(cached.len() as u64, total);
+    for event in &cached {
+        assert_eq!(event["remote"]["url"], cache.url.as_str(), "{event}");
+    }
+    // `log` says so in words.
+    let log = cairn(&second, &["log", "--kind", "ActionCached"], &[]);
+    assert!(
+        log.stdout
+            .contains(&format!("restored from the remote cache ({})", cache.url)),
+        "{}",
+        log.stdout
+    );
+
+    // The second machine's next build is a local no-op: the results it
+    // restored are its own now (the cache is not even asked).
+    std::fs::remove_dir_all(second.file("data")).unwrap();
+    let again = build(&second, cache, &[]);
+    again.assert_counts(total, 0, total, 0, 0);
+    assert_eq!(remote_count(&again, "hits"), 0);
+    assert_eq!(remote_count(&again, "misses"), 0);
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+}
+
+/// A MAJOR version switched back and forth across the two machines: each
+/// version built once, anywhere, is restored from the remote.
+fn version_ping_pong(cache: &Cache) {
+    let (first, second) = two_projects(2, 2);
+    let total = 2 * 2 * 2 + 2;
+    let bump = |project: &Project, from: &str, to: &str| {
+        let graph = project.read_string("cairn.toml").replacen(
+            &format!("[datasets.raw]\nversion = \"{from}\""),
+            &format!("[datasets.raw]\nversion = \"{to}\""),
+            1,
+        );
+        assert!(graph.contains(&format!("[datasets.raw]\nversion = \"{to}\"")));
+        project.write("cairn.toml", graph);
+    };
+    let write = ["--remote-cache-mode", "write"];
+    // Machine 1 builds 1.0.0, then 2.0.0: raw runs again, and its
+    // unchanged outputs leave clean and daily as they were (early cutoff).
+    let raw = 2 * 2;
+    build(&first, cache, &write).assert_counts(total, total, 0, 0, 0);
+    bump(&first, "1.0.0", "2.0.0");
+    build(&first, cache, &write).assert_counts(total, raw, total - raw, 0, 0);
+    // Machine 2: 2.0.0 first, then 1.0.0, then 2.0.0: never a job.
+    bump(&second, "1.0.0", "2.0.0");
+    let at_2 = build(&second, cache, &write);
+    at_2.assert_counts(total, 0, total, 0, 0);
+    assert_eq!(remote_count(&at_2, "hits"), total);
+    bump(&second, "2.0.0", "1.0.0");
+    let at_1 = build(&second, cache, &write);
+    at_1.assert_counts(total, 0, total, 0, 0);
+    assert_eq!(
+        remote_count(&at_1, "hits"),
+        raw,
+        "raw 1.0.0 from the remote"
+    );
+    bump(&second, "1.0.0", "2.0.0");
+    let back = build(&second, cache, &write);
+    back.assert_counts(total, 0, total, 0, 0);
+    assert_eq!(remote_count(&back, "hits"), 0, "2.0.0 is local by now");
+    assert_eq!(remote_count(&back, "misses"), 0);
+    // And machine 1, back at 1.0.0, restores locally.
+    bump(&first, "2.0.0", "1.0.0");
+    let local = build(&first, cache, &write);
+    local.assert_counts(total, 0, total, 0, 0);
+    assert_eq!(remote_count(&local, "hits"), 0);
+    bump(&first, "1.0.0", "2.0.0");
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+}
+
+/// A hand-written AC entry pointing at other content is refused, reported
+/// once, never materialized, and the job runs.
+fn poisoned_entry_refused(cache: &Cache) {
+    let (first, second) = two_projects(2, 2);
+    let total = 2 * 2 * 2 + 2;
+    build(&first, cache, &["--remote-cache-mode", "write"]).assert_code(0);
+    let keys = keys_by_output(&first);
+    let victim = "clean/date=2024-01-01/station=S001";
+    let other = "clean/date=2024-01-02/station=S002";
+    let (victim_key, other_key) = (&keys[victim], &keys[other]);
+    // 1. The other key's entry, stored under the victim's key as is.
+    let entry = cache.get(&format!("ac/{other_key}")).expect("the entry");
+    cache.put(&format!("ac/{victim_key}"), &entry);
+    // 2. The same entry rewritten to name a second victim's key: its
+    //    outputs and inputs are still the other action's.
+    let second_victim = "clean/date=2024-01-02/station=S001";
+    let second_key = &keys[second_victim];
+    let forged = String::from_utf8(entry)
+        .unwrap()
+        .replace(other_key.as_str(), second_key);
+    cache.put(&format!("ac/{second_key}"), forged.as_bytes());
+
+    let built = build(&second, cache, &[]);
+    built.assert_code(0);
+    assert_eq!(
+        built.outputs("executed"),
+        BTreeSet::from([victim.to_owned(), second_victim.to_owned()]),
+        "{}",
+        built.run.stderr
+    );
+    assert_eq!(built.count("cached"), total - 2);
+    assert_eq!(remote_count(&built, "refused"), 2);
+    let refused = events_of(&second, "RemoteRefused");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|event| event["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|reason| reason.contains("names key")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("other outputs")),
+        "{reasons:?}"
+    );
+    assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
+    // What ran is what a clean build gives, not the other partition.
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+}
+
+/// A blob corrupted on the server is detected by its blake3, reported (an
+/// event and one warning), never placed, and the action is rebuilt.
+fn corrupted_blob_rebuilt(cache: &Cache) {
+    let (first, second) = two_projects(2, 2);
+    let total = 2 * 2 * 2 + 2;
+    build(&first, cache, &["--remote-cache-mode", "write"]).assert_code(0);
+    let victim = "clean/date=2024-01-02/station=S001";
+    let files = first.output_files(victim);
+    let digest = files[0]["digest"].as_str().unwrap().to_owned();
+    let good = cache.get(&format!("cas/{digest}")).expect("the blob");
+    let mut bad = good.clone();
+    bad[0] ^= 0x20;
+    cache.put(&format!("cas/{digest}"), &bad);
+
+    let built = build(&second, cache, &[]);
+    built.assert_code(0);
+    assert_eq!(
+        built.outputs("executed"),
+        BTreeSet::from([victim.to_owned()]),
+        "{}",
+        built.run.stderr
+    );
+    assert_eq!(built.count("cached"), total - 1);
+    let refused = events_of(&second, "RemoteRefused");
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("blob {digest} failed verification")),
+        "{refused:?}"
+    );
+    assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+    // The corrupt bytes never entered the local store.
+    let blob = second.file(&format!(".cairn/cas/{}/{}", &digest[..2], &digest[2..]));
+    assert_eq!(std::fs::read(blob).unwrap(), good);
+}
+
+/// Read mode looks up and never writes.
+fn read_only_writes_nothing(cache: &Cache) {
+    let project = Project::podcast(2, 2);
+    let total = 2 * 2 * 2 + 2;
+    let built = build(&project, cache, &["--remote-cache-mode", "read"]);
+    built.assert_counts(total, total, 0, 0, 0);
+    assert_eq!(remote_count(&built, "misses"), total);
+    assert_eq!(remote_count(&built, "uploaded"), 0);
+    let keys: Vec<String> = keys_by_output(&project).into_values().collect();
+    assert_eq!(cache.objects(&keys), 0, "read mode wrote to the cache");
+    assert!(events_of(&project, "ActionUploaded").is_empty());
+}
+
+/// The server killed during the uploads: the build still succeeds; after
+/// a restart, a second machine restores what was uploaded whole and runs
+/// the rest: nothing half-written is ever served.
+fn killed_mid_upload(cache: &mut Cache) {
+    let (first, second) = two_projects(10, 10);
+    let total = 10 * 10 * 2 + 10;
+    let mut args = vec!["build", "--json", "--remote-cache", &cache.url];
+    args.extend(["--remote-cache-mode", "write", "-j", "2"]);
+    let child = Command::new(CAIRN)
+        .args(&args)
+        .current_dir(first.path())
+        .envs(cache.env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once a tenth of the jobs are done: their uploads run beside
+    // the jobs, so some are whole by then and most are not (both are
+    // checked below: some restored, not all uploaded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while keys_by_output_of_log(&first).len() < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cache.kill();
+    let output = child.wait_with_output().unwrap();
+    let run = Run {
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        code: output.status.code().unwrap(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    };
+    let built = Build::new(run);
+    built.assert_code(0);
+    built.assert_counts(total, total, 0, 0, 0);
+    assert!(
+        remote_count(&built, "uploaded") < total,
+        "{}",
+        built.summary()
+    );
+    assert!(
+        warnings(&built.run).len() <= 1,
+        "one warning at most: {}",
+        built.run.stderr
+    );
+
+    cache.restart();
+    let restored = build(&second, cache, &[]);
+    restored.assert_code(0);
+    let hits = remote_count(&restored, "hits");
+    let uploaded = remote_count(&built, "uploaded");
+    assert!(hits <= uploaded, "{hits} restored, {uploaded} uploaded");
+    // What was uploaded is restored, on a server that keeps what it
+    // acknowledged across a SIGKILL (nginx writes files; SeaweedFS may lose
+    // its last writes, which is then a miss, never a bad restore).
+    if matches!(cache.backend, Backend::Nginx { .. }) {
+        assert!(
+            hits > 0 && uploaded > 0,
+            "what was uploaded is restored: {}\n{}",
+            restored.summary(),
+            restored.run.stderr
+        );
+    }
+    assert_eq!(restored.count("cached"), hits);
+    assert_eq!(restored.count("executed"), total - hits);
+    assert_eq!(remote_count(&restored, "refused"), 0);
+    assert!(events_of(&second, "RemoteRefused").is_empty());
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+}
+
+/// The keys of the actions that ran so far, read while a build runs (a
+/// reader does not wait for the writer).
+fn keys_by_output_of_log(project: &Project) -> Vec<String> {
+    let run = project.cairn(&["log", "--json", "--kind", "ActionSucceeded"]);
+    if run.code != 0 {
+        return Vec::new();
+    }
+    run.stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|event| event["manifest"]["key"].as_str().map(str::to_owned))
+        .collect()
+}
+
+// ---------------------------------------------------------------------
+// A directory (file://).
+// ---------------------------------------------------------------------
+
+#[test]
+fn directory_two_machines() {
+    two_machines(&Cache::directory(), 3, 3);
+}
+
+#[test]
+fn directory_version_ping_pong() {
+    version_ping_pong(&Cache::directory());
+}
+
+#[test]
+fn directory_poisoned_entry_is_refused() {
+    poisoned_entry_refused(&Cache::directory());
+}
+
+/// An entry under its own key, whose file path leads out of its partition,
+/// is refused before anything is written.
+#[test]
+fn directory_an_entry_escaping_its_partition_is_refused() {
+    let cache = Cache::directory();
+    let (first, second) = two_projects(1, 1);
+    build(&first, &cache, &["--remote-cache-mode", "write"]).assert_code(0);
+    let victim = "clean/date=2024-01-01/station=S001";
+    let key = &keys_by_output(&first)[victim];
+    let name = format!("ac/{key}");
+    let mut entry: Value = serde_json::from_slice(&cache.get(&name).unwrap()).unwrap();
+    entry["manifest"]["outputs"][0]["files"][0]["path"] = "../../../escaped.csv".into();
+    cache.put(&name, &serde_json::to_vec(&entry).unwrap());
+    let built = build(&second, &cache, &[]);
+    built.assert_code(0);
+    assert_eq!(
+        built.outputs("executed"),
+        BTreeSet::from([victim.to_owned()])
+    );
+    let refused = events_of(&second, "RemoteRefused");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside its partition"),
+        "{refused:?}"
+    );
+    assert!(!second.file("escaped.csv").exists());
+    assert!(!second.file("data/escaped.csv").exists());
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+}
+
+#[test]
+fn directory_corrupted_blob_is_rebuilt() {
+    corrupted_blob_rebuilt(&Cache::directory());
+}
+
+#[test]
+fn directory_read_mode_writes_nothing() {
+    read_only_writes_nothing(&Cache::directory());
+}
+
+#[test]
+fn no_upload_wait_leaves_the_uploads() {
+    let cache = Cache::directory();
+    let project = Project::podcast(2, 2);
+    let built = build(
+        &project,
+        &cache,
+        &["--remote-cache-mode", "write", "--no-upload-wait"],
+    );
+    built.assert_code(0);
+    let remote = remote(&built);
+    let (uploaded, abandoned) = (
+        remote["uploaded"].as_u64().unwrap(),
+        remote["abandoned"].as_u64().unwrap(),
+    );
+    // Uploads under way when the build ended finished; those queued were
+    // dropped. Either way each is accounted for, and the log holds the
+    // finished ones.
+    assert_eq!(uploaded + abandoned, 10, "{remote}");
+    assert_eq!(
+        events_of(&project, "ActionUploaded").len() as u64,
+        uploaded,
+        "{remote}"
+    );
+}
+
+#[test]
+fn the_graph_file_configures_the_cache_and_the_flags_override_it() {
+    let cache = Cache::directory();
+    let (first, second) = two_projects(2, 2);
+    for project in [&first, &second] {
+        project.append(
+            "cairn.toml",
+            &format!(
+                "\n[cache]\nurl = \"{}\"\nmode = \"read-write\"\n",
+                cache.url
+            ),
+        );
+    }
+    // `--remote-cache-mode off`: nothing asked, nothing written.
+    let off = Build::new(cairn(
+        &first,
+        &["build", "--json", "--remote-cache-mode", "off"],
+        &[],
+    ));
+    off.assert_counts(10, 10, 0, 0, 0);
+    assert!(off.summary()["remote"].is_null());
+    assert_eq!(cache.objects(&[]), 0);
+    std::fs::remove_dir_all(first.file("data")).unwrap();
+    std::fs::remove_dir_all(first.file(".cairn")).unwrap();
+    // The graph file's read-write: uploads.
+    let written = Build::new(cairn(&first, &["build", "--json"], &[]));
+    written.assert_counts(10, 10, 0, 0, 0);
+    assert_eq!(remote_count(&written, "uploaded"), 10);
+    let restored = Build::new(cairn(&second, &["build", "--json"], &[]));
+    restored.assert_counts(10, 0, 10, 0, 0);
+}
+
+#[test]
+fn a_bad_url_or_mode_is_a_usage_error_naming_the_field() {
+    let project = Project::podcast(1, 1);
+    project.append("cairn.toml", "\n[cache]\nurl = \"ftp://host/x\"\n");
+    let run = cairn(&project, &["build"], &[]);
+    run.assert_usage_error("cairn.toml:");
+    assert!(
+        run.stderr
+            .contains("cache.url: ftp:// is not a remote cache"),
+        "{}",
+        run.stderr
+    );
+
+    let graph = project.read_string("cairn.toml").replace(
+        "url = \"ftp://host/x\"",
+        "url = \"file:///tmp/x\"\nmode = \"sometimes\"",
+    );
+    project.write("cairn.toml", graph);
+    let run = cairn(&project, &["build"], &[]);
+    run.assert_usage_error("cache.mode: \"sometimes\" is not a mode");
+
+    let graph = project.read_string("cairn.toml").replace(
+        "url = \"file:///tmp/x\"\nmode = \"sometimes\"",
+        "url = \"http://ana:s3cret@cache.example/x\"",
+    );
+    project.write("cairn.toml", graph);
+    let run = cairn(&project, &["build"], &[]);
+    run.assert_usage_error("cache.url: the URL holds a credential");
+    assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+
+    let empty = Project::podcast(1, 1);
+    let run = cairn(&empty, &["build", "--remote-cache", "nonsense"], &[]);
+    run.assert_usage_error("--remote-cache: \"nonsense\" is not a URL");
+    let run = cairn(&empty, &["build", "--remote-cache-mode", "read"], &[]);
+    run.assert_usage_error("--remote-cache-mode: no remote cache is configured");
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_cache_down_from_the_start_warns_once_and_the_build_goes_on() {
+    let project = Project::podcast(3, 3);
+    let url = format!("http://127.0.0.1:{}/team", closed_port());
+    let built = Build::new(cairn(
+        &project,
+        &[
+            "build",
+            "--json",
+            "--remote-cache",
+            &url,
+            "--remote-cache-mode",
+            "write",
+            "-j",
+            "1",
+        ],
+        &[],
+    ));
+    built.assert_code(0);
+    built.assert_counts(21, 21, 0, 0, 0);
+    assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
+    assert!(built.run.stderr.contains(&url), "{}", built.run.stderr);
+    assert_eq!(
+        remote_count(&built, "errors"),
+        3,
+        "the breaker opens after 3"
+    );
+    assert_eq!(remote(&built)["tripped"], true);
+    assert_eq!(remote_count(&built, "uploaded"), 0);
+}
+
+#[test]
+fn a_hanging_cache_times_out_and_the_build_goes_on() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let project = Project::podcast(3, 3);
+    project.append(
+        "cairn.toml",
+        &format!("\n[cache]\nurl = \"http://127.0.0.1:{port}/team\"\ntimeout = \"1s\"\n"),
+    );
+    let started = Instant::now();
+    let built = Build::new(cairn(&project, &["build", "--json", "-j", "1"], &[]));
+    let took = started.elapsed();
+    built.assert_code(0);
+    built.assert_counts(21, 21, 0, 0, 0);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
+    assert!(
+        built.run.stderr.contains("timed out"),
+        "{}",
+        built.run.stderr
+    );
+    assert_eq!(remote(&built)["tripped"], true);
+}
+
+#[test]
+fn credentials_never_reach_events_keys_or_output() {
+    let secret = "sekrit-7f3a-credential";
+    let scratch = tempfile::tempdir().unwrap();
+    let token = scratch.path().join("token");
+    std::fs::write(&token, format!("{secret}-token\n")).unwrap();
+    let netrc = scratch.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login ana password {secret}-netrc\n"),
+    )
+    .unwrap();
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID".to_owned(), format!("{secret}-id")),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), format!("{secret}-key")),
+        (
+            "CAIRN_REMOTE_CACHE_TOKEN_FILE".to_owned(),
+            token.display().to_string(),
+        ),
+        ("NETRC".to_owned(), netrc.display().to_string()),
+    ];
+    let cache = Cache::directory();
+    let (with, without) = two_projects(2, 2);
+    let down = format!("http://127.0.0.1:{}/team", closed_port());
+    let mut runs = Vec::new();
+    for url in [&cache.url, &down] {
+        runs.push(cairn(
+            &with,
+            &[
+                "build",
+                "--json",
+                "--remote-cache",
+                url,
+                "--remote-cache-mode",
+                "write",
+            ],
+            &env,
+        ));
+        std::fs::remove_dir_all(with.file("data")).unwrap();
+    }
+    runs.push(cairn(&with, &["log", "--json"], &env));
+    runs.push(cairn(&with, &["log"], &env));
+    runs.push(cairn(&with, &["store", "stats"], &env));
+    for run in &runs {
+        assert!(!run.stdout.contains(secret), "{run:?}");
+        assert!(!run.stderr.contains(secret), "{run:?}");
+    }
+    // Nor in the store, nor in the cache.
+    let store = snapshot(&with.file(".cairn"));
+    for (name, bytes) in &store {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(secret),
+            "{name} holds the secret"
+        );
+    }
+    let Backend::Directory(root) = &cache.backend else {
+        unreachable!()
+    };
+    for (name, bytes) in &snapshot(root) {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(secret),
+            "{name} holds the secret"
+        );
+    }
+    // The keys do not depend on them.
+    build(&without, &Cache::directory(), &[]).assert_code(0);
+    assert_eq!(keys_by_output(&with), keys_by_output(&without));
+}
+
+// ---------------------------------------------------------------------
+// A Bazel HTTP cache: nginx with WebDAV.
+// ---------------------------------------------------------------------
+
+#[test]
+fn nginx_two_machines_30x30() {
+    let Some(cache) = Cache::nginx("nginx_two_machines_30x30") else {
+        return;
+    };
+    two_machines(&cache, 30, 30);
+}
+
+#[test]
+fn nginx_version_ping_pong() {
+    let Some(cache) = Cache::nginx("nginx_version_ping_pong") else {
+        return;
+    };
+    version_ping_pong(&cache);
+}
+
+#[test]
+fn nginx_poisoned_entry_and_corrupted_blob() {
+    let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
+        return;
+    };
+    poisoned_entry_refused(&cache);
+    let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
+        return;
+    };
+    corrupted_blob_rebuilt(&cache);
+    let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
+        return;
+    };
+    read_only_writes_nothing(&cache);
+}
+
+#[test]
+fn nginx_killed_mid_upload() {
+    let Some(mut cache) = Cache::nginx("nginx_killed_mid_upload") else {
+        return;
+    };
+    killed_mid_upload(&mut cache);
+}
+
+// ---------------------------------------------------------------------
+// S3: SeaweedFS.
+// ---------------------------------------------------------------------
+
+#[test]
+fn s3_two_machines_30x30() {
+    let Some(cache) = Cache::seaweed("s3_two_machines_30x30") else {
+        return;
+    };
+    two_machines(&cache, 30, 30);
+}
+
+#[test]
+fn s3_version_ping_pong_poisoned_entry_and_corrupted_blob() {
+    let test = "s3_version_ping_pong_poisoned_entry_and_corrupted_blob";
+    let Some(cache) = Cache::seaweed(test) else {
+        return;
+    };
+    version_ping_pong(&cache);
+    // One server, fresh prefixes: the scenarios share nothing.
+    let mut cache = cache;
+    for (index, scenario) in [
+        poisoned_entry_refused as fn(&Cache),
+        corrupted_blob_rebuilt,
+        read_only_writes_nothing,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cache.url = format!("s3://{BUCKET}/{PREFIX}-{index}");
+        let Backend::Seaweed { .. } = cache.backend else {
+            unreachable!()
+        };
+        scenario(&cache);
+    }
+}
+
+#[test]
+fn s3_killed_mid_upload() {
+    let Some(mut cache) = Cache::seaweed("s3_killed_mid_upload") else {
+        return;
+    };
+    killed_mid_upload(&mut cache);
+}
+
+/// The port's contract (core/src/contract.rs) against the real servers:
+/// create-only AC entries (first writer wins: PutMode::Create on S3,
+/// HEAD-then-PUT on HTTP), blobs round-tripping, large and empty.
+#[test]
+fn the_real_servers_keep_the_remote_contract() {
+    use cairn_core::contract;
+    let test = "the_real_servers_keep_the_remote_contract";
+    let Some(nginx) = Cache::nginx(test) else {
+        return;
+    };
+    let Some(seaweed) = Cache::seaweed(test) else {
+        return;
+    };
+    let open = |cache: &Cache| {
+        cairn_remote::open_with_env(&cache.url, Some(Duration::from_secs(10)), cache.env.clone())
+            .unwrap()
+    };
+    for cache in [&nginx, &seaweed] {
+        contract::remote_actions_are_written_once(&open(cache));
+        contract::remote_blobs_round_trip(&open(cache));
+    }
+}
