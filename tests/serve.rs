@@ -726,7 +726,7 @@ fn cancelling_a_running_operation_stops_its_jobs_and_a_retry_builds_the_rest() {
     let server = Server::start(project.path(), &["-j", "2"]);
     let op = server.submit(&["slow/n={n}"]);
     let id = op["id"].as_str().unwrap().to_owned();
-    server.wait_for(&id, LONG, |op| {
+    let running = server.wait_for(&id, LONG, |op| {
         op["running"].as_array().is_some_and(|r| r.len() == 2)
     });
     let started = std::time::Instant::now();
@@ -745,6 +745,25 @@ fn cancelling_a_running_operation_stops_its_jobs_and_a_retry_builds_the_rest() {
     let build = done["build"].as_u64().unwrap();
     let finished = project.log(&["--build", &build.to_string(), "--kind", "BuildFinished"]);
     assert_eq!(finished[0]["interrupted"], true, "{finished:?}");
+    // The running actions were shown with the keys they started under.
+    let keys_started: std::collections::BTreeMap<String, String> = project
+        .log(&["--build", &build.to_string(), "--kind", "ActionStarted"])
+        .iter()
+        .map(|event| {
+            (
+                event["outputs"][0].as_str().unwrap().to_owned(),
+                event["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for action in running["running"].as_array().unwrap() {
+        let output = action["outputs"][0].as_str().unwrap();
+        assert_eq!(
+            action["key"].as_str(),
+            keys_started.get(output).map(String::as_str),
+            "{running}"
+        );
+    }
     // The retry builds the four partitions, none of which was built.
     project.write("sleep.txt", "0");
     let retry = server.post(&format!("/v1/operations/{id}/retry"), "", None);

@@ -401,7 +401,7 @@ fn refs_text(outputs: Refs<'_>) -> String {
 }
 
 impl Reporter for BuildReporter {
-    fn started(&self, action: &PlannedAction, progress: Progress) {
+    fn started(&self, action: &PlannedAction, _key: &ActionKey, progress: Progress) {
         self.action_started(
             address(action),
             &action.job,

@@ -10,6 +10,7 @@ use std::time::Instant;
 use cairn_app::backfill::{Backfill, BackfillRequest};
 use cairn_app::build::BuildObserver;
 use cairn_app::{AppError, Workspace};
+use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{Outcome, Progress, Reporter};
 use cairn_engine::plan::PlannedAction;
 use cairn_engine::record::BuildCounts;
@@ -315,9 +316,10 @@ fn slot(action: &PlannedAction) -> usize {
 }
 
 impl Reporter for OpObserver<'_> {
-    fn started(&self, action: &PlannedAction, progress: Progress) {
+    fn started(&self, action: &PlannedAction, key: &ActionKey, progress: Progress) {
         let running = RunningAction {
             slot: slot(action),
+            key: key.to_string(),
             job: action.job.to_string(),
             outputs: action
                 .config

@@ -120,6 +120,8 @@ pub enum Work {
 pub struct RunningAction {
     /// The action's address in the plan: stable while the build runs.
     pub slot: usize,
+    /// The action key its `ActionStarted` carries.
+    pub key: String,
     pub job: String,
     pub outputs: Vec<String>,
     pub since_ms: u64,
@@ -347,7 +349,7 @@ impl Operation {
             .map(|action| {
                 json!({
                     "job": action.job,
-                    "key": null,
+                    "key": action.key,
                     "outputs": action.outputs,
                     "since": rfc3339(action.since_ms),
                 })

@@ -123,7 +123,8 @@ pub struct Progress {
 
 /// Receives progress; the engine never prints.
 pub trait Reporter: Sync {
-    fn started(&self, _action: &PlannedAction, _progress: Progress) {}
+    /// `action`'s job starts (its first attempt in this build), under `key`.
+    fn started(&self, _action: &PlannedAction, _key: &ActionKey, _progress: Progress) {}
     /// Another build of the process runs `action`'s key: this build waits
     /// on that run (`joined_build`), then hears `finished` with
     /// [`Outcome::Joined`] (or the run's failure).
@@ -1124,11 +1125,13 @@ impl<'a> Scheduler<'a> {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Event(index, at, event) => {
-                if matches!(*event, EventKind::ActionStarted { .. }) && !self.started[index] {
+                if let EventKind::ActionStarted { key, .. } = &*event
+                    && !self.started[index]
+                {
                     self.started[index] = true;
                     self.progress.running += 1;
                     self.reporter
-                        .started(&self.plan.actions[index], self.progress);
+                        .started(&self.plan.actions[index], key, self.progress);
                 }
                 if let EventKind::ActionCheckpointed { sequence, .. } = &*event {
                     self.reporter
