@@ -34,6 +34,13 @@ fn open(project: &Project) -> Workspace {
     Workspace::open(&options, Arc::new(Silent)).expect("open the workspace")
 }
 
+/// `project`'s workspace, its store held (as `cairn serve` holds it).
+fn held(project: &Project) -> Workspace {
+    let mut workspace = open(project);
+    workspace.hold(false).expect("hold the store");
+    workspace
+}
+
 fn request(refs: &[&str], cancel: &Cancel) -> BuildRequest {
     BuildRequest {
         refs: refs.iter().map(|r| (*r).to_owned()).collect(),
@@ -48,8 +55,7 @@ fn request(refs: &[&str], cancel: &Cancel) -> BuildRequest {
 #[test]
 fn builds_run_concurrently_on_a_held_workspace_and_reads_go_on_beside_them() {
     let p = Project::with_graph(RENDEZVOUS);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     assert!(workspace.is_held());
 
     // The store is held: another writer (here another workspace of this
@@ -130,8 +136,7 @@ args = ["{i}"]
 #[test]
 fn a_cancelled_build_stops_and_the_other_build_of_the_process_runs_on() {
     let p = Project::with_graph(SLOW_AND_QUICK);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let workspace = &workspace;
 
     // Cancelled before it starts: nothing runs.
@@ -189,8 +194,7 @@ fn a_cancelled_build_stops_and_the_other_build_of_the_process_runs_on() {
 #[test]
 fn a_local_build_of_a_store_a_server_holds_is_told_to_use_remote() {
     let p = Project::with_graph(RENDEZVOUS);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let url = "http://127.0.0.1:8421";
     workspace
         .held_store()
@@ -280,8 +284,7 @@ fn kinds(p: &Project, build: u64, partition: &str) -> Vec<String> {
 #[test]
 fn two_builds_needing_one_action_run_it_once() {
     let p = Project::with_graph(SHARED);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let workspace = &workspace;
     let joins = Joins::default();
     let (first, second) = std::thread::scope(|threads| {
@@ -407,8 +410,7 @@ fn two_builds_needing_one_action_run_it_once() {
 #[test]
 fn a_submission_is_recorded_in_the_log() {
     let p = Project::with_graph(RENDEZVOUS);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     p.write("started-2", "");
     let built = cairn_app::build::build(
         &workspace,
@@ -452,8 +454,7 @@ fn a_submission_is_recorded_in_the_log() {
 #[test]
 fn cancelling_a_build_never_kills_an_action_another_build_joined() {
     let p = Project::with_graph(SHARED);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let workspace = &workspace;
     let joins = Joins::default();
     let cancel = Cancel::new();
@@ -516,8 +517,7 @@ run = ["sh", "-c", "(sh -c 'sleep 1; touch survived' &); touch started-b; sleep 
 #[test]
 fn the_end_of_a_build_spares_the_orphans_of_another_build_of_the_process() {
     let p = Project::with_graph(ORPHAN);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let workspace = &workspace;
     let (quick, slow) = std::thread::scope(|threads| {
         let slow = threads.spawn(|| {
@@ -548,8 +548,7 @@ fn the_end_of_a_build_spares_the_orphans_of_another_build_of_the_process() {
 #[test]
 fn a_joined_run_nobody_waits_on_any_more_is_stopped() {
     let p = Project::with_graph(SHARED);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let workspace = &workspace;
     let joins = Joins::default();
     let (first_cancel, second_cancel) = (Cancel::new(), Cancel::new());
@@ -613,8 +612,7 @@ fn runs(p: &Project, i: u32) -> usize {
 #[test]
 fn a_held_workspace_uses_the_snapshot_but_never_past_another_callers_events() {
     let p = Project::with_graph(COUNTED);
-    let mut workspace = open(&p);
-    workspace.hold(false).expect("hold the store");
+    let workspace = held(&p);
     let workspace = &workspace;
     let both = || request(&["a/i=1", "a/i=2"], &Cancel::new());
     let built = cairn_app::build::build(workspace, &both(), &Unobserved).expect("cold");
