@@ -240,6 +240,15 @@ fn a_failing_job_is_reported_as_locally_and_keep_going_builds_the_rest() {
     assert_eq!(again.count("failed"), 1);
 }
 
+/// How many jobs wrote their `started-<slurm job id>` file.
+fn started(p: &Project) -> usize {
+    std::fs::read_dir(p.path())
+        .expect("read the project")
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("started-"))
+        .count()
+}
+
 #[test]
 fn ctrl_c_cancels_every_slurm_job_of_cairn() {
     let Some(_turn) = turn() else { return };
@@ -272,15 +281,7 @@ run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN
     let _interrupt = Interrupt(build.child.id());
     // Until a job runs on each node (the others wait in the queue).
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let started = std::fs::read_dir(p.path())
-            .expect("read the project")
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with("started-"))
-            .count();
-        if started >= 2 {
-            break;
-        }
+    while started(&p) < 2 {
         assert!(Instant::now() < deadline, "no Slurm job started");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -334,4 +335,157 @@ resources = { cpus = 2, mem = "lots" }
         .assert_usage_error("jobs.a.resources.mem: \"lots\" is not an amount of memory");
     let bad_flag = p.cairn(&["build", "--executor", "pbs"]);
     bad_flag.assert_code(2);
+}
+
+/// Runs `.ci/services/slurm.sh ARGS`, panicking on failure.
+fn service(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/services/slurm.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run .ci/services/slurm.sh");
+    assert!(
+        output.status.success(),
+        "slurm.sh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_node_killed_mid_build_loses_nothing_and_its_checkpointed_job_resumes_on_the_other() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph(
+        r#"
+[executor]
+kind = "slurm"
+batch = 1
+
+[datasets.w]
+[dimensions.n]
+values = ["1", "2", "3", "4"]
+
+[jobs.w]
+outputs = ["w/n={n}"]
+retries = 2
+retry_backoff = "200ms"
+run = ["sh", "-c", "r=none; [ -n \"$CAIRN_RESUME\" ] && r=$(cat \"$CAIRN_RESUME\"); echo \"$CAIRN_OUTPUT_REF_0 $SLURMD_NODENAME $r\" >> ran.log; echo '{\"step\":1}' > \"$CAIRN_CHECKPOINT\"; sleep 4; echo \"$CAIRN_OUTPUT_REF_0 from=$r\" > \"$CAIRN_OUT/x\""]
+"#,
+    );
+    // The node comes back whatever happens.
+    struct Revive;
+    impl Drop for Revive {
+        fn drop(&mut self) {
+            service(&["start-node", "n1"]);
+        }
+    }
+    let _revive = Revive;
+    let build = Background::start(p.path(), &["build", "-j", "4"]);
+    let on_n1 = |text: &str| {
+        text.lines()
+            .find(|line| line.split(' ').nth(1) == Some("n1"))
+            .map(|line| line.split(' ').next().unwrap_or_default().to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        let text = std::fs::read_to_string(p.file("ran.log")).unwrap_or_default();
+        if let Some(victim) = on_n1(&text) {
+            break victim;
+        }
+        assert!(Instant::now() < deadline, "nothing ran on n1: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Let its checkpoint be recorded, then kill the node with its jobs;
+    // Slurm learns it is down (as after SlurmdTimeout).
+    std::thread::sleep(Duration::from_millis(1500));
+    service(&["kill-node", "n1"]);
+    let status = Command::new("scontrol")
+        .args(["update", "nodename=n1", "state=down", "reason=cairn-test"])
+        .status()
+        .expect("run scontrol");
+    assert!(status.success());
+    let (code, stderr, _) = build.wait(Duration::from_secs(120));
+    assert_eq!(code, 0, "{stderr}");
+    let ran = std::fs::read_to_string(p.file("ran.log")).unwrap_or_default();
+    // The victim ran again, on n2, from its checkpoint.
+    assert!(
+        ran.lines()
+            .any(|line| line == format!("{victim} n2 {{\"step\":1}}")),
+        "{victim} did not resume on n2:\n{ran}"
+    );
+    assert_eq!(
+        p.read_string(&format!("data/{victim}/x")),
+        format!("{victim} from={{\"step\":1}}\n")
+    );
+    for n in 1..=4 {
+        assert!(
+            p.file(&format!("data/w/n={n}/x")).is_file(),
+            "w/n={n}\n{ran}"
+        );
+    }
+    p.cairn(&["store", "verify"]).assert_code(0);
+    p.cairn(&["replay", "--check"]).assert_code(0);
+    let again = p.build(&[]);
+    again.assert_counts(4, 0, 4, 0, 0);
+}
+
+#[test]
+fn a_coordinator_killed_mid_build_has_its_orphans_cancelled_by_the_next() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph(
+        r#"
+[executor]
+kind = "slurm"
+batch = 1
+
+[datasets.slow]
+[datasets.quick]
+[dimensions.n]
+values = ["1", "2", "3"]
+
+[jobs.slow]
+outputs = ["slow/n={n}"]
+run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN_OUT/x\""]
+
+[jobs.quick]
+outputs = ["quick"]
+run = ["sh", "-c", "echo quick > \"$CAIRN_OUT/x\""]
+"#,
+    );
+    let build = Background::start(p.path(), &["build", "-j", "3", "slow/n={n}"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Until a job runs on each node (the third waits in the queue).
+    while started(&p) < 2 {
+        assert!(Instant::now() < deadline, "no Slurm job started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    build.signal("KILL");
+    let (code, _, _) = build.wait(Duration::from_secs(10));
+    assert_eq!(code, -1, "cairn was killed");
+    assert_eq!(
+        slurm_jobs_under(p.path()).len(),
+        3,
+        "a killed coordinator leaves its Slurm jobs"
+    );
+    // The next build finds and cancels them before it submits its own.
+    let since = Instant::now();
+    let next = p.build(&["quick"]);
+    next.assert_code(0);
+    // Its job did not wait behind the orphans (they sleep 120 s).
+    assert!(
+        since.elapsed() < Duration::from_secs(60),
+        "the next build waited {:?} behind the orphans",
+        since.elapsed()
+    );
+    next.assert_counts(1, 1, 0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = slurm_jobs_under(p.path());
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphans left: {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!p.file("data/slow/n=1").exists());
 }

@@ -104,17 +104,19 @@ stop() {
 }
 
 kill_node() {
-  local node="$1" pid
+  local node="$1" pid parent
   if pid_alive "/run/slurmd-$node.pid"; then
-    pid="$(cat "/run/slurmd-$node.pid")"
-    kill -9 "$pid" 2>/dev/null || true
+    kill -9 "$(cat "/run/slurmd-$node.pid")" 2>/dev/null || true
   fi
-  # Its jobs: every slurmstepd of the node, and what they run.
-  for step in $(pgrep -f "^slurmstepd: \[" || true); do
-    if grep -q -a "$node" "/proc/$step/environ" 2>/dev/null \
-      || [ -n "$(ls -l "/proc/$step/cwd" 2>/dev/null | grep "/var/spool/slurmd/$node")" ]; then
-      pkill -9 -P "$step" 2>/dev/null || true
-      kill -9 "$step" 2>/dev/null || true
+  # Its jobs: every process whose environment says it runs on the node
+  # (Slurm sets SLURMD_NODENAME), and the slurmstepd above each.
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURMD_NODENAME=$node"; then
+      parent="$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null || true)"
+      if [ -n "$parent" ] && grep -q slurmstepd "/proc/$parent/comm" 2>/dev/null; then
+        kill -9 "$parent" 2>/dev/null || true
+      fi
+      kill -9 "$pid" 2>/dev/null || true
     fi
   done
 }

@@ -156,6 +156,7 @@ impl SlurmRunner {
             .filter_map(|line| line.trim().rsplit('/').next()?.parse::<usize>().ok())
             .sum::<usize>()
             .max(1);
+        cancel_orphans(dir);
         let name = format!("cairn-{}", crate::groups::unique_id());
         // Created at the first submission: the build clears the staging
         // area when it starts.
@@ -239,6 +240,10 @@ impl SlurmRunner {
         let mut args = vec![
             "--parsable".to_owned(),
             format!("--job-name={}", self.name),
+            format!(
+                "--comment={}",
+                comment(std::process::id(), self.dir.parent().unwrap_or(&self.dir))
+            ),
             // cairn retries under the action's retry policy: Slurm must not
             // run an attempt again on its own after a node failure.
             "--no-requeue".to_owned(),
@@ -401,6 +406,52 @@ impl Drop for SlurmRunner {
         if !self.lost.load(Ordering::SeqCst) {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// The `--comment` of a Slurm job that the cairn of process `pid` submitted
+/// for the staging area whose Slurm directory is `dir`.
+fn comment(pid: u32, dir: &Path) -> String {
+    format!("cairn {pid} {}", dir.display())
+}
+
+/// Cancels the Slurm jobs that a cairn no longer running submitted for the
+/// staging area of `dir` (it was killed, or its machine restarted): a
+/// build holds the store's writer lock, so those attempts are nobody's.
+/// The jobs of a live cairn (another build of a `cairn serve`) are left.
+fn cancel_orphans(dir: &Path) {
+    let Ok(out) = run_slurm(
+        "squeue",
+        &["-h".to_owned(), "-o".to_owned(), "%i|%k".to_owned()],
+    ) else {
+        return;
+    };
+    let mine = format!(" {}", dir.display());
+    let orphans: Vec<String> = out
+        .lines()
+        .filter_map(|line| {
+            let (id, comment) = line.trim().split_once('|')?;
+            let rest = comment.strip_prefix("cairn ")?;
+            let (pid, path) = rest.split_once(' ')?;
+            if format!(" {path}") != mine {
+                return None;
+            }
+            let pid = pid.parse::<i32>().ok()?;
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            #[expect(unsafe_code, reason = "kill(pid, 0) has no safe wrapper in std")]
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            (!alive).then(|| id.to_owned())
+        })
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        "cancelling Slurm jobs {} left by a cairn that is gone",
+        orphans.join(", ")
+    );
+    if let Err(error) = run_slurm("scancel", &orphans) {
+        tracing::warn!("cannot cancel Slurm jobs {}: {error}", orphans.join(", "));
     }
 }
 
