@@ -555,6 +555,31 @@ fn a_remote_backfill_prints_and_exits_as_a_local_backfill() {
     served.write("backfills/days.toml", config);
     let server = Server::start(served.path(), &[]);
     let url = server.url.clone();
+    // A dry run first: the same lines and note as the local one (it was
+    // refused with --remote before), text and JSON, recording nothing.
+    for dry in [
+        &["backfill", "backfills/days.toml", "--dry-run"][..],
+        &["backfill", "backfills/days.toml", "--dry-run", "--json"][..],
+    ] {
+        let remote = served.cairn(&[&["--remote", url.as_str()][..], dry].concat());
+        let here = local.cairn(dry);
+        here.assert_code(0);
+        remote.assert_code(0);
+        assert!(
+            here.stdout.contains("daily/date=2024-01-02"),
+            "{}",
+            here.stdout
+        );
+        assert_eq!(remote.stdout, here.stdout, "{dry:?}");
+        // The note; the local command's first line describes the config
+        // from the graph, which a remote client does not have (nor does a
+        // remote backfill print it).
+        assert_eq!(
+            remote.stderr.lines().last(),
+            here.stderr.lines().last(),
+            "{dry:?}"
+        );
+    }
     let args = ["backfill", "backfills/days.toml", "--json"];
     let remote = served.cairn(&[&["--remote", url.as_str()][..], &args[..]].concat());
     let here = local.cairn(&args);

@@ -160,11 +160,6 @@ pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
              operation's failed partitions with POST /v1/operations/{id}/retry (docs/api.md)",
         ));
     }
-    if args.dry_run {
-        return Err(Failure::usage(
-            "backfill --dry-run does not work with --remote yet: run it locally, or use `cairn --remote URL build --dry-run`",
-        ));
-    }
     let text = std::fs::read_to_string(&args.config).map_err(|error| {
         Failure::usage(format!(
             "backfill config {}: cannot read it: {error}",
@@ -181,8 +176,12 @@ pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
         "keep_going": !args.fail_fast,
         "retries": args.retries,
         "jobs": args.jobs,
-        "dry_run": false,
+        "dry_run": args.dry_run,
     });
+    if args.dry_run {
+        let (_, answer): (u16, Value) = remote.post_json("/v1/backfills", &body, &[])?;
+        return Ok(backfill_dry_run(&answer, args.json));
+    }
     let key = idempotency_key(args.idempotency_key.as_deref());
     let (_, operation): (u16, Operation) =
         remote.post_json("/v1/backfills", &body, &[("Idempotency-Key", &key)])?;
@@ -888,6 +887,55 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
 struct DryAnswer {
     #[serde(default)]
     actions: Vec<Value>,
+}
+
+/// Prints a backfill's dry run answer (`partitions`, each the line
+/// `backfill --dry-run --json` prints, and its `summary` line) as the
+/// local `cairn backfill --dry-run` does (cli/src/backfill.rs).
+fn backfill_dry_run(answer: &Value, json: bool) -> u8 {
+    let partitions = answer
+        .get("partitions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = String::new();
+    for partition in partitions {
+        if json {
+            out.push_str(&serde_json::to_string(partition).unwrap_or_default());
+            out.push('\n');
+        } else {
+            let text = |name: &str| {
+                partition
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            out.push_str(&format!(
+                "{:<10} {}  ({})\n",
+                text("verdict"),
+                text("ref"),
+                crate::escape::escape(text("reason"))
+            ));
+        }
+    }
+    let summary = answer.get("summary").cloned().unwrap_or(Value::Null);
+    if json {
+        out.push_str(&serde_json::to_string(&summary).unwrap_or_default());
+        out.push('\n');
+    }
+    crate::remote::read::stdout_text(&out);
+    let number = |name: &str| summary.get(name).and_then(Value::as_u64).unwrap_or(0);
+    note(&format!(
+        "dry run: {}: {} built, {} to build; {}: {} would run, {} up to date or restorable, {} blocked",
+        count(partitions.len() as u64, "partition"),
+        number("built"),
+        number("to_build"),
+        count(number("total"), "action"),
+        number("executed"),
+        number("cached"),
+        number("skipped")
+    ));
+    0
 }
 
 /// Prints a dry run's answer as `cairn build --dry-run` does.
