@@ -270,6 +270,9 @@ fn remote_reads_print_what_the_local_commands_print() {
         vec!["logs", "clean/date=2024-01-02/station=S001"],
         vec!["logs", "--stdout", "clean/date=2024-01-02/station=S001"],
         vec!["logs", "--stderr", failed],
+        vec!["logs", clean, "--build", "1"],
+        // Its run in build 1 succeeded; its last (build 2) failed.
+        vec!["logs", failed, "--build", "1"],
         vec!["log"],
         vec!["log", "--json"],
         vec![

@@ -965,7 +965,14 @@ async fn logs(
     UrlPath(partition): UrlPath<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Answer {
-    let streams = repeated(&query, "stream", &[])?;
+    let streams = repeated(&query, "stream", &["build"])?;
+    let build = match repeated(&query, "build", &["stream"])?.as_slice() {
+        [] => None,
+        [build] => Some(build.parse::<u64>().map_err(|_| {
+            ApiError::invalid(format!("build {build:?}: expected a build id (a number)"))
+        })?),
+        _ => return Err(ApiError::invalid("build: give it once")),
+    };
     let one = match streams.as_slice() {
         [] => None,
         [stream] if stream == "stdout" => Some(cairn_app::logs::Stream::Stdout),
@@ -976,7 +983,7 @@ async fn logs(
         use cairn_app::logs::{Logs, Stream};
         use std::io::Read;
         one_ref(shared, &partition)?;
-        let logs = match cairn_app::logs::logs(&shared.workspace, &partition, None)? {
+        let logs = match cairn_app::logs::logs(&shared.workspace, &partition, build)? {
             Logs::Source { .. } => {
                 return Err(ApiError::not_found(format!(
                     "{partition} is a source partition: cairn never runs a job for it"

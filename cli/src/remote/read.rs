@@ -139,13 +139,13 @@ pub fn logs(
     build: Option<u64>,
     streams: Streams,
 ) -> Result<u8, Failure> {
-    if build.is_some() {
-        return Err(Failure::usage(
-            "logs --build does not work with --remote: the server gives the last run's output",
-        ));
-    }
     let path = format!("/v1/partitions/{}/logs", encode(partition));
-    let answer: LogsAnswer = remote.get_json(&path, &[])?;
+    let build = build.map(|build| build.to_string());
+    let query: Vec<(&str, &str)> = build
+        .iter()
+        .map(|build| ("build", build.as_str()))
+        .collect();
+    let answer: LogsAnswer = remote.get_json(&path, &query)?;
     let outcome = match &answer.error {
         None => "succeeded".to_owned(),
         Some(error) => format!("failed: {error}"),
