@@ -578,3 +578,171 @@ fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::{MemoryBlobs, MemoryRemoteCache};
+    use crate::record::{FileEntry, OutputRecord};
+    use crate::refs::PartitionRef;
+
+    /// A twin shared between the test and the `Remote` that owns it.
+    struct Shared(Arc<MemoryRemoteCache>);
+
+    impl RemoteCache for Shared {
+        fn url(&self) -> &str {
+            self.0.url()
+        }
+        fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
+            self.0.get_action(key)
+        }
+        fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
+            self.0.put_action(key, entry)
+        }
+        fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
+            self.0.has_blob(digest)
+        }
+        fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
+            self.0.get_blob(digest)
+        }
+        fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
+            self.0.put_blob(digest, bytes)
+        }
+    }
+
+    fn remote(cache: &Arc<MemoryRemoteCache>, warnings: &Arc<Mutex<Vec<String>>>) -> Remote {
+        let warnings = Arc::clone(warnings);
+        Remote::new(
+            Box::new(Shared(Arc::clone(cache))),
+            true,
+            true,
+            Box::new(move |message| warnings.lock().unwrap().push(message.to_owned())),
+        )
+    }
+
+    fn upload(blobs: &MemoryBlobs, byte: u8) -> Upload {
+        let content = vec![byte; 10];
+        let digest = blobs.put_bytes(&content).unwrap();
+        let files = vec![FileEntry {
+            path: "part.csv".into(),
+            executable: false,
+            size: 10,
+            digest,
+            mode: 0o644,
+        }];
+        let partition = PartitionRef::parse(&format!("clean/n={byte}")).unwrap();
+        Upload {
+            manifest: Box::new(Manifest {
+                key: ActionKey([byte; 32]),
+                job: "clean".into(),
+                outputs: vec![OutputRecord {
+                    partition: partition.clone(),
+                    digest: partition_digest(&files),
+                    files,
+                }],
+                inputs: Vec::new(),
+                code_digest: None,
+                versions: Vec::new(),
+                build: 1,
+                started_ms: 0,
+                finished_ms: 1,
+                stdout: None,
+                stderr: None,
+                command: None,
+            }),
+            outputs: vec![partition],
+        }
+    }
+
+    #[test]
+    fn uploads_send_missing_blobs_then_the_entry_once() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let blobs = MemoryBlobs::new();
+        let first = remote(&cache, &warnings);
+        first.upload(&blobs, &upload(&blobs, 1), 7);
+        assert_eq!(cache.action_keys(), [ActionKey([1; 32])]);
+        assert_eq!(cache.blob_digests().len(), 1);
+        let events = first.take_upload_events();
+        assert!(
+            matches!(
+                &events[..],
+                [EventKind::ActionUploaded {
+                    blobs: 1,
+                    bytes: 10,
+                    created: true,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+        // A second machine uploading the same key: its blob is there, the
+        // entry too (kept, not an error).
+        let entry = cache.get_action(&ActionKey([1; 32])).unwrap();
+        let second = remote(&cache, &warnings);
+        second.upload(&blobs, &upload(&blobs, 1), 9);
+        assert!(matches!(
+            &second.take_upload_events()[..],
+            [EventKind::ActionUploaded {
+                blobs: 0,
+                bytes: 0,
+                created: false,
+                ..
+            }]
+        ));
+        assert_eq!(cache.get_action(&ActionKey([1; 32])).unwrap(), entry);
+        assert_eq!(second.summary().errors, 0);
+        assert!(warnings.lock().unwrap().is_empty());
+        // The entry is cairn's own, naming its producer.
+        let decoded: AcEntry = serde_json::from_slice(&entry.unwrap()).unwrap();
+        assert_eq!(decoded.format, AC_FORMAT);
+        assert_eq!(decoded.producer.build, 7);
+    }
+
+    #[test]
+    fn a_failing_cache_warns_once_and_the_breaker_stops_the_requests() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        cache.set_failing(true);
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let blobs = MemoryBlobs::new();
+        let remote = remote(&cache, &warnings);
+        for byte in 1..=10 {
+            remote.upload(&blobs, &upload(&blobs, byte), 1);
+        }
+        assert_eq!(
+            cache.requests(),
+            u64::from(TRIP_AFTER),
+            "no request after the breaker opened"
+        );
+        let summary = remote.summary();
+        assert_eq!(summary.errors, u64::from(TRIP_AFTER));
+        assert!(summary.tripped);
+        assert_eq!(summary.uploaded, 0);
+        let warnings = warnings.lock().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("memory://team"), "{warnings:?}");
+        assert!(remote.take_upload_events().is_empty());
+    }
+
+    #[test]
+    fn a_success_resets_the_count_of_failures_in_a_row() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let blobs = MemoryBlobs::new();
+        let remote = remote(&cache, &warnings);
+        for byte in 1..=4 {
+            cache.set_failing(true);
+            remote.upload(&blobs, &upload(&blobs, byte), 1);
+            remote.upload(&blobs, &upload(&blobs, byte + 100), 1);
+            cache.set_failing(false);
+            remote.upload(&blobs, &upload(&blobs, byte + 200), 1);
+        }
+        let summary = remote.summary();
+        assert_eq!(summary.errors, 8, "two failures at a time, never three");
+        assert!(!summary.tripped);
+        assert_eq!(summary.uploaded, 4);
+        assert_eq!(warnings.lock().unwrap().len(), 1);
+    }
+}
