@@ -397,6 +397,31 @@ fn two_machines(cache: &Cache, days: u32, stations: u32) {
         log.stdout
     );
 
+    // history, why and store stats say where results came from and went.
+    let sample = "clean/date=2024-01-01/station=S001";
+    let restored_from = format!("restored from the remote cache ({})", cache.url);
+    let uploaded_to = format!("uploaded to the remote cache ({})", cache.url);
+    for (project, phrase) in [(&second, &restored_from), (&first, &uploaded_to)] {
+        for command in ["history", "why"] {
+            let run = cairn(project, &[command, sample], &[]);
+            run.assert_code(0);
+            assert!(
+                run.stdout.contains(phrase.as_str()),
+                "{command}: {}",
+                run.stdout
+            );
+        }
+    }
+    let stats = |project: &Project| {
+        let run = cairn(project, &["store", "stats", "--json"], &[]);
+        run.assert_code(0);
+        run.json_lines()[0]["remote"].clone()
+    };
+    assert_eq!(stats(&second)["restored"], total);
+    assert_eq!(stats(&second)["uploaded"], 0);
+    assert_eq!(stats(&first)["uploaded"], total);
+    assert_eq!(stats(&first)["restored"], 0);
+
     // The second machine's next build is a local no-op: the results it
     // restored are its own now (the cache is not even asked).
     std::fs::remove_dir_all(second.file("data")).unwrap();

@@ -100,6 +100,11 @@ pub struct Materialized {
     pub build_reason: Option<String>,
     /// The server operation the build ran, if a server submitted it.
     pub operation: Option<String>,
+    /// Restored from the shared remote cache at this URL
+    /// (docs/remote-cache.md).
+    pub remote: Option<String>,
+    /// Uploaded to the shared remote cache at this URL by this build.
+    pub uploaded: Option<String>,
 }
 
 impl Materialized {
@@ -223,6 +228,8 @@ fn history_entries(
     let mut succeeded: HashMap<ActionKey, Manifest> = HashMap::new();
     let mut executed_in: HashSet<(u64, ActionKey)> = HashSet::new();
     let mut cached: HashMap<(u64, ActionKey), bool> = HashMap::new();
+    let mut from_remote: HashMap<(u64, ActionKey), String> = HashMap::new();
+    let mut uploaded: HashMap<(u64, ActionKey), String> = HashMap::new();
     let mut entries = Vec::new();
     let mut previous_inputs: Option<BTreeMap<PartitionRef, ContentDigest>> = None;
     for event in events {
@@ -235,8 +242,20 @@ fn history_entries(
                 executed_in.insert((build, manifest.key));
                 succeeded.insert(manifest.key, manifest);
             }
-            EventKind::ActionCached { key, restored, .. } => {
+            EventKind::ActionCached {
+                key,
+                restored,
+                remote,
+                ..
+            } => {
                 cached.insert((build, key), restored);
+                if let Some(origin) = remote {
+                    from_remote.insert((build, key), origin.url);
+                }
+            }
+            // After the materialization it is about (uploads end the build).
+            EventKind::ActionUploaded { key, url, .. } => {
+                uploaded.insert((build, key), url);
             }
             EventKind::ActionFailed {
                 key,
@@ -325,12 +344,19 @@ fn history_entries(
                     current: current_seq == Some(event.seq),
                     build_reason: None,
                     operation: None,
+                    remote: from_remote.get(&(build, key)).cloned(),
+                    uploaded: None,
                 })));
             }
             _ => {}
         }
     }
     entries.sort_by_key(HistoryEntry::seq);
+    for entry in &mut entries {
+        if let HistoryEntry::Materialization(m) = entry {
+            m.uploaded = uploaded.get(&(m.build, m.key)).cloned();
+        }
+    }
     Ok(entries)
 }
 

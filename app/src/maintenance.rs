@@ -196,6 +196,25 @@ pub struct Stats {
     pub blobs: BlobUsage,
     /// The catalog file.
     pub catalog_file: PathBuf,
+    /// The shared remote cache's traffic the log records.
+    pub remote: RemoteTraffic,
+}
+
+/// What the log says of the shared remote cache (docs/remote-cache.md):
+/// results restored from it, refused, and uploaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteTraffic {
+    pub restored: u64,
+    pub refused: u64,
+    pub uploaded: u64,
+    /// Blob bytes sent by those uploads.
+    pub uploaded_bytes: u64,
+}
+
+impl RemoteTraffic {
+    pub fn any(&self) -> bool {
+        *self != RemoteTraffic::default()
+    }
 }
 
 /// Counts and sizes: events, builds, actions, partitions, blobs. `None`:
@@ -204,10 +223,28 @@ pub fn stats(workspace: &Workspace) -> Result<Option<Stats>, AppError> {
     let Some(store) = workspace.open_reader()? else {
         return Ok(None);
     };
+    // One pass over the log (like `cairn log`): the remote cache's events
+    // have no table of their own.
+    let mut remote = RemoteTraffic::default();
+    cairn_engine::ports::EventLog::scan_events(store.catalog(), 1, &mut |event| {
+        match event.kind {
+            cairn_engine::record::EventKind::ActionCached {
+                remote: Some(_), ..
+            } => remote.restored += 1,
+            cairn_engine::record::EventKind::RemoteRefused { .. } => remote.refused += 1,
+            cairn_engine::record::EventKind::ActionUploaded { bytes, .. } => {
+                remote.uploaded += 1;
+                remote.uploaded_bytes += bytes;
+            }
+            _ => {}
+        }
+        true
+    })?;
     Ok(Some(Stats {
         catalog: store.catalog().stats()?,
         blobs: store.blob_usage()?,
         catalog_file: store.catalog().path().to_owned(),
+        remote,
     }))
 }
 

@@ -320,33 +320,56 @@ fn joined_note(
     let Some(store) = workspace.open_reader()? else {
         return Ok(String::new());
     };
+    use cairn_engine::record::EventKind;
     let mut builds = Vec::new();
+    // The shared remote cache (docs/remote-cache.md): where the manifest
+    // came from, and where it was uploaded.
+    let mut remote = String::new();
     store
         .catalog()
         .partition_events(partition, 1, &mut |event| {
-            if let cairn_engine::record::EventKind::ActionJoined {
-                key: joined,
-                joined_build,
-                ..
-            } = &event.kind
-                && joined == key
-                && *joined_build == built_by
-            {
-                builds.push(event.build.to_string());
+            match &event.kind {
+                EventKind::ActionJoined {
+                    key: joined,
+                    joined_build,
+                    ..
+                } if joined == key && *joined_build == built_by => {
+                    builds.push(event.build.to_string());
+                }
+                EventKind::ActionCached {
+                    key: cached,
+                    remote: Some(origin),
+                    ..
+                } if cached == key && event.build == built_by => {
+                    remote.push_str(&format!(
+                        "; restored from the remote cache ({}), built by {}",
+                        origin.url, origin.producer
+                    ));
+                }
+                EventKind::ActionUploaded {
+                    key: uploaded, url, ..
+                } if uploaded == key => {
+                    remote.push_str(&format!(
+                        "; uploaded to the remote cache ({url}) by build {}",
+                        event.build
+                    ));
+                }
+                _ => {}
             }
             true
         })?;
-    Ok(match builds.len() {
-        0 => String::new(),
-        1 => format!(
-            "; build {} joined the run of build {built_by} (not built twice)",
-            builds[0]
-        ),
-        _ => format!(
-            "; builds {} joined the run of build {built_by} (not built twice)",
-            builds.join(", ")
-        ),
-    })
+    Ok(remote
+        + &match builds.len() {
+            0 => String::new(),
+            1 => format!(
+                "; build {} joined the run of build {built_by} (not built twice)",
+                builds[0]
+            ),
+            _ => format!(
+                "; builds {} joined the run of build {built_by} (not built twice)",
+                builds.join(", ")
+            ),
+        })
 }
 
 /// Explains whether `request` (one ref) is up to date, and which key input

@@ -123,6 +123,10 @@ fn entry_text(entry: &HistoryEntry) -> String {
                         cairn_app::history::duration_ms(manifest)
                     ));
                 }
+                (Some(_), false) if m.remote.is_some() => out.push_str(&format!(
+                    "restored from the remote cache ({})",
+                    m.remote.as_deref().unwrap_or_default()
+                )),
                 (Some(manifest), false) => out.push_str(&format!(
                     "reused the run of build {}{}",
                     manifest.build,
@@ -133,6 +137,9 @@ fn entry_text(entry: &HistoryEntry) -> String {
                     }
                 )),
                 (None, _) => out.push_str("materialized (its manifest is no longer recorded)"),
+            }
+            if let Some(url) = &m.uploaded {
+                out.push_str(&format!(", uploaded to the remote cache ({url})"));
             }
             if m.current {
                 out.push_str("  [current]");
@@ -247,6 +254,10 @@ pub fn line_text(line: &HistoryLine) -> String {
             let duration = m.duration_ms.unwrap_or(0);
             match (has_manifest, executed) {
                 (true, true) => out.push_str(&format!("executed in {duration} ms")),
+                (true, false) if m.remote.is_some() => out.push_str(&format!(
+                    "restored from the remote cache ({})",
+                    m.remote.as_deref().unwrap_or_default()
+                )),
                 (true, false) => out.push_str(&format!(
                     "reused the run of build {}{}",
                     m.manifest_build.unwrap_or(0),
@@ -257,6 +268,9 @@ pub fn line_text(line: &HistoryLine) -> String {
                     }
                 )),
                 (false, _) => out.push_str("materialized (its manifest is no longer recorded)"),
+            }
+            if let Some(url) = &m.uploaded {
+                out.push_str(&format!(", uploaded to the remote cache ({url})"));
             }
             if m.current {
                 out.push_str("  [current]");
@@ -728,6 +742,16 @@ pub fn stats(cli: &Cli, json: bool) -> Result<u8, Failure> {
         size(catalog.file_bytes),
         stats.catalog_file.display()
     ));
+    if stats.remote.any() {
+        let remote = &stats.remote;
+        stdout_text(&format!(
+            "remote      {} restored, {} refused, {} uploaded ({})\n",
+            remote.restored,
+            remote.refused,
+            remote.uploaded,
+            size(remote.uploaded_bytes)
+        ));
+    }
     Ok(0)
 }
 

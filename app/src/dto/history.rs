@@ -64,6 +64,9 @@ pub struct MaterializationLine {
     pub reason: Option<String>,
     #[serde(rename = "ref")]
     pub partition: String,
+    /// The shared remote cache it was restored from (only then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     pub restored: bool,
     pub seq: u64,
     pub stderr: Option<String>,
@@ -72,6 +75,9 @@ pub struct MaterializationLine {
     /// `materialization`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The shared remote cache this build uploaded it to (only then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<String>,
     /// `{dataset: version}`.
     pub versions: Option<BTreeMap<String, String>>,
 }
@@ -116,6 +122,7 @@ impl MaterializationLine {
             outcome: if m.executed { "executed" } else { "reused" }.to_owned(),
             reason: m.reason.clone(),
             partition: partition.to_owned(),
+            remote: m.remote.clone(),
             restored: m.restored,
             seq: m.seq,
             stderr: manifest
@@ -126,6 +133,7 @@ impl MaterializationLine {
                 .map(|digest| digest.to_hex()),
             time_ms: m.time_ms,
             kind: "materialization".to_owned(),
+            uploaded: m.uploaded.clone(),
             versions: manifest.map(|manifest| manifest.versions.iter().cloned().collect()),
         }
     }
@@ -265,12 +273,14 @@ mod tests {
             outcome: "executed".into(),
             reason: Some("never built".into()),
             partition: "clean/day=mon".into(),
+            remote: None,
             restored: false,
             seq: 9,
             stderr: None,
             stdout: Some(hex.clone()),
             time_ms: 1,
             kind: "materialization".into(),
+            uploaded: None,
             versions: Some([("clean".to_owned(), "1.0.0".to_owned())].into()),
         });
         keys_in_alphabetical_order(&FailureLine {

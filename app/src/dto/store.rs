@@ -248,6 +248,19 @@ pub struct StatsLine {
     pub materialized: u64,
     /// Partitions with any recorded state.
     pub partitions: u64,
+    /// The shared remote cache's traffic (present only when there was
+    /// some): `restored`, `refused`, `uploaded`, `uploaded_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteTrafficLine>,
+}
+
+/// `StatsLine.remote`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteTrafficLine {
+    pub refused: u64,
+    pub restored: u64,
+    pub uploaded: u64,
+    pub uploaded_bytes: u64,
 }
 
 impl From<Option<&Stats>> for StatsLine {
@@ -265,6 +278,12 @@ impl From<Option<&Stats>> for StatsLine {
             index_entries: stats.catalog.indexed,
             materialized: stats.catalog.materialized,
             partitions: stats.catalog.partitions,
+            remote: stats.remote.any().then_some(RemoteTrafficLine {
+                refused: stats.remote.refused,
+                restored: stats.remote.restored,
+                uploaded: stats.remote.uploaded,
+                uploaded_bytes: stats.remote.uploaded_bytes,
+            }),
         }
     }
 }
