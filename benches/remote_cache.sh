@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The shared remote cache's figures (issue 24; docs/remote-cache.md), against
+# nginx (WebDAV) on loopback, as the issue asks:
+#
+#   1. second machine, 365x30 (22,265 actions) from the remote cache: 0
+#      executed, wall time, and its ratio to a local restore
+#      (`rm -rf data && cairn build` with the store full). Goal: <= 3x.
+#   2. upload overhead on a cold 30x30 build with write mode, against a
+#      cold 30x30 build with no cache. Goal: <= 10%.
+#   3. a 1 GiB output: upload (cold build with write minus cold build
+#      without) and download (second machine) against curl PUT/GET of the
+#      same file to the same server. Goal: >= 50% of it.
+#
+# Run on an idle machine (never while others compile):
+#   bash benches/remote_cache.sh [--work DIR] [--runs N]
+# Prints a markdown table for docs/benchmarks.md. Needs nginx
+# (.ci/run installs it) and the podcast fixture.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${BENCH_DIR:-$REPO/target/bench-remote}
+RUNS=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --work) WORK=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    *) echo "usage: $0 [--work DIR] [--runs N]" >&2; exit 2 ;;
+  esac
+done
+log() { echo "[$(date -u +%T)] $*" >&2; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+log "building cairn (release)"
+(cd "$REPO" && cargo build --release --bin cairn)
+CAIRN=$REPO/target/release/cairn
+
+rm -rf "$WORK"; mkdir -p "$WORK"
+NGINX=$WORK/nginx
+PORT=$("$REPO"/.ci/services/nginx-cache.sh start "$NGINX")
+trap '"$REPO"/.ci/services/nginx-cache.sh stop "$NGINX"' EXIT
+url() { echo "http://127.0.0.1:$PORT/$1"; }
+project() { rm -rf "$1"; sh "$REPO"/fixtures/podcast/generate "$1" "$2" "$3" >/dev/null; }
+build() { (cd "$1" && shift && "$CAIRN" build --json "$@" | tail -1); }
+
+# 1. Second machine, 365x30.
+log "365x30: first machine builds and uploads"
+project "$WORK/a" 365 30
+build "$WORK/a" --remote-cache "$(url big)" --remote-cache-mode write >/dev/null
+remote=(); local=()
+for run in $(seq "$RUNS"); do
+  project "$WORK/b" 365 30
+  t=$(now); summary=$(build "$WORK/b" --remote-cache "$(url big)" --remote-cache-mode read); remote+=("$(since "$t")")
+  echo "$summary" | grep -q '"executed":0' || { echo "the second machine executed something: $summary" >&2; exit 1; }
+  rm -rf "$WORK/b/data"
+  t=$(now); build "$WORK/b" --remote-cache-mode off >/dev/null; local+=("$(since "$t")")
+done
+r=$(printf '%s\n' "${remote[@]}" | median); l=$(printf '%s\n' "${local[@]}" | median)
+
+# 2. Upload overhead, cold 30x30.
+with=(); without=()
+for run in $(seq "$RUNS"); do
+  project "$WORK/c" 30 30
+  t=$(now); build "$WORK/c" >/dev/null; without+=("$(since "$t")")
+  project "$WORK/c" 30 30
+  t=$(now); build "$WORK/c" --remote-cache "$(url cold-$run)" --remote-cache-mode write >/dev/null; with+=("$(since "$t")")
+done
+w=$(printf '%s\n' "${with[@]}" | median); wo=$(printf '%s\n' "${without[@]}" | median)
+
+# 3. A 1 GiB output.
+big_graph() {
+  mkdir -p "$1"
+  cat > "$1/cairn.toml" <<'TOML'
+[datasets.big]
+[jobs.big]
+outputs = ["big"]
+run = ["sh", "-c", "head -c 1073741824 /dev/urandom > \"$CAIRN_OUT/blob.bin\""]
+TOML
+}
+rm -rf "$WORK/g1" "$WORK/g2" "$WORK/g3"; big_graph "$WORK/g1"; big_graph "$WORK/g2"; big_graph "$WORK/g3"
+t=$(now); build "$WORK/g3" >/dev/null; cold=$(since "$t")
+t=$(now); build "$WORK/g1" --remote-cache "$(url large)" --remote-cache-mode write >/dev/null; cold_up=$(since "$t")
+t=$(now); build "$WORK/g2" --remote-cache "$(url large)" --remote-cache-mode read >/dev/null; down=$(since "$t")
+file=$(find "$WORK/g1/data" -name blob.bin)
+t=$(now); curl -sf -o /dev/null -T "$file" "$(url curl/blob.bin)"; curl_up=$(since "$t")
+t=$(now); curl -sf -o /dev/null "$(url curl/blob.bin)"; curl_down=$(since "$t")
+
+cat <<TABLE
+| remote cache (nginx, loopback, release, median of $RUNS) | value |
+| --- | --- |
+| second machine 365x30 from the remote (0 executed) | ${r} s |
+| local restore (\`rm -rf data && cairn build\`) | ${l} s |
+| ratio (goal <= 3x) | $(echo "scale=2; $r / $l" | bc)x |
+| cold 30x30, no cache | ${wo} s |
+| cold 30x30, write mode (uploads waited for) | ${w} s |
+| upload overhead (goal <= 10%) | $(echo "scale=1; ($w - $wo) * 100 / $wo" | bc)% |
+| 1 GiB output: cold build with upload minus without | $(echo "$cold_up - $cold" | bc) s (curl PUT: ${curl_up} s) |
+| 1 GiB output: second machine's build (download + restore) | ${down} s (curl GET: ${curl_down} s) |
+TABLE
