@@ -1090,4 +1090,36 @@ fn the_real_servers_keep_the_remote_contract() {
         contract::remote_actions_are_written_once(&open(cache));
         contract::remote_blobs_round_trip(&open(cache));
     }
+    // First writer wins under a race on S3 (PutMode::Create): of eight
+    // machines writing one key at once, exactly one creates the entry and
+    // the others keep it (docs/remote-cache.md; HTTP's HEAD-then-PUT has
+    // no such promise).
+    use cairn_core::ports::{PutOutcome, RemoteCache};
+    let key = cairn_core::ActionKey([0xee; 32]);
+    let outcomes: Vec<(PutOutcome, Vec<u8>)> = std::thread::scope(|threads| {
+        let racers: Vec<_> = (0..8u8)
+            .map(|writer| {
+                let cache = open(&seaweed);
+                threads.spawn(move || {
+                    let entry = vec![writer; 64];
+                    (cache.put_action(&key, &entry).unwrap(), entry)
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().unwrap())
+            .collect()
+    });
+    let created: Vec<&Vec<u8>> = outcomes
+        .iter()
+        .filter(|(outcome, _)| *outcome == PutOutcome::Created)
+        .map(|(_, entry)| entry)
+        .collect();
+    assert_eq!(created.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        open(&seaweed).get_action(&key).unwrap().as_ref(),
+        Some(created[0]),
+        "the entry is the first writer's"
+    );
 }
