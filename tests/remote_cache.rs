@@ -1123,3 +1123,92 @@ fn the_real_servers_keep_the_remote_contract() {
         "the entry is the first writer's"
     );
 }
+
+/// A loopback HTTP server that answers 404 to everything and keeps the
+/// requests' heads: what a cache would see.
+fn recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&heads);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    seen.lock().unwrap().push(head);
+                    let answer = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, heads)
+}
+
+#[test]
+fn http_credentials_come_from_a_token_file_or_the_netrc() {
+    let scratch = tempfile::tempdir().unwrap();
+    let token = scratch.path().join("token");
+    std::fs::write(&token, "tok-4d9a\n").unwrap();
+    let netrc = scratch.path().join("netrc");
+    std::fs::write(&netrc, "machine 127.0.0.1 login ana password pw-77\n").unwrap();
+    let project = Project::podcast(1, 1);
+    let cases: [(Vec<(String, String)>, &str); 2] = [
+        (
+            vec![(
+                "CAIRN_REMOTE_CACHE_TOKEN_FILE".to_owned(),
+                token.display().to_string(),
+            )],
+            "authorization: bearer tok-4d9a",
+        ),
+        (
+            vec![("NETRC".to_owned(), netrc.display().to_string())],
+            // base64("ana:pw-77") is YW5hOnB3LTc3; heads are compared lowercased.
+            "authorization: basic yw5honb3ltc3",
+        ),
+    ];
+    for (env, expected) in cases {
+        let (port, heads) = recording_server();
+        let url = format!("http://127.0.0.1:{port}/team");
+        std::fs::remove_dir_all(project.file(".cairn")).ok();
+        let built = Build::new(cairn(
+            &project,
+            &[
+                "build",
+                "--json",
+                "--remote-cache",
+                &url,
+                "--remote-cache-mode",
+                "read",
+            ],
+            &env,
+        ));
+        built.assert_code(0);
+        assert_eq!(remote_count(&built, "misses"), 3, "{}", built.summary());
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 3, "{heads:?}");
+        for head in heads.iter() {
+            assert!(head.starts_with("GET /team/ac/"), "{head}");
+            assert!(head.to_lowercase().contains(expected), "{head}");
+        }
+        // Never in what cairn prints.
+        assert!(!built.run.stderr.contains("tok-4d9a") && !built.run.stderr.contains("pw-77"));
+    }
+}
