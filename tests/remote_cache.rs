@@ -1124,10 +1124,11 @@ fn the_real_servers_keep_the_remote_contract() {
     );
 }
 
-/// A loopback HTTP server that answers 404 to everything and keeps the
-/// requests' heads: what a cache would see.
-fn recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
+/// A loopback HTTP server that keeps the requests' heads: what a cache
+/// would see. It answers 404 to reads and 201 to writes (whose bodies it
+/// drops), each after `delay`.
+fn recording_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1150,8 +1151,26 @@ fn recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                         }
                         head.push_str(&line);
                     }
+                    let length: u64 = head
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = Vec::new();
+                    if (&mut reader).take(length).read_to_end(&mut body).is_err() {
+                        return;
+                    }
+                    let put = head.starts_with("PUT ");
                     seen.lock().unwrap().push(head);
-                    let answer = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                    std::thread::sleep(delay);
+                    let answer = if put {
+                        "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+                    };
                     if writer.write_all(answer.as_bytes()).is_err() {
                         return;
                     }
@@ -1160,6 +1179,48 @@ fn recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         }
     });
     (port, heads)
+}
+
+#[test]
+fn no_upload_wait_drops_the_queued_uploads() {
+    // Every request takes 300 ms: the jobs end long before the uploads.
+    let (port, heads) = recording_server(Duration::from_millis(300));
+    let url = format!("http://127.0.0.1:{port}/team");
+    let project = Project::podcast(2, 2);
+    let built = Build::new(cairn(
+        &project,
+        &[
+            "build",
+            "--json",
+            "--remote-cache",
+            &url,
+            "--remote-cache-mode",
+            "write",
+            "--no-upload-wait",
+            "-j",
+            "2",
+        ],
+        &[],
+    ));
+    built.assert_code(0);
+    built.assert_counts(10, 10, 0, 0, 0);
+    let remote = remote(&built);
+    let (uploaded, abandoned) = (
+        remote["uploaded"].as_u64().unwrap(),
+        remote["abandoned"].as_u64().unwrap(),
+    );
+    assert!(abandoned > 0, "queued uploads were dropped: {remote}");
+    assert_eq!(uploaded + abandoned, 10, "{remote}");
+    assert_eq!(remote["errors"], 0, "{remote}");
+    assert_eq!(events_of(&project, "ActionUploaded").len() as u64, uploaded);
+    // An entry is written only after its blobs: as many entries as uploads.
+    let entries = heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|head| head.starts_with("PUT /team/ac/"))
+        .count() as u64;
+    assert_eq!(entries, uploaded);
 }
 
 #[test]
@@ -1185,7 +1246,7 @@ fn http_credentials_come_from_a_token_file_or_the_netrc() {
         ),
     ];
     for (env, expected) in cases {
-        let (port, heads) = recording_server();
+        let (port, heads) = recording_server(Duration::ZERO);
         let url = format!("http://127.0.0.1:{port}/team");
         std::fs::remove_dir_all(project.file(".cairn")).ok();
         let built = Build::new(cairn(
