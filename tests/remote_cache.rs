@@ -11,6 +11,7 @@
 //! prints a loud `SKIPPED:` line and returns.
 
 mod common;
+mod serve_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1272,4 +1273,39 @@ fn http_credentials_come_from_a_token_file_or_the_netrc() {
         // Never in what cairn prints.
         assert!(!built.run.stderr.contains("tok-4d9a") && !built.run.stderr.contains("pw-77"));
     }
+}
+
+/// A build that `cairn serve` runs uses the graph file's `[cache]` like the
+/// command line's: what the server built, another machine restores.
+#[test]
+fn a_server_build_uploads_through_the_graph_files_cache() {
+    let cache = Cache::directory();
+    let (first, second) = two_projects(2, 2);
+    for project in [&first, &second] {
+        project.append(
+            "cairn.toml",
+            &format!("\n[cache]\nurl = \"{}\"\n", cache.url),
+        );
+    }
+    let server = serve_support::Server::start(first.path(), &[]);
+    let operation = server.submit(&[]);
+    let id = operation["name"]
+        .as_str()
+        .or_else(|| operation["id"].as_str())
+        .unwrap_or_else(|| panic!("no operation id in {operation}"))
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let done = server.wait_done(&id, Duration::from_secs(120));
+    assert!(done["error"].is_null(), "{done}");
+    server.stop();
+    assert_eq!(events_of(&first, "ActionUploaded").len(), 10);
+    let restored = Build::new(cairn(&second, &["build", "--json"], &[]));
+    restored.assert_counts(10, 0, 10, 0, 0);
+    assert_eq!(remote_count(&restored, "hits"), 10);
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
 }
