@@ -75,6 +75,23 @@ fn slurm_jobs_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 30 s: a cancelled Slurm job completes for a moment) until
+/// no Slurm job of cairn's under `dir` is left.
+fn no_jobs_left_under(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = slurm_jobs_under(dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Slurm jobs of cairn left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A graph of 4 `a` and 4 `b` partitions; each `a` job appends
 /// `REF SLURM_JOB_ID` to `ran.log` (empty id when it ran locally), and the
 /// `a` job of `n=` `fail` exits 7 after printing to stderr.
@@ -133,10 +150,7 @@ fn a_podcast_built_through_slurm_equals_a_local_build_and_rebuilds_nothing() {
         snapshot(&local.file("data")),
         "the data built through Slurm is not the local build's"
     );
-    assert!(
-        slurm_jobs_under(through.path()).is_empty(),
-        "no Slurm job of cairn's is left"
-    );
+    no_jobs_left_under(through.path());
 
     // Nothing changed: nothing runs, whichever the executor.
     let second = through.build(&["--executor", "slurm"]);
@@ -285,10 +299,9 @@ run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN
         assert!(Instant::now() < deadline, "no Slurm job started");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        slurm_jobs_under(p.path()).len(),
-        6,
-        "six Slurm jobs queued or running"
+    assert!(
+        slurm_jobs_under(p.path()).len() >= 2,
+        "a Slurm job runs on each node"
     );
     build.signal("INT");
     let (code, stderr, _) = build.wait(Duration::from_secs(60));
@@ -462,9 +475,8 @@ run = ["sh", "-c", "echo quick > \"$CAIRN_OUT/x\""]
     build.signal("KILL");
     let (code, _, _) = build.wait(Duration::from_secs(10));
     assert_eq!(code, -1, "cairn was killed");
-    assert_eq!(
-        slurm_jobs_under(p.path()).len(),
-        3,
+    assert!(
+        slurm_jobs_under(p.path()).len() >= 2,
         "a killed coordinator leaves its Slurm jobs"
     );
     // The next build finds and cancels them before it submits its own.
@@ -488,4 +500,26 @@ run = ["sh", "-c", "echo quick > \"$CAIRN_OUT/x\""]
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!p.file("data/slow/n=1").exists());
+}
+#[test]
+fn podcast_30x30_through_slurm_is_byte_identical_to_local_and_rebuilds_nothing() {
+    let Some(_turn) = turn() else { return };
+    let local = Project::podcast(30, 30);
+    let through = Project::podcast(30, 30);
+    let built_locally = local.build(&["--executor", "local"]);
+    built_locally.assert_code(0);
+    let total = built_locally.count("executed");
+    assert_eq!(total, 30 * 30 * 2 + 30);
+    let first = through.build(&["--executor", "slurm"]);
+    first.assert_code(0);
+    first.assert_counts(total, total, 0, 0, 0);
+    assert_eq!(
+        snapshot(&through.file("data")),
+        snapshot(&local.file("data")),
+        "the data built through Slurm is not the local build's"
+    );
+    let second = through.build(&["--executor", "slurm"]);
+    second.assert_code(0);
+    second.assert_counts(total, 0, total, 0, 0);
+    no_jobs_left_under(through.path());
 }

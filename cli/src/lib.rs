@@ -472,6 +472,16 @@ enum WorkerCommand {
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<PathBuf>,
     },
+    /// Claim and run the attempts queued in a Slurm runner's directory
+    /// until none comes for 3 s or N have run.
+    Pull {
+        /// The runner's directory (with `queue/` and `claimed/`).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The most attempts to run before exiting.
+        #[arg(long, value_name = "N", default_value_t = 256)]
+        most: usize,
+    },
 }
 
 /// `--executor`: where the jobs run (overrides `[executor] kind`).
@@ -707,6 +717,9 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
         Command::Worker {
             command: WorkerCommand::Run { specs },
         } => worker::run(specs),
+        Command::Worker {
+            command: WorkerCommand::Pull { dir, most },
+        } => worker::pull(dir, *most),
         Command::Defs { command } => match command {
             DefsCommand::Refresh {
                 name,

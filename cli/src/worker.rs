@@ -12,6 +12,25 @@ use cairn_engine::job::Children;
 use crate::Failure;
 
 pub fn run(specs: &[PathBuf]) -> Result<u8, Failure> {
+    with_signals(|children| cairn_engine::slurm::run_specs(specs, children))
+}
+
+pub fn pull(dir: &std::path::Path, most: usize) -> Result<u8, Failure> {
+    with_signals(|children| {
+        let (_, errors) = cairn_engine::slurm::pull(dir, most, children);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    })
+}
+
+/// Runs `work` with SIGTERM and SIGINT interrupting its children (a
+/// second one SIGKILLs them).
+fn with_signals(
+    work: impl FnOnce(&Children) -> Result<(), Vec<cairn_engine::slurm::worker::WorkerError>>,
+) -> Result<u8, Failure> {
     let children = Arc::new(Children::default());
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -31,7 +50,7 @@ pub fn run(specs: &[PathBuf]) -> Result<u8, Failure> {
             }
         }
     });
-    let result = cairn_engine::slurm::run_specs(specs, &children);
+    let result = work(&children);
     handle.close();
     let _ = watcher.join();
     match result {

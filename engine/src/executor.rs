@@ -49,7 +49,7 @@ pub struct Resources {
 }
 
 /// The `[executor]` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executor {
     pub kind: ExecutorKind,
     pub partition: Option<String>,
@@ -57,14 +57,28 @@ pub struct Executor {
     pub qos: Option<String>,
     /// The resources of a job that declares none (and of each batch).
     pub resources: Resources,
-    /// The most actions one Slurm job runs (`batch`, default
-    /// [`DEFAULT_BATCH`]); 1 submits one Slurm job per action.
+    /// The most actions one worker (a Slurm job) runs before it exits
+    /// (`batch`, default [`DEFAULT_BATCH`]); 1: a Slurm job per action.
     pub batch: usize,
 }
 
-/// How many actions one Slurm job runs at most, unless `[executor] batch`
+impl Default for Executor {
+    /// What a graph file without `[executor]` says: local.
+    fn default() -> Self {
+        Executor {
+            kind: ExecutorKind::Local,
+            partition: None,
+            account: None,
+            qos: None,
+            resources: Resources::default(),
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// How many actions one worker runs at most, unless `[executor] batch`
 /// says otherwise.
-pub const DEFAULT_BATCH: usize = 16;
+pub const DEFAULT_BATCH: usize = 256;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,11 +9,14 @@
 //! The runner shells out to Slurm's commands (`sbatch --parsable`,
 //! `squeue`, `scancel`, `sinfo`): no daemon of cairn's, no REST token.
 //!
-//! Batching: a Slurm job costs about a second to schedule, so attempts that
-//! arrive within [`BATCH_WINDOW`] of each other share Slurm jobs (one
-//! worker runs their specs in turn), spread over as many Slurm jobs as the
-//! partition has CPUs, at most `[executor] batch` actions each. An action
-//! whose job declares `resources` gets a Slurm job of its own.
+//! Batching: a Slurm job costs about a second to schedule, so attempts do
+//! not get one each. They are queued in the runner's directory
+//! (`queue/<seq>`, naming the spec), and workers — Slurm jobs running
+//! `cairn worker pull DIR`, at most one per CPU of the partition, submitted
+//! while attempts wait — claim them one at a time by renaming the entry
+//! into `claimed/<seq>@<slurm job id>`, run them, and exit after `[executor]
+//! batch` of them or 3 s without work. An action whose job declares
+//! `resources` gets a Slurm job of its own (`cairn worker run SPEC`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -30,10 +33,7 @@ use crate::job::{Children, Ended, JobRun, JobRunner, POLL_INTERVAL, TERM_GRACE};
 
 pub mod worker;
 
-pub use worker::{WorkerOutcome, WorkerSpec, read_outcome, run_specs};
-
-/// How long the first attempt of a batch waits for others to join it.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(300);
+pub use worker::{WorkerOutcome, WorkerSpec, pull, read_outcome, run_specs};
 
 /// How often Slurm is asked for the state of the jobs (`squeue`), at most.
 const STATE_INTERVAL: Duration = Duration::from_millis(1000);
@@ -77,13 +77,19 @@ struct Ticket {
     ready: Condvar,
 }
 
+/// The workers (Slurm jobs running `cairn worker pull`) of a runner.
 #[derive(Default)]
-struct Queue {
-    pending: Vec<Arc<Ticket>>,
-    /// An attempt is collecting a batch (it submits the pending ones once
-    /// [`BATCH_WINDOW`] has passed).
-    collecting: bool,
+struct Workers {
+    /// Submitted and not seen ended, with when they were submitted.
+    live: Vec<(u64, Instant)>,
+    /// Every worker submitted: the claimers an attempt looks for.
+    all: Vec<u64>,
 }
+
+/// The queue the workers pull attempts from, and where they move what they
+/// claimed (`claimed/<entry>@<slurm job id>`), in the runner's directory.
+pub const QUEUE: &str = "queue";
+pub const CLAIMED: &str = "claimed";
 
 #[derive(Default)]
 struct States {
@@ -105,7 +111,7 @@ pub struct SlurmRunner {
     name: String,
     /// CPUs of the partition: how many Slurm jobs a batch is spread over.
     cpus: usize,
-    queue: Mutex<Queue>,
+    workers: Mutex<Workers>,
     states: Mutex<States>,
     /// Slurm jobs submitted and not yet seen ended → attempts still
     /// waiting on them.
@@ -172,7 +178,7 @@ impl SlurmRunner {
             worker,
             name,
             cpus,
-            queue: Mutex::default(),
+            workers: Mutex::default(),
             states: Mutex::default(),
             live: Mutex::default(),
             batches: AtomicU64::new(0),
@@ -181,11 +187,12 @@ impl SlurmRunner {
     }
 
     /// How many attempts a build gives this runner at once unless `-j`
-    /// says: enough to fill a batch per CPU of the partition.
+    /// says: eight per CPU of the partition (at least 16), so that the
+    /// queue never runs dry while the workers pull.
     pub fn default_jobs(&self) -> usize {
         self.cpus
-            .saturating_mul(self.executor.batch.max(1))
-            .min(crate::limits::MAX_JOBS)
+            .saturating_mul(8)
+            .clamp(16, crate::limits::MAX_JOBS)
     }
 
     /// The `--job-name` of this runner's Slurm jobs (`squeue -n NAME`).
@@ -196,8 +203,14 @@ impl SlurmRunner {
     /// Submits one Slurm job running `tickets` in turn with `resources`;
     /// tells each ticket its id (or the error).
     fn submit(&self, tickets: &[Arc<Ticket>], resources: &Resources, secrets: &[String]) {
+        let mut worker_args = vec!["run".to_owned()];
+        worker_args.extend(
+            tickets
+                .iter()
+                .map(|ticket| ticket.spec.to_string_lossy().into_owned()),
+        );
         let result = self
-            .sbatch(tickets, resources, secrets)
+            .sbatch(&worker_args, tickets.len(), resources, secrets)
             .map_err(|error| error.to_string());
         if let Ok(id) = &result
             && let Ok(mut live) = self.live.lock()
@@ -214,7 +227,8 @@ impl SlurmRunner {
 
     fn sbatch(
         &self,
-        tickets: &[Arc<Ticket>],
+        worker_args: &[String],
+        actions: usize,
         resources: &Resources,
         secrets: &[String],
     ) -> Result<u64, SlurmError> {
@@ -225,12 +239,12 @@ impl SlurmRunner {
         })?;
         let script = self.dir.join(format!("batch-{number}.sh"));
         let mut text = format!(
-            "#!/bin/sh\nexec {} worker run",
+            "#!/bin/sh\nexec {} worker",
             sh_quote(&self.worker.to_string_lossy())
         );
-        for ticket in tickets {
+        for arg in worker_args {
             text.push(' ');
-            text.push_str(&sh_quote(&ticket.spec.to_string_lossy()));
+            text.push_str(&sh_quote(arg));
         }
         text.push('\n');
         fs::write(&script, text).map_err(|source| SlurmError::Io {
@@ -274,7 +288,7 @@ impl SlurmRunner {
         }
         if let Some(time) = resources.time {
             // The actions of a batch run one after another.
-            let total = time.saturating_mul(u32::try_from(tickets.len()).unwrap_or(u32::MAX));
+            let total = time.saturating_mul(u32::try_from(actions).unwrap_or(u32::MAX));
             args.push(format!("--time={}", slurm_minutes(total)));
         }
         args.push(script.to_string_lossy().into_owned());
@@ -286,55 +300,77 @@ impl SlurmRunner {
         })
     }
 
-    /// Waits for `ticket`'s Slurm job id: the first attempt of a batch
-    /// collects for [`BATCH_WINDOW`], then submits every pending one.
-    fn enqueue(&self, ticket: &Arc<Ticket>, secrets: &[String]) {
-        let lead = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.pending.push(Arc::clone(ticket));
-            !std::mem::replace(&mut queue.collecting, true)
-        };
-        if lead {
-            std::thread::sleep(BATCH_WINDOW);
-            let pending = {
-                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                queue.collecting = false;
-                std::mem::take(&mut queue.pending)
-            };
-            for batch in self.split(pending) {
-                self.submit(&batch, &self.executor.resources, secrets);
-            }
+    /// Puts the attempt of `spec` in the queue the workers pull from:
+    /// `queue/<seq>` names the spec (written aside, renamed in), then makes
+    /// sure enough workers are submitted. The entry's name.
+    fn enqueue(&self, spec: &Path, secrets: &[String]) -> io::Result<String> {
+        let queue = self.dir.join(QUEUE);
+        let claimed = self.dir.join(CLAIMED);
+        for dir in [&queue, &claimed] {
+            fs::create_dir_all(dir).map_err(|error| {
+                io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
+            })?;
         }
-        let mut submitted = ticket.submitted.lock().unwrap_or_else(|e| e.into_inner());
-        while submitted.is_none() {
-            submitted = ticket
-                .ready
-                .wait(submitted)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        let name = format!("{:010}", self.batches.fetch_add(1, Ordering::SeqCst));
+        let aside = self.dir.join(format!(".{name}"));
+        fs::write(&aside, spec.as_os_str().as_encoded_bytes())
+            .and_then(|()| fs::rename(&aside, queue.join(&name)))
+            .map_err(|error| {
+                io::Error::new(error.kind(), format!("{}: {error}", queue.display()))
+            })?;
+        self.ensure_workers(secrets)
+            .map_err(|error| io::Error::other(format!("cannot submit to Slurm: {error}")))?;
+        Ok(name)
     }
 
-    /// The batches `pending` is spread over: one per CPU of the partition
-    /// (so that every node gets work), more when a batch would exceed
-    /// `[executor] batch` actions.
-    fn split(&self, pending: Vec<Arc<Ticket>>) -> Vec<Vec<Arc<Ticket>>> {
-        let count = pending.len();
-        if count == 0 {
-            return Vec::new();
+    /// Submits workers until there is one per queued attempt, at most one
+    /// per CPU of the partition, counting those submitted and not yet seen
+    /// ended.
+    fn ensure_workers(&self, secrets: &[String]) -> Result<(), SlurmError> {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let live: Vec<(u64, Instant)> = workers.live.clone();
+        let mut kept = Vec::with_capacity(live.len());
+        for (id, submitted) in live {
+            let (state, asked) = self.state(id)?;
+            let gone = match state {
+                Some((state, _)) => ENDED.iter().any(|ended| state.starts_with(ended)),
+                // Not listed: ended and forgotten, unless squeue was asked
+                // before the job was submitted.
+                None => asked > submitted,
+            };
+            if !gone {
+                kept.push((id, submitted));
+            }
         }
-        let largest = self.executor.batch.max(1);
-        let batches = count.min(self.cpus).max(count.div_ceil(largest));
-        let mut split: Vec<Vec<Arc<Ticket>>> = vec![Vec::new(); batches];
-        for (index, ticket) in pending.into_iter().enumerate() {
-            split[index % batches].push(ticket);
+        workers.live = kept;
+        let queued = fs::read_dir(self.dir.join(QUEUE)).map_or(0, Iterator::count);
+        let wanted = queued.min(self.cpus);
+        while workers.live.len() < wanted {
+            let args = vec![
+                "pull".to_owned(),
+                self.dir.to_string_lossy().into_owned(),
+                "--most".to_owned(),
+                self.executor.batch.max(1).to_string(),
+            ];
+            let id = self.sbatch(
+                &args,
+                self.executor.batch.max(1),
+                &self.executor.resources,
+                secrets,
+            )?;
+            workers.live.push((id, Instant::now()));
+            workers.all.push(id);
+            if let Ok(mut live) = self.live.lock() {
+                live.insert(id, usize::MAX);
+            }
         }
-        split
+        Ok(())
     }
 
     /// The state and reason of Slurm job `id`, asked of `squeue` at most
     /// every [`STATE_INTERVAL`] for all of this runner's jobs at once.
     /// `None`: Slurm no longer knows the job.
-    fn state(&self, id: u64) -> Result<Option<(String, String)>, SlurmError> {
+    fn state(&self, id: u64) -> Result<(Option<(String, String)>, Instant), SlurmError> {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         if states.at.is_none_or(|at| at.elapsed() >= STATE_INTERVAL) {
             let out = run_slurm(
@@ -360,7 +396,10 @@ impl SlurmRunner {
                 .collect();
             states.at = Some(Instant::now());
         }
-        Ok(states.jobs.get(&id).cloned())
+        Ok((
+            states.jobs.get(&id).cloned(),
+            states.at.unwrap_or_else(Instant::now),
+        ))
     }
 
     /// Cancels Slurm job `id` (SIGTERM to its worker, which stops its job
@@ -525,7 +564,10 @@ impl JobRunner for SlurmRunner {
                 };
                 self.submit(std::slice::from_ref(&ticket), &resources, &secrets);
             }
-            None => self.enqueue(&ticket, &secrets),
+            None => {
+                let name = self.enqueue(&ticket.spec, &secrets)?;
+                return self.wait_queued(&name, &secrets, job, children, poll, &outcome_path);
+            }
         }
         let submitted = ticket
             .submitted
@@ -546,6 +588,65 @@ impl JobRunner for SlurmRunner {
 }
 
 impl SlurmRunner {
+    /// Waits for a worker to claim queue entry `name`, then for the
+    /// attempt's outcome as for a Slurm job of its own ([`Self::wait`]).
+    fn wait_queued(
+        &self,
+        name: &str,
+        secrets: &[String],
+        job: &JobRun<'_>,
+        children: &Children,
+        poll: Option<&(dyn Fn() + Sync)>,
+        outcome_path: &Path,
+    ) -> io::Result<Ended> {
+        let entry = self.dir.join(QUEUE).join(name);
+        let claimed = self.dir.join(CLAIMED);
+        let mut checked = Instant::now();
+        let mut unfound = 0;
+        loop {
+            if let Some(poll) = poll {
+                poll();
+            }
+            if children.is_interrupted() && fs::remove_file(&entry).is_ok() {
+                // Taken back before any worker claimed it.
+                return Ok(Ended {
+                    status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
+                    timed_out: false,
+                    escalated: false,
+                });
+            }
+            if !entry.exists() {
+                let all = self
+                    .workers
+                    .lock()
+                    .map(|workers| workers.all.clone())
+                    .unwrap_or_default();
+                if let Some(id) = all
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|id| claimed.join(format!("{name}@{id}")).exists())
+                {
+                    return self.wait(id, job, children, poll, outcome_path);
+                }
+                unfound += 1;
+                if unfound > 50 {
+                    return Err(io::Error::other(format!(
+                        "queue entry {} was taken by no worker of this build",
+                        entry.display()
+                    )));
+                }
+            } else if checked.elapsed() >= STATE_INTERVAL {
+                // A worker may have left (idle, or lost): another one.
+                checked = Instant::now();
+                self.ensure_workers(secrets).map_err(|error| {
+                    io::Error::other(format!("cannot submit to Slurm: {error}"))
+                })?;
+            }
+            std::thread::sleep(POLL_INTERVAL / 2);
+        }
+    }
+
     /// Waits for the outcome of an attempt submitted as Slurm job `id`.
     fn wait(
         &self,
@@ -581,7 +682,7 @@ impl SlurmRunner {
             }
             if checked.elapsed() >= STATE_INTERVAL || cancelled.is_some() {
                 checked = Instant::now();
-                let state = self.state(id).map_err(io::Error::other)?;
+                let (state, _) = self.state(id).map_err(io::Error::other)?;
                 let ended = match &state {
                     Some((state, _)) => ENDED.iter().any(|ended| state.starts_with(ended)),
                     None => true,

@@ -157,8 +157,75 @@ pub fn run_specs(paths: &[PathBuf], children: &Children) -> Result<(), Vec<Worke
     }
 }
 
+/// How long a pulling worker waits for more work before it exits.
+pub const IDLE: Duration = Duration::from_secs(3);
+
+/// `cairn worker pull DIR`: claims the entries of `DIR/queue` one at a
+/// time (renamed to `DIR/claimed/<entry>@<SLURM_JOB_ID>`: one worker wins
+/// each), runs the spec each names, and exits after `most` of them, after
+/// [`IDLE`] without work, or when `children` is interrupted. How many it
+/// ran, and the errors of those it could not.
+pub fn pull(dir: &Path, most: usize, children: &Children) -> (usize, Vec<WorkerError>) {
+    use std::os::unix::ffi::OsStringExt;
+    crate::groups::become_subreaper();
+    let me = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| format!("pid{}", std::process::id()));
+    let queue = dir.join(super::QUEUE);
+    let claimed = dir.join(super::CLAIMED);
+    let (mut ran, mut errors) = (0, Vec::new());
+    let mut idle = std::time::Instant::now();
+    while ran < most && !children.is_interrupted() {
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(&queue)
+            .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
+            .unwrap_or_default();
+        names.sort();
+        let took = names.iter().find_map(|name| {
+            let target = claimed.join(format!("{}@{me}", name.to_string_lossy()));
+            fs::rename(queue.join(name), &target).ok().map(|()| target)
+        });
+        let Some(target) = took else {
+            if idle.elapsed() >= IDLE {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        match fs::read(&target) {
+            Ok(bytes) => {
+                let spec = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+                if let Err(error) = run_spec(&spec, children) {
+                    errors.push(error);
+                }
+            }
+            Err(source) => errors.push(WorkerError::Read {
+                path: target.clone(),
+                source,
+            }),
+        }
+        ran += 1;
+        idle = std::time::Instant::now();
+    }
+    (ran, errors)
+}
+
 fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
-    let spec = read_spec(path)?;
+    let spec = match read_spec(path) {
+        Ok(spec) => spec,
+        Err(error) => {
+            // The coordinator waits for `outcome.json` beside the spec:
+            // tell it why there will be no run.
+            let outcome = WorkerOutcome {
+                version: SPEC_VERSION,
+                error: Some(error.to_string()),
+                ..WorkerOutcome::default()
+            };
+            if let (Some(dir), Ok(bytes)) = (path.parent(), serde_json::to_vec(&outcome))
+                && dir.is_dir()
+            {
+                let _ = write_durably(&dir.join("outcome.json"), &bytes);
+            }
+            return Err(error);
+        }
+    };
     let secret = spec
         .secret_names
         .iter()
@@ -276,7 +343,48 @@ mod tests {
             text.contains("spec.json") && text.contains("version 99"),
             "{text}"
         );
-        assert!(!dir.path().join("outcome.json").exists());
+        // The coordinator is told why nothing ran.
+        let outcome = read_outcome(&dir.path().join("outcome.json")).unwrap();
+        assert!(outcome.error.unwrap().contains("version 99"));
+    }
+
+    /// Two workers pulling from one queue run each entry once.
+    #[test]
+    fn workers_claim_each_queued_spec_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = dir.path().join("runner");
+        fs::create_dir_all(runner.join(super::super::QUEUE)).unwrap();
+        fs::create_dir_all(runner.join(super::super::CLAIMED)).unwrap();
+        for index in 0..6 {
+            let attempt = dir.path().join(format!("a{index}"));
+            fs::create_dir(&attempt).unwrap();
+            let one = spec(&attempt, &["sh", "-c", "echo x >> ../ran"]);
+            let path = attempt.join("worker.json");
+            fs::write(&path, serde_json::to_vec(&one).unwrap()).unwrap();
+            fs::write(
+                runner
+                    .join(super::super::QUEUE)
+                    .join(format!("{index:010}")),
+                path.to_str().unwrap(),
+            )
+            .unwrap();
+        }
+        let children = Children::default();
+        let (first, second) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| pull(&runner, 4, &children));
+            let b = scope.spawn(|| pull(&runner, 4, &children));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(first.1.is_empty() && second.1.is_empty());
+        assert_eq!(first.0 + second.0, 6);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("ran")).unwrap(),
+            "x\n".repeat(6)
+        );
+        for index in 0..6 {
+            let outcome = read_outcome(&dir.path().join(format!("a{index}/outcome.json"))).unwrap();
+            assert_eq!(outcome.code, Some(0));
+        }
     }
 
     #[test]
