@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The Slurm executor's figures (issue 25; docs/slurm.md), on the two-node
+# Slurm of .ci/services/slurm.sh (n1, n2: one CPU each, on this host):
+#
+#   1. 30x30 podcast cold through Slurm vs local cold, same run. Goal: <= 3x.
+#   2. 365x30 cold through Slurm: wall time, overhead per action
+#      ((slurm - local) / actions), and the batching used (workers submitted).
+#   3. scaling 1 vs 2 nodes with a CPU-bound job (~200 ms of hashing per
+#      action, 40 actions): node n2 drained for the 1-node run.
+#      Goal: >= 1.7x from 1 to 2 nodes.
+#
+# Run on an idle machine (never while others compile):
+#   bash benches/slurm.sh [--work DIR] [--runs N] [--skip-365]
+# Prints a markdown table for docs/benchmarks.md.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${BENCH_DIR:-$REPO/target/bench-slurm}
+RUNS=3
+SKIP_365=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --work) WORK=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --skip-365) SKIP_365=1; shift ;;
+    *) echo "usage: $0 [--work DIR] [--runs N] [--skip-365]" >&2; exit 2 ;;
+  esac
+done
+log() { echo "[$(date -u +%T)] $*" >&2; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+log "building cairn (release)"
+(cd "$REPO" && cargo build --release --bin cairn)
+CAIRN=$REPO/target/release/cairn
+"$REPO"/.ci/services/slurm.sh start
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+# cold DAYS STATIONS EXECUTOR: seconds of one cold build of a fresh copy.
+cold() {
+  local dir=$WORK/p-$1x$2-$3
+  rm -rf "$dir"
+  sh "$REPO"/fixtures/podcast/generate "$dir" "$1" "$2" >/dev/null
+  local start; start=$(now)
+  (cd "$dir" && "$CAIRN" build --executor "$3" >/dev/null 2>&1)
+  since "$start"
+}
+
+# submitted_since N: Slurm jobs submitted since the log held N (slurmctld log).
+submitted_since() {
+  grep -c "_slurm_rpc_submit_batch_job" /var/log/slurm/slurmctld.log | awk -v before="$1" '{print $1 - before}'
+}
+
+echo "| measure | local (s) | slurm (s) | ratio / note |"
+echo "| --- | --- | --- | --- |"
+
+log "30x30 cold, $RUNS runs each"
+L=(); S=()
+for _ in $(seq "$RUNS"); do L+=("$(cold 30 30 local)"); S+=("$(cold 30 30 slurm)"); done
+l=$(printf '%s\n' "${L[@]}" | median); s=$(printf '%s\n' "${S[@]}" | median)
+echo "| 30x30 cold (1830 actions) | $l | $s | $(echo "scale=2; $s / $l" | bc)x (goal <= 3x) |"
+
+if [ "$SKIP_365" = 0 ]; then
+  log "365x30 cold, once each"
+  before=$(submitted_since 0)
+  s=$(cold 365 30 slurm)
+  workers=$(submitted_since "$before")
+  l=$(cold 365 30 local)
+  per=$(echo "scale=2; ($s - $l) * 1000 / 22265" | bc)
+  echo "| 365x30 cold (22,265 actions) | $l | $s | +$per ms per action; $workers Slurm jobs (workers, batch 256) |"
+fi
+
+log "scaling: 40 CPU-bound actions (~200 ms of hashing each), 1 vs 2 nodes"
+scaling() {
+  local dir=$WORK/cpu-$1
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat > "$dir/cairn.toml" <<'TOML'
+[executor]
+kind = "slurm"
+[datasets.h]
+[dimensions.n]
+start = "2024-01-01"
+end = "2024-02-09"
+[jobs.h]
+outputs = ["h/n={n}"]
+run = ["sh", "-c", "head -c 40000000 /dev/zero | sha256sum > \"$CAIRN_OUT/sum\"; echo $CAIRN_OUTPUT_REF_0 >> \"$CAIRN_OUT/sum\""]
+TOML
+  local start; start=$(now)
+  (cd "$dir" && "$CAIRN" build >/dev/null 2>&1)
+  since "$start"
+}
+two=$(scaling two)
+scontrol update nodename=n2 state=drain reason=bench-1-node
+one=$(scaling one)
+scontrol update nodename=n2 state=resume
+echo "| 40 CPU-bound actions | 1 node: $one | 2 nodes: $two | $(echo "scale=2; $one / $two" | bc)x from 1 to 2 nodes (goal >= 1.7x) |"
