@@ -204,7 +204,10 @@ fn a_job_waiting_to_retry_is_running_not_failed() {
     ));
     project.write("src/x.txt", "x\n");
     let build = Background::start(project.path(), &["build"]);
-    let (state, reason) = status_until(&project, "slow/p=x", |state, _| state == "running");
+    // Running from its first attempt on; the wait begins once it failed.
+    let (state, reason) = status_until(&project, "slow/p=x", |state, reason| {
+        state == "running" && reason.contains("attempt 1 failed")
+    });
     assert_eq!(state, "running", "{reason}");
     let prefix = format!(
         "job slow in build 1 (pid {}), attempt 1 failed, attempt 2 starts ",
