@@ -83,12 +83,15 @@ impl Expecting {
         let (id, flight) = {
             let mut flights = lock(&self.flights);
             let now = Instant::now();
-            // Landed too long ago (any key): forgotten, so the map holds
-            // only what is under way or fresh.
-            flights.retain(|_, counted| {
-                counted
-                    .landed
-                    .is_none_or(|landed| now.duration_since(landed) < self.reused_for)
+            // Landed too long ago, or of an older generation (a flight
+            // whose every waiter went away never lands): forgotten, so the
+            // map holds only what is under way now or fresh. A waiter
+            // keeps its own handle on the flight.
+            flights.retain(|(_, generation), counted| {
+                *generation == key.1
+                    && counted
+                        .landed
+                        .is_none_or(|landed| now.duration_since(landed) < self.reused_for)
             });
             match flights.get(&key) {
                 Some(counted) => (counted.id, counted.flight.clone()),
@@ -243,5 +246,20 @@ mod tests {
         expecting.changed();
         let after = expecting.counts(key, async { Ok(expected(0)) }).await;
         assert_eq!(after.unwrap().actions, 0, "counted afresh after the change");
+    }
+
+    #[tokio::test]
+    async fn a_flight_nobody_waits_on_is_forgotten_after_a_change() {
+        let expecting = Arc::new(Expecting::reusing_for(Duration::from_secs(3600)));
+        let key = key("build", &mut ["a".to_owned()]);
+        // Its only waiter goes away before it lands (a client hung up).
+        let abandoned = expecting.counts(key, std::future::pending());
+        let polled = tokio::time::timeout(Duration::from_millis(10), abandoned).await;
+        assert!(polled.is_err());
+        assert_eq!(expecting.kept(), 1);
+        expecting.changed();
+        let after = expecting.counts(key, async { Ok(expected(3)) }).await;
+        assert_eq!(after.unwrap().actions, 3);
+        assert_eq!(expecting.kept(), 1, "the abandoned flight is gone");
     }
 }
