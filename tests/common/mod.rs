@@ -723,6 +723,18 @@ impl Background {
     }
 }
 
+/// A test that fails before `wait` would otherwise leave its cairn running
+/// (a build waiting an hour to retry outlived a failed tests/running.rs
+/// by half an hour): killed with the test.
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Waits (up to 30 s) until `path` exists.
 pub fn wait_for(path: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
