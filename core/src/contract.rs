@@ -17,8 +17,9 @@ use crate::digest::{ActionKey, ContentDigest};
 use crate::ports::{BlobStore, Catalog, PutOutcome, RemoteCache, StoreError, corrupt_blob_of};
 use crate::projection::{MemoryProjections, apply};
 use crate::record::{
-    BuildCounts, CheckpointRecord, DefsRecord, Event, EventKind, FileEntry, Invalidation, Manifest,
-    Materialization, OutputRecord, PartitionState, StatEntry, partition_digest,
+    BuildCounts, CheckpointRecord, CommandRecord, DefsRecord, Event, EventKind, FileEntry,
+    InputRecord, Invalidation, Manifest, Materialization, OutputRecord, PartitionState,
+    ProgramRecord, StatEntry, partition_digest,
 };
 use crate::refs::PartitionRef;
 
@@ -804,4 +805,167 @@ pub fn a_remote_restore_records_its_manifest(catalog: &dyn Catalog) {
         "the origin reads back: {:?}",
         events[0].kind
     );
+}
+
+/// One event of every kind, with text that needs escaping (quotes,
+/// backslashes, newlines, tabs, non-ASCII): what the tests of each printed
+/// and parsed form of the log (`cairn log --json` in cairn-app, its reading
+/// back in the `--remote` client) run through.
+pub fn every_event_kind() -> Vec<EventKind> {
+    let partition = PartitionRef::parse("clean/date=2024-01-01/station=S001").unwrap();
+    let key = ActionKey([7; 32]);
+    let digest = ContentDigest([9; 32]);
+    let tricky = "quote \" backslash \\ newline \n tab \t é".to_owned();
+    let kinds = vec![
+        EventKind::BuildRequested {
+            requested: vec![tricky.clone()],
+            command: "build".into(),
+            reason: Some(tricky.clone()),
+            submission: None,
+        },
+        EventKind::Planned {
+            actions: 3,
+            sources: 2,
+        },
+        EventKind::DatasetVersionChanged {
+            dataset: "clean".into(),
+            from: None,
+            to: Some("1.2.0".into()),
+        },
+        EventKind::ActionStarted {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            reason: tricky.clone(),
+            attempt: 2,
+            resumed_from: Some(4),
+        },
+        EventKind::ActionCheckpointed {
+            key,
+            job: "clean".into(),
+            sequence: 3,
+            digest,
+            size: 10,
+        },
+        EventKind::ActionSucceeded {
+            manifest: Manifest {
+                key,
+                job: "clean".into(),
+                outputs: vec![OutputRecord {
+                    partition: partition.clone(),
+                    digest,
+                    files: vec![FileEntry {
+                        path: "part 1.csv".into(),
+                        executable: false,
+                        size: 12,
+                        digest,
+                        mode: 0o640,
+                    }],
+                }],
+                inputs: vec![InputRecord {
+                    partition: partition.clone(),
+                    digest,
+                }],
+                code_digest: None,
+                versions: vec![("clean".into(), "1.0.0".into())],
+                build: 5,
+                started_ms: 1,
+                finished_ms: 2,
+                stdout: Some(digest),
+                stderr: None,
+                command: Some(Box::new(CommandRecord {
+                    run: vec!["sh".into(), "jobs/clean.sh".into()],
+                    args: vec!["2024-01-01".into()],
+                    env: vec![("MODE".into(), "fast".into())],
+                    passed_env: vec![("LANG".into(), "C".into())],
+                    program: ProgramRecord {
+                        path: "/bin/sh".into(),
+                        digest: Some(digest),
+                    },
+                })),
+            },
+        },
+        EventKind::ActionFailed {
+            key: Some(key),
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            error: tricky.clone(),
+            exit_code: Some(-1),
+            stdout: None,
+            stderr: Some(digest),
+        },
+        EventKind::ActionCached {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            built_by: 1,
+            restored: true,
+            remote: None,
+        },
+        EventKind::ActionSkipped {
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            reason: tricky.clone(),
+        },
+        EventKind::PartitionMaterialized {
+            partition: partition.clone(),
+            digest,
+            key,
+        },
+        EventKind::PartitionInvalidated {
+            partition: partition.clone(),
+            reason: tricky,
+            by: None,
+        },
+        EventKind::BuildFinished {
+            counts: BuildCounts {
+                executed: 1,
+                cached: 2,
+                failed: 3,
+                skipped: 4,
+                joined: 0,
+            },
+            interrupted: false,
+        },
+        EventKind::DefsRefreshed {
+            source: "stations".into(),
+            digest,
+            values: 8,
+        },
+        EventKind::PartitionPruned {
+            partition: PartitionRef::parse("raw/date=1/station=gone").unwrap(),
+            reason: "station retired".into(),
+            by: Some("ana".into()),
+        },
+        EventKind::ActionRetrying {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            attempt: 2,
+            delay_ms: 1500,
+        },
+        EventKind::ActionJoined {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            joined_build: 4,
+        },
+        EventKind::RemoteRefused {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition.clone()],
+            url: "s3://bucket/team".into(),
+            reason: "blob 0909 failed verification".into(),
+        },
+        EventKind::ActionUploaded {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition],
+            url: "http://127.0.0.1:8080/team".into(),
+            blobs: 2,
+            bytes: 4096,
+            created: true,
+        },
+    ];
+    kinds
 }
