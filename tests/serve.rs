@@ -403,13 +403,10 @@ fn a_failed_operation_says_which_partitions_failed_with_their_log_tails_and_retr
     let project = slow_project("0");
     project.write("fail-3", "");
     let server = Server::start(project.path(), &[]);
-    let answer = server.post(
-        "/v1/builds",
-        &json!({"refs": ["slow/n={n}"], "keep_going": true}).to_string(),
-        None,
-    );
-    assert_eq!(answer.status, 202, "{}", answer.body);
-    let id = answer.json()["id"].as_str().unwrap().to_owned();
+    let id = server.submit_body(&json!({"refs": ["slow/n={n}"], "keep_going": true}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let done = server.wait_done(&id, LONG);
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["counts"]["executed"], 3);

@@ -211,8 +211,13 @@ impl Server {
 
     /// Submits a build of `refs`; panics unless it is accepted (202).
     pub fn submit(&self, refs: &[&str]) -> Value {
-        let body = serde_json::json!({"refs": refs}).to_string();
-        let answer = self.post("/v1/builds", &body, None);
+        self.submit_body(&serde_json::json!({"refs": refs}))
+    }
+
+    /// Submits the build `body` describes; panics unless it is accepted
+    /// (202). The operation.
+    pub fn submit_body(&self, body: &Value) -> Value {
+        let answer = self.post("/v1/builds", &body.to_string(), None);
         assert_eq!(answer.status, 202, "{}", answer.body);
         answer.json()
     }
