@@ -1003,19 +1003,21 @@ fn nginx_version_ping_pong() {
 
 #[test]
 fn nginx_poisoned_entry_and_corrupted_blob() {
-    let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
-        return;
-    };
-    poisoned_entry_refused(&cache);
-    let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
-        return;
-    };
-    corrupted_blob_rebuilt(&cache);
-    let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
-        return;
-    };
-    read_only_writes_nothing(&cache);
+    // A fresh server for each: the scenarios share nothing.
+    for scenario in SCENARIOS {
+        let Some(cache) = Cache::nginx("nginx_poisoned_entry_and_corrupted_blob") else {
+            return;
+        };
+        scenario(&cache);
+    }
 }
+
+/// What a cache must refuse, detect or leave alone, one scenario each.
+const SCENARIOS: [fn(&Cache); 3] = [
+    poisoned_entry_refused,
+    corrupted_blob_rebuilt,
+    read_only_writes_nothing,
+];
 
 #[test]
 fn nginx_killed_mid_upload() {
@@ -1046,18 +1048,8 @@ fn s3_version_ping_pong_poisoned_entry_and_corrupted_blob() {
     version_ping_pong(&cache);
     // One server, fresh prefixes: the scenarios share nothing.
     let mut cache = cache;
-    for (index, scenario) in [
-        poisoned_entry_refused as fn(&Cache),
-        corrupted_blob_rebuilt,
-        read_only_writes_nothing,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (index, scenario) in SCENARIOS.into_iter().enumerate() {
         cache.url = format!("s3://{BUCKET}/{PREFIX}-{index}");
-        let Backend::Seaweed { .. } = cache.backend else {
-            unreachable!()
-        };
         scenario(&cache);
     }
 }
