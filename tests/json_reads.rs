@@ -379,9 +379,10 @@ fn status_why_history_and_log_through_a_projects_life() {
     // `ActionJoined` (only builds of a server join): pinned there too,
     // read back in tests/app_held.rs; and `RemoteRefused` and
     // `ActionUploaded` (only builds with a remote cache): read back in
-    // tests/remote_cache.rs.
+    // tests/remote_cache.rs; and `ActionDispatched` (only builds through
+    // Slurm): pinned in app/src/dto/events.rs, read back in tests/slurm.rs.
     assert_eq!(
-        kinds.len() + 4,
+        kinds.len() + 5,
         cairn_app::events::EVENT_KINDS.len(),
         "a new kind of event belongs in this scenario"
     );

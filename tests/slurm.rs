@@ -188,6 +188,63 @@ fn every_action_runs_in_a_slurm_job_and_the_graph_file_chooses_slurm() {
         "a a/n=3\nb\n",
         "b read a's output"
     );
+    // Each action's Slurm job is recorded (`ActionDispatched`): the id the
+    // job itself saw in SLURM_JOB_ID, and one Slurm knows.
+    let dispatched = common::of_kind(&p.build_events(built.id()), "ActionDispatched")
+        .into_iter()
+        .map(|event| {
+            assert_eq!(event["executor"], "slurm", "{event}");
+            assert_eq!(event["attempt"], 1, "{event}");
+            let outputs = common::string_array(&event["outputs"]);
+            (
+                outputs[0].clone(),
+                common::str_field(event, "id").to_owned(),
+            )
+        })
+        .collect::<std::collections::BTreeMap<String, String>>();
+    assert_eq!(dispatched.len(), 8, "{dispatched:?}");
+    for (partition, job) in &ran {
+        assert_eq!(dispatched.get(partition), Some(job), "{dispatched:?}");
+    }
+    for id in dispatched.values() {
+        let known = Command::new("squeue")
+            .args(["-h", "-t", "all", "-j", id, "-o", "%i %T"])
+            .output()
+            .expect("run squeue");
+        let text = String::from_utf8_lossy(&known.stdout);
+        assert!(
+            text.starts_with(&format!("{id} ")),
+            "Slurm does not know job {id}: {text}"
+        );
+    }
+    // `history` and `logs` point at it, in text and JSON.
+    let id = &dispatched["b/n=3"];
+    let history = p.cairn(&["history", "b/n=3"]);
+    history.assert_code(0);
+    assert!(
+        history
+            .stdout
+            .contains(&format!("  ran in   Slurm job {id}\n")),
+        "{}",
+        history.stdout
+    );
+    let json = p.cairn(&["history", "b/n=3", "--json"]).json_lines();
+    assert_eq!(json[0]["dispatched"]["executor"], "slurm", "{}", json[0]);
+    assert_eq!(json[0]["dispatched"]["id"], id.as_str(), "{}", json[0]);
+    let logs = p.cairn(&["logs", "b/n=3"]);
+    logs.assert_code(0);
+    assert!(
+        logs.stderr.contains(&format!(") in Slurm job {id}, key ")),
+        "{}",
+        logs.stderr
+    );
+    let log = p.cairn(&["log", "--kind", "ActionDispatched", "--partition", "b/n=3"]);
+    assert!(
+        log.stdout
+            .contains(&format!("attempt 1 runs in Slurm job {id}")),
+        "{}",
+        log.stdout
+    );
 }
 
 #[test]
@@ -251,10 +308,36 @@ fn a_failing_job_is_reported_as_locally_and_keep_going_builds_the_rest() {
         failure_of(&locally, "a/n=2"),
         "the failure reads as the local runner's"
     );
-    // Its stderr is in the store, as for a local job.
+    // Its stderr is in the store, as for a local job, and the failed run
+    // names its Slurm job (the one the job saw).
+    let id = ran(&through)
+        .into_iter()
+        .find(|(partition, _)| partition == "a/n=2")
+        .map(|(_, id)| id)
+        .expect("a/n=2 ran");
     let logs = through.cairn(&["logs", "a/n=2"]);
     logs.assert_code(0);
     assert!(logs.stdout.contains("boom on a/n=2"), "{}", logs.stdout);
+    assert!(
+        logs.stderr.contains(&format!(" in Slurm job {id}, key ")),
+        "{}",
+        logs.stderr
+    );
+    let history = through.cairn(&["history", "a/n=2", "--json"]).json_lines();
+    assert_eq!(history[0]["type"], "failure", "{}", history[0]);
+    assert_eq!(
+        history[0]["dispatched"]["id"],
+        id.as_str(),
+        "{}",
+        history[0]
+    );
+    let text = through.cairn(&["history", "a/n=2"]);
+    assert!(
+        text.stdout
+            .contains(&format!("  ran in   Slurm job {id}\n")),
+        "{}",
+        text.stdout
+    );
     // Without --keep-going the build stops after the failure.
     let again = through.build(&[]);
     again.assert_code(1);

@@ -12,7 +12,7 @@ use cairn_engine::refs::{PartitionRef, Pattern};
 use crate::{AppError, Workspace};
 
 /// Every event kind, as `cairn log --kind` accepts and prints them.
-pub const EVENT_KINDS: [&str; 18] = [
+pub const EVENT_KINDS: [&str; 19] = [
     "BuildRequested",
     "Planned",
     "DatasetVersionChanged",
@@ -31,6 +31,7 @@ pub const EVENT_KINDS: [&str; 18] = [
     "ActionJoined",
     "RemoteRefused",
     "ActionUploaded",
+    "ActionDispatched",
 ];
 
 /// The entry of [`EVENT_KINDS`] for `kind`. The match lists every kind, so
@@ -56,6 +57,7 @@ pub fn listed_kind(kind: &EventKind) -> &'static str {
         EventKind::ActionJoined { .. } => 15,
         EventKind::RemoteRefused { .. } => 16,
         EventKind::ActionUploaded { .. } => 17,
+        EventKind::ActionDispatched { .. } => 18,
     };
     debug_assert_eq!(EVENT_KINDS[index], kind.name());
     EVENT_KINDS[index]
@@ -175,7 +177,8 @@ pub fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         | EventKind::ActionRetrying { job, outputs, .. }
         | EventKind::ActionJoined { job, outputs, .. }
         | EventKind::RemoteRefused { job, outputs, .. }
-        | EventKind::ActionUploaded { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
+        | EventKind::ActionUploaded { job, outputs, .. }
+        | EventKind::ActionDispatched { job, outputs, .. } => (outputs.iter().collect(), Some(job)),
         EventKind::ActionSucceeded { manifest } => (
             manifest.outputs.iter().map(|o| &o.partition).collect(),
             Some(&manifest.job),
@@ -185,6 +188,15 @@ pub fn subjects(kind: &EventKind) -> (Vec<&PartitionRef>, Option<&str>) {
         | EventKind::PartitionPruned { partition, .. } => (vec![partition], None),
         EventKind::ActionCheckpointed { job, .. } => (Vec::new(), Some(job)),
         _ => (Vec::new(), None),
+    }
+}
+
+/// How an `ActionDispatched` names its executor in text: `Slurm` for
+/// `slurm`, any other name as recorded.
+pub fn executor_title(executor: &str) -> &str {
+    match executor {
+        "slurm" => "Slurm",
+        other => other,
     }
 }
 

@@ -17,6 +17,65 @@ use cairn_store::Store;
 
 use crate::{AppError, Workspace};
 
+/// The job of another system an attempt ran in (`ActionDispatched`):
+/// the executor's name (`slurm`) and its id of the job (the Slurm job id,
+/// for `sacct -j ID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub executor: String,
+    pub id: String,
+}
+
+impl Dispatch {
+    /// `Slurm job 42`.
+    pub fn title(&self) -> String {
+        format!(
+            "{} job {}",
+            crate::events::executor_title(&self.executor),
+            self.id
+        )
+    }
+}
+
+/// The dispatch of each action run of `events` (a partition's, oldest
+/// first) that had one, by the seq of the `ActionSucceeded` or
+/// `ActionFailed` that ended it: the `ActionDispatched` after the
+/// attempt's `ActionStarted` (a retry starts without one).
+pub(crate) fn dispatches(events: &[Event]) -> HashMap<u64, Dispatch> {
+    let mut open: HashMap<(u64, ActionKey), Dispatch> = HashMap::new();
+    let mut ended = HashMap::new();
+    for event in events {
+        match &event.kind {
+            EventKind::ActionStarted { key, .. } => {
+                open.remove(&(event.build, *key));
+            }
+            EventKind::ActionDispatched {
+                key, executor, id, ..
+            } => {
+                open.insert(
+                    (event.build, *key),
+                    Dispatch {
+                        executor: executor.clone(),
+                        id: id.clone(),
+                    },
+                );
+            }
+            EventKind::ActionSucceeded { manifest } => {
+                if let Some(dispatch) = open.remove(&(event.build, manifest.key)) {
+                    ended.insert(event.seq, dispatch);
+                }
+            }
+            EventKind::ActionFailed { key: Some(key), .. } => {
+                if let Some(dispatch) = open.remove(&(event.build, *key)) {
+                    ended.insert(event.seq, dispatch);
+                }
+            }
+            _ => {}
+        }
+    }
+    ended
+}
+
 /// A partition's history, or why it has none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum History {
@@ -105,6 +164,9 @@ pub struct Materialized {
     pub remote: Option<String>,
     /// Uploaded to the shared remote cache at this URL by this build.
     pub uploaded: Option<String>,
+    /// The job of another system it ran in, when it ran in this build
+    /// through one (the Slurm job).
+    pub dispatched: Option<Dispatch>,
 }
 
 impl Materialized {
@@ -133,6 +195,8 @@ pub struct FailedRun {
     pub build_reason: Option<String>,
     /// The server operation the build ran, if a server submitted it.
     pub operation: Option<String>,
+    /// The job of another system the failed attempt ran in (the Slurm job).
+    pub dispatched: Option<Dispatch>,
 }
 
 /// The partition was invalidated (`PartitionInvalidated`).
@@ -230,6 +294,8 @@ fn history_entries(
     let mut cached: HashMap<(u64, ActionKey), bool> = HashMap::new();
     let mut from_remote: HashMap<(u64, ActionKey), String> = HashMap::new();
     let mut uploaded: HashMap<(u64, ActionKey), String> = HashMap::new();
+    let mut dispatched = dispatches(&events);
+    let mut ran_in: HashMap<(u64, ActionKey), Dispatch> = HashMap::new();
     let mut entries = Vec::new();
     let mut previous_inputs: Option<BTreeMap<PartitionRef, ContentDigest>> = None;
     for event in events {
@@ -239,6 +305,9 @@ fn history_entries(
                 started.insert((build, key), reason);
             }
             EventKind::ActionSucceeded { manifest } => {
+                if let Some(dispatch) = dispatched.remove(&event.seq) {
+                    ran_in.insert((build, manifest.key), dispatch);
+                }
                 executed_in.insert((build, manifest.key));
                 succeeded.insert(manifest.key, manifest);
             }
@@ -280,6 +349,7 @@ fn history_entries(
                     stderr,
                     build_reason: None,
                     operation: None,
+                    dispatched: dispatched.remove(&event.seq),
                 })));
             }
             EventKind::ActionJoined {
@@ -346,6 +416,7 @@ fn history_entries(
                     operation: None,
                     remote: from_remote.get(&(build, key)).cloned(),
                     uploaded: None,
+                    dispatched: ran_in.get(&(build, key)).cloned(),
                 })));
             }
             _ => {}

@@ -24,6 +24,8 @@ pub struct JobRun {
     pub error: Option<String>,
     pub stdout: Option<ContentDigest>,
     pub stderr: Option<ContentDigest>,
+    /// The job of another system it ran in (the Slurm job), if any.
+    pub dispatched: Option<crate::history::Dispatch>,
 }
 
 impl JobRun {
@@ -36,6 +38,7 @@ impl JobRun {
             error: None,
             stdout: manifest.stdout,
             stderr: manifest.stderr,
+            dispatched: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl JobRun {
                 error: Some(error.clone()),
                 stdout: *stdout,
                 stderr: *stderr,
+                dispatched: None,
             }),
             _ => None,
         }
@@ -119,9 +123,15 @@ pub fn logs(workspace: &Workspace, request: &str, build: Option<u64>) -> Result<
     let Some(store) = workspace.open_reader()? else {
         return Ok(Logs::NothingBuilt);
     };
-    let runs: Vec<JobRun> = partition_events(&store, &partition)?
+    let events = partition_events(&store, &partition)?;
+    let mut dispatched = crate::history::dispatches(&events);
+    let runs: Vec<JobRun> = events
         .iter()
-        .filter_map(JobRun::of_event)
+        .filter_map(|event| {
+            let mut run = JobRun::of_event(event)?;
+            run.dispatched = dispatched.remove(&event.seq);
+            Some(run)
+        })
         .collect();
     let run = match build {
         Some(build) => match runs.iter().rev().find(|run| run.build == build) {
@@ -135,7 +145,16 @@ pub fn logs(workspace: &Workspace, request: &str, build: Option<u64>) -> Result<
             let current = state.and_then(|state| state.current);
             match (failed_since, current) {
                 (false, Some(current)) => match store.catalog().action(&current.key)? {
-                    Some(manifest) => Some(JobRun::of_manifest(&manifest)),
+                    Some(manifest) => {
+                        let mut run = JobRun::of_manifest(&manifest);
+                        // Its run's dispatch, when the run is in REF's events.
+                        run.dispatched = runs
+                            .iter()
+                            .rev()
+                            .find(|r| r.error.is_none() && r.build == run.build && r.key == run.key)
+                            .and_then(|r| r.dispatched.clone());
+                        Some(run)
+                    }
                     None => runs.last().cloned(),
                 },
                 _ => runs.last().cloned(),

@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 
-use cairn_app::dto::history::HistoryLine;
+use cairn_app::dto::history::{DispatchLine, HistoryLine};
 use cairn_app::dto::store::{StatsLine, VerifyLine};
-use cairn_app::history::{History, HistoryEntry};
+use cairn_app::history::{Dispatch, History, HistoryEntry};
 use cairn_app::logs::{Logs, Stream};
 use cairn_app::maintenance::{Keep, ReplayCheck, Replayed, Verification};
 use cairn_engine::date::format_time_ms;
@@ -90,6 +90,10 @@ fn because(out: &mut String, build_reason: Option<&String>) {
 /// The lines under a failed run in `history`, the same for a local entry
 /// and for the server's JSON line (`--remote`): its key (or that it never
 /// had one), job, reason, exit status and where its logs are.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the fields of one failed run, as both forms hold them"
+)]
 fn failure_details(
     out: &mut String,
     key: Option<&str>,
@@ -98,17 +102,26 @@ fn failure_details(
     exit_code: Option<i32>,
     has_logs: bool,
     build: u64,
+    ran_in: Option<String>,
 ) {
     let key = key.unwrap_or("none (it never ran)");
     out.push_str(&format!("  key      {key}  job {job}\n"));
     if let Some(reason) = reason {
         out.push_str(&format!("  reason   {}\n", escape(reason)));
     }
+    ran_in_line(out, ran_in);
     if let Some(code) = exit_code {
         out.push_str(&format!("  exit     {code}\n"));
     }
     if has_logs {
         out.push_str(&format!("  logs     cairn logs <ref> --build {build}\n"));
+    }
+}
+
+/// `  ran in   Slurm job 42`: the job of another system a run was in.
+fn ran_in_line(out: &mut String, ran_in: Option<String>) {
+    if let Some(title) = ran_in {
+        out.push_str(&format!("  ran in   {}\n", escape(&title)));
     }
 }
 
@@ -151,6 +164,7 @@ fn entry_text(entry: &HistoryEntry) -> String {
             if let Some(reason) = &m.reason {
                 out.push_str(&format!("  reason   {}\n", escape(reason)));
             }
+            ran_in_line(&mut out, m.dispatched.as_ref().map(Dispatch::title));
             if let Some(manifest) = &m.manifest {
                 let code = manifest
                     .code_digest
@@ -209,6 +223,7 @@ fn entry_text(entry: &HistoryEntry) -> String {
                 f.exit_code,
                 f.stdout.is_some() || f.stderr.is_some(),
                 f.build,
+                f.dispatched.as_ref().map(Dispatch::title),
             );
             out
         }
@@ -282,6 +297,7 @@ pub fn line_text(line: &HistoryLine) -> String {
             if let Some(reason) = &m.reason {
                 out.push_str(&format!("  reason   {}\n", escape(reason)));
             }
+            ran_in_line(&mut out, m.dispatched.as_ref().map(DispatchLine::title));
             if has_manifest {
                 let code = m.code_digest.as_deref().unwrap_or("none");
                 out.push_str(&format!("  code     {code}\n"));
@@ -327,6 +343,7 @@ pub fn line_text(line: &HistoryLine) -> String {
                 f.exit_code,
                 f.stdout.is_some() || f.stderr.is_some(),
                 f.build,
+                f.dispatched.as_ref().map(DispatchLine::title),
             );
             out
         }
@@ -395,8 +412,13 @@ pub fn logs(cli: &Cli, request: &str, build: Option<u64>, streams: Streams) -> R
         None => "succeeded".to_owned(),
         Some(error) => format!("failed: {error}"),
     };
+    let ran_in = run
+        .dispatched
+        .as_ref()
+        .map(|dispatch| format!(" in {}", dispatch.title()))
+        .unwrap_or_default();
     note(&format!(
-        "{request}: job {} in build {} ({}), key {}, {outcome}",
+        "{request}: job {} in build {} ({}){ran_in}, key {}, {outcome}",
         run.job,
         run.build,
         format_time_ms(run.time_ms),

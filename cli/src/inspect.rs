@@ -227,6 +227,15 @@ pub fn event_text(event: &Event) -> String {
                 "; another writer's entry was there first and was kept"
             }
         ),
+        EventKind::ActionDispatched {
+            attempt,
+            executor,
+            id,
+            ..
+        } => format!(
+            "attempt {attempt} runs in {} job {id}",
+            cairn_app::events::executor_title(executor)
+        ),
         EventKind::ActionSkipped { reason, .. } => reason.clone(),
         EventKind::ActionRetrying {
             attempt, delay_ms, ..

@@ -960,11 +960,19 @@ pub fn every_event_kind() -> Vec<EventKind> {
         EventKind::ActionUploaded {
             key,
             job: "clean".into(),
-            outputs: vec![partition],
+            outputs: vec![partition.clone()],
             url: "http://127.0.0.1:8080/team".into(),
             blobs: 2,
             bytes: 4096,
             created: true,
+        },
+        EventKind::ActionDispatched {
+            key,
+            job: "clean".into(),
+            outputs: vec![partition],
+            attempt: 2,
+            executor: "slurm".into(),
+            id: "4242".into(),
         },
     ];
     kinds

@@ -71,7 +71,8 @@ pub fn partitions_of(kind: &EventKind) -> Vec<&PartitionRef> {
         | EventKind::ActionRetrying { outputs, .. }
         | EventKind::ActionJoined { outputs, .. }
         | EventKind::RemoteRefused { outputs, .. }
-        | EventKind::ActionUploaded { outputs, .. } => outputs.iter().collect(),
+        | EventKind::ActionUploaded { outputs, .. }
+        | EventKind::ActionDispatched { outputs, .. } => outputs.iter().collect(),
         EventKind::ActionSucceeded { manifest } => {
             manifest.outputs.iter().map(|o| &o.partition).collect()
         }
@@ -196,6 +197,7 @@ pub fn apply(event: &Event, projections: &mut dyn ProjectionTables) -> Result<()
         | EventKind::ActionJoined { .. }
         | EventKind::RemoteRefused { .. }
         | EventKind::ActionUploaded { .. }
+        | EventKind::ActionDispatched { .. }
         | EventKind::BuildFinished { .. } => Ok(()),
     }
 }

@@ -325,6 +325,20 @@ pub enum EventKind {
         bytes: u64,
         created: bool,
     },
+    /// An attempt of this action (the `ActionStarted` of `attempt` just
+    /// before) runs in a job of another system: `executor` names it
+    /// (`"slurm"`), `id` is that system's own id of the job (the Slurm
+    /// job id, for `sacct -j ID`). Several attempts of a batch share one
+    /// Slurm job. Appended after
+    /// `ActionUploaded` (store format 11).
+    ActionDispatched {
+        key: ActionKey,
+        job: String,
+        outputs: Vec<PartitionRef>,
+        attempt: u32,
+        executor: String,
+        id: String,
+    },
 }
 
 impl EventKind {
@@ -349,6 +363,7 @@ impl EventKind {
             EventKind::ActionJoined { .. } => "ActionJoined",
             EventKind::RemoteRefused { .. } => "RemoteRefused",
             EventKind::ActionUploaded { .. } => "ActionUploaded",
+            EventKind::ActionDispatched { .. } => "ActionDispatched",
         }
     }
 }

@@ -54,6 +54,11 @@
 //!   and `ActionUploaded` were appended (docs/remote-cache.md). Format-9
 //!   events are read through [`v9`] (`remote: None`). The other records
 //!   did not change.
+//! - 11: `ActionDispatched` was appended to the events (the executor's id
+//!   of the job an attempt ran in: the Slurm job id); the variants before
+//!   it keep their numbers, so format-10 events decode unchanged, and an
+//!   `ActionDispatched` in one is refused. The other records did not
+//!   change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -67,10 +72,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 10;
+pub const FORMAT_VERSION: u32 = 11;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 10;
+const FORMAT_BYTE: u8 = 11;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -124,6 +129,15 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
             Ok(event)
         }
         Some(9) => decode_body::<v9::Event>(&bytes[1..]).map(Event::from),
+        Some(10) => {
+            let event: Event = decode_body(&bytes[1..])?;
+            if matches!(event.kind, EventKind::ActionDispatched { .. }) {
+                return Err(DecodeError::Malformed(
+                    "a format-10 event cannot be ActionDispatched (added in format 11)".to_owned(),
+                ));
+            }
+            Ok(event)
+        }
         _ => decode(bytes),
     }
 }
@@ -2278,7 +2292,7 @@ mod tests {
         });
         for today in [from_remote, refused, uploaded] {
             let bytes = encode_event(&today);
-            assert_eq!(bytes[0], 10);
+            assert_eq!(bytes[0], FORMAT_BYTE);
             assert_eq!(decode_event(&bytes).unwrap(), today);
             let mut old = bytes.clone();
             old[0] = 9;
@@ -2317,6 +2331,45 @@ mod tests {
         let bytes = postcard::to_extend(&retrying, vec![7]).unwrap();
         let error = decode_event(&bytes).unwrap_err().to_string();
         assert!(error.contains("added in format 8"), "{error}");
+    }
+
+    /// Format 11 appended `ActionDispatched`: format-10 events decode
+    /// with today's layout, and an `ActionDispatched` under byte 10 is
+    /// refused.
+    #[test]
+    fn format_10_events_decode_and_cannot_be_action_dispatched() {
+        let event = |kind| Event {
+            seq: 4,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind,
+        };
+        let uploaded = event(EventKind::ActionUploaded {
+            key: ActionKey([5; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            url: "http://127.0.0.1:8080/team".into(),
+            blobs: 1,
+            bytes: 2,
+            created: true,
+        });
+        let bytes = postcard::to_extend(&uploaded, vec![10]).unwrap();
+        assert_eq!(decode_event(&bytes).unwrap(), uploaded);
+        let dispatched = event(EventKind::ActionDispatched {
+            key: ActionKey([5; 32]),
+            job: "clean".into(),
+            outputs: Vec::new(),
+            attempt: 1,
+            executor: "slurm".into(),
+            id: "42".into(),
+        });
+        assert_eq!(
+            decode_event(&encode_event(&dispatched)).unwrap(),
+            dispatched
+        );
+        let bytes = postcard::to_extend(&dispatched, vec![10]).unwrap();
+        let error = decode_event(&bytes).unwrap_err().to_string();
+        assert!(error.contains("added in format 11"), "{error}");
     }
 
     /// Formats 4 to 6 manifests have a command but no modes: each file

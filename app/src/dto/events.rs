@@ -232,6 +232,21 @@ impl Serialize for EventLine<'_> {
                 o.serialize_field("bytes", bytes)?;
                 o.serialize_field("created", created)?;
             }
+            EventKind::ActionDispatched {
+                key,
+                job,
+                outputs,
+                attempt,
+                executor,
+                id,
+            } => {
+                o.serialize_field("key", &hex(&key.0))?;
+                o.serialize_field("job", job)?;
+                o.serialize_field("outputs", &Refs(outputs))?;
+                o.serialize_field("attempt", attempt)?;
+                o.serialize_field("executor", executor)?;
+                o.serialize_field("id", id)?;
+            }
             EventKind::ActionSkipped {
                 job,
                 outputs,
@@ -508,6 +523,7 @@ mod tests {
 {"seq":16,"time_ms":1700000000000,"build":5,"kind":"ActionJoined","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"joined_build":4}
 {"seq":17,"time_ms":1700000000000,"build":5,"kind":"RemoteRefused","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"url":"s3://bucket/team","reason":"blob 0909 failed verification"}
 {"seq":18,"time_ms":1700000000000,"build":5,"kind":"ActionUploaded","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"url":"http://127.0.0.1:8080/team","blobs":2,"bytes":4096,"created":true}
+{"seq":19,"time_ms":1700000000000,"build":5,"kind":"ActionDispatched","key":"0707070707070707070707070707070707070707070707070707070707070707","job":"clean","outputs":["clean/date=2024-01-01/station=S001"],"attempt":2,"executor":"slurm","id":"4242"}
 "#;
 
     #[test]

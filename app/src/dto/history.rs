@@ -49,6 +49,10 @@ pub struct MaterializationLine {
     pub current: bool,
     /// The output's content digest.
     pub digest: String,
+    /// The job of another system it ran in (only then): `{"executor":
+    /// "slurm", "id": "42"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched: Option<DispatchLine>,
     /// Of the run that produced the content.
     pub duration_ms: Option<u64>,
     pub inputs: Option<Vec<InputLine>>,
@@ -82,6 +86,33 @@ pub struct MaterializationLine {
     pub versions: Option<BTreeMap<String, String>>,
 }
 
+/// The job of another system a run was in: `{"executor","id"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchLine {
+    /// `slurm`.
+    pub executor: String,
+    /// Its id of the job (the Slurm job id).
+    pub id: String,
+}
+
+impl DispatchLine {
+    fn new(dispatch: &crate::history::Dispatch) -> DispatchLine {
+        DispatchLine {
+            executor: dispatch.executor.clone(),
+            id: dispatch.id.clone(),
+        }
+    }
+
+    /// `Slurm job 42`.
+    pub fn title(&self) -> String {
+        crate::history::Dispatch {
+            executor: self.executor.clone(),
+            id: self.id.clone(),
+        }
+        .title()
+    }
+}
+
 /// An input of a materialization: `{"changed","digest","ref"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputLine {
@@ -104,6 +135,7 @@ impl MaterializationLine {
                 .map(|digest| digest.to_hex()),
             current: m.current,
             digest: m.digest.to_hex(),
+            dispatched: m.dispatched.as_ref().map(DispatchLine::new),
             duration_ms: m.duration_ms(),
             inputs: manifest.map(|manifest| {
                 manifest
@@ -144,6 +176,9 @@ impl MaterializationLine {
 pub struct FailureLine {
     pub build: u64,
     pub build_reason: Option<String>,
+    /// The job of another system the attempt ran in (only then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched: Option<DispatchLine>,
     pub error: String,
     pub exit_code: Option<i32>,
     pub job: String,
@@ -170,6 +205,7 @@ impl FailureLine {
             build: f.build,
             build_reason: f.build_reason.clone(),
             operation: f.operation.clone(),
+            dispatched: f.dispatched.as_ref().map(DispatchLine::new),
             error: f.error.clone(),
             exit_code: f.exit_code,
             job: f.job.clone(),
@@ -260,6 +296,10 @@ mod tests {
             code_digest: Some(hex.clone()),
             current: true,
             digest: hex.clone(),
+            dispatched: Some(DispatchLine {
+                executor: "slurm".into(),
+                id: "42".into(),
+            }),
             duration_ms: Some(12),
             inputs: Some(vec![InputLine {
                 changed: true,
@@ -286,6 +326,10 @@ mod tests {
         keys_in_alphabetical_order(&FailureLine {
             build: 2,
             build_reason: None,
+            dispatched: Some(DispatchLine {
+                executor: "slurm".into(),
+                id: "42".into(),
+            }),
             error: "exited with status 4".into(),
             exit_code: Some(4),
             job: "clean".into(),

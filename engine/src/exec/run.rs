@@ -433,7 +433,15 @@ impl Context<'_> {
             });
             let started_ms = now_ms();
             let clock = Instant::now();
-            let result = self.attempt(action, key, inputs, (&key_dir, &id), &run_dir, resume, emit);
+            let result = self.attempt(
+                action,
+                key,
+                inputs,
+                (&key_dir, &id, attempt),
+                &run_dir,
+                resume,
+                emit,
+            );
             let duration_ms = clock.elapsed().as_millis() as u64;
             let result = match result {
                 Ok(attempt) => attempt,
@@ -539,7 +547,7 @@ impl Context<'_> {
         action: &PlannedAction,
         key: ActionKey,
         inputs: &[ResolvedInput],
-        (key_dir, id): (&Path, &str),
+        (key_dir, id, attempt): (&Path, &str, u32),
         run_dir: &Path,
         resume: Option<CheckpointRecord>,
         emit: Emit<'_>,
@@ -603,6 +611,18 @@ impl Context<'_> {
         let shield = self
             .in_flight
             .and_then(|in_flight| in_flight.shield(&key, self.build));
+        // A runner that runs the job elsewhere names the job it runs in
+        // there (the Slurm job id), for the log.
+        let dispatched = |executor: &str, job_id: &str| {
+            emit(EventKind::ActionDispatched {
+                key,
+                job: action.job.to_string(),
+                outputs: action.config.outputs.clone(),
+                attempt,
+                executor: executor.to_owned(),
+                id: job_id.to_owned(),
+            });
+        };
         // The one dynamic call of an attempt: the job runner (job/).
         let status = self.runner.run(
             &JobRun {
@@ -620,6 +640,7 @@ impl Context<'_> {
                     timeout: job.timeout,
                 },
                 shield: shield.as_ref(),
+                dispatched: Some(&dispatched),
             },
             self.children,
             Some(&poll),

@@ -56,7 +56,16 @@ pub struct JobRun<'a> {
     /// (exec/inflight.rs): an interrupt of this build then leaves the job
     /// running (no SIGTERM, no SIGKILL). `None`: never shared.
     pub shield: Option<&'a Arc<AtomicBool>>,
+    /// Called by a runner that runs the job in another system's job, once
+    /// that job is known: the executor's name (`"slurm"`) and its id of
+    /// the job (the Slurm job id). The executor records it
+    /// (`ActionDispatched`).
+    pub dispatched: Option<Dispatched<'a>>,
 }
+
+/// What a runner calls with the executor's name and its id of the job an
+/// attempt runs in ([`JobRun::dispatched`]).
+pub type Dispatched<'a> = &'a (dyn Fn(&str, &str) + Sync);
 
 /// The variables of cairn's own environment that jobs receive.
 #[derive(Debug, Clone, Default)]

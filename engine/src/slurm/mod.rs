@@ -581,6 +581,9 @@ impl JobRunner for SlurmRunner {
             }
             None => return Err(io::Error::other("the attempt was never submitted to Slurm")),
         };
+        if let Some(dispatched) = job.dispatched {
+            dispatched("slurm", &id.to_string());
+        }
         let ended = self.wait(id, job, children, poll, &outcome_path);
         self.release(id);
         ended
@@ -627,6 +630,9 @@ impl SlurmRunner {
                     .copied()
                     .find(|id| claimed.join(format!("{name}@{id}")).exists())
                 {
+                    if let Some(dispatched) = job.dispatched {
+                        dispatched("slurm", &id.to_string());
+                    }
                     return self.wait(id, job, children, poll, outcome_path);
                 }
                 unfound += 1;
