@@ -597,3 +597,182 @@ fn podcast_30x30_through_slurm_is_byte_identical_to_local_and_rebuilds_nothing()
     let (_, total) = built_through_slurm_as_locally(30, 30);
     assert_eq!(total, 30 * 30 * 2 + 30);
 }
+
+/// A Bazel HTTP cache (nginx with WebDAV, `.ci/services/nginx-cache.sh`)
+/// on a free loopback port, stopped when dropped; `None` (with a notice)
+/// when nginx is not installed.
+struct NginxCache {
+    root: tempfile::TempDir,
+    url: String,
+}
+
+impl NginxCache {
+    fn start() -> Option<NginxCache> {
+        if Command::new("nginx").arg("-v").output().is_err() {
+            #[expect(clippy::print_stderr, reason = "the notice of a skipped test")]
+            {
+                eprintln!("SKIPPED: nginx is not installed (.ci/run installs it)");
+            }
+            return None;
+        }
+        let root = tempfile::tempdir().expect("a directory for nginx");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/services/nginx-cache.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .args(["start", root.path().to_str().unwrap()])
+            .output()
+            .expect("run nginx-cache.sh");
+        assert!(
+            output.status.success(),
+            "nginx-cache.sh start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        Some(NginxCache {
+            root,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for NginxCache {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/services/nginx-cache.sh");
+        let _ = Command::new("bash")
+            .arg(&script)
+            .args(["stop", self.root.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+/// A worker binary for `[executor] worker` that runs this cairn in a mount
+/// namespace where `hidden` is an empty tmpfs: a worker that reads or
+/// writes anything of the project there finds nothing, and what it writes
+/// vanishes. (The tests run as root, as the cluster's SlurmUser.)
+fn worker_hiding(hidden: &Path, dir: &Path) -> std::path::PathBuf {
+    let wrapper = dir.join("cairn-hiding-the-project");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -m sh -c 'mount -t tmpfs none \"$0\" && exec \"$@\"' '{}' '{}' \"$@\"\n",
+            hidden.display(),
+            env!("CARGO_BIN_EXE_cairn")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[test]
+fn without_a_shared_filesystem_a_podcast_goes_through_the_cache_and_equals_a_local_build() {
+    let Some(_turn) = turn() else { return };
+    let Some(cache) = NginxCache::start() else {
+        return;
+    };
+    let local = Project::podcast(3, 4);
+    let through = Project::podcast(3, 4);
+    let bin = tempfile::tempdir().unwrap();
+    // The nodes never see the project: its directory is empty for them.
+    let worker = worker_hiding(&through.path().canonicalize().unwrap(), bin.path());
+    through.append(
+        "cairn.toml",
+        &format!(
+            "\n[executor]\nkind = \"slurm\"\ndata = \"cache\"\nworker = \"{}\"\n\n[cache]\nurl = \"{}\"\n",
+            worker.display(),
+            cache.url
+        ),
+    );
+    let built_locally = local.build(&[]);
+    built_locally.assert_code(0);
+    let total = built_locally.count("executed");
+    assert_eq!(total, 3 * 4 * 2 + 3);
+    let first = through.build(&[]);
+    first.assert_code(0);
+    first.assert_counts(total, total, 0, 0, 0);
+    assert_eq!(
+        snapshot(&through.file("data")),
+        snapshot(&local.file("data")),
+        "the data built through Slurm and the cache is not the local build's"
+    );
+    // Every action ran in a Slurm job of its own, recorded.
+    let events = through.build_events(first.id());
+    assert_eq!(
+        common::of_kind(&events, "ActionDispatched").len() as u64,
+        total
+    );
+    let second = through.build(&[]);
+    second.assert_code(0);
+    second.assert_counts(total, 0, total, 0, 0);
+    no_jobs_left_under(through.path());
+    // What the jobs printed came back as with the local runner.
+    let logs = through.cairn(&["logs", "daily/date=2024-01-02", "--stdout"]);
+    let local_logs = local.cairn(&["logs", "daily/date=2024-01-02", "--stdout"]);
+    assert_eq!(logs.stdout, local_logs.stdout);
+    through.cairn(&["store", "verify"]).assert_code(0);
+}
+
+#[test]
+fn without_a_shared_filesystem_a_failing_job_reports_its_status_and_stderr() {
+    let Some(_turn) = turn() else { return };
+    let Some(cache) = NginxCache::start() else {
+        return;
+    };
+    let p = Project::with_graph(&format!(
+        r#"
+[executor]
+kind = "slurm"
+data = "cache"
+
+[cache]
+url = "{}"
+
+[datasets.a]
+[jobs.a]
+outputs = ["a"]
+run = ["sh", "-c", "echo \"boom in $PWD\" >&2; exit 7"]
+"#,
+        cache.url
+    ));
+    let failed = p.build(&[]);
+    failed.assert_code(1);
+    let (error, tail) = failure_of(&failed, "a");
+    assert!(error.contains("exited with status 7"), "{error}");
+    assert_eq!(tail.len(), 1, "{tail:?}");
+    assert!(
+        tail[0].starts_with("boom in /tmp/cairn-worker-") && tail[0].ends_with("/work"),
+        "the job ran in the worker's scratch, not the project: {tail:?}"
+    );
+    let logs = p.cairn(&["logs", "a", "--stderr"]);
+    assert!(logs.stdout.starts_with("boom in "), "{}", logs.stdout);
+}
+
+#[test]
+fn data_cache_without_a_remote_cache_is_a_usage_error() {
+    let p = Project::with_graph(
+        r#"
+[executor]
+kind = "slurm"
+data = "cache"
+[datasets.a]
+[jobs.a]
+outputs = ["a"]
+run = ["true"]
+"#,
+    );
+    p.cairn(&["build"])
+        .assert_usage_error("executor.data = \"cache\" needs a remote cache");
+    let p = Project::with_graph(
+        r#"
+[executor]
+data = "nfs"
+[datasets.a]
+[jobs.a]
+outputs = ["a"]
+run = ["true"]
+"#,
+    );
+    p.cairn(&["build"])
+        .assert_usage_error("cairn.toml:3: executor.data: \"nfs\" is not a data mode");
+}

@@ -572,11 +572,18 @@ fn execute_assisted(
                     "cannot find this cairn's binary for the Slurm worker: {error}"
                 ))
             })?;
+            let cache = match workspace.graph.executor.data {
+                cairn_engine::executor::DataMode::Shared => None,
+                cairn_engine::executor::DataMode::Cache => {
+                    Some(crate::remote::open_for_workers(workspace)?)
+                }
+            };
             Some(
                 cairn_engine::slurm::SlurmRunner::new(
                     &workspace.graph,
                     &staging_root.join("slurm"),
-                    worker,
+                    workspace.graph.executor.worker.clone().unwrap_or(worker),
+                    cache,
                 )
                 .map_err(|error| AppError::StoreProblem(format!("executor slurm: {error}")))?,
             )

@@ -482,6 +482,18 @@ enum WorkerCommand {
         #[arg(long, value_name = "N", default_value_t = 256)]
         most: usize,
     },
+    /// Run one attempt without a shared filesystem (`[executor] data =
+    /// "cache"`): its spec and files come from the remote cache, it runs
+    /// in a scratch directory under TMPDIR, its outputs, logs and outcome
+    /// go back to the cache.
+    Cached {
+        /// The remote cache's URL (credentials from this environment).
+        #[arg(value_name = "URL")]
+        url: String,
+        /// The blake3 of the attempt's spec, a blob in the cache.
+        #[arg(value_name = "SPEC_DIGEST")]
+        spec: String,
+    },
 }
 
 /// `--executor`: where the jobs run (overrides `[executor] kind`).
@@ -720,6 +732,9 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
         Command::Worker {
             command: WorkerCommand::Pull { dir, most },
         } => worker::pull(dir, *most),
+        Command::Worker {
+            command: WorkerCommand::Cached { url, spec },
+        } => worker::cached(url, spec),
         Command::Defs { command } => match command {
             DefsCommand::Refresh {
                 name,

@@ -26,6 +26,19 @@ pub fn pull(dir: &std::path::Path, most: usize) -> Result<u8, Failure> {
     })
 }
 
+pub fn cached(url: &str, spec: &str) -> Result<u8, Failure> {
+    let digest: cairn_engine::ContentDigest = spec
+        .parse()
+        .map_err(|error| Failure::usage(format!("SPEC_DIGEST {spec:?}: {error}")))?;
+    let cache =
+        cairn_app::remote::open_url(url).map_err(|error| Failure::usage(error.to_string()))?;
+    let scratch = std::env::temp_dir();
+    with_signals(|children| {
+        cairn_engine::slurm::cached::run_cached(&*cache, &digest, &scratch, children)
+            .map_err(|error| vec![error])
+    })
+}
+
 /// Runs `work` with SIGTERM and SIGINT interrupting its children (a
 /// second one SIGKILLs them).
 fn with_signals(

@@ -38,6 +38,19 @@ impl ExecutorKind {
     }
 }
 
+/// How a Slurm job's files reach its node (`[executor] data`,
+/// docs/slurm.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DataMode {
+    /// The project, the data and the store are on a filesystem the nodes
+    /// share with the coordinator (the HPC norm).
+    #[default]
+    Shared,
+    /// No shared filesystem: the inputs, the job's code files and its
+    /// outputs travel through the graph's remote cache (`[cache] url`).
+    Cache,
+}
+
 /// What one Slurm job asks for (`sbatch --cpus-per-task`, `--mem`,
 /// `--time`); a field left out is Slurm's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +73,11 @@ pub struct Executor {
     /// The most actions one worker (a Slurm job) runs before it exits
     /// (`batch`, default [`DEFAULT_BATCH`]); 1: a Slurm job per action.
     pub batch: usize,
+    /// How the files reach the nodes (`data`, default shared).
+    pub data: DataMode,
+    /// The cairn binary the nodes run (`worker`), when not this cairn's
+    /// own path.
+    pub worker: Option<std::path::PathBuf>,
 }
 
 impl Default for Executor {
@@ -72,6 +90,8 @@ impl Default for Executor {
             qos: None,
             resources: Resources::default(),
             batch: DEFAULT_BATCH,
+            data: DataMode::Shared,
+            worker: None,
         }
     }
 }
@@ -89,6 +109,8 @@ pub(crate) struct RawExecutor {
     qos: Option<Spanned<String>>,
     resources: Option<Spanned<RawResources>>,
     batch: Option<Spanned<i64>>,
+    data: Option<Spanned<String>>,
+    worker: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +176,40 @@ pub(crate) fn parse_executor(
         }
         None => DEFAULT_BATCH,
     };
+    let data = match &raw.data {
+        Some(data) => match data.get_ref().as_str() {
+            "shared" => DataMode::Shared,
+            "cache" => DataMode::Cache,
+            other => {
+                return Err((
+                    data.span(),
+                    "data".to_owned(),
+                    format!("{other:?} is not a data mode: use \"shared\" or \"cache\""),
+                ));
+            }
+        },
+        None => DataMode::Shared,
+    };
+    let worker = match &raw.worker {
+        Some(worker) => {
+            let path = std::path::PathBuf::from(worker.get_ref());
+            if !path.is_absolute() {
+                return Err((
+                    worker.span(),
+                    "worker".to_owned(),
+                    format!(
+                        "{:?} is not an absolute path to a cairn binary",
+                        worker.get_ref()
+                    ),
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
     Ok(Executor {
+        data,
+        worker,
         kind,
         partition: name("partition", &raw.partition)?,
         account: name("account", &raw.account)?,

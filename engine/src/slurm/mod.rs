@@ -31,6 +31,7 @@ use crate::executor::{Executor, Resources, slurm_minutes};
 use crate::graph::Graph;
 use crate::job::{Children, Ended, JobRun, JobRunner, POLL_INTERVAL, TERM_GRACE};
 
+pub mod cached;
 pub mod worker;
 
 pub use worker::{WorkerOutcome, WorkerSpec, pull, read_outcome, run_specs};
@@ -98,8 +99,24 @@ struct States {
     jobs: HashMap<u64, (String, String)>,
 }
 
+/// The remote cache the nodes exchange files through, without a shared
+/// filesystem (`[executor] data = "cache"`, cached.rs).
+struct CacheLink {
+    url: String,
+    cache: Box<dyn crate::ports::RemoteCache>,
+    /// Each job's `code` files, relative to `root` (the graph's directory).
+    code: HashMap<String, Vec<String>>,
+    root: PathBuf,
+}
+
+/// Where a Slurm job starts and writes Slurm's log in cache mode: on the
+/// node, never the coordinator's directories.
+const NODE_DIR: &str = "/tmp";
+
 /// Runs attempts as Slurm jobs (see the module's documentation).
 pub struct SlurmRunner {
+    /// Set in cache mode: every attempt goes through it (cached.rs).
+    cache: Option<CacheLink>,
     executor: Executor,
     /// Each job's declared resources (`resources = {…}`).
     resources: HashMap<String, Resources>,
@@ -150,7 +167,12 @@ impl SlurmRunner {
     /// in `dir` (on the shared filesystem; created), submitting `worker`
     /// (normally this cairn). Asks Slurm how many CPUs the partition has:
     /// an error when Slurm cannot be reached.
-    pub fn new(graph: &Graph, dir: &Path, worker: PathBuf) -> Result<SlurmRunner, SlurmError> {
+    pub fn new(
+        graph: &Graph,
+        dir: &Path,
+        worker: PathBuf,
+        cache: Option<(String, Box<dyn crate::ports::RemoteCache>)>,
+    ) -> Result<SlurmRunner, SlurmError> {
         let executor = graph.executor.clone();
         let mut args = vec!["-h".to_owned(), "-o".to_owned(), "%C".to_owned()];
         if let Some(partition) = &executor.partition {
@@ -167,7 +189,20 @@ impl SlurmRunner {
         // Created at the first submission: the build clears the staging
         // area when it starts.
         let dir = dir.join(&name);
+        let cache = cache.map(|(url, cache)| CacheLink {
+            url,
+            cache,
+            code: graph
+                .jobs
+                .values()
+                .filter_map(|job| {
+                    Some((job.name.clone(), crate::code::code_files(graph, job).ok()?))
+                })
+                .collect(),
+            root: graph.root.clone(),
+        });
         Ok(SlurmRunner {
+            cache,
             resources: graph
                 .jobs
                 .values()
@@ -261,8 +296,11 @@ impl SlurmRunner {
             // cairn retries under the action's retry policy: Slurm must not
             // run an attempt again on its own after a node failure.
             "--no-requeue".to_owned(),
-            format!("--chdir={}", self.dir.display()),
-            format!("--output={}", self.dir.join("slurm-%j.out").display()),
+            format!("--chdir={}", self.node_dir().display()),
+            format!(
+                "--output={}",
+                self.node_dir().join("slurm-%j.out").display()
+            ),
             // Secrets by name only: sbatch reads their values from its
             // environment (cairn's); no other variable of cairn's passes.
             if secrets.is_empty() {
@@ -298,6 +336,15 @@ impl SlurmRunner {
             command: "sbatch",
             message: format!("printed {:?}, not a job id", out.trim()),
         })
+    }
+
+    /// Where Slurm starts the jobs and writes its log: the runner's
+    /// directory on the shared filesystem, or the node's own in cache mode.
+    fn node_dir(&self) -> PathBuf {
+        match self.cache {
+            Some(_) => PathBuf::from(NODE_DIR),
+            None => self.dir.clone(),
+        }
     }
 
     /// Puts the attempt of `spec` in the queue the workers pull from:
@@ -515,6 +562,9 @@ impl JobRunner for SlurmRunner {
                 "the build was interrupted",
             ));
         }
+        if let Some(link) = &self.cache {
+            return self.run_cached(link, job, children, poll);
+        }
         let invocation = &job.invocation;
         let attempt_dir = invocation
             .stdout
@@ -584,10 +634,27 @@ impl JobRunner for SlurmRunner {
         if let Some(dispatched) = job.dispatched {
             dispatched("slurm", &id.to_string());
         }
-        let ended = self.wait(id, job, children, poll, &outcome_path);
+        let ended = self.wait(id, job, children, poll, &|| shared_outcome(&outcome_path));
         self.release(id);
         ended
     }
+}
+
+/// The outcome a worker wrote beside its spec, if it is there.
+fn shared_outcome(path: &Path) -> Option<io::Result<Ended>> {
+    let outcome = read_outcome(path)?;
+    Some(ended_of(&outcome))
+}
+
+fn ended_of(outcome: &WorkerOutcome) -> io::Result<Ended> {
+    if let Some(error) = &outcome.error {
+        return Err(io::Error::other(error.clone()));
+    }
+    Ok(Ended {
+        status: outcome.status(),
+        timed_out: outcome.timed_out,
+        escalated: outcome.escalated,
+    })
 }
 
 impl SlurmRunner {
@@ -633,7 +700,7 @@ impl SlurmRunner {
                     if let Some(dispatched) = job.dispatched {
                         dispatched("slurm", &id.to_string());
                     }
-                    return self.wait(id, job, children, poll, outcome_path);
+                    return self.wait(id, job, children, poll, &|| shared_outcome(outcome_path));
                 }
                 unfound += 1;
                 if unfound > 50 {
@@ -653,14 +720,99 @@ impl SlurmRunner {
         }
     }
 
-    /// Waits for the outcome of an attempt submitted as Slurm job `id`.
+    /// Cache mode (cached.rs): uploads the attempt's files and spec,
+    /// submits a Slurm job of its own running `cairn worker cached`, waits
+    /// for its outcome in the cache, and restores its logs and outputs,
+    /// verified, into the attempt's staging directory.
+    fn run_cached(
+        &self,
+        link: &CacheLink,
+        job: &JobRun<'_>,
+        children: &Children,
+        poll: Option<&(dyn Fn() + Sync)>,
+    ) -> io::Result<Ended> {
+        let invocation = &job.invocation;
+        let run_id = children.run_id(invocation.run_id);
+        let code = link.code.get(job.job).cloned().unwrap_or_default();
+        let spec = cached::prepare(&*link.cache, invocation, &code, &link.root, &run_id).map_err(
+            |error| {
+                io::Error::other(format!(
+                    "cannot upload the job's files to the remote cache {}: {error}",
+                    link.url
+                ))
+            },
+        )?;
+        let outputs: Vec<PathBuf> = (0..job.outputs.len())
+            .filter_map(|index| {
+                let name = format!("CAIRN_OUTPUT_{index}");
+                invocation
+                    .extra_env
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, value)| PathBuf::from(value))
+            })
+            .collect();
+        let secrets: Vec<String> = invocation
+            .environment
+            .secret
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let defaults = &self.executor.resources;
+        let resources = match self.resources.get(job.job) {
+            Some(declared) => Resources {
+                cpus: declared.cpus.or(defaults.cpus),
+                mem: declared.mem.clone().or_else(|| defaults.mem.clone()),
+                time: declared.time.or(defaults.time),
+            },
+            None => defaults.clone(),
+        };
+        let args = vec!["cached".to_owned(), link.url.clone(), spec.to_hex()];
+        let id = self
+            .sbatch(&args, 1, &resources, &secrets)
+            .map_err(|error| io::Error::other(format!("cannot submit to Slurm: {error}")))?;
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, 1);
+        }
+        if let Some(dispatched) = job.dispatched {
+            dispatched("slurm", &id.to_string());
+        }
+        let restored = || -> Option<io::Result<Ended>> {
+            let outcome = match cached::read_outcome(&*link.cache, &spec) {
+                Ok(outcome) => outcome?,
+                Err(error) => {
+                    tracing::warn!("{error}");
+                    return None;
+                }
+            };
+            Some(
+                cached::restore(
+                    &*link.cache,
+                    &outcome,
+                    invocation.stdout,
+                    invocation.stderr,
+                    &outputs,
+                )
+                .map_err(|error| {
+                    io::Error::other(format!("the result of Slurm job {id} was refused: {error}"))
+                })
+                .and_then(|()| ended_of(&outcome.outcome)),
+            )
+        };
+        let ended = self.wait(id, job, children, poll, &restored);
+        self.release(id);
+        ended
+    }
+
+    /// Waits for the outcome of an attempt submitted as Slurm job `id`,
+    /// as `outcome` reads it (`None`: not written yet).
     fn wait(
         &self,
         id: u64,
         job: &JobRun<'_>,
         children: &Children,
         poll: Option<&(dyn Fn() + Sync)>,
-        outcome_path: &Path,
+        outcome: &dyn Fn() -> Option<io::Result<Ended>>,
     ) -> io::Result<Ended> {
         let shielded = || {
             job.shield
@@ -669,15 +821,8 @@ impl SlurmRunner {
         let mut cancelled: Option<Instant> = None;
         let mut checked = Instant::now();
         loop {
-            if let Some(outcome) = read_outcome(outcome_path) {
-                if let Some(error) = outcome.error {
-                    return Err(io::Error::other(error));
-                }
-                return Ok(Ended {
-                    status: outcome.status(),
-                    timed_out: outcome.timed_out,
-                    escalated: outcome.escalated,
-                });
+            if let Some(ended) = outcome() {
+                return ended;
             }
             if let Some(poll) = poll {
                 poll();
@@ -698,12 +843,8 @@ impl SlurmRunner {
                 let given_up = cancelled.is_some_and(|at| at.elapsed() > TERM_GRACE * 2);
                 if ended || given_up {
                     // The outcome is written before the worker exits.
-                    if let Some(outcome) = read_outcome(outcome_path) {
-                        return Ok(Ended {
-                            status: outcome.status(),
-                            timed_out: outcome.timed_out,
-                            escalated: outcome.escalated,
-                        });
+                    if let Some(ended) = outcome() {
+                        return ended;
                     }
                     if cancelled.is_some() {
                         return Ok(Ended {
@@ -721,7 +862,7 @@ impl SlurmRunner {
                     };
                     let message = format!(
                         "Slurm job {id} ended {state}{reason} before the job's outcome was written (Slurm's log: {})",
-                        self.dir.join(format!("slurm-{id}.out")).display()
+                        self.node_dir().join(format!("slurm-{id}.out")).display()
                     );
                     self.lost.store(true, Ordering::SeqCst);
                     note_in_stderr(job.invocation.stderr, &format!("cairn: {message}"));
