@@ -620,6 +620,68 @@ fn reads_answer_what_the_command_line_prints() {
     );
 }
 
+/// `cairn_grid_computations_total` from `/metrics`.
+fn grid_computations(server: &Server) -> u64 {
+    let text = server.get_with("/metrics", None).body;
+    text.lines()
+        .find_map(|line| line.strip_prefix("cairn_grid_computations_total "))
+        .unwrap_or_else(|| panic!("no cairn_grid_computations_total in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The grid's runs, and that they are `cairn status`'s states in order.
+fn grid_runs(server: &Server, project: &Project) -> Value {
+    let grid = server.get("/v1/datasets/clean/grid").json();
+    let status = project.cairn(&["status", "--json", "clean/date={date}/station={station}"]);
+    let mut runs: Vec<(String, u64)> = Vec::new();
+    for row in status.json_lines() {
+        let state = row["state"].as_str().unwrap().to_owned();
+        match runs.last_mut() {
+            Some((last, count)) if *last == state => *count += 1,
+            _ => runs.push((state, 1)),
+        }
+    }
+    assert_eq!(grid["runs"], json!(runs), "the grid is `cairn status`");
+    grid["runs"].clone()
+}
+
+#[test]
+fn the_grid_is_kept_until_a_build_or_an_invalidation_and_never_given_from_before_it() {
+    let project = Project::podcast(2, 2);
+    let server = Server::start(project.path(), &[]);
+    assert_eq!(grid_runs(&server, &project), json!([["missing", 4]]));
+    let computed = grid_computations(&server);
+    assert_eq!(computed, 1);
+    // Asked again with nothing changed: the kept answer.
+    assert_eq!(grid_runs(&server, &project), json!([["missing", 4]]));
+    assert_eq!(grid_computations(&server), computed, "computed again");
+    // A build: the next answer is computed after it.
+    let op = server.submit(&["daily/date=2024-01-01"]);
+    let op = server.wait_done(op["id"].as_str().unwrap(), LONG);
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(
+        grid_runs(&server, &project),
+        json!([["built", 2], ["missing", 2]])
+    );
+    let computed = grid_computations(&server);
+    assert_eq!(grid_runs(&server, &project)[0], json!(["built", 2]));
+    assert_eq!(grid_computations(&server), computed, "computed again");
+    // An invalidation: likewise.
+    let answer = server.post(
+        "/v1/invalidate",
+        &json!({"refs": ["clean/date=2024-01-01/station=S002"], "reason": "bad sensor"})
+            .to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        grid_runs(&server, &project),
+        json!([["built", 1], ["stale", 1], ["missing", 2]])
+    );
+    assert!(grid_computations(&server) > computed);
+}
+
 #[test]
 fn metrics_count_operations_actions_and_requests() {
     let project = Project::podcast(1, 1);

@@ -216,7 +216,14 @@ async fn readyz(ctx: Ctx) -> Response {
 }
 
 async fn metrics(ctx: Ctx) -> Response {
-    let text = ctx.0.metrics.render(&ctx.0.registry());
+    let mut text = ctx.0.metrics.render(&ctx.0.registry());
+    // The grids' computations (server/src/grids.rs).
+    text.push_str(&format!(
+        "# HELP cairn_grid_computations_total Statuses of a dataset's grid computed (an answer kept for its generation is not counted).\n\
+         # TYPE cairn_grid_computations_total counter\n\
+         cairn_grid_computations_total {}\n",
+        ctx.0.grids.computations()
+    ));
     (
         [(
             header::CONTENT_TYPE,
@@ -1086,17 +1093,43 @@ async fn datasets(ctx: Ctx) -> Answer {
 }
 
 async fn dataset_grid(ctx: Ctx, UrlPath(name): UrlPath<String>) -> Answer {
-    let answer = blocking(&ctx.0, move |shared| {
+    let shared = ctx.0;
+    // Before anything is kept for it: an unknown name is no entry.
+    if !grid::datasets(&shared.workspace.graph).contains(&name) {
+        return Err(ApiError::not_found(format!(
+            "no dataset {name:?} in the graph"
+        )));
+    }
+    let compute = grid_computation(&shared, &name);
+    let body = shared
+        .grids
+        .answer(&name, || crate::grids::generation(&shared), compute)
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Computes dataset `name`'s grid: the `cairn status` of its partitions.
+pub fn grid_computation(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> impl Fn() -> Result<Bytes, ApiError> + Clone + Send + Sync + use<> {
+    let shared = Arc::clone(shared);
+    let name = name.to_owned();
+    move || {
         let graph = &shared.workspace.graph;
         let shape = grid::shape(graph, &name)
             .map_err(ApiError::invalid)?
             .ok_or_else(|| ApiError::not_found(format!("no dataset {name:?} in the graph")))?;
         let rows =
             cairn_app::status::status(&shared.workspace, &[shape.pattern.as_str().to_owned()])?;
-        Ok(grid::grid(&shape, &rows))
-    })
-    .await?;
-    Ok(json_answer(StatusCode::OK, answer))
+        let answer = grid::grid(&shape, &rows);
+        serde_json::to_vec(&answer).map(Bytes::from).map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the grid of {name:?}: {error}"),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1136,6 +1169,7 @@ async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
         }))
     })
     .await?;
+    crate::grids::warm(&ctx.0);
     Ok(json_answer(StatusCode::OK, answer))
 }
 

@@ -73,6 +73,11 @@ impl Expecting {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// How many changes [`Expecting::changed`] recorded.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// The counts for `key` (see [`key`]): those of the dry run for `key`
     /// under way or just landed, or of the one `count` starts now.
     pub async fn counts<F>(self: &Arc<Self>, key: [u8; 32], count: F) -> Result<Expected, ApiError>

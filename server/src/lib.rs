@@ -25,6 +25,7 @@ mod error;
 mod expect;
 mod feed;
 mod grid;
+mod grids;
 mod metrics;
 mod ops;
 mod registry;

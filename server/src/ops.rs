@@ -34,6 +34,8 @@ pub struct Shared {
     pub feed: Feed,
     /// The dry runs submits share (server/src/expect.rs).
     pub expecting: Arc<crate::expect::Expecting>,
+    /// The datasets' grids, kept per generation (server/src/grids.rs).
+    pub grids: Arc<crate::grids::Grids>,
     pub metrics: Metrics,
     /// Set on SIGTERM/SIGINT: readyz answers 503, submits are refused.
     pub shutting_down: AtomicBool,
@@ -63,6 +65,7 @@ impl Shared {
             registry: Mutex::new(registry),
             feed,
             expecting: Arc::default(),
+            grids: Arc::default(),
             metrics: Metrics::default(),
             shutting_down: AtomicBool::new(false),
             slots: (Mutex::new(0), std::sync::Condvar::new()),
@@ -217,6 +220,7 @@ impl Shared {
         }
         self.feed.poke();
         self.touch();
+        crate::grids::warm(self);
     }
 
     /// Waits for a free operation slot; it is freed when the guard drops.
