@@ -599,6 +599,15 @@ fn reads_answer_what_the_command_line_prints() {
         .map(|dataset| dataset["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, BTreeSet::from(["clean", "daily", "inputs", "raw"]));
+    // Each with its version from the graph file (a source has none).
+    for dataset in datasets["datasets"].as_array().unwrap() {
+        let version = if dataset["name"] == "inputs" {
+            Value::Null
+        } else {
+            json!("1.0.0")
+        };
+        assert_eq!(dataset["version"], version, "{dataset}");
+    }
     assert_eq!(server.get("/v1/datasets/nope/grid").status, 404);
     // Invalidation, recorded with its reason.
     let answer = server.post(

@@ -19,6 +19,8 @@ pub struct Shape {
     /// source template's).
     pub pattern: Pattern,
     pub dimensions: Vec<(String, Vec<String>)>,
+    /// The dataset's `version` in the graph file, if it has one.
+    pub version: Option<String>,
 }
 
 impl Shape {
@@ -36,6 +38,7 @@ impl Shape {
             "pattern": self.pattern.as_str(),
             "dimensions": self.dimensions_json(),
             "partitions": u64::try_from(self.len()).unwrap_or(u64::MAX),
+            "version": self.version,
         })
     }
 
@@ -77,6 +80,11 @@ pub fn shape(graph: &Graph, name: &str) -> Result<Option<Shape>, String> {
         name: name.to_owned(),
         pattern: pattern.clone(),
         dimensions,
+        version: graph
+            .datasets
+            .get(name)
+            .and_then(|dataset| dataset.version.as_ref())
+            .map(ToString::to_string),
     }))
 }
 

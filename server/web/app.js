@@ -432,12 +432,13 @@ function drawDatasetGraph(datasets, graph, counts) {
         svg('text', { x: p.x + W / 2, y: p.y + H / 2 + 4, 'text-anchor': 'middle' }, `⚙ ${job}`)));
     } else {
       const c = counts.get(n) || {};
+      const version = (datasets.find((d) => d.name === n) || {}).version || '';
       const line = STATES.filter((st) => c[st]).map((st) => `${GLYPH[st]}${c[st]}`).join(' ');
       const worst = SEVERITY.find((st) => c[st]) || 'missing';
-      root.append(svg('a', { href: `/ui/datasets/${encodeURIComponent(n)}`, class: 'dataset', 'data-dataset': n, 'data-state': worst, 'aria-label': `dataset ${n}: ${STATES.filter((st) => c[st]).map((st) => `${c[st]} ${st}`).join(', ') || 'no partitions'}` },
-        svg('title', null, `${n}\n${STATES.filter((st) => c[st]).map((st) => `${c[st]} ${st}`).join(', ')}`),
+      root.append(svg('a', { href: `/ui/datasets/${encodeURIComponent(n)}`, class: 'dataset', 'data-dataset': n, 'data-version': version, 'data-state': worst, 'aria-label': `dataset ${n}${version ? ` version ${version}` : ''}: ${STATES.filter((st) => c[st]).map((st) => `${c[st]} ${st}`).join(', ') || 'no partitions'}` },
+        svg('title', null, `${n}${version ? ` ${version}` : ''}\n${STATES.filter((st) => c[st]).map((st) => `${c[st]} ${st}`).join(', ')}`),
         svg('rect', { x: p.x, y: p.y, width: W, height: H, rx: 4 }),
-        svg('text', { x: p.x + 8, y: p.y + 17, class: 'name' }, n),
+        svg('text', { x: p.x + 8, y: p.y + 17, class: 'name' }, n, version ? svg('tspan', { class: 'version' }, ` v${version}`) : null),
         svg('text', { x: p.x + 8, y: p.y + 35, class: 'counts' }, line)));
     }
   }
@@ -456,6 +457,7 @@ async function showDatasets(scope) {
       row: h('tr', null,
         h('td', null, h('a', { href: `/ui/datasets/${encodeURIComponent(dataset.name)}` }, dataset.name)),
         h('td', { class: 'mono' }, dataset.pattern || ''),
+        h('td', { class: 'version' }, dataset.version || '—'),
         h('td', null, (dataset.dimensions || []).map((d) => `${d.name} (${d.values.length})`).join(' × ') || (dataset.error ? h('span', { class: 'error' }, dataset.error) : '—')),
         h('td', { class: 'num' }, dataset.partitions ?? ''),
         cell),
@@ -467,7 +469,7 @@ async function showDatasets(scope) {
     datasets.length === 0
       ? h('p', null, 'The graph declares no dataset.')
       : [h('table', { class: 'list', id: 'datasets' },
-        h('thead', null, h('tr', null, h('th', null, 'dataset'), h('th', null, 'pattern'), h('th', null, 'dimensions'), h('th', { class: 'num' }, 'partitions'), h('th', null, 'states'))),
+        h('thead', null, h('tr', null, h('th', null, 'dataset'), h('th', null, 'pattern'), h('th', null, 'version'), h('th', null, 'dimensions'), h('th', { class: 'num' }, 'partitions'), h('th', null, 'states'))),
         h('tbody', null, rows.map((r) => r.row))),
       h('h2', null, 'Datasets and jobs'),
       graphSection],

@@ -42,6 +42,14 @@ await run({ token }, async ({ page }) => {
     check(JSON.stringify([...edges].sort()) === JSON.stringify([...expected].sort()), `graph edges ${[...edges].sort()}, the plans' ${[...expected].sort()}`);
     const shown = await page.$$eval('#graph-svg .dataset', (as) => as.map((a) => a.dataset.dataset));
     check(JSON.stringify(shown.sort()) === JSON.stringify(datasets.map((d) => d.name).sort()), `graph datasets ${shown}`);
+    // Each dataset's version (the graph file's), on its node and in the table.
+    for (const dataset of datasets) {
+      const node = await page.$eval(`#graph-svg .dataset[data-dataset="${dataset.name}"]`, (a) => [a.dataset.version, a.querySelector('text.name').textContent]);
+      check(node[0] === (dataset.version || ''), `${dataset.name}: the node's version ${node[0]}, the API's ${dataset.version}`);
+      check(!dataset.version || node[1] === `${dataset.name} v${dataset.version}`, `${dataset.name}: the node reads ${node[1]}`);
+    }
+    const versions = await page.$$eval('#datasets tbody tr td.version', (tds) => tds.map((td) => td.textContent));
+    check(JSON.stringify(versions) === JSON.stringify(datasets.map((d) => d.version || '—')), `the table's versions ${versions}`);
   }
   await screenshot(page, shots, 'datasets');
 
