@@ -692,6 +692,51 @@ fn the_grid_is_kept_until_a_build_or_an_invalidation_and_never_given_from_before
 }
 
 #[test]
+fn a_build_carries_its_reason_and_who_submitted_it_and_an_invalidation_who_asked() {
+    let project = Project::podcast(1, 1);
+    let server = Server::start(project.path(), &[]);
+    let op = server.submit_body(&json!({
+        "refs": ["daily/date=2024-01-01"],
+        "reason": "late data from S001",
+        "submitted_by": "ana",
+    }));
+    assert_eq!(op["reason"], "late data from S001", "{op}");
+    assert_eq!(op["submitted_by"], "ana", "{op}");
+    let id = op["id"].as_str().unwrap();
+    server.wait_done(id, LONG);
+    let listed = server.get("/v1/operations").json();
+    let listed = &listed["operations"][0];
+    assert_eq!(listed["id"], id);
+    assert_eq!(listed["reason"], "late data from S001");
+    assert_eq!(listed["submitted_by"], "ana");
+    assert_eq!(listed["request"]["reason"], "late data from S001");
+    // Without them: null, and the normalized request as before.
+    let plain = server.submit(&["daily/date=2024-01-01"]);
+    assert_eq!(plain["reason"], Value::Null, "{plain}");
+    assert_eq!(plain["submitted_by"], Value::Null, "{plain}");
+    assert!(plain["request"].get("reason").is_none(), "{plain}");
+    server.wait_done(plain["id"].as_str().unwrap(), LONG);
+    let bad = server.post(
+        "/v1/builds",
+        &json!({"refs": [], "submitted_by": "a\nb"}).to_string(),
+        None,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.error_message().starts_with("submitted_by: "), "{}", bad.body);
+    let answer = server.post(
+        "/v1/invalidate",
+        &json!({"refs": ["clean/date=2024-01-01/station=S001"], "reason": "bad sensor", "submitted_by": "ana"})
+            .to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let invalidated = project.log(&["--kind", "PartitionInvalidated"]);
+    assert_eq!(invalidated.len(), 1, "{invalidated:?}");
+    assert_eq!(invalidated[0]["by"], "ana via cairn serve");
+    assert_eq!(invalidated[0]["reason"], "bad sensor");
+}
+
+#[test]
 fn metrics_count_operations_actions_and_requests() {
     let project = Project::podcast(1, 1);
     let server = Server::start(project.path(), &[]);

@@ -249,6 +249,39 @@ struct BuildBody {
     jobs: Option<usize>,
     #[serde(default)]
     dry_run: bool,
+    /// Why it was submitted (shown with the operation).
+    #[serde(default)]
+    reason: Option<String>,
+    /// Who or what submitted it (shown with the operation).
+    #[serde(default)]
+    submitted_by: Option<String>,
+}
+
+/// At most this many characters of a submit's `reason` or `submitted_by`.
+const NOTE_LIMIT: usize = 1_000;
+
+/// Adds a submit's `reason` and `submitted_by` to its normalized request
+/// (only when given: a request without them digests as before, so the
+/// idempotency keys recorded by earlier servers still match).
+fn with_notes(
+    mut request: Value,
+    reason: Option<&str>,
+    submitted_by: Option<&str>,
+) -> Result<Value, ApiError> {
+    for (field, text) in [("reason", reason), ("submitted_by", submitted_by)] {
+        let Some(text) = text.map(str::trim) else {
+            continue;
+        };
+        if text.chars().count() > NOTE_LIMIT || text.chars().any(char::is_control) {
+            return Err(ApiError::invalid(format!(
+                "{field}: at most {NOTE_LIMIT} characters, on one line"
+            )));
+        }
+        if !text.is_empty() {
+            request[field] = Value::String(text.to_owned());
+        }
+    }
+    Ok(request)
 }
 
 fn refused_while_stopping(shared: &Shared) -> Result<(), ApiError> {
@@ -308,6 +341,11 @@ async fn submit_build(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
         "retries": body.retries,
         "jobs": body.jobs,
     });
+    let request = with_notes(
+        request,
+        body.reason.as_deref(),
+        body.submitted_by.as_deref(),
+    )?;
     submit_build_request(&shared, &headers, body, request).await
 }
 
@@ -773,6 +811,8 @@ async fn retry_operation(ctx: Ctx, headers: HeaderMap, UrlPath(id): UrlPath<Stri
             .as_u64()
             .and_then(|n| usize::try_from(n).ok()),
         dry_run: false,
+        reason: None,
+        submitted_by: None,
     };
     let normalized = json!({
         "refs": refs,
@@ -1137,6 +1177,9 @@ pub fn grid_computation(
 struct InvalidateBody {
     refs: Vec<String>,
     reason: String,
+    /// Who or what asked (recorded as `by`, with `via cairn serve`).
+    #[serde(default)]
+    submitted_by: Option<String>,
 }
 
 async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
@@ -1146,6 +1189,11 @@ async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
             "refs: give the partitions (refs or patterns) to invalidate",
         ));
     }
+    let noted = with_notes(json!({}), None, body.submitted_by.as_deref())?;
+    let by = match noted.get("submitted_by").and_then(Value::as_str) {
+        Some(who) => format!("{who} via cairn serve"),
+        None => "cairn serve".to_owned(),
+    };
     let answer = blocking(&ctx.0, move |shared| {
         // Around the append: no dry run that began before it is given
         // after it (server/src/expect.rs).
@@ -1154,7 +1202,7 @@ async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
             &shared.workspace,
             &body.refs,
             &body.reason,
-            Some("cairn serve"),
+            Some(&by),
             false,
             true,
         )?;

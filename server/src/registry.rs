@@ -365,6 +365,10 @@ impl Operation {
             "started_at": self.started_ms.map(rfc3339),
             "finished_at": self.finished_ms.map(rfc3339),
             "request": self.request,
+            // Given with the submit (a build's body), kept in memory: a
+            // restored operation has neither.
+            "reason": self.request.get("reason"),
+            "submitted_by": self.request.get("submitted_by"),
             "build": self.build,
             "expected": self.expected,
             "counts": {

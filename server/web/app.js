@@ -653,6 +653,9 @@ async function showHeatmap({ name, grid, dims, r, c, r0, c0, rowValues, colValue
  * without a filter). Build or invalidate them with one action, which
  * asks for confirmation (and, to invalidate, the reason).
  */
+/** Who submits from this page (`submitted_by`, shown with operations). */
+const SUBMITTED_BY = 'the web page';
+
 function selectionBar(selected, filtered) {
   const bar = h('div', { class: 'selection', id: 'selection' });
   const idle = (note) => {
@@ -663,16 +666,18 @@ function selectionBar(selected, filtered) {
   };
   const ask = (what) => {
     const refs = selected();
-    const reason = h('input', { name: 'reason', id: 'selection-reason', size: 40, required: what === 'invalidate', placeholder: what === 'invalidate' ? 'why (recorded in the log)' : '' });
+    const reason = h('input', { name: 'reason', id: 'selection-reason', size: 40, required: what === 'invalidate', placeholder: what === 'invalidate' ? 'why (recorded in the log)' : 'why (shown with the operation)' });
     const form = h('form', { class: 'inline confirm', onsubmit: async (event) => {
       event.preventDefault();
       fill(bar, h('span', { class: 'muted' }, what === 'build' ? 'submitting…' : 'invalidating…'));
       try {
         if (what === 'build') {
-          const op = await api('/v1/builds', { method: 'POST', json: { refs, keep_going: true } });
+          const body = { refs, keep_going: true, submitted_by: SUBMITTED_BY };
+          if (reason.value.trim()) body.reason = reason.value.trim();
+          const op = await api('/v1/builds', { method: 'POST', json: body });
           idle(h('span', { role: 'status', 'data-done': 'build' }, 'Submitted ', h('a', { href: `/ui/operations/${encodeURIComponent(op.id)}`, class: 'mono' }, op.id), ` to build ${refs.length} partitions.`));
         } else {
-          const done = await api('/v1/invalidate', { method: 'POST', json: { refs, reason: reason.value.trim() } });
+          const done = await api('/v1/invalidate', { method: 'POST', json: { refs, reason: reason.value.trim(), submitted_by: SUBMITTED_BY } });
           idle(h('span', { role: 'status', 'data-done': 'invalidate' }, `Invalidated ${done.partitions.length} partitions (build ${done.build ?? '—'}).`));
         }
       } catch (error) {
@@ -681,11 +686,11 @@ function selectionBar(selected, filtered) {
       }
     } },
     h('span', null, what === 'build' ? `Build these ${refs.length} partitions (keep going past failures)?` : `Invalidate these ${refs.length} partitions? They will read stale and rebuild on the next build.`),
-    what === 'invalidate' ? h('label', null, 'reason', reason) : null,
+    h('label', null, 'reason', reason),
     h('button', { type: 'submit', class: what === 'invalidate' ? 'danger' : '', 'data-action': `confirm-${what}` }, what === 'build' ? 'Yes, build them' : 'Yes, invalidate them'),
     h('button', { type: 'button', onclick: () => idle() }, 'No'));
     fill(bar, form);
-    (what === 'invalidate' ? reason : form.querySelector('button')).focus();
+    reason.focus();
   };
   idle();
   return bar;
@@ -1292,7 +1297,7 @@ async function showOperations(query, scope) {
   h('label', null, 'kind', h('select', { name: 'kind' }, ['', 'build', 'backfill'].map((s) => h('option', { value: s, selected: s === kind }, s || 'any')))),
   h('button', { type: 'submit' }, 'Filter'));
   const table = h('table', { class: 'list', id: 'operations' },
-    h('thead', null, h('tr', null, ['operation', 'kind', 'state', 'what', 'submitted', 'duration', 'counts', ''].map((t) => h('th', null, t)))),
+    h('thead', null, h('tr', null, ['operation', 'kind', 'state', 'what', 'submitted', 'by', 'reason', 'duration', 'counts', ''].map((t) => h('th', null, t)))),
     body);
   const empty = h('p', { class: 'muted', id: 'no-operations' }, 'No operation yet: `cairn --remote URL build REF`, or POST /v1/builds.');
   // A row's Cancel control survives the redraws (a half-confirmed
@@ -1315,6 +1320,8 @@ async function showOperations(query, scope) {
       h('td', null, stateBadge(op.state)),
       h('td', { class: 'mono' }, opWhat(op)),
       h('td', { class: 'time' }, time(op.submitted_at)),
+      h('td', { class: 'by' }, op.submitted_by || '—'),
+      h('td', { class: 'reason' }, op.reason || '—'),
       h('td', { class: 'num' }, opDuration(op)),
       h('td', null, opCounts(op), op.expected ? h('span', { class: 'muted' }, ` of ${op.expected.actions} actions`) : ''),
       h('td', null, cancelFor(op)))));
@@ -1355,6 +1362,8 @@ function renderOperation(op, container, actions) {
       h('dt', null, 'what'), h('dd', { class: 'mono' }, opWhat(op)),
       h('dt', null, 'build'), h('dd', null, op.build ?? '—'),
       h('dt', null, 'submitted'), h('dd', null, time(op.submitted_at)),
+      h('dt', null, 'by'), h('dd', { id: 'op-by' }, op.submitted_by || '—'),
+      h('dt', null, 'reason'), h('dd', { id: 'op-reason' }, op.reason || '—'),
       h('dt', null, 'started'), h('dd', null, time(op.started_at) || '—'),
       h('dt', null, 'finished'), h('dd', null, time(op.finished_at) || '—'),
       h('dt', null, 'duration'), h('dd', null, opDuration(op)),

@@ -28,12 +28,22 @@ await run({ token }, async ({ page }) => {
 
   // Build them again: one operation, the cells turn built.
   await page.click('#selection [data-action="build"]');
+  await page.fill('#selection-reason', 'rebuild after recalibration');
   await page.click('#selection [data-action="confirm-build"]');
   await page.waitForSelector('#selection [data-done="build"] a');
   await page.waitForFunction((wanted) => wanted.every((ref) => document.querySelector(`#grid td.cell[data-ref="${ref}"]`).dataset.state === 'built'), refs, { timeout: 60_000 });
   const history = await api(url, token, 'GET', `/v1/partitions/${encodeURIComponent(refs[0])}/history`);
-  check(history.entries.some((e) => e.type === 'invalidation' && e.reason === 'sensor recalibrated'), `the history records the reason: ${JSON.stringify(history.entries.map((e) => [e.type, e.reason]))}`);
+  check(history.entries.some((e) => e.type === 'invalidation' && e.reason === 'sensor recalibrated' && e.by === 'the web page via cairn serve'), `the history records the reason and who: ${JSON.stringify(history.entries.map((e) => [e.type, e.reason, e.by]))}`);
+  // The build carries its reason and who submitted it: the API and the
+  // operation's page say them.
+  const listed = (await api(url, token, 'GET', '/v1/operations')).operations;
+  check(listed.length === 1 && listed[0].reason === 'rebuild after recalibration' && listed[0].submitted_by === 'the web page', `the operation's reason and submitter: ${JSON.stringify(listed)}`);
   await page.click('#selection [data-done="build"] a');
   await page.waitForSelector('#op-state[data-state="succeeded"]');
-  console.log('a selection invalidated with its reason, then built');
+  check(await page.textContent('#op-reason') === 'rebuild after recalibration', await page.textContent('#op-reason'));
+  check(await page.textContent('#op-by') === 'the web page', await page.textContent('#op-by'));
+  await visit(page, url, '/ui/operations', '#operations tbody tr');
+  const row = await page.$eval('#operations tbody tr', (tr) => [tr.querySelector('td.by').textContent, tr.querySelector('td.reason').textContent]);
+  check(row[0] === 'the web page' && row[1] === 'rebuild after recalibration', `the operations list: ${row}`);
+  console.log('a selection invalidated with its reason, then built with one, both saying who');
 });
