@@ -722,7 +722,11 @@ fn a_build_carries_its_reason_and_who_submitted_it_and_an_invalidation_who_asked
         None,
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
-    assert!(bad.error_message().starts_with("submitted_by: "), "{}", bad.body);
+    assert!(
+        bad.error_message().starts_with("submitted_by: "),
+        "{}",
+        bad.body
+    );
     let answer = server.post(
         "/v1/invalidate",
         &json!({"refs": ["clean/date=2024-01-01/station=S001"], "reason": "bad sensor", "submitted_by": "ana"})

@@ -1163,12 +1163,14 @@ pub fn grid_computation(
         let rows =
             cairn_app::status::status(&shared.workspace, &[shape.pattern.as_str().to_owned()])?;
         let answer = grid::grid(&shape, &rows);
-        serde_json::to_vec(&answer).map(Bytes::from).map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the grid of {name:?}: {error}"),
-            )
-        })
+        serde_json::to_vec(&answer)
+            .map(Bytes::from)
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the grid of {name:?}: {error}"),
+                )
+            })
     }
 }
 

@@ -25,9 +25,9 @@
 //! (when no other operation runs), so the next page load finds them ready.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -225,9 +225,10 @@ impl Grids {
                 }
                 // A failure is not kept: the next request asks again.
                 if let Ok(computed) = &computed
-                    && entry.computed.as_ref().is_none_or(|kept| {
-                        covers(computed.generation, kept.generation)
-                    })
+                    && entry
+                        .computed
+                        .as_ref()
+                        .is_none_or(|kept| covers(computed.generation, kept.generation))
                 {
                     entry.computed = Some(computed.clone());
                 }
@@ -377,14 +378,23 @@ mod tests {
         let answer = Arc::new(Mutex::new("built"));
         let now = || (1, 0);
         let compute = counting(&runs, &answer);
-        assert_eq!(grids.answer("clean", now, compute.clone()).await.unwrap(), "built");
+        assert_eq!(
+            grids.answer("clean", now, compute.clone()).await.unwrap(),
+            "built"
+        );
         // A data path deleted outside cairn: no generation moves.
         *lock(&answer) = "stale";
-        assert_eq!(grids.answer("clean", now, compute.clone()).await.unwrap(), "built");
+        assert_eq!(
+            grids.answer("clean", now, compute.clone()).await.unwrap(),
+            "built"
+        );
         while runs.load(Ordering::SeqCst) < 2 || lock(&grids.entries)["clean"].flight.is_some() {
             tokio::task::yield_now().await;
         }
-        assert_eq!(grids.answer("clean", now, compute.clone()).await.unwrap(), "stale");
+        assert_eq!(
+            grids.answer("clean", now, compute.clone()).await.unwrap(),
+            "stale"
+        );
     }
 
     #[tokio::test]
@@ -395,7 +405,13 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let answer = Arc::new(Mutex::new("built"));
         let compute = counting(&runs, &answer);
-        assert_eq!(grids.answer("clean", || (1, 0), compute.clone()).await.unwrap(), "built");
+        assert_eq!(
+            grids
+                .answer("clean", || (1, 0), compute.clone())
+                .await
+                .unwrap(),
+            "built"
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 1, "the failure was not kept");
         // An operation ended: warmed in the background, then given as is.
         *lock(&answer) = "stale";
@@ -404,7 +420,13 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(runs.load(Ordering::SeqCst), 2);
-        assert_eq!(grids.answer("clean", || (2, 1), compute.clone()).await.unwrap(), "stale");
+        assert_eq!(
+            grids
+                .answer("clean", || (2, 1), compute.clone())
+                .await
+                .unwrap(),
+            "stale"
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 2, "warmed: not computed again");
         // Warming again at the same generation computes nothing.
         grids.warm((2, 1), |_| compute.clone());
