@@ -1140,38 +1140,12 @@ async fn dataset_grid(ctx: Ctx, UrlPath(name): UrlPath<String>) -> Answer {
             "no dataset {name:?} in the graph"
         )));
     }
-    let compute = grid_computation(&shared, &name);
+    let compute = shared.grid_computation(&name);
     let body = shared
         .grids
-        .answer(&name, || crate::grids::generation(&shared), compute)
+        .answer(&name, || shared.grid_generation(), compute)
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// Computes dataset `name`'s grid: the `cairn status` of its partitions.
-pub fn grid_computation(
-    shared: &Arc<Shared>,
-    name: &str,
-) -> impl Fn() -> Result<Bytes, ApiError> + Clone + Send + Sync + use<> {
-    let shared = Arc::clone(shared);
-    let name = name.to_owned();
-    move || {
-        let graph = &shared.workspace.graph;
-        let shape = grid::shape(graph, &name)
-            .map_err(ApiError::invalid)?
-            .ok_or_else(|| ApiError::not_found(format!("no dataset {name:?} in the graph")))?;
-        let rows =
-            cairn_app::status::status(&shared.workspace, &[shape.pattern.as_str().to_owned()])?;
-        let answer = grid::grid(&shape, &rows);
-        serde_json::to_vec(&answer)
-            .map(Bytes::from)
-            .map_err(|error| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the grid of {name:?}: {error}"),
-                )
-            })
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1219,7 +1193,7 @@ async fn invalidate(ctx: Ctx, body: Bytes) -> Answer {
         }))
     })
     .await?;
-    crate::grids::warm(&ctx.0);
+    ctx.0.warm_grids();
     Ok(json_answer(StatusCode::OK, answer))
 }
 

@@ -248,29 +248,6 @@ impl Grids {
     }
 }
 
-/// The generation of `shared`'s store now: its last event seq and the
-/// server's change counter.
-pub fn generation(shared: &crate::ops::Shared) -> Generation {
-    (
-        crate::feed::Feed::last_seq_in_store(&shared.workspace),
-        shared.expecting.generation(),
-    )
-}
-
-/// After an operation ended or partitions were invalidated: the grids
-/// asked for lately are computed again in the background, unless an
-/// operation still runs or waits (its end warms them).
-pub fn warm(shared: &Arc<crate::ops::Shared>) {
-    if tokio::runtime::Handle::try_current().is_err() || !shared.registry().unfinished().is_empty()
-    {
-        return;
-    }
-    let now = generation(shared);
-    shared
-        .grids
-        .warm(now, |name| crate::api::grid_computation(shared, name));
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use axum::body::Bytes;
+use axum::http::StatusCode;
 use cairn_app::backfill::{Backfill, BackfillRequest};
 use cairn_app::build::BuildObserver;
 use cairn_app::{AppError, Workspace};
@@ -17,6 +19,7 @@ use cairn_engine::record::BuildCounts;
 use serde_json::{Value, json};
 
 use crate::ServeOptions;
+use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::{
@@ -85,6 +88,55 @@ impl Shared {
     /// Wakes whoever follows operations.
     pub fn touch(&self) {
         self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// The generation the grids are kept at (server/src/grids.rs): the
+    /// store's last event seq and the change counter, read now.
+    pub fn grid_generation(&self) -> crate::grids::Generation {
+        (
+            Feed::last_seq_in_store(&self.workspace),
+            self.expecting.generation(),
+        )
+    }
+
+    /// Computes dataset `name`'s grid: the `cairn status` of its
+    /// partitions, serialized.
+    pub fn grid_computation(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> impl Fn() -> Result<Bytes, ApiError> + Clone + Send + Sync + use<> {
+        let shared = Arc::clone(self);
+        let name = name.to_owned();
+        move || {
+            let graph = &shared.workspace.graph;
+            let shape = crate::grid::shape(graph, &name)
+                .map_err(ApiError::invalid)?
+                .ok_or_else(|| ApiError::not_found(format!("no dataset {name:?} in the graph")))?;
+            let rows =
+                cairn_app::status::status(&shared.workspace, &[shape.pattern.as_str().to_owned()])?;
+            let answer = crate::grid::grid(&shape, &rows);
+            serde_json::to_vec(&answer)
+                .map(Bytes::from)
+                .map_err(|error| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the grid of {name:?}: {error}"),
+                    )
+                })
+        }
+    }
+
+    /// After an operation ended or partitions were invalidated: the grids
+    /// asked for lately are computed again in the background, unless an
+    /// operation still runs or waits (its end warms them).
+    pub fn warm_grids(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err()
+            || !self.registry().unfinished().is_empty()
+        {
+            return;
+        }
+        let now = self.grid_generation();
+        self.grids.warm(now, |name| self.grid_computation(name));
     }
 
     /// Jobs at once for a build asked `requested` (the server's `-j`
@@ -220,7 +272,7 @@ impl Shared {
         }
         self.feed.poke();
         self.touch();
-        crate::grids::warm(self);
+        self.warm_grids();
     }
 
     /// Waits for a free operation slot; it is freed when the guard drops.
