@@ -94,9 +94,13 @@ pub const CLAIMED: &str = "claimed";
 
 #[derive(Default)]
 struct States {
+    /// When the last `squeue` was started: it knows every job submitted
+    /// before then (not necessarily one submitted while it ran).
     at: Option<Instant>,
     /// Job id → (state, reason), as `squeue` said at `at`.
     jobs: HashMap<u64, (String, String)>,
+    /// When `sbatch` returned each job's id.
+    submitted: HashMap<u64, Instant>,
 }
 
 /// The remote cache the nodes exchange files through, without a shared
@@ -332,10 +336,30 @@ impl SlurmRunner {
         args.push(script.to_string_lossy().into_owned());
         let out = run_slurm("sbatch", &args)?;
         let id = out.trim().split(';').next().unwrap_or_default();
-        id.parse::<u64>().map_err(|_| SlurmError::Failed {
+        let id = id.parse::<u64>().map_err(|_| SlurmError::Failed {
             command: "sbatch",
             message: format!("printed {:?}, not a job id", out.trim()),
-        })
+        })?;
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .submitted
+            .insert(id, Instant::now());
+        Ok(id)
+    }
+
+    /// Whether Slurm job `id` runs no more, as `state` said at `asked`:
+    /// an ended state, or not listed by a `squeue` started after the job
+    /// was submitted (one started before may not know it yet: not ended).
+    fn ended(&self, id: u64, state: Option<&(String, String)>, asked: Instant) -> bool {
+        let submitted = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .submitted
+            .get(&id)
+            .copied();
+        ended(state, asked, submitted)
     }
 
     /// Where Slurm starts the jobs and writes its log: the runner's
@@ -379,13 +403,7 @@ impl SlurmRunner {
         let mut kept = Vec::with_capacity(live.len());
         for (id, submitted) in live {
             let (state, asked) = self.state(id)?;
-            let gone = match state {
-                Some((state, _)) => ENDED.iter().any(|ended| state.starts_with(ended)),
-                // Not listed: ended and forgotten, unless squeue was asked
-                // before the job was submitted.
-                None => asked > submitted,
-            };
-            if !gone {
+            if !self.ended(id, state.as_ref(), asked) {
                 kept.push((id, submitted));
             }
         }
@@ -420,6 +438,7 @@ impl SlurmRunner {
     fn state(&self, id: u64) -> Result<(Option<(String, String)>, Instant), SlurmError> {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         if states.at.is_none_or(|at| at.elapsed() >= STATE_INTERVAL) {
+            let started = Instant::now();
             let out = run_slurm(
                 "squeue",
                 &[
@@ -441,7 +460,7 @@ impl SlurmRunner {
                     Some((id, (state, reason)))
                 })
                 .collect();
-            states.at = Some(Instant::now());
+            states.at = Some(started);
         }
         Ok((
             states.jobs.get(&id).cloned(),
@@ -492,6 +511,17 @@ impl Drop for SlurmRunner {
         if !self.lost.load(Ordering::SeqCst) {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Whether a Slurm job runs no more: its state is an ended one, or a
+/// `squeue` started at `asked`, after the job was `submitted`, did not
+/// list it (Slurm forgot it). A `squeue` started before the submission
+/// returned may not know the job yet.
+fn ended(state: Option<&(String, String)>, asked: Instant, submitted: Option<Instant>) -> bool {
+    match state {
+        Some((state, _)) => ENDED.iter().any(|ended| state.starts_with(ended)),
+        None => submitted.is_none_or(|submitted| asked > submitted),
     }
 }
 
@@ -833,11 +863,10 @@ impl SlurmRunner {
             }
             if checked.elapsed() >= STATE_INTERVAL || cancelled.is_some() {
                 checked = Instant::now();
-                let (state, _) = self.state(id).map_err(io::Error::other)?;
-                let ended = match &state {
-                    Some((state, _)) => ENDED.iter().any(|ended| state.starts_with(ended)),
-                    None => true,
-                };
+                let (state, asked) = self.state(id).map_err(io::Error::other)?;
+                // Not listed by a squeue older than the job is no end
+                // (the "ended unknown" of a job just submitted).
+                let ended = self.ended(id, state.as_ref(), asked);
                 // Stopped waiting: a cancelled job that lingers past the
                 // grace is left to Slurm's own kill.
                 let given_up = cancelled.is_some_and(|at| at.elapsed() > TERM_GRACE * 2);
@@ -871,5 +900,30 @@ impl SlurmRunner {
             }
             std::thread::sleep(POLL_INTERVAL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job a `squeue` did not list has ended only if that `squeue`
+    /// started after the job was submitted: one that started before (and
+    /// returned after, on a busy controller) may not know it yet. Treating
+    /// that as an end failed attempts with "Slurm job N ended unknown".
+    #[test]
+    fn a_job_unknown_to_an_older_squeue_has_not_ended() {
+        let asked = Instant::now();
+        let submitted = asked + Duration::from_millis(300);
+        assert!(!ended(None, asked, Some(submitted)));
+        assert!(ended(
+            None,
+            submitted + Duration::from_millis(1),
+            Some(submitted)
+        ));
+        let running = ("RUNNING".to_owned(), String::new());
+        let failed = ("NODE_FAIL".to_owned(), String::new());
+        assert!(!ended(Some(&running), submitted, Some(submitted)));
+        assert!(ended(Some(&failed), asked, Some(submitted)));
     }
 }
