@@ -10,19 +10,24 @@
 #      Goal: >= 1.7x from 1 to 2 nodes.
 #
 # Run on an idle machine (never while others compile):
-#   bash benches/slurm.sh [--work DIR] [--runs N] [--skip-365]
-# Prints a markdown table for docs/benchmarks.md.
+#   bash benches/slurm.sh [--work DIR] [--runs N] [--skip-365] [--only PART]
+# PART: 30, 365-slurm, 365-local or scaling (one piece, for a short quiet
+# window; the 365 pieces print their seconds, the ratio is computed by hand).
+# Prints a markdown table for docs/benchmarks.md, with the load and the
+# work directory's file system.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-$REPO/target/bench-slurm}
 RUNS=3
 SKIP_365=0
+ONLY=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --work) WORK=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --skip-365) SKIP_365=1; shift ;;
-    *) echo "usage: $0 [--work DIR] [--runs N] [--skip-365]" >&2; exit 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    *) echo "usage: $0 [--work DIR] [--runs N] [--skip-365] [--only 30|365-slurm|365-local|scaling]" >&2; exit 2 ;;
   esac
 done
 log() { echo "[$(date -u +%T)] $*" >&2; }
@@ -30,11 +35,15 @@ now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-log "building cairn (release)"
-(cd "$REPO" && cargo build --release --bin cairn)
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  log "building cairn (release)"
+  (cd "$REPO" && cargo build --release --bin cairn)
+fi
 CAIRN=$REPO/target/release/cairn
 "$REPO"/.ci/services/slurm.sh start
 rm -rf "$WORK"; mkdir -p "$WORK"
+want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
+log "load: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; work dir on $(df -T "$WORK" | awk 'NR==2 {print $2}')"
 
 # cold DAYS STATIONS EXECUTOR: seconds of one cold build of a fresh copy.
 cold() {
@@ -54,13 +63,25 @@ submitted_since() {
 echo "| measure | local (s) | slurm (s) | ratio / note |"
 echo "| --- | --- | --- | --- |"
 
+if want 30; then
 log "30x30 cold, $RUNS runs each"
 L=(); S=()
 for _ in $(seq "$RUNS"); do L+=("$(cold 30 30 local)"); S+=("$(cold 30 30 slurm)"); done
+log "30x30 local: ${L[*]}; slurm: ${S[*]}"
 l=$(printf '%s\n' "${L[@]}" | median); s=$(printf '%s\n' "${S[@]}" | median)
 echo "| 30x30 cold (1830 actions) | $l | $s | $(echo "scale=2; $s / $l" | bc)x (goal <= 3x) |"
+fi
 
-if [ "$SKIP_365" = 0 ]; then
+if [ "$ONLY" = 365-slurm ]; then
+  before=$(submitted_since 0)
+  s=$(cold 365 30 slurm)
+  echo "| 365x30 cold through Slurm (22,265 actions) | | $s | $(submitted_since "$before") Slurm jobs |"
+fi
+if [ "$ONLY" = 365-local ]; then
+  echo "| 365x30 cold locally (22,265 actions) | $(cold 365 30 local) | | |"
+fi
+
+if [ "$ONLY" = all ] && [ "$SKIP_365" = 0 ]; then
   log "365x30 cold, once each"
   before=$(submitted_since 0)
   s=$(cold 365 30 slurm)
@@ -70,6 +91,7 @@ if [ "$SKIP_365" = 0 ]; then
   echo "| 365x30 cold (22,265 actions) | $l | $s | +$per ms per action; $workers Slurm jobs (workers, batch 256) |"
 fi
 
+want scaling || { log "load: $(cut -d' ' -f1-3 /proc/loadavg)"; exit 0; }
 log "scaling: 40 CPU-bound actions (~200 ms of hashing each), 1 vs 2 nodes"
 scaling() {
   local dir=$WORK/cpu-$1
@@ -94,3 +116,4 @@ scontrol update nodename=n2 state=drain reason=bench-1-node
 one=$(scaling one)
 scontrol update nodename=n2 state=resume
 echo "| 40 CPU-bound actions | 1 node: $one | 2 nodes: $two | $(echo "scale=2; $one / $two" | bc)x from 1 to 2 nodes (goal >= 1.7x) |"
+log "load: $(cut -d' ' -f1-3 /proc/loadavg)"

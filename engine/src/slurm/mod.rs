@@ -39,6 +39,13 @@ pub use worker::{WorkerOutcome, WorkerSpec, pull, read_outcome, run_specs};
 /// How often Slurm is asked for the state of the jobs (`squeue`), at most.
 const STATE_INTERVAL: Duration = Duration::from_millis(1000);
 
+/// How often a waiting attempt looks for its claim and its outcome file
+/// (a `stat` each): the latency between a worker finishing an action and
+/// the coordinator ingesting it, which bounds the throughput of small
+/// actions (in flight / latency). Cache mode asks the cache every
+/// [`POLL_INTERVAL`] instead (a request each).
+const OUTCOME_POLL: Duration = Duration::from_millis(10);
+
 /// Slurm's job states after which a job runs no more.
 const ENDED: &[&str] = &[
     "COMPLETED",
@@ -226,12 +233,12 @@ impl SlurmRunner {
     }
 
     /// How many attempts a build gives this runner at once unless `-j`
-    /// says: eight per CPU of the partition (at least 16), so that the
-    /// queue never runs dry while the workers pull.
+    /// says: 32 per CPU of the partition (at least 64), so that the queue
+    /// never runs dry while the workers pull small actions.
     pub fn default_jobs(&self) -> usize {
         self.cpus
-            .saturating_mul(8)
-            .clamp(16, crate::limits::MAX_JOBS)
+            .saturating_mul(32)
+            .clamp(64, crate::limits::MAX_JOBS)
     }
 
     /// The `--job-name` of this runner's Slurm jobs (`squeue -n NAME`).
@@ -664,7 +671,9 @@ impl JobRunner for SlurmRunner {
         if let Some(dispatched) = job.dispatched {
             dispatched("slurm", &id.to_string());
         }
-        let ended = self.wait(id, job, children, poll, &|| shared_outcome(&outcome_path));
+        let ended = self.wait(id, job, children, poll, OUTCOME_POLL, &|| {
+            shared_outcome(&outcome_path)
+        });
         self.release(id);
         ended
     }
@@ -703,8 +712,12 @@ impl SlurmRunner {
         let claimed = self.dir.join(CLAIMED);
         let mut checked = Instant::now();
         let mut unfound = 0;
+        let mut polled = Instant::now();
         loop {
-            if let Some(poll) = poll {
+            if let Some(poll) = poll
+                && polled.elapsed() >= POLL_INTERVAL
+            {
+                polled = Instant::now();
                 poll();
             }
             if children.is_interrupted() && fs::remove_file(&entry).is_ok() {
@@ -730,7 +743,9 @@ impl SlurmRunner {
                     if let Some(dispatched) = job.dispatched {
                         dispatched("slurm", &id.to_string());
                     }
-                    return self.wait(id, job, children, poll, &|| shared_outcome(outcome_path));
+                    return self.wait(id, job, children, poll, OUTCOME_POLL, &|| {
+                        shared_outcome(outcome_path)
+                    });
                 }
                 unfound += 1;
                 if unfound > 50 {
@@ -746,7 +761,7 @@ impl SlurmRunner {
                     io::Error::other(format!("cannot submit to Slurm: {error}"))
                 })?;
             }
-            std::thread::sleep(POLL_INTERVAL / 2);
+            std::thread::sleep(OUTCOME_POLL);
         }
     }
 
@@ -829,19 +844,21 @@ impl SlurmRunner {
                 .and_then(|()| ended_of(&outcome.outcome)),
             )
         };
-        let ended = self.wait(id, job, children, poll, &restored);
+        let ended = self.wait(id, job, children, poll, POLL_INTERVAL, &restored);
         self.release(id);
         ended
     }
 
     /// Waits for the outcome of an attempt submitted as Slurm job `id`,
-    /// as `outcome` reads it (`None`: not written yet).
+    /// as `outcome` reads it (`None`: not written yet), asking every
+    /// `pace`; `poll` (the checkpoint's watch) every [`POLL_INTERVAL`].
     fn wait(
         &self,
         id: u64,
         job: &JobRun<'_>,
         children: &Children,
         poll: Option<&(dyn Fn() + Sync)>,
+        pace: Duration,
         outcome: &dyn Fn() -> Option<io::Result<Ended>>,
     ) -> io::Result<Ended> {
         let shielded = || {
@@ -850,11 +867,15 @@ impl SlurmRunner {
         };
         let mut cancelled: Option<Instant> = None;
         let mut checked = Instant::now();
+        let mut polled = Instant::now();
         loop {
             if let Some(ended) = outcome() {
                 return ended;
             }
-            if let Some(poll) = poll {
+            if let Some(poll) = poll
+                && polled.elapsed() >= POLL_INTERVAL
+            {
+                polled = Instant::now();
                 poll();
             }
             if cancelled.is_none() && children.is_interrupted() && !shielded() {
@@ -898,7 +919,7 @@ impl SlurmRunner {
                     return Err(io::Error::other(message));
                 }
             }
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(pace);
         }
     }
 }
