@@ -18,9 +18,10 @@
 //! server at most one status at a time per dataset, however many viewers.
 //!
 //! What changes outside cairn (a source file edited, a data path deleted)
-//! moves no generation: an answer older than [`REVALIDATE_AFTER`] is
-//! still given once, and computed again in the background for the next
-//! request (stale-while-revalidate). After an operation ends, the grids
+//! moves no generation: an answer that landed more than
+//! [`REVALIDATE_AFTER`] ago (or ten times its computation's time, if
+//! longer) is still given once, and computed again in the background for
+//! the next request (stale-while-revalidate). After an operation ends, the grids
 //! asked for in the last [`WARM_FOR`] are computed again in the background
 //! (when no other operation runs), so the next page load finds them ready.
 
@@ -55,12 +56,25 @@ fn covers(have: Generation, want: Generation) -> bool {
     have.0 >= want.0 && have.1 >= want.1
 }
 
-/// A grid's answer, computed when `at` and the generation was `generation`.
+/// A grid's answer, computed at generation `generation`: started `at`,
+/// it took `took`.
 #[derive(Clone)]
 struct Computed {
     generation: Generation,
     at: Instant,
+    took: Duration,
     body: Bytes,
+}
+
+impl Computed {
+    /// Whether to compute it again in the background when asked: it
+    /// landed [`REVALIDATE_AFTER`] ago, or ten times its computation's
+    /// time when that is longer (at 10⁶ partitions a computation takes
+    /// seconds: revalidating sooner would keep a core busy for a page).
+    fn old(&self, revalidate_after: Duration) -> bool {
+        let landed = self.at + self.took;
+        Instant::now().saturating_duration_since(landed) >= revalidate_after.max(self.took * 10)
+    }
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Computed, ApiError>>>;
@@ -133,7 +147,7 @@ impl Grids {
                     && covers(computed.generation, generation)
                 {
                     let body = computed.body.clone();
-                    if computed.at.elapsed() >= self.revalidate_after && entry.flight.is_none() {
+                    if computed.old(self.revalidate_after) && entry.flight.is_none() {
                         let flight = self.start(name, generation, compute.clone());
                         entry.flight = Some((generation, flight));
                     }
@@ -212,6 +226,7 @@ impl Grids {
                 .map(|body| Computed {
                     generation,
                     at,
+                    took: at.elapsed(),
                     body,
                 });
             let mut entries = lock(&grids.entries);
@@ -361,6 +376,8 @@ mod tests {
         );
         // A data path deleted outside cairn: no generation moves.
         *lock(&answer) = "stale";
+        // Landed longer ago than ten times its (tiny) computation.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "built"
@@ -372,6 +389,22 @@ mod tests {
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "stale"
         );
+    }
+
+    #[test]
+    fn a_slow_computation_is_revalidated_after_ten_times_its_time() {
+        let computed = |ago: u64, took: u64| Computed {
+            generation: (1, 0),
+            at: Instant::now() - Duration::from_secs(ago),
+            took: Duration::from_secs(took),
+            body: Bytes::new(),
+        };
+        let after = Duration::from_secs(5);
+        assert!(!computed(3, 0).old(after), "landed 3 s ago");
+        assert!(computed(6, 0).old(after), "landed 6 s ago");
+        // 10 s to compute, landed 50 s ago: not before 100 s.
+        assert!(!computed(60, 10).old(after));
+        assert!(computed(111, 10).old(after));
     }
 
     #[tokio::test]
