@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 use common::{Background, Project, snapshot};
 
 /// Starts (or reuses) the cluster once per test binary: `false` when the
-/// packages cannot be installed here.
+/// packages cannot be installed here. A cluster the tests started is
+/// stopped when the last test binary using it exits ([`stop_at_exit`]).
 fn slurm() -> bool {
     static UP: OnceLock<bool> = OnceLock::new();
     *UP.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/services/slurm.sh");
+        stop_at_exit(&script);
         let output = Command::new("bash")
             .arg(&script)
-            .arg("start")
+            .args(["start", "--by-tests"])
             .output()
             .expect("run .ci/services/slurm.sh");
         match output.status.code() {
@@ -35,6 +37,40 @@ fn slurm() -> bool {
             ),
         }
     })
+}
+
+/// A watcher process, in a session of its own, holds a shared lock on
+/// `/run/cairn-slurm-tests.lock` while this test binary runs. Once the
+/// binary has exited it takes the lock exclusively (only when no other
+/// test binary holds it) and, if the tests started the cluster
+/// (`slurm.sh start --by-tests` marked it), stops it, munged included. A
+/// test binary starting meanwhile waits for its shared lock, then starts
+/// the cluster again.
+fn stop_at_exit(script: &Path) {
+    use std::io::BufRead;
+    let me = std::process::id();
+    let watcher = format!(
+        "exec 9>>/run/cairn-slurm-tests.lock; flock -s 9; echo locked; exec >/dev/null 2>&1; \
+         while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+         if flock -n -x 9 && [ -f /run/cairn-slurm-started-by-tests ]; then bash '{}' stop; fi",
+        script.display()
+    );
+    let Ok(mut child) = Command::new("setsid")
+        .args(["sh", "-c", &watcher])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    // Until it holds the shared lock: no stop can start after this.
+    if let Some(stdout) = child.stdout.take() {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    }
+    // It outlives this process on purpose: never waited for.
+    std::mem::forget(child);
 }
 
 /// The two nodes have one CPU each: the tests take turns.

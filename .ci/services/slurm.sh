@@ -5,7 +5,12 @@
 #
 #   .ci/services/slurm.sh start    install if missing, start, wait until idle
 #                                  (reuses a cluster that is already up)
-#   .ci/services/slurm.sh stop     scontrol shutdown, then kill what is left
+#   .ci/services/slurm.sh start --by-tests   the same; when it started
+#                                  slurmctld, marks it as the tests' ($MARK):
+#                                  the tests stop it when the last of them
+#                                  using it exits (tests/slurm.rs)
+#   .ci/services/slurm.sh stop     scontrol shutdown, then kill what is left,
+#                                  munged included
 #   .ci/services/slurm.sh status   exit 0 when both nodes answer
 #   .ci/services/slurm.sh kill-node N   kill slurmd -N N and the jobs it runs
 #   .ci/services/slurm.sh start-node N  start slurmd -N N again
@@ -15,6 +20,7 @@
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
+MARK=/run/cairn-slurm-started-by-tests
 TEMPLATE="$(cd "$(dirname "$0")" && pwd)/slurm-2node.conf.template"
 
 installed() {
@@ -87,7 +93,10 @@ start() {
   install_packages || { echo "slurm: the packages cannot be installed here" >&2; exit 3; }
   start_munge
   write_conf
-  pid_alive /run/slurmctld.pid || slurmctld -i
+  if ! pid_alive /run/slurmctld.pid; then
+    slurmctld -i
+    if [ "${1:-}" = --by-tests ]; then touch "$MARK"; fi
+  fi
   start_node n1
   start_node n2
   wait_idle
@@ -96,11 +105,12 @@ start() {
 stop() {
   scontrol shutdown >/dev/null 2>&1 || true
   sleep 1
-  for pidfile in /run/slurmd-n1.pid /run/slurmd-n2.pid /run/slurmctld.pid; do
+  for pidfile in /run/slurmd-n1.pid /run/slurmd-n2.pid /run/slurmctld.pid /run/munge/munged.pid; do
     if pid_alive "$pidfile"; then
       kill "$(cat "$pidfile")" 2>/dev/null || true
     fi
   done
+  rm -f "$MARK"
 }
 
 kill_node() {
@@ -122,7 +132,7 @@ kill_node() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) start "${2:-}" ;;
   stop) stop ;;
   status) installed && pid_alive /run/slurmctld.pid && sinfo -h -N -o '%N %T' ;;
   kill-node) kill_node "${2:?node}" ;;
