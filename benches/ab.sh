@@ -7,6 +7,12 @@
 # more than most changes do.
 #
 #   bash benches/ab.sh OLD_CAIRN NEW_CAIRN [--runs N] [--size DAYSxSTATIONS] [--work DIR]
+#                      [--old-generate PATH]
+#
+# --old-generate: the fixture generator for the old side, when the old
+# binary cannot read today's fixture (e.g. `git archive OLD fixtures/podcast`
+# unpacked somewhere); both sides then build the same partitions with each
+# version's own graph file.
 #
 # Cases: cold build (data and store moved aside before each run), no-op,
 # one input touched (0 actions), one input changed (3 actions). Prints a
@@ -27,6 +33,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift ;;
         --size) SIZE=$2; shift ;;
         --work) WORK=$2; shift ;;
+        --old-generate) OLD_GENERATE=$(realpath "$2"); shift ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -42,7 +49,9 @@ stash() { for p in "$@"; do [ -e "$p" ] && mv "$p" "$TRASH/$(date +%s%N)-$(basen
 
 for side in old new; do
     [ -d "$WORK/$side" ] && stash "$WORK/$side"
-    "$REPO/fixtures/podcast/generate" "$WORK/$side" "$days" "$stations" > /dev/null
+    generate=$REPO/fixtures/podcast/generate
+    [ "$side" = old ] && generate=${OLD_GENERATE:-$generate}
+    "$generate" "$WORK/$side" "$days" "$stations" > /dev/null
 done
 sync
 change_file=inputs/2024-01-05/S007.txt
