@@ -312,8 +312,9 @@ pub enum EventKind {
         reason: String,
     },
     /// The result of this key, built by this build, was uploaded to the
-    /// shared remote cache: `blobs` blobs of `bytes` bytes the cache
-    /// lacked, then the AC entry (`created` false: another writer's entry
+    /// shared remote cache: `blobs` blobs of `bytes` bytes sent (each
+    /// small output file, each larger blob the cache lacked), then the AC
+    /// entry (`created` false: another writer's entry
     /// was there first and was kept). Appended after `RemoteRefused`
     /// (store format 10).
     ActionUploaded {

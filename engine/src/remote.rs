@@ -97,6 +97,10 @@ pub enum Lookup {
     Refused(String),
 }
 
+/// Blobs larger than this are sent only if a HEAD finds the cache lacks
+/// them; smaller ones are sent at once (docs/remote-cache.md).
+pub const ASK_FIRST_ABOVE: u64 = 64 * 1024;
+
 /// One upload queued by the scheduler: the manifest of an action this
 /// build ran.
 pub struct Upload {
@@ -383,22 +387,35 @@ impl Remote {
             return;
         }
         let manifest = &upload.manifest;
-        let mut digests: Vec<ContentDigest> = manifest
+        // Each blob with its size where the manifest gives one (the job's
+        // logs have none).
+        let mut digests: Vec<(ContentDigest, Option<u64>)> = manifest
             .outputs
             .iter()
-            .flat_map(|output| output.files.iter().map(|file| file.digest))
-            .chain(manifest.stdout)
-            .chain(manifest.stderr)
+            .flat_map(|output| {
+                output
+                    .files
+                    .iter()
+                    .map(|file| (file.digest, Some(file.size)))
+            })
+            .chain(manifest.stdout.map(|digest| (digest, None)))
+            .chain(manifest.stderr.map(|digest| (digest, None)))
             .collect();
         digests.sort_unstable();
-        digests.dedup();
+        digests.dedup_by_key(|(digest, _)| *digest);
         let (mut sent, mut bytes) = (0, 0);
-        for digest in &digests {
-            let Some(present) = self.call(|| self.cache.has_blob(digest)) else {
-                return;
-            };
-            if present {
-                continue;
+        for (digest, size) in &digests {
+            // A small blob is sent without asking first: asking is a round
+            // trip of its own, and the results a build uploads are mostly
+            // new. A blob is named by its content, so sending one the cache
+            // has rewrites the same bytes.
+            if size.is_none_or(|size| size > ASK_FIRST_ABOVE) {
+                let Some(present) = self.call(|| self.cache.has_blob(digest)) else {
+                    return;
+                };
+                if present {
+                    continue;
+                }
             }
             let content = match blobs.read(digest) {
                 Ok(content) => content,
@@ -623,12 +640,17 @@ mod tests {
     }
 
     fn upload(blobs: &MemoryBlobs, byte: u8) -> Upload {
-        let content = vec![byte; 10];
+        upload_sized(blobs, byte, 10)
+    }
+
+    /// A result of one output file of `size` bytes, each `byte`.
+    fn upload_sized(blobs: &MemoryBlobs, byte: u8, size: usize) -> Upload {
+        let content = vec![byte; size];
         let digest = blobs.put_bytes(&content).unwrap();
         let files = vec![FileEntry {
             path: "part.csv".into(),
             executable: false,
-            size: 10,
+            size: size as u64,
             digest,
             mode: 0o644,
         }];
@@ -678,20 +700,25 @@ mod tests {
             ),
             "{events:?}"
         );
-        // A second machine uploading the same key: its blob is there, the
-        // entry too (kept, not an error).
+        // A second machine uploading the same key: the entry is there
+        // (kept, not an error). Its blob is small, so it is sent again
+        // rather than asked for: the same bytes under the same name.
         let entry = cache.get_action(&ActionKey([1; 32])).unwrap();
         let second = remote(&cache, &warnings);
+        let requests = cache.requests();
         second.upload(&blobs, &upload(&blobs, 1), 9);
         assert!(matches!(
             &second.take_upload_events()[..],
             [EventKind::ActionUploaded {
-                blobs: 0,
-                bytes: 0,
+                blobs: 1,
+                bytes: 10,
                 created: false,
                 ..
             }]
         ));
+        // One put of the blob and one of the entry: no question first.
+        assert_eq!(cache.requests() - requests, 2);
+        assert_eq!(cache.blob_digests().len(), 1);
         assert_eq!(cache.get_action(&ActionKey([1; 32])).unwrap(), entry);
         assert_eq!(second.summary().errors, 0);
         assert!(warnings.lock().unwrap().is_empty());
@@ -699,6 +726,41 @@ mod tests {
         let decoded: AcEntry = serde_json::from_slice(&entry.unwrap()).unwrap();
         assert_eq!(decoded.format, AC_FORMAT);
         assert_eq!(decoded.producer.build, 7);
+    }
+
+    #[test]
+    fn a_large_blob_is_sent_only_if_the_cache_lacks_it() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let blobs = MemoryBlobs::new();
+        let size = ASK_FIRST_ABOVE as usize + 1;
+        let first = remote(&cache, &warnings);
+        first.upload(&blobs, &upload_sized(&blobs, 3, size), 1);
+        assert!(matches!(
+            &first.take_upload_events()[..],
+            [EventKind::ActionUploaded {
+                blobs: 1,
+                created: true,
+                ..
+            }]
+        ));
+        // Another key whose output has the same content: asked for, found,
+        // not sent (only the entry is).
+        let mut other = upload_sized(&blobs, 3, size);
+        other.manifest.key = ActionKey([9; 32]);
+        let second = remote(&cache, &warnings);
+        second.upload(&blobs, &other, 2);
+        assert!(matches!(
+            &second.take_upload_events()[..],
+            [EventKind::ActionUploaded {
+                blobs: 0,
+                bytes: 0,
+                created: true,
+                ..
+            }]
+        ));
+        assert_eq!(cache.action_keys().len(), 2);
+        assert!(warnings.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -12,13 +12,19 @@
 //!   are valid for the key, and each is verified when read).
 //! - `file:///dir`: a directory (a shared mount), create-only like S3.
 //!
-//! The async client runs on a small runtime of its own (two worker
-//! threads) that this crate owns: no caller sees async. Every request has
-//! a timeout, and is retried at most once.
+//! The async client runs on runtimes of this crate's own: no caller sees
+//! async. Each request is driven to its end on the calling thread, by a
+//! *lane*: a single-threaded runtime with its own client (and so its own
+//! pooled connections), taken from a pool for the request and given back
+//! after it. A request never hands work to another thread and back: with a
+//! shared multi-threaded runtime, the wake-ups between the caller and the
+//! runtime's threads cost more CPU than the HTTP itself (docs/benchmarks.md,
+//! "Remote cache"). Every request has a timeout, and is retried at most
+//! once.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cairn_core::digest::{ActionKey, ContentDigest};
@@ -47,14 +53,26 @@ pub enum OpenError {
     Credentials { path: PathBuf, message: String },
 }
 
+/// Makes one lane's store (the same configuration every time).
+type MakeStore = dyn Fn() -> Result<Arc<dyn ObjectStore>, object_store::Error> + Send + Sync;
+
+/// A single-threaded runtime and the store whose connections live on it.
+struct Lane {
+    runtime: tokio::runtime::Runtime,
+    store: Arc<dyn ObjectStore>,
+}
+
 /// A remote cache over an `object_store` store.
 pub struct ObjectCache {
     url: String,
-    store: Arc<dyn ObjectStore>,
+    make: Box<MakeStore>,
+    /// Lanes not in use; one is made when none is free, so there are as
+    /// many as requests ever ran at once (the upload threads and the
+    /// build's workers).
+    idle: Mutex<Vec<Lane>>,
     /// Whether the store has an atomic create-only put.
     conditional: bool,
     timeout: Duration,
-    runtime: tokio::runtime::Runtime,
 }
 
 /// Opens the cache at `url` (already checked by
@@ -98,11 +116,8 @@ pub fn open_with_env(
         max_retries: 1,
         retry_timeout: timeout,
     };
-    let client_error = |error: object_store::Error| OpenError::Client {
-        url: url.clone(),
-        message: error.to_string(),
-    };
-    let (root, prefix, conditional): (Arc<dyn ObjectStore>, String, bool) = match scheme {
+    // Each lane builds its own store from the same configuration.
+    let (make, conditional): (Box<MakeStore>, bool) = match scheme {
         "s3" => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let mut builder = object_store::aws::AmazonS3Builder::new();
@@ -131,8 +146,14 @@ pub fn open_with_env(
             if credentials.iter().all(|name| var(name).is_none()) {
                 builder = builder.with_skip_signature(true);
             }
-            let store = builder.build().map_err(client_error)?;
-            (Arc::new(store), prefix.to_owned(), true)
+            let prefix = prefix.to_owned();
+            (
+                Box::new(move || {
+                    let store = builder.clone().build()?;
+                    Ok(prefixed(Arc::new(store), &prefix))
+                }),
+                true,
+            )
         }
         "http" | "https" => {
             let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -142,20 +163,29 @@ pub fn open_with_env(
                 Some(headers) => client.with_default_headers(headers),
                 None => client,
             };
-            let store = object_store::http::HttpBuilder::new()
+            let builder = object_store::http::HttpBuilder::new()
                 .with_url(base)
                 .with_client_options(client)
-                .with_retry(retry)
-                .build()
-                .map_err(client_error)?;
-            (Arc::new(store), prefix.to_owned(), false)
+                .with_retry(retry);
+            let prefix = prefix.to_owned();
+            (
+                Box::new(move || {
+                    let store = builder.clone().build()?;
+                    Ok(prefixed(Arc::new(store), &prefix))
+                }),
+                false,
+            )
         }
         "file" => {
             let dir = PathBuf::from(rest);
             std::fs::create_dir_all(&dir).map_err(|error| bad(error.to_string()))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                .map_err(client_error)?;
-            (Arc::new(store), String::new(), true)
+            (
+                Box::new(move || {
+                    let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+                    Ok(Arc::new(store) as Arc<dyn ObjectStore>)
+                }),
+                true,
+            )
         }
         other => {
             return Err(bad(format!(
@@ -163,27 +193,30 @@ pub fn open_with_env(
             )));
         }
     };
-    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+    let cache = ObjectCache {
+        url,
+        make,
+        idle: Mutex::new(Vec::new()),
+        conditional,
+        timeout,
+    };
+    // The first lane is made now, so that a configuration the client
+    // refuses is an error at open, not a failed request later.
+    let lane = cache.new_lane().map_err(|message| OpenError::Client {
+        url: cache.url.clone(),
+        message,
+    })?;
+    cache.give_back(lane);
+    Ok(cache)
+}
+
+/// `root`, with every path under `prefix` (none if empty).
+fn prefixed(root: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
         root
     } else {
         Arc::new(PrefixStore::new(root, prefix))
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("cairn-remote")
-        .enable_all()
-        .build()
-        .map_err(|error| OpenError::Client {
-            url: url.clone(),
-            message: error.to_string(),
-        })?;
-    Ok(ObjectCache {
-        url,
-        store,
-        conditional,
-        timeout,
-        runtime,
-    })
+    }
 }
 
 /// The `Authorization` header for an HTTP cache: a bearer token from the
@@ -284,26 +317,61 @@ fn cas_path(digest: &ContentDigest) -> StorePath {
 }
 
 impl ObjectCache {
-    /// Runs one request on the runtime, within the timeout.
-    fn run<T>(
+    fn new_lane(&self) -> Result<Lane, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())?;
+        let store = (self.make)().map_err(|error| error.to_string())?;
+        Ok(Lane { runtime, store })
+    }
+
+    fn give_back(&self, lane: Lane) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(lane);
+    }
+
+    /// Runs one request on a lane, within the timeout.
+    fn run<T, F>(
         &self,
         operation: &'static str,
         object: &StorePath,
-        request: impl Future<Output = Result<T, object_store::Error>>,
-    ) -> Result<Result<T, object_store::Error>, RemoteError> {
+        request: impl FnOnce(Arc<dyn ObjectStore>) -> F,
+    ) -> Result<Result<T, object_store::Error>, RemoteError>
+    where
+        F: Future<Output = Result<T, object_store::Error>>,
+    {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let lane = match idle {
+            Some(lane) => lane,
+            None => self.new_lane().map_err(|message| RemoteError::Request {
+                url: self.url.clone(),
+                operation,
+                object: object.to_string(),
+                message: format!("cannot start a client: {message}"),
+            })?,
+        };
         // The client's own timeout bounds each attempt; this bounds the
         // whole request, retry included.
         let limit = self.timeout * 2 + Duration::from_millis(500);
         let started = std::time::Instant::now();
-        let result = self
+        let future = request(Arc::clone(&lane.store));
+        let result = lane
             .runtime
-            .block_on(async { tokio::time::timeout(limit, request).await })
-            .map_err(|_| RemoteError::Timeout {
-                url: self.url.clone(),
-                operation,
-                object: object.to_string(),
-                after_ms: limit.as_millis() as u64,
-            })?;
+            .block_on(async { tokio::time::timeout(limit, future).await });
+        self.give_back(lane);
+        let result = result.map_err(|_| RemoteError::Timeout {
+            url: self.url.clone(),
+            operation,
+            object: object.to_string(),
+            after_ms: limit.as_millis() as u64,
+        })?;
         // The client's errors do not say that an attempt timed out (only
         // "error sending request"): one that took the whole timeout did.
         match result {
@@ -333,8 +401,8 @@ impl ObjectCache {
     }
 
     fn get(&self, path: &StorePath) -> Result<Option<Vec<u8>>, RemoteError> {
-        let result = self.run("get", path, async {
-            match self.store.get(path).await {
+        let result = self.run("get", path, |store| async move {
+            match store.get(path).await {
                 Ok(found) => found.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(error) => Err(error),
@@ -346,8 +414,8 @@ impl ObjectCache {
     }
 
     fn head(&self, path: &StorePath) -> Result<bool, RemoteError> {
-        let result = self.run("head", path, async {
-            match self.store.head(path).await {
+        let result = self.run("head", path, |store| async move {
+            match store.head(path).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(error) => Err(error),
@@ -366,8 +434,8 @@ impl ObjectCache {
             },
             ..PutOptions::default()
         };
-        let result = self.run("put", path, async {
-            match self.store.put_opts(path, payload, options).await {
+        let result = self.run("put", path, |store| async move {
+            match store.put_opts(path, payload, options).await {
                 Ok(_) => Ok(PutOutcome::Created),
                 Err(
                     object_store::Error::AlreadyExists { .. }
