@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, ContentDigest};
-use crate::job::{Children, Invocation, JobEnvironment};
+use crate::job::{Children, Invocation};
 use crate::local::run_process;
 use crate::ports::RemoteCache;
 
@@ -406,20 +406,8 @@ fn run_in(
             file.mode,
         )?;
     }
-    let secret = spec
-        .secret_names
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
-        .collect();
-    let environment = JobEnvironment {
-        passed: spec.passed.clone(),
-        secret,
-        redactor: crate::redact::Redactor::default(),
-    };
-    let mut extra: Vec<(String, String)> = ["SLURM_JOB_ID", "SLURMD_NODENAME"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
-        .collect();
+    let environment = super::worker::node_environment(&spec.passed, &spec.secret_names);
+    let mut extra = super::worker::where_it_runs();
     for (name, value) in &spec.extra {
         let value = if spec.scratch_vars.contains(name) {
             scratch.join(value).to_string_lossy().into_owned()
@@ -481,6 +469,7 @@ fn run_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::JobEnvironment;
     use crate::memory::MemoryRemoteCache;
 
     /// The coordinator's and the worker's halves over an in-memory cache:

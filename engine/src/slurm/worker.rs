@@ -226,21 +226,9 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
             return Err(error);
         }
     };
-    let secret = spec
-        .secret_names
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
-        .collect();
-    let environment = JobEnvironment {
-        passed: spec.passed.clone(),
-        secret,
-        redactor: crate::redact::Redactor::default(),
-    };
+    let environment = node_environment(&spec.passed, &spec.secret_names);
     // Where it runs, for the job (first: its own variables may override).
-    let mut extra: Vec<(String, String)> = ["SLURM_JOB_ID", "SLURMD_NODENAME"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
-        .collect();
+    let mut extra = where_it_runs();
     extra.extend(spec.extra.iter().cloned());
     let ended = run_process(
         &Invocation {
@@ -280,6 +268,32 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
         path: spec.outcome.clone(),
         source,
     })
+}
+
+/// The job's environment on the node: the passed variables as the spec
+/// lists them, and each secret by name from the worker's own environment
+/// (secrets never travel in a spec).
+pub(super) fn node_environment(
+    passed: &[(String, String)],
+    secret_names: &[String],
+) -> JobEnvironment {
+    let secret = secret_names
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+        .collect();
+    JobEnvironment {
+        passed: passed.to_vec(),
+        secret,
+        redactor: crate::redact::Redactor::default(),
+    }
+}
+
+/// The Slurm variables naming where the job runs, for the job.
+pub(super) fn where_it_runs() -> Vec<(String, String)> {
+    ["SLURM_JOB_ID", "SLURMD_NODENAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+        .collect()
 }
 
 #[cfg(test)]
