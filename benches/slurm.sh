@@ -30,10 +30,8 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--work DIR] [--runs N] [--skip-365] [--only 30|365-slurm|365-local|scaling]" >&2; exit 2 ;;
   esac
 done
-log() { echo "[$(date -u +%T)] $*" >&2; }
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# shellcheck source=benches/timing.sh
+. "$REPO/benches/timing.sh"
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
   log "building cairn (release)"
