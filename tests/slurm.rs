@@ -447,31 +447,34 @@ run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN
     assert!(!p.file("data/slow/n=1").exists(), "no output is visible");
 }
 
+/// A project of one job `a` (`run = ["true"]`) under `executor` (the
+/// `[executor]` table's lines, or nothing) with `job_extra` lines in the
+/// job: its `cairn build` is refused with `message`. Returns the project.
+fn refused(executor: &str, job_extra: &str, message: &str) -> Project {
+    let table = if executor.is_empty() {
+        String::new()
+    } else {
+        format!("[executor]\n{executor}\n")
+    };
+    let p = Project::with_graph(&format!(
+        "\n{table}[datasets.a]\n[jobs.a]\noutputs = [\"a\"]\nrun = [\"true\"]\n{job_extra}"
+    ));
+    p.cairn(&["build"]).assert_usage_error(message);
+    p
+}
+
 #[test]
 fn bad_executor_values_name_the_file_and_field() {
-    let p = Project::with_graph(
-        r#"
-[executor]
-kind = "pbs"
-[datasets.a]
-[jobs.a]
-outputs = ["a"]
-run = ["true"]
-"#,
+    refused(
+        "kind = \"pbs\"",
+        "",
+        "cairn.toml:3: executor.kind: \"pbs\" is not an executor",
     );
-    p.cairn(&["build"])
-        .assert_usage_error("cairn.toml:3: executor.kind: \"pbs\" is not an executor");
-    let p = Project::with_graph(
-        r#"
-[datasets.a]
-[jobs.a]
-outputs = ["a"]
-run = ["true"]
-resources = { cpus = 2, mem = "lots" }
-"#,
+    let p = refused(
+        "",
+        "resources = { cpus = 2, mem = \"lots\" }\n",
+        "jobs.a.resources.mem: \"lots\" is not an amount of memory",
     );
-    p.cairn(&["build"])
-        .assert_usage_error("jobs.a.resources.mem: \"lots\" is not an amount of memory");
     let bad_flag = p.cairn(&["build", "--executor", "pbs"]);
     bad_flag.assert_code(2);
 }
@@ -786,29 +789,14 @@ run = ["sh", "-c", "echo \"boom in $PWD\" >&2; exit 7"]
 
 #[test]
 fn data_cache_without_a_remote_cache_is_a_usage_error() {
-    let p = Project::with_graph(
-        r#"
-[executor]
-kind = "slurm"
-data = "cache"
-[datasets.a]
-[jobs.a]
-outputs = ["a"]
-run = ["true"]
-"#,
+    refused(
+        "kind = \"slurm\"\ndata = \"cache\"",
+        "",
+        "executor.data = \"cache\" needs a remote cache",
     );
-    p.cairn(&["build"])
-        .assert_usage_error("executor.data = \"cache\" needs a remote cache");
-    let p = Project::with_graph(
-        r#"
-[executor]
-data = "nfs"
-[datasets.a]
-[jobs.a]
-outputs = ["a"]
-run = ["true"]
-"#,
+    refused(
+        "data = \"nfs\"",
+        "",
+        "cairn.toml:3: executor.data: \"nfs\" is not a data mode",
     );
-    p.cairn(&["build"])
-        .assert_usage_error("cairn.toml:3: executor.data: \"nfs\" is not a data mode");
 }
