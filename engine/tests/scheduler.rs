@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cairn_engine::ContentDigest;
 use cairn_engine::exec::{BuildOptions, BuildReport, Context, Silent, build};
 use cairn_engine::graph::Graph;
 use cairn_engine::job::{Children, JobEnvironment, ScriptedJob, ScriptedRunner};
 use cairn_engine::local::ProcessConfigurer;
 use cairn_engine::memory::{MemoryBlobs, MemoryCatalog};
 use cairn_engine::plan::plan;
-use cairn_engine::ports::EventLog;
+use cairn_engine::ports::{EventLog, StoreError};
 use cairn_engine::record::BuildCounts;
 
 const GRAPH: &str = r#"
@@ -481,4 +482,115 @@ fn concurrent_builds_share_in_flight_actions_and_a_cancel_spares_a_joined_one() 
         );
         assert!(fixture.data("clean/day=mon").join("clean.txt").exists());
     }
+}
+
+/// Counts the group commits' blob syncs of a [`MemoryBlobs`].
+struct CountingBlobs {
+    inner: MemoryBlobs,
+    syncs: AtomicU32,
+}
+
+impl cairn_engine::ports::BlobStore for CountingBlobs {
+    fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
+        self.inner.put_file(path)
+    }
+    fn adopt_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
+        self.inner.adopt_file(path)
+    }
+    fn put_bytes(&self, bytes: &[u8]) -> Result<ContentDigest, StoreError> {
+        self.inner.put_bytes(bytes)
+    }
+    fn contains(&self, digest: &ContentDigest) -> bool {
+        self.inner.contains(digest)
+    }
+    fn restore(&self, digest: &ContentDigest, dest: &Path) -> Result<(), StoreError> {
+        self.inner.restore(digest, dest)
+    }
+    fn read(&self, digest: &ContentDigest) -> Result<Vec<u8>, StoreError> {
+        self.inner.read(digest)
+    }
+    fn open_verified(
+        &self,
+        digest: &ContentDigest,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+        self.inner.open_verified(digest)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync()
+    }
+}
+
+/// A chain runs one action at a time, so there is always a moment with
+/// nothing in flight: that moment must not close a group, or every action
+/// of the chain pays a sync and a transaction of its own
+/// (docs/internals.md, "Durability").
+#[test]
+fn a_chain_shares_its_group_commits() {
+    const DEPTH: u32 = 60;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        r#"
+[datasets.step]
+
+[dimensions.n]
+start = "2000-01-01"
+end = "2000-02-29"
+
+[jobs.step]
+outputs = ["step/n={n}"]
+inputs = ["step/n={n}"]
+over.n = { window = [-1, -1] }
+run = ["step"]
+"#,
+    )
+    .unwrap();
+    let runner = ScriptedRunner::new(|job| {
+        let previous = job
+            .var("CAIRN_INPUT_0")
+            .map(|input| std::fs::read_to_string(Path::new(input).join("f")))
+            .transpose()?
+            .unwrap_or_default();
+        job.write(0, "f", format!("{previous}{}\n", job.outputs[0]).as_bytes())?;
+        Ok(0)
+    });
+    let graph = Graph::load(&dir.path().join("cairn.toml")).unwrap();
+    let environment = JobEnvironment::default();
+    let refs = graph.all_partitions().unwrap();
+    let configurer = ProcessConfigurer {
+        graph: &graph,
+        environment: &environment,
+    };
+    let plan = plan(&graph, &refs, &configurer).unwrap();
+    assert_eq!(plan.actions.len(), DEPTH as usize);
+    let catalog = MemoryCatalog::new();
+    let blobs = CountingBlobs {
+        inner: MemoryBlobs::new(),
+        syncs: AtomicU32::new(0),
+    };
+    let interrupt = AtomicBool::new(false);
+    let children = Children::default();
+    let context = Context::new(
+        &graph,
+        &catalog,
+        &blobs,
+        &environment,
+        &children,
+        &runner,
+        catalog.next_build_id().unwrap(),
+    );
+    let report = build(&context, &plan, &BuildOptions::new(&interrupt), &Silent).unwrap();
+    assert_eq!(report.counts, counts(u64::from(DEPTH), 0, 0, 0));
+    let last = std::fs::read_to_string(dir.path().join("data/step/n=2000-02-29/f")).unwrap();
+    assert_eq!(last.lines().count(), DEPTH as usize);
+    // The build's start, the groups of the 100 ms that the chain's
+    // scripted jobs take (a few), and the build's end: nowhere near one
+    // per action, which is what closing a group whenever nothing was in
+    // flight made (59 syncs here).
+    let syncs = blobs.syncs.load(Ordering::SeqCst);
+    assert!(
+        syncs <= DEPTH / 4,
+        "{syncs} blob syncs for a {DEPTH}-deep chain"
+    );
 }

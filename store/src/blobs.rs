@@ -77,7 +77,7 @@ const SMALL_FILE_LIMIT: u64 = 1024 * 1024;
 /// At most this many blobs written since the last sync are made durable by
 /// an fsync each (with their directories and the CAS root); more, and one
 /// `syncfs` covers them (see the module doc).
-const EACH_FILE_AT_MOST: usize = 16;
+const EACH_FILE_AT_MOST: usize = 4;
 /// Buffer size of the streaming restore.
 const RESTORE_BUFFER: usize = 256 * 1024;
 /// A restore leaves a hole where the blob has this many zero bytes, aligned

@@ -821,7 +821,13 @@ fn schedule(
                     scheduler.handle(message);
                 }
             }
-            if last_commit.elapsed() >= COMMIT_INTERVAL || scheduler.in_flight == 0 {
+            // Nothing in flight but work ready (a chain's next action, a
+            // wave's dependents) is no reason to close the group: it would
+            // make one sync and one transaction per action of a chain.
+            // Only the interval, or the end of the work, closes it.
+            if last_commit.elapsed() >= COMMIT_INTERVAL
+                || (scheduler.in_flight == 0 && scheduler.ready.is_empty())
+            {
                 scheduler.commit()?;
                 last_commit = Instant::now();
             }
