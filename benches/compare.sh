@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The end-to-end benchmark: cairn side by side with ninja, GNU make and a
-# plain shell baseline on the podcast workload, plus the scale benchmarks
+# plain shell baseline on the podcast workload, the graph shapes of issue 27
+# (a deep chain, a wide fan-in, a lattice, one-line jobs, a loaded machine)
+# against ninja and the shell floor, plus the scale benchmarks
 # (1,000,000-partition planning, `cairn log --json`, CAS ingest). Rewrites
-# docs/benchmarks.md with the machine description and the results.
+# the blocks of docs/benchmarks.md it generates (between `<!-- compare.sh:
+# NAME -->` and `<!-- /compare.sh: NAME -->`): the machine, the podcast and
+# scale tables (when this run measured them), the shapes table (likewise)
+# and the notes (benches/e2e/notes.md). Everything outside the markers
+# (the serve, remote cache and Slurm sections) is kept as it is.
 #
-#   bash benches/compare.sh            # the whole run (about 15 minutes on the 2-core VM)
-#   bash benches/compare.sh --quick    # 2 runs per case, no 365x30, no 1M (a smoke test)
+#   bash benches/compare.sh                # the whole run (about 30 minutes on the 2-core VM)
+#   bash benches/compare.sh --quick        # 2 runs per case, no 365x30, no 1M, small shapes (a smoke test)
+#   bash benches/compare.sh --shapes-only  # only the shapes (about 15 minutes)
 #
 # Options (or environment variables):
 #   --runs N          timed runs per case (RUNS, default 5)
@@ -14,16 +21,30 @@
 #   --sizes "A B"     workloads DAYSxSTATIONS (SIZES, default "30x30 365x30")
 #   --scale-runs N    timed runs of each scale case (SCALE_RUNS, default 5)
 #   --skip-scale      skip the 1M-partition, log and CAS benchmarks
+#   --shapes "A B"    the shape cases to run (SHAPES, default all: chain
+#                     chain-loaded fanin lattice oneline-30x30 oneline-365x30
+#                     podcast-loaded syncs)
+#   --shape-runs N    timed runs of each shape case (SHAPE_RUNS, default 3;
+#                     oneline-365x30: LARGE_COLD_RUNS)
+#   --shapes-only     only the shapes: no podcast workloads, no scale
+#   --no-shapes       no shapes
+#   --append          keep the rows of earlier runs in WORK/results.tsv (a run
+#                     split in parts, e.g. across quiet windows: a later row of
+#                     the same case, size and tool replaces the earlier one)
 #   --work DIR        scratch directory (BENCH_DIR, default target/bench)
 #   --no-doc          print the results, leave docs/benchmarks.md alone
 #
 # Everything runs at -j <cores> (nproc) for every tool. Timings are
 # wall-clock medians with min and max, measured by hyperfine; peak RSS is GNU
-# time's %M (the largest process of the tree). Before a cold build the previous
+# time's %M (the largest process of the tree); CPU is hyperfine's mean user +
+# system time of the whole process tree. Before a cold build the previous
 # outputs (and cairn's store, ninja's log) are renamed into a trash directory
 # rather than deleted, and the trash is deleted at the end: on this kind of
 # file system deleting thousands of files just before a measurement slows the
 # next inode allocations for minutes, which would blur every cold number.
+# "Loaded" cases run `stress-ng --cpu 2` beside each tool's timed runs
+# (started before them, stopped by its pid after them, the same for every
+# tool).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,12 +53,27 @@ LARGE_COLD_RUNS=${LARGE_COLD_RUNS:-1}
 SCALE_RUNS=${SCALE_RUNS:-5}
 SIZES=${SIZES:-"30x30 365x30"}
 SCALE=${SCALE:-1}
+SHAPE_RUNS=${SHAPE_RUNS:-3}
+ALL_SHAPES="chain chain-loaded fanin lattice oneline-30x30 oneline-365x30 podcast-loaded syncs"
+SHAPES=${SHAPES-$ALL_SHAPES}
+CHAIN_N=${CHAIN_N:-1000}
+FANIN_N=${FANIN_N:-10000}
+LATTICE_N=${LATTICE_N:-100}
+APPEND=0
 WORK=${BENCH_DIR:-$REPO/target/bench}
 DOC=${DOC:-$REPO/docs/benchmarks.md}
 WRITE_DOC=1
 while [ $# -gt 0 ]; do
     case $1 in
-        --quick) RUNS=2; SIZES="30x30"; SCALE=0 ;;
+        --quick)
+            RUNS=2; SIZES="30x30"; SCALE=0; SHAPE_RUNS=2
+            CHAIN_N=100; FANIN_N=1000; LATTICE_N=20
+            SHAPES=${SHAPES/oneline-365x30/} ;;
+        --shapes) SHAPES=$2; shift ;;
+        --shape-runs) SHAPE_RUNS=$2; shift ;;
+        --shapes-only) SIZES=""; SCALE=0 ;;
+        --no-shapes) SHAPES="" ;;
+        --append) APPEND=1 ;;
         --runs) RUNS=$2; shift ;;
         --large-cold) LARGE_COLD_RUNS=$2; shift ;;
         --sizes) SIZES=$2; shift ;;
@@ -45,10 +81,13 @@ while [ $# -gt 0 ]; do
         --scale-runs) SCALE_RUNS=$2; shift ;;
         --work) WORK=$2; shift ;;
         --no-doc) WRITE_DOC=0 ;;
-        -h | --help) sed -n 2,27p "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
+done
+for c in $SHAPES; do
+    case " $ALL_SHAPES " in *" $c "*) ;; *) echo "compare.sh: unknown shape case $c (one of: $ALL_SHAPES)" >&2; exit 2 ;; esac
 done
 CORES=$(nproc)
 export LC_ALL=C
@@ -63,6 +102,11 @@ command -v make >/dev/null || need_apt+=(make)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 command -v jq >/dev/null || need_apt+=(jq)
 command -v b3sum >/dev/null || need_apt+=(b3sum)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ -n "$SHAPES" ]; then
+    command -v stress-ng >/dev/null || need_apt+=(stress-ng)
+    command -v strace >/dev/null || need_apt+=(strace)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -78,13 +122,22 @@ CAIRN=$REPO/target/release/cairn
 SCALE_TOOL=$REPO/target/release/examples/bench-scale
 GENERATE=$REPO/fixtures/podcast/generate
 GEN_PEERS=$REPO/benches/e2e/gen-peers
+GEN_SHAPES=$REPO/benches/e2e/gen-shapes
 
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 TRASH=$WORK/trash
 RESULTS=$WORK/results.tsv
+RUNS_LOG=$WORK/runs.tsv
 mkdir -p "$TRASH"
-: > "$RESULTS"
+if [ "$APPEND" = 0 ]; then : > "$RESULTS"; : > "$RUNS_LOG"; fi
+touch "$RESULTS" "$RUNS_LOG"
+# This run's conditions, for the report: its revision, its start, the load
+# and the cases it measured.
+REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && REV="$REV + uncommitted changes"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+START=$(date -u '+%Y-%m-%d %H:%M UTC')
 # Moves its arguments (if present) into the trash directory.
 STASH=$WORK/stash
 cat > "$STASH" <<EOF
@@ -95,8 +148,11 @@ done
 EOF
 chmod +x "$STASH"
 
-# record CASE SIZE TOOL MEDIAN MIN MAX RSS_KB ACTIONS RUNS
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"; }
+# record CASE SIZE TOOL MEDIAN MIN MAX RSS_KB ACTIONS RUNS [CPU_S [DETAIL]]
+record() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" \
+        "${10:-}" "${11:-}" >> "$RESULTS"
+}
 
 # timed NAME RUNS PREPARE COMMAND: hyperfine in DIR; prints "median min max".
 timed() {
@@ -106,6 +162,14 @@ timed() {
     [ -n "$prepare" ] && args+=(--prepare "$prepare")
     hyperfine "${args[@]}" "$command" >&2
     jq -r '.results[0] | "\(.median) \(.min) \(.max)"' "$json"
+}
+
+# timed_cpu NAME RUNS PREPARE COMMAND: as timed, and prints a fourth field,
+# the mean user + system time of the command's whole process tree.
+timed_cpu() {
+    local json=$WORK/json/$1.json
+    timed "$@" > /dev/null
+    jq -r '.results[0] | "\(.median) \(.min) \(.max) \(.user + .system)"' "$json"
 }
 
 # peak_rss COMMAND: runs it once under GNU time, prints the max RSS in KiB.
@@ -200,6 +264,117 @@ for size in $SIZES; do
     done
 done
 
+# --- the shapes of issue 27 --------------------------------------------------------
+# Each case builds one graph cold with every tool, one tool after the other
+# in the same run (the ratios are taken within it), and checks that every
+# tool wrote the same files. benches/e2e/gen-shapes writes the graphs.
+BURNER=
+start_burners() {
+    stress-ng --cpu 2 --timeout 1800 --quiet > /dev/null 2>&1 &
+    BURNER=$!
+    sleep 1
+}
+stop_burners() {
+    kill -TERM "$BURNER" 2> /dev/null || true
+    wait "$BURNER" 2> /dev/null || true
+    BURNER=
+}
+trap '[ -z "$BURNER" ] || stop_burners' EXIT
+
+# cold_case CASE SIZE BASE RUNS LOADED ACTIONS TOOLS: the cold builds of
+# BASE/<tool> for each tool; the outputs are data/ (out/ for the podcast
+# peers, whose tools write there).
+cold_case() {
+    local case=$1 size=$2 base=$3 runs=$4 loaded=$5 actions=$6 tools=$7 tool build reset out
+    for tool in $tools; do
+        out=data
+        [ -f "$base/$tool/waves/raw.dirs" ] && out=out   # gen-peers' podcast peers
+        case $tool in
+            cairn) build="$CAIRN build -j $CORES"; reset="$STASH data .cairn" ;;
+            make) build="make -s -j $CORES"; reset="$STASH $out" ;;
+            ninja) build="ninja -j $CORES"; reset="$STASH $out .ninja_log .ninja_deps" ;;
+            shell) build="sh shell-build $CORES"; reset="$STASH $out" ;;
+        esac
+        cd "$base/$tool"
+        log "$case $size $tool: cold build ($runs runs${loaded:+, stress-ng --cpu 2 beside it})"
+        [ -n "$loaded" ] && start_burners
+        read -r med min max cpu < <(timed_cpu "$case-$size-$tool" "$runs" "$reset" "$build > $WORK/last.log 2>&1")
+        [ -n "$loaded" ] && stop_burners
+        record "$case" "$size" "$tool" "$med" "$min" "$max" "" "$actions" "$runs" "$cpu"
+    done
+}
+
+# same_data BASE TOOLS: every tool's data/ holds the same files as cairn's.
+same_data() {
+    local base=$1 tool
+    for tool in $2; do
+        [ "$tool" = cairn ] && continue
+        diff -rq "$base/cairn/data" "$base/$tool/data" > /dev/null \
+            || { echo "compare.sh: cairn and $tool wrote different data in $base" >&2; exit 1; }
+    done
+}
+
+# shape_workload NAME GEN-ARGS...: fresh copies of a shape for every tool
+# in $WORK/shapes/NAME; prints the number of actions.
+shape_workload() {
+    local name=$1 base=$WORK/shapes/$1 tool n=
+    shift
+    [ -d "$base" ] && "$STASH" "$base"
+    mkdir -p "$base"
+    for tool in shell ninja cairn; do n=$("$GEN_SHAPES" "$1" "$base/$tool" "${@:2}"); done
+    sync
+    echo "$n"
+}
+
+for c in $SHAPES; do
+    case $c in
+        chain | chain-loaded)
+            n=$(shape_workload "$c" chain "$CHAIN_N")
+            cold_case "$c" "$CHAIN_N" "$WORK/shapes/$c" "$SHAPE_RUNS" "$([ "$c" = chain ] || echo 1)" "$n" "shell ninja cairn"
+            same_data "$WORK/shapes/$c" "shell ninja" ;;
+        fanin)
+            n=$(shape_workload "$c" fanin "$FANIN_N")
+            cold_case "$c" "$FANIN_N" "$WORK/shapes/$c" "$SHAPE_RUNS" "" "$n" "shell ninja cairn"
+            same_data "$WORK/shapes/$c" "shell ninja" ;;
+        lattice)
+            n=$(shape_workload "$c" lattice "$LATTICE_N")
+            cold_case "$c" "${LATTICE_N}x$LATTICE_N" "$WORK/shapes/$c" "$SHAPE_RUNS" "" "$n" "shell ninja cairn"
+            same_data "$WORK/shapes/$c" "shell ninja" ;;
+        oneline-*)
+            size=${c#oneline-}
+            runs=$SHAPE_RUNS
+            [ "$size" = 30x30 ] || runs=$LARGE_COLD_RUNS
+            n=$(shape_workload "$c" stages "${size%x*}" "${size#*x}")
+            cold_case oneline "$size" "$WORK/shapes/$c" "$runs" "" "$n" "shell ninja cairn"
+            same_data "$WORK/shapes/$c" "shell ninja" ;;
+        podcast-loaded)
+            base=$WORK/shapes/$c
+            [ -d "$base" ] && "$STASH" "$base"
+            mkdir -p "$base"
+            for tool in cairn make ninja shell; do
+                "$GENERATE" "$base/$tool" 30 30
+                [ "$tool" = cairn ] || "$GEN_PEERS" "$base/$tool"
+            done
+            sync
+            cold_case podcast-loaded 30x30 "$base" "$SHAPE_RUNS" 1 1830 "shell ninja make cairn"
+            for d in "$base/make/out/daily"/*; do
+                cmp -s "$d/summary.csv" "$base/cairn/data/daily/date=${d##*/}/summary.csv" \
+                    || { echo "compare.sh: cairn and make disagree on daily ${d##*/}" >&2; exit 1; }
+            done ;;
+        syncs)
+            # One untimed cold build under strace: the sync calls per action.
+            base=$WORK/shapes/$c
+            n=$(shape_workload "$c" stages 30 30)
+            cd "$base/cairn"
+            log "syncs: one cold 30x30 build with one-line jobs under strace -f -c"
+            strace -f -c -o "$WORK/syncs.txt" -e trace=fsync,fdatasync,syncfs,sync_file_range \
+                "$CAIRN" build -j "$CORES" > "$WORK/last.log" 2>&1
+            detail=$(awk '$NF ~ /^(fsync|fdatasync|syncfs|sync_file_range)$/ { printf "%s%s=%s", sep, $NF, $4; sep = "," }' "$WORK/syncs.txt")
+            total=$(awk '$NF ~ /^(fsync|fdatasync|syncfs|sync_file_range)$/ { t += $4 } END { print t + 0 }' "$WORK/syncs.txt")
+            record syncs 30x30 cairn "$total" "$total" "$total" "" "$n" 1 "" "$detail" ;;
+    esac
+done
+
 # --- scale: 1,000,000 partitions, the log, the CAS ---------------------------------
 if [ "$SCALE" = 1 ]; then
     big=$WORK/1m
@@ -268,16 +443,31 @@ if [ "$SCALE" = 1 ]; then
     "$STASH" "$blob" "$output"
 fi
 
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+END=$(date -u '+%H:%M UTC')
 log "removing the trash"
 rm -rf "$TRASH"
 
 # --- the report ------------------------------------------------------------------
+# The blocks of docs/benchmarks.md this run measured; the machine's and the
+# notes' are rewritten every time, the others kept unless measured here.
+blocks="machine notes"
+if [ -n "$SIZES" ] || [ "$SCALE" = 1 ]; then
+    blocks="$blocks podcast"
+    printf 'podcast\t%s\t%s\t%s\t%s\t%s\n' "$REV" "$START" "$LOAD_START" "$LOAD_END" "$END" >> "$RUNS_LOG"
+fi
+if [ -n "$SHAPES" ]; then
+    blocks="$blocks shapes"
+    printf 'shapes\t%s\t%s\t%s\t%s\t%s (%s)\n' "$REV" "$START" "$LOAD_START" "$LOAD_END" "$END" "$(echo $SHAPES)" >> "$RUNS_LOG"
+fi
 cd "$REPO"
 report=$WORK/benchmarks.md
-bash "$REPO/benches/e2e/report" "$RESULTS" "$CORES" "$RUNS" "$LARGE_COLD_RUNS" "$SCALE_RUNS" > "$report"
+bash "$REPO/benches/e2e/report" "$RESULTS" "$CORES" "$RUNS" "$LARGE_COLD_RUNS" "$SCALE_RUNS" "$SHAPE_RUNS" > "$report"
 if [ "$WRITE_DOC" = 1 ]; then
-    cp "$report" "$DOC"
-    log "wrote $DOC"
+    # shellcheck disable=SC2086 # one block name per word
+    python3 "$REPO/benches/e2e/merge-blocks" "$DOC" "$report" $blocks > "$WORK/merged.md"
+    mv "$WORK/merged.md" "$DOC"
+    log "wrote the blocks $blocks of $DOC"
 else
     cat "$report"
 fi
