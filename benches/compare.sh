@@ -280,6 +280,7 @@ stop_burners() {
     BURNER=
 }
 trap '[ -z "$BURNER" ] || stop_burners' EXIT
+trap 'exit 130' INT TERM
 
 # cold_case CASE SIZE BASE RUNS LOADED ACTIONS TOOLS: the cold builds of
 # BASE/<tool> for each tool; the outputs are data/ (out/ for the podcast
