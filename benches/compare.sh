@@ -135,7 +135,8 @@ touch "$RESULTS" "$RUNS_LOG"
 # This run's conditions, for the report: its revision, its start, the load
 # and the cases it measured.
 REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && REV="$REV + uncommitted changes"
+# (docs/benchmarks.md is what this script writes: its changes do not count.)
+git -C "$REPO" status --porcelain -- . ":(exclude)docs/benchmarks.md" 2>/dev/null | grep -q . && REV="$REV + uncommitted changes"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
 # Moves its arguments (if present) into the trash directory.
