@@ -594,3 +594,46 @@ run = ["step"]
         "{syncs} blob syncs for a {DEPTH}-deep chain"
     );
 }
+
+/// A panic while running an action fails that action, names it, and the
+/// build goes on and ends (it used to wait forever for the action).
+#[test]
+fn a_panic_running_an_action_fails_it_and_the_build_ends() {
+    let fixture = Fixture::new();
+    let runner = ScriptedRunner::new(|job| {
+        if job.outputs[0].to_string() == "clean/day=mon" {
+            panic!("scripted panic");
+        }
+        script(&Knobs::default(), job)
+    });
+    let graph = Graph::load(&fixture.root().join("cairn.toml")).unwrap();
+    let environment = JobEnvironment::default();
+    let refs = graph.all_partitions().unwrap();
+    let configurer = ProcessConfigurer {
+        graph: &graph,
+        environment: &environment,
+    };
+    let plan = plan(&graph, &refs, &configurer).unwrap();
+    let interrupt = AtomicBool::new(false);
+    let children = Children::default();
+    let context = Context::new(
+        &graph,
+        &fixture.catalog,
+        &fixture.blobs,
+        &environment,
+        &children,
+        &runner,
+        fixture.catalog.next_build_id().unwrap(),
+    );
+    let options = BuildOptions {
+        keep_going: true,
+        ..BuildOptions::new(&interrupt)
+    };
+    let report = build(&context, &plan, &options, &Silent).unwrap();
+    assert_eq!(report.counts, counts(2, 0, 1, 1));
+    assert!(
+        report.failures[0].contains("scripted panic"),
+        "{:?}",
+        report.failures
+    );
+}

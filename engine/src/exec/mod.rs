@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -795,45 +796,65 @@ fn schedule(
         swept.elapsed()
     );
     scheduler.commit()?;
-    let (sender, receiver) = crossbeam_channel::unbounded::<Message>();
-    pool.in_place_scope(|scope| -> Result<(), ExecError> {
+    // The workers schedule too: the one that finishes an action releases
+    // its dependents and starts one of them itself, under the scheduler's
+    // lock, so a chain's next job starts on the thread that saw the last
+    // one exit (no hand-off to a scheduler thread and back, each a wait
+    // for a CPU on a busy machine). This thread only watches for an
+    // interrupt and closes a group every COMMIT_INTERVAL.
+    let jobs = options.jobs.max(1);
+    let shared = Shared {
+        scheduler: Mutex::new(scheduler),
+        work: Condvar::new(),
+        main: Condvar::new(),
+    };
+    let looped = thread::scope(|scope| -> Result<(), ExecError> {
+        for index in 0..jobs {
+            let shared = &shared;
+            let interrupt = options.interrupt;
+            thread::Builder::new()
+                .name(format!("cairn-job-{index}"))
+                .spawn_scoped(scope, move || work(shared, interrupt))
+                .map_err(|error| {
+                    shared.lock().stop.store(true, Ordering::SeqCst);
+                    shared.work.notify_all();
+                    ExecError::Code(format!("cannot start worker threads: {error}"))
+                })?;
+        }
         let mut last_commit = Instant::now();
+        let mut scheduler = shared.lock();
         loop {
-            // Checked before launching: an interrupt during the sweep (or
-            // while waiting) launches nothing more.
-            if options.interrupt.load(Ordering::SeqCst) && !scheduler.interrupted {
-                scheduler.interrupted = true;
-                scheduler.stop.store(true, Ordering::SeqCst);
-                context.children.interrupt();
+            scheduler.check_interrupt(options.interrupt);
+            let over = scheduler.in_flight == 0 && scheduler.ready.is_empty();
+            if over || last_commit.elapsed() >= COMMIT_INTERVAL {
+                if let Err(error) = scheduler.commit() {
+                    // The workers start nothing more; the scope waits for
+                    // the jobs they run.
+                    scheduler.stop.store(true, Ordering::SeqCst);
+                    drop(scheduler);
+                    shared.work.notify_all();
+                    return Err(error);
+                }
+                last_commit = Instant::now();
             }
-            while let Some(index) = scheduler.ready.pop_front() {
-                scheduler.launch(index, scope, &sender);
-            }
-            if scheduler.in_flight == 0 {
-                break;
+            if over {
+                return Ok(());
             }
             let wait = COMMIT_INTERVAL
                 .saturating_sub(last_commit.elapsed())
                 .max(Duration::from_millis(5));
-            if let Ok(message) = receiver.recv_timeout(wait) {
-                scheduler.handle(message);
-                while let Ok(message) = receiver.try_recv() {
-                    scheduler.handle(message);
-                }
-            }
-            // Nothing in flight but work ready (a chain's next action, a
-            // wave's dependents) is no reason to close the group: it would
-            // make one sync and one transaction per action of a chain.
-            // Only the interval, or the end of the work, closes it.
-            if last_commit.elapsed() >= COMMIT_INTERVAL
-                || (scheduler.in_flight == 0 && scheduler.ready.is_empty())
-            {
-                scheduler.commit()?;
-                last_commit = Instant::now();
-            }
+            scheduler = shared
+                .main
+                .wait_timeout(scheduler, wait)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
-        Ok(())
-    })?;
+    });
+    let mut scheduler = shared
+        .scheduler
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    looped?;
     scheduler.skip_unfinished();
     // The uploads: waited for here, so that the log records them before
     // the build's end (docs/remote-cache.md).
@@ -1041,91 +1062,54 @@ impl<'a> Scheduler<'a> {
         self.ready.extend(deferred);
     }
 
-    fn launch<'scope>(
-        &mut self,
-        index: usize,
-        scope: &rayon::Scope<'scope>,
-        sender: &crossbeam_channel::Sender<Message>,
-    ) where
-        'a: 'scope,
-    {
-        let plan: &'a Plan = self.plan;
-        let action = &plan.actions[index];
-        if self.stop.load(Ordering::SeqCst) {
-            return; // Recorded as skipped when the build ends.
+    /// Sets `stop` and interrupts the running jobs once `interrupt` is set.
+    fn check_interrupt(&mut self, interrupt: &AtomicBool) {
+        if interrupt.load(Ordering::SeqCst) && !self.interrupted {
+            self.interrupted = true;
+            self.stop.store(true, Ordering::SeqCst);
+            self.context.children.interrupt();
         }
-        let inputs = match resolve_inputs(
-            self.context,
-            self.plan,
-            action,
-            &self.sources,
-            &self.outputs,
-        ) {
-            Ok(Some(inputs)) => inputs,
-            Ok(None) => unreachable!("launched before its inputs were known"),
-            Err(error) => {
-                // A missing source: the action fails without running.
-                self.state[index] = State::Spawned;
-                self.in_flight += 1;
-                let finished = Finished {
-                    key: None,
-                    events: vec![EventKind::ActionFailed {
-                        key: None,
-                        job: action.job.to_string(),
-                        outputs: action.config.outputs.clone(),
-                        error: error.clone(),
-                        exit_code: None,
-                        stdout: None,
-                        stderr: None,
-                    }],
-                    updates: Vec::new(),
-                    outcome: Outcome::Failed {
-                        error,
-                        stderr_tail: Vec::new(),
-                    },
-                    outputs: None,
-                    built_by: None,
-                    leftovers: Vec::new(),
-                };
-                self.handle(Message::Done(index, now_ms(), Box::new(finished)));
-                return;
+    }
+
+    /// The next ready action to run, with its inputs: counted in flight
+    /// from here. An action whose input cannot be resolved (a missing
+    /// source) fails here without running; once the build stops, ready
+    /// actions are dropped (recorded as skipped when the build ends).
+    fn take(&mut self) -> Take {
+        while let Some(index) = self.ready.pop_front() {
+            if self.stop.load(Ordering::SeqCst) {
+                continue;
             }
-        };
-        self.state[index] = State::Spawned;
-        self.in_flight += 1;
-        let code = self.codes.get(&*action.job).copied().flatten();
-        let context = self.context;
-        let stop: &'a AtomicBool = self.stop;
-        let keep_going = self.keep_going;
-        let sender = sender.clone();
-        scope.spawn(move |_| {
-            let mut finished = if stop.load(Ordering::SeqCst) {
-                let reason = if context.children.is_interrupted() {
-                    "the build was interrupted"
-                } else {
-                    "the build stopped after a failure"
-                };
-                skipped(action, reason.to_owned())
-            } else {
-                let emit = |event| {
-                    let _ = sender.send(Message::Event(index, now_ms(), Box::new(event)));
-                };
-                let finished = context.perform(action, &inputs, code, &emit);
-                // Stop queued actions at once: the scheduler hears of the
-                // failure only after this worker may have taken the next task.
-                if !keep_going && matches!(finished.outcome, Outcome::Failed { .. }) {
-                    stop.store(true, Ordering::SeqCst);
+            let action = &self.plan.actions[index];
+            self.state[index] = State::Spawned;
+            self.in_flight += 1;
+            match resolve_inputs(
+                self.context,
+                self.plan,
+                action,
+                &self.sources,
+                &self.outputs,
+            ) {
+                Ok(Some(inputs)) => {
+                    let code = self.codes.get(&*action.job).copied().flatten();
+                    return Take::Run(Task {
+                        index,
+                        inputs,
+                        code,
+                    });
                 }
-                finished
-            };
-            let leftovers = std::mem::take(&mut finished.leftovers);
-            let _ = sender.send(Message::Done(index, now_ms(), Box::new(finished)));
-            // Removed once the scheduler has the result: the dependents
-            // do not wait for it.
-            for leftover in leftovers {
-                leftover.remove();
+                Ok(None) => unreachable!("launched before its inputs were known"),
+                Err(error) => {
+                    let finished = failed_without_running(action, error);
+                    self.handle(Message::Done(index, now_ms(), Box::new(finished)));
+                }
             }
-        });
+        }
+        if self.in_flight == 0 {
+            Take::Over
+        } else {
+            Take::Wait
+        }
     }
 
     fn handle(&mut self, message: Message) {
@@ -1267,6 +1251,153 @@ impl<'a> Scheduler<'a> {
         // `commit_failed` reports on the next call.
         let _ = self.groups.send(group);
         Ok(())
+    }
+}
+
+/// The scheduler's state, shared by its workers and the thread that
+/// closes the groups.
+struct Shared<'a> {
+    scheduler: Mutex<Scheduler<'a>>,
+    /// Wakes a worker: an action became ready, or the work is over.
+    work: Condvar,
+    /// Wakes the closing thread: the work is over.
+    main: Condvar,
+}
+
+impl<'a> Shared<'a> {
+    fn lock(&self) -> MutexGuard<'_, Scheduler<'a>> {
+        // A worker never panics while holding the lock (jobs run outside
+        // it, and a panicking job is caught): keep going on the state.
+        self.scheduler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a worker does next.
+enum Take {
+    Run(Task),
+    /// Nothing ready, but actions in flight may release some.
+    Wait,
+    /// Nothing ready or in flight: the build's work is over.
+    Over,
+}
+
+/// A ready action with its inputs resolved.
+struct Task {
+    index: usize,
+    inputs: Vec<ResolvedInput>,
+    code: Option<ContentDigest>,
+}
+
+/// A worker: takes a ready action, runs it outside the lock, hands its
+/// result to the scheduler (which releases its dependents) and takes the
+/// next, until the work is over.
+fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
+    let mut scheduler = shared.lock();
+    loop {
+        scheduler.check_interrupt(interrupt);
+        let task = match scheduler.take() {
+            Take::Run(task) => task,
+            Take::Wait => {
+                scheduler = shared
+                    .work
+                    .wait(scheduler)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            Take::Over => {
+                drop(scheduler);
+                shared.work.notify_all();
+                shared.main.notify_all();
+                return;
+            }
+        };
+        // Others may take what is ready beside this one.
+        for _ in 0..scheduler.ready.len() {
+            shared.work.notify_one();
+        }
+        let context = scheduler.context;
+        let plan = scheduler.plan;
+        let stop = scheduler.stop;
+        let keep_going = scheduler.keep_going;
+        drop(scheduler);
+        let action = &plan.actions[task.index];
+        let index = task.index;
+        let mut finished = if stop.load(Ordering::SeqCst) {
+            let reason = if context.children.is_interrupted() {
+                "the build was interrupted"
+            } else {
+                "the build stopped after a failure"
+            };
+            skipped(action, reason.to_owned())
+        } else {
+            let emit = |event| {
+                shared
+                    .lock()
+                    .handle(Message::Event(index, now_ms(), Box::new(event)));
+            };
+            let performed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                context.perform(action, &task.inputs, task.code, &emit)
+            }));
+            let finished = performed.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                failed_without_running(
+                    action,
+                    format!("internal error: cairn panicked running this action: {what}"),
+                )
+            });
+            // Stop queued actions at once, before this result is handled.
+            if !keep_going && matches!(finished.outcome, Outcome::Failed { .. }) {
+                stop.store(true, Ordering::SeqCst);
+            }
+            finished
+        };
+        let leftovers = std::mem::take(&mut finished.leftovers);
+        scheduler = shared.lock();
+        scheduler.handle(Message::Done(index, now_ms(), Box::new(finished)));
+        if !leftovers.is_empty() {
+            // Removed once the scheduler has the result: the dependents
+            // do not wait for it.
+            let more = scheduler.ready.len();
+            drop(scheduler);
+            for _ in 0..more {
+                shared.work.notify_one();
+            }
+            for leftover in leftovers {
+                leftover.remove();
+            }
+            scheduler = shared.lock();
+        }
+    }
+}
+
+/// An action that failed before its job could run (a missing source, or
+/// cairn itself failed running it).
+fn failed_without_running(action: &PlannedAction, error: String) -> Finished {
+    Finished {
+        key: None,
+        events: vec![EventKind::ActionFailed {
+            key: None,
+            job: action.job.to_string(),
+            outputs: action.config.outputs.clone(),
+            error: error.clone(),
+            exit_code: None,
+            stdout: None,
+            stderr: None,
+        }],
+        updates: Vec::new(),
+        outcome: Outcome::Failed {
+            error,
+            stderr_tail: Vec::new(),
+        },
+        outputs: None,
+        built_by: None,
+        leftovers: Vec::new(),
     }
 }
 
