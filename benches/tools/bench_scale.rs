@@ -3,7 +3,8 @@
 //! - `bench-scale populate GRAPH`: records every partition of the graph as
 //!   built, through the library — keys computed by the engine's own recipe
 //!   (`Context::key`), a tiny data file written for every produced
-//!   partition, `ActionSucceeded` and `PartitionMaterialized` appended in
+//!   partition (one the podcast fixture's jobs accept as their input, so
+//!   that a changed input can be built on top: `podcast_output`), `ActionSucceeded` and `PartitionMaterialized` appended in
 //!   large batches, and the stat cache filled (after a second, so no entry is
 //!   racy). Jobs never run and no blob is written (a no-op check never reads
 //!   blobs). Afterwards `cairn build --dry-run` finds everything up to date.
@@ -101,6 +102,26 @@ fn note(message: &str) {
     #[expect(clippy::print_stderr, reason = "a benchmark tool reports progress")]
     {
         eprintln!("bench-scale: {message}");
+    }
+}
+
+/// The file a podcast fixture's job writes for output `partition`, with
+/// contents its downstream jobs accept, so that a populated store can be
+/// built further by the real jobs (an input changed, and its raw, clean
+/// and daily partitions run again): `raw` and `clean` write
+/// `reviews.csv` (`episode,rating` and `station,episode,rating` lines),
+/// `daily` writes `summary.csv`.
+fn podcast_output(partition: &str) -> (&'static str, String) {
+    let station = partition
+        .rsplit_once("station=")
+        .map_or("S", |(_, station)| station);
+    match partition.split_once('/').map_or(partition, |(dataset, _)| dataset) {
+        "daily" => (
+            "summary.csv",
+            "station,reviews,mean_rating\nALL,0,0.000\n".to_owned(),
+        ),
+        "clean" => ("reviews.csv", format!("{station},{partition},3\n")),
+        _ => ("reviews.csv", format!("{partition},3\n")),
     }
 }
 
@@ -233,13 +254,13 @@ fn populate(graph_file: &Path) -> Result<(), Error> {
         for partition in &action.config.outputs {
             let directory = context.data_path(partition);
             std::fs::create_dir_all(&directory)?;
-            let bytes = format!("{partition}\n");
-            let path = directory.join("part.csv");
+            let (name, bytes) = podcast_output(partition.as_str());
+            let path = directory.join(name);
             std::fs::write(&path, &bytes)?;
             let digest = ContentDigest::of(bytes.as_bytes());
             written.push((path, digest));
             let files = vec![FileEntry {
-                path: "part.csv".into(),
+                path: name.into(),
                 executable: false,
                 size: bytes.len() as u64,
                 digest,
