@@ -569,3 +569,104 @@ fn a_dry_run_after_a_change_is_not_answered_from_the_snapshot() {
     assert!(!run.stderr.contains(DRY_CONFIRMED), "{}", run.stderr);
     assert!(run.stderr.contains("dry run: 2 actions"), "{}", run.stderr);
 }
+
+/// A build with a changed input writes what changed over the snapshot it
+/// presumed actions from (the entries of what it observed again, the keys
+/// and builds of what it ran), and the snapshot it leaves says what the
+/// full path's would: the next build is confirmed from it, a dry run from
+/// it lists what the full dry run lists, and the next change is presumed
+/// from it again.
+#[test]
+fn a_changed_input_patches_the_snapshot_in_place() {
+    let p = with_snapshot(Taken::NoOp);
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    let (changed, _) = build(&p, &[]);
+    changed.assert_code(0);
+    changed.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
+    assert!(
+        changed.run.stderr.contains(PATCHED),
+        "the snapshot was not patched\n{}",
+        changed.run.stderr
+    );
+    let (listed, answered) = dry_run(&p);
+    assert!(answered, "the patched snapshot did not answer the dry run");
+    let snapshot = p.read(SNAPSHOT);
+    std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
+    let (full, answered) = dry_run(&p);
+    assert!(!answered);
+    assert_eq!(listed, full, "the patched snapshot lists other results");
+    p.write(SNAPSHOT, snapshot);
+    let (after, quick) = build(&p, &[]);
+    assert!(quick, "{}", after.run.stderr);
+    after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    p.append("inputs/2024-01-03/S001.txt", "ep9998,2\n");
+    let (again, _) = build(&p, &[]);
+    assert!(again.run.stderr.contains(PRESUMED), "{}", again.run.stderr);
+    assert!(again.run.stderr.contains(PATCHED), "{}", again.run.stderr);
+    again.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
+    let (after, quick) = build(&p, &[]);
+    assert!(quick, "{}", after.run.stderr);
+}
+
+/// `-vv`'s line when a build wrote what changed over the snapshot.
+const PATCHED: &str = "up-to-date snapshot (patched:";
+
+/// Each partition gets `out.txt`, and `extra.txt` once its input says
+/// "extra".
+const EXTRA: &str = r#"
+[datasets.inputs]
+source = "inputs/{day}.txt"
+
+[datasets.out]
+
+[dimensions.day]
+values = ["a", "b"]
+
+[jobs.make]
+outputs = ["out/day={day}"]
+inputs = ["inputs/day={day}"]
+run = ["sh", "-c", "cp \"$CAIRN_IN\" \"$CAIRN_OUT/out.txt\" && if grep -q extra \"$CAIRN_IN\"; then echo x > \"$CAIRN_OUT/extra.txt\"; fi"]
+"#;
+
+/// A build that observed a path the snapshot does not record (a job wrote
+/// a new file) writes the snapshot whole, which confirms the next build;
+/// a change after it patches it again.
+#[test]
+fn an_output_file_recorded_anew_writes_the_snapshot_whole() {
+    let p = Project::with_graph(EXTRA);
+    p.write("inputs/a.txt", "one\n");
+    p.write("inputs/b.txt", "one\n");
+    let (cold, _) = build(&p, &[]);
+    cold.assert_code(0);
+    cold.assert_counts(2, 2, 0, 0, 0);
+    let (noop, quick) = build(&p, &[]);
+    assert!(quick, "{}", noop.run.stderr);
+    p.append("inputs/a.txt", "extra\n");
+    let (changed, _) = build(&p, &[]);
+    changed.assert_code(0);
+    changed.assert_counts(2, 1, 1, 0, 0);
+    assert!(
+        changed.run.stderr.contains("presumed 1 of 2"),
+        "{}",
+        changed.run.stderr
+    );
+    assert!(
+        changed.run.stderr.contains("written anew"),
+        "{}",
+        changed.run.stderr
+    );
+    assert!(p.file("data/out/day=a/extra.txt").is_file());
+    let (after, quick) = build(&p, &[]);
+    assert!(quick, "{}", after.run.stderr);
+    after.assert_counts(2, 0, 2, 0, 0);
+    p.append("inputs/b.txt", "two\n");
+    let (patched, _) = build(&p, &[]);
+    patched.assert_counts(2, 1, 1, 0, 0);
+    assert!(
+        patched.run.stderr.contains(PATCHED),
+        "{}",
+        patched.run.stderr
+    );
+    let (after, quick) = build(&p, &[]);
+    assert!(quick, "{}", after.run.stderr);
+}

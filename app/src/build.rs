@@ -25,7 +25,7 @@ use cairn_store::Store;
 
 use crate::error::AppError;
 use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED};
-use crate::uptodate::{Assisted, Quick};
+use crate::uptodate::{Assisted, Base, Leave, Quick};
 use crate::workspace::{Notes, StoreHandle, Workspace};
 
 /// What `cairn build` is asked.
@@ -191,7 +191,7 @@ pub struct Built {
     store: Option<StoreHandle>,
     /// The up-to-date snapshot the build leaves, written while the store
     /// closes (`Store::close_writing_snapshot`).
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Leave>,
     /// What the shared remote cache did, if the build used one, and the
     /// warnings it gave (docs/remote-cache.md).
     pub remote: Option<cairn_engine::remote::RemoteSummary>,
@@ -207,14 +207,14 @@ impl Drop for Built {
         };
         let started = std::time::Instant::now();
         let written = match handle.into_opened() {
-            Ok(store) => store.close_writing_snapshot(&snapshot),
+            Ok(store) => store.close_writing_snapshot(&snapshot.write()),
             // The held store stays open for the workspace's other builds.
-            Err(held) => held.write_snapshot(&snapshot),
+            Err(held) => held.write_snapshot(&snapshot.write()),
         };
         match written {
             Ok(()) => tracing::debug!(
-                "recorded the up-to-date snapshot ({} paths) while closing the store ({:.2?})",
-                snapshot.entries.len(),
+                "recorded the up-to-date snapshot ({}) while closing the store ({:.2?})",
+                snapshot.describe(),
                 started.elapsed()
             ),
             Err(error) => tracing::warn!("could not record the up-to-date snapshot: {error}"),
@@ -227,7 +227,7 @@ impl Built {
         report: BuildReport,
         total: u64,
         store: StoreHandle,
-        snapshot: Option<Snapshot>,
+        snapshot: Option<Leave>,
     ) -> Self {
         Built {
             report,
@@ -394,7 +394,10 @@ pub fn build(
         Quick::Done(done) => {
             observer.found_current(&done.snapshot);
             let total = done.snapshot.actions.len() as u64;
-            let rewrite = done.rewrite.then_some(done.snapshot);
+            let head = done.snapshot;
+            let rewrite = done
+                .patch
+                .map(|(file, patch)| Leave::Patch { head, file, patch });
             tracing::debug!(
                 "build finished from the snapshot ({:.2?})",
                 started.elapsed()
@@ -512,10 +515,11 @@ fn execute_assisted(
     let (store, base) = match assisted {
         Some(Assisted {
             snapshot,
-            changed,
+            file,
+            found,
             store,
         }) => {
-            let presumed = presume(&snapshot, &changed, plan, &workspace.data_root);
+            let presumed = presume(&snapshot, &found.changed, plan, &workspace.data_root);
             match &presumed {
                 Some(keys) => tracing::debug!(
                     "presumed {} of {} actions current from the snapshot ({:.2?})",
@@ -527,7 +531,12 @@ fn execute_assisted(
                     "the snapshot's changed paths are not the plan's: checking every action"
                 ),
             }
-            (store, presumed.map(|keys| (keys, snapshot, changed)))
+            let base = Base {
+                head: snapshot,
+                file,
+                found,
+            };
+            (store, presumed.map(|keys| (keys, base)))
         }
         None => (workspace.open_writer(!execution.no_wait)?, None),
     };
@@ -629,7 +638,7 @@ fn execute_assisted(
         command: execution.command.to_owned(),
         reason: execution.reason.clone(),
         witness: witness.as_ref().map(|witness| witness as _),
-        presumed: base.as_ref().map(|(keys, _, _)| keys.as_slice()),
+        presumed: base.as_ref().map(|(keys, _)| keys.as_slice()),
         submission: execution.submission.clone(),
     };
     let report = cairn_engine::exec::build(&context, plan, &options, observer);
@@ -678,7 +687,7 @@ fn execute_assisted(
                 &execution.requested,
                 all_current,
                 entries,
-                base.map(|(_, snapshot, changed)| (snapshot, changed)),
+                base.map(|(_, base)| base),
             )
         }),
         None => None,

@@ -15,10 +15,10 @@ use cairn_engine::plan::Plan;
 use cairn_engine::ports::EventLog;
 use cairn_engine::record::{BuildCounts, EventKind};
 use cairn_engine::uptodate::{
-    CurrentAction, FingerprintInputs, LastEvent, Observed, Snapshot, confirm_paths, fingerprint,
-    graph_allows, merge_entries, output_parents, sorted_codes,
+    Confirmation, CurrentAction, FingerprintInputs, LastEvent, Observed, Snapshot, SnapshotPatch,
+    confirm_paths, fingerprint, graph_allows, merge_entries, output_parents, sorted_codes,
 };
-use cairn_store::{SnapshotFile, Store};
+use cairn_store::{SnapshotFile, SnapshotReader, SnapshotWrite, Store};
 
 use crate::error::AppError;
 use crate::workspace::{StoreHandle, Workspace};
@@ -61,22 +61,59 @@ pub enum Quick {
 pub struct Done {
     pub report: BuildReport,
     pub store: StoreHandle,
-    /// The snapshot that confirmed it: every action current, in the plan's
-    /// order.
+    /// The snapshot that confirmed it (all but its recorded paths, which
+    /// stay in its file): every action current, in the plan's order.
     pub snapshot: Snapshot,
-    /// Whether `snapshot` (with the new stats of touched files) is to be
-    /// written while the store closes; if not, its header already moved on.
-    pub rewrite: bool,
+    /// The new stats of touched files, to be written over the snapshot's
+    /// file while the store closes; if none, its header already moved on.
+    pub patch: Option<(SnapshotFile, SnapshotPatch)>,
 }
 
 /// A snapshot confirmed but for its changed paths, with the store whose
 /// log it was checked against (held since: nothing can append meanwhile).
 pub struct Assisted {
-    /// With the touched paths' new stats applied.
+    /// All but its recorded paths, which stay in `file`.
     pub snapshot: Snapshot,
-    /// The keys of the changed paths, sorted.
-    pub changed: Vec<String>,
+    pub file: SnapshotFile,
+    /// The changed paths (`changed`, sorted) and the touched ones.
+    pub found: Confirmation,
     pub store: StoreHandle,
+}
+
+/// What a build leaves of the up-to-date snapshot, written while its store
+/// closes.
+pub enum Leave {
+    /// A new snapshot.
+    Whole(Snapshot),
+    /// What changed of the one read as `file` (`head`: all of it but its
+    /// recorded paths), written over it in place.
+    Patch {
+        head: Snapshot,
+        file: SnapshotFile,
+        patch: SnapshotPatch,
+    },
+}
+
+impl Leave {
+    /// How the store writes it.
+    pub fn write(&self) -> SnapshotWrite<'_> {
+        match self {
+            Leave::Whole(snapshot) => SnapshotWrite::Whole(snapshot),
+            Leave::Patch { head, file, patch } => SnapshotWrite::Patch { file, head, patch },
+        }
+    }
+
+    /// For `-vv`.
+    pub fn describe(&self) -> String {
+        match self {
+            Leave::Whole(snapshot) => format!("{} paths", snapshot.entries.len()),
+            Leave::Patch { patch, .. } => format!(
+                "patched: {} entries, {} actions",
+                patch.entries.len(),
+                patch.actions.len()
+            ),
+        }
+    }
 }
 
 /// Finishes the build from the snapshot if it confirms that every action
@@ -84,7 +121,7 @@ pub struct Assisted {
 /// records, with the stat updates of touched files).
 pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppError> {
     let started = Instant::now();
-    let Some((mut snapshot, file)) = recorded_for(project, asked.requested, "") else {
+    let Some((snapshot, mut reader)) = recorded_for(project, asked.requested, "") else {
         return Ok(Quick::Full);
     };
     let unconfirmed = |why: &str| {
@@ -96,27 +133,33 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
     if let Some(why) = differs(project, &snapshot, &store, &mut updates)? {
         return unconfirmed(why);
     }
-    let (touched, changed) = match confirm_paths(&snapshot, asked.jobs, CHANGED_AT_MOST) {
-        Ok(found) => (found.touched, found.changed),
-        Err(why) => return unconfirmed(&why.0),
+    let confirmed = confirm_paths(
+        &snapshot.directories,
+        &mut reader,
+        asked.jobs,
+        CHANGED_AT_MOST,
+    );
+    let Some((found, file)) = finished(reader, confirmed, "") else {
+        return Ok(Quick::Full);
     };
-    if !changed.is_empty() {
+    if !found.changed.is_empty() {
         tracing::debug!(
             "up-to-date snapshot confirmed but for {} changed paths ({} first; {:.2?})",
-            changed.len(),
-            changed[0],
+            found.changed.len(),
+            found.changed[0],
             started.elapsed()
         );
-        snapshot.apply(&touched);
         return Ok(Quick::Assist(Assisted {
             snapshot,
-            changed,
+            file,
+            found,
             store,
         }));
     }
+    let touched = &found.touched;
     tracing::debug!(
         "up-to-date snapshot confirmed: {} paths, {} touched ({:.2?})",
-        snapshot.entries.len(),
+        found.paths,
         touched.len(),
         started.elapsed()
     );
@@ -151,13 +194,13 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
         updates,
     )?;
     // The next build checks against this one's events (and new stats):
-    // the header moved on, or (touched files) the whole snapshot rewritten
-    // while the store closes. Only if this build's three events came right
+    // the header moved on, or (touched files) their entries written over
+    // the snapshot in place while the store closes. Only if this build's three events came right
     // after the ones the snapshot was confirmed against and nothing came
     // since: another build of a held store (docs/architecture.md) may have
     // appended in between (an invalidation, say), which the snapshot must
     // not be moved past. The next build then takes the full path.
-    let mut rewrite = false;
+    let mut patch = None;
     let contiguous = appended == snapshot.last_event.seq + 3;
     match store.last_event()? {
         Some(last) if !contiguous || last.seq != appended => tracing::debug!(
@@ -170,9 +213,15 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
             }
         }
         Some(last) => {
-            snapshot.apply(&touched);
-            snapshot.last_event = last;
-            rewrite = true;
+            let entries = found.touched_entries();
+            patch = Some((
+                file,
+                SnapshotPatch {
+                    last_event: last,
+                    entries,
+                    actions: Vec::new(),
+                },
+            ));
         }
         None => tracing::warn!("the log is empty after recording a build"),
     }
@@ -187,8 +236,34 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
         report,
         store,
         snapshot,
-        rewrite,
+        patch,
     }))
+}
+
+/// What checking a snapshot's paths found, and its file, once its body is
+/// verified (nothing read is believed before its digest is); `None` if it
+/// was not confirmed (`-vv` says why, ending with `for_what`) or is
+/// damaged (`-v` says so: a cache that fails its checks is a miss).
+fn finished(
+    reader: SnapshotReader,
+    confirmed: Result<Confirmation, cairn_engine::uptodate::Unconfirmed>,
+    for_what: &str,
+) -> Option<(Confirmation, SnapshotFile)> {
+    let damaged = |why: String| {
+        tracing::info!("up-to-date snapshot ignored: {why}");
+        None
+    };
+    match confirmed {
+        Ok(found) => match reader.finish() {
+            Ok(file) => Some((found, file)),
+            Err(why) => damaged(why),
+        },
+        Err(_) if reader.failed() => reader.finish().err().and_then(damaged),
+        Err(why) => {
+            tracing::debug!("up-to-date snapshot not confirmed{for_what}: {}", why.0);
+            None
+        }
+    }
 }
 
 /// The snapshot recorded for `cairn build REQUESTED`, if there is one to
@@ -201,7 +276,7 @@ fn recorded_for(
     project: &Workspace,
     requested: &[String],
     for_what: &str,
-) -> Option<(Snapshot, SnapshotFile)> {
+) -> Option<(Snapshot, SnapshotReader)> {
     if !graph_allows(&project.graph) {
         return None;
     }
@@ -251,7 +326,7 @@ pub fn try_dry(
     threads: usize,
 ) -> Result<Option<Snapshot>, AppError> {
     let started = Instant::now();
-    let Some((snapshot, _)) = recorded_for(project, requested, " for the dry run") else {
+    let Some((snapshot, mut reader)) = recorded_for(project, requested, " for the dry run") else {
         return Ok(None);
     };
     let unconfirmed = |why: &str| {
@@ -265,22 +340,31 @@ pub fn try_dry(
         return unconfirmed(why);
     }
     // Any changed path and the full dry run says what it means.
-    if let Err(why) = confirm_paths(&snapshot, threads, 0) {
-        return unconfirmed(&why.0);
-    }
+    let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, 0);
+    let Some((found, _)) = finished(reader, confirmed, " for the dry run") else {
+        return Ok(None);
+    };
     tracing::debug!(
         "up-to-date snapshot confirmed for the dry run: {} paths ({:.2?})",
-        snapshot.entries.len(),
+        found.paths,
         started.elapsed()
     );
     Ok(Some(snapshot))
 }
 
+/// The snapshot a build presumed actions from, as it read it: all but
+/// its recorded paths (`head`), its file, and what its check found.
+pub struct Base {
+    pub head: Snapshot,
+    pub file: SnapshotFile,
+    pub found: Confirmation,
+}
+
 /// Takes the snapshot of a build that ended with every action current (see
 /// [`cairn_engine::exec::BuildReport::all_current`]), from what its witness
-/// observed, over the entries of the snapshot it presumed actions from
-/// (`base`, with its changed paths) if it did; the caller writes it. A
-/// failure to take or write it only costs the next build its quick path.
+/// observed, over the snapshot it presumed actions from (`base`) if it
+/// did; the caller writes it. A failure to take or write it only costs the
+/// next build its quick path.
 pub fn record(
     project: &Workspace,
     store: &Store,
@@ -288,8 +372,8 @@ pub fn record(
     requested: &[String],
     all_current: AllCurrent,
     entries: Vec<Observed>,
-    base: Option<(Snapshot, Vec<String>)>,
-) -> Option<Snapshot> {
+    base: Option<Base>,
+) -> Option<Leave> {
     let started = Instant::now();
     let last_event = match store.last_event() {
         Ok(Some(last)) => last,
@@ -299,38 +383,11 @@ pub fn record(
             return None;
         }
     };
-    let snapshot = match base {
+    let leave = match base {
         // The same plan (the base was confirmed against it): its actions,
         // with the keys of this build, and its entries where this build
         // did not observe them again.
-        Some((mut base, changed)) => {
-            let Some(entries) = merge_entries(std::mem::take(&mut base.entries), &changed, entries)
-            else {
-                tracing::debug!("no up-to-date snapshot: a changed path was not observed again");
-                return None;
-            };
-            let keys = keys_by_index(&all_current, plan);
-            for action in &mut base.actions {
-                match keys.get(action.index as usize).copied().flatten() {
-                    Some((key, built_by)) => {
-                        action.key = key;
-                        // Presumed current (no manifest read): the result
-                        // of the build the base snapshot names.
-                        if let Some(built_by) = built_by {
-                            action.built_by = built_by;
-                        }
-                    }
-                    None => return None,
-                }
-            }
-            Snapshot {
-                last_event,
-                codes: all_current.codes,
-                entries,
-                plan: base.plan.or_else(|| keep_plan(store, plan)),
-                ..base
-            }
-        }
+        Some(base) => update(store, plan, last_event, all_current, entries, base)?,
         None => {
             let made = new_snapshot(
                 project,
@@ -345,15 +402,102 @@ pub fn record(
                 tracing::debug!("no up-to-date snapshot: an action reuses no known build");
                 return None;
             };
-            snapshot
+            Leave::Whole(snapshot)
         }
     };
     tracing::debug!(
-        "took the up-to-date snapshot: {} paths ({:.2?})",
-        snapshot.entries.len(),
+        "took the up-to-date snapshot: {} ({:.2?})",
+        leave.describe(),
         started.elapsed()
     );
-    Some(snapshot)
+    Some(leave)
+}
+
+/// The snapshot `base` updated by a build that presumed actions from it:
+/// its actions with this build's keys, its recorded paths with the touched
+/// ones' new stats and this build's observations over them (every changed
+/// path must have been observed again). Written over its file in place
+/// when every path this build observed is one it records (an input
+/// edited, outputs rewritten under the same names): memory and time grow
+/// with what changed, not with the graph. A path recorded anew (a file
+/// added to an output) means the whole snapshot, read again and written.
+fn update(
+    store: &Store,
+    plan: &Plan,
+    last_event: LastEvent,
+    all_current: AllCurrent,
+    entries: Vec<Observed>,
+    base: Base,
+) -> Option<Leave> {
+    let Base {
+        mut head,
+        file,
+        found,
+    } = base;
+    let observed_again = |changed: &String| {
+        entries
+            .binary_search_by(|(key, _)| key.as_str().cmp(changed))
+            .is_ok()
+    };
+    if !found.changed.iter().all(observed_again) {
+        tracing::debug!("no up-to-date snapshot: a changed path was not observed again");
+        return None;
+    }
+    let keys = keys_by_index(&all_current, plan);
+    let mut actions = Vec::new();
+    for (position, action) in head.actions.iter().enumerate() {
+        let (key, built_by) = keys.get(action.index as usize).copied().flatten()?;
+        // Presumed current (no manifest read): the result of the build
+        // the base snapshot names.
+        let built_by = built_by.unwrap_or(action.built_by);
+        if key != action.key || built_by != action.built_by {
+            actions.push((position, key, built_by));
+        }
+    }
+    let keys: Vec<&str> = entries.iter().map(|(key, _)| key.as_str()).collect();
+    let places = file
+        .find(&keys)
+        .inspect_err(|error| tracing::debug!("the snapshot's paths cannot be read again: {error}"))
+        .ok();
+    let patchable = head.plan.is_some() && all_current.codes == head.codes;
+    if let Some(places) = places.filter(|places| patchable && places.iter().all(Option::is_some)) {
+        let mut patched = found.touched_entries();
+        patched.extend(
+            places
+                .into_iter()
+                .flatten()
+                .zip(&entries)
+                .map(|((at, _), (_, seen))| (at, *seen)),
+        );
+        return Some(Leave::Patch {
+            head,
+            file,
+            patch: SnapshotPatch {
+                last_event,
+                entries: patched,
+                actions,
+            },
+        });
+    }
+    tracing::debug!("the up-to-date snapshot is written anew: a path recorded anew");
+    let Some(mut whole) = file.read_whole() else {
+        tracing::debug!("no up-to-date snapshot: the one presumed from cannot be read again");
+        return None;
+    };
+    whole.apply(&found.touched);
+    let entries = merge_entries(std::mem::take(&mut whole.entries), &found.changed, entries)?;
+    for (position, key, built_by) in actions {
+        let action = &mut head.actions[position];
+        action.key = key;
+        action.built_by = built_by;
+    }
+    Some(Leave::Whole(Snapshot {
+        last_event,
+        codes: all_current.codes,
+        entries,
+        plan: head.plan.take().or_else(|| keep_plan(store, plan)),
+        ..head
+    }))
 }
 
 /// Each plan action's key and the build whose result it reuses, by plan

@@ -76,12 +76,14 @@ pub struct Snapshot {
     /// Directories between the data root and the outputs, which must still
     /// be real directories (absolute paths).
     pub directories: Vec<String>,
-    /// Every stat-cache key the build observed, with the entry it relied on
-    /// and the file's executable bit, sorted by key.
-    pub entries: Vec<Observed>,
     /// The digest of the plan kept beside the snapshot (`Store::write_plan`),
     /// which a build with a few changed paths uses instead of planning.
     pub plan: Option<ContentDigest>,
+    /// Every stat-cache key the build observed, with the entry it relied on
+    /// and the file's executable bit, sorted by key. Last in the encoding:
+    /// a snapshot read back leaves them in its file, streamed through
+    /// [`confirm_paths`] (2.5 million at 1M partitions), and this is empty.
+    pub entries: Vec<Observed>,
 }
 
 /// The log's last event, by enough of it to tell it from another event
@@ -111,12 +113,40 @@ pub struct CurrentAction {
     pub job: u32,
     #[serde(with = "key_bytes")]
     pub key: ActionKey,
-    /// The build whose result it reuses (what a dry run reports).
+    /// The build whose result it reuses (what a dry run reports). Fixed
+    /// width, like the key, so that a build can write both over the file
+    /// in place ([`SnapshotPatch`]).
+    #[serde(with = "u64_bytes")]
     pub built_by: u64,
     pub outputs: Vec<String>,
 }
 
+/// The length of `value` as a postcard varint.
+fn varint_len(value: u64) -> u64 {
+    u64::from((64 - (value | 1).leading_zeros()).div_ceil(7))
+}
+
 impl CurrentAction {
+    /// The action's encoded length in a snapshot file.
+    pub fn encoded_len(&self) -> u64 {
+        self.key_offset()
+            + 32
+            + 1
+            + 8
+            + varint_len(self.outputs.len() as u64)
+            + self
+                .outputs
+                .iter()
+                .map(|output| varint_len(output.len() as u64) + output.len() as u64)
+                .sum::<u64>()
+    }
+
+    /// Where its key's 32 bytes start within its encoding; its `built_by`'s
+    /// 8 bytes follow one byte after them.
+    pub fn key_offset(&self) -> u64 {
+        varint_len(u64::from(self.index)) + varint_len(u64::from(self.job)) + 1
+    }
+
     /// The snapshot's record of plan action `index`, current with `key`
     /// (the result of build `built_by`), its job named by index `job` into
     /// [`Snapshot::jobs`].
@@ -154,9 +184,10 @@ pub struct Seen {
 
 impl Seen {
     /// size, mtime, ctime, inode, recorded (little-endian), digest, bit.
-    const BYTES: usize = 8 + 16 + 16 + 8 + 16 + 32 + 1;
+    pub const BYTES: usize = 8 + 16 + 16 + 8 + 16 + 32 + 1;
 
-    fn to_bytes(self) -> [u8; Self::BYTES] {
+    /// What a snapshot file holds of it (after the length byte).
+    pub fn to_bytes(self) -> [u8; Self::BYTES] {
         let entry = &self.entry;
         let mut out = [0u8; Self::BYTES];
         out[0..8].copy_from_slice(&entry.size.to_le_bytes());
@@ -169,7 +200,8 @@ impl Seen {
         out
     }
 
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+    /// The inverse of [`Seen::to_bytes`]; `None` if `bytes` is not one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         if bytes.len() != Self::BYTES || bytes[96] > 1 {
             return None;
         }
@@ -247,7 +279,112 @@ mod key_bytes {
     }
 }
 
+/// A `u64` as 8 little-endian bytes (see [`CurrentAction::built_by`]).
+mod u64_bytes {
+    pub fn serialize<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&value.to_le_bytes())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = u64;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("the 8 bytes of a build id")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<u64, E> {
+                let value: [u8; 8] = bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+                Ok(u64::from_le_bytes(value))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
 pub type Observed = (String, Seen);
+
+/// Recorded paths of a snapshot in a batch: their keys back to back, each
+/// with its entry and where that entry sits in the snapshot's file (`at`,
+/// opaque here: what a [`SnapshotPatch`] writes to).
+#[derive(Debug, Default)]
+pub struct PathBatch {
+    keys: String,
+    entries: Vec<(usize, usize, Seen, u64)>,
+}
+
+impl PathBatch {
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.entries.clear();
+    }
+
+    pub fn push(&mut self, key: &str, seen: Seen, at: u64) {
+        let start = self.keys.len();
+        self.keys.push_str(key);
+        self.entries.push((start, self.keys.len(), seen, at));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The `index`th path: its key, entry and place.
+    pub fn get(&self, index: usize) -> (&str, &Seen, u64) {
+        let (start, end, ref seen, at) = self.entries[index];
+        (&self.keys[start..end], seen, at)
+    }
+}
+
+/// A snapshot's recorded paths, in its (sorted) order, a batch at a time:
+/// the file the store streams them from, or entries in memory.
+pub trait RecordedPaths: Send {
+    /// Fills `batch` (cleared first) with the next paths; `Ok(false)` once
+    /// there are none left.
+    fn next_batch(&mut self, batch: &mut PathBatch) -> Result<bool, Unconfirmed>;
+}
+
+/// Entries held in memory, each at its index.
+pub struct InMemory<'a> {
+    pub entries: &'a [Observed],
+    pub next: usize,
+}
+
+impl RecordedPaths for InMemory<'_> {
+    fn next_batch(&mut self, batch: &mut PathBatch) -> Result<bool, Unconfirmed> {
+        batch.clear();
+        let end = (self.next + PATH_BATCH).min(self.entries.len());
+        for (index, (key, seen)) in self.entries[self.next..end].iter().enumerate() {
+            batch.push(key, *seen, (self.next + index) as u64);
+        }
+        self.next = end;
+        Ok(!batch.is_empty())
+    }
+}
+
+/// Paths per batch: the next batch is read while this one is checked.
+pub const PATH_BATCH: usize = 65_536;
+
+/// What changed of a snapshot that a build confirmed or presumed actions
+/// from, to be written over its file in place (`Store::patch_snapshot`):
+/// a snapshot is updated by what changed, not rewritten (a rewrite at 1M
+/// partitions is 458 MB, and all of it in memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotPatch {
+    /// The log's last event the patched snapshot vouches for.
+    pub last_event: LastEvent,
+    /// New entries of recorded paths, at their places in the file
+    /// ([`PathBatch::get`]); a later one for the same place wins.
+    pub entries: Vec<(u64, Seen)>,
+    /// Actions whose key or result changed: position in
+    /// [`Snapshot::actions`], key, the build whose result it reuses.
+    pub actions: Vec<(usize, ActionKey, u64)>,
+}
 
 /// Everything outside the file system and the log that decides what a
 /// build plans and keys; see [`fingerprint`].
@@ -324,16 +461,45 @@ pub struct Confirmation {
     /// Stat-cache updates for touched files and directories (same content,
     /// new stat).
     pub touched: Vec<StatUpdate>,
+    /// Where each touched path's entry sits, and its executable bit.
+    pub touched_at: Vec<(u64, bool)>,
     /// The keys of the observed paths whose content changed (or that are
     /// gone or of another kind), sorted.
     pub changed: Vec<String>,
+    /// Where each changed path's entry sits.
+    pub changed_at: Vec<u64>,
+    /// How many paths were checked.
+    pub paths: usize,
 }
 
-/// Checks `snapshot`'s paths against the file system, on `threads`
-/// threads. `Err` if a directory between the data root and the outputs is
-/// no longer a real one, or if more than `changed_at_most` paths changed.
+impl Confirmation {
+    /// The touched paths' new entries, at their places (for a
+    /// [`SnapshotPatch`]).
+    pub fn touched_entries(&self) -> Vec<(u64, Seen)> {
+        self.touched
+            .iter()
+            .zip(&self.touched_at)
+            .map(|((_, entry), &(at, executable))| {
+                (
+                    at,
+                    Seen {
+                        entry: *entry,
+                        executable,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Checks a snapshot's `directories` and recorded `paths` against the file
+/// system, on `threads` threads (the next batch of paths is read while one
+/// is checked). `Err` if a directory between the data root and the outputs
+/// is no longer a real one, if more than `changed_at_most` paths changed,
+/// or if the paths cannot be read.
 pub fn confirm_paths(
-    snapshot: &Snapshot,
+    directories: &[String],
+    paths: &mut dyn RecordedPaths,
     threads: usize,
     changed_at_most: usize,
 ) -> Result<Confirmation, Unconfirmed> {
@@ -341,7 +507,7 @@ pub fn confirm_paths(
         .num_threads(threads.max(1))
         .build()
         .map_err(|error| Unconfirmed(format!("cannot start worker threads: {error}")))?
-        .install(|| confirm_in_parallel(snapshot, changed_at_most))
+        .install(|| confirm_in_parallel(directories, paths, changed_at_most))
 }
 
 /// One path's verdict.
@@ -352,10 +518,11 @@ enum Found {
 }
 
 fn confirm_in_parallel(
-    snapshot: &Snapshot,
+    directories: &[String],
+    paths: &mut dyn RecordedPaths,
     changed_at_most: usize,
 ) -> Result<Confirmation, Unconfirmed> {
-    snapshot.directories.par_iter().try_for_each(|directory| {
+    directories.par_iter().try_for_each(|directory| {
         match fs::symlink_metadata(directory) {
             Ok(metadata) if metadata.is_dir() => Ok(()),
             _ => Err(Unconfirmed(format!(
@@ -366,18 +533,57 @@ fn confirm_in_parallel(
     // Stops early once too many paths changed (a large edit: the full path
     // is then the better way).
     let changed_count = std::sync::atomic::AtomicUsize::new(0);
-    // Only the paths that are not the same are kept (by index, in order):
-    // a verdict for each of 2.5 million paths was 320 MB. In chunks, each
-    // with its own few open directories to stat relative to.
+    let mut confirmation = Confirmation::default();
+    let mut current = PathBatch::default();
+    let mut next = PathBatch::default();
+    if !paths.next_batch(&mut current)? {
+        return Ok(confirmation);
+    }
+    loop {
+        let (read, differing) = rayon::join(
+            || paths.next_batch(&mut next),
+            || check_batch(&current, &changed_count, changed_at_most),
+        );
+        confirmation.paths += current.len();
+        for (index, verdict) in differing?.into_iter().flatten() {
+            let (key, seen, at) = current.get(index);
+            match verdict {
+                Found::Touched(update) => {
+                    confirmation.touched.push(update);
+                    confirmation.touched_at.push((at, seen.executable));
+                }
+                Found::Changed => {
+                    confirmation.changed.push(key.to_owned());
+                    confirmation.changed_at.push(at);
+                }
+                Found::Same => unreachable!("only differing paths are kept"),
+            }
+        }
+        if !read? {
+            return Ok(confirmation);
+        }
+        std::mem::swap(&mut current, &mut next);
+    }
+}
+
+/// The paths of `batch` that are not the same, by index, in order. Only
+/// those are kept: a verdict for each of 2.5 million paths was 320 MB. In
+/// chunks, each with its own few open directories to stat relative to.
+fn check_batch(
+    batch: &PathBatch,
+    changed_count: &std::sync::atomic::AtomicUsize,
+    changed_at_most: usize,
+) -> Result<Vec<Vec<(usize, Found)>>, Unconfirmed> {
     const CHUNK: usize = 512;
-    let differing: Vec<Vec<(usize, Found)>> = snapshot
+    batch
         .entries
         .par_chunks(CHUNK)
         .enumerate()
         .map(|(chunk_index, chunk)| {
             let mut bases = Bases::default();
             let mut differing = Vec::new();
-            for (offset, (key, seen)) in chunk.iter().enumerate() {
+            for (offset, &(start, end, ref seen, _)) in chunk.iter().enumerate() {
+                let key = &batch.keys[start..end];
                 match confirm_one(key, seen, &mut bases) {
                     Found::Same => {}
                     Found::Changed
@@ -392,16 +598,7 @@ fn confirm_in_parallel(
             }
             Ok(differing)
         })
-        .collect::<Result<_, _>>()?;
-    let mut confirmation = Confirmation::default();
-    for (index, verdict) in differing.into_iter().flatten() {
-        match verdict {
-            Found::Touched(update) => confirmation.touched.push(update),
-            Found::Changed => confirmation.changed.push(snapshot.entries[index].0.clone()),
-            Found::Same => unreachable!("only differing paths are kept"),
-        }
-    }
-    Ok(confirmation)
+        .collect()
 }
 
 /// One observed path, by the stat-cache rule: the same stat, or (a touched
@@ -792,6 +989,43 @@ mod tests {
     use crate::ports::{MemoryStatCache, StatCache as _};
     use std::os::unix::fs::PermissionsExt;
 
+    fn confirm(
+        snapshot: &Snapshot,
+        threads: usize,
+        changed_at_most: usize,
+    ) -> Result<Confirmation, Unconfirmed> {
+        let mut paths = InMemory {
+            entries: &snapshot.entries,
+            next: 0,
+        };
+        confirm_paths(&snapshot.directories, &mut paths, threads, changed_at_most)
+    }
+
+    /// An action's encoded length and key offset are postcard's, and its
+    /// key and build sit where [`CurrentAction::key_offset`] says.
+    #[test]
+    fn an_actions_layout_is_what_postcard_writes() {
+        for (index, job, outputs) in [
+            (0u32, 0u32, vec![]),
+            (127, 128, vec!["raw/date=2024-01-01/station=S0001".to_owned()]),
+            (1_000_464, 70_000, vec!["a".repeat(200), String::new()]),
+        ] {
+            let action = CurrentAction {
+                index,
+                job,
+                key: ActionKey([7; 32]),
+                built_by: 0x0102_0304_0506_0708,
+                outputs,
+            };
+            let bytes = postcard::to_stdvec(&action).unwrap();
+            assert_eq!(action.encoded_len(), bytes.len() as u64);
+            let at = action.key_offset() as usize;
+            assert_eq!(bytes[at..at + 32], [7; 32]);
+            assert_eq!(bytes[at + 33..at + 41], 0x0102_0304_0506_0708u64.to_le_bytes());
+            assert_eq!(postcard::from_bytes::<CurrentAction>(&bytes).unwrap(), action);
+        }
+    }
+
     /// A stat entry's fixed-width encoding reads back equal, extremes
     /// included, and refuses another length or a bit that is not 0 or 1.
     #[test]
@@ -904,7 +1138,7 @@ mod tests {
         );
         // Unchanged but just written: too recent to trust by stat, so each
         // is read again, and each matches.
-        let found = confirm_paths(&snapshot, 2, 0).unwrap();
+        let found = confirm(&snapshot, 2, 0).unwrap();
         assert!(found.changed.is_empty());
         let updates = found.touched;
         assert_eq!(updates.len(), 4);
@@ -916,7 +1150,7 @@ mod tests {
         let path = |relative: &str| dir.path().join(relative);
         // Rewritten with the same bytes: confirmed, with its new stat.
         fs::write(path("a.txt"), "a").unwrap();
-        let found = confirm_paths(&snapshot, 1, 0).unwrap();
+        let found = confirm(&snapshot, 1, 0).unwrap();
         assert!(found.changed.is_empty());
 
         type Alter = fn(&Path);
@@ -945,10 +1179,10 @@ mod tests {
             let (dir, snapshot) = observed_tree();
             alter(dir.path());
             // Changed paths, or a structural change (the root a link).
-            if let Ok(found) = confirm_paths(&snapshot, 2, usize::MAX) {
+            if let Ok(found) = confirm(&snapshot, 2, usize::MAX) {
                 assert!(!found.changed.is_empty(), "{what}: confirmed");
             }
-            assert!(confirm_paths(&snapshot, 2, 0).is_err(), "{what}: confirmed");
+            assert!(confirm(&snapshot, 2, 0).is_err(), "{what}: confirmed");
             let moved = dir.path().with_extension("moved");
             if moved.exists() {
                 fs::remove_file(dir.path()).unwrap();

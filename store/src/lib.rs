@@ -51,7 +51,7 @@ pub use maintenance::{
     BlobOwner, BlobProblem, BlobRole, BlobUsage, Damage, GcKeep, GcReport, OrphanPartition,
     RepairReport, VerifyReport,
 };
-pub use uptodate::SnapshotFile;
+pub use uptodate::{SnapshotFile, SnapshotReader, SnapshotWrite};
 
 use catalog::ReaderOpen;
 
