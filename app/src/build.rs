@@ -223,12 +223,7 @@ impl Drop for Built {
 }
 
 impl Built {
-    fn new(
-        report: BuildReport,
-        total: u64,
-        store: StoreHandle,
-        snapshot: Option<Leave>,
-    ) -> Self {
+    fn new(report: BuildReport, total: u64, store: StoreHandle, snapshot: Option<Leave>) -> Self {
         Built {
             report,
             total,

@@ -115,7 +115,10 @@ fn podcast_output(partition: &str) -> (&'static str, String) {
     let station = partition
         .rsplit_once("station=")
         .map_or("S", |(_, station)| station);
-    match partition.split_once('/').map_or(partition, |(dataset, _)| dataset) {
+    match partition
+        .split_once('/')
+        .map_or(partition, |(dataset, _)| dataset)
+    {
         "daily" => (
             "summary.csv",
             "station,reviews,mean_rating\nALL,0,0.000\n".to_owned(),

@@ -522,14 +522,14 @@ fn confirm_in_parallel(
     paths: &mut dyn RecordedPaths,
     changed_at_most: usize,
 ) -> Result<Confirmation, Unconfirmed> {
-    directories.par_iter().try_for_each(|directory| {
-        match fs::symlink_metadata(directory) {
+    directories
+        .par_iter()
+        .try_for_each(|directory| match fs::symlink_metadata(directory) {
             Ok(metadata) if metadata.is_dir() => Ok(()),
             _ => Err(Unconfirmed(format!(
                 "{directory} is no longer a real directory"
             ))),
-        }
-    })?;
+        })?;
     // Stops early once too many paths changed (a large edit: the full path
     // is then the better way).
     let changed_count = std::sync::atomic::AtomicUsize::new(0);
@@ -1007,7 +1007,11 @@ mod tests {
     fn an_actions_layout_is_what_postcard_writes() {
         for (index, job, outputs) in [
             (0u32, 0u32, vec![]),
-            (127, 128, vec!["raw/date=2024-01-01/station=S0001".to_owned()]),
+            (
+                127,
+                128,
+                vec!["raw/date=2024-01-01/station=S0001".to_owned()],
+            ),
             (1_000_464, 70_000, vec!["a".repeat(200), String::new()]),
         ] {
             let action = CurrentAction {
@@ -1021,8 +1025,14 @@ mod tests {
             assert_eq!(action.encoded_len(), bytes.len() as u64);
             let at = action.key_offset() as usize;
             assert_eq!(bytes[at..at + 32], [7; 32]);
-            assert_eq!(bytes[at + 33..at + 41], 0x0102_0304_0506_0708u64.to_le_bytes());
-            assert_eq!(postcard::from_bytes::<CurrentAction>(&bytes).unwrap(), action);
+            assert_eq!(
+                bytes[at + 33..at + 41],
+                0x0102_0304_0506_0708u64.to_le_bytes()
+            );
+            assert_eq!(
+                postcard::from_bytes::<CurrentAction>(&bytes).unwrap(),
+                action
+            );
         }
     }
 

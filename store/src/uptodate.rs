@@ -38,8 +38,7 @@ use std::path::{Path, PathBuf};
 use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::plan::{Plan, PlanRecord};
 use cairn_engine::uptodate::{
-    CurrentAction, LastEvent, PathBatch, RecordedPaths, Seen, Snapshot, SnapshotPatch,
-    Unconfirmed,
+    CurrentAction, LastEvent, PathBatch, RecordedPaths, Seen, Snapshot, SnapshotPatch, Unconfirmed,
 };
 
 use crate::{Store, StoreError};
@@ -271,7 +270,9 @@ fn patch_at(
         .map_err(io)?;
     let mut found = [0u8; MAGIC.len() + HEADER];
     opened.read_exact_at(&mut found, 0).map_err(io)?;
-    if found[..MAGIC.len()] != MAGIC[..] || found[MAGIC.len() + 24..MAGIC.len() + 56] != file.body_digest {
+    if found[..MAGIC.len()] != MAGIC[..]
+        || found[MAGIC.len() + 24..MAGIC.len() + 56] != file.body_digest
+    {
         return Err(stale("another body"));
     }
     let length = opened.metadata().map_err(io)?.len();
@@ -280,8 +281,9 @@ fn patch_at(
     // them, and each the ones before it.
     let mut actions: Vec<(u64, &ActionKey, u64, &ActionKey)> = Vec::new();
     if !patch.actions.is_empty() {
-        let before = postcard::to_stdvec(&(&head.fingerprint, head.sources, &head.codes, &head.jobs))
-            .map_err(|error| stale(&error.to_string()))?;
+        let before =
+            postcard::to_stdvec(&(&head.fingerprint, head.sources, &head.codes, &head.jobs))
+                .map_err(|error| stale(&error.to_string()))?;
         let mut wanted: Vec<&(usize, ActionKey, u64)> = patch.actions.iter().collect();
         wanted.sort_by_key(|(position, _, _)| *position);
         let mut at = body_at + before.len() as u64 + varint_len(head.actions.len() as u64);
@@ -341,7 +343,9 @@ fn patch_at(
     let mut piece = vec![0u8; 16 << 20];
     let mut at = body_at;
     while at < length {
-        let count = piece.len().min(usize::try_from(length - at).unwrap_or(usize::MAX));
+        let count = piece
+            .len()
+            .min(usize::try_from(length - at).unwrap_or(usize::MAX));
         opened.read_exact_at(&mut piece[..count], at).map_err(io)?;
         hasher.update_rayon(&piece[..count]);
         at += count as u64;
@@ -485,7 +489,9 @@ impl SnapshotFile {
         let file = std::fs::File::open(&self.path).map_err(io)?;
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            let after = self.index.partition_point(|(kept, _)| kept.as_str() <= *key);
+            let after = self
+                .index
+                .partition_point(|(kept, _)| kept.as_str() <= *key);
             let Some((_, start)) = after.checked_sub(1).map(|before| &self.index[before]) else {
                 found.push(None);
                 continue;
@@ -495,7 +501,9 @@ impl SnapshotFile {
             let mut at = *start;
             let mut hit = None;
             for _ in 0..=INDEX_EVERY {
-                let Some((recorded, seen, seen_at, next)) = read_entry_at(&mut reader, at).map_err(io)? else {
+                let Some((recorded, seen, seen_at, next)) =
+                    read_entry_at(&mut reader, at).map_err(io)?
+                else {
                     break;
                 };
                 at = next;
@@ -695,7 +703,9 @@ impl RecordedPaths for SnapshotReader {
 fn varint(body: &mut Streamed<std::fs::File>) -> Result<u64, String> {
     let mut value = 0u64;
     for shift in 0..10u32 {
-        let byte = body.next_byte().ok_or_else(|| "a truncated varint".to_owned())?;
+        let byte = body
+            .next_byte()
+            .ok_or_else(|| "a truncated varint".to_owned())?;
         value |= u64::from(byte & 0x7f) << (7 * shift);
         if byte & 0x80 == 0 {
             return Ok(value);
@@ -811,15 +821,13 @@ pub fn check_snapshot(dir: &Path) -> (CacheCheck, Option<ContentDigest>) {
         }
         Err(error) => return (CacheCheck::Bad(format!("unreadable: {error}")), None),
     };
-    match decode(file, path.clone()) {
+    match decode(file, path) {
         Ok((snapshot, _)) => (CacheCheck::Sound, snapshot.plan),
         Err(
             why @ (CacheFileError::Interrupted
             | CacheFileError::Older
             | CacheFileError::Undecodable(_)),
-        ) => {
-            (CacheCheck::Unused(why.to_string()), None)
-        }
+        ) => (CacheCheck::Unused(why.to_string()), None),
         Err(why) => (CacheCheck::Bad(why.to_string()), None),
     }
 }
@@ -1142,7 +1150,7 @@ mod tests {
                 recorded_ns: 5,
                 digest: ContentDigest::of(&size.to_le_bytes()),
             },
-            executable: size % 3 == 0,
+            executable: size.is_multiple_of(3),
         }
     }
 
@@ -1150,7 +1158,12 @@ mod tests {
     fn larger() -> Snapshot {
         let mut larger = snapshot();
         larger.entries = (0..1000u64)
-            .map(|n| (format!("/data/{}/{n:05}", "d".repeat((n % 7) as usize)), seen(n)))
+            .map(|n| {
+                (
+                    format!("/data/{}/{n:05}", "d".repeat((n % 7) as usize)),
+                    seen(n),
+                )
+            })
             .collect();
         larger.entries.sort_by(|a, b| a.0.cmp(&b.0));
         for index in 1..3u32 {
@@ -1219,11 +1232,14 @@ mod tests {
         let patch = SnapshotPatch {
             last_event: later,
             entries: vec![(places[0], seen(5000)), (places[999], seen(5001))],
-            actions: vec![(2, ActionKey([0xee; 32]), 70_000), (0, ActionKey([0xdd; 32]), 1)],
+            actions: vec![
+                (2, ActionKey([0xee; 32]), 70_000),
+                (0, ActionKey([0xdd; 32]), 1),
+            ],
         };
         store.patch_snapshot(&file, &head, &patch).unwrap();
         let (patched, patched_file) = read_back(store.dir()).unwrap();
-        let mut expected = larger.clone();
+        let mut expected = larger;
         expected.last_event = later;
         expected.entries[0].1 = seen(5000);
         expected.entries[999].1 = seen(5001);
@@ -1237,9 +1253,13 @@ mod tests {
         // An action beyond the snapshot's: refused, the file untouched.
         let beyond = SnapshotPatch {
             actions: vec![(3, ActionKey([1; 32]), 1)],
-            ..patch.clone()
+            ..patch
         };
-        assert!(store.patch_snapshot(&patched_file, &patched, &beyond).is_err());
+        assert!(
+            store
+                .patch_snapshot(&patched_file, &patched, &beyond)
+                .is_err()
+        );
         assert_eq!(read_back(store.dir()).unwrap().0, expected);
         // Torn after the header was zeroed: an interrupted write.
         let path = store.snapshot_path();
@@ -1247,7 +1267,10 @@ mod tests {
         torn[..MAGIC.len() + HEADER].fill(0);
         std::fs::write(&path, &torn).unwrap();
         assert_eq!(read_back(store.dir()), None);
-        assert!(matches!(check_snapshot(store.dir()).0, CacheCheck::Unused(_)));
+        assert!(matches!(
+            check_snapshot(store.dir()).0,
+            CacheCheck::Unused(_)
+        ));
     }
 
     /// A snapshot of the layout before this one is no snapshot, and no
@@ -1261,7 +1284,10 @@ mod tests {
         bytes[..MAGIC.len()].copy_from_slice(MAGIC_V4);
         std::fs::write(&path, &bytes).unwrap();
         assert!(Store::read_snapshot_in(store.dir()).is_none());
-        assert!(matches!(check_snapshot(store.dir()).0, CacheCheck::Unused(_)));
+        assert!(matches!(
+            check_snapshot(store.dir()).0,
+            CacheCheck::Unused(_)
+        ));
     }
 
     fn writer() -> (tempfile::TempDir, Store) {
@@ -1450,20 +1476,12 @@ mod tests {
         // Every truncation, and a flipped bit anywhere, is refused.
         for length in [0, 10, MAGIC.len() + 32, bytes.len() - 1] {
             std::fs::write(&path, &bytes[..length]).unwrap();
-            assert_eq!(
-                read_back(store.dir()),
-                None,
-                "truncated to {length}"
-            );
+            assert_eq!(read_back(store.dir()), None, "truncated to {length}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
         std::fs::write(&path, &longer).unwrap();
-        assert_eq!(
-            read_back(store.dir()),
-            None,
-            "a byte appended"
-        );
+        assert_eq!(read_back(store.dir()), None, "a byte appended");
         for position in [
             0,
             MAGIC.len() + 3,
@@ -1474,11 +1492,7 @@ mod tests {
             let mut altered = bytes.clone();
             altered[position] ^= 0x10;
             std::fs::write(&path, &altered).unwrap();
-            assert_eq!(
-                read_back(store.dir()),
-                None,
-                "bit flipped at {position}"
-            );
+            assert_eq!(read_back(store.dir()), None, "bit flipped at {position}");
         }
     }
 }
