@@ -772,6 +772,7 @@ fn schedule(
         interrupted: false,
         in_flight: 0,
         ready: VecDeque::new(),
+        idle_workers: 0,
         groups,
         commit_failed,
         current_keys: options.witness.map(|_| Vec::new()),
@@ -991,6 +992,8 @@ struct Scheduler<'a> {
     interrupted: bool,
     in_flight: usize,
     ready: VecDeque<usize>,
+    /// Workers waiting for a ready action (see [`work`]).
+    idle_workers: usize,
     /// To the committer thread.
     groups: crossbeam_channel::Sender<Group>,
     /// Set by the committer when a commit failed: the build stops.
@@ -1300,10 +1303,12 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
         let task = match scheduler.take() {
             Take::Run(task) => task,
             Take::Wait => {
+                scheduler.idle_workers += 1;
                 scheduler = shared
                     .work
                     .wait(scheduler)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                scheduler.idle_workers -= 1;
                 continue;
             }
             Take::Over => {
@@ -1313,8 +1318,10 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
                 return;
             }
         };
-        // Others may take what is ready beside this one.
-        for _ in 0..scheduler.ready.len() {
+        // Idle workers may take what is ready beside this one: one wake-up
+        // each, at most (each is a system call, and thousands of actions
+        // may be ready at once).
+        for _ in 0..scheduler.ready.len().min(scheduler.idle_workers) {
             shared.work.notify_one();
         }
         let context = scheduler.context;
@@ -1363,7 +1370,7 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
         if !leftovers.is_empty() {
             // Removed once the scheduler has the result: the dependents
             // do not wait for it.
-            let more = scheduler.ready.len();
+            let more = scheduler.ready.len().min(scheduler.idle_workers);
             drop(scheduler);
             for _ in 0..more {
                 shared.work.notify_one();
