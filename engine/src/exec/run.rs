@@ -203,6 +203,14 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
     loop {
         let id = crate::groups::unique_id();
         let run_dir = key_dir.join(&id);
+        if super::staging::reuse_dir(super::staging::SpareDir::Attempt, &run_dir) {
+            let out = run_dir.join("out");
+            for index in 0..output_count {
+                let directory = out.join(index.to_string());
+                fs::create_dir(&directory).map_err(|error| text(&directory, error))?;
+            }
+            return Ok((id, run_dir));
+        }
         match fs::create_dir(&run_dir) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -227,6 +235,9 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
 /// first.
 fn fresh_key_dir(key_dir: &Path) -> Result<(), String> {
     let text = |error: std::io::Error| format!("{}: {error}", key_dir.display());
+    if super::staging::reuse_dir(super::staging::SpareDir::Key, key_dir) {
+        return Ok(());
+    }
     match fs::create_dir(key_dir) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {

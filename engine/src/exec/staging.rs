@@ -2,9 +2,28 @@
 //! removed, and the run directories of their jobs' attempts
 //! (`run/<key>/<id>/`, with the `current` marker of the attempt a
 //! checkpoint describes: see exec/run.rs).
+//!
+//! Emptied attempt and key directories are not removed but kept in
+//! `<root>/spare/` for the next attempts ([`reuse_dir`]): on ext4 without
+//! a journal an inode freed in the last minute (six while its inode table
+//! block is dirty) is skipped, one by one, by every later allocation in
+//! its group, so removing three directories and two logs per action made
+//! every file and directory created during a build, the jobs' own
+//! included, walk past all those freed before it, and each `rmdir` on a
+//! file system mounted `discard` waits for its discard on the worker
+//! (docs/internals.md, "Staging"; benches/e2e/notes.md, thirteenth round).
+//! The spares go with the staging root at the end of the build
+//! ([`clear_staging`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// The names of an attempt's logs in its run directory (exec/run.rs).
+const LOG_STDOUT: &str = "stdout";
+const LOG_STDERR: &str = "stderr";
+
+/// Where a staging root keeps its spare directories.
+const SPARE: &str = "spare";
 
 /// Something an action left in the staging root to be removed.
 #[derive(Debug)]
@@ -31,18 +50,152 @@ impl Leftover {
     }
 }
 
-/// Removes the run directory of a job whose outputs were moved out of it:
-/// what is normally left (its logs and an empty `out`) by name, four
-/// calls where a walk makes about twenty; anything else by the walk. Then
-/// the key's directory, if nothing else is left in it.
+/// Keeps the run directory of a job whose outputs were moved out of it (and
+/// then its key's directory) as a spare when it holds only its logs and an
+/// empty `out/`; else removes what is normally left (its logs and an empty
+/// `out`) by name, four calls where a walk makes about twenty, anything
+/// else by the walk, then the key's directory if nothing else is left in
+/// it.
 pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
-    let _ = fs::remove_file(run_dir.join("stdout"));
-    let _ = fs::remove_file(run_dir.join("stderr"));
+    if keep_spare_attempt(run_dir) {
+        if let Some(key_dir) = run_dir.parent()
+            && !keep_spare_key_dir(key_dir)
+        {
+            remove_key_dir_if_done(run_dir);
+        }
+        return;
+    }
+    let _ = fs::remove_file(run_dir.join(LOG_STDOUT));
+    let _ = fs::remove_file(run_dir.join(LOG_STDERR));
     let _ = fs::remove_dir(run_dir.join("out"));
     if fs::remove_dir(run_dir).is_err() {
         let _ = fs::remove_dir_all(run_dir);
     }
     remove_key_dir_if_done(run_dir);
+}
+
+/// Emptied directories kept for reuse in `<root>/spare/`: attempt
+/// directories (with their empty `out/` and their logs, which the next
+/// job's truncate) and key directories. A new one is renamed from there
+/// into place instead of being made ([`reuse_dir`]), and an emptied one
+/// renamed there instead of being removed: neither allocates nor frees an
+/// inode (see the module doc for why that matters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SpareDir {
+    Attempt,
+    Key,
+}
+
+/// The most spares of each kind kept per staging root: one for each
+/// attempt that ended while others ran, so about one per job slot; past
+/// it a directory is removed.
+const MAX_SPARE_DIRS: usize = 64;
+
+type SpareDirs = std::collections::HashMap<(PathBuf, SpareDir), Vec<PathBuf>>;
+static SPARE_DIRS: std::sync::LazyLock<std::sync::Mutex<SpareDirs>> =
+    std::sync::LazyLock::new(std::sync::Mutex::default);
+
+fn spare_dirs() -> std::sync::MutexGuard<'static, SpareDirs> {
+    SPARE_DIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The staging root of a key directory `<root>/run/<key>` (`Key`) or an
+/// attempt directory `<root>/run/<key>/<id>` (`Attempt`).
+fn root_of(kind: SpareDir, dir: &Path) -> Option<&Path> {
+    let run = match kind {
+        SpareDir::Key => dir.parent()?,
+        SpareDir::Attempt => dir.parent()?.parent()?,
+    };
+    (run.file_name()? == "run").then(|| run.parent())?
+}
+
+/// Makes `target` (a new attempt or key directory, which must not exist)
+/// from a spare of its staging root, if there is one: whether it did.
+pub(crate) fn reuse_dir(kind: SpareDir, target: &Path) -> bool {
+    let Some(root) = root_of(kind, target) else {
+        return false;
+    };
+    loop {
+        let Some(spare) = spare_dirs()
+            .get_mut(&(root.to_owned(), kind))
+            .and_then(Vec::pop)
+        else {
+            return false;
+        };
+        match fs::rename(&spare, target) {
+            Ok(()) => return true,
+            // Gone (its root was cleared): the next one.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !spare.exists() => {}
+            Err(_) => {
+                let _ = fs::remove_dir_all(&spare);
+                return false;
+            }
+        }
+    }
+}
+
+/// Keeps `dir` as a spare of `kind` (renamed into `<root>/spare/`):
+/// whether it did.
+fn keep_dir(kind: SpareDir, dir: &Path) -> bool {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(root) = root_of(kind, dir) else {
+        return false;
+    };
+    let key = (root.to_owned(), kind);
+    if spare_dirs()
+        .get(&key)
+        .is_some_and(|kept| kept.len() >= MAX_SPARE_DIRS)
+    {
+        return false;
+    }
+    let spare = root.join(SPARE).join(format!(
+        "{}{}",
+        match kind {
+            SpareDir::Attempt => "a",
+            SpareDir::Key => "k",
+        },
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let moved = match fs::rename(dir, &spare) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && dir.exists() => {
+            let _ = fs::create_dir(root.join(SPARE));
+            fs::rename(dir, &spare)
+        }
+        moved => moved,
+    };
+    if moved.is_err() {
+        return false;
+    }
+    spare_dirs().entry(key).or_default().push(spare);
+    true
+}
+
+/// Whether `dir` holds nothing (or cannot be read).
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Keeps an attempt directory whose outputs were moved out as a spare,
+/// when it holds only an empty `out/` and its logs (a checkpoint or a
+/// resume file is removed first: a reused attempt must not show the next
+/// job one).
+fn keep_spare_attempt(run_dir: &Path) -> bool {
+    let _ = fs::remove_file(run_dir.join("checkpoint.json"));
+    let _ = fs::remove_file(run_dir.join("resume.json"));
+    let only_logs = fs::read_dir(run_dir).is_ok_and(|entries| {
+        entries.flatten().all(|entry| {
+            let name = entry.file_name();
+            name == LOG_STDOUT || name == LOG_STDERR || name == "out"
+        })
+    });
+    only_logs && is_empty_dir(&run_dir.join("out")) && keep_dir(SpareDir::Attempt, run_dir)
+}
+
+/// Keeps a key directory with nothing left in it as a spare.
+fn keep_spare_key_dir(key_dir: &Path) -> bool {
+    is_empty_dir(key_dir) && keep_dir(SpareDir::Key, key_dir)
 }
 
 /// Removes an attempt's directory, and the key's if it is left empty.
@@ -81,7 +234,9 @@ pub(crate) const CURRENT: &str = "current";
 
 /// Removes what earlier builds left in the staging root, except `run/`:
 /// the staging directories of actions that checkpointed, kept for resuming.
+/// The spares go too (and are forgotten).
 pub(crate) fn clear_staging(root: &std::path::Path) {
+    spare_dirs().retain(|(spare_root, _), _| spare_root != root);
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
@@ -97,8 +252,67 @@ pub(crate) fn clear_staging(root: &std::path::Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::Leftover;
+    use super::{Leftover, SpareDir, clear_staging, reuse_dir};
     use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    fn inode(path: &std::path::Path) -> u64 {
+        fs::metadata(path).unwrap().ino()
+    }
+
+    /// An emptied attempt directory and its key directory are the next
+    /// action's (renamed, not removed and made again: the same inodes), a
+    /// checkpoint left in one is removed first, one with anything else in
+    /// it is removed, and clearing the staging root forgets the spares.
+    #[test]
+    fn emptied_attempt_and_key_directories_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".cairn-tmp");
+        let attempt = root.join("run/k1/a1");
+        fs::create_dir_all(attempt.join("out")).unwrap();
+        fs::write(attempt.join("stdout"), "printed").unwrap();
+        fs::write(attempt.join("stderr"), "").unwrap();
+        fs::write(attempt.join("checkpoint.json"), "{}").unwrap();
+        let (attempt_inode, key_inode) = (inode(&attempt), inode(&root.join("run/k1")));
+        Leftover::EmptiedRunDir(attempt).remove();
+        assert!(!root.join("run/k1").exists(), "the key directory went too");
+        assert_eq!(fs::read_dir(root.join("spare")).unwrap().count(), 2);
+
+        let key = root.join("run/k2");
+        assert!(reuse_dir(SpareDir::Key, &key));
+        assert_eq!(inode(&key), key_inode);
+        let next = key.join("a2");
+        assert!(reuse_dir(SpareDir::Attempt, &next));
+        assert_eq!(inode(&next), attempt_inode);
+        let mut left: Vec<_> = fs::read_dir(&next)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["out", "stderr", "stdout"],
+            "no checkpoint came along"
+        );
+        assert_eq!(fs::read_dir(next.join("out")).unwrap().count(), 0);
+        assert!(!reuse_dir(SpareDir::Attempt, &key.join("a3")), "none left");
+
+        // Something beside the logs: removed, not kept.
+        fs::write(next.join("stray"), "").unwrap();
+        Leftover::EmptiedRunDir(next.clone()).remove();
+        assert!(!next.exists());
+        assert!(!reuse_dir(SpareDir::Attempt, &root.join("run/k3/a4")));
+
+        // Cleared with the staging root, and forgotten.
+        let last = root.join("run/k4/a5");
+        fs::create_dir_all(last.join("out")).unwrap();
+        Leftover::EmptiedRunDir(last).remove();
+        clear_staging(&root);
+        assert!(!root.exists());
+        fs::create_dir_all(root.join("run")).unwrap();
+        assert!(!reuse_dir(SpareDir::Key, &root.join("run/k5")));
+        assert!(!reuse_dir(SpareDir::Attempt, &root.join("run/k5/a6")));
+    }
 
     #[test]
     fn a_leftover_is_removed_and_a_link_moved_aside_is_not_followed() {

@@ -42,6 +42,16 @@ impl JobRunner for LocalRunner {
     }
 }
 
+/// `/dev/null`, opened once for the stdin of every job.
+fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
+    static DEV_NULL: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    if let Some(file) = DEV_NULL.get() {
+        return Ok(std::os::fd::AsFd::as_fd(file));
+    }
+    let file = File::open("/dev/null")?;
+    Ok(std::os::fd::AsFd::as_fd(DEV_NULL.get_or_init(|| file)))
+}
+
 /// Runs a process to completion with stdout/stderr captured to files,
 /// calling `poll` every [`POLL_INTERVAL`] while it runs (on another thread).
 ///
@@ -97,7 +107,7 @@ fn run_shielded(
     let run_id = children.run_id(invocation.run_id);
     env.push((crate::groups::RUN_ID_VAR, &run_id));
     children.record()?;
-    let stdin = File::open("/dev/null")?;
+    let stdin = dev_null()?;
     let stdout = File::create(invocation.stdout)?;
     let stderr = File::create(invocation.stderr)?;
     let gate = crate::groups::starting();
@@ -114,7 +124,7 @@ fn run_shielded(
     let pid = process.pid;
     crate::groups::register(pid);
     drop(gate);
-    drop((stdin, stdout, stderr));
+    drop((stdout, stderr));
     if let Some(shield) = shield
         && let Ok(mut shields) = children.shields.lock()
     {
