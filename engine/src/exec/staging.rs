@@ -125,7 +125,11 @@ pub(crate) fn reuse_dir(kind: SpareDir, target: &Path) -> bool {
             return false;
         };
         match fs::rename(&spare, target) {
-            Ok(()) => return true,
+            Ok(()) if kind == SpareDir::Key || empty_logs(target) => return true,
+            Ok(()) => {
+                let _ = fs::remove_dir_all(target);
+                return false;
+            }
             // Gone (its root was cleared): the next one.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound && !spare.exists() => {}
             Err(_) => {
@@ -134,6 +138,24 @@ pub(crate) fn reuse_dir(kind: SpareDir, target: &Path) -> bool {
             }
         }
     }
+}
+
+/// Empties the logs a reused attempt directory brought along, now rather
+/// than by the next job's own create: an attempt that fails before its
+/// job starts (or a runner that writes no log) must never find the
+/// previous job's output there and store it as its own. Truncated in
+/// place, which frees no inode. Whether both are empty (or absent).
+fn empty_logs(run_dir: &Path) -> bool {
+    [LOG_STDOUT, LOG_STDERR].iter().all(|log| {
+        match fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(run_dir.join(log))
+        {
+            Ok(_) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+        }
+    })
 }
 
 /// Keeps `dir` as a spare of `kind` (renamed into `<root>/spare/`):
@@ -293,6 +315,11 @@ mod tests {
             left,
             ["out", "stderr", "stdout"],
             "no checkpoint came along"
+        );
+        assert_eq!(
+            fs::read_to_string(next.join("stdout")).unwrap(),
+            "",
+            "the last job's output did not come along"
         );
         assert_eq!(fs::read_dir(next.join("out")).unwrap().count(), 0);
         assert!(!reuse_dir(SpareDir::Attempt, &key.join("a3")), "none left");
