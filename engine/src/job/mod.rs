@@ -132,6 +132,9 @@ pub const TERM_GRACE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct Children {
     pub(crate) pids: Mutex<HashSet<u32>>,
+    /// Children being started: spawned or about to be, their pid not yet
+    /// in `pids` (a job may already run, and be interrupted, meanwhile).
+    pub(crate) starting: std::sync::atomic::AtomicUsize,
     pub(crate) interrupted: AtomicBool,
     /// A second interrupt: SIGKILL now, without waiting for the grace.
     pub(crate) now: AtomicBool,
@@ -224,9 +227,11 @@ impl Children {
         self.interrupted.load(Ordering::SeqCst)
     }
 
-    /// How many children are running.
+    /// How many children are running, counting those being started (a
+    /// job runs before its runner has recorded its pid).
     pub fn running(&self) -> usize {
         self.pids.lock().map(|pids| pids.len()).unwrap_or_default()
+            + self.starting.load(Ordering::SeqCst)
     }
 
     /// Waits `duration` unless interrupted first: whether the whole

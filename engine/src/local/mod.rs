@@ -52,6 +52,16 @@ fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
     Ok(std::os::fd::AsFd::as_fd(DEV_NULL.get_or_init(|| file)))
 }
 
+/// Uncounts a child from [`Children::running`]'s starting ones when
+/// dropped (its pid recorded, or its spawn failed).
+struct Starting<'a>(&'a Children);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.starting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Runs a process to completion with stdout/stderr captured to files,
 /// calling `poll` every [`POLL_INTERVAL`] while it runs (on another thread).
 ///
@@ -110,6 +120,10 @@ fn run_shielded(
     let stdin = dev_null()?;
     let stdout = File::create(invocation.stdout)?;
     let stderr = File::create(invocation.stderr)?;
+    // Counted as running from before the spawn until its pid is in
+    // `children.pids`: an interrupt in between still sees the job.
+    children.starting.fetch_add(1, Ordering::SeqCst);
+    let counted = Starting(children);
     let gate = crate::groups::starting();
     let process = spawn::spawn(&spawn::Spec {
         program,
@@ -133,6 +147,7 @@ fn run_shielded(
     if let Ok(mut pids) = children.pids.lock() {
         pids.insert(pid);
     }
+    drop(counted);
     let shielded = || shield.is_some_and(|shield| shield.load(Ordering::SeqCst));
     // An interrupt that came while the job started did not see its pid.
     if children.is_interrupted() && !shielded() {
