@@ -271,7 +271,8 @@ fn version_changes(context: &Context<'_>) -> Result<Vec<EventKind>, ExecError> {
     Ok(events)
 }
 
-/// Source digests, observed in parallel; a missing source is an error string.
+/// Source digests, observed in parallel; a missing source is an error string
+/// (empty for a source not read because only presumed actions read it).
 fn observe_sources(
     context: &Context<'_>,
     plan: &Plan,
@@ -299,8 +300,9 @@ fn observe_sources(
         .enumerate()
         .map(|(index, source)| {
             if needed.as_ref().is_some_and(|needed| !needed[index]) {
-                let unread = format!("source {} was not read", source.partition);
-                return (Err(unread), Vec::new());
+                // Empty (no allocation: at 1M partitions, 500,050 of them);
+                // `resolve_inputs` words it if anything ever asks.
+                return (Err(String::new()), Vec::new());
             }
             let observer = Observer::new(context.catalog);
             let mut updates = Vec::new();
@@ -336,6 +338,12 @@ fn resolve_inputs(
         let (digest, path) = match *source {
             InputSource::Source { source } => match &sources[source] {
                 Ok(digest) => (*digest, plan.sources[source].path.clone()),
+                Err(error) if error.is_empty() => {
+                    return Err(format!(
+                        "source {} was not read",
+                        plan.sources[source].partition
+                    ));
+                }
                 Err(error) => return Err(error.clone()),
             },
             InputSource::Action { action, output } => match &outputs[action] {
