@@ -21,7 +21,7 @@ use cairn_engine::job::{Children, JobEnvironment, ScriptedJob, ScriptedRunner};
 use cairn_engine::local::ProcessConfigurer;
 use cairn_engine::memory::{MemoryBlobs, MemoryCatalog};
 use cairn_engine::plan::plan;
-use cairn_engine::ports::{EventLog, StoreError};
+use cairn_engine::ports::{BlobStore, EventLog, StoreError};
 use cairn_engine::record::BuildCounts;
 
 const GRAPH: &str = r#"
@@ -142,34 +142,57 @@ impl Fixture {
 
     fn build_with(&self, keep_going: bool, interrupt: &AtomicBool, children: &Children) -> Built {
         self.runner.clear();
-        let graph = Graph::load(&self.root().join("cairn.toml")).unwrap();
-        let environment = JobEnvironment::default();
-        let refs = graph.all_partitions().unwrap();
-        let configurer = ProcessConfigurer {
-            graph: &graph,
-            environment: &environment,
-        };
-        let plan = plan(&graph, &refs, &configurer).unwrap();
-        let build_id = self.catalog.next_build_id().unwrap();
-        let context = Context::new(
-            &graph,
+        let (_, report) = build_in(
+            self.root(),
             &self.catalog,
             &self.blobs,
-            &environment,
-            children,
             &self.runner,
-            build_id,
-        );
-        let options = BuildOptions {
             keep_going,
-            ..BuildOptions::new(interrupt)
-        };
-        let report = build(&context, &plan, &options, &Silent).unwrap();
+            interrupt,
+            children,
+        );
         Built {
             report,
             ran: self.runner.ran_outputs(),
         }
     }
+}
+
+/// Plans every partition of the graph file in `root` and builds them on
+/// these ports, as `cairn build` does: `(planned actions, report)`.
+fn build_in(
+    root: &Path,
+    catalog: &MemoryCatalog,
+    blobs: &dyn BlobStore,
+    runner: &ScriptedRunner,
+    keep_going: bool,
+    interrupt: &AtomicBool,
+    children: &Children,
+) -> (usize, BuildReport) {
+    let graph = Graph::load(&root.join("cairn.toml")).unwrap();
+    let environment = JobEnvironment::default();
+    let refs = graph.all_partitions().unwrap();
+    let configurer = ProcessConfigurer {
+        graph: &graph,
+        environment: &environment,
+    };
+    let plan = plan(&graph, &refs, &configurer).unwrap();
+    let build_id = catalog.next_build_id().unwrap();
+    let context = Context::new(
+        &graph,
+        catalog,
+        blobs,
+        &environment,
+        children,
+        runner,
+        build_id,
+    );
+    let options = BuildOptions {
+        keep_going,
+        ..BuildOptions::new(interrupt)
+    };
+    let report = build(&context, &plan, &options, &Silent).unwrap();
+    (plan.actions.len(), report)
 }
 
 fn counts(executed: u64, cached: u64, failed: u64, skipped: u64) -> BuildCounts {
@@ -490,7 +513,7 @@ struct CountingBlobs {
     syncs: AtomicU32,
 }
 
-impl cairn_engine::ports::BlobStore for CountingBlobs {
+impl BlobStore for CountingBlobs {
     fn put_file(&self, path: &Path) -> Result<ContentDigest, StoreError> {
         self.inner.put_file(path)
     }
@@ -555,32 +578,20 @@ run = ["step"]
         job.write(0, "f", format!("{previous}{}\n", job.outputs[0]).as_bytes())?;
         Ok(0)
     });
-    let graph = Graph::load(&dir.path().join("cairn.toml")).unwrap();
-    let environment = JobEnvironment::default();
-    let refs = graph.all_partitions().unwrap();
-    let configurer = ProcessConfigurer {
-        graph: &graph,
-        environment: &environment,
-    };
-    let plan = plan(&graph, &refs, &configurer).unwrap();
-    assert_eq!(plan.actions.len(), DEPTH as usize);
-    let catalog = MemoryCatalog::new();
     let blobs = CountingBlobs {
         inner: MemoryBlobs::new(),
         syncs: AtomicU32::new(0),
     };
-    let interrupt = AtomicBool::new(false);
-    let children = Children::default();
-    let context = Context::new(
-        &graph,
-        &catalog,
+    let (planned, report) = build_in(
+        dir.path(),
+        &MemoryCatalog::new(),
         &blobs,
-        &environment,
-        &children,
         &runner,
-        catalog.next_build_id().unwrap(),
+        false,
+        &AtomicBool::new(false),
+        &Children::default(),
     );
-    let report = build(&context, &plan, &BuildOptions::new(&interrupt), &Silent).unwrap();
+    assert_eq!(planned, DEPTH as usize);
     assert_eq!(report.counts, counts(u64::from(DEPTH), 0, 0, 0));
     let last = std::fs::read_to_string(dir.path().join("data/step/n=2000-02-29/f")).unwrap();
     assert_eq!(last.lines().count(), DEPTH as usize);
@@ -606,30 +617,15 @@ fn a_panic_running_an_action_fails_it_and_the_build_ends() {
         }
         script(&Knobs::default(), job)
     });
-    let graph = Graph::load(&fixture.root().join("cairn.toml")).unwrap();
-    let environment = JobEnvironment::default();
-    let refs = graph.all_partitions().unwrap();
-    let configurer = ProcessConfigurer {
-        graph: &graph,
-        environment: &environment,
-    };
-    let plan = plan(&graph, &refs, &configurer).unwrap();
-    let interrupt = AtomicBool::new(false);
-    let children = Children::default();
-    let context = Context::new(
-        &graph,
+    let (_, report) = build_in(
+        fixture.root(),
         &fixture.catalog,
         &fixture.blobs,
-        &environment,
-        &children,
         &runner,
-        fixture.catalog.next_build_id().unwrap(),
+        true,
+        &AtomicBool::new(false),
+        &Children::default(),
     );
-    let options = BuildOptions {
-        keep_going: true,
-        ..BuildOptions::new(&interrupt)
-    };
-    let report = build(&context, &plan, &options, &Silent).unwrap();
     assert_eq!(report.counts, counts(2, 0, 1, 1));
     assert!(
         report.failures[0].contains("scripted panic"),
