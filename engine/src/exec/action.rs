@@ -881,26 +881,40 @@ impl Context<'_> {
         logs: (Option<ContentDigest>, Option<ContentDigest>),
         updates: Vec<StatUpdate>,
     ) -> Finished {
-        Finished {
-            key: Some(key),
-            events: vec![EventKind::ActionFailed {
-                key: Some(key),
-                job: action.job.to_string(),
-                outputs: action.config.outputs.clone(),
-                error: error.clone(),
-                exit_code,
-                stdout: logs.0,
-                stderr: logs.1,
-            }],
-            updates,
-            outcome: Outcome::Failed {
-                error,
-                stderr_tail: Vec::new(),
-            },
-            outputs: None,
-            built_by: None,
-            leftovers: Vec::new(),
-        }
+        failure(action, Some(key), error, exit_code, logs, updates)
+    }
+}
+
+/// `action` failed with `error`: its `ActionFailed` event and outcome.
+/// `key` is `None` when the action failed before its key was known (a
+/// missing source, or cairn itself failing to run it).
+pub(crate) fn failure(
+    action: &PlannedAction,
+    key: Option<ActionKey>,
+    error: String,
+    exit_code: Option<i32>,
+    logs: (Option<ContentDigest>, Option<ContentDigest>),
+    updates: Vec<StatUpdate>,
+) -> Finished {
+    Finished {
+        key,
+        events: vec![EventKind::ActionFailed {
+            key,
+            job: action.job.to_string(),
+            outputs: action.config.outputs.clone(),
+            error: error.clone(),
+            exit_code,
+            stdout: logs.0,
+            stderr: logs.1,
+        }],
+        updates,
+        outcome: Outcome::Failed {
+            error,
+            stderr_tail: Vec::new(),
+        },
+        outputs: None,
+        built_by: None,
+        leftovers: Vec::new(),
     }
 }
 

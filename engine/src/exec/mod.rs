@@ -1394,26 +1394,7 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
 /// An action that failed before its job could run (a missing source, or
 /// cairn itself failed running it).
 fn failed_without_running(action: &PlannedAction, error: String) -> Finished {
-    Finished {
-        key: None,
-        events: vec![EventKind::ActionFailed {
-            key: None,
-            job: action.job.to_string(),
-            outputs: action.config.outputs.clone(),
-            error: error.clone(),
-            exit_code: None,
-            stdout: None,
-            stderr: None,
-        }],
-        updates: Vec::new(),
-        outcome: Outcome::Failed {
-            error,
-            stderr_tail: Vec::new(),
-        },
-        outputs: None,
-        built_by: None,
-        leftovers: Vec::new(),
-    }
+    action::failure(action, None, error, None, (None, None), Vec::new())
 }
 
 pub(crate) fn skipped(action: &PlannedAction, reason: String) -> Finished {
