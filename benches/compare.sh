@@ -94,6 +94,18 @@ export LC_ALL=C
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
+# Sets `build` (the cold build command at -j CORES) and `reset` (what is
+# moved to the trash before a cold run) for tool $1, whose outputs are in
+# directory $2 (cairn's are always data/ and .cairn).
+tool_commands() {
+    case $1 in
+        cairn) build="$CAIRN build -j $CORES"; reset="$STASH data .cairn" ;;
+        make) build="make -s -j $CORES"; reset="$STASH $2" ;;
+        ninja) build="ninja -j $CORES"; reset="$STASH $2 .ninja_log .ninja_deps" ;;
+        shell) build="sh shell-build $CORES"; reset="$STASH $2" ;;
+    esac
+}
+
 # --- tools -------------------------------------------------------------------
 need_apt=()
 command -v ninja >/dev/null || need_apt+=(ninja-build)
@@ -200,12 +212,7 @@ for size in $SIZES; do
 
     for tool in shell ninja make cairn; do
         dir=$base/$tool
-        case $tool in
-            cairn) build="$CAIRN build -j $CORES"; reset="$STASH data .cairn" ;;
-            make) build="make -s -j $CORES"; reset="$STASH out" ;;
-            ninja) build="ninja -j $CORES"; reset="$STASH out .ninja_log .ninja_deps" ;;
-            shell) build="sh shell-build $CORES"; reset="$STASH out" ;;
-        esac
+        tool_commands "$tool" out
         cd "$dir"
         log "$size $tool: cold build ($cold_runs runs)"
         : > "$WORK/cold-rss.txt"
@@ -291,12 +298,7 @@ cold_case() {
     for tool in $tools; do
         out=data
         [ -f "$base/$tool/waves/raw.dirs" ] && out=out   # gen-peers' podcast peers
-        case $tool in
-            cairn) build="$CAIRN build -j $CORES"; reset="$STASH data .cairn" ;;
-            make) build="make -s -j $CORES"; reset="$STASH $out" ;;
-            ninja) build="ninja -j $CORES"; reset="$STASH $out .ninja_log .ninja_deps" ;;
-            shell) build="sh shell-build $CORES"; reset="$STASH $out" ;;
-        esac
+        tool_commands "$tool" "$out"
         cd "$base/$tool"
         log "$case $size $tool: cold build ($runs runs${loaded:+, stress-ng --cpu 2 beside it})"
         [ -n "$loaded" ] && start_burners

@@ -204,11 +204,15 @@ fn is_empty_dir(dir: &Path) -> bool {
 /// resume file is removed first: a reused attempt must not show the next
 /// job one).
 fn keep_spare_attempt(run_dir: &Path) -> bool {
-    let _ = fs::remove_file(run_dir.join("checkpoint.json"));
-    let _ = fs::remove_file(run_dir.join("resume.json"));
+    // One listing: a checkpoint or resume file is removed where it is
+    // found (most jobs leave none, and a blind unlink of each is two
+    // failed system calls per action).
     let only_logs = fs::read_dir(run_dir).is_ok_and(|entries| {
         entries.flatten().all(|entry| {
             let name = entry.file_name();
+            if name == "checkpoint.json" || name == "resume.json" {
+                return fs::remove_file(entry.path()).is_ok();
+            }
             name == LOG_STDOUT || name == LOG_STDERR || name == "out"
         })
     });
