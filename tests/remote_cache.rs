@@ -872,10 +872,14 @@ fn a_cache_down_from_the_start_warns_once_and_the_build_goes_on() {
     built.assert_counts(21, 21, 0, 0, 0);
     assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
     assert!(built.run.stderr.contains(&url), "{}", built.run.stderr);
-    assert_eq!(
-        remote_count(&built, "errors"),
-        3,
-        "the breaker opens after 3"
+    // The breaker opens at the third failure in a row; requests already
+    // under way then (the worker's next lookup and up to 4 upload threads'
+    // requests: engine/src/exec/mod.rs, UPLOAD_THREADS) still fail and
+    // count, and no request starts after it. With -j 1 that is 3 to 3 + 4.
+    let errors = remote_count(&built, "errors");
+    assert!(
+        (3..=7).contains(&errors),
+        "the breaker opens after 3 failures in a row and stops asking: {errors} errors"
     );
     assert_eq!(remote(&built)["tripped"], true);
     assert_eq!(remote_count(&built, "uploaded"), 0);
