@@ -617,3 +617,112 @@ fn a_remote_backfill_prints_and_exits_as_a_local_backfill() {
     assert_eq!(listed(&here.stderr).len(), 2, "{}", here.stderr);
     server.stop();
 }
+
+/// The outputs of the actions build `build` started, sorted.
+fn started_in(project: &Project, build: u64) -> Vec<String> {
+    let events = project.log(&["--build", &build.to_string(), "--kind", "ActionStarted"]);
+    let mut outputs: Vec<String> = events
+        .iter()
+        .flat_map(|event| event["outputs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|output| output.as_str().map(str::to_owned))
+        .collect();
+    outputs.sort();
+    outputs
+}
+
+/// `--retry-failed` with `--remote` (refused before): the server picks the
+/// partitions to retry from its store as the local command does, and the
+/// retry runs exactly the actions the local retry runs.
+#[test]
+fn a_remote_backfill_retry_failed_runs_just_what_failed_as_a_local_one() {
+    let local = project(2, 2);
+    let served = project(2, 2);
+    let config = "target = \"daily/date={date}\"\nreason = \"#12 recompute\"\n\n\
+                  [dimensions.date]\nstart = \"2024-01-01\"\nend = \"2024-01-02\"\n";
+    for project in [&local, &served] {
+        project.write("backfills/days.toml", config);
+        project.write("fail-S001", "");
+    }
+    let server = Server::start(served.path(), &[]);
+    let url = server.url.clone();
+    let remote_args = |extra: &[&'static str]| -> Vec<String> {
+        ["--remote", url.as_str(), "backfill", "backfills/days.toml"]
+            .iter()
+            .chain(extra)
+            .map(|arg| (*arg).to_owned())
+            .collect()
+    };
+    let run_remote = |extra: &[&'static str]| {
+        let args = remote_args(extra);
+        served.cairn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let failed = run_remote(&["--json"]);
+    failed.assert_code(1);
+    local
+        .cairn(&["backfill", "backfills/days.toml", "--json"])
+        .assert_code(1);
+    assert!(
+        failed.stderr.contains(&format!(
+            "`cairn --remote {url} backfill backfills/days.toml --retry-failed`"
+        )),
+        "{}",
+        failed.stderr
+    );
+
+    // Fixed: the retry runs what failed (and what depends on it), nothing
+    // else, as the local retry does, and exits 0.
+    for project in [&local, &served] {
+        std::fs::remove_file(project.file("fail-S001")).unwrap();
+    }
+    let remote = run_remote(&["--retry-failed", "--json"]);
+    let here = local.cairn(&[
+        "backfill",
+        "backfills/days.toml",
+        "--retry-failed",
+        "--json",
+    ]);
+    here.assert_code(0);
+    remote.assert_code(0);
+    // The executed actions' lines and the summary (a remote client prints
+    // no line for an action that was current before the build started).
+    let executed = |run: &common::Run| {
+        let (lines, summary) = build_lines(run);
+        let lines: Vec<String> = lines
+            .into_iter()
+            .filter(|line| line.contains("\"outcome\":\"executed\""))
+            .collect();
+        (lines, summary)
+    };
+    assert_eq!(executed(&remote), executed(&here));
+    assert_eq!(executed(&remote).0.len(), 4, "{}", remote.stdout);
+    assert!(
+        remote.stderr.contains("retrying 2 partitions"),
+        "{}",
+        remote.stderr
+    );
+    let build = |run: &common::Run| run.json_lines().last().unwrap()["build"].as_u64().unwrap();
+    let ran = started_in(&served, build(&remote));
+    assert_eq!(ran, started_in(&local, build(&here)));
+    assert!(
+        ran.contains(&"clean/date=2024-01-01/station=S001".to_owned())
+            && ran.contains(&"clean/date=2024-01-02/station=S001".to_owned())
+            && !ran.iter().any(|output| output.contains("S002")),
+        "{ran:?}"
+    );
+
+    // Nothing is left to retry: said, exit 0, nothing submitted.
+    let builds_before = served.log(&["--kind", "BuildRequested"]).len();
+    let nothing = run_remote(&["--retry-failed"]);
+    nothing.assert_code(0);
+    assert!(
+        nothing.stderr.contains("nothing to retry"),
+        "{}",
+        nothing.stderr
+    );
+    assert_eq!(
+        served.log(&["--kind", "BuildRequested"]).len(),
+        builds_before,
+        "nothing to retry, nothing built"
+    );
+    server.stop();
+}

@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cairn_app::AppError;
-use cairn_app::backfill::{Backfill, BackfillRequest};
+use cairn_app::backfill::{Backfill, BackfillRequest, Targets};
 use cairn_app::build::{BuildRequest, DryRun};
 use cairn_app::dto::Refs;
 use cairn_app::dto::build::DryActionLine;
@@ -481,7 +481,16 @@ struct BackfillBody {
     jobs: Option<usize>,
     #[serde(default)]
     dry_run: bool,
+    /// Only the partitions whose last attempt (or an input's) failed, as
+    /// `cairn backfill --retry-failed` picks them.
+    #[serde(default)]
+    retry_failed: bool,
 }
+
+/// The answer to a `retry_failed` backfill that finds nothing to retry
+/// (the local command says the same and exits 0).
+const NOTHING_TO_RETRY: &str =
+    "nothing to retry: no partition of this backfill has a failed last attempt";
 
 /// `path`, relative to the project `root`, as a file inside it: absolute
 /// paths, `..` and symlinks that leave the project are refused.
@@ -548,6 +557,13 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             ));
         }
     };
+    let mut request = request;
+    let retry_failed = body.retry_failed;
+    if retry_failed {
+        // Only when given: a request without it digests as before, so the
+        // idempotency keys recorded by earlier servers still match.
+        request["retry_failed"] = Value::Bool(true);
+    }
     let digest = crate::registry::digest(Kind::Backfill, &request);
     if !body.dry_run
         && let Some(answer) = existing_answer(
@@ -559,7 +575,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     }
     let jobs = shared.jobs_for(body.jobs);
     let dry_run = body.dry_run;
-    let (backfill, listing) = blocking(&shared, move |shared| {
+    let (backfill, retry, listing) = blocking(&shared, move |shared| {
         let workspace = &shared.workspace;
         let root = &workspace.graph.root;
         let backfill = match (body.config_path, body.config) {
@@ -585,10 +601,33 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             }
             (None, None) => return Err(ApiError::invalid("no config")),
         };
+        // What `cairn backfill --retry-failed` retries, read from the
+        // store the server holds: the requested partitions whose action,
+        // or an upstream one, has an output whose last attempt failed
+        // (whichever operations, of this server or an earlier one, ran
+        // them).
+        let retry = if retry_failed {
+            match cairn_app::backfill::targets(workspace, &backfill, true)? {
+                Targets::Retry(refs) if refs.is_empty() => {
+                    let nothing = json!({
+                        "nothing_to_retry": true,
+                        "message": NOTHING_TO_RETRY,
+                        "partitions": [],
+                    });
+                    return Ok((backfill, None, Some(nothing)));
+                }
+                targets => Some(targets.refs().to_vec()),
+            }
+        } else {
+            None
+        };
         if !dry_run {
-            return Ok((backfill, None));
+            return Ok((backfill, retry, None));
         }
-        let plan = workspace.plan(&backfill.refs())?;
+        let plan = match &retry {
+            Some(refs) => workspace.plan(refs)?,
+            None => workspace.plan(&backfill.refs())?,
+        };
         let dry = cairn_app::backfill::dry_run(workspace, &plan)?;
         let expected = Expected {
             partitions: dry.partitions.len() as u64,
@@ -605,7 +644,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
                 .collect::<Vec<_>>(),
             "summary": serde_json::to_value(dry.summary()).unwrap_or(Value::Null),
         });
-        Ok((backfill, Some(listing)))
+        Ok((backfill, retry, Some(listing)))
     })
     .await?;
     if let Some(listing) = listing {
@@ -613,7 +652,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     }
     // The accepted answer carries the dry run's counts; submits for the
     // same partitions at the same time share one (server/src/expect.rs).
-    let refs = backfill.refs();
+    let refs = retry.clone().unwrap_or_else(|| backfill.refs());
     let counted_as = crate::expect::key(
         "backfill",
         &mut refs
@@ -649,6 +688,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             cancel: None,
             submission: None,
         },
+        retry,
     };
     let mut op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
     op.expected = Some(expected);

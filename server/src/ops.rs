@@ -16,6 +16,7 @@ use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{Outcome, Progress, Reporter};
 use cairn_engine::plan::PlannedAction;
 use cairn_engine::record::BuildCounts;
+use cairn_engine::refs::PartitionRef;
 use serde_json::{Value, json};
 
 use crate::ServeOptions;
@@ -211,9 +212,11 @@ impl Shared {
                         summary,
                     }
                 }),
-            Work::Backfill { backfill, request } => {
-                self.run_backfill(backfill, request, &observer, started)
-            }
+            Work::Backfill {
+                backfill,
+                request,
+                retry,
+            } => self.run_backfill(backfill, retry.as_deref(), request, &observer, started),
         };
         // Before the operation shows as done: a client that saw it done
         // and submits again is told what is left now (server/src/expect.rs).
@@ -291,12 +294,15 @@ impl Shared {
     fn run_backfill(
         &self,
         backfill: &Backfill,
+        retry: Option<&[PartitionRef]>,
         request: &BackfillRequest,
         observer: &OpObserver<'_>,
         started: Instant,
     ) -> Result<Ended, AppError> {
-        let refs = backfill.refs();
-        let plan = self.workspace.plan(&refs)?;
+        let plan = match retry {
+            Some(refs) => self.workspace.plan(refs)?,
+            None => self.workspace.plan(&backfill.refs())?,
+        };
         let backfilled =
             cairn_app::backfill::run(&self.workspace, backfill, &plan, request, observer)?;
         let summary =

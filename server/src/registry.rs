@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use cairn_app::backfill::{Backfill, BackfillRequest};
 use cairn_app::build::{BuildRequest, Cancel};
 use cairn_engine::record::{BuildCounts, Submission};
+use cairn_engine::refs::PartitionRef;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -112,6 +113,11 @@ pub enum Work {
     Backfill {
         backfill: Box<Backfill>,
         request: BackfillRequest,
+        /// `retry_failed`: the partitions of the backfill whose last
+        /// attempt (or an input's) failed, as `cairn backfill
+        /// --retry-failed` picks them (`cairn_app::backfill::targets`);
+        /// `None`: all of them.
+        retry: Option<Vec<PartitionRef>>,
     },
 }
 

@@ -143,7 +143,7 @@ pub fn build(remote: &Remote, args: &BuildArgs) -> Result<u8, Failure> {
         &operation,
         args.detach,
         args.json,
-        Kind::Build,
+        &Kind::Build,
         started,
     )
 }
@@ -154,12 +154,6 @@ pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
     let started = Instant::now();
     refuse_local_only(args.no_wait, "backfill")?;
     refuse_remote_cache(args.remote_cache.given(), "backfill")?;
-    if args.retry_failed {
-        return Err(Failure::usage(
-            "backfill --retry-failed does not work with --remote: the server retries an \
-             operation's failed partitions with POST /v1/operations/{id}/retry (docs/api.md)",
-        ));
-    }
     let text = std::fs::read_to_string(&args.config).map_err(|error| {
         Failure::usage(format!(
             "backfill config {}: cannot read it: {error}",
@@ -178,21 +172,78 @@ pub fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8, Failure> {
         "jobs": args.jobs,
         "dry_run": args.dry_run,
     });
+    let mut body = body;
+    if args.retry_failed {
+        // The server picks the partitions to retry from its store as the
+        // local `--retry-failed` does (docs/api.md, "Backfills").
+        body["retry_failed"] = Value::Bool(true);
+    }
     if args.dry_run {
         let (_, answer): (u16, Value) = remote.post_json("/v1/backfills", &body, &[])?;
+        if let Some(code) = nothing_to_retry(&answer, args.json) {
+            return Ok(code);
+        }
         return Ok(backfill_dry_run(&answer, args.json));
     }
     let key = idempotency_key(args.idempotency_key.as_deref());
-    let (_, operation): (u16, Operation) =
+    let (_, answer): (u16, Value) =
         remote.post_json("/v1/backfills", &body, &[("Idempotency-Key", &key)])?;
+    if let Some(code) = nothing_to_retry(&answer, args.json) {
+        return Ok(code);
+    }
+    let operation: Operation = serde_json::from_value(answer).map_err(|error| {
+        Failure::store(format!(
+            "{}/v1/backfills: the operation is not what this cairn understands ({error})",
+            remote.base()
+        ))
+    })?;
+    if args.retry_failed {
+        note(&format!(
+            "retrying {} whose last attempt failed (or whose inputs' did)",
+            count(
+                operation
+                    .expected
+                    .as_ref()
+                    .map_or(0, |expected| expected.partitions),
+                "partition"
+            )
+        ));
+    }
     submitted(
         remote,
         &operation,
         args.detach,
         args.json,
-        Kind::Backfill,
+        &Kind::Backfill {
+            retry: format!(
+                "cairn --remote {} backfill {} --retry-failed",
+                remote.base(),
+                args.config.display()
+            ),
+        },
         started,
     )
+}
+
+/// A `retry_failed` backfill's answer when the server found nothing to
+/// retry: says so as the local `backfill --retry-failed` does
+/// (cli/src/backfill.rs) and returns its exit code, 0.
+fn nothing_to_retry(answer: &Value, json: bool) -> Option<u8> {
+    if answer.get("nothing_to_retry") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    note("nothing to retry: no partition of this backfill has a failed last attempt");
+    if json {
+        json_line(&BackfillSummary::new(
+            None,
+            0,
+            BuildCounts::default(),
+            false,
+            None,
+            Vec::new(),
+        ));
+    }
+    Some(0)
 }
 
 fn refuse_local_only(no_wait: bool, command: &str) -> Result<(), Failure> {
@@ -242,10 +293,13 @@ fn idempotency_key(given: Option<&str>) -> String {
     format!("cairn-cli-{hex}")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
     Build,
-    Backfill,
+    /// `retry`: the command that retries its failed partitions.
+    Backfill {
+        retry: String,
+    },
 }
 
 /// After the submit: `--detach` prints the id; otherwise follow.
@@ -254,7 +308,7 @@ fn submitted(
     operation: &Operation,
     detach: bool,
     json: bool,
-    kind: Kind,
+    kind: &Kind,
     started: Instant,
 ) -> Result<u8, Failure> {
     if detach {
@@ -774,7 +828,7 @@ pub fn tail_lines(bytes: &[u8]) -> Vec<String> {
 
 /// Prints the finished operation's summary (as the local command does)
 /// and returns the exit code.
-fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: Duration) -> u8 {
+fn summary(operation: &Operation, total: u64, json: bool, kind: &Kind, elapsed: Duration) -> u8 {
     let from_counts = operation.counts.clone().unwrap_or_default();
     let result = operation.result.clone().unwrap_or_else(|| ResultSummary {
         build: operation.build,
@@ -812,7 +866,7 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
                     elapsed,
                 ));
             }
-            Kind::Backfill => json_line(&BackfillSummary::new(
+            Kind::Backfill { .. } => json_line(&BackfillSummary::new(
                 result.build.or(operation.build),
                 result.total,
                 counts,
@@ -837,7 +891,7 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
     let line = crate::report::summary_text(build, result.total, &counts, interrupted, elapsed);
     match kind {
         Kind::Build => note(&line),
-        Kind::Backfill => {
+        Kind::Backfill { retry } => {
             note(&format!("backfill {line}"));
             let failed: Vec<(String, String)> = if error.failed.is_empty() {
                 result
@@ -867,8 +921,7 @@ fn summary(operation: &Operation, total: u64, json: bool, kind: Kind, elapsed: D
                     }
                 }
                 note(&format!(
-                    "fix the cause, then POST /v1/operations/{}/retry reruns just those (and what depends on them)",
-                    encode(&operation.id)
+                    "fix the cause, then `{retry}` reruns just those (and what depends on them)"
                 ));
             }
         }
