@@ -633,3 +633,29 @@ fn a_panic_running_an_action_fails_it_and_the_build_ends() {
         report.failures
     );
 }
+
+/// The parallel work inside an action (the remote cache's downloads,
+/// hashing a large output) runs on the build's `-j` workers, so `-j 1`
+/// bounds it; on rayon's global pool it would take a thread per core.
+#[test]
+fn parallel_work_inside_an_action_is_bounded_by_the_jobs() {
+    let fixture = Fixture::new();
+    let widths = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&widths);
+    let runner = ScriptedRunner::new(move |job| {
+        seen.lock().unwrap().push(rayon::current_num_threads());
+        script(&Knobs::default(), job)
+    });
+    let (planned, report) = build_in(
+        fixture.root(),
+        &fixture.catalog,
+        &fixture.blobs,
+        &runner,
+        false,
+        &AtomicBool::new(false),
+        &Children::default(),
+    );
+    assert_eq!(report.counts, counts(planned as u64, 0, 0, 0));
+    // build_in builds with BuildOptions' default of one job.
+    assert_eq!(*widths.lock().unwrap(), vec![1; planned]);
+}

@@ -1,4 +1,4 @@
-//! The scheduler: runs a [`Plan`] on a rayon pool of `-j N` workers, each
+//! The scheduler: runs a [`Plan`] on a pool of `-j N` workers, each
 //! action as soon as its inputs are known, and records what happened in
 //! group commits.
 //!
@@ -817,18 +817,29 @@ fn schedule(
         work: Condvar::new(),
         main: Condvar::new(),
     };
-    let looped = thread::scope(|scope| -> Result<(), ExecError> {
-        for index in 0..jobs {
+    //
+    // The workers are the threads of a pool of their own, `-j` wide, so
+    // that the parallel work inside an action (the remote cache's blob
+    // downloads, hashing a large output) runs on that pool and `-j` bounds
+    // it, rather than on rayon's global pool of one thread per core. Each
+    // worker waits until all have started: a worker waiting inside such a
+    // parallel call may run pool tasks, and must never find another
+    // worker's loop among them (it would run it to the build's end).
+    let workers = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|index| format!("cairn-job-{index}"))
+        .build()
+        .map_err(|error| ExecError::Code(format!("cannot start worker threads: {error}")))?;
+    let started = std::sync::Barrier::new(jobs);
+    let looped = workers.in_place_scope(|scope| -> Result<(), ExecError> {
+        for _ in 0..jobs {
             let shared = &shared;
+            let started = &started;
             let interrupt = options.interrupt;
-            thread::Builder::new()
-                .name(format!("cairn-job-{index}"))
-                .spawn_scoped(scope, move || work(shared, interrupt))
-                .map_err(|error| {
-                    shared.lock().stop.store(true, Ordering::SeqCst);
-                    shared.work.notify_all();
-                    ExecError::Code(format!("cannot start worker threads: {error}"))
-                })?;
+            scope.spawn(move |_| {
+                started.wait();
+                work(shared, interrupt);
+            });
         }
         let mut last_commit = Instant::now();
         let mut scheduler = shared.lock();
