@@ -1182,3 +1182,44 @@ fn a_backfill_from_a_project_file_or_the_body_runs_to_completion_as_the_cli_reco
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["counts"]["executed"], 0, "{done}");
 }
+
+#[test]
+fn a_restarted_server_gives_failed_partitions_with_the_log_tails_it_gave_before() {
+    // Several lines of stderr, the last ten kept; and a retried attempt
+    // first, which is not a failed partition of the operation.
+    let graph = SLOW_GRAPH.replace(
+        "echo \\\"broken input $1\\\" >&2; exit 3;",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo \\\"warning $i\\\" >&2; done; echo \\\"broken input $1\\\" >&2; exit 3;",
+    );
+    assert_ne!(graph, SLOW_GRAPH);
+    let project = Project::with_graph(&graph);
+    project.write("sleep.txt", "0");
+    project.write("fail-2", "");
+    let server = Server::start(project.path(), &[]);
+    let id = server.submit_body(&json!({"refs": ["slow/n={n}"], "keep_going": true, "retries": 1}))
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = server.wait_done(&id, LONG);
+    assert_eq!(before["state"], "failed", "{before}");
+    let tail = before["error"]["failed"][0]["log_tail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(tail.ends_with("warning 12\nbroken input 2"), "{before}");
+    assert_eq!(tail.lines().count(), 10, "{tail}");
+    assert_eq!(
+        before["error"]["failed"].as_array().unwrap().len(),
+        1,
+        "{before}"
+    );
+    server.stop();
+    let server = Server::start(project.path(), &[]);
+    let after = server.get(&format!("/v1/operations/{id}"));
+    assert_eq!(after.status, 200, "{}", after.body);
+    let after = after.json();
+    assert_eq!(after["error"], before["error"], "{after}");
+    assert_eq!(after["counts"], before["counts"]);
+    assert_eq!(after["state"], "failed");
+}

@@ -230,3 +230,111 @@ impl JobLogs {
         Ok(Some(Captured { length, reader }))
     }
 }
+
+/// How much of the end of a stderr its tail is taken from, as the engine
+/// takes it (engine/src/exec/run.rs, `log_tail`).
+const TAIL_BYTES: usize = 16 * 1024;
+/// Characters kept of each line of a tail.
+const TAIL_LINE_CHARS: usize = 400;
+
+/// The tail a failure shows of `bytes`, the end of a captured stderr
+/// (`cut`: the stream went on before them, so their first line may be
+/// the end of a longer one): its last
+/// [`cairn_engine::exec::run::STDERR_TAIL_LINES`] non-blank lines, each
+/// cut at 400 characters. The same lines as the engine's `log_tail`
+/// (engine/src/exec/run.rs) gives a build's observer.
+pub fn tail_lines(bytes: &[u8], cut: bool) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if cut && lines.len() > 1 {
+        lines.remove(0);
+    }
+    let mut tail: Vec<String> = lines
+        .iter()
+        .rev()
+        .filter(|line| !line.trim().is_empty())
+        .take(cairn_engine::exec::run::STDERR_TAIL_LINES)
+        .map(|line| {
+            let mut kept: String = line.chars().take(TAIL_LINE_CHARS).collect();
+            if kept.len() < line.len() {
+                kept.push('…');
+            }
+            kept
+        })
+        .collect();
+    tail.reverse();
+    tail
+}
+
+/// The tail of a whole captured stderr (`bytes`), as [`tail_lines`]
+/// takes it from its last 16 KiB.
+pub fn tail_of(bytes: &[u8]) -> Vec<String> {
+    let start = bytes.len().saturating_sub(TAIL_BYTES);
+    tail_lines(&bytes[start..], start > 0)
+}
+
+impl JobLogs {
+    /// The run of a failure `event` (an `ActionFailed`), to read from
+    /// `store`; `None` for another event, or a failure before the job ran
+    /// (no key).
+    pub fn of_failure(store: crate::StoreHandle, event: &Event) -> Option<JobLogs> {
+        match &event.kind {
+            EventKind::ActionFailed { .. } => Some(JobLogs {
+                run: JobRun::of_event(event)?,
+                store,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The tail of the run's stderr that its build showed when it failed
+    /// (the observer's `stderr_tail`, [`tail_lines`]): read through the
+    /// verifying reader, keeping only the last 16 KiB in memory. Empty
+    /// when nothing was printed.
+    pub fn stderr_tail(&self) -> Result<Vec<String>, AppError> {
+        let Some(mut captured) = self.open(Stream::Stderr)? else {
+            return Ok(Vec::new());
+        };
+        let mut kept: Vec<u8> = Vec::with_capacity(2 * TAIL_BYTES);
+        let mut cut = false;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = captured
+                .read(&mut buffer)
+                .map_err(|error| unreadable(Stream::Stderr, &error))?;
+            if read == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buffer[..read]);
+            if kept.len() > 2 * TAIL_BYTES {
+                kept.drain(..kept.len() - TAIL_BYTES);
+                cut = true;
+            }
+        }
+        if kept.len() > TAIL_BYTES {
+            kept.drain(..kept.len() - TAIL_BYTES);
+            cut = true;
+        }
+        Ok(tail_lines(&kept, cut))
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_is_the_last_non_blank_lines_of_the_last_16_kib() {
+        let text: String = (1..=30).map(|n| format!("line {n}\n\n")).collect();
+        let tail = tail_of(text.as_bytes());
+        assert_eq!(tail.len(), 10);
+        assert_eq!(tail[0], "line 21");
+        assert_eq!(tail[9], "line 30");
+        assert!(tail_of(b"").is_empty());
+        // Longer than 16 KiB: the partial first line read is dropped.
+        let long = format!("{}\nend\n", "x".repeat(20_000));
+        assert_eq!(tail_of(long.as_bytes()), ["end"]);
+        let wide = "y".repeat(500);
+        assert_eq!(tail_of(wide.as_bytes())[0].chars().count(), 401);
+    }
+}

@@ -12,6 +12,25 @@ use cairn_engine::record::EventKind;
 
 use crate::registry::{FailedPartition, Operation, Registry};
 
+/// How the error of a failed attempt that is retried ends
+/// (engine/src/exec/run.rs).
+const RETRYING: &str = "; retrying)";
+
+/// The tail of the stderr of the failure `event` records, as the build's
+/// observer gave it to the running server (`Outcome::Failed`'s
+/// `stderr_tail`, joined by newlines): read from the store through the
+/// logs use case. Empty when the job printed nothing, never ran, or its
+/// log cannot be read (`GET /v1/partitions/{ref}/logs` says why).
+fn failure_tail(workspace: &Workspace, event: &cairn_engine::record::Event) -> String {
+    let Ok(Some(store)) = workspace.open_reader() else {
+        return String::new();
+    };
+    cairn_app::logs::JobLogs::of_failure(store, event)
+        .and_then(|logs| logs.stderr_tail().ok())
+        .unwrap_or_default()
+        .join("\n")
+}
+
 /// The operations the log records, oldest first.
 pub fn operations(workspace: &Workspace) -> Result<Registry, AppError> {
     let mut registry = Registry::default();
@@ -50,14 +69,18 @@ pub fn operations(workspace: &Workspace) -> Result<Registry, AppError> {
                 error,
                 ..
             } => {
+                // A failed attempt that was retried: the action went on
+                // (the running server's observer never heard of it).
+                if error.ends_with(RETRYING) {
+                    return true;
+                }
+                let log_tail = failure_tail(workspace, &event);
                 for output in outputs {
                     op.failed.push(FailedPartition {
                         partition: output.as_str().to_owned(),
                         job: job.clone(),
                         error: error.clone(),
-                        // The captured stderr is in the store: `GET
-                        // /v1/partitions/{ref}/logs`.
-                        log_tail: String::new(),
+                        log_tail: log_tail.clone(),
                     });
                     op.unfinished.push(output.as_str().to_owned());
                 }

@@ -790,40 +790,10 @@ impl<'a> Tracker<'a> {
     fn stderr_tail(&self, partition: &str) -> Vec<String> {
         let path = format!("/v1/partitions/{}/logs", encode(partition));
         match self.remote.get_bytes(&path, &[("stream", "stderr")]) {
-            Ok(bytes) => tail_lines(&bytes),
+            Ok(bytes) => cairn_app::logs::tail_of(&bytes),
             Err(_) => Vec::new(),
         }
     }
-}
-
-/// The last 10 non-blank lines of the last 16 KiB of `bytes`, each cut at
-/// 400 characters: the tail a local failure shows
-/// (engine/src/exec/run.rs, `log_tail`).
-pub fn tail_lines(bytes: &[u8]) -> Vec<String> {
-    const LINES: usize = cairn_engine::exec::run::STDERR_TAIL_LINES;
-    const TAIL_BYTES: usize = 16 * 1024;
-    const LINE_CHARS: usize = 400;
-    let start = bytes.len().saturating_sub(TAIL_BYTES);
-    let text = String::from_utf8_lossy(&bytes[start..]);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && lines.len() > 1 {
-        lines.remove(0);
-    }
-    let mut tail: Vec<String> = lines
-        .iter()
-        .rev()
-        .filter(|line| !line.trim().is_empty())
-        .take(LINES)
-        .map(|line| {
-            let mut kept: String = line.chars().take(LINE_CHARS).collect();
-            if kept.len() < line.len() {
-                kept.push('…');
-            }
-            kept
-        })
-        .collect();
-    tail.reverse();
-    tail
 }
 
 /// Prints the finished operation's summary (as the local command does)
@@ -1045,16 +1015,6 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), "cairn-cli-".len() + 32);
         assert_eq!(idempotency_key(Some("ci-42")), "ci-42");
-    }
-
-    #[test]
-    fn the_tail_is_the_last_non_blank_lines() {
-        let text: String = (1..=30).map(|n| format!("line {n}\n\n")).collect();
-        let tail = tail_lines(text.as_bytes());
-        assert_eq!(tail.len(), 10);
-        assert_eq!(tail[0], "line 21");
-        assert_eq!(tail[9], "line 30");
-        assert!(tail_lines(b"").is_empty());
     }
 
     #[test]
