@@ -1223,3 +1223,103 @@ fn a_restarted_server_gives_failed_partitions_with_the_log_tails_it_gave_before(
     assert_eq!(after["counts"], before["counts"]);
     assert_eq!(after["state"], "failed");
 }
+
+/// The value of metric `name` (a series without labels) in `/metrics`.
+fn metric(server: &Server, name: &str) -> u64 {
+    let text = server.get("/metrics").body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_restarted_server_rebuilds_its_last_operations_reading_only_the_end_of_the_log() {
+    let project = slow_project("0");
+    project.write("fail-3", "");
+    let server = Server::start(project.path(), &[]);
+    let mut before = Vec::new();
+    for n in 1..=4 {
+        let id = server.submit(&[&format!("slow/n={n}")])["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        before.push(server.wait_done(&id, LONG));
+    }
+    assert_eq!(before[2]["state"], "failed");
+    server.stop();
+    let requested = project.log(&["--kind", "BuildRequested"]);
+    assert_eq!(requested.len(), 4);
+    let last_seq = project.log(&[]).last().unwrap()["seq"].as_u64().unwrap();
+
+    // Keeping the last two: the log is read back to the third build's
+    // BuildRequested, and not before it.
+    let server = Server::start(project.path(), &["--keep-operations", "2"]);
+    let third = requested[2]["seq"].as_u64().unwrap();
+    assert_eq!(
+        metric(&server, "cairn_restored_events_read"),
+        last_seq - third + 1
+    );
+    let list = server.get("/v1/operations").json();
+    let ids: Vec<&str> = list["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            before[3]["id"].as_str().unwrap(),
+            before[2]["id"].as_str().unwrap()
+        ]
+    );
+    let mut bounded = Vec::new();
+    for op in &before[2..] {
+        let after = server.get(&format!("/v1/operations/{}", op["id"].as_str().unwrap()));
+        assert_eq!(after.status, 200, "{}", after.body);
+        let after = after.json();
+        for field in ["id", "kind", "state", "build", "counts", "error"] {
+            assert_eq!(after[field], op[field], "{field}: {after} vs {op}");
+        }
+        bounded.push(after);
+    }
+    // An older one is no operation any more, but its build is in the log.
+    let first = &before[0];
+    let gone = server.get(&format!("/v1/operations/{}", first["id"].as_str().unwrap()));
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    let build = first["build"].as_u64().unwrap();
+    let mut stream = server.sse(&format!("/v1/events?build={build}&since=1"), None);
+    let mut kinds = Vec::new();
+    while let Some(event) = stream.next() {
+        let event = event.json();
+        assert_eq!(event["build"], build, "{event}");
+        kinds.push(event["kind"].as_str().unwrap().to_owned());
+        if event["kind"] == "BuildFinished" {
+            break;
+        }
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("BuildRequested"));
+    assert!(kinds.contains(&"ActionSucceeded".to_owned()), "{kinds:?}");
+    server.stop();
+
+    // The default keeps all four, in the order they were submitted.
+    let server = Server::start(project.path(), &[]);
+    assert_eq!(
+        metric(&server, "cairn_restored_events_read"),
+        last_seq,
+        "fewer operations than the bound: the whole log"
+    );
+    let list = server.get("/v1/operations").json();
+    assert_eq!(list["operations"].as_array().unwrap().len(), 4);
+    // The two kept by the bounded restart are the same resources.
+    for op in &bounded {
+        let whole = server
+            .get(&format!("/v1/operations/{}", op["id"].as_str().unwrap()))
+            .json();
+        assert_eq!(&whole, op);
+    }
+    server.stop();
+}

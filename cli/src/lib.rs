@@ -459,6 +459,10 @@ struct ServeArgs {
     /// Operations (builds, backfills) running at once; the others queue.
     #[arg(long, value_name = "N", default_value_t = 8)]
     operations: usize,
+    /// Earlier operations a starting server rebuilds from the event log
+    /// (the newest; older builds stay in the log).
+    #[arg(long, value_name = "N", default_value_t = cairn_server::KEPT_OPERATIONS)]
+    keep_operations: usize,
 }
 
 /// `cairn worker …`.

@@ -28,6 +28,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<u8, Failure> {
         grace,
         jobs: args.jobs,
         operations: args.operations,
+        keep_operations: args.keep_operations,
     };
     let token_file = options
         .workspace

@@ -41,6 +41,7 @@ use std::time::Duration;
 use cairn_app::{AppError, Notes, Workspace, WorkspaceOptions};
 
 pub use auth::TOKEN_FILE;
+pub use restore::KEPT as KEPT_OPERATIONS;
 
 /// What `cairn serve` was asked.
 #[derive(Debug, Clone)]
@@ -58,6 +59,9 @@ pub struct ServeOptions {
     pub jobs: Option<usize>,
     /// Operations running at once (the others queue).
     pub operations: usize,
+    /// Earlier operations rebuilt from the log at startup, the newest
+    /// ([`KEPT_OPERATIONS`] by default).
+    pub keep_operations: usize,
 }
 
 /// The default address: loopback only.

@@ -35,6 +35,9 @@ pub struct Metrics {
     joined: AtomicU64,
     /// Requests by (route, status).
     requests: Mutex<BTreeMap<(String, u16), Histogram>>,
+    /// Events startup read to rebuild earlier operations
+    /// (server/src/restore.rs).
+    pub restored_events_read: u64,
 }
 
 impl Metrics {
@@ -77,6 +80,13 @@ impl Metrics {
              # TYPE cairn_queue_depth gauge\n\
              cairn_queue_depth {}",
             registry.count(State::Queued)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_restored_events_read Events of the log read at startup to rebuild earlier operations.\n\
+             # TYPE cairn_restored_events_read gauge\n\
+             cairn_restored_events_read {}",
+            self.restored_events_read
         );
         let _ = writeln!(
             out,

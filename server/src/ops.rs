@@ -59,18 +59,20 @@ impl Shared {
         options: &ServeOptions,
     ) -> Result<Shared, AppError> {
         let feed = Feed::new(&workspace)?;
-        let registry = crate::restore::operations(&workspace)?;
+        let restored = crate::restore::operations(&workspace, options.keep_operations)?;
+        let mut metrics = Metrics::default();
+        metrics.restored_events_read = restored.events_read;
         Ok(Shared {
             workspace,
             token,
             public_read: options.public_read,
             jobs: options.jobs,
             grace: options.grace,
-            registry: Mutex::new(registry),
+            registry: Mutex::new(restored.registry),
             feed,
             expecting: Arc::default(),
             grids: Arc::default(),
-            metrics: Metrics::default(),
+            metrics,
             shutting_down: AtomicBool::new(false),
             slots: (Mutex::new(0), std::sync::Condvar::new()),
             max_running: options.operations.max(1),

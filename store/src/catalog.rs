@@ -397,6 +397,24 @@ impl RedbCatalog {
         self.decode_at(seq, bytes.value()).map(Some)
     }
 
+    /// The events, newest first (from the last seq down to 1), in one read
+    /// transaction, until `visit` says stop: what reads the end of the log
+    /// without going through its beginning (a restarted `cairn serve`
+    /// rebuilds its last operations this way, server/src/restore.rs).
+    pub fn scan_events_back(&self, visit: &mut dyn FnMut(Event) -> bool) -> Result<(), StoreError> {
+        let transaction = self.begin_read()?;
+        let Some(events) = self.read_table(&transaction, EVENTS)? else {
+            return Ok(());
+        };
+        for entry in events.range(1..).map_err(|error| self.fail(error))?.rev() {
+            let (seq, bytes) = entry.map_err(|error| self.fail(error))?;
+            if !visit(self.decode_at(seq.value(), bytes.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The first seq whose event satisfies `reached`, found by binary
     /// search over seq in one read transaction (about log2(events) reads),
     /// or `last seq + 1` when none does. `reached` must be monotone along
