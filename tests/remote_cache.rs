@@ -1023,6 +1023,47 @@ const SCENARIOS: [fn(&Cache); 3] = [
     read_only_writes_nothing,
 ];
 
+/// A blob that takes longer to download than a request's timeout is
+/// restored all the same, as long as its body keeps coming (nginx's /slow/
+/// sends 1 MB/s): the timeout bounds the answer and each chunk, not the
+/// whole transfer, and the blob is streamed into the store, never held
+/// whole. Before, the 4 MiB blob timed out after 2.5 s and the job ran.
+#[test]
+fn nginx_a_large_blob_over_a_slow_link_is_restored() {
+    let Some(cache) = Cache::nginx("nginx_a_large_blob_over_a_slow_link_is_restored") else {
+        return;
+    };
+    let slow = cache
+        .url
+        .replace(&format!("/{PREFIX}"), &format!("/slow/{PREFIX}"));
+    let graph = format!(
+        "[datasets.big]\n[jobs.big]\noutputs = [\"big\"]\n\
+         run = [\"sh\", \"-c\", \"head -c 4194304 /dev/urandom > $CAIRN_OUT/blob.bin\"]\n\
+         [cache]\nurl = \"{slow}\"\ntimeout = \"1s\"\n"
+    );
+    let (first, second) = (Project::with_graph(&graph), Project::with_graph(&graph));
+    let built = Build::new(cairn(
+        &first,
+        &["build", "--json", "--remote-cache-mode", "write"],
+        &[],
+    ));
+    built.assert_code(0);
+    assert_eq!(remote_count(&built, "uploaded"), 1, "{}", built.run.stderr);
+    let started = Instant::now();
+    let built = Build::new(cairn(&second, &["build", "--json"], &[]));
+    let took = started.elapsed();
+    built.assert_code(0);
+    assert_eq!(built.count("executed"), 0, "{}", built.run.stderr);
+    assert_eq!(remote_count(&built, "hits"), 1, "{}", built.run.stderr);
+    assert_eq!(remote_count(&built, "errors"), 0, "{}", built.run.stderr);
+    // It really was slower than the timeout's bound on a whole request.
+    assert!(took > Duration::from_millis(2500), "took {took:?}");
+    assert_eq!(
+        snapshot(&first.file("data")),
+        snapshot(&second.file("data"))
+    );
+}
+
 #[test]
 fn nginx_killed_mid_upload() {
     let Some(mut cache) = Cache::nginx("nginx_killed_mid_upload") else {
@@ -1125,6 +1166,15 @@ fn the_real_servers_keep_the_remote_contract() {
 /// would see. It answers 404 to reads and 201 to writes (whose bodies it
 /// drops), each after `delay`.
 fn recording_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    recording_server_reading_at(delay, None)
+}
+
+/// [`recording_server`], reading request bodies at `rate` bytes per second
+/// if given: a slow link for uploads.
+fn recording_server_reading_at(
+    delay: Duration,
+    rate: Option<u64>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -1156,9 +1206,21 @@ fn recording_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Ve
                                 .then(|| value.trim().parse().ok())?
                         })
                         .unwrap_or(0);
-                    let mut body = Vec::new();
-                    if (&mut reader).take(length).read_to_end(&mut body).is_err() {
-                        return;
+                    let mut left = length;
+                    while left > 0 {
+                        let piece = rate.map_or(left, |rate| left.min(rate / 16));
+                        let mut body = Vec::new();
+                        if (&mut reader).take(piece).read_to_end(&mut body).is_err()
+                            || body.is_empty()
+                        {
+                            return;
+                        }
+                        left -= body.len() as u64;
+                        if let Some(rate) = rate {
+                            std::thread::sleep(Duration::from_secs_f64(
+                                body.len() as f64 / rate as f64,
+                            ));
+                        }
                     }
                     let put = head.starts_with("PUT ");
                     seen.lock().unwrap().push(head);
@@ -1176,6 +1238,34 @@ fn recording_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Ve
         }
     });
     (port, heads)
+}
+
+/// A large blob's upload over a slow link (a server reading 2 MiB/s) takes
+/// longer than the timeout and is sent all the same: a transfer is given
+/// the timeout plus a second per MiB. Before, the 6 MiB upload timed out
+/// after 1 s and counted as an error.
+#[test]
+fn a_large_blob_over_a_slow_link_is_uploaded() {
+    let (port, heads) = recording_server_reading_at(Duration::ZERO, Some(2 * 1024 * 1024));
+    let project = Project::with_graph(&format!(
+        "[datasets.big]\n[jobs.big]\noutputs = [\"big\"]\n\
+         run = [\"sh\", \"-c\", \"head -c 6291456 /dev/urandom > $CAIRN_OUT/blob.bin\"]\n\
+         [cache]\nurl = \"http://127.0.0.1:{port}/team\"\ntimeout = \"1s\"\n"
+    ));
+    let built = Build::new(cairn(
+        &project,
+        &["build", "--json", "--remote-cache-mode", "write"],
+        &[],
+    ));
+    built.assert_code(0);
+    assert_eq!(remote_count(&built, "errors"), 0, "{}", built.run.stderr);
+    assert_eq!(remote_count(&built, "uploaded"), 1, "{}", built.run.stderr);
+    assert!(remote_count(&built, "uploaded_bytes") >= 6_291_456);
+    let heads = heads.lock().unwrap();
+    assert!(
+        heads.iter().any(|head| head.starts_with("PUT /team/ac/")),
+        "{heads:?}"
+    );
 }
 
 #[test]

@@ -37,6 +37,15 @@ http {
       create_full_put_path on;
       client_max_body_size 0;
     }
+    # The same cache over a slow link: responses at 1 MB/s (large blobs
+    # take longer than a request's timeout; tests/remote_cache.rs).
+    location /slow/ {
+      root data;
+      dav_methods PUT;
+      create_full_put_path on;
+      client_max_body_size 0;
+      limit_rate 1m;
+    }
   }
 }
 CONF

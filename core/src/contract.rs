@@ -625,6 +625,65 @@ pub fn blobs_round_trip(blobs: &dyn BlobStore, scratch: &Path) {
     blobs.sync().unwrap();
 }
 
+/// A blob from elsewhere enters the store only with the content it was
+/// named for: `put_verified` stores a matching stream (of any length) and
+/// returns its length; a stream of other content is refused with
+/// [`StoreError::CorruptBlob`], and a stream that fails half-way with the
+/// reader's own error; neither leaves anything stored.
+pub fn a_verified_put_stores_only_what_was_expected(blobs: &dyn BlobStore) {
+    /// Yields `bytes` in small reads, then fails if `fail` is set.
+    struct Flaky<'a> {
+        bytes: &'a [u8],
+        fail: bool,
+    }
+    impl Read for Flaky<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            if self.bytes.is_empty() && self.fail {
+                return Err(std::io::Error::other("the connection was reset"));
+            }
+            let count = buffer.len().min(self.bytes.len()).min(4096);
+            buffer[..count].copy_from_slice(&self.bytes[..count]);
+            self.bytes = &self.bytes[count..];
+            Ok(count)
+        }
+    }
+    let large: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+    for content in [Vec::new(), b"a verified blob\n".to_vec(), large] {
+        let digest = ContentDigest::of(&content);
+        let other = ContentDigest::of(b"something else");
+        let mut reader = Flaky {
+            bytes: &content,
+            fail: false,
+        };
+        let refused = blobs.put_verified(&other, &mut reader).unwrap_err();
+        assert!(
+            matches!(refused, StoreError::CorruptBlob { expected, actual } if expected == other && actual == digest),
+            "{refused}"
+        );
+        assert!(!blobs.contains(&digest) && !blobs.contains(&other));
+        let mut reader = Flaky {
+            bytes: &content,
+            fail: true,
+        };
+        let failed = blobs.put_verified(&digest, &mut reader).unwrap_err();
+        assert!(
+            matches!(&failed, StoreError::Io { source, .. } if source.to_string() == "the connection was reset"),
+            "{failed}"
+        );
+        assert!(!blobs.contains(&digest));
+        let mut reader = Flaky {
+            bytes: &content,
+            fail: false,
+        };
+        assert_eq!(
+            blobs.put_verified(&digest, &mut reader).unwrap(),
+            content.len() as u64
+        );
+        assert_eq!(blobs.read(&digest).unwrap(), content);
+    }
+    blobs.sync().unwrap();
+}
+
 /// A blob the store does not hold: absent, and every read says so.
 pub fn a_missing_blob_is_reported_missing(blobs: &dyn BlobStore, scratch: &Path) {
     let digest = ContentDigest::of(b"never stored");
@@ -720,9 +779,18 @@ pub fn remote_blobs_round_trip(cache: &dyn RemoteCache) {
         let digest = ContentDigest::of(content);
         assert!(!cache.has_blob(&digest).unwrap(), "absent before the put");
         assert_eq!(cache.get_blob(&digest).unwrap(), None);
+        assert!(cache.open_blob(&digest).unwrap().is_none());
         cache.put_blob(&digest, content).unwrap();
         assert!(cache.has_blob(&digest).unwrap());
         assert_eq!(cache.get_blob(&digest).unwrap().as_deref(), Some(content));
+        let mut streamed = Vec::new();
+        cache
+            .open_blob(&digest)
+            .unwrap()
+            .expect("the blob just put")
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(streamed, content);
         cache.put_blob(&digest, content).unwrap();
         assert_eq!(cache.get_blob(&digest).unwrap().as_deref(), Some(content));
     }
@@ -737,6 +805,7 @@ pub fn a_failing_remote_names_itself(cache: &dyn RemoteCache) {
         cache.put_action(&key(1), b"e").unwrap_err(),
         cache.has_blob(&digest).unwrap_err(),
         cache.get_blob(&digest).unwrap_err(),
+        cache.open_blob(&digest).err().expect("an error"),
         cache.put_blob(&digest, b"x").unwrap_err(),
     ];
     for error in errors {

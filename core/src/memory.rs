@@ -609,6 +609,7 @@ mod tests {
     fn memory_blobs_keep_the_blob_contract() {
         let scratch = tempfile::tempdir().unwrap();
         contract::blobs_round_trip(&MemoryBlobs::new(), scratch.path());
+        contract::a_verified_put_stores_only_what_was_expected(&MemoryBlobs::new());
         let scratch = tempfile::tempdir().unwrap();
         contract::a_missing_blob_is_reported_missing(&MemoryBlobs::new(), scratch.path());
         let scratch = tempfile::tempdir().unwrap();

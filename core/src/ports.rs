@@ -131,6 +131,37 @@ pub trait BlobStore: Send + Sync {
     ) -> Result<Box<dyn Read + Send + '_>, StoreError> {
         Ok(Box::new(std::io::Cursor::new(self.read(digest)?)))
     }
+    /// Stores what `reader` yields, to its end, as the blob `expected`, and
+    /// returns its length; only if its blake3 is `expected`. Otherwise the
+    /// content is dropped, nothing is stored, and the error is
+    /// [`StoreError::CorruptBlob`]. A read error is
+    /// [`StoreError::Io`] with the reader's error as its source (the caller
+    /// can tell its own reader's errors from the store's).
+    ///
+    /// For content from elsewhere (a remote cache) that must be checked
+    /// before it enters the store. The provided method reads it whole into
+    /// memory; stores that can write as they read override it, so that a
+    /// blob of any size takes a buffer's worth of memory and is hashed
+    /// once.
+    fn put_verified(
+        &self,
+        expected: &ContentDigest,
+        reader: &mut dyn Read,
+    ) -> Result<u64, StoreError> {
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|error| StoreError::io("(the blob's source)", error))?;
+        let actual = ContentDigest::of(&bytes);
+        if actual != *expected {
+            return Err(StoreError::CorruptBlob {
+                expected: *expected,
+                actual,
+            });
+        }
+        self.put_bytes(&bytes)?;
+        Ok(bytes.len() as u64)
+    }
     /// Makes every blob written so far durable.
     fn sync(&self) -> Result<(), StoreError>;
 }
@@ -217,6 +248,18 @@ pub trait StatCache: Send + Sync {
 pub trait Catalog: EventLog + Projections + StatCache {}
 
 impl<T: EventLog + Projections + StatCache + ?Sized> Catalog for T {}
+
+/// The [`RemoteError`] that a reader of [`RemoteCache::open_blob`] failed
+/// with, if that is what `error` (a [`StoreError::Io`] of
+/// [`BlobStore::put_verified`], or the reader's own error) holds.
+pub fn remote_error_of(error: &(dyn std::error::Error + 'static)) -> Option<RemoteError> {
+    let io = match error.downcast_ref::<StoreError>() {
+        Some(StoreError::Io { source, .. }) => source,
+        Some(_) => return None,
+        None => error.downcast_ref::<std::io::Error>()?,
+    };
+    io.get_ref()?.downcast_ref::<RemoteError>().cloned()
+}
 
 /// The [`StoreError::CorruptBlob`] that a reader of
 /// [`BlobStore::open_verified`] reported as an [`std::io::Error`], if that is
@@ -341,6 +384,19 @@ pub trait RemoteCache: Send + Sync {
     fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError>;
     /// The bytes stored under `digest`, unverified: the caller hashes them.
     fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError>;
+    /// The blob stored under `digest` as a stream, unverified, if there is
+    /// one. A read error carries the [`RemoteError`] as its source (see
+    /// [`remote_error_of`]). The provided method reads it whole
+    /// ([`RemoteCache::get_blob`]); backends that can stream override it,
+    /// so that a large blob never sits in memory whole.
+    fn open_blob(
+        &self,
+        digest: &ContentDigest,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>, RemoteError> {
+        Ok(self
+            .get_blob(digest)?
+            .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as Box<dyn Read + Send>))
+    }
     /// Stores `bytes` under `digest` (their blake3, which the caller
     /// computed). Writing a blob that is already there is harmless.
     fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError>;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, ContentDigest};
 use crate::plan::PlannedAction;
-use crate::ports::{BlobStore, PutOutcome, RemoteCache, RemoteError};
+use crate::ports::{BlobStore, PutOutcome, RemoteCache, RemoteError, StoreError, remote_error_of};
 use crate::record::{EventKind, Manifest, partition_digest};
 
 /// Remote failures in a row after which the build stops asking the cache.
@@ -355,21 +355,27 @@ impl Remote {
     }
 
     /// Downloads one blob into `blobs`, verified first.
+    /// Downloads one blob into `blobs`, streamed: it enters the store only
+    /// if its blake3 is `digest` (`BlobStore::put_verified`).
     fn fetch(&self, blobs: &dyn BlobStore, digest: &ContentDigest) -> Result<u64, Fetch> {
-        let Some(found) = self.call(|| self.cache.get_blob(digest)) else {
+        let Some(found) = self.call(|| self.cache.open_blob(digest)) else {
             return Err(Fetch::Failed);
         };
-        let Some(bytes) = found else {
+        let Some(mut body) = found else {
             return Err(Fetch::Missing(*digest));
         };
-        let actual = ContentDigest::of(&bytes);
-        if actual != *digest {
-            return Err(Fetch::Corrupt(*digest, actual));
-        }
-        match blobs.put_bytes(&bytes) {
-            Ok(_) => Ok(bytes.len() as u64),
+        match blobs.put_verified(digest, &mut body) {
+            Ok(size) => Ok(size),
+            Err(StoreError::CorruptBlob { expected, actual }) => {
+                Err(Fetch::Corrupt(expected, actual))
+            }
             Err(error) => {
-                tracing::warn!("{error}");
+                // The body failing half-way is the cache's failure (counted
+                // like any other); anything else is the local store's.
+                match remote_error_of(&error) {
+                    Some(remote) => self.failed(&remote),
+                    None => tracing::warn!("{error}"),
+                }
                 Err(Fetch::Failed)
             }
         }

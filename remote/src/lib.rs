@@ -23,12 +23,15 @@
 //! once.
 
 use std::future::Future;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cairn_core::digest::{ActionKey, ContentDigest};
 use cairn_core::ports::{PutOutcome, RemoteCache, RemoteError};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{
@@ -37,6 +40,14 @@ use object_store::{
 
 /// The per-request timeout when `[cache] timeout` does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request body above this size is a transfer: it is bounded by the
+/// timeout plus its size at [`SLOWEST_RATE`], not by the timeout alone.
+const LARGE_BODY: usize = 1024 * 1024;
+
+/// The slowest transfer rate (bytes per second) a large blob's upload is
+/// given time for before it counts as stalled.
+const SLOWEST_RATE: u64 = 1024 * 1024;
 
 /// The environment variable naming a file that holds a bearer token for an
 /// HTTP cache.
@@ -53,19 +64,29 @@ pub enum OpenError {
     Credentials { path: PathBuf, message: String },
 }
 
-/// Makes one lane's store (the same configuration every time).
-type MakeStore = dyn Fn() -> Result<Arc<dyn ObjectStore>, object_store::Error> + Send + Sync;
+/// Makes one lane's store (the same configuration every time) from the
+/// client's options.
+type MakeStore =
+    dyn Fn(ClientOptions) -> Result<Arc<dyn ObjectStore>, object_store::Error> + Send + Sync;
 
 /// A single-threaded runtime and the store whose connections live on it.
 struct Lane {
     runtime: tokio::runtime::Runtime,
+    /// Every request but a blob's streamed body: the client's timeout
+    /// bounds the whole request.
     store: Arc<dyn ObjectStore>,
+    /// A blob streamed by [`RemoteCache::open_blob`]: no bound on the whole
+    /// request (a large blob takes as long as it takes), but the response
+    /// and each chunk of its body must come within the timeout.
+    streaming: Arc<dyn ObjectStore>,
 }
 
 /// A remote cache over an `object_store` store.
 pub struct ObjectCache {
     url: String,
     make: Box<MakeStore>,
+    /// The client's options (timeouts, plain HTTP allowed).
+    client: ClientOptions,
     /// Lanes not in use; one is made when none is free, so there are as
     /// many as requests ever ran at once (the upload threads and the
     /// build's workers).
@@ -128,7 +149,6 @@ pub fn open_with_env(
             }
             let mut builder = builder
                 .with_bucket_name(bucket)
-                .with_client_options(client)
                 .with_retry(retry)
                 .with_allow_http(true);
             if var("AWS_REGION").is_none() && var("AWS_DEFAULT_REGION").is_none() {
@@ -148,8 +168,8 @@ pub fn open_with_env(
             }
             let prefix = prefix.to_owned();
             (
-                Box::new(move || {
-                    let store = builder.clone().build()?;
+                Box::new(move |client| {
+                    let store = builder.clone().with_client_options(client).build()?;
                     Ok(prefixed(Arc::new(store), &prefix))
                 }),
                 true,
@@ -159,18 +179,17 @@ pub fn open_with_env(
             let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let base = format!("{scheme}://{host}");
             let headers = http_credentials(host, &var)?;
-            let client = match headers {
-                Some(headers) => client.with_default_headers(headers),
-                None => client,
-            };
             let builder = object_store::http::HttpBuilder::new()
                 .with_url(base)
-                .with_client_options(client)
                 .with_retry(retry);
             let prefix = prefix.to_owned();
             (
-                Box::new(move || {
-                    let store = builder.clone().build()?;
+                Box::new(move |client: ClientOptions| {
+                    let client = match &headers {
+                        Some(headers) => client.with_default_headers(headers.clone()),
+                        None => client,
+                    };
+                    let store = builder.clone().with_client_options(client).build()?;
                     Ok(prefixed(Arc::new(store), &prefix))
                 }),
                 false,
@@ -180,7 +199,7 @@ pub fn open_with_env(
             let dir = PathBuf::from(rest);
             std::fs::create_dir_all(&dir).map_err(|error| bad(error.to_string()))?;
             (
-                Box::new(move || {
+                Box::new(move |_| {
                     let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
                     Ok(Arc::new(store) as Arc<dyn ObjectStore>)
                 }),
@@ -196,6 +215,7 @@ pub fn open_with_env(
     let cache = ObjectCache {
         url,
         make,
+        client,
         idle: Mutex::new(Vec::new()),
         conditional,
         timeout,
@@ -322,8 +342,14 @@ impl ObjectCache {
             .enable_all()
             .build()
             .map_err(|error| error.to_string())?;
-        let store = (self.make)().map_err(|error| error.to_string())?;
-        Ok(Lane { runtime, store })
+        let store = (self.make)(self.client.clone()).map_err(|error| error.to_string())?;
+        let streaming = (self.make)(self.client.clone().with_timeout_disabled())
+            .map_err(|error| error.to_string())?;
+        Ok(Lane {
+            runtime,
+            store,
+            streaming,
+        })
     }
 
     fn give_back(&self, lane: Lane) {
@@ -333,54 +359,81 @@ impl ObjectCache {
             .push(lane);
     }
 
-    /// Runs one request on a lane, within the timeout.
-    fn run<T, F>(
-        &self,
-        operation: &'static str,
-        object: &StorePath,
-        request: impl FnOnce(Arc<dyn ObjectStore>) -> F,
-    ) -> Result<Result<T, object_store::Error>, RemoteError>
-    where
-        F: Future<Output = Result<T, object_store::Error>>,
-    {
+    /// An idle lane, or a new one.
+    fn take_lane(&self, operation: &'static str, object: &StorePath) -> Result<Lane, RemoteError> {
         let idle = self
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let lane = match idle {
-            Some(lane) => lane,
+        match idle {
+            Some(lane) => Ok(lane),
             None => self.new_lane().map_err(|message| RemoteError::Request {
                 url: self.url.clone(),
                 operation,
                 object: object.to_string(),
                 message: format!("cannot start a client: {message}"),
-            })?,
+            }),
+        }
+    }
+
+    /// The bound on a whole request, retry included (the client's own
+    /// timeout bounds each attempt).
+    fn limit(&self) -> Duration {
+        self.timeout * 2 + Duration::from_millis(500)
+    }
+
+    fn timed_out(
+        &self,
+        operation: &'static str,
+        object: &StorePath,
+        after: Duration,
+    ) -> RemoteError {
+        RemoteError::Timeout {
+            url: self.url.clone(),
+            operation,
+            object: object.to_string(),
+            after_ms: after.as_millis() as u64,
+        }
+    }
+
+    /// Runs one request on a lane, within the timeout.
+    ///
+    /// A request sending more than [`LARGE_BODY`] bytes (`sending`) may
+    /// take longer: the timeout plus a second per MiB ([`SLOWEST_RATE`]),
+    /// so that a large blob over a slow link is sent, and a stalled one
+    /// still fails.
+    fn run<T, F>(
+        &self,
+        operation: &'static str,
+        object: &StorePath,
+        sending: usize,
+        request: impl FnOnce(Arc<dyn ObjectStore>) -> F,
+    ) -> Result<Result<T, object_store::Error>, RemoteError>
+    where
+        F: Future<Output = Result<T, object_store::Error>>,
+    {
+        let lane = self.take_lane(operation, object)?;
+        let large = sending > LARGE_BODY;
+        let (store, limit) = if large {
+            let transfer = Duration::from_secs_f64(sending as f64 / SLOWEST_RATE as f64);
+            (&lane.streaming, self.limit() + transfer)
+        } else {
+            (&lane.store, self.limit())
         };
-        // The client's own timeout bounds each attempt; this bounds the
-        // whole request, retry included.
-        let limit = self.timeout * 2 + Duration::from_millis(500);
         let started = std::time::Instant::now();
-        let future = request(Arc::clone(&lane.store));
+        let future = request(Arc::clone(store));
         let result = lane
             .runtime
             .block_on(async { tokio::time::timeout(limit, future).await });
         self.give_back(lane);
-        let result = result.map_err(|_| RemoteError::Timeout {
-            url: self.url.clone(),
-            operation,
-            object: object.to_string(),
-            after_ms: limit.as_millis() as u64,
-        })?;
+        let result = result.map_err(|_| self.timed_out(operation, object, limit))?;
         // The client's errors do not say that an attempt timed out (only
         // "error sending request"): one that took the whole timeout did.
         match result {
-            Err(_) if started.elapsed() >= self.timeout => Err(RemoteError::Timeout {
-                url: self.url.clone(),
-                operation,
-                object: object.to_string(),
-                after_ms: started.elapsed().as_millis() as u64,
-            }),
+            Err(_) if !large && started.elapsed() >= self.timeout => {
+                Err(self.timed_out(operation, object, started.elapsed()))
+            }
             Err(error) => Ok(Err(error)),
             Ok(value) => Ok(Ok(value)),
         }
@@ -401,7 +454,7 @@ impl ObjectCache {
     }
 
     fn get(&self, path: &StorePath) -> Result<Option<Vec<u8>>, RemoteError> {
-        let result = self.run("get", path, |store| async move {
+        let result = self.run("get", path, 0, |store| async move {
             match store.get(path).await {
                 Ok(found) => found.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -414,7 +467,7 @@ impl ObjectCache {
     }
 
     fn head(&self, path: &StorePath) -> Result<bool, RemoteError> {
-        let result = self.run("head", path, |store| async move {
+        let result = self.run("head", path, 0, |store| async move {
             match store.head(path).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -434,7 +487,7 @@ impl ObjectCache {
             },
             ..PutOptions::default()
         };
-        let result = self.run("put", path, |store| async move {
+        let result = self.run("put", path, bytes.len(), |store| async move {
             match store.put_opts(path, payload, options).await {
                 Ok(_) => Ok(PutOutcome::Created),
                 Err(
@@ -478,10 +531,106 @@ impl RemoteCache for ObjectCache {
         self.get(&cas_path(digest))
     }
 
+    fn open_blob(
+        &self,
+        digest: &ContentDigest,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>, RemoteError> {
+        let path = cas_path(digest);
+        let lane = self.take_lane("get", &path)?;
+        let store = Arc::clone(&lane.streaming);
+        let limit = self.limit();
+        let answered = lane
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, store.get(&path)).await });
+        let found = match answered {
+            Ok(Ok(found)) => found,
+            Ok(Err(object_store::Error::NotFound { .. })) => {
+                self.give_back(lane);
+                return Ok(None);
+            }
+            Ok(Err(error)) => {
+                self.give_back(lane);
+                return Err(self.failed("get", &path, &error));
+            }
+            Err(_) => {
+                self.give_back(lane);
+                return Err(self.timed_out("get", &path, limit));
+            }
+        };
+        Ok(Some(Box::new(BlobReader {
+            cache: self,
+            lane: Some(lane),
+            body: found.into_stream(),
+            chunk: bytes::Bytes::new(),
+            path,
+        })))
+    }
+
     fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
         // A blob is named by its content: writing it again is harmless,
         // so the put overwrites (no conditional request needed).
         self.put(&cas_path(digest), bytes, false).map(|_| ())
+    }
+}
+
+/// A blob's body as it arrives, on the lane that asked for it (given back
+/// when the reader is dropped). Each chunk must come within the cache's
+/// timeout; the whole body takes as long as it takes.
+struct BlobReader<'a> {
+    cache: &'a ObjectCache,
+    lane: Option<Lane>,
+    body: BoxStream<'static, Result<bytes::Bytes, object_store::Error>>,
+    /// What is left of the last chunk.
+    chunk: bytes::Bytes,
+    path: StorePath,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            let Some(lane) = &self.lane else {
+                return Ok(0);
+            };
+            let timeout = self.cache.timeout;
+            let body = &mut self.body;
+            let next = lane
+                .runtime
+                .block_on(async { tokio::time::timeout(timeout, body.next()).await });
+            self.chunk = match next {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) => return Ok(0),
+                Ok(Some(Err(error))) => {
+                    return Err(std::io::Error::other(
+                        self.cache.failed("get", &self.path, &error),
+                    ));
+                }
+                Err(_) => {
+                    return Err(std::io::Error::other(
+                        self.cache.timed_out("get", &self.path, timeout),
+                    ));
+                }
+            };
+        }
+        let count = buffer.len().min(self.chunk.len());
+        buffer[..count].copy_from_slice(&self.chunk[..count]);
+        self.chunk = self.chunk.slice(count..);
+        Ok(count)
+    }
+}
+
+impl Drop for BlobReader<'_> {
+    fn drop(&mut self) {
+        if let Some(lane) = self.lane.take() {
+            // The body (and its connection) goes first, inside its runtime,
+            // so that the lane is given back with nothing of this request.
+            let entered = lane.runtime.enter();
+            drop(std::mem::replace(
+                &mut self.body,
+                futures::stream::empty().boxed(),
+            ));
+            drop(entered);
+            self.cache.give_back(lane);
+        }
     }
 }
 

@@ -579,6 +579,43 @@ impl BlobStore for FsBlobStore {
         self.put_bytes_with_mode(bytes, BYTES_MODE)
     }
 
+    fn put_verified(
+        &self,
+        expected: &ContentDigest,
+        reader: &mut dyn Read,
+    ) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        // Written to a temp file as it arrives and hashed on the way, then
+        // published only if the digest is the one expected: whatever the
+        // blob's size, a buffer's worth of memory and one pass.
+        let (temp, mut file) = self.create_temp(BYTES_MODE)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0; RESTORE_BUFFER];
+        let mut length = 0;
+        loop {
+            let count = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Err(StoreError::io(self.blob_path(expected), error)),
+            };
+            hasher.update(&buffer[..count]);
+            file.write_all(&buffer[..count])
+                .map_err(|error| StoreError::io(&temp.0, error))?;
+            length += count as u64;
+        }
+        drop(file);
+        let actual = ContentDigest(*hasher.finalize().as_bytes());
+        if actual != *expected {
+            return Err(StoreError::CorruptBlob {
+                expected: *expected,
+                actual,
+            });
+        }
+        self.commit(temp, actual, length, BYTES_MODE)?;
+        Ok(length)
+    }
+
     fn contains(&self, digest: &ContentDigest) -> bool {
         std::fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|metadata| metadata.is_file())
     }

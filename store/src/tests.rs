@@ -302,6 +302,7 @@ mod contract {
     fn the_file_blob_store_keeps_the_blob_contract() {
         let scratch = tempfile::tempdir().unwrap();
         contract::blobs_round_trip(fresh().1.blobs(), scratch.path());
+        contract::a_verified_put_stores_only_what_was_expected(fresh().1.blobs());
         let scratch = tempfile::tempdir().unwrap();
         contract::a_missing_blob_is_reported_missing(fresh().1.blobs(), scratch.path());
         let scratch = tempfile::tempdir().unwrap();
