@@ -1268,6 +1268,82 @@ fn a_large_blob_over_a_slow_link_is_uploaded() {
     );
 }
 
+/// An `s3://` cache signs with the AWS profile's keys when the environment
+/// has none: `[default]`, or the profile `AWS_PROFILE` names, from
+/// `~/.aws/credentials` with its region and endpoint from `~/.aws/config`.
+/// Keys in the environment win. A named profile that does not exist is a
+/// usage error naming the file. The server records each request's
+/// `Authorization` header, which names the access key (never the secret).
+#[test]
+fn s3_credentials_come_from_the_aws_profile() {
+    let (port, heads) = recording_server(Duration::ZERO);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/credentials"),
+        "[default]\naws_access_key_id = AKIDPROFILEDEFAULT\naws_secret_access_key = sekrit-profile-default\n\
+         [ci]\naws_access_key_id = AKIDPROFILECI\naws_secret_access_key = sekrit-profile-ci\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join(".aws/config"),
+        format!(
+            "[default]\nendpoint_url = http://127.0.0.1:{port}\n\
+             [profile ci]\nendpoint_url = http://127.0.0.1:{port}\nregion = eu-west-1\n"
+        ),
+    )
+    .unwrap();
+    let build_with = |extra: &[(&str, &str)]| {
+        // A project of its own each time: nothing is current, every action
+        // asks the cache.
+        let project = Project::podcast(1, 1);
+        heads.lock().unwrap().clear();
+        let mut env = vec![("HOME".to_owned(), home.path().display().to_string())];
+        env.extend(
+            extra
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        );
+        let run = cairn(
+            &project,
+            &[
+                "build",
+                "--json",
+                "--remote-cache",
+                "s3://bucket/team",
+                "--remote-cache-mode",
+                "read",
+            ],
+            &env,
+        );
+        assert!(
+            !run.stdout.contains("sekrit") && !run.stderr.contains("sekrit"),
+            "{run:?}"
+        );
+        let seen = heads.lock().unwrap().join("");
+        (run, seen)
+    };
+    let (run, seen) = build_with(&[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(seen.contains("Credential=AKIDPROFILEDEFAULT/"), "{seen}");
+    let (run, seen) = build_with(&[("AWS_PROFILE", "ci")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(seen.contains("Credential=AKIDPROFILECI/"), "{seen}");
+    assert!(seen.contains("/eu-west-1/s3/aws4_request"), "{seen}");
+    let (run, seen) = build_with(&[
+        ("AWS_PROFILE", "ci"),
+        ("AWS_ACCESS_KEY_ID", "AKIDENVIRONMENT"),
+        ("AWS_SECRET_ACCESS_KEY", "sekrit-environment"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(seen.contains("Credential=AKIDENVIRONMENT/"), "{seen}");
+    let (run, seen) = build_with(&[("AWS_PROFILE", "nope")]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains(".aws/credentials"), "{}", run.stderr);
+    assert!(run.stderr.contains("AWS_PROFILE=nope"), "{}", run.stderr);
+    assert!(seen.is_empty(), "{seen}");
+}
+
 #[test]
 fn no_upload_wait_drops_the_queued_uploads() {
     // Every request takes 300 ms: the jobs end long before the uploads.

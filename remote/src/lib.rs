@@ -28,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+mod aws_profile;
+
 use cairn_core::digest::{ActionKey, ContentDigest};
 use cairn_core::ports::{PutOutcome, RemoteCache, RemoteError};
 use futures::StreamExt;
@@ -141,8 +143,20 @@ pub fn open_with_env(
     let (make, conditional): (Box<MakeStore>, bool) = match scheme {
         "s3" => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            // The profile's settings (docs/remote-cache.md), then the
+            // environment's over them.
+            let mut aws: std::collections::BTreeMap<String, String> = aws_profile::settings(&var)?
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect();
+            aws.extend(
+                env.iter()
+                    .filter(|(name, _)| name.starts_with("AWS_"))
+                    .map(|(name, value)| (name.clone(), value.clone())),
+            );
+            let var = |name: &str| aws.get(name).cloned();
             let mut builder = object_store::aws::AmazonS3Builder::new();
-            for (name, value) in env.iter().filter(|(name, _)| name.starts_with("AWS_")) {
+            for (name, value) in &aws {
                 if let Ok(key) = name.to_ascii_lowercase().parse() {
                     builder = builder.with_config(key, value);
                 }
