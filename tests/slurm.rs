@@ -477,6 +477,11 @@ fn bad_executor_values_name_the_file_and_field() {
     );
     let bad_flag = p.cairn(&["build", "--executor", "pbs"]);
     bad_flag.assert_code(2);
+    refused(
+        "kind = \"slurm\"\nheartbeat_timeout = \"1s\"",
+        "",
+        "cairn.toml:4: executor.heartbeat_timeout: \"1s\" is too short: at least 4s",
+    );
 }
 
 /// Runs `.ci/services/slurm.sh ARGS`, panicking on failure.
@@ -502,6 +507,7 @@ fn a_node_killed_mid_build_loses_nothing_and_its_checkpointed_job_resumes_on_the
 [executor]
 kind = "slurm"
 batch = 1
+heartbeat_timeout = "5s"
 
 [datasets.w]
 [dimensions.n]
@@ -514,10 +520,15 @@ retry_backoff = "200ms"
 run = ["sh", "-c", "r=none; [ -n \"$CAIRN_RESUME\" ] && r=$(cat \"$CAIRN_RESUME\"); echo \"$CAIRN_OUTPUT_REF_0 $SLURMD_NODENAME $r\" >> ran.log; echo '{\"step\":1}' > \"$CAIRN_CHECKPOINT\"; sleep 4; echo \"$CAIRN_OUTPUT_REF_0 from=$r\" > \"$CAIRN_OUT/x\""]
 "#,
     );
-    // The node comes back whatever happens.
+    // The node comes back whatever happens. Slurm was never told it was
+    // lost: the job cancelled on it stays "completing" until the node is
+    // marked down, which clears it (start-node then resumes it).
     struct Revive;
     impl Drop for Revive {
         fn drop(&mut self) {
+            let _ = Command::new("scontrol")
+                .args(["update", "nodename=n1", "state=down", "reason=cairn-test"])
+                .status();
             service(&["start-node", "n1"]);
         }
     }
@@ -537,17 +548,27 @@ run = ["sh", "-c", "r=none; [ -n \"$CAIRN_RESUME\" ] && r=$(cat \"$CAIRN_RESUME\
         assert!(Instant::now() < deadline, "nothing ran on n1: {text}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    // Let its checkpoint be recorded, then kill the node with its jobs;
-    // Slurm learns it is down (as after SlurmdTimeout).
+    // Let its checkpoint be recorded, then kill the node with its jobs.
+    // Slurm is not told: it would mark the node down only after
+    // SlurmdTimeout (300 s); the heartbeat notices within 5 s.
     std::thread::sleep(Duration::from_millis(1500));
     service(&["kill-node", "n1"]);
-    let status = Command::new("scontrol")
-        .args(["update", "nodename=n1", "state=down", "reason=cairn-test"])
-        .status()
-        .expect("run scontrol");
-    assert!(status.success());
+    let killed = Instant::now();
     let (code, stderr, _) = build.wait(Duration::from_secs(120));
     assert_eq!(code, 0, "{stderr}");
+    // The bound (5 s, checked every second), the retry's backoff and
+    // submission, and the rest of the 4 s jobs on n2: well under a
+    // minute, where SlurmdTimeout alone would take 300 s.
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(45),
+        "the lost node was noticed only after {took:?}"
+    );
+    let lost = lost_attempts(&p);
+    assert!(
+        lost.iter().any(|error| error.contains(" on n1 was lost")),
+        "{lost:?}"
+    );
     let ran = std::fs::read_to_string(p.file("ran.log")).unwrap_or_default();
     // The victim ran again, on n2, from its checkpoint.
     assert!(
@@ -569,6 +590,117 @@ run = ["sh", "-c", "r=none; [ -n \"$CAIRN_RESUME\" ] && r=$(cat \"$CAIRN_RESUME\
     p.cairn(&["replay", "--check"]).assert_code(0);
     let again = p.build(&[]);
     again.assert_counts(4, 0, 4, 0, 0);
+}
+
+/// The errors of the attempts failed as lost (no heartbeat).
+fn lost_attempts(p: &Project) -> Vec<String> {
+    p.log(&["--kind", "ActionFailed"])
+        .iter()
+        .filter_map(|event| event["error"].as_str())
+        .filter(|error| error.contains("gave no heartbeat"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A worker whose process is frozen (SIGSTOP: alive for Slurm, its job
+/// still running) is noticed within `heartbeat_timeout`: its Slurm job is
+/// cancelled, the attempt fails as lost, and the retry builds the action.
+/// Before the heartbeat the build waited for the frozen worker forever.
+fn a_frozen_worker_is_noticed_and_its_action_retried(p: &Project, pid_file: &Path) {
+    // The worker's pid is the job's parent; stopped, thawed at the end.
+    struct Thaw(std::path::PathBuf);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.0) {
+                let _ = Command::new("kill")
+                    .args(["-CONT", pid.trim()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let _thaw = Thaw(pid_file.to_owned());
+    let build = Background::start(p.path(), &["build"]);
+    common::wait_for(pid_file);
+    let pid = loop {
+        let text = std::fs::read_to_string(pid_file).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text.trim().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -STOP {pid}");
+    let frozen = Instant::now();
+    let (code, stderr, _) = build.wait(Duration::from_secs(90));
+    assert_eq!(code, 0, "{stderr}");
+    let took = frozen.elapsed();
+    // The bound (5 s, looked at every second), the backoff, a Slurm job
+    // for the retry and its run.
+    assert!(
+        took < Duration::from_secs(30),
+        "the frozen worker was noticed only after {took:?}"
+    );
+    let lost = lost_attempts(p);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].contains("heartbeat_timeout = 5s"), "{}", lost[0]);
+    // Built by the retry: the frozen attempt's job still sleeps.
+    assert_eq!(p.read_string("data/f/x"), "attempt 2\n");
+    let again = p.build(&[]);
+    again.assert_counts(1, 0, 1, 0, 0);
+}
+
+/// The job of `f`: its first attempt records its worker's pid in
+/// `pid_file` and sleeps long; the second writes its output at once.
+fn frozen_job(pid_file: &Path) -> String {
+    let pid = pid_file.display();
+    format!(
+        r#"
+[datasets.f]
+[jobs.f]
+outputs = ["f"]
+retries = 1
+retry_backoff = "200ms"
+run = ["sh", "-c", "if [ ! -e {pid} ]; then echo $PPID > {pid}.new; mv {pid}.new {pid}; sleep 60; echo 'attempt 1' > \"$CAIRN_OUT/x\"; exit 0; fi; echo 'attempt 2' > \"$CAIRN_OUT/x\""]
+"#
+    )
+}
+
+#[test]
+fn a_frozen_worker_is_noticed_within_the_heartbeat_timeout_and_retried() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph("");
+    let pid_file = p.file("worker.pid");
+    p.write(
+        "cairn.toml",
+        format!(
+            "\n[executor]\nkind = \"slurm\"\nheartbeat_timeout = \"5s\"\n{}",
+            frozen_job(&pid_file)
+        ),
+    );
+    a_frozen_worker_is_noticed_and_its_action_retried(&p, &pid_file);
+}
+
+/// The same without a shared filesystem: the worker beats through the
+/// remote cache. (The job keeps its pid file outside the project, in a
+/// directory of this host's that the nodes, on this host too, see.)
+#[test]
+fn without_a_shared_filesystem_a_frozen_worker_is_noticed_and_retried() {
+    let Some(_turn) = turn() else { return };
+    let Some(cache) = NginxCache::start() else {
+        return;
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let pid_file = outside.path().join("worker.pid");
+    let p = Project::with_graph(&format!(
+        "\n[executor]\nkind = \"slurm\"\ndata = \"cache\"\nheartbeat_timeout = \"5s\"\n\n[cache]\nurl = \"{}\"\n{}",
+        cache.url,
+        frozen_job(&pid_file)
+    ));
+    a_frozen_worker_is_noticed_and_its_action_retried(&p, &pid_file);
 }
 
 #[test]

@@ -78,6 +78,10 @@ pub struct Executor {
     /// The cairn binary the nodes run (`worker`), when not this cairn's
     /// own path.
     pub worker: Option<std::path::PathBuf>,
+    /// How long a running attempt's worker may go without a heartbeat
+    /// before the attempt is lost (`heartbeat_timeout`, default
+    /// [`DEFAULT_HEARTBEAT_TIMEOUT`]; docs/slurm.md, "Faults").
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for Executor {
@@ -92,6 +96,7 @@ impl Default for Executor {
             batch: DEFAULT_BATCH,
             data: DataMode::Shared,
             worker: None,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
         }
     }
 }
@@ -99,6 +104,19 @@ impl Default for Executor {
 /// How many actions one worker runs at most, unless `[executor] batch`
 /// says otherwise.
 pub const DEFAULT_BATCH: usize = 256;
+
+/// How long a running attempt's worker may go without a heartbeat, unless
+/// `[executor] heartbeat_timeout` says otherwise: a worker beats every
+/// [`HEARTBEAT_EVERY`], so 30 s is 30 beats missed (a loaded node or a
+/// slow shared filesystem is no lost one).
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a worker beats (rewrites its attempt's heartbeat).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// The shortest `heartbeat_timeout`: three beats and the coordinator's
+/// own once-a-second look.
+pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +129,7 @@ pub(crate) struct RawExecutor {
     batch: Option<Spanned<i64>>,
     data: Option<Spanned<String>>,
     worker: Option<Spanned<String>>,
+    heartbeat_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -207,9 +226,30 @@ pub(crate) fn parse_executor(
         }
         None => None,
     };
+    let heartbeat_timeout = match &raw.heartbeat_timeout {
+        Some(text) => {
+            let value = parse_duration(text.get_ref())
+                .map_err(|message| (text.span(), "heartbeat_timeout".to_owned(), message))?;
+            if value < MIN_HEARTBEAT_TIMEOUT {
+                return Err((
+                    text.span(),
+                    "heartbeat_timeout".to_owned(),
+                    format!(
+                        "{:?} is too short: at least {}s (a worker beats every {}s)",
+                        text.get_ref(),
+                        MIN_HEARTBEAT_TIMEOUT.as_secs(),
+                        HEARTBEAT_EVERY.as_secs()
+                    ),
+                ));
+            }
+            value
+        }
+        None => DEFAULT_HEARTBEAT_TIMEOUT,
+    };
     Ok(Executor {
         data,
         worker,
+        heartbeat_timeout,
         kind,
         partition: name("partition", &raw.partition)?,
         account: name("account", &raw.account)?,

@@ -87,6 +87,34 @@ pub fn outcome_key(spec: &ContentDigest) -> ActionKey {
     ActionKey(*hasher.finalize().as_bytes())
 }
 
+/// Where the worker of the attempt whose spec is `spec` writes its beat
+/// number `beat` (docs/slurm.md, "Faults"): AC entries are written once,
+/// so each beat is an entry of its own (1, 2, 3…, a second apart), at a
+/// key no action key or outcome key can be.
+pub fn heartbeat_key(spec: &ContentDigest, beat: u64) -> ActionKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cairn-slurm-heartbeat/1\0");
+    hasher.update(&spec.0);
+    hasher.update(&beat.to_le_bytes());
+    ActionKey(*hasher.finalize().as_bytes())
+}
+
+/// The last beat seen of the worker of `spec`'s attempt, after `last`
+/// (0: none yet): asks for beat `last + 1`, then the next while there is
+/// one (a few at most, when the coordinator looked late). A cache that
+/// cannot be asked shows no new beat: one down for longer than the bound
+/// loses the attempt, as its worker could not report either.
+pub fn last_heartbeat(cache: &dyn RemoteCache, spec: &ContentDigest, last: u64) -> u64 {
+    let mut seen = last;
+    while let Ok(Some(_)) = cache.get_action(&heartbeat_key(spec, seen + 1)) {
+        seen += 1;
+        if seen - last >= 64 {
+            break;
+        }
+    }
+    seen
+}
+
 /// A non-empty relative path of normal components only.
 fn plain_relative(path: &str) -> bool {
     !path.is_empty()
@@ -351,7 +379,12 @@ pub fn run_cached(
         )));
     }
     let scratch = scratch_root.join(format!("cairn-worker-{}", crate::groups::unique_id()));
-    let result = run_in(cache, &spec, &scratch, children);
+    let beat = |count: u64| {
+        if let Err(error) = cache.put_action(&heartbeat_key(spec_digest, count), b"beat") {
+            tracing::warn!("cannot beat in the remote cache {}: {error}", cache.url());
+        }
+    };
+    let result = super::worker::beating(beat, || run_in(cache, &spec, &scratch, children));
     let _ = fs::remove_dir_all(&scratch);
     let mut outcome = result.unwrap_or_else(|error| CachedOutcome {
         outcome: WorkerOutcome {
@@ -471,6 +504,27 @@ mod tests {
     use super::*;
     use crate::job::JobEnvironment;
     use crate::memory::MemoryRemoteCache;
+
+    /// Each beat is an entry of its own; the coordinator catches up.
+    #[test]
+    fn heartbeats_are_entries_of_their_own_and_the_last_is_found() {
+        let cache = MemoryRemoteCache::default();
+        let spec = ContentDigest::of(b"spec");
+        assert_eq!(last_heartbeat(&cache, &spec, 0), 0);
+        for beat in 1..=3 {
+            cache
+                .put_action(&heartbeat_key(&spec, beat), b"beat")
+                .unwrap();
+        }
+        assert_eq!(last_heartbeat(&cache, &spec, 0), 3);
+        assert_eq!(last_heartbeat(&cache, &spec, 3), 3);
+        assert_ne!(heartbeat_key(&spec, 1), outcome_key(&spec));
+        assert_eq!(
+            last_heartbeat(&cache, &ContentDigest::of(b"other"), 0),
+            0,
+            "another attempt's beats are not this one's"
+        );
+    }
 
     /// The coordinator's and the worker's halves over an in-memory cache:
     /// the job runs in the scratch, never in the project, reads its input

@@ -17,6 +17,11 @@
 //! into `claimed/<seq>@<slurm job id>`, run them, and exit after `[executor]
 //! batch` of them or 3 s without work. An action whose job declares
 //! `resources` gets a Slurm job of its own (`cairn worker run SPEC`).
+//!
+//! Heartbeat: a worker beats every second while it runs an attempt
+//! (`heartbeat` beside the spec, or an AC entry per beat in cache mode);
+//! a running attempt whose beat stops changing for `[executor]
+//! heartbeat_timeout` is lost ([`Heart`]): cancelled, failed, retried.
 
 use std::collections::HashMap;
 use std::fs;
@@ -108,6 +113,8 @@ struct States {
     jobs: HashMap<u64, (String, String)>,
     /// When `sbatch` returned each job's id.
     submitted: HashMap<u64, Instant>,
+    /// The node(s) each job was last seen on (`squeue %N`).
+    nodes: HashMap<u64, String>,
 }
 
 /// The remote cache the nodes exchange files through, without a shared
@@ -454,25 +461,39 @@ impl SlurmRunner {
                     "all".to_owned(),
                     format!("--name={}", self.name),
                     "-o".to_owned(),
-                    "%i|%T|%r".to_owned(),
+                    "%i|%T|%r|%N".to_owned(),
                 ],
             )?;
-            states.jobs = out
-                .lines()
-                .filter_map(|line| {
-                    let mut fields = line.trim().split('|');
-                    let id = fields.next()?.parse::<u64>().ok()?;
-                    let state = fields.next()?.to_owned();
-                    let reason = fields.next().unwrap_or_default().to_owned();
-                    Some((id, (state, reason)))
-                })
-                .collect();
+            states.jobs.clear();
+            for line in out.lines() {
+                let mut fields = line.trim().split('|');
+                let Some(id) = fields.next().and_then(|id| id.parse::<u64>().ok()) else {
+                    continue;
+                };
+                let Some(state) = fields.next() else { continue };
+                let reason = fields.next().unwrap_or_default().to_owned();
+                let node = fields.next().unwrap_or_default();
+                if !node.is_empty() {
+                    states.nodes.insert(id, node.to_owned());
+                }
+                states.jobs.insert(id, (state.to_owned(), reason));
+            }
             states.at = Some(started);
         }
         Ok((
             states.jobs.get(&id).cloned(),
             states.at.unwrap_or_else(Instant::now),
         ))
+    }
+
+    /// The node(s) Slurm job `id` was last seen running on.
+    fn node_of(&self, id: u64) -> Option<String> {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .get(&id)
+            .cloned()
     }
 
     /// Cancels Slurm job `id` (SIGTERM to its worker, which stops its job
@@ -671,11 +692,67 @@ impl JobRunner for SlurmRunner {
         if let Some(dispatched) = job.dispatched {
             dispatched("slurm", &id.to_string());
         }
-        let ended = self.wait(id, job, children, poll, OUTCOME_POLL, &|| {
-            shared_outcome(&outcome_path)
-        });
+        let heartbeat = worker::heartbeat_path(&outcome_path);
+        let ended = self.wait(
+            id,
+            job,
+            children,
+            poll,
+            OUTCOME_POLL,
+            &|| shared_outcome(&outcome_path),
+            &Heart::new(&|| fs::read(&heartbeat).ok(), false),
+        );
         self.release(id);
         ended
+    }
+}
+
+/// A running attempt's heartbeat, as the coordinator follows it: when
+/// the beat last changed, by the coordinator's own clock (so the nodes'
+/// clocks and the shared filesystem's mtimes do not matter).
+struct Heart<'a> {
+    /// The worker's last beat (`None`: none yet).
+    read: &'a dyn Fn() -> Option<Vec<u8>>,
+    state: Mutex<HeartState>,
+}
+
+#[derive(Default)]
+struct HeartState {
+    /// Since when the attempt is known to run (claimed by a worker, Slurm
+    /// says `RUNNING`, or a first beat seen).
+    running: Option<Instant>,
+    last: Option<Vec<u8>>,
+    changed: Option<Instant>,
+}
+
+impl<'a> Heart<'a> {
+    /// `running`: the attempt already runs (a worker claimed it).
+    fn new(read: &'a dyn Fn() -> Option<Vec<u8>>, running: bool) -> Heart<'a> {
+        Heart {
+            read,
+            state: Mutex::new(HeartState {
+                running: running.then(Instant::now),
+                ..HeartState::default()
+            }),
+        }
+    }
+
+    /// Looks at the beat; how long it has been silent if that is longer
+    /// than `bound` while the attempt runs (`running`: Slurm says so).
+    fn silent(&self, running: bool, bound: Duration) -> Option<Duration> {
+        let beat = (self.read)();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if beat.is_some() && beat != state.last {
+            state.last = beat;
+            state.changed = Some(now);
+        }
+        if state.running.is_none() && (running || state.changed.is_some()) {
+            state.running = Some(now);
+        }
+        let since = state.changed.or(state.running)?;
+        let silent = now.saturating_duration_since(since);
+        (silent > bound).then_some(silent)
     }
 }
 
@@ -743,9 +820,17 @@ impl SlurmRunner {
                     if let Some(dispatched) = job.dispatched {
                         dispatched("slurm", &id.to_string());
                     }
-                    return self.wait(id, job, children, poll, OUTCOME_POLL, &|| {
-                        shared_outcome(outcome_path)
-                    });
+                    let heartbeat = worker::heartbeat_path(outcome_path);
+                    // Claimed: its worker runs it (and beats) from now on.
+                    return self.wait(
+                        id,
+                        job,
+                        children,
+                        poll,
+                        OUTCOME_POLL,
+                        &|| shared_outcome(outcome_path),
+                        &Heart::new(&|| fs::read(&heartbeat).ok(), true),
+                    );
                 }
                 unfound += 1;
                 if unfound > 50 {
@@ -844,7 +929,20 @@ impl SlurmRunner {
                 .and_then(|()| ended_of(&outcome.outcome)),
             )
         };
-        let ended = self.wait(id, job, children, poll, POLL_INTERVAL, &restored);
+        let last = std::cell::Cell::new(0);
+        let beat = || {
+            last.set(cached::last_heartbeat(&*link.cache, &spec, last.get()));
+            (last.get() > 0).then(|| last.get().to_le_bytes().to_vec())
+        };
+        let ended = self.wait(
+            id,
+            job,
+            children,
+            poll,
+            POLL_INTERVAL,
+            &restored,
+            &Heart::new(&beat, false),
+        );
         self.release(id);
         ended
     }
@@ -852,6 +950,14 @@ impl SlurmRunner {
     /// Waits for the outcome of an attempt submitted as Slurm job `id`,
     /// as `outcome` reads it (`None`: not written yet), asking every
     /// `pace`; `poll` (the checkpoint's watch) every [`POLL_INTERVAL`].
+    /// Once the attempt runs, its worker's heartbeat (`heart`) must change
+    /// at least every `[executor] heartbeat_timeout`, or the attempt is
+    /// lost: its Slurm job is cancelled and the attempt fails, as after
+    /// `NODE_FAIL` (nothing it staged is ingested).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one wait for the three ways an attempt runs"
+    )]
     fn wait(
         &self,
         id: u64,
@@ -860,6 +966,7 @@ impl SlurmRunner {
         poll: Option<&(dyn Fn() + Sync)>,
         pace: Duration,
         outcome: &dyn Fn() -> Option<io::Result<Ended>>,
+        heart: &Heart<'_>,
     ) -> io::Result<Ended> {
         let shielded = || {
             job.shield
@@ -888,6 +995,38 @@ impl SlurmRunner {
                 // Not listed by a squeue older than the job is no end
                 // (the "ended unknown" of a job just submitted).
                 let ended = self.ended(id, state.as_ref(), asked);
+                let running = state.as_ref().is_some_and(|(state, _)| state == "RUNNING");
+                if cancelled.is_none()
+                    && !ended
+                    && let Some(silent) = heart.silent(running, self.executor.heartbeat_timeout)
+                {
+                    // The outcome may have come with the last look.
+                    if let Some(ended) = outcome() {
+                        return ended;
+                    }
+                    self.cancel(id);
+                    // A worker cancelled runs nothing more: another one
+                    // may be submitted for the retry at once, without
+                    // waiting for Slurm to see this one end.
+                    self.workers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .live
+                        .retain(|(worker, _)| *worker != id);
+                    let node = self
+                        .node_of(id)
+                        .map(|node| format!(" on {node}"))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "Slurm job {id}{node} was lost: its worker gave no heartbeat for {}s ([executor] heartbeat_timeout = {}s), so it was cancelled (Slurm's log: {})",
+                        silent.as_secs(),
+                        self.executor.heartbeat_timeout.as_secs(),
+                        self.node_dir().join(format!("slurm-{id}.out")).display()
+                    );
+                    self.lost.store(true, Ordering::SeqCst);
+                    note_in_stderr(job.invocation.stderr, &format!("cairn: {message}"));
+                    return Err(io::Error::other(message));
+                }
                 // Stopped waiting: a cancelled job that lingers past the
                 // grace is left to Slurm's own kill.
                 let given_up = cancelled.is_some_and(|at| at.elapsed() > TERM_GRACE * 2);
@@ -927,6 +1066,41 @@ impl SlurmRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An attempt not yet running (a Slurm job pending) is never lost for
+    /// want of a beat; once it runs, a beat that stops changing for longer
+    /// than the bound is, and one that keeps changing never is.
+    #[test]
+    fn a_heartbeat_silent_past_the_bound_loses_a_running_attempt() {
+        let bound = Duration::from_millis(60);
+        let beat = Mutex::new(None::<u64>);
+        let read = || beat.lock().unwrap().map(|n| n.to_le_bytes().to_vec());
+        let heart = Heart::new(&read, false);
+        assert_eq!(heart.silent(false, bound), None);
+        std::thread::sleep(bound * 2);
+        assert_eq!(heart.silent(false, bound), None, "pending: no beat owed");
+        for n in 1..=4 {
+            *beat.lock().unwrap() = Some(n);
+            assert_eq!(heart.silent(false, bound), None, "beating");
+            std::thread::sleep(bound / 2);
+        }
+        std::thread::sleep(bound * 2);
+        assert!(
+            heart
+                .silent(false, bound)
+                .is_some_and(|silent| silent > bound)
+        );
+        // Running (claimed, or RUNNING for Slurm) without any beat at all.
+        let none = || None;
+        let claimed = Heart::new(&none, true);
+        assert_eq!(claimed.silent(false, bound), None);
+        std::thread::sleep(bound * 2);
+        assert!(claimed.silent(false, bound).is_some());
+        let started = Heart::new(&none, false);
+        assert_eq!(started.silent(true, bound), None);
+        std::thread::sleep(bound * 2);
+        assert!(started.silent(true, bound).is_some());
+    }
 
     /// A job a `squeue` did not list has ended only if that `squeue`
     /// started after the job was submitted: one that started before (and

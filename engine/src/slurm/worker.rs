@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::executor::HEARTBEAT_EVERY;
 use crate::job::{Children, Invocation, JobEnvironment};
 use crate::local::run_process;
 
@@ -129,6 +130,37 @@ pub fn read_spec(path: &Path) -> Result<WorkerSpec, WorkerError> {
     Ok(spec)
 }
 
+/// The heartbeat file of the attempt whose outcome goes to `outcome`:
+/// beside it, rewritten by the worker every [`HEARTBEAT_EVERY`] while the
+/// attempt runs (a count of beats), watched by the coordinator.
+pub fn heartbeat_path(outcome: &Path) -> PathBuf {
+    outcome.with_file_name("heartbeat")
+}
+
+/// Runs `work` while a thread calls `beat` with 1, 2, 3… every
+/// [`HEARTBEAT_EVERY`], starting at once; stops beating when `work`
+/// returns. A worker frozen (SIGSTOP) or killed beats no more: the
+/// coordinator then takes the attempt for lost (docs/slurm.md, "Faults").
+pub(super) fn beating<T>(beat: impl Fn(u64) + Send, work: impl FnOnce() -> T) -> T {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut count = 0u64;
+            loop {
+                count += 1;
+                beat(count);
+                match stopped.recv_timeout(HEARTBEAT_EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        });
+        let result = work();
+        drop(stop);
+        result
+    })
+}
+
 /// Reads the outcome the worker wrote for a spec, if it is there.
 pub fn read_outcome(path: &Path) -> Option<WorkerOutcome> {
     let bytes = fs::read(path).ok()?;
@@ -230,21 +262,29 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
     // Where it runs, for the job (first: its own variables may override).
     let mut extra = where_it_runs();
     extra.extend(spec.extra.iter().cloned());
-    let ended = run_process(
-        &Invocation {
-            argv: &spec.argv,
-            cwd: &spec.cwd,
-            environment: &environment,
-            extra_env: &extra,
-            stdout: &spec.stdout,
-            stderr: &spec.stderr,
-            run_id: &spec.run_id,
-            label: &spec.label,
-            timeout: spec.timeout_ms.map(Duration::from_millis),
-        },
-        children,
-        None,
-    );
+    let heartbeat = heartbeat_path(&spec.outcome);
+    let beat = |count: u64| {
+        // Not durable: a beat only has to be seen, and a lost one is
+        // replaced a second later.
+        let _ = fs::write(&heartbeat, count.to_string());
+    };
+    let ended = beating(beat, || {
+        run_process(
+            &Invocation {
+                argv: &spec.argv,
+                cwd: &spec.cwd,
+                environment: &environment,
+                extra_env: &extra,
+                stdout: &spec.stdout,
+                stderr: &spec.stderr,
+                run_id: &spec.run_id,
+                label: &spec.label,
+                timeout: spec.timeout_ms.map(Duration::from_millis),
+            },
+            children,
+            None,
+        )
+    });
     let mut outcome = WorkerOutcome {
         version: SPEC_VERSION,
         node: std::env::var("SLURMD_NODENAME").ok(),
