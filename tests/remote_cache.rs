@@ -1163,8 +1163,8 @@ fn the_real_servers_keep_the_remote_contract() {
 }
 
 /// A loopback HTTP server that keeps the requests' heads: what a cache
-/// would see. It answers 404 to reads and 201 to writes (whose bodies it
-/// drops), each after `delay`.
+/// would see. It answers 404 to reads at once and 201 to writes (whose
+/// bodies it drops) after `delay`.
 fn recording_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     recording_server_reading_at(delay, None)
 }
@@ -1224,7 +1224,9 @@ fn recording_server_reading_at(
                     }
                     let put = head.starts_with("PUT ");
                     seen.lock().unwrap().push(head);
-                    std::thread::sleep(delay);
+                    if put {
+                        std::thread::sleep(delay);
+                    }
                     let answer = if put {
                         "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
                     } else {
@@ -1346,8 +1348,8 @@ fn s3_credentials_come_from_the_aws_profile() {
 
 #[test]
 fn no_upload_wait_drops_the_queued_uploads() {
-    // Every request takes 300 ms: the jobs end long before the uploads.
-    let (port, heads) = recording_server(Duration::from_millis(300));
+    // Every write takes 500 ms: the jobs end long before the uploads.
+    let (port, heads) = recording_server(Duration::from_millis(500));
     let url = format!("http://127.0.0.1:{port}/team");
     let project = Project::podcast(2, 2);
     let built = Build::new(cairn(
@@ -1384,6 +1386,53 @@ fn no_upload_wait_drops_the_queued_uploads() {
         .filter(|head| head.starts_with("PUT /team/ac/"))
         .count() as u64;
     assert_eq!(entries, uploaded);
+}
+
+/// An HTTP cache has no conditional put, so an entry is written after a
+/// HEAD finds none; but the build's own lookup found none a moment before,
+/// and for a job shorter than a second that lookup is the look: three
+/// requests per action instead of four. A job that ran longer is looked
+/// for again before its entry is written.
+#[test]
+fn an_entry_is_written_without_a_second_look_right_after_its_lookup() {
+    let ac = |heads: &[String], method: &str| {
+        heads
+            .iter()
+            .filter(|head| head.starts_with(&format!("{method} /team/ac/")))
+            .count()
+    };
+    let (port, heads) = recording_server(Duration::ZERO);
+    let url = format!("http://127.0.0.1:{port}/team");
+    let write = ["--remote-cache", &url, "--remote-cache-mode", "write"];
+    let project = Project::podcast(2, 2);
+    let built = Build::new(cairn(
+        &project,
+        &[&["build", "--json"][..], &write[..]].concat(),
+        &[],
+    ));
+    built.assert_code(0);
+    assert_eq!(remote_count(&built, "uploaded"), 10);
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(ac(&seen, "GET"), 10, "{seen:?}");
+    assert_eq!(ac(&seen, "PUT"), 10, "{seen:?}");
+    // Each upload follows its lookup by milliseconds; a machine loaded
+    // enough to delay one past the second still sends the rest unasked.
+    assert!(ac(&seen, "HEAD") < 10, "{seen:?}");
+
+    heads.lock().unwrap().clear();
+    let slow = Project::with_graph(
+        "[datasets.slow]\n[jobs.slow]\noutputs = [\"slow\"]\n\
+         run = [\"sh\", \"-c\", \"sleep 1.2; echo done > $CAIRN_OUT/out\"]\n",
+    );
+    let built = Build::new(cairn(
+        &slow,
+        &[&["build", "--json"][..], &write[..]].concat(),
+        &[],
+    ));
+    built.assert_code(0);
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(ac(&seen, "HEAD"), 1, "{seen:?}");
+    assert_eq!(ac(&seen, "PUT"), 1, "{seen:?}");
 }
 
 #[test]

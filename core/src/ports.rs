@@ -380,6 +380,17 @@ pub trait RemoteCache: Send + Sync {
     fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError>;
     /// Writes the AC entry of `key` unless one exists (create-only).
     fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError>;
+    /// [`RemoteCache::put_action`] for a key that a lookup found absent
+    /// moments ago: a backend with no conditional put, which must look
+    /// before it writes, may take that lookup as its look. The provided
+    /// method is `put_action`.
+    fn put_action_after_miss(
+        &self,
+        key: &ActionKey,
+        entry: &[u8],
+    ) -> Result<PutOutcome, RemoteError> {
+        self.put_action(key, entry)
+    }
     /// Whether the cache holds a blob named `digest` (not verified).
     fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError>;
     /// The bytes stored under `digest`, unverified: the caller hashes them.

@@ -9,9 +9,11 @@
 //! (once per build), and after [`TRIP_AFTER`] failures in a row the circuit
 //! breaker opens and the build stops asking; the build goes on locally.
 
+use std::collections::HashMap;
 use std::path::{Component, Path};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -101,6 +103,13 @@ pub enum Lookup {
 /// them; smaller ones are sent at once (docs/remote-cache.md).
 pub const ASK_FIRST_ABOVE: u64 = 64 * 1024;
 
+/// How long a lookup's "no entry" stands for the entry's absence when the
+/// result is uploaded: a cache with no conditional put then writes the
+/// entry without looking again (one request fewer per action). A job that
+/// ran longer gets the look, which narrows the window in which two
+/// machines may both write a key.
+const LOOKUP_STAYS_FRESH: Duration = Duration::from_secs(1);
+
 /// One upload queued by the scheduler: the manifest of an action this
 /// build ran.
 pub struct Upload {
@@ -130,6 +139,9 @@ pub struct Remote {
     uploaded_bytes: AtomicU64,
     /// `ActionUploaded` events of finished uploads, for the build's log.
     upload_events: Mutex<Vec<EventKind>>,
+    /// When this build's lookup found no entry for a key it may upload: an
+    /// upload soon after need not ask again ([`LOOKUP_STAYS_FRESH`]).
+    missed_at: Mutex<HashMap<ActionKey, Instant>>,
     /// Warnings already given (one for failures, one for refused entries).
     warnings: Mutex<Vec<String>>,
     /// Where warnings go (the workspace's notes: stderr on the command line).
@@ -165,6 +177,7 @@ impl Remote {
             downloaded_bytes: AtomicU64::new(0),
             uploaded_bytes: AtomicU64::new(0),
             upload_events: Mutex::new(Vec::new()),
+            missed_at: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
             warn,
         }
@@ -272,6 +285,12 @@ impl Remote {
         };
         let Some(bytes) = found else {
             self.misses.fetch_add(1, Ordering::SeqCst);
+            if self.write {
+                self.missed_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(*key, Instant::now());
+            }
             return Lookup::Miss;
         };
         let entry = match check_entry(&bytes, action, key, inputs) {
@@ -450,7 +469,20 @@ impl Remote {
             manifest: (**manifest).clone(),
         };
         let json = serde_json::to_vec(&entry).expect("a manifest serializes");
-        let Some(outcome) = self.call(|| self.cache.put_action(&manifest.key, &json)) else {
+        let missed_at = self
+            .missed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&manifest.key);
+        let fresh = missed_at.is_some_and(|at| at.elapsed() < LOOKUP_STAYS_FRESH);
+        let put = || {
+            if fresh {
+                self.cache.put_action_after_miss(&manifest.key, &json)
+            } else {
+                self.cache.put_action(&manifest.key, &json)
+            }
+        };
+        let Some(outcome) = self.call(put) else {
             return;
         };
         self.uploaded.fetch_add(1, Ordering::SeqCst);

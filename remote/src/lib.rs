@@ -7,9 +7,10 @@
 //!   (`If-None-Match: *`): the first writer wins, atomically.
 //! - `http://host:port/prefix` (or https): a Bazel HTTP cache (nginx with
 //!   WebDAV, bazel-remote). `HttpStore` has no conditional put, so an AC
-//!   entry is written after a HEAD finds none: two writers of one key in
-//!   the same instant may both write, the last one staying (both entries
-//!   are valid for the key, and each is verified when read).
+//!   entry is written after a HEAD finds none (or the build's own lookup
+//!   did, less than a second before): two writers of one key in the same
+//!   instant may both write, the last one staying (both entries are valid
+//!   for the key, and each is verified when read).
 //! - `file:///dir`: a directory (a shared mount), create-only like S3.
 //!
 //! The async client runs on runtimes of this crate's own: no caller sees
@@ -535,6 +536,16 @@ impl RemoteCache for ObjectCache {
             return Ok(PutOutcome::AlreadyExists);
         }
         self.put(&path, entry, false)
+    }
+
+    fn put_action_after_miss(
+        &self,
+        key: &ActionKey,
+        entry: &[u8],
+    ) -> Result<PutOutcome, RemoteError> {
+        // The caller's lookup, a moment ago, is the HEAD (no more atomic
+        // than the HEAD itself: see the crate's documentation).
+        self.put(&ac_path(key), entry, self.conditional)
     }
 
     fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
