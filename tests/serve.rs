@@ -1323,3 +1323,87 @@ fn a_restarted_server_rebuilds_its_last_operations_reading_only_the_end_of_the_l
     }
     server.stop();
 }
+
+#[test]
+fn a_submitted_build_takes_its_dry_run_plan_unless_something_changed_before_it_started() {
+    let project = slow_project("0");
+    let server = Server::start(project.path(), &["--operations", "1"]);
+    let first = server.submit(&["slow/n={n}"]);
+    server.wait_done(first["id"].as_str().unwrap(), LONG);
+    // A no-op build: at most its dry run plans (the up-to-date snapshot
+    // answers both when it confirms nothing changed), never its build.
+    let before = metric(&server, "cairn_plans_total");
+    let noop = server.submit(&["slow/n={n}"]);
+    assert_eq!(noop["expected"]["to_run"], 0, "{noop}");
+    let done = server.wait_done(noop["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 0, "{done}");
+    assert!(metric(&server, "cairn_plans_total") - before <= 1);
+
+    // A partition invalidated, then a build submitted: its dry run plans
+    // (the snapshot cannot answer), its build takes that plan.
+    let invalidated = server.post(
+        "/v1/invalidate",
+        r#"{"refs": ["slow/n=3"], "reason": "r"}"#,
+        None,
+    );
+    assert_eq!(invalidated.status, 200, "{}", invalidated.body);
+    let before = metric(&server, "cairn_plans_total");
+    let again = server.submit(&["slow/n={n}"]);
+    assert_eq!(again["expected"]["to_run"], 1, "{again}");
+    let done = server.wait_done(again["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["counts"]["executed"], 1, "{done}");
+    let build = done["build"].as_u64().unwrap();
+    assert_eq!(started_outputs(&project, build), ["slow/n=3"]);
+    assert_eq!(
+        metric(&server, "cairn_plans_total") - before,
+        1,
+        "planned once"
+    );
+
+    // A build that queues while another runs, and partitions invalidated
+    // meanwhile: it plans afresh when it starts, and builds what the
+    // invalidation left to build.
+    project.write("sleep.txt", "2");
+    let invalidated = server.post(
+        "/v1/invalidate",
+        r#"{"refs": ["slow/n=1"], "reason": "r"}"#,
+        None,
+    );
+    assert_eq!(invalidated.status, 200, "{}", invalidated.body);
+    let running = server.submit(&["slow/n=1"]);
+    server.wait_for(running["id"].as_str().unwrap(), LONG, |op| {
+        op["running"]
+            .as_array()
+            .is_some_and(|running| !running.is_empty())
+    });
+    let before = metric(&server, "cairn_plans_total");
+    let queued = server.submit(&["slow/n=2"]);
+    assert_eq!(queued["state"], "queued", "{queued}");
+    assert_eq!(queued["expected"]["to_run"], 0, "{queued}");
+    assert_eq!(
+        metric(&server, "cairn_plans_total") - before,
+        1,
+        "its dry run"
+    );
+    let before = metric(&server, "cairn_plans_total");
+    let invalidated = server.post(
+        "/v1/invalidate",
+        r#"{"refs": ["slow/n=2"], "reason": "bad data"}"#,
+        None,
+    );
+    assert_eq!(invalidated.status, 200, "{}", invalidated.body);
+    let invalidation_plans = metric(&server, "cairn_plans_total") - before;
+    project.write("sleep.txt", "0");
+    let done = server.wait_done(queued["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 1, "{done}");
+    let build = done["build"].as_u64().unwrap();
+    assert_eq!(started_outputs(&project, build), ["slow/n=2"]);
+    // A fresh plan, not the dry run's.
+    assert_eq!(
+        metric(&server, "cairn_plans_total") - before - invalidation_plans,
+        1
+    );
+    server.stop();
+}

@@ -48,6 +48,13 @@ pub struct BuildRequest {
     /// The server operation this build runs, recorded in its
     /// `BuildRequested` (store format 9).
     pub submission: Option<Submission>,
+    /// The plan of these refs that a [`dry_run_for_build`] just made (the
+    /// server's submit, server/src/expect.rs), used instead of planning
+    /// again: planning is a function of the graph file, the refs and the
+    /// configure answers, which that dry run cached. The caller gives it
+    /// only while nothing changed since. A plan kept with the up-to-date
+    /// snapshot still comes first.
+    pub plan: Option<Arc<Plan>>,
 }
 
 /// A handle that stops a build from outside it, as SIGINT does on the
@@ -340,6 +347,28 @@ pub fn dry_run(
     refs: &[String],
     jobs: Option<usize>,
 ) -> Result<DryRun, AppError> {
+    dry_run_planning(workspace, refs, jobs, false)
+}
+
+/// The dry run of a build about to run (a server's submit): as
+/// [`dry_run`], but it plans as the build does
+/// ([`Workspace::plan_for_build`]: code files checked, configure answers
+/// cached), so that the build may take its plan ([`BuildRequest::plan`])
+/// instead of planning again.
+pub fn dry_run_for_build(
+    workspace: &Workspace,
+    refs: &[String],
+    jobs: Option<usize>,
+) -> Result<DryRun, AppError> {
+    dry_run_planning(workspace, refs, jobs, true)
+}
+
+fn dry_run_planning(
+    workspace: &Workspace,
+    refs: &[String],
+    jobs: Option<usize>,
+    for_build: bool,
+) -> Result<DryRun, AppError> {
     let started = std::time::Instant::now();
     let threads = self::jobs(workspace.notes(), jobs);
     if let Some(snapshot) = crate::uptodate::try_dry(workspace, refs, threads)? {
@@ -355,7 +384,11 @@ pub fn dry_run(
         requested.len(),
         started.elapsed()
     );
-    let plan = workspace.plan(&requested)?;
+    let plan = if for_build {
+        workspace.plan_for_build(&requested)?
+    } else {
+        workspace.plan(&requested)?
+    };
     tracing::debug!(
         "planned {} actions, {} sources ({:.2?})",
         plan.actions.len(),
@@ -413,12 +446,16 @@ pub fn build(
         assisted.snapshot.plan = Some(digest);
         Some(plan)
     });
-    let plan = match kept {
-        Some(plan) => {
+    let plan = match (kept, &request.plan) {
+        (Some(plan), _) => {
             tracing::debug!("read the kept plan ({:.2?})", started.elapsed());
             plan
         }
-        None => {
+        (None, Some(given)) => {
+            tracing::debug!("took the dry run's plan ({:.2?})", started.elapsed());
+            Arc::unwrap_or_clone(Arc::clone(given))
+        }
+        (None, None) => {
             let refs = workspace.requested(&request.refs)?;
             tracing::debug!("{} refs requested ({:.2?})", refs.len(), started.elapsed());
             workspace.plan_for_build(&refs)?

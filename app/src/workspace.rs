@@ -119,6 +119,8 @@ pub struct Workspace {
     /// The store opened once as writer, with the data directory claimed,
     /// for the life of the workspace ([`Workspace::hold`]).
     held: Option<Held>,
+    /// Plans made ([`Workspace::plans_made`]).
+    plans: std::sync::atomic::AtomicU64,
 }
 
 /// What a held workspace keeps open. Fields drop in order: the store
@@ -223,6 +225,7 @@ impl Workspace {
             notes,
             remote_cache: Default::default(),
             held: None,
+            plans: std::sync::atomic::AtomicU64::new(0),
         };
         workspace.read_sources();
         Ok(workspace)
@@ -412,7 +415,16 @@ impl Workspace {
         self.plan_caching(refs, true)
     }
 
+    /// How many plans this workspace made ([`Workspace::plan`],
+    /// [`Workspace::plan_for_build`]): what a server counts
+    /// (`cairn_plans_total`, docs/api.md).
+    pub fn plans_made(&self) -> u64 {
+        self.plans.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn plan_caching(&self, refs: &[PartitionRef], write: bool) -> Result<Plan, AppError> {
+        self.plans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let process = ProcessConfigurer {
             graph: &self.graph,
             environment: &self.environment,

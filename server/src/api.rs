@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, status_of};
+use crate::expect::Dry;
 use crate::ops::Shared;
 use crate::registry::{Existing, Expected, Kind, Operation, State, Work};
 use crate::stream::{self, Follow};
@@ -224,6 +225,14 @@ async fn metrics(ctx: Ctx) -> Response {
          cairn_grid_computations_total {}\n",
         ctx.0.grids.computations()
     ));
+    // Plans made, by dry runs and builds (a build that took its submit's
+    // dry-run plan made none: server/src/expect.rs).
+    text.push_str(&format!(
+        "# HELP cairn_plans_total Plans made by the server's dry runs and builds.\n\
+         # TYPE cairn_plans_total counter\n\
+         cairn_plans_total {}\n",
+        ctx.0.workspace.plans_made()
+    ));
     (
         [(
             header::CONTENT_TYPE,
@@ -378,6 +387,7 @@ async fn submit_build_request(
         retries: body.retries,
         cancel: None,
         submission: None,
+        plan: None,
     };
     if dry_run {
         let (expected, actions) = blocking(shared, move |shared| {
@@ -401,6 +411,8 @@ async fn submit_build_request(
     }
     // The accepted answer carries the dry run's counts; submits for the
     // same refs at the same time share one (server/src/expect.rs).
+    // The build takes the dry run's plan if nothing changed by the time
+    // it starts (server/src/expect.rs).
     let counted_as = crate::expect::key("build", &mut build.refs.clone());
     let counting = {
         let shared = Arc::clone(shared);
@@ -409,21 +421,27 @@ async fn submit_build_request(
             blocking(&shared, move |shared| {
                 let workspace = &shared.workspace;
                 let partitions = workspace.requested_checked(&refs)?.len() as u64;
-                let dry = cairn_app::build::dry_run(workspace, &refs, threads)?;
+                let dry = cairn_app::build::dry_run_for_build(workspace, &refs, threads)?;
                 let (total, counts) = dry.counts();
-                Ok(Expected {
+                let expected = Expected {
                     partitions,
                     actions: total,
                     current: counts.cached,
                     to_run: counts.executed,
-                })
+                };
+                let plan = match dry {
+                    DryRun::Planned { plan, .. } => Some(Arc::new(plan)),
+                    DryRun::Current(_) => None,
+                };
+                Ok(Dry { expected, plan })
             })
             .await
         }
     };
-    let expected = shared.expecting.counts(counted_as, counting).await?;
+    let counted = shared.expecting.counts(counted_as, counting).await?;
     let mut op = Operation::new(Kind::Build, request, digest, key, Work::Build(build), jobs);
-    op.expected = Some(expected);
+    op.expected = Some(counted.dry.expected);
+    op.dry_plan = counted.plan();
     start(shared, op)
 }
 
@@ -667,17 +685,21 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
                 let workspace = &shared.workspace;
                 let plan = workspace.plan(&refs)?;
                 let dry = cairn_app::backfill::dry_run(workspace, &plan)?;
-                Ok(Expected {
+                let expected = Expected {
                     partitions: dry.partitions.len() as u64,
                     actions: dry.total,
                     current: dry.counts.cached,
                     to_run: dry.counts.executed,
+                };
+                Ok(Dry {
+                    expected,
+                    plan: Some(Arc::new(plan)),
                 })
             })
             .await
         }
     };
-    let expected = shared.expecting.counts(counted_as, counting).await?;
+    let counted = shared.expecting.counts(counted_as, counting).await?;
     let work = Work::Backfill {
         backfill: Box::new(backfill),
         request: BackfillRequest {
@@ -691,7 +713,8 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
         retry,
     };
     let mut op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
-    op.expected = Some(expected);
+    op.expected = Some(counted.dry.expected);
+    op.dry_plan = counted.plan();
     start(&shared, op)
 }
 

@@ -14,6 +14,17 @@
 //! An announcement is a prediction anyway (an operation may queue, and the
 //! builds running beside it make actions current); the build's own counts
 //! are what happened.
+//!
+//! A build's dry run plans as the build does
+//! (`cairn_app::build::dry_run_for_build`), and the operation's build takes
+//! that plan instead of planning again (a backfill's too) when it starts at
+//! the generation its dry run was asked at ([`Given::plan`]): no operation
+//! ended and nothing was invalidated in between. The plan itself is a
+//! function of the graph file (read once, at start), the refs and the
+//! configure answers, so no event between could change it; the build
+//! evaluates every action afresh anyway. An operation that queued behind
+//! another one therefore always plans afresh (the other one's end changed
+//! the generation), and so does one submitted before an invalidation.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,8 +37,44 @@ use futures_util::future::{BoxFuture, Shared};
 
 use crate::error::ApiError;
 use crate::registry::{Expected, lock};
+use cairn_engine::plan::Plan;
 
-type Flight = Shared<BoxFuture<'static, Result<Expected, ApiError>>>;
+type Flight = Shared<BoxFuture<'static, Result<Dry, ApiError>>>;
+
+/// What a dry run found: the counts a submit announces and, when it
+/// planned, its plan.
+#[derive(Debug, Clone)]
+pub struct Dry {
+    pub expected: Expected,
+    pub plan: Option<Arc<Plan>>,
+}
+
+impl From<Expected> for Dry {
+    fn from(expected: Expected) -> Dry {
+        Dry {
+            expected,
+            plan: None,
+        }
+    }
+}
+
+/// A dry run's answer given to one submit.
+#[derive(Debug, Clone)]
+pub struct Given {
+    pub dry: Dry,
+    /// The generation the submit asked at (the dry run's key).
+    pub generation: u64,
+}
+
+impl Given {
+    /// The plan, with the generation its build may take it at.
+    pub fn plan(&self) -> Option<(Arc<Plan>, u64)> {
+        self.dry
+            .plan
+            .as_ref()
+            .map(|plan| (Arc::clone(plan), self.generation))
+    }
+}
 
 /// How long a dry run's answer is given to later submits for the same
 /// partitions.
@@ -80,9 +127,9 @@ impl Expecting {
 
     /// The counts for `key` (see [`key`]): those of the dry run for `key`
     /// under way or just landed, or of the one `count` starts now.
-    pub async fn counts<F>(self: &Arc<Self>, key: [u8; 32], count: F) -> Result<Expected, ApiError>
+    pub async fn counts<F>(self: &Arc<Self>, key: [u8; 32], count: F) -> Result<Given, ApiError>
     where
-        F: Future<Output = Result<Expected, ApiError>> + Send + 'static,
+        F: Future<Output = Result<Dry, ApiError>> + Send + 'static,
     {
         let key = (key, self.generation.load(Ordering::SeqCst));
         let (id, flight) = {
@@ -132,7 +179,10 @@ impl Expecting {
                 entry.landed.get_or_insert_with(Instant::now);
             }
         }
-        counted
+        counted.map(|dry| Given {
+            dry,
+            generation: key.1,
+        })
     }
 
     /// Dry runs under way or kept (tests).
@@ -161,13 +211,13 @@ mod tests {
 
     use super::*;
 
-    fn expected(actions: u64) -> Expected {
-        Expected {
+    fn expected(actions: u64) -> Dry {
+        Dry::from(Expected {
             partitions: 1,
             actions,
             current: 0,
             to_run: actions,
-        }
+        })
     }
 
     #[tokio::test]
@@ -211,13 +261,13 @@ mod tests {
         });
         tokio::task::yield_now().await;
         release.send(()).unwrap();
-        assert_eq!(first.await.unwrap().unwrap().actions, 5);
-        assert_eq!(second.await.unwrap().unwrap().actions, 5);
+        assert_eq!(first.await.unwrap().unwrap().dry.expected.actions, 5);
+        assert_eq!(second.await.unwrap().unwrap().dry.expected.actions, 5);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(expecting.kept(), 0);
         // After it landed (reused for no time here): a new dry run.
         let later = expecting.counts(key, async { Ok(expected(9)) }).await;
-        assert_eq!(later.unwrap().actions, 9);
+        assert_eq!(later.unwrap().dry.expected.actions, 9);
         // Another key never shares.
         let other = super::key("backfill", &mut ["a".to_owned(), "b".to_owned()]);
         assert_ne!(other, key);
@@ -228,9 +278,9 @@ mod tests {
         let expecting = Arc::new(Expecting::reusing_for(Duration::from_secs(3600)));
         let key = key("backfill", &mut ["a".to_owned()]);
         let first = expecting.counts(key, async { Ok(expected(5)) }).await;
-        assert_eq!(first.unwrap().actions, 5);
+        assert_eq!(first.unwrap().dry.expected.actions, 5);
         let again = expecting.counts(key, async { Ok(expected(7)) }).await;
-        assert_eq!(again.unwrap().actions, 5, "reused");
+        assert_eq!(again.unwrap().dry.expected.actions, 5, "reused");
         let other = super::key("backfill", &mut ["b".to_owned()]);
         let failed = expecting
             .counts(other, async {
@@ -239,7 +289,11 @@ mod tests {
             .await;
         assert!(failed.is_err());
         let retried = expecting.counts(other, async { Ok(expected(9)) }).await;
-        assert_eq!(retried.unwrap().actions, 9, "a failure is not kept");
+        assert_eq!(
+            retried.unwrap().dry.expected.actions,
+            9,
+            "a failure is not kept"
+        );
     }
 
     #[tokio::test]
@@ -247,10 +301,14 @@ mod tests {
         let expecting = Arc::new(Expecting::reusing_for(Duration::from_secs(3600)));
         let key = key("build", &mut ["a".to_owned()]);
         let first = expecting.counts(key, async { Ok(expected(5)) }).await;
-        assert_eq!(first.unwrap().actions, 5);
+        assert_eq!(first.unwrap().dry.expected.actions, 5);
         expecting.changed();
         let after = expecting.counts(key, async { Ok(expected(0)) }).await;
-        assert_eq!(after.unwrap().actions, 0, "counted afresh after the change");
+        assert_eq!(
+            after.unwrap().dry.expected.actions,
+            0,
+            "counted afresh after the change"
+        );
     }
 
     #[tokio::test]
@@ -264,7 +322,7 @@ mod tests {
         assert_eq!(expecting.kept(), 1);
         expecting.changed();
         let after = expecting.counts(key, async { Ok(expected(3)) }).await;
-        assert_eq!(after.unwrap().actions, 3);
+        assert_eq!(after.unwrap().dry.expected.actions, 3);
         assert_eq!(expecting.kept(), 1, "the abandoned flight is gone");
     }
 }

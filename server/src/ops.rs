@@ -10,10 +10,11 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use cairn_app::backfill::{Backfill, BackfillRequest};
-use cairn_app::build::BuildObserver;
+use cairn_app::build::{BuildObserver, BuildRequest};
 use cairn_app::{AppError, Workspace};
 use cairn_engine::digest::ActionKey;
 use cairn_engine::exec::{Outcome, Progress, Reporter};
+use cairn_engine::plan::Plan;
 use cairn_engine::plan::PlannedAction;
 use cairn_engine::record::BuildCounts;
 use cairn_engine::refs::PartitionRef;
@@ -190,8 +191,13 @@ impl Shared {
             op.state = State::Running;
             op.started_ms = Some(now_ms());
             op.start_seq = self.feed.head();
-            op.work.clone()
+            // The submit's plan, unless an operation ended or partitions
+            // were invalidated since its dry run was asked
+            // (server/src/expect.rs): then the build plans afresh.
+            let plan = op.take_dry_plan(self.expecting.generation());
+            (op.work.clone(), plan)
         };
+        let (work, plan) = work;
         self.touch();
         let Some(work) = work else {
             return;
@@ -203,8 +209,19 @@ impl Shared {
         };
         let started = Instant::now();
         let ended = match &*work {
-            Work::Build(request) => cairn_app::build::build(&self.workspace, request, &observer)
-                .map(|built| {
+            Work::Build(request) => {
+                let taking;
+                let request = match plan {
+                    Some(plan) => {
+                        taking = BuildRequest {
+                            plan: Some(plan),
+                            ..request.clone()
+                        };
+                        &taking
+                    }
+                    None => request,
+                };
+                cairn_app::build::build(&self.workspace, request, &observer).map(|built| {
                     let summary = serde_json::to_value(built.summary(started.elapsed()))
                         .unwrap_or(Value::Null);
                     Ended {
@@ -213,12 +230,20 @@ impl Shared {
                         interrupted: built.interrupted(),
                         summary,
                     }
-                }),
+                })
+            }
             Work::Backfill {
                 backfill,
                 request,
                 retry,
-            } => self.run_backfill(backfill, retry.as_deref(), request, &observer, started),
+            } => self.run_backfill(
+                backfill,
+                retry.as_deref(),
+                plan.as_deref(),
+                request,
+                &observer,
+                started,
+            ),
         };
         // Before the operation shows as done: a client that saw it done
         // and submits again is told what is left now (server/src/expect.rs).
@@ -297,16 +322,25 @@ impl Shared {
         &self,
         backfill: &Backfill,
         retry: Option<&[PartitionRef]>,
+        planned: Option<&Plan>,
         request: &BackfillRequest,
         observer: &OpObserver<'_>,
         started: Instant,
     ) -> Result<Ended, AppError> {
-        let plan = match retry {
-            Some(refs) => self.workspace.plan(refs)?,
-            None => self.workspace.plan(&backfill.refs())?,
+        let made;
+        let plan = match (planned, retry) {
+            (Some(plan), _) => plan,
+            (None, Some(refs)) => {
+                made = self.workspace.plan(refs)?;
+                &made
+            }
+            (None, None) => {
+                made = self.workspace.plan(&backfill.refs())?;
+                &made
+            }
         };
         let backfilled =
-            cairn_app::backfill::run(&self.workspace, backfill, &plan, request, observer)?;
+            cairn_app::backfill::run(&self.workspace, backfill, plan, request, observer)?;
         let summary =
             serde_json::to_value(backfilled.summary(started.elapsed())).unwrap_or(Value::Null);
         Ok(Ended {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cairn_app::backfill::{Backfill, BackfillRequest};
 use cairn_app::build::{BuildRequest, Cancel};
+use cairn_engine::plan::Plan;
 use cairn_engine::record::{BuildCounts, Submission};
 use cairn_engine::refs::PartitionRef;
 use serde::Serialize;
@@ -181,6 +182,11 @@ pub struct Operation {
     /// Stops its build (given to the use case with the request).
     pub cancel: Cancel,
     pub work: Option<Arc<Work>>,
+    /// The plan its submit's dry run made, and the generation of
+    /// [`crate::expect::Expecting`] that dry run was asked at: taken when
+    /// the operation starts, used if the generation is still that one
+    /// (server/src/expect.rs).
+    pub dry_plan: Option<(Arc<Plan>, u64)>,
 }
 
 impl Operation {
@@ -238,6 +244,7 @@ impl Operation {
             cancel_requested: false,
             cancel,
             work: Some(Arc::new(work)),
+            dry_plan: None,
         }
     }
 
@@ -282,6 +289,7 @@ impl Operation {
             cancel_requested: false,
             cancel: Cancel::new(),
             work: None,
+            dry_plan: None,
         }
     }
 
@@ -391,6 +399,18 @@ impl Operation {
         })
     }
 
+    /// The plan its submit's dry run made, for its build to take, if
+    /// `generation` (the [`crate::expect::Expecting`] generation now) is
+    /// the one the dry run was asked at: no operation ended and nothing
+    /// was invalidated since (server/src/expect.rs). Taken either way:
+    /// an operation keeps no plan once it started.
+    pub fn take_dry_plan(&mut self, generation: u64) -> Option<Arc<Plan>> {
+        self.dry_plan
+            .take()
+            .filter(|(_, asked_at)| *asked_at == generation)
+            .map(|(plan, _)| plan)
+    }
+
     /// Ends a queued operation as cancelled: it never started.
     pub fn cancel_queued(&mut self) {
         self.state = State::Cancelled;
@@ -402,6 +422,7 @@ impl Operation {
             "failed": [],
         }));
         self.work = None;
+        self.dry_plan = None;
     }
 }
 
@@ -537,4 +558,46 @@ pub fn digest(kind: Kind, request: &Value) -> [u8; 32] {
     hasher.update(b"\n");
     hasher.update(request.to_string().as_bytes());
     *hasher.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Arc<Plan> {
+        Arc::new(Plan {
+            actions: Vec::new(),
+            sources: Vec::new(),
+            requested: Vec::new(),
+            order: Vec::new(),
+            configure_calls: 0,
+        })
+    }
+
+    fn op() -> Operation {
+        Operation::new(
+            Kind::Build,
+            json!({}),
+            [0; 32],
+            None,
+            Work::Build(BuildRequest::default()),
+            1,
+        )
+    }
+
+    #[test]
+    fn the_dry_run_plan_is_taken_only_at_the_generation_it_was_made_at() {
+        let expecting = crate::expect::Expecting::default();
+        let mut same = op();
+        same.dry_plan = Some((plan(), expecting.generation()));
+        assert!(same.take_dry_plan(expecting.generation()).is_some());
+        assert!(same.dry_plan.is_none(), "taken: the operation keeps none");
+        // Partitions invalidated (or an operation ended) between the
+        // submit and the start: the build plans afresh.
+        let mut after = op();
+        after.dry_plan = Some((plan(), expecting.generation()));
+        expecting.changed();
+        assert!(after.take_dry_plan(expecting.generation()).is_none());
+        assert!(after.dry_plan.is_none());
+    }
 }
