@@ -169,6 +169,23 @@ fn build_in(
     interrupt: &AtomicBool,
     children: &Children,
 ) -> (usize, BuildReport) {
+    build_in_with_jobs(
+        root, catalog, blobs, runner, keep_going, interrupt, children, 1,
+    )
+}
+
+/// [`build_in`] with `jobs` workers.
+#[allow(clippy::too_many_arguments, reason = "a test helper's knobs")]
+fn build_in_with_jobs(
+    root: &Path,
+    catalog: &MemoryCatalog,
+    blobs: &dyn BlobStore,
+    runner: &ScriptedRunner,
+    keep_going: bool,
+    interrupt: &AtomicBool,
+    children: &Children,
+    jobs: usize,
+) -> (usize, BuildReport) {
     let graph = Graph::load(&root.join("cairn.toml")).unwrap();
     let environment = JobEnvironment::default();
     let refs = graph.all_partitions().unwrap();
@@ -189,6 +206,7 @@ fn build_in(
     );
     let options = BuildOptions {
         keep_going,
+        jobs,
         ..BuildOptions::new(interrupt)
     };
     let report = build(&context, &plan, &options, &Silent).unwrap();
@@ -551,24 +569,7 @@ impl BlobStore for CountingBlobs {
 #[test]
 fn a_chain_shares_its_group_commits() {
     const DEPTH: u32 = 60;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("cairn.toml"),
-        r#"
-[datasets.step]
-
-[dimensions.n]
-start = "2000-01-01"
-end = "2000-02-29"
-
-[jobs.step]
-outputs = ["step/n={n}"]
-inputs = ["step/n={n}"]
-over.n = { window = [-1, -1] }
-run = ["step"]
-"#,
-    )
-    .unwrap();
+    let dir = chain();
     let runner = ScriptedRunner::new(|job| {
         let previous = job
             .var("CAIRN_INPUT_0")
@@ -604,6 +605,63 @@ run = ["step"]
         syncs <= DEPTH / 4,
         "{syncs} blob syncs for a {DEPTH}-deep chain"
     );
+}
+
+/// A 60-deep chain (`step/n=2000-01-01` … `2000-02-29`), each step
+/// reading the one before, in a temporary directory.
+fn chain() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        r#"
+[datasets.step]
+
+[dimensions.n]
+start = "2000-01-01"
+end = "2000-02-29"
+
+[jobs.step]
+outputs = ["step/n={n}"]
+inputs = ["step/n={n}"]
+over.n = { window = [-1, -1] }
+run = ["step"]
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// A chain's next step runs on the worker that finished the step before:
+/// with `-j 2` the whole chain runs on one thread. Handing each step to the
+/// other, idle worker costs a wake-up per action, on a busy machine a wait
+/// for a CPU (docs/internals.md).
+#[test]
+fn a_chain_stays_on_one_worker() {
+    let dir = chain();
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&threads);
+    let runner = ScriptedRunner::new(move |job| {
+        seen.lock()
+            .unwrap()
+            .push(std::thread::current().name().unwrap_or("").to_owned());
+        job.write(0, "f", b"step\n")?;
+        Ok(0)
+    });
+    let (planned, report) = build_in_with_jobs(
+        dir.path(),
+        &MemoryCatalog::new(),
+        &MemoryBlobs::new(),
+        &runner,
+        false,
+        &AtomicBool::new(false),
+        &Children::default(),
+        2,
+    );
+    assert_eq!(report.counts, counts(planned as u64, 0, 0, 0));
+    let mut threads = threads.lock().unwrap().clone();
+    assert_eq!(threads.len(), planned);
+    threads.dedup();
+    assert_eq!(threads.len(), 1, "{threads:?}");
 }
 
 /// A panic while running an action fails that action, names it, and the

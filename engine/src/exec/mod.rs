@@ -1383,12 +1383,27 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
             }
             finished
         };
-        let leftovers = std::mem::take(&mut finished.leftovers);
+        let mut leftovers = std::mem::take(&mut finished.leftovers);
+        // An emptied run directory is kept as a spare in a few system
+        // calls: done here, before the result is handed back, so that this
+        // worker takes the next action itself. Handing the next action to
+        // an idle worker instead costs a wake-up per action, which on a
+        // busy machine is a wait for a CPU: a chain would go from worker
+        // to worker at every step.
+        if leftovers
+            .iter()
+            .all(|leftover| matches!(leftover, staging::Leftover::EmptiedRunDir(_)))
+        {
+            for leftover in leftovers.drain(..) {
+                leftover.remove();
+            }
+        }
         scheduler = shared.lock();
         scheduler.handle(Message::Done(index, now_ms(), Box::new(finished)));
         if !leftovers.is_empty() {
-            // Removed once the scheduler has the result: the dependents
-            // do not wait for it.
+            // A partition's earlier content can be a large tree: removed
+            // once the scheduler has the result, while an idle worker takes
+            // what is ready, so that the dependents do not wait for it.
             let more = scheduler.ready.len().min(scheduler.idle_workers);
             drop(scheduler);
             for _ in 0..more {
