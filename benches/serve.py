@@ -4,6 +4,10 @@
     python3 benches/serve.py [--cairn target/release/cairn] [--work DIR]
                              [--runs N] [--clients N] [--subscribers N]
                              [--sse-size DAYSxSTATIONS] [--skip-sse]
+                             [--only round-trip|overlap|sse]
+
+(`cargo build --release` first: it runs target/release/cairn.) `--only
+overlap` runs just the 100-client submit benchmark (a minute or so).
 
 On podcast workloads made by fixtures/podcast/generate, against a real
 `cairn serve` started on a loopback port (and stopped by pid):
@@ -364,15 +368,26 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--sse-size", default="365x30")
     parser.add_argument("--skip-sse", action="store_true")
+    parser.add_argument("--only", choices=["round-trip", "overlap", "sse"],
+                        help="run one of the benchmarks")
     args = parser.parse_args()
     cairn = Path(args.cairn).resolve()
+    if not cairn.is_file():
+        sys.exit(f"serve.py: no {cairn}: run `cargo build --release` first (or give --cairn)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    rows = round_trip(cairn, work, args.runs)
-    overlap_rows, twice = overlap(cairn, work, args.clients)
-    rows += overlap_rows
-    bad = twice
-    if not args.skip_sse:
+    runs = {args.only} if args.only else {"round-trip", "overlap", "sse"}
+    if args.skip_sse:
+        runs.discard("sse")
+    rows: list[tuple[str, str]] = []
+    bad = False
+    if "round-trip" in runs:
+        rows += round_trip(cairn, work, args.runs)
+    if "overlap" in runs:
+        overlap_rows, twice = overlap(cairn, work, args.clients)
+        rows += overlap_rows
+        bad = bad or twice
+    if "sse" in runs:
         days, stations = (int(n) for n in args.sse_size.split("x"))
         sse_rows, missed = sse(cairn, work, args.subscribers, days, stations)
         rows += sse_rows

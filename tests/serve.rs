@@ -1407,3 +1407,51 @@ fn a_submitted_build_takes_its_dry_run_plan_unless_something_changed_before_it_s
     );
     server.stop();
 }
+
+/// A field of `/proc/PID/stat` (1-based, counted after the command's
+/// closing parenthesis as `proc(5)` numbers them).
+fn stat_field(stat: &str, field: usize) -> i64 {
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after
+        .split_whitespace()
+        .nth(field - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The jobs of an operation run below the server's priority (nice 10
+/// more), so that a submit answered while builds keep the cores busy
+/// gets a core first; the server's own threads keep theirs.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_operations_jobs_run_at_a_lower_priority_than_the_server() {
+    let project = Project::with_graph(
+        r#"
+[datasets.nice]
+
+[dimensions.n]
+values = ["1"]
+
+[jobs.nice]
+outputs = ["nice/n={n}"]
+run = ["sh", "-c", "cat /proc/$$/stat > \"$CAIRN_OUT/stat\"", "nice"]
+"#,
+    );
+    let server = Server::start(project.path(), &[]);
+    let id = server.submit(&["nice/n=1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = server.wait_done(&id, LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let job = stat_field(&project.read_string("data/nice/n=1/stat"), 19);
+    let server_stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
+    let served = stat_field(&server_stat, 19);
+    assert_eq!(
+        job,
+        (served + 10).min(19),
+        "job nice {job}, server nice {served}"
+    );
+    server.stop();
+}

@@ -331,9 +331,7 @@ fn start(shared: &Arc<Shared>, op: Operation) -> Answer {
         }
     };
     shared.touch();
-    let running = Arc::clone(shared);
-    let running_id = id.clone();
-    tokio::task::spawn_blocking(move || running.run(&running_id));
+    crate::ops::start_run(shared, &id);
     let mut response = json_answer(StatusCode::ACCEPTED, json);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/operations/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -1303,6 +1301,14 @@ pub async fn run(
     listening(address);
     let tailer = tokio::spawn(stream::tail(Arc::clone(&shared)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // TCP_NODELAY: an answer or an SSE event goes out when written, not
+    // held back by Nagle's algorithm waiting for the client's delayed ACK
+    // of the previous segment (up to 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {error}");
+        }
+    });
     let server =
         axum::serve(listener, router(Arc::clone(&shared))).with_graceful_shutdown(async move {
             let _ = stopped.await;

@@ -117,6 +117,11 @@ pub fn serve(
     // operations run concurrently on the held store (docs/architecture.md).
     workspace.hold(true)?;
     let token = auth::load_or_create(&workspace.store_dir)?;
+    // rayon's global pool (planning's and evaluation's parallel parts)
+    // starts here, at the server's priority: started lazily from an
+    // operation's thread it would take that thread's lower priority
+    // (ops.rs, `BUILD_NICE`) for good, and slow the submits' dry runs.
+    let _ = rayon::current_num_threads();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cairn-serve")

@@ -384,6 +384,63 @@ fn give_back_freed_memory() {
     }
 }
 
+/// How much lower than the server's the priority of an operation's
+/// thread is (its nice value, `nice(2)`), and so of every thread its build
+/// starts and every job process they spawn (Linux keeps a nice value per
+/// thread, and a new thread or process starts with its creator's).
+pub const BUILD_NICE: i32 = 10;
+
+/// Starts operation `id`'s run on a thread of its own whose priority is
+/// [`BUILD_NICE`] below the server's. The request path (the tokio workers,
+/// the blocking pool's dry runs) keeps the server's priority, so a submit
+/// answered while builds keep every core busy waits for a core a
+/// fraction of the time it did (at nice 10 the scheduler weighs a build
+/// thread or job about a tenth of a request thread); issue 22's "p99
+/// submit latency while building". A thread of its own rather than one
+/// of the blocking pool: a nice value cannot be raised back without
+/// privileges, and a pool thread goes on to serve requests.
+pub fn start_run(shared: &Arc<Shared>, id: &str) {
+    let running = Arc::clone(shared);
+    let running_id = id.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("cairn-operation".into())
+        .spawn(move || {
+            lower_priority();
+            running.run(&running_id);
+        });
+    if let Err(error) = spawned {
+        // Without a thread of its own the operation never runs: it ends
+        // as failed, saying why, rather than queued for ever.
+        if let Some(op) = shared.registry().get_mut(id) {
+            op.state = State::Failed;
+            op.finished_ms = Some(now_ms());
+            op.work = None;
+            op.error = Some(json!({
+                "code": cairn_app::error::EXIT_STORE,
+                "status": "INTERNAL",
+                "message": format!("cannot start a thread for this operation: {error}"),
+                "failed": [],
+            }));
+        }
+        shared.touch();
+    }
+}
+
+/// Lowers the calling thread's priority by [`BUILD_NICE`] (Linux: the nice
+/// value is per thread). Best effort: a failure leaves it as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: nice(2) only changes the calling thread's scheduling
+    // priority; it takes no pointer.
+    unsafe {
+        *libc::__errno_location() = 0;
+        if libc::nice(BUILD_NICE) == -1 && *libc::__errno_location() != 0 {
+            tracing::debug!("could not lower an operation thread's priority");
+        }
+    }
+}
+
 /// How a build returned.
 struct Ended {
     build: u64,
