@@ -9,7 +9,6 @@
 //! only what has no recorded result: that is how an interrupted backfill
 //! resumes.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use cairn_engine::evaluate::{Verdict, evaluate};
@@ -103,7 +102,7 @@ fn failed_targets(workspace: &Workspace, plan: &Plan) -> Result<Vec<PartitionRef
             }
             affected[index] = hit;
         }
-        let producer = producers(plan);
+        let producer = plan.producers();
         Ok(plan
             .requested
             .iter()
@@ -115,17 +114,6 @@ fn failed_targets(workspace: &Workspace, plan: &Plan) -> Result<Vec<PartitionRef
             .cloned()
             .collect())
     })
-}
-
-/// The action producing each output of `plan`.
-fn producers(plan: &Plan) -> HashMap<&PartitionRef, usize> {
-    let mut producer = HashMap::new();
-    for (index, action) in plan.actions.iter().enumerate() {
-        for output in &action.config.outputs {
-            producer.insert(output, index);
-        }
-    }
-    producer
 }
 
 /// One requested partition of a backfill's dry run.
@@ -180,7 +168,7 @@ impl DryRun {
 pub fn dry_run(workspace: &Workspace, plan: &Plan) -> Result<DryRun, AppError> {
     let verdicts =
         workspace.read_context(|context| evaluate(context, plan).map_err(AppError::from))?;
-    let producer = producers(plan);
+    let producer = plan.producers();
     let (mut built, mut to_build) = (0, 0);
     let mut partitions = Vec::with_capacity(plan.requested.len());
     for partition in &plan.requested {

@@ -1,7 +1,6 @@
 //! `status` and `why`: the state of partitions, classified and explained,
 //! read-only (beside a running build too).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -92,12 +91,10 @@ pub fn status(
     let live = LiveBuild::find(workspace)?;
     let mut rows = workspace.read_context(|context| {
         let verdicts = evaluate(context, &plan)?;
-        let mut producer: HashMap<&PartitionRef, usize> = HashMap::new();
-        for (index, action) in plan.actions.iter().enumerate() {
-            for output in &action.config.outputs {
-                producer.insert(output, index);
-            }
-        }
+        let producer = plan.producers();
+        // A store that records nothing has no partition state to look up
+        // (at 10^6 partitions, as many lookups).
+        let records_nothing = context.catalog.records_nothing()?;
         let mut rows = Vec::new();
         for partition in &plan.requested {
             let Some(&index) = producer.get(partition) else {
@@ -108,7 +105,11 @@ pub fn status(
                 ));
                 continue;
             };
-            let state = context.catalog.partition(partition)?;
+            let state = if records_nothing {
+                None
+            } else {
+                context.catalog.partition(partition)?
+            };
             let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
             let failed = state.as_ref().and_then(|s| s.failed.clone());
             let running = match (&live, &verdicts[index]) {
