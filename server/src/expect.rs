@@ -242,9 +242,7 @@ mod tests {
             let expecting = Arc::clone(&expecting);
             async move { expecting.counts(key, counting).await }
         });
-        while expecting.kept() == 0 {
-            tokio::task::yield_now().await;
-        }
+        crate::yield_until("the first dry run is kept", || expecting.kept() > 0).await;
         // Arrives while the first dry run is under way: its own count
         // never runs.
         let second = tokio::spawn({

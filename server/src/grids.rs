@@ -339,9 +339,10 @@ mod tests {
             })
         };
         let first = ask(&grids);
-        while runs.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        crate::yield_until("the first computation starts", || {
+            runs.load(Ordering::SeqCst) > 0
+        })
+        .await;
         let second = ask(&grids);
         // It joins the first computation before anything changes.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -354,9 +355,10 @@ mod tests {
         release.send("before").unwrap();
         assert_eq!(first.await.unwrap(), "before");
         assert_eq!(second.await.unwrap(), "before");
-        while runs.load(Ordering::SeqCst) == 1 {
-            tokio::task::yield_now().await;
-        }
+        crate::yield_until("the second computation starts", || {
+            runs.load(Ordering::SeqCst) != 1
+        })
+        .await;
         release.send("after").unwrap();
         assert_eq!(third.await.unwrap(), "after");
         assert_eq!(fourth.await.unwrap(), "after");

@@ -137,3 +137,17 @@ pub fn serve(
     drop(shared);
     result
 }
+
+/// For tests: yields until `done` holds, and fails the test (rather than
+/// spinning for ever) if it does not within a minute.
+#[cfg(test)]
+pub(crate) async fn yield_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting after a minute until {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
