@@ -932,3 +932,78 @@ fn data_cache_without_a_remote_cache_is_a_usage_error() {
         "cairn.toml:3: executor.data: \"nfs\" is not a data mode",
     );
 }
+
+/// `data = "shared"` (the default) on nodes that do not see the project:
+/// each worker says so, naming the path, and the build fails both kinds of
+/// action at once (no retry) instead of submitting workers forever.
+#[test]
+fn nodes_that_do_not_see_the_shared_directory_fail_the_build_clearly_and_at_once() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::empty();
+    let bin = tempfile::tempdir().unwrap();
+    let worker = worker_hiding(&p.path().canonicalize().unwrap(), bin.path());
+    p.write(
+        "cairn.toml",
+        format!(
+            r#"
+[executor]
+kind = "slurm"
+worker = "{}"
+
+[datasets.a]
+[datasets.b]
+
+[jobs.a]
+outputs = ["a"]
+retries = 3
+run = ["sh", "-c", "echo a > \"$CAIRN_OUT/x\""]
+
+[jobs.b]
+outputs = ["b"]
+retries = 3
+resources = {{ cpus = 1 }}
+run = ["sh", "-c", "echo b > \"$CAIRN_OUT/x\""]
+"#,
+            worker.display()
+        ),
+    );
+    let since = Instant::now();
+    let build = Background::start(p.path(), &["build", "--keep-going", "--json"]);
+    let (code, stderr, _) = build.wait(Duration::from_secs(90));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        since.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        since.elapsed()
+    );
+    let data = p.path().canonicalize().unwrap().join("data");
+    let failed = p.log(&["--kind", "ActionFailed"]);
+    assert_eq!(failed.len(), 2, "one failure each, no retry: {failed:?}");
+    for event in &failed {
+        let error = event["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("{}/", data.display()))
+                && error.contains(" is not found on node n")
+                && error.contains("the nodes do not share it")
+                && error.contains("data = \"cache\""),
+            "{error}"
+        );
+    }
+    assert!(p.log(&["--kind", "ActionRetrying"]).is_empty());
+    // Two workers for `a` (BLIND_WORKERS) and one Slurm job for `b`.
+    let output = Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%i %T %Z"])
+        .output()
+        .expect("run squeue");
+    let under = p.path().canonicalize().unwrap();
+    let submitted: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .is_some_and(|work| Path::new(work).starts_with(&under))
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(submitted.len() <= 3, "{submitted:?}");
+}

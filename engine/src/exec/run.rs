@@ -505,7 +505,12 @@ impl Context<'_> {
             if checkpoint.is_none() {
                 remove_attempt(&run_dir);
             }
-            if attempt >= attempts || self.children.is_interrupted() {
+            // A runner's InvalidInput: the attempt cannot succeed as
+            // configured (a Slurm node that does not see the project,
+            // docs/slurm.md): another attempt would only repeat it.
+            let permanent = matches!(&result.status,
+                Err(error) if error.kind() == std::io::ErrorKind::InvalidInput);
+            if attempt >= attempts || permanent || self.children.is_interrupted() {
                 let mut finished =
                     self.failed_with_logs(action, key, error, exit_code, result.logs, updates);
                 if let Outcome::Failed { stderr_tail, .. } = &mut finished.outcome {

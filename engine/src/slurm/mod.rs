@@ -97,7 +97,17 @@ struct Workers {
     live: Vec<(u64, Instant)>,
     /// Every worker submitted: the claimers an attempt looks for.
     all: Vec<u64>,
+    /// The last workers that ended (`COMPLETED`, `FAILED`) without
+    /// marking that they started: they did not see the runner's directory.
+    blind: Vec<(u64, String)>,
+    /// Set once [`BLIND_WORKERS`] in a row did not see it: why every
+    /// queued attempt fails (no retry, no more workers).
+    unseen: Option<String>,
 }
+
+/// How many workers in a row ending without seeing the runner's directory
+/// fail the queued attempts (one could be a node's passing trouble).
+const BLIND_WORKERS: usize = 2;
 
 /// The queue the workers pull attempts from, and where they move what they
 /// claimed (`claimed/<entry>@<slurm job id>`), in the runner's directory.
@@ -419,9 +429,25 @@ impl SlurmRunner {
             let (state, asked) = self.state(id)?;
             if !self.ended(id, state.as_ref(), asked) {
                 kept.push((id, submitted));
+                continue;
+            }
+            // Every worker that sees the directory marks that it started.
+            if self.dir.join(worker::STARTED).join(id.to_string()).exists() {
+                workers.blind.clear();
+            } else if let Some((state, _)) = &state
+                && (state.starts_with("COMPLETED") || state.starts_with("FAILED"))
+            {
+                workers.blind.push((id, state.clone()));
             }
         }
         workers.live = kept;
+        if workers.unseen.is_none() && workers.blind.len() >= BLIND_WORKERS {
+            workers.unseen = Some(self.unseen(&workers.blind));
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        if workers.unseen.is_some() {
+            return Ok(());
+        }
         let queued = fs::read_dir(self.dir.join(QUEUE)).map_or(0, Iterator::count);
         let wanted = queued.min(self.cpus);
         while workers.live.len() < wanted {
@@ -444,6 +470,45 @@ impl SlurmRunner {
             }
         }
         Ok(())
+    }
+
+    /// Why the attempts fail when the workers `blind` (Slurm job, state)
+    /// ended without seeing the runner's directory: the path, the node,
+    /// what the first one's Slurm log says.
+    fn unseen(&self, blind: &[(u64, String)]) -> String {
+        let (first, _) = blind[0];
+        let node = self.node_of(first);
+        let ended: Vec<String> = blind
+            .iter()
+            .map(|(id, state)| format!("{id} {state}"))
+            .collect();
+        let log = self.dir.join(format!("slurm-{first}.out"));
+        let said = fs::read_to_string(&log)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .rev()
+                    .find(|line| !line.trim().is_empty())
+                    .map(str::to_owned)
+            })
+            .map(|line| format!(": {line}"))
+            .unwrap_or_default();
+        format!(
+            "{} (Slurm workers ended without starting there: {}; Slurm's log: {}{said})",
+            worker::unshared(&self.dir, node.as_deref()),
+            ended.join(", "),
+            log.display()
+        )
+    }
+
+    /// Why the queued attempts fail, once the workers did not see the
+    /// runner's directory ([`BLIND_WORKERS`]).
+    fn unseen_error(&self) -> Option<String> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unseen
+            .clone()
     }
 
     /// The state and reason of Slurm job `id`, asked of `squeue` at most
@@ -700,7 +765,7 @@ impl JobRunner for SlurmRunner {
             poll,
             OUTCOME_POLL,
             &|| shared_outcome(&outcome_path),
-            &Heart::new(&|| fs::read(&heartbeat).ok(), false),
+            &Heart::new(&|| fs::read(&heartbeat).ok(), false).seeing(attempt_dir),
         );
         self.release(id);
         ended
@@ -713,6 +778,8 @@ impl JobRunner for SlurmRunner {
 struct Heart<'a> {
     /// The worker's last beat (`None`: none yet).
     read: &'a dyn Fn() -> Option<Vec<u8>>,
+    /// The directory the worker must see to beat at all (shared mode).
+    dir: Option<&'a Path>,
     state: Mutex<HeartState>,
 }
 
@@ -730,11 +797,35 @@ impl<'a> Heart<'a> {
     fn new(read: &'a dyn Fn() -> Option<Vec<u8>>, running: bool) -> Heart<'a> {
         Heart {
             read,
+            dir: None,
             state: Mutex::new(HeartState {
                 running: running.then(Instant::now),
                 ..HeartState::default()
             }),
         }
+    }
+
+    /// The worker beats in `dir`: a Slurm job that ends without ever
+    /// beating did not see it ([`Heart::unseen`]).
+    fn seeing(self, dir: &'a Path) -> Heart<'a> {
+        Heart {
+            dir: Some(dir),
+            ..self
+        }
+    }
+
+    /// The directory the worker did not see, when its Slurm job ended in
+    /// `state` (`COMPLETED`, `FAILED`: it ran and exited) without a beat.
+    fn unseen(&self, state: &str) -> Option<&'a Path> {
+        let beat = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last
+            .is_some()
+            || (self.read)().is_some();
+        let exited = state.starts_with("COMPLETED") || state.starts_with("FAILED");
+        self.dir.filter(|_| exited && !beat)
     }
 
     /// Looks at the beat; how long it has been silent if that is longer
@@ -764,7 +855,13 @@ fn shared_outcome(path: &Path) -> Option<io::Result<Ended>> {
 
 fn ended_of(outcome: &WorkerOutcome) -> io::Result<Ended> {
     if let Some(error) = &outcome.error {
-        return Err(io::Error::other(error.clone()));
+        // InvalidInput: the executor does not retry (exec/run.rs).
+        let kind = if outcome.permanent {
+            io::ErrorKind::InvalidInput
+        } else {
+            io::ErrorKind::Other
+        };
+        return Err(io::Error::new(kind, error.clone()));
     }
     Ok(Ended {
         status: outcome.status(),
@@ -796,6 +893,13 @@ impl SlurmRunner {
             {
                 polled = Instant::now();
                 poll();
+            }
+            if let Some(message) = self.unseen_error()
+                && fs::remove_file(&entry).is_ok()
+            {
+                // Taken back: no worker can see it. InvalidInput: the
+                // executor does not retry (exec/run.rs).
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
             }
             if children.is_interrupted() && fs::remove_file(&entry).is_ok() {
                 // Taken back before any worker claimed it.
@@ -1044,6 +1148,16 @@ impl SlurmRunner {
                     }
                     let (state, reason) =
                         state.unwrap_or_else(|| ("unknown".to_owned(), String::new()));
+                    if let Some(dir) = heart.unseen(&state) {
+                        let message = format!(
+                            "{} (Slurm job {id} ended {state} before its worker started the attempt; Slurm's log: {})",
+                            worker::unshared(dir, self.node_of(id).as_deref()),
+                            self.node_dir().join(format!("slurm-{id}.out")).display()
+                        );
+                        self.lost.store(true, Ordering::SeqCst);
+                        // InvalidInput: the executor does not retry.
+                        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+                    }
                     let reason = if reason.is_empty() || reason == "None" {
                         String::new()
                     } else {

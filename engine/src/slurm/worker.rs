@@ -62,6 +62,10 @@ pub struct WorkerOutcome {
     /// `SLURMD_NODENAME` and `SLURM_JOB_ID` of the worker.
     pub node: Option<String>,
     pub slurm_job: Option<String>,
+    /// The attempt cannot succeed on the nodes as configured (they do not
+    /// see the project): no retry. Absent in outcomes of older workers.
+    #[serde(default)]
+    pub permanent: bool,
 }
 
 impl WorkerOutcome {
@@ -84,7 +88,28 @@ pub enum WorkerError {
     Invalid { path: PathBuf, message: String },
     #[error("cannot write the outcome {path}: {source}")]
     Outcome { path: PathBuf, source: io::Error },
+    #[error("{}", unshared(path, node.as_deref()))]
+    Unshared { path: PathBuf, node: Option<String> },
 }
+
+/// Why a worker cannot see `path` of the coordinator's, said once for the
+/// worker's own log and the coordinator's error.
+pub fn unshared(path: &Path, node: Option<&str>) -> String {
+    format!(
+        "{} is not found on {}: the nodes do not share it with the coordinator (data = \"shared\" needs the project, the data directory and the store on a filesystem shared with the nodes, at the same paths; without one, use [executor] data = \"cache\", docs/slurm.md)",
+        path.display(),
+        node.map_or_else(|| "this node".to_owned(), |node| format!("node {node}"))
+    )
+}
+
+/// The node this worker runs on, as Slurm names it.
+fn this_node() -> Option<String> {
+    std::env::var("SLURMD_NODENAME").ok()
+}
+
+/// Where a pulling worker marks that it started (`workers/<slurm job
+/// id>`): a worker that ended without one never saw the directory.
+pub const STARTED: &str = "workers";
 
 /// Writes `bytes` to `path` durably: aside, fsynced, renamed over it, its
 /// directory fsynced.
@@ -203,6 +228,27 @@ pub fn pull(dir: &Path, most: usize, children: &Children) -> (usize, Vec<WorkerE
     let me = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| format!("pid{}", std::process::id()));
     let queue = dir.join(super::QUEUE);
     let claimed = dir.join(super::CLAIMED);
+    if !queue.is_dir() {
+        return (
+            0,
+            vec![WorkerError::Unshared {
+                path: dir.to_owned(),
+                node: this_node(),
+            }],
+        );
+    }
+    let started = dir.join(STARTED);
+    if let Err(source) =
+        fs::create_dir_all(&started).and_then(|()| fs::write(started.join(&me), b""))
+    {
+        return (
+            0,
+            vec![WorkerError::Outcome {
+                path: started.join(&me),
+                source,
+            }],
+        );
+    }
     let (mut ran, mut errors) = (0, Vec::new());
     let mut idle = std::time::Instant::now();
     while ran < most && !children.is_interrupted() {
@@ -240,6 +286,16 @@ pub fn pull(dir: &Path, most: usize, children: &Children) -> (usize, Vec<WorkerE
 }
 
 fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
+        // Nowhere to write an outcome: the coordinator learns it from the
+        // Slurm job's end without a heartbeat (docs/slurm.md, "Faults").
+        return Err(WorkerError::Unshared {
+            path: dir.to_owned(),
+            node: this_node(),
+        });
+    }
     let spec = match read_spec(path) {
         Ok(spec) => spec,
         Err(error) => {
@@ -258,6 +314,25 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
             return Err(error);
         }
     };
+    if !spec.cwd.is_dir() {
+        // The attempt's directory is shared, the project is not.
+        let outcome = WorkerOutcome {
+            version: SPEC_VERSION,
+            error: Some(unshared(&spec.cwd, this_node().as_deref())),
+            node: this_node(),
+            slurm_job: std::env::var("SLURM_JOB_ID").ok(),
+            permanent: true,
+            ..WorkerOutcome::default()
+        };
+        let bytes = serde_json::to_vec(&outcome).map_err(|error| WorkerError::Outcome {
+            path: spec.outcome.clone(),
+            source: io::Error::other(error),
+        })?;
+        return write_durably(&spec.outcome, &bytes).map_err(|source| WorkerError::Outcome {
+            path: spec.outcome.clone(),
+            source,
+        });
+    }
     let environment = node_environment(&spec.passed, &spec.secret_names);
     // Where it runs, for the job (first: its own variables may override).
     let mut extra = where_it_runs();
@@ -287,7 +362,7 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
     });
     let mut outcome = WorkerOutcome {
         version: SPEC_VERSION,
-        node: std::env::var("SLURMD_NODENAME").ok(),
+        node: this_node(),
         slurm_job: std::env::var("SLURM_JOB_ID").ok(),
         ..WorkerOutcome::default()
     };
@@ -439,6 +514,33 @@ mod tests {
             let outcome = read_outcome(&dir.path().join(format!("a{index}/outcome.json"))).unwrap();
             assert_eq!(outcome.code, Some(0));
         }
+    }
+
+    /// A worker that does not see the runner's directory or the spec's
+    /// says so, naming the path, and runs nothing.
+    #[test]
+    fn a_directory_not_shared_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("not-shared");
+        let (ran, errors) = pull(&gone, 4, &Children::default());
+        assert_eq!(ran, 0);
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with(&format!("{} is not found on ", gone.display()))
+                && text.contains("data = \"cache\""),
+            "{text}"
+        );
+        let errors = run_specs(&[gone.join("worker.json")], &Children::default()).unwrap_err();
+        assert!(matches!(&errors[0], WorkerError::Unshared { path, .. } if *path == gone));
+        // The spec is seen, the project (its working directory) is not.
+        let mut one = spec(dir.path(), &["true"]);
+        one.cwd = gone;
+        let path = dir.path().join("spec.json");
+        fs::write(&path, serde_json::to_vec(&one).unwrap()).unwrap();
+        run_specs(std::slice::from_ref(&path), &Children::default()).unwrap();
+        let outcome = read_outcome(&dir.path().join("outcome.json")).unwrap();
+        assert!(outcome.permanent);
+        assert!(outcome.error.unwrap().contains("the nodes do not share it"));
     }
 
     #[test]
