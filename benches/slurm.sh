@@ -6,11 +6,13 @@
 #   2. 365x30 cold through Slurm: wall time, overhead per action
 #      ((slurm - local) / actions), and the batching used (workers submitted).
 #   3. scaling 1 vs 2 nodes with a CPU-bound job (~200 ms of hashing per
-#      action, 40 actions): node n2 drained for the 1-node run.
-#      Goal: >= 1.7x from 1 to 2 nodes.
+#      action, calibrated on this machine first; 300 actions by default, so
+#      ~60 s of work on one node beside a worker's start of ~1 s): node n2
+#      drained for the 1-node run. Goal: >= 1.7x from 1 to 2 nodes.
 #
 # Run on an idle machine (never while others compile):
 #   bash benches/slurm.sh [--work DIR] [--runs N] [--skip-365] [--only PART]
+#                         [--actions N]
 # PART: 30, 365-slurm, 365-local or scaling (one piece, for a short quiet
 # window; the 365 pieces print their seconds, the ratio is computed by hand).
 # Prints a markdown table for docs/benchmarks.md, with the load and the
@@ -21,13 +23,15 @@ WORK=${BENCH_DIR:-$REPO/target/bench-slurm}
 RUNS=3
 SKIP_365=0
 ONLY=all
+ACTIONS=300
 while [ $# -gt 0 ]; do
   case "$1" in
     --work) WORK=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --skip-365) SKIP_365=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
-    *) echo "usage: $0 [--work DIR] [--runs N] [--skip-365] [--only 30|365-slurm|365-local|scaling]" >&2; exit 2 ;;
+    --actions) ACTIONS=$2; shift 2 ;;
+    *) echo "usage: $0 [--work DIR] [--runs N] [--skip-365] [--only 30|365-slurm|365-local|scaling] [--actions N]" >&2; exit 2 ;;
   esac
 done
 # shellcheck source=benches/timing.sh
@@ -90,28 +94,44 @@ if [ "$ONLY" = all ] && [ "$SKIP_365" = 0 ]; then
 fi
 
 want scaling || { log "load: $(cut -d' ' -f1-3 /proc/loadavg)"; exit 0; }
-log "scaling: 40 CPU-bound actions (~200 ms of hashing each), 1 vs 2 nodes"
+# The bytes of zeros whose sha256 takes ~200 ms here (the median of 3).
+calibrate() {
+  local bytes=100000000 start t
+  local times=()
+  for _ in 1 2 3; do
+    start=$(now)
+    head -c "$bytes" /dev/zero | sha256sum >/dev/null
+    times+=("$(since "$start")")
+  done
+  t=$(printf '%s\n' "${times[@]}" | median)
+  echo "$bytes * 0.2 / $t" | bc
+}
+BYTES=$(calibrate)
+log "scaling: $ACTIONS CPU-bound actions (sha256 of $BYTES bytes, ~200 ms each), 1 vs 2 nodes"
 scaling() {
   local dir=$WORK/cpu-$1
   rm -rf "$dir"; mkdir -p "$dir"
-  cat > "$dir/cairn.toml" <<'TOML'
+  local values
+  values=$(seq -s '", "' 1 "$ACTIONS")
+  cat > "$dir/cairn.toml" <<TOML
 [executor]
 kind = "slurm"
 [datasets.h]
 [dimensions.n]
-start = "2024-01-01"
-end = "2024-02-09"
+values = ["$values"]
 [jobs.h]
 outputs = ["h/n={n}"]
-run = ["sh", "-c", "head -c 40000000 /dev/zero | sha256sum > \"$CAIRN_OUT/sum\"; echo $CAIRN_OUTPUT_REF_0 >> \"$CAIRN_OUT/sum\""]
+run = ["sh", "-c", "head -c $BYTES /dev/zero | sha256sum > \\"\$CAIRN_OUT/sum\\"; echo \$CAIRN_OUTPUT_REF_0 >> \\"\$CAIRN_OUT/sum\\""]
 TOML
   local start; start=$(now)
-  (cd "$dir" && "$CAIRN" build >/dev/null 2>&1)
+  (cd "$dir" && "$CAIRN" build >/dev/null 2>&1) || { log "the $1-node build failed: see $dir"; exit 1; }
   since "$start"
 }
+# n2 comes back whatever happens.
+trap 'scontrol update nodename=n2 state=resume >/dev/null 2>&1 || true' EXIT
 two=$(scaling two)
 scontrol update nodename=n2 state=drain reason=bench-1-node
 one=$(scaling one)
 scontrol update nodename=n2 state=resume
-echo "| 40 CPU-bound actions | 1 node: $one | 2 nodes: $two | $(echo "scale=2; $one / $two" | bc)x from 1 to 2 nodes (goal >= 1.7x) |"
+echo "| $ACTIONS CPU-bound actions (~200 ms each) | 1 node: $one | 2 nodes: $two | $(echo "scale=2; $one / $two" | bc)x from 1 to 2 nodes (goal >= 1.7x) |"
 log "load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -717,7 +717,16 @@ impl JobRunner for SlurmRunner {
             outcome: outcome_path.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&spec).map_err(io::Error::other)?;
-        worker::write_durably(&spec_path, &bytes).map_err(|error| {
+        // Written aside and renamed in (a worker never reads half a spec),
+        // not fsynced: the spec matters only while this coordinator lives.
+        // If it dies, the attempt is abandoned: the next build cancels its
+        // Slurm jobs (cancel_orphans) and clears the staging area before
+        // it submits anything, so no spec is ever read after a crash that
+        // could have lost it (a worker that did would fail on the invalid
+        // spec, for nobody). Visibility to the nodes needs no fsync either:
+        // NFS flushes on close (close-to-open), Lustre and GPFS are
+        // coherent. The outcome, which ingestion relies on, stays durable.
+        worker::write_visible(&spec_path, &bytes).map_err(|error| {
             io::Error::new(error.kind(), format!("{}: {error}", spec_path.display()))
         })?;
         let ticket = Arc::new(Ticket {

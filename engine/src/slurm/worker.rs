@@ -133,6 +133,19 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` atomically for readers, not durably: aside,
+/// renamed over it, no fsync (the spec: see `SlurmRunner::run`).
+pub(crate) fn write_visible(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{}", crate::groups::unique_id()));
+    let aside = PathBuf::from(aside);
+    let written = fs::write(&aside, bytes).and_then(|()| fs::rename(&aside, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&aside);
+    }
+    written
+}
+
 pub fn read_spec(path: &Path) -> Result<WorkerSpec, WorkerError> {
     let bytes = fs::read(path).map_err(|source| WorkerError::Read {
         path: path.to_owned(),
