@@ -232,39 +232,10 @@ impl JobLogs {
 }
 
 /// How much of the end of a stderr its tail is taken from, as the engine
-/// takes it (engine/src/exec/run.rs, `log_tail`).
-const TAIL_BYTES: usize = 16 * 1024;
-/// Characters kept of each line of a tail.
-const TAIL_LINE_CHARS: usize = 400;
+/// takes it.
+const TAIL_BYTES: usize = cairn_engine::exec::run::TAIL_BYTES as usize;
 
-/// The tail a failure shows of `bytes`, the end of a captured stderr
-/// (`cut`: the stream went on before them, so their first line may be
-/// the end of a longer one): its last
-/// [`cairn_engine::exec::run::STDERR_TAIL_LINES`] non-blank lines, each
-/// cut at 400 characters. The same lines as the engine's `log_tail`
-/// (engine/src/exec/run.rs) gives a build's observer.
-pub fn tail_lines(bytes: &[u8], cut: bool) -> Vec<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if cut && lines.len() > 1 {
-        lines.remove(0);
-    }
-    let mut tail: Vec<String> = lines
-        .iter()
-        .rev()
-        .filter(|line| !line.trim().is_empty())
-        .take(cairn_engine::exec::run::STDERR_TAIL_LINES)
-        .map(|line| {
-            let mut kept: String = line.chars().take(TAIL_LINE_CHARS).collect();
-            if kept.len() < line.len() {
-                kept.push('…');
-            }
-            kept
-        })
-        .collect();
-    tail.reverse();
-    tail
-}
+pub use cairn_engine::exec::run::tail_lines;
 
 /// The tail of a whole captured stderr (`bytes`), as [`tail_lines`]
 /// takes it from its last 16 KiB.

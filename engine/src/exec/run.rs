@@ -42,7 +42,7 @@ pub const STDERR_TAIL_LINES: usize = 10;
 /// At most this much of the end of its stderr is read for them, and a
 /// line is cut at [`TAIL_LINE_CHARS`] characters: a failure message stays
 /// short whatever the job printed.
-const TAIL_BYTES: u64 = 16 * 1024;
+pub const TAIL_BYTES: u64 = 16 * 1024;
 const TAIL_LINE_CHARS: usize = 400;
 
 /// The last [`STDERR_TAIL_LINES`] non-blank lines of the captured log at
@@ -60,10 +60,18 @@ fn log_tail(path: &Path) -> Vec<String> {
     {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(&bytes);
+    tail_lines(&bytes, start > 0)
+}
+
+/// The tail a failure shows of `bytes`, the end of a captured stderr: its
+/// last [`STDERR_TAIL_LINES`] non-blank lines, lossily decoded, each cut
+/// at [`TAIL_LINE_CHARS`] characters. `cut`: the stream went on before
+/// `bytes`, so their first line may be the end of a longer one, and is
+/// dropped. Also what `cairn_app::logs` gives for a stored stderr.
+pub fn tail_lines(bytes: &[u8], cut: bool) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
     let mut lines: Vec<&str> = text.lines().collect();
-    // The first line read may be the end of a longer one.
-    if start > 0 && lines.len() > 1 {
+    if cut && lines.len() > 1 {
         lines.remove(0);
     }
     let mut tail: Vec<String> = lines
