@@ -35,18 +35,7 @@ pub fn run(cli: &Cli, args: &BackfillArgs) -> Result<u8, Failure> {
     let targets = cairn_app::backfill::targets(&workspace, &backfill, args.retry_failed)?;
     if let Targets::Retry(refs) = &targets {
         if refs.is_empty() {
-            note("nothing to retry: no partition of this backfill has a failed last attempt");
-            if args.json {
-                json_line(&BackfillSummary::new(
-                    None,
-                    0,
-                    BuildCounts::default(),
-                    false,
-                    None,
-                    Vec::new(),
-                ));
-            }
-            return Ok(0);
+            return Ok(nothing_to_retry(args.json));
         }
         note(&format!(
             "retrying {} whose last attempt failed (or whose inputs' did)",
@@ -136,4 +125,22 @@ fn dry_run(
         dry.counts.skipped
     ));
     Ok(0)
+}
+
+/// `backfill --retry-failed` found no partition to retry: says so (and,
+/// with `--json`, prints an empty summary) and returns the exit code, 0.
+/// The same for a local and a `--remote` backfill.
+pub(crate) fn nothing_to_retry(json: bool) -> u8 {
+    note("nothing to retry: no partition of this backfill has a failed last attempt");
+    if json {
+        json_line(&BackfillSummary::new(
+            None,
+            0,
+            BuildCounts::default(),
+            false,
+            None,
+            Vec::new(),
+        ));
+    }
+    0
 }

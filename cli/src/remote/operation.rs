@@ -232,18 +232,7 @@ fn nothing_to_retry(answer: &Value, json: bool) -> Option<u8> {
     if answer.get("nothing_to_retry") != Some(&Value::Bool(true)) {
         return None;
     }
-    note("nothing to retry: no partition of this backfill has a failed last attempt");
-    if json {
-        json_line(&BackfillSummary::new(
-            None,
-            0,
-            BuildCounts::default(),
-            false,
-            None,
-            Vec::new(),
-        ));
-    }
-    Some(0)
+    Some(crate::backfill::nothing_to_retry(json))
 }
 
 fn refuse_local_only(no_wait: bool, command: &str) -> Result<(), Failure> {
