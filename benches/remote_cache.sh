@@ -39,12 +39,20 @@ log "building cairn (release)"
 (cd "$REPO" && cargo build --release --bin cairn)
 CAIRN=$REPO/target/release/cairn
 
-rm -rf "$WORK"; mkdir -p "$WORK"
+# An earlier run's directory is moved aside now and deleted at the end,
+# after the timed builds (see `project` below).
+OLD=
+if [ -e "$WORK" ]; then OLD=$WORK.old.$$; mv "$WORK" "$OLD"; fi
+mkdir -p "$WORK"
 NGINX=$WORK/nginx
 PORT=$("$REPO"/.ci/services/nginx-cache.sh start "$NGINX")
-trap '"$REPO"/.ci/services/nginx-cache.sh stop "$NGINX"' EXIT
+trap '"$REPO"/.ci/services/nginx-cache.sh stop "$NGINX"; [ -z "$OLD" ] || rm -rf "$OLD"' EXIT
 url() { echo "http://127.0.0.1:$PORT/$1"; }
-project() { rm -rf "$1"; sh "$REPO"/fixtures/podcast/generate "$1" "$2" "$3" >/dev/null; }
+# Each project in a directory of its own, generated before anything is
+# timed and never deleted during the run: on some file systems (this VM's
+# ext4) a deletion slows the file creations of the next minutes, which
+# made the cold build after an `rm -rf` pay for the one before.
+project() { sh "$REPO"/fixtures/podcast/generate "$1" "$2" "$3" >/dev/null; }
 build() { (cd "$1" && shift && "$CAIRN" build --json "$@" | tail -1); }
 
 r=-; l=-; w=-; wo=-
@@ -55,11 +63,12 @@ project "$WORK/a" 365 30
 build "$WORK/a" --remote-cache "$(url big)" --remote-cache-mode write >/dev/null
 remote=(); local=()
 for run in $(seq "$RUNS"); do
-  project "$WORK/b" 365 30
-  t=$(now); summary=$(build "$WORK/b" --remote-cache "$(url big)" --remote-cache-mode read); remote+=("$(since "$t")")
+  project "$WORK/b$run" 365 30
+  sync
+  t=$(now); summary=$(build "$WORK/b$run" --remote-cache "$(url big)" --remote-cache-mode read); remote+=("$(since "$t")")
   echo "$summary" | grep -q '"executed":0' || { echo "the second machine executed something: $summary" >&2; exit 1; }
-  rm -rf "$WORK/b/data"
-  t=$(now); build "$WORK/b" --remote-cache-mode off >/dev/null; local+=("$(since "$t")")
+  mv "$WORK/b$run/data" "$WORK/b$run-data-aside"
+  t=$(now); build "$WORK/b$run" --remote-cache-mode off >/dev/null; local+=("$(since "$t")")
 done
 r=$(printf '%s\n' "${remote[@]}" | median); l=$(printf '%s\n' "${local[@]}" | median)
 fi
@@ -68,10 +77,11 @@ fi
 if wanted upload; then
 with=(); without=()
 for run in $(seq "$RUNS"); do
-  project "$WORK/c" 30 30
-  t=$(now); build "$WORK/c" >/dev/null; without+=("$(since "$t")")
-  project "$WORK/c" 30 30
-  t=$(now); build "$WORK/c" --remote-cache "$(url cold-$run)" --remote-cache-mode write >/dev/null; with+=("$(since "$t")")
+  project "$WORK/c$run-without" 30 30
+  project "$WORK/c$run-with" 30 30
+  sync
+  t=$(now); build "$WORK/c$run-without" >/dev/null; without+=("$(since "$t")")
+  t=$(now); build "$WORK/c$run-with" --remote-cache "$(url cold-$run)" --remote-cache-mode write >/dev/null; with+=("$(since "$t")")
 done
 w=$(printf '%s\n' "${with[@]}" | median); wo=$(printf '%s\n' "${without[@]}" | median)
 fi
