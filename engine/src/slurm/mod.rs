@@ -103,6 +103,19 @@ struct Workers {
     /// Set once [`BLIND_WORKERS`] in a row did not see it: why every
     /// queued attempt fails (no retry, no more workers).
     unseen: Option<String>,
+    /// Attempts each worker was found to have claimed.
+    claims: HashMap<u64, usize>,
+}
+
+/// How many of the `live` workers still pull: a worker that claimed its
+/// `batch` attempts runs the last one and exits. Its replacement is
+/// submitted then, not once Slurm says it ended (up to a second later, and
+/// Slurm takes another second or two to start the next), so that it waits
+/// in Slurm's queue for the CPU while the last attempt runs.
+fn pulling(live: &[(u64, Instant)], claims: &HashMap<u64, usize>, batch: usize) -> usize {
+    live.iter()
+        .filter(|(id, _)| claims.get(id).copied().unwrap_or(0) < batch)
+        .count()
 }
 
 /// How many workers in a row ending without seeing the runner's directory
@@ -450,7 +463,10 @@ impl SlurmRunner {
         }
         let queued = fs::read_dir(self.dir.join(QUEUE)).map_or(0, Iterator::count);
         let wanted = queued.min(self.cpus);
-        while workers.live.len() < wanted {
+        let batch = self.executor.batch.max(1);
+        let mut pulling = pulling(&workers.live, &workers.claims, batch);
+        while pulling < wanted {
+            pulling += 1;
             let args = vec![
                 "pull".to_owned(),
                 self.dir.to_string_lossy().into_owned(),
@@ -930,6 +946,19 @@ impl SlurmRunner {
                     .copied()
                     .find(|id| claimed.join(format!("{name}@{id}")).exists())
                 {
+                    let last = {
+                        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+                        let claims = workers.claims.entry(id).or_insert(0);
+                        *claims += 1;
+                        *claims == self.executor.batch.max(1)
+                    };
+                    if last {
+                        // Its worker exits after this one: the next is
+                        // submitted now, while this attempt runs.
+                        self.ensure_workers(secrets).map_err(|error| {
+                            io::Error::other(format!("cannot submit to Slurm: {error}"))
+                        })?;
+                    }
                     if let Some(dispatched) = job.dispatched {
                         dispatched("slurm", &id.to_string());
                     }
@@ -1189,6 +1218,19 @@ impl SlurmRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker that claimed its whole batch no longer counts as pulling,
+    /// so its replacement is submitted while its last attempt runs.
+    #[test]
+    fn a_worker_that_claimed_its_batch_is_not_pulling() {
+        let now = Instant::now();
+        let live = [(7, now), (8, now), (9, now)];
+        let claims = HashMap::from([(7, 256), (8, 255)]);
+        assert_eq!(pulling(&live, &claims, 256), 2, "8 and 9 (no claim yet)");
+        let claims = HashMap::from([(7, 256), (8, 256), (9, 300)]);
+        assert_eq!(pulling(&live, &claims, 256), 0);
+        assert_eq!(pulling(&live, &HashMap::new(), 1), 3);
+    }
 
     /// An attempt not yet running (a Slurm job pending) is never lost for
     /// want of a beat; once it runs, a beat that stops changing for longer
