@@ -107,7 +107,9 @@ pub fn open(url: &str, timeout: Option<Duration>) -> Result<ObjectCache, OpenErr
 }
 
 /// [`open`], with `env` as the environment: `AWS_*` for S3 (what
-/// `AmazonS3Builder::from_env` reads), `CAIRN_REMOTE_CACHE_TOKEN_FILE`,
+/// `AmazonS3Builder::from_env` reads), over the AWS profile's settings
+/// (`AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`, else
+/// under `HOME`: see `aws_profile`); `CAIRN_REMOTE_CACHE_TOKEN_FILE`,
 /// `NETRC` and `HOME` for HTTP.
 pub fn open_with_env(
     url: &str,
