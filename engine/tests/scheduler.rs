@@ -140,6 +140,19 @@ impl Fixture {
         self.build_with(keep_going, &interrupt, &children)
     }
 
+    /// Builds every partition with `runner` instead of the fixture's own.
+    fn build_on(&self, runner: &ScriptedRunner, keep_going: bool) -> (usize, BuildReport) {
+        build_in(
+            self.root(),
+            &self.catalog,
+            &self.blobs,
+            runner,
+            keep_going,
+            &AtomicBool::new(false),
+            &Children::default(),
+        )
+    }
+
     fn build_with(&self, keep_going: bool, interrupt: &AtomicBool, children: &Children) -> Built {
         self.runner.clear();
         let (_, report) = build_in(
@@ -675,15 +688,7 @@ fn a_panic_running_an_action_fails_it_and_the_build_ends() {
         }
         script(&Knobs::default(), job)
     });
-    let (_, report) = build_in(
-        fixture.root(),
-        &fixture.catalog,
-        &fixture.blobs,
-        &runner,
-        true,
-        &AtomicBool::new(false),
-        &Children::default(),
-    );
+    let (_, report) = fixture.build_on(&runner, true);
     assert_eq!(report.counts, counts(2, 0, 1, 1));
     assert!(
         report.failures[0].contains("scripted panic"),
@@ -704,15 +709,7 @@ fn parallel_work_inside_an_action_is_bounded_by_the_jobs() {
         seen.lock().unwrap().push(rayon::current_num_threads());
         script(&Knobs::default(), job)
     });
-    let (planned, report) = build_in(
-        fixture.root(),
-        &fixture.catalog,
-        &fixture.blobs,
-        &runner,
-        false,
-        &AtomicBool::new(false),
-        &Children::default(),
-    );
+    let (planned, report) = fixture.build_on(&runner, false);
     assert_eq!(report.counts, counts(planned as u64, 0, 0, 0));
     // build_in builds with BuildOptions' default of one job.
     assert_eq!(*widths.lock().unwrap(), vec![1; planned]);
