@@ -92,9 +92,6 @@ pub fn status(
     let mut rows = workspace.read_context(|context| {
         let verdicts = evaluate(context, &plan)?;
         let producer = plan.producers();
-        // A store that records nothing has no partition state to look up
-        // (at 10^6 partitions, as many lookups).
-        let records_nothing = context.catalog.records_nothing()?;
         let mut rows = Vec::new();
         for partition in &plan.requested {
             let Some(&index) = producer.get(partition) else {
@@ -105,11 +102,7 @@ pub fn status(
                 ));
                 continue;
             };
-            let state = if records_nothing {
-                None
-            } else {
-                context.catalog.partition(partition)?
-            };
+            let state = context.catalog.partition(partition)?;
             let built_before = state.as_ref().is_some_and(|s| s.current.is_some());
             let failed = state.as_ref().and_then(|s| s.failed.clone());
             let running = match (&live, &verdicts[index]) {
