@@ -78,10 +78,13 @@ struct Lane {
     /// Every request but a blob's streamed body: the client's timeout
     /// bounds the whole request.
     store: Arc<dyn ObjectStore>,
-    /// A blob streamed by [`RemoteCache::open_blob`]: no bound on the whole
-    /// request (a large blob takes as long as it takes), but the response
-    /// and each chunk of its body must come within the timeout.
-    streaming: Arc<dyn ObjectStore>,
+    /// A blob streamed by [`RemoteCache::open_blob`], or a large upload:
+    /// no bound on the whole request (a large blob takes as long as it
+    /// takes), but the response and each chunk of its body must come within
+    /// the timeout. Made when first needed ([`ObjectCache::streaming`]): a
+    /// client costs a few milliseconds to make, and a build that restores
+    /// nothing never needs it.
+    streaming: Option<Arc<dyn ObjectStore>>,
 }
 
 /// A remote cache over an `object_store` store.
@@ -360,13 +363,33 @@ impl ObjectCache {
             .build()
             .map_err(|error| error.to_string())?;
         let store = (self.make)(self.client.clone()).map_err(|error| error.to_string())?;
-        let streaming = (self.make)(self.client.clone().with_timeout_disabled())
-            .map_err(|error| error.to_string())?;
         Ok(Lane {
             runtime,
             store,
-            streaming,
+            streaming: None,
         })
+    }
+
+    /// `lane`'s client without a whole-request timeout, made on first use.
+    fn streaming(
+        &self,
+        lane: &mut Lane,
+        operation: &'static str,
+        object: &StorePath,
+    ) -> Result<Arc<dyn ObjectStore>, RemoteError> {
+        if let Some(store) = &lane.streaming {
+            return Ok(Arc::clone(store));
+        }
+        let store = (self.make)(self.client.clone().with_timeout_disabled()).map_err(|error| {
+            RemoteError::Request {
+                url: self.url.clone(),
+                operation,
+                object: object.to_string(),
+                message: format!("cannot start a client: {error}"),
+            }
+        })?;
+        lane.streaming = Some(Arc::clone(&store));
+        Ok(store)
     }
 
     fn give_back(&self, lane: Lane) {
@@ -430,16 +453,23 @@ impl ObjectCache {
     where
         F: Future<Output = Result<T, object_store::Error>>,
     {
-        let lane = self.take_lane(operation, object)?;
+        let mut lane = self.take_lane(operation, object)?;
         let large = sending > LARGE_BODY;
         let (store, limit) = if large {
             let transfer = Duration::from_secs_f64(sending as f64 / SLOWEST_RATE as f64);
-            (&lane.streaming, self.limit() + transfer)
+            let store = match self.streaming(&mut lane, operation, object) {
+                Ok(store) => store,
+                Err(error) => {
+                    self.give_back(lane);
+                    return Err(error);
+                }
+            };
+            (store, self.limit() + transfer)
         } else {
-            (&lane.store, self.limit())
+            (Arc::clone(&lane.store), self.limit())
         };
         let started = std::time::Instant::now();
-        let future = request(Arc::clone(store));
+        let future = request(store);
         let result = lane
             .runtime
             .block_on(async { tokio::time::timeout(limit, future).await });
@@ -563,8 +593,14 @@ impl RemoteCache for ObjectCache {
         digest: &ContentDigest,
     ) -> Result<Option<Box<dyn Read + Send + '_>>, RemoteError> {
         let path = cas_path(digest);
-        let lane = self.take_lane("get", &path)?;
-        let store = Arc::clone(&lane.streaming);
+        let mut lane = self.take_lane("get", &path)?;
+        let store = match self.streaming(&mut lane, "get", &path) {
+            Ok(store) => store,
+            Err(error) => {
+                self.give_back(lane);
+                return Err(error);
+            }
+        };
         let limit = self.limit();
         let answered = lane
             .runtime
