@@ -150,6 +150,7 @@ impl Fixture {
             keep_going,
             &AtomicBool::new(false),
             &Children::default(),
+            1,
         )
     }
 
@@ -163,6 +164,7 @@ impl Fixture {
             keep_going,
             interrupt,
             children,
+            1,
         );
         Built {
             report,
@@ -172,24 +174,10 @@ impl Fixture {
 }
 
 /// Plans every partition of the graph file in `root` and builds them on
-/// these ports, as `cairn build` does: `(planned actions, report)`.
-fn build_in(
-    root: &Path,
-    catalog: &MemoryCatalog,
-    blobs: &dyn BlobStore,
-    runner: &ScriptedRunner,
-    keep_going: bool,
-    interrupt: &AtomicBool,
-    children: &Children,
-) -> (usize, BuildReport) {
-    build_in_with_jobs(
-        root, catalog, blobs, runner, keep_going, interrupt, children, 1,
-    )
-}
-
-/// [`build_in`] with `jobs` workers.
+/// these ports with `jobs` workers, as `cairn build -j JOBS` does:
+/// `(planned actions, report)`.
 #[allow(clippy::too_many_arguments, reason = "a test helper's knobs")]
-fn build_in_with_jobs(
+fn build_in(
     root: &Path,
     catalog: &MemoryCatalog,
     blobs: &dyn BlobStore,
@@ -604,6 +592,7 @@ fn a_chain_shares_its_group_commits() {
         false,
         &AtomicBool::new(false),
         &Children::default(),
+        1,
     );
     assert_eq!(planned, DEPTH as usize);
     assert_eq!(report.counts, counts(u64::from(DEPTH), 0, 0, 0));
@@ -660,7 +649,7 @@ fn a_chain_stays_on_one_worker() {
         job.write(0, "f", b"step\n")?;
         Ok(0)
     });
-    let (planned, report) = build_in_with_jobs(
+    let (planned, report) = build_in(
         dir.path(),
         &MemoryCatalog::new(),
         &MemoryBlobs::new(),
