@@ -261,3 +261,63 @@ retry_backoff = "1h"
         ]
     );
 }
+
+/// A job that exits 0 after the interrupt's SIGTERM (here it traps it and
+/// writes half an output) is not stored: cairn told it to stop, so its exit
+/// status proves nothing. Its output is not materialized, and the next
+/// build runs it again. Stored as built before.
+#[test]
+fn a_job_that_exits_0_after_the_interrupt_is_not_stored() {
+    let p = Project::with_graph(
+        r#"
+[datasets.half]
+version = "1.0.0"
+[dimensions.i]
+values = ["1"]
+[jobs.half]
+outputs = ["half/i={i}"]
+run = ["sh", "-c", "trap 'echo half > \"$CAIRN_OUT/x\"; exit 0' TERM; touch started; [ -e quick ] || { sleep 60 & wait; }; echo whole > \"$CAIRN_OUT/x\""]
+"#,
+    );
+    let build = Background::start(p.path(), &["build"]);
+    wait_for(&p.file("started"));
+    build.signal("INT");
+    let (code, stderr, _) = build.wait(Duration::from_secs(20));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains("job half (half/i=1) was interrupted"),
+        "{stderr}"
+    );
+    assert!(!p.file("data/half").exists(), "no output is visible");
+    let events = log_events(p.path());
+    assert!(
+        !events
+            .iter()
+            .any(|event| event["kind"] == "ActionSucceeded"),
+        "nothing is recorded as built: {events:?}"
+    );
+    // The next build runs it again, to its end this time.
+    std::fs::write(p.file("quick"), "").expect("write quick");
+    let output = Command::new(CAIRN)
+        .args(["build", "--json"])
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["executed"], 1, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(p.file("data/half/i=1/x")).unwrap(),
+        "whole\n"
+    );
+}

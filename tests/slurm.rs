@@ -404,9 +404,13 @@ values = ["1", "2", "3", "4", "5", "6"]
 
 [jobs.slow]
 outputs = ["slow/n={n}"]
-run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN_OUT/x\""]
+run = ["sh", "-c", "trap 'echo half > \"$CAIRN_OUT/x\"; exit 0' TERM; touch started-$SLURM_JOB_ID; sleep 120 & wait; echo done > \"$CAIRN_OUT/x\""]
 "#,
     );
+    // The job traps SIGTERM and exits 0 with half an output: what a shell
+    // does by itself when Slurm kills its `sleep` before it (Slurm signals
+    // a job's processes one by one), which left `data/slow/n=1` visible now
+    // and then. An attempt cancelled is never stored, whatever its status.
     let build = Background::start(p.path(), &["build", "-j", "6"]);
     // A failed assertion still stops the build (and so its Slurm jobs).
     struct Interrupt(u32);
@@ -444,7 +448,59 @@ run = ["sh", "-c", "touch started-$SLURM_JOB_ID; sleep 120; echo done > \"$CAIRN
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(!p.file("data/slow/n=1").exists(), "no output is visible");
+    for n in 1..=6 {
+        assert!(
+            !p.file(&format!("data/slow/n={n}")).exists(),
+            "no output is visible"
+        );
+    }
+    assert!(
+        p.log(&["--kind", "ActionSucceeded"]).is_empty(),
+        "nothing is recorded as built"
+    );
+}
+
+/// A Slurm job that Slurm ends (`scancel` from outside, as an
+/// administrator or a preemption does) is retried even when its job exits
+/// 0 after the SIGTERM: here the job traps it and writes half an output.
+/// The retry builds the whole one. Before, the half was stored as built.
+#[test]
+fn a_job_slurm_ends_is_retried_even_if_it_then_exits_0() {
+    let Some(_turn) = turn() else { return };
+    let p = Project::with_graph(
+        r#"
+[executor]
+kind = "slurm"
+
+[datasets.h]
+[jobs.h]
+outputs = ["h"]
+retries = 1
+retry_backoff = "200ms"
+run = ["sh", "-c", "if [ -e first ]; then echo whole > \"$CAIRN_OUT/x\"; exit 0; fi; trap 'echo half > \"$CAIRN_OUT/x\"; exit 0' TERM; touch first; sleep 120 & wait"]
+"#,
+    );
+    let build = Background::start(p.path(), &["build"]);
+    common::wait_for(&p.file("first"));
+    let jobs = slurm_jobs_under(p.path());
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let id = jobs[0].split_whitespace().next().expect("a job id");
+    let status = Command::new("scancel")
+        .arg(id)
+        .status()
+        .expect("run scancel");
+    assert!(status.success(), "scancel {id}");
+    let (code, stderr, _) = build.wait(Duration::from_secs(90));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(p.read_string("data/h/x"), "whole\n");
+    let failed: Vec<String> = p
+        .log(&["--kind", "ActionFailed"])
+        .iter()
+        .filter_map(|event| event["error"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("retrying"), "{failed:?}");
+    no_jobs_left_under(p.path());
 }
 
 /// A project of one job `a` (`run = ["true"]`) under `executor` (the

@@ -474,7 +474,7 @@ impl Context<'_> {
             }
             let what = || format!("job {} ({})", action.job, describe(&action.config.outputs));
             let failure = match &result.status {
-                Ok(ended) if ended.status.success() && !ended.timed_out => None,
+                Ok(ended) if ended.status.success() && !ended.timed_out && !ended.stopped => None,
                 Ok(ended) if ended.timed_out => Some((
                     format!(
                         "{} timed out after {} and was stopped{}",
@@ -491,6 +491,15 @@ impl Context<'_> {
                 Ok(_) if self.children.is_interrupted() => {
                     Some((format!("{} was interrupted", what()), None))
                 }
+                // Stopped by someone else than this build (Slurm ended its
+                // job: a time limit, a preemption, a cancel).
+                Ok(ended) if ended.stopped && ended.status.success() => Some((
+                    format!(
+                        "{} was stopped before it ended (exit 0 after SIGTERM)",
+                        what()
+                    ),
+                    None,
+                )),
                 Ok(ended) => Some((
                     format!("{} {}", what(), describe_status(ended.status)),
                     ended.status.code(),

@@ -338,4 +338,11 @@ pub struct Ended {
     /// It outlived SIGTERM by the grace (or a second interrupt came) and was
     /// SIGKILLed.
     pub escalated: bool,
+    /// It was told to stop before it ended: an interrupt's SIGTERM reached
+    /// it, or its Slurm job was cancelled or ended by Slurm. Whatever its
+    /// exit status says, what it wrote is not stored: a job torn down
+    /// process by process can exit 0 (a shell whose command was killed
+    /// carries on to its next line), and a job trapping SIGTERM can exit 0
+    /// with half an output (docs/reliability.md, promise 7).
+    pub stopped: bool,
 }

@@ -160,6 +160,7 @@ impl JobRunner for ScriptedRunner {
             status: exit_status(code),
             timed_out: false,
             escalated: false,
+            stopped: false,
         })
     }
 }

@@ -219,6 +219,14 @@ fn run_shielded(
     // nothing of a job may outlive it (and, say, write a checkpoint after it
     // exited). The checkpoint is watched meanwhile, on this thread.
     process.wait_exited(POLL_INTERVAL, Some(&tick));
+    // Told to stop: an interrupt that did not spare it (a shielded run is
+    // spared until its shield drops, then gets its late SIGTERM). An
+    // interrupt that comes just as it exits counts too: its result is
+    // then given up, never kept on a guess.
+    let stopped = {
+        let late = late_interrupt.lock().map(|late| *late).unwrap_or_default();
+        late.1.is_some() || (children.is_interrupted() && !shielded() && !children.was_spared(pid))
+    };
     crate::groups::signal_group(pid, libc::SIGKILL);
     crate::groups::reap_orphans(pid, &run_id);
     let status = process.reap();
@@ -239,6 +247,7 @@ fn run_shielded(
         status: status?,
         timed_out,
         escalated,
+        stopped,
     })
 }
 

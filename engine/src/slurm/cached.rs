@@ -473,6 +473,7 @@ fn run_in(
             signal: std::os::unix::process::ExitStatusExt::signal(&ended.status),
             timed_out: ended.timed_out,
             escalated: ended.escalated,
+            stopped: ended.stopped,
             ..WorkerOutcome::default()
         },
         ..CachedOutcome::default()
@@ -486,7 +487,7 @@ fn run_in(
             *log = Some(put(cache, &bytes)?);
         }
     }
-    if outcome.outcome.code == Some(0) && !ended.timed_out {
+    if outcome.outcome.code == Some(0) && !ended.timed_out && !ended.stopped {
         for index in 0..spec.outputs {
             let dir = scratch.join(format!("out/{index}"));
             let mut files = Vec::new();

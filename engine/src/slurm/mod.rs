@@ -892,6 +892,7 @@ fn ended_of(outcome: &WorkerOutcome) -> io::Result<Ended> {
         status: outcome.status(),
         timed_out: outcome.timed_out,
         escalated: outcome.escalated,
+        stopped: outcome.stopped,
     })
 }
 
@@ -932,6 +933,7 @@ impl SlurmRunner {
                     status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
                     timed_out: false,
                     escalated: false,
+                    stopped: true,
                 });
             }
             if !entry.exists() {
@@ -1117,9 +1119,19 @@ impl SlurmRunner {
         let mut cancelled: Option<Instant> = None;
         let mut checked = Instant::now();
         let mut polled = Instant::now();
+        // An outcome read after this coordinator cancelled the job is one
+        // of a job told to stop: its exit 0 may be a shell that carried on
+        // once Slurm killed its command (Slurm signals a job's processes
+        // one by one), so it is never stored.
+        let stopped_after = |ended: io::Result<Ended>, cancelled: Option<Instant>| {
+            ended.map(|ended| Ended {
+                stopped: ended.stopped || cancelled.is_some(),
+                ..ended
+            })
+        };
         loop {
             if let Some(ended) = outcome() {
-                return ended;
+                return stopped_after(ended, cancelled);
             }
             if let Some(poll) = poll
                 && polled.elapsed() >= POLL_INTERVAL
@@ -1175,13 +1187,14 @@ impl SlurmRunner {
                 if ended || given_up {
                     // The outcome is written before the worker exits.
                     if let Some(ended) = outcome() {
-                        return ended;
+                        return stopped_after(ended, cancelled);
                     }
                     if cancelled.is_some() {
                         return Ok(Ended {
                             status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
                             timed_out: false,
                             escalated: false,
+                            stopped: true,
                         });
                     }
                     let (state, reason) =

@@ -66,6 +66,11 @@ pub struct WorkerOutcome {
     /// see the project): no retry. Absent in outcomes of older workers.
     #[serde(default)]
     pub permanent: bool,
+    /// The worker was told to stop (SIGTERM: Slurm cancelled or ended its
+    /// job) before the job ended: not stored, whatever its status.
+    /// Absent in outcomes of older workers.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl WorkerOutcome {
@@ -385,6 +390,7 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
             outcome.signal = ended.status.signal();
             outcome.timed_out = ended.timed_out;
             outcome.escalated = ended.escalated;
+            outcome.stopped = ended.stopped;
         }
         Err(error) => outcome.error = Some(error.to_string()),
     }
