@@ -14,8 +14,10 @@
 //! (`queue/<seq>`, naming the spec), and workers — Slurm jobs running
 //! `cairn worker pull DIR`, at most one per CPU of the partition, submitted
 //! while attempts wait — claim them one at a time by renaming the entry
-//! into `claimed/<seq>@<slurm job id>`, run them, and exit after `[executor]
-//! batch` of them or 3 s without work. An action whose job declares
+//! into `claimed/<seq>@<slurm job id>`, run them, mark `done/<seq>` once
+//! each outcome is written, and exit after `[executor] batch` of them or
+//! 3 s without work. One thread of the coordinator reads `claimed/` and
+//! `done/` for all the waiting attempts (watch.rs). An action whose job declares
 //! `resources` gets a Slurm job of its own (`cairn worker run SPEC`).
 //!
 //! Heartbeat: a worker beats every second while it runs an attempt
@@ -37,6 +39,7 @@ use crate::graph::Graph;
 use crate::job::{Children, Ended, JobRun, JobRunner, POLL_INTERVAL, TERM_GRACE};
 
 pub mod cached;
+mod watch;
 pub mod worker;
 
 pub use worker::{WorkerOutcome, WorkerSpec, pull, read_outcome, run_specs};
@@ -44,11 +47,12 @@ pub use worker::{WorkerOutcome, WorkerSpec, pull, read_outcome, run_specs};
 /// How often Slurm is asked for the state of the jobs (`squeue`), at most.
 const STATE_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// How often a waiting attempt looks for its claim and its outcome file
-/// (a `stat` each): the latency between a worker finishing an action and
-/// the coordinator ingesting it, which bounds the throughput of small
-/// actions (in flight / latency). Cache mode asks the cache every
-/// [`POLL_INTERVAL`] instead (a request each).
+/// How often the watch thread reads `claimed/` and `done/` (watch.rs), and
+/// an attempt with a Slurm job of its own looks for its outcome file: the
+/// latency between a worker finishing an action and the coordinator
+/// ingesting it, which bounds the throughput of small actions (in flight /
+/// latency). Cache mode asks the cache every [`POLL_INTERVAL`] instead (a
+/// request each).
 const OUTCOME_POLL: Duration = Duration::from_millis(10);
 
 /// Slurm's job states after which a job runs no more.
@@ -177,6 +181,9 @@ pub struct SlurmRunner {
     batches: AtomicU64,
     /// A Slurm job ended without an outcome: its log in `dir` is kept.
     lost: std::sync::atomic::AtomicBool,
+    /// The thread that sees the workers' claims and outcome marks, started
+    /// with the first queued attempt (watch.rs).
+    watch: std::sync::OnceLock<Arc<watch::Watch>>,
 }
 
 fn run_slurm(command: &'static str, args: &[String]) -> Result<String, SlurmError> {
@@ -259,6 +266,7 @@ impl SlurmRunner {
             live: Mutex::default(),
             batches: AtomicU64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
+            watch: std::sync::OnceLock::new(),
         })
     }
 
@@ -414,7 +422,8 @@ impl SlurmRunner {
     fn enqueue(&self, spec: &Path, secrets: &[String]) -> io::Result<String> {
         let queue = self.dir.join(QUEUE);
         let claimed = self.dir.join(CLAIMED);
-        for dir in [&queue, &claimed] {
+        let done = self.dir.join(watch::DONE);
+        for dir in [&queue, &claimed, &done] {
             fs::create_dir_all(dir).map_err(|error| {
                 io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
             })?;
@@ -610,6 +619,9 @@ impl Drop for SlurmRunner {
     /// Nothing cairn submitted outlives the build: what is still queued or
     /// running (an attempt given up on) is cancelled.
     fn drop(&mut self) {
+        if let Some(watch) = self.watch.get() {
+            watch.stop();
+        }
         let live = self.live_jobs();
         if !live.is_empty() {
             let ids: Vec<String> = live.iter().map(u64::to_string).collect();
@@ -788,7 +800,7 @@ impl JobRunner for SlurmRunner {
             job,
             children,
             poll,
-            OUTCOME_POLL,
+            &|| std::thread::sleep(OUTCOME_POLL),
             &|| shared_outcome(&outcome_path),
             &Heart::new(&|| fs::read(&heartbeat).ok(), false).seeing(attempt_dir),
         );
@@ -899,6 +911,8 @@ fn ended_of(outcome: &WorkerOutcome) -> io::Result<Ended> {
 impl SlurmRunner {
     /// Waits for a worker to claim queue entry `name`, then for the
     /// attempt's outcome as for a Slurm job of its own ([`Self::wait`]).
+    /// Both are seen by the watch thread (watch.rs); the outcome file is
+    /// also read every [`STATE_INTERVAL`] without its mark.
     fn wait_queued(
         &self,
         name: &str,
@@ -908,6 +922,9 @@ impl SlurmRunner {
         poll: Option<&(dyn Fn() + Sync)>,
         outcome_path: &Path,
     ) -> io::Result<Ended> {
+        let watch = self
+            .watch
+            .get_or_init(|| watch::Watch::start(&self.dir, CLAIMED, OUTCOME_POLL));
         let entry = self.dir.join(QUEUE).join(name);
         let claimed = self.dir.join(CLAIMED);
         let mut checked = Instant::now();
@@ -936,61 +953,82 @@ impl SlurmRunner {
                     stopped: true,
                 });
             }
-            if !entry.exists() {
-                let all = self
-                    .workers
-                    .lock()
-                    .map(|workers| workers.all.clone())
-                    .unwrap_or_default();
-                if let Some(id) = all
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|id| claimed.join(format!("{name}@{id}")).exists())
-                {
-                    let last = {
-                        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-                        let claims = workers.claims.entry(id).or_insert(0);
-                        *claims += 1;
-                        *claims == self.executor.batch.max(1)
-                    };
-                    if last {
-                        // Its worker exits after this one: the next is
-                        // submitted now, while this attempt runs.
-                        self.ensure_workers(secrets).map_err(|error| {
-                            io::Error::other(format!("cannot submit to Slurm: {error}"))
-                        })?;
-                    }
-                    if let Some(dispatched) = job.dispatched {
-                        dispatched("slurm", &id.to_string());
-                    }
-                    let heartbeat = worker::heartbeat_path(outcome_path);
-                    // Claimed: its worker runs it (and beats) from now on.
-                    return self.wait(
-                        id,
-                        job,
-                        children,
-                        poll,
-                        OUTCOME_POLL,
-                        &|| shared_outcome(outcome_path),
-                        &Heart::new(&|| fs::read(&heartbeat).ok(), true),
-                    );
-                }
-                unfound += 1;
-                if unfound > 50 {
-                    return Err(io::Error::other(format!(
-                        "queue entry {} was taken by no worker of this build",
-                        entry.display()
-                    )));
-                }
-            } else if checked.elapsed() >= STATE_INTERVAL {
-                // A worker may have left (idle, or lost): another one.
+            let (mut claim, generation) = watch.with(|seen| seen.claims.get(name).copied());
+            if claim.is_none() && checked.elapsed() >= STATE_INTERVAL {
                 checked = Instant::now();
-                self.ensure_workers(secrets).map_err(|error| {
-                    io::Error::other(format!("cannot submit to Slurm: {error}"))
-                })?;
+                if entry.exists() {
+                    // A worker may have left (idle, or lost): another one.
+                    self.ensure_workers(secrets).map_err(|error| {
+                        io::Error::other(format!("cannot submit to Slurm: {error}"))
+                    })?;
+                } else {
+                    // Claimed, and not seen yet: look for the claim itself.
+                    let all = self
+                        .workers
+                        .lock()
+                        .map(|workers| workers.all.clone())
+                        .unwrap_or_default();
+                    claim = all
+                        .iter()
+                        .rev()
+                        .copied()
+                        .find(|id| claimed.join(format!("{name}@{id}")).exists());
+                    if claim.is_none() {
+                        unfound += 1;
+                        if unfound > 3 {
+                            return Err(io::Error::other(format!(
+                                "queue entry {} was taken by no worker of this build",
+                                entry.display()
+                            )));
+                        }
+                    }
+                }
             }
-            std::thread::sleep(OUTCOME_POLL);
+            if let Some(id) = claim {
+                let last = {
+                    let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+                    let claims = workers.claims.entry(id).or_insert(0);
+                    *claims += 1;
+                    *claims == self.executor.batch.max(1)
+                };
+                if last {
+                    // Its worker exits after this one: the next is
+                    // submitted now, while this attempt runs.
+                    self.ensure_workers(secrets).map_err(|error| {
+                        io::Error::other(format!("cannot submit to Slurm: {error}"))
+                    })?;
+                }
+                if let Some(dispatched) = job.dispatched {
+                    dispatched("slurm", &id.to_string());
+                }
+                let heartbeat = worker::heartbeat_path(outcome_path);
+                // Read when its worker marked it written, and every
+                // STATE_INTERVAL without (a mark is a hint, never the truth).
+                let read = std::cell::Cell::new(Instant::now());
+                let looked = std::cell::Cell::new(generation);
+                let outcome = || {
+                    let (marked, generation) = watch.with(|seen| seen.done.contains(name));
+                    looked.set(generation);
+                    if !marked && read.get().elapsed() < STATE_INTERVAL {
+                        return None;
+                    }
+                    read.set(Instant::now());
+                    shared_outcome(outcome_path)
+                };
+                // Claimed: its worker runs it (and beats) from now on.
+                let ended = self.wait(
+                    id,
+                    job,
+                    children,
+                    poll,
+                    &|| watch.wait_after(looked.get(), POLL_INTERVAL),
+                    &outcome,
+                    &Heart::new(&|| fs::read(&heartbeat).ok(), true),
+                );
+                watch.forget(name, Some(id));
+                return ended;
+            }
+            watch.wait_after(generation, POLL_INTERVAL);
         }
     }
 
@@ -1083,7 +1121,7 @@ impl SlurmRunner {
             job,
             children,
             poll,
-            POLL_INTERVAL,
+            &|| std::thread::sleep(POLL_INTERVAL),
             &restored,
             &Heart::new(&beat, false),
         );
@@ -1092,8 +1130,8 @@ impl SlurmRunner {
     }
 
     /// Waits for the outcome of an attempt submitted as Slurm job `id`,
-    /// as `outcome` reads it (`None`: not written yet), asking every
-    /// `pace`; `poll` (the checkpoint's watch) every [`POLL_INTERVAL`].
+    /// as `outcome` reads it (`None`: not written yet), asking after each
+    /// `nap`; `poll` (the checkpoint's watch) every [`POLL_INTERVAL`].
     /// Once the attempt runs, its worker's heartbeat (`heart`) must change
     /// at least every `[executor] heartbeat_timeout`, or the attempt is
     /// lost: its Slurm job is cancelled and the attempt fails, as after
@@ -1108,7 +1146,7 @@ impl SlurmRunner {
         job: &JobRun<'_>,
         children: &Children,
         poll: Option<&(dyn Fn() + Sync)>,
-        pace: Duration,
+        nap: &dyn Fn(),
         outcome: &dyn Fn() -> Option<io::Result<Ended>>,
         heart: &Heart<'_>,
     ) -> io::Result<Ended> {
@@ -1223,7 +1261,7 @@ impl SlurmRunner {
                     return Err(io::Error::other(message));
                 }
             }
-            std::thread::sleep(pace);
+            nap();
         }
     }
 }
