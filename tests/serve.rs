@@ -398,6 +398,65 @@ fn a_queued_operation_is_cancelled_before_it_runs() {
     assert_eq!(missing.status, 404);
 }
 
+/// The server's threads (`/proc/PID/status`).
+#[cfg(target_os = "linux")]
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A submit makes no thread: queued operations wait in a queue for the
+/// `--operations` runner threads. Before, each submit started a thread of
+/// its own on the request path, which took a tokio worker 2 to 18 ms (148
+/// on a loaded machine) while builds ran, and every request behind it on
+/// that worker waited too: the bimodal submit latency of issue 22's 100
+/// overlapping clients (docs/benchmarks.md, "cairn serve").
+#[cfg(target_os = "linux")]
+#[test]
+fn queued_operations_wait_in_a_queue_not_each_on_a_thread_of_its_own() {
+    let project = slow_project("3");
+    let server = Server::start(project.path(), &["-j", "1", "--operations", "1"]);
+    let first = server.submit(&["slow/n=1"]);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    server.wait_for(&first_id, LONG, |op| op["state"] == "running");
+    let before = threads_of(server.pid());
+    let queued: Vec<String> = (0..40)
+        .map(|_| {
+            let op = server.submit(&["slow/n=2"]);
+            assert_eq!(op["state"], "queued", "{op}");
+            op["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let after = threads_of(server.pid());
+    assert!(
+        after < before + 10,
+        "40 queued operations took {} more threads ({before} -> {after})",
+        after.saturating_sub(before)
+    );
+    // They still run in the order they came, once the first is done:
+    // cancel all but the first two, which run one after the other.
+    for id in &queued[2..] {
+        let cancelled = server.post(&format!("/v1/operations/{id}/cancel"), "", None);
+        assert_eq!(cancelled.json()["state"], "cancelled");
+    }
+    assert_eq!(server.wait_done(&first_id, LONG)["state"], "succeeded");
+    let second = server.wait_done(&queued[0], LONG);
+    let third = server.wait_done(&queued[1], LONG);
+    assert_eq!(second["counts"]["executed"], 1, "{second}");
+    assert_eq!(third["counts"]["cached"], 1, "{third}");
+    assert!(
+        second["started_at"].as_str() < third["started_at"].as_str(),
+        "{second} {third}"
+    );
+    server.stop();
+}
+
 #[test]
 fn a_failed_operation_says_which_partitions_failed_with_their_log_tails_and_retries_them() {
     let project = slow_project("0");

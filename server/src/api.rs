@@ -54,6 +54,49 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// How long each phase of a submit took (a `-vv` debug line, target
+/// `cairn_server::submit`; docs/benchmarks.md, "cairn serve").
+struct Phases {
+    started: Instant,
+    /// When each phase ended, since `started`.
+    marks: Vec<(&'static str, Duration)>,
+    /// Waits inside the phases (for a blocking thread).
+    waits: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            started: Instant::now(),
+            marks: Vec::new(),
+            waits: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        self.marks.push((phase, self.started.elapsed()));
+    }
+
+    fn log(&self, what: &str) {
+        if tracing::enabled!(target: "cairn_server::submit", tracing::Level::DEBUG) {
+            let mut line = String::new();
+            let mut last = Duration::ZERO;
+            for (phase, at) in &self.marks {
+                line.push_str(&format!(" {phase} {:.1}", (*at - last).as_secs_f64() * 1e3));
+                last = *at;
+            }
+            for (wait, took) in &self.waits {
+                line.push_str(&format!(" ({wait} {:.1})", took.as_secs_f64() * 1e3));
+            }
+            tracing::debug!(
+                target: "cairn_server::submit",
+                "{what}: {:.1} ms:{line}",
+                self.started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
 fn json_answer(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
@@ -546,6 +589,7 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, ApiError> {
 }
 
 async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
+    let mut phases = Phases::new();
     let shared = ctx.0;
     let body: BackfillBody = parse_body(&body)?;
     let key = idempotency_key(&headers)?;
@@ -589,9 +633,12 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     {
         return answer;
     }
+    phases.mark("existing");
     let jobs = shared.jobs_for(body.jobs);
     let dry_run = body.dry_run;
-    let (backfill, retry, listing) = blocking(&shared, move |shared| {
+    let queued = Instant::now();
+    let (backfill, retry, listing, waited) = blocking(&shared, move |shared| {
+        let waited = queued.elapsed();
         let workspace = &shared.workspace;
         let root = &workspace.graph.root;
         let backfill = match (body.config_path, body.config) {
@@ -630,7 +677,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
                         "message": NOTHING_TO_RETRY,
                         "partitions": [],
                     });
-                    return Ok((backfill, None, Some(nothing)));
+                    return Ok((backfill, None, Some(nothing), (waited, Instant::now())));
                 }
                 targets => Some(targets.refs().to_vec()),
             }
@@ -638,7 +685,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             None
         };
         if !dry_run {
-            return Ok((backfill, retry, None));
+            return Ok((backfill, retry, None, (waited, Instant::now())));
         }
         let plan = match &retry {
             Some(refs) => workspace.plan(refs)?,
@@ -660,9 +707,15 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
                 .collect::<Vec<_>>(),
             "summary": serde_json::to_value(dry.summary()).unwrap_or(Value::Null),
         });
-        Ok((backfill, retry, Some(listing)))
+        Ok((backfill, retry, Some(listing), (waited, Instant::now())))
     })
     .await?;
+    let (waited, ran_until) = waited;
+    phases.waits.push(("parse queued", waited));
+    phases
+        .waits
+        .push(("parse ran", ran_until.duration_since(queued) - waited));
+    phases.mark("parsed");
     if let Some(listing) = listing {
         return Ok(json_answer(StatusCode::OK, listing));
     }
@@ -678,11 +731,17 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     );
     let counting = {
         let shared = Arc::clone(&shared);
+        let queued = Instant::now();
         async move {
             blocking(&shared, move |shared| {
+                let mut phases = Phases::new();
+                phases.waits.push(("queued", queued.elapsed()));
                 let workspace = &shared.workspace;
                 let plan = workspace.plan(&refs)?;
+                phases.mark("planned");
                 let dry = cairn_app::backfill::dry_run(workspace, &plan)?;
+                phases.mark("evaluated");
+                phases.log("a backfill's dry run");
                 let expected = Expected {
                     partitions: dry.partitions.len() as u64,
                     actions: dry.total,
@@ -698,6 +757,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
         }
     };
     let counted = shared.expecting.counts(counted_as, counting).await?;
+    phases.mark("counted");
     let work = Work::Backfill {
         backfill: Box::new(backfill),
         request: BackfillRequest {
@@ -713,7 +773,10 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     let mut op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
     op.expected = Some(counted.dry.expected);
     op.dry_plan = counted.plan();
-    start(&shared, op)
+    let answer = start(&shared, op);
+    phases.mark("started");
+    phases.log("a backfill's submit");
+    answer
 }
 
 async fn list_operations(ctx: Ctx, Query(query): Query<Vec<(String, String)>>) -> Answer {

@@ -129,7 +129,9 @@ pub fn serve(
         .build()
         .map_err(ServeError::Runtime)?;
     let shared = Arc::new(ops::Shared::new(workspace, token, options)?);
+    let mut runners = shared.start_runners().map_err(ServeError::Runtime)?;
     let result = runtime.block_on(api::run(Arc::clone(&shared), options, listening));
+    shared.stop_runners(&mut runners);
     // Operations still running were cancelled and finished before `run`
     // returned; the store closes (and its lock goes) with the last handle
     // on `shared`, dropped here.

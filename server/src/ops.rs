@@ -49,6 +49,12 @@ pub struct Shared {
     /// the actions they both need (docs/architecture.md).
     slots: (Mutex<usize>, std::sync::Condvar),
     max_running: usize,
+    /// Where a submit queues its operation for the runner threads
+    /// ([`Shared::start_runners`]); `None` once they were told to stop.
+    /// Only the request path and the shutdown lock it, never a runner.
+    queue: Mutex<Option<std::sync::mpsc::Sender<String>>>,
+    /// The runners' end of the queue, until they start.
+    queued: Mutex<Option<std::sync::mpsc::Receiver<String>>>,
     /// Bumped whenever an operation changes: wakes its event streams.
     pub changed: tokio::sync::watch::Sender<u64>,
 }
@@ -60,6 +66,7 @@ impl Shared {
         options: &ServeOptions,
     ) -> Result<Shared, AppError> {
         let feed = Feed::new(&workspace)?;
+        let (queue, queued) = std::sync::mpsc::channel();
         let restored = crate::restore::operations(&workspace, options.keep_operations)?;
         let mut metrics = Metrics::default();
         metrics.restored_events_read = restored.events_read;
@@ -77,6 +84,8 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             slots: (Mutex::new(0), std::sync::Condvar::new()),
             max_running: options.operations.max(1),
+            queue: Mutex::new(Some(queue)),
+            queued: Mutex::new(Some(queued)),
             changed: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -390,39 +399,96 @@ fn give_back_freed_memory() {
 /// thread, and a new thread or process starts with its creator's).
 pub const BUILD_NICE: i32 = 10;
 
-/// Starts operation `id`'s run on a thread of its own whose priority is
-/// [`BUILD_NICE`] below the server's. The request path (the tokio workers,
-/// the blocking pool's dry runs) keeps the server's priority, so a submit
-/// answered while builds keep every core busy waits for a core a
-/// fraction of the time it did (at nice 10 the scheduler weighs a build
-/// thread or job about a tenth of a request thread); issue 22's "p99
-/// submit latency while building". A thread of its own rather than one
-/// of the blocking pool: a nice value cannot be raised back without
-/// privileges, and a pool thread goes on to serve requests.
+/// Queues operation `id` for the runner threads ([`Shared::start_runners`]).
+/// Nothing here waits or makes a thread: a submit answers while builds
+/// run. Starting a thread per operation on the request path, as before,
+/// took 2 to 18 ms of a tokio worker per submit while builds ran (up to
+/// 148 ms on a loaded machine: `clone` waits for the memory map the
+/// builds' threads keep busy), and every request queued on that worker
+/// waited with it: issue 22's "p99 submit latency while building"
+/// (docs/benchmarks.md, "cairn serve").
 pub fn start_run(shared: &Arc<Shared>, id: &str) {
-    let running = Arc::clone(shared);
-    let running_id = id.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("cairn-operation".into())
-        .spawn(move || {
-            lower_priority();
-            running.run(&running_id);
-        });
-    if let Err(error) = spawned {
-        // Without a thread of its own the operation never runs: it ends
-        // as failed, saying why, rather than queued for ever.
-        if let Some(op) = shared.registry().get_mut(id) {
-            op.state = State::Failed;
-            op.finished_ms = Some(now_ms());
-            op.work = None;
-            op.error = Some(json!({
-                "code": cairn_app::error::EXIT_STORE,
-                "status": "INTERNAL",
-                "message": format!("cannot start a thread for this operation: {error}"),
-                "failed": [],
-            }));
+    let sent = lock(&shared.queue)
+        .as_ref()
+        .is_some_and(|queue| queue.send(id.to_owned()).is_ok());
+    if !sent {
+        // The runners stopped (the server is shutting down): it never
+        // runs, and says so rather than staying queued for ever.
+        if let Some(op) = shared.registry().get_mut(id)
+            && op.state == State::Queued
+        {
+            op.cancel_queued();
         }
         shared.touch();
+    }
+}
+
+/// The threads that run operations, [`Shared::start_runners`].
+pub struct Runners {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Shared {
+    /// Starts the `--operations` threads that run the queued operations,
+    /// each at a priority [`BUILD_NICE`] below the server's, and so the
+    /// threads its builds start and their jobs. The request path (the
+    /// tokio workers, the blocking pool's dry runs) keeps the server's
+    /// priority, so a submit answered while builds keep every core busy
+    /// waits for a core a fraction of the time it did (at nice 10 the
+    /// scheduler weighs a build thread or job about a tenth of a request
+    /// thread). Threads of their own rather than the blocking pool's: a
+    /// nice value cannot be raised back without privileges, and a pool
+    /// thread goes on to serve requests.
+    pub fn start_runners(self: &Arc<Self>) -> std::io::Result<Runners> {
+        let Some(queued) = lock(&self.queued).take() else {
+            return Ok(Runners {
+                threads: Vec::new(),
+            });
+        };
+        let queued = Arc::new(Mutex::new(queued));
+        let mut threads = Vec::new();
+        for _ in 0..self.max_running {
+            let shared = Arc::clone(self);
+            let queued = Arc::clone(&queued);
+            let thread = std::thread::Builder::new()
+                .name("cairn-operation".into())
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // Only runners lock it; the sender never waits.
+                        let next = lock(&queued).recv();
+                        let Ok(id) = next else {
+                            break;
+                        };
+                        // A panic in one operation's run (a bug) leaves
+                        // the runner to run the next one.
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            shared.run(&id);
+                        }));
+                        if ran.is_err() {
+                            tracing::error!("operation {id}: its run panicked");
+                        }
+                    }
+                });
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    let mut runners = Runners { threads };
+                    self.stop_runners(&mut runners);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Runners { threads })
+    }
+
+    /// Tells the runners to stop once the queue is empty and waits for
+    /// them (after the shutdown's drain: every operation is done).
+    pub fn stop_runners(&self, runners: &mut Runners) {
+        lock(&self.queue).take();
+        for thread in runners.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 
