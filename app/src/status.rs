@@ -80,17 +80,42 @@ impl PartitionStatus {
     }
 }
 
+/// Which action keys a status computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Only those a store record can match ([`evaluate`]): an action none
+    /// of whose outputs an event ever named is "never built" without one,
+    /// its sources listed rather than hashed. What [`status`] does.
+    Needed,
+    /// Every key whose inputs are known ([`evaluate_with_keys`], as `why`
+    /// does): the reference the tests hold [`status`] to.
+    Every,
+}
+
 /// The status of every partition `requests` names (refs or patterns;
 /// none: every declared partition, then every orphaned one), in ref order.
 pub fn status(
     workspace: &Workspace,
     requests: &[String],
 ) -> Result<Vec<PartitionStatus>, AppError> {
+    status_with(workspace, requests, Keys::Needed)
+}
+
+/// [`status`], computing the action keys `keys` says: both give the same
+/// rows.
+pub fn status_with(
+    workspace: &Workspace,
+    requests: &[String],
+    keys: Keys,
+) -> Result<Vec<PartitionStatus>, AppError> {
     let refs = workspace.requested(requests)?;
     let plan = workspace.plan(&refs)?;
     let live = LiveBuild::find(workspace)?;
     let mut rows = workspace.read_context(|context| {
-        let verdicts = evaluate(context, &plan)?;
+        let verdicts = match keys {
+            Keys::Needed => evaluate(context, &plan)?,
+            Keys::Every => evaluate_with_keys(context, &plan)?,
+        };
         let producer = plan.producers();
         let mut rows = Vec::new();
         for partition in &plan.requested {

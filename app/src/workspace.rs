@@ -605,6 +605,9 @@ impl cairn_engine::ports::EventLog for EmptyCatalog {
     fn records_nothing(&self) -> Result<bool, StoreError> {
         Ok(true)
     }
+    fn never_named(&self, _partition: &PartitionRef) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     fn next_build_id(&self) -> Result<u64, StoreError> {
         Ok(0)
     }

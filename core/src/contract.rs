@@ -210,6 +210,11 @@ pub fn the_projections_follow_the_log(catalog: &dyn Catalog) {
         ])
     );
 
+    // No event named a partition yet: nothing can be recorded of it
+    // (`EventLog::never_named`; a catalog may answer `false` only if it
+    // cannot tell, and the twins can).
+    assert!(catalog.never_named(&p1).unwrap());
+
     // Two actions start and checkpoint.
     let started = |key: ActionKey, output: &PartitionRef| EventKind::ActionStarted {
         key,
@@ -240,6 +245,10 @@ pub fn the_projections_follow_the_log(catalog: &dyn Catalog) {
         )
         .unwrap();
     assert_eq!(seq, 9);
+    // A checkpoint belongs to a started action: its outputs are named.
+    assert!(!catalog.never_named(&p1).unwrap());
+    assert!(!catalog.never_named(&p2).unwrap());
+    assert!(catalog.never_named(&partition("clean/d=3")).unwrap());
     assert_eq!(
         catalog.checkpoint(&k2).unwrap(),
         Some(CheckpointRecord {

@@ -179,6 +179,16 @@ impl EventLog for MemoryCatalog {
     fn records_nothing(&self) -> Result<bool, StoreError> {
         Ok(self.read().events.is_empty())
     }
+
+    fn never_named(&self, partition: &PartitionRef) -> Result<bool, StoreError> {
+        Ok(self
+            .read()
+            .projections
+            .partition_events
+            .range((partition.clone(), 0)..=(partition.clone(), u64::MAX))
+            .next()
+            .is_none())
+    }
 }
 
 impl Projections for MemoryCatalog {

@@ -209,6 +209,15 @@ pub trait EventLog: Send + Sync {
     fn records_nothing(&self) -> Result<bool, StoreError> {
         Ok(false)
     }
+    /// Whether no event ever named `partition` (`projection::partitions_of`:
+    /// no job started, succeeded, failed or was checkpointed for it, no
+    /// invalidation or prune): then no manifest has it as an output, no
+    /// checkpoint belongs to an action producing it and it has no state,
+    /// so the action producing it can only run, "never built", whatever
+    /// its key. A catalog that cannot tell cheaply answers `false`.
+    fn never_named(&self, _partition: &PartitionRef) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// The projections of the event log: what it says now, by key. Changed only

@@ -102,16 +102,23 @@ impl std::fmt::Display for PendingReason<'_> {
     }
 }
 
-/// Evaluates every action of `plan` (see [`evaluate_with_keys`]). Against
-/// a catalog that records nothing (a store never built in) every action
-/// would run and no key could match one, so none is computed: sources are
-/// listed, not hashed ([`evaluate_unbuilt`]) — at a million partitions,
-/// hashing half a million source files was most of a dry run's evaluation.
+/// Evaluates every action of `plan` (see [`evaluate_with_keys`]), without
+/// the keys no store record can match. Against a catalog that records
+/// nothing (a store never built in) every action would run and no key
+/// could match one, so none is computed: sources are listed, not hashed
+/// ([`evaluate_unbuilt`]) — at a million partitions, hashing half a million
+/// source files was most of a dry run's evaluation. Otherwise the same
+/// holds of each action none of whose outputs any event ever named
+/// ([`EventLog::never_named`](crate::ports::EventLog::never_named)): it
+/// runs, "never built", and its key is not computed, nor are the sources
+/// only such actions read hashed (a store with one date of a year built
+/// hashed every other date's sources for the keys of actions that can only
+/// run).
 pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
     if context.catalog.records_nothing()? {
         return evaluate_unbuilt(context, plan);
     }
-    evaluate_with_keys(context, plan)
+    evaluate_keyed(context, plan, true)
 }
 
 /// Evaluates every action of `plan`, with the key of every action whose
@@ -121,6 +128,27 @@ pub fn evaluate(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, Exec
 /// source and output through the stat cache, which is independent per
 /// action once its inputs' digests are known.
 pub fn evaluate_with_keys(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, ExecError> {
+    evaluate_keyed(context, plan, false)
+}
+
+/// A source as evaluation observed it.
+enum Observed {
+    /// Hashed: its content's digest.
+    Hashed(ContentDigest),
+    /// Listed, not read: present, and read only by actions whose key is
+    /// not computed.
+    Listed,
+    /// Missing or refused: the reason its readers are blocked.
+    Unusable(String),
+}
+
+/// [`evaluate_with_keys`]; with `skip_unnamed`, an action none of whose
+/// outputs an event ever named gets no key (see [`evaluate`]).
+fn evaluate_keyed(
+    context: &Context<'_>,
+    plan: &Plan,
+    skip_unnamed: bool,
+) -> Result<Vec<Verdict>, ExecError> {
     let observer = Observer::new(context.catalog);
     let mut scratch = Vec::new();
     let codes = code_digests(
@@ -129,16 +157,58 @@ pub fn evaluate_with_keys(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verd
         &observer,
         &mut scratch,
     )?;
-    let sources: Vec<Result<ContentDigest, String>> = plan
-        .sources
-        .par_iter()
-        .map(|source| {
-            let observer = Observer::new(context.catalog);
-            match observer.partition(&source.path, &mut Vec::new()) {
-                Ok(Some((digest, _))) => Ok(digest),
-                Ok(None) => Err(source.missing()),
-                Err(error) => Err(source.unreadable(error)),
+    let unnamed: Vec<bool> = if skip_unnamed {
+        plan.actions
+            .par_iter()
+            .map(|action| {
+                for output in &action.config.outputs {
+                    if !context.catalog.never_named(output)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })
+            .collect::<Result<_, crate::ports::StoreError>>()?
+    } else {
+        vec![false; plan.actions.len()]
+    };
+    // A source read by an action whose key is computed is hashed; one
+    // read only by unnamed actions is listed.
+    let mut hashed = vec![false; plan.sources.len()];
+    for (action, unnamed) in plan.actions.iter().zip(&unnamed) {
+        if !unnamed {
+            for input in &action.inputs {
+                if let InputSource::Source { source } = *input {
+                    hashed[source] = true;
+                }
             }
+        }
+    }
+    const CHUNK: usize = 512;
+    let sources: Vec<Observed> = plan
+        .sources
+        .par_chunks(CHUNK)
+        .zip(hashed.par_chunks(CHUNK))
+        .flat_map_iter(|(chunk, hashed)| {
+            let mut bases = crate::observe::Bases::default();
+            chunk
+                .iter()
+                .zip(hashed)
+                .map(|(source, &hashed)| {
+                    if !hashed {
+                        return match list_source(&mut bases, source) {
+                            None => Observed::Listed,
+                            Some(reason) => Observed::Unusable(reason),
+                        };
+                    }
+                    let observer = Observer::new(context.catalog);
+                    match observer.partition(&source.path, &mut Vec::new()) {
+                        Ok(Some((digest, _))) => Observed::Hashed(digest),
+                        Ok(None) => Observed::Unusable(source.missing()),
+                        Err(error) => Observed::Unusable(source.unreadable(error)),
+                    }
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut outputs = OutputDigests::new(plan);
@@ -150,8 +220,16 @@ pub fn evaluate_with_keys(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verd
             let evaluated: Vec<(usize, Verdict, Option<Vec<ContentDigest>>)> = batch
                 .par_iter()
                 .map(|&index| {
-                    let (verdict, digests) =
-                        evaluate_one(context, plan, index, &codes, &sources, &outputs, &verdicts)?;
+                    let (verdict, digests) = evaluate_one(
+                        context,
+                        plan,
+                        index,
+                        unnamed[index],
+                        &codes,
+                        &sources,
+                        &outputs,
+                        &verdicts,
+                    )?;
                     Ok((index, verdict, digests))
                 })
                 .collect::<Result<_, ExecError>>()?;
@@ -167,6 +245,32 @@ pub fn evaluate_with_keys(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verd
         .into_iter()
         .map(|verdict| verdict.expect("every action is in the order"))
         .collect())
+}
+
+/// Lists `source` without reading it: `None` when it is present (a plain
+/// file, stat'ed relative to a directory two components up, as the
+/// up-to-date snapshot's paths are: most of the cost of a full path's stat
+/// is walking its components; or anything a walk lists), else why its
+/// readers are blocked. An unreadable file is found by the build that
+/// reads it.
+fn list_source(
+    bases: &mut crate::observe::Bases,
+    source: &crate::plan::SourceNode,
+) -> Option<String> {
+    let plain_file = source
+        .path
+        .to_str()
+        .filter(|_| source.path.is_absolute())
+        .and_then(|path| bases.lstat(path))
+        .is_some_and(|fields| fields.is_file());
+    if plain_file {
+        return None;
+    }
+    match crate::observe::list_files(&source.path) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some(source.missing()),
+        Err(error) => Some(source.unreadable(error)),
+    }
 }
 
 /// Actions evaluated per parallel step (within a level).
@@ -239,12 +343,14 @@ fn levels(plan: &Plan) -> Vec<Vec<usize>> {
 
 /// The verdict of one action whose upstream actions are evaluated, with its
 /// outputs' digests when they are known.
+#[allow(clippy::too_many_arguments)]
 fn evaluate_one(
     context: &Context<'_>,
     plan: &Plan,
     index: usize,
+    unnamed: bool,
     codes: &std::collections::HashMap<String, Option<ContentDigest>>,
-    sources: &[Result<ContentDigest, String>],
+    sources: &[Observed],
     outputs: &OutputDigests,
     verdicts: &[Option<Verdict>],
 ) -> Result<(Verdict, Option<Vec<ContentDigest>>), ExecError> {
@@ -253,12 +359,16 @@ fn evaluate_one(
     for (dep, input) in action.config.inputs.iter().zip(&action.inputs) {
         match *input {
             InputSource::Source { source } => match &sources[source] {
-                Ok(digest) => resolved.push(crate::exec::ResolvedInput {
+                Observed::Hashed(digest) => resolved.push(crate::exec::ResolvedInput {
                     partition: dep.partition.clone(),
                     digest: *digest,
                     path: plan.sources[source].path.clone(),
                 }),
-                Err(error) => {
+                Observed::Listed if unnamed => {}
+                Observed::Listed => {
+                    unreachable!("a source an action with a key reads is hashed")
+                }
+                Observed::Unusable(error) => {
                     return Ok((
                         Verdict::Blocked {
                             reason: error.clone(),
@@ -294,6 +404,17 @@ fn evaluate_one(
                 }
             },
         }
+    }
+    if unnamed {
+        // What `decide` concludes with any key: no event named an output,
+        // so no state, invalidation, manifest or checkpoint applies.
+        return Ok((
+            Verdict::Run {
+                key: None,
+                reason: crate::exec::NEVER_BUILT.to_owned(),
+            },
+            None,
+        ));
     }
     let code = codes.get(&*action.job).copied().flatten();
     let key = context.key(action, &resolved, code);
@@ -340,10 +461,6 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         &observer,
         &mut Vec::new(),
     )?;
-    // A source file is stat'ed relative to a directory two components up
-    // (as the up-to-date snapshot's paths are): most of the cost of a full
-    // path's stat is walking its components. Anything but a plain file is
-    // listed by its full path, which names the problem.
     const CHUNK: usize = 512;
     let sources: Vec<Option<String>> = plan
         .sources
@@ -352,22 +469,7 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
             let mut bases = crate::observe::Bases::default();
             chunk
                 .iter()
-                .map(|source| {
-                    let plain_file = source
-                        .path
-                        .to_str()
-                        .filter(|_| source.path.is_absolute())
-                        .and_then(|path| bases.lstat(path))
-                        .is_some_and(|fields| fields.is_file());
-                    if plain_file {
-                        return None;
-                    }
-                    match crate::observe::list_files(&source.path) {
-                        Ok(Some(_)) => None,
-                        Ok(None) => Some(source.missing()),
-                        Err(error) => Some(source.unreadable(error)),
-                    }
-                })
+                .map(|source| list_source(&mut bases, source))
                 .collect::<Vec<_>>()
         })
         .collect();

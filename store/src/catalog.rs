@@ -128,6 +128,7 @@ struct Snapshot {
     partitions: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
     stat_cache: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
     checkpoints: Option<ReadOnlyTable<&'static [u8; 32], &'static [u8]>>,
+    partition_events: Option<ReadOnlyTable<(&'static str, u64), ()>>,
 }
 
 /// Counts of the catalog, for `cairn store stats`.
@@ -709,6 +710,7 @@ impl RedbCatalog {
             partitions: self.read_table(&transaction, PARTITIONS)?,
             stat_cache: self.read_table(&transaction, STAT_CACHE)?,
             checkpoints: self.read_table(&transaction, CHECKPOINTS)?,
+            partition_events: self.read_table(&transaction, PARTITION_EVENTS)?,
         });
         *slot = Some(Arc::clone(&snapshot));
         Ok(snapshot)
@@ -1095,6 +1097,19 @@ impl EventLog for RedbCatalog {
         // Every result, partition state and checkpoint is projected from
         // an event.
         Ok(self.last_seq()? == 0)
+    }
+
+    fn never_named(&self, partition: &PartitionRef) -> Result<bool, StoreError> {
+        let snapshot = self.snapshot()?;
+        // No index (a reader opened before a writer built it): cannot tell.
+        let Some(index) = &snapshot.partition_events else {
+            return Ok(false);
+        };
+        let text = partition.as_str();
+        let mut events = index
+            .range((text, 0)..=(text, u64::MAX))
+            .map_err(|error| self.fail(error))?;
+        Ok(events.next().is_none())
     }
 
     fn next_build_id(&self) -> Result<u64, StoreError> {
