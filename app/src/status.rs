@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use cairn_engine::digest::ActionKey;
+use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::evaluate::{Verdict, evaluate, evaluate_with_keys};
 use cairn_engine::graph::Producer;
 use cairn_engine::ports::Catalog;
@@ -630,4 +630,32 @@ fn version_note(workspace: &Workspace, versions: &[(String, String)]) -> String 
     } else {
         format!("; {}", notes.join("; "))
     }
+}
+
+/// What a status of `requests` is a function of, files aside: the
+/// up-to-date snapshot's fingerprint of command `status` (the graph file's
+/// bytes and place, the store, the requests, the environment passed to
+/// jobs, the key recipes, cairn's version) and the log's last event (seq,
+/// build, time). Rows kept under an equal stamp (`cairn serve`'s grids
+/// between two runs, server/src/grids.rs) are current unless a source,
+/// code or data file changed meanwhile. The log's last seq comes with it.
+pub fn stamp(workspace: &Workspace, requests: &[String]) -> Result<(u64, ContentDigest), AppError> {
+    let fingerprint =
+        cairn_engine::uptodate::fingerprint(&cairn_engine::uptodate::FingerprintInputs {
+            graph: &workspace.graph,
+            store_dir: &workspace.store_dir,
+            command: "status",
+            requested: requests,
+            passed_env: &workspace.environment.passed,
+        });
+    let last = match workspace.open_reader()? {
+        Some(store) => store.last_event()?,
+        None => None,
+    };
+    let (seq, build, time_ms) = last.map_or((0, 0, 0), |last| (last.seq, last.build, last.time_ms));
+    let mut bytes = fingerprint.0.to_vec();
+    for number in [seq, build, time_ms] {
+        bytes.extend_from_slice(&number.to_le_bytes());
+    }
+    Ok((seq, ContentDigest::of(&bytes)))
 }

@@ -1264,6 +1264,17 @@ async fn dataset_grid(ctx: Ctx, UrlPath(name): UrlPath<String>) -> Answer {
             "no dataset {name:?} in the graph"
         )));
     }
+    // The first request since the server started: an answer an earlier
+    // server kept for the store as it is now is given (and computed again
+    // behind) rather than waited for.
+    if shared.grids.is_new(&name) {
+        let (kept_by, kept_name) = (Arc::clone(&shared), name.clone());
+        if let Ok(Some((generation, body))) =
+            tokio::task::spawn_blocking(move || kept_by.kept_grid(&kept_name)).await
+        {
+            shared.grids.adopt(&name, generation, body);
+        }
+    }
     let compute = shared.grid_computation(&name);
     let body = shared
         .grids

@@ -26,6 +26,7 @@
 //! (when no other operation runs), so the next page load finds them ready.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,8 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+
+use cairn_engine::digest::ContentDigest;
 
 use crate::error::ApiError;
 use crate::registry::lock;
@@ -64,6 +67,9 @@ struct Computed {
     at: Instant,
     took: Duration,
     body: Bytes,
+    /// Kept on disk by an earlier server ([`Grids::adopt`]): given once,
+    /// and computed again behind at once.
+    adopted: bool,
 }
 
 impl Computed {
@@ -72,6 +78,9 @@ impl Computed {
     /// time when that is longer (at 10⁶ partitions a computation takes
     /// seconds: revalidating sooner would keep a core busy for a page).
     fn old(&self, revalidate_after: Duration) -> bool {
+        if self.adopted {
+            return true;
+        }
         let landed = self.at + self.took;
         Instant::now().saturating_duration_since(landed) >= revalidate_after.max(self.took * 10)
     }
@@ -122,6 +131,33 @@ impl Grids {
     /// How many computations started.
     pub fn computations(&self) -> u64 {
         self.computations.load(Ordering::Relaxed)
+    }
+
+    /// Whether `name` has no answer, kept or under way: nothing asked for
+    /// it since the server started (or its computations failed).
+    pub fn is_new(&self, name: &str) -> bool {
+        lock(&self.entries)
+            .get(name)
+            .is_none_or(|entry| entry.computed.is_none() && entry.flight.is_none())
+    }
+
+    /// Takes `body`, the answer an earlier server kept on disk for the
+    /// store as it is now ([`kept_answer`]), as computed at `generation`,
+    /// unless `name` has an answer already. It is given once and computed
+    /// again behind at once, as an old answer is: the store is as it was,
+    /// but a file may have changed while no server watched.
+    pub fn adopt(&self, name: &str, generation: Generation, body: Bytes) {
+        let mut entries = lock(&self.entries);
+        let entry = entries.entry(name.to_owned()).or_default();
+        if entry.computed.is_none() {
+            entry.computed = Some(Computed {
+                generation,
+                at: Instant::now(),
+                took: Duration::ZERO,
+                body,
+                adopted: true,
+            });
+        }
     }
 
     /// The grid of dataset `name` for a request made at generation
@@ -228,6 +264,7 @@ impl Grids {
                     at,
                     took: at.elapsed(),
                     body,
+                    adopted: false,
                 });
             let mut entries = lock(&grids.entries);
             if let Some(entry) = entries.get_mut(&name) {
@@ -261,6 +298,57 @@ impl Grids {
         .boxed()
         .shared()
     }
+}
+
+// ------------------------------------------------------ kept between runs
+
+/// The layout of a kept answer: this magic, the stamp it was computed
+/// under (`cairn_app::status::stamp`: fingerprint and the log's last
+/// event), blake3 of the body, the body (the answer's JSON).
+const KEPT_MAGIC: &[u8; 20] = b"cairn-grid-answer/1\n";
+
+/// The file `dataset`'s answer is kept in, under `dir` (the store's
+/// `grids/`): named by the name's digest, whatever characters it holds.
+fn kept_file(dir: &Path, dataset: &str) -> PathBuf {
+    let digest = ContentDigest::of(dataset.as_bytes()).to_hex();
+    dir.join(format!("{}.answer", &digest[..32]))
+}
+
+/// Keeps `body`, `dataset`'s answer computed under `stamp`, in `dir` for
+/// the next server (docs/internals.md, "Cache files"): written to a
+/// temporary file, then renamed over the last. Not synced: a cache, and a
+/// torn one fails its checksum.
+pub fn keep_answer(
+    dir: &Path,
+    dataset: &str,
+    stamp: &ContentDigest,
+    body: &[u8],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut bytes = Vec::with_capacity(KEPT_MAGIC.len() + 64 + body.len());
+    bytes.extend_from_slice(KEPT_MAGIC);
+    bytes.extend_from_slice(&stamp.0);
+    bytes.extend_from_slice(&ContentDigest::of(body).0);
+    bytes.extend_from_slice(body);
+    let file = kept_file(dir, dataset);
+    let temporary = file.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temporary, &bytes)?;
+    std::fs::rename(&temporary, &file).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+/// `dataset`'s answer kept in `dir` under `stamp`, if its file is there,
+/// whole (magic and the body's checksum) and of that stamp; anything else
+/// is a miss (the answer is computed as if nothing were kept).
+pub fn kept_answer(dir: &Path, dataset: &str, stamp: &ContentDigest) -> Option<Bytes> {
+    let bytes = std::fs::read(kept_file(dir, dataset)).ok()?;
+    let rest = bytes.strip_prefix(KEPT_MAGIC.as_slice())?;
+    if rest.len() < 64 || rest[..32] != stamp.0 {
+        return None;
+    }
+    let body = &rest[64..];
+    (rest[32..64] == ContentDigest::of(body).0).then(|| Bytes::copy_from_slice(body))
 }
 
 #[cfg(test)]
@@ -400,6 +488,7 @@ mod tests {
             at: Instant::now() - Duration::from_secs(ago),
             took: Duration::from_secs(took),
             body: Bytes::new(),
+            adopted: false,
         };
         let after = Duration::from_secs(5);
         assert!(!computed(3, 0).old(after), "landed 3 s ago");

@@ -125,18 +125,50 @@ impl Shared {
             let shape = crate::grid::shape(graph, &name)
                 .map_err(ApiError::invalid)?
                 .ok_or_else(|| ApiError::not_found(format!("no dataset {name:?} in the graph")))?;
-            let rows =
-                cairn_app::status::status(&shared.workspace, &[shape.pattern.as_str().to_owned()])?;
+            let requests = [shape.pattern.as_str().to_owned()];
+            // Read before the status: an answer is never kept under a
+            // later log than the one it saw (server/src/grids.rs).
+            let stamp = cairn_app::status::stamp(&shared.workspace, &requests);
+            let rows = cairn_app::status::status(&shared.workspace, &requests)?;
             let answer = crate::grid::grid(&shape, &rows);
-            serde_json::to_vec(&answer)
+            let body = serde_json::to_vec(&answer)
                 .map(Bytes::from)
                 .map_err(|error| {
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("the grid of {name:?}: {error}"),
                     )
-                })
+                })?;
+            if let Ok((_, stamp)) = stamp
+                && let Err(error) =
+                    crate::grids::keep_answer(&shared.kept_grids(), &name, &stamp, &body)
+            {
+                tracing::debug!("the grid of {name:?} is not kept for the next server: {error}");
+            }
+            Ok(body)
         }
+    }
+
+    /// Where the grids' answers are kept for the next server: the store's
+    /// `grids/` (docs/internals.md, "Cache files").
+    pub fn kept_grids(&self) -> std::path::PathBuf {
+        self.workspace.store_dir.join("grids")
+    }
+
+    /// The answer an earlier server kept for dataset `name` under the
+    /// store as it is now, with the generation to take it at (blocking).
+    pub fn kept_grid(&self, name: &str) -> Option<(crate::grids::Generation, Bytes)> {
+        let graph = &self.workspace.graph;
+        let shape = crate::grid::shape(graph, name).ok()??;
+        let requests = [shape.pattern.as_str().to_owned()];
+        let generation = self.grid_generation();
+        let (seq, stamp) = cairn_app::status::stamp(&self.workspace, &requests).ok()?;
+        // The log moved between the two reads: no answer is known to fit.
+        if seq != generation.0 {
+            return None;
+        }
+        let body = crate::grids::kept_answer(&self.kept_grids(), name, &stamp)?;
+        Some((generation, body))
     }
 
     /// After an operation ended or partitions were invalidated: the grids
