@@ -87,7 +87,7 @@ fn a_restarted_server_gives_the_kept_grid_of_the_same_log_once_then_computes_it_
         .windows(10)
         .position(|window| window == b"\"stale\",2]")
         .expect("the kept runs");
-    let mut edited = text.clone();
+    let mut edited = text;
     edited[at + 8] = b'3';
     std::fs::write(&file, &edited).unwrap();
     let server = Server::start(project.path(), &[]);
