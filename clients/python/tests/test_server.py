@@ -138,6 +138,38 @@ class AgainstCairnServe(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 45)
         self.assertEqual(self.client.get(op.id).state, "cancelled")
 
+    def test_retry_failed_submits_only_the_failed_partitions_then_nothing(self) -> None:
+        # The third day is this test's alone (tests/python_client.rs).
+        config = (
+            'target = "daily/date={date}"\nreason = "py retry"\n\n'
+            '[dimensions.date]\nstart = "2024-01-03"\nend = "2024-01-03"\n'
+        )
+        marker = PROJECT / "fail-S002"
+        marker.write_text("")
+        try:
+            first = self.client.submit_backfill(config=config, config_name="day3.toml")
+            with self.assertRaises(OperationFailed) as raised:
+                self.client.wait(first.id, poll=0.2)
+        finally:
+            marker.unlink()
+        self.assertEqual(
+            [failed.partition for failed in raised.exception.failed],
+            ["clean/date=2024-01-03/station=S002"],
+        )
+        # raw and clean of two stations and the day's daily.
+        self.assertEqual(first.expected["actions"], 5)
+        retry = self.client.retry_failed(config=config, config_name="day3.toml")
+        assert retry is not None
+        self.assertEqual(retry.kind, "backfill")
+        self.assertIs(retry.raw["request"].get("retry_failed"), True)
+        done = self.client.wait(retry.id)
+        self.assertEqual(done.state, "succeeded")
+        # What ran again: the failed clean of S002 and the daily it feeds
+        # (skipped the first time); the rest was current.
+        self.assertEqual(done.counts["executed"], 2, done.counts)
+        self.assertEqual(done.counts["failed"], 0, done.counts)
+        self.assertIsNone(self.client.retry_failed(config=config, config_name="day3.toml"))
+
     def test_a_bad_token_is_refused(self) -> None:
         with self.assertRaises(ApiError) as raised:
             Client(URL, token="0" * 64).submit_build(["clean/date=2024-01-01/station=S001"])

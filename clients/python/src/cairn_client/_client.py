@@ -268,17 +268,33 @@ class Client:
         text of one (named ``config_name`` in messages). A bad config is
         refused with the CLI's file/line/field message (:class:`ApiError`
         400)."""
-        if (config_path is None) == (config is None):
-            raise ValueError("give exactly one of config_path and config")
-        body: Dict[str, Any] = {"keep_going": keep_going, "dry_run": False}
-        if config_path is not None:
-            body["config_path"] = os.fspath(config_path)
-        else:
-            body["config"] = config
-            body["config_name"] = config_name or "inline.toml"
+        body = _backfill_body(config_path, config, config_name, keep_going)
         return self._operation(
             self._request("POST", "/v1/backfills", body, _key_header(idempotency_key))
         )
+
+    def retry_failed(
+        self,
+        config_path: Optional[str] = None,
+        config: Optional[str] = None,
+        *,
+        config_name: Optional[str] = None,
+        keep_going: bool = True,
+        idempotency_key: Optional[str] = None,
+    ) -> Optional[Operation]:
+        """Submits the backfill ``config_path`` or ``config`` (as
+        :meth:`submit_backfill` takes them) for its failed partitions only,
+        as ``cairn backfill --retry-failed`` picks them: those whose last
+        attempt failed, or an input's, whichever operation ran them (the
+        server reads its store). Returns the accepted operation, or
+        ``None`` when no partition of the backfill has a failed last
+        attempt (the CLI says "nothing to retry" and exits 0)."""
+        body = _backfill_body(config_path, config, config_name, keep_going)
+        body["retry_failed"] = True
+        answer = self._request("POST", "/v1/backfills", body, _key_header(idempotency_key))
+        if isinstance(answer, Mapping) and answer.get("nothing_to_retry") is True:
+            return None
+        return self._operation(answer)
 
     # ------------------------------------------------------------- reading
 
@@ -453,6 +469,24 @@ class Client:
 def _segment(text: str) -> str:
     """``text`` percent-encoded as one path segment."""
     return urllib.parse.quote(text, safe="")
+
+
+def _backfill_body(
+    config_path: Optional[str],
+    config: Optional[str],
+    config_name: Optional[str],
+    keep_going: bool,
+) -> Dict[str, Any]:
+    """The body of ``POST /v1/backfills``, without its options."""
+    if (config_path is None) == (config is None):
+        raise ValueError("give exactly one of config_path and config")
+    body: Dict[str, Any] = {"keep_going": keep_going, "dry_run": False}
+    if config_path is not None:
+        body["config_path"] = os.fspath(config_path)
+    else:
+        body["config"] = config
+        body["config_name"] = config_name or "inline.toml"
+    return body
 
 
 def _key_header(key: Optional[str]) -> Dict[str, str]:
