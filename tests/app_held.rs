@@ -298,6 +298,7 @@ fn two_builds_needing_one_action_run_it_once() {
                     operation: "op-second".into(),
                     idempotency_key: None,
                     body_digest: [2; 32],
+                    ..Default::default()
                 }),
                 ..request(&["y/k=1"], &Cancel::new())
             };
@@ -419,6 +420,7 @@ fn a_submission_is_recorded_in_the_log() {
                 operation: "op-7f3a9c2e01b4".into(),
                 idempotency_key: Some("ci-42".into()),
                 body_digest: [0xab; 32],
+                ..Default::default()
             }),
             ..request(&["a/i=1"], &Cancel::new())
         },

@@ -799,6 +799,72 @@ fn a_build_carries_its_reason_and_who_submitted_it_and_an_invalidation_who_asked
     assert_eq!(invalidated[0]["reason"], "bad sensor");
 }
 
+/// Who submitted an operation, why, when, and what it announced are in
+/// its build's `BuildRequested` (store format 12): a restarted server
+/// shows them as the live one did. Failed before (kept in memory only:
+/// `reason` and `submitted_by` were null after a restart, `submitted_at`
+/// was the build's start and `expected` made from the counts).
+#[test]
+fn a_restarted_server_shows_who_submitted_an_operation_why_when_and_what_it_announced() {
+    let project = Project::podcast(2, 1);
+    let server = Server::start(project.path(), &[]);
+    let build = server.submit_body(&json!({
+        "refs": ["daily/date=2024-01-01"],
+        "reason": "late data from S001",
+        "submitted_by": "ana",
+    }));
+    let build = server.wait_done(build["id"].as_str().unwrap(), LONG);
+    let config = "target = \"daily/date={date}\"\nreason = \"recompute\"\n\n\
+                  [dimensions.date]\nstart = \"2024-01-01\"\nend = \"2024-01-02\"\n";
+    let answer = server.post(
+        "/v1/backfills",
+        &json!({"config": config, "config_name": "jan.toml", "submitted_by": "airflow"})
+            .to_string(),
+        None,
+    );
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let backfill = answer.json();
+    assert_eq!(backfill["submitted_by"], "airflow", "{backfill}");
+    let reason = backfill["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.starts_with("recompute (backfill jan.toml "),
+        "{reason}"
+    );
+    let backfill = server.wait_done(backfill["id"].as_str().unwrap(), LONG);
+    assert_eq!(backfill["expected"]["current"], 3, "{backfill}");
+    server.stop();
+    let server = Server::start(project.path(), &[]);
+    for before in [&build, &backfill] {
+        let id = before["id"].as_str().unwrap();
+        let after = server.get(&format!("/v1/operations/{id}")).json();
+        for field in [
+            "reason",
+            "submitted_by",
+            "submitted_at",
+            "expected",
+            "kind",
+            "state",
+            "build",
+            "counts",
+        ] {
+            assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
+        }
+    }
+    assert_eq!(build["reason"], "late data from S001");
+    assert_eq!(build["submitted_by"], "ana");
+    // The log says it (`cairn log`, `GET /v1/events`).
+    let requested = project.log(&["--kind", "BuildRequested"]);
+    assert_eq!(
+        requested[0]["reason"], "late data from S001",
+        "{requested:?}"
+    );
+    assert_eq!(requested[0]["submission"]["submitted_by"], "ana");
+    assert_eq!(requested[0]["submission"]["expected"], build["expected"]);
+    assert_eq!(requested[1]["reason"], reason.as_str());
+    assert_eq!(requested[1]["submission"]["submitted_by"], "airflow");
+    server.stop();
+}
+
 #[test]
 fn metrics_count_operations_actions_and_requests() {
     let project = Project::podcast(1, 1);

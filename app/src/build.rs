@@ -48,6 +48,9 @@ pub struct BuildRequest {
     /// The server operation this build runs, recorded in its
     /// `BuildRequested` (store format 9).
     pub submission: Option<Submission>,
+    /// Why it was asked for, recorded in its `BuildRequested` (a server's
+    /// submit gives the request's `reason`).
+    pub reason: Option<String>,
     /// The plan of these refs that a [`dry_run_for_build`] just made (the
     /// server's submit, server/src/expect.rs), used instead of planning
     /// again: planning is a function of the graph file, the refs and the
@@ -477,7 +480,7 @@ pub fn build(
             retries: request.retries,
             requested: request.refs.clone(),
             command: "build",
-            reason: None,
+            reason: request.reason.clone(),
             snapshot: true,
             cancel: request.cancel.clone(),
             submission: request.submission.clone(),

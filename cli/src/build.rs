@@ -32,6 +32,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<u8, Failure> {
         retries: args.retries,
         cancel: None,
         submission: None,
+        reason: None,
         plan: None,
     };
     let reporter = BuildReporter::new(args.json);

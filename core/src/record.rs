@@ -150,8 +150,10 @@ pub struct BuildCounts {
 
 /// What a server submitted a build as (`BuildRequested.submission`): enough
 /// for a restarted server to rebuild its operations and idempotency keys
-/// from the log (store format 9).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// from the log (store format 9), and to show them as they were shown
+/// before (store format 12: who submitted it, when, and what it
+/// announced; the reason is `BuildRequested.reason`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submission {
     /// The server's operation id (`op-7f3a9c2e01b4`).
     pub operation: String,
@@ -159,6 +161,32 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// blake3 of the normalized request body.
     pub body_digest: [u8; 32],
+    /// Who or what submitted it, as the request said (`submitted_by`).
+    /// `None` in records of formats 9 to 11.
+    #[serde(default)]
+    pub submitted_by: Option<String>,
+    /// When the server accepted it (ms since the Unix epoch); 0 in records
+    /// of formats 9 to 11.
+    #[serde(default)]
+    pub submitted_ms: u64,
+    /// What the server announced when it accepted it; `None` in records
+    /// of formats 9 to 11.
+    #[serde(default)]
+    pub expected: Option<Announced>,
+}
+
+/// What a server announced for an operation when it accepted it (its dry
+/// run's counts: docs/api.md, "The Operation resource").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announced {
+    /// Partitions asked for.
+    pub partitions: u64,
+    /// Actions in the plan.
+    pub actions: u64,
+    /// Actions up to date or restorable.
+    pub current: u64,
+    /// Actions that would run.
+    pub to_run: u64,
 }
 
 /// What happened. Every event is stored with its sequence number, wall time

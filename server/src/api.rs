@@ -428,6 +428,7 @@ async fn submit_build_request(
         retries: body.retries,
         cancel: None,
         submission: None,
+        reason: None,
         plan: None,
     };
     if dry_run {
@@ -544,6 +545,10 @@ struct BackfillBody {
     /// `cairn backfill --retry-failed` picks them.
     #[serde(default)]
     retry_failed: bool,
+    /// Who or what submitted it (shown with the operation, recorded in
+    /// its build's `BuildRequested`). Its reason is the config's.
+    #[serde(default)]
+    submitted_by: Option<String>,
 }
 
 /// The answer to a `retry_failed` backfill that finds nothing to retry
@@ -617,7 +622,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
             ));
         }
     };
-    let mut request = request;
+    let mut request = with_notes(request, None, body.submitted_by.as_deref())?;
     let retry_failed = body.retry_failed;
     if retry_failed {
         // Only when given: a request without it digests as before, so the
@@ -758,6 +763,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
     };
     let counted = shared.expecting.counts(counted_as, counting).await?;
     phases.mark("counted");
+    let reason = backfill.reason();
     let work = Work::Backfill {
         backfill: Box::new(backfill),
         request: BackfillRequest {
@@ -771,6 +777,7 @@ async fn submit_backfill(ctx: Ctx, headers: HeaderMap, body: Bytes) -> Answer {
         retry,
     };
     let mut op = Operation::new(Kind::Backfill, request, digest, key, work, jobs);
+    op.reason = Some(reason);
     op.expected = Some(counted.dry.expected);
     op.dry_plan = counted.plan();
     let answer = start(&shared, op);

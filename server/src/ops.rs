@@ -236,9 +236,12 @@ impl Shared {
             // were invalidated since its dry run was asked
             // (server/src/expect.rs): then the build plans afresh.
             let plan = op.take_dry_plan(self.expecting.generation());
-            (op.work.clone(), plan)
+            // Recorded in the build's `BuildRequested`: the log says which
+            // operation each build was, who submitted it, when, why, and
+            // what it announced (a restarted server shows it so).
+            (op.work.clone(), plan, op.submission(), op.reason.clone())
         };
-        let (work, plan) = work;
+        let (work, plan, submission, reason) = work;
         self.touch();
         let Some(work) = work else {
             return;
@@ -251,18 +254,13 @@ impl Shared {
         let started = Instant::now();
         let ended = match &*work {
             Work::Build(request) => {
-                let taking;
-                let request = match plan {
-                    Some(plan) => {
-                        taking = BuildRequest {
-                            plan: Some(plan),
-                            ..request.clone()
-                        };
-                        &taking
-                    }
-                    None => request,
+                let request = BuildRequest {
+                    plan,
+                    submission: Some(submission),
+                    reason,
+                    ..request.clone()
                 };
-                cairn_app::build::build(&self.workspace, request, &observer).map(|built| {
+                cairn_app::build::build(&self.workspace, &request, &observer).map(|built| {
                     let summary = serde_json::to_value(built.summary(started.elapsed()))
                         .unwrap_or(Value::Null);
                     Ended {
@@ -281,7 +279,10 @@ impl Shared {
                 backfill,
                 retry.as_deref(),
                 plan.as_deref(),
-                request,
+                &BackfillRequest {
+                    submission: Some(submission),
+                    ..request.clone()
+                },
                 &observer,
                 started,
             ),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use cairn_app::backfill::{Backfill, BackfillRequest};
 use cairn_app::build::{BuildRequest, Cancel};
 use cairn_engine::plan::Plan;
-use cairn_engine::record::{BuildCounts, Submission};
+use cairn_engine::record::{Announced, BuildCounts, Submission};
 use cairn_engine::refs::PartitionRef;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -107,6 +107,28 @@ pub struct Expected {
     pub to_run: u64,
 }
 
+impl From<Expected> for Announced {
+    fn from(expected: Expected) -> Announced {
+        Announced {
+            partitions: expected.partitions,
+            actions: expected.actions,
+            current: expected.current,
+            to_run: expected.to_run,
+        }
+    }
+}
+
+impl From<Announced> for Expected {
+    fn from(announced: Announced) -> Expected {
+        Expected {
+            partitions: announced.partitions,
+            actions: announced.actions,
+            current: announced.current,
+            to_run: announced.to_run,
+        }
+    }
+}
+
 /// What an operation builds.
 #[derive(Debug)]
 pub enum Work {
@@ -158,6 +180,13 @@ pub struct Operation {
     /// blake3 of the kind and the normalized body.
     pub digest: [u8; 32],
     pub idempotency_key: Option<String>,
+    /// Why it was submitted: a build's `reason`, a backfill's (its config's
+    /// reason, path and digest, as `cairn backfill` records it). Recorded
+    /// in its build's `BuildRequested`.
+    pub reason: Option<String>,
+    /// Who or what submitted it (the body's `submitted_by`). Recorded in
+    /// its build's `BuildRequested` (`submission`, store format 12).
+    pub submitted_by: Option<String>,
     /// The build id in the event log, once its `BuildRequested` is read.
     pub build: Option<u64>,
     /// The log's last seq when the operation started: its events come
@@ -191,7 +220,7 @@ pub struct Operation {
 
 impl Operation {
     /// A queued operation; `work`'s request gets the operation's
-    /// [`Cancel`].
+    /// [`Cancel`] (and its [`Operation::submission`] when it starts).
     pub fn new(
         kind: Kind,
         request: Value,
@@ -202,23 +231,18 @@ impl Operation {
     ) -> Operation {
         let cancel = Cancel::new();
         let id = crate::auth::operation_id();
-        // Recorded in the build's `BuildRequested`: the log says which
-        // operation (and key) each build was.
-        let submission = Submission {
-            operation: id.clone(),
-            idempotency_key: idempotency_key.clone(),
-            body_digest: digest,
-        };
         match &mut work {
-            Work::Build(request) => {
-                request.cancel = Some(cancel.clone());
-                request.submission = Some(submission);
-            }
-            Work::Backfill { request, .. } => {
-                request.cancel = Some(cancel.clone());
-                request.submission = Some(submission);
-            }
+            Work::Build(request) => request.cancel = Some(cancel.clone()),
+            Work::Backfill { request, .. } => request.cancel = Some(cancel.clone()),
         }
+        let reason = request
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let submitted_by = request
+            .get("submitted_by")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Operation {
             id,
             kind,
@@ -229,6 +253,8 @@ impl Operation {
             request,
             digest,
             idempotency_key,
+            reason,
+            submitted_by,
             build: None,
             start_seq: 0,
             end_seq: None,
@@ -248,14 +274,28 @@ impl Operation {
         }
     }
 
+    /// What its build records in its `BuildRequested`: which operation
+    /// (and key) it was, who submitted it, when, and what it announced.
+    pub fn submission(&self) -> Submission {
+        Submission {
+            operation: self.id.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            body_digest: self.digest,
+            submitted_by: self.submitted_by.clone(),
+            submitted_ms: self.submitted_ms,
+            expected: self.expected.map(Announced::from),
+        }
+    }
+
     /// An operation of an earlier server, rebuilt from its build's
-    /// `BuildRequested` (at `time_ms`): what the log keeps of it. Its end
-    /// comes from [`Operation::ended_in_log`]; without one it stays
-    /// running until [`Registry::close_restored`].
+    /// `BuildRequested` (at `time_ms`, with `reason`): what the log keeps
+    /// of it. Its end comes from [`Operation::ended_in_log`]; without one
+    /// it stays running until [`Registry::close_restored`].
     pub fn restored(
         submission: &Submission,
         command: &str,
         requested: &[String],
+        reason: Option<&str>,
         build: u64,
         time_ms: u64,
     ) -> Operation {
@@ -268,16 +308,24 @@ impl Operation {
             id: submission.operation.clone(),
             kind,
             state: State::Running,
-            submitted_ms: time_ms,
+            // Before store format 12: the build's start.
+            submitted_ms: if submission.submitted_ms == 0 {
+                time_ms
+            } else {
+                submission.submitted_ms
+            },
             started_ms: Some(time_ms),
             finished_ms: None,
             request: json!({"refs": requested, "restored": true}),
             digest: submission.body_digest,
             idempotency_key: submission.idempotency_key.clone(),
+            reason: reason.map(str::to_owned),
+            submitted_by: submission.submitted_by.clone(),
             build: Some(build),
             start_seq: 0,
             end_seq: None,
-            expected: Some(Expected::default()),
+            // Before store format 12, made from the counts at its end.
+            expected: submission.expected.map(Expected::from),
             counts: BuildCounts::default(),
             running: Vec::new(),
             durations: (0, 0),
@@ -301,7 +349,12 @@ impl Operation {
         self.end_seq = Some(seq);
         let actions =
             counts.executed + counts.cached + counts.failed + counts.skipped + counts.joined;
-        self.expected.get_or_insert_with(Expected::default).actions = actions;
+        // Before store format 12 (nothing recorded of what it announced):
+        // the actions it ran through.
+        self.expected.get_or_insert_with(|| Expected {
+            actions,
+            ..Expected::default()
+        });
         self.result = Some(json!({
             "build": self.build,
             "cached": counts.cached,
@@ -379,10 +432,8 @@ impl Operation {
             "started_at": self.started_ms.map(rfc3339),
             "finished_at": self.finished_ms.map(rfc3339),
             "request": self.request,
-            // Given with the submit (a build's body), kept in memory: a
-            // restored operation has neither.
-            "reason": self.request.get("reason"),
-            "submitted_by": self.request.get("submitted_by"),
+            "reason": self.reason,
+            "submitted_by": self.submitted_by,
             "build": self.build,
             "expected": self.expected,
             "counts": {
@@ -506,6 +557,7 @@ impl Registry {
     pub fn close_restored(&mut self) {
         for op in &mut self.ops {
             if op.state == State::Running && op.work.is_none() {
+                op.expected.get_or_insert_with(Expected::default);
                 op.state = State::Cancelled;
                 op.error = Some(json!({
                     "code": cairn_app::error::EXIT_INTERRUPTED,

@@ -59,15 +59,21 @@ pub fn operations(workspace: &Workspace, kept: usize) -> Result<Restored, AppErr
             EventKind::BuildRequested {
                 requested,
                 command,
+                reason,
                 submission,
-                ..
             } => {
                 let events = pending.remove(&event.build).unwrap_or_default();
                 let Some(submission) = submission else {
                     return true;
                 };
-                let mut op =
-                    Operation::restored(submission, command, requested, event.build, event.time_ms);
+                let mut op = Operation::restored(
+                    submission,
+                    command,
+                    requested,
+                    reason.as_deref(),
+                    event.build,
+                    event.time_ms,
+                );
                 for event in events.iter().rev() {
                     apply(workspace, &mut op, event);
                 }

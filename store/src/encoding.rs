@@ -59,6 +59,13 @@
 //!   it keep their numbers, so format-10 events decode unchanged, and an
 //!   `ActionDispatched` in one is refused. The other records did not
 //!   change.
+//! - 12: `BuildRequested`'s `submission` gained `submitted_by`,
+//!   `submitted_ms` and `expected` (what a server's operation was
+//!   submitted by, when, and what it announced). A format-10 or -11
+//!   `BuildRequested` is read through [`v11`] (none of the three); the
+//!   other kinds of those formats did not change and decode as today's.
+//!   Format-9 events read their submission through [`v11`] too. The other
+//!   records did not change.
 //! - Decoding never panics, whatever the bytes (the event decoder is fuzzed):
 //!   every failure is a [`DecodeError`]. A value followed by trailing bytes is
 //!   refused rather than silently truncated, so a torn or spliced record
@@ -72,10 +79,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version of the store format this cairn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 11;
+pub const FORMAT_VERSION: u32 = 12;
 
 /// The format byte written in front of every value.
-const FORMAT_BYTE: u8 = 11;
+const FORMAT_BYTE: u8 = 12;
 const _: () = assert!(FORMAT_BYTE as u32 == FORMAT_VERSION);
 
 /// The oldest format this cairn reads.
@@ -129,9 +136,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
             Ok(event)
         }
         Some(9) => decode_body::<v9::Event>(&bytes[1..]).map(Event::from),
-        Some(10) => {
-            let event: Event = decode_body(&bytes[1..])?;
-            if matches!(event.kind, EventKind::ActionDispatched { .. }) {
+        Some(&format @ 10..=11) => {
+            let event = v11::decode(&bytes[1..])?;
+            if format == 10 && matches!(event.kind, EventKind::ActionDispatched { .. }) {
                 return Err(DecodeError::Malformed(
                     "a format-10 event cannot be ActionDispatched (added in format 11)".to_owned(),
                 ));
@@ -1017,6 +1024,91 @@ mod v4 {
     }
 }
 
+/// The `BuildRequested` events of formats 10 and 11, and the submission
+/// of formats 9 to 11, as cairn wrote them before format 12 gave the
+/// submission its `submitted_by`, `submitted_ms` and `expected`. The other
+/// kinds of formats 10 and 11 are today's: [`decode`] reads the variant
+/// first and only a `BuildRequested` goes through the frozen type.
+/// Frozen: never change these types.
+mod v11 {
+    use cairn_engine::record;
+    use serde::Deserialize;
+
+    use super::DecodeError;
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Submission {
+        pub operation: String,
+        pub idempotency_key: Option<String>,
+        pub body_digest: [u8; 32],
+    }
+
+    impl From<Submission> for record::Submission {
+        fn from(old: Submission) -> record::Submission {
+            record::Submission {
+                operation: old.operation,
+                idempotency_key: old.idempotency_key,
+                body_digest: old.body_digest,
+                submitted_by: None,
+                submitted_ms: 0,
+                expected: None,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Event {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub build: u64,
+        pub kind: EventKind,
+    }
+
+    /// Variant 0 of the event kinds, as it was: the only one that changed.
+    #[derive(Debug, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EventKind {
+        BuildRequested {
+            requested: Vec<String>,
+            command: String,
+            reason: Option<String>,
+            submission: Option<Submission>,
+        },
+    }
+
+    /// A format-10 or -11 event's body: postcard writes the event's three
+    /// numbers and then its kind's variant index, all varints, so the
+    /// index says which layout follows.
+    pub(super) fn decode(body: &[u8]) -> Result<record::Event, DecodeError> {
+        let (_, variant): ((u64, u64, u64), u32) = postcard::take_from_bytes(body)
+            .map(|(header, _)| header)
+            .map_err(|error| DecodeError::Malformed(error.to_string()))?;
+        if variant != 0 {
+            return super::decode_body(body);
+        }
+        let event: Event = super::decode_body(body)?;
+        let EventKind::BuildRequested {
+            requested,
+            command,
+            reason,
+            submission,
+        } = event.kind;
+        Ok(record::Event {
+            seq: event.seq,
+            time_ms: event.time_ms,
+            build: event.build,
+            kind: record::EventKind::BuildRequested {
+                requested,
+                command,
+                reason,
+                submission: submission.map(record::Submission::from),
+            },
+        })
+    }
+}
+
 /// Format 7 and 8 events, as cairn wrote them before format 9 gave
 /// `BuildRequested` its `submission`, the counts their `joined`, and
 /// appended `ActionJoined`: the format-4 events ([`super::v4`]) with
@@ -1028,7 +1120,8 @@ mod v4 {
 /// `ActionUploaded`, and their reading in today's types (a format-7 or -8
 /// event goes through [`v8`]). Frozen: never change these types.
 mod v9 {
-    use cairn_engine::record::{self, BuildCounts, Manifest, Submission};
+    use super::v11::Submission;
+    use cairn_engine::record::{self, BuildCounts, Manifest};
     use cairn_engine::{ActionKey, ContentDigest, PartitionRef};
     use serde::Deserialize;
 
@@ -1151,7 +1244,7 @@ mod v9 {
                     requested,
                     command,
                     reason,
-                    submission,
+                    submission: submission.map(record::Submission::from),
                 },
                 EventKind::Planned { actions, sources } => Now::Planned { actions, sources },
                 EventKind::DatasetVersionChanged { dataset, from, to } => {
@@ -2195,6 +2288,7 @@ mod tests {
                 operation: "op-7f3a9c2e01b4".into(),
                 idempotency_key: Some("ci-42".into()),
                 body_digest: [9; 32],
+                ..Default::default()
             }),
         });
         assert_eq!(decode_event(&encode_event(&submitted)).unwrap(), submitted);
@@ -2370,6 +2464,114 @@ mod tests {
         let bytes = postcard::to_extend(&dispatched, vec![10]).unwrap();
         let error = decode_event(&bytes).unwrap_err().to_string();
         assert!(error.contains("added in format 11"), "{error}");
+    }
+
+    /// Format 12 gave the submission of `BuildRequested` its
+    /// `submitted_by`, `submitted_ms` and `expected`: a format-10 or -11
+    /// `BuildRequested` (and a format-9 one) reads through the frozen
+    /// [`v11`] without them, the other kinds of those formats as today's;
+    /// today's round-trips, and the old layout under today's byte does
+    /// not pass for it.
+    #[test]
+    fn format_11_build_requests_read_without_who_when_or_what_was_announced() {
+        let old = v11::Event {
+            seq: 3,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind: v11::EventKind::BuildRequested {
+                requested: vec!["daily/date={date}".into()],
+                command: "backfill".into(),
+                reason: Some("january".into()),
+                submission: Some(v11::Submission {
+                    operation: "op-7f3a9c2e01b4".into(),
+                    idempotency_key: Some("ci-42".into()),
+                    body_digest: [9; 32],
+                }),
+            },
+        };
+        let read = Event {
+            seq: 3,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind: EventKind::BuildRequested {
+                requested: vec!["daily/date={date}".into()],
+                command: "backfill".into(),
+                reason: Some("january".into()),
+                submission: Some(cairn_engine::record::Submission {
+                    operation: "op-7f3a9c2e01b4".into(),
+                    idempotency_key: Some("ci-42".into()),
+                    body_digest: [9; 32],
+                    submitted_by: None,
+                    submitted_ms: 0,
+                    expected: None,
+                }),
+            },
+        };
+        for byte in [10u8, 11] {
+            let bytes = postcard::to_extend(&old, vec![byte]).unwrap();
+            assert_eq!(decode_event(&bytes).unwrap(), read, "format {byte}");
+            // The old layout under today's byte is not today's event.
+            let mut relabelled = bytes;
+            relabelled[0] = FORMAT_BYTE;
+            assert!(decode_event(&relabelled).is_err());
+        }
+        // Format 9 wrote the same submission.
+        let v9 = v9::Event {
+            seq: 3,
+            time_ms: 1_700_000_000_000,
+            build: 2,
+            kind: v9::EventKind::BuildRequested {
+                requested: vec!["daily/date={date}".into()],
+                command: "backfill".into(),
+                reason: Some("january".into()),
+                submission: Some(v11::Submission {
+                    operation: "op-7f3a9c2e01b4".into(),
+                    idempotency_key: Some("ci-42".into()),
+                    body_digest: [9; 32],
+                }),
+            },
+        };
+        let bytes = postcard::to_extend(&v9, vec![9]).unwrap();
+        assert_eq!(decode_event(&bytes).unwrap(), read);
+        // Today's, with all three.
+        let today = Event {
+            kind: EventKind::BuildRequested {
+                requested: Vec::new(),
+                command: "build".into(),
+                reason: Some("late data from S001".into()),
+                submission: Some(cairn_engine::record::Submission {
+                    operation: "op-7f3a9c2e01b4".into(),
+                    idempotency_key: None,
+                    body_digest: [9; 32],
+                    submitted_by: Some("ana".into()),
+                    submitted_ms: 1_765_000_000_000,
+                    expected: Some(cairn_engine::record::Announced {
+                        partitions: 1,
+                        actions: 3,
+                        current: 1,
+                        to_run: 2,
+                    }),
+                }),
+            },
+            ..read
+        };
+        let bytes = encode_event(&today);
+        assert_eq!(bytes[0], FORMAT_BYTE);
+        assert_eq!(decode_event(&bytes).unwrap(), today);
+        let mut old_byte = bytes;
+        old_byte[0] = 11;
+        assert!(decode_event(&old_byte).is_err() || decode_event(&old_byte).unwrap() != today);
+        // A kind other than BuildRequested under byte 11 is today's.
+        let finished = Event {
+            kind: EventKind::BuildFinished {
+                counts: cairn_engine::record::BuildCounts::default(),
+                interrupted: false,
+            },
+            ..read
+        };
+        let mut bytes = encode_event(&finished);
+        bytes[0] = 11;
+        assert_eq!(decode_event(&bytes).unwrap(), finished);
     }
 
     /// Formats 4 to 6 manifests have a command but no modes: each file

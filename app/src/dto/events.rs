@@ -324,17 +324,21 @@ impl Serialize for EventLine<'_> {
     }
 }
 
-/// `BuildRequested.submission`: `{"operation","idempotency_key","body_digest"}`
-/// (the digest in hex).
+/// `BuildRequested.submission`: `{"operation","idempotency_key","body_digest",
+/// "submitted_by","submitted_ms","expected"}` (the digest in hex; the last
+/// three `null`, 0 and `null` in records before store format 12).
 struct SubmissionLine<'a>(&'a cairn_engine::record::Submission);
 
 impl Serialize for SubmissionLine<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let submission = self.0;
-        let mut o = serializer.serialize_struct("Submission", 3)?;
+        let mut o = serializer.serialize_struct("Submission", 6)?;
         o.serialize_field("operation", &submission.operation)?;
         o.serialize_field("idempotency_key", &submission.idempotency_key)?;
         o.serialize_field("body_digest", &hex(&submission.body_digest))?;
+        o.serialize_field("submitted_by", &submission.submitted_by)?;
+        o.serialize_field("submitted_ms", &submission.submitted_ms)?;
+        o.serialize_field("expected", &submission.expected)?;
         o.end()
     }
 }

@@ -82,6 +82,14 @@ mod tests {
                     operation: "op-7f3a9c2e01b4".into(),
                     idempotency_key: Some("ci-1".into()),
                     body_digest: [3; 32],
+                    submitted_by: Some("ana".into()),
+                    submitted_ms: 1_765_000_000_000,
+                    expected: Some(cairn_engine::record::Announced {
+                        partitions: 1,
+                        actions: 2,
+                        current: 1,
+                        to_run: 1,
+                    }),
                 }),
             },
             EventKind::BuildFinished {
