@@ -483,20 +483,20 @@ enum WorkerCommand {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// The most attempts to run before exiting.
-        #[arg(long, value_name = "N", default_value_t = 256)]
+        #[arg(long, value_name = "N", default_value_t = cairn_engine::executor::DEFAULT_BATCH)]
         most: usize,
     },
-    /// Run one attempt without a shared filesystem (`[executor] data =
-    /// "cache"`): its spec and files come from the remote cache, it runs
-    /// in a scratch directory under TMPDIR, its outputs, logs and outcome
-    /// go back to the cache.
+    /// Run attempts without a shared filesystem (`[executor] data =
+    /// "cache"`), one after another: each one's spec and files come from
+    /// the remote cache, it runs in a scratch directory under TMPDIR, its
+    /// outputs, logs and outcome go back to the cache.
     Cached {
         /// The remote cache's URL (credentials from this environment).
         #[arg(value_name = "URL")]
         url: String,
-        /// The blake3 of the attempt's spec, a blob in the cache.
-        #[arg(value_name = "SPEC_DIGEST")]
-        spec: String,
+        /// The blake3 of each attempt's spec, a blob in the cache.
+        #[arg(value_name = "SPEC_DIGEST", required = true)]
+        specs: Vec<String>,
     },
 }
 
@@ -737,8 +737,8 @@ fn run_local(cli: &Cli) -> Result<u8, Failure> {
             command: WorkerCommand::Pull { dir, most },
         } => worker::pull(dir, *most),
         Command::Worker {
-            command: WorkerCommand::Cached { url, spec },
-        } => worker::cached(url, spec),
+            command: WorkerCommand::Cached { url, specs },
+        } => worker::cached(url, specs),
         Command::Defs { command } => match command {
             DefsCommand::Refresh {
                 name,

@@ -26,16 +26,19 @@ pub fn pull(dir: &std::path::Path, most: usize) -> Result<u8, Failure> {
     })
 }
 
-pub fn cached(url: &str, spec: &str) -> Result<u8, Failure> {
-    let digest: cairn_engine::ContentDigest = spec
-        .parse()
-        .map_err(|error| Failure::usage(format!("SPEC_DIGEST {spec:?}: {error}")))?;
+pub fn cached(url: &str, specs: &[String]) -> Result<u8, Failure> {
+    let digests = specs
+        .iter()
+        .map(|spec| {
+            spec.parse::<cairn_engine::ContentDigest>()
+                .map_err(|error| Failure::usage(format!("SPEC_DIGEST {spec:?}: {error}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let cache =
         cairn_app::remote::open_url(url).map_err(|error| Failure::usage(error.to_string()))?;
     let scratch = std::env::temp_dir();
     with_signals(|children| {
-        cairn_engine::slurm::cached::run_cached(&*cache, &digest, &scratch, children)
-            .map_err(|error| vec![error])
+        cairn_engine::slurm::cached::run_batch(&*cache, &digests, &scratch, children)
     })
 }
 

@@ -353,6 +353,32 @@ pub fn restore(
     Ok(())
 }
 
+/// `cairn worker cached URL SPEC...`: runs each attempt in turn
+/// ([`run_cached`]), and stops starting new ones once `children` is
+/// interrupted (SIGTERM from `scancel`). The errors of those it could not
+/// run; the specs after one still run.
+pub fn run_batch(
+    cache: &dyn RemoteCache,
+    specs: &[ContentDigest],
+    scratch_root: &Path,
+    children: &Children,
+) -> Result<(), Vec<WorkerError>> {
+    let mut errors = Vec::new();
+    for spec in specs {
+        if children.is_interrupted() {
+            break;
+        }
+        if let Err(error) = run_cached(cache, spec, scratch_root, children) {
+            errors.push(error);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// `cairn worker cached URL SPEC`: runs the attempt whose spec is blob
 /// `spec` of `cache` in a fresh scratch directory under `scratch_root`
 /// (removed afterwards), then uploads its outputs, its logs and its

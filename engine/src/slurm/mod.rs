@@ -94,6 +94,19 @@ struct Ticket {
     ready: Condvar,
 }
 
+/// Cache-mode attempts gathered to be submitted as one Slurm job running
+/// them in turn (`cairn worker cached URL SPEC...`).
+#[derive(Default)]
+struct Gathering {
+    tickets: Vec<Arc<Ticket>>,
+    /// The `[env] secret` names the gathered attempts pass.
+    secrets: Vec<String>,
+}
+
+/// How long the first attempt of a gathering waits for others before its
+/// Slurm job is submitted.
+const GATHER: Duration = Duration::from_millis(50);
+
 /// The workers (Slurm jobs running `cairn worker pull`) of a runner.
 #[derive(Default)]
 struct Workers {
@@ -184,6 +197,8 @@ pub struct SlurmRunner {
     /// The thread that sees the workers' claims and outcome marks, started
     /// with the first queued attempt (watch.rs).
     watch: std::sync::OnceLock<Arc<watch::Watch>>,
+    /// Cache mode: the attempts waiting to be submitted together.
+    gathering: Mutex<Gathering>,
 }
 
 fn run_slurm(command: &'static str, args: &[String]) -> Result<String, SlurmError> {
@@ -267,6 +282,7 @@ impl SlurmRunner {
             batches: AtomicU64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
             watch: std::sync::OnceLock::new(),
+            gathering: Mutex::default(),
         })
     }
 
@@ -284,10 +300,17 @@ impl SlurmRunner {
         &self.name
     }
 
-    /// Submits one Slurm job running `tickets` in turn with `resources`;
-    /// tells each ticket its id (or the error).
-    fn submit(&self, tickets: &[Arc<Ticket>], resources: &Resources, secrets: &[String]) {
-        let mut worker_args = vec!["run".to_owned()];
+    /// Submits one Slurm job running `tickets` in turn with `resources`
+    /// (`cairn worker` `head` then each ticket's spec); tells each ticket
+    /// its id (or the error).
+    fn submit(
+        &self,
+        head: &[String],
+        tickets: &[Arc<Ticket>],
+        resources: &Resources,
+        secrets: &[String],
+    ) {
+        let mut worker_args = head.to_vec();
         worker_args.extend(
             tickets
                 .iter()
@@ -772,7 +795,12 @@ impl JobRunner for SlurmRunner {
                     mem: declared.mem.clone().or_else(|| defaults.mem.clone()),
                     time: declared.time.or(defaults.time),
                 };
-                self.submit(std::slice::from_ref(&ticket), &resources, &secrets);
+                self.submit(
+                    &["run".to_owned()],
+                    std::slice::from_ref(&ticket),
+                    &resources,
+                    &secrets,
+                );
             }
             None => {
                 let name = self.enqueue(&ticket.spec, &secrets)?;
@@ -815,6 +843,10 @@ impl JobRunner for SlurmRunner {
 struct Heart<'a> {
     /// The worker's last beat (`None`: none yet).
     read: &'a dyn Fn() -> Option<Vec<u8>>,
+    /// The attempt waits its turn in a Slurm job running several
+    /// (cache mode): it runs from its first beat, not from the job's
+    /// `RUNNING`.
+    in_turn: bool,
     /// The directory the worker must see to beat at all (shared mode).
     dir: Option<&'a Path>,
     state: Mutex<HeartState>,
@@ -834,11 +866,23 @@ impl<'a> Heart<'a> {
     fn new(read: &'a dyn Fn() -> Option<Vec<u8>>, running: bool) -> Heart<'a> {
         Heart {
             read,
+            in_turn: false,
             dir: None,
             state: Mutex::new(HeartState {
                 running: running.then(Instant::now),
                 ..HeartState::default()
             }),
+        }
+    }
+
+    /// The attempt is one of several its Slurm job runs in turn: only its
+    /// own first beat starts the clock ([`Heart::silent`]). A worker
+    /// frozen before its turn is found by the attempt it froze in, whose
+    /// Slurm job is then cancelled, which ends this one's wait too.
+    fn in_turn(self) -> Heart<'a> {
+        Heart {
+            in_turn: true,
+            ..self
         }
     }
 
@@ -875,6 +919,7 @@ impl<'a> Heart<'a> {
             state.last = beat;
             state.changed = Some(now);
         }
+        let running = running && !self.in_turn;
         if state.running.is_none() && (running || state.changed.is_some()) {
             state.running = Some(now);
         }
@@ -1032,6 +1077,63 @@ impl SlurmRunner {
         }
     }
 
+    /// Adds `ticket` to the attempts gathered for one Slurm job (cache
+    /// mode), which is submitted once it holds as many as each CPU of the
+    /// partition has in flight (at most `batch`), or [`GATHER`] after its
+    /// first attempt came. Returns at once; the ticket learns its job id
+    /// when the job is submitted.
+    fn gather(
+        &self,
+        head: &[String],
+        ticket: &Arc<Ticket>,
+        resources: &Resources,
+        secrets: &[String],
+    ) {
+        let size = (self.default_jobs() / self.cpus.max(1)).clamp(1, self.executor.batch.max(1));
+        let (first, full) = {
+            let mut gathering = self.gathering.lock().unwrap_or_else(|e| e.into_inner());
+            if !gathering.tickets.is_empty() && gathering.secrets != secrets {
+                // Another set of secrets: a job of its own.
+                drop(gathering);
+                self.submit(head, std::slice::from_ref(ticket), resources, secrets);
+                return;
+            }
+            if gathering.tickets.is_empty() {
+                gathering.secrets = secrets.to_vec();
+            }
+            gathering.tickets.push(Arc::clone(ticket));
+            let first = gathering.tickets.len() == 1;
+            let full =
+                (gathering.tickets.len() >= size).then(|| std::mem::take(&mut gathering.tickets));
+            (first, full)
+        };
+        if let Some(tickets) = full {
+            self.submit(head, &tickets, resources, secrets);
+            return;
+        }
+        if first {
+            // The first waits for others, then submits what it has,
+            // unless the gathering filled up meanwhile (then its ticket
+            // went with it).
+            std::thread::sleep(GATHER);
+            let tickets = {
+                let mut gathering = self.gathering.lock().unwrap_or_else(|e| e.into_inner());
+                if gathering
+                    .tickets
+                    .first()
+                    .is_some_and(|head| Arc::ptr_eq(head, ticket))
+                {
+                    std::mem::take(&mut gathering.tickets)
+                } else {
+                    Vec::new()
+                }
+            };
+            if !tickets.is_empty() {
+                self.submit(head, &tickets, resources, secrets);
+            }
+        }
+    }
+
     /// Cache mode (cached.rs): uploads the attempt's files and spec,
     /// submits a Slurm job of its own running `cairn worker cached`, waits
     /// for its outcome in the cache, and restores its logs and outputs,
@@ -1079,13 +1181,37 @@ impl SlurmRunner {
             },
             None => defaults.clone(),
         };
-        let args = vec!["cached".to_owned(), link.url.clone(), spec.to_hex()];
-        let id = self
-            .sbatch(&args, 1, &resources, &secrets)
-            .map_err(|error| io::Error::other(format!("cannot submit to Slurm: {error}")))?;
-        if let Ok(mut live) = self.live.lock() {
-            live.insert(id, 1);
+        let head = ["cached".to_owned(), link.url.clone()];
+        let ticket = Arc::new(Ticket {
+            spec: PathBuf::from(spec.to_hex()),
+            submitted: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        // Small actions share Slurm jobs (docs/slurm.md, "Batching"); one
+        // that declares resources gets a job of its own.
+        let gathered = !self.resources.contains_key(job.job) && self.executor.batch > 1;
+        if gathered {
+            self.gather(&head, &ticket, &resources, &secrets);
+        } else {
+            self.submit(&head, std::slice::from_ref(&ticket), &resources, &secrets);
         }
+        let submitted = {
+            let mut submitted = ticket.submitted.lock().unwrap_or_else(|e| e.into_inner());
+            while submitted.is_none() {
+                submitted = ticket
+                    .ready
+                    .wait(submitted)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            submitted.clone()
+        };
+        let id = match submitted {
+            Some(Ok(id)) => id,
+            Some(Err(error)) => {
+                return Err(io::Error::other(format!("cannot submit to Slurm: {error}")));
+            }
+            None => return Err(io::Error::other("the attempt was never submitted to Slurm")),
+        };
         if let Some(dispatched) = job.dispatched {
             dispatched("slurm", &id.to_string());
         }
@@ -1123,7 +1249,11 @@ impl SlurmRunner {
             poll,
             &|| std::thread::sleep(POLL_INTERVAL),
             &restored,
-            &Heart::new(&beat, false),
+            &if gathered {
+                Heart::new(&beat, false).in_turn()
+            } else {
+                Heart::new(&beat, false)
+            },
         );
         self.release(id);
         ended
