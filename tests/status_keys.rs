@@ -14,8 +14,9 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cairn_app::status::{Keys, State, status, status_with};
+use cairn_app::status::{Keys, State, states, status, status_with};
 use cairn_app::{Silent, Workspace, WorkspaceOptions};
+use cairn_engine::refs::PartitionRef;
 use common::Project;
 
 /// Nine days; `shout` records a checkpoint and fails for a day while
@@ -99,6 +100,41 @@ fn status_without_the_keys_nothing_can_match_gives_the_full_rows_and_reads_less(
     let full_read = bytes_read() - before;
 
     assert_eq!(fast, full, "the rows differ");
+    // What a grid shows: the states alone, the unnamed not evaluated.
+    for requests in [
+        Vec::new(),
+        vec!["shout/day={day}".to_owned()],
+        vec![
+            "summary/day={day}".to_owned(),
+            "inputs/day={day}".to_owned(),
+        ],
+    ] {
+        let rows = status(&workspace, &requests).expect("status");
+        let states = states(&workspace, &requests).expect("states");
+        let expected: Vec<(PartitionRef, State)> = rows
+            .into_iter()
+            .map(|row| (row.partition, row.state))
+            .collect();
+        assert_eq!(states, expected, "the states of {requests:?}");
+    }
+    // Never named: missing, and nothing planned for them.
+    let plans = workspace.plans_made();
+    let unnamed = ["shout/day=d6".to_owned(), "summary/day=d7".to_owned()];
+    let missing = states(&workspace, &unnamed).expect("states");
+    assert_eq!(
+        workspace.plans_made(),
+        plans,
+        "planned for unnamed partitions"
+    );
+    assert!(
+        missing.iter().all(|(_, state)| *state == State::Missing),
+        "{missing:?}"
+    );
+    let source = states(&workspace, &["inputs/day={day}".to_owned()]).expect("states");
+    assert!(
+        source.iter().all(|(_, state)| *state == State::Source),
+        "{source:?}"
+    );
     // The store holds every state the fast path must get right.
     let states: HashSet<State> = fast.iter().map(|row| row.state).collect();
     for state in [State::Built, State::Stale, State::Missing, State::Failed] {

@@ -109,7 +109,6 @@ pub fn status_with(
     requests: &[String],
     keys: Keys,
 ) -> Result<Vec<PartitionStatus>, AppError> {
-    // The phases at -vv, as a build's (docs/benchmarks.md).
     let started = std::time::Instant::now();
     let refs = workspace.requested(requests)?;
     tracing::debug!(
@@ -117,7 +116,37 @@ pub fn status_with(
         refs.len(),
         started.elapsed()
     );
-    let plan = workspace.plan(&refs)?;
+    let mut rows = rows_of(workspace, &refs, keys)?;
+    // Everything asked for: the partitions built before and no longer
+    // declared too.
+    if requests.is_empty()
+        && let Some(store) = workspace.open_reader()?
+    {
+        for (partition, build) in workspace.orphans(&store)? {
+            rows.push(PartitionStatus {
+                built_by: Some(build),
+                ..PartitionStatus::new(
+                    partition,
+                    State::Orphaned,
+                    format!(
+                        "built by build {build}, but the graph no longer declares it: `cairn prune --reason TEXT` removes it"
+                    ),
+                )
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows of `refs` (declared partitions), in their order.
+fn rows_of(
+    workspace: &Workspace,
+    refs: &[PartitionRef],
+    keys: Keys,
+) -> Result<Vec<PartitionStatus>, AppError> {
+    // The phases at -vv, as a build's (docs/benchmarks.md).
+    let started = std::time::Instant::now();
+    let plan = workspace.plan(refs)?;
     tracing::debug!(
         "status: planned {} actions, {} sources ({:.2?})",
         plan.actions.len(),
@@ -125,7 +154,7 @@ pub fn status_with(
         started.elapsed()
     );
     let live = LiveBuild::find(workspace)?;
-    let mut rows = workspace.read_context(|context| {
+    workspace.read_context(|context| {
         let verdicts = match keys {
             Keys::Needed => evaluate(context, &plan)?,
             Keys::Every => evaluate_with_keys(context, &plan)?,
@@ -224,26 +253,73 @@ pub fn status_with(
             .collect::<Result<Vec<_>, AppError>>()?;
         tracing::debug!("status: {} rows ({:.2?})", rows.len(), started.elapsed());
         Ok::<_, AppError>(rows)
+    })
+}
+
+/// The state of every partition `requests` names (refs or patterns), as
+/// [`status`] gives it, in ref order, without the reasons: what a grid
+/// shows. A partition a job produces that no event ever named
+/// ([`EventLog::never_named`](cairn_engine::ports::EventLog::never_named))
+/// is missing, whatever its upstream: status's reason for it varies
+/// (never built, waiting on an input, blocked), its state cannot (no
+/// state, no failure, no job started for it). Only the named ones are
+/// planned and evaluated, with their upstream, so a dataset never built is
+/// not planned at all. What planning the unnamed ones would report (a
+/// configure or code error) is not reported here; status reports it.
+pub fn states(
+    workspace: &Workspace,
+    requests: &[String],
+) -> Result<Vec<(PartitionRef, State)>, AppError> {
+    let started = std::time::Instant::now();
+    let refs = workspace.requested(requests)?;
+    let graph = &workspace.graph;
+    let known: Vec<Option<State>> = workspace.read_context(|context| {
+        refs.par_iter()
+            .map(|partition| {
+                Ok(match graph.lookup(partition) {
+                    Ok(Producer::Source { .. }) => Some(State::Source),
+                    Ok(Producer::Job { .. }) if context.catalog.never_named(partition)? => {
+                        Some(State::Missing)
+                    }
+                    _ => None,
+                })
+            })
+            .collect::<Result<_, AppError>>()
     })?;
-    // Everything asked for: the partitions built before and no longer
-    // declared too.
-    if requests.is_empty()
-        && let Some(store) = workspace.open_reader()?
-    {
-        for (partition, build) in workspace.orphans(&store)? {
-            rows.push(PartitionStatus {
-                built_by: Some(build),
-                ..PartitionStatus::new(
-                    partition,
-                    State::Orphaned,
-                    format!(
-                        "built by build {build}, but the graph no longer declares it: `cairn prune --reason TEXT` removes it"
-                    ),
-                )
-            });
-        }
+    let named: Vec<PartitionRef> = refs
+        .iter()
+        .zip(&known)
+        .filter(|(_, known)| known.is_none())
+        .map(|(partition, _)| partition.clone())
+        .collect();
+    tracing::debug!(
+        "states: {} of {} refs named ({:.2?})",
+        named.len(),
+        refs.len(),
+        started.elapsed()
+    );
+    let mut evaluated = if named.is_empty() {
+        Vec::new()
+    } else {
+        rows_of(workspace, &named, Keys::Needed)?
     }
-    Ok(rows)
+    .into_iter();
+    let mut states = Vec::with_capacity(refs.len());
+    for (partition, known) in refs.into_iter().zip(known) {
+        let state = match known {
+            Some(state) => state,
+            None => match evaluated.next() {
+                Some(row) if row.partition == partition => row.state,
+                _ => {
+                    return Err(AppError::Usage(format!(
+                        "the status of {partition} was not evaluated"
+                    )));
+                }
+            },
+        };
+        states.push((partition, state));
+    }
+    Ok(states)
 }
 
 /// How many of `rows` are in each state, for the summary line.

@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 
-use cairn_app::status::PartitionStatus;
+use cairn_app::status::State;
 use cairn_engine::graph::Graph;
-use cairn_engine::refs::{Pattern, PatternValue};
+use cairn_engine::refs::{PartitionRef, Pattern, PatternValue};
 use serde_json::{Value, json};
 
 /// A dataset's pattern and the values of each of its dimensions.
@@ -113,10 +113,10 @@ pub fn datasets(graph: &Graph) -> Vec<String> {
 
 /// The grid of `shape` with the states of `rows` (a cell without a row is
 /// `missing`), run-length encoded.
-pub fn grid(shape: &Shape, rows: &[PartitionStatus]) -> Value {
+pub fn grid(shape: &Shape, rows: &[(PartitionRef, State)]) -> Value {
     let states: HashMap<&str, &'static str> = rows
         .iter()
-        .map(|row| (row.partition.as_str(), row.state.word()))
+        .map(|(partition, state)| (partition.as_str(), state.word()))
         .collect();
     let mut runs: Vec<(&'static str, u64)> = Vec::new();
     let sizes: Vec<usize> = shape

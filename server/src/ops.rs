@@ -129,7 +129,7 @@ impl Shared {
             // Read before the status: an answer is never kept under a
             // later log than the one it saw (server/src/grids.rs).
             let stamp = cairn_app::status::stamp(&shared.workspace, &requests);
-            let rows = cairn_app::status::status(&shared.workspace, &requests)?;
+            let rows = cairn_app::status::states(&shared.workspace, &requests)?;
             let answer = crate::grid::grid(&shape, &rows);
             let body = serde_json::to_vec(&answer)
                 .map(Bytes::from)
