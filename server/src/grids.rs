@@ -466,8 +466,15 @@ mod tests {
         );
         // A data path deleted outside cairn: no generation moves.
         *lock(&answer) = "stale";
-        // Landed longer ago than ten times its (tiny) computation.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Landed longer ago than ten times its computation (a fixed 20 ms
+        // was not, on a loaded machine: the test then waited forever).
+        while !lock(&grids.entries)["clean"]
+            .computed
+            .as_ref()
+            .is_some_and(|computed| computed.old(Duration::ZERO))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "built"
@@ -479,6 +486,57 @@ mod tests {
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "stale"
         );
+    }
+
+    #[tokio::test]
+    async fn an_adopted_answer_is_given_once_and_computed_again_behind() {
+        let grids = Arc::new(Grids::revalidating_after(Duration::from_secs(3600)));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let answer = Arc::new(Mutex::new("stale"));
+        let now = || (4, 0);
+        let compute = counting(&runs, &answer);
+        assert!(grids.is_new("clean"));
+        grids.adopt("clean", (4, 0), Bytes::from_static(b"kept"));
+        assert!(!grids.is_new("clean"));
+        // Another adoption does not replace what is there.
+        grids.adopt("clean", (4, 0), Bytes::from_static(b"other"));
+        assert_eq!(
+            grids.answer("clean", now, compute.clone()).await.unwrap(),
+            "kept"
+        );
+        while runs.load(Ordering::SeqCst) < 1 || lock(&grids.entries)["clean"].flight.is_some() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            grids.answer("clean", now, compute.clone()).await.unwrap(),
+            "stale"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "computed once, behind");
+    }
+
+    #[test]
+    fn a_kept_answer_is_given_only_under_its_stamp_and_whole() {
+        let dir = std::env::temp_dir().join(format!("cairn-kept-grids-{}", std::process::id()));
+        let stamp = ContentDigest::of(b"stamp");
+        keep_answer(&dir, "clean", &stamp, b"{\"runs\": []}").unwrap();
+        assert_eq!(
+            kept_answer(&dir, "clean", &stamp).as_deref(),
+            Some(b"{\"runs\": []}".as_slice())
+        );
+        assert_eq!(kept_answer(&dir, "daily", &stamp), None);
+        assert_eq!(
+            kept_answer(&dir, "clean", &ContentDigest::of(b"other")),
+            None
+        );
+        let file = kept_file(&dir, "clean");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(kept_answer(&dir, "clean", &stamp), None, "damaged");
+        std::fs::write(&file, b"cairn-grid").unwrap();
+        assert_eq!(kept_answer(&dir, "clean", &stamp), None, "torn");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
