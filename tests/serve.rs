@@ -1183,6 +1183,51 @@ fn a_restarted_server_shows_earlier_operations_and_keeps_their_idempotency_keys(
     assert_eq!(retried["state"], "succeeded", "{retried}");
 }
 
+/// A running server keeps at most `--keep-operations` operations, as a
+/// restarted one does: a new one evicts the oldest finished ones (never a
+/// running one), and an evicted one answers as one older than the bound
+/// does after a restart: 404, its key forgotten. Failed before (the
+/// running server kept every operation).
+#[test]
+fn a_running_server_forgets_the_oldest_finished_operations_beyond_the_bound() {
+    let project = slow_project("0");
+    let server = Server::start(project.path(), &["--keep-operations", "2"]);
+    // Each runs a job: a build that finds everything current records
+    // nothing, and a restarted server rebuilds only what the log records.
+    let body = |at: usize| json!({"refs": [format!("slow/n={}", at + 1)]}).to_string();
+    let mut ids = Vec::new();
+    for at in 0..4 {
+        let answer = server.post("/v1/builds", &body(at), Some(&format!("key-{at}")));
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        let id = answer.json()["id"].as_str().unwrap().to_owned();
+        assert_eq!(server.wait_done(&id, LONG)["state"], "succeeded");
+        ids.push(id);
+    }
+    let listed = server.get("/v1/operations").json();
+    let listed: Vec<&str> = listed["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[3].as_str(), ids[2].as_str()]);
+    let evicted = server.get(&format!("/v1/operations/{}", ids[0]));
+    assert_eq!(evicted.status, 404, "{}", evicted.body);
+    // Its key is forgotten: the same body and key is a new operation.
+    let again = server.post("/v1/builds", &body(0), Some("key-0"));
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_ne!(again.json()["id"], ids[0].as_str());
+    server.wait_done(again.json()["id"].as_str().unwrap(), LONG);
+    // A restarted server answers the same for it.
+    server.stop();
+    let server = Server::start(project.path(), &["--keep-operations", "2"]);
+    assert_eq!(
+        server.get(&format!("/v1/operations/{}", ids[0])).status,
+        404
+    );
+    server.stop();
+}
+
 #[test]
 fn a_secret_never_appears_in_any_answer() {
     let secret = format!("sekrit-{}", std::process::id() * 7919 + 12_345);

@@ -459,8 +459,9 @@ struct ServeArgs {
     /// Operations (builds, backfills) running at once; the others queue.
     #[arg(long, value_name = "N", default_value_t = 8)]
     operations: usize,
-    /// Earlier operations a starting server rebuilds from the event log
-    /// (the newest; older builds stay in the log).
+    /// Operations the server keeps: a starting server rebuilds the newest
+    /// from the event log, a running one forgets the oldest finished ones
+    /// beyond it (older builds stay in the log).
     #[arg(long, value_name = "N", default_value_t = cairn_server::KEPT_OPERATIONS)]
     keep_operations: usize,
 }

@@ -76,7 +76,11 @@ impl Shared {
             public_read: options.public_read,
             jobs: options.jobs,
             grace: options.grace,
-            registry: Mutex::new(restored.registry),
+            registry: Mutex::new({
+                let mut registry = restored.registry;
+                registry.set_bound(options.keep_operations);
+                registry
+            }),
             feed,
             expecting: Arc::default(),
             grids: Arc::default(),

@@ -493,6 +493,9 @@ pub struct Registry {
     ops: Vec<Operation>,
     index: HashMap<String, usize>,
     keys: HashMap<String, usize>,
+    /// How many operations it keeps (`--keep-operations`; `None`: all):
+    /// [`Registry::insert`] forgets the oldest finished ones beyond it.
+    bound: Option<usize>,
 }
 
 /// What a submit with an idempotency key found.
@@ -539,7 +542,45 @@ impl Registry {
         self.index.insert(op.id.clone(), at);
         let json = op.json();
         self.ops.push(op);
+        self.evict();
         Ok(json)
+    }
+
+    /// Keeps at most `bound` operations from now on (`--keep-operations`,
+    /// what a starting server rebuilds from the log).
+    pub fn set_bound(&mut self, bound: usize) {
+        self.bound = Some(bound);
+    }
+
+    /// Forgets the oldest finished operations beyond the bound, and their
+    /// idempotency keys, as a restarted server never rebuilds them: a GET
+    /// of one is `404` (its build stays in the log). An operation queued
+    /// or running is never forgotten, so a busy server may keep more for
+    /// a while.
+    fn evict(&mut self) {
+        let Some(bound) = self.bound else {
+            return;
+        };
+        let mut over = self.ops.len().saturating_sub(bound);
+        if over == 0 || !self.ops.iter().any(|op| op.state.done()) {
+            return;
+        }
+        self.ops.retain(|op| {
+            if over > 0 && op.state.done() {
+                over -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.index.clear();
+        self.keys.clear();
+        for (at, op) in self.ops.iter().enumerate() {
+            self.index.insert(op.id.clone(), at);
+            if let Some(key) = &op.idempotency_key {
+                self.keys.insert(key.clone(), at);
+            }
+        }
     }
 
     /// Adds an operation rebuilt from the log (its key, if any, included).
@@ -635,6 +676,51 @@ mod tests {
             Work::Build(BuildRequest::default()),
             1,
         )
+    }
+
+    #[test]
+    fn a_new_operation_evicts_the_oldest_finished_ones_beyond_the_bound_never_a_running_one() {
+        let mut registry = Registry::default();
+        registry.set_bound(2);
+        let mut ids = Vec::new();
+        for (at, state) in [
+            State::Running,
+            State::Succeeded,
+            State::Failed,
+            State::Queued,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut op = op();
+            op.idempotency_key = Some(format!("key-{at}"));
+            op.state = state;
+            ids.push(op.id.clone());
+            assert!(registry.insert(op).is_ok());
+        }
+        // 4 over a bound of 2: the two finished ones went, oldest first;
+        // the running and the queued one stay.
+        let kept: Vec<&str> = registry.newest_first().map(|op| op.id.as_str()).collect();
+        assert_eq!(kept, [ids[3].as_str(), ids[0].as_str()]);
+        assert!(registry.get(&ids[1]).is_none());
+        assert!(matches!(
+            registry.existing(Some("key-1"), &[0; 32]),
+            Existing::None
+        ));
+        assert!(matches!(
+            registry.existing(Some("key-3"), &[0; 32]),
+            Existing::Same(_)
+        ));
+        // Once they finish, the next insert brings it back to the bound.
+        for id in [&ids[0], &ids[3]] {
+            registry.get_mut(id).unwrap().state = State::Succeeded;
+        }
+        let newest = op();
+        let newest_id = newest.id.clone();
+        assert!(registry.insert(newest).is_ok());
+        let kept: Vec<&str> = registry.newest_first().map(|op| op.id.as_str()).collect();
+        assert_eq!(kept, [newest_id.as_str(), ids[3].as_str()]);
+        assert_eq!(registry.get(&ids[3]).unwrap().id, ids[3]);
     }
 
     #[test]
