@@ -865,6 +865,45 @@ fn a_restarted_server_shows_who_submitted_an_operation_why_when_and_what_it_anno
     server.stop();
 }
 
+/// A build that finds everything current (finished by the up-to-date
+/// snapshot, without planning) records its reason and submission too, so
+/// a restarted server shows it like any other. Before, that path recorded
+/// `BuildRequested` without them: the operation was gone after a restart
+/// (404), and the log lost who asked and why.
+#[test]
+fn a_build_finished_by_the_snapshot_keeps_its_reason_and_submitter_across_a_restart() {
+    let project = Project::podcast(1, 1);
+    let server = Server::start(project.path(), &[]);
+    let mut done = Vec::new();
+    for (round, who) in ["ana", "bo", "cy"].iter().enumerate() {
+        let op = server.submit_body(&json!({
+            "refs": ["daily/date=2024-01-01"],
+            "reason": format!("round {round}"),
+            "submitted_by": who,
+        }));
+        done.push(server.wait_done(op["id"].as_str().unwrap(), LONG));
+    }
+    assert_eq!(done[2]["counts"]["executed"], 0, "{}", done[2]);
+    server.stop();
+    let requested = project.log(&["--kind", "BuildRequested"]);
+    assert_eq!(requested.len(), 3, "{requested:?}");
+    for (round, (event, who)) in requested.iter().zip(["ana", "bo", "cy"]).enumerate() {
+        assert_eq!(event["reason"], format!("round {round}"), "{event}");
+        assert_eq!(event["submission"]["submitted_by"], who, "{event}");
+    }
+    let server = Server::start(project.path(), &[]);
+    for before in &done {
+        let id = before["id"].as_str().unwrap();
+        let after = server.get(&format!("/v1/operations/{id}"));
+        assert_eq!(after.status, 200, "{id}: {}", after.body);
+        let after = after.json();
+        for field in ["reason", "submitted_by", "state", "build"] {
+            assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
+        }
+    }
+    server.stop();
+}
+
 #[test]
 fn metrics_count_operations_actions_and_requests() {
     let project = Project::podcast(1, 1);

@@ -420,6 +420,8 @@ pub fn build(
         requested: &request.refs,
         jobs: jobs(workspace.notes(), request.jobs),
         no_wait: request.no_wait,
+        reason: request.reason.as_deref(),
+        submission: request.submission.as_ref(),
     };
     let mut assisted = match crate::uptodate::try_quick(workspace, &asked)? {
         Quick::Done(done) => {

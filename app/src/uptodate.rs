@@ -39,6 +39,10 @@ pub struct Asked<'a> {
     pub requested: &'a [String],
     pub jobs: usize,
     pub no_wait: bool,
+    /// Recorded in the `BuildRequested` of a build the snapshot finishes,
+    /// as a build that runs records them.
+    pub reason: Option<&'a str>,
+    pub submission: Option<&'a cairn_engine::record::Submission>,
 }
 
 /// More changed paths than this and a build does not use its snapshot at
@@ -179,8 +183,8 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
             EventKind::BuildRequested {
                 requested: asked.requested.to_vec(),
                 command: "build".to_owned(),
-                reason: None,
-                submission: None,
+                reason: asked.reason.map(str::to_owned),
+                submission: asked.submission.cloned(),
             },
             EventKind::Planned {
                 actions: total,
