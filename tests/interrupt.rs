@@ -22,6 +22,27 @@ fn log_events(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `cairn build --json` in `dir`, which must succeed: its summary line.
+fn build_json(dir: &Path) -> Value {
+    let output = Command::new(CAIRN)
+        .args(["build", "--json"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn sigint_stops_jobs_records_what_finished_and_the_next_build_resumes() {
     let temp = tempfile::tempdir().unwrap();
@@ -104,23 +125,7 @@ fn sigint_stops_jobs_records_what_finished_and_the_next_build_resumes() {
     assert!(!dir.join("data/.cairn-tmp").exists());
 
     // The next build runs exactly the actions that were not recorded.
-    let output = Command::new(CAIRN)
-        .args(["build", "--json"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let summary = build_json(&dir);
     assert_eq!(summary["executed"].as_u64().unwrap(), total - done);
     assert_eq!(summary["cached"].as_u64().unwrap(), done);
 }
@@ -298,23 +303,7 @@ run = ["sh", "-c", "trap 'echo half > \"$CAIRN_OUT/x\"; exit 0' TERM; touch star
     );
     // The next build runs it again, to its end this time.
     std::fs::write(p.file("quick"), "").expect("write quick");
-    let output = Command::new(CAIRN)
-        .args(["build", "--json"])
-        .current_dir(p.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let summary = build_json(p.path());
     assert_eq!(summary["executed"], 1, "{summary}");
     assert_eq!(
         std::fs::read_to_string(p.file("data/half/i=1/x")).unwrap(),
