@@ -474,7 +474,7 @@ impl Context<'_> {
             }
             let what = || format!("job {} ({})", action.job, describe(&action.config.outputs));
             let failure = match &result.status {
-                Ok(ended) if ended.status.success() && !ended.timed_out && !ended.stopped => None,
+                Ok(ended) if ended.succeeded() => None,
                 Ok(ended) if ended.timed_out => Some((
                     format!(
                         "{} timed out after {} and was stopped{}",
@@ -694,7 +694,7 @@ impl Context<'_> {
             .filter(|last| Some(last.sequence) != resume.map(|r| r.sequence));
         let logs = self.store_logs(&stdout_path, &stderr_path);
         let stderr_tail = match &status {
-            Ok(ended) if ended.status.success() && !ended.timed_out => Vec::new(),
+            Ok(ended) if ended.succeeded() => Vec::new(),
             _ => log_tail(&stderr_path),
         };
         Ok(Attempt {

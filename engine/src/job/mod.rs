@@ -346,3 +346,23 @@ pub struct Ended {
     /// with half an output (docs/reliability.md, promise 7).
     pub stopped: bool,
 }
+
+impl Ended {
+    /// Whether the attempt succeeded, so that what it wrote may be stored:
+    /// exit 0, within its timeout, and not told to stop.
+    pub fn succeeded(&self) -> bool {
+        self.status.success() && !self.timed_out && !self.stopped
+    }
+
+    /// An attempt cairn cancelled before it ended (taken back before a
+    /// worker claimed it, or given up on after its Slurm job was
+    /// cancelled): as if SIGTERM had ended it.
+    pub fn cancelled() -> Ended {
+        Ended {
+            status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
+            timed_out: false,
+            escalated: false,
+            stopped: true,
+        }
+    }
+}

@@ -363,20 +363,9 @@ pub fn run_batch(
     scratch_root: &Path,
     children: &Children,
 ) -> Result<(), Vec<WorkerError>> {
-    let mut errors = Vec::new();
-    for spec in specs {
-        if children.is_interrupted() {
-            break;
-        }
-        if let Err(error) = run_cached(cache, spec, scratch_root, children) {
-            errors.push(error);
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    super::worker::in_turn(specs, children, |spec| {
+        run_cached(cache, spec, scratch_root, children)
+    })
 }
 
 /// `cairn worker cached URL SPEC`: runs the attempt whose spec is blob
@@ -513,7 +502,7 @@ fn run_in(
             *log = Some(put(cache, &bytes)?);
         }
     }
-    if outcome.outcome.code == Some(0) && !ended.timed_out && !ended.stopped {
+    if ended.succeeded() {
         for index in 0..spec.outputs {
             let dir = scratch.join(format!("out/{index}"));
             let mut files = Vec::new();

@@ -94,6 +94,38 @@ struct Ticket {
     ready: Condvar,
 }
 
+impl Ticket {
+    fn new(spec: PathBuf) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            spec,
+            submitted: Mutex::new(None),
+            ready: Condvar::new(),
+        })
+    }
+
+    /// Waits until the ticket's Slurm job is submitted (at once, or with
+    /// its gathering), tells `job`'s dispatch hook, and returns its id.
+    fn id(&self, job: &JobRun<'_>) -> io::Result<u64> {
+        let mut submitted = self.submitted.lock().unwrap_or_else(|e| e.into_inner());
+        let result = loop {
+            if let Some(result) = &*submitted {
+                break result.clone();
+            }
+            submitted = self
+                .ready
+                .wait(submitted)
+                .unwrap_or_else(|e| e.into_inner());
+        };
+        drop(submitted);
+        let id =
+            result.map_err(|error| io::Error::other(format!("cannot submit to Slurm: {error}")))?;
+        if let Some(dispatched) = job.dispatched {
+            dispatched("slurm", &id.to_string());
+        }
+        Ok(id)
+    }
+}
+
 /// Cache-mode attempts gathered to be submitted as one Slurm job running
 /// them in turn (`cairn worker cached URL SPEC...`).
 #[derive(Default)]
@@ -443,14 +475,8 @@ impl SlurmRunner {
     /// `queue/<seq>` names the spec (written aside, renamed in), then makes
     /// sure enough workers are submitted. The entry's name.
     fn enqueue(&self, spec: &Path, secrets: &[String]) -> io::Result<String> {
+        self.queue_watch()?;
         let queue = self.dir.join(QUEUE);
-        let claimed = self.dir.join(CLAIMED);
-        let done = self.dir.join(watch::DONE);
-        for dir in [&queue, &claimed, &done] {
-            fs::create_dir_all(dir).map_err(|error| {
-                io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
-            })?;
-        }
         let name = format!("{:010}", self.batches.fetch_add(1, Ordering::SeqCst));
         let aside = self.dir.join(format!(".{name}"));
         fs::write(&aside, spec.as_os_str().as_encoded_bytes())
@@ -461,6 +487,23 @@ impl SlurmRunner {
         self.ensure_workers(secrets)
             .map_err(|error| io::Error::other(format!("cannot submit to Slurm: {error}")))?;
         Ok(name)
+    }
+
+    /// The queue's directories and the thread watching them (watch.rs),
+    /// made with the first queued attempt of this runner.
+    fn queue_watch(&self) -> io::Result<&Arc<watch::Watch>> {
+        if let Some(watch) = self.watch.get() {
+            return Ok(watch);
+        }
+        for dir in [QUEUE, CLAIMED, watch::DONE] {
+            let dir = self.dir.join(dir);
+            fs::create_dir_all(&dir).map_err(|error| {
+                io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
+            })?;
+        }
+        Ok(self
+            .watch
+            .get_or_init(|| watch::Watch::start(&self.dir, CLAIMED, OUTCOME_POLL)))
     }
 
     /// Submits workers until there is one per queued attempt, at most one
@@ -780,11 +823,7 @@ impl JobRunner for SlurmRunner {
         worker::write_visible(&spec_path, &bytes).map_err(|error| {
             io::Error::new(error.kind(), format!("{}: {error}", spec_path.display()))
         })?;
-        let ticket = Arc::new(Ticket {
-            spec: spec_path,
-            submitted: Mutex::new(None),
-            ready: Condvar::new(),
-        });
+        let ticket = Ticket::new(spec_path);
         let secrets = spec.secret_names;
         match self.resources.get(job.job) {
             // A job that declares its resources gets a Slurm job of its own.
@@ -807,21 +846,7 @@ impl JobRunner for SlurmRunner {
                 return self.wait_queued(&name, &secrets, job, children, poll, &outcome_path);
             }
         }
-        let submitted = ticket
-            .submitted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let id = match submitted {
-            Some(Ok(id)) => id,
-            Some(Err(error)) => {
-                return Err(io::Error::other(format!("cannot submit to Slurm: {error}")));
-            }
-            None => return Err(io::Error::other("the attempt was never submitted to Slurm")),
-        };
-        if let Some(dispatched) = job.dispatched {
-            dispatched("slurm", &id.to_string());
-        }
+        let id = ticket.id(job)?;
         let heartbeat = worker::heartbeat_path(&outcome_path);
         let ended = self.wait(
             id,
@@ -875,15 +900,12 @@ impl<'a> Heart<'a> {
         }
     }
 
-    /// The attempt is one of several its Slurm job runs in turn: only its
-    /// own first beat starts the clock ([`Heart::silent`]). A worker
-    /// frozen before its turn is found by the attempt it froze in, whose
-    /// Slurm job is then cancelled, which ends this one's wait too.
-    fn in_turn(self) -> Heart<'a> {
-        Heart {
-            in_turn: true,
-            ..self
-        }
+    /// With `in_turn`, the attempt is one of several its Slurm job runs in
+    /// turn: only its own first beat starts the clock ([`Heart::silent`]).
+    /// A worker frozen before its turn is found by the attempt it froze in,
+    /// whose Slurm job is then cancelled, which ends this one's wait too.
+    fn in_turn(self, in_turn: bool) -> Heart<'a> {
+        Heart { in_turn, ..self }
     }
 
     /// The worker beats in `dir`: a Slurm job that ends without ever
@@ -967,9 +989,7 @@ impl SlurmRunner {
         poll: Option<&(dyn Fn() + Sync)>,
         outcome_path: &Path,
     ) -> io::Result<Ended> {
-        let watch = self
-            .watch
-            .get_or_init(|| watch::Watch::start(&self.dir, CLAIMED, OUTCOME_POLL));
+        let watch = self.queue_watch()?;
         let entry = self.dir.join(QUEUE).join(name);
         let claimed = self.dir.join(CLAIMED);
         let mut checked = Instant::now();
@@ -991,12 +1011,7 @@ impl SlurmRunner {
             }
             if children.is_interrupted() && fs::remove_file(&entry).is_ok() {
                 // Taken back before any worker claimed it.
-                return Ok(Ended {
-                    status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
-                    timed_out: false,
-                    escalated: false,
-                    stopped: true,
-                });
+                return Ok(Ended::cancelled());
             }
             let (mut claim, generation) = watch.with(|seen| seen.claims.get(name).copied());
             if claim.is_none() && checked.elapsed() >= STATE_INTERVAL {
@@ -1182,11 +1197,7 @@ impl SlurmRunner {
             None => defaults.clone(),
         };
         let head = ["cached".to_owned(), link.url.clone()];
-        let ticket = Arc::new(Ticket {
-            spec: PathBuf::from(spec.to_hex()),
-            submitted: Mutex::new(None),
-            ready: Condvar::new(),
-        });
+        let ticket = Ticket::new(PathBuf::from(spec.to_hex()));
         // Small actions share Slurm jobs (docs/slurm.md, "Batching"); one
         // that declares resources gets a job of its own.
         let gathered = !self.resources.contains_key(job.job) && self.executor.batch > 1;
@@ -1195,26 +1206,7 @@ impl SlurmRunner {
         } else {
             self.submit(&head, std::slice::from_ref(&ticket), &resources, &secrets);
         }
-        let submitted = {
-            let mut submitted = ticket.submitted.lock().unwrap_or_else(|e| e.into_inner());
-            while submitted.is_none() {
-                submitted = ticket
-                    .ready
-                    .wait(submitted)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            submitted.clone()
-        };
-        let id = match submitted {
-            Some(Ok(id)) => id,
-            Some(Err(error)) => {
-                return Err(io::Error::other(format!("cannot submit to Slurm: {error}")));
-            }
-            None => return Err(io::Error::other("the attempt was never submitted to Slurm")),
-        };
-        if let Some(dispatched) = job.dispatched {
-            dispatched("slurm", &id.to_string());
-        }
+        let id = ticket.id(job)?;
         let restored = || -> Option<io::Result<Ended>> {
             let outcome = match cached::read_outcome(&*link.cache, &spec) {
                 Ok(outcome) => outcome?,
@@ -1249,11 +1241,7 @@ impl SlurmRunner {
             poll,
             &|| std::thread::sleep(POLL_INTERVAL),
             &restored,
-            &if gathered {
-                Heart::new(&beat, false).in_turn()
-            } else {
-                Heart::new(&beat, false)
-            },
+            &Heart::new(&beat, false).in_turn(gathered),
         );
         self.release(id);
         ended
@@ -1358,12 +1346,7 @@ impl SlurmRunner {
                         return stopped_after(ended, cancelled);
                     }
                     if cancelled.is_some() {
-                        return Ok(Ended {
-                            status: std::os::unix::process::ExitStatusExt::from_raw(libc::SIGTERM),
-                            timed_out: false,
-                            escalated: false,
-                            stopped: true,
-                        });
+                        return Ok(Ended::cancelled());
                     }
                     let (state, reason) =
                         state.unwrap_or_else(|| ("unknown".to_owned(), String::new()));

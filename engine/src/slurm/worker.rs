@@ -119,19 +119,7 @@ pub const STARTED: &str = "workers";
 /// Writes `bytes` to `path` durably: aside, fsynced, renamed over it, its
 /// directory fsynced.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".{}", crate::groups::unique_id()));
-    let aside = PathBuf::from(aside);
-    let written = (|| {
-        let mut file = fs::File::create(&aside)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&aside, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&aside);
-    }
-    written?;
+    write_aside(path, bytes, true)?;
     if let Some(parent) = path.parent() {
         fs::File::open(parent)?.sync_all()?;
     }
@@ -141,10 +129,23 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically for readers, not durably: aside,
 /// renamed over it, no fsync (the spec: see `SlurmRunner::run`).
 pub(crate) fn write_visible(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_aside(path, bytes, false)
+}
+
+/// Writes `bytes` beside `path` (fsynced if `sync`) and renames them over
+/// it; the file aside is removed if that fails.
+fn write_aside(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".{}", crate::groups::unique_id()));
     let aside = PathBuf::from(aside);
-    let written = fs::write(&aside, bytes).and_then(|()| fs::rename(&aside, path));
+    let written = (|| {
+        let mut file = fs::File::create(&aside)?;
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_all()?;
+        }
+        fs::rename(&aside, path)
+    })();
     if written.is_err() {
         let _ = fs::remove_file(&aside);
     }
@@ -216,12 +217,23 @@ pub fn read_outcome(path: &Path) -> Option<WorkerOutcome> {
 /// could not be written; the specs after it still run.
 pub fn run_specs(paths: &[PathBuf], children: &Children) -> Result<(), Vec<WorkerError>> {
     crate::groups::become_subreaper();
+    in_turn(paths, children, |path| run_spec(path, children))
+}
+
+/// Runs `run` on each of `items` in turn, and stops starting new ones once
+/// `children` is interrupted; the errors of those that failed (the items
+/// after one still run). A worker's batch, in either data mode.
+pub(super) fn in_turn<T>(
+    items: &[T],
+    children: &Children,
+    run: impl Fn(&T) -> Result<(), WorkerError>,
+) -> Result<(), Vec<WorkerError>> {
     let mut errors = Vec::new();
-    for path in paths {
+    for item in items {
         if children.is_interrupted() {
             break;
         }
-        if let Err(error) = run_spec(path, children) {
+        if let Err(error) = run(item) {
             errors.push(error);
         }
     }
@@ -276,9 +288,11 @@ pub fn pull(dir: &Path, most: usize, children: &Children) -> (usize, Vec<WorkerE
         names.sort();
         let took = names.iter().find_map(|name| {
             let target = claimed.join(format!("{}@{me}", name.to_string_lossy()));
-            fs::rename(queue.join(name), &target).ok().map(|()| target)
+            fs::rename(queue.join(name), &target)
+                .ok()
+                .map(|()| (name, target))
         });
-        let Some(target) = took else {
+        let Some((name, target)) = took else {
             if idle.elapsed() >= IDLE {
                 break;
             }
@@ -295,13 +309,7 @@ pub fn pull(dir: &Path, most: usize, children: &Children) -> (usize, Vec<WorkerE
                 // watch (watch.rs), which reads this directory instead of
                 // every attempt looking for its outcome file. A hint only:
                 // lost, the coordinator still finds the outcome itself.
-                if let Some(entry) = target
-                    .file_name()
-                    .and_then(|name| name.to_str())
-                    .and_then(|name| name.rsplit_once('@'))
-                {
-                    let _ = fs::write(dir.join(super::watch::DONE).join(entry.0), b"");
-                }
+                let _ = fs::write(dir.join(super::watch::DONE).join(name), b"");
             }
             Err(source) => errors.push(WorkerError::Read {
                 path: target.clone(),
