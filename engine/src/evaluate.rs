@@ -184,33 +184,7 @@ fn evaluate_keyed(
             }
         }
     }
-    const CHUNK: usize = 512;
-    let sources: Vec<Observed> = plan
-        .sources
-        .par_chunks(CHUNK)
-        .zip(hashed.par_chunks(CHUNK))
-        .flat_map_iter(|(chunk, hashed)| {
-            let mut bases = crate::observe::Bases::default();
-            chunk
-                .iter()
-                .zip(hashed)
-                .map(|(source, &hashed)| {
-                    if !hashed {
-                        return match list_source(&mut bases, source) {
-                            None => Observed::Listed,
-                            Some(reason) => Observed::Unusable(reason),
-                        };
-                    }
-                    let observer = Observer::new(context.catalog);
-                    match observer.partition(&source.path, &mut Vec::new()) {
-                        Ok(Some((digest, _))) => Observed::Hashed(digest),
-                        Ok(None) => Observed::Unusable(source.missing()),
-                        Err(error) => Observed::Unusable(source.unreadable(error)),
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let sources = observe_sources(context, plan, &hashed);
     let mut outputs = OutputDigests::new(plan);
     let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];
     for level in levels(plan) {
@@ -245,6 +219,38 @@ fn evaluate_keyed(
         .into_iter()
         .map(|verdict| verdict.expect("every action is in the order"))
         .collect())
+}
+
+/// Each source of `plan`, hashed where `hashed` says, else listed
+/// ([`list_source`]), on rayon's pool in chunks (a chunk shares its
+/// directories' file descriptors).
+fn observe_sources(context: &Context<'_>, plan: &Plan, hashed: &[bool]) -> Vec<Observed> {
+    const CHUNK: usize = 512;
+    plan.sources
+        .par_chunks(CHUNK)
+        .zip(hashed.par_chunks(CHUNK))
+        .flat_map_iter(|(chunk, hashed)| {
+            let mut bases = crate::observe::Bases::default();
+            chunk
+                .iter()
+                .zip(hashed)
+                .map(|(source, &hashed)| {
+                    if !hashed {
+                        return match list_source(&mut bases, source) {
+                            None => Observed::Listed,
+                            Some(reason) => Observed::Unusable(reason),
+                        };
+                    }
+                    let observer = Observer::new(context.catalog);
+                    match observer.partition(&source.path, &mut Vec::new()) {
+                        Ok(Some((digest, _))) => Observed::Hashed(digest),
+                        Ok(None) => Observed::Unusable(source.missing()),
+                        Err(error) => Observed::Unusable(source.unreadable(error)),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Lists `source` without reading it: `None` when it is present (a plain
@@ -461,29 +467,19 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         &observer,
         &mut Vec::new(),
     )?;
-    const CHUNK: usize = 512;
-    let sources: Vec<Option<String>> = plan
-        .sources
-        .par_chunks(CHUNK)
-        .flat_map_iter(|chunk| {
-            let mut bases = crate::observe::Bases::default();
-            chunk
-                .iter()
-                .map(|source| list_source(&mut bases, source))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let sources = observe_sources(context, plan, &vec![false; plan.sources.len()]);
     let mut verdicts: Vec<Option<Verdict>> = vec![None; plan.actions.len()];
     for &index in &plan.order {
         let action = &plan.actions[index];
         let mut verdict = None;
         for (dep, input) in action.config.inputs.iter().zip(&action.inputs) {
             verdict = match *input {
-                InputSource::Source { source } => {
-                    sources[source].as_ref().map(|reason| Verdict::Blocked {
+                InputSource::Source { source } => match &sources[source] {
+                    Observed::Unusable(reason) => Some(Verdict::Blocked {
                         reason: reason.clone(),
-                    })
-                }
+                    }),
+                    Observed::Hashed(_) | Observed::Listed => None,
+                },
                 InputSource::Action {
                     action: upstream, ..
                 } => Some(match &verdicts[upstream] {
