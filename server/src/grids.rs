@@ -479,9 +479,10 @@ mod tests {
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "built"
         );
-        while runs.load(Ordering::SeqCst) < 2 || lock(&grids.entries)["clean"].flight.is_some() {
-            tokio::task::yield_now().await;
-        }
+        crate::yield_until("the second computation landed", || {
+            runs.load(Ordering::SeqCst) >= 2 && lock(&grids.entries)["clean"].flight.is_none()
+        })
+        .await;
         assert_eq!(
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "stale"
@@ -504,9 +505,10 @@ mod tests {
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "kept"
         );
-        while runs.load(Ordering::SeqCst) < 1 || lock(&grids.entries)["clean"].flight.is_some() {
-            tokio::task::yield_now().await;
-        }
+        crate::yield_until("the computation behind landed", || {
+            runs.load(Ordering::SeqCst) >= 1 && lock(&grids.entries)["clean"].flight.is_none()
+        })
+        .await;
         assert_eq!(
             grids.answer("clean", now, compute.clone()).await.unwrap(),
             "stale"
@@ -575,9 +577,10 @@ mod tests {
         // An operation ended: warmed in the background, then given as is.
         *lock(&answer) = "stale";
         grids.warm((2, 1), |_| compute.clone());
-        while lock(&grids.entries)["clean"].flight.is_some() {
-            tokio::task::yield_now().await;
-        }
+        crate::yield_until("the warming landed", || {
+            lock(&grids.entries)["clean"].flight.is_none()
+        })
+        .await;
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(
             grids
