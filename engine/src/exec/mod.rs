@@ -837,6 +837,9 @@ fn schedule(
             let started = &started;
             let interrupt = options.interrupt;
             scope.spawn(move |_| {
+                // Woken when its job ends, a worker is on every dependent's
+                // path: a short slice lets it run soon on a busy machine.
+                crate::local::slice::request_short_slice();
                 started.wait();
                 work(shared, interrupt);
             });

@@ -21,6 +21,7 @@ use crate::plan::config::{
 use crate::refs::{Bindings, PartitionRef};
 use rustc_hash::FxHashSet;
 
+pub(crate) mod slice;
 pub(crate) mod spawn;
 
 pub use crate::job::{
