@@ -222,7 +222,10 @@ fn search_path(program: &str, search: &str, cwd: &Path) -> io::Result<PathBuf> {
     ))
 }
 
-/// The child's stack: mapped for one start, with a guard page below it.
+/// The child's stack, with a guard page below it. Each thread keeps its
+/// own for its next start ([`with_stack`]): mapping one per start, and the
+/// child faulting its fresh pages in, cost about a tenth of a worker's time
+/// in a chain of tiny jobs (docs/benchmarks.md).
 struct Stack {
     base: *mut c_void,
     len: usize,
@@ -272,6 +275,26 @@ impl Drop for Stack {
             libc::munmap(self.base, self.len);
         }
     }
+}
+
+std::thread_local! {
+    /// The calling thread's spare stack, if it has made one.
+    static SPARE_STACK: std::cell::RefCell<Option<Stack>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `start` with this thread's spare stack (made on first use), kept
+/// for the next start afterwards. A start on the same thread while one is
+/// under way cannot happen (CLONE_VFORK suspends the thread until the
+/// child has exec'd or exited), and would get a fresh stack if it did.
+fn with_stack<T>(start: impl FnOnce(&Stack) -> T) -> io::Result<T> {
+    let stack = match SPARE_STACK.with(|spare| spare.borrow_mut().take()) {
+        Some(stack) => stack,
+        None => Stack::new()?,
+    };
+    let result = start(&stack);
+    // A thread being torn down has no slot left: the stack is unmapped.
+    let _ = SPARE_STACK.try_with(|spare| *spare.borrow_mut() = Some(stack));
+    Ok(result)
 }
 
 /// Starts `spec`'s program as the leader of a new process group that the
@@ -326,13 +349,12 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
         failed_step: 0,
         errno: 0,
     };
-    let stack = Stack::new()?;
     let mut pidfd: c_int = -1;
     // SAFETY: all signals are blocked around clone so that no handler of
     // cairn runs on the child's stack before it resets them; the child runs
     // `child_main` on `stack` with `args`, both alive until clone returns
     // (CLONE_VFORK suspends this thread until the child exec'd or exited).
-    let (pid, clone_error) = unsafe {
+    let (pid, clone_error) = with_stack(|stack| unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut previous: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&raw mut all);
@@ -347,8 +369,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &raw const previous, std::ptr::null_mut());
         (pid, clone_error)
-    };
-    drop(stack);
+    })?;
     if pid < 0 {
         if clone_error.raw_os_error() == Some(libc::EINVAL) {
             return Err(io::Error::new(
