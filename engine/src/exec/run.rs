@@ -405,6 +405,14 @@ impl Context<'_> {
                 ),
             }
         }
+        if let Some((id, run_dir)) = super::staging::reuse_pair(key_dir) {
+            for index in 0..outputs {
+                let directory = run_dir.join("out").join(index.to_string());
+                fs::create_dir(&directory)
+                    .map_err(|error| format!("{}: {error}", directory.display()))?;
+            }
+            return Ok((id, run_dir, None));
+        }
         fresh_key_dir(key_dir)?;
         let (id, run_dir) = new_attempt_dir(key_dir, outputs)?;
         Ok((id, run_dir, None))

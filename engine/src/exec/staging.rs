@@ -57,6 +57,9 @@ impl Leftover {
 /// else by the walk, then the key's directory if nothing else is left in
 /// it.
 pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
+    if keep_spare_pair(run_dir) {
+        return;
+    }
     if keep_spare_attempt(run_dir) {
         if let Some(key_dir) = run_dir.parent()
             && !keep_spare_key_dir(key_dir)
@@ -84,6 +87,10 @@ pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
 pub(crate) enum SpareDir {
     Attempt,
     Key,
+    /// A key directory holding one emptied attempt directory, kept whole:
+    /// one rename out and one back instead of two each (named
+    /// `p<n>-<attempt id>`).
+    Pair,
 }
 
 /// The most spares of each kind kept per staging root: one for each
@@ -105,7 +112,7 @@ fn spare_dirs() -> std::sync::MutexGuard<'static, SpareDirs> {
 /// attempt directory `<root>/run/<key>/<id>` (`Attempt`).
 fn root_of(kind: SpareDir, dir: &Path) -> Option<&Path> {
     let run = match kind {
-        SpareDir::Key => dir.parent()?,
+        SpareDir::Key | SpareDir::Pair => dir.parent()?,
         SpareDir::Attempt => dir.parent()?.parent()?,
     };
     (run.file_name()? == "run").then(|| run.parent())?
@@ -158,9 +165,9 @@ fn empty_logs(run_dir: &Path) -> bool {
     })
 }
 
-/// Keeps `dir` as a spare of `kind` (renamed into `<root>/spare/`):
-/// whether it did.
-fn keep_dir(kind: SpareDir, dir: &Path) -> bool {
+/// Keeps `dir` as a spare of `kind` (renamed into `<root>/spare/`, its
+/// name ending in `suffix`): whether it did.
+fn keep_dir(kind: SpareDir, dir: &Path, suffix: &str) -> bool {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let Some(root) = root_of(kind, dir) else {
         return false;
@@ -173,13 +180,15 @@ fn keep_dir(kind: SpareDir, dir: &Path) -> bool {
         return false;
     }
     let spare = root.join(SPARE).join(format!(
-        "{}{}",
+        "{}{}{suffix}",
         match kind {
             SpareDir::Attempt => "a",
             SpareDir::Key => "k",
+            SpareDir::Pair => "p",
         },
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
+
     let moved = match fs::rename(dir, &spare) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound && dir.exists() => {
             let _ = fs::create_dir(root.join(SPARE));
@@ -204,6 +213,12 @@ fn is_empty_dir(dir: &Path) -> bool {
 /// resume file is removed first: a reused attempt must not show the next
 /// job one).
 fn keep_spare_attempt(run_dir: &Path) -> bool {
+    attempt_is_spare(run_dir) && keep_dir(SpareDir::Attempt, run_dir, "")
+}
+
+/// Whether an attempt directory holds only its logs and an empty `out/`
+/// (a checkpoint or resume file is removed on the way).
+fn attempt_is_spare(run_dir: &Path) -> bool {
     // One listing: a checkpoint or resume file is removed where it is
     // found (most jobs leave none, and a blind unlink of each is two
     // failed system calls per action).
@@ -216,12 +231,64 @@ fn keep_spare_attempt(run_dir: &Path) -> bool {
             name == LOG_STDOUT || name == LOG_STDERR || name == "out"
         })
     });
-    only_logs && is_empty_dir(&run_dir.join("out")) && keep_dir(SpareDir::Attempt, run_dir)
+    only_logs && is_empty_dir(&run_dir.join("out"))
+}
+
+/// Keeps the key directory of `run_dir` whole as a spare pair when it
+/// holds only this attempt, and the attempt only its logs and an empty
+/// `out/` (what [`keep_spare_attempt`] checks).
+fn keep_spare_pair(run_dir: &Path) -> bool {
+    let (Some(key_dir), Some(id)) = (
+        run_dir.parent(),
+        run_dir.file_name().and_then(|name| name.to_str()),
+    ) else {
+        return false;
+    };
+    // The attempt id follows a `-` in the spare's name: found again by
+    // name when the pair is reused.
+    only_entry(key_dir).is_some_and(|only| only == id)
+        && attempt_is_spare(run_dir)
+        && keep_dir(SpareDir::Pair, key_dir, &format!("-{id}"))
+}
+
+/// The name of the one entry in `dir`, if it holds exactly one.
+fn only_entry(dir: &Path) -> Option<String> {
+    let mut entries = fs::read_dir(dir).ok()?;
+    let first = entries.next()?.ok()?.file_name().into_string().ok()?;
+    entries.next().is_none().then_some(first)
+}
+
+/// Makes `key_dir` (which must not exist) from a spare pair of its
+/// staging root, if there is one: the attempt id and directory inside it,
+/// its logs emptied and its `out/` empty.
+pub(crate) fn reuse_pair(key_dir: &Path) -> Option<(String, PathBuf)> {
+    let root = root_of(SpareDir::Pair, key_dir)?;
+    loop {
+        let spare = spare_dirs()
+            .get_mut(&(root.to_owned(), SpareDir::Pair))
+            .and_then(Vec::pop)?;
+        let id = spare.file_name()?.to_str()?.split_once('-')?.1.to_owned();
+        match fs::rename(&spare, key_dir) {
+            Ok(()) => {
+                let run_dir = key_dir.join(&id);
+                if empty_logs(&run_dir) {
+                    return Some((id, run_dir));
+                }
+                let _ = fs::remove_dir_all(key_dir);
+                return None;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !spare.exists() => {}
+            Err(_) => {
+                let _ = fs::remove_dir_all(&spare);
+                return None;
+            }
+        }
+    }
 }
 
 /// Keeps a key directory with nothing left in it as a spare.
 fn keep_spare_key_dir(key_dir: &Path) -> bool {
-    is_empty_dir(key_dir) && keep_dir(SpareDir::Key, key_dir)
+    is_empty_dir(key_dir) && keep_dir(SpareDir::Key, key_dir, "")
 }
 
 /// Removes an attempt's directory, and the key's if it is left empty.
@@ -278,7 +345,7 @@ pub(crate) fn clear_staging(root: &std::path::Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Leftover, SpareDir, clear_staging, reuse_dir};
+    use super::{Leftover, SpareDir, clear_staging, reuse_dir, reuse_pair};
     use std::fs;
     use std::os::unix::fs::MetadataExt;
 
@@ -286,12 +353,21 @@ mod tests {
         fs::metadata(path).unwrap().ino()
     }
 
-    /// An emptied attempt directory and its key directory are the next
-    /// action's (renamed, not removed and made again: the same inodes), a
-    /// checkpoint left in one is removed first, one with anything else in
-    /// it is removed, and clearing the staging root forgets the spares.
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// An emptied attempt directory alone in its key directory is the next
+    /// action's with it, as one pair (renamed, not removed and made again:
+    /// the same inodes), a checkpoint left in it removed first and its logs
+    /// emptied.
     #[test]
-    fn emptied_attempt_and_key_directories_are_reused() {
+    fn an_emptied_key_and_attempt_directory_are_reused_as_a_pair() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join(".cairn-tmp");
         let attempt = root.join("run/k1/a1");
@@ -302,21 +378,15 @@ mod tests {
         let (attempt_inode, key_inode) = (inode(&attempt), inode(&root.join("run/k1")));
         Leftover::EmptiedRunDir(attempt).remove();
         assert!(!root.join("run/k1").exists(), "the key directory went too");
-        assert_eq!(fs::read_dir(root.join("spare")).unwrap().count(), 2);
+        assert_eq!(names(&root.join("spare")).len(), 1, "one pair");
 
         let key = root.join("run/k2");
-        assert!(reuse_dir(SpareDir::Key, &key));
-        assert_eq!(inode(&key), key_inode);
-        let next = key.join("a2");
-        assert!(reuse_dir(SpareDir::Attempt, &next));
-        assert_eq!(inode(&next), attempt_inode);
-        let mut left: Vec<_> = fs::read_dir(&next)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let (id, next) = reuse_pair(&key).expect("the pair is reused");
+        assert_eq!((id.as_str(), next.clone()), ("a1", key.join("a1")));
+        assert_eq!((inode(&key), inode(&next)), (key_inode, attempt_inode));
+        assert_eq!(names(&key), ["a1"]);
         assert_eq!(
-            left,
+            names(&next),
             ["out", "stderr", "stdout"],
             "no checkpoint came along"
         );
@@ -325,14 +395,46 @@ mod tests {
             "",
             "the last job's output did not come along"
         );
-        assert_eq!(fs::read_dir(next.join("out")).unwrap().count(), 0);
-        assert!(!reuse_dir(SpareDir::Attempt, &key.join("a3")), "none left");
+        assert!(names(&next.join("out")).is_empty());
+        assert!(reuse_pair(&root.join("run/k3")).is_none(), "none left");
+    }
+
+    /// An emptied attempt directory whose key directory holds more (here
+    /// the `current` marker) is kept alone, and the key directory removed
+    /// once nothing but the marker is left; one with anything beside its
+    /// logs is removed; clearing the staging root forgets the spares.
+    #[test]
+    fn emptied_attempt_and_key_directories_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".cairn-tmp");
+        let attempt = root.join("run/k1/a1");
+        fs::create_dir_all(attempt.join("out")).unwrap();
+        fs::write(attempt.join("stdout"), "printed").unwrap();
+        fs::write(attempt.join("stderr"), "").unwrap();
+        fs::write(root.join("run/k1").join(super::CURRENT), "a0").unwrap();
+        let attempt_inode = inode(&attempt);
+        Leftover::EmptiedRunDir(attempt).remove();
+        assert!(!root.join("run/k1").exists(), "the key directory went too");
+        assert_eq!(names(&root.join("spare")).len(), 1, "the attempt alone");
+        assert!(reuse_pair(&root.join("run/k2")).is_none(), "not a pair");
+
+        fs::create_dir_all(root.join("run/k2")).unwrap();
+        let next = root.join("run/k2/a2");
+        assert!(reuse_dir(SpareDir::Attempt, &next));
+        assert_eq!(inode(&next), attempt_inode);
+        assert_eq!(names(&next), ["out", "stderr", "stdout"]);
+        assert_eq!(fs::read_to_string(next.join("stdout")).unwrap(), "");
+        assert!(
+            !reuse_dir(SpareDir::Attempt, &root.join("run/k2/a3")),
+            "none left"
+        );
 
         // Something beside the logs: removed, not kept.
         fs::write(next.join("stray"), "").unwrap();
         Leftover::EmptiedRunDir(next.clone()).remove();
         assert!(!next.exists());
         assert!(!reuse_dir(SpareDir::Attempt, &root.join("run/k3/a4")));
+        assert!(reuse_pair(&root.join("run/k3")).is_none());
 
         // Cleared with the staging root, and forgotten.
         let last = root.join("run/k4/a5");
@@ -341,6 +443,7 @@ mod tests {
         clear_staging(&root);
         assert!(!root.exists());
         fs::create_dir_all(root.join("run")).unwrap();
+        assert!(reuse_pair(&root.join("run/k5")).is_none());
         assert!(!reuse_dir(SpareDir::Key, &root.join("run/k5")));
         assert!(!reuse_dir(SpareDir::Attempt, &root.join("run/k5/a6")));
     }
