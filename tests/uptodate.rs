@@ -670,3 +670,136 @@ fn an_output_file_recorded_anew_writes_the_snapshot_whole() {
     let (after, quick) = build(&p, &[]);
     assert!(quick, "{}", after.run.stderr);
 }
+
+/// The workspace of `p`, opened as `cairn serve` opens it.
+fn workspace(p: &Project) -> cairn_app::Workspace {
+    cairn_app::Workspace::open(
+        &cairn_app::WorkspaceOptions {
+            graph_file: Some(p.file("cairn.toml")),
+            store_dir: None,
+        },
+        std::sync::Arc::new(cairn_app::Silent),
+    )
+    .expect("open the workspace")
+}
+
+/// What a grid asks for: each dataset's partitions, and everything.
+fn grid_requests() -> Vec<Vec<String>> {
+    [
+        vec!["inputs/date={date}/station={station}"],
+        vec!["raw/date={date}/station={station}"],
+        vec!["clean/date={date}/station={station}"],
+        vec!["daily/date={date}"],
+        vec![],
+    ]
+    .into_iter()
+    .map(|requests| requests.into_iter().map(str::to_owned).collect())
+    .collect()
+}
+
+/// The states of `requests` by the full status (planned and evaluated).
+fn full_states(
+    workspace: &cairn_app::Workspace,
+    requests: &[String],
+) -> Vec<(cairn_engine::refs::PartitionRef, cairn_app::status::State)> {
+    cairn_app::status::status(workspace, requests)
+        .expect("status")
+        .into_iter()
+        .map(|row| (row.partition, row.state))
+        .collect()
+}
+
+/// Whether the grids' states of `p` come from the snapshot; either way
+/// they are the full status's, state for state.
+fn grid_from_snapshot(p: &Project) -> bool {
+    let workspace = workspace(p);
+    let mut answered = Vec::new();
+    for requests in grid_requests() {
+        let full = full_states(&workspace, &requests);
+        let from_snapshot = cairn_app::status::snapshot_states(&workspace, &requests)
+            .expect("the states from the snapshot");
+        if let Some(states) = &from_snapshot {
+            assert_eq!(states, &full, "the snapshot's states of {requests:?}");
+        }
+        let states = cairn_app::status::states(&workspace, &requests).expect("states");
+        assert_eq!(states, full, "the states of {requests:?}");
+        answered.push(from_snapshot.is_some());
+    }
+    assert!(
+        answered.iter().all(|&a| a == answered[0]),
+        "some requests were answered from the snapshot, some not: {answered:?}"
+    );
+    answered[0]
+}
+
+/// A grid's states (`cairn_app::status::states`) of a store the snapshot
+/// confirms are taken from it, without planning or evaluating: the full
+/// status's. Touched files (same content) are confirmed; a changed input,
+/// a data path altered outside cairn, an invalidation or changed code are
+/// not, and the full status then says what they change (the cells differ
+/// from the snapshot's: stale).
+#[test]
+fn a_grid_of_a_built_store_is_answered_from_the_snapshot() {
+    let p = with_snapshot(Taken::NoOp);
+    assert!(grid_from_snapshot(&p), "a confirmed snapshot was not used");
+    let touched = p.file("inputs/2024-01-01/S001.txt");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&touched)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert!(grid_from_snapshot(&p), "a touched input was not confirmed");
+    // The fast path plans nothing.
+    let workspace_now = workspace(&p);
+    let before = workspace_now.plans_made();
+    let clean = ["clean/date={date}/station={station}".to_owned()];
+    cairn_app::status::states(&workspace_now, &clean).expect("states");
+    assert_eq!(
+        workspace_now.plans_made(),
+        before,
+        "planned from the snapshot"
+    );
+
+    let stale = |p: &Project, partition: &str| {
+        let workspace = workspace(p);
+        let states = cairn_app::status::states(&workspace, &[]).expect("states");
+        let state = states
+            .iter()
+            .find(|(found, _)| found.as_str() == partition)
+            .map(|(_, state)| *state);
+        assert_eq!(
+            state,
+            Some(cairn_app::status::State::Stale),
+            "{partition}: {states:?}"
+        );
+    };
+    // An input changed: its raw partition is stale.
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    assert!(!grid_from_snapshot(&p), "a changed input was confirmed");
+    stale(&p, &raw_ref("2024-01-02", "S002"));
+    // Built again: the snapshot (patched by that build) answers again.
+    build(&p, &[]).0.assert_code(0);
+    assert!(grid_from_snapshot(&p), "the patched snapshot was not used");
+
+    // A data path deleted outside cairn: restored by the next build.
+    let p = with_snapshot(Taken::NoOp);
+    std::fs::remove_dir_all(p.file(&format!("data/{}", clean_ref("2024-01-03", "S003")))).unwrap();
+    assert!(!grid_from_snapshot(&p), "a deleted data path was confirmed");
+    stale(&p, &clean_ref("2024-01-03", "S003"));
+
+    // Invalidated: an event since the snapshot.
+    let p = with_snapshot(Taken::NoOp);
+    let partition = clean_ref("2024-01-01", "S002");
+    p.cairn(&["invalidate", &partition, "--reason", "bad batch"])
+        .assert_code(0);
+    assert!(!grid_from_snapshot(&p), "an invalidation was not seen");
+    stale(&p, &partition);
+
+    // The clean job's code changed (what that means for its partitions
+    // is the full status's to say).
+    let p = with_snapshot(Taken::NoOp);
+    p.append("jobs/clean.sh", "# changed\n");
+    assert!(!grid_from_snapshot(&p), "changed code was confirmed");
+}

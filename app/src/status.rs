@@ -272,6 +272,14 @@ pub fn states(
 ) -> Result<Vec<(PartitionRef, State)>, AppError> {
     let started = std::time::Instant::now();
     let refs = workspace.requested(requests)?;
+    if let Some(states) = from_snapshot(workspace, requests, &refs)? {
+        tracing::debug!(
+            "states: {} refs from the up-to-date snapshot ({:.2?})",
+            states.len(),
+            started.elapsed()
+        );
+        return Ok(states);
+    }
     let graph = &workspace.graph;
     let known: Vec<Option<State>> = workspace.read_context(|context| {
         refs.par_iter()
@@ -319,6 +327,63 @@ pub fn states(
         };
         states.push((partition, state));
     }
+    Ok(states)
+}
+
+/// [`states`] as the up-to-date snapshot gives them, or `None` when it
+/// cannot: what a grid of a built store is answered from.
+pub fn snapshot_states(
+    workspace: &Workspace,
+    requests: &[String],
+) -> Result<Option<Vec<(PartitionRef, State)>>, AppError> {
+    let refs = workspace.requested(requests)?;
+    from_snapshot(workspace, requests, &refs)
+}
+
+/// The states of `refs` (what `requests` names) if the up-to-date
+/// snapshot of `cairn build` (everything declared) or of `cairn build
+/// REQUESTS` is confirmed as a dry run confirms it
+/// ([`crate::uptodate::confirmed_for`]: the same graph, code and passed
+/// environment, the log still ending with the snapshot's last event,
+/// every observed path as it was) and no build is running: every action
+/// that build plans is then current, every partition a job produces among
+/// `refs` is one of its outputs (planning is deterministic), so each is
+/// built, and a source is a source. At 10⁶ partitions this is one stat
+/// per path the snapshot records instead of planning and evaluating
+/// everything (docs/web.md, "A mostly built store").
+fn from_snapshot(
+    workspace: &Workspace,
+    requests: &[String],
+    refs: &[PartitionRef],
+) -> Result<Option<Vec<(PartitionRef, State)>>, AppError> {
+    // A running build's jobs are `running`, which only the full path says.
+    if LiveBuild::find(workspace)?.is_some() {
+        return Ok(None);
+    }
+    let everything: &[String] = &[];
+    let confirmed = crate::uptodate::confirmed_for(
+        workspace,
+        &[everything, requests],
+        rayon::current_num_threads(),
+        " for the states",
+    )?;
+    if confirmed.is_none() {
+        return Ok(None);
+    }
+    let graph = &workspace.graph;
+    let states: Option<Vec<(PartitionRef, State)>> = refs
+        .par_iter()
+        .map(|partition| {
+            let state = match graph.lookup(partition) {
+                Ok(Producer::Source { .. }) => State::Source,
+                Ok(Producer::Job { .. }) => State::Built,
+                // The build the snapshot is of planned it without error:
+                // never here, but the full path says what it means.
+                Err(_) => return None,
+            };
+            Some((partition.clone(), state))
+        })
+        .collect();
     Ok(states)
 }
 

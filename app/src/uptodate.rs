@@ -281,11 +281,23 @@ fn recorded_for(
     requested: &[String],
     for_what: &str,
 ) -> Option<(Snapshot, SnapshotReader)> {
+    recorded_for_any(project, &[requested], for_what)
+}
+
+/// [`recorded_for`] the `cairn build` of any of `requested`.
+fn recorded_for_any(
+    project: &Workspace,
+    requested: &[&[String]],
+    for_what: &str,
+) -> Option<(Snapshot, SnapshotReader)> {
     if !graph_allows(&project.graph) {
         return None;
     }
     let found = Store::read_snapshot_in(&project.store_dir)?;
-    if found.0.fingerprint != build_fingerprint(project, requested) {
+    if !requested
+        .iter()
+        .any(|requested| found.0.fingerprint == build_fingerprint(project, requested))
+    {
         tracing::debug!(
             "up-to-date snapshot not confirmed{for_what}: the graph, the refs asked for or the environment differ"
         );
@@ -329,12 +341,25 @@ pub fn try_dry(
     requested: &[String],
     threads: usize,
 ) -> Result<Option<Snapshot>, AppError> {
+    confirmed_for(project, &[requested], threads, " for the dry run")
+}
+
+/// The snapshot of `cairn build` of any of `requested`, if it confirms, as
+/// [`try_dry`] does, that every action that build would plan is current
+/// and that nothing it observed changed: read-only (`-vv`'s lines end with
+/// `for_what`).
+pub fn confirmed_for(
+    project: &Workspace,
+    requested: &[&[String]],
+    threads: usize,
+    for_what: &str,
+) -> Result<Option<Snapshot>, AppError> {
     let started = Instant::now();
-    let Some((snapshot, mut reader)) = recorded_for(project, requested, " for the dry run") else {
+    let Some((snapshot, mut reader)) = recorded_for_any(project, requested, for_what) else {
         return Ok(None);
     };
     let unconfirmed = |why: &str| {
-        tracing::debug!("up-to-date snapshot not confirmed for the dry run: {why}");
+        tracing::debug!("up-to-date snapshot not confirmed{for_what}: {why}");
         Ok(None)
     };
     let Some(store) = project.open_reader()? else {
@@ -345,11 +370,11 @@ pub fn try_dry(
     }
     // Any changed path and the full dry run says what it means.
     let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, 0);
-    let Some((found, _)) = finished(reader, confirmed, " for the dry run") else {
+    let Some((found, _)) = finished(reader, confirmed, for_what) else {
         return Ok(None);
     };
     tracing::debug!(
-        "up-to-date snapshot confirmed for the dry run: {} paths ({:.2?})",
+        "up-to-date snapshot confirmed{for_what}: {} paths ({:.2?})",
         found.paths,
         started.elapsed()
     );
