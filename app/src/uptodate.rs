@@ -368,6 +368,11 @@ pub fn confirmed_for(
     if let Some(why) = differs(project, &snapshot, &store, &mut Vec::new())? {
         return unconfirmed(why);
     }
+    tracing::debug!(
+        "up-to-date snapshot read: {} actions, checking its paths{for_what} ({:.2?})",
+        snapshot.actions.len(),
+        started.elapsed()
+    );
     // Any changed path and the full dry run says what it means.
     let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, 0);
     let Some((found, _)) = finished(reader, confirmed, for_what) else {
