@@ -734,10 +734,11 @@ fn grid_from_snapshot(p: &Project) -> bool {
 
 /// A grid's states (`cairn_app::status::states`) of a store the snapshot
 /// confirms are taken from it, without planning or evaluating: the full
-/// status's. Touched files (same content) are confirmed; a changed input,
-/// a data path altered outside cairn, an invalidation or changed code are
-/// not, and the full status then says what they change (the cells differ
-/// from the snapshot's: stale).
+/// status's. Touched files (same content) are confirmed. A changed input
+/// or a data path altered outside cairn are presumed from it: the
+/// partitions they concern get the full status's states (the cells differ
+/// from the snapshot's: stale), the others are built. An invalidation or
+/// changed code are not, and the full status says what they change.
 #[test]
 fn a_grid_of_a_built_store_is_answered_from_the_snapshot() {
     let p = with_snapshot(Taken::NoOp);
@@ -775,9 +776,11 @@ fn a_grid_of_a_built_store_is_answered_from_the_snapshot() {
             "{partition}: {states:?}"
         );
     };
-    // An input changed: its raw partition is stale.
+    // An input changed: the snapshot answers, but for the partitions it
+    // concerns (its raw partition, what reads that), whose states are
+    // the full status's: stale, where the snapshot would say built.
     p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
-    assert!(!grid_from_snapshot(&p), "a changed input was confirmed");
+    assert!(grid_from_snapshot(&p), "a changed input was not presumed");
     stale(&p, &raw_ref("2024-01-02", "S002"));
     // Built again: the snapshot (patched by that build) answers again.
     build(&p, &[]).0.assert_code(0);
@@ -786,7 +789,10 @@ fn a_grid_of_a_built_store_is_answered_from_the_snapshot() {
     // A data path deleted outside cairn: restored by the next build.
     let p = with_snapshot(Taken::NoOp);
     std::fs::remove_dir_all(p.file(&format!("data/{}", clean_ref("2024-01-03", "S003")))).unwrap();
-    assert!(!grid_from_snapshot(&p), "a deleted data path was confirmed");
+    assert!(
+        grid_from_snapshot(&p),
+        "a deleted data path was not presumed"
+    );
     stale(&p, &clean_ref("2024-01-03", "S003"));
 
     // Invalidated: an event since the snapshot.

@@ -10,6 +10,7 @@ use cairn_engine::graph::Producer;
 use cairn_engine::ports::Catalog;
 use cairn_engine::record::{Manifest, PartitionState};
 use cairn_engine::refs::PartitionRef;
+use cairn_engine::uptodate::presume;
 use rayon::prelude::*;
 
 use crate::running::{LiveBuild, RunningJob};
@@ -340,17 +341,26 @@ pub fn snapshot_states(
     from_snapshot(workspace, requests, &refs)
 }
 
+/// More changed paths than this and a grid is not answered from the
+/// snapshot (as a build does not presume actions from it).
+const CHANGED_AT_MOST: usize = 1024;
+
 /// The states of `refs` (what `requests` names) if the up-to-date
 /// snapshot of `cairn build` (everything declared) or of `cairn build
 /// REQUESTS` is confirmed as a dry run confirms it
 /// ([`crate::uptodate::confirmed_for`]: the same graph, code and passed
 /// environment, the log still ending with the snapshot's last event,
-/// every observed path as it was) and no build is running: every action
-/// that build plans is then current, every partition a job produces among
-/// `refs` is one of its outputs (planning is deterministic), so each is
-/// built, and a source is a source. At 10⁶ partitions this is one stat
-/// per path the snapshot records instead of planning and evaluating
-/// everything (docs/web.md, "A mostly built store").
+/// every observed path as it was), but for at most [`CHANGED_AT_MOST`]
+/// changed paths, and no build is running. Every action that build plans
+/// was then current, and every partition a job produces among `refs` is
+/// one of its outputs (planning is deterministic). With no path changed,
+/// each is built and a source a source. With changed paths, the kept plan
+/// says which actions they concern (`presume`, as a build with a changed
+/// input takes the others as current): the partitions of those and of
+/// everything downstream get the full status's state (planned and
+/// evaluated with their upstream alone), the others are built. At 10⁶
+/// partitions this is one stat per path the snapshot records instead of
+/// planning and evaluating everything (docs/web.md).
 fn from_snapshot(
     workspace: &Workspace,
     requests: &[String],
@@ -361,15 +371,16 @@ fn from_snapshot(
         return Ok(None);
     }
     let everything: &[String] = &[];
-    let confirmed = crate::uptodate::confirmed_for(
+    let Some(confirmed) = crate::uptodate::confirmed_for(
         workspace,
         &[everything, requests],
         rayon::current_num_threads(),
+        CHANGED_AT_MOST,
         " for the states",
-    )?;
-    if confirmed.is_none() {
+    )?
+    else {
         return Ok(None);
-    }
+    };
     let graph = &workspace.graph;
     let states: Option<Vec<(PartitionRef, State)>> = refs
         .par_iter()
@@ -384,7 +395,68 @@ fn from_snapshot(
             Some((partition.clone(), state))
         })
         .collect();
-    Ok(states)
+    let Some(mut states) = states else {
+        return Ok(None);
+    };
+    if confirmed.changed.is_empty() {
+        return Ok(Some(states));
+    }
+    // What the changed paths concern, by the kept plan.
+    let crate::uptodate::Confirmed {
+        snapshot,
+        changed,
+        store,
+    } = confirmed;
+    let Some(plan) = snapshot
+        .plan
+        .as_ref()
+        .and_then(|digest| store.read_plan(digest))
+    else {
+        return Ok(None);
+    };
+    drop(store);
+    let Some(keys) = presume(&snapshot, &changed, &plan, &workspace.data_root) else {
+        return Ok(None);
+    };
+    drop(snapshot);
+    let concerned: std::collections::HashSet<&str> = plan
+        .actions
+        .iter()
+        .zip(&keys)
+        .filter(|(_, key)| key.is_none())
+        .flat_map(|(action, _)| action.config.outputs.iter().map(PartitionRef::as_str))
+        .collect();
+    let checked: Vec<usize> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, (partition, state))| {
+            *state == State::Built && concerned.contains(partition.as_str())
+        })
+        .map(|(at, _)| at)
+        .collect();
+    tracing::debug!(
+        "states: {} changed paths concern {} actions, {} of the refs",
+        changed.len(),
+        keys.iter().filter(|key| key.is_none()).count(),
+        checked.len()
+    );
+    drop(concerned);
+    drop(plan);
+    if checked.is_empty() {
+        return Ok(Some(states));
+    }
+    let partitions: Vec<PartitionRef> = checked.iter().map(|&at| states[at].0.clone()).collect();
+    let rows = rows_of(workspace, &partitions, Keys::Needed)?;
+    if rows.len() != checked.len() {
+        return Ok(None);
+    }
+    for (&at, row) in checked.iter().zip(rows) {
+        if row.partition != states[at].0 {
+            return Ok(None);
+        }
+        states[at].1 = row.state;
+    }
+    Ok(Some(states))
 }
 
 /// How many of `rows` are in each state, for the summary line.

@@ -341,19 +341,32 @@ pub fn try_dry(
     requested: &[String],
     threads: usize,
 ) -> Result<Option<Snapshot>, AppError> {
-    confirmed_for(project, &[requested], threads, " for the dry run")
+    // Any changed path and the full dry run says what it means.
+    let confirmed = confirmed_for(project, &[requested], threads, 0, " for the dry run")?;
+    Ok(confirmed.map(|confirmed| confirmed.snapshot))
+}
+
+/// A snapshot [`confirmed_for`] found current but for its `changed` paths.
+pub struct Confirmed {
+    /// All but its recorded paths.
+    pub snapshot: Snapshot,
+    /// The paths that changed (sorted), at most the number asked for.
+    pub changed: Vec<String>,
+    /// The store it was checked against, opened for reading.
+    pub store: StoreHandle,
 }
 
 /// The snapshot of `cairn build` of any of `requested`, if it confirms, as
 /// [`try_dry`] does, that every action that build would plan is current
-/// and that nothing it observed changed: read-only (`-vv`'s lines end with
-/// `for_what`).
+/// and that nothing it observed changed but for at most `changed_at_most`
+/// paths: read-only (`-vv`'s lines end with `for_what`).
 pub fn confirmed_for(
     project: &Workspace,
     requested: &[&[String]],
     threads: usize,
+    changed_at_most: usize,
     for_what: &str,
-) -> Result<Option<Snapshot>, AppError> {
+) -> Result<Option<Confirmed>, AppError> {
     let started = Instant::now();
     let Some((snapshot, mut reader)) = recorded_for_any(project, requested, for_what) else {
         return Ok(None);
@@ -373,17 +386,21 @@ pub fn confirmed_for(
         snapshot.actions.len(),
         started.elapsed()
     );
-    // Any changed path and the full dry run says what it means.
-    let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, 0);
+    let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, changed_at_most);
     let Some((found, _)) = finished(reader, confirmed, for_what) else {
         return Ok(None);
     };
     tracing::debug!(
-        "up-to-date snapshot confirmed{for_what}: {} paths ({:.2?})",
+        "up-to-date snapshot confirmed{for_what}: {} paths, {} changed ({:.2?})",
         found.paths,
+        found.changed.len(),
         started.elapsed()
     );
-    Ok(Some(snapshot))
+    Ok(Some(Confirmed {
+        snapshot,
+        changed: found.changed,
+        store,
+    }))
 }
 
 /// The snapshot a build presumed actions from, as it read it: all but
