@@ -2,8 +2,9 @@
 //! change of the store and shared (docs/web.md, "How fresh the grid is").
 //!
 //! A grid is the `cairn status` of every partition of a dataset, which
-//! plans and evaluates its whole upstream: seconds at 10⁶ partitions
-//! (every source and output observed). Asking it again when nothing
+//! plans and evaluates its whole upstream, or the up-to-date snapshot's
+//! word for it (`cairn_app::status::states`): seconds at 10⁶ partitions
+//! either way (every source and output observed). Asking it again when nothing
 //! changed gives the same answer, so each dataset's answer is kept with
 //! the [`Generation`] it was computed at: the store's last event seq and
 //! the server's change counter (server/src/expect.rs), both read *before*
