@@ -544,7 +544,10 @@ fn poisoned_entry_refused(cache: &Cache) {
 }
 
 /// A blob corrupted on the server is detected by its blake3, reported (an
-/// event and one warning), never placed, and the action is rebuilt.
+/// event and one warning), never placed, and the action is rebuilt. The
+/// podcast's outputs are small, so the blob is inlined in its AC entry
+/// (`cairn-ac/2`): the corruption is there; a blob corrupted in `cas/` is
+/// engine/src/remote.rs's unit tests'.
 fn corrupted_blob_rebuilt(cache: &Cache) {
     let (first, second) = two_projects(2, 2);
     let total = 2 * 2 * 2 + 2;
@@ -552,10 +555,27 @@ fn corrupted_blob_rebuilt(cache: &Cache) {
     let victim = "clean/date=2024-01-02/station=S001";
     let files = first.output_files(victim);
     let digest = files[0]["digest"].as_str().unwrap().to_owned();
-    let good = cache.get(&format!("cas/{digest}")).expect("the blob");
-    let mut bad = good.clone();
-    bad[0] ^= 0x20;
-    cache.put(&format!("cas/{digest}"), &bad);
+    let path = files[0]["path"].as_str().unwrap();
+    let good = std::fs::read(first.file(&format!("data/{victim}/{path}"))).unwrap();
+    let key = &keys_by_output(&first)[victim];
+    let name = format!("ac/{key}");
+    let mut entry: Value = serde_json::from_slice(&cache.get(&name).expect("the entry")).unwrap();
+    assert_eq!(entry["format"], "cairn-ac/2");
+    assert!(
+        cache.get(&format!("cas/{digest}")).is_none(),
+        "a small blob is inlined, not in cas/"
+    );
+    let inlined = entry["inline"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|blob| blob["digest"] == digest.as_str())
+        .expect("the blob, inlined");
+    // Another base64 digit first: other bytes, still base64.
+    let content = inlined["content"].as_str().unwrap();
+    let swapped = if content.starts_with('U') { "V" } else { "U" };
+    inlined["content"] = Value::from(format!("{swapped}{}", &content[1..]));
+    cache.put(&name, &serde_json::to_vec(&entry).unwrap());
 
     let built = build(&second, cache, &[]);
     built.assert_code(0);

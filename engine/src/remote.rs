@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -26,21 +27,49 @@ use crate::record::{EventKind, Manifest, partition_digest};
 /// Remote failures in a row after which the build stops asking the cache.
 pub const TRIP_AFTER: u32 = 3;
 
-/// The version of the AC entry's layout ([`AcEntry::format`]).
-pub const AC_FORMAT: &str = "cairn-ac/1";
+/// The version of the AC entry's layout this cairn writes
+/// ([`AcEntry::format`]): `cairn-ac/1` with the small blobs inlined.
+pub const AC_FORMAT: &str = "cairn-ac/2";
+
+/// The first layout, every blob in `cas/`: still read.
+pub const AC_FORMAT_V1: &str = "cairn-ac/1";
 
 /// An AC entry (`ac/<key hex>`): cairn's own manifest as JSON, with the
-/// key it answers and who produced it. Not a REAPI `ActionResult`: cairn's
-/// digests are blake3 (docs/remote-cache.md).
+/// key it answers, who produced it, and the content of its small blobs.
+/// Not a REAPI `ActionResult`: cairn's digests are blake3
+/// (docs/remote-cache.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcEntry {
-    /// [`AC_FORMAT`].
+    /// [`AC_FORMAT`] (or [`AC_FORMAT_V1`], read only).
     pub format: String,
     pub key: ActionKey,
     pub producer: Producer,
     /// As recorded where it was built (its `build` is that store's).
     pub manifest: Manifest,
+    /// `cairn-ac/2`: blobs of the manifest (output files, logs) of at most
+    /// [`INLINE_AT_MOST`] bytes, up to [`INLINE_TOTAL`] per entry, carried
+    /// here instead of in `cas/`: one request per action instead of two.
+    /// Each is checked against its digest before anything is placed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<InlineBlob>,
 }
+
+/// A blob carried in its AC entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineBlob {
+    /// Its blake3, as the manifest names it.
+    pub digest: ContentDigest,
+    /// Its bytes, base64 (standard alphabet, padded).
+    pub content: String,
+}
+
+/// A blob of at most this many bytes is inlined in its AC entry
+/// (docs/remote-cache.md, "Layout on the server").
+pub const INLINE_AT_MOST: u64 = 64 * 1024;
+
+/// At most this many bytes are inlined in one entry; the result's other
+/// blobs go to `cas/`.
+pub const INLINE_TOTAL: u64 = 256 * 1024;
 
 /// Who uploaded an entry: informative only, never trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,8 +322,8 @@ impl Remote {
             }
             return Lookup::Miss;
         };
-        let entry = match check_entry(&bytes, action, key, inputs) {
-            Ok(entry) => entry,
+        let Checked { entry, inline } = match check_entry(&bytes, action, key, inputs) {
+            Ok(checked) => checked,
             Err(reason) => return self.refuse(reason),
         };
         let mut manifest = entry.manifest;
@@ -306,13 +335,24 @@ impl Remote {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
+        // The inlined ones are in hand, verified by `check_entry` (and
+        // again by the store as they enter it).
+        let mut bytes = 0;
+        let mut fetched_inline = Vec::new();
+        wanted.retain(|digest| match inline.get(digest) {
+            Some(content) => {
+                fetched_inline.push(self.place_inline(blobs, digest, content));
+                false
+            }
+            None => true,
+        });
         // In parallel (the backend's runtime serves several at once); a
         // failing blob stops nothing else, but the action is not restored.
-        let fetched: Vec<Result<u64, Fetch>> = wanted
+        let mut fetched: Vec<Result<u64, Fetch>> = wanted
             .par_iter()
             .map(|digest| self.fetch(blobs, digest))
             .collect();
-        let mut bytes = 0;
+        fetched.append(&mut fetched_inline);
         for result in fetched {
             match result {
                 Ok(size) => bytes += size,
@@ -338,9 +378,14 @@ impl Remote {
         for log in [&mut manifest.stdout, &mut manifest.stderr] {
             if let Some(digest) = *log
                 && !blobs.contains(&digest)
-                && self.fetch(blobs, &digest).is_err()
             {
-                *log = None;
+                let placed = match inline.get(&digest) {
+                    Some(content) => self.place_inline(blobs, &digest, content),
+                    None => self.fetch(blobs, &digest),
+                };
+                if placed.is_err() {
+                    *log = None;
+                }
             }
         }
         self.hits.fetch_add(1, Ordering::SeqCst);
@@ -373,7 +418,25 @@ impl Remote {
         warnings.push(message);
     }
 
-    /// Downloads one blob into `blobs`, verified first.
+    /// Puts an inlined blob into `blobs`, verified by the store too.
+    fn place_inline(
+        &self,
+        blobs: &dyn BlobStore,
+        digest: &ContentDigest,
+        content: &[u8],
+    ) -> Result<u64, Fetch> {
+        match blobs.put_verified(digest, &mut &content[..]) {
+            Ok(size) => Ok(size),
+            Err(StoreError::CorruptBlob { expected, actual }) => {
+                Err(Fetch::Corrupt(expected, actual))
+            }
+            Err(error) => {
+                tracing::warn!("{error}");
+                Err(Fetch::Failed)
+            }
+        }
+    }
+
     /// Downloads one blob into `blobs`, streamed: it enters the store only
     /// if its blake3 is `digest` (`BlobStore::put_verified`).
     fn fetch(&self, blobs: &dyn BlobStore, digest: &ContentDigest) -> Result<u64, Fetch> {
@@ -429,17 +492,25 @@ impl Remote {
         digests.sort_unstable();
         digests.dedup_by_key(|(digest, _)| *digest);
         let (mut sent, mut bytes) = (0, 0);
+        let mut inline = Vec::new();
+        let mut inlined = 0;
+        let fits = |inlined: u64, size: u64| size <= INLINE_AT_MOST && inlined + size <= INLINE_TOTAL;
         for (digest, size) in &digests {
-            // A small blob is sent without asking first: asking is a round
-            // trip of its own, and the results a build uploads are mostly
-            // new. A blob is named by its content, so sending one the cache
-            // has rewrites the same bytes.
-            if size.is_none_or(|size| size > ASK_FIRST_ABOVE) {
-                let Some(present) = self.call(|| self.cache.has_blob(digest)) else {
-                    return;
-                };
-                if present {
-                    continue;
+            // A blob the manifest says is too large to inline is asked for
+            // before it is read; a small one, inlined or not, is sent
+            // without asking: asking is a round trip of its own, and the
+            // results a build uploads are mostly new (a blob is named by
+            // its content, so sending one the cache has rewrites the same
+            // bytes).
+            let ask = || self.call(|| self.cache.has_blob(digest));
+            if let Some(size) = *size
+                && !fits(inlined, size)
+                && size > ASK_FIRST_ABOVE
+            {
+                match ask() {
+                    None => return,
+                    Some(true) => continue,
+                    Some(false) => {}
                 }
             }
             let content = match blobs.read(digest) {
@@ -449,14 +520,32 @@ impl Remote {
                     return;
                 }
             };
-            if self
-                .call(|| self.cache.put_blob(digest, &content))
-                .is_none()
-            {
-                return;
+            let length = content.len() as u64;
+            if fits(inlined, length) {
+                inlined += length;
+                inline.push(InlineBlob {
+                    digest: *digest,
+                    content: base64::engine::general_purpose::STANDARD.encode(&content),
+                });
+            } else {
+                // A log (whose size the manifest does not hold) too large
+                // to inline is asked for now that its size is known.
+                if size.is_none() && length > ASK_FIRST_ABOVE {
+                    match ask() {
+                        None => return,
+                        Some(true) => continue,
+                        Some(false) => {}
+                    }
+                }
+                if self
+                    .call(|| self.cache.put_blob(digest, &content))
+                    .is_none()
+                {
+                    return;
+                }
             }
             sent += 1;
-            bytes += content.len() as u64;
+            bytes += length;
         }
         let entry = AcEntry {
             format: AC_FORMAT.to_owned(),
@@ -467,6 +556,7 @@ impl Remote {
                 build,
             },
             manifest: (**manifest).clone(),
+            inline,
         };
         let json = serde_json::to_vec(&entry).expect("a manifest serializes");
         let missed_at = self
@@ -524,25 +614,34 @@ enum Fetch {
     Corrupt(ContentDigest, ContentDigest),
 }
 
+/// An AC entry that passed [`check_entry`], with its inlined blobs
+/// decoded and verified.
+pub struct Checked {
+    pub entry: AcEntry,
+    /// Each inlined blob's bytes, whose blake3 is its digest.
+    pub inline: HashMap<ContentDigest, Vec<u8>>,
+}
+
 /// Decodes an AC entry and checks it against the local action: its key,
 /// job, outputs and inputs (by content) must be the action's, each output's
-/// digest must be its files' and every file path a plain relative path.
-/// The reason it is refused otherwise.
+/// digest must be its files' and every file path a plain relative path;
+/// each inlined blob must be one the manifest names, and its content must
+/// hash to its digest. The reason it is refused otherwise.
 pub fn check_entry(
     bytes: &[u8],
     action: &PlannedAction,
     key: &ActionKey,
     inputs: &[(&crate::refs::PartitionRef, ContentDigest)],
-) -> Result<AcEntry, String> {
+) -> Result<Checked, String> {
     let entry: AcEntry = serde_json::from_slice(bytes).map_err(|error| {
         format!(
             "the entry for {} is not a cairn AC entry: {error}",
             key.short()
         )
     })?;
-    if entry.format != AC_FORMAT {
+    if entry.format != AC_FORMAT && entry.format != AC_FORMAT_V1 {
         return Err(format!(
-            "the entry for {} has format {:?}, this cairn reads {AC_FORMAT:?}",
+            "the entry for {} has format {:?}, this cairn reads {AC_FORMAT:?} and {AC_FORMAT_V1:?}",
             key.short(),
             entry.format
         ));
@@ -614,7 +713,61 @@ pub fn check_entry(
             ));
         }
     }
-    Ok(entry)
+    let inline = check_inline(&entry, key)?;
+    Ok(Checked { entry, inline })
+}
+
+/// The entry's inlined blobs, decoded, each one the manifest names and
+/// whose content hashes to its digest. A `cairn-ac/1` entry has none.
+fn check_inline(
+    entry: &AcEntry,
+    key: &ActionKey,
+) -> Result<HashMap<ContentDigest, Vec<u8>>, String> {
+    if entry.inline.is_empty() {
+        return Ok(HashMap::new());
+    }
+    if entry.format == AC_FORMAT_V1 {
+        return Err(format!(
+            "the entry for {} is {AC_FORMAT_V1:?} and inlines blobs",
+            key.short()
+        ));
+    }
+    let manifest = &entry.manifest;
+    let named: std::collections::HashSet<ContentDigest> = manifest
+        .outputs
+        .iter()
+        .flat_map(|output| output.files.iter().map(|file| file.digest))
+        .chain(manifest.stdout)
+        .chain(manifest.stderr)
+        .collect();
+    let mut inline = HashMap::with_capacity(entry.inline.len());
+    for blob in &entry.inline {
+        if !named.contains(&blob.digest) {
+            return Err(format!(
+                "the entry for {} inlines blob {}, which its manifest does not name",
+                key.short(),
+                blob.digest
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&blob.content)
+            .map_err(|error| {
+                format!(
+                    "the entry for {}: inlined blob {} is not base64: {error}",
+                    key.short(),
+                    blob.digest
+                )
+            })?;
+        let actual = ContentDigest::of(&bytes);
+        if actual != blob.digest {
+            return Err(format!(
+                "blob {} failed verification (its content hashes to {actual})",
+                blob.digest
+            ));
+        }
+        inline.insert(blob.digest, bytes);
+    }
+    Ok(inline)
 }
 
 /// A non-empty relative path of normal components only.
@@ -724,7 +877,8 @@ mod tests {
         let first = remote(&cache, &warnings);
         first.upload(&blobs, &upload(&blobs, 1), 7);
         assert_eq!(cache.action_keys(), [ActionKey([1; 32])]);
-        assert_eq!(cache.blob_digests().len(), 1);
+        // The output is small: inlined in the entry, not in `cas/`.
+        assert!(cache.blob_digests().is_empty());
         let events = first.take_upload_events();
         assert!(
             matches!(
@@ -739,8 +893,8 @@ mod tests {
             "{events:?}"
         );
         // A second machine uploading the same key: the entry is there
-        // (kept, not an error). Its blob is small, so it is sent again
-        // rather than asked for: the same bytes under the same name.
+        // (kept, not an error). Its blob is small, so it is inlined again
+        // rather than asked for.
         let entry = cache.get_action(&ActionKey([1; 32])).unwrap();
         let second = remote(&cache, &warnings);
         let requests = cache.requests();
@@ -754,9 +908,9 @@ mod tests {
                 ..
             }]
         ));
-        // One put of the blob and one of the entry: no question first.
-        assert_eq!(cache.requests() - requests, 2);
-        assert_eq!(cache.blob_digests().len(), 1);
+        // One put of the entry, the blob inside: no question first.
+        assert_eq!(cache.requests() - requests, 1);
+        assert!(cache.blob_digests().is_empty());
         assert_eq!(cache.get_action(&ActionKey([1; 32])).unwrap(), entry);
         assert_eq!(second.summary().errors, 0);
         assert!(warnings.lock().unwrap().is_empty());
@@ -764,6 +918,205 @@ mod tests {
         let decoded: AcEntry = serde_json::from_slice(&entry.unwrap()).unwrap();
         assert_eq!(decoded.format, AC_FORMAT);
         assert_eq!(decoded.producer.build, 7);
+    }
+
+    /// The action `upload(.., byte)` is the result of: job `clean`, one
+    /// output, no inputs.
+    fn action(byte: u8) -> PlannedAction {
+        PlannedAction {
+            job: "clean".into(),
+            config: crate::config::JobConfig {
+                outputs: vec![PartitionRef::parse(&format!("clean/n={byte}")).unwrap()],
+                inputs: Vec::new(),
+                args: Vec::new(),
+                env: std::collections::BTreeMap::new(),
+            },
+            inputs: Vec::new(),
+            dependents: Vec::new(),
+        }
+    }
+
+    fn lookup(remote: &Remote, blobs: &MemoryBlobs, byte: u8) -> Lookup {
+        remote.lookup(blobs, &action(byte), &ActionKey([byte; 32]), &[], 2)
+    }
+
+    /// The stored entry of `key`, edited.
+    fn edit_entry(cache: &MemoryRemoteCache, key: ActionKey, edit: impl FnOnce(&mut AcEntry)) {
+        let bytes = cache.get_action(&key).unwrap().unwrap();
+        let mut entry: AcEntry = serde_json::from_slice(&bytes).unwrap();
+        edit(&mut entry);
+        cache.plant_action(&key, &serde_json::to_vec(&entry).unwrap());
+    }
+
+    #[test]
+    fn a_small_result_is_restored_from_its_entry_alone() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let built = MemoryBlobs::new();
+        let uploaded = upload(&built, 4);
+        let digest = uploaded.manifest.outputs[0].files[0].digest;
+        remote(&cache, &warnings).upload(&built, &uploaded, 1);
+        let entry: AcEntry =
+            serde_json::from_slice(&cache.get_action(&ActionKey([4; 32])).unwrap().unwrap())
+                .unwrap();
+        assert_eq!(entry.format, "cairn-ac/2");
+        assert_eq!(
+            entry.inline,
+            [InlineBlob {
+                digest,
+                content: base64::engine::general_purpose::STANDARD.encode([4; 10]),
+            }]
+        );
+        // Another machine: one request (the entry), and the blob enters its
+        // store from it.
+        let blobs = MemoryBlobs::new();
+        let other = remote(&cache, &warnings);
+        let requests = cache.requests();
+        let found = lookup(&other, &blobs, 4);
+        assert!(matches!(found, Lookup::Hit { .. }));
+        assert_eq!(cache.requests() - requests, 1);
+        assert_eq!(blobs.read(&digest).unwrap(), [4; 10]);
+        assert_eq!(other.summary().hits, 1);
+        assert_eq!(other.summary().downloaded_bytes, 10);
+        assert!(warnings.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_inlined_blob_that_does_not_hash_to_its_digest_is_refused() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let built = MemoryBlobs::new();
+        let uploaded = upload(&built, 5);
+        let digest = uploaded.manifest.outputs[0].files[0].digest;
+        remote(&cache, &warnings).upload(&built, &uploaded, 1);
+        edit_entry(&cache, ActionKey([5; 32]), |entry| {
+            entry.inline[0].content = base64::engine::general_purpose::STANDARD.encode([6; 10]);
+        });
+        let blobs = MemoryBlobs::new();
+        let other = remote(&cache, &warnings);
+        match lookup(&other, &blobs, 5) {
+            Lookup::Refused(reason) => assert!(
+                reason.contains(&format!("blob {digest} failed verification")),
+                "{reason}"
+            ),
+            _ => panic!("a tampered inlined blob was not refused"),
+        }
+        assert!(!blobs.contains(&digest), "nothing of it entered the store");
+        assert!(!blobs.contains(&ContentDigest::of(&[6; 10])));
+        assert_eq!(other.summary().refused, 1);
+        assert_eq!(other.summary().hits, 0);
+        assert_eq!(warnings.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_entry_inlining_what_its_manifest_does_not_name_is_refused() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let built = MemoryBlobs::new();
+        remote(&cache, &warnings).upload(&built, &upload(&built, 7), 1);
+        let stray = [8; 3];
+        edit_entry(&cache, ActionKey([7; 32]), |entry| {
+            entry.inline.push(InlineBlob {
+                digest: ContentDigest::of(&stray),
+                content: base64::engine::general_purpose::STANDARD.encode(stray),
+            });
+        });
+        let blobs = MemoryBlobs::new();
+        match lookup(&remote(&cache, &warnings), &blobs, 7) {
+            Lookup::Refused(reason) => {
+                assert!(reason.contains("does not name"), "{reason}");
+            }
+            _ => panic!("an entry inlining a stray blob was not refused"),
+        }
+        assert!(!blobs.contains(&ContentDigest::of(&stray)));
+    }
+
+    #[test]
+    fn a_cairn_ac_1_entry_is_still_read_and_its_blobs_checked() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let built = MemoryBlobs::new();
+        let uploaded = upload(&built, 9);
+        let digest = uploaded.manifest.outputs[0].files[0].digest;
+        remote(&cache, &warnings).upload(&built, &uploaded, 1);
+        // What an older cairn wrote: the blob in `cas/`, none inlined.
+        edit_entry(&cache, ActionKey([9; 32]), |entry| {
+            entry.format = AC_FORMAT_V1.to_owned();
+            entry.inline.clear();
+        });
+        cache.put_blob(&digest, &[9; 10]).unwrap();
+        let blobs = MemoryBlobs::new();
+        assert!(matches!(
+            lookup(&remote(&cache, &warnings), &blobs, 9),
+            Lookup::Hit { .. }
+        ));
+        assert_eq!(blobs.read(&digest).unwrap(), [9; 10]);
+        // Its blob corrupted in `cas/`: refused, never placed.
+        cache.tamper_blob(&digest, &[0; 10]);
+        let blobs = MemoryBlobs::new();
+        assert!(matches!(
+            lookup(&remote(&cache, &warnings), &blobs, 9),
+            Lookup::Refused(_)
+        ));
+        assert!(!blobs.contains(&digest));
+        // A `cairn-ac/1` entry with inlined blobs is not one this cairn wrote.
+        edit_entry(&cache, ActionKey([9; 32]), |entry| {
+            entry.inline.push(InlineBlob {
+                digest,
+                content: base64::engine::general_purpose::STANDARD.encode([9; 10]),
+            });
+        });
+        assert!(matches!(
+            lookup(&remote(&cache, &warnings), &MemoryBlobs::new(), 9),
+            Lookup::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn inlining_stops_at_the_entry_budget() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let blobs = MemoryBlobs::new();
+        // Five files of the largest size inlined: four fill the entry's
+        // budget, the fifth goes to `cas/` (sent at once: it is small).
+        let mut files: Vec<FileEntry> = (0..5u8)
+            .map(|index| {
+                let content = vec![index; INLINE_AT_MOST as usize];
+                FileEntry {
+                    path: format!("part-{index}.bin"),
+                    executable: false,
+                    size: INLINE_AT_MOST,
+                    digest: blobs.put_bytes(&content).unwrap(),
+                    mode: 0o644,
+                }
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut uploaded = upload(&blobs, 11);
+        uploaded.manifest.outputs[0].digest = partition_digest(&files);
+        uploaded.manifest.outputs[0].files = files;
+        let first = remote(&cache, &warnings);
+        let requests = cache.requests();
+        first.upload(&blobs, &uploaded, 1);
+        assert_eq!(cache.requests() - requests, 2, "one blob, then the entry");
+        assert_eq!(cache.blob_digests().len(), 1);
+        let entry: AcEntry =
+            serde_json::from_slice(&cache.get_action(&ActionKey([11; 32])).unwrap().unwrap())
+                .unwrap();
+        assert_eq!(entry.inline.len(), 4);
+        assert!(matches!(
+            &first.take_upload_events()[..],
+            [EventKind::ActionUploaded { blobs: 5, .. }]
+        ));
+        // And it is restored whole, from the entry and `cas/`.
+        let restored = MemoryBlobs::new();
+        assert!(matches!(
+            lookup(&remote(&cache, &warnings), &restored, 11),
+            Lookup::Hit { .. }
+        ));
+        for file in &uploaded.manifest.outputs[0].files {
+            assert!(restored.contains(&file.digest));
+        }
     }
 
     #[test]
