@@ -1262,6 +1262,56 @@ fn recording_server_reading_at(
     (port, heads)
 }
 
+/// The lookups are asked ahead of the workers: with one worker and three
+/// ready actions whose jobs each take two seconds, the cache has been asked
+/// for all three entries while the first job still runs. Before, each
+/// lookup waited for the worker, after the job before it.
+#[test]
+fn lookups_are_asked_before_the_workers_take_the_actions() {
+    let (port, heads) = recording_server(Duration::ZERO);
+    let project = Project::with_graph(&format!(
+        "[datasets.out]\n[dimensions.n]\nvalues = [\"a\", \"b\", \"c\"]\n\
+         [jobs.slow]\noutputs = [\"out/n={{n}}\"]\n\
+         run = [\"sh\", \"-c\", \"sleep 2; echo done > $CAIRN_OUT/f\"]\n\
+         [cache]\nurl = \"http://127.0.0.1:{port}/team\"\n"
+    ));
+    let lookups = || {
+        heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|head| head.starts_with("GET /team/ac/"))
+            .count()
+    };
+    let child = Command::new(CAIRN)
+        .args(["build", "--json", "-j", "1", "--remote-cache-mode", "read"])
+        .current_dir(project.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lookups() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first job sleeps for two seconds from about now.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = lookups();
+    let output = child.wait_with_output().unwrap();
+    let built = Build::new(Run {
+        args: vec!["build".to_owned()],
+        code: output.status.code().unwrap(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    });
+    built.assert_code(0);
+    built.assert_counts(3, 3, 0, 0, 0);
+    assert_eq!(asked, 3, "lookups asked during the first job");
+    assert_eq!(lookups(), 3, "each asked once");
+    assert_eq!(remote_count(&built, "misses"), 3);
+}
+
 /// A large blob's upload over a slow link (a server reading 2 MiB/s) takes
 /// longer than the timeout and is sent all the same: a transfer is given
 /// the timeout plus a second per MiB. Before, the 6 MiB upload timed out

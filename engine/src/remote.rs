@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -146,6 +146,30 @@ pub struct Upload {
     pub outputs: Vec<crate::refs::PartitionRef>,
 }
 
+/// Answers asked ahead that may wait for their workers at once: bounds
+/// the entries held (a hit's entry carries its inlined blobs) and how far
+/// the lookahead runs before the workers.
+pub const AHEAD_AT_MOST: usize = 64;
+
+/// The lookups asked ahead of the workers.
+#[derive(Default)]
+struct Ahead {
+    keys: HashMap<ActionKey, AheadState>,
+    /// Answers not taken yet.
+    waiting: usize,
+    /// The build's workers are done: nothing more is asked.
+    ended: bool,
+}
+
+enum AheadState {
+    /// The request is under way: a worker that needs it waits for it.
+    Asking,
+    /// What the cache answered ([`Remote::call`]), and when.
+    Answered(Option<Option<Vec<u8>>>, Instant),
+    /// A worker looked the key up: not asked (again).
+    Taken,
+}
+
 /// The remote cache of one workspace, with this build's counters.
 pub struct Remote {
     cache: Box<dyn RemoteCache>,
@@ -171,6 +195,10 @@ pub struct Remote {
     /// When this build's lookup found no entry for a key it may upload: an
     /// upload soon after need not ask again ([`LOOKUP_STAYS_FRESH`]).
     missed_at: Mutex<HashMap<ActionKey, Instant>>,
+    /// Lookups asked ahead of the workers ([`Remote::ask_ahead`]).
+    ahead: Mutex<Ahead>,
+    /// Signalled when a lookup asked ahead is answered or taken.
+    answered: Condvar,
     /// Warnings already given (one for failures, one for refused entries).
     warnings: Mutex<Vec<String>>,
     /// Where warnings go (the workspace's notes: stderr on the command line).
@@ -207,6 +235,8 @@ impl Remote {
             uploaded_bytes: AtomicU64::new(0),
             upload_events: Mutex::new(Vec::new()),
             missed_at: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(Ahead::default()),
+            answered: Condvar::new(),
             warnings: Mutex::new(Vec::new()),
             warn,
         }
@@ -308,7 +338,8 @@ impl Remote {
         inputs: &[(&crate::refs::PartitionRef, ContentDigest)],
         build: u64,
     ) -> Lookup {
-        let Some(found) = self.call(|| self.cache.get_action(key)) else {
+        let (found, answered_at) = self.entry_of(key);
+        let Some(found) = found else {
             self.misses.fetch_add(1, Ordering::SeqCst);
             return Lookup::Miss;
         };
@@ -318,7 +349,7 @@ impl Remote {
                 self.missed_at
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(*key, Instant::now());
+                    .insert(*key, answered_at);
             }
             return Lookup::Miss;
         };
@@ -394,6 +425,97 @@ impl Remote {
             manifest: Box::new(manifest),
             producer: entry.producer.to_string(),
         }
+    }
+
+    /// Asks the cache for `key`'s entry ahead of the worker that will look
+    /// it up ([`Remote::lookup`]), which then finds the answer waiting
+    /// instead of making the round trip on its own path (docs/remote-cache.md,
+    /// "Lookup"). Run by the build's lookahead threads as actions become
+    /// ready. Waits while [`AHEAD_AT_MOST`] answers wait for their workers;
+    /// does nothing once a worker has looked `key` up itself, once the
+    /// lookahead ended ([`Remote::end_lookahead`]), or with the breaker
+    /// open.
+    pub fn ask_ahead(&self, key: &ActionKey) {
+        let mut ahead = self.ahead();
+        while ahead.waiting >= AHEAD_AT_MOST && !ahead.ended {
+            ahead = self
+                .answered
+                .wait(ahead)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if ahead.ended || self.open() || ahead.keys.contains_key(key) {
+            return;
+        }
+        ahead.keys.insert(*key, AheadState::Asking);
+        drop(ahead);
+        let answer = self.call(|| self.cache.get_action(key));
+        let mut ahead = self.ahead();
+        if !ahead.ended {
+            ahead
+                .keys
+                .insert(*key, AheadState::Answered(answer, Instant::now()));
+            ahead.waiting += 1;
+        }
+        drop(ahead);
+        self.answered.notify_all();
+    }
+
+    /// Whether the lookahead ended: its threads stop taking work.
+    pub fn lookahead_ended(&self) -> bool {
+        self.ahead().ended
+    }
+
+    /// Ends the lookahead (the build's workers are done): answers nobody
+    /// took are dropped, and no more are asked.
+    pub fn end_lookahead(&self) {
+        let mut ahead = self.ahead();
+        ahead.ended = true;
+        ahead.keys = HashMap::new();
+        ahead.waiting = 0;
+        drop(ahead);
+        self.answered.notify_all();
+    }
+
+    fn ahead(&self) -> std::sync::MutexGuard<'_, Ahead> {
+        self.ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `key`'s entry as the cache answered ([`Remote::call`]: `None` if
+    /// the request failed or the breaker is open), and when: the answer
+    /// asked ahead, waited for if under way, else asked now.
+    fn entry_of(&self, key: &ActionKey) -> (Option<Option<Vec<u8>>>, Instant) {
+        let mut ahead = self.ahead();
+        loop {
+            match ahead.keys.get(key) {
+                Some(AheadState::Answered(..)) => {
+                    let Some(AheadState::Answered(answer, at)) =
+                        ahead.keys.insert(*key, AheadState::Taken)
+                    else {
+                        unreachable!("matched just above");
+                    };
+                    ahead.waiting -= 1;
+                    drop(ahead);
+                    self.answered.notify_all();
+                    return (answer, at);
+                }
+                Some(AheadState::Asking) => {
+                    ahead = self
+                        .answered
+                        .wait(ahead)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Some(AheadState::Taken) | None => {
+                    if !ahead.ended {
+                        ahead.keys.insert(*key, AheadState::Taken);
+                    }
+                    break;
+                }
+            }
+        }
+        drop(ahead);
+        (self.call(|| self.cache.get_action(key)), Instant::now())
     }
 
     fn refuse(&self, reason: String) -> Lookup {
@@ -494,7 +616,8 @@ impl Remote {
         let (mut sent, mut bytes) = (0, 0);
         let mut inline = Vec::new();
         let mut inlined = 0;
-        let fits = |inlined: u64, size: u64| size <= INLINE_AT_MOST && inlined + size <= INLINE_TOTAL;
+        let fits =
+            |inlined: u64, size: u64| size <= INLINE_AT_MOST && inlined + size <= INLINE_TOTAL;
         for (digest, size) in &digests {
             // A blob the manifest says is too large to inline is asked for
             // before it is read; a small one, inlined or not, is sent
@@ -1117,6 +1240,122 @@ mod tests {
         for file in &uploaded.manifest.outputs[0].files {
             assert!(restored.contains(&file.digest));
         }
+    }
+
+    #[test]
+    fn a_lookup_asked_ahead_is_answered_without_another_request() {
+        let cache = Arc::new(MemoryRemoteCache::new("memory://team"));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let built = MemoryBlobs::new();
+        remote(&cache, &warnings).upload(&built, &upload(&built, 4), 1);
+        let other = remote(&cache, &warnings);
+        let requests = cache.requests();
+        other.ask_ahead(&ActionKey([4; 32]));
+        other.ask_ahead(&ActionKey([5; 32]));
+        assert_eq!(cache.requests() - requests, 2);
+        // The workers find the answers waiting: a hit and a miss.
+        let blobs = MemoryBlobs::new();
+        assert!(matches!(lookup(&other, &blobs, 4), Lookup::Hit { .. }));
+        assert!(matches!(lookup(&other, &blobs, 5), Lookup::Miss));
+        assert_eq!(cache.requests() - requests, 2, "no request of their own");
+        let summary = other.summary();
+        assert_eq!((summary.hits, summary.misses), (1, 1));
+        // Asked once: a second ask (or a worker's second look) asks anew,
+        // never reuses an answer twice.
+        other.ask_ahead(&ActionKey([5; 32]));
+        assert_eq!(
+            cache.requests() - requests,
+            2,
+            "a key taken is not asked ahead"
+        );
+        assert!(matches!(lookup(&other, &blobs, 5), Lookup::Miss));
+        assert_eq!(cache.requests() - requests, 3);
+    }
+
+    /// A cache whose lookups take `delay`, counting them.
+    struct Slow {
+        inner: Arc<MemoryRemoteCache>,
+        delay: Duration,
+        gets: Arc<AtomicU64>,
+    }
+
+    impl RemoteCache for Slow {
+        fn url(&self) -> &str {
+            self.inner.url()
+        }
+        fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.delay);
+            self.inner.get_action(key)
+        }
+        fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
+            self.inner.put_action(key, entry)
+        }
+        fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
+            self.inner.has_blob(digest)
+        }
+        fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
+            self.inner.get_blob(digest)
+        }
+        fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
+            self.inner.put_blob(digest, bytes)
+        }
+    }
+
+    fn slow_remote(delay: Duration) -> (Remote, Arc<AtomicU64>) {
+        let gets = Arc::new(AtomicU64::new(0));
+        let slow = Slow {
+            inner: Arc::new(MemoryRemoteCache::new("memory://slow")),
+            delay,
+            gets: Arc::clone(&gets),
+        };
+        let remote = Remote::new(Box::new(slow), true, true, Box::new(|_| {}));
+        (remote, gets)
+    }
+
+    #[test]
+    fn a_worker_waits_for_the_lookup_under_way_instead_of_asking_again() {
+        let (remote, gets) = slow_remote(Duration::from_millis(300));
+        let blobs = MemoryBlobs::new();
+        std::thread::scope(|threads| {
+            threads.spawn(|| remote.ask_ahead(&ActionKey([6; 32])));
+            while gets.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            assert!(matches!(lookup(&remote, &blobs, 6), Lookup::Miss));
+        });
+        assert_eq!(gets.load(Ordering::SeqCst), 1);
+        assert_eq!(remote.summary().misses, 1);
+    }
+
+    #[test]
+    fn the_lookahead_waits_for_the_workers_and_stops_at_its_end() {
+        let (remote, gets) = slow_remote(Duration::ZERO);
+        for byte in 0..AHEAD_AT_MOST {
+            remote.ask_ahead(&ActionKey([byte as u8; 32]));
+        }
+        assert_eq!(gets.load(Ordering::SeqCst), AHEAD_AT_MOST as u64);
+        let blobs = MemoryBlobs::new();
+        std::thread::scope(|threads| {
+            // One more waits until a worker takes an answer.
+            let more = threads.spawn(|| remote.ask_ahead(&ActionKey([200; 32])));
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(gets.load(Ordering::SeqCst), AHEAD_AT_MOST as u64);
+            assert!(matches!(lookup(&remote, &blobs, 0), Lookup::Miss));
+            more.join().unwrap();
+            assert_eq!(gets.load(Ordering::SeqCst), AHEAD_AT_MOST as u64 + 1);
+            // Full again: the end releases a waiting lookahead, which asks
+            // nothing more.
+            let waiting = threads.spawn(|| remote.ask_ahead(&ActionKey([201; 32])));
+            std::thread::sleep(Duration::from_millis(100));
+            remote.end_lookahead();
+            waiting.join().unwrap();
+        });
+        assert_eq!(gets.load(Ordering::SeqCst), AHEAD_AT_MOST as u64 + 1);
+        assert!(remote.lookahead_ended());
+        // A worker still looks up by itself.
+        assert!(matches!(lookup(&remote, &blobs, 1), Lookup::Miss));
+        assert_eq!(gets.load(Ordering::SeqCst), AHEAD_AT_MOST as u64 + 2);
     }
 
     #[test]

@@ -691,6 +691,21 @@ impl Context<'_> {
         }
     }
 
+    /// Whether running `action` under `key` asks the remote cache first:
+    /// the local store has no result for the key, and none of its outputs
+    /// was invalidated. What the build's lookahead asks ahead for
+    /// (exec/mod.rs).
+    pub fn asks_remote(&self, action: &PlannedAction, key: &ActionKey) -> bool {
+        matches!(self.catalog.action(key), Ok(None))
+            && !action.config.outputs.iter().any(|output| {
+                self.catalog
+                    .partition(output)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|state| state.invalidated.is_some())
+            })
+    }
+
     /// Looks the action up in the remote cache when the local store has no
     /// result for its key (not when an output was invalidated or its code
     /// changed under `on_code_change = "rebuild"`: those run). `None`: run
@@ -705,17 +720,7 @@ impl Context<'_> {
         inputs: &[ResolvedInput],
         emit: Emit<'_>,
     ) -> Option<Finished> {
-        if !matches!(self.catalog.action(&key), Ok(None)) {
-            return None;
-        }
-        let invalidated = action.config.outputs.iter().any(|output| {
-            self.catalog
-                .partition(output)
-                .ok()
-                .flatten()
-                .is_some_and(|state| state.invalidated.is_some())
-        });
-        if invalidated {
+        if !self.asks_remote(action, &key) {
             return None;
         }
         let inputs: Vec<_> = inputs

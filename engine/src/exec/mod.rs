@@ -597,6 +597,10 @@ pub fn build(
             }
             _ => None,
         };
+        let lookahead = match context.remote {
+            Some(remote) => Some(lookahead(threads, context, plan, remote)?),
+            None => None,
+        };
         let scheduled = schedule(
             context,
             plan,
@@ -610,8 +614,13 @@ pub fn build(
                 commit_failed: &commit_failed,
                 presumed,
                 uploads,
+                lookahead,
             },
         );
+        // Whatever `schedule` returned: the lookahead threads stop.
+        if let Some(remote) = context.remote {
+            remote.end_lookahead();
+        }
         // `schedule` dropped the sender: the committer finishes what is queued.
         let committed = committer
             .join()
@@ -719,6 +728,8 @@ struct Scheduled<'a> {
     presumed: Option<Presumption<'a>>,
     /// To the upload threads (write mode of a remote cache).
     uploads: Option<Uploads<'a>>,
+    /// To the lookahead threads (a remote cache).
+    lookahead: Option<crossbeam_channel::Sender<LookAhead>>,
 }
 
 /// The upload threads of a build with a remote cache in write mode
@@ -733,6 +744,52 @@ struct Uploads<'scope> {
 /// Upload threads per build: uploads overlap the jobs without taking more
 /// than a few connections.
 const UPLOAD_THREADS: usize = 4;
+
+/// Lookahead threads per build with a remote cache: each asks for one
+/// ready action's entry at a time, ahead of the workers.
+const LOOKAHEAD_THREADS: usize = 2;
+
+/// An action that became ready, with its inputs: the lookahead computes
+/// its key and asks the remote cache for it (engine/src/remote.rs,
+/// `Remote::ask_ahead`).
+struct LookAhead {
+    index: usize,
+    inputs: Vec<ResolvedInput>,
+    code: Option<ContentDigest>,
+}
+
+/// Starts the lookahead threads of a build with a remote cache; the
+/// scheduler sends them each action as it becomes ready. They end when the
+/// scheduler drops the sender, or at `Remote::end_lookahead`.
+fn lookahead<'scope>(
+    threads: &'scope thread::Scope<'scope, '_>,
+    context: &'scope Context<'_>,
+    plan: &'scope Plan,
+    remote: &'scope crate::remote::Remote,
+) -> Result<crossbeam_channel::Sender<LookAhead>, ExecError> {
+    let (queue, queued) = crossbeam_channel::unbounded::<LookAhead>();
+    for index in 0..LOOKAHEAD_THREADS {
+        let queued = queued.clone();
+        thread::Builder::new()
+            .name(format!("cairn-lookahead-{index}"))
+            .spawn_scoped(threads, move || {
+                for ready in queued {
+                    if remote.lookahead_ended() {
+                        return;
+                    }
+                    let action = &plan.actions[ready.index];
+                    let key = context.key(action, &ready.inputs, ready.code);
+                    if context.asks_remote(action, &key) {
+                        remote.ask_ahead(&key);
+                    }
+                }
+            })
+            .map_err(|error| {
+                ExecError::Code(format!("cannot start a lookahead thread: {error}"))
+            })?;
+    }
+    Ok(queue)
+}
 
 /// The scheduler loop: launches ready actions, collects what finished, and
 /// hands a group to the committer every [`COMMIT_INTERVAL`].
@@ -751,6 +808,7 @@ fn schedule(
         commit_failed,
         presumed,
         uploads,
+        lookahead,
     } = scheduled;
     let (upload_queue, upload_threads) = match uploads {
         Some(uploads) => (Some(uploads.queue), uploads.threads),
@@ -786,6 +844,7 @@ fn schedule(
         current_keys: options.witness.map(|_| Vec::new()),
         presumed,
         upload_queue,
+        lookahead,
     };
     let swept = std::time::Instant::now();
     scheduler.sweep_current(pool, options.interrupt);
@@ -878,6 +937,10 @@ fn schedule(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     looped?;
+    drop(scheduler.lookahead.take());
+    if let Some(remote) = context.remote {
+        remote.end_lookahead();
+    }
     scheduler.skip_unfinished();
     // The uploads: waited for here, so that the log records them before
     // the build's end (docs/remote-cache.md).
@@ -1026,6 +1089,8 @@ struct Scheduler<'a> {
     presumed: Option<Presumption<'a>>,
     /// Where the actions that ran are queued for upload, if they are.
     upload_queue: Option<crossbeam_channel::Sender<crate::remote::Upload>>,
+    /// Where ready actions go for their remote lookup to be asked ahead.
+    lookahead: Option<crossbeam_channel::Sender<LookAhead>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -1041,6 +1106,9 @@ impl<'a> Scheduler<'a> {
         /// Actions decided per parallel step: bounds the resolved inputs
         /// held at once.
         const CHUNK: usize = 4096;
+        // What the sweep releases is decided here, mostly current: asked
+        // ahead only if it is deferred to the workers (below).
+        let lookahead = self.lookahead.take();
         let mut wave: Vec<usize> = self
             .plan
             .order
@@ -1084,7 +1152,34 @@ impl<'a> Scheduler<'a> {
             // `finish` queued the dependents whose upstreams are all current.
             wave = self.ready.drain(..).collect();
         }
+        self.lookahead = lookahead;
+        for &index in &deferred {
+            self.ask_ahead(index);
+        }
         self.ready.extend(deferred);
+    }
+
+    /// Hands a ready action to the lookahead, if the build has a remote
+    /// cache: its lookup is asked before a worker takes it.
+    fn ask_ahead(&self, index: usize) {
+        let Some(queue) = &self.lookahead else {
+            return;
+        };
+        let action = &self.plan.actions[index];
+        if let Ok(Some(inputs)) = resolve_inputs(
+            self.context,
+            self.plan,
+            action,
+            &self.sources,
+            &self.outputs,
+        ) {
+            let code = self.codes.get(&*action.job).copied().flatten();
+            let _ = queue.send(LookAhead {
+                index,
+                inputs,
+                code,
+            });
+        }
     }
 
     /// Sets `stop` and interrupts the running jobs once `interrupt` is set.
@@ -1212,6 +1307,9 @@ impl<'a> Scheduler<'a> {
                 self.remaining[dependent] -= 1;
                 if self.remaining[dependent] == 0 && self.state[dependent] == State::Waiting {
                     self.ready.push_back(dependent);
+                    if !self.stop.load(Ordering::SeqCst) {
+                        self.ask_ahead(dependent);
+                    }
                 }
             }
             return;
