@@ -923,9 +923,12 @@ fn without_a_shared_filesystem_a_podcast_goes_through_the_cache_and_equals_a_loc
         snapshot(&local.file("data")),
         "the data built through Slurm and the cache is not the local build's"
     );
-    // Every action ran in a Slurm job, recorded; the 12 `clean` actions,
-    // ready together, shared Slurm jobs (batching, docs/slurm.md). Before,
-    // each action had a Slurm job of its own.
+    // Every action ran in a Slurm job, recorded; actions ready together
+    // shared Slurm jobs (batching, docs/slurm.md). Before, each action had
+    // a Slurm job of its own. How many share one depends on how many are
+    // ready within the gathering's 50 ms, which a loaded machine stretches
+    // (13 to 19 jobs were seen under load): only that some Slurm job ran
+    // more than one action is certain.
     let events = through.build_events(first.id());
     let dispatched = common::of_kind(&events, "ActionDispatched");
     assert_eq!(dispatched.len() as u64, total);
@@ -934,7 +937,7 @@ fn without_a_shared_filesystem_a_podcast_goes_through_the_cache_and_equals_a_loc
         .map(|event| event["id"].to_string())
         .collect();
     assert!(
-        (jobs.len() as u64) < total / 2,
+        (jobs.len() as u64) < total,
         "{} Slurm jobs for {total} actions: {jobs:?}",
         jobs.len()
     );
