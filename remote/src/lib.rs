@@ -54,6 +54,12 @@ const SLOWEST_RATE: u64 = 1024 * 1024;
 
 /// The environment variable naming a file that holds a bearer token for an
 /// HTTP cache.
+/// The longest AC entry read (docs/remote-cache.md, "Lookup"): a
+/// manifest of tens of thousands of files with its inlined blobs fits, a
+/// cache answering gigabytes for one entry does not make cairn hold them
+/// (with up to 64 answers asked ahead held at once, engine/src/remote.rs).
+pub const AC_ENTRY_AT_MOST: usize = 16 * 1024 * 1024;
+
 pub const TOKEN_FILE_VARIABLE: &str = "CAIRN_REMOTE_CACHE_TOKEN_FILE";
 
 /// Why a remote cache could not be opened: a usage error (exit 2).
@@ -500,17 +506,41 @@ impl ObjectCache {
         }
     }
 
-    fn get(&self, path: &StorePath) -> Result<Option<Vec<u8>>, RemoteError> {
+    /// The object at `path`, read whole; with `at_most`, a body longer
+    /// than that many bytes is a failed request, read no further (an AC
+    /// entry is held in memory: a cache must not make cairn hold gigabytes).
+    fn get(
+        &self,
+        path: &StorePath,
+        at_most: Option<usize>,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
         let result = self.run("get", path, 0, |store| async move {
-            match store.get(path).await {
-                Ok(found) => found.bytes().await.map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(error) => Err(error),
+            let found = match store.get(path).await {
+                Ok(found) => found,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            let Some(at_most) = at_most else {
+                return found.bytes().await.map(|bytes| Some(bytes.to_vec()));
+            };
+            let mut body = found.into_stream();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                if bytes.len() + chunk.len() > at_most {
+                    return Err(object_store::Error::Generic {
+                        store: "cairn",
+                        source: format!(
+                            "longer than the {at_most} bytes an AC entry may have: not read"
+                        )
+                        .into(),
+                    });
+                }
+                bytes.extend_from_slice(&chunk);
             }
+            Ok(Some(bytes))
         })?;
-        result
-            .map(|found| found.map(|bytes| bytes.to_vec()))
-            .map_err(|error| self.failed("get", path, &error))
+        result.map_err(|error| self.failed("get", path, &error))
     }
 
     fn head(&self, path: &StorePath) -> Result<bool, RemoteError> {
@@ -554,7 +584,7 @@ impl RemoteCache for ObjectCache {
     }
 
     fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
-        self.get(&ac_path(key))
+        self.get(&ac_path(key), Some(AC_ENTRY_AT_MOST))
     }
 
     fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
@@ -585,7 +615,7 @@ impl RemoteCache for ObjectCache {
     }
 
     fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
-        self.get(&cas_path(digest))
+        self.get(&cas_path(digest), None)
     }
 
     fn open_blob(
@@ -723,6 +753,36 @@ mod tests {
         cairn_core::contract::remote_blobs_round_trip(&open(&url, None).unwrap());
         assert!(dir.path().join("ac").is_dir(), "ac/<key> in the directory");
         assert!(dir.path().join("cas").is_dir());
+    }
+
+    /// An AC entry longer than [`AC_ENTRY_AT_MOST`] is a failed request,
+    /// not read into memory; one at the limit is read.
+    #[test]
+    fn an_ac_entry_over_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(&format!("file://{}", dir.path().display()), None).unwrap();
+        let (fits, over) = (ActionKey([1; 32]), ActionKey([2; 32]));
+        std::fs::create_dir_all(dir.path().join("ac")).unwrap();
+        std::fs::write(
+            dir.path().join(format!("ac/{fits}")),
+            vec![b'x'; AC_ENTRY_AT_MOST],
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(format!("ac/{over}")),
+            vec![b'x'; AC_ENTRY_AT_MOST + 1],
+        )
+        .unwrap();
+        assert_eq!(
+            cache.get_action(&fits).unwrap().unwrap().len(),
+            AC_ENTRY_AT_MOST
+        );
+        let error = cache.get_action(&over).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("ac/{over}"))
+                && error.contains("longer than the 16777216 bytes"),
+            "{error}"
+        );
     }
 
     #[test]
