@@ -572,3 +572,34 @@ timeout = "1.5h"
     p.cairn(&["store", "gc", "--older-than", "500ms", "--dry-run"])
         .assert_code(0);
 }
+
+/// `CAIRN_RUN_ID` is unique to each attempt (docs/job-protocol.md), even
+/// where one worker runs a chain and its attempts reuse one staging
+/// directory after the other (exec/staging.rs keeps an emptied attempt
+/// and its key's directory as a pair for the next action). Before, the
+/// reused directory's name was the run id, the same for the whole chain.
+#[test]
+fn each_attempt_of_a_chain_has_a_run_id_of_its_own() {
+    let p = Project::with_graph(
+        r#"
+[dimensions.n]
+values = ["1", "2", "3", "4"]
+
+[datasets.chain]
+
+[jobs.chain]
+outputs = ["chain/n={n}"]
+inputs = ["chain/n={prev}"]
+over.prev = { dimension = "n", of = "n", window = [-1, -1] }
+run = ["sh", "-c", "echo \"$CAIRN_RUN_ID\" > \"$CAIRN_OUT/id\""]
+"#,
+    );
+    p.cairn(&["build", "-j", "1"]).assert_code(0);
+    let ids: Vec<String> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|n| p.read_string(&format!("data/chain/n={n}/id")))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "run ids: {ids:?}");
+    assert!(ids.iter().all(|id| id.trim().len() > 8), "{ids:?}");
+}

@@ -598,6 +598,10 @@ impl Context<'_> {
             .map(|i| run_dir.join("out").join(i.to_string()))
             .collect();
         let (stdout_path, stderr_path) = (run_dir.join("stdout"), run_dir.join("stderr"));
+        // The job's `CAIRN_RUN_ID` is this attempt's own (docs/job-protocol.md),
+        // not the name of its directory, which a spare pair carries from one
+        // attempt to the next (exec/staging.rs).
+        let run_id = crate::groups::unique_id();
         let checkpoint_path = run_dir.join("checkpoint.json");
         let resume_path = run_dir.join("resume.json");
         let path_text = |path: &Path| path.to_string_lossy().into_owned();
@@ -676,7 +680,7 @@ impl Context<'_> {
                     extra_env: &env,
                     stdout: &stdout_path,
                     stderr: &stderr_path,
-                    run_id: id,
+                    run_id: &run_id,
                     label: &label,
                     timeout: job.timeout,
                 },

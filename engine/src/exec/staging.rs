@@ -4,7 +4,8 @@
 //! checkpoint describes: see exec/run.rs).
 //!
 //! Emptied attempt and key directories are not removed but kept in
-//! `<root>/spare/` for the next attempts ([`reuse_dir`]): on ext4 without
+//! `<root>/spare/` for the next attempts ([`reuse_dir`]; an attempt alone
+//! in its key's directory is kept with it as one pair, [`reuse_pair`]): on ext4 without
 //! a journal an inode freed in the last minute (six while its inode table
 //! block is dirty) is skipped, one by one, by every later allocation in
 //! its group, so removing three directories and two logs per action made
@@ -108,8 +109,8 @@ fn spare_dirs() -> std::sync::MutexGuard<'static, SpareDirs> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The staging root of a key directory `<root>/run/<key>` (`Key`) or an
-/// attempt directory `<root>/run/<key>/<id>` (`Attempt`).
+/// The staging root of a key directory `<root>/run/<key>` (`Key`, `Pair`)
+/// or an attempt directory `<root>/run/<key>/<id>` (`Attempt`).
 fn root_of(kind: SpareDir, dir: &Path) -> Option<&Path> {
     let run = match kind {
         SpareDir::Key | SpareDir::Pair => dir.parent()?,
@@ -188,7 +189,6 @@ fn keep_dir(kind: SpareDir, dir: &Path, suffix: &str) -> bool {
         },
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-
     let moved = match fs::rename(dir, &spare) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound && dir.exists() => {
             let _ = fs::create_dir(root.join(SPARE));
@@ -236,7 +236,8 @@ fn attempt_is_spare(run_dir: &Path) -> bool {
 
 /// Keeps the key directory of `run_dir` whole as a spare pair when it
 /// holds only this attempt, and the attempt only its logs and an empty
-/// `out/` (what [`keep_spare_attempt`] checks).
+/// `out/` ([`attempt_is_spare`]). The next key's attempt keeps the
+/// directory's name; its job's `CAIRN_RUN_ID` is its own (exec/run.rs).
 fn keep_spare_pair(run_dir: &Path) -> bool {
     let (Some(key_dir), Some(id)) = (
         run_dir.parent(),
