@@ -506,13 +506,7 @@ fn a_dry_run_from_the_snapshot_lists_what_the_full_one_does() {
     changed.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
     // Touched, same content: confirmed, and its new stat not recorded.
     let touched = p.file("inputs/2024-01-01/S001.txt");
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    std::fs::File::options()
-        .write(true)
-        .open(&touched)
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    touch_later(&touched);
     let state = p.state();
     let snapshot = p.read(SNAPSHOT);
     let (quick, answered) = dry_run(&p);
@@ -744,13 +738,7 @@ fn a_grid_of_a_built_store_is_answered_from_the_snapshot() {
     let p = with_snapshot(Taken::NoOp);
     assert!(grid_from_snapshot(&p), "a confirmed snapshot was not used");
     let touched = p.file("inputs/2024-01-01/S001.txt");
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    std::fs::File::options()
-        .write(true)
-        .open(&touched)
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    touch_later(&touched);
     assert!(grid_from_snapshot(&p), "a touched input was not confirmed");
     // The fast path plans nothing.
     let workspace_now = workspace(&p);
@@ -808,4 +796,16 @@ fn a_grid_of_a_built_store_is_answered_from_the_snapshot() {
     let p = with_snapshot(Taken::NoOp);
     p.append("jobs/clean.sh", "# changed\n");
     assert!(!grid_from_snapshot(&p), "changed code was confirmed");
+}
+
+/// Gives `path` a modification time 5 s ahead, its content unchanged: a
+/// stat that differs from the recorded one, for the same content.
+fn touch_later(path: &std::path::Path) {
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
 }

@@ -354,6 +354,15 @@ mod tests {
         fs::metadata(path).unwrap().ino()
     }
 
+    /// An attempt directory as a job that printed something leaves it once
+    /// its outputs were moved out: an empty `out/` and its two logs.
+    fn emptied_attempt(attempt: &std::path::Path) -> std::path::PathBuf {
+        fs::create_dir_all(attempt.join("out")).unwrap();
+        fs::write(attempt.join("stdout"), "printed").unwrap();
+        fs::write(attempt.join("stderr"), "").unwrap();
+        attempt.to_owned()
+    }
+
     fn names(dir: &std::path::Path) -> Vec<String> {
         let mut names: Vec<_> = fs::read_dir(dir)
             .unwrap()
@@ -371,10 +380,7 @@ mod tests {
     fn an_emptied_key_and_attempt_directory_are_reused_as_a_pair() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join(".cairn-tmp");
-        let attempt = root.join("run/k1/a1");
-        fs::create_dir_all(attempt.join("out")).unwrap();
-        fs::write(attempt.join("stdout"), "printed").unwrap();
-        fs::write(attempt.join("stderr"), "").unwrap();
+        let attempt = emptied_attempt(&root.join("run/k1/a1"));
         fs::write(attempt.join("checkpoint.json"), "{}").unwrap();
         let (attempt_inode, key_inode) = (inode(&attempt), inode(&root.join("run/k1")));
         Leftover::EmptiedRunDir(attempt).remove();
@@ -408,10 +414,7 @@ mod tests {
     fn emptied_attempt_and_key_directories_are_reused() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join(".cairn-tmp");
-        let attempt = root.join("run/k1/a1");
-        fs::create_dir_all(attempt.join("out")).unwrap();
-        fs::write(attempt.join("stdout"), "printed").unwrap();
-        fs::write(attempt.join("stderr"), "").unwrap();
+        let attempt = emptied_attempt(&root.join("run/k1/a1"));
         fs::write(root.join("run/k1").join(super::CURRENT), "a0").unwrap();
         let attempt_inode = inode(&attempt);
         Leftover::EmptiedRunDir(attempt).remove();
