@@ -212,11 +212,7 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
         let id = crate::groups::unique_id();
         let run_dir = key_dir.join(&id);
         if super::staging::reuse_dir(super::staging::SpareDir::Attempt, &run_dir) {
-            let out = run_dir.join("out");
-            for index in 0..output_count {
-                let directory = out.join(index.to_string());
-                fs::create_dir(&directory).map_err(|error| text(&directory, error))?;
-            }
+            make_output_dirs(&run_dir, output_count)?;
             return Ok((id, run_dir));
         }
         match fs::create_dir(&run_dir) {
@@ -230,12 +226,20 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
         }
         let out = run_dir.join("out");
         fs::create_dir(&out).map_err(|error| text(&out, error))?;
-        for index in 0..output_count {
-            let directory = out.join(index.to_string());
-            fs::create_dir(&directory).map_err(|error| text(&directory, error))?;
-        }
+        make_output_dirs(&run_dir, output_count)?;
         return Ok((id, run_dir));
     }
+}
+
+/// Makes `out/0` … `out/<count - 1>` in an attempt directory whose `out/`
+/// exists and is empty.
+fn make_output_dirs(run_dir: &Path, count: usize) -> Result<(), String> {
+    let out = run_dir.join("out");
+    for index in 0..count {
+        let directory = out.join(index.to_string());
+        fs::create_dir(&directory).map_err(|error| format!("{}: {error}", directory.display()))?;
+    }
+    Ok(())
 }
 
 /// Makes `key_dir` exist and hold nothing: one mkdir in the usual case
@@ -406,11 +410,7 @@ impl Context<'_> {
             }
         }
         if let Some((id, run_dir)) = super::staging::reuse_pair(key_dir) {
-            for index in 0..outputs {
-                let directory = run_dir.join("out").join(index.to_string());
-                fs::create_dir(&directory)
-                    .map_err(|error| format!("{}: {error}", directory.display()))?;
-            }
+            make_output_dirs(&run_dir, outputs)?;
             return Ok((id, run_dir, None));
         }
         fresh_key_dir(key_dir)?;
