@@ -152,15 +152,21 @@ pub(crate) fn reuse_dir(kind: SpareDir, target: &Path) -> bool {
 /// than by the next job's own create: an attempt that fails before its
 /// job starts (or a runner that writes no log) must never find the
 /// previous job's output there and store it as its own. Truncated in
-/// place, which frees no inode. Whether both are empty (or absent).
+/// place, which frees no inode, and only when not empty already (most
+/// jobs print nothing, and on ext4 a truncate dirties the inode even at
+/// length 0). Whether both are empty regular files (or absent): anything
+/// else under a log's name is not reused.
 fn empty_logs(run_dir: &Path) -> bool {
     [LOG_STDOUT, LOG_STDERR].iter().all(|log| {
-        match fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(run_dir.join(log))
-        {
-            Ok(_) => true,
+        let path = run_dir.join(log);
+        match fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.is_file() && metadata.len() == 0 => true,
+            Ok(metadata) if metadata.is_file() => fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .is_ok(),
+            Ok(_) => false,
             Err(error) => error.kind() == std::io::ErrorKind::NotFound,
         }
     })
@@ -404,6 +410,24 @@ mod tests {
         );
         assert!(names(&next.join("out")).is_empty());
         assert!(reuse_pair(&root.join("run/k3")).is_none(), "none left");
+    }
+
+    /// A log that is no longer a regular file (a job replaced its own
+    /// with a link) is never followed: the pair is not reused, and what the
+    /// link named keeps its content.
+    #[test]
+    fn a_pair_whose_log_is_a_link_is_not_reused_and_the_link_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".cairn-tmp");
+        let attempt = emptied_attempt(&root.join("run/k1/a1"));
+        let elsewhere = dir.path().join("elsewhere.csv");
+        fs::write(&elsewhere, "kept").unwrap();
+        fs::remove_file(attempt.join("stdout")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, attempt.join("stdout")).unwrap();
+        Leftover::EmptiedRunDir(attempt).remove();
+        assert!(reuse_pair(&root.join("run/k2")).is_none());
+        assert!(!root.join("run/k2").exists(), "removed, not reused");
+        assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "kept");
     }
 
     /// An emptied attempt directory whose key directory holds more (here

@@ -53,6 +53,23 @@ fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
     Ok(std::os::fd::AsFd::as_fd(DEV_NULL.get_or_init(|| file)))
 }
 
+/// The job's log at `path`, open for writing and empty: what
+/// `File::create` gives, without its `O_TRUNC` when the file is already
+/// empty (a reused attempt directory's logs are, exec/staging.rs). On ext4
+/// a truncate dirties the inode even at length 0, and two per job were a
+/// twentieth of a worker's time with one-line jobs.
+fn empty_log(path: &std::path::Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if file.metadata()?.len() > 0 {
+        file.set_len(0)?;
+    }
+    Ok(file)
+}
+
 /// Uncounts a child from [`Children::running`]'s starting ones when
 /// dropped (its pid recorded, or its spawn failed).
 struct Starting<'a>(&'a Children);
@@ -119,8 +136,8 @@ fn run_shielded(
     env.push((crate::groups::RUN_ID_VAR, &run_id));
     children.record()?;
     let stdin = dev_null()?;
-    let stdout = File::create(invocation.stdout)?;
-    let stderr = File::create(invocation.stderr)?;
+    let stdout = empty_log(invocation.stdout)?;
+    let stderr = empty_log(invocation.stderr)?;
     // Counted as running from before the spawn until its pid is in
     // `children.pids`: an interrupt in between still sees the job.
     children.starting.fetch_add(1, Ordering::SeqCst);
@@ -498,6 +515,43 @@ pub fn describe_status(status: ExitStatus) -> String {
 mod tests {
     use super::*;
     use crate::graph::EnvPolicy;
+
+    /// A job's log comes out empty whatever was there, and one already
+    /// empty is not truncated again (its mtime, which a truncate sets, is
+    /// kept).
+    #[test]
+    fn a_log_is_emptied_and_an_empty_one_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, empty, absent) = (
+            dir.path().join("full"),
+            dir.path().join("empty"),
+            dir.path().join("absent"),
+        );
+        std::fs::write(&full, "the last job's output").unwrap();
+        let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        File::create(&empty)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        for path in [&full, &empty, &absent] {
+            use std::io::Write;
+            let mut log = empty_log(path).unwrap();
+            writeln!(log, "new").unwrap();
+        }
+        for path in [&full, &empty, &absent] {
+            assert_eq!(std::fs::read_to_string(path).unwrap(), "new\n");
+        }
+        let untouched = dir.path().join("untouched");
+        File::create(&untouched)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        drop(empty_log(&untouched).unwrap());
+        assert_eq!(
+            std::fs::metadata(&untouched).unwrap().modified().unwrap(),
+            long_ago
+        );
+    }
 
     #[test]
     fn only_allow_listed_and_secret_variables_pass() {
