@@ -115,6 +115,23 @@ pub struct FsBlobStore {
     /// Held while deciding whether a present blob is kept (and narrowing
     /// its mode) and while renaming a new one into place.
     publish: Mutex<()>,
+    /// The fan-out directories (by their first byte) this handle made or
+    /// found: not made again before each new blob (a failed `mkdir` per
+    /// blob). One removed meanwhile (`remove` takes an emptied one) is made
+    /// again when the rename into it finds it gone.
+    fan_outs: [AtomicBool; 256],
+}
+
+/// What is under a blob's name, for [`FsBlobStore::keeps_locked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Present {
+    /// The blob, kept as it is.
+    Kept,
+    /// Nothing.
+    Absent,
+    /// Something that is not kept: a directory (`is_dir`), a blob of
+    /// another length or mode, or one found corrupt.
+    Replaced { is_dir: bool },
 }
 
 /// What re-hashing a stored blob found.
@@ -154,6 +171,7 @@ impl FsBlobStore {
             pending: Mutex::new(Vec::new()),
             suspect: Mutex::new(HashSet::new()),
             publish: Mutex::new(()),
+            fan_outs: [const { AtomicBool::new(false) }; 256],
         }
     }
 
@@ -305,34 +323,42 @@ impl FsBlobStore {
     /// is not kept.
     fn keeps(&self, digest: &ContentDigest, path: &Path, length: u64, mode: u32) -> bool {
         let _publishing = self.publishing();
-        self.keeps_locked(digest, path, length, mode)
+        self.keeps_locked(digest, path, length, mode) == Present::Kept
     }
 
-    /// [`FsBlobStore::keeps`], with [`FsBlobStore::publishing`] held.
-    fn keeps_locked(&self, digest: &ContentDigest, path: &Path, length: u64, mode: u32) -> bool {
+    /// [`FsBlobStore::keeps`], with [`FsBlobStore::publishing`] held, and
+    /// what is there when it is not kept.
+    fn keeps_locked(&self, digest: &ContentDigest, path: &Path, length: u64, mode: u32) -> Present {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if self.suspects().contains(digest) {
-            return false;
-        }
         let Ok(metadata) = std::fs::symlink_metadata(path) else {
-            return false;
+            return Present::Absent;
         };
+        let replaced = Present::Replaced {
+            is_dir: metadata.is_dir(),
+        };
+        if self.suspects().contains(digest) {
+            return replaced;
+        }
         // Anything but a regular file under a blob's name is replaced (see
         // `open_blob`), and so is a blob of another length (torn).
         if !metadata.is_file() || metadata.len() != length {
-            return false;
+            return replaced;
         }
         let current = metadata.mode() & 0o7777;
         // The owner's bits stay; group and other keep only what both allow.
         let narrowed = current & (mode | 0o700);
         if narrowed == current {
-            return true;
+            return Present::Kept;
         }
         // An adopted blob is also a data file: its mode is not ours to change.
         if metadata.nlink() > 1 {
-            return false;
+            return replaced;
         }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(narrowed)).is_ok()
+        if std::fs::set_permissions(path, std::fs::Permissions::from_mode(narrowed)).is_ok() {
+            Present::Kept
+        } else {
+            replaced
+        }
     }
 
     fn publishing(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -428,19 +454,25 @@ impl FsBlobStore {
     ) -> Result<ContentDigest, StoreError> {
         let final_path = self.blob_path(&digest);
         let publishing = self.publishing();
-        if !self.keeps_locked(&digest, &final_path, length, mode) {
-            let fan_out = final_path.parent().unwrap_or(&self.cas_dir);
-            match std::fs::create_dir(fan_out) {
-                Ok(()) => {}
-                Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
-                Err(error) => return Err(StoreError::io(fan_out, error)),
-            }
+        let present = self.keeps_locked(&digest, &final_path, length, mode);
+        if present != Present::Kept {
             // A rename replaces any other kind of file, not a directory.
-            if std::fs::symlink_metadata(&final_path).is_ok_and(|metadata| metadata.is_dir()) {
+            if present == (Present::Replaced { is_dir: true }) {
                 remove_tree(&final_path).map_err(|source| StoreError::io(&final_path, source))?;
             }
-            std::fs::rename(&temp.0, &final_path)
-                .map_err(|source| StoreError::io(&final_path, source))?;
+            let fan_out = &self.fan_outs[usize::from(digest.0[0])];
+            if !fan_out.load(Ordering::Relaxed) {
+                self.make_fan_out(&final_path)?;
+                fan_out.store(true, Ordering::Relaxed);
+            }
+            match std::fs::rename(&temp.0, &final_path) {
+                Err(error) if error.kind() == ErrorKind::NotFound && temp.0.exists() => {
+                    self.make_fan_out(&final_path)?;
+                    std::fs::rename(&temp.0, &final_path)
+                }
+                renamed => renamed,
+            }
+            .map_err(|source| StoreError::io(&final_path, source))?;
             // Renamed: nothing is left to remove.
             temp.0 = PathBuf::new();
             self.suspects().remove(&digest);
@@ -449,6 +481,16 @@ impl FsBlobStore {
         drop(temp);
         self.written(final_path);
         Ok(digest)
+    }
+
+    /// Makes the fan-out directory of the blob at `final_path`, if missing.
+    fn make_fan_out(&self, final_path: &Path) -> Result<(), StoreError> {
+        let fan_out = final_path.parent().unwrap_or(&self.cas_dir);
+        match std::fs::create_dir(fan_out) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(StoreError::io(fan_out, error)),
+        }
     }
 
     /// Stores the file at `path`: from memory if it is small, else by

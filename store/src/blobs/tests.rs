@@ -155,6 +155,26 @@ fn a_deleted_blob_is_missing() {
     assert!(!dest.exists());
 }
 
+/// A fan-out directory this handle made once, and `remove` took with its
+/// last blob, is made again by the next put into it: the handle remembers
+/// the directories it made, and must not trust that memory past a rename
+/// that finds one gone. Likewise one removed from outside.
+#[test]
+fn a_fan_out_removed_with_its_last_blob_is_made_again() {
+    let (_dir, blobs) = linux_store();
+    let digest = blobs.put_bytes(b"alone in its fan-out").unwrap();
+    let fan_out = blobs.blob_path(&digest).parent().unwrap().to_owned();
+    assert_eq!(blobs.remove(&digest).unwrap(), 20);
+    assert!(!fan_out.exists(), "the emptied fan-out went with it");
+    assert_eq!(blobs.put_bytes(b"alone in its fan-out").unwrap(), digest);
+    assert_eq!(blobs.read(&digest).unwrap(), b"alone in its fan-out");
+    std::fs::remove_file(blobs.blob_path(&digest)).unwrap();
+    std::fs::remove_dir(&fan_out).unwrap();
+    assert_eq!(blobs.put_bytes(b"alone in its fan-out").unwrap(), digest);
+    assert!(blobs.contains(&digest));
+    assert_eq!(temp_entries(&blobs), 0, "no temp left behind");
+}
+
 #[test]
 fn restore_never_overwrites() {
     let (dir, blobs) = linux_store();
