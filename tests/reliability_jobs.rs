@@ -603,3 +603,45 @@ run = ["sh", "-c", "echo \"$CAIRN_RUN_ID\" > \"$CAIRN_OUT/id\""]
     assert_eq!(distinct.len(), ids.len(), "run ids: {ids:?}");
     assert!(ids.iter().all(|id| id.trim().len() > 8), "{ids:?}");
 }
+
+/// A worker keeps its last job's emptied staging directories for reuse
+/// once its next job has started, not before (exec/staging.rs,
+/// `defer_emptied_run_dir`): in a chain the next job would otherwise wait
+/// for those listings and renames. So two pairs of directories take turns
+/// along a chain run by one worker, where one pair served every job when
+/// each was kept before the next started. Every attempt still starts
+/// with an empty output directory of its own, and the staging root is gone
+/// after the build.
+#[test]
+fn a_chain_takes_turns_with_two_staging_directories_kept_while_the_next_job_runs() {
+    let p = Project::with_graph(
+        r#"
+[dimensions.n]
+values = ["1", "2", "3", "4", "5", "6"]
+
+[datasets.chain]
+
+[jobs.chain]
+outputs = ["chain/n={n}"]
+inputs = ["chain/n={prev}"]
+over.prev = { dimension = "n", of = "n", window = [-1, -1] }
+run = ["sh", "-c", "found=$(ls -A \"$CAIRN_OUT\"); echo \"[$found]\" > \"$CAIRN_OUT/found\"; basename \"$(dirname \"$(dirname \"$CAIRN_OUT\")\")\" > \"$CAIRN_OUT/attempt\""]
+"#,
+    );
+    p.cairn(&["build", "-j", "1"]).assert_code(0);
+    let attempts: Vec<String> = (1..=6)
+        .map(|n| {
+            assert_eq!(p.read_string(&format!("data/chain/n={n}/found")), "[]\n");
+            p.read_string(&format!("data/chain/n={n}/attempt"))
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = attempts.iter().collect();
+    assert_eq!(distinct.len(), 2, "attempt directories: {attempts:?}");
+    assert!(
+        attempts.windows(2).all(|pair| pair[0] != pair[1]),
+        "{attempts:?}"
+    );
+    assert!(!p.path().join("data/.cairn-tmp").exists());
+}

@@ -1422,6 +1422,14 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
         scheduler.check_interrupt(interrupt);
         let task = match scheduler.take() {
             Take::Run(task) => task,
+            // What this worker put off is done before it waits or stops
+            // (outside the lock), not left for a job that may never come.
+            Take::Wait | Take::Over if staging::has_deferred() => {
+                drop(scheduler);
+                staging::handle_deferred();
+                scheduler = shared.lock();
+                continue;
+            }
             Take::Wait => {
                 scheduler.idle_workers += 1;
                 scheduler = shared
@@ -1467,6 +1475,9 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
             let performed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 context.perform(action, &task.inputs, task.code, &emit)
             }));
+            // Done while the job ran (the runner's `started`), else now:
+            // the action restored, failed before its job, or ran elsewhere.
+            staging::handle_deferred();
             let finished = performed.unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -1485,18 +1496,20 @@ fn work(shared: &Shared<'_>, interrupt: &AtomicBool) {
             finished
         };
         let mut leftovers = std::mem::take(&mut finished.leftovers);
-        // An emptied run directory is kept as a spare in a few system
-        // calls: done here, before the result is handed back, so that this
-        // worker takes the next action itself. Handing the next action to
-        // an idle worker instead costs a wake-up per action, which on a
-        // busy machine is a wait for a CPU: a chain would go from worker
-        // to worker at every step.
+        // An emptied run directory is kept as a spare by this worker once
+        // its next job has started (staging::defer_emptied_run_dir), so
+        // that this worker takes the next action itself at once. Handing
+        // the next action to an idle worker instead costs a wake-up per
+        // action, which on a busy machine is a wait for a CPU: a chain
+        // would go from worker to worker at every step.
         if leftovers
             .iter()
             .all(|leftover| matches!(leftover, staging::Leftover::EmptiedRunDir(_)))
         {
             for leftover in leftovers.drain(..) {
-                leftover.remove();
+                if let staging::Leftover::EmptiedRunDir(run_dir) = leftover {
+                    staging::defer_emptied_run_dir(run_dir);
+                }
             }
         }
         scheduler = shared.lock();

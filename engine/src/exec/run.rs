@@ -212,7 +212,7 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
         let id = crate::groups::unique_id();
         let run_dir = key_dir.join(&id);
         if super::staging::reuse_dir(super::staging::SpareDir::Attempt, &run_dir) {
-            make_output_dirs(&run_dir, output_count)?;
+            make_output_dirs(&run_dir, 0..output_count)?;
             return Ok((id, run_dir));
         }
         match fs::create_dir(&run_dir) {
@@ -226,16 +226,16 @@ fn new_attempt_dir(key_dir: &Path, output_count: usize) -> Result<(String, PathB
         }
         let out = run_dir.join("out");
         fs::create_dir(&out).map_err(|error| text(&out, error))?;
-        make_output_dirs(&run_dir, output_count)?;
+        make_output_dirs(&run_dir, 0..output_count)?;
         return Ok((id, run_dir));
     }
 }
 
-/// Makes `out/0` … `out/<count - 1>` in an attempt directory whose `out/`
-/// exists and is empty.
-fn make_output_dirs(run_dir: &Path, count: usize) -> Result<(), String> {
+/// Makes `out/<i>` for each `i` of `indices` in an attempt directory whose
+/// `out/` exists and holds none of them.
+fn make_output_dirs(run_dir: &Path, indices: std::ops::Range<usize>) -> Result<(), String> {
     let out = run_dir.join("out");
-    for index in 0..count {
+    for index in indices {
         let directory = out.join(index.to_string());
         fs::create_dir(&directory).map_err(|error| format!("{}: {error}", directory.display()))?;
     }
@@ -410,7 +410,7 @@ impl Context<'_> {
             }
         }
         if let Some((id, run_dir)) = super::staging::reuse_pair(key_dir) {
-            make_output_dirs(&run_dir, outputs)?;
+            make_output_dirs(&run_dir, 1..outputs)?;
             return Ok((id, run_dir, None));
         }
         fresh_key_dir(key_dir)?;
@@ -686,6 +686,7 @@ impl Context<'_> {
                 },
                 shield: shield.as_ref(),
                 dispatched: Some(&dispatched),
+                started: Some(&super::staging::handle_deferred),
             },
             self.children,
             Some(&poll),

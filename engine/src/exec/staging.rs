@@ -78,6 +78,38 @@ pub(crate) fn remove_emptied_run_dir(run_dir: &Path) {
     remove_key_dir_if_done(run_dir);
 }
 
+std::thread_local! {
+    /// The emptied run directories this thread (a worker) put off.
+    static DEFERRED: std::cell::RefCell<Vec<PathBuf>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Puts off [`remove_emptied_run_dir`] of `run_dir` until this thread's
+/// next job has started ([`handle_deferred`], which the job runner calls
+/// once the process runs: exec/run.rs), so that keeping it as a spare (its
+/// listings, a rename, the next `out/0` made) is done while that job runs
+/// instead of before it starts; in a chain every action waits for it
+/// otherwise. The worker hands its result back first, and calls
+/// [`handle_deferred`] itself once the next attempt is over and before it
+/// waits for work or stops, so nothing deferred outlives the build.
+pub(crate) fn defer_emptied_run_dir(run_dir: PathBuf) {
+    DEFERRED.with(|deferred| deferred.borrow_mut().push(run_dir));
+}
+
+/// Whether this thread put off a run directory ([`defer_emptied_run_dir`]).
+pub(crate) fn has_deferred() -> bool {
+    DEFERRED.with(|deferred| !deferred.borrow().is_empty())
+}
+
+/// Handles the run directories this thread deferred
+/// ([`defer_emptied_run_dir`]).
+pub(crate) fn handle_deferred() {
+    let taken = DEFERRED.with(|deferred| std::mem::take(&mut *deferred.borrow_mut()));
+    for run_dir in taken {
+        remove_emptied_run_dir(&run_dir);
+    }
+}
+
 /// Emptied directories kept for reuse in `<root>/spare/`: attempt
 /// directories (with their empty `out/` and their logs, which the next
 /// job's truncate) and key directories. A new one is renamed from there
@@ -242,7 +274,9 @@ fn attempt_is_spare(run_dir: &Path) -> bool {
 
 /// Keeps the key directory of `run_dir` whole as a spare pair when it
 /// holds only this attempt, and the attempt only its logs and an empty
-/// `out/` ([`attempt_is_spare`]). The next key's attempt keeps the
+/// `out/` ([`attempt_is_spare`]), with the next attempt's `out/0` made in
+/// it (every action has a first output: one `mkdir` less when the pair is
+/// reused, on the next action's path). The next key's attempt keeps the
 /// directory's name; its job's `CAIRN_RUN_ID` is its own (exec/run.rs).
 fn keep_spare_pair(run_dir: &Path) -> bool {
     let (Some(key_dir), Some(id)) = (
@@ -253,9 +287,19 @@ fn keep_spare_pair(run_dir: &Path) -> bool {
     };
     // The attempt id follows a `-` in the spare's name: found again by
     // name when the pair is reused.
-    only_entry(key_dir).is_some_and(|only| only == id)
+    let first_output = run_dir.join("out").join("0");
+    if !(only_entry(key_dir).is_some_and(|only| only == id)
         && attempt_is_spare(run_dir)
-        && keep_dir(SpareDir::Pair, key_dir, &format!("-{id}"))
+        && fs::create_dir(&first_output).is_ok())
+    {
+        return false;
+    }
+    if keep_dir(SpareDir::Pair, key_dir, &format!("-{id}")) {
+        return true;
+    }
+    // Kept otherwise (an attempt alone, or removed): as it was.
+    let _ = fs::remove_dir(&first_output);
+    false
 }
 
 /// The name of the one entry in `dir`, if it holds exactly one.
@@ -267,7 +311,7 @@ fn only_entry(dir: &Path) -> Option<String> {
 
 /// Makes `key_dir` (which must not exist) from a spare pair of its
 /// staging root, if there is one: the attempt id and directory inside it,
-/// its logs emptied and its `out/` empty.
+/// its logs emptied and its `out/` holding only an empty `out/0`.
 pub(crate) fn reuse_pair(key_dir: &Path) -> Option<(String, PathBuf)> {
     let root = root_of(SpareDir::Pair, key_dir)?;
     loop {
@@ -380,8 +424,8 @@ mod tests {
 
     /// An emptied attempt directory alone in its key directory is the next
     /// action's with it, as one pair (renamed, not removed and made again:
-    /// the same inodes), a checkpoint left in it removed first and its logs
-    /// emptied.
+    /// the same inodes), a checkpoint left in it removed first, its logs
+    /// emptied and its first output directory made.
     #[test]
     fn an_emptied_key_and_attempt_directory_are_reused_as_a_pair() {
         let dir = tempfile::tempdir().unwrap();
@@ -408,7 +452,8 @@ mod tests {
             "",
             "the last job's output did not come along"
         );
-        assert!(names(&next.join("out")).is_empty());
+        assert_eq!(names(&next.join("out")), ["0"], "the next out/0 made");
+        assert!(names(&next.join("out/0")).is_empty());
         assert!(reuse_pair(&root.join("run/k3")).is_none(), "none left");
     }
 

@@ -61,6 +61,13 @@ pub struct JobRun<'a> {
     /// the job (the Slurm job id). The executor records it
     /// (`ActionDispatched`).
     pub dispatched: Option<Dispatched<'a>>,
+    /// Called by a runner once the job's process runs, before it waits for
+    /// it (the local runner: right after the spawn). The worker does then
+    /// what it put off from the action before (the emptied run directory
+    /// of its last job, exec/staging.rs) while the job runs, rather than
+    /// before it starts. A runner that never calls it
+    /// leaves that to the worker after the attempt.
+    pub started: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// What a runner calls with the executor's name and its id of the job an

@@ -39,7 +39,7 @@ impl JobRunner for LocalRunner {
         children: &Children,
         poll: Option<&(dyn Fn() + Sync)>,
     ) -> io::Result<Ended> {
-        run_shielded(&job.invocation, job.shield, children, poll)
+        run_shielded(&job.invocation, job.shield, children, poll, job.started)
     }
 }
 
@@ -91,7 +91,7 @@ pub fn run_process(
     children: &Children,
     poll: Option<&(dyn Fn() + Sync)>,
 ) -> io::Result<Ended> {
-    run_shielded(invocation, None, children, poll)
+    run_shielded(invocation, None, children, poll, None)
 }
 
 /// [`run_process`], for a run another build may join: while `shield` is
@@ -106,6 +106,7 @@ fn run_shielded(
     shield: Option<&std::sync::Arc<std::sync::atomic::AtomicBool>>,
     children: &Children,
     poll: Option<&(dyn Fn() + Sync)>,
+    started: Option<&(dyn Fn() + Sync)>,
 ) -> io::Result<Ended> {
     if children.is_interrupted() {
         return Err(io::Error::new(
@@ -170,6 +171,9 @@ fn run_shielded(
     // An interrupt that came while the job started did not see its pid.
     if children.is_interrupted() && !shielded() {
         crate::groups::signal_group(pid, libc::SIGTERM);
+    }
+    if let Some(started) = started {
+        started();
     }
     // SIGTERM on timeout, SIGKILL when the grace after a SIGTERM is over
     // (or at once on a second interrupt); checked on every tick.
