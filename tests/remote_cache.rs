@@ -1188,6 +1188,29 @@ fn the_real_servers_keep_the_remote_contract() {
     );
 }
 
+/// The batches of requests (several in flight on one thread) keep the
+/// port's contract against nginx and SeaweedFS: each answered once, the
+/// first writer winning, no request started once told to stop.
+#[test]
+fn the_real_servers_keep_the_batch_contract() {
+    let test = "the_real_servers_keep_the_batch_contract";
+    let Some(nginx) = Cache::nginx(test) else {
+        return;
+    };
+    let Some(seaweed) = Cache::seaweed(test) else {
+        return;
+    };
+    for cache in [&nginx, &seaweed] {
+        let opened = cairn_remote::open_with_env(
+            &cache.url,
+            Some(Duration::from_secs(10)),
+            cache.env.clone(),
+        )
+        .unwrap();
+        cairn_core::contract::remote_batches_answer_each_request_once(&opened);
+    }
+}
+
 /// A loopback HTTP server that keeps the requests' heads: what a cache
 /// would see. It answers 404 to reads at once and 201 to writes (whose
 /// bodies it drops) after `delay`.

@@ -780,6 +780,80 @@ pub fn remote_actions_are_written_once(cache: &dyn RemoteCache) {
     assert_eq!(cache.get_action(&key(0xa3)).unwrap(), None);
 }
 
+/// A remote cache's batches ([`RemoteCache::put_actions`],
+/// [`RemoteCache::get_actions`]) answer each request once, by its index, as
+/// the single requests would: an entry already there is kept. Once the
+/// receiver says stop, the requests not under way are not made. `cache`
+/// must hold no entry for the keys 0xb0..0xdf.
+pub fn remote_batches_answer_each_request_once(cache: &dyn RemoteCache) {
+    use crate::ports::ActionPut;
+    assert_eq!(
+        cache.put_action(&key(0xb1), b"first").unwrap(),
+        PutOutcome::Created
+    );
+    let puts = [
+        ActionPut {
+            key: key(0xb1),
+            entry: b"second".to_vec(),
+            after_miss: false,
+        },
+        ActionPut {
+            key: key(0xb2),
+            entry: b"two".to_vec(),
+            after_miss: false,
+        },
+        ActionPut {
+            key: key(0xb3),
+            entry: b"three".to_vec(),
+            after_miss: true,
+        },
+    ];
+    let mut outcomes = vec![None; puts.len()];
+    cache.put_actions(&puts, &mut |index, outcome| {
+        assert!(outcomes[index].is_none(), "answered once");
+        outcomes[index] = Some(outcome.unwrap());
+        true
+    });
+    assert_eq!(
+        outcomes,
+        [
+            Some(PutOutcome::AlreadyExists),
+            Some(PutOutcome::Created),
+            Some(PutOutcome::Created)
+        ],
+        "the first writer wins in a batch too"
+    );
+    let keys = [key(0xb1), key(0xb2), key(0xb3), key(0xb4)];
+    let mut entries = vec![None; keys.len()];
+    cache.get_actions(&keys, &mut |index, entry| {
+        assert!(entries[index].is_none(), "answered once");
+        entries[index] = Some(entry.unwrap());
+        true
+    });
+    assert_eq!(
+        entries,
+        [
+            Some(Some(b"first".to_vec())),
+            Some(Some(b"two".to_vec())),
+            Some(Some(b"three".to_vec())),
+            Some(None)
+        ]
+    );
+    // Told to stop at the first answer: the requests not under way then
+    // are never made.
+    let many: Vec<ActionKey> = (0xc0..=0xdf).map(key).collect();
+    let mut answers = 0;
+    cache.get_actions(&many, &mut |_, entry| {
+        assert_eq!(entry.unwrap(), None);
+        answers += 1;
+        false
+    });
+    assert!(
+        (1..many.len()).contains(&answers),
+        "{answers} answers after the first said stop"
+    );
+}
+
 /// A remote cache's blobs: absent until put, then present and read back
 /// as put, large or empty; putting again is harmless.
 pub fn remote_blobs_round_trip(cache: &dyn RemoteCache) {

@@ -689,6 +689,7 @@ mod tests {
     #[test]
     fn the_memory_remote_cache_keeps_the_remote_contract() {
         contract::remote_actions_are_written_once(&MemoryRemoteCache::new("memory://"));
+        contract::remote_batches_answer_each_request_once(&MemoryRemoteCache::new("memory://"));
         contract::remote_blobs_round_trip(&MemoryRemoteCache::new("memory://"));
         let cache = MemoryRemoteCache::new("memory://");
         cache.set_failing(true);

@@ -374,6 +374,23 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// An AC entry to write with [`RemoteCache::put_actions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPut {
+    pub key: ActionKey,
+    pub entry: Vec<u8>,
+    /// A lookup found no entry for the key moments ago: written as
+    /// [`RemoteCache::put_action_after_miss`] writes it.
+    pub after_miss: bool,
+}
+
+/// Receives the answers of a batch of requests ([`RemoteCache::get_actions`],
+/// [`RemoteCache::put_actions`]), each with the index of its request, in the
+/// order they arrive; returns whether to go on. Once it returns `false`, no
+/// further request of the batch starts: those already under way finish and
+/// are answered, the others are never answered.
+pub type Answered<'a, T> = dyn FnMut(usize, Result<T, RemoteError>) -> bool + 'a;
+
 /// A shared remote cache of action results (docs/remote-cache.md): AC
 /// entries by action key (`ac/<key hex>`, written once: the first writer
 /// wins) and content-addressed blobs by blake3 (`cas/<digest hex>`).
@@ -399,6 +416,34 @@ pub trait RemoteCache: Send + Sync {
         entry: &[u8],
     ) -> Result<PutOutcome, RemoteError> {
         self.put_action(key, entry)
+    }
+    /// The AC entries of `keys`, each as [`RemoteCache::get_action`]
+    /// answers it, given to `answered` as they arrive. The provided method
+    /// asks one at a time; a network backend keeps several requests in
+    /// flight on one thread (fewer wake-ups per request: docs/benchmarks.md,
+    /// "Shared remote cache").
+    fn get_actions(&self, keys: &[ActionKey], answered: &mut Answered<'_, Option<Vec<u8>>>) {
+        for (index, key) in keys.iter().enumerate() {
+            if !answered(index, self.get_action(key)) {
+                return;
+            }
+        }
+    }
+    /// Writes each entry as [`RemoteCache::put_action`] (or, for one
+    /// `after_miss`, [`RemoteCache::put_action_after_miss`]) writes it,
+    /// giving `answered` each outcome as it arrives. The provided method
+    /// writes one at a time; a network backend keeps several in flight.
+    fn put_actions(&self, puts: &[ActionPut], answered: &mut Answered<'_, PutOutcome>) {
+        for (index, put) in puts.iter().enumerate() {
+            let outcome = if put.after_miss {
+                self.put_action_after_miss(&put.key, &put.entry)
+            } else {
+                self.put_action(&put.key, &put.entry)
+            };
+            if !answered(index, outcome) {
+                return;
+            }
+        }
     }
     /// Whether the cache holds a blob named `digest` (not verified).
     fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError>;

@@ -20,8 +20,10 @@
 //! after it. A request never hands work to another thread and back: with a
 //! shared multi-threaded runtime, the wake-ups between the caller and the
 //! runtime's threads cost more CPU than the HTTP itself (docs/benchmarks.md,
-//! "Remote cache"). Every request has a timeout, and is retried at most
-//! once.
+//! "Shared remote cache"). A batch of requests (`get_actions`,
+//! `put_actions`) runs on one lane, up to 16 at once (`IN_FLIGHT`): the
+//! answers that arrive together cost the thread one wake-up. Every request
+//! has a timeout of its own, and is retried at most once.
 
 use std::future::Future;
 use std::io::Read;
@@ -32,7 +34,7 @@ use std::time::Duration;
 mod aws_profile;
 
 use cairn_core::digest::{ActionKey, ContentDigest};
-use cairn_core::ports::{PutOutcome, RemoteCache, RemoteError};
+use cairn_core::ports::{ActionPut, Answered, PutOutcome, RemoteCache, RemoteError};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path as StorePath;
@@ -52,14 +54,19 @@ const LARGE_BODY: usize = 1024 * 1024;
 /// given time for before it counts as stalled.
 const SLOWEST_RATE: u64 = 1024 * 1024;
 
-/// The environment variable naming a file that holds a bearer token for an
-/// HTTP cache.
 /// The longest AC entry read (docs/remote-cache.md, "Lookup"): a
 /// manifest of tens of thousands of files with its inlined blobs fits, a
 /// cache answering gigabytes for one entry does not make cairn hold them
 /// (with up to 64 answers asked ahead held at once, engine/src/remote.rs).
 pub const AC_ENTRY_AT_MOST: usize = 16 * 1024 * 1024;
 
+/// Requests of one batch ([`RemoteCache::get_actions`],
+/// [`RemoteCache::put_actions`]) in flight at once on a lane: each answer
+/// that arrives while others are under way costs no wake-up of its own.
+const IN_FLIGHT: usize = 16;
+
+/// The environment variable naming a file that holds a bearer token for an
+/// HTTP cache.
 pub const TOKEN_FILE_VARIABLE: &str = "CAIRN_REMOTE_CACHE_TOKEN_FILE";
 
 /// Why a remote cache could not be opened: a usage error (exit 2).
@@ -443,53 +450,141 @@ impl ObjectCache {
         }
     }
 
-    /// Runs one request on a lane, within the timeout.
+    /// The store and the bound for a request sending `sending` bytes on
+    /// `lane`.
     ///
-    /// A request sending more than [`LARGE_BODY`] bytes (`sending`) may
-    /// take longer: the timeout plus a second per MiB ([`SLOWEST_RATE`]),
-    /// so that a large blob over a slow link is sent, and a stalled one
-    /// still fails.
+    /// A request sending more than [`LARGE_BODY`] bytes may take longer:
+    /// the timeout plus a second per MiB ([`SLOWEST_RATE`]), so that a
+    /// large blob over a slow link is sent, and a stalled one still fails.
+    fn bound(
+        &self,
+        lane: &mut Lane,
+        operation: &'static str,
+        object: &StorePath,
+        sending: usize,
+    ) -> Result<Bound, RemoteError> {
+        if sending > LARGE_BODY {
+            let transfer = Duration::from_secs_f64(sending as f64 / SLOWEST_RATE as f64);
+            Ok(Bound {
+                store: self.streaming(lane, operation, object)?,
+                limit: self.limit() + transfer,
+                large: true,
+            })
+        } else {
+            Ok(Bound {
+                store: Arc::clone(&lane.store),
+                limit: self.limit(),
+                large: false,
+            })
+        }
+    }
+
+    /// `request`, within `bound`'s limit.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        object: &StorePath,
+        bound: &Bound,
+        request: impl Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, RemoteError> {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(bound.limit, request)
+            .await
+            .map_err(|_| self.timed_out(operation, object, bound.limit))?;
+        // The client's errors do not say that an attempt timed out (only
+        // "error sending request"): one that took the whole timeout did.
+        match result {
+            Err(_) if !bound.large && started.elapsed() >= self.timeout => {
+                Err(self.timed_out(operation, object, started.elapsed()))
+            }
+            Err(error) => Err(self.failed(operation, object, &error)),
+            Ok(value) => Ok(value),
+        }
+    }
+
+    /// Runs one request on a lane, to its end.
     fn run<T, F>(
         &self,
         operation: &'static str,
         object: &StorePath,
         sending: usize,
-        request: impl FnOnce(Arc<dyn ObjectStore>) -> F,
-    ) -> Result<Result<T, object_store::Error>, RemoteError>
+        request: impl FnOnce(Bound) -> F,
+    ) -> Result<T, RemoteError>
     where
-        F: Future<Output = Result<T, object_store::Error>>,
+        F: Future<Output = Result<T, RemoteError>>,
     {
         let mut lane = self.take_lane(operation, object)?;
-        let large = sending > LARGE_BODY;
-        let (store, limit) = if large {
-            let transfer = Duration::from_secs_f64(sending as f64 / SLOWEST_RATE as f64);
-            let store = match self.streaming(&mut lane, operation, object) {
-                Ok(store) => store,
-                Err(error) => {
-                    self.give_back(lane);
-                    return Err(error);
-                }
-            };
-            (store, self.limit() + transfer)
-        } else {
-            (Arc::clone(&lane.store), self.limit())
-        };
-        let started = std::time::Instant::now();
-        let future = request(store);
-        let result = lane
-            .runtime
-            .block_on(async { tokio::time::timeout(limit, future).await });
-        self.give_back(lane);
-        let result = result.map_err(|_| self.timed_out(operation, object, limit))?;
-        // The client's errors do not say that an attempt timed out (only
-        // "error sending request"): one that took the whole timeout did.
-        match result {
-            Err(_) if !large && started.elapsed() >= self.timeout => {
-                Err(self.timed_out(operation, object, started.elapsed()))
+        let bound = match self.bound(&mut lane, operation, object, sending) {
+            Ok(bound) => bound,
+            Err(error) => {
+                self.give_back(lane);
+                return Err(error);
             }
-            Err(error) => Ok(Err(error)),
-            Ok(value) => Ok(Ok(value)),
+        };
+        let result = lane.runtime.block_on(request(bound));
+        self.give_back(lane);
+        result
+    }
+
+    /// Runs `count` requests on one lane, up to [`IN_FLIGHT`] at once,
+    /// giving each answer to `answered` as it arrives
+    /// (`cairn_core::ports::Answered`: once it says stop, no further
+    /// request starts). Request `index` sends `sending(index)` bytes to
+    /// `object(index)`; each has its own bound, as if it ran alone.
+    fn run_many<T, F>(
+        &self,
+        operation: &'static str,
+        count: usize,
+        object: impl Fn(usize) -> StorePath,
+        sending: impl Fn(usize) -> usize,
+        request: impl Fn(usize, Bound) -> F,
+        answered: &mut Answered<'_, T>,
+    ) where
+        F: Future<Output = Result<T, RemoteError>>,
+    {
+        if count == 0 {
+            return;
         }
+        let mut lane = match self.take_lane(operation, &object(0)) {
+            Ok(lane) => lane,
+            Err(error) => {
+                for index in 0..count {
+                    if !answered(index, Err(error.clone())) {
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        // The bounds first (a large body's client is made on the lane),
+        // then the lane's runtime drives the requests.
+        let bounds: Vec<Result<Bound, RemoteError>> = (0..count)
+            .map(|index| self.bound(&mut lane, operation, &object(index), sending(index)))
+            .collect();
+        let request = &request;
+        lane.runtime.block_on(async {
+            let mut waiting = bounds.into_iter().enumerate();
+            let mut running = futures::stream::FuturesUnordered::new();
+            let mut go_on = true;
+            loop {
+                while go_on && running.len() < IN_FLIGHT {
+                    let Some((index, bound)) = waiting.next() else {
+                        break;
+                    };
+                    match bound {
+                        Ok(bound) => {
+                            running.push(async move { (index, request(index, bound).await) });
+                        }
+                        Err(error) => go_on = answered(index, Err(error)),
+                    }
+                }
+                let Some((index, result)) = running.next().await else {
+                    break;
+                };
+                go_on = answered(index, result) && go_on;
+            }
+        });
+        self.give_back(lane);
     }
 
     fn failed(
@@ -509,12 +604,14 @@ impl ObjectCache {
     /// The object at `path`, read whole; with `at_most`, a body longer
     /// than that many bytes is a failed request, read no further (an AC
     /// entry is held in memory: a cache must not make cairn hold gigabytes).
-    fn get(
+    async fn get(
         &self,
+        bound: &Bound,
         path: &StorePath,
         at_most: Option<usize>,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
-        let result = self.run("get", path, 0, |store| async move {
+        let store = &bound.store;
+        self.bounded("get", path, bound, async move {
             let found = match store.get(path).await {
                 Ok(found) => found,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -539,22 +636,29 @@ impl ObjectCache {
                 bytes.extend_from_slice(&chunk);
             }
             Ok(Some(bytes))
-        })?;
-        result.map_err(|error| self.failed("get", path, &error))
+        })
+        .await
     }
 
-    fn head(&self, path: &StorePath) -> Result<bool, RemoteError> {
-        let result = self.run("head", path, 0, |store| async move {
+    async fn head(&self, bound: &Bound, path: &StorePath) -> Result<bool, RemoteError> {
+        let store = &bound.store;
+        self.bounded("head", path, bound, async move {
             match store.head(path).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(error) => Err(error),
             }
-        })?;
-        result.map_err(|error| self.failed("head", path, &error))
+        })
+        .await
     }
 
-    fn put(&self, path: &StorePath, bytes: &[u8], create: bool) -> Result<PutOutcome, RemoteError> {
+    async fn put(
+        &self,
+        bound: &Bound,
+        path: &StorePath,
+        bytes: &[u8],
+        create: bool,
+    ) -> Result<PutOutcome, RemoteError> {
         let payload = PutPayload::from(bytes.to_vec());
         let options = PutOptions {
             mode: if create {
@@ -564,7 +668,8 @@ impl ObjectCache {
             },
             ..PutOptions::default()
         };
-        let result = self.run("put", path, bytes.len(), |store| async move {
+        let store = &bound.store;
+        self.bounded("put", path, bound, async move {
             match store.put_opts(path, payload, options).await {
                 Ok(_) => Ok(PutOutcome::Created),
                 Err(
@@ -573,9 +678,43 @@ impl ObjectCache {
                 ) => Ok(PutOutcome::AlreadyExists),
                 Err(error) => Err(error),
             }
-        })?;
-        result.map_err(|error| self.failed("put", path, &error))
+        })
+        .await
     }
+
+    /// Writes the AC entry of `key` unless one exists; `after_miss`: a
+    /// lookup found none moments ago.
+    async fn put_entry(
+        &self,
+        bound: &Bound,
+        key: &ActionKey,
+        entry: &[u8],
+        after_miss: bool,
+    ) -> Result<PutOutcome, RemoteError> {
+        let path = ac_path(key);
+        if self.conditional || after_miss {
+            // Create-only where the store has it; over HTTP, the caller's
+            // lookup a moment ago is the look (no more atomic than the
+            // HEAD itself: see the crate's documentation).
+            return self.put(bound, &path, entry, self.conditional).await;
+        }
+        // No conditional put (HTTP): HEAD, then PUT if absent. Not atomic:
+        // see the crate's documentation.
+        if self.head(bound, &path).await? {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        self.put(bound, &path, entry, false).await
+    }
+}
+
+/// Where a request goes and how long it may take ([`ObjectCache::bound`]).
+struct Bound {
+    store: Arc<dyn ObjectStore>,
+    /// The whole request, retry included (the client's own timeout bounds
+    /// each attempt).
+    limit: Duration,
+    /// A large body: not failed for taking longer than the timeout.
+    large: bool,
 }
 
 impl RemoteCache for ObjectCache {
@@ -584,20 +723,16 @@ impl RemoteCache for ObjectCache {
     }
 
     fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
-        self.get(&ac_path(key), Some(AC_ENTRY_AT_MOST))
+        let path = &ac_path(key);
+        self.run("get", path, 0, |bound| async move {
+            self.get(&bound, path, Some(AC_ENTRY_AT_MOST)).await
+        })
     }
 
     fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
-        let path = ac_path(key);
-        if self.conditional {
-            return self.put(&path, entry, true);
-        }
-        // No conditional put (HTTP): HEAD, then PUT if absent. Not atomic:
-        // see the crate's documentation.
-        if self.head(&path)? {
-            return Ok(PutOutcome::AlreadyExists);
-        }
-        self.put(&path, entry, false)
+        self.run("put", &ac_path(key), entry.len(), |bound| async move {
+            self.put_entry(&bound, key, entry, false).await
+        })
     }
 
     fn put_action_after_miss(
@@ -605,17 +740,52 @@ impl RemoteCache for ObjectCache {
         key: &ActionKey,
         entry: &[u8],
     ) -> Result<PutOutcome, RemoteError> {
-        // The caller's lookup, a moment ago, is the HEAD (no more atomic
-        // than the HEAD itself: see the crate's documentation).
-        self.put(&ac_path(key), entry, self.conditional)
+        self.run("put", &ac_path(key), entry.len(), |bound| async move {
+            self.put_entry(&bound, key, entry, true).await
+        })
+    }
+
+    fn get_actions(&self, keys: &[ActionKey], answered: &mut Answered<'_, Option<Vec<u8>>>) {
+        self.run_many(
+            "get",
+            keys.len(),
+            |index| ac_path(&keys[index]),
+            |_| 0,
+            |index, bound| async move {
+                self.get(&bound, &ac_path(&keys[index]), Some(AC_ENTRY_AT_MOST))
+                    .await
+            },
+            answered,
+        );
+    }
+
+    fn put_actions(&self, puts: &[ActionPut], answered: &mut Answered<'_, PutOutcome>) {
+        self.run_many(
+            "put",
+            puts.len(),
+            |index| ac_path(&puts[index].key),
+            |index| puts[index].entry.len(),
+            |index, bound| async move {
+                let put = &puts[index];
+                self.put_entry(&bound, &put.key, &put.entry, put.after_miss)
+                    .await
+            },
+            answered,
+        );
     }
 
     fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
-        self.head(&cas_path(digest))
+        let path = &cas_path(digest);
+        self.run("head", path, 0, |bound| async move {
+            self.head(&bound, path).await
+        })
     }
 
     fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
-        self.get(&cas_path(digest), None)
+        let path = &cas_path(digest);
+        self.run("get", path, 0, |bound| async move {
+            self.get(&bound, path, None).await
+        })
     }
 
     fn open_blob(
@@ -662,7 +832,11 @@ impl RemoteCache for ObjectCache {
     fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
         // A blob is named by its content: writing it again is harmless,
         // so the put overwrites (no conditional request needed).
-        self.put(&cas_path(digest), bytes, false).map(|_| ())
+        let path = &cas_path(digest);
+        self.run("put", path, bytes.len(), |bound| async move {
+            self.put(&bound, path, bytes, false).await
+        })
+        .map(|_| ())
     }
 }
 
@@ -751,6 +925,7 @@ mod tests {
         let url = format!("file://{}", dir.path().display());
         cairn_core::contract::remote_actions_are_written_once(&open(&url, None).unwrap());
         cairn_core::contract::remote_blobs_round_trip(&open(&url, None).unwrap());
+        cairn_core::contract::remote_batches_answer_each_request_once(&open(&url, None).unwrap());
         assert!(dir.path().join("ac").is_dir(), "ac/<key> in the directory");
         assert!(dir.path().join("cas").is_dir());
     }
