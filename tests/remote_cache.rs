@@ -899,9 +899,10 @@ fn a_cache_down_from_the_start_warns_once_and_the_build_goes_on() {
     assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
     assert!(built.run.stderr.contains(&url), "{}", built.run.stderr);
     // The breaker opens at the third failure in a row; requests already
-    // under way then (the worker's next lookup and up to 4 upload threads'
-    // requests: engine/src/exec/mod.rs, UPLOAD_THREADS) still fail and
-    // count, and no request starts after it. With -j 1 that is 3 to 3 + 4.
+    // under way then (the worker's next lookup, and the lookahead's and
+    // the upload thread's, one at a time while the cache fails:
+    // engine/src/remote.rs, `batch_at_most`) still fail and count, and no
+    // request starts after it. With -j 1 that is 3 to 3 + 4.
     let errors = remote_count(&built, "errors");
     assert!(
         (3..=7).contains(&errors),
@@ -1618,4 +1619,174 @@ fn a_server_build_uploads_through_the_graph_files_cache() {
         snapshot(&first.file("data")),
         snapshot(&second.file("data"))
     );
+}
+
+/// What [`put_server`] saw of the PUTs.
+#[derive(Default)]
+struct Puts {
+    /// PUTs received and not answered yet.
+    in_flight: usize,
+    /// The most of them at once.
+    most_in_flight: usize,
+    /// The paths PUT to.
+    paths: BTreeSet<String>,
+    /// PUTs received.
+    received: usize,
+}
+
+/// A loopback HTTP server that answers GET and HEAD with 404 at once, and
+/// the `n`th PUT (from 0) with 201 after `answer_after(n)` (never, with
+/// `None`: it holds the connection), counting the PUTs it holds at once.
+fn put_server(
+    answer_after: fn(usize) -> Option<Duration>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Puts>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let puts = std::sync::Arc::new(std::sync::Mutex::new(Puts::default()));
+    let seen = std::sync::Arc::clone(&puts);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    let length: u64 = head
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = Vec::new();
+                    if (&mut reader).take(length).read_to_end(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = if let Some(path) = head.strip_prefix("PUT ") {
+                        let nth = {
+                            let mut puts = seen.lock().unwrap();
+                            puts.in_flight += 1;
+                            puts.most_in_flight = puts.most_in_flight.max(puts.in_flight);
+                            let path = path.split(' ').next().unwrap_or_default();
+                            puts.paths.insert(path.to_owned());
+                            puts.received += 1;
+                            puts.received - 1
+                        };
+                        let Some(after) = answer_after(nth) else {
+                            // Holds the connection until the client drops it.
+                            let _ = reader.read_line(&mut String::new());
+                            return;
+                        };
+                        std::thread::sleep(after);
+                        seen.lock().unwrap().in_flight -= 1;
+                        "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, puts)
+}
+
+/// A project of 16 actions uploading to `port` with a timeout of
+/// `timeout`: `out/n=00` ends at once, the others after a tenth of a second
+/// each, so that the first upload is alone in its batch and the others
+/// (all done within a second with `-j 2`) are queued behind it together.
+fn sixteen_actions_one_first(port: u16, timeout: &str) -> Project {
+    let values: Vec<String> = (0..16).map(|n| format!("\"{n:02}\"")).collect();
+    Project::with_graph(&format!(
+        "[datasets.out]\n[dimensions.n]\nvalues = [{}]\n\
+         [jobs.quick]\noutputs = [\"out/n={{n}}\"]\n\
+         run = [\"sh\", \"-c\", \"[ $CAIRN_OUTPUT_REF_0 = out/n=00 ] || sleep 0.1; \
+         echo $CAIRN_OUTPUT_REF_0 > $CAIRN_OUT/f\"]\n\
+         [cache]\nurl = \"http://127.0.0.1:{port}/team\"\ntimeout = \"{timeout}\"\n",
+        values.join(", ")
+    ))
+}
+
+/// The uploads of many actions are in flight together on one thread
+/// (engine/src/remote.rs, `Remote::upload_many`): with a cache that takes
+/// a second and a half to answer each PUT, the entries of the actions that
+/// finished meanwhile are all sent at once, not one per upload thread.
+/// Before, four upload threads sent one request each at a time: at most 4
+/// PUTs were in flight.
+#[test]
+fn the_uploads_of_many_actions_are_in_flight_together() {
+    let (port, puts) = put_server(|_| Some(Duration::from_millis(1500)));
+    let project = sixteen_actions_one_first(port, "10s");
+    let built = Build::new(cairn(
+        &project,
+        &["build", "--json", "-j", "2", "--remote-cache-mode", "write"],
+        &[],
+    ));
+    built.assert_code(0);
+    built.assert_counts(16, 16, 0, 0, 0);
+    assert_eq!(remote_count(&built, "errors"), 0, "{}", built.run.stderr);
+    assert_eq!(remote_count(&built, "uploaded"), 16, "{}", built.run.stderr);
+    assert_eq!(events_of(&project, "ActionUploaded").len(), 16);
+    let puts = puts.lock().unwrap();
+    assert_eq!(puts.paths.len(), 16, "{:?}", puts.paths);
+    assert!(
+        puts.most_in_flight >= 8,
+        "{} PUTs in flight at most",
+        puts.most_in_flight
+    );
+}
+
+/// A cache that answers the first PUT and then hangs: each upload in
+/// flight times out on its own (all of them together, not one after the
+/// other), each counts as an error, the breaker opens, and the build ends
+/// with one warning. The first upload is alone in its batch and answered
+/// after a second and a half; the fifteen queued behind it meanwhile are sent
+/// together and all time out. Before, the four upload threads' requests
+/// tripped the breaker and no more than five entries were ever sent.
+#[test]
+fn a_hanging_cache_times_out_each_upload_in_flight() {
+    let (port, puts) = put_server(|nth| (nth == 0).then_some(Duration::from_millis(1500)));
+    let project = sixteen_actions_one_first(port, "2s");
+    let started = Instant::now();
+    let built = Build::new(cairn(
+        &project,
+        &["build", "--json", "-j", "2", "--remote-cache-mode", "write"],
+        &[],
+    ));
+    let took = started.elapsed();
+    built.assert_code(0);
+    built.assert_counts(16, 16, 0, 0, 0);
+    assert_eq!(remote_count(&built, "uploaded"), 1, "the first, answered");
+    assert_eq!(remote(&built)["tripped"], true);
+    assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
+    assert!(
+        built.run.stderr.contains("timed out"),
+        "{}",
+        built.run.stderr
+    );
+    let keys = puts.lock().unwrap().paths.len();
+    assert!(keys >= 10, "{keys} entries in flight together");
+    assert!(
+        remote_count(&built, "errors") >= keys as u64 - 1,
+        "each entry sent after the first timed out and counts: {} errors for {keys} entries",
+        remote_count(&built, "errors")
+    );
+    // One round of at most 4.5 s (twice the timeout and half a second:
+    // remote/src/lib.rs, `limit`) for all of them, not one per entry.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
 }

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, ContentDigest};
 use crate::plan::PlannedAction;
-use crate::ports::{BlobStore, PutOutcome, RemoteCache, RemoteError, StoreError, remote_error_of};
+use crate::ports::{
+    ActionPut, BlobStore, PutOutcome, RemoteCache, RemoteError, StoreError, remote_error_of,
+};
 use crate::record::{EventKind, Manifest, partition_digest};
 
 /// Remote failures in a row after which the build stops asking the cache.
@@ -178,6 +180,8 @@ pub struct Remote {
     /// Who we are, for the entries we write.
     host: String,
     failures_in_a_row: AtomicU32,
+    /// A request succeeded this build ([`Remote::batch_at_most`]).
+    reached: AtomicBool,
     tripped: AtomicBool,
     warned: AtomicBool,
     /// Set when the build ends without waiting: queued uploads are dropped.
@@ -222,6 +226,7 @@ impl Remote {
             wait_uploads,
             host: hostname(),
             failures_in_a_row: AtomicU32::new(0),
+            reached: AtomicBool::new(false),
             tripped: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
@@ -295,6 +300,7 @@ impl Remote {
     }
 
     fn succeeded(&self) {
+        self.reached.store(true, Ordering::SeqCst);
         self.failures_in_a_row.store(0, Ordering::SeqCst);
     }
 
@@ -316,16 +322,7 @@ impl Remote {
         if self.open() {
             return None;
         }
-        match request() {
-            Ok(value) => {
-                self.succeeded();
-                Some(value)
-            }
-            Err(error) => {
-                self.failed(&error);
-                None
-            }
-        }
+        self.answer(request())
     }
 
     /// Looks `key` up, and on a hit downloads the blobs the local store
@@ -428,36 +425,86 @@ impl Remote {
     }
 
     /// Asks the cache for `key`'s entry ahead of the worker that will look
-    /// it up ([`Remote::lookup`]), which then finds the answer waiting
-    /// instead of making the round trip on its own path (docs/remote-cache.md,
-    /// "Lookup"). Run by the build's lookahead threads as actions become
-    /// ready. Waits while [`AHEAD_AT_MOST`] answers wait for their workers;
-    /// does nothing once a worker has looked `key` up itself, once the
-    /// lookahead ended ([`Remote::end_lookahead`]), or with the breaker
-    /// open.
+    /// it up: [`Remote::ask_ahead_many`] with one key.
     pub fn ask_ahead(&self, key: &ActionKey) {
-        let mut ahead = self.ahead();
-        while ahead.waiting >= AHEAD_AT_MOST && !ahead.ended {
-            ahead = self
-                .answered
-                .wait(ahead)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.ask_ahead_many(std::slice::from_ref(key));
+    }
+
+    /// Asks the cache for the entries of `keys` ahead of the workers that
+    /// will look them up ([`Remote::lookup`]), which then find the answers
+    /// waiting instead of making the round trips on their own paths
+    /// (docs/remote-cache.md, "Lookup"). Run by the build's lookahead thread
+    /// as actions become ready, with all those that became ready since its
+    /// last batch: the requests are in flight together
+    /// ([`RemoteCache::get_actions`]). Waits while [`AHEAD_AT_MOST`] answers
+    /// wait for their workers (a batch asks at most as many as there is
+    /// room for); skips a key a worker has looked up itself; stops once the
+    /// lookahead ended ([`Remote::end_lookahead`]) or the breaker opened.
+    pub fn ask_ahead_many(&self, keys: &[ActionKey]) {
+        let mut left = keys;
+        while !left.is_empty() {
+            let mut ahead = self.ahead();
+            while ahead.waiting >= AHEAD_AT_MOST && !ahead.ended {
+                ahead = self
+                    .answered
+                    .wait(ahead)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if ahead.ended || self.open() {
+                return;
+            }
+            let room = (AHEAD_AT_MOST - ahead.waiting).min(self.batch_at_most());
+            let mut asked = Vec::new();
+            while asked.len() < room
+                && let Some((key, rest)) = left.split_first()
+            {
+                left = rest;
+                if !ahead.keys.contains_key(key) {
+                    ahead.keys.insert(*key, AheadState::Asking);
+                    asked.push(*key);
+                }
+            }
+            drop(ahead);
+            self.cache.get_actions(&asked, &mut |index, answer| {
+                let answer = self.answer(answer);
+                let mut ahead = self.ahead();
+                if !ahead.ended {
+                    ahead
+                        .keys
+                        .insert(asked[index], AheadState::Answered(answer, Instant::now()));
+                    ahead.waiting += 1;
+                }
+                let go_on = !ahead.ended && !self.open();
+                drop(ahead);
+                self.answered.notify_all();
+                go_on
+            });
+            // The keys of a batch stopped half-way (the breaker opened, the
+            // lookahead ended) were never asked: their workers ask
+            // themselves ([`Remote::call`] says no once the breaker is open).
+            let mut ahead = self.ahead();
+            for key in &asked {
+                if matches!(ahead.keys.get(key), Some(AheadState::Asking)) {
+                    ahead.keys.remove(key);
+                }
+            }
+            drop(ahead);
+            self.answered.notify_all();
         }
-        if ahead.ended || self.open() || ahead.keys.contains_key(key) {
-            return;
+    }
+
+    /// A request's answer as [`Remote::call`] gives it, counted.
+    fn answer<T>(&self, answer: Result<T, RemoteError>) -> Option<T> {
+        match answer {
+            Ok(value) => {
+                self.succeeded();
+                Some(value)
+            }
+            Err(error) => {
+                self.failed(&error);
+                None
+            }
         }
-        ahead.keys.insert(*key, AheadState::Asking);
-        drop(ahead);
-        let answer = self.call(|| self.cache.get_action(key));
-        let mut ahead = self.ahead();
-        if !ahead.ended {
-            ahead
-                .keys
-                .insert(*key, AheadState::Answered(answer, Instant::now()));
-            ahead.waiting += 1;
-        }
-        drop(ahead);
-        self.answered.notify_all();
     }
 
     /// Whether the lookahead ended: its threads stop taking work.
@@ -585,17 +632,91 @@ impl Remote {
         }
     }
 
-    /// Uploads one result: the blobs the cache lacks, then the AC entry
-    /// (create-only: an entry already there is kept, not an error). Records
-    /// an `ActionUploaded` event for the build's log.
+    /// Uploads one result: [`Remote::upload_many`] with one.
     pub fn upload(&self, blobs: &dyn BlobStore, upload: &Upload, build: u64) {
-        if self.abandon.load(Ordering::SeqCst) {
-            self.abandoned.fetch_add(1, Ordering::SeqCst);
-            return;
+        self.upload_many(blobs, std::slice::from_ref(upload), build);
+    }
+
+    /// Uploads results: for each, the blobs the cache lacks and that its
+    /// entry does not carry, then the AC entries, all of them in flight
+    /// together ([`RemoteCache::put_actions`]; create-only: an entry
+    /// already there is kept, not an error). Records an `ActionUploaded`
+    /// event per result for the build's log.
+    pub fn upload_many(&self, blobs: &dyn BlobStore, uploads: &[Upload], build: u64) {
+        let mut puts = Vec::new();
+        let mut sending = Vec::new();
+        for upload in uploads {
+            if self.abandon.load(Ordering::SeqCst) {
+                self.abandoned.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            if self.open() {
+                return;
+            }
+            if let Some((put, sent, bytes)) = self.prepare_upload(blobs, upload, build) {
+                puts.push(put);
+                sending.push((upload, sent, bytes));
+            }
         }
-        if self.open() {
-            return;
+        let mut done = 0;
+        while done < puts.len() && !self.open() {
+            let batch = self.batch_at_most().min(puts.len() - done);
+            let (these, sending) = (&puts[done..done + batch], &sending[done..done + batch]);
+            done += batch;
+            self.cache.put_actions(these, &mut |index, outcome| {
+                self.uploaded_one(sending[index], outcome)
+            });
         }
+    }
+
+    /// Counts and records one upload's outcome; whether to go on.
+    fn uploaded_one(
+        &self,
+        (upload, sent, bytes): (&Upload, u64, u64),
+        outcome: Result<PutOutcome, RemoteError>,
+    ) -> bool {
+        if let Some(outcome) = self.answer(outcome) {
+            self.uploaded.fetch_add(1, Ordering::SeqCst);
+            self.uploaded_bytes.fetch_add(bytes, Ordering::SeqCst);
+            self.upload_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(EventKind::ActionUploaded {
+                    key: upload.manifest.key,
+                    job: upload.manifest.job.clone(),
+                    outputs: upload.outputs.clone(),
+                    url: self.url().to_owned(),
+                    blobs: sent,
+                    bytes,
+                    created: outcome == PutOutcome::Created,
+                });
+        }
+        !self.open()
+    }
+
+    /// How many requests a batch may have in flight: one at a time until
+    /// the cache has answered one this build, and again after a failure
+    /// until one succeeds, so that a cache that is down or hanging fails
+    /// as few requests as the breaker needs ([`TRIP_AFTER`]); all of them
+    /// otherwise.
+    fn batch_at_most(&self) -> usize {
+        if self.reached.load(Ordering::SeqCst) && self.failures_in_a_row.load(Ordering::SeqCst) == 0
+        {
+            usize::MAX
+        } else {
+            1
+        }
+    }
+
+    /// Sends the blobs of one result that its entry does not carry, and
+    /// makes the entry: what to write, with the blobs sent (inlined or not)
+    /// and their bytes. `None` if a request failed or a blob cannot be read.
+    fn prepare_upload(
+        &self,
+        blobs: &dyn BlobStore,
+        upload: &Upload,
+        build: u64,
+    ) -> Option<(ActionPut, u64, u64)> {
         let manifest = &upload.manifest;
         // Each blob with its size where the manifest gives one (the job's
         // logs have none).
@@ -631,7 +752,7 @@ impl Remote {
                 && size > ASK_FIRST_ABOVE
             {
                 match ask() {
-                    None => return,
+                    None => return None,
                     Some(true) => continue,
                     Some(false) => {}
                 }
@@ -640,7 +761,7 @@ impl Remote {
                 Ok(content) => content,
                 Err(error) => {
                     tracing::warn!("not uploading {}: {error}", manifest.key);
-                    return;
+                    return None;
                 }
             };
             let length = content.len() as u64;
@@ -655,17 +776,12 @@ impl Remote {
                 // to inline is asked for now that its size is known.
                 if size.is_none() && length > ASK_FIRST_ABOVE {
                     match ask() {
-                        None => return,
+                        None => return None,
                         Some(true) => continue,
                         Some(false) => {}
                     }
                 }
-                if self
-                    .call(|| self.cache.put_blob(digest, &content))
-                    .is_none()
-                {
-                    return;
-                }
+                self.call(|| self.cache.put_blob(digest, &content))?;
             }
             sent += 1;
             bytes += length;
@@ -688,30 +804,15 @@ impl Remote {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&manifest.key);
         let fresh = missed_at.is_some_and(|at| at.elapsed() < LOOKUP_STAYS_FRESH);
-        let put = || {
-            if fresh {
-                self.cache.put_action_after_miss(&manifest.key, &json)
-            } else {
-                self.cache.put_action(&manifest.key, &json)
-            }
-        };
-        let Some(outcome) = self.call(put) else {
-            return;
-        };
-        self.uploaded.fetch_add(1, Ordering::SeqCst);
-        self.uploaded_bytes.fetch_add(bytes, Ordering::SeqCst);
-        self.upload_events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(EventKind::ActionUploaded {
+        Some((
+            ActionPut {
                 key: manifest.key,
-                job: manifest.job.clone(),
-                outputs: upload.outputs.clone(),
-                url: self.url().to_owned(),
-                blobs: sent,
-                bytes,
-                created: outcome == PutOutcome::Created,
-            });
+                entry: json,
+                after_miss: fresh,
+            },
+            sent,
+            bytes,
+        ))
     }
 
     /// Stops taking queued uploads (the build does not wait for them).

@@ -581,8 +581,8 @@ pub fn build(
                     let spawned = thread::Builder::new()
                         .name(format!("cairn-upload-{index}"))
                         .spawn_scoped(threads, move || {
-                            for upload in queued {
-                                remote.upload(blobs, &upload, build);
+                            while let Some(batch) = next_uploads(&queued) {
+                                remote.upload_many(blobs, &batch, build);
                             }
                         })
                         .map_err(|error| {
@@ -741,13 +741,42 @@ struct Uploads<'scope> {
     threads: Vec<thread::ScopedJoinHandle<'scope, ()>>,
 }
 
-/// Upload threads per build: uploads overlap the jobs without taking more
-/// than a few connections.
-const UPLOAD_THREADS: usize = 4;
+/// Upload threads per build: one, which keeps the entries of many results
+/// in flight together (`Remote::upload_many`), so that their requests share
+/// its wake-ups: with one request at a time per thread, the wake-ups cost
+/// more than the requests (docs/benchmarks.md, "Shared remote cache").
+const UPLOAD_THREADS: usize = 1;
 
-/// Lookahead threads per build with a remote cache: each asks for one
-/// ready action's entry at a time, ahead of the workers.
-const LOOKAHEAD_THREADS: usize = 2;
+/// Results uploaded in one batch at most (their entries are in memory
+/// together, each at most its manifest and 256 KiB of inlined blobs).
+const UPLOAD_BATCH: usize = 64;
+
+/// How long the upload thread lets results gather after the first one it
+/// is woken for: the scheduler's hand-offs then wake it once per batch, not
+/// once per result. The build waits for the uploads only at its end.
+const UPLOAD_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Lookahead threads per build with a remote cache: the one asks for the
+/// entries of every action that became ready since its last batch, in
+/// flight together, ahead of the workers.
+const LOOKAHEAD_THREADS: usize = 1;
+
+/// The next batch of results to upload: the first one queued (waited for),
+/// then, after [`UPLOAD_GATHER`], those queued since (up to
+/// [`UPLOAD_BATCH`]). `None` once the queue is closed and empty.
+fn next_uploads(
+    queued: &crossbeam_channel::Receiver<crate::remote::Upload>,
+) -> Option<Vec<crate::remote::Upload>> {
+    let first = queued.recv().ok()?;
+    if queued.len() + 1 < UPLOAD_BATCH {
+        thread::sleep(UPLOAD_GATHER);
+    }
+    Some(
+        std::iter::once(first)
+            .chain(queued.try_iter().take(UPLOAD_BATCH - 1))
+            .collect(),
+    )
+}
 
 /// An action that became ready, with its inputs: the lookahead computes
 /// its key and asks the remote cache for it (engine/src/remote.rs,
@@ -773,15 +802,23 @@ fn lookahead<'scope>(
         thread::Builder::new()
             .name(format!("cairn-lookahead-{index}"))
             .spawn_scoped(threads, move || {
-                for ready in queued {
+                while let Ok(first) = queued.recv() {
                     if remote.lookahead_ended() {
                         return;
                     }
-                    let action = &plan.actions[ready.index];
-                    let key = context.key(action, &ready.inputs, ready.code);
-                    if context.asks_remote(action, &key) {
-                        remote.ask_ahead(&key);
+                    // With every action that became ready since the last
+                    // batch: their lookups are in flight together.
+                    let mut keys = Vec::new();
+                    let ready = std::iter::once(first)
+                        .chain(queued.try_iter().take(crate::remote::AHEAD_AT_MOST - 1));
+                    for ready in ready {
+                        let action = &plan.actions[ready.index];
+                        let key = context.key(action, &ready.inputs, ready.code);
+                        if context.asks_remote(action, &key) {
+                            keys.push(key);
+                        }
                     }
+                    remote.ask_ahead_many(&keys);
                 }
             })
             .map_err(|error| {
