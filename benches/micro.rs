@@ -33,7 +33,7 @@ fn config(inputs: usize) -> (JobConfig, Vec<(PartitionRef, ContentDigest)>) {
         })
         .collect();
     let config = JobConfig {
-        outputs: vec![PartitionRef::parse("daily/date=2024-01-31").unwrap()],
+        outputs: vec![PartitionRef::parse("daily/date=2024-01-31").unwrap()].into(),
         inputs: digests
             .iter()
             .map(|(partition, _)| DataDep {

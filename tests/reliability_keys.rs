@@ -99,8 +99,8 @@ fn fields() -> impl Strategy<Value = Fields> {
                         digest: content.map(ContentDigest),
                     },
                     config: JobConfig {
-                        outputs,
-                        inputs: Vec::new(),
+                        outputs: outputs.into(),
+                        inputs: Default::default(),
                         args,
                         env,
                     },
@@ -175,8 +175,9 @@ fn mutate(fields: &mut Fields, which: u8, salt: &str) {
             } else if let Some(first) = fields.inputs.first().cloned() {
                 fields.inputs.push(first);
             } else {
-                let first = fields.config.outputs[0].clone();
-                fields.config.outputs.push(first);
+                let mut outputs = fields.config.outputs.to_vec();
+                outputs.push(outputs[0].clone());
+                fields.config.outputs = outputs.into();
             }
         }
         // The program found: another path, or other content.

@@ -112,8 +112,8 @@ mod tests {
 
     fn config() -> JobConfig {
         JobConfig {
-            outputs: vec![PartitionRef::parse("clean/date=2024-01-01/station=A").unwrap()],
-            inputs: Vec::new(),
+            outputs: vec![PartitionRef::parse("clean/date=2024-01-01/station=A").unwrap()].into(),
+            inputs: Default::default(),
             args: vec!["A".into()],
             env: BTreeMap::from([("MODE".into(), "fast".into())]),
         }
@@ -281,8 +281,9 @@ mod tests {
         });
         assert_ne!(key_with(|_, _, _, _, _| {}), repeated);
         let second_output = |c: &mut JobConfig| {
-            c.outputs
-                .push(PartitionRef::parse("flags/date=2024-01-01/station=A").unwrap());
+            let mut outputs = c.outputs.to_vec();
+            outputs.push(PartitionRef::parse("flags/date=2024-01-01/station=A").unwrap());
+            c.outputs = outputs.into();
         };
         let two_outputs = key_with(|c, _, _, _, _| second_output(c));
         let swapped = key_with(|c, _, _, _, _| {

@@ -1150,13 +1150,13 @@ mod tests {
         PlannedAction {
             job: "clean".into(),
             config: crate::config::JobConfig {
-                outputs: vec![PartitionRef::parse(&format!("clean/n={byte}")).unwrap()],
-                inputs: Vec::new(),
+                outputs: vec![PartitionRef::parse(&format!("clean/n={byte}")).unwrap()].into(),
+                inputs: Default::default(),
                 args: Vec::new(),
                 env: std::collections::BTreeMap::new(),
             },
-            inputs: Vec::new(),
-            dependents: Vec::new(),
+            inputs: Default::default(),
+            dependents: Default::default(),
         }
     }
 

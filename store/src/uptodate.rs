@@ -1353,16 +1353,17 @@ mod tests {
             actions: vec![PlannedAction {
                 job: "clean".into(),
                 config: JobConfig {
-                    outputs: vec![PartitionRef::parse("clean/date=2024-01-01").unwrap()],
+                    outputs: vec![PartitionRef::parse("clean/date=2024-01-01").unwrap()].into(),
                     inputs: vec![DataDep {
                         partition: source.clone(),
                         dep: DepKind::Materialize,
-                    }],
+                    }]
+                    .into(),
                     args: vec!["--fast".into()],
                     env: [("TZ".to_owned(), "UTC".to_owned())].into(),
                 },
-                inputs: vec![InputSource::Source { source: 0 }],
-                dependents: Vec::new(),
+                inputs: vec![InputSource::Source { source: 0 }].into(),
+                dependents: Default::default(),
             }],
             sources: vec![SourceNode {
                 partition: source,

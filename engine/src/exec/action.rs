@@ -534,7 +534,7 @@ impl Context<'_> {
                     emit(EventKind::ActionJoined {
                         key,
                         job: action.job.to_string(),
-                        outputs: action.config.outputs.clone(),
+                        outputs: action.config.outputs.to_vec(),
                         joined_build: build,
                     });
                     match joining.wait(&stop) {
@@ -569,7 +569,7 @@ impl Context<'_> {
                                 events: vec![EventKind::ActionFailed {
                                     key: Some(key),
                                     job: action.job.to_string(),
-                                    outputs: action.config.outputs.clone(),
+                                    outputs: action.config.outputs.to_vec(),
                                     error: error.clone(),
                                     exit_code,
                                     stdout,
@@ -666,7 +666,7 @@ impl Context<'_> {
             let mut events = vec![EventKind::ActionCached {
                 key,
                 job: action.job.to_string(),
-                outputs: action.config.outputs.clone(),
+                outputs: action.config.outputs.to_vec(),
                 built_by: manifest.build,
                 restored,
                 remote: None,
@@ -733,7 +733,7 @@ impl Context<'_> {
                 emit(EventKind::RemoteRefused {
                     key,
                     job: action.job.to_string(),
-                    outputs: action.config.outputs.clone(),
+                    outputs: action.config.outputs.to_vec(),
                     url: remote.url().to_owned(),
                     reason,
                 });
@@ -749,7 +749,7 @@ impl Context<'_> {
                 let mut events = vec![EventKind::ActionCached {
                     key,
                     job: action.job.to_string(),
-                    outputs: action.config.outputs.clone(),
+                    outputs: action.config.outputs.to_vec(),
                     built_by: manifest.build,
                     restored: true,
                     remote: Some(Box::new(crate::record::RemoteOrigin {
@@ -906,7 +906,7 @@ pub(crate) fn failure(
         events: vec![EventKind::ActionFailed {
             key,
             job: action.job.to_string(),
-            outputs: action.config.outputs.clone(),
+            outputs: action.config.outputs.to_vec(),
             error: error.clone(),
             exit_code,
             stdout: logs.0,

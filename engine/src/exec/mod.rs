@@ -1301,7 +1301,7 @@ impl<'a> Scheduler<'a> {
                         if let EventKind::ActionSucceeded { manifest } = event {
                             let _ = queue.send(crate::remote::Upload {
                                 manifest: Box::new(manifest.clone()),
-                                outputs: self.plan.actions[index].config.outputs.clone(),
+                                outputs: self.plan.actions[index].config.outputs.to_vec(),
                             });
                         }
                     }
@@ -1579,7 +1579,7 @@ pub(crate) fn skipped(action: &PlannedAction, reason: String) -> Finished {
         key: None,
         events: vec![EventKind::ActionSkipped {
             job: action.job.to_string(),
-            outputs: action.config.outputs.clone(),
+            outputs: action.config.outputs.to_vec(),
             reason: reason.clone(),
         }],
         updates: Vec::new(),

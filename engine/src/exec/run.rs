@@ -453,7 +453,7 @@ impl Context<'_> {
             emit(EventKind::ActionStarted {
                 key,
                 job: action.job.to_string(),
-                outputs: action.config.outputs.clone(),
+                outputs: action.config.outputs.to_vec(),
                 reason: reason.to_owned(),
                 attempt,
                 resumed_from: resume.map(|record| record.sequence),
@@ -547,7 +547,7 @@ impl Context<'_> {
             emit(EventKind::ActionFailed {
                 key: Some(key),
                 job: action.job.to_string(),
-                outputs: action.config.outputs.clone(),
+                outputs: action.config.outputs.to_vec(),
                 error: format!("{error} (attempt {attempt} of {attempts}; retrying)"),
                 exit_code,
                 stdout: result.logs.0,
@@ -558,7 +558,7 @@ impl Context<'_> {
             emit(EventKind::ActionRetrying {
                 key,
                 job: action.job.to_string(),
-                outputs: action.config.outputs.clone(),
+                outputs: action.config.outputs.to_vec(),
                 attempt: attempt + 1,
                 delay_ms: u64::try_from(job.retry_backoff.as_millis()).unwrap_or(u64::MAX),
             });
@@ -662,7 +662,7 @@ impl Context<'_> {
             emit(EventKind::ActionDispatched {
                 key,
                 job: action.job.to_string(),
-                outputs: action.config.outputs.clone(),
+                outputs: action.config.outputs.to_vec(),
                 attempt,
                 executor: executor.to_owned(),
                 id: job_id.to_owned(),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::List;
 use crate::graph::{Fan, Graph, Job};
 use crate::refs::{Bindings, PartitionRef, Pattern, substitute_text};
 
@@ -38,11 +39,12 @@ pub struct DataDep {
     pub dep: DepKind,
 }
 
-/// One parameterization of a job: the unit that becomes an action.
+/// One parameterization of a job: the unit that becomes an action. Its
+/// outputs and inputs are [`List`]s: most configs have one of each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobConfig {
-    pub outputs: Vec<PartitionRef>,
-    pub inputs: Vec<DataDep>,
+    pub outputs: List<PartitionRef>,
+    pub inputs: List<DataDep>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
 }
@@ -240,7 +242,7 @@ pub fn declarative_config_for(
     fan: &FanDomains<'_>,
 ) -> Result<JobConfig, ConfigureError> {
     let itself = match job.outputs.as_slice() {
-        [pattern] if pattern.is_match(partition) => Some(vec![partition.clone()]),
+        [pattern] if pattern.is_match(partition) => Some(List::one(partition.clone())),
         _ => None,
     };
     templated_config(job, bindings, itself, fan)
@@ -249,45 +251,43 @@ pub fn declarative_config_for(
 fn templated_config(
     job: &Job,
     bindings: &Bindings,
-    outputs: Option<Vec<PartitionRef>>,
+    outputs: Option<List<PartitionRef>>,
     fan: &FanDomains<'_>,
 ) -> Result<JobConfig, ConfigureError> {
     let fail = |problem: String| ConfigureError {
         job: job.name.clone(),
         problem,
     };
-    let substitute_all =
-        |patterns: &[crate::refs::Pattern]| -> Result<Vec<PartitionRef>, ConfigureError> {
-            patterns
-                .iter()
-                .map(|pattern| {
-                    pattern
-                        .substitute(bindings)
-                        .map_err(|error| fail(error.to_string()))
-                })
-                .collect()
-        };
+    let substitute = |pattern: &crate::refs::Pattern| {
+        pattern
+            .substitute(bindings)
+            .map_err(|error| fail(error.to_string()))
+    };
     let outputs = match outputs {
         Some(outputs) => outputs,
-        None => substitute_all(&job.outputs)?,
+        None => job
+            .outputs
+            .iter()
+            .map(substitute)
+            .collect::<Result<_, _>>()?,
+    };
+    let materialize = |partition| DataDep {
+        partition,
+        dep: DepKind::Materialize,
     };
     let inputs = if job.fan.is_empty() {
-        substitute_all(&job.inputs)?
+        job.inputs
+            .iter()
+            .map(|pattern| substitute(pattern).map(materialize))
+            .collect::<Result<_, _>>()?
     } else {
         let mut inputs = Vec::with_capacity(job.inputs.len());
         for pattern in &job.inputs {
             fan.expand(pattern, bindings, &mut inputs)
                 .map_err(|problem| fail(format!("inputs {pattern}: {problem}")))?;
         }
-        inputs
+        inputs.into_iter().map(materialize).collect()
     };
-    let inputs = inputs
-        .into_iter()
-        .map(|partition| DataDep {
-            partition,
-            dep: DepKind::Materialize,
-        })
-        .collect();
     let args = job
         .args
         .iter()
@@ -383,7 +383,7 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
             .outputs
             .iter()
             .map(|text| parse(text, "outputs"))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<List<_>, _>>()?;
         let inputs = raw
             .inputs
             .iter()
@@ -397,7 +397,7 @@ pub fn parse_configure_output(job: &str, stdout: &[u8]) -> Result<Vec<JobConfig>
                     dep: *dep,
                 }),
             })
-            .collect::<Result<Vec<_>, ConfigureError>>()?;
+            .collect::<Result<List<_>, ConfigureError>>()?;
         for name in raw.env.keys() {
             check_env_name(name).map_err(|problem| fail(format!("configs[{index}].{problem}")))?;
         }

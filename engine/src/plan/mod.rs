@@ -13,11 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod config;
+pub mod list;
 
 use crate::graph::{Graph, Producer};
 use crate::refs::{Bindings, PartitionRef};
 pub use config::Configurer;
 use config::{ConfigureError, DataDep, DepKind, JobConfig};
+pub use list::List;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -36,9 +38,9 @@ pub struct PlannedAction {
     pub job: Arc<str>,
     pub config: JobConfig,
     /// Parallel to `config.inputs`.
-    pub inputs: Vec<InputSource>,
-    /// Actions that read an output of this one, each once.
-    pub dependents: Vec<usize>,
+    pub inputs: List<InputSource>,
+    /// Actions that read an output of this one, each once, in index order.
+    pub dependents: List<usize>,
 }
 
 /// For each action, how many distinct actions it reads outputs of (from
@@ -161,12 +163,12 @@ impl PlanRecord {
                 let config = &action.config;
                 ActionRecord {
                     job,
-                    outputs: config.outputs.clone(),
+                    outputs: config.outputs.to_vec(),
                     input_kinds: config.inputs.iter().map(|input| input.dep).collect(),
-                    inputs: action.inputs.clone(),
+                    inputs: action.inputs.to_vec(),
                     args: config.args.clone(),
                     env: config.env.clone(),
-                    dependents: action.dependents.clone(),
+                    dependents: action.dependents.to_vec(),
                 }
             })
             .collect();
@@ -204,7 +206,7 @@ impl PlanRecord {
             return None;
         }
         // Every input's ref, shared with its producer's output or source.
-        let inputs: Vec<Vec<DataDep>> = self
+        let inputs: Vec<List<DataDep>> = self
             .actions
             .iter()
             .map(|record| {
@@ -233,13 +235,13 @@ impl PlanRecord {
             .map(|(record, inputs)| PlannedAction {
                 job: Arc::clone(&jobs[record.job as usize]),
                 config: JobConfig {
-                    outputs: record.outputs,
+                    outputs: record.outputs.into(),
                     inputs,
                     args: record.args,
                     env: record.env,
                 },
-                inputs: record.inputs,
-                dependents: record.dependents,
+                inputs: record.inputs.into(),
+                dependents: record.dependents.into(),
             })
             .collect();
         Some(Plan {
@@ -298,7 +300,7 @@ struct Planner<'graph> {
     /// SipHash over a million refs was a tenth of planning (refs come from
     /// the user's own graph file and configure code, so there is no
     /// adversary to flood the table).
-    producers: FxHashMap<PartitionRef, InputSource>,
+    producers: FxHashMap<PartitionRef, Made>,
     configure_calls: usize,
 }
 
@@ -334,7 +336,7 @@ impl Planner<'_> {
                         path,
                     });
                     self.producers
-                        .insert(partition.clone(), InputSource::Source { source });
+                        .insert(partition.clone(), Made::source(source));
                 }
                 Producer::Job { job, bindings } => {
                     by_job
@@ -351,6 +353,9 @@ impl Planner<'_> {
             let (job_name, refs) = &jobs[position];
             self.take_configs(job_name, refs, configs?)
         })?;
+        // The refs' bindings (a hundred megabytes in the first wave at the
+        // 1M scale) are not needed any more.
+        drop(jobs);
         // Each input of this wave's actions that an action or source
         // planned so far produces is resolved now, and its ref replaced by
         // the producer's (one string per partition in the plan, not one
@@ -411,15 +416,15 @@ impl Planner<'_> {
                         .into());
                     }
                     Entry::Vacant(vacant) => {
-                        vacant.insert(InputSource::Action { action, output });
+                        vacant.insert(Made::action(action, output));
                     }
                 }
             }
             self.actions.push(PlannedAction {
                 job: Arc::clone(&shared_name),
                 config,
-                inputs: Vec::new(),
-                dependents: Vec::new(),
+                inputs: List::new(),
+                dependents: List::new(),
             });
         }
         let producers = &self.producers;
@@ -456,23 +461,40 @@ impl Planner<'_> {
             let named = dep.map_or_else(String::new, |dep| dep.partition.to_string());
             return Err(PlanError::Lookup(format!("{named} was never planned")));
         }
-        let mut upstreams: Vec<usize> = Vec::new();
-        for index in 0..self.actions.len() {
+        // Each action's dependents, in index order, laid out in one array
+        // (counted, then placed) and copied into the actions' lists: each
+        // list is made whole, one item (the usual count) in place.
+        let distinct_upstreams = |action: &PlannedAction, upstreams: &mut Vec<usize>| {
             upstreams.clear();
-            upstreams.extend(
-                self.actions[index]
-                    .inputs
-                    .iter()
-                    .filter_map(|source| match source {
-                        InputSource::Action { action, .. } => Some(*action),
-                        InputSource::Source { .. } => None,
-                    }),
-            );
+            upstreams.extend(action.inputs.iter().filter_map(|source| match source {
+                InputSource::Action { action, .. } => Some(*action),
+                InputSource::Source { .. } => None,
+            }));
             upstreams.sort_unstable();
             upstreams.dedup();
+        };
+        let mut upstreams: Vec<usize> = Vec::new();
+        let mut start = vec![0usize; self.actions.len() + 1];
+        for action in &self.actions {
+            distinct_upstreams(action, &mut upstreams);
             for &upstream in &upstreams {
-                self.actions[upstream].dependents.push(index);
+                start[upstream + 1] += 1;
             }
+        }
+        for index in 0..self.actions.len() {
+            start[index + 1] += start[index];
+        }
+        let mut placed = start.clone();
+        let mut dependents = vec![0usize; start[self.actions.len()]];
+        for (index, action) in self.actions.iter().enumerate() {
+            distinct_upstreams(action, &mut upstreams);
+            for &upstream in &upstreams {
+                dependents[placed[upstream]] = index;
+                placed[upstream] += 1;
+            }
+        }
+        for (index, action) in self.actions.iter_mut().enumerate() {
+            action.dependents = List::from(&dependents[start[index]..start[index + 1]]);
         }
         Ok(())
     }
@@ -549,24 +571,82 @@ fn configure_in_order(
     })
 }
 
-/// Resolves `action`'s inputs through `producers`: if every one is planned,
-/// sets `action.inputs` and points each input's ref at the producer's copy;
-/// returns the refs not planned yet (then nothing is set).
-fn resolve(
-    action: &mut PlannedAction,
-    producers: &FxHashMap<PartitionRef, InputSource>,
-) -> Vec<PartitionRef> {
-    let mut missing = Vec::new();
-    let mut inputs = Vec::with_capacity(action.config.inputs.len());
-    for dep in &mut action.config.inputs {
-        match producers.get_key_value(&dep.partition) {
-            Some((planned, source)) => {
-                dep.partition = planned.clone();
-                inputs.push(*source);
-            }
-            None => missing.push(dep.partition.clone()),
+/// What the planner keeps of each planned partition: its producer, in 8
+/// bytes where an [`InputSource`] takes 24 (the map holds a million and a
+/// half of them at the 1M scale: 86 -> 50 MB).
+#[derive(Debug, Clone, Copy)]
+struct Made {
+    index: u32,
+    /// The output of action `index`, or [`Made::SOURCE`]: source `index`.
+    output: u32,
+}
+
+impl Made {
+    const SOURCE: u32 = u32::MAX;
+
+    fn action(action: usize, output: usize) -> Self {
+        let output = Self::narrow(output);
+        assert_ne!(
+            output,
+            Self::SOURCE,
+            "fewer than 2^32 - 1 outputs per action"
+        );
+        Made {
+            index: Self::narrow(action),
+            output,
         }
     }
+
+    fn source(source: usize) -> Self {
+        Made {
+            index: Self::narrow(source),
+            output: Self::SOURCE,
+        }
+    }
+
+    fn narrow(index: usize) -> u32 {
+        // A plan of 2^32 actions, sources or outputs of one action would
+        // hold hundreds of gigabytes before getting here.
+        u32::try_from(index).expect("fewer than 2^32 actions, sources and outputs per action")
+    }
+
+    fn input(self) -> InputSource {
+        if self.output == Self::SOURCE {
+            InputSource::Source {
+                source: self.index as usize,
+            }
+        } else {
+            InputSource::Action {
+                action: self.index as usize,
+                output: self.output as usize,
+            }
+        }
+    }
+}
+
+/// Resolves `action`'s inputs through `producers`: if every one is planned,
+/// sets `action.inputs` and points each input's ref at the producer's copy;
+/// returns the refs not planned yet (then `action.inputs` is not set).
+fn resolve(
+    action: &mut PlannedAction,
+    producers: &FxHashMap<PartitionRef, Made>,
+) -> Vec<PartitionRef> {
+    let mut missing = Vec::new();
+    let inputs: List<InputSource> = action
+        .config
+        .inputs
+        .iter_mut()
+        .filter_map(|dep| match producers.get_key_value(&dep.partition) {
+            Some((planned, made)) => {
+                dep.partition = planned.clone();
+                Some(made.input())
+            }
+            None => {
+                missing.push(dep.partition.clone());
+                None
+            }
+        })
+        .collect();
     if missing.is_empty() {
         action.inputs = inputs;
     }
@@ -917,10 +997,11 @@ run = ["daily"]
         // upstream action (the daily reads two cleans: 2).
         let counts = upstream_counts(&plan.actions);
         for (index, action) in plan.actions.iter().enumerate() {
-            let mut dependents = action.dependents.clone();
+            // In index order, each once.
+            let mut dependents = action.dependents.to_vec();
             dependents.sort_unstable();
             dependents.dedup();
-            assert_eq!(dependents.len(), action.dependents.len());
+            assert_eq!(dependents, action.dependents.to_vec());
             let distinct: std::collections::BTreeSet<usize> = action
                 .inputs
                 .iter()
