@@ -1632,6 +1632,10 @@ struct Puts {
     paths: BTreeSet<String>,
     /// PUTs received.
     received: usize,
+    /// Those of blobs (`cas/`) received and not answered yet, and the most
+    /// of them at once.
+    blobs_in_flight: usize,
+    most_blobs_in_flight: usize,
 }
 
 /// A loopback HTTP server that answers GET and HEAD with 404 at once, and
@@ -1682,6 +1686,11 @@ fn put_server(
                             puts.most_in_flight = puts.most_in_flight.max(puts.in_flight);
                             let path = path.split(' ').next().unwrap_or_default();
                             puts.paths.insert(path.to_owned());
+                            if path.contains("/cas/") {
+                                puts.blobs_in_flight += 1;
+                                puts.most_blobs_in_flight =
+                                    puts.most_blobs_in_flight.max(puts.blobs_in_flight);
+                            }
                             puts.received += 1;
                             puts.received - 1
                         };
@@ -1691,7 +1700,12 @@ fn put_server(
                             return;
                         };
                         std::thread::sleep(after);
-                        seen.lock().unwrap().in_flight -= 1;
+                        let mut puts = seen.lock().unwrap();
+                        puts.in_flight -= 1;
+                        if path.contains("/cas/") {
+                            puts.blobs_in_flight -= 1;
+                        }
+                        drop(puts);
                         "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
                     } else {
                         "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
@@ -1789,4 +1803,44 @@ fn a_hanging_cache_times_out_each_upload_in_flight() {
     // One round of at most 4.5 s (twice the timeout and half a second:
     // remote/src/lib.rs, `limit`) for all of them, not one per entry.
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+/// The blobs that travel apart from their entries (here one output of
+/// 100 kB per result) are sent for several results at once: with a cache
+/// that takes a second to answer each PUT, the five results queued behind
+/// the first send their blobs together. Before, the one upload thread sent
+/// them one after the other (one blob in flight at a time).
+#[test]
+fn the_blobs_of_several_results_are_sent_together() {
+    let (port, puts) = put_server(|_| Some(Duration::from_secs(1)));
+    let values: Vec<String> = (0..6).map(|n| format!("\"{n:02}\"")).collect();
+    let project = Project::with_graph(&format!(
+        "[datasets.out]\n[dimensions.n]\nvalues = [{}]\n\
+         [jobs.blob]\noutputs = [\"out/n={{n}}\"]\n\
+         run = [\"sh\", \"-c\", \"[ $CAIRN_OUTPUT_REF_0 = out/n=00 ] || sleep 0.1; \
+         head -c 100000 /dev/urandom > $CAIRN_OUT/f\"]\n\
+         [cache]\nurl = \"http://127.0.0.1:{port}/team\"\n",
+        values.join(", ")
+    ));
+    let built = Build::new(cairn(
+        &project,
+        &["build", "--json", "-j", "2", "--remote-cache-mode", "write"],
+        &[],
+    ));
+    built.assert_code(0);
+    built.assert_counts(6, 6, 0, 0, 0);
+    assert_eq!(remote_count(&built, "errors"), 0, "{}", built.run.stderr);
+    assert_eq!(remote_count(&built, "uploaded"), 6, "{}", built.run.stderr);
+    let puts = puts.lock().unwrap();
+    let blobs = puts
+        .paths
+        .iter()
+        .filter(|path| path.contains("/cas/"))
+        .count();
+    assert_eq!(blobs, 6, "{:?}", puts.paths);
+    assert!(
+        puts.most_blobs_in_flight >= 3,
+        "{} blobs in flight at most",
+        puts.most_blobs_in_flight
+    );
 }

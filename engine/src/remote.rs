@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,35 @@ pub const ASK_FIRST_ABOVE: u64 = 64 * 1024;
 /// ran longer gets the look, which narrows the window in which two
 /// machines may both write a key.
 const LOOKUP_STAYS_FRESH: Duration = Duration::from_secs(1);
+
+/// A result whose entry is ready to write, with the blobs sent for it
+/// (inlined or not) and their bytes.
+type Sent<'a> = (&'a Upload, u64, u64);
+
+/// Results whose blobs travel apart from their entries, prepared (their
+/// blobs sent, one request at a time each) at once by one batch
+/// ([`Remote::upload_many`]): as many as the upload threads that sent one
+/// result each before batches.
+const BLOB_SENDERS: usize = 4;
+
+/// Whether some of `upload`'s output files will not fit in its entry
+/// ([`INLINE_AT_MOST`], [`INLINE_TOTAL`]), going to `cas/` apart (the
+/// job's logs, whose sizes the manifest does not hold, are not counted).
+fn travels_apart(upload: &Upload) -> bool {
+    let mut total = 0;
+    for file in upload
+        .manifest
+        .outputs
+        .iter()
+        .flat_map(|output| &output.files)
+    {
+        if file.size > INLINE_AT_MOST {
+            return true;
+        }
+        total += file.size;
+    }
+    total > INLINE_TOTAL
+}
 
 /// One upload queued by the scheduler: the manifest of an action this
 /// build ran.
@@ -643,21 +672,49 @@ impl Remote {
     /// already there is kept, not an error). Records an `ActionUploaded`
     /// event per result for the build's log.
     pub fn upload_many(&self, blobs: &dyn BlobStore, uploads: &[Upload], build: u64) {
-        let mut puts = Vec::new();
-        let mut sending = Vec::new();
-        for upload in uploads {
+        // The results whose blobs travel apart from their entries are
+        // prepared (their blobs sent) by up to BLOB_SENDERS threads at once;
+        // the others, one request each, need no thread of their own.
+        let (apart, carried): (Vec<&Upload>, Vec<&Upload>) =
+            uploads.iter().partition(|upload| travels_apart(upload));
+        let prepared: Mutex<Vec<(ActionPut, Sent<'_>)>> = Mutex::new(Vec::new());
+        let prepare = |upload| {
             if self.abandon.load(Ordering::SeqCst) {
                 self.abandoned.fetch_add(1, Ordering::SeqCst);
-                continue;
+                return;
             }
             if self.open() {
                 return;
             }
             if let Some((put, sent, bytes)) = self.prepare_upload(blobs, upload, build) {
-                puts.push(put);
-                sending.push((upload, sent, bytes));
+                prepared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((put, (upload, sent, bytes)));
             }
+        };
+        let next = AtomicUsize::new(0);
+        let send_apart = || {
+            while let Some(upload) = apart.get(next.fetch_add(1, Ordering::SeqCst)) {
+                prepare(upload);
+            }
+        };
+        std::thread::scope(|threads| {
+            // One at a time while the cache has not answered, or failed
+            // last (`batch_at_most`).
+            for _ in 1..BLOB_SENDERS.min(apart.len()).min(self.batch_at_most()) {
+                threads.spawn(send_apart);
+            }
+            send_apart();
+        });
+        for upload in carried {
+            prepare(upload);
         }
+        let (puts, sending): (Vec<ActionPut>, Vec<_>) = prepared
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .into_iter()
+            .unzip();
         let mut done = 0;
         while done < puts.len() && !self.open() {
             let batch = self.batch_at_most().min(puts.len() - done);
@@ -672,7 +729,7 @@ impl Remote {
     /// Counts and records one upload's outcome; whether to go on.
     fn uploaded_one(
         &self,
-        (upload, sent, bytes): (&Upload, u64, u64),
+        (upload, sent, bytes): Sent<'_>,
         outcome: Result<PutOutcome, RemoteError>,
     ) -> bool {
         if let Some(outcome) = self.answer(outcome) {
