@@ -106,7 +106,7 @@ fn run_shielded(
     shield: Option<&std::sync::Arc<std::sync::atomic::AtomicBool>>,
     children: &Children,
     poll: Option<&(dyn Fn() + Sync)>,
-    started: Option<&(dyn Fn() + Sync)>,
+    on_start: Option<&(dyn Fn() + Sync)>,
 ) -> io::Result<Ended> {
     if children.is_interrupted() {
         return Err(io::Error::new(
@@ -172,12 +172,14 @@ fn run_shielded(
     if children.is_interrupted() && !shielded() {
         crate::groups::signal_group(pid, libc::SIGTERM);
     }
-    if let Some(started) = started {
-        started();
-    }
     // SIGTERM on timeout, SIGKILL when the grace after a SIGTERM is over
     // (or at once on a second interrupt); checked on every tick.
     let started = Instant::now();
+    // The caller's work for while the job runs (JobRun::started): the
+    // job's timeout counts from its spawn all the same.
+    if let Some(on_start) = on_start {
+        on_start();
+    }
     let escalation = Mutex::new((None::<Instant>, false, false));
     // Shielded when the interrupt came (it sent no SIGTERM then), and when
     // the shield dropped since (its last waiter gave up): the interrupt
