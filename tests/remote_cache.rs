@@ -1212,6 +1212,32 @@ fn the_real_servers_keep_the_batch_contract() {
     }
 }
 
+/// The next request's head (its request line and headers) read from a
+/// test server's connection, and its body's length (`content-length`, 0
+/// without one); `None` once the client closed the connection.
+fn request_head(reader: &mut impl std::io::BufRead) -> Option<(String, u64)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    Some((head, length))
+}
+
 /// A loopback HTTP server that keeps the requests' heads: what a cache
 /// would see. It answers 404 to reads at once and 201 to writes (whose
 /// bodies it drops) after `delay`.
@@ -1225,7 +1251,7 @@ fn recording_server_reading_at(
     delay: Duration,
     rate: Option<u64>,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1237,25 +1263,9 @@ fn recording_server_reading_at(
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
                 loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push_str(&line);
-                    }
-                    let length: u64 = head
-                        .lines()
-                        .find_map(|line| {
-                            let (name, value) = line.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
+                    let Some((head, length)) = request_head(&mut reader) else {
+                        return;
+                    };
                     let mut left = length;
                     while left > 0 {
                         let piece = rate.map_or(left, |rate| left.min(rate / 16));
@@ -1656,25 +1666,9 @@ fn put_server(
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
                 loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push_str(&line);
-                    }
-                    let length: u64 = head
-                        .lines()
-                        .find_map(|line| {
-                            let (name, value) = line.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
+                    let Some((head, length)) = request_head(&mut reader) else {
+                        return;
+                    };
                     let mut body = Vec::new();
                     if (&mut reader).take(length).read_to_end(&mut body).is_err() {
                         return;
