@@ -573,6 +573,28 @@ timeout = "1.5h"
         .assert_code(0);
 }
 
+/// A chain of `length` partitions `chain/n=1` … `chain/n=<length>`, each
+/// made by `sh -c SCRIPT` (`script` as TOML basic-string content) from the
+/// one before it (the first from nothing).
+fn chain(length: usize, script: &str) -> Project {
+    let values: Vec<String> = (1..=length).map(|n| format!("\"{n}\"")).collect();
+    Project::with_graph(&format!(
+        r#"
+[dimensions.n]
+values = [{}]
+
+[datasets.chain]
+
+[jobs.chain]
+outputs = ["chain/n={{n}}"]
+inputs = ["chain/n={{prev}}"]
+over.prev = {{ dimension = "n", of = "n", window = [-1, -1] }}
+run = ["sh", "-c", "{script}"]
+"#,
+        values.join(", ")
+    ))
+}
+
 /// `CAIRN_RUN_ID` is unique to each attempt (docs/job-protocol.md), even
 /// where one worker runs a chain and its attempts reuse one staging
 /// directory after the other (exec/staging.rs keeps an emptied attempt
@@ -580,23 +602,9 @@ timeout = "1.5h"
 /// reused directory's name was the run id, the same for the whole chain.
 #[test]
 fn each_attempt_of_a_chain_has_a_run_id_of_its_own() {
-    let p = Project::with_graph(
-        r#"
-[dimensions.n]
-values = ["1", "2", "3", "4"]
-
-[datasets.chain]
-
-[jobs.chain]
-outputs = ["chain/n={n}"]
-inputs = ["chain/n={prev}"]
-over.prev = { dimension = "n", of = "n", window = [-1, -1] }
-run = ["sh", "-c", "echo \"$CAIRN_RUN_ID\" > \"$CAIRN_OUT/id\""]
-"#,
-    );
+    let p = chain(4, r#"echo \"$CAIRN_RUN_ID\" > \"$CAIRN_OUT/id\""#);
     p.cairn(&["build", "-j", "1"]).assert_code(0);
-    let ids: Vec<String> = ["1", "2", "3", "4"]
-        .iter()
+    let ids: Vec<String> = (1..=4)
         .map(|n| p.read_string(&format!("data/chain/n={n}/id")))
         .collect();
     let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
@@ -614,19 +622,9 @@ run = ["sh", "-c", "echo \"$CAIRN_RUN_ID\" > \"$CAIRN_OUT/id\""]
 /// after the build.
 #[test]
 fn a_chain_takes_turns_with_two_staging_directories_kept_while_the_next_job_runs() {
-    let p = Project::with_graph(
-        r#"
-[dimensions.n]
-values = ["1", "2", "3", "4", "5", "6"]
-
-[datasets.chain]
-
-[jobs.chain]
-outputs = ["chain/n={n}"]
-inputs = ["chain/n={prev}"]
-over.prev = { dimension = "n", of = "n", window = [-1, -1] }
-run = ["sh", "-c", "found=$(ls -A \"$CAIRN_OUT\"); echo \"[$found]\" > \"$CAIRN_OUT/found\"; basename \"$(dirname \"$(dirname \"$CAIRN_OUT\")\")\" > \"$CAIRN_OUT/attempt\""]
-"#,
+    let p = chain(
+        6,
+        r#"found=$(ls -A \"$CAIRN_OUT\"); echo \"[$found]\" > \"$CAIRN_OUT/found\"; basename \"$(dirname \"$(dirname \"$CAIRN_OUT\")\")\" > \"$CAIRN_OUT/attempt\""#,
     );
     p.cairn(&["build", "-j", "1"]).assert_code(0);
     let attempts: Vec<String> = (1..=6)
