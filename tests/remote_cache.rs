@@ -1212,6 +1212,30 @@ fn the_real_servers_keep_the_batch_contract() {
     }
 }
 
+/// A loopback HTTP server for a test: its port. Each connection gets a
+/// thread of its own, which `handle` runs with the connection's buffered
+/// reader and a writer on the same socket.
+fn serve_connections(
+    handle: impl Fn(std::io::BufReader<std::net::TcpStream>, std::net::TcpStream)
+    + Send
+    + Sync
+    + 'static,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handle = std::sync::Arc::clone(&handle);
+            std::thread::spawn(move || {
+                let writer = stream.try_clone().unwrap();
+                handle(std::io::BufReader::new(stream), writer);
+            });
+        }
+    });
+    port
+}
+
 /// The next request's head (its request line and headers) read from a
 /// test server's connection, and its body's length (`content-length`, 0
 /// without one); `None` once the client closed the connection.
@@ -1251,52 +1275,39 @@ fn recording_server_reading_at(
     delay: Duration,
     rate: Option<u64>,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    use std::io::{Read, Write};
     let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::Arc::clone(&heads);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let seen = std::sync::Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let Some((head, length)) = request_head(&mut reader) else {
-                        return;
-                    };
-                    let mut left = length;
-                    while left > 0 {
-                        let piece = rate.map_or(left, |rate| left.min(rate / 16));
-                        let mut body = Vec::new();
-                        if (&mut reader).take(piece).read_to_end(&mut body).is_err()
-                            || body.is_empty()
-                        {
-                            return;
-                        }
-                        left -= body.len() as u64;
-                        if let Some(rate) = rate {
-                            std::thread::sleep(Duration::from_secs_f64(
-                                body.len() as f64 / rate as f64,
-                            ));
-                        }
-                    }
-                    let put = head.starts_with("PUT ");
-                    seen.lock().unwrap().push(head);
-                    if put {
-                        std::thread::sleep(delay);
-                    }
-                    let answer = if put {
-                        "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    if writer.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
+    let port = serve_connections(move |mut reader, mut writer| {
+        loop {
+            let Some((head, length)) = request_head(&mut reader) else {
+                return;
+            };
+            let mut left = length;
+            while left > 0 {
+                let piece = rate.map_or(left, |rate| left.min(rate / 16));
+                let mut body = Vec::new();
+                if (&mut reader).take(piece).read_to_end(&mut body).is_err() || body.is_empty() {
+                    return;
                 }
-            });
+                left -= body.len() as u64;
+                if let Some(rate) = rate {
+                    std::thread::sleep(Duration::from_secs_f64(body.len() as f64 / rate as f64));
+                }
+            }
+            let put = head.starts_with("PUT ");
+            seen.lock().unwrap().push(head);
+            if put {
+                std::thread::sleep(delay);
+            }
+            let answer = if put {
+                "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+            };
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
         }
     });
     (port, heads)
@@ -1654,61 +1665,52 @@ struct Puts {
 fn put_server(
     answer_after: fn(usize) -> Option<Duration>,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Puts>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    use std::io::{BufRead, Read, Write};
     let puts = std::sync::Arc::new(std::sync::Mutex::new(Puts::default()));
     let seen = std::sync::Arc::clone(&puts);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let seen = std::sync::Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let Some((head, length)) = request_head(&mut reader) else {
-                        return;
-                    };
-                    let mut body = Vec::new();
-                    if (&mut reader).take(length).read_to_end(&mut body).is_err() {
-                        return;
+    let port = serve_connections(move |mut reader, mut writer| {
+        loop {
+            let Some((head, length)) = request_head(&mut reader) else {
+                return;
+            };
+            let mut body = Vec::new();
+            if (&mut reader).take(length).read_to_end(&mut body).is_err() {
+                return;
+            }
+            let answer = if let Some(path) = head.strip_prefix("PUT ") {
+                let nth = {
+                    let mut puts = seen.lock().unwrap();
+                    puts.in_flight += 1;
+                    puts.most_in_flight = puts.most_in_flight.max(puts.in_flight);
+                    let path = path.split(' ').next().unwrap_or_default();
+                    puts.paths.insert(path.to_owned());
+                    if path.contains("/cas/") {
+                        puts.blobs_in_flight += 1;
+                        puts.most_blobs_in_flight =
+                            puts.most_blobs_in_flight.max(puts.blobs_in_flight);
                     }
-                    let answer = if let Some(path) = head.strip_prefix("PUT ") {
-                        let nth = {
-                            let mut puts = seen.lock().unwrap();
-                            puts.in_flight += 1;
-                            puts.most_in_flight = puts.most_in_flight.max(puts.in_flight);
-                            let path = path.split(' ').next().unwrap_or_default();
-                            puts.paths.insert(path.to_owned());
-                            if path.contains("/cas/") {
-                                puts.blobs_in_flight += 1;
-                                puts.most_blobs_in_flight =
-                                    puts.most_blobs_in_flight.max(puts.blobs_in_flight);
-                            }
-                            puts.received += 1;
-                            puts.received - 1
-                        };
-                        let Some(after) = answer_after(nth) else {
-                            // Holds the connection until the client drops it.
-                            let _ = reader.read_line(&mut String::new());
-                            return;
-                        };
-                        std::thread::sleep(after);
-                        let mut puts = seen.lock().unwrap();
-                        puts.in_flight -= 1;
-                        if path.contains("/cas/") {
-                            puts.blobs_in_flight -= 1;
-                        }
-                        drop(puts);
-                        "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    if writer.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
+                    puts.received += 1;
+                    puts.received - 1
+                };
+                let Some(after) = answer_after(nth) else {
+                    // Holds the connection until the client drops it.
+                    let _ = reader.read_line(&mut String::new());
+                    return;
+                };
+                std::thread::sleep(after);
+                let mut puts = seen.lock().unwrap();
+                puts.in_flight -= 1;
+                if path.contains("/cas/") {
+                    puts.blobs_in_flight -= 1;
                 }
-            });
+                drop(puts);
+                "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+            };
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
         }
     });
     (port, puts)
