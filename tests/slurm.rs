@@ -503,6 +503,73 @@ run = ["sh", "-c", "if [ -e first ]; then echo whole > \"$CAIRN_OUT/x\"; exit 0;
     no_jobs_left_under(p.path());
 }
 
+/// Slurm ends a job with SIGCONT to every process of it, then SIGTERM to
+/// each, the job before its worker. A job that traps SIGTERM and exits 0
+/// can end before its worker hears of its own SIGTERM; the SIGCONT
+/// announced it, so the worker reports the attempt stopped (retried, never
+/// stored). A SIGCONT alone (a resumed job) stops nothing. Needs no Slurm:
+/// the signals go as slurmstepd sends them, with a pause before the
+/// worker's SIGTERM, as when slurmstepd lost its CPU to the woken job.
+/// Before, the worker reported the half-made output as a success.
+#[test]
+fn a_job_exiting_0_between_slurms_sigcont_and_its_workers_sigterm_is_reported_stopped() {
+    for slurm_ends_it in [true, false] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let spec = serde_json::json!({
+            "version": 1,
+            "label": "job h (h)",
+            "argv": ["sh", "-c", "trap 'echo half > x; exit 0' TERM; echo $$ > pid; \
+                while [ ! -e go ]; do sleep 0.05; done; echo whole > x"],
+            "cwd": dir.path(),
+            "passed": [],
+            "secret_names": [],
+            "extra": [],
+            "stdout": dir.path().join("stdout"),
+            "stderr": dir.path().join("stderr"),
+            "run_id": "test-1",
+            "timeout_ms": null,
+            "outcome": dir.path().join("outcome.json"),
+        });
+        let spec_path = dir.path().join("worker.json");
+        std::fs::write(&spec_path, spec.to_string()).expect("write the spec");
+        let worker = Background::start(
+            dir.path(),
+            &["worker", "run", spec_path.to_str().expect("a UTF-8 path")],
+        );
+        common::wait_for(&dir.path().join("pid"));
+        let job = std::fs::read_to_string(dir.path().join("pid")).expect("the job's pid");
+        let kill = |signal: &str| {
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), job.trim()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{signal} {job}");
+        };
+        worker.signal("CONT");
+        kill("CONT");
+        if slurm_ends_it {
+            kill("TERM");
+            common::wait_for(&dir.path().join("x"));
+            std::thread::sleep(Duration::from_millis(300));
+            worker.signal("TERM");
+        } else {
+            std::fs::write(dir.path().join("go"), "").expect("write go");
+        }
+        let (_, stderr, _) = worker.wait(Duration::from_secs(30));
+        let outcome: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("outcome.json")).expect("the worker's outcome"),
+        )
+        .expect("an outcome in JSON");
+        let made = std::fs::read_to_string(dir.path().join("x")).expect("the job's output");
+        assert_eq!(made, if slurm_ends_it { "half\n" } else { "whole\n" });
+        assert_eq!(outcome["code"], 0, "{outcome} {stderr}");
+        assert_eq!(
+            outcome["stopped"], slurm_ends_it,
+            "Slurm ended the job: {slurm_ends_it}; {outcome} {stderr}"
+        );
+    }
+}
+
 /// A project of one job `a` (`run = ["true"]`) under `executor` (the
 /// `[executor]` table's lines, or nothing) with `job_extra` lines in the
 /// job: its `cairn build` is refused with `message`. Returns the project.

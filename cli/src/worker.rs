@@ -43,11 +43,16 @@ pub fn cached(url: &str, specs: &[String]) -> Result<u8, Failure> {
 }
 
 /// Runs `work` with SIGTERM and SIGINT interrupting its children (a
-/// second one SIGKILLs them).
+/// second one SIGKILLs them), and SIGCONT announcing the SIGTERM that
+/// Slurm sends right after it (engine/src/slurm/worker.rs, `run_job`).
 fn with_signals(
     work: impl FnOnce(&Children) -> Result<(), Vec<cairn_engine::slurm::worker::WorkerError>>,
 ) -> Result<u8, Failure> {
     let children = Arc::new(Children::default());
+    // Set in the handler itself: the job, signalled before its worker,
+    // may exit before a watching thread would have noted it.
+    signal_hook::flag::register(signal_hook::consts::SIGCONT, children.stop_announced())
+        .map_err(|error| Failure::store(format!("cannot watch for signals: {error}")))?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,

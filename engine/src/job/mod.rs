@@ -162,6 +162,10 @@ pub struct Children {
     /// Children an interrupt passed by, shielded then: if their shield
     /// drops, their runner sends the SIGTERM late.
     pub(crate) spared: Mutex<HashSet<u32>>,
+    /// Set by a signal handler when a stop is announced (SIGCONT: Slurm
+    /// sends it to every process of a job right before the SIGTERM that
+    /// ends it); read by a Slurm worker (slurm/worker.rs, `run_job`).
+    pub(crate) announced: Arc<AtomicBool>,
 }
 
 impl Children {
@@ -232,6 +236,14 @@ impl Children {
 
     pub fn is_interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// The flag a signal handler sets when a stop is announced before it
+    /// comes: a Slurm worker registers it for SIGCONT, which Slurm sends to
+    /// every process of a job right before the SIGTERM (docs/slurm.md,
+    /// "Faults"). Only an atomic store: safe in a handler.
+    pub fn stop_announced(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.announced)
     }
 
     /// How many children are running, counting those being started (a

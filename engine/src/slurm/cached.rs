@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, ContentDigest};
 use crate::job::{Children, Invocation};
-use crate::local::run_process;
 use crate::ports::RemoteCache;
 
 use super::worker::{SPEC_VERSION, WorkerError, WorkerOutcome};
@@ -465,7 +464,7 @@ fn run_in(
         extra.push((name.clone(), value));
     }
     let (stdout, stderr) = (scratch.join("stdout"), scratch.join("stderr"));
-    let ended = run_process(
+    let ended = super::worker::run_job(
         &Invocation {
             argv: &spec.argv,
             cwd: &scratch.join("work"),
@@ -478,7 +477,6 @@ fn run_in(
             timeout: spec.timeout_ms.map(Duration::from_millis),
         },
         children,
-        None,
     )
     .map_err(|error| error.to_string())?;
     let mut outcome = CachedOutcome {

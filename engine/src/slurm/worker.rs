@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::executor::HEARTBEAT_EVERY;
-use crate::job::{Children, Invocation, JobEnvironment};
+use crate::job::{Children, Ended, Invocation, JobEnvironment};
 use crate::local::run_process;
 
 /// The version of [`WorkerSpec`] and [`WorkerOutcome`]: a worker refuses a
@@ -381,7 +381,7 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
         let _ = fs::write(&heartbeat, count.to_string());
     };
     let ended = beating(beat, || {
-        run_process(
+        run_job(
             &Invocation {
                 argv: &spec.argv,
                 cwd: &spec.cwd,
@@ -394,7 +394,6 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
                 timeout: spec.timeout_ms.map(Duration::from_millis),
             },
             children,
-            None,
         )
     });
     let mut outcome = WorkerOutcome {
@@ -421,6 +420,35 @@ fn run_spec(path: &Path, children: &Children) -> Result<(), WorkerError> {
         path: spec.outcome.clone(),
         source,
     })
+}
+
+/// How long a worker whose job exited after a stop was announced
+/// (SIGCONT) waits for the SIGTERM that announcement precedes.
+pub(super) const ANNOUNCED_STOP: Duration = Duration::from_secs(1);
+
+/// Runs a spec's job as a local one ([`run_process`]), and counts it as
+/// stopped when Slurm ended it, whatever its exit status.
+///
+/// Slurm ends a job by signalling its processes one by one: SIGCONT to
+/// every process, then SIGTERM to every process, the deepest (the job)
+/// before its worker. A job that traps SIGTERM and exits 0 at once may
+/// end before the worker hears of its own SIGTERM, and its half-made
+/// output would be stored as built. So once a SIGCONT came while the job
+/// ran (`Children::stop_announced`, set in the signal handler), the
+/// worker waits up to [`ANNOUNCED_STOP`] after the job's exit for an
+/// interrupt. A SIGCONT that only resumed a suspended job costs that
+/// wait, once; a worker never signalled waits for nothing.
+pub(super) fn run_job(invocation: &Invocation<'_>, children: &Children) -> io::Result<Ended> {
+    let announced = children.stop_announced();
+    announced.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut ended = run_process(invocation, children, None)?;
+    if !ended.stopped
+        && announced.swap(false, std::sync::atomic::Ordering::SeqCst)
+        && !children.sleep(ANNOUNCED_STOP)
+    {
+        ended.stopped = true;
+    }
+    Ok(ended)
 }
 
 /// The job's environment on the node: the passed variables as the spec
