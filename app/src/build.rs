@@ -742,6 +742,9 @@ fn execute_assisted(
 /// a second one SIGKILLs the running jobs at once.
 struct Interrupts {
     handle: signal_hook::iterator::Handle,
+    /// The handlers that set the children's stop flag, removed with the
+    /// build's end (a process may run many builds).
+    flags: Vec<signal_hook::SigId>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -757,6 +760,7 @@ impl Interrupts {
                 AppError::Usage(format!("cannot install the signal handler: {error}"))
             })?;
         let handle = signals.handle();
+        let stop_signalled = children.stop_signalled();
         let (cancel, children) = (cancel.clone(), Arc::clone(children));
         let thread = std::thread::Builder::new()
             .name("cairn-signals".into())
@@ -784,15 +788,29 @@ impl Interrupts {
                 }
             })
             .map_err(|error| AppError::Usage(format!("cannot start the signal thread: {error}")))?;
-        Ok(Interrupts {
+        let mut interrupts = Interrupts {
             handle,
+            flags: Vec::with_capacity(2),
             thread: Some(thread),
-        })
+        };
+        // Noted in the handler itself as well: a job signalled together
+        // with cairn (systemd's `KillMode=control-group`) may exit before
+        // the thread above runs, and must not be stored then.
+        for signal in [SIGINT, SIGTERM] {
+            let id = signal_hook::flag::register(signal, Arc::clone(&stop_signalled)).map_err(
+                |error| AppError::Usage(format!("cannot install the signal handler: {error}")),
+            )?;
+            interrupts.flags.push(id);
+        }
+        Ok(interrupts)
     }
 }
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
+        for id in self.flags.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
         self.handle.close();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

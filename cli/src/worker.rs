@@ -51,8 +51,14 @@ fn with_signals(
     let children = Arc::new(Children::default());
     // Set in the handler itself: the job, signalled before its worker,
     // may exit before a watching thread would have noted it.
-    signal_hook::flag::register(signal_hook::consts::SIGCONT, children.stop_announced())
-        .map_err(|error| Failure::store(format!("cannot watch for signals: {error}")))?;
+    for (signal, flag) in [
+        (signal_hook::consts::SIGCONT, children.stop_announced()),
+        (signal_hook::consts::SIGTERM, children.stop_signalled()),
+        (signal_hook::consts::SIGINT, children.stop_signalled()),
+    ] {
+        signal_hook::flag::register(signal, flag)
+            .map_err(|error| Failure::store(format!("cannot watch for signals: {error}")))?;
+    }
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,

@@ -166,6 +166,9 @@ pub struct Children {
     /// sends it to every process of a job right before the SIGTERM that
     /// ends it); read by a Slurm worker (slurm/worker.rs, `run_job`).
     pub(crate) announced: Arc<AtomicBool>,
+    /// Set by a signal handler when a stop signal (SIGINT, SIGTERM) came,
+    /// before the thread that calls [`Children::interrupt`] runs.
+    pub(crate) signalled: Arc<AtomicBool>,
 }
 
 impl Children {
@@ -244,6 +247,24 @@ impl Children {
     /// "Faults"). Only an atomic store: safe in a handler.
     pub fn stop_announced(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.announced)
+    }
+
+    /// The flag a signal handler sets when a stop signal comes (SIGINT,
+    /// SIGTERM), at once: a job that exits after it was set counts as
+    /// stopped (not stored, whatever its status) even before the thread
+    /// watching the signals has called [`Children::interrupt`]. A service
+    /// manager signals every process of a group together (systemd's
+    /// `KillMode=control-group`, Slurm), and a job that traps SIGTERM and
+    /// exits 0 at once can end before that thread runs. Only an atomic
+    /// store: safe in a handler.
+    pub fn stop_signalled(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.signalled)
+    }
+
+    /// Whether a stop signal came ([`Children::stop_signalled`]) or an
+    /// interrupt.
+    pub(crate) fn told_to_stop(&self) -> bool {
+        self.is_interrupted() || self.signalled.load(Ordering::SeqCst)
     }
 
     /// How many children are running, counting those being started (a

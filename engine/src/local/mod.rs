@@ -249,7 +249,7 @@ fn run_shielded(
     // then given up, never kept on a guess.
     let stopped = {
         let late = late_interrupt.lock().map(|late| *late).unwrap_or_default();
-        late.1.is_some() || (children.is_interrupted() && !shielded() && !children.was_spared(pid))
+        late.1.is_some() || (children.told_to_stop() && !shielded() && !children.was_spared(pid))
     };
     crate::groups::signal_group(pid, libc::SIGKILL);
     crate::groups::reap_orphans(pid, &run_id);
@@ -519,6 +519,8 @@ pub fn describe_status(status: ExitStatus) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::graph::EnvPolicy;
 
@@ -626,6 +628,63 @@ run = ["true"]
             request,
             r#"{"dimensions":{"date":["2024-01-30","2024-01-31","2024-02-01"],"station":["S2","S1"]},"refs":["daily/date=2024-01-30"],"sources":{"stations":["S2","S1"]}}"#
         );
+    }
+
+    /// A stop signal noted in its handler (`Children::stop_signalled`)
+    /// before the thread that interrupts the children has run: a job that
+    /// got its own SIGTERM from the same sender (systemd's
+    /// `KillMode=control-group`) and exited 0 at once is stopped, never a
+    /// success. Before, only the interrupt counted, which came too late.
+    #[test]
+    fn a_job_that_exits_0_after_a_stop_signal_is_noted_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo $$ > pid; sleep 60 & wait",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let environment = JobEnvironment::from_process(&EnvPolicy::default());
+        for signalled in [false, true] {
+            let _ = std::fs::remove_file(&pid_file);
+            let children = Children::default();
+            let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+            let invocation = Invocation {
+                argv: &argv,
+                cwd: dir.path(),
+                environment: &environment,
+                extra_env: &[],
+                stdout: &stdout,
+                stderr: &stderr,
+                run_id: "test",
+                label: "job t (t)",
+                timeout: None,
+            };
+            let ended = std::thread::scope(|scope| {
+                let run = scope.spawn(|| run_process(&invocation, &children, None));
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let pid = loop {
+                    if let Ok(pid) = std::fs::read_to_string(&pid_file)
+                        && let Ok(pid) = pid.trim().parse::<u32>()
+                    {
+                        break pid;
+                    }
+                    assert!(Instant::now() < deadline, "the job never started");
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                if signalled {
+                    // What the handler does, and nothing else yet.
+                    children.stop_signalled().store(true, Ordering::SeqCst);
+                }
+                crate::groups::signal_group(pid, libc::SIGTERM);
+                run.join().unwrap().unwrap()
+            });
+            assert_eq!(ended.status.code(), Some(0));
+            assert_eq!(ended.stopped, signalled, "signal noted: {signalled}");
+            assert_eq!(ended.succeeded(), !signalled);
+        }
     }
 
     #[test]
