@@ -437,12 +437,15 @@ pub(super) const ANNOUNCED_STOP: Duration = Duration::from_secs(1);
 /// ran (`Children::stop_announced`, set in the signal handler), the
 /// worker waits up to [`ANNOUNCED_STOP`] after the job's exit for an
 /// interrupt. A SIGCONT that only resumed a suspended job costs that
-/// wait, once; a worker never signalled waits for nothing.
+/// wait, once, and only to a job that succeeded; a worker never
+/// signalled waits for nothing.
 pub(super) fn run_job(invocation: &Invocation<'_>, children: &Children) -> io::Result<Ended> {
     let announced = children.stop_announced();
     announced.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut ended = run_process(invocation, children, None)?;
-    if !ended.stopped
+    // Only a success could be stored: a failure needs no second look.
+    if ended.status.success()
+        && !ended.stopped
         && announced.swap(false, std::sync::atomic::Ordering::SeqCst)
         && !children.sleep(ANNOUNCED_STOP)
     {
