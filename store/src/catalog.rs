@@ -50,6 +50,8 @@ use redb::{
     TableDefinition, TableError, Value,
 };
 
+mod length;
+
 use crate::encoding::{
     FORMAT_VERSION, decode_checkpoint, decode_event, decode_manifest, decode_partition_state,
     decode_stat_entry, encode_checkpoint, encode_event, encode_manifest, encode_partition_state,
@@ -231,6 +233,10 @@ impl RedbCatalog {
             Err(DatabaseError::RepairAborted) => return Ok(ReaderOpen::NeedsRecovery),
             Err(error) => return Err(catalog_error(path, error)),
         };
+        // redb's read-only open does not compare the file's length with its
+        // header (a writer's does): without this, a file cut inside its free
+        // tail reads as if whole.
+        length::check(path)?;
         let catalog = RedbCatalog {
             path: path.to_owned(),
             handle: Handle::Reader(database),
