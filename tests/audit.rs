@@ -799,28 +799,6 @@ fn stats_counts_events_builds_actions_partitions_and_blobs() {
     assert!(human.stdout.contains("blobs       5 ("), "{}", human.stdout);
 }
 
-/// Peak resident memory (VmHWM, KiB) of a running process, sampled until it
-/// exits; `None` off Linux.
-fn peak_rss_kib(child: &mut std::process::Child) -> Option<u64> {
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = None;
-    loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            let hwm = status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok());
-            if hwm.is_some() {
-                peak = hwm.max(peak);
-            }
-        }
-        if child.try_wait().expect("wait").is_some() {
-            return peak;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// The benchmark: `cairn log --json` over 1,000,000 events keeps
 /// peak memory under 100 MiB, and `--partition REF` reads only that
 /// partition's events. Slow (it writes a million events): run it with
@@ -927,7 +905,7 @@ fn log_json_over_a_million_events_stays_under_100_mib() {
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("spawn cairn");
-        let peak = peak_rss_kib(&mut child);
+        let peak = peak_status_kib(&mut child, "VmHWM");
         let status = child.wait().expect("wait");
         assert!(status.success(), "cairn {args:?}: {status}");
         eprintln!(

@@ -699,6 +699,87 @@ fn killed_mid_upload(cache: &mut Cache) {
 
 /// The keys of the actions that ran so far, read while a build runs (a
 /// reader does not wait for the writer).
+/// `cairn ARGS` in `project` with `cache`'s environment, and the most
+/// memory it held that is no file's (`RssAnon`, KiB: the blobs of an
+/// upload or a download; an output hashed through a memory map is the
+/// file's), sampled every 2 ms.
+fn cairn_holding(project: &Project, cache: &Cache, args: &[&str]) -> (Build, u64) {
+    let mut child = Command::new(CAIRN)
+        .args(args)
+        .current_dir(project.path())
+        .env("NO_COLOR", "1")
+        .envs(cache.env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    let held = common::peak_status_kib(&mut child, "RssAnon").expect("RssAnon of /proc/PID/status");
+    let output = child.wait_with_output().expect("cairn's output");
+    (Build::new(Run::from_output(args, &output)), held)
+}
+
+/// A 256 MiB output goes up and comes back with bounded memory: in parts
+/// as it is read where the store takes uploads in parts (S3, a
+/// directory), and held once where it cannot (an HTTP cache:
+/// `upload_most_mib`); a download is always streamed into the store.
+/// Before, an upload held the blob twice (read whole, then copied for the
+/// request), so a 10 GiB output needed 20 GiB of memory.
+fn a_large_output_in_bounded_memory(cache: &Cache, upload_most_mib: u64) {
+    const SIZE_MIB: u64 = 256;
+    const DOWNLOAD_MOST_MIB: u64 = 128;
+    let graph = format!(
+        "[datasets.big]\n[jobs.big]\noutputs = [\"big\"]\n\
+         run = [\"sh\", \"-c\", \"head -c {} /dev/urandom > $CAIRN_OUT/blob.bin\"]\n",
+        SIZE_MIB << 20
+    );
+    let (first, second) = (Project::with_graph(&graph), Project::with_graph(&graph));
+    let write = [
+        "build",
+        "--json",
+        "--remote-cache",
+        &cache.url,
+        "--remote-cache-mode",
+        "write",
+    ];
+    let (built, held) = cairn_holding(&first, cache, &write);
+    built.assert_code(0);
+    assert_eq!(remote_count(&built, "uploaded"), 1, "{}", built.run.stderr);
+    assert!(
+        held <= upload_most_mib << 10,
+        "uploading a {SIZE_MIB} MiB output held {} MiB of memory (at most {upload_most_mib})",
+        held >> 10
+    );
+    let read = [
+        "build",
+        "--json",
+        "--remote-cache",
+        &cache.url,
+        "--remote-cache-mode",
+        "read",
+    ];
+    let (restored, held) = cairn_holding(&second, cache, &read);
+    restored.assert_code(0);
+    assert_eq!(restored.count("executed"), 0, "{}", restored.run.stderr);
+    assert_eq!(
+        remote_count(&restored, "hits"),
+        1,
+        "{}",
+        restored.run.stderr
+    );
+    assert!(
+        held <= DOWNLOAD_MOST_MIB << 10,
+        "restoring a {SIZE_MIB} MiB output held {} MiB of memory (at most {DOWNLOAD_MOST_MIB})",
+        held >> 10
+    );
+    let same = Command::new("cmp")
+        .arg(first.file("data/big/blob.bin"))
+        .arg(second.file("data/big/blob.bin"))
+        .status()
+        .expect("run cmp");
+    assert!(same.success(), "the restored output differs");
+}
+
 fn keys_by_output_of_log(project: &Project) -> Vec<String> {
     let run = project.cairn(&["log", "--json", "--kind", "ActionSucceeded"]);
     if run.code != 0 {
@@ -773,6 +854,11 @@ fn directory_corrupted_blob_is_rebuilt() {
 #[test]
 fn directory_read_mode_writes_nothing() {
     read_only_writes_nothing(&Cache::directory());
+}
+
+#[test]
+fn directory_a_large_output_goes_up_in_parts_and_comes_back_streamed() {
+    a_large_output_in_bounded_memory(&Cache::directory(), 128);
 }
 
 #[test]
@@ -1091,6 +1177,17 @@ fn nginx_a_large_blob_over_a_slow_link_is_restored() {
     );
 }
 
+/// An HTTP PUT's body is sent from memory (object_store's HTTP store
+/// takes no upload in parts): the 256 MiB blob is held once.
+#[test]
+fn nginx_a_large_output_is_held_once_and_comes_back_streamed() {
+    let Some(cache) = Cache::nginx("nginx_a_large_output_is_held_once_and_comes_back_streamed")
+    else {
+        return;
+    };
+    a_large_output_in_bounded_memory(&cache, 256 + 96);
+}
+
 #[test]
 fn nginx_killed_mid_upload() {
     let Some(mut cache) = Cache::nginx("nginx_killed_mid_upload") else {
@@ -1127,6 +1224,15 @@ fn s3_version_ping_pong_poisoned_entry_and_corrupted_blob() {
 }
 
 #[test]
+fn s3_a_large_output_goes_up_in_parts_and_comes_back_streamed() {
+    let Some(cache) = Cache::seaweed("s3_a_large_output_goes_up_in_parts_and_comes_back_streamed")
+    else {
+        return;
+    };
+    a_large_output_in_bounded_memory(&cache, 128);
+}
+
+#[test]
 fn s3_killed_mid_upload() {
     let Some(mut cache) = Cache::seaweed("s3_killed_mid_upload") else {
         return;
@@ -1154,6 +1260,7 @@ fn the_real_servers_keep_the_remote_contract() {
     for cache in [&nginx, &seaweed] {
         contract::remote_actions_are_written_once(&open(cache));
         contract::remote_blobs_round_trip(&open(cache));
+        contract::remote_blobs_stream_in(&open(cache));
     }
     // First writer wins under a race on S3 (PutMode::Create): of eight
     // machines writing one key at once, exactly one creates the entry and

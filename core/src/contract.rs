@@ -879,6 +879,49 @@ pub fn remote_blobs_round_trip(cache: &dyn RemoteCache) {
     }
 }
 
+/// A remote cache's blobs sent from a stream ([`RemoteCache::put_blob_from`]):
+/// small, empty or longer than a backend's part (21 MiB and a few bytes),
+/// each read back as sent, with its length returned. A stream that fails
+/// after 9 MiB stores nothing under its name.
+pub fn remote_blobs_stream_in(cache: &dyn RemoteCache) {
+    let long: Vec<u8> = (0..(21 << 20) + 7u32).map(|i| (i % 253) as u8).collect();
+    for content in [&b"a streamed blob"[..], b"", &long] {
+        let digest = ContentDigest::of(content);
+        let sent = cache
+            .put_blob_from(&digest, &mut std::io::Cursor::new(content))
+            .unwrap();
+        assert_eq!(sent, content.len() as u64);
+        let mut read = Vec::new();
+        cache
+            .open_blob(&digest)
+            .unwrap()
+            .expect("the blob just sent")
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(
+            read == content,
+            "{} bytes sent, read back otherwise",
+            content.len()
+        );
+    }
+    let failing = ContentDigest::of(b"a blob whose stream fails");
+    let mut reader = std::io::Read::chain(std::io::Cursor::new(vec![1u8; 9 << 20]), FailingReader);
+    assert!(cache.put_blob_from(&failing, &mut reader).is_err());
+    assert!(
+        !cache.has_blob(&failing).unwrap(),
+        "a failed stream stored nothing"
+    );
+}
+
+/// A reader that fails at once.
+struct FailingReader;
+
+impl Read for FailingReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("the local store's disk failed"))
+    }
+}
+
 /// A remote cache that cannot be reached fails every request with an error
 /// naming its URL and the object, and nothing else: no credential.
 pub fn a_failing_remote_names_itself(cache: &dyn RemoteCache) {

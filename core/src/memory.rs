@@ -691,6 +691,7 @@ mod tests {
         contract::remote_actions_are_written_once(&MemoryRemoteCache::new("memory://"));
         contract::remote_batches_answer_each_request_once(&MemoryRemoteCache::new("memory://"));
         contract::remote_blobs_round_trip(&MemoryRemoteCache::new("memory://"));
+        contract::remote_blobs_stream_in(&MemoryRemoteCache::new("memory://"));
         let cache = MemoryRemoteCache::new("memory://");
         cache.set_failing(true);
         contract::a_failing_remote_names_itself(&cache);

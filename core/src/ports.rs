@@ -465,4 +465,28 @@ pub trait RemoteCache: Send + Sync {
     /// Stores `bytes` under `digest` (their blake3, which the caller
     /// computed). Writing a blob that is already there is harmless.
     fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError>;
+    /// Stores what `reader` yields, to its end, under `digest` (its blake3,
+    /// which the caller computed), and returns how many bytes that was. A
+    /// read error stores nothing: the blob is never left half-written
+    /// under its name. The provided method reads it whole and calls
+    /// [`RemoteCache::put_blob`]; network backends override it, so that a
+    /// large output is not held in memory whole (or is held once, where
+    /// the protocol cannot stream an upload).
+    fn put_blob_from(
+        &self,
+        digest: &ContentDigest,
+        reader: &mut dyn Read,
+    ) -> Result<u64, RemoteError> {
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|error| RemoteError::Request {
+                url: self.url().to_owned(),
+                operation: "put",
+                object: format!("cas/{digest}"),
+                message: format!("reading the blob from the local store: {error}"),
+            })?;
+        self.put_blob(digest, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
 }

@@ -73,6 +73,24 @@ pub const INLINE_AT_MOST: u64 = 64 * 1024;
 /// blobs go to `cas/`.
 pub const INLINE_TOTAL: u64 = 256 * 1024;
 
+/// A reader of the local store that keeps its first error, so that an
+/// upload that failed because of it is not taken for the cache's failure.
+struct LocalReads<'a, R> {
+    inner: R,
+    failed: &'a std::cell::RefCell<Option<std::io::Error>>,
+}
+
+impl<R: std::io::Read> std::io::Read for LocalReads<'_, R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buffer).inspect_err(|error| {
+            let mut failed = self.failed.borrow_mut();
+            if failed.is_none() {
+                *failed = Some(std::io::Error::new(error.kind(), error.to_string()));
+            }
+        })
+    }
+}
+
 /// Who uploaded an entry: informative only, never trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Producer {
@@ -814,32 +832,67 @@ impl Remote {
                     Some(false) => {}
                 }
             }
-            let content = match blobs.read(digest) {
-                Ok(content) => content,
+            // Read as a stream, verified at its end (a large output is
+            // never held whole): its first bytes tell a blob that may be
+            // inlined from one that is sent as it is read.
+            let not_read = |error: &dyn std::fmt::Display| {
+                tracing::warn!("not uploading {}: {error}", manifest.key);
+            };
+            let mut reader = match blobs.open_verified(digest) {
+                Ok(reader) => reader,
                 Err(error) => {
-                    tracing::warn!("not uploading {}: {error}", manifest.key);
+                    not_read(&error);
                     return None;
                 }
             };
-            let length = content.len() as u64;
-            if fits(inlined, length) {
-                inlined += length;
+            let mut head = Vec::new();
+            if let Err(error) = std::io::Read::read_to_end(
+                &mut std::io::Read::take(&mut reader, INLINE_AT_MOST + 1),
+                &mut head,
+            ) {
+                not_read(&error);
+                return None;
+            }
+            // All of it, and verified (the reader's last read checks it).
+            let whole = head.len() as u64 <= INLINE_AT_MOST;
+            let length = if whole && fits(inlined, head.len() as u64) {
+                inlined += head.len() as u64;
                 inline.push(InlineBlob {
                     digest: *digest,
-                    content: base64::engine::general_purpose::STANDARD.encode(&content),
+                    content: base64::engine::general_purpose::STANDARD.encode(&head),
                 });
+                head.len() as u64
+            } else if whole {
+                self.call(|| self.cache.put_blob(digest, &head))?;
+                head.len() as u64
             } else {
                 // A log (whose size the manifest does not hold) too large
-                // to inline is asked for now that its size is known.
-                if size.is_none() && length > ASK_FIRST_ABOVE {
+                // to inline is asked for now that it is known to be.
+                if size.is_none() {
                     match ask() {
                         None => return None,
                         Some(true) => continue,
                         Some(false) => {}
                     }
                 }
-                self.call(|| self.cache.put_blob(digest, &content))?;
-            }
+                if self.open() {
+                    return None;
+                }
+                // A failed read is the local store's (a blob found
+                // corrupt at its end), not the cache's: no failure of the
+                // cache's is counted for it.
+                let local = std::cell::RefCell::new(None);
+                let mut rest = LocalReads {
+                    inner: std::io::Read::chain(std::io::Cursor::new(head), reader),
+                    failed: &local,
+                };
+                let put = self.cache.put_blob_from(digest, &mut rest);
+                if let Some(error) = local.into_inner() {
+                    not_read(&error);
+                    return None;
+                }
+                self.answer(put)?
+            };
             sent += 1;
             bytes += length;
         }

@@ -65,6 +65,19 @@ pub const AC_ENTRY_AT_MOST: usize = 16 * 1024 * 1024;
 /// that arrives while others are under way costs no wake-up of its own.
 const IN_FLIGHT: usize = 16;
 
+/// A blob longer than this is sent in parts where the store has multipart
+/// uploads (S3, a directory), read from the local store as it is sent:
+/// at most [`PARTS_IN_FLIGHT`] parts and one being filled are in memory,
+/// whatever the blob's size.
+const PART: usize = 8 * 1024 * 1024;
+
+/// Parts of one blob sent at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The bytes read from the local store at a time while a blob is sent in
+/// parts.
+const READ_AT_ONCE: usize = 1024 * 1024;
+
 /// The environment variable naming a file that holds a bearer token for an
 /// HTTP cache.
 pub const TOKEN_FILE_VARIABLE: &str = "CAIRN_REMOTE_CACHE_TOKEN_FILE";
@@ -112,6 +125,16 @@ pub struct ObjectCache {
     idle: Mutex<Vec<Lane>>,
     /// Whether the store has an atomic create-only put.
     conditional: bool,
+    /// Whether the store takes an upload in parts (S3, a directory; an
+    /// HTTP cache does not: a PUT's body is sent from memory whole).
+    parts: bool,
+    /// Held while a blob longer than [`PART`] is in memory whole (an
+    /// upload to a store without parts): one such blob at a time.
+    whole_in_memory: Mutex<()>,
+    /// The longest blob sent whole from memory (a quarter of the
+    /// machine's memory): a longer one is not uploaded, and its result
+    /// with it, rather than make cairn hold it.
+    whole_at_most: u64,
     timeout: Duration,
 }
 
@@ -245,12 +268,16 @@ pub fn open_with_env(
             )));
         }
     };
+    let parts = matches!(scheme, "s3" | "file");
     let cache = ObjectCache {
         url,
         make,
         client,
         idle: Mutex::new(Vec::new()),
         conditional,
+        parts,
+        whole_in_memory: Mutex::new(()),
+        whole_at_most: whole_at_most(memory_total()),
         timeout,
     };
     // The first lane is made now, so that a configuration the client
@@ -261,6 +288,27 @@ pub fn open_with_env(
     })?;
     cache.give_back(lane);
     Ok(cache)
+}
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), if it
+/// can be read.
+fn memory_total() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The longest blob an upload may hold in memory whole, on a machine with
+/// `total` bytes of memory: a quarter of it (1 GiB if it is not known).
+fn whole_at_most(total: Option<u64>) -> u64 {
+    total.map_or(1 << 30, |total| total / 4)
 }
 
 /// `root`, with every path under `prefix` (none if empty).
@@ -656,10 +704,9 @@ impl ObjectCache {
         &self,
         bound: &Bound,
         path: &StorePath,
-        bytes: &[u8],
+        payload: PutPayload,
         create: bool,
     ) -> Result<PutOutcome, RemoteError> {
-        let payload = PutPayload::from(bytes.to_vec());
         let options = PutOptions {
             mode: if create {
                 PutMode::Create
@@ -696,14 +743,107 @@ impl ObjectCache {
             // Create-only where the store has it; over HTTP, the caller's
             // lookup a moment ago is the look (no more atomic than the
             // HEAD itself: see the crate's documentation).
-            return self.put(bound, &path, entry, self.conditional).await;
+            let payload = PutPayload::from(entry.to_vec());
+            return self.put(bound, &path, payload, self.conditional).await;
         }
         // No conditional put (HTTP): HEAD, then PUT if absent. Not atomic:
         // see the crate's documentation.
         if self.head(bound, &path).await? {
             return Ok(PutOutcome::AlreadyExists);
         }
-        self.put(bound, &path, entry, false).await
+        self.put(bound, &path, PutPayload::from(entry.to_vec()), false)
+            .await
+    }
+
+    /// `request` of an upload to `path`, within `limit`.
+    async fn within<T>(
+        &self,
+        path: &StorePath,
+        limit: Duration,
+        request: impl Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, RemoteError> {
+        tokio::time::timeout(limit, request)
+            .await
+            .map_err(|_| self.timed_out("put", path, limit))?
+            .map_err(|error| self.failed("put", path, &error))
+    }
+
+    /// The error of an upload whose blob could not be read from the local
+    /// store.
+    fn unread(&self, path: &StorePath, error: &std::io::Error) -> RemoteError {
+        RemoteError::Request {
+            url: self.url.clone(),
+            operation: "put",
+            object: path.to_string(),
+            message: format!("reading the blob from the local store: {error}"),
+        }
+    }
+
+    /// Sends the blob whose first [`PART`] bytes are `first` and whose
+    /// rest `reader` yields in parts (a multipart upload), as it reads
+    /// them: its length, once every part is sent and the upload complete.
+    /// On any failure, a read's included, the upload is aborted: nothing
+    /// is stored under `path`.
+    fn put_in_parts(
+        &self,
+        path: &StorePath,
+        first: Vec<u8>,
+        reader: &mut dyn Read,
+    ) -> Result<u64, RemoteError> {
+        let mut lane = self.take_lane("put", path)?;
+        let store = match self.streaming(&mut lane, "put", path) {
+            Ok(store) => store,
+            Err(error) => {
+                self.give_back(lane);
+                return Err(error);
+            }
+        };
+        // Each wait covers the parts in flight: the timeout, plus their
+        // bytes at the slowest rate a transfer is given.
+        let parts_limit = self.limit()
+            + Duration::from_secs_f64(((PARTS_IN_FLIGHT + 1) * PART) as f64 / SLOWEST_RATE as f64);
+        let result = lane.runtime.block_on(async {
+            let upload = self
+                .within(path, parts_limit, store.put_multipart(path))
+                .await?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut sent = first.len() as u64;
+            writer.put(bytes::Bytes::from(first));
+            let read = async {
+                loop {
+                    self.within(path, parts_limit, writer.wait_for_capacity(PARTS_IN_FLIGHT))
+                        .await?;
+                    let mut chunk = vec![0; READ_AT_ONCE];
+                    let length = loop {
+                        match reader.read(&mut chunk) {
+                            Ok(length) => break length,
+                            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(error) => return Err(self.unread(path, &error)),
+                        }
+                    };
+                    if length == 0 {
+                        return Ok(());
+                    }
+                    chunk.truncate(length);
+                    sent += length as u64;
+                    writer.put(bytes::Bytes::from(chunk));
+                    // The parts under way go on between two reads.
+                    tokio::task::yield_now().await;
+                }
+            };
+            match read.await {
+                Ok(()) => self
+                    .within(path, parts_limit, writer.finish())
+                    .await
+                    .map(|_| sent),
+                Err(error) => {
+                    let _ = tokio::time::timeout(self.limit(), writer.abort()).await;
+                    Err(error)
+                }
+            }
+        });
+        self.give_back(lane);
+        result
     }
 }
 
@@ -834,9 +974,78 @@ impl RemoteCache for ObjectCache {
         // so the put overwrites (no conditional request needed).
         let path = &cas_path(digest);
         self.run("put", path, bytes.len(), |bound| async move {
-            self.put(&bound, path, bytes, false).await
+            self.put(&bound, path, PutPayload::from(bytes.to_vec()), false)
+                .await
         })
         .map(|_| ())
+    }
+
+    /// Up to [`PART`] bytes: one PUT. Longer: in parts as it is read
+    /// where the store has multipart uploads; else (an HTTP cache) read
+    /// whole once, one such blob at a time, and only up to a quarter of
+    /// the machine's memory (a longer one is refused, naming its size).
+    fn put_blob_from(
+        &self,
+        digest: &ContentDigest,
+        reader: &mut dyn Read,
+    ) -> Result<u64, RemoteError> {
+        let path = &cas_path(digest);
+        let mut first = Vec::new();
+        reader
+            .take(PART as u64)
+            .read_to_end(&mut first)
+            .map_err(|error| self.unread(path, &error))?;
+        let whole = first.len() < PART;
+        if !whole && self.parts {
+            return self.put_in_parts(path, first, reader);
+        }
+        let _turn = (!whole).then(|| {
+            self.whole_in_memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        });
+        // In chunks of their own size (no buffer grown and copied as it
+        // fills), sent one after the other as one body.
+        let mut length = first.len() as u64;
+        let mut chunks = vec![bytes::Bytes::from(first)];
+        if !whole {
+            loop {
+                let mut chunk = Vec::new();
+                reader
+                    .take((PART as u64).min(self.whole_at_most + 1 - length))
+                    .read_to_end(&mut chunk)
+                    .map_err(|error| self.unread(path, &error))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                length += chunk.len() as u64;
+                chunks.push(bytes::Bytes::from(chunk));
+                if length > self.whole_at_most {
+                    break;
+                }
+            }
+            if length > self.whole_at_most {
+                return Err(RemoteError::Request {
+                    url: self.url.clone(),
+                    operation: "put",
+                    object: path.to_string(),
+                    message: format!(
+                        "not sent: longer than the {} MiB a blob may take in memory \
+                         (a quarter of this machine's), and this cache takes no upload \
+                         in parts (an S3 cache does)",
+                        self.whole_at_most >> 20
+                    ),
+                });
+            }
+        }
+        let payload: PutPayload = chunks.into_iter().collect();
+        self.run(
+            "put",
+            path,
+            usize::try_from(length).unwrap_or(usize::MAX),
+            |bound| async move { self.put(&bound, path, payload, false).await },
+        )
+        .map(|_| length)
     }
 }
 
@@ -925,6 +1134,7 @@ mod tests {
         let url = format!("file://{}", dir.path().display());
         cairn_core::contract::remote_actions_are_written_once(&open(&url, None).unwrap());
         cairn_core::contract::remote_blobs_round_trip(&open(&url, None).unwrap());
+        cairn_core::contract::remote_blobs_stream_in(&open(&url, None).unwrap());
         cairn_core::contract::remote_batches_answer_each_request_once(&open(&url, None).unwrap());
         assert!(dir.path().join("ac").is_dir(), "ac/<key> in the directory");
         assert!(dir.path().join("cas").is_dir());
@@ -974,5 +1184,32 @@ mod tests {
         let started = std::time::Instant::now();
         cairn_core::contract::a_failing_remote_names_itself(&cache);
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    /// An HTTP cache takes a blob's body from memory whole: one longer
+    /// than a quarter of the machine's memory is refused before anything
+    /// is sent, and is read no further than that (a 1 TiB stream here).
+    #[test]
+    fn a_blob_too_long_to_hold_is_not_sent_to_an_http_cache() {
+        assert_eq!(whole_at_most(Some(8 << 30)), 2 << 30);
+        let mut cache = open("http://127.0.0.1:9/team", None).unwrap();
+        assert!(!cache.parts, "an HTTP cache takes no upload in parts");
+        cache.whole_at_most = 3 * PART as u64;
+        let mut endless = std::io::repeat(7).take(1 << 40);
+        let digest = ContentDigest::of(b"not what it holds: never sent");
+        let error = cache
+            .put_blob_from(&digest, &mut endless)
+            .expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("not sent: longer than the 24 MiB"),
+            "{error}"
+        );
+        assert_eq!(
+            endless.limit(),
+            (1 << 40) - (3 * PART as u64 + 1),
+            "read past the bound"
+        );
     }
 }

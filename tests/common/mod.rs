@@ -344,7 +344,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(args: &[&str], output: &Output) -> Run {
+    pub fn from_output(args: &[&str], output: &Output) -> Run {
         Run {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             code: output
@@ -732,6 +732,31 @@ impl Drop for Background {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The largest value of `field` (a `/proc/PID/status` line in KiB:
+/// `VmHWM`, the peak resident memory; `RssAnon`, the memory held now
+/// that is no file's) seen while the process runs, read every 2 ms
+/// until it exits; `None` off Linux.
+pub fn peak_status_kib(child: &mut std::process::Child, field: &str) -> Option<u64> {
+    let status_path = format!("/proc/{}/status", child.id());
+    let prefix = format!("{field}:");
+    let mut peak = None;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            let value = status
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok());
+            if value.is_some() {
+                peak = value.max(peak);
+            }
+        }
+        if child.try_wait().expect("wait").is_some() {
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
