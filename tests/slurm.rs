@@ -959,6 +959,115 @@ fn worker_hiding(hidden: &Path, dir: &Path) -> std::path::PathBuf {
     wrapper
 }
 
+/// Without a shared filesystem every file goes through the cache: a
+/// 192 MiB output up from its worker, down to the coordinator, and down
+/// again to the next job's worker as its input, then that job's copy up.
+/// Each is streamed (hashed as read, sent in parts to a directory cache,
+/// written as it arrives), so no worker and not the coordinator holds more
+/// than 96 MiB of memory that is no file's. Before, each held every blob
+/// whole, twice on its way up: about 400 MiB.
+#[test]
+fn without_a_shared_filesystem_large_files_go_through_the_cache_streamed() {
+    let Some(_turn) = turn() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let p = Project::with_graph("");
+    // The nodes never see the project: its directory is empty for them.
+    let worker = worker_hiding(&p.path().canonicalize().unwrap(), bin.path());
+    p.write(
+        "cairn.toml",
+        format!(
+            r#"
+[executor]
+kind = "slurm"
+data = "cache"
+worker = "{}"
+
+[cache]
+url = "file://{}"
+
+[datasets.a]
+[datasets.b]
+[jobs.a]
+outputs = ["a"]
+run = ["sh", "-c", "head -c 201326592 /dev/urandom > \"$CAIRN_OUT/x\""]
+[jobs.b]
+outputs = ["b"]
+inputs = ["a"]
+run = ["sh", "-c", "cp \"$CAIRN_IN/x\" \"$CAIRN_OUT/x\""]
+"#,
+            worker.display(),
+            cache.path().display()
+        ),
+    );
+    let mut build = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["build", "--json"])
+        .current_dir(p.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start cairn build");
+    let anon = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("RssAnon:"))
+                    .and_then(|value| {
+                        value
+                            .trim()
+                            .trim_end_matches(" kB")
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+            })
+    };
+    let (mut coordinator, mut workers, mut seen) = (0u64, 0u64, 0usize);
+    let coordinator_pid = build.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while build.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the build did not end");
+        coordinator = coordinator.max(anon(&coordinator_pid).unwrap_or(0));
+        let found = Command::new("pgrep")
+            .args(["-f", "cairn worker cached"])
+            .output()
+            .expect("run pgrep");
+        for pid in String::from_utf8_lossy(&found.stdout).split_whitespace() {
+            if let Some(held) = anon(pid) {
+                seen += 1;
+                workers = workers.max(held);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let output = build.wait_with_output().expect("the build's output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(seen > 0, "no worker was seen");
+    assert!(
+        workers <= 96 << 10,
+        "a worker held {} MiB of memory moving a 192 MiB file",
+        workers >> 10
+    );
+    assert!(
+        coordinator <= 96 << 10,
+        "the coordinator held {} MiB of memory moving a 192 MiB file",
+        coordinator >> 10
+    );
+    let same = Command::new("cmp")
+        .arg(p.file("data/a/x"))
+        .arg(p.file("data/b/x"))
+        .status()
+        .expect("run cmp");
+    assert!(same.success(), "b's copy differs from a");
+}
+
 #[test]
 fn without_a_shared_filesystem_a_podcast_goes_through_the_cache_and_equals_a_local_build() {
     let Some(_turn) = turn() else { return };

@@ -189,12 +189,91 @@ fn mode_of(path: &Path) -> Result<u32, String> {
 
 /// Uploads the file at `from` and names it `to` in the scratch directory.
 fn place(cache: &dyn RemoteCache, from: &Path, to: String) -> Result<Placed, String> {
-    let bytes = fs::read(from).map_err(|error| format!("{}: {error}", from.display()))?;
     Ok(Placed {
         path: to,
-        digest: put(cache, &bytes)?,
+        digest: put_file(cache, from)?,
         mode: mode_of(from)?,
     })
+}
+
+/// Uploads the file at `path` unless the cache has it; its digest. Read
+/// as a stream twice (hashed, then sent), never held whole: an input, an
+/// output or a log may be larger than the machine's memory.
+fn put_file(cache: &dyn RemoteCache, path: &Path) -> Result<ContentDigest, String> {
+    let failed = |error: io::Error| format!("{}: {error}", path.display());
+    let mut file = fs::File::open(path).map_err(failed)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&mut file).map_err(failed)?;
+    let digest = ContentDigest(*hasher.finalize().as_bytes());
+    if !cache.has_blob(&digest).map_err(|error| error.to_string())? {
+        io::Seek::rewind(&mut file).map_err(failed)?;
+        cache
+            .put_blob_from(&digest, &mut file)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(digest)
+}
+
+/// Writes blob `digest` of the cache to a new file at `path` with `mode`
+/// as it arrives, hashing it on the way: a blob that is not what its name
+/// says is an error and leaves no file (written beside `path`, then
+/// renamed).
+fn fetch(
+    cache: &dyn RemoteCache,
+    digest: &ContentDigest,
+    path: &Path,
+    mode: u32,
+) -> Result<(), String> {
+    let failed = |path: &Path, error: io::Error| format!("{}: {error}", path.display());
+    // The directories made for it, removed again if it is refused.
+    let made = path
+        .ancestors()
+        .skip(1)
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .last()
+        .map(Path::to_owned);
+    let mut reader = cache
+        .open_blob(digest)
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| format!("blob {digest} is not in the remote cache {}", cache.url()))?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|error| failed(parent, error))?;
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(".fetching");
+    let temporary = PathBuf::from(name);
+    let written = (|| {
+        let mut file = fs::File::create(&temporary).map_err(|error| failed(&temporary, error))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0; 1 << 20];
+        loop {
+            let count = match io::Read::read(&mut reader, &mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(format!("blob {digest}: {error}")),
+            };
+            hasher.update(&buffer[..count]);
+            io::Write::write_all(&mut file, &buffer[..count])
+                .map_err(|error| failed(&temporary, error))?;
+        }
+        let actual = ContentDigest(*hasher.finalize().as_bytes());
+        if actual != *digest {
+            return Err(format!(
+                "blob {digest} failed verification (its content hashes to {actual})"
+            ));
+        }
+        fs::set_permissions(&temporary, fs::Permissions::from_mode(mode & 0o777))
+            .map_err(|error| failed(&temporary, error))?;
+        fs::rename(&temporary, path).map_err(|error| failed(path, error))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+        if let Some(made) = made {
+            let _ = fs::remove_dir_all(made);
+        }
+    }
+    written
 }
 
 /// `CAIRN_INPUT_<n>` → `Some(n)`.
@@ -301,16 +380,6 @@ pub fn read_outcome(
         .map_err(|error| format!("the worker's outcome for spec {spec} is not valid: {error}"))
 }
 
-/// Writes `bytes` at `path` with `mode`, creating its directories.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|error| format!("{}: {error}", parent.display()))?;
-    }
-    fs::write(path, bytes).map_err(|error| format!("{}: {error}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
-        .map_err(|error| format!("{}: {error}", path.display()))
-}
-
 /// The coordinator's half after the worker: the job's logs into the
 /// attempt's stdout and stderr files and, on success, each output's files
 /// into its staging directory (`outputs[i]`), every blob verified against
@@ -324,7 +393,7 @@ pub fn restore(
 ) -> Result<(), String> {
     for (digest, path) in [(&outcome.stdout, stdout), (&outcome.stderr, stderr)] {
         if let Some(digest) = digest {
-            write_file(path, &get(cache, digest)?, 0o644)?;
+            fetch(cache, digest, path, 0o644)?;
         }
     }
     let success = outcome.outcome.code == Some(0) && outcome.outcome.error.is_none();
@@ -346,7 +415,7 @@ pub fn restore(
                     file.path
                 ));
             }
-            write_file(&dir.join(&file.path), &get(cache, &file.digest)?, file.mode)?;
+            fetch(cache, &file.digest, &dir.join(&file.path), file.mode)?;
         }
     }
     Ok(())
@@ -447,11 +516,7 @@ fn run_in(
                 file.path
             ));
         }
-        write_file(
-            &scratch.join(&file.path),
-            &get(cache, &file.digest)?,
-            file.mode,
-        )?;
+        fetch(cache, &file.digest, &scratch.join(&file.path), file.mode)?;
     }
     let environment = super::worker::node_environment(&spec.passed, &spec.secret_names);
     let mut extra = super::worker::where_it_runs();
@@ -495,9 +560,8 @@ fn run_in(
         (&stdout, &mut outcome.stdout),
         (&stderr, &mut outcome.stderr),
     ] {
-        let bytes = fs::read(path).unwrap_or_default();
-        if !bytes.is_empty() {
-            *log = Some(put(cache, &bytes)?);
+        if fs::metadata(path).is_ok_and(|meta| meta.len() > 0) {
+            *log = Some(put_file(cache, path)?);
         }
     }
     if ended.succeeded() {
