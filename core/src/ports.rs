@@ -280,6 +280,10 @@ pub fn corrupt_blob_of(error: &std::io::Error) -> Option<(ContentDigest, Content
     }
 }
 
+/// A read at least this long is hashed in parallel (blake3's own
+/// threshold for multithreading to pay off).
+const PARALLEL_HASH_FROM: usize = 128 * 1024;
+
 /// Wraps a reader of a blob's content and verifies it: hashes what passes
 /// through, and fails the read that reaches the end with
 /// [`StoreError::CorruptBlob`] (in an [`std::io::Error`] of kind
@@ -319,6 +323,13 @@ impl<R: Read> Read for VerifyingReader<'_, R> {
             return Ok(0);
         }
         let count = self.inner.read(buffer)?;
+        if count >= PARALLEL_HASH_FROM {
+            // A large read (an upload's or a restore's) is hashed on
+            // every core: a 1 GiB blob's check no longer takes a core's
+            // second or two before its upload can start.
+            self.hasher.update_rayon(&buffer[..count]);
+            return Ok(count);
+        }
         if count > 0 {
             self.hasher.update(&buffer[..count]);
             return Ok(count);

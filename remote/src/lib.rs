@@ -990,7 +990,7 @@ impl RemoteCache for ObjectCache {
         reader: &mut dyn Read,
     ) -> Result<u64, RemoteError> {
         let path = &cas_path(digest);
-        let mut first = Vec::new();
+        let mut first = Vec::with_capacity(PART);
         reader
             .take(PART as u64)
             .read_to_end(&mut first)
@@ -1010,7 +1010,7 @@ impl RemoteCache for ObjectCache {
         let mut chunks = vec![bytes::Bytes::from(first)];
         if !whole {
             loop {
-                let mut chunk = Vec::new();
+                let mut chunk = Vec::with_capacity(PART);
                 reader
                     .take((PART as u64).min(self.whole_at_most + 1 - length))
                     .read_to_end(&mut chunk)
