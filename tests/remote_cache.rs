@@ -772,12 +772,11 @@ fn a_large_output_in_bounded_memory(cache: &Cache, upload_most_mib: u64) {
         "restoring a {SIZE_MIB} MiB output held {} MiB of memory (at most {DOWNLOAD_MOST_MIB})",
         held >> 10
     );
-    let same = Command::new("cmp")
-        .arg(first.file("data/big/blob.bin"))
-        .arg(second.file("data/big/blob.bin"))
-        .status()
-        .expect("run cmp");
-    assert!(same.success(), "the restored output differs");
+    common::assert_same_file(
+        &first.file("data/big/blob.bin"),
+        &second.file("data/big/blob.bin"),
+        "the restored output differs",
+    );
 }
 
 fn keys_by_output_of_log(project: &Project) -> Vec<String> {

@@ -1008,23 +1008,7 @@ run = ["sh", "-c", "cp \"$CAIRN_IN/x\" \"$CAIRN_OUT/x\""]
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start cairn build");
-    let anon = |pid: &str| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("RssAnon:"))
-                    .and_then(|value| {
-                        value
-                            .trim()
-                            .trim_end_matches(" kB")
-                            .trim()
-                            .parse::<u64>()
-                            .ok()
-                    })
-            })
-    };
+    let anon = |pid: &str| common::status_kib(pid, "RssAnon");
     let (mut coordinator, mut workers, mut seen) = (0u64, 0u64, 0usize);
     let coordinator_pid = build.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -1060,12 +1044,11 @@ run = ["sh", "-c", "cp \"$CAIRN_IN/x\" \"$CAIRN_OUT/x\""]
         "the coordinator held {} MiB of memory moving a 192 MiB file",
         coordinator >> 10
     );
-    let same = Command::new("cmp")
-        .arg(p.file("data/a/x"))
-        .arg(p.file("data/b/x"))
-        .status()
-        .expect("run cmp");
-    assert!(same.success(), "b's copy differs from a");
+    common::assert_same_file(
+        &p.file("data/a/x"),
+        &p.file("data/b/x"),
+        "b's copy differs from a",
+    );
 }
 
 #[test]

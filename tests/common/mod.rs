@@ -740,24 +740,39 @@ impl Drop for Background {
 /// that is no file's) seen while the process runs, read every 2 ms
 /// until it exits; `None` off Linux.
 pub fn peak_status_kib(child: &mut std::process::Child, field: &str) -> Option<u64> {
-    let status_path = format!("/proc/{}/status", child.id());
-    let prefix = format!("{field}:");
+    let pid = child.id().to_string();
     let mut peak = None;
     loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            let value = status
-                .lines()
-                .find_map(|line| line.strip_prefix(prefix.as_str()))
-                .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok());
-            if value.is_some() {
-                peak = value.max(peak);
-            }
+        let value = status_kib(&pid, field);
+        if value.is_some() {
+            peak = value.max(peak);
         }
         if child.try_wait().expect("wait").is_some() {
             return peak;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+}
+
+/// The value of `field` (KiB) in `/proc/PID/status` now, if the process
+/// is there.
+pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Panics with `message` unless files `a` and `b` hold the same bytes
+/// (compared by `cmp`, never read into memory: they may be large).
+pub fn assert_same_file(a: &Path, b: &Path, message: &str) {
+    let same = Command::new("cmp").arg(a).arg(b).status().expect("run cmp");
+    assert!(same.success(), "{message}");
 }
 
 /// Waits (up to 30 s) until `path` exists.
