@@ -1049,6 +1049,15 @@ run = ["sh", "-c", "cp \"$CAIRN_IN/x\" \"$CAIRN_OUT/x\""]
         &p.file("data/b/x"),
         "b's copy differs from a",
     );
+    // Each worker removed Slurm's log of its job, empty (in the nodes'
+    // /tmp: one file per Slurm job would pile up there).
+    let dispatched = p.log(&["--kind", "ActionDispatched"]);
+    assert_eq!(dispatched.len(), 2, "{dispatched:?}");
+    for event in &dispatched {
+        let id = event["id"].as_str().expect("the Slurm job's id");
+        let log = format!("/tmp/slurm-{id}.out");
+        assert!(!Path::new(&log).exists(), "{log} was left");
+    }
 }
 
 #[test]

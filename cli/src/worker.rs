@@ -37,9 +37,12 @@ pub fn cached(url: &str, specs: &[String]) -> Result<u8, Failure> {
     let cache =
         cairn_app::remote::open_url(url).map_err(|error| Failure::usage(error.to_string()))?;
     let scratch = std::env::temp_dir();
-    with_signals(|children| {
+    let ran = with_signals(|children| {
         cairn_engine::slurm::cached::run_batch(&*cache, &digests, &scratch, children)
-    })
+    });
+    // After its errors were printed there, if any.
+    cairn_engine::slurm::remove_empty_node_log();
+    ran
 }
 
 /// Runs `work` with SIGTERM and SIGINT interrupting its children (a

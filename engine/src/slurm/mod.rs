@@ -203,6 +203,26 @@ struct CacheLink {
 /// node, never the coordinator's directories.
 const NODE_DIR: &str = "/tmp";
 
+/// Slurm's log of the Slurm job this process runs in (cache mode), where
+/// `--output` put it.
+fn node_log() -> Option<PathBuf> {
+    let id = std::env::var("SLURM_JOB_ID").ok()?;
+    id.parse::<u64>().ok()?;
+    Some(Path::new(NODE_DIR).join(format!("slurm-{id}.out")))
+}
+
+/// Removes Slurm's log of the Slurm job this worker runs in (cache mode)
+/// if nothing was written to it: one empty file per Slurm job would pile
+/// up in the nodes' `/tmp`. A log that holds anything (an error of the
+/// worker's, which a failed attempt names) is kept for whoever reads it.
+pub fn remove_empty_node_log() {
+    if let Some(log) = node_log()
+        && fs::symlink_metadata(&log).is_ok_and(|meta| meta.is_file() && meta.len() == 0)
+    {
+        let _ = fs::remove_file(&log);
+    }
+}
+
 /// Runs attempts as Slurm jobs (see the module's documentation).
 pub struct SlurmRunner {
     /// Set in cache mode: every attempt goes through it (cached.rs).
@@ -401,6 +421,8 @@ impl SlurmRunner {
             // run an attempt again on its own after a node failure.
             "--no-requeue".to_owned(),
             format!("--chdir={}", self.node_dir().display()),
+            // (In cache mode the worker removes it if it stays empty:
+            // `remove_empty_node_log`.)
             format!(
                 "--output={}",
                 self.node_dir().join("slurm-%j.out").display()
