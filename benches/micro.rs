@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 
-use cairn_engine::config::{ConfigureError, DataDep, DepKind, JobConfig, declarative_config};
+use cairn_engine::config::{
+    ConfigureError, DataDep, DepKind, JobConfig, bindings_of, declarative_config,
+};
 use cairn_engine::digest::ContentDigest;
 use cairn_engine::graph::{Graph, Job};
 use cairn_engine::key::{KeyInputs, OutputIdentity, action_key};
 use cairn_engine::plan::{Configurer, plan};
 use cairn_engine::ports::{BlobStore, EventLog};
 use cairn_engine::record::{EventKind, ProgramRecord};
-use cairn_engine::refs::{Bindings, PartitionRef};
+use cairn_engine::refs::PartitionRef;
 use cairn_store::{OpenMode, Store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -89,10 +91,13 @@ impl Configurer for InMemory {
     fn configure(
         &self,
         job: &Job,
-        refs: &[(PartitionRef, Bindings)],
+        refs: &[PartitionRef],
+        _wave: &[PartitionRef],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         refs.iter()
-            .map(|(_, bindings)| declarative_config(job, bindings, &Default::default()))
+            .map(|partition| {
+                declarative_config(job, &bindings_of(job, partition)?, &Default::default())
+            })
             .collect()
     }
 }

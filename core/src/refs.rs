@@ -613,6 +613,19 @@ impl Pattern {
         lookup: impl Fn(&str) -> Option<&'v str>,
     ) -> Result<PartitionRef, RefError> {
         let mut text = String::with_capacity(self.text.len() + 16);
+        self.write_by(lookup, &mut text)?;
+        PartitionRef::parse(&text)
+    }
+
+    /// [`Pattern::substitute_by`]'s text, written into `text` (cleared
+    /// first) and not validated: for a caller that may find the ref among
+    /// refs it holds, and parses it otherwise.
+    pub fn write_by<'v>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'v str>,
+        text: &mut String,
+    ) -> Result<(), RefError> {
+        text.clear();
         text.push_str(&self.dataset);
         for (key, value) in &self.dimensions {
             text.push('/');
@@ -631,7 +644,7 @@ impl Pattern {
                 },
             }
         }
-        PartitionRef::parse(&text)
+        Ok(())
     }
 }
 

@@ -144,6 +144,15 @@ impl Graph {
 }
 
 impl Job {
+    /// The bindings of `partition` from the first of the job's output
+    /// patterns it matches (those [`Graph::lookup`] gives when the job
+    /// produces it); `None` if it is none of the job's partitions.
+    pub fn bindings(&self, partition: &PartitionRef) -> Option<Bindings> {
+        self.outputs
+            .iter()
+            .find_map(|pattern| pattern.matches(partition))
+    }
+
     /// Whether the answers of the job's configure step are cached
     /// (docs/internals.md): it has one, lists its `code`, and did not opt out
     /// with `configure_cache = false`.
@@ -255,6 +264,16 @@ pub struct EnvPolicy {
     pub allow: Vec<String>,
     /// Passed through, never part of a key, never recorded.
     pub secret: Vec<String>,
+}
+
+/// What produces a partition, without a job's bindings ([`Graph::origin`]).
+#[derive(Debug, Clone)]
+pub enum Origin<'graph> {
+    /// A source partition, read from `path`.
+    Source {
+        path: PathBuf,
+    },
+    Job(&'graph Job),
 }
 
 /// What produces a partition.
@@ -817,24 +836,11 @@ impl Graph {
 
     /// Which job (or source) produces `partition`, with the bindings.
     pub fn lookup(&self, partition: &PartitionRef) -> Result<Producer<'_>, String> {
-        let Some(dataset) = self.datasets.get(partition.dataset()) else {
-            return Err(format!(
-                "{partition}: dataset {:?} is not declared in {}",
-                partition.dataset(),
-                self.file.display()
-            ));
-        };
+        let dataset = self.declared(partition)?;
         if let Some(source) = &dataset.source {
-            let Some(bindings) = source.pattern.matches(partition) else {
-                return Err(format!(
-                    "{partition} does not match source pattern {} ({}: datasets.{}.source = {:?})",
-                    source.pattern, source.at, dataset.name, source.template
-                ));
-            };
-            let relative = substitute_text(&source.template, &bindings)?;
             return Ok(Producer::Source {
                 dataset: &dataset.name,
-                path: self.root.join(relative),
+                path: self.source_path(dataset, source, partition)?,
             });
         }
         for job in self.jobs.values() {
@@ -847,6 +853,63 @@ impl Graph {
                 }
             }
         }
+        Err(self.no_job_produces(partition))
+    }
+
+    /// [`Graph::lookup`] without a job's bindings: the job whose output
+    /// pattern `partition` matches (the first, as `lookup` finds it), or
+    /// the source's file. The planner looks up a million refs at the 1M
+    /// scale: their bindings, a ref and two heap blocks each, were alive
+    /// through the first wave's configure calls, where a dry run's memory
+    /// peaked; a declarative job binds each ref as it templates its config
+    /// instead ([`Job::bindings`]).
+    pub fn origin(&self, partition: &PartitionRef) -> Result<Origin<'_>, String> {
+        let dataset = self.declared(partition)?;
+        if let Some(source) = &dataset.source {
+            return Ok(Origin::Source {
+                path: self.source_path(dataset, source, partition)?,
+            });
+        }
+        self.jobs
+            .values()
+            .find(|job| {
+                job.outputs
+                    .iter()
+                    .any(|pattern| pattern.is_match(partition))
+            })
+            .map(Origin::Job)
+            .ok_or_else(|| self.no_job_produces(partition))
+    }
+
+    /// The dataset of `partition`, if the graph declares it.
+    fn declared(&self, partition: &PartitionRef) -> Result<&Dataset, String> {
+        self.datasets.get(partition.dataset()).ok_or_else(|| {
+            format!(
+                "{partition}: dataset {:?} is not declared in {}",
+                partition.dataset(),
+                self.file.display()
+            )
+        })
+    }
+
+    /// The file of `partition`, a partition of the source `dataset`.
+    fn source_path(
+        &self,
+        dataset: &Dataset,
+        source: &SourceTemplate,
+        partition: &PartitionRef,
+    ) -> Result<PathBuf, String> {
+        let Some(bindings) = source.pattern.matches(partition) else {
+            return Err(format!(
+                "{partition} does not match source pattern {} ({}: datasets.{}.source = {:?})",
+                source.pattern, source.at, dataset.name, source.template
+            ));
+        };
+        let relative = substitute_text(&source.template, &bindings)?;
+        Ok(self.root.join(relative))
+    }
+
+    fn no_job_produces(&self, partition: &PartitionRef) -> String {
         let known: Vec<&str> = self
             .jobs
             .values()
@@ -854,11 +917,11 @@ impl Graph {
             .filter(|pattern| pattern.dataset() == partition.dataset())
             .map(Pattern::as_str)
             .collect();
-        Err(format!(
+        format!(
             "no job produces {partition} (patterns of dataset {}: {})",
             partition.dataset(),
             known.join(", ")
-        ))
+        )
     }
 
     /// Expands a pattern over the dimension domains (cartesian product, in
@@ -1891,6 +1954,42 @@ run = ["sh", "daily.sh", "run"]
         }
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
+    }
+
+    /// `origin` finds what `lookup` finds, but a job's bindings, and fails
+    /// with the same errors.
+    #[test]
+    fn origin_is_lookup_without_the_bindings() {
+        let graph = parse(EXAMPLE).unwrap();
+        let mut refs = graph.all_partitions().unwrap();
+        refs.extend(
+            [
+                "inputs/date=2024-02-28/station=A",
+                "inputs/date=2024-02-28",
+                "raw/date=2024-02-28",
+                "nothing/date=2024-02-28",
+            ]
+            .map(|text| PartitionRef::parse(text).unwrap()),
+        );
+        for partition in &refs {
+            match (graph.origin(partition), graph.lookup(partition)) {
+                (Ok(Origin::Source { path }), Ok(Producer::Source { path: looked, .. })) => {
+                    assert_eq!(path, looked);
+                }
+                (
+                    Ok(Origin::Job(job)),
+                    Ok(Producer::Job {
+                        job: looked,
+                        bindings,
+                    }),
+                ) => {
+                    assert_eq!(job.name, looked);
+                    assert_eq!(job.bindings(partition), Some(bindings));
+                }
+                (Err(error), Err(looked)) => assert_eq!(error, looked),
+                (origin, lookup) => panic!("{partition}: {origin:?}, but {lookup:?}"),
+            }
+        }
     }
 
     #[test]

@@ -15,10 +15,10 @@ use std::time::Instant;
 use crate::graph::{Graph, Job};
 use crate::plan::Configurer;
 use crate::plan::config::{
-    ConfigureError, FanDomains, JobConfig, declarative_config, declarative_config_for,
-    parse_configure_output,
+    ConfigureError, FanDomains, JobConfig, Known, bindings_of, declarative_config,
+    declarative_config_sharing, parse_configure_output,
 };
-use crate::refs::{Bindings, PartitionRef};
+use crate::refs::PartitionRef;
 use rustc_hash::FxHashSet;
 
 pub(crate) mod slice;
@@ -290,27 +290,29 @@ impl Configurer for ProcessConfigurer<'_> {
     fn configure(
         &self,
         job: &Job,
-        refs: &[(PartitionRef, Bindings)],
+        refs: &[PartitionRef],
+        wave: &[PartitionRef],
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let Some(argv) = &job.configure else {
             let fan = FanDomains::of(self.graph, job)?;
             // A single-output job has one config per (distinct) ref: each
-            // templated on its own, in parallel (half a million at the 1M
-            // scale), the first error in ref order reported.
+            // bound and templated on its own, in parallel (half a million
+            // at the 1M scale), the first error in ref order reported.
             if job.outputs.len() == 1 {
                 return crate::par::try_map_in_order(refs.len(), |index| {
-                    let (partition, bindings) = &refs[index];
-                    declarative_config_for(job, partition, bindings, &fan)
+                    let partition = &refs[index];
+                    let bindings = bindings_of(job, partition)?;
+                    declarative_config_sharing(job, partition, &bindings, &fan, Known(wave))
                 });
             }
             // A config of a multi-output job covers its other outputs too.
             let mut covered: FxHashSet<PartitionRef> = FxHashSet::default();
             let mut configs: Vec<JobConfig> = Vec::with_capacity(refs.len());
-            for (partition, bindings) in refs {
+            for partition in refs {
                 if covered.contains(partition) {
                     continue;
                 }
-                let config = declarative_config(job, bindings, &fan)?;
+                let config = declarative_config(job, &bindings_of(job, partition)?, &fan)?;
                 covered.extend(config.outputs.iter().cloned());
                 configs.push(config);
             }
@@ -323,9 +325,9 @@ impl Configurer for ProcessConfigurer<'_> {
             let mut end = start;
             let mut bytes = 0;
             while end < refs.len()
-                && (end == start || bytes + refs[end].0.as_str().len() < CONFIGURE_ARGS_BYTES)
+                && (end == start || bytes + refs[end].as_str().len() < CONFIGURE_ARGS_BYTES)
             {
-                bytes += refs[end].0.as_str().len() + 1;
+                bytes += refs[end].as_str().len() + 1;
                 end += 1;
             }
             configs.extend(self.configure_batch(job, argv, &refs[start..end], &context)?);
@@ -340,7 +342,7 @@ impl ProcessConfigurer<'_> {
         &self,
         job: &Job,
         argv: &[String],
-        refs: &[(PartitionRef, Bindings)],
+        refs: &[PartitionRef],
         context: &serde_json::Value,
     ) -> Result<Vec<JobConfig>, ConfigureError> {
         let fail = |problem: String| ConfigureError {
@@ -352,7 +354,7 @@ impl ProcessConfigurer<'_> {
         let mut request = context.clone();
         request["refs"] = refs
             .iter()
-            .map(|(partition, _)| serde_json::Value::from(partition.as_str()))
+            .map(|partition| serde_json::Value::from(partition.as_str()))
             .collect();
         let request = serde_json::to_vec(&request)
             .map_err(|error| fail(format!("cannot write the request: {error}")))?;
@@ -362,7 +364,7 @@ impl ProcessConfigurer<'_> {
         let mut command = Command::new(program);
         command.args(args).current_dir(&self.graph.root);
         self.environment.apply(&mut command);
-        command.args(refs.iter().map(|(partition, _)| partition.as_str()));
+        command.args(refs.iter().map(PartitionRef::as_str));
         // What the step printed may carry a secret: every message is
         // redacted (its stderr, and its stdout quoted by a parse error).
         self.run_configure(job, argv, &mut command, request)
@@ -618,9 +620,8 @@ run = ["true"]
             environment: &environment,
         };
         let partition = PartitionRef::parse("daily/date=2024-01-30").unwrap();
-        let bindings = graph.jobs["daily"].outputs[0].matches(&partition).unwrap();
         let configs = configurer
-            .configure(&graph.jobs["daily"], &[(partition, bindings)])
+            .configure(&graph.jobs["daily"], &[partition], &[])
             .unwrap();
         assert_eq!(configs.len(), 1);
         let request = std::fs::read_to_string(dir.path().join("request.json")).unwrap();

@@ -15,8 +15,8 @@ use std::sync::Arc;
 pub mod config;
 pub mod list;
 
-use crate::graph::{Graph, Producer};
-use crate::refs::{Bindings, PartitionRef};
+use crate::graph::{Graph, Origin};
+use crate::refs::PartitionRef;
 pub use config::Configurer;
 use config::{ConfigureError, DataDep, DepKind, JobConfig};
 pub use list::List;
@@ -272,17 +272,17 @@ pub fn plan(
     planner
         .producers
         .reserve(requested.len().saturating_add(requested.len() / 2));
-    let mut frontier: Vec<PartitionRef> = requested.to_vec();
-    frontier.sort_unstable();
-    frontier.dedup();
+    // The first wave is the requested refs, sorted and distinct: the
+    // plan's own list, not a copy of it (a million refs at the 1M scale).
+    let mut requested: Vec<PartitionRef> = requested.to_vec();
+    requested.sort_unstable();
+    requested.dedup();
+    let mut frontier = planner.wave(&requested, configurer)?;
     while !frontier.is_empty() {
         frontier = planner.wave(&frontier, configurer)?;
     }
     planner.link()?;
     let order = topological_order(&planner.actions)?;
-    let mut requested: Vec<PartitionRef> = requested.to_vec();
-    requested.sort();
-    requested.dedup();
     Ok(Plan {
         actions: planner.actions,
         sources: planner.sources,
@@ -319,17 +319,25 @@ impl Planner<'_> {
         // gives. (A source planned in this loop is never looked up again:
         // the frontier is distinct.)
         let (graph, producers) = (self.graph, &self.producers);
-        let found: Vec<Option<Result<Producer<'_>, String>>> = frontier
+        let found: Vec<Option<Result<Origin<'_>, String>>> = frontier
             .par_iter()
-            .map(|partition| (!producers.contains_key(partition)).then(|| graph.lookup(partition)))
+            .map(|partition| (!producers.contains_key(partition)).then(|| graph.origin(partition)))
             .collect();
-        let mut by_job: BTreeMap<&str, Vec<(PartitionRef, Bindings)>> = BTreeMap::new();
+        // The sources are counted first and their list grown once: grown
+        // by doubling (half a million at the 1M scale), each smaller copy
+        // was left as a hole in the heap.
+        let sources = found
+            .iter()
+            .filter(|found| matches!(found, Some(Ok(Origin::Source { .. }))))
+            .count();
+        self.sources.reserve(sources);
+        let mut by_job: BTreeMap<&str, Vec<PartitionRef>> = BTreeMap::new();
         for (partition, found) in frontier.iter().zip(found) {
             let Some(found) = found else {
                 continue;
             };
             match found.map_err(PlanError::Lookup)? {
-                Producer::Source { path, .. } => {
+                Origin::Source { path } => {
                     let source = self.sources.len();
                     self.sources.push(SourceNode {
                         partition: partition.clone(),
@@ -338,23 +346,24 @@ impl Planner<'_> {
                     self.producers
                         .insert(partition.clone(), Made::source(source));
                 }
-                Producer::Job { job, bindings } => {
-                    by_job
-                        .entry(job)
-                        .or_default()
-                        .push((partition.clone(), bindings));
+                Origin::Job(job) => {
+                    by_job.entry(&job.name).or_default().push(partition.clone());
                 }
             }
         }
         let first_new = self.actions.len();
-        let jobs: Vec<(&str, Vec<(PartitionRef, Bindings)>)> = by_job.into_iter().collect();
+        let jobs: Vec<(&str, Vec<PartitionRef>)> = by_job.into_iter().collect();
         self.configure_calls += jobs.len();
-        configure_in_order(self.graph, &jobs, configurer, |position, configs| {
-            let (job_name, refs) = &jobs[position];
-            self.take_configs(job_name, refs, configs?)
-        })?;
-        // The refs' bindings (a hundred megabytes in the first wave at the
-        // 1M scale) are not needed any more.
+        configure_in_order(
+            self.graph,
+            &jobs,
+            frontier,
+            configurer,
+            |position, configs| {
+                let (job_name, refs) = &jobs[position];
+                self.take_configs(job_name, refs, configs?)
+            },
+        )?;
         drop(jobs);
         // Each input of this wave's actions that an action or source
         // planned so far produces is resolved now, and its ref replaced by
@@ -377,7 +386,7 @@ impl Planner<'_> {
     fn take_configs(
         &mut self,
         job_name: &str,
-        refs: &[(PartitionRef, Bindings)],
+        refs: &[PartitionRef],
         configs: Vec<JobConfig>,
     ) -> Result<(), PlanError> {
         let job = &self.graph.jobs[job_name];
@@ -428,9 +437,9 @@ impl Planner<'_> {
             });
         }
         let producers = &self.producers;
-        if let Some((partition, _)) = refs
+        if let Some(partition) = refs
             .par_iter()
-            .find_first(|(partition, _)| !producers.contains_key(partition))
+            .find_first(|partition| !producers.contains_key(*partition))
         {
             return Err(fail(format!("returned no config for {partition}")).into());
         }
@@ -461,6 +470,10 @@ impl Planner<'_> {
             let named = dep.map_or_else(String::new, |dep| dep.partition.to_string());
             return Err(PlanError::Lookup(format!("{named} was never planned")));
         }
+        // Every input is resolved: the map of produced refs (50 MB at the
+        // 1M scale) is not needed by the dependents' layout and the
+        // topological order that follow.
+        self.producers = FxHashMap::default();
         // Each action's dependents, in index order, laid out in one array
         // (counted, then placed) and copied into the actions' lists: each
         // list is made whole, one item (the usual count) in place.
@@ -513,13 +526,17 @@ const CONFIGURE_THREADS: usize = 8;
 /// finish.
 fn configure_in_order(
     graph: &Graph,
-    jobs: &[(&str, Vec<(PartitionRef, Bindings)>)],
+    jobs: &[(&str, Vec<PartitionRef>)],
+    wave: &[PartitionRef],
     configurer: &dyn Configurer,
     mut take: impl FnMut(usize, Result<Vec<JobConfig>, ConfigureError>) -> Result<(), PlanError>,
 ) -> Result<(), PlanError> {
     if jobs.len() <= 1 {
         for (position, (name, refs)) in jobs.iter().enumerate() {
-            take(position, configurer.configure(&graph.jobs[*name], refs))?;
+            take(
+                position,
+                configurer.configure(&graph.jobs[*name], refs, wave),
+            )?;
         }
         return Ok(());
     }
@@ -540,7 +557,7 @@ fn configure_in_order(
                     let Some((name, refs)) = jobs.get(position) else {
                         break;
                     };
-                    let answer = configurer.configure(&graph.jobs[*name], refs);
+                    let answer = configurer.configure(&graph.jobs[*name], refs, wave);
                     if sender.send((position, answer)).is_err() {
                         break;
                     }
@@ -720,8 +737,9 @@ fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::graph::Job;
-    use crate::plan::config::{declarative_config, parse_configure_output};
+    use crate::graph::{Job, Producer};
+    use crate::plan::config::{bindings_of, declarative_config, parse_configure_output};
+    use crate::refs::Bindings;
     use std::path::Path;
 
     /// Declarative jobs in-process; executable jobs answered by a closure.
@@ -734,12 +752,18 @@ pub(crate) mod tests {
         fn configure(
             &self,
             job: &Job,
-            refs: &[(PartitionRef, Bindings)],
+            refs: &[PartitionRef],
+            _wave: &[PartitionRef],
         ) -> Result<Vec<JobConfig>, ConfigureError> {
             self.calls
                 .lock()
                 .unwrap()
                 .push((job.name.clone(), refs.len()));
+            let refs = refs
+                .iter()
+                .map(|partition| Ok((partition.clone(), bindings_of(job, partition)?)))
+                .collect::<Result<Vec<_>, ConfigureError>>()?;
+            let refs = refs.as_slice();
             if job.configure.is_none() {
                 return refs
                     .iter()
@@ -882,7 +906,8 @@ run = ["daily"]
             fn configure(
                 &self,
                 job: &Job,
-                refs: &[(PartitionRef, Bindings)],
+                refs: &[PartitionRef],
+                wave: &[PartitionRef],
             ) -> Result<Vec<JobConfig>, ConfigureError> {
                 if job.name == self.slow {
                     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -893,7 +918,7 @@ run = ["daily"]
                         problem: "failed".into(),
                     });
                 }
-                self.inner.configure(job, refs)
+                self.inner.configure(job, refs, wave)
             }
         }
         let graph = graph(GRAPH);
@@ -959,6 +984,59 @@ run = ["daily"]
             checked += 1;
         }
         assert_eq!(checked, 12);
+    }
+
+    /// A templated input that is a ref of the wave shares its string: no
+    /// copy for the planner to swap for its producer's and free. The
+    /// config is the one templated without known refs.
+    #[test]
+    fn a_templated_input_among_the_wave_shares_its_string() {
+        let graph = graph(GRAPH);
+        let mut wave = graph.all_partitions().unwrap();
+        wave.sort();
+        wave.dedup();
+        let clean = &graph.jobs["clean"];
+        let partition = PartitionRef::parse("clean/date=2024-01-02/station=B").unwrap();
+        let raw = wave
+            .iter()
+            .find(|known| known.as_str() == "raw/date=2024-01-02/station=B")
+            .unwrap();
+        let bindings = bindings_of(clean, &partition).unwrap();
+        let environment = crate::job::JobEnvironment::from_process(&graph.env);
+        let configurer = crate::local::ProcessConfigurer {
+            graph: &graph,
+            environment: &environment,
+        };
+        let alone = declarative_config(clean, &bindings, &Default::default()).unwrap();
+        for (known, shares) in [(wave.as_slice(), true), (&[][..], false)] {
+            let config = configurer
+                .configure(clean, std::slice::from_ref(&partition), known)
+                .unwrap()
+                .remove(0);
+            assert_eq!(config, alone);
+            let shared = config.inputs[0].partition.as_str().as_ptr() == raw.as_str().as_ptr();
+            assert_eq!(shared, shares);
+        }
+        let shared = crate::config::declarative_config_sharing(
+            clean,
+            &partition,
+            &bindings,
+            &Default::default(),
+            crate::config::Known(&wave),
+        )
+        .unwrap();
+        assert_eq!(shared, alone);
+        assert_eq!(
+            shared.inputs[0].partition.as_str().as_ptr(),
+            raw.as_str().as_ptr()
+        );
+        assert_ne!(
+            alone.inputs[0].partition.as_str().as_ptr(),
+            raw.as_str().as_ptr()
+        );
+        // A ref of another job is none of this job's partitions.
+        let error = bindings_of(clean, raw).unwrap_err().to_string();
+        assert!(error.contains("not a partition of this job"), "{error}");
     }
 
     #[test]
