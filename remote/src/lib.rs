@@ -1009,7 +1009,9 @@ impl RemoteCache for ObjectCache {
         let mut length = first.len() as u64;
         let mut chunks = vec![bytes::Bytes::from(first)];
         if !whole {
-            loop {
+            // Read no further than a byte past the bound (which the first
+            // part alone may pass on a machine of little memory).
+            while length <= self.whole_at_most {
                 let mut chunk = Vec::with_capacity(PART);
                 reader
                     .take((PART as u64).min(self.whole_at_most + 1 - length))
@@ -1020,9 +1022,6 @@ impl RemoteCache for ObjectCache {
                 }
                 length += chunk.len() as u64;
                 chunks.push(bytes::Bytes::from(chunk));
-                if length > self.whole_at_most {
-                    break;
-                }
             }
             if length > self.whole_at_most {
                 return Err(RemoteError::Request {
@@ -1211,5 +1210,17 @@ mod tests {
             (1 << 40) - (3 * PART as u64 + 1),
             "read past the bound"
         );
+        // A bound below one part (a machine of little memory): refused
+        // after the first part, without reading on.
+        cache.whole_at_most = 1 << 20;
+        let mut endless = std::io::repeat(7).take(1 << 40);
+        let error = cache
+            .put_blob_from(&digest, &mut endless)
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("longer than the 1 MiB"),
+            "{error}"
+        );
+        assert_eq!(endless.limit(), (1 << 40) - PART as u64);
     }
 }
