@@ -755,19 +755,6 @@ impl ObjectCache {
             .await
     }
 
-    /// `request` of an upload to `path`, within `limit`.
-    async fn within<T>(
-        &self,
-        path: &StorePath,
-        limit: Duration,
-        request: impl Future<Output = Result<T, object_store::Error>>,
-    ) -> Result<T, RemoteError> {
-        tokio::time::timeout(limit, request)
-            .await
-            .map_err(|_| self.timed_out("put", path, limit))?
-            .map_err(|error| self.failed("put", path, &error))
-    }
-
     /// The error of an upload whose blob could not be read from the local
     /// store.
     fn unread(&self, path: &StorePath, error: &std::io::Error) -> RemoteError {
@@ -790,42 +777,35 @@ impl ObjectCache {
         first: Vec<u8>,
         reader: &mut dyn Read,
     ) -> Result<u64, RemoteError> {
-        let mut lane = self.take_lane("put", path)?;
-        let store = match self.streaming(&mut lane, "put", path) {
-            Ok(store) => store,
-            Err(error) => {
-                self.give_back(lane);
-                return Err(error);
-            }
-        };
-        // Each wait covers the parts in flight: the timeout, plus their
-        // bytes at the slowest rate a transfer is given.
-        let parts_limit = self.limit()
-            + Duration::from_secs_f64(((PARTS_IN_FLIGHT + 1) * PART) as f64 / SLOWEST_RATE as f64);
-        let result = lane.runtime.block_on(async {
+        // Bound as a request sending the parts that may be under way at
+        // once: each wait below gets the timeout plus their bytes at the
+        // slowest rate a transfer is given.
+        let in_flight = (PARTS_IN_FLIGHT + 1) * PART;
+        self.run("put", path, in_flight, |bound| async move {
             let upload = self
-                .within(path, parts_limit, store.put_multipart(path))
+                .bounded("put", path, &bound, bound.store.put_multipart(path))
                 .await?;
             let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
             let mut sent = first.len() as u64;
             writer.put(bytes::Bytes::from(first));
             let read = async {
                 loop {
-                    self.within(path, parts_limit, writer.wait_for_capacity(PARTS_IN_FLIGHT))
-                        .await?;
-                    let mut chunk = vec![0; READ_AT_ONCE];
-                    let length = loop {
-                        match reader.read(&mut chunk) {
-                            Ok(length) => break length,
-                            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(error) => return Err(self.unread(path, &error)),
-                        }
-                    };
-                    if length == 0 {
+                    self.bounded(
+                        "put",
+                        path,
+                        &bound,
+                        writer.wait_for_capacity(PARTS_IN_FLIGHT),
+                    )
+                    .await?;
+                    let mut chunk = Vec::with_capacity(READ_AT_ONCE);
+                    (&mut *reader)
+                        .take(READ_AT_ONCE as u64)
+                        .read_to_end(&mut chunk)
+                        .map_err(|error| self.unread(path, &error))?;
+                    if chunk.is_empty() {
                         return Ok(());
                     }
-                    chunk.truncate(length);
-                    sent += length as u64;
+                    sent += chunk.len() as u64;
                     writer.put(bytes::Bytes::from(chunk));
                     // The parts under way go on between two reads.
                     tokio::task::yield_now().await;
@@ -833,7 +813,7 @@ impl ObjectCache {
             };
             match read.await {
                 Ok(()) => self
-                    .within(path, parts_limit, writer.finish())
+                    .bounded("put", path, &bound, writer.finish())
                     .await
                     .map(|_| sent),
                 Err(error) => {
@@ -841,9 +821,7 @@ impl ObjectCache {
                     Err(error)
                 }
             }
-        });
-        self.give_back(lane);
-        result
+        })
     }
 }
 
