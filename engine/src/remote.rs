@@ -472,8 +472,9 @@ impl Remote {
     }
 
     /// Asks the cache for `key`'s entry ahead of the worker that will look
-    /// it up: [`Remote::ask_ahead_many`] with one key.
-    pub fn ask_ahead(&self, key: &ActionKey) {
+    /// it up: [`Remote::ask_ahead_many`] with one key (the tests' way).
+    #[cfg(test)]
+    fn ask_ahead(&self, key: &ActionKey) {
         self.ask_ahead_many(std::slice::from_ref(key));
     }
 
@@ -679,8 +680,10 @@ impl Remote {
         }
     }
 
-    /// Uploads one result: [`Remote::upload_many`] with one.
-    pub fn upload(&self, blobs: &dyn BlobStore, upload: &Upload, build: u64) {
+    /// Uploads one result: [`Remote::upload_many`] with one (the tests'
+    /// way).
+    #[cfg(test)]
+    fn upload(&self, blobs: &dyn BlobStore, upload: &Upload, build: u64) {
         self.upload_many(blobs, std::slice::from_ref(upload), build);
     }
 
