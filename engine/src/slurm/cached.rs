@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, ContentDigest};
 use crate::job::{Children, Invocation};
-use crate::ports::RemoteCache;
+use crate::ports::{RemoteCache, VerifyingReader, corrupt_blob_of};
 
 use super::worker::{SPEC_VERSION, WorkerError, WorkerOutcome};
 
@@ -201,12 +201,9 @@ fn place(cache: &dyn RemoteCache, from: &Path, to: String) -> Result<Placed, Str
 /// output or a log may be larger than the machine's memory.
 fn put_file(cache: &dyn RemoteCache, path: &Path) -> Result<ContentDigest, String> {
     let failed = |error: io::Error| format!("{}: {error}", path.display());
-    let mut file = fs::File::open(path).map_err(failed)?;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(&mut file).map_err(failed)?;
-    let digest = ContentDigest(*hasher.finalize().as_bytes());
+    let digest = crate::observe::hash_file(path).map_err(failed)?;
     if !cache.has_blob(&digest).map_err(|error| error.to_string())? {
-        io::Seek::rewind(&mut file).map_err(failed)?;
+        let mut file = fs::File::open(path).map_err(failed)?;
         cache
             .put_blob_from(&digest, &mut file)
             .map_err(|error| error.to_string())?;
@@ -232,7 +229,7 @@ fn fetch(
         .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
         .last()
         .map(Path::to_owned);
-    let mut reader = cache
+    let reader = cache
         .open_blob(digest)
         .map_err(|error| error.to_string())?
         .ok_or_else(|| format!("blob {digest} is not in the remote cache {}", cache.url()))?;
@@ -244,25 +241,13 @@ fn fetch(
     let temporary = PathBuf::from(name);
     let written = (|| {
         let mut file = fs::File::create(&temporary).map_err(|error| failed(&temporary, error))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0; 1 << 20];
-        loop {
-            let count = match io::Read::read(&mut reader, &mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(format!("blob {digest}: {error}")),
-            };
-            hasher.update(&buffer[..count]);
-            io::Write::write_all(&mut file, &buffer[..count])
-                .map_err(|error| failed(&temporary, error))?;
-        }
-        let actual = ContentDigest(*hasher.finalize().as_bytes());
-        if actual != *digest {
-            return Err(format!(
-                "blob {digest} failed verification (its content hashes to {actual})"
-            ));
-        }
+        let mut verified = VerifyingReader::new(reader, *digest);
+        io::copy(&mut verified, &mut file).map_err(|error| match corrupt_blob_of(&error) {
+            Some((_, actual)) => {
+                format!("blob {digest} failed verification (its content hashes to {actual})")
+            }
+            None => format!("blob {digest} into {}: {error}", temporary.display()),
+        })?;
         fs::set_permissions(&temporary, fs::Permissions::from_mode(mode & 0o777))
             .map_err(|error| failed(&temporary, error))?;
         fs::rename(&temporary, path).map_err(|error| failed(path, error))
