@@ -959,6 +959,15 @@ fn worker_hiding(hidden: &Path, dir: &Path) -> std::path::PathBuf {
     wrapper
 }
 
+/// An empty project whose directory the nodes do not see, and the worker
+/// that hides it ([`worker_hiding`]), kept in the returned directory.
+fn hidden_from_the_nodes() -> (Project, std::path::PathBuf, tempfile::TempDir) {
+    let p = Project::empty();
+    let bin = tempfile::tempdir().unwrap();
+    let worker = worker_hiding(&p.path().canonicalize().unwrap(), bin.path());
+    (p, worker, bin)
+}
+
 /// Without a shared filesystem every file goes through the cache: a
 /// 192 MiB output up from its worker, down to the coordinator, and down
 /// again to the next job's worker as its input, then that job's copy up.
@@ -970,10 +979,7 @@ fn worker_hiding(hidden: &Path, dir: &Path) -> std::path::PathBuf {
 fn without_a_shared_filesystem_large_files_go_through_the_cache_streamed() {
     let Some(_turn) = turn() else { return };
     let cache = tempfile::tempdir().unwrap();
-    let bin = tempfile::tempdir().unwrap();
-    let p = Project::with_graph("");
-    // The nodes never see the project: its directory is empty for them.
-    let worker = worker_hiding(&p.path().canonicalize().unwrap(), bin.path());
+    let (p, worker, _bin) = hidden_from_the_nodes();
     p.write(
         "cairn.toml",
         format!(
@@ -1175,9 +1181,7 @@ fn data_cache_without_a_remote_cache_is_a_usage_error() {
 #[test]
 fn nodes_that_do_not_see_the_shared_directory_fail_the_build_clearly_and_at_once() {
     let Some(_turn) = turn() else { return };
-    let p = Project::empty();
-    let bin = tempfile::tempdir().unwrap();
-    let worker = worker_hiding(&p.path().canonicalize().unwrap(), bin.path());
+    let (p, worker, _bin) = hidden_from_the_nodes();
     p.write(
         "cairn.toml",
         format!(
