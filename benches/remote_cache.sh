@@ -10,8 +10,12 @@
 #   3. a 1 GiB output: upload (cold build with write minus cold build
 #      without) and download (the second machine's build minus a local
 #      restore of the same output, i.e. the transfer into the local store)
-#      against curl PUT/GET of the same file to the same server (GET both
-#      to a file on the same file system and to /dev/null). Goal: >= 50%.
+#      against what object_store itself reaches with the same file and
+#      server (the issue's yardstick: remote/examples/object-store-transfer.rs
+#      reads the file into memory and PUTs it, as HttpStore takes a body
+#      whole, then GETs it into a file), and curl PUT/GET of the same file
+#      (GET both to a file on the same file system and to /dev/null).
+#      Goal: >= 50% of object_store's rate.
 #
 # Run on an idle machine (never while others compile):
 #   bash benches/remote_cache.sh [--work DIR] [--runs N] [--only second|upload|large]
@@ -37,7 +41,11 @@ wanted() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 log "building cairn (release)"
 (cd "$REPO" && cargo build --release --bin cairn)
+# Built on its own: an example takes its crate's dev-dependencies' features,
+# which would make cargo build cairn again.
+(cd "$REPO" && cargo build --release -p cairn-remote --example object-store-transfer)
 CAIRN=$REPO/target/release/cairn
+TRANSFER=$REPO/target/release/examples/object-store-transfer
 
 # An earlier run's directory is moved aside now and deleted at the end,
 # after the timed builds (see `project` below).
@@ -86,8 +94,10 @@ done
 w=$(printf '%s\n' "${with[@]}" | median); wo=$(printf '%s\n' "${without[@]}" | median)
 fi
 
-# 3. A 1 GiB output.
-cold=-; cold_up=-; down=-; restore=-; curl_up=-; curl_down=-; curl_file=-
+# 3. A 1 GiB output, RUNS times; every timed step starts after a `sync`, so
+# that none pays for the writeback of the gigabytes written before it.
+up=-; download=-; up_rate=-; down_rate=-; curl_up=-; curl_file=-; curl_down=-
+os_up=-; os_get=-; os_durable=-
 if wanted large; then
 big_graph() {
   mkdir -p "$1"
@@ -98,28 +108,53 @@ outputs = ["big"]
 run = ["sh", "-c", "head -c 1073741824 /dev/urandom > \"$CAIRN_OUT/blob.bin\""]
 TOML
 }
-rm -rf "$WORK/g1" "$WORK/g2" "$WORK/g3"; big_graph "$WORK/g1"; big_graph "$WORK/g2"; big_graph "$WORK/g3"
-t=$(now); build "$WORK/g3" >/dev/null; cold=$(since "$t")
-t=$(now); build "$WORK/g1" --remote-cache "$(url large)" --remote-cache-mode write >/dev/null; cold_up=$(since "$t")
-t=$(now); build "$WORK/g2" --remote-cache "$(url large)" --remote-cache-mode read >/dev/null; down=$(since "$t")
-# The same output restored from the local store: what the second machine's
-# build spends besides the transfer (moved aside, not deleted: a deletion
-# slows the file creations that follow on some file systems).
-mv "$WORK/g2/data" "$WORK/g2-data-aside"
-t=$(now); build "$WORK/g2" --remote-cache-mode off >/dev/null; restore=$(since "$t")
-file=$(find "$WORK/g1/data" -name blob.bin)
-t=$(now); curl -sf -o /dev/null -T "$file" "$(url curl/blob.bin)"; curl_up=$(since "$t")
-t=$(now); curl -sf -o /dev/null "$(url curl/blob.bin)"; curl_down=$(since "$t")
-t=$(now); curl -sf -o "$WORK/curl-blob.bin" "$(url curl/blob.bin)"; curl_file=$(since "$t")
+timed() { sync; local t; t=$(now); "$@" >/dev/null; since "$t"; }
+# share A B: A as a percentage of B (B's time over A's is a rate's share);
+# a difference of builds at or under zero (noise) has no share.
+share() { if [ "$(echo "$2 > 0" | bc)" = 1 ]; then echo "scale=0; $1 * 100 / $2" | bc; else echo 9999; fi; }
+ups=(); downs=(); up_rates=(); down_rates=(); curl_ups=(); curl_files=(); curl_downs=()
+os_ups=(); os_gets=(); os_durables=()
+for run in $(seq "$RUNS"); do
+  g=$WORK/large-$run
+  big_graph "$g/1"; big_graph "$g/2"; big_graph "$g/3"
+  cold=$(timed build "$g/3")
+  cold_up=$(timed build "$g/1" --remote-cache "$(url large-$run)" --remote-cache-mode write)
+  down=$(timed build "$g/2" --remote-cache "$(url large-$run)" --remote-cache-mode read)
+  # The same output restored from the local store: what the second
+  # machine's build spends besides the transfer (moved aside, not deleted:
+  # a deletion slows the file creations that follow on some file systems).
+  mv "$g/2/data" "$g/2-data-aside"
+  restore=$(timed build "$g/2" --remote-cache-mode off)
+  file=$(find "$g/1/data" -name blob.bin)
+  curl_ups+=("$(timed curl -sf -o /dev/null -T "$file" "$(url curl-$run/blob.bin)")")
+  curl_downs+=("$(timed curl -sf -o /dev/null "$(url curl-$run/blob.bin)")")
+  curl_files+=("$(timed curl -sf -o "$g/curl-blob.bin" "$(url curl-$run/blob.bin)")")
+  sync
+  read -r os_read os_put os_get os_sync < <("$TRANSFER" "$(url object_store-$run)" "$file" blob.bin "$g/object_store-blob.bin")
+  up_=$(echo "$cold_up - $cold" | bc); down_=$(echo "$down - $restore" | bc)
+  ups+=("$up_"); downs+=("$down_")
+  os_ups+=("$(echo "$os_read + $os_put" | bc)"); os_gets+=("$os_get"); os_durables+=("$(echo "$os_get + $os_sync" | bc)")
+  # cairn's rate as a share of object_store's (its time over cairn's), in
+  # this run: uploads against the file read whole and PUT, downloads
+  # against the GET into a file and its sync (a restore is durable).
+  up_rates+=("$(share "$(echo "$os_read + $os_put" | bc)" "$up_")")
+  down_rates+=("$(share "$(echo "$os_get + $os_sync" | bc)" "$down_")")
+  log "1 GiB run $run: upload ${up_} s (object_store ${os_read} + ${os_put} s), download ${down_} s (object_store ${os_get} + ${os_sync} s)"
+done
+up=$(printf '%s\n' "${ups[@]}" | median); download=$(printf '%s\n' "${downs[@]}" | median)
+up_rate=$(printf '%s\n' "${up_rates[@]}" | median)%; down_rate=$(printf '%s\n' "${down_rates[@]}" | median)%
+curl_up=$(printf '%s\n' "${curl_ups[@]}" | median); curl_file=$(printf '%s\n' "${curl_files[@]}" | median)
+curl_down=$(printf '%s\n' "${curl_downs[@]}" | median)
+os_up=$(printf '%s\n' "${os_ups[@]}" | median); os_get=$(printf '%s\n' "${os_gets[@]}" | median)
+os_durable=$(printf '%s\n' "${os_durables[@]}" | median)
 fi
 
-ratio=-; overhead=-; up=-; download=-
+ratio=-; overhead=-
 [ "$r" = - ] || ratio=$(echo "scale=2; $r / $l" | bc)x
 [ "$w" = - ] || overhead=$(echo "scale=1; ($w - $wo) * 100 / $wo" | bc)%
-[ "$down" = - ] || { up=$(echo "$cold_up - $cold" | bc); download=$(echo "$down - $restore" | bc); }
 
 cat <<TABLE
-| remote cache (nginx, loopback, release, median of $RUNS) | value |
+| remote cache (nginx, loopback, release, medians of $RUNS runs) | value |
 | --- | --- |
 | second machine 365x30 from the remote (0 executed) | ${r} s |
 | local restore (\`rm -rf data && cairn build\`) | ${l} s |
@@ -127,8 +162,10 @@ cat <<TABLE
 | cold 30x30, no cache | ${wo} s |
 | cold 30x30, write mode (uploads waited for) | ${w} s |
 | upload overhead (goal <= 10%) | ${overhead} |
-| 1 GiB output: cold build with upload minus without | ${up} s (curl PUT: ${curl_up} s) |
-| 1 GiB output: second machine's build (download + restore) | ${down} s |
-| 1 GiB output: local restore of the same (\`rm -rf data && cairn build\`) | ${restore} s |
-| 1 GiB output: download = the two's difference | ${download} s (curl GET to a file: ${curl_file} s; to /dev/null: ${curl_down} s) |
+| 1 GiB output: upload, the cold build with it minus one without | ${up} s (curl PUT: ${curl_up} s) |
+| 1 GiB output: object_store's upload, the file read whole, then its PUT | ${os_up} s |
+| upload rate, a share of object_store's, per run (goal >= 50%) | ${up_rate} |
+| 1 GiB output: download, the second machine's build minus a local restore (\`rm -rf data && cairn build\`) | ${download} s (curl GET to a file: ${curl_file} s; to /dev/null: ${curl_down} s) |
+| 1 GiB output: object_store's GET into a file, then its sync | ${os_durable} s (the GET alone: ${os_get} s) |
+| download rate, a share of object_store's durable GET, per run (goal >= 50%) | ${down_rate} |
 TABLE
