@@ -719,10 +719,11 @@ fn cairn_holding(project: &Project, cache: &Cache, args: &[&str]) -> (Build, u64
     (Build::new(Run::from_output(args, &output)), held)
 }
 
-/// An output of `size_mib` goes up and comes back with bounded memory: in
-/// parts as it is read where the store takes uploads in parts (S3, a
-/// directory), and held once where it cannot (an HTTP cache:
-/// `upload_most_mib`); a download is always streamed into the store.
+/// An output of `size_mib` goes up and comes back with bounded memory
+/// (`upload_most_mib` for the upload): in parts as it is read, as a
+/// multipart upload where the store takes them (S3, a directory), else as
+/// part objects and their index (an HTTP cache); a download is always
+/// streamed into the store.
 /// Before, an upload held the blob twice (read whole, then copied for the
 /// request), so a 10 GiB output needed 20 GiB of memory.
 fn a_large_output_in_bounded_memory(cache: &Cache, size_mib: u64, upload_most_mib: u64) {
@@ -1176,14 +1177,71 @@ fn nginx_a_large_blob_over_a_slow_link_is_restored() {
 }
 
 /// An HTTP PUT's body is sent from memory (object_store's HTTP store
-/// takes no upload in parts): the 256 MiB blob is held once.
+/// takes no upload in parts): the 256 MiB blob goes as 8 MiB part objects
+/// and their index, one part in memory at a time (it was held whole).
 #[test]
-fn nginx_a_large_output_is_held_once_and_comes_back_streamed() {
-    let Some(cache) = Cache::nginx("nginx_a_large_output_is_held_once_and_comes_back_streamed")
+fn nginx_a_large_output_goes_up_as_parts_and_comes_back_streamed() {
+    let Some(cache) = Cache::nginx("nginx_a_large_output_goes_up_as_parts_and_comes_back_streamed")
     else {
         return;
     };
-    a_large_output_in_bounded_memory(&cache, 256, 256 + 96);
+    a_large_output_in_bounded_memory(&cache, 256, 128);
+}
+
+/// A blob stored as parts on an HTTP cache is checked whole when it comes
+/// back: a part altered on the server (its length kept, so the index still
+/// matches it) is refused, reported once, never placed, and the action runs.
+#[test]
+fn nginx_a_part_altered_on_the_server_is_refused_and_rebuilt() {
+    let Some(cache) = Cache::nginx("nginx_a_part_altered_on_the_server_is_refused_and_rebuilt")
+    else {
+        return;
+    };
+    let graph = "[datasets.big]\n[jobs.big]\noutputs = [\"big\"]\n\
+                 run = [\"sh\", \"-c\", \"head -c 20971520 /dev/urandom > $CAIRN_OUT/blob.bin\"]\n";
+    let (first, second) = (Project::with_graph(graph), Project::with_graph(graph));
+    build(&first, &cache, &["--remote-cache-mode", "write"]).assert_code(0);
+    let files = first.output_files("big");
+    let digest = files[0]["digest"].as_str().unwrap().to_owned();
+    assert!(cache.get(&format!("cas/{digest}")).is_none(), "not whole");
+    let index = String::from_utf8(
+        cache
+            .get(&format!("cas/{digest}.parts"))
+            .expect("the index"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = index.lines().collect();
+    assert_eq!(lines[0], "cairn-parts/1 20971520", "{index}");
+    assert_eq!(lines.len(), 4, "three parts: {index}");
+    let part = format!("cas/{}", lines[2].split_once(' ').unwrap().0);
+    let mut altered = cache.get(&part).expect("the part");
+    altered[4096] ^= 1;
+    cache.put(&part, &altered);
+
+    let built = build(&second, &cache, &[]);
+    built.assert_code(0);
+    assert_eq!(
+        built.outputs("executed"),
+        BTreeSet::from(["big".to_owned()]),
+        "{}",
+        built.run.stderr
+    );
+    let refused = events_of(&second, "RemoteRefused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("blob {digest} failed verification")),
+        "{refused:?}"
+    );
+    assert_eq!(warnings(&built.run).len(), 1, "{}", built.run.stderr);
+    let made = second.output_files("big");
+    assert_ne!(
+        made[0]["digest"].as_str().unwrap(),
+        digest,
+        "the job ran again (random bytes): nothing of the altered blob was placed"
+    );
 }
 
 #[test]

@@ -481,8 +481,7 @@ pub trait RemoteCache: Send + Sync {
     /// read error stores nothing: the blob is never left half-written
     /// under its name. The provided method reads it whole and calls
     /// [`RemoteCache::put_blob`]; network backends override it, so that a
-    /// large output is not held in memory whole (or is held once, where
-    /// the protocol cannot stream an upload).
+    /// large output is not held in memory whole (sent in parts).
     fn put_blob_from(
         &self,
         digest: &ContentDigest,

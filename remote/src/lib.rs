@@ -10,7 +10,9 @@
 //!   entry is written after a HEAD finds none (or the build's own lookup
 //!   did, less than a second before): two writers of one key in the same
 //!   instant may both write, the last one staying (both entries are valid
-//!   for the key, and each is verified when read).
+//!   for the key, and each is verified when read). `HttpStore` has no
+//!   upload in parts either: a blob longer than 8 MiB is stored as its
+//!   parts, each a blob of its own, and an index (`cas/<digest>.parts`).
 //! - `file:///dir`: a directory (a shared mount), create-only like S3.
 //!
 //! The async client runs on runtimes of this crate's own: no caller sees
@@ -65,11 +67,16 @@ pub const AC_ENTRY_AT_MOST: usize = 16 * 1024 * 1024;
 /// that arrives while others are under way costs no wake-up of its own.
 const IN_FLIGHT: usize = 16;
 
-/// A blob longer than this is sent in parts where the store has multipart
-/// uploads (S3, a directory), read from the local store as it is sent:
-/// at most [`PARTS_IN_FLIGHT`] parts and one being filled are in memory,
-/// whatever the blob's size.
+/// A blob longer than this is sent in parts, read from the local store as
+/// it is sent: as a multipart upload where the store has them (S3, a
+/// directory: at most [`PARTS_IN_FLIGHT`] parts and one being filled are
+/// in memory, whatever the blob's size), else (an HTTP cache) as part
+/// objects and an index ([`parts_path`]), one part in memory at a time.
 const PART: usize = 8 * 1024 * 1024;
+
+/// The first line of a part index ([`parts_path`]), before the blob's
+/// length.
+const PARTS_FORMAT: &str = "cairn-parts/1";
 
 /// Parts of one blob sent at once.
 const PARTS_IN_FLIGHT: usize = 2;
@@ -126,15 +133,9 @@ pub struct ObjectCache {
     /// Whether the store has an atomic create-only put.
     conditional: bool,
     /// Whether the store takes an upload in parts (S3, a directory; an
-    /// HTTP cache does not: a PUT's body is sent from memory whole).
+    /// HTTP cache does not: a PUT's body is sent from memory whole, so a
+    /// long blob goes as part objects and an index, [`parts_path`]).
     parts: bool,
-    /// Held while a blob longer than [`PART`] is in memory whole (an
-    /// upload to a store without parts): one such blob at a time.
-    whole_in_memory: Mutex<()>,
-    /// The longest blob sent whole from memory (a quarter of the
-    /// machine's memory): a longer one is not uploaded, and its result
-    /// with it, rather than make cairn hold it.
-    whole_at_most: u64,
     timeout: Duration,
 }
 
@@ -276,8 +277,6 @@ pub fn open_with_env(
         idle: Mutex::new(Vec::new()),
         conditional,
         parts,
-        whole_in_memory: Mutex::new(()),
-        whole_at_most: whole_at_most(memory_total()),
         timeout,
     };
     // The first lane is made now, so that a configuration the client
@@ -288,27 +287,6 @@ pub fn open_with_env(
     })?;
     cache.give_back(lane);
     Ok(cache)
-}
-
-/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), if it
-/// can be read.
-fn memory_total() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    kib.checked_mul(1024)
-}
-
-/// The longest blob an upload may hold in memory whole, on a machine with
-/// `total` bytes of memory: a quarter of it (1 GiB if it is not known).
-fn whole_at_most(total: Option<u64>) -> u64 {
-    total.map_or(1 << 30, |total| total / 4)
 }
 
 /// `root`, with every path under `prefix` (none if empty).
@@ -415,6 +393,58 @@ fn ac_path(key: &ActionKey) -> StorePath {
 
 fn cas_path(digest: &ContentDigest) -> StorePath {
     StorePath::from(format!("cas/{digest}"))
+}
+
+/// Where a blob stored as parts keeps its index: a cache without uploads
+/// in parts (HTTP) takes a PUT's body whole from memory, so a blob longer
+/// than [`PART`] is sent as parts of that length, each stored as a blob of
+/// its own (`cas/<its blake3>`), then this text: the line `cairn-parts/1
+/// LENGTH`, then a line `DIGEST LENGTH` per part in order. The index is
+/// written after every part, so one that exists names parts that were all
+/// stored; what is read back through it is checked against the blob's
+/// digest by the caller, as any blob is (docs/remote-cache.md).
+fn parts_path(digest: &ContentDigest) -> StorePath {
+    StorePath::from(format!("cas/{digest}.parts"))
+}
+
+/// The parts a part index names, with their lengths; an error says what
+/// is wrong with it (it is the cache's answer: not trusted).
+fn parse_parts(index: &[u8]) -> Result<Vec<(ContentDigest, u64)>, String> {
+    let text = std::str::from_utf8(index).map_err(|_| "the part index is not text".to_owned())?;
+    let mut lines = text.lines();
+    let total: u64 = lines
+        .next()
+        .and_then(|line| line.strip_prefix(PARTS_FORMAT))
+        .and_then(|rest| rest.strip_prefix(' '))
+        .and_then(|length| length.parse().ok())
+        .ok_or_else(|| format!("the part index does not start with `{PARTS_FORMAT} LENGTH`"))?;
+    let mut parts = Vec::new();
+    let mut sum = 0u64;
+    for (number, line) in lines.enumerate() {
+        let bad = || {
+            format!(
+                "line {} of the part index is not `DIGEST LENGTH`",
+                number + 2
+            )
+        };
+        let (digest, length) = line.split_once(' ').ok_or_else(bad)?;
+        let digest: ContentDigest = digest.parse().map_err(|_| bad())?;
+        let length: u64 = length.parse().map_err(|_| bad())?;
+        if length == 0 || length > PART as u64 {
+            return Err(format!(
+                "line {} of the part index names a part of {length} bytes",
+                number + 2
+            ));
+        }
+        sum = sum.saturating_add(length);
+        parts.push((digest, length));
+    }
+    if sum != total {
+        return Err(format!(
+            "the part index's parts add up to {sum} bytes, not its {total}"
+        ));
+    }
+    Ok(parts)
 }
 
 impl ObjectCache {
@@ -825,6 +855,200 @@ impl ObjectCache {
     }
 }
 
+impl ObjectCache {
+    /// The next [`PART`] bytes of `reader` (fewer at its end), for the
+    /// upload to `path`.
+    fn read_part(&self, path: &StorePath, reader: &mut dyn Read) -> Result<Vec<u8>, RemoteError> {
+        let mut part = Vec::with_capacity(PART);
+        reader
+            .take(PART as u64)
+            .read_to_end(&mut part)
+            .map_err(|error| self.unread(path, &error))?;
+        Ok(part)
+    }
+
+    /// Sends the blob `digest`, whose first [`PART`] bytes are `first`
+    /// and whose rest `reader` yields, as part objects (each under its own
+    /// blake3, written over any copy: a blob is named by its content),
+    /// then their index ([`parts_path`]), once the whole blob was read
+    /// (and, from the local store, verified: a corrupt blob fails its last
+    /// read, so no index names its parts). One part is in memory at a time.
+    fn put_as_parts(
+        &self,
+        digest: &ContentDigest,
+        first: Vec<u8>,
+        reader: &mut dyn Read,
+    ) -> Result<u64, RemoteError> {
+        let index_path = &parts_path(digest);
+        let mut lines = String::new();
+        let mut length = 0u64;
+        let mut part = first;
+        while !part.is_empty() {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_rayon(&part);
+            let part_digest = ContentDigest(*hasher.finalize().as_bytes());
+            let part_path = &cas_path(&part_digest);
+            let sending = part.len();
+            let payload = PutPayload::from(part);
+            self.run("put", part_path, sending, |bound| async move {
+                self.put(&bound, part_path, payload, false).await
+            })?;
+            lines.push_str(&format!("{part_digest} {sending}\n"));
+            length += sending as u64;
+            part = self.read_part(index_path, reader)?;
+        }
+        let index = format!("{PARTS_FORMAT} {length}\n{lines}").into_bytes();
+        let sending = index.len();
+        let payload = PutPayload::from(index);
+        self.run("put", index_path, sending, |bound| async move {
+            self.put(&bound, index_path, payload, false).await
+        })?;
+        Ok(length)
+    }
+
+    /// The object at `path`, streamed as it arrives; `None` if there is
+    /// none.
+    fn open(&self, path: StorePath) -> Result<Option<BlobReader<'_>>, RemoteError> {
+        let mut lane = self.take_lane("get", &path)?;
+        let store = match self.streaming(&mut lane, "get", &path) {
+            Ok(store) => store,
+            Err(error) => {
+                self.give_back(lane);
+                return Err(error);
+            }
+        };
+        let limit = self.limit();
+        let answered = lane
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, store.get(&path)).await });
+        let found = match answered {
+            Ok(Ok(found)) => found,
+            Ok(Err(object_store::Error::NotFound { .. })) => {
+                self.give_back(lane);
+                return Ok(None);
+            }
+            Ok(Err(error)) => {
+                self.give_back(lane);
+                return Err(self.failed("get", &path, &error));
+            }
+            Err(_) => {
+                self.give_back(lane);
+                return Err(self.timed_out("get", &path, limit));
+            }
+        };
+        Ok(Some(BlobReader {
+            cache: self,
+            lane: Some(lane),
+            body: found.into_stream(),
+            chunk: bytes::Bytes::new(),
+            path,
+        }))
+    }
+
+    /// The blob `digest` stored as parts ([`parts_path`]), read part
+    /// after part; `None` if it has no index. An index the cache answers
+    /// wrongly (not one, or longer than an AC entry may be) is a failed
+    /// request.
+    fn open_parts(&self, digest: &ContentDigest) -> Result<Option<PartsReader<'_>>, RemoteError> {
+        let index_path = &parts_path(digest);
+        let Some(index) = self.run("get", index_path, 0, |bound| async move {
+            self.get(&bound, index_path, Some(AC_ENTRY_AT_MOST)).await
+        })?
+        else {
+            return Ok(None);
+        };
+        let parts = parse_parts(&index).map_err(|message| RemoteError::Request {
+            url: self.url.clone(),
+            operation: "get",
+            object: index_path.to_string(),
+            message,
+        })?;
+        Ok(Some(PartsReader {
+            cache: self,
+            index: index_path.clone(),
+            parts: parts.into_iter(),
+            current: None,
+        }))
+    }
+
+    /// A read of `path` that failed, as the request's error.
+    fn unreadable(&self, path: &StorePath, error: &std::io::Error) -> RemoteError {
+        RemoteError::Request {
+            url: self.url.clone(),
+            operation: "get",
+            object: path.to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// A blob stored as parts ([`parts_path`]), read part after part, each
+/// part's length held to its index's: a part missing, shorter or longer
+/// is an error naming it. Its content is checked by the caller against
+/// the blob's digest, as any blob's is.
+struct PartsReader<'a> {
+    cache: &'a ObjectCache,
+    index: StorePath,
+    parts: std::vec::IntoIter<(ContentDigest, u64)>,
+    /// The part being read, and how many of its bytes are still to come.
+    current: Option<(BlobReader<'a>, u64)>,
+}
+
+impl PartsReader<'_> {
+    fn wrong(&self, part: &StorePath, what: &str) -> std::io::Error {
+        std::io::Error::other(RemoteError::Request {
+            url: self.cache.url.clone(),
+            operation: "get",
+            object: part.to_string(),
+            message: format!("{what}, as {} names it", self.index),
+        })
+    }
+}
+
+impl Read for PartsReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if buffer.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some((reader, left)) = &mut self.current else {
+                let Some((digest, length)) = self.parts.next() else {
+                    return Ok(0);
+                };
+                let path = cas_path(&digest);
+                match self
+                    .cache
+                    .open(path.clone())
+                    .map_err(std::io::Error::other)?
+                {
+                    Some(reader) => self.current = Some((reader, length)),
+                    None => return Err(self.wrong(&path, "the part is missing")),
+                }
+                continue;
+            };
+            // A byte past the part's end, if the cache has one, is an
+            // error, not the next part's.
+            let at_most = usize::try_from(*left + 1).unwrap_or(usize::MAX);
+            let count = buffer.len().min(at_most);
+            let read = reader.read(&mut buffer[..count])?;
+            if read as u64 > *left {
+                let path = reader.path.clone();
+                return Err(self.wrong(&path, "the part is longer"));
+            }
+            if read == 0 {
+                if *left > 0 {
+                    let path = reader.path.clone();
+                    return Err(self.wrong(&path, "the part is shorter"));
+                }
+                self.current = None;
+                continue;
+            }
+            *left -= read as u64;
+            return Ok(read);
+        }
+    }
+}
+
 /// Where a request goes and how long it may take ([`ObjectCache::bound`]).
 struct Bound {
     store: Arc<dyn ObjectStore>,
@@ -892,59 +1116,51 @@ impl RemoteCache for ObjectCache {
         );
     }
 
+    /// Stored whole, or (a cache without uploads in parts, which stores
+    /// long blobs that way) as parts whose index is written.
     fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
         let path = &cas_path(digest);
-        self.run("head", path, 0, |bound| async move {
+        let whole = self.run("head", path, 0, |bound| async move {
             self.head(&bound, path).await
+        })?;
+        if whole || self.parts {
+            return Ok(whole);
+        }
+        let index = &parts_path(digest);
+        self.run("head", index, 0, |bound| async move {
+            self.head(&bound, index).await
         })
     }
 
     fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
         let path = &cas_path(digest);
-        self.run("get", path, 0, |bound| async move {
+        let whole = self.run("get", path, 0, |bound| async move {
             self.get(&bound, path, None).await
-        })
+        })?;
+        if whole.is_some() {
+            return Ok(whole);
+        }
+        let Some(mut parts) = self.open_parts(digest)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        parts
+            .read_to_end(&mut bytes)
+            .map_err(|error| self.unreadable(&parts_path(digest), &error))?;
+        Ok(Some(bytes))
     }
 
+    /// Streamed as it arrives; a blob stored as parts, part after part.
     fn open_blob(
         &self,
         digest: &ContentDigest,
     ) -> Result<Option<Box<dyn Read + Send + '_>>, RemoteError> {
-        let path = cas_path(digest);
-        let mut lane = self.take_lane("get", &path)?;
-        let store = match self.streaming(&mut lane, "get", &path) {
-            Ok(store) => store,
-            Err(error) => {
-                self.give_back(lane);
-                return Err(error);
-            }
-        };
-        let limit = self.limit();
-        let answered = lane
-            .runtime
-            .block_on(async { tokio::time::timeout(limit, store.get(&path)).await });
-        let found = match answered {
-            Ok(Ok(found)) => found,
-            Ok(Err(object_store::Error::NotFound { .. })) => {
-                self.give_back(lane);
-                return Ok(None);
-            }
-            Ok(Err(error)) => {
-                self.give_back(lane);
-                return Err(self.failed("get", &path, &error));
-            }
-            Err(_) => {
-                self.give_back(lane);
-                return Err(self.timed_out("get", &path, limit));
-            }
-        };
-        Ok(Some(Box::new(BlobReader {
-            cache: self,
-            lane: Some(lane),
-            body: found.into_stream(),
-            chunk: bytes::Bytes::new(),
-            path,
-        })))
+        if let Some(reader) = self.open(cas_path(digest))? {
+            return Ok(Some(Box::new(reader)));
+        }
+        Ok(self
+            .open_parts(digest)?
+            .map(|reader| Box::new(reader) as Box<dyn Read + Send + '_>))
     }
 
     fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
@@ -958,71 +1174,29 @@ impl RemoteCache for ObjectCache {
         .map(|_| ())
     }
 
-    /// Up to [`PART`] bytes: one PUT. Longer: in parts as it is read
-    /// where the store has multipart uploads; else (an HTTP cache) read
-    /// whole once, one such blob at a time, and only up to a quarter of
-    /// the machine's memory (a longer one is refused, naming its size).
+    /// Up to [`PART`] bytes: one PUT. Longer: in parts as it is read,
+    /// as a multipart upload where the store has them, else as part
+    /// objects and their index ([`parts_path`]).
     fn put_blob_from(
         &self,
         digest: &ContentDigest,
         reader: &mut dyn Read,
     ) -> Result<u64, RemoteError> {
         let path = &cas_path(digest);
-        let mut first = Vec::with_capacity(PART);
-        reader
-            .take(PART as u64)
-            .read_to_end(&mut first)
-            .map_err(|error| self.unread(path, &error))?;
-        let whole = first.len() < PART;
-        if !whole && self.parts {
-            return self.put_in_parts(path, first, reader);
+        let first = self.read_part(path, reader)?;
+        if first.len() == PART {
+            return if self.parts {
+                self.put_in_parts(path, first, reader)
+            } else {
+                self.put_as_parts(digest, first, reader)
+            };
         }
-        let _turn = (!whole).then(|| {
-            self.whole_in_memory
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        });
-        // In chunks of their own size (no buffer grown and copied as it
-        // fills), sent one after the other as one body.
-        let mut length = first.len() as u64;
-        let mut chunks = vec![bytes::Bytes::from(first)];
-        if !whole {
-            // Read no further than a byte past the bound (which the first
-            // part alone may pass on a machine of little memory).
-            while length <= self.whole_at_most {
-                let mut chunk = Vec::with_capacity(PART);
-                reader
-                    .take((PART as u64).min(self.whole_at_most + 1 - length))
-                    .read_to_end(&mut chunk)
-                    .map_err(|error| self.unread(path, &error))?;
-                if chunk.is_empty() {
-                    break;
-                }
-                length += chunk.len() as u64;
-                chunks.push(bytes::Bytes::from(chunk));
-            }
-            if length > self.whole_at_most {
-                return Err(RemoteError::Request {
-                    url: self.url.clone(),
-                    operation: "put",
-                    object: path.to_string(),
-                    message: format!(
-                        "not sent: longer than the {} MiB a blob may take in memory \
-                         (a quarter of this machine's), and this cache takes no upload \
-                         in parts (an S3 cache does)",
-                        self.whole_at_most >> 20
-                    ),
-                });
-            }
-        }
-        let payload: PutPayload = chunks.into_iter().collect();
-        self.run(
-            "put",
-            path,
-            usize::try_from(length).unwrap_or(usize::MAX),
-            |bound| async move { self.put(&bound, path, payload, false).await },
-        )
-        .map(|_| length)
+        let length = first.len();
+        let payload = PutPayload::from(first);
+        self.run("put", path, length, |bound| async move {
+            self.put(&bound, path, payload, false).await
+        })
+        .map(|_| length as u64)
     }
 }
 
@@ -1163,42 +1337,135 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(20));
     }
 
-    /// An HTTP cache takes a blob's body from memory whole: one longer
-    /// than a quarter of the machine's memory is refused before anything
-    /// is sent, and is read no further than that (a 1 TiB stream here).
+    /// A directory cache made to behave as an HTTP cache does (no upload
+    /// in parts), so that its files show what such a cache is sent.
+    fn without_uploads_in_parts(dir: &std::path::Path) -> ObjectCache {
+        let mut cache = open(&format!("file://{}", dir.display()), None).unwrap();
+        cache.parts = false;
+        cache
+    }
+
     #[test]
-    fn a_blob_too_long_to_hold_is_not_sent_to_an_http_cache() {
-        assert_eq!(whole_at_most(Some(8 << 30)), 2 << 30);
-        let mut cache = open("http://127.0.0.1:9/team", None).unwrap();
-        assert!(!cache.parts, "an HTTP cache takes no upload in parts");
-        cache.whole_at_most = 3 * PART as u64;
-        let mut endless = std::io::repeat(7).take(1 << 40);
-        let digest = ContentDigest::of(b"not what it holds: never sent");
-        let error = cache
-            .put_blob_from(&digest, &mut endless)
-            .expect_err("refused");
-        assert!(
-            error
-                .to_string()
-                .contains("not sent: longer than the 24 MiB"),
-            "{error}"
+    fn a_cache_without_uploads_in_parts_keeps_the_blob_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        cairn_core::contract::remote_blobs_round_trip(&without_uploads_in_parts(dir.path()));
+        cairn_core::contract::remote_blobs_stream_in(&without_uploads_in_parts(dir.path()));
+    }
+
+    /// A blob longer than a part goes to a cache without uploads in parts
+    /// (HTTP) as part objects and their index, read one part at a time
+    /// (here from a reader yielding 1 TiB of which 20 MiB and 7 bytes are
+    /// taken), and comes back whole through every read method.
+    #[test]
+    fn a_long_blob_goes_as_parts_and_an_index_where_uploads_take_no_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = without_uploads_in_parts(dir.path());
+        let content: Vec<u8> = (0..(20 << 20) + 7u32).map(|i| (i % 251) as u8).collect();
+        let digest = ContentDigest::of(&content);
+        let sent = cache
+            .put_blob_from(&digest, &mut std::io::Cursor::new(&content))
+            .unwrap();
+        assert_eq!(sent, content.len() as u64);
+        let cas = dir.path().join("cas");
+        assert!(!cas.join(digest.to_hex()).exists(), "not stored whole");
+        let index = std::fs::read_to_string(cas.join(format!("{digest}.parts"))).unwrap();
+        let parts: Vec<(ContentDigest, usize)> = [0..PART, PART..2 * PART, 2 * PART..content.len()]
+            .into_iter()
+            .map(|range| (ContentDigest::of(&content[range.clone()]), range.len()))
+            .collect();
+        let expected = format!(
+            "cairn-parts/1 {}\n{}",
+            content.len(),
+            parts
+                .iter()
+                .map(|(part, length)| format!("{part} {length}\n"))
+                .collect::<String>()
         );
-        assert_eq!(
-            endless.limit(),
-            (1 << 40) - (3 * PART as u64 + 1),
-            "read past the bound"
-        );
-        // A bound below one part (a machine of little memory): refused
-        // after the first part, without reading on.
-        cache.whole_at_most = 1 << 20;
-        let mut endless = std::io::repeat(7).take(1 << 40);
-        let error = cache
-            .put_blob_from(&digest, &mut endless)
-            .expect_err("refused");
-        assert!(
-            error.to_string().contains("longer than the 1 MiB"),
-            "{error}"
-        );
-        assert_eq!(endless.limit(), (1 << 40) - PART as u64);
+        assert_eq!(index, expected);
+        for (part, length) in &parts {
+            assert_eq!(
+                std::fs::metadata(cas.join(part.to_hex())).unwrap().len(),
+                *length as u64
+            );
+        }
+        assert!(cache.has_blob(&digest).unwrap());
+        assert!(cache.get_blob(&digest).unwrap().unwrap() == content);
+        let mut read = Vec::new();
+        cache
+            .open_blob(&digest)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read == content, "read back otherwise");
+    }
+
+    /// What a cache answers through a part index is not trusted: a part
+    /// missing, cut short or grown, and an index that is not one, are
+    /// errors naming the object (the caller's digest check refuses a part
+    /// altered in place, as for any blob).
+    #[test]
+    fn a_part_missing_cut_or_grown_and_a_wrong_index_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = without_uploads_in_parts(dir.path());
+        let content: Vec<u8> = (0..(9 << 20) + 1u32).map(|i| (i % 241) as u8).collect();
+        let digest = ContentDigest::of(&content);
+        cache
+            .put_blob_from(&digest, &mut std::io::Cursor::new(&content))
+            .unwrap();
+        let cas = dir.path().join("cas");
+        let second = cas.join(ContentDigest::of(&content[PART..]).to_hex());
+        let read = |cache: &ObjectCache| -> Result<Vec<u8>, String> {
+            let mut read = Vec::new();
+            match cache.open_blob(&digest) {
+                Err(error) => Err(error.to_string()),
+                Ok(None) => Err("none".to_owned()),
+                Ok(Some(mut reader)) => match reader.read_to_end(&mut read) {
+                    Ok(_) => Ok(read),
+                    Err(error) => Err(error.to_string()),
+                },
+            }
+        };
+        assert!(read(&cache).unwrap() == content);
+
+        let kept = std::fs::read(&second).unwrap();
+        std::fs::write(&second, &kept[..kept.len() - 1]).unwrap();
+        let error = read(&cache).unwrap_err();
+        assert!(error.contains("the part is shorter"), "{error}");
+        assert!(error.contains(&format!("{digest}.parts")), "{error}");
+        let mut grown = kept.clone();
+        grown.push(0);
+        std::fs::write(&second, &grown).unwrap();
+        let error = read(&cache).unwrap_err();
+        assert!(error.contains("the part is longer"), "{error}");
+        std::fs::remove_file(&second).unwrap();
+        let error = read(&cache).unwrap_err();
+        assert!(error.contains("the part is missing"), "{error}");
+        std::fs::write(&second, &kept).unwrap();
+
+        let index = cas.join(format!("{digest}.parts"));
+        let good = std::fs::read_to_string(&index).unwrap();
+        for (bad, says) in [
+            ("garbage".to_owned(), "does not start with"),
+            (
+                good.replacen("cairn-parts/1 ", "cairn-parts/1 1", 1),
+                "add up to",
+            ),
+            (
+                good.replacen(" 8388608\n", " x\n", 1),
+                "line 2 of the part index",
+            ),
+            (
+                good.replacen(" 8388608\n", " 8388609\n", 1),
+                "a part of 8388609 bytes",
+            ),
+        ] {
+            std::fs::write(&index, bad).unwrap();
+            let error = read(&cache).unwrap_err();
+            assert!(error.contains(says), "{error}");
+            assert!(error.contains(&format!("{digest}.parts")), "{error}");
+        }
+        std::fs::write(&index, &good).unwrap();
+        assert!(read(&cache).unwrap() == content);
     }
 }
