@@ -260,24 +260,90 @@ fn observe_sources(context: &Context<'_>, plan: &Plan, hashed: &[bool]) -> Vec<O
 /// those its readers cannot read, by source index. Only these are kept:
 /// an [`Observed`] per source was 20 MB at the 1M scale, alive beside the
 /// million verdicts at the end of a dry run, where its memory peaks.
+///
+/// Sources in one directory (consecutive in the plan, whose refs are
+/// sorted: a source template's directories come from its leading
+/// dimensions) are listed by reading the directory once
+/// ([`RegularFiles`]) rather than by a stat each: 500,050 `fstatat` at the
+/// 1M scale, each walking its path's last components, were a tenth of the
+/// dry run's CPU. A source not listed as a regular file there is listed
+/// as before, so the reasons are the same.
 fn unusable_sources(plan: &Plan) -> rustc_hash::FxHashMap<usize, String> {
     const CHUNK: usize = 512;
-    plan.sources
-        .par_chunks(CHUNK)
-        .enumerate()
-        .flat_map_iter(|(chunk_index, chunk)| {
-            let mut bases = crate::observe::Bases::default();
-            let unusable: Vec<(usize, String)> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(offset, source)| {
-                    list_source(&mut bases, source)
-                        .map(|reason| (chunk_index * CHUNK + offset, reason))
+    let sources = &plan.sources;
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    for index in 1..=sources.len() {
+        if index == sources.len() || sources[index].path.parent() != sources[start].path.parent() {
+            runs.push(start..index);
+            start = index;
+        }
+    }
+    runs.par_iter()
+        .flat_map_iter(|run| {
+            let listed = match sources[run.start].path.parent() {
+                Some(directory) if run.len() >= RegularFiles::WORTH_READING => {
+                    RegularFiles::of(directory)
+                }
+                _ => None,
+            };
+            let offsets: Vec<usize> = (run.start..run.end).step_by(CHUNK).collect();
+            let unusable: Vec<(usize, String)> = offsets
+                .par_iter()
+                .flat_map_iter(|&chunk_start| {
+                    let mut bases = crate::observe::Bases::default();
+                    let chunk_end = (chunk_start + CHUNK).min(run.end);
+                    let listed = listed.as_ref();
+                    (chunk_start..chunk_end)
+                        .filter_map(|index| {
+                            let source = &sources[index];
+                            let present = listed.is_some_and(|listed| {
+                                source
+                                    .path
+                                    .file_name()
+                                    .is_some_and(|name| listed.names.contains(name))
+                            });
+                            if present {
+                                return None;
+                            }
+                            list_source(&mut bases, source).map(|reason| (index, reason))
+                        })
+                        .collect::<Vec<_>>()
                 })
                 .collect();
             unusable
         })
         .collect()
+}
+
+/// The names of a directory's regular files, read with `readdir` (the type
+/// from the entry itself where the file system records it, as ext4 does;
+/// a stat otherwise): each of them is a plain file that [`list_source`]
+/// would find with its `lstat`.
+struct RegularFiles {
+    names: rustc_hash::FxHashSet<std::ffi::OsString>,
+}
+
+impl RegularFiles {
+    /// Fewer sources in a directory are stat'ed one by one.
+    const WORTH_READING: usize = 32;
+
+    /// `None` if the directory cannot be read, or if its files cannot be
+    /// stat'ed through it (a directory that can be read but not searched:
+    /// checked on one of its files), so that each source is stat'ed.
+    fn of(directory: &std::path::Path) -> Option<Self> {
+        let mut names = rustc_hash::FxHashSet::default();
+        for entry in std::fs::read_dir(directory).ok()? {
+            let entry = entry.ok()?;
+            if entry.file_type().ok()?.is_file() {
+                names.insert(entry.file_name());
+            }
+        }
+        let searchable = names.iter().next().is_none_or(|name| {
+            std::fs::symlink_metadata(directory.join(name)).is_ok_and(|meta| meta.is_file())
+        });
+        searchable.then_some(RegularFiles { names })
+    }
 }
 
 /// Lists `source` without reading it: `None` when it is present (a plain
@@ -530,4 +596,92 @@ fn evaluate_unbuilt(context: &Context<'_>, plan: &Plan) -> Result<Vec<Verdict>, 
         .into_iter()
         .map(|verdict| verdict.expect("every action is in the order"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::SourceNode;
+
+    /// Sources read from one directory's listing get the reasons a stat of
+    /// each gives: none for a plain file or a directory; a reason for a
+    /// missing file and for a link, dangling or not.
+    #[test]
+    fn a_directory_read_once_lists_its_sources_as_a_stat_each_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let days = dir.path().join("inputs/2024-01-01");
+        std::fs::create_dir_all(&days).unwrap();
+        let mut names: Vec<String> = (0..40).map(|i| format!("S{i:04}.txt")).collect();
+        for name in &names {
+            std::fs::write(days.join(name), "x").unwrap();
+        }
+        std::fs::create_dir(days.join("dir.txt")).unwrap();
+        std::fs::write(days.join("dir.txt/part"), "x").unwrap();
+        std::fs::create_dir(days.join("empty.txt")).unwrap();
+        std::os::unix::fs::symlink(days.join("S0000.txt"), days.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink(days.join("nowhere"), days.join("dangling.txt")).unwrap();
+        names.extend(
+            [
+                "dir.txt",
+                "empty.txt",
+                "link.txt",
+                "dangling.txt",
+                "missing.txt",
+            ]
+            .map(String::from),
+        );
+        names.sort();
+        // A directory of few sources, each stat'ed.
+        let few = dir.path().join("inputs/2024-01-02");
+        std::fs::create_dir_all(&few).unwrap();
+        std::fs::write(few.join("S0001.txt"), "x").unwrap();
+        let mut sources: Vec<SourceNode> = names
+            .iter()
+            .map(|name| SourceNode {
+                partition: PartitionRef::parse(&format!(
+                    "inputs/date=2024-01-01/station={}",
+                    name.trim_end_matches(".txt")
+                ))
+                .unwrap(),
+                path: days.join(name),
+            })
+            .collect();
+        for name in ["S0001", "S0002"] {
+            sources.push(SourceNode {
+                partition: PartitionRef::parse(&format!("inputs/date=2024-01-02/station={name}"))
+                    .unwrap(),
+                path: few.join(format!("{name}.txt")),
+            });
+        }
+        let plan = Plan {
+            actions: Vec::new(),
+            sources,
+            requested: Vec::new(),
+            order: Vec::new(),
+            configure_calls: 0,
+        };
+        let mut bases = crate::observe::Bases::default();
+        let each: rustc_hash::FxHashMap<usize, String> = plan
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(index, source)| list_source(&mut bases, source).map(|r| (index, r)))
+            .collect();
+        let mut missing: Vec<&str> = each
+            .keys()
+            .map(|&index| plan.sources[index].partition.as_str())
+            .collect();
+        missing.sort_unstable();
+        assert_eq!(
+            missing,
+            [
+                "inputs/date=2024-01-01/station=dangling",
+                "inputs/date=2024-01-01/station=link",
+                "inputs/date=2024-01-01/station=missing",
+                "inputs/date=2024-01-02/station=S0002",
+            ]
+        );
+        assert_eq!(unusable_sources(&plan), each);
+        assert!(RegularFiles::of(&days).is_some_and(|listed| listed.names.len() == 40));
+    }
 }
