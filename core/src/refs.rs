@@ -126,6 +126,12 @@ impl PartitionRef {
         &self.text
     }
 
+    /// Whether `other` is this very ref (one shared text, not only an
+    /// equal one): a clone of it.
+    pub fn is_clone_of(&self, other: &PartitionRef) -> bool {
+        Arc::ptr_eq(&self.text, &other.text)
+    }
+
     pub fn dataset(&self) -> &str {
         self.text.split('/').next().unwrap_or_default()
     }

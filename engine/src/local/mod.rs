@@ -16,7 +16,7 @@ use crate::graph::{Graph, Job};
 use crate::plan::Configurer;
 use crate::plan::config::{
     ConfigureError, FanDomains, JobConfig, Known, bindings_of, declarative_config,
-    declarative_config_sharing, parse_configure_output,
+    declarative_config_bound, parse_configure_output,
 };
 use crate::refs::PartitionRef;
 use rustc_hash::FxHashSet;
@@ -300,9 +300,7 @@ impl Configurer for ProcessConfigurer<'_> {
             // at the 1M scale), the first error in ref order reported.
             if job.outputs.len() == 1 {
                 return crate::par::try_map_in_order(refs.len(), |index| {
-                    let partition = &refs[index];
-                    let bindings = bindings_of(job, partition)?;
-                    declarative_config_sharing(job, partition, &bindings, &fan, Known(wave))
+                    declarative_config_bound(job, &refs[index], &fan, Known(wave))
                 });
             }
             // A config of a multi-output job covers its other outputs too.

@@ -396,10 +396,19 @@ impl Planner<'_> {
             problem,
         };
         // Checked in parallel (a pattern match per output); the first
-        // stray output in the answer's order is the one reported.
+        // stray output in the answer's order is the one reported. An
+        // output that is the very ref asked for at its config's position
+        // (a declarative config shares it) is one of the job's: the lookup
+        // matched it to this job's patterns.
         if let Some(partition) = configs
             .par_iter()
-            .flat_map_iter(|config| &config.outputs)
+            .enumerate()
+            .flat_map_iter(|(index, config)| {
+                let asked = refs.get(index);
+                config.outputs.iter().filter(move |partition| {
+                    !asked.is_some_and(|asked| asked.is_clone_of(partition))
+                })
+            })
             .find_first(|partition| {
                 !job.outputs
                     .iter()
