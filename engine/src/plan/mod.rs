@@ -319,9 +319,12 @@ impl Planner<'_> {
         // gives. (A source planned in this loop is never looked up again:
         // the frontier is distinct.)
         let (graph, producers) = (self.graph, &self.producers);
+        // (The first wave's map is empty: a million probes of its table,
+        // each a cache miss, are skipped.)
+        let fresh = |partition| producers.is_empty() || !producers.contains_key(partition);
         let found: Vec<Option<Result<Origin<'_>, String>>> = frontier
             .par_iter()
-            .map(|partition| (!producers.contains_key(partition)).then(|| graph.origin(partition)))
+            .map(|partition| fresh(partition).then(|| graph.origin(partition)))
             .collect();
         // The sources are counted first and their list grown once: grown
         // by doubling (half a million at the 1M scale), each smaller copy
