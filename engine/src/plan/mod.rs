@@ -685,26 +685,59 @@ fn resolve(
 /// Kahn's algorithm, lowest index first; a leftover node means a cycle.
 fn topological_order(actions: &[PlannedAction]) -> Result<Vec<usize>, PlanError> {
     let mut pending = upstream_counts(actions);
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = pending
-        .iter()
-        .enumerate()
-        .filter(|(_, count)| **count == 0)
-        .map(|(index, _)| std::cmp::Reverse(index))
-        .collect();
-    let mut order = Vec::with_capacity(actions.len());
-    while let Some(std::cmp::Reverse(index)) = ready.pop() {
-        order.push(index);
-        for &dependent in &actions[index].dependents {
-            pending[dependent] -= 1;
-            if pending[dependent] == 0 {
-                ready.push(std::cmp::Reverse(dependent));
-            }
-        }
-    }
+    let order = lowest_first_order(&mut pending, |index| &actions[index].dependents);
     if order.len() == actions.len() {
         return Ok(order);
     }
     Err(PlanError::Cycle(find_cycle(actions, &pending)))
+}
+
+/// The nodes in the topological order that always takes the lowest ready
+/// index (`pending`: each node's count of upstreams not taken yet, left
+/// with those of the nodes not reached, on a cycle). A heap of every ready
+/// node gives this order, but at the 1M scale half a million actions are
+/// ready at the start (every action reading only sources), and popping
+/// them was most of the plan's last sequential step. Here the ready nodes
+/// at or after a cursor are found by walking the indices once; only a
+/// node that becomes ready behind the cursor goes into the heap, which
+/// stays small when dependents follow their inputs closely.
+fn lowest_first_order<'a>(
+    pending: &mut [usize],
+    dependents: impl Fn(usize) -> &'a List<usize>,
+) -> Vec<usize> {
+    use std::cmp::Reverse;
+    let count = pending.len();
+    let mut behind: std::collections::BinaryHeap<Reverse<usize>> =
+        std::collections::BinaryHeap::new();
+    // Every node before `cursor` is taken, in `behind`, or not ready yet
+    // (it goes into `behind` when it becomes ready).
+    let mut cursor = 0;
+    let mut order = Vec::with_capacity(count);
+    loop {
+        while cursor < count && pending[cursor] != 0 {
+            cursor += 1;
+        }
+        let ahead = (cursor < count).then_some(cursor);
+        let next = match (behind.peek(), ahead) {
+            (Some(&Reverse(low)), Some(ahead)) if low < ahead => behind.pop().map(|r| r.0),
+            (_, Some(ahead)) => {
+                cursor += 1;
+                Some(ahead)
+            }
+            (Some(_), None) => behind.pop().map(|r| r.0),
+            (None, None) => None,
+        };
+        let Some(index) = next else {
+            return order;
+        };
+        order.push(index);
+        for &dependent in dependents(index) {
+            pending[dependent] -= 1;
+            if pending[dependent] == 0 && dependent < cursor {
+                behind.push(Reverse(dependent));
+            }
+        }
+    }
 }
 
 /// Walks input edges among the actions left with pending inputs until one
@@ -750,6 +783,80 @@ fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef>
 pub(crate) mod tests {
     use super::*;
     use crate::graph::{Job, Producer};
+
+    /// The order is the one a heap of every ready node gives (the lowest
+    /// ready index each time), on graphs whose edges point forwards,
+    /// backwards or both, with and without a cycle (then the nodes reached
+    /// and the counts left are the heap's too).
+    #[test]
+    fn the_order_takes_the_lowest_ready_index_as_a_heap_would() {
+        fn by_heap(pending: &mut [usize], dependents: &[List<usize>]) -> Vec<usize> {
+            use std::cmp::Reverse;
+            let mut ready: std::collections::BinaryHeap<Reverse<usize>> = (0..pending.len())
+                .filter(|&index| pending[index] == 0)
+                .map(Reverse)
+                .collect();
+            let mut order = Vec::new();
+            while let Some(Reverse(index)) = ready.pop() {
+                order.push(index);
+                for &dependent in &dependents[index] {
+                    pending[dependent] -= 1;
+                    if pending[dependent] == 0 {
+                        ready.push(Reverse(dependent));
+                    }
+                }
+            }
+            order
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for case in 0..300 {
+            let count = 1 + random(60);
+            // A random ranking of the nodes; edges go from lower to higher
+            // rank, so the graph is acyclic unless one edge is reversed.
+            let mut rank: Vec<usize> = (0..count).collect();
+            for i in (1..count).rev() {
+                rank.swap(i, random(i + 1));
+            }
+            let mut edges: Vec<Vec<usize>> = vec![Vec::new(); count];
+            for _ in 0..random(3 * count + 1) {
+                let (a, b) = (random(count), random(count));
+                if rank[a] < rank[b] && !edges[a].contains(&b) {
+                    edges[a].push(b);
+                }
+            }
+            if case % 5 == 0 && count > 1 {
+                let (a, b) = (random(count), random(count));
+                if a != b && !edges[a].contains(&b) {
+                    edges[a].push(b);
+                }
+            }
+            let dependents: Vec<List<usize>> = edges
+                .into_iter()
+                .map(|mut targets| {
+                    targets.sort_unstable();
+                    List::from(targets)
+                })
+                .collect();
+            let mut counts = vec![0; count];
+            for targets in &dependents {
+                for &target in targets {
+                    counts[target] += 1;
+                }
+            }
+            let mut expected_pending = counts.clone();
+            let expected = by_heap(&mut expected_pending, &dependents);
+            let mut pending = counts;
+            let order = lowest_first_order(&mut pending, |index| &dependents[index]);
+            assert_eq!(order, expected, "case {case}");
+            assert_eq!(pending, expected_pending, "case {case}");
+        }
+    }
     use crate::plan::config::{bindings_of, declarative_config, parse_configure_output};
     use crate::refs::Bindings;
     use std::path::Path;
