@@ -264,14 +264,11 @@ pub fn plan(
         graph,
         actions: Vec::new(),
         sources: Vec::new(),
-        producers: FxHashMap::default(),
+        // Every requested ref gets a producer, and its sources (about half
+        // as many again in a typical graph) too.
+        producers: Produced::with_capacity(requested.len().saturating_add(requested.len() / 2)),
         configure_calls: 0,
     };
-    // Every requested ref gets a producer, and its sources (about half as
-    // many again in a typical graph) too.
-    planner
-        .producers
-        .reserve(requested.len().saturating_add(requested.len() / 2));
     // The first wave is the requested refs, sorted and distinct: the
     // plan's own list, not a copy of it (a million refs at the 1M scale).
     let mut requested: Vec<PartitionRef> = requested.to_vec();
@@ -296,11 +293,8 @@ struct Planner<'graph> {
     graph: &'graph Graph,
     actions: Vec<PlannedAction>,
     sources: Vec<SourceNode>,
-    /// Keyed with FxHash: the planner hashes each ref a few times, and
-    /// SipHash over a million refs was a tenth of planning (refs come from
-    /// the user's own graph file and configure code, so there is no
-    /// adversary to flood the table).
-    producers: FxHashMap<PartitionRef, Made>,
+    /// Each planned ref's producer.
+    producers: Produced,
     configure_calls: usize,
 }
 
@@ -321,7 +315,8 @@ impl Planner<'_> {
         let (graph, producers) = (self.graph, &self.producers);
         // (The first wave's map is empty: a million probes of its table,
         // each a cache miss, are skipped.)
-        let fresh = |partition| producers.is_empty() || !producers.contains_key(partition);
+        let empty = producers.is_empty();
+        let fresh = |partition| empty || !producers.contains_key(partition);
         let found: Vec<Option<Result<Origin<'_>, String>>> = frontier
             .par_iter()
             .map(|partition| fresh(partition).then(|| graph.origin(partition)))
@@ -335,25 +330,31 @@ impl Planner<'_> {
             .count();
         self.sources.reserve(sources);
         let mut by_job: BTreeMap<&str, Vec<PartitionRef>> = BTreeMap::new();
+        let first_source = self.sources.len();
         for (partition, found) in frontier.iter().zip(found) {
             let Some(found) = found else {
                 continue;
             };
             match found.map_err(PlanError::Lookup)? {
                 Origin::Source { path } => {
-                    let source = self.sources.len();
                     self.sources.push(SourceNode {
                         partition: partition.clone(),
                         path,
                     });
-                    self.producers
-                        .insert(partition.clone(), Made::source(source));
                 }
                 Origin::Job(job) => {
                     by_job.entry(&job.name).or_default().push(partition.clone());
                 }
             }
         }
+        // The new sources' refs are distinct and none is planned yet (the
+        // frontier is distinct, and its planned refs were skipped).
+        let sources = &self.sources[first_source..];
+        let duplicate = self.producers.insert_all(sources.len(), |position| {
+            let source = first_source + position;
+            (&self.sources[source].partition, Made::source(source))
+        });
+        debug_assert!(duplicate.is_none(), "a source planned twice");
         let first_new = self.actions.len();
         let jobs: Vec<(&str, Vec<PartitionRef>)> = by_job.into_iter().collect();
         self.configure_calls += jobs.len();
@@ -425,33 +426,43 @@ impl Planner<'_> {
             ))
             .into());
         }
+        let first = self.actions.len();
         self.actions.reserve(configs.len());
-        for config in configs {
-            let action = self.actions.len();
-            for (output, partition) in config.outputs.iter().enumerate() {
-                match self.producers.entry(partition.clone()) {
-                    Entry::Occupied(_) => {
-                        return Err(fail(format!(
-                            "returned {partition} twice (two configs produce it)"
-                        ))
-                        .into());
-                    }
-                    Entry::Vacant(vacant) => {
-                        vacant.insert(Made::action(action, output));
-                    }
-                }
-            }
-            self.actions.push(PlannedAction {
+        self.actions
+            .extend(configs.into_iter().map(|config| PlannedAction {
                 job: Arc::clone(&shared_name),
                 config,
                 inputs: List::new(),
                 dependents: List::new(),
-            });
+            }));
+        // Each output, in the answers' order, by its action and position.
+        let new = &self.actions[first..];
+        let outputs: Vec<(u32, u32)> = new
+            .iter()
+            .enumerate()
+            .flat_map(|(offset, action)| {
+                (0..action.config.outputs.len())
+                    .map(move |output| (Made::narrow(first + offset), Made::narrow(output)))
+            })
+            .collect();
+        let actions = &self.actions;
+        let duplicate = self.producers.insert_all(outputs.len(), |position| {
+            let (action, output) = outputs[position];
+            (
+                &actions[action as usize].config.outputs[output as usize],
+                Made::action(action as usize, output as usize),
+            )
+        });
+        if let Some(partition) = duplicate {
+            return Err(fail(format!(
+                "returned {partition} twice (two configs produce it)"
+            ))
+            .into());
         }
         let producers = &self.producers;
         if let Some(partition) = refs
             .par_iter()
-            .find_first(|partition| !producers.contains_key(*partition))
+            .find_first(|partition| !producers.contains_key(partition))
         {
             return Err(fail(format!("returned no config for {partition}")).into());
         }
@@ -485,7 +496,7 @@ impl Planner<'_> {
         // Every input is resolved: the map of produced refs (50 MB at the
         // 1M scale) is not needed by the dependents' layout and the
         // topological order that follow.
-        self.producers = FxHashMap::default();
+        self.producers = Produced::default();
         // Each action's dependents, in index order, laid out in one array
         // (counted, then placed) and copied into the actions' lists: each
         // list is made whole, one item (the usual count) in place.
@@ -600,6 +611,99 @@ fn configure_in_order(
     })
 }
 
+/// The planner's map of produced refs, in shards by hash, so that a wave's
+/// million outputs are inserted on both cores ([`Produced::insert_all`]):
+/// inserted one at a time on the planner's thread (a cache miss for the
+/// table and one for the ref's text each), they were its longest
+/// sequential step at the 1M scale (with the sources', about 0.5 s of a
+/// 2.2 s dry run). Keyed with FxHash: the planner hashes
+/// each ref a few times, and SipHash over a million refs was a tenth of
+/// planning (refs come from the user's own graph file and configure code,
+/// so there is no adversary to flood the table).
+#[derive(Default)]
+struct Produced {
+    /// [`Produced::SHARDS`] maps, or none before the first reservation.
+    shards: Vec<FxHashMap<PartitionRef, Made>>,
+}
+
+impl Produced {
+    /// One per core of the machines measured. Each shard's table is one
+    /// block (26 MB at the 1M scale) that the allocator maps on its own and
+    /// gives back when the map is dropped; 64 shards of 800 KB were left
+    /// in the heap once dropped, 50 MB more at the dry run's peak (and
+    /// slower: each shard picks its items out of all of them).
+    const SHARDS: usize = 2;
+
+    fn with_capacity(refs: usize) -> Self {
+        // A shard's share, with room for the spread of a hash's bits.
+        let each = refs / Self::SHARDS + refs / Self::SHARDS / 16 + 16;
+        Produced {
+            shards: (0..Self::SHARDS)
+                .map(|_| FxHashMap::with_capacity_and_hasher(each, rustc_hash::FxBuildHasher))
+                .collect(),
+        }
+    }
+
+    /// Bits of the ref's hash that the shard's own table does not use to
+    /// place it (the low bits) nor to tag it (the top seven).
+    fn shard(partition: &PartitionRef) -> usize {
+        use std::hash::BuildHasher;
+        (rustc_hash::FxBuildHasher.hash_one(partition) >> 32) as usize % Self::SHARDS
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shards.iter().all(FxHashMap::is_empty)
+    }
+
+    fn get_key_value(&self, partition: &PartitionRef) -> Option<(&PartitionRef, &Made)> {
+        self.shards
+            .get(Self::shard(partition))?
+            .get_key_value(partition)
+    }
+
+    fn contains_key(&self, partition: &PartitionRef) -> bool {
+        self.get_key_value(partition).is_some()
+    }
+
+    /// Inserts `item(0) .. item(count - 1)`, each shard's in that order and
+    /// the shards in parallel; returns the first ref in that order that was
+    /// already there (inserted before, or earlier in the items), as
+    /// inserting them one by one finds it. The map is left incomplete
+    /// then.
+    fn insert_all<'a>(
+        &mut self,
+        count: usize,
+        item: impl Fn(usize) -> (&'a PartitionRef, Made) + Sync,
+    ) -> Option<&'a PartitionRef> {
+        if self.shards.is_empty() {
+            *self = Produced::with_capacity(count);
+        }
+        let shard_of: Vec<u8> = (0..count)
+            .into_par_iter()
+            .map(|position| Self::shard(item(position).0) as u8)
+            .collect();
+        let first_duplicate = self
+            .shards
+            .par_iter_mut()
+            .enumerate()
+            .filter_map(|(shard, map)| {
+                let mine = shard_of.iter().enumerate();
+                for (position, _) in mine.filter(|(_, of)| usize::from(**of) == shard) {
+                    let (partition, made) = item(position);
+                    match map.entry(partition.clone()) {
+                        Entry::Occupied(_) => return Some(position),
+                        Entry::Vacant(vacant) => {
+                            vacant.insert(made);
+                        }
+                    }
+                }
+                None
+            })
+            .min()?;
+        Some(item(first_duplicate).0)
+    }
+}
+
 /// What the planner keeps of each planned partition: its producer, in 8
 /// bytes where an [`InputSource`] takes 24 (the map holds a million and a
 /// half of them at the 1M scale: 86 -> 50 MB).
@@ -656,10 +760,7 @@ impl Made {
 /// Resolves `action`'s inputs through `producers`: if every one is planned,
 /// sets `action.inputs` and points each input's ref at the producer's copy;
 /// returns the refs not planned yet (then `action.inputs` is not set).
-fn resolve(
-    action: &mut PlannedAction,
-    producers: &FxHashMap<PartitionRef, Made>,
-) -> Vec<PartitionRef> {
+fn resolve(action: &mut PlannedAction, producers: &Produced) -> Vec<PartitionRef> {
     let mut missing = Vec::new();
     let inputs: List<InputSource> = action
         .config
@@ -783,6 +884,43 @@ fn find_cycle(actions: &[PlannedAction], pending: &[usize]) -> Vec<PartitionRef>
 pub(crate) mod tests {
     use super::*;
     use crate::graph::{Job, Producer};
+
+    /// The first ref of the items already there, as inserting them one by
+    /// one finds it, whichever shard it and the later duplicates are in;
+    /// and every item before it is then found.
+    #[test]
+    fn the_first_duplicate_in_order_is_the_one_reported() {
+        let refs: Vec<PartitionRef> = (0..400)
+            .map(|i| PartitionRef::parse(&format!("d/n={i}")).unwrap())
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for _ in 0..200 {
+            let mut produced = Produced::with_capacity(refs.len());
+            let before = random(100);
+            assert_eq!(
+                produced.insert_all(before, |i| (&refs[i], Made::source(i))),
+                None
+            );
+            let items: Vec<usize> = (0..random(300)).map(|_| random(refs.len())).collect();
+            let mut seen: std::collections::HashSet<usize> = (0..before).collect();
+            let expected = items.iter().position(|&i| !seen.insert(i));
+            let found = produced.insert_all(items.len(), |k| (&refs[items[k]], Made::source(k)));
+            assert_eq!(found, expected.map(|k| &refs[items[k]]));
+            let inserted = expected.unwrap_or(items.len());
+            for &i in items[..inserted]
+                .iter()
+                .chain(&(0..before).collect::<Vec<_>>())
+            {
+                assert!(produced.contains_key(&refs[i]));
+            }
+        }
+    }
 
     /// The order is the one a heap of every ready node gives (the lowest
     /// ready index each time), on graphs whose edges point forwards,
