@@ -1352,20 +1352,26 @@ mod tests {
         cairn_core::contract::remote_blobs_stream_in(&without_uploads_in_parts(dir.path()));
     }
 
-    /// A blob longer than a part goes to a cache without uploads in parts
-    /// (HTTP) as part objects and their index, read one part at a time
-    /// (here from a reader yielding 1 TiB of which 20 MiB and 7 bytes are
-    /// taken), and comes back whole through every read method.
-    #[test]
-    fn a_long_blob_goes_as_parts_and_an_index_where_uploads_take_no_parts() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = without_uploads_in_parts(dir.path());
-        let content: Vec<u8> = (0..(20 << 20) + 7u32).map(|i| (i % 251) as u8).collect();
+    /// `length` bytes sent to a directory cache made to behave as an HTTP
+    /// cache: the cache, the bytes and their digest.
+    fn sent_as_parts(dir: &std::path::Path, length: u32) -> (ObjectCache, Vec<u8>, ContentDigest) {
+        let cache = without_uploads_in_parts(dir);
+        let content: Vec<u8> = (0..length).map(|i| (i % 251) as u8).collect();
         let digest = ContentDigest::of(&content);
         let sent = cache
             .put_blob_from(&digest, &mut std::io::Cursor::new(&content))
             .unwrap();
         assert_eq!(sent, content.len() as u64);
+        (cache, content, digest)
+    }
+
+    /// A blob longer than a part goes to a cache without uploads in parts
+    /// (HTTP) as part objects and their index, and comes back whole
+    /// through every read method.
+    #[test]
+    fn a_long_blob_goes_as_parts_and_an_index_where_uploads_take_no_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, content, digest) = sent_as_parts(dir.path(), (20 << 20) + 7);
         let cas = dir.path().join("cas");
         assert!(!cas.join(digest.to_hex()).exists(), "not stored whole");
         let index = std::fs::read_to_string(cas.join(format!("{digest}.parts"))).unwrap();
@@ -1407,12 +1413,7 @@ mod tests {
     #[test]
     fn a_part_missing_cut_or_grown_and_a_wrong_index_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = without_uploads_in_parts(dir.path());
-        let content: Vec<u8> = (0..(9 << 20) + 1u32).map(|i| (i % 241) as u8).collect();
-        let digest = ContentDigest::of(&content);
-        cache
-            .put_blob_from(&digest, &mut std::io::Cursor::new(&content))
-            .unwrap();
+        let (cache, content, digest) = sent_as_parts(dir.path(), (9 << 20) + 1);
         let cas = dir.path().join("cas");
         let second = cas.join(ContentDigest::of(&content[PART..]).to_hex());
         let read = |cache: &ObjectCache| -> Result<Vec<u8>, String> {

@@ -885,6 +885,16 @@ pub(crate) mod tests {
     use super::*;
     use crate::graph::{Job, Producer};
 
+    /// A reproducible source of numbers below its argument (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        }
+    }
+
     /// The first ref of the items already there, as inserting them one by
     /// one finds it, whichever shard it and the later duplicates are in;
     /// and every item before it is then found.
@@ -893,13 +903,7 @@ pub(crate) mod tests {
         let refs: Vec<PartitionRef> = (0..400)
             .map(|i| PartitionRef::parse(&format!("d/n={i}")).unwrap())
             .collect();
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut random = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut random = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         for _ in 0..200 {
             let mut produced = Produced::with_capacity(refs.len());
             let before = random(100);
@@ -946,13 +950,7 @@ pub(crate) mod tests {
             }
             order
         }
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut random = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut random = xorshift(0x2545_f491_4f6c_dd1d_u64);
         for case in 0..300 {
             let count = 1 + random(60);
             // A random ranking of the nodes; edges go from lower to higher
