@@ -387,7 +387,7 @@ fn dry_run_planning(
         requested.len(),
         started.elapsed()
     );
-    let plan = if for_build {
+    let mut plan = if for_build {
         workspace.plan_for_build(&requested)?
     } else {
         workspace.plan(&requested)?
@@ -395,6 +395,11 @@ fn dry_run_planning(
     // The plan keeps its own copy (a million refs: 16 MB through the
     // evaluation, where a dry run's memory peaks).
     drop(requested);
+    if !for_build {
+        // Nor is the plan's copy read again by a dry run (its listing and
+        // counts are the actions'); the one for a build is kept for it.
+        drop(std::mem::take(&mut plan.requested));
+    }
     tracing::debug!(
         "planned {} actions, {} sources ({:.2?})",
         plan.actions.len(),
