@@ -110,7 +110,8 @@ TOML
 }
 timed() { sync; local t; t=$(now); "$@" >/dev/null; since "$t"; }
 # share A B: A as a percentage of B (B's time over A's is a rate's share);
-# a difference of builds at or under zero (noise) has no share.
+# a difference of builds at or under zero (noise) counts as 9999%, and the
+# median of the runs decides.
 share() { if [ "$(echo "$2 > 0" | bc)" = 1 ]; then echo "scale=0; $1 * 100 / $2" | bc; else echo 9999; fi; }
 ups=(); downs=(); up_rates=(); down_rates=(); curl_ups=(); curl_files=(); curl_downs=()
 os_ups=(); os_gets=(); os_durables=()
