@@ -152,6 +152,11 @@ pub enum Lookup {
 /// them; smaller ones are sent at once (docs/remote-cache.md).
 pub const ASK_FIRST_ABOVE: u64 = 64 * 1024;
 
+// A log too long to inline (its size known only once read) is asked for
+// first (`Remote::prepare_upload`'s last branch): right only while no blob
+// too long to inline is short enough to go without asking.
+const _: () = assert!(ASK_FIRST_ABOVE <= INLINE_AT_MOST);
+
 /// How long a lookup's "no entry" stands for the entry's absence when the
 /// result is uploaded: a cache with no conditional put then writes the
 /// entry without looking again (one request fewer per action). A job that

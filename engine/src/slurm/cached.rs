@@ -198,15 +198,27 @@ fn place(cache: &dyn RemoteCache, from: &Path, to: String) -> Result<Placed, Str
 
 /// Uploads the file at `path` unless the cache has it; its digest. Read
 /// as a stream twice (hashed, then sent), never held whole: an input, an
-/// output or a log may be larger than the machine's memory.
+/// output or a log may be larger than the machine's memory. The second
+/// read is checked against the first: a file that changed in between (a
+/// process the job left behind, still writing) is an error naming it, and
+/// never stored under a digest that is not its content's.
 fn put_file(cache: &dyn RemoteCache, path: &Path) -> Result<ContentDigest, String> {
     let failed = |error: io::Error| format!("{}: {error}", path.display());
     let digest = crate::observe::hash_file(path).map_err(failed)?;
     if !cache.has_blob(&digest).map_err(|error| error.to_string())? {
-        let mut file = fs::File::open(path).map_err(failed)?;
-        cache
-            .put_blob_from(&digest, &mut file)
-            .map_err(|error| error.to_string())?;
+        let file = fs::File::open(path).map_err(failed)?;
+        let changed = std::sync::atomic::AtomicBool::new(false);
+        let mut verified = VerifyingReader::new(file, digest)
+            .on_corrupt(|| changed.store(true, std::sync::atomic::Ordering::SeqCst));
+        let sent = cache.put_blob_from(&digest, &mut verified);
+        drop(verified);
+        if changed.into_inner() {
+            return Err(format!(
+                "{}: changed while it was sent to the remote cache (it hashed to {digest} before)",
+                path.display()
+            ));
+        }
+        sent.map_err(|error| error.to_string())?;
     }
     Ok(digest)
 }
@@ -567,6 +579,63 @@ mod tests {
     use super::*;
     use crate::job::JobEnvironment;
     use crate::memory::MemoryRemoteCache;
+    use crate::ports::{PutOutcome, RemoteError};
+
+    /// A cache that lets the file at `path` grow when asked whether it has
+    /// a blob: between the file's hash and its upload, as a process a job
+    /// left behind would.
+    struct GrowsTheFile<'a> {
+        inner: MemoryRemoteCache,
+        path: &'a Path,
+    }
+
+    impl RemoteCache for GrowsTheFile<'_> {
+        fn url(&self) -> &str {
+            self.inner.url()
+        }
+        fn get_action(&self, key: &ActionKey) -> Result<Option<Vec<u8>>, RemoteError> {
+            self.inner.get_action(key)
+        }
+        fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<PutOutcome, RemoteError> {
+            self.inner.put_action(key, entry)
+        }
+        fn has_blob(&self, digest: &ContentDigest) -> Result<bool, RemoteError> {
+            let mut file = fs::OpenOptions::new().append(true).open(self.path).unwrap();
+            io::Write::write_all(&mut file, b"written late\n").unwrap();
+            self.inner.has_blob(digest)
+        }
+        fn get_blob(&self, digest: &ContentDigest) -> Result<Option<Vec<u8>>, RemoteError> {
+            self.inner.get_blob(digest)
+        }
+        fn put_blob(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<(), RemoteError> {
+            self.inner.put_blob(digest, bytes)
+        }
+    }
+
+    /// A file that changes after it is hashed is an error naming it, and
+    /// its new bytes are not stored under the old content's digest (the
+    /// cache's readers would refuse them, the attempt then failing late).
+    #[test]
+    fn a_file_changed_after_its_hash_is_not_stored_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        fs::write(&path, "hashed\n").unwrap();
+        let cache = GrowsTheFile {
+            inner: MemoryRemoteCache::default(),
+            path: &path,
+        };
+        let error = put_file(&cache, &path).unwrap_err();
+        assert!(
+            error.contains(&format!("{}: changed while it was sent", path.display())),
+            "{error}"
+        );
+        let digest = ContentDigest::of(b"hashed\n");
+        assert!(
+            !cache.inner.has_blob(&digest).unwrap(),
+            "stored under {digest}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"hashed\nwritten late\n");
+    }
 
     /// Each beat is an entry of its own; the coordinator catches up.
     #[test]
