@@ -329,40 +329,12 @@ pub fn declarative_config(
     templated_config(job, bindings, None, fan, Known::default())
 }
 
-/// [`declarative_config`] for the requested `partition` (`bindings` from
-/// matching it): when the job has one output pattern and `partition`
-/// matches it, the output is `partition` itself, its string shared rather
-/// than templated, validated and allocated again (a million times at the
-/// 1M scale).
-pub fn declarative_config_for(
-    job: &Job,
-    partition: &PartitionRef,
-    bindings: &Bindings,
-    fan: &FanDomains<'_>,
-) -> Result<JobConfig, ConfigureError> {
-    declarative_config_sharing(job, partition, bindings, fan, Known::default())
-}
-
-/// [`declarative_config_for`], each input that is one of the `known` refs
-/// sharing its string.
-pub fn declarative_config_sharing(
-    job: &Job,
-    partition: &PartitionRef,
-    bindings: &Bindings,
-    fan: &FanDomains<'_>,
-    known: Known<'_>,
-) -> Result<JobConfig, ConfigureError> {
-    let itself = match job.outputs.as_slice() {
-        [pattern] if pattern.is_match(partition) => Some(List::one(partition.clone())),
-        _ => None,
-    };
-    templated_config(job, bindings, itself, fan, known)
-}
-
-/// [`declarative_config_sharing`] with the bindings made here
-/// ([`bindings_of`]): a ref that binds to a single-output job matched its
-/// one pattern, so the output is the ref without matching it again (a
-/// million matches at the 1M scale).
+/// [`declarative_config`] for a requested `partition` that the lookup
+/// found this job produces, with the bindings made here ([`bindings_of`]),
+/// each input that is one of the `known` refs sharing its string. A
+/// single-output job's output is `partition` itself, shared rather than
+/// templated, validated and allocated again, and not matched again (the
+/// lookup matched it): a million times each at the 1M scale.
 pub fn declarative_config_bound(
     job: &Job,
     partition: &PartitionRef,

@@ -1221,11 +1221,11 @@ run = ["daily"]
             if job.configure.is_some() {
                 continue;
             }
-            let shared = crate::config::declarative_config_for(
+            let shared = crate::config::declarative_config_bound(
                 job,
                 &partition,
-                &bindings,
                 &Default::default(),
+                crate::config::Known::default(),
             )
             .unwrap();
             assert_eq!(
@@ -1272,10 +1272,9 @@ run = ["daily"]
             let shared = config.inputs[0].partition.as_str().as_ptr() == raw.as_str().as_ptr();
             assert_eq!(shared, shares);
         }
-        let shared = crate::config::declarative_config_sharing(
+        let shared = crate::config::declarative_config_bound(
             clean,
             &partition,
-            &bindings,
             &Default::default(),
             crate::config::Known(&wave),
         )
