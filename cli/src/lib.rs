@@ -17,6 +17,7 @@ mod defs;
 mod escape;
 mod explain;
 mod inspect;
+mod memory;
 mod plan;
 mod remote;
 mod report;
@@ -637,6 +638,7 @@ enum PlanFormat {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
+    memory::large_blocks_return_when_freed();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     report_catalog_panics_as_corruption(&cli);
