@@ -490,6 +490,14 @@ rm -rf "$TRASH"
 # The blocks of docs/benchmarks.md this run measured; the machine's and the
 # notes' are rewritten every time, the others kept unless measured here.
 blocks="machine notes"
+# The notes block is benches/e2e/notes.md. Text written into the doc's
+# block by hand would be lost by rewriting it (604 lines once were): keep
+# the doc's block as it is then, and say so.
+if [ "$WRITE_DOC" = 1 ] && [ -f "$DOC" ] && ! sed -n '/^<!-- compare\.sh: notes -->$/,/^<!-- \/compare\.sh: notes -->$/p' "$DOC" \
+        | sed '1d;$d' | cmp -s - "$REPO/benches/e2e/notes.md"; then
+    log "the notes block of $DOC differs from benches/e2e/notes.md: kept as it is (move its text into notes.md, then run again to rewrite it)"
+    blocks="machine"
+fi
 if [ -n "$SIZES" ] || [ "$SCALE" = 1 ]; then
     blocks="$blocks podcast"
     printf 'podcast\t%s\t%s\t%s\t%s\t%s\n' "$REV" "$START" "$LOAD_START" "$LOAD_END" "$END" >> "$RUNS_LOG"
