@@ -638,7 +638,7 @@ enum PlanFormat {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    memory::large_blocks_return_when_freed();
+    memory::one_arena_per_core();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     report_catalog_panics_as_corruption(&cli);
