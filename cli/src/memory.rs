@@ -11,9 +11,11 @@
 /// depended on timing: the peak RSS of the same dry run fell in two groups
 /// 8 MB apart, the higher over the 512 MiB that docs/benchmarks.md holds it
 /// to in most runs, and a build after one changed input peaked at 1.044 GB,
-/// 4 MB under its 1 GiB. With one arena per core: the dry run in the lower
-/// group in twelve runs of thirteen, the changed input 1.027–1.043 GB, in
-/// the same time (docs/benchmarks.md, "Eighteenth round", item 54). No
+/// 4 MB under its 1 GiB. With one arena per core, in the same windows: the
+/// dry run in the lower group in twelve runs of thirteen, the changed input
+/// 1.027–1.043 GB, in the same time. It narrows the spread; it does not
+/// fix the peak: in a later window both groups had moved 8 MB up, with and
+/// without the cap (docs/benchmarks.md, "Eighteenth round", item 54). No
 /// more threads than cores run at once, so a thread rarely finds its arena
 /// taken.
 ///
