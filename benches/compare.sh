@@ -493,7 +493,7 @@ blocks="machine notes"
 # The notes block is benches/e2e/notes.md. Text written into the doc's
 # block by hand would be lost by rewriting it (604 lines once were): keep
 # the doc's block as it is then, and say so.
-if [ "$WRITE_DOC" = 1 ] && [ -f "$DOC" ] && ! sed -n '/^<!-- compare\.sh: notes -->$/,/^<!-- \/compare\.sh: notes -->$/p' "$DOC" \
+if [ "$WRITE_DOC" = 1 ] && [ -f "$DOC" ] && grep -qx '<!-- compare\.sh: notes -->' "$DOC" && ! sed -n '/^<!-- compare\.sh: notes -->$/,/^<!-- \/compare\.sh: notes -->$/p' "$DOC" \
         | sed '1d;$d' | cmp -s - "$REPO/benches/e2e/notes.md"; then
     log "the notes block of $DOC differs from benches/e2e/notes.md: kept as it is (move its text into notes.md, then run again to rewrite it)"
     blocks="machine"
