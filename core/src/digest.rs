@@ -133,10 +133,20 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
+/// Buffers at least this long are hashed on every core by
+/// [`ContentDigest::of`].
+const PARALLEL_FROM: usize = 1024 * 1024;
+
 impl ContentDigest {
-    /// blake3 of `bytes`.
+    /// blake3 of `bytes`; a buffer of [`PARALLEL_FROM`] bytes or more is
+    /// hashed on every core (rayon's pool).
     pub fn of(bytes: &[u8]) -> Self {
-        ContentDigest(*blake3::hash(bytes).as_bytes())
+        if bytes.len() < PARALLEL_FROM {
+            return ContentDigest(*blake3::hash(bytes).as_bytes());
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_rayon(bytes);
+        ContentDigest(*hasher.finalize().as_bytes())
     }
 }
 

@@ -472,12 +472,7 @@ impl ObjectCache {
             return Ok(Arc::clone(store));
         }
         let store = (self.make)(self.client.clone().with_timeout_disabled()).map_err(|error| {
-            RemoteError::Request {
-                url: self.url.clone(),
-                operation,
-                object: object.to_string(),
-                message: format!("cannot start a client: {error}"),
-            }
+            self.request_error(operation, object, format!("cannot start a client: {error}"))
         })?;
         lane.streaming = Some(Arc::clone(&store));
         Ok(store)
@@ -499,11 +494,12 @@ impl ObjectCache {
             .pop();
         match idle {
             Some(lane) => Ok(lane),
-            None => self.new_lane().map_err(|message| RemoteError::Request {
-                url: self.url.clone(),
-                operation,
-                object: object.to_string(),
-                message: format!("cannot start a client: {message}"),
+            None => self.new_lane().map_err(|message| {
+                self.request_error(
+                    operation,
+                    object,
+                    format!("cannot start a client: {message}"),
+                )
             }),
         }
     }
@@ -671,11 +667,21 @@ impl ObjectCache {
         object: &StorePath,
         error: &object_store::Error,
     ) -> RemoteError {
+        self.request_error(operation, object, error.to_string())
+    }
+
+    /// A request on `object` that failed, saying `message`.
+    fn request_error(
+        &self,
+        operation: &'static str,
+        object: &StorePath,
+        message: String,
+    ) -> RemoteError {
         RemoteError::Request {
             url: self.url.clone(),
             operation,
             object: object.to_string(),
-            message: error.to_string(),
+            message,
         }
     }
 
@@ -788,12 +794,11 @@ impl ObjectCache {
     /// The error of an upload whose blob could not be read from the local
     /// store.
     fn unread(&self, path: &StorePath, error: &std::io::Error) -> RemoteError {
-        RemoteError::Request {
-            url: self.url.clone(),
-            operation: "put",
-            object: path.to_string(),
-            message: format!("reading the blob from the local store: {error}"),
-        }
+        self.request_error(
+            "put",
+            path,
+            format!("reading the blob from the local store: {error}"),
+        )
     }
 
     /// Sends the blob whose first [`PART`] bytes are `first` and whose
@@ -884,9 +889,7 @@ impl ObjectCache {
         let mut length = 0u64;
         let mut part = first;
         while !part.is_empty() {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update_rayon(&part);
-            let part_digest = ContentDigest(*hasher.finalize().as_bytes());
+            let part_digest = ContentDigest::of(&part);
             let part_path = &cas_path(&part_digest);
             let sending = part.len();
             let payload = PutPayload::from(part);
@@ -957,28 +960,14 @@ impl ObjectCache {
         else {
             return Ok(None);
         };
-        let parts = parse_parts(&index).map_err(|message| RemoteError::Request {
-            url: self.url.clone(),
-            operation: "get",
-            object: index_path.to_string(),
-            message,
-        })?;
+        let parts = parse_parts(&index)
+            .map_err(|message| self.request_error("get", index_path, message))?;
         Ok(Some(PartsReader {
             cache: self,
             index: index_path.clone(),
             parts: parts.into_iter(),
             current: None,
         }))
-    }
-
-    /// A read of `path` that failed, as the request's error.
-    fn unreadable(&self, path: &StorePath, error: &std::io::Error) -> RemoteError {
-        RemoteError::Request {
-            url: self.url.clone(),
-            operation: "get",
-            object: path.to_string(),
-            message: error.to_string(),
-        }
     }
 }
 
@@ -996,12 +985,11 @@ struct PartsReader<'a> {
 
 impl PartsReader<'_> {
     fn wrong(&self, part: &StorePath, what: &str) -> std::io::Error {
-        std::io::Error::other(RemoteError::Request {
-            url: self.cache.url.clone(),
-            operation: "get",
-            object: part.to_string(),
-            message: format!("{what}, as {} names it", self.index),
-        })
+        std::io::Error::other(self.cache.request_error(
+            "get",
+            part,
+            format!("{what}, as {} names it", self.index),
+        ))
     }
 }
 
@@ -1146,7 +1134,7 @@ impl RemoteCache for ObjectCache {
         let mut bytes = Vec::new();
         parts
             .read_to_end(&mut bytes)
-            .map_err(|error| self.unreadable(&parts_path(digest), &error))?;
+            .map_err(|error| self.request_error("get", &parts_path(digest), error.to_string()))?;
         Ok(Some(bytes))
     }
 

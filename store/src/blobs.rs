@@ -83,8 +83,6 @@ const RESTORE_BUFFER: usize = 256 * 1024;
 /// A restore leaves a hole where the blob has this many zero bytes, aligned
 /// (the page size, and the block size of most file systems).
 const HOLE_BLOCK: usize = 4096;
-/// Buffers at least this long are hashed on several threads.
-const PARALLEL_HASH_MIN: usize = 1024 * 1024;
 
 /// How [`FsBlobStore::sync`] makes writes durable (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -556,7 +554,7 @@ impl FsBlobStore {
     /// Stores `bytes` as a blob of mode `mode` (see [`blob_mode`]).
     fn put_bytes_with_mode(&self, bytes: &[u8], mode: u32) -> Result<ContentDigest, StoreError> {
         self.check_writable()?;
-        let digest = hash_bytes(bytes);
+        let digest = ContentDigest::of(bytes);
         let length = bytes.len() as u64;
         let final_path = self.blob_path(&digest);
         if self.keeps(&digest, &final_path, length, mode) {
@@ -691,7 +689,7 @@ impl BlobStore for FsBlobStore {
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|error| StoreError::io(&path, error))?;
-        let actual = hash_bytes(&bytes);
+        let actual = ContentDigest::of(&bytes);
         if actual != *digest {
             self.suspect(digest);
             return Err(StoreError::CorruptBlob {
@@ -783,16 +781,6 @@ const BYTES_MODE: u32 = 0o444;
 fn blob_mode(metadata: &std::fs::Metadata) -> u32 {
     use std::os::unix::fs::MetadataExt;
     (metadata.mode() & 0o555) | 0o400
-}
-
-fn hash_bytes(bytes: &[u8]) -> ContentDigest {
-    let mut hasher = blake3::Hasher::new();
-    if bytes.len() >= PARALLEL_HASH_MIN {
-        hasher.update_rayon(bytes);
-    } else {
-        hasher.update(bytes);
-    }
-    ContentDigest(*hasher.finalize().as_bytes())
 }
 
 fn check(expected: &ContentDigest, hasher: &blake3::Hasher) -> Result<(), StoreError> {
