@@ -13,11 +13,11 @@
 /// to in most runs, and a build after one changed input peaked at 1.044 GB,
 /// 4 MB under its 1 GiB. With one arena per core, in the same windows: the
 /// dry run in the lower group in twelve runs of thirteen, the changed input
-/// 1.027–1.043 GB, in the same time. It narrows the spread; it does not
-/// fix the peak: in a later window both groups had moved 8 MB up, with and
-/// without the cap (docs/benchmarks.md, "Eighteenth round", item 54). No
-/// more threads than cores run at once, so a thread rarely finds its arena
-/// taken.
+/// 1.027–1.043 GB, in the same time. It narrows the spread of the heap; in
+/// a later window the peak RSS was 8 MB higher with and without the cap,
+/// those 8 MB being the executable's own mapped pages (`RssFile`), not
+/// heap (docs/benchmarks.md, "Eighteenth round", item 54). No more threads
+/// than cores run at once, so a thread rarely finds its arena taken.
 ///
 /// Not a fixed mmap threshold, which kept every run low: each block of
 /// 1 MiB or more then comes in fresh pages, and a remote-cache upload
