@@ -286,8 +286,37 @@ fn unusable_sources(plan: &Plan) -> rustc_hash::FxHashMap<usize, String> {
             start = index;
         }
     }
+    // The sources of `range` (in one run, in `directory`, read as `listed`)
+    // that cannot be read, each with its reason.
+    let unusable_in = |bases: &mut crate::observe::Bases,
+                       range: std::ops::Range<usize>,
+                       directory: Option<&std::path::Path>,
+                       listed: Option<&RegularFiles>| {
+        range
+            .filter_map(|index| {
+                let source = &sources[index];
+                // (A path ending in `/` has the directory above as its
+                // parent: not the run's.)
+                let present = listed.is_some_and(|listed| {
+                    source.path.parent() == directory
+                        && source
+                            .path
+                            .file_name()
+                            .is_some_and(|name| listed.names.contains(name))
+                });
+                if present {
+                    return None;
+                }
+                list_source(bases, source).map(|reason| (index, reason))
+            })
+            .collect::<Vec<(usize, String)>>()
+    };
+    // One `Bases` per rayon task, kept across the runs it takes (a run of
+    // one source per directory would otherwise open and close the
+    // directory its stats are relative to for each); a long run is split
+    // into chunks checked in parallel.
     runs.par_iter()
-        .flat_map_iter(|run| {
+        .map_init(crate::observe::Bases::default, |bases, run| {
             let directory = sources[run.start].path.parent();
             let listed = match directory {
                 Some(directory) if run.len() >= RegularFiles::WORTH_READING => {
@@ -295,35 +324,20 @@ fn unusable_sources(plan: &Plan) -> rustc_hash::FxHashMap<usize, String> {
                 }
                 _ => None,
             };
-            let offsets: Vec<usize> = (run.start..run.end).step_by(CHUNK).collect();
-            let unusable: Vec<(usize, String)> = offsets
-                .par_iter()
-                .flat_map_iter(|&chunk_start| {
-                    let mut bases = crate::observe::Bases::default();
-                    let chunk_end = (chunk_start + CHUNK).min(run.end);
-                    let listed = listed.as_ref();
-                    (chunk_start..chunk_end)
-                        .filter_map(|index| {
-                            let source = &sources[index];
-                            // (A path ending in `/` has the directory
-                            // above as its parent: not the run's.)
-                            let present = listed.is_some_and(|listed| {
-                                source.path.parent() == directory
-                                    && source
-                                        .path
-                                        .file_name()
-                                        .is_some_and(|name| listed.names.contains(name))
-                            });
-                            if present {
-                                return None;
-                            }
-                            list_source(&mut bases, source).map(|reason| (index, reason))
-                        })
-                        .collect::<Vec<_>>()
+            if run.len() <= CHUNK {
+                return unusable_in(bases, run.clone(), directory, listed.as_ref());
+            }
+            (0..run.len().div_ceil(CHUNK))
+                .into_par_iter()
+                .map_init(crate::observe::Bases::default, |bases, chunk| {
+                    let start = run.start + chunk * CHUNK;
+                    let end = (start + CHUNK).min(run.end);
+                    unusable_in(bases, start..end, directory, listed.as_ref())
                 })
-                .collect();
-            unusable
+                .flatten_iter()
+                .collect()
         })
+        .flatten_iter()
         .collect()
 }
 
