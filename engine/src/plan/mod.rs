@@ -313,13 +313,9 @@ impl Planner<'_> {
         // gives. (A source planned in this loop is never looked up again:
         // the frontier is distinct.)
         let (graph, producers) = (self.graph, &self.producers);
-        // (The first wave's map is empty: a million probes of its table,
-        // each a cache miss, are skipped.)
-        let empty = producers.is_empty();
-        let fresh = |partition| empty || !producers.contains_key(partition);
         let found: Vec<Option<Result<Origin<'_>, String>>> = frontier
             .par_iter()
-            .map(|partition| fresh(partition).then(|| graph.origin(partition)))
+            .map(|partition| (!producers.contains_key(partition)).then(|| graph.origin(partition)))
             .collect();
         // The sources are counted first and their list grown once: grown
         // by doubling (half a million at the 1M scale), each smaller copy
@@ -622,7 +618,7 @@ fn configure_in_order(
 /// so there is no adversary to flood the table).
 #[derive(Default)]
 struct Produced {
-    /// [`Produced::SHARDS`] maps, or none before the first reservation.
+    /// [`Produced::SHARDS`] maps (none once `link` has let the map go).
     shards: Vec<FxHashMap<PartitionRef, Made>>,
 }
 
@@ -656,6 +652,11 @@ impl Produced {
     }
 
     fn get_key_value(&self, partition: &PartitionRef) -> Option<(&PartitionRef, &Made)> {
+        // An empty map answers before the ref is hashed to pick its shard:
+        // the first wave looks up a million refs in it.
+        if self.is_empty() {
+            return None;
+        }
         self.shards
             .get(Self::shard(partition))?
             .get_key_value(partition)
@@ -675,9 +676,11 @@ impl Produced {
         count: usize,
         item: impl Fn(usize) -> (&'a PartitionRef, Made) + Sync,
     ) -> Option<&'a PartitionRef> {
-        if self.shards.is_empty() {
-            *self = Produced::with_capacity(count);
-        }
+        debug_assert_eq!(
+            self.shards.len(),
+            Self::SHARDS,
+            "inserted into a map made without its shards"
+        );
         let shard_of: Vec<u8> = (0..count)
             .into_par_iter()
             .map(|position| Self::shard(item(position).0) as u8)
