@@ -294,7 +294,9 @@ pub enum DryRun {
     /// The up-to-date snapshot confirmed that nothing changed since the
     /// last build: every action of it is up to date, in the plan's order.
     Current(Snapshot),
-    /// The plan and each action's verdict, by plan index.
+    /// The plan and each action's verdict, by plan index. The plan's
+    /// `requested` is empty unless the dry run was made for a build
+    /// (`dry_run_planning`): nothing of a dry run's own reads it.
     Planned { plan: Plan, verdicts: Vec<Verdict> },
 }
 
@@ -392,11 +394,11 @@ fn dry_run_planning(
     } else {
         workspace.plan(&requested)?
     };
-    // The plan keeps its own copy (a million refs: 16 MB through the
+    // Not needed past planning (a million refs: 16 MB through the
     // evaluation, where a dry run's memory peaks).
     drop(requested);
     if !for_build {
-        // Nor is the plan's copy read again by a dry run (its listing and
+        // Nor is the plan's own copy read by a dry run (its listing and
         // counts are the actions'); the one for a build is kept for it.
         drop(std::mem::take(&mut plan.requested));
     }

@@ -333,8 +333,9 @@ pub fn declarative_config(
 /// found this job produces, with the bindings made here ([`bindings_of`]),
 /// each input that is one of the `known` refs sharing its string. A
 /// single-output job's output is `partition` itself, shared rather than
-/// templated, validated and allocated again, and not matched again (the
-/// lookup matched it): a million times each at the 1M scale.
+/// templated, validated and allocated again: a million times each at the
+/// 1M scale. It is matched once more, by [`bindings_of`], which refuses a
+/// ref that is not this job's.
 pub fn declarative_config_bound(
     job: &Job,
     partition: &PartitionRef,
