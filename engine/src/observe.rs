@@ -564,9 +564,11 @@ fn refusal(path: &Path, metadata: &Metadata) -> ObserveError {
 /// A few directories held open, to stat paths below them by a short
 /// relative name (`fstatat`): a lookup walks every component of a path,
 /// and the snapshot's paths are absolute, ten components deep in a
-/// typical layout. Each path is stat'ed relative to the directory two
-/// components up, so a partition's directory (`date=…/station=…/`) and
-/// its files (`date=…/station=…/reviews.csv`) use two bases between them.
+/// typical layout. A path is stat'ed relative to the directory two
+/// components up, or (a walk that knows the next path,
+/// [`Bases::lstat_before`]) one component up where the next path shares
+/// that directory: a partition's directory (`date=…/station=…/`) and its
+/// files (`date=…/station=…/reviews.csv`) then share the base `date=…`.
 #[derive(Default)]
 pub(crate) struct Bases {
     /// Most recently used first; a base that could not be opened is kept
@@ -582,6 +584,40 @@ impl Bases {
     pub(crate) fn lstat(&mut self, path: &str) -> Option<StatFields> {
         let parent = path.rfind('/')?;
         let base_end = path[..parent].rfind('/').filter(|&at| at > 0)?;
+        self.lstat_below(path, base_end)
+    }
+
+    /// [`Bases::lstat`], for a walk in sorted order that stats `next`
+    /// (absolute, a trailing `/` allowed) right after `path`: relative to
+    /// `path`'s parent, one component, when that directory is open or
+    /// `next` lies within two components of it (a directory's files; a
+    /// partition's directory, then its files from the directory above),
+    /// else two components up. Every lookup walks its components through
+    /// the kernel's dentry hash, most of a stat's cost on a large tree.
+    pub(crate) fn lstat_before(&mut self, path: &str, next: Option<&str>) -> Option<StatFields> {
+        let parent_end = path.rfind('/')?;
+        let parent = &path[..parent_end];
+        let shared = parent_end > 0
+            && (self.open.iter().any(|(open, _)| open == parent)
+                || next.is_some_and(|next| {
+                    let next = next.strip_suffix('/').unwrap_or(next);
+                    let Some(next_parent) = next.rfind('/').map(|at| &next[..at]) else {
+                        return false;
+                    };
+                    next_parent == parent
+                        || next_parent
+                            .rfind('/')
+                            .is_some_and(|at| &next_parent[..at] == parent)
+                }));
+        if shared {
+            return self.lstat_below(path, parent_end);
+        }
+        self.lstat(path)
+    }
+
+    /// `lstat` of `path` relative to its leading `path[..base_end]`, a
+    /// directory kept open.
+    fn lstat_below(&mut self, path: &str, base_end: usize) -> Option<StatFields> {
         let (base, relative) = (&path[..base_end], &path[base_end + 1..]);
         let mut name = [0u8; 256];
         if relative.len() >= name.len() || relative.as_bytes().contains(&0) {

@@ -584,7 +584,10 @@ fn check_batch(
             let mut differing = Vec::new();
             for (offset, &(start, end, ref seen, _)) in chunk.iter().enumerate() {
                 let key = &batch.keys[start..end];
-                match confirm_one(key, seen, &mut bases) {
+                let next = chunk
+                    .get(offset + 1)
+                    .map(|&(start, end, _, _)| &batch.keys[start..end]);
+                match confirm_one(key, seen, next, &mut bases) {
                     Found::Same => {}
                     Found::Changed
                         if changed_count.fetch_add(1, Ordering::Relaxed) >= changed_at_most =>
@@ -604,14 +607,15 @@ fn check_batch(
 /// One observed path, by the stat-cache rule: the same stat, or (a touched
 /// file or directory) the same content and executable bit under a new
 /// stat, else changed. The common case, the same stat, is decided by a
-/// stat relative to an open directory near the path; anything else is
-/// looked at again by its full path.
-fn confirm_one(key: &str, seen: &Seen, bases: &mut Bases) -> Found {
+/// stat relative to an open directory near the path (shared with `next`,
+/// the chunk's next key, where it can be); anything else is looked at
+/// again by its full path.
+fn confirm_one(key: &str, seen: &Seen, next: Option<&str>, bases: &mut Bases) -> Found {
     let (path, directory) = match key.strip_suffix('/') {
         Some(path) => (path, true),
         None => (key, false),
     };
-    if let Some(fields) = bases.lstat(path) {
+    if let Some(fields) = bases.lstat_before(path, next) {
         let kind = if directory {
             fields.is_dir()
         } else {
@@ -1092,6 +1096,34 @@ mod tests {
         }
         // Too short to have a base two components up: the full path decides.
         assert_eq!(bases.lstat("/tmp"), None);
+        assert!(bases.open.len() <= Bases::KEEP);
+
+        // Relative to the parent where the next path shares it, in a walk
+        // in sorted order, keys as the snapshot keeps them: the same.
+        let keys = [
+            "d/", "d/p/", "d/p/f.csv", "d/p/link", "d/p/none", "d/q", "d/q/f.csv", "d/q/g",
+            "x/y/z",
+        ]
+        .map(|key| format!("{}/{key}", root.display()));
+        let mut bases = Bases::default();
+        for (index, key) in keys.iter().enumerate() {
+            let path = key.strip_suffix('/').unwrap_or(key);
+            let full = fs::symlink_metadata(path)
+                .ok()
+                .map(|metadata| crate::observe::StatFields::of(&metadata));
+            let next = keys.get(index + 1).map(String::as_str);
+            assert_eq!(bases.lstat_before(path, next), full, "{key}");
+        }
+        // The parent of `d/p/f.csv` and of `d/q/f.csv` served as bases.
+        for parent in ["d/p", "d/q"] {
+            let parent = format!("{}/{parent}", root.display());
+            assert!(
+                bases.open.iter().any(|(open, _)| *open == parent)
+                    || fs::symlink_metadata(&parent).is_err(),
+                "{parent} was not a base: {:?}",
+                bases.open.iter().map(|(open, _)| open).collect::<Vec<_>>()
+            );
+        }
         assert!(bases.open.len() <= Bases::KEEP);
     }
 
