@@ -454,6 +454,157 @@ fn a_failed_build_leaves_no_snapshot() {
     assert!(again.count("failed") > 0);
 }
 
+const RECHECK: &str = ".cairn/up-to-date.recheck";
+
+/// A built copy whose clean job fails on a review line `FAIL,…`, with a
+/// snapshot of a full no-op.
+fn failing_on_request() -> Project {
+    let p = Project::podcast(3, 3);
+    p.patch_clean("grep -q '^FAIL,' \"$CAIRN_IN/reviews.csv\" && exit 3");
+    let (cold, _) = build(&p, &[]);
+    cold.assert_code(0);
+    full_no_op(&p);
+    p
+}
+
+/// Panics unless `with` (a build of `assisted`) reported and recorded
+/// what `without` (the same build of `full` down the full path) did.
+fn assert_same_build(assisted: &Project, with: &Build, full: &Project, without: &Build) {
+    assert_eq!(with.run.code, without.run.code);
+    for count in ["total", "executed", "cached", "failed", "skipped"] {
+        assert_eq!(with.count(count), without.count(count), "{count}");
+    }
+    for output in assisted.all_refs() {
+        assert_eq!(
+            with.action_for(&output)["key"],
+            without.action_for(&output)["key"],
+            "{output}"
+        );
+    }
+    assert_eq!(
+        shape(&assisted.build_events(with.id())),
+        shape(&full.build_events(without.id()))
+    );
+}
+
+/// A build that presumed actions from the snapshot and failed leaves the
+/// actions it did not presume for the next build to check, which takes
+/// the rest from the snapshot again instead of checking everything: it
+/// retries the failure, and after the fix ends where the full path ends,
+/// key for key and event for event, with a snapshot again.
+#[test]
+fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
+    let assisted = failing_on_request();
+    let full = failing_on_request();
+    let input = "inputs/2024-01-02/S002.txt";
+    let original = assisted.read_string(input);
+    for p in [&assisted, &full] {
+        p.append(input, "FAIL,4\n");
+    }
+    std::fs::remove_file(full.file(SNAPSHOT)).unwrap();
+    let presumed = format!("presumed {} of {TOTAL} {PRESUMED}", TOTAL - 3);
+    let left = "left 3 actions for the next build to check";
+
+    // The failure: raw ran, clean failed, daily was skipped.
+    let (with, _) = build(&assisted, &[]);
+    let (without, _) = build(&full, &[]);
+    with.assert_code(1);
+    with.assert_counts(TOTAL, 1, TOTAL - 3, 1, 1);
+    assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
+    assert!(with.run.stderr.contains(left), "{}", with.run.stderr);
+    assert!(assisted.file(RECHECK).is_file());
+    assert!(
+        !without.run.stderr.contains(PRESUMED),
+        "{}",
+        without.run.stderr
+    );
+    assert_same_build(&assisted, &with, &full, &without);
+    // The grid takes the rest from the snapshot too (the failed partition
+    // and those it concerns by the full status); the dry run does not.
+    assert!(
+        grid_from_snapshot(&assisted),
+        "the grid was not answered from the snapshot"
+    );
+    let (listed, quick) = dry_run(&assisted);
+    assert!(!quick, "{listed}");
+
+    // Again, unfixed: the three checked, the rest presumed, the same
+    // failure; raw's new output is found current.
+    let (with, quick) = build(&assisted, &[]);
+    let (without, _) = build(&full, &[]);
+    assert!(!quick, "{}", with.run.stderr);
+    with.assert_code(1);
+    with.assert_counts(TOTAL, 0, TOTAL - 2, 1, 1);
+    assert!(
+        with.run.stderr.contains("left 3 actions to check"),
+        "{}",
+        with.run.stderr
+    );
+    assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
+    assert_same_build(&assisted, &with, &full, &without);
+
+    // Fixed: the three run, the rest presumed; a snapshot again, and no
+    // list left.
+    for p in [&assisted, &full] {
+        p.write(input, format!("{original}ep9999,4\n"));
+    }
+    let (with, _) = build(&assisted, &[]);
+    let (without, _) = build(&full, &[]);
+    with.assert_code(0);
+    with.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
+    assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
+    assert_same_build(&assisted, &with, &full, &without);
+    let daily = format!("data/{}/summary.csv", common::daily_ref("2024-01-02"));
+    assert_eq!(assisted.read_string(&daily), full.read_string(&daily));
+    assert!(!assisted.file(RECHECK).exists());
+    let (after, quick) = build(&assisted, &[]);
+    assert!(quick, "{}", after.run.stderr);
+    after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+}
+
+/// The actions a failed build left hold only while its events are the
+/// log's last: anything recorded after them (an invalidation here) sends
+/// the next build down the full path, and a damaged list is no list.
+#[test]
+fn a_recheck_list_holds_only_right_after_its_build() {
+    let p = failing_on_request();
+    p.append("inputs/2024-01-02/S002.txt", "FAIL,4\n");
+    let (failed, _) = build(&p, &[]);
+    failed.assert_code(1);
+    assert!(p.file(RECHECK).is_file(), "{}", failed.run.stderr);
+    let invalidated = p.cairn(&[
+        "invalidate",
+        &clean_ref("2024-01-03", "S001"),
+        "--reason",
+        "test",
+    ]);
+    assert_eq!(invalidated.code, 0, "{invalidated:?}");
+    let (next, _) = build(&p, &[]);
+    next.assert_code(1);
+    assert!(!next.run.stderr.contains(PRESUMED), "{}", next.run.stderr);
+    assert!(
+        next.run.stderr.contains("events were recorded since"),
+        "{}",
+        next.run.stderr
+    );
+
+    // A fresh list from a failure after a new snapshot, then altered.
+    let q = failing_on_request();
+    q.append("inputs/2024-01-02/S002.txt", "FAIL,4\n");
+    build(&q, &[]).0.assert_code(1);
+    let mut bytes = q.read(RECHECK);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    q.write(RECHECK, bytes);
+    let (next, _) = build(&q, &[]);
+    assert!(!next.run.stderr.contains(PRESUMED), "{}", next.run.stderr);
+    let verify = q.cairn(&["store", "verify"]);
+    assert!(
+        verify.stdout.contains("recheck list") || verify.stderr.contains("recheck list"),
+        "{verify:?}"
+    );
+}
+
 #[test]
 fn another_environment_or_other_refs_are_not_confirmed() {
     let p = with_snapshot(Taken::NoOp);

@@ -564,9 +564,16 @@ fn execute_assisted(
             snapshot,
             file,
             found,
+            recheck,
             store,
         }) => {
-            let presumed = presume(&snapshot, &found.changed, plan, &workspace.data_root);
+            let presumed = presume(
+                &snapshot,
+                &found.changed,
+                &recheck,
+                plan,
+                &workspace.data_root,
+            );
             match &presumed {
                 Some(keys) => tracing::debug!(
                     "presumed {} of {} actions current from the snapshot ({:.2?})",
@@ -725,19 +732,55 @@ fn execute_assisted(
         );
     }
     let snapshot = match report.all_current.take() {
-        Some(_) if !code_changes.is_empty() || crowded => None,
-        Some(all_current) => witness.and_then(Witness::into_entries).and_then(|entries| {
-            crate::uptodate::record(
-                workspace,
-                &store,
-                plan,
-                &execution.requested,
-                all_current,
-                entries,
-                base.map(|(_, base)| base),
-            )
-        }),
-        None => None,
+        Some(_) if !code_changes.is_empty() || crowded => {
+            store.forget_recheck();
+            None
+        }
+        Some(all_current) => {
+            store.forget_recheck();
+            witness.and_then(Witness::into_entries).and_then(|entries| {
+                crate::uptodate::record(
+                    workspace,
+                    &store,
+                    plan,
+                    &execution.requested,
+                    all_current,
+                    entries,
+                    base.map(|(_, base)| base),
+                )
+            })
+        }
+        // A build that presumed actions from the snapshot and did not end
+        // with every action current: the snapshot still describes every
+        // action it presumed, so the next build may presume them again
+        // and check the rest, if no event but this build's came since.
+        None => {
+            if let Some((keys, base)) = &base
+                && code_changes.is_empty()
+                && since.map_or(Ok(true), |since| alone_since(&store, since, build_id))?
+                && let Some(last) = store.last_event()?
+            {
+                let recheck = cairn_engine::uptodate::Recheck {
+                    from: base.head.last_event,
+                    to: last,
+                    actions: (0u32..)
+                        .zip(keys)
+                        .filter(|(_, key)| key.is_none())
+                        .map(|(index, _)| index)
+                        .collect(),
+                };
+                match store.write_recheck(&recheck) {
+                    Ok(()) => tracing::debug!(
+                        "left {} actions for the next build to check, the rest presumed from the up-to-date snapshot",
+                        recheck.actions.len()
+                    ),
+                    Err(error) => {
+                        tracing::warn!("could not keep the actions left to check: {error}");
+                    }
+                }
+            }
+            None
+        }
     };
     let mut built = Built::new(report, plan.actions.len() as u64, store, snapshot);
     built.remote = remote.as_ref().map(cairn_engine::remote::Remote::summary);

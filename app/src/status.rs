@@ -349,10 +349,10 @@ const CHANGED_AT_MOST: usize = 1024;
 /// snapshot of `cairn build` (everything declared) or of `cairn build
 /// REQUESTS` is confirmed as a dry run confirms it
 /// ([`crate::uptodate::confirmed_for`]: the same graph, code and passed
-/// environment, the log still ending with the snapshot's last event,
-/// every observed path as it was), but for at most [`CHANGED_AT_MOST`]
+/// environment, the log still ending with the snapshot's last event or a
+/// failed build's after it, every observed path as it was), but for at most [`CHANGED_AT_MOST`]
 /// changed paths, and no build is running. Every action that build plans
-/// was then current, and every partition a job produces among `refs` is
+/// was then current (but for what a failed build since left to check), and every partition a job produces among `refs` is
 /// one of its outputs (planning is deterministic). With no path changed,
 /// each is built and a source a source. With changed paths, the kept plan
 /// says which actions they concern (`presume`, as a build with a changed
@@ -398,13 +398,15 @@ fn from_snapshot(
     let Some(mut states) = states else {
         return Ok(None);
     };
-    if confirmed.changed.is_empty() {
+    if confirmed.changed.is_empty() && confirmed.recheck.is_empty() {
         return Ok(Some(states));
     }
-    // What the changed paths concern, by the kept plan.
+    // What the changed paths concern, and what a failed build since the
+    // snapshot left to check, by the kept plan.
     let crate::uptodate::Confirmed {
         snapshot,
         changed,
+        recheck,
         store,
     } = confirmed;
     let Some(plan) = snapshot
@@ -415,7 +417,7 @@ fn from_snapshot(
         return Ok(None);
     };
     drop(store);
-    let Some(keys) = presume(&snapshot, &changed, &plan, &workspace.data_root) else {
+    let Some(keys) = presume(&snapshot, &changed, &recheck, &plan, &workspace.data_root) else {
         return Ok(None);
     };
     drop(snapshot);
@@ -435,8 +437,9 @@ fn from_snapshot(
         .map(|(at, _)| at)
         .collect();
     tracing::debug!(
-        "states: {} changed paths concern {} actions, {} of the refs",
+        "states: {} changed paths and {} actions to check concern {} actions, {} of the refs",
         changed.len(),
+        recheck.len(),
         keys.iter().filter(|key| key.is_none()).count(),
         checked.len()
     );

@@ -81,6 +81,9 @@ pub struct Assisted {
     pub file: SnapshotFile,
     /// The changed paths (`changed`, sorted) and the touched ones.
     pub found: Confirmation,
+    /// By plan index, what a failed build since the snapshot left to
+    /// check ([`cairn_engine::uptodate::Recheck`]); empty if none ran.
+    pub recheck: Vec<u32>,
     pub store: StoreHandle,
 }
 
@@ -134,7 +137,11 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
     };
     let store = project.open_writer(!asked.no_wait)?;
     let mut updates = Vec::new();
-    if let Some(why) = differs(project, &snapshot, &store, &mut updates)? {
+    let recheck = match since_snapshot(&snapshot, &store)? {
+        Ok(recheck) => recheck,
+        Err(why) => return unconfirmed(why),
+    };
+    if let Some(why) = code_differs(project, &snapshot, &store, &mut updates) {
         return unconfirmed(why);
     }
     let confirmed = confirm_paths(
@@ -146,17 +153,18 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
     let Some((found, file)) = finished(reader, confirmed, "") else {
         return Ok(Quick::Full);
     };
-    if !found.changed.is_empty() {
+    if !found.changed.is_empty() || !recheck.is_empty() {
         tracing::debug!(
             "up-to-date snapshot confirmed but for {} changed paths ({} first; {:.2?})",
             found.changed.len(),
-            found.changed[0],
+            found.changed.first().map_or("none", String::as_str),
             started.elapsed()
         );
         return Ok(Quick::Assist(Assisted {
             snapshot,
             file,
             found,
+            recheck,
             store,
         }));
     }
@@ -306,18 +314,39 @@ fn recorded_for_any(
     Some(found)
 }
 
-/// Why `snapshot` does not describe `store` and the project's code as
-/// they are now (an event recorded since, a job's code changed), or `None`.
-/// The stat-cache updates of code files hashed again go to `updates`.
-fn differs(
+/// What `store`'s log recorded since `snapshot`: nothing (an empty list),
+/// or only a failed build that presumed actions from it, whose list of
+/// the actions it did not presume is returned
+/// ([`cairn_engine::uptodate::Recheck`]); `Err` why else not.
+fn since_snapshot(
+    snapshot: &Snapshot,
+    store: &Store,
+) -> Result<Result<Vec<u32>, &'static str>, AppError> {
+    let last = store.last_event()?;
+    if last == Some(snapshot.last_event) {
+        return Ok(Ok(Vec::new()));
+    }
+    Ok(match store.read_recheck() {
+        Some(recheck) if recheck.from == snapshot.last_event && Some(recheck.to) == last => {
+            tracing::debug!(
+                "the failed build since the up-to-date snapshot left {} actions to check",
+                recheck.actions.len()
+            );
+            Ok(recheck.actions)
+        }
+        _ => Err("events were recorded since"),
+    })
+}
+
+/// Why the project's code is not what `snapshot` recorded (a job's code
+/// changed), or `None`; the stat-cache updates of code files hashed again
+/// go to `updates`.
+fn code_differs(
     project: &Workspace,
     snapshot: &Snapshot,
     store: &Store,
     updates: &mut Vec<cairn_engine::observe::StatUpdate>,
-) -> Result<Option<&'static str>, AppError> {
-    if store.last_event()? != Some(snapshot.last_event) {
-        return Ok(Some("events were recorded since"));
-    }
+) -> Option<&'static str> {
     let observer = Observer::new(store.catalog());
     let codes = code_digests(
         &project.graph,
@@ -326,9 +355,9 @@ fn differs(
         updates,
     );
     if !codes.is_ok_and(|codes| sorted_codes(&codes) == snapshot.codes) {
-        return Ok(Some("a job's code changed"));
+        return Some("a job's code changed");
     }
-    Ok(None)
+    None
 }
 
 /// The snapshot, if it confirms that every action `cairn build REQUESTED`
@@ -343,7 +372,10 @@ pub fn try_dry(
 ) -> Result<Option<Snapshot>, AppError> {
     // Any changed path and the full dry run says what it means.
     let confirmed = confirmed_for(project, &[requested], threads, 0, " for the dry run")?;
-    Ok(confirmed.map(|confirmed| confirmed.snapshot))
+    // After a failed build the dry run lists what the full path finds.
+    Ok(confirmed
+        .filter(|confirmed| confirmed.recheck.is_empty())
+        .map(|confirmed| confirmed.snapshot))
 }
 
 /// A snapshot [`confirmed_for`] found current but for its `changed` paths.
@@ -352,6 +384,9 @@ pub struct Confirmed {
     pub snapshot: Snapshot,
     /// The paths that changed (sorted), at most the number asked for.
     pub changed: Vec<String>,
+    /// What a failed build since the snapshot left to check (by plan
+    /// index; empty if none ran).
+    pub recheck: Vec<u32>,
     /// The store it was checked against, opened for reading.
     pub store: StoreHandle,
 }
@@ -378,7 +413,11 @@ pub fn confirmed_for(
     let Some(store) = project.open_reader()? else {
         return unconfirmed("no store");
     };
-    if let Some(why) = differs(project, &snapshot, &store, &mut Vec::new())? {
+    let recheck = match since_snapshot(&snapshot, &store)? {
+        Ok(recheck) => recheck,
+        Err(why) => return unconfirmed(why),
+    };
+    if let Some(why) = code_differs(project, &snapshot, &store, &mut Vec::new()) {
         return unconfirmed(why);
     }
     tracing::debug!(
@@ -399,6 +438,7 @@ pub fn confirmed_for(
     Ok(Some(Confirmed {
         snapshot,
         changed: found.changed,
+        recheck,
         store,
     }))
 }

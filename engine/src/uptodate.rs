@@ -105,6 +105,25 @@ impl LastEvent {
     }
 }
 
+/// What a build that presumed actions from a snapshot and did not end with
+/// every action current (a failure, a skip, an interrupt) leaves for the
+/// next one: the snapshot still describes every action the build did not
+/// check, so the next build may presume them again if the log moved from
+/// the snapshot's last event (`from`) to this build's (`to`) and nothing
+/// else, and it checks `actions` (with whatever else changed). Kept
+/// beside the snapshot (`Store::write_recheck`), a cache like it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recheck {
+    /// The snapshot's last event, which the build presumed from.
+    pub from: LastEvent,
+    /// The log's last event when the build ended.
+    pub to: LastEvent,
+    /// By plan index, sorted: every action the build did not presume
+    /// (checked, run, restored, failed, skipped or never reached), which is
+    /// everything it may have changed in the catalog or the data.
+    pub actions: Vec<u32>,
+}
+
 /// One action of the snapshot: enough to report it as the full path would.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentAction {
@@ -671,8 +690,10 @@ fn confirm_by_path(key: &str, seen: &Seen) -> Found {
 /// The actions a build may take as current from a confirmed `snapshot`
 /// whose `changed` paths (sorted keys) are the only ones that differ: by
 /// plan index, the snapshot's key of every action that reads no changed
-/// source, holds no changed output path and reads no output of an action
-/// that is not presumed. `None` if the plan is not the snapshot's (it
+/// source, holds no changed output path, is not among `recheck` (what a
+/// failed build since the snapshot left to check, [`Recheck`]) and reads
+/// no output of an action that is not presumed. `None` if the plan is not
+/// the snapshot's (it
 /// always is when the fingerprint, the log's last event and the code
 /// digests are: planning is deterministic) or a changed path belongs to no
 /// action's sources or outputs; the build then checks everything.
@@ -684,6 +705,7 @@ fn confirm_by_path(key: &str, seen: &Seen) -> Found {
 pub fn presume(
     snapshot: &Snapshot,
     changed: &[String],
+    recheck: &[u32],
     plan: &crate::plan::Plan,
     data_root: &Path,
 ) -> Option<Vec<Option<ActionKey>>> {
@@ -729,6 +751,13 @@ pub fn presume(
         }
     }
     let mut affected = Vec::new();
+    for &index in recheck {
+        let index = index as usize;
+        if index >= plan.actions.len() {
+            return None;
+        }
+        affected.push(index);
+    }
     for (index, action) in plan.actions.iter().enumerate() {
         let mut hit = false;
         for output in &action.config.outputs {
@@ -1101,7 +1130,14 @@ mod tests {
         // Relative to the parent where the next path shares it, in a walk
         // in sorted order, keys as the snapshot keeps them: the same.
         let keys = [
-            "d/", "d/p/", "d/p/f.csv", "d/p/link", "d/p/none", "d/q", "d/q/f.csv", "d/q/g",
+            "d/",
+            "d/p/",
+            "d/p/f.csv",
+            "d/p/link",
+            "d/p/none",
+            "d/q",
+            "d/q/f.csv",
+            "d/q/g",
             "x/y/z",
         ]
         .map(|key| format!("{}/{key}", root.display()));
@@ -1360,7 +1396,7 @@ mod tests {
         let data = Path::new("/p/data");
         let presume = |changed: &[&str]| {
             let changed: Vec<String> = changed.iter().map(|key| key.to_string()).collect();
-            presume(&snapshot, &changed, &plan, data)
+            presume(&snapshot, &changed, &[], &plan, data)
         };
         // A source: its raw and clean partitions, and that day's summary.
         let keys = presume(&["/p/inputs/2024-01-02/B.txt"]).unwrap();
@@ -1398,10 +1434,50 @@ mod tests {
         // A snapshot of another plan: nothing is presumed.
         let mut other = snapshot.clone();
         other.actions[0].outputs = vec!["raw/date=2024-01-09/station=A".into()];
-        assert_eq!(super::presume(&other, &[], &plan, data), None);
+        assert_eq!(super::presume(&other, &[], &[], &plan, data), None);
         let mut other = snapshot.clone();
         other.actions.pop();
-        assert_eq!(super::presume(&other, &[], &plan, data), None);
+        assert_eq!(super::presume(&other, &[], &[], &plan, data), None);
+    }
+
+    #[test]
+    fn presume_checks_what_a_failed_build_left_and_everything_downstream() {
+        let (plan, snapshot) = planned();
+        let data = Path::new("/p/data");
+        let index_of = |output: &str| {
+            plan.actions
+                .iter()
+                .position(|action| action.config.outputs[0].as_str() == output)
+                .unwrap() as u32
+        };
+        // An action left to check, with nothing changed: it and what
+        // reads it.
+        let raw = index_of("raw/date=2024-01-03/station=A");
+        let keys = super::presume(&snapshot, &[], &[raw], &plan, data).unwrap();
+        assert_eq!(
+            checked(&plan, &keys),
+            [
+                "clean/date=2024-01-03/station=A",
+                "daily/date=2024-01-03",
+                "raw/date=2024-01-03/station=A"
+            ]
+        );
+        // With a changed path beside it: both.
+        let changed = ["/p/inputs/2024-01-02/B.txt".to_owned()];
+        let daily = index_of("daily/date=2024-01-01");
+        let keys = super::presume(&snapshot, &changed, &[daily], &plan, data).unwrap();
+        assert_eq!(
+            checked(&plan, &keys),
+            [
+                "clean/date=2024-01-02/station=B",
+                "daily/date=2024-01-01",
+                "daily/date=2024-01-02",
+                "raw/date=2024-01-02/station=B"
+            ]
+        );
+        // An index the plan does not have: nothing is presumed.
+        let beyond = plan.actions.len() as u32;
+        assert_eq!(super::presume(&snapshot, &[], &[beyond], &plan, data), None);
     }
 
     #[test]

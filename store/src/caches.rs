@@ -14,7 +14,7 @@ use cairn_engine::config::{
     ANSWER_EXTENSION, ANSWER_TEMP_PREFIX, CONFIGURE_CACHE_DIR, check_cached_answer,
 };
 
-use crate::uptodate::{CacheCheck, check_plan, check_snapshot, snapshot_files};
+use crate::uptodate::{CacheCheck, check_plan, check_recheck, check_snapshot, snapshot_files};
 use crate::{Store, StoreError};
 
 /// Which cache a file belongs to.
@@ -23,24 +23,29 @@ pub enum CacheKind {
     ConfigureAnswer,
     Snapshot,
     KeptPlan,
+    Recheck,
 }
 
 impl CacheKind {
-    /// `configure-answer`, `up-to-date-snapshot`, `kept-plan` (JSON).
+    /// `configure-answer`, `up-to-date-snapshot`, `kept-plan`,
+    /// `recheck-list` (JSON).
     pub fn word(self) -> &'static str {
         match self {
             CacheKind::ConfigureAnswer => "configure-answer",
             CacheKind::Snapshot => "up-to-date-snapshot",
             CacheKind::KeptPlan => "kept-plan",
+            CacheKind::Recheck => "recheck-list",
         }
     }
 
-    /// `configure answer`, `up-to-date snapshot`, `kept plan`.
+    /// `configure answer`, `up-to-date snapshot`, `kept plan`, `recheck
+    /// list`.
     pub fn describe(self) -> &'static str {
         match self {
             CacheKind::ConfigureAnswer => "configure answer",
             CacheKind::Snapshot => "up-to-date snapshot",
             CacheKind::KeptPlan => "kept plan",
+            CacheKind::Recheck => "recheck list",
         }
     }
 }
@@ -99,7 +104,7 @@ impl Store {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(StoreError::io(&configure, error)),
         }
-        let [snapshot_file, plan_file] = snapshot_files(self.dir());
+        let [snapshot_file, plan_file, recheck_file] = snapshot_files(self.dir());
         let (snapshot, plan) = check_snapshot(self.dir());
         if let CacheCheck::Bad(problem) = snapshot {
             problems.push(CacheProblem {
@@ -112,6 +117,13 @@ impl Store {
             problems.push(CacheProblem {
                 kind: CacheKind::KeptPlan,
                 file: plan_file,
+                problem,
+            });
+        }
+        if let CacheCheck::Bad(problem) = check_recheck(self.dir()) {
+            problems.push(CacheProblem {
+                kind: CacheKind::Recheck,
+                file: recheck_file,
                 problem,
             });
         }

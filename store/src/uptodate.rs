@@ -26,11 +26,17 @@
 //! to its head's digest is altered or torn, and one whose digest is not
 //! the snapshot's is stale: either is no plan.
 //!
-//! Both are verified on every read (an altered file is ignored, and said so
+//! And `.cairn/up-to-date.recheck`, what a build that presumed actions
+//! from the snapshot and failed left for the next one
+//! ([`cairn_engine::uptodate::Recheck`]): the 16-byte magic
+//! `cairn-recheck/1\n`, the blake3 of the body, the body (postcard).
+//! Written whole to a temporary file and renamed over the old one.
+//!
+//! All three are verified on every read (an altered file is ignored, and said so
 //! at `-v`), and `cairn store verify` checks them ([`check_snapshot`],
 //! [`check_plan`]): a file a build would refuse for any reason but an
 //! interrupted write, a stale plan or an older layout is a problem, which
-//! `--repair` removes.
+//! `--repair` removes (and [`check_recheck`]).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -38,7 +44,8 @@ use std::path::{Path, PathBuf};
 use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::plan::{Plan, PlanRecord};
 use cairn_engine::uptodate::{
-    CurrentAction, LastEvent, PathBatch, RecordedPaths, Seen, Snapshot, SnapshotPatch, Unconfirmed,
+    CurrentAction, LastEvent, PathBatch, Recheck, RecordedPaths, Seen, Snapshot, SnapshotPatch,
+    Unconfirmed,
 };
 
 use crate::{Store, StoreError};
@@ -50,6 +57,10 @@ const PLAN_MAGIC: &[u8; 16] = b"cairn-kept-plan3";
 const PLAN_MAGIC_V2: &[u8; 16] = b"cairn-kept-plan2";
 /// The plan's magic and its body's digest.
 const PLAN_HEAD: usize = PLAN_MAGIC.len() + 32;
+const RECHECK_FILE: &str = "up-to-date.recheck";
+const RECHECK_MAGIC: &[u8; 16] = b"cairn-recheck/1\n";
+/// A recheck list holds a varint per action: far less than this.
+const RECHECK_AT_MOST: u64 = 64 << 20;
 const MAGIC: &[u8; 16] = b"cairn-uptodate/5";
 /// The layout before the recorded paths came last (action builds as
 /// varints): no snapshot, and no damage either.
@@ -206,12 +217,53 @@ impl Store {
             .map_err(|error| StoreError::io(&path, error))
     }
 
+    /// Keeps what a failed build that presumed actions from the snapshot
+    /// left to check (writers only), replacing any earlier one.
+    pub fn write_recheck(&self, recheck: &Recheck) -> Result<(), StoreError> {
+        let path = self.dir.join(RECHECK_FILE);
+        let body = postcard::to_allocvec(recheck)
+            .map_err(|error| StoreError::io(&path, std::io::Error::other(error.to_string())))?;
+        let mut bytes = Vec::with_capacity(RECHECK_MAGIC.len() + 32 + body.len());
+        bytes.extend_from_slice(RECHECK_MAGIC);
+        bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+        bytes.extend_from_slice(&body);
+        let temporary = self
+            .dir
+            .join(format!("{RECHECK_FILE}.tmp-{}", std::process::id()));
+        std::fs::write(&temporary, &bytes)
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|error| {
+                let _ = std::fs::remove_file(&temporary);
+                StoreError::io(&path, error)
+            })
+    }
+
+    /// What a failed build left to check, if a sound file holds it (a
+    /// damaged one is said at `-v` and is none).
+    pub fn read_recheck(&self) -> Option<Recheck> {
+        let path = self.dir.join(RECHECK_FILE);
+        match read_recheck_at(&path) {
+            Ok(recheck) => recheck,
+            Err(why) => {
+                tracing::info!("recheck list ignored: {}: {why}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Removes the recheck list, if any (writers only).
+    pub fn forget_recheck(&self) {
+        let _ = std::fs::remove_file(self.dir.join(RECHECK_FILE));
+    }
+
     /// Removes the snapshot (writers only), for whatever changes the
     /// catalog without appending an event (`cairn replay`).
     pub fn forget_snapshot(&self) -> Result<(), StoreError> {
         let path = self.snapshot_path();
-        // The kept plan is only ever used through a snapshot that names it.
+        // The kept plan and the recheck list are only ever used through a
+        // snapshot.
         let _ = std::fs::remove_file(self.dir.join(PLAN_FILE));
+        self.forget_recheck();
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(StoreError::io(&path, error))
@@ -848,9 +900,48 @@ pub fn check_plan(dir: &Path, named: Option<&ContentDigest>) -> CacheCheck {
     }
 }
 
-/// The snapshot and kept plan files of store directory `dir`.
-pub fn snapshot_files(dir: &Path) -> [PathBuf; 2] {
-    [dir.join(FILE), dir.join(PLAN_FILE)]
+/// The snapshot, kept plan and recheck files of store directory `dir`.
+pub fn snapshot_files(dir: &Path) -> [PathBuf; 3] {
+    [dir.join(FILE), dir.join(PLAN_FILE), dir.join(RECHECK_FILE)]
+}
+
+/// Checks the recheck list in store directory `dir` (absent or sound:
+/// [`CacheCheck::Sound`]; whether it matches the snapshot is the build's
+/// business, and a stale one is harmless).
+pub fn check_recheck(dir: &Path) -> CacheCheck {
+    match read_recheck_at(&dir.join(RECHECK_FILE)) {
+        Ok(_) => CacheCheck::Sound,
+        Err(why) => CacheCheck::Bad(why),
+    }
+}
+
+/// The recheck list at `path`: `None` if there is no file, `Err` why a
+/// file is not one.
+fn read_recheck_at(path: &Path) -> Result<Option<Recheck>, String> {
+    use std::io::Read;
+    let file = match cairn_engine::config::open_cache_file(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("unreadable: {error}")),
+    };
+    let mut bytes = Vec::new();
+    file.take(RECHECK_AT_MOST)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("unreadable: {error}"))?;
+    let head = RECHECK_MAGIC.len() + 32;
+    if bytes.len() < head || bytes[..RECHECK_MAGIC.len()] != RECHECK_MAGIC[..] {
+        return Err("not a recheck list (another magic, or cut short)".into());
+    }
+    let body = &bytes[head..];
+    if blake3::hash(body).as_bytes()[..] != bytes[RECHECK_MAGIC.len()..head] {
+        return Err("its body does not match its digest (altered or cut short)".into());
+    }
+    let recheck: Recheck =
+        postcard::from_bytes(body).map_err(|error| format!("undecodable: {error}"))?;
+    if !recheck.actions.is_sorted() {
+        return Err("its actions are not in order".into());
+    }
+    Ok(Some(recheck))
 }
 
 /// Reads a whole snapshot file, recorded paths included, checking its
@@ -1299,6 +1390,50 @@ mod tests {
         )
         .unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_recheck_list_reads_back_and_a_damaged_one_is_none() {
+        let (_dir, store) = writer();
+        assert_eq!(store.read_recheck(), None);
+        assert_eq!(check_recheck(store.dir()), CacheCheck::Sound);
+        let event = |seq| LastEvent {
+            seq,
+            build: seq,
+            time_ms: 7,
+        };
+        let recheck = Recheck {
+            from: event(3),
+            to: event(9),
+            actions: vec![0, 4, 70_000],
+        };
+        store.write_recheck(&recheck).unwrap();
+        assert_eq!(store.read_recheck(), Some(recheck.clone()));
+        assert_eq!(check_recheck(store.dir()), CacheCheck::Sound);
+        let path = store.dir().join(RECHECK_FILE);
+        let sound = std::fs::read(&path).unwrap();
+        // Any byte altered, or cut anywhere: none, and damage to verify.
+        for at in 0..sound.len() {
+            let mut altered = sound.clone();
+            altered[at] ^= 0x10;
+            std::fs::write(&path, &altered).unwrap();
+            assert_eq!(store.read_recheck(), None, "byte {at}");
+            assert!(matches!(check_recheck(store.dir()), CacheCheck::Bad(_)));
+            std::fs::write(&path, &sound[..at]).unwrap();
+            assert_eq!(store.read_recheck(), None, "cut at {at}");
+        }
+        // Well-formed but out of order: refused.
+        store
+            .write_recheck(&Recheck {
+                actions: vec![4, 0],
+                ..recheck
+            })
+            .unwrap();
+        assert_eq!(store.read_recheck(), None);
+        store.write_recheck(&recheck).unwrap();
+        store.forget_snapshot().unwrap();
+        assert_eq!(store.read_recheck(), None);
+        assert!(!path.exists());
     }
 
     #[test]
