@@ -540,6 +540,11 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
         "{}",
         with.run.stderr
     );
+    assert!(
+        with.run.stderr.contains("read the kept plan"),
+        "{}",
+        with.run.stderr
+    );
     assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
     assert_same_build(&assisted, &with, &full, &without);
 

@@ -457,7 +457,10 @@ pub fn build(
     // the plan made now.
     let kept = assisted.as_mut().and_then(|assisted| {
         let digest = assisted.snapshot.plan.take()?;
-        let plan = assisted.store.read_plan(&digest)?;
+        let plan = match assisted.kept_plan.take() {
+            Some(read) => read,
+            None => assisted.store.read_plan(&digest),
+        }?;
         assisted.snapshot.plan = Some(digest);
         Some(plan)
     });
@@ -565,6 +568,7 @@ fn execute_assisted(
             file,
             found,
             recheck,
+            kept_plan: _,
             store,
         }) => {
             let presumed = presume(

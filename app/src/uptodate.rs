@@ -84,6 +84,9 @@ pub struct Assisted {
     /// By plan index, what a failed build since the snapshot left to
     /// check ([`cairn_engine::uptodate::Recheck`]); empty if none ran.
     pub recheck: Vec<u32>,
+    /// The kept plan the snapshot names, if it was read already (`None`
+    /// inside: missing or damaged).
+    pub kept_plan: Option<Option<Plan>>,
     pub store: StoreHandle,
 }
 
@@ -144,12 +147,29 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
     if let Some(why) = code_differs(project, &snapshot, &store, &mut updates) {
         return unconfirmed(why);
     }
-    let confirmed = confirm_paths(
-        &snapshot.directories,
-        &mut reader,
-        asked.jobs,
-        CHANGED_AT_MOST,
-    );
+    // With actions to check again the build needs the kept plan whatever
+    // the paths say: it is read on a thread of its own while they are
+    // checked (at 10^6 partitions 1 s of one core, beside a stat pass
+    // that does not keep both busy all the time).
+    let (confirmed, kept_plan) = std::thread::scope(|scope| {
+        let reading = snapshot
+            .plan
+            .as_ref()
+            .filter(|_| !recheck.is_empty())
+            .map(|digest| scope.spawn(|| store.read_plan(digest)));
+        let confirmed = confirm_paths(
+            &snapshot.directories,
+            &mut reader,
+            asked.jobs,
+            CHANGED_AT_MOST,
+        );
+        let kept_plan = reading.map(|reading| {
+            reading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (confirmed, kept_plan)
+    });
     let Some((found, file)) = finished(reader, confirmed, "") else {
         return Ok(Quick::Full);
     };
@@ -165,6 +185,7 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
             file,
             found,
             recheck,
+            kept_plan,
             store,
         }));
     }
