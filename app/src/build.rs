@@ -759,10 +759,14 @@ fn execute_assisted(
         // action it presumed, so the next build may presume them again
         // and check the rest, if no event but this build's came since.
         None => {
+            // The log's end is read before the check that every event
+            // since the build started is its own: a build of a held store
+            // that appends after the read makes the list stale (its end is
+            // not the log's), one that appended before fails the check.
             if let Some((keys, base)) = &base
                 && code_changes.is_empty()
-                && since.map_or(Ok(true), |since| alone_since(&store, since, build_id))?
                 && let Some(last) = store.last_event()?
+                && since.map_or(Ok(true), |since| alone_since(&store, since, build_id))?
             {
                 let recheck = cairn_engine::uptodate::Recheck {
                     from: base.head.last_event,
