@@ -92,6 +92,23 @@ fn shape(events: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Panics unless `one` (a build of `p`) and `other` (a build of `q`, the
+/// same project or its twin) gave every action the same key and recorded
+/// the same events.
+fn assert_same_keys_and_events(p: &Project, one: &Build, q: &Project, other: &Build) {
+    for output in p.all_refs() {
+        assert_eq!(
+            one.action_for(&output)["key"],
+            other.action_for(&output)["key"],
+            "{output}"
+        );
+    }
+    assert_eq!(
+        shape(&p.build_events(one.id())),
+        shape(&q.build_events(other.id()))
+    );
+}
+
 #[test]
 fn a_confirmed_no_op_reports_and_records_what_a_full_one_does() {
     let p = with_snapshot(Taken::Cold);
@@ -107,16 +124,7 @@ fn a_confirmed_no_op_reports_and_records_what_a_full_one_does() {
     quick_build.assert_counts(TOTAL, 0, TOTAL, 0, 0);
     assert_eq!(quick_build.outputs("cached"), p.all_refs());
     // The same key for every action, and the same events.
-    for output in p.all_refs() {
-        assert_eq!(
-            quick_build.action_for(&output)["key"],
-            full.action_for(&output)["key"],
-            "{output}"
-        );
-    }
-    let full_events = p.build_events(full.id());
-    let quick_events = p.build_events(quick_build.id());
-    assert_eq!(shape(&quick_events), shape(&full_events));
+    assert_same_keys_and_events(&p, &quick_build, &p, &full);
     assert!(quick_build.id() > full.id());
     // And the one after it is confirmed too (the snapshot follows the log).
     let (again, quick) = build(&p, &[]);
@@ -302,17 +310,7 @@ fn a_build_that_ran_jobs_leaves_a_snapshot_of_what_it_built() {
     assert!(quick, "{}", after.run.stderr);
     after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
     let full = full_no_op(&p);
-    for output in p.all_refs() {
-        assert_eq!(
-            after.action_for(&output)["key"],
-            full.action_for(&output)["key"],
-            "{output}"
-        );
-    }
-    assert_eq!(
-        shape(&p.build_events(after.id())),
-        shape(&p.build_events(full.id()))
-    );
+    assert_same_keys_and_events(&p, &after, &p, &full);
     // An output rewritten by the build it was found stale in: the settled
     // check replaces what the sweep saw of it.
     let output = format!("data/{}/reviews.csv", clean_ref("2024-01-01", "S001"));
@@ -361,17 +359,7 @@ fn a_changed_source_is_built_with_the_rest_taken_from_the_snapshot() {
         run.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
     }
     assert_eq!(with.outputs("executed"), without.outputs("executed"));
-    for output in assisted.all_refs() {
-        assert_eq!(
-            with.action_for(&output)["key"],
-            without.action_for(&output)["key"],
-            "{output}"
-        );
-    }
-    assert_eq!(
-        shape(&assisted.build_events(with.id())),
-        shape(&full.build_events(without.id()))
-    );
+    assert_same_keys_and_events(&assisted, &with, &full, &without);
     assert_eq!(
         assisted.read_string(&format!(
             "data/{}/summary.csv",
@@ -456,6 +444,11 @@ fn a_failed_build_leaves_no_snapshot() {
 
 const RECHECK: &str = ".cairn/up-to-date.recheck";
 
+/// Panics unless `build`'s `-vv` output says `text`.
+fn assert_says(build: &Build, text: &str) {
+    assert!(build.run.stderr.contains(text), "{}", build.run.stderr);
+}
+
 /// A built copy whose clean job fails on a review line `FAIL,…`, with a
 /// snapshot of a full no-op.
 fn failing_on_request() -> Project {
@@ -474,17 +467,7 @@ fn assert_same_build(assisted: &Project, with: &Build, full: &Project, without: 
     for count in ["total", "executed", "cached", "failed", "skipped"] {
         assert_eq!(with.count(count), without.count(count), "{count}");
     }
-    for output in assisted.all_refs() {
-        assert_eq!(
-            with.action_for(&output)["key"],
-            without.action_for(&output)["key"],
-            "{output}"
-        );
-    }
-    assert_eq!(
-        shape(&assisted.build_events(with.id())),
-        shape(&full.build_events(without.id()))
-    );
+    assert_same_keys_and_events(assisted, with, full, without);
 }
 
 /// A build that presumed actions from the snapshot and failed leaves the
@@ -510,8 +493,8 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
     let (without, _) = build(&full, &[]);
     with.assert_code(1);
     with.assert_counts(TOTAL, 1, TOTAL - 3, 1, 1);
-    assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
-    assert!(with.run.stderr.contains(left), "{}", with.run.stderr);
+    assert_says(&with, &presumed);
+    assert_says(&with, left);
     assert!(assisted.file(RECHECK).is_file());
     assert!(
         !without.run.stderr.contains(PRESUMED),
@@ -535,17 +518,9 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
     assert!(!quick, "{}", with.run.stderr);
     with.assert_code(1);
     with.assert_counts(TOTAL, 0, TOTAL - 2, 1, 1);
-    assert!(
-        with.run.stderr.contains("left 3 actions to check"),
-        "{}",
-        with.run.stderr
-    );
-    assert!(
-        with.run.stderr.contains("read the kept plan"),
-        "{}",
-        with.run.stderr
-    );
-    assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
+    assert_says(&with, "left 3 actions to check");
+    assert_says(&with, "read the kept plan");
+    assert_says(&with, &presumed);
     assert_same_build(&assisted, &with, &full, &without);
 
     // Fixed: the three run, the rest presumed; a snapshot again, and no
@@ -557,7 +532,7 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
     let (without, _) = build(&full, &[]);
     with.assert_code(0);
     with.assert_counts(TOTAL, 3, TOTAL - 3, 0, 0);
-    assert!(with.run.stderr.contains(&presumed), "{}", with.run.stderr);
+    assert_says(&with, &presumed);
     assert_same_build(&assisted, &with, &full, &without);
     let daily = format!("data/{}/summary.csv", common::daily_ref("2024-01-02"));
     assert_eq!(assisted.read_string(&daily), full.read_string(&daily));
@@ -587,11 +562,7 @@ fn a_recheck_list_holds_only_right_after_its_build() {
     let (next, _) = build(&p, &[]);
     next.assert_code(1);
     assert!(!next.run.stderr.contains(PRESUMED), "{}", next.run.stderr);
-    assert!(
-        next.run.stderr.contains("events were recorded since"),
-        "{}",
-        next.run.stderr
-    );
+    assert_says(&next, "events were recorded since");
 
     // A fresh list from a failure after a new snapshot, then altered.
     let q = failing_on_request();
