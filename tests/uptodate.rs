@@ -542,6 +542,70 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
     after.assert_counts(TOTAL, 0, TOTAL, 0, 0);
 }
 
+/// What the list names is checked even when no path changed any more: the
+/// input that made `raw` fail restored to its exact bytes (touched, not
+/// changed), and `raw`'s output never rewritten, the next build still
+/// checks the three actions the failed build left (and finds them
+/// current) instead of taking everything from the snapshot; the full path
+/// on a twin copy agrees. The dry run gives up on the snapshot at once.
+#[test]
+fn the_listed_actions_are_checked_when_no_path_changed() {
+    let make = || {
+        let p = Project::podcast(3, 3);
+        let graph = p.read_string("cairn.toml");
+        let failing = graph.replacen(
+            "run = [\"sh\", \"-c\", \"cp",
+            "run = [\"sh\", \"-c\", \"grep -q '^FAIL,' \\\"$CAIRN_IN\\\" && exit 3; cp",
+            1,
+        );
+        assert_ne!(failing, graph, "the podcast's raw job changed shape");
+        p.write("cairn.toml", failing);
+        build(&p, &[]).0.assert_code(0);
+        full_no_op(&p);
+        p
+    };
+    let assisted = make();
+    let full = make();
+    let input = "inputs/2024-01-02/S002.txt";
+    let original = assisted.read_string(input);
+    for p in [&assisted, &full] {
+        p.append(input, "FAIL,4\n");
+    }
+    let (failed, _) = build(&assisted, &[]);
+    failed.assert_code(1);
+    failed.assert_counts(TOTAL, 0, TOTAL - 3, 1, 2);
+    assert_says(&failed, "left 3 actions for the next build to check");
+    let dry = assisted.cairn(&["-vv", "build", "--dry-run"]);
+    assert!(
+        dry.stderr
+            .contains("a failed build since left actions to check"),
+        "{}",
+        dry.stderr
+    );
+    for p in [&assisted, &full] {
+        p.write(input, &original);
+    }
+    std::fs::remove_file(full.file(SNAPSHOT)).unwrap();
+    let (with, quick) = build(&assisted, &[]);
+    let (without, _) = build(&full, &[]);
+    assert!(!quick, "{}", with.run.stderr);
+    assert_says(
+        &with,
+        "the failed build since the up-to-date snapshot left 3 actions to check",
+    );
+    assert_says(&with, "up-to-date snapshot confirmed, no path changed");
+    assert_says(
+        &with,
+        &format!("presumed {} of {TOTAL} {PRESUMED}", TOTAL - 3),
+    );
+    with.assert_code(0);
+    with.assert_counts(TOTAL, 0, TOTAL, 0, 0);
+    assert_same_build(&assisted, &with, &full, &without);
+    assert!(!assisted.file(RECHECK).exists());
+    let (after, quick) = build(&assisted, &[]);
+    assert!(quick, "{}", after.run.stderr);
+}
+
 /// The actions a failed build left hold only while its events are the
 /// log's last: anything recorded after them (an invalidation here) sends
 /// the next build down the full path, and a damaged list is no list.

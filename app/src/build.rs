@@ -759,33 +759,10 @@ fn execute_assisted(
         // action it presumed, so the next build may presume them again
         // and check the rest, if no event but this build's came since.
         None => {
-            // The log's end is read before the check that every event
-            // since the build started is its own: a build of a held store
-            // that appends after the read makes the list stale (its end is
-            // not the log's), one that appended before fails the check.
             if let Some((keys, base)) = &base
                 && code_changes.is_empty()
-                && let Some(last) = store.last_event()?
-                && since.map_or(Ok(true), |since| alone_since(&store, since, build_id))?
             {
-                let recheck = cairn_engine::uptodate::Recheck {
-                    from: base.head.last_event,
-                    to: last,
-                    actions: (0u32..)
-                        .zip(keys)
-                        .filter(|(_, key)| key.is_none())
-                        .map(|(index, _)| index)
-                        .collect(),
-                };
-                match store.write_recheck(&recheck) {
-                    Ok(()) => tracing::debug!(
-                        "left {} actions for the next build to check, the rest presumed from the up-to-date snapshot",
-                        recheck.actions.len()
-                    ),
-                    Err(error) => {
-                        tracing::warn!("could not keep the actions left to check: {error}");
-                    }
-                }
+                keep_recheck(&store, keys, &report.unpresumed, base, since, build_id);
             }
             None
         }
@@ -793,6 +770,70 @@ fn execute_assisted(
     let mut built = Built::new(report, plan.actions.len() as u64, store, snapshot);
     built.remote = remote.as_ref().map(cairn_engine::remote::Remote::summary);
     Ok(built)
+}
+
+/// Keeps what a build that presumed actions from the snapshot and did not
+/// end with every action current leaves for the next one
+/// ([`cairn_engine::uptodate::Recheck`]): every action it did not presume,
+/// or presumed and checked after all (`unpresumed`). Nothing if another
+/// build appended beside it (a held store) or the log cannot be read: the
+/// next build then takes the full path. The build's own report stands
+/// either way.
+fn keep_recheck(
+    store: &Store,
+    keys: &[Option<cairn_engine::digest::ActionKey>],
+    unpresumed: &[usize],
+    base: &crate::uptodate::Base,
+    since: Option<u64>,
+    build_id: u64,
+) {
+    // The log's end is read before the check that every event since the
+    // build started is its own: a build of a held store that appends after
+    // the read makes the list stale (its end is not the log's), one that
+    // appended before fails the check.
+    let last = match store.last_event() {
+        Ok(Some(last)) => last,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!("could not keep the actions left to check: {error}");
+            return;
+        }
+    };
+    match since.map_or(Ok(true), |since| alone_since(store, since, build_id)) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(
+                "no actions left to check: another build of the held store appended while this one ran"
+            );
+            return;
+        }
+        Err(error) => {
+            tracing::warn!("could not keep the actions left to check: {error}");
+            return;
+        }
+    }
+    let mut checked: Vec<bool> = keys.iter().map(Option::is_none).collect();
+    for &index in unpresumed {
+        if let Some(checked) = checked.get_mut(index) {
+            *checked = true;
+        }
+    }
+    let recheck = cairn_engine::uptodate::Recheck {
+        from: base.head.last_event,
+        to: last,
+        actions: (0u32..)
+            .zip(&checked)
+            .filter(|&(_, &checked)| checked)
+            .map(|(index, _)| index)
+            .collect(),
+    };
+    match store.write_recheck(&recheck) {
+        Ok(()) => tracing::debug!(
+            "left {} actions for the next build to check, the rest presumed from the up-to-date snapshot",
+            recheck.actions.len()
+        ),
+        Err(error) => tracing::warn!("could not keep the actions left to check: {error}"),
+    }
 }
 
 /// SIGINT and SIGTERM while a build runs: the first stops the build (its

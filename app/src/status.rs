@@ -376,6 +376,7 @@ fn from_snapshot(
         &[everything, requests],
         rayon::current_num_threads(),
         CHANGED_AT_MOST,
+        true,
         " for the states",
     )?
     else {

@@ -54,8 +54,9 @@ pub enum Quick {
     /// Every action is current: the build is done (recorded).
     Done(Done),
     /// Everything the snapshot holds is as it was but for a few changed
-    /// paths: the build plans, and takes the actions those paths do not
-    /// concern as current (`cairn_engine::uptodate::presume`).
+    /// paths, or a failed build since left actions to check: the build
+    /// plans, and takes the actions neither concerns as current
+    /// (`cairn_engine::uptodate::presume`).
     Assist(Assisted),
     /// No snapshot, or one that cannot be believed: the full path.
     Full,
@@ -174,12 +175,17 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
         return Ok(Quick::Full);
     };
     if !found.changed.is_empty() || !recheck.is_empty() {
-        tracing::debug!(
-            "up-to-date snapshot confirmed but for {} changed paths ({} first; {:.2?})",
-            found.changed.len(),
-            found.changed.first().map_or("none", String::as_str),
-            started.elapsed()
-        );
+        match found.changed.first() {
+            Some(first) => tracing::debug!(
+                "up-to-date snapshot confirmed but for {} changed paths ({first} first; {:.2?})",
+                found.changed.len(),
+                started.elapsed()
+            ),
+            None => tracing::debug!(
+                "up-to-date snapshot confirmed, no path changed ({:.2?})",
+                started.elapsed()
+            ),
+        }
         return Ok(Quick::Assist(Assisted {
             snapshot,
             file,
@@ -264,6 +270,7 @@ pub fn try_quick(project: &Workspace, asked: &Asked<'_>) -> Result<Quick, AppErr
         interrupted: false,
         failures: Vec::new(),
         all_current: None,
+        unpresumed: Vec::new(),
     };
     Ok(Quick::Done(Done {
         report,
@@ -392,11 +399,9 @@ pub fn try_dry(
     threads: usize,
 ) -> Result<Option<Snapshot>, AppError> {
     // Any changed path and the full dry run says what it means.
-    let confirmed = confirmed_for(project, &[requested], threads, 0, " for the dry run")?;
     // After a failed build the dry run lists what the full path finds.
-    Ok(confirmed
-        .filter(|confirmed| confirmed.recheck.is_empty())
-        .map(|confirmed| confirmed.snapshot))
+    let confirmed = confirmed_for(project, &[requested], threads, 0, false, " for the dry run")?;
+    Ok(confirmed.map(|confirmed| confirmed.snapshot))
 }
 
 /// A snapshot [`confirmed_for`] found current but for its `changed` paths.
@@ -415,12 +420,14 @@ pub struct Confirmed {
 /// The snapshot of `cairn build` of any of `requested`, if it confirms, as
 /// [`try_dry`] does, that every action that build would plan is current
 /// and that nothing it observed changed but for at most `changed_at_most`
-/// paths: read-only (`-vv`'s lines end with `for_what`).
+/// paths, nor (unless `after_failure`) a failed build since left actions
+/// to check: read-only (`-vv`'s lines end with `for_what`).
 pub fn confirmed_for(
     project: &Workspace,
     requested: &[&[String]],
     threads: usize,
     changed_at_most: usize,
+    after_failure: bool,
     for_what: &str,
 ) -> Result<Option<Confirmed>, AppError> {
     let started = Instant::now();
@@ -435,6 +442,9 @@ pub fn confirmed_for(
         return unconfirmed("no store");
     };
     let recheck = match since_snapshot(&snapshot, &store)? {
+        Ok(recheck) if !recheck.is_empty() && !after_failure => {
+            return unconfirmed("a failed build since left actions to check");
+        }
         Ok(recheck) => recheck,
         Err(why) => return unconfirmed(why),
     };

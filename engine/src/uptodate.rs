@@ -119,8 +119,9 @@ pub struct Recheck {
     /// The log's last event when the build ended.
     pub to: LastEvent,
     /// By plan index, sorted: every action the build did not presume
-    /// (checked, run, restored, failed, skipped or never reached), which is
-    /// everything it may have changed in the catalog or the data.
+    /// (checked, run, restored, failed, skipped or never reached) or
+    /// presumed and checked after all, which is everything it may have
+    /// changed in the catalog or the data.
     pub actions: Vec<u32>,
 }
 

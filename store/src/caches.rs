@@ -73,8 +73,9 @@ impl CacheProblem {
 
 impl Store {
     /// Checks every cache file: each configure answer (against its key and
-    /// checksum, then parsed as a fresh answer), the snapshot and the kept
-    /// plan (their checksums, and the plan against the snapshot). Reads only.
+    /// checksum, then parsed as a fresh answer), the snapshot, the kept
+    /// plan and the recheck list (their checksums, and the plan against
+    /// the snapshot). Reads only.
     pub fn verify_caches(&self) -> Result<Vec<CacheProblem>, StoreError> {
         let mut problems = Vec::new();
         let configure = self.dir().join(CONFIGURE_CACHE_DIR);

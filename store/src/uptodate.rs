@@ -36,7 +36,7 @@
 //! at `-v`), and `cairn store verify` checks them ([`check_snapshot`],
 //! [`check_plan`]): a file a build would refuse for any reason but an
 //! interrupted write, a stale plan or an older layout is a problem, which
-//! `--repair` removes (and [`check_recheck`]).
+//! `--repair` removes ([`check_recheck`] likewise).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -227,9 +227,14 @@ impl Store {
         bytes.extend_from_slice(RECHECK_MAGIC);
         bytes.extend_from_slice(blake3::hash(&body).as_bytes());
         bytes.extend_from_slice(&body);
-        let temporary = self
-            .dir
-            .join(format!("{RECHECK_FILE}.tmp-{}", std::process::id()));
+        // One name per write: two builds of one held process may end
+        // together (the later rename wins; either list is whole).
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let temporary = self.dir.join(format!(
+            "{RECHECK_FILE}.tmp-{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&temporary, &bytes)
             .and_then(|()| std::fs::rename(&temporary, &path))
             .map_err(|error| {
@@ -907,10 +912,18 @@ pub fn snapshot_files(dir: &Path) -> [PathBuf; 3] {
 
 /// Checks the recheck list in store directory `dir` (absent or sound:
 /// [`CacheCheck::Sound`]; whether it matches the snapshot is the build's
-/// business, and a stale one is harmless).
+/// business, and a stale one is harmless). An empty file is what a crash
+/// can leave of an unsynced write: unused, no damage.
 pub fn check_recheck(dir: &Path) -> CacheCheck {
-    match read_recheck_at(&dir.join(RECHECK_FILE)) {
+    let path = dir.join(RECHECK_FILE);
+    match read_recheck_at(&path) {
         Ok(_) => CacheCheck::Sound,
+        Err(_)
+            if std::fs::symlink_metadata(&path)
+                .is_ok_and(|meta| meta.is_file() && meta.len() == 0) =>
+        {
+            CacheCheck::Unused("empty (a write cut short)".into())
+        }
         Err(why) => CacheCheck::Bad(why),
     }
 }
@@ -1422,6 +1435,11 @@ mod tests {
             std::fs::write(&path, &sound[..at]).unwrap();
             assert_eq!(store.read_recheck(), None, "cut at {at}");
         }
+        // Empty (a crash before the unsynced write reached the disk):
+        // none, and no damage.
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(store.read_recheck(), None);
+        assert!(matches!(check_recheck(store.dir()), CacheCheck::Unused(_)));
         // Well-formed but out of order: refused.
         store
             .write_recheck(&Recheck {

@@ -159,6 +159,9 @@ pub struct BuildReport {
     /// current when checked again after the jobs) and a witness was
     /// recording.
     pub all_current: Option<AllCurrent>,
+    /// Actions given as presumed ([`BuildOptions::presumed`]) that the
+    /// build checked after all (their manifest could not be read), sorted.
+    pub unpresumed: Vec<usize>,
 }
 
 /// What an up-to-date snapshot needs from a build that ended with every
@@ -395,6 +398,9 @@ struct Presumption<'a> {
     /// Whether an action that is checked reads this one's outputs (then
     /// their digests are looked up).
     read: Vec<bool>,
+    /// Presumed actions checked after all (their manifest could not be
+    /// read), for [`BuildReport::unpresumed`].
+    fell_back: std::sync::Mutex<Vec<usize>>,
 }
 
 impl<'a> Presumption<'a> {
@@ -411,7 +417,11 @@ impl<'a> Presumption<'a> {
                         .any(|&dependent| keys[dependent].is_none())
             })
             .collect();
-        Presumption { keys, read }
+        Presumption {
+            keys,
+            read,
+            fell_back: std::sync::Mutex::default(),
+        }
     }
 
     /// The outcome of a presumed action: cached, with nothing to record;
@@ -420,7 +430,13 @@ impl<'a> Presumption<'a> {
     fn finish(&self, context: &Context<'_>, index: usize) -> Option<Finished> {
         let key = self.keys.get(index).copied().flatten()?;
         let outputs = if self.read[index] {
-            let manifest = context.catalog.action(&key).ok().flatten()?;
+            let Some(manifest) = context.catalog.action(&key).ok().flatten() else {
+                self.fell_back
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(index);
+                return None;
+            };
             manifest
                 .outputs
                 .iter()
@@ -1031,6 +1047,17 @@ fn schedule(
             interrupted: scheduler.interrupted,
             failures: scheduler.failures,
             all_current: None,
+            unpresumed: scheduler
+                .presumed
+                .map(|presumed| {
+                    let mut fell_back = presumed
+                        .fell_back
+                        .into_inner()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    fell_back.sort_unstable();
+                    fell_back
+                })
+                .unwrap_or_default(),
         },
         ran,
     ))
