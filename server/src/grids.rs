@@ -331,12 +331,7 @@ pub fn keep_answer(
     bytes.extend_from_slice(&stamp.0);
     bytes.extend_from_slice(&ContentDigest::of(body).0);
     bytes.extend_from_slice(body);
-    let file = kept_file(dir, dataset);
-    let temporary = file.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&temporary, &bytes)?;
-    std::fs::rename(&temporary, &file).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
-    })
+    cairn_engine::config::write_cache_file(&kept_file(dir, dataset), &bytes)
 }
 
 /// `dataset`'s answer kept in `dir` under `stamp`, if its file is there,

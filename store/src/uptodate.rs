@@ -225,22 +225,10 @@ impl Store {
             .map_err(|error| StoreError::io(&path, std::io::Error::other(error.to_string())))?;
         let mut bytes = Vec::with_capacity(RECHECK_MAGIC.len() + 32 + body.len());
         bytes.extend_from_slice(RECHECK_MAGIC);
-        bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+        bytes.extend_from_slice(&ContentDigest::of(&body).0);
         bytes.extend_from_slice(&body);
-        // One name per write: two builds of one held process may end
-        // together (the later rename wins; either list is whole).
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let temporary = self.dir.join(format!(
-            "{RECHECK_FILE}.tmp-{}-{}",
-            std::process::id(),
-            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::write(&temporary, &bytes)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|error| {
-                let _ = std::fs::remove_file(&temporary);
-                StoreError::io(&path, error)
-            })
+        cairn_engine::config::write_cache_file(&path, &bytes)
+            .map_err(|error| StoreError::io(&path, error))
     }
 
     /// What a failed build left to check, if a sound file holds it (a
@@ -946,7 +934,7 @@ fn read_recheck_at(path: &Path) -> Result<Option<Recheck>, String> {
         return Err("not a recheck list (another magic, or cut short)".into());
     }
     let body = &bytes[head..];
-    if blake3::hash(body).as_bytes()[..] != bytes[RECHECK_MAGIC.len()..head] {
+    if ContentDigest::of(body).0[..] != bytes[RECHECK_MAGIC.len()..head] {
         return Err("its body does not match its digest (altered or cut short)".into());
     }
     let recheck: Recheck =

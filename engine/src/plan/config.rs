@@ -648,6 +648,26 @@ pub fn open_cache_file(path: &std::path::Path) -> std::io::Result<std::fs::File>
     Ok(file)
 }
 
+/// Writes `bytes` as the cache file `path`, whole: to a temporary file
+/// beside it (`<name>.tmp-<pid>-<n>`, one name per write, so that builds
+/// of one process never share one), renamed over `path`. Not synced: a
+/// cache file is checked when read, and a lost one is a miss.
+pub fn write_cache_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let temporary = path.with_file_name(name);
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+}
+
 /// Reads a whole cache file ([`open_cache_file`]).
 fn read_cache_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
