@@ -449,15 +449,31 @@ fn assert_says(build: &Build, text: &str) {
     assert!(build.run.stderr.contains(text), "{}", build.run.stderr);
 }
 
-/// A built copy whose clean job fails on a review line `FAIL,…`, with a
-/// snapshot of a full no-op.
-fn failing_on_request() -> Project {
-    let p = Project::podcast(3, 3);
-    p.patch_clean("grep -q '^FAIL,' \"$CAIRN_IN/reviews.csv\" && exit 3");
-    let (cold, _) = build(&p, &[]);
-    cold.assert_code(0);
-    full_no_op(&p);
-    p
+/// The input the failed-build tests make fail, and the line that does.
+const FAILING_INPUT: &str = "inputs/2024-01-02/S002.txt";
+const FAILING_LINE: &str = "FAIL,4\n";
+
+/// Two built copies (with the snapshot of a full no-op) whose `job` fails
+/// on a review line `FAIL,…`, that line appended to [`FAILING_INPUT`] in
+/// both, and that input's bytes before it.
+fn failing_twins(job: &str) -> (Project, Project, String) {
+    let make = || {
+        let p = Project::podcast(3, 3);
+        match job {
+            "clean" => p.patch_clean("grep -q '^FAIL,' \"$CAIRN_IN/reviews.csv\" && exit 3"),
+            "raw" => p.patch_raw("grep -q '^FAIL,' \"$CAIRN_IN\" && exit 3"),
+            other => panic!("no failing {other} job"),
+        }
+        build(&p, &[]).0.assert_code(0);
+        full_no_op(&p);
+        p
+    };
+    let (assisted, full) = (make(), make());
+    let original = assisted.read_string(FAILING_INPUT);
+    for p in [&assisted, &full] {
+        p.append(FAILING_INPUT, FAILING_LINE);
+    }
+    (assisted, full, original)
 }
 
 /// Panics unless `with` (a build of `assisted`) reported and recorded
@@ -477,13 +493,7 @@ fn assert_same_build(assisted: &Project, with: &Build, full: &Project, without: 
 /// key for key and event for event, with a snapshot again.
 #[test]
 fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
-    let assisted = failing_on_request();
-    let full = failing_on_request();
-    let input = "inputs/2024-01-02/S002.txt";
-    let original = assisted.read_string(input);
-    for p in [&assisted, &full] {
-        p.append(input, "FAIL,4\n");
-    }
+    let (assisted, full, original) = failing_twins("clean");
     std::fs::remove_file(full.file(SNAPSHOT)).unwrap();
     let presumed = format!("presumed {} of {TOTAL} {PRESUMED}", TOTAL - 3);
     let left = "left 3 actions for the next build to check";
@@ -526,7 +536,7 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
     // Fixed: the three run, the rest presumed; a snapshot again, and no
     // list left.
     for p in [&assisted, &full] {
-        p.write(input, format!("{original}ep9999,4\n"));
+        p.write(FAILING_INPUT, format!("{original}ep9999,4\n"));
     }
     let (with, _) = build(&assisted, &[]);
     let (without, _) = build(&full, &[]);
@@ -550,27 +560,7 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
 /// on a twin copy agrees. The dry run gives up on the snapshot at once.
 #[test]
 fn the_listed_actions_are_checked_when_no_path_changed() {
-    let make = || {
-        let p = Project::podcast(3, 3);
-        let graph = p.read_string("cairn.toml");
-        let failing = graph.replacen(
-            "run = [\"sh\", \"-c\", \"cp",
-            "run = [\"sh\", \"-c\", \"grep -q '^FAIL,' \\\"$CAIRN_IN\\\" && exit 3; cp",
-            1,
-        );
-        assert_ne!(failing, graph, "the podcast's raw job changed shape");
-        p.write("cairn.toml", failing);
-        build(&p, &[]).0.assert_code(0);
-        full_no_op(&p);
-        p
-    };
-    let assisted = make();
-    let full = make();
-    let input = "inputs/2024-01-02/S002.txt";
-    let original = assisted.read_string(input);
-    for p in [&assisted, &full] {
-        p.append(input, "FAIL,4\n");
-    }
+    let (assisted, full, original) = failing_twins("raw");
     let (failed, _) = build(&assisted, &[]);
     failed.assert_code(1);
     failed.assert_counts(TOTAL, 0, TOTAL - 3, 1, 2);
@@ -583,7 +573,7 @@ fn the_listed_actions_are_checked_when_no_path_changed() {
         dry.stderr
     );
     for p in [&assisted, &full] {
-        p.write(input, &original);
+        p.write(FAILING_INPUT, &original);
     }
     std::fs::remove_file(full.file(SNAPSHOT)).unwrap();
     let (with, quick) = build(&assisted, &[]);
@@ -611,8 +601,8 @@ fn the_listed_actions_are_checked_when_no_path_changed() {
 /// the next build down the full path, and a damaged list is no list.
 #[test]
 fn a_recheck_list_holds_only_right_after_its_build() {
-    let p = failing_on_request();
-    p.append("inputs/2024-01-02/S002.txt", "FAIL,4\n");
+    // Two copies, each failing on its next build.
+    let (p, q, _) = failing_twins("clean");
     let (failed, _) = build(&p, &[]);
     failed.assert_code(1);
     assert!(p.file(RECHECK).is_file(), "{}", failed.run.stderr);
@@ -629,8 +619,6 @@ fn a_recheck_list_holds_only_right_after_its_build() {
     assert_says(&next, "events were recorded since");
 
     // A fresh list from a failure after a new snapshot, then altered.
-    let q = failing_on_request();
-    q.append("inputs/2024-01-02/S002.txt", "FAIL,4\n");
     build(&q, &[]).0.assert_code(1);
     let mut bytes = q.read(RECHECK);
     let last = bytes.len() - 1;

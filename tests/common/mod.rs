@@ -200,12 +200,32 @@ impl Project {
     /// configure` (which reads the stations from its request on stdin)
     /// names its inputs instead of the declarative fan-in.
     pub fn executable_daily(&self) {
-        let graph = self.read_string("cairn.toml");
-        let patched = graph.replace(
+        self.patch_graph(
             "inputs = [\"clean/date={date}/station={station}\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\nargs = [\"{date}\"]\n",
             "configure = [\"sh\", \"jobs/daily.sh\", \"configure\"]\nrun = [\"sh\", \"jobs/daily.sh\", \"run\"]\n",
+            "daily",
         );
-        assert_ne!(patched, graph, "the podcast's daily job changed shape");
+    }
+
+    /// Puts `line` (shell) before the podcast's raw job's copy, as
+    /// [`Project::patch_clean`] does for clean's script.
+    pub fn patch_raw(&self, line: &str) {
+        self.patch_graph(
+            "run = [\"sh\", \"-c\", \"cp",
+            &format!(
+                "run = [\"sh\", \"-c\", \"{} ; cp",
+                line.replace('"', "\\\"")
+            ),
+            "raw",
+        );
+    }
+
+    /// Replaces the first `from` in the podcast's cairn.toml with `to`;
+    /// panics if it is not there (`job` changed shape).
+    fn patch_graph(&self, from: &str, to: &str, job: &str) {
+        let graph = self.read_string("cairn.toml");
+        let patched = graph.replacen(from, to, 1);
+        assert_ne!(patched, graph, "the podcast's {job} job changed shape");
         self.write("cairn.toml", patched);
     }
 
