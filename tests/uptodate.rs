@@ -512,14 +512,14 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
         without.run.stderr
     );
     assert_same_build(&assisted, &with, &full, &without);
-    // The grid takes the rest from the snapshot too (the failed partition
-    // and those it concerns by the full status); the dry run does not.
+    // The grid and the dry run take the rest from the snapshot too (the
+    // failed partition and those it concerns get the full path's word).
     assert!(
         grid_from_snapshot(&assisted),
         "the grid was not answered from the snapshot"
     );
-    let (listed, quick) = dry_run(&assisted);
-    assert!(!quick, "{listed}");
+    let listed = presumed_dry_run_is_the_full_one(&assisted);
+    assert_dry_counts(&listed, 2, 0);
 
     // Again, unfixed: the three checked, the rest presumed, the same
     // failure; raw's new output is found current.
@@ -557,7 +557,7 @@ fn a_failed_build_leaves_its_actions_to_check_and_the_rest_presumed() {
 /// changed), and `raw`'s output never rewritten, the next build still
 /// checks the three actions the failed build left (and finds them
 /// current) instead of taking everything from the snapshot; the full path
-/// on a twin copy agrees. The dry run gives up on the snapshot at once.
+/// on a twin copy agrees. So does the dry run, which checks them too.
 #[test]
 fn the_listed_actions_are_checked_when_no_path_changed() {
     let (assisted, full, original) = failing_twins("raw");
@@ -565,16 +565,13 @@ fn the_listed_actions_are_checked_when_no_path_changed() {
     failed.assert_code(1);
     failed.assert_counts(TOTAL, 0, TOTAL - 3, 1, 2);
     assert_says(&failed, "left 3 actions for the next build to check");
-    let dry = assisted.cairn(&["-vv", "build", "--dry-run"]);
-    assert!(
-        dry.stderr
-            .contains("a failed build since left actions to check"),
-        "{}",
-        dry.stderr
-    );
+    let listed = presumed_dry_run_is_the_full_one(&assisted);
+    assert_dry_counts(&listed, 3, 0);
     for p in [&assisted, &full] {
         p.write(FAILING_INPUT, &original);
     }
+    let listed = presumed_dry_run_is_the_full_one(&assisted);
+    assert_dry_counts(&listed, 0, 0);
     std::fs::remove_file(full.file(SNAPSHOT)).unwrap();
     let (with, quick) = build(&assisted, &[]);
     let (without, _) = build(&full, &[]);
@@ -719,17 +716,64 @@ fn a_dry_run_from_the_snapshot_lists_what_the_full_one_does() {
     );
 }
 
-/// Anything a dry run would report as other than up to date is not taken
-/// from the snapshot.
+/// `-vv`'s line when a dry run took the actions no change concerns from
+/// the snapshot and evaluated the rest.
+const DRY_PRESUMED: &str = "dry run answered from the snapshot and its kept plan";
+
+/// Panics unless `p`'s dry run took what no change concerns from the
+/// snapshot (and changed nothing: no event, no stat, the snapshot as it
+/// was) and listed what the full dry run lists, line for line; returns
+/// the listing.
+fn presumed_dry_run_is_the_full_one(p: &Project) -> String {
+    let state = p.state();
+    let snapshot = p.read(SNAPSHOT);
+    let run = p.cairn(&["-vv", "build", "--dry-run", "--json"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains(DRY_PRESUMED), "{}", run.stderr);
+    assert_eq!(p.state(), state, "a dry run changed the store or the data");
+    assert_eq!(p.read(SNAPSHOT), snapshot, "a dry run changed the snapshot");
+    std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
+    let (full, answered) = dry_run(p);
+    p.write(SNAPSHOT, snapshot);
+    assert!(!answered);
+    assert_eq!(run.stdout, full, "the two dry runs differ");
+    run.stdout
+}
+
+/// Panics unless a dry run's `listed` JSON summary counts `executed`
+/// actions to run and `skipped` blocked or pending ones, the rest cached.
+fn assert_dry_counts(listed: &str, executed: u64, skipped: u64) {
+    let summary: Value = serde_json::from_str(listed.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["total"], TOTAL, "{summary}");
+    assert_eq!(summary["executed"], executed, "{summary}");
+    assert_eq!(summary["skipped"], skipped, "{summary}");
+    assert_eq!(summary["cached"], TOTAL - executed - skipped, "{summary}");
+}
+
+/// A dry run after a change takes the actions it does not concern from
+/// the snapshot, as the build would, and lists what the full one lists;
+/// another build's snapshot answers nothing.
 #[test]
-fn a_dry_run_after_a_change_is_not_answered_from_the_snapshot() {
+fn a_dry_run_after_a_change_evaluates_only_what_it_concerns() {
     let p = with_snapshot(Taken::NoOp);
     p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
-    let (listed, answered) = dry_run(&p);
-    assert!(!answered);
-    let summary: Value = serde_json::from_str(listed.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["executed"], 3);
-    assert_eq!(summary["cached"], TOTAL - 3);
+    let listed = presumed_dry_run_is_the_full_one(&p);
+    let run = p.cairn(&["-vv", "build", "--dry-run"]);
+    assert!(
+        run.stderr.contains(&format!(
+            "dry run: presumed {} of {TOTAL} actions current from the snapshot",
+            TOTAL - 3
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_dry_counts(&listed, 3, 0);
+    // A deleted output: restored, and what reads it still current.
+    let p = with_snapshot(Taken::NoOp);
+    std::fs::remove_dir_all(p.file(&format!("data/{}", clean_ref("2024-01-03", "S003")))).unwrap();
+    let listed = presumed_dry_run_is_the_full_one(&p);
+    assert!(listed.contains("\"restore\""), "{listed}");
+    assert_dry_counts(&listed, 0, 0);
     // Other refs asked for: the snapshot is of `build` alone.
     let p = with_snapshot(Taken::NoOp);
     let run = p.cairn(&[
@@ -740,6 +784,7 @@ fn a_dry_run_after_a_change_is_not_answered_from_the_snapshot() {
     ]);
     run.assert_code(0);
     assert!(!run.stderr.contains(DRY_CONFIRMED), "{}", run.stderr);
+    assert!(!run.stderr.contains(DRY_PRESUMED), "{}", run.stderr);
     assert!(run.stderr.contains("dry run: 2 actions"), "{}", run.stderr);
 }
 

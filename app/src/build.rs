@@ -376,12 +376,32 @@ fn dry_run_planning(
 ) -> Result<DryRun, AppError> {
     let started = std::time::Instant::now();
     let threads = self::jobs(workspace.notes(), jobs);
-    if let Some(snapshot) = crate::uptodate::try_dry(workspace, refs, threads)? {
-        tracing::debug!(
-            "dry run answered from the snapshot ({:.2?})",
-            started.elapsed()
-        );
-        return Ok(DryRun::Current(snapshot));
+    // A build's own dry run plans as the build does and keeps the
+    // requested refs, which the kept plan does not hold: the snapshot
+    // answers it only when nothing changed.
+    let changed_at_most = if for_build {
+        0
+    } else {
+        crate::uptodate::CHANGED_AT_MOST
+    };
+    match crate::uptodate::try_dry(workspace, refs, threads, changed_at_most)? {
+        crate::uptodate::Dry::Current(snapshot) => {
+            tracing::debug!(
+                "dry run answered from the snapshot ({:.2?})",
+                started.elapsed()
+            );
+            return Ok(DryRun::Current(*snapshot));
+        }
+        crate::uptodate::Dry::Changed(confirmed) => {
+            if let Some(dry) = dry_run_presumed(workspace, *confirmed)? {
+                tracing::debug!(
+                    "dry run answered from the snapshot and its kept plan ({:.2?})",
+                    started.elapsed()
+                );
+                return Ok(dry);
+            }
+        }
+        crate::uptodate::Dry::Full => {}
     }
     let requested = workspace.requested(refs)?;
     tracing::debug!(
@@ -413,6 +433,101 @@ fn dry_run_planning(
         workspace.read_context(|context| evaluate(context, &plan).map_err(AppError::from))?;
     tracing::debug!("evaluated ({:.2?})", evaluating.elapsed());
     Ok(DryRun::Planned { plan, verdicts })
+}
+
+/// The dry run of a build whose snapshot `confirmed` found current but
+/// for a few changed paths or what a failed build since left to check,
+/// as that build would take it ([`presume`]): the actions neither
+/// concerns are up to date, reusing the build the snapshot names, and the
+/// others get the full dry run's verdict, planned and evaluated with their
+/// upstream alone (an action's verdict is a function of its upstream: its
+/// key is a hash of it). At 10⁶ partitions this is the snapshot's stat
+/// pass and the kept plan instead of planning and evaluating everything.
+/// `None` (the full dry run) without a kept plan, or where the kept plan
+/// and the snapshot or a new plan of the concerned actions disagree.
+fn dry_run_presumed(
+    workspace: &Workspace,
+    confirmed: crate::uptodate::Confirmed,
+) -> Result<Option<DryRun>, AppError> {
+    let crate::uptodate::Confirmed {
+        snapshot,
+        changed,
+        recheck,
+        store,
+    } = confirmed;
+    let Some(plan) = snapshot
+        .plan
+        .as_ref()
+        .and_then(|digest| store.read_plan(digest))
+    else {
+        return Ok(None);
+    };
+    drop(store);
+    let Some(keys) = presume(&snapshot, &changed, &recheck, &plan, &workspace.data_root) else {
+        return Ok(None);
+    };
+    // `presume` checked that the snapshot's actions are the plan's, one
+    // for each index.
+    let mut verdicts: Vec<Option<Verdict>> = std::iter::repeat_with(|| None)
+        .take(plan.actions.len())
+        .collect();
+    for current in &snapshot.actions {
+        let index = current.index as usize;
+        if let Some(key) = keys[index] {
+            verdicts[index] = Some(Verdict::UpToDate {
+                key,
+                built_by: current.built_by,
+            });
+        }
+    }
+    drop(snapshot);
+    // The concerned actions, by their first output.
+    let mut concerned: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (index, action) in plan.actions.iter().enumerate() {
+        if keys[index].is_none() {
+            let Some(first) = action.config.outputs.first() else {
+                return Ok(None);
+            };
+            concerned.insert(first.as_str(), index);
+        }
+    }
+    let refs: Vec<cairn_engine::refs::PartitionRef> = concerned
+        .values()
+        .map(|&index| plan.actions[index].config.outputs[0].clone())
+        .collect();
+    let own = workspace.plan(&refs)?;
+    let evaluated =
+        workspace.read_context(|context| evaluate(context, &own).map_err(AppError::from))?;
+    for (action, verdict) in own.actions.iter().zip(evaluated) {
+        let Some(&index) = action
+            .config
+            .outputs
+            .first()
+            .and_then(|first| concerned.get(first.as_str()))
+        else {
+            // Upstream of what is concerned: presumed, as the build takes it.
+            continue;
+        };
+        let kept = &plan.actions[index];
+        if kept.job != action.job || kept.config.outputs != action.config.outputs {
+            return Ok(None);
+        }
+        verdicts[index] = Some(verdict);
+    }
+    tracing::debug!(
+        "dry run: presumed {} of {} actions current from the snapshot, evaluated {} planned for the other {} ({} changed paths, {} actions left to check)",
+        plan.actions.len() - concerned.len(),
+        plan.actions.len(),
+        own.actions.len(),
+        concerned.len(),
+        changed.len(),
+        recheck.len(),
+    );
+    drop(concerned);
+    let Some(verdicts) = verdicts.into_iter().collect::<Option<Vec<Verdict>>>() else {
+        return Ok(None);
+    };
+    Ok(Some(DryRun::Planned { plan, verdicts }))
 }
 
 /// `cairn build REFS`: builds them, the up-to-date snapshot first (see the

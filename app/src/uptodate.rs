@@ -47,7 +47,7 @@ pub struct Asked<'a> {
 
 /// More changed paths than this and a build does not use its snapshot at
 /// all (checking which actions they concern is then not worth it).
-const CHANGED_AT_MOST: usize = 1024;
+pub(crate) const CHANGED_AT_MOST: usize = 1024;
 
 /// What the snapshot says about a `cairn build`.
 pub enum Quick {
@@ -388,20 +388,50 @@ fn code_differs(
     None
 }
 
-/// The snapshot, if it confirms that every action `cairn build REQUESTED`
-/// would plan is current and that nothing it observed changed:
-/// `cairn build --dry-run` then lists them from it, without planning or
-/// evaluating. Only reads: the store is opened as a reader, and the new
-/// stats of touched files (same content) are checked, not kept.
+/// What the up-to-date snapshot says about `cairn build --dry-run`.
+pub enum Dry {
+    /// Every action `cairn build REQUESTED` would plan is current and
+    /// nothing it observed changed: the dry run lists them from it,
+    /// without planning or evaluating.
+    Current(Box<Snapshot>),
+    /// Current but for a few changed paths, or what a failed build since
+    /// left to check: the dry run takes the actions neither concerns as
+    /// current, and plans and evaluates the others with their upstream
+    /// (app/src/build.rs, `dry_run_presumed`).
+    Changed(Box<Confirmed>),
+    /// No snapshot, or one that cannot be believed: the full dry run.
+    Full,
+}
+
+/// What the snapshot says about the dry run of `cairn build REQUESTED`
+/// ([`Dry`]); with `changed_at_most` 0, any changed path or action left
+/// to check is the full dry run. Only reads: the store is opened as a
+/// reader, and the new stats of touched files (same content) are checked,
+/// not kept.
 pub fn try_dry(
     project: &Workspace,
     requested: &[String],
     threads: usize,
-) -> Result<Option<Snapshot>, AppError> {
-    // Any changed path and the full dry run says what it means.
-    // After a failed build the dry run lists what the full path finds.
-    let confirmed = confirmed_for(project, &[requested], threads, 0, false, " for the dry run")?;
-    Ok(confirmed.map(|confirmed| confirmed.snapshot))
+    changed_at_most: usize,
+) -> Result<Dry, AppError> {
+    let Some(confirmed) = confirmed_for(
+        project,
+        &[requested],
+        threads,
+        changed_at_most,
+        changed_at_most > 0,
+        " for the dry run",
+    )?
+    else {
+        return Ok(Dry::Full);
+    };
+    Ok(
+        if confirmed.changed.is_empty() && confirmed.recheck.is_empty() {
+            Dry::Current(Box::new(confirmed.snapshot))
+        } else {
+            Dry::Changed(Box::new(confirmed))
+        },
+    )
 }
 
 /// A snapshot [`confirmed_for`] found current but for its `changed` paths.
