@@ -1533,6 +1533,45 @@ fn a_restarted_server_rebuilds_its_last_operations_reading_only_the_end_of_the_l
     server.stop();
 }
 
+/// A build submitted after a change is counted from the up-to-date
+/// snapshot as `cairn build --dry-run` is (the actions the change does not
+/// concern taken as current, the others planned and evaluated), and runs
+/// what it announced.
+#[test]
+fn a_build_submitted_after_a_change_is_counted_from_the_snapshot() {
+    let project = slow_project("0");
+    let mut server = Server::start_with_env(
+        project.path(),
+        &["--operations", "1"],
+        &[("CAIRN_LOG", "warn,cairn_app::build=debug")],
+    );
+    for _ in 0..2 {
+        // Cold, then a no-op that records the snapshot.
+        let op = server.submit(&["slow/n={n}"]);
+        let done = server.wait_done(op["id"].as_str().unwrap(), LONG);
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    std::fs::remove_dir_all(project.file("data/slow/n=2")).unwrap();
+    let again = server.submit(&["slow/n={n}"]);
+    assert_eq!(
+        again["expected"],
+        json!({"partitions": 4, "actions": 4, "current": 4, "to_run": 0}),
+        "{again}"
+    );
+    let done = server.wait_done(again["id"].as_str().unwrap(), LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["counts"]["executed"], 0, "{done}");
+    assert_eq!(project.read_string("data/slow/n=2/value"), "2\n");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(LONG), Some(0));
+    let said = "dry run answered from the snapshot and its kept plan";
+    let started = std::time::Instant::now();
+    while !server.stderr().contains(said) && started.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stderr().contains(said), "{}", server.stderr());
+}
+
 #[test]
 fn a_submitted_build_takes_its_dry_run_plan_unless_something_changed_before_it_started() {
     let project = slow_project("0");

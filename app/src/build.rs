@@ -296,7 +296,9 @@ pub enum DryRun {
     Current(Snapshot),
     /// The plan and each action's verdict, by plan index. The plan's
     /// `requested` is empty unless the dry run was made for a build
-    /// (`dry_run_planning`): nothing of a dry run's own reads it.
+    /// (`dry_run_planning`) and planned everything: nothing of a dry run's
+    /// own reads it, nor a build (the kept plan a build with a changed
+    /// input runs, which a dry run after a change returns, holds none).
     Planned { plan: Plan, verdicts: Vec<Verdict> },
 }
 
@@ -376,15 +378,7 @@ fn dry_run_planning(
 ) -> Result<DryRun, AppError> {
     let started = std::time::Instant::now();
     let threads = self::jobs(workspace.notes(), jobs);
-    // A build's own dry run plans as the build does and keeps the
-    // requested refs, which the kept plan does not hold: the snapshot
-    // answers it only when nothing changed.
-    let changed_at_most = if for_build {
-        0
-    } else {
-        crate::uptodate::CHANGED_AT_MOST
-    };
-    match crate::uptodate::try_dry(workspace, refs, threads, changed_at_most)? {
+    match crate::uptodate::try_dry(workspace, refs, threads)? {
         crate::uptodate::Dry::Current(snapshot) => {
             tracing::debug!(
                 "dry run answered from the snapshot ({:.2?})",

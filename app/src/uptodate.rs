@@ -47,7 +47,7 @@ pub struct Asked<'a> {
 
 /// More changed paths than this and a build does not use its snapshot at
 /// all (checking which actions they concern is then not worth it).
-pub(crate) const CHANGED_AT_MOST: usize = 1024;
+const CHANGED_AT_MOST: usize = 1024;
 
 /// What the snapshot says about a `cairn build`.
 pub enum Quick {
@@ -404,22 +404,15 @@ pub enum Dry {
 }
 
 /// What the snapshot says about the dry run of `cairn build REQUESTED`
-/// ([`Dry`]); with `changed_at_most` 0, any changed path or action left
-/// to check is the full dry run. Only reads: the store is opened as a
-/// reader, and the new stats of touched files (same content) are checked,
-/// not kept.
-pub fn try_dry(
-    project: &Workspace,
-    requested: &[String],
-    threads: usize,
-    changed_at_most: usize,
-) -> Result<Dry, AppError> {
+/// ([`Dry`]). Only reads: the store is opened as a reader, and the new
+/// stats of touched files (same content) are checked, not kept.
+pub fn try_dry(project: &Workspace, requested: &[String], threads: usize) -> Result<Dry, AppError> {
     let Some(confirmed) = confirmed_for(
         project,
         &[requested],
         threads,
-        changed_at_most,
-        changed_at_most > 0,
+        CHANGED_AT_MOST,
+        true,
         " for the dry run",
     )?
     else {

@@ -75,10 +75,11 @@ impl Server {
         let mut child = Command::new(CAIRN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
-            .envs(env.iter().copied())
             .current_dir(project)
             .env("NO_COLOR", "1")
             .env("CAIRN_LOG", "warn")
+            // After the defaults: a test may ask for more of the log.
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
