@@ -444,6 +444,9 @@ fn a_failed_build_leaves_no_snapshot() {
 
 const RECHECK: &str = ".cairn/up-to-date.recheck";
 
+/// The plan kept beside the snapshot.
+const KEPT_PLAN: &str = ".cairn/up-to-date.plan";
+
 /// Panics unless `build`'s `-vv` output says `text`.
 fn assert_says(build: &Build, text: &str) {
     assert!(build.run.stderr.contains(text), "{}", build.run.stderr);
@@ -652,8 +655,9 @@ fn another_environment_or_other_refs_are_not_confirmed() {
     one.assert_counts(2, 0, 2, 0, 0);
 }
 
-/// `-vv`'s line when a dry run was answered from the snapshot.
-const DRY_CONFIRMED: &str = "up-to-date snapshot confirmed for the dry run";
+/// `-vv`'s line when a dry run was answered from the snapshot alone (the
+/// parenthesis tells it from [`DRY_PRESUMED`]'s).
+const DRY_CONFIRMED: &str = "dry run answered from the snapshot (";
 
 /// `cairn -vv build --dry-run --json`: its stdout (the action lines and the
 /// summary), and whether the snapshot answered it.
@@ -726,12 +730,17 @@ const DRY_PRESUMED: &str = "dry run answered from the snapshot and its kept plan
 /// the listing.
 fn presumed_dry_run_is_the_full_one(p: &Project) -> String {
     let state = p.state();
+    let caches = [SNAPSHOT, KEPT_PLAN, RECHECK].map(|file| std::fs::read(p.file(file)).ok());
     let snapshot = p.read(SNAPSHOT);
     let run = p.cairn(&["-vv", "build", "--dry-run", "--json"]);
     run.assert_code(0);
     assert!(run.stderr.contains(DRY_PRESUMED), "{}", run.stderr);
     assert_eq!(p.state(), state, "a dry run changed the store or the data");
-    assert_eq!(p.read(SNAPSHOT), snapshot, "a dry run changed the snapshot");
+    assert_eq!(
+        [SNAPSHOT, KEPT_PLAN, RECHECK].map(|file| std::fs::read(p.file(file)).ok()),
+        caches,
+        "a dry run changed the snapshot, its plan or the recheck list"
+    );
     std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
     let (full, answered) = dry_run(p);
     p.write(SNAPSHOT, snapshot);
@@ -786,6 +795,53 @@ fn a_dry_run_after_a_change_evaluates_only_what_it_concerns() {
     assert!(!run.stderr.contains(DRY_CONFIRMED), "{}", run.stderr);
     assert!(!run.stderr.contains(DRY_PRESUMED), "{}", run.stderr);
     assert!(run.stderr.contains("dry run: 2 actions"), "{}", run.stderr);
+}
+
+/// A configure that answers otherwise for another set of refs (here each
+/// config's environment holds the size of the batch asked for) makes the
+/// concerned actions planned again differ from the kept plan's, so their
+/// verdicts would not be the build's: the dry run and the grid's states
+/// take the full path, and say what it says.
+#[test]
+fn a_configure_that_reads_its_batch_sends_the_dry_run_down_the_full_path() {
+    let p = Project::podcast(3, 3);
+    p.executable_daily();
+    let script = p.read_string("jobs/daily.sh");
+    let patched = script.replacen(
+        r#"printf "],\"args\":[\"%s\"],\"env\":{}}", d"#,
+        r#"printf "],\"args\":[\"%s\"],\"env\":{\"BATCH\":\"%d\"}}", d, ARGC - 1"#,
+        1,
+    );
+    assert_ne!(patched, script, "daily's configure changed shape");
+    p.write("jobs/daily.sh", patched);
+    build(&p, &[]).0.assert_code(0);
+    full_no_op(&p);
+    p.append("inputs/2024-01-02/S002.txt", "ep9999,4\n");
+    let run = p.cairn(&["-vv", "build", "--dry-run", "--json"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("the concerned actions planned again differ from the kept plan"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(DRY_PRESUMED), "{}", run.stderr);
+    let snapshot = p.read(SNAPSHOT);
+    std::fs::remove_file(p.file(SNAPSHOT)).unwrap();
+    let (full, _) = dry_run(&p);
+    p.write(SNAPSHOT, snapshot);
+    assert_eq!(run.stdout, full, "the two dry runs differ");
+    assert_dry_counts(&full, 3, 0);
+    let workspace = workspace(&p);
+    let everything: Vec<String> = Vec::new();
+    let from_snapshot = cairn_app::status::snapshot_states(&workspace, &everything)
+        .expect("the states from the snapshot");
+    assert!(
+        from_snapshot.is_none(),
+        "the grid took the concerned states from a plan that differs"
+    );
+    let states = cairn_app::status::states(&workspace, &everything).expect("states");
+    assert_eq!(states, full_states(&workspace, &everything));
 }
 
 /// A build with a changed input writes what changed over the snapshot it

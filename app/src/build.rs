@@ -51,12 +51,13 @@ pub struct BuildRequest {
     /// Why it was asked for, recorded in its `BuildRequested` (a server's
     /// submit gives the request's `reason`).
     pub reason: Option<String>,
-    /// The plan of these refs that a [`dry_run_for_build`] just made (the
-    /// server's submit, server/src/expect.rs), used instead of planning
-    /// again: planning is a function of the graph file, the refs and the
-    /// configure answers, which that dry run cached. The caller gives it
-    /// only while nothing changed since. A plan kept with the up-to-date
-    /// snapshot still comes first.
+    /// The plan of these refs that a [`dry_run_for_build`] just made or
+    /// took (the server's submit, server/src/expect.rs), used instead of
+    /// planning again: planning is a function of the graph file, the refs
+    /// and the configure answers, which that dry run cached (or, after a
+    /// change, the plan kept with the up-to-date snapshot, which the build
+    /// that made it cached). The caller gives it only while nothing changed
+    /// since. A plan kept with the up-to-date snapshot still comes first.
     pub plan: Option<Arc<Plan>>,
 }
 
@@ -437,90 +438,90 @@ fn dry_run_planning(
 /// upstream alone (an action's verdict is a function of its upstream: its
 /// key is a hash of it). At 10⁶ partitions this is the snapshot's stat
 /// pass and the kept plan instead of planning and evaluating everything.
-/// `None` (the full dry run) without a kept plan, or where the kept plan
-/// and the snapshot or a new plan of the concerned actions disagree.
+/// `None` (the full dry run, which reports any error itself) without a
+/// kept plan; where the new plan's actions are not the kept plan's (job
+/// and config, `agrees_with_kept`); where it finds a presumed action other
+/// than up to date under the snapshot's key and build; or if planning or
+/// evaluating them fails.
 fn dry_run_presumed(
     workspace: &Workspace,
     confirmed: crate::uptodate::Confirmed,
 ) -> Result<Option<DryRun>, AppError> {
-    let crate::uptodate::Confirmed {
+    let Some(crate::uptodate::Presumed {
         snapshot,
+        plan,
+        keys,
         changed,
         recheck,
-        store,
-    } = confirmed;
-    let Some(plan) = snapshot
-        .plan
-        .as_ref()
-        .and_then(|digest| store.read_plan(digest))
+    }) = confirmed.presume(&workspace.data_root)
     else {
-        return Ok(None);
-    };
-    drop(store);
-    let Some(keys) = presume(&snapshot, &changed, &recheck, &plan, &workspace.data_root) else {
         return Ok(None);
     };
     // `presume` checked that the snapshot's actions are the plan's, one
     // for each index.
-    let mut verdicts: Vec<Option<Verdict>> = std::iter::repeat_with(|| None)
-        .take(plan.actions.len())
-        .collect();
+    let mut built_by = vec![0; plan.actions.len()];
     for current in &snapshot.actions {
-        let index = current.index as usize;
-        if let Some(key) = keys[index] {
-            verdicts[index] = Some(Verdict::UpToDate {
-                key,
-                built_by: current.built_by,
-            });
-        }
+        built_by[current.index as usize] = current.built_by;
     }
     drop(snapshot);
-    // The concerned actions, by their first output.
-    let mut concerned: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (index, action) in plan.actions.iter().enumerate() {
-        if keys[index].is_none() {
-            let Some(first) = action.config.outputs.first() else {
-                return Ok(None);
-            };
-            concerned.insert(first.as_str(), index);
-        }
-    }
-    let refs: Vec<cairn_engine::refs::PartitionRef> = concerned
-        .values()
-        .map(|&index| plan.actions[index].config.outputs[0].clone())
+    let mut verdicts: Vec<Option<Verdict>> = keys
+        .iter()
+        .zip(&built_by)
+        .map(|(key, &built_by)| key.map(|key| Verdict::UpToDate { key, built_by }))
         .collect();
-    let own = workspace.plan(&refs)?;
-    let evaluated =
-        workspace.read_context(|context| evaluate(context, &own).map_err(AppError::from))?;
-    for (action, verdict) in own.actions.iter().zip(evaluated) {
-        let Some(&index) = action
-            .config
-            .outputs
-            .first()
-            .and_then(|first| concerned.get(first.as_str()))
-        else {
-            // Upstream of what is concerned: presumed, as the build takes it.
-            continue;
-        };
-        let kept = &plan.actions[index];
-        if kept.job != action.job || kept.config.outputs != action.config.outputs {
+    let refs: Vec<cairn_engine::refs::PartitionRef> = plan
+        .actions
+        .iter()
+        .zip(&keys)
+        .filter(|(_, key)| key.is_none())
+        .filter_map(|(action, _)| action.config.outputs.first().cloned())
+        .collect();
+    let concerned = keys.iter().filter(|key| key.is_none()).count();
+    let evaluated = workspace.plan(&refs).and_then(|own| {
+        let verdicts =
+            workspace.read_context(|context| evaluate(context, &own).map_err(AppError::from))?;
+        Ok((own, verdicts))
+    });
+    let (own, evaluated) = match evaluated {
+        Ok(evaluated) => evaluated,
+        Err(error) => {
+            tracing::debug!("dry run: the concerned actions' plan failed: {error}");
             return Ok(None);
         }
-        verdicts[index] = Some(verdict);
+    };
+    let Some(kept) = crate::uptodate::agrees_with_kept(&plan, &own) else {
+        tracing::debug!("dry run: the concerned actions planned again differ from the kept plan");
+        return Ok(None);
+    };
+    for (verdict, index) in evaluated.into_iter().zip(kept) {
+        match keys[index] {
+            // Upstream of what is concerned: presumed, as the build takes
+            // it, and found so again.
+            Some(key) => {
+                let again = Verdict::UpToDate {
+                    key,
+                    built_by: built_by[index],
+                };
+                if verdict != again {
+                    tracing::debug!(
+                        "dry run: a presumed action is {} when planned again",
+                        verdict.state()
+                    );
+                    return Ok(None);
+                }
+            }
+            None => verdicts[index] = Some(verdict),
+        }
     }
-    tracing::debug!(
-        "dry run: presumed {} of {} actions current from the snapshot, evaluated {} planned for the other {} ({} changed paths, {} actions left to check)",
-        plan.actions.len() - concerned.len(),
-        plan.actions.len(),
-        own.actions.len(),
-        concerned.len(),
-        changed.len(),
-        recheck.len(),
-    );
-    drop(concerned);
     let Some(verdicts) = verdicts.into_iter().collect::<Option<Vec<Verdict>>>() else {
         return Ok(None);
     };
+    tracing::debug!(
+        "dry run: presumed {} of {} actions current from the snapshot, evaluated {} planned for the other {concerned} ({changed} changed paths, {recheck} actions left to check)",
+        plan.actions.len() - concerned,
+        plan.actions.len(),
+        own.actions.len(),
+    );
     Ok(Some(DryRun::Planned { plan, verdicts }))
 }
 

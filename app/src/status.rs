@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::evaluate::{Verdict, evaluate, evaluate_with_keys};
 use cairn_engine::graph::Producer;
+use cairn_engine::plan::Plan;
 use cairn_engine::ports::Catalog;
 use cairn_engine::record::{Manifest, PartitionState};
 use cairn_engine::refs::PartitionRef;
-use cairn_engine::uptodate::presume;
 use rayon::prelude::*;
 
 use crate::running::{LiveBuild, RunningJob};
@@ -148,6 +148,17 @@ fn rows_of(
     // The phases at -vv, as a build's (docs/benchmarks.md).
     let started = std::time::Instant::now();
     let plan = workspace.plan(refs)?;
+    rows_of_plan(workspace, &plan, keys, started)
+}
+
+/// [`rows_of`], with the plan of the refs made already (at `started`):
+/// the rows of its requested refs.
+fn rows_of_plan(
+    workspace: &Workspace,
+    plan: &Plan,
+    keys: Keys,
+    started: std::time::Instant,
+) -> Result<Vec<PartitionStatus>, AppError> {
     tracing::debug!(
         "status: planned {} actions, {} sources ({:.2?})",
         plan.actions.len(),
@@ -157,8 +168,8 @@ fn rows_of(
     let live = LiveBuild::find(workspace)?;
     workspace.read_context(|context| {
         let verdicts = match keys {
-            Keys::Needed => evaluate(context, &plan)?,
-            Keys::Every => evaluate_with_keys(context, &plan)?,
+            Keys::Needed => evaluate(context, plan)?,
+            Keys::Every => evaluate_with_keys(context, plan)?,
         };
         tracing::debug!("status: evaluated ({:.2?})", started.elapsed());
         let producer = plan.producers();
@@ -341,17 +352,13 @@ pub fn snapshot_states(
     from_snapshot(workspace, requests, &refs)
 }
 
-/// More changed paths than this and a grid is not answered from the
-/// snapshot (as a build does not presume actions from it).
-const CHANGED_AT_MOST: usize = 1024;
-
 /// The states of `refs` (what `requests` names) if the up-to-date
 /// snapshot of `cairn build` (everything declared) or of `cairn build
 /// REQUESTS` is confirmed as a dry run confirms it
 /// ([`crate::uptodate::confirmed_for`]: the same graph, code and passed
 /// environment, the log still ending with the snapshot's last event or a
-/// failed build's after it, every observed path as it was), but for at most [`CHANGED_AT_MOST`]
-/// changed paths, and no build is running. Every action that build plans
+/// failed build's after it, every observed path as it was), but for at most
+/// 1,024 changed paths (as a build does not presume actions past that), and no build is running. Every action that build plans
 /// was then current (but for what a failed build since left to check), and every partition a job produces among `refs` is
 /// one of its outputs (planning is deterministic). With no path changed,
 /// each is built and a source a source. With changed paths, the kept plan
@@ -375,8 +382,6 @@ fn from_snapshot(
         workspace,
         &[everything, requests],
         rayon::current_num_threads(),
-        CHANGED_AT_MOST,
-        true,
         " for the states",
     )?
     else {
@@ -404,21 +409,14 @@ fn from_snapshot(
     }
     // What the changed paths concern, and what a failed build since the
     // snapshot left to check, by the kept plan.
-    let crate::uptodate::Confirmed {
+    let Some(crate::uptodate::Presumed {
         snapshot,
+        plan,
+        keys,
         changed,
         recheck,
-        store,
-    } = confirmed;
-    let Some(plan) = snapshot
-        .plan
-        .as_ref()
-        .and_then(|digest| store.read_plan(digest))
+    }) = confirmed.presume(&workspace.data_root)
     else {
-        return Ok(None);
-    };
-    drop(store);
-    let Some(keys) = presume(&snapshot, &changed, &recheck, &plan, &workspace.data_root) else {
         return Ok(None);
     };
     drop(snapshot);
@@ -438,19 +436,25 @@ fn from_snapshot(
         .map(|(at, _)| at)
         .collect();
     tracing::debug!(
-        "states: {} changed paths and {} actions to check concern {} actions, {} of the refs",
-        changed.len(),
-        recheck.len(),
+        "states: {changed} changed paths and {recheck} actions to check concern {} actions, {} of the refs",
         keys.iter().filter(|key| key.is_none()).count(),
         checked.len()
     );
     drop(concerned);
-    drop(plan);
     if checked.is_empty() {
         return Ok(Some(states));
     }
     let partitions: Vec<PartitionRef> = checked.iter().map(|&at| states[at].0.clone()).collect();
-    let rows = rows_of(workspace, &partitions, Keys::Needed)?;
+    let started = std::time::Instant::now();
+    let own = workspace.plan(&partitions)?;
+    // Planned again for these partitions alone, a configure may answer
+    // otherwise than for the kept plan's build: then the full status.
+    if crate::uptodate::agrees_with_kept(&plan, &own).is_none() {
+        tracing::debug!("states: the concerned partitions planned again differ from the kept plan");
+        return Ok(None);
+    }
+    drop(plan);
+    let rows = rows_of_plan(workspace, &own, Keys::Needed, started)?;
     if rows.len() != checked.len() {
         return Ok(None);
     }

@@ -6,9 +6,10 @@
 //! The build use case (app/src/build.rs) calls this module; this module
 //! knows nothing of it (what it finds goes back as a [`Quick`]).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-use cairn_engine::digest::ContentDigest;
+use cairn_engine::digest::{ActionKey, ContentDigest};
 use cairn_engine::exec::{AllCurrent, BuildReport, code_digests};
 use cairn_engine::observe::Observer;
 use cairn_engine::plan::Plan;
@@ -16,7 +17,7 @@ use cairn_engine::ports::EventLog;
 use cairn_engine::record::{BuildCounts, EventKind};
 use cairn_engine::uptodate::{
     Confirmation, CurrentAction, FingerprintInputs, LastEvent, Observed, Snapshot, SnapshotPatch,
-    confirm_paths, fingerprint, graph_allows, merge_entries, output_parents, sorted_codes,
+    confirm_paths, fingerprint, graph_allows, merge_entries, output_parents, presume, sorted_codes,
 };
 use cairn_store::{SnapshotFile, SnapshotReader, SnapshotWrite, Store};
 
@@ -47,7 +48,7 @@ pub struct Asked<'a> {
 
 /// More changed paths than this and a build does not use its snapshot at
 /// all (checking which actions they concern is then not worth it).
-const CHANGED_AT_MOST: usize = 1024;
+pub(crate) const CHANGED_AT_MOST: usize = 1024;
 
 /// What the snapshot says about a `cairn build`.
 pub enum Quick {
@@ -407,15 +408,7 @@ pub enum Dry {
 /// ([`Dry`]). Only reads: the store is opened as a reader, and the new
 /// stats of touched files (same content) are checked, not kept.
 pub fn try_dry(project: &Workspace, requested: &[String], threads: usize) -> Result<Dry, AppError> {
-    let Some(confirmed) = confirmed_for(
-        project,
-        &[requested],
-        threads,
-        CHANGED_AT_MOST,
-        true,
-        " for the dry run",
-    )?
-    else {
+    let Some(confirmed) = confirmed_for(project, &[requested], threads, " for the dry run")? else {
         return Ok(Dry::Full);
     };
     Ok(
@@ -440,17 +433,93 @@ pub struct Confirmed {
     pub store: StoreHandle,
 }
 
+impl Confirmed {
+    /// The kept plan the snapshot names, and by plan index the snapshot's
+    /// key of every action that a build would take as current from it
+    /// ([`presume`]: none that the changed paths or the actions a failed
+    /// build left concern, nor anything downstream). `None` without a kept
+    /// plan or where the two disagree: the caller takes the full path.
+    pub fn presume(self, data_root: &std::path::Path) -> Option<Presumed> {
+        let Confirmed {
+            snapshot,
+            changed,
+            recheck,
+            store,
+        } = self;
+        let plan = snapshot
+            .plan
+            .as_ref()
+            .and_then(|digest| store.read_plan(digest))?;
+        drop(store);
+        let keys = presume(&snapshot, &changed, &recheck, &plan, data_root)?;
+        Some(Presumed {
+            snapshot,
+            plan,
+            keys,
+            changed: changed.len(),
+            recheck: recheck.len(),
+        })
+    }
+}
+
+/// What [`Confirmed::presume`] found.
+pub struct Presumed {
+    /// All but its recorded paths.
+    pub snapshot: Snapshot,
+    /// The kept plan.
+    pub plan: Plan,
+    /// By plan index, the key of each action taken as current; `None` for
+    /// the others.
+    pub keys: Vec<Option<ActionKey>>,
+    /// How many paths changed, and how many actions a failed build left.
+    pub changed: usize,
+    pub recheck: usize,
+}
+
+/// By index of `own` (a plan of some of the partitions the kept plan
+/// `kept` holds, with their upstream), its action's index in `kept`, if
+/// every action of `own` is in `kept` with the same job and config: the
+/// same key recipe. A configure may answer differently for another set of
+/// refs (docs/job-protocol.md: it may read its request), and then a verdict
+/// of `own` is not the one the build of `kept` would find: `None`, and the
+/// caller takes the full path.
+pub fn agrees_with_kept(kept: &Plan, own: &Plan) -> Option<Vec<usize>> {
+    let mut wanted: HashMap<&str, usize> = HashMap::with_capacity(own.actions.len());
+    for (index, action) in own.actions.iter().enumerate() {
+        wanted.insert(action.config.outputs.first()?.as_str(), index);
+    }
+    let mut found: Vec<Option<usize>> = vec![None; own.actions.len()];
+    for (index, action) in kept.actions.iter().enumerate() {
+        if let Some(&at) = action
+            .config
+            .outputs
+            .first()
+            .and_then(|first| wanted.get(first.as_str()))
+        {
+            found[at] = Some(index);
+        }
+    }
+    own.actions
+        .iter()
+        .zip(found)
+        .map(|(action, index)| {
+            let index = index?;
+            let same = kept.actions[index].job == action.job
+                && kept.actions[index].config == action.config;
+            same.then_some(index)
+        })
+        .collect()
+}
+
 /// The snapshot of `cairn build` of any of `requested`, if it confirms, as
 /// [`try_dry`] does, that every action that build would plan is current
-/// and that nothing it observed changed but for at most `changed_at_most`
-/// paths, nor (unless `after_failure`) a failed build since left actions
-/// to check: read-only (`-vv`'s lines end with `for_what`).
+/// (but for what a failed build since left to check) and that nothing it
+/// observed changed but for at most [`CHANGED_AT_MOST`] paths: read-only
+/// (`-vv`'s lines end with `for_what`).
 pub fn confirmed_for(
     project: &Workspace,
     requested: &[&[String]],
     threads: usize,
-    changed_at_most: usize,
-    after_failure: bool,
     for_what: &str,
 ) -> Result<Option<Confirmed>, AppError> {
     let started = Instant::now();
@@ -465,9 +534,6 @@ pub fn confirmed_for(
         return unconfirmed("no store");
     };
     let recheck = match since_snapshot(&snapshot, &store)? {
-        Ok(recheck) if !recheck.is_empty() && !after_failure => {
-            return unconfirmed("a failed build since left actions to check");
-        }
         Ok(recheck) => recheck,
         Err(why) => return unconfirmed(why),
     };
@@ -479,7 +545,7 @@ pub fn confirmed_for(
         snapshot.actions.len(),
         started.elapsed()
     );
-    let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, changed_at_most);
+    let confirmed = confirm_paths(&snapshot.directories, &mut reader, threads, CHANGED_AT_MOST);
     let Some((found, _)) = finished(reader, confirmed, for_what) else {
         return Ok(None);
     };
