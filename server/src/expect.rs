@@ -16,7 +16,9 @@
 //! are what happened.
 //!
 //! A build's dry run plans as the build does
-//! (`cairn_app::build::dry_run_for_build`), and the operation's build takes
+//! (`cairn_app::build::dry_run_for_build`; after a change it takes the plan
+//! kept with the up-to-date snapshot, which a build made), and the
+//! operation's build takes
 //! that plan instead of planning again (a backfill's too) when it starts at
 //! the generation its dry run was asked at ([`Given::plan`]): no operation
 //! ended and nothing was invalidated in between. The plan itself is a
