@@ -447,23 +447,16 @@ fn dry_run_presumed(
     workspace: &Workspace,
     confirmed: crate::uptodate::Confirmed,
 ) -> Result<Option<DryRun>, AppError> {
-    let Some(crate::uptodate::Presumed {
-        snapshot,
-        plan,
-        keys,
-        changed,
-        recheck,
-    }) = confirmed.presume(&workspace.data_root)
-    else {
+    let Some(presumed) = confirmed.presume(&workspace.data_root) else {
         return Ok(None);
     };
-    // `presume` checked that the snapshot's actions are the plan's, one
-    // for each index.
-    let mut built_by = vec![0; plan.actions.len()];
-    for current in &snapshot.actions {
-        built_by[current.index as usize] = current.built_by;
-    }
-    drop(snapshot);
+    let crate::uptodate::Presumed {
+        plan,
+        keys,
+        built_by,
+        changed,
+        recheck,
+    } = presumed;
     let mut verdicts: Vec<Option<Verdict>> = keys
         .iter()
         .zip(&built_by)
@@ -845,25 +838,24 @@ fn execute_assisted(
             "no up-to-date snapshot: another build of the held store appended while this one ran"
         );
     }
-    let snapshot = match report.all_current.take() {
-        Some(_) if !code_changes.is_empty() || crowded => {
-            store.forget_recheck();
-            None
-        }
-        Some(all_current) => {
-            store.forget_recheck();
-            witness.and_then(Witness::into_entries).and_then(|entries| {
-                crate::uptodate::record(
-                    workspace,
-                    &store,
-                    plan,
-                    &execution.requested,
-                    all_current,
-                    entries,
-                    base.map(|(_, base)| base),
-                )
-            })
-        }
+    let all_current = report.all_current.take();
+    if all_current.is_some() {
+        // Every action current: nothing left for the next build to check.
+        store.forget_recheck();
+    }
+    let snapshot = match all_current {
+        Some(_) if !code_changes.is_empty() || crowded => None,
+        Some(all_current) => witness.and_then(Witness::into_entries).and_then(|entries| {
+            crate::uptodate::record(
+                workspace,
+                &store,
+                plan,
+                &execution.requested,
+                all_current,
+                entries,
+                base.map(|(_, base)| base),
+            )
+        }),
         // A build that presumed actions from the snapshot and did not end
         // with every action current: the snapshot still describes every
         // action it presumed, so the next build may presume them again

@@ -410,16 +410,15 @@ fn from_snapshot(
     // What the changed paths concern, and what a failed build since the
     // snapshot left to check, by the kept plan.
     let Some(crate::uptodate::Presumed {
-        snapshot,
         plan,
         keys,
         changed,
         recheck,
+        ..
     }) = confirmed.presume(&workspace.data_root)
     else {
         return Ok(None);
     };
-    drop(snapshot);
     let concerned: std::collections::HashSet<&str> = plan
         .actions
         .iter()

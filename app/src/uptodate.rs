@@ -48,7 +48,7 @@ pub struct Asked<'a> {
 
 /// More changed paths than this and a build does not use its snapshot at
 /// all (checking which actions they concern is then not worth it).
-pub(crate) const CHANGED_AT_MOST: usize = 1024;
+const CHANGED_AT_MOST: usize = 1024;
 
 /// What the snapshot says about a `cairn build`.
 pub enum Quick {
@@ -452,10 +452,16 @@ impl Confirmed {
             .and_then(|digest| store.read_plan(digest))?;
         drop(store);
         let keys = presume(&snapshot, &changed, &recheck, &plan, data_root)?;
+        // `presume` checked that the snapshot's actions are the plan's, one
+        // for each index.
+        let mut built_by = vec![0; plan.actions.len()];
+        for current in &snapshot.actions {
+            built_by[current.index as usize] = current.built_by;
+        }
         Some(Presumed {
-            snapshot,
             plan,
             keys,
+            built_by,
             changed: changed.len(),
             recheck: recheck.len(),
         })
@@ -464,13 +470,14 @@ impl Confirmed {
 
 /// What [`Confirmed::presume`] found.
 pub struct Presumed {
-    /// All but its recorded paths.
-    pub snapshot: Snapshot,
     /// The kept plan.
     pub plan: Plan,
     /// By plan index, the key of each action taken as current; `None` for
     /// the others.
     pub keys: Vec<Option<ActionKey>>,
+    /// By plan index, the build whose result the snapshot says each action
+    /// reuses (what a dry run reports of a presumed one).
+    pub built_by: Vec<u64>,
     /// How many paths changed, and how many actions a failed build left.
     pub changed: usize,
     pub recheck: usize,
