@@ -27,7 +27,7 @@ fn configure_answers(p: &Project) -> Vec<String> {
         .map(|entries| {
             entries
                 .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-                .filter(|name| !name.starts_with("tmp-"))
+                .filter(|name| !name.starts_with("tmp-") && !name.contains(".tmp-"))
                 .map(|name| format!(".cairn/configure/{name}"))
                 .collect()
         })

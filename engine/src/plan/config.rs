@@ -561,8 +561,10 @@ pub const CONFIGURE_CACHE_DIR: &str = "configure";
 /// removed when the cache is pruned.
 pub const ANSWER_EXTENSION: &str = "answer";
 
-/// The names of the temporary files entries are written to (and renamed
-/// from): a leftover of an interrupted write, never read.
+/// The names of the temporary files entries were written to by earlier
+/// versions (now `<key>.answer.tmp-…`, [`write_cache_file`], whose
+/// extension is not [`ANSWER_EXTENSION`]): a leftover of an interrupted
+/// write, never read.
 pub const ANSWER_TEMP_PREFIX: &str = "tmp-";
 
 /// The first word of an entry's header line.
@@ -811,19 +813,10 @@ impl CachingConfigurer<'_> {
     ) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let bytes = encode_answer(key, job, configs).map_err(std::io::Error::other)?;
-        // Answers of one wave are stored concurrently: one temporary file
-        // per answer.
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        // Concurrent builds of one process (a held workspace) may store the
-        // same answer: the counter keeps their temporary files apart.
-        static TEMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let temp = self.dir.join(format!(
-            "{ANSWER_TEMP_PREFIX}{}-{}-{name}",
-            std::process::id(),
-            TEMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::write(&temp, bytes)?;
-        std::fs::rename(&temp, path)?;
+        // Answers of one wave, and the same answer of two builds of one
+        // process (a held workspace), are stored concurrently: one
+        // temporary file per write.
+        write_cache_file(path, &bytes)?;
         self.prune();
         Ok(())
     }
