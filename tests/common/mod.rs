@@ -214,7 +214,7 @@ impl Project {
             "run = [\"sh\", \"-c\", \"cp",
             &format!(
                 "run = [\"sh\", \"-c\", \"{} ; cp",
-                line.replace('"', "\\\"")
+                line.replace('\\', "\\\\").replace('"', "\\\"")
             ),
             "raw",
         );

@@ -160,7 +160,8 @@ pub struct BuildReport {
     /// recording.
     pub all_current: Option<AllCurrent>,
     /// Actions given as presumed ([`BuildOptions::presumed`]) that the
-    /// build checked after all (their manifest could not be read), sorted.
+    /// build checked after all (their manifest could not be read), in the
+    /// order it found them.
     pub unpresumed: Vec<usize>,
 }
 
@@ -1050,12 +1051,10 @@ fn schedule(
             unpresumed: scheduler
                 .presumed
                 .map(|presumed| {
-                    let mut fell_back = presumed
+                    presumed
                         .fell_back
                         .into_inner()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    fell_back.sort_unstable();
-                    fell_back
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                 })
                 .unwrap_or_default(),
         },

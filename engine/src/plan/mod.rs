@@ -136,6 +136,8 @@ pub struct PlanRecord {
     jobs: Vec<String>,
     actions: Vec<ActionRecord>,
     sources: Vec<SourceNode>,
+    /// Always written empty; kept in the layout, which files written
+    /// before held it in (the same magic), and dropped when read back.
     requested: Vec<PartitionRef>,
     order: Vec<usize>,
     configure_calls: usize,
@@ -254,7 +256,8 @@ impl PlanRecord {
         Some(Plan {
             actions,
             sources: self.sources,
-            requested: self.requested,
+            // Empty, unless the file was written before they were dropped.
+            requested: Vec::new(),
             order: self.order,
             configure_calls: self.configure_calls,
         })
