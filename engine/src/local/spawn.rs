@@ -14,6 +14,15 @@
 //! and the parent's thread suspended until then. `CLONE_PIDFD` gives a
 //! descriptor that becomes readable when the job exits, so a worker can wait
 //! for its job and watch its checkpoint file on one thread.
+//!
+//! On x86-64 the child is made with `clone3` and `CLONE_CLEAR_SIGHAND`
+//! (Linux 5.5), as glibc's `posix_spawn` does where it can: the kernel
+//! resets cairn's signal handlers in the child, which otherwise asks for
+//! each of the 64 signals' disposition itself (64 system calls on every
+//! job start, about 40 µs on a VM with costly kernel entries;
+//! docs/benchmarks.md). Where `clone3` or the flag is refused (an older
+//! kernel, a seccomp filter), and on other architectures, `clone` and the
+//! child's own reset are used.
 
 #![expect(
     unsafe_code,
@@ -29,6 +38,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -50,6 +60,9 @@ pub(crate) struct Spec<'a> {
 pub(crate) struct Process {
     pub pid: u32,
     pidfd: OwnedFd,
+    /// Whether the kernel reset the child's signal handlers (`clone3`).
+    #[cfg(test)]
+    handlers_cleared: bool,
 }
 
 /// Which step of the child failed, for the error message.
@@ -72,6 +85,9 @@ struct ChildArgs {
     cwd: *const c_char,
     fds: [c_int; 3],
     parent: libc::pid_t,
+    /// Whether the kernel already reset the child's signal handlers
+    /// (`CLONE_CLEAR_SIGHAND`); the child then only restores SIGPIPE.
+    handlers_cleared: c_int,
     failed_step: c_int,
     errno: c_int,
 }
@@ -95,19 +111,29 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // cairn's memory): back to the default, except what is ignored on
         // purpose. SIGPIPE is ignored by the Rust runtime, not by choice:
         // jobs get it at its default, as std's Command does.
-        for signal in 1..65 {
-            let mut current: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, std::ptr::null(), &raw mut current) != 0 {
-                continue;
+        if (*args).handlers_cleared != 0 {
+            // CLONE_CLEAR_SIGHAND reset every handler and kept what is
+            // ignored: only SIGPIPE is left to restore.
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            if libc::sigaction(libc::SIGPIPE, &raw const default, std::ptr::null_mut()) != 0 {
+                fail(STEP_SIGNALS);
             }
-            let ignored = current.sa_sigaction == libc::SIG_IGN;
-            if (current.sa_sigaction != libc::SIG_DFL && !ignored)
-                || (ignored && signal == libc::SIGPIPE)
-            {
-                let mut default: libc::sigaction = std::mem::zeroed();
-                default.sa_sigaction = libc::SIG_DFL;
-                if libc::sigaction(signal, &raw const default, std::ptr::null_mut()) != 0 {
-                    fail(STEP_SIGNALS);
+        } else {
+            for signal in 1..65 {
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, std::ptr::null(), &raw mut current) != 0 {
+                    continue;
+                }
+                let ignored = current.sa_sigaction == libc::SIG_IGN;
+                if (current.sa_sigaction != libc::SIG_DFL && !ignored)
+                    || (ignored && signal == libc::SIGPIPE)
+                {
+                    let mut default: libc::sigaction = std::mem::zeroed();
+                    default.sa_sigaction = libc::SIG_DFL;
+                    if libc::sigaction(signal, &raw const default, std::ptr::null_mut()) != 0 {
+                        fail(STEP_SIGNALS);
+                    }
                 }
             }
         }
@@ -297,6 +323,127 @@ fn with_stack<T>(start: impl FnOnce(&Stack) -> T) -> io::Result<T> {
     Ok(result)
 }
 
+/// `CLONE_CLEAR_SIGHAND` (linux/sched.h; the libc crate's constant
+/// overflows its type).
+#[cfg(target_arch = "x86_64")]
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+/// Whether `clone3` with `CLONE_CLEAR_SIGHAND` was refused once in this
+/// process (then `clone` is used from there on).
+static CLONE3_REFUSED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests take the `clone` path on their own thread with this set.
+    static FORCE_CLONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Clones the child that runs [`child_main`] on `stack` with `args`:
+/// its pid (negative on failure) and the error of the call. `clone3` with
+/// `CLONE_CLEAR_SIGHAND` where the kernel takes it (`args` records it for
+/// the child), else `clone`.
+///
+/// # Safety
+/// Every signal is blocked on the calling thread, and `args`, `pidfd` and
+/// `stack` stay alive and untouched until this returns (CLONE_VFORK: after
+/// the child's `execve` or exit).
+unsafe fn clone_child(
+    stack: &Stack,
+    args: *mut ChildArgs,
+    pidfd: *mut c_int,
+) -> (c_int, io::Error) {
+    #[cfg(test)]
+    let forced = FORCE_CLONE.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    let forced = false;
+    #[cfg(target_arch = "x86_64")]
+    if !forced && !CLONE3_REFUSED.load(Ordering::Relaxed) {
+        // SAFETY: as this function's, passed on.
+        unsafe {
+            (*args).handlers_cleared = 1;
+            let result = clone3_child(stack, args, pidfd);
+            if result >= 0 {
+                return (
+                    c_int::try_from(result).unwrap_or(c_int::MAX),
+                    io::Error::from_raw_os_error(0),
+                );
+            }
+            (*args).handlers_cleared = 0;
+            let errno = c_int::try_from(-result).unwrap_or(libc::EINVAL);
+            // ENOSYS: no clone3 (before Linux 5.3, or a seccomp filter that
+            // hides it); EINVAL: no CLONE_CLEAR_SIGHAND (before 5.5); EPERM:
+            // a filter that refuses it. Anything else is the start's own
+            // failure (EAGAIN, ENOMEM), reported as `clone` would.
+            if ![libc::ENOSYS, libc::EINVAL, libc::EPERM].contains(&errno) {
+                return (-1, io::Error::from_raw_os_error(errno));
+            }
+            CLONE3_REFUSED.store(true, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: as this function's; the child's stack grows down from its top.
+    unsafe {
+        let pid = libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            args.cast(),
+            pidfd,
+        );
+        (pid, io::Error::last_os_error())
+    }
+}
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_CLEAR_SIGHAND)`
+/// with the child calling `child_main(args)` on `stack`, as glibc's
+/// `clone3` wrapper does it (no wrapper is exported): the raw result, the
+/// child's pid or a negated errno.
+///
+/// # Safety
+/// As [`clone_child`]'s.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_child(stack: &Stack, args: *mut ChildArgs, pidfd: *mut c_int) -> libc::c_long {
+    // SAFETY: a plain C struct of integers; zero is "not asked" for each.
+    let mut clone_args: libc::clone_args = unsafe { std::mem::zeroed() };
+    clone_args.flags =
+        (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64 | CLONE_CLEAR_SIGHAND;
+    clone_args.pidfd = pidfd as u64;
+    clone_args.exit_signal = libc::SIGCHLD as u64;
+    clone_args.stack = stack.base as u64;
+    clone_args.stack_size = stack.len as u64;
+    let entry: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let result: libc::c_long;
+    // SAFETY: the parent returns from the system call with only rax, rcx
+    // and r11 changed (declared). The child starts on its own stack (the
+    // kernel sets rsp to its 16-byte aligned top), shares no frame with
+    // the parent and never comes back here: it calls `child_main`, which
+    // ends in `execve` or `_exit`, and exits itself should it return.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => result,
+            in("rdi") &raw mut clone_args,
+            in("rsi") std::mem::size_of::<libc::clone_args>(),
+            in("r12") args,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    result
+}
+
 /// Starts `spec`'s program as the leader of a new process group that the
 /// kernel kills when cairn dies.
 pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
@@ -346,6 +493,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
         cwd: cwd.as_ptr(),
         fds: [spec.stdin, spec.stdout, spec.stderr],
         parent: libc::pid_t::try_from(std::process::id()).unwrap_or(0),
+        handlers_cleared: 0,
         failed_step: 0,
         errno: 0,
     };
@@ -359,14 +507,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
         let mut previous: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&raw mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut previous);
-        let pid = libc::clone(
-            child_main,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-            (&raw mut args).cast(),
-            &raw mut pidfd,
-        );
-        let clone_error = io::Error::last_os_error();
+        let (pid, clone_error) = clone_child(stack, &raw mut args, &raw mut pidfd);
         libc::pthread_sigmask(libc::SIG_SETMASK, &raw const previous, std::ptr::null_mut());
         (pid, clone_error)
     })?;
@@ -386,6 +527,8 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Process> {
     let process = Process {
         pid: pid as u32,
         pidfd,
+        #[cfg(test)]
+        handlers_cleared: args.handlers_cleared != 0,
     };
     if args.failed_step != 0 {
         let _ = process.reap();
@@ -580,6 +723,87 @@ mod tests {
             0,
             "SIGPIPE is not ignored"
         );
+    }
+
+    /// The signal dispositions a job starts with, by either way of
+    /// cloning: nothing blocked, SIGPIPE at its default though cairn
+    /// ignores it, and a signal cairn ignores on purpose still ignored.
+    /// On x86-64 with Linux 5.5 or newer and no seccomp filter, the kernel
+    /// resets the handlers (`clone3`); the test fails if that path is lost.
+    #[test]
+    fn both_ways_of_cloning_give_the_job_the_same_signals() {
+        // SAFETY: ignoring a signal no test sends; no handler is involved.
+        unsafe {
+            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = "grep -E '^Sig(Blk|Ign)' /proc/$$/status";
+        let env = [("PATH", "/usr/bin:/bin")];
+        let mut seen = Vec::new();
+        for force_clone in [false, true] {
+            let seen_here = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        FORCE_CLONE.with(|force| force.set(force_clone));
+                        let stdin = File::open("/dev/null").unwrap();
+                        let out_path = dir.path().join(format!("out-{force_clone}"));
+                        let stdout = File::create(&out_path).unwrap();
+                        let args = ["-c".to_owned(), script.to_owned()];
+                        let process = spawn(&Spec {
+                            program: "sh",
+                            args: &args,
+                            env: &env,
+                            cwd: dir.path(),
+                            stdin: stdin.as_raw_fd(),
+                            stdout: stdout.as_raw_fd(),
+                            stderr: stdout.as_raw_fd(),
+                        })
+                        .unwrap();
+                        process.wait_exited(Duration::from_millis(10), None);
+                        assert!(process.reap().unwrap().success());
+                        (
+                            process.handlers_cleared,
+                            std::fs::read_to_string(out_path).unwrap(),
+                        )
+                    })
+                    .join()
+                    .unwrap()
+            });
+            seen.push(seen_here);
+        }
+        assert!(!seen[1].0, "the forced path is clone's");
+        if clone3_expected() {
+            assert!(seen[0].0, "clone3 with CLONE_CLEAR_SIGHAND was not used");
+        }
+        for (_, out) in &seen {
+            let mask = |name: &str| {
+                let line = out.lines().find(|line| line.starts_with(name)).unwrap();
+                u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+            };
+            assert_eq!(mask("SigBlk:"), 0, "{out}");
+            let ignored = mask("SigIgn:");
+            assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
+            assert_ne!(ignored & (1 << (libc::SIGUSR2 - 1)), 0, "{out}");
+        }
+        assert_eq!(seen[0].1, seen[1].1);
+    }
+
+    /// Whether this machine should take the `clone3` path: x86-64, Linux
+    /// 5.5 or newer, no seccomp filter on this process.
+    fn clone3_expected() -> bool {
+        if !cfg!(target_arch = "x86_64") {
+            return false;
+        }
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut numbers = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|part| part.parse::<u32>().unwrap_or(0));
+        let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let filtered = status
+            .lines()
+            .any(|line| line.starts_with("Seccomp:") && line.trim_end() != "Seccomp:\t0");
+        version >= (5, 5) && !filtered
     }
 
     #[test]
