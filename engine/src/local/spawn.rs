@@ -737,7 +737,10 @@ mod tests {
             libc::signal(libc::SIGUSR2, libc::SIG_IGN);
         }
         let dir = tempfile::tempdir().unwrap();
-        let script = "grep -E '^Sig(Blk|Ign)' /proc/$$/status";
+        // `exec`: the masks the job was started with, read by the process
+        // that inherits them (sh blocks every signal for a moment around
+        // each fork, so reading sh's own from a child would race it).
+        let script = "exec grep -E '^Sig(Blk|Ign)' /proc/self/status";
         let env = [("PATH", "/usr/bin:/bin")];
         let mut seen = Vec::new();
         for force_clone in [false, true] {
