@@ -181,10 +181,24 @@ fn run_id_of(pid: u32) -> Option<String> {
 /// The file stays open and is read again from its start after every job
 /// (procfs makes its text afresh for a read at offset 0): opening it each
 /// time cost an open, a stat and a close per action, about 7 µs on a VM
-/// with costly kernel entries, against 1 µs for the read. A list that does
-/// not fit one read is read from a fresh open to its end, as before: reads
-/// of one shared descriptor at other offsets could cut a pid in two.
+/// with costly kernel entries, against 1 µs for the read. One read returns
+/// whole records ("pid ", at most 11 bytes) and stops before one that
+/// would overflow the kernel's one-page buffer, so a read is known to hold
+/// the whole list only when it left more room than a record takes
+/// ([`RECORD_ROOM`]); a longer list is read from a fresh open to its end,
+/// as before (reads of one shared descriptor at other offsets could cut a
+/// pid in two).
 fn main_thread_children() -> Vec<u32> {
+    main_thread_children_read().0
+}
+
+/// More room than one record of the children file takes: a read that left
+/// this much of its buffer unfilled reached the end of the list.
+const RECORD_ROOM: usize = 64;
+
+/// [`main_thread_children`], and whether the kept descriptor answered (not
+/// the fresh read of a long list).
+fn main_thread_children_read() -> (Vec<u32>, bool) {
     use std::os::unix::fs::FileExt as _;
     static PATH: LazyLock<String> = LazyLock::new(|| {
         let pid = std::process::id();
@@ -196,19 +210,22 @@ fn main_thread_children() -> Vec<u32> {
     let whole = FILE.as_ref().and_then(|file| {
         loop {
             match file.read_at(&mut buffer, 0) {
-                Ok(count) if count < buffer.len() => break Some(count),
+                Ok(count) if count + RECORD_ROOM <= buffer.len() => break Some(count),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 _ => break None,
             }
         }
     });
+    let kept = whole.is_some();
     let text = match whole {
         Some(count) => String::from_utf8_lossy(&buffer[..count]).into_owned(),
         None => std::fs::read_to_string(&*PATH).unwrap_or_default(),
     };
-    text.split_whitespace()
+    let pids = text
+        .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
-        .collect()
+        .collect();
+    (pids, kept)
 }
 
 /// Waits for (reaps) a child of cairn.
@@ -462,32 +479,82 @@ mod tests {
         assert!(matches!(me.state, b'R' | b'S'));
     }
 
+    /// Orphans of `count` background sleeps, re-parented to this process
+    /// (a subreaper): their pids.
+    fn orphans(count: usize) -> Vec<u32> {
+        become_subreaper();
+        let script =
+            format!("for i in $(seq {count}); do sleep 60 >/dev/null 2>&1 & echo $!; done");
+        let output = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|pid| pid.parse().unwrap())
+            .collect()
+    }
+
+    fn kill_and_reap(pids: &[u32]) {
+        for &pid in pids {
+            signal_process(pid, libc::SIGKILL);
+            reap(pid);
+        }
+    }
+
     /// The kept descriptor of the main thread's children is read afresh
     /// each time: an orphan re-parented to cairn appears, and is gone once
     /// reaped.
     #[test]
     fn the_main_threads_children_are_read_afresh() {
-        become_subreaper();
-        let before = main_thread_children();
-        let output = std::process::Command::new("sh")
-            .args(["-c", "sleep 60 >/dev/null 2>&1 & echo $!"])
-            .output()
-            .unwrap();
-        let orphan: u32 = String::from_utf8(output.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let _alone = CHILDREN_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, kept) = main_thread_children_read();
+        assert!(kept, "the kept descriptor did not answer");
+        let orphan = orphans(1);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !main_thread_children().contains(&orphan) {
-            assert!(Instant::now() < deadline, "{orphan} never listed");
+        while !main_thread_children().contains(&orphan[0]) {
+            assert!(Instant::now() < deadline, "{orphan:?} never listed");
             std::thread::sleep(Duration::from_millis(5));
         }
-        signal_process(orphan, libc::SIGKILL);
-        reap(orphan);
-        assert!(!main_thread_children().contains(&orphan));
-        assert!(!before.contains(&orphan));
+        kill_and_reap(&orphan);
+        assert!(!main_thread_children().contains(&orphan[0]));
     }
+
+    /// A list longer than one read of the kept descriptor is read whole
+    /// (1,200 pids of 4 or more digits and a space: over 4 KiB).
+    #[test]
+    fn a_long_list_of_children_is_read_whole() {
+        let _alone = CHILDREN_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let orphans = orphans(1200);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (listed, kept) = loop {
+            let (listed, kept) = main_thread_children_read();
+            if orphans.iter().all(|pid| listed.contains(pid)) {
+                break (listed, kept);
+            }
+            if Instant::now() > deadline {
+                kill_and_reap(&orphans);
+                panic!(
+                    "{} of {} orphans listed",
+                    orphans.iter().filter(|pid| listed.contains(pid)).count(),
+                    orphans.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        kill_and_reap(&orphans);
+        let text_length: usize = listed.iter().map(|pid| pid.to_string().len() + 1).sum();
+        assert!(text_length > 4096, "the list is only {text_length} bytes");
+        assert!(!kept, "a list of {} pids came from one read", listed.len());
+    }
+
+    /// The tests that make orphans of this process, one at a time.
+    static CHILDREN_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn unique_ids_differ() {
