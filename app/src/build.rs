@@ -470,22 +470,23 @@ fn dry_run_presumed(
         .filter_map(|(action, _)| action.config.outputs.first().cloned())
         .collect();
     let concerned = keys.iter().filter(|key| key.is_none()).count();
-    let evaluated = workspace.plan(&refs).and_then(|own| {
-        let verdicts =
-            workspace.read_context(|context| evaluate(context, &own).map_err(AppError::from))?;
-        Ok((own, verdicts))
-    });
-    let (own, evaluated) = match evaluated {
-        Ok(evaluated) => evaluated,
+    // Whether they agree with the kept plan before any is evaluated.
+    let (own, kept) = match crate::uptodate::plan_agreeing(workspace, &plan, &refs, "dry run") {
+        Ok(Some(agreeing)) => agreeing,
+        Ok(None) => return Ok(None),
         Err(error) => {
             tracing::debug!("dry run: the concerned actions' plan failed: {error}");
             return Ok(None);
         }
     };
-    let Some(kept) = crate::uptodate::agrees_with_kept(&plan, &own) else {
-        tracing::debug!("dry run: the concerned actions planned again differ from the kept plan");
-        return Ok(None);
-    };
+    let evaluated =
+        match workspace.read_context(|context| evaluate(context, &own).map_err(AppError::from)) {
+            Ok(evaluated) => evaluated,
+            Err(error) => {
+                tracing::debug!("dry run: the concerned actions' evaluation failed: {error}");
+                return Ok(None);
+            }
+        };
     for (verdict, index) in evaluated.into_iter().zip(kept) {
         match keys[index] {
             // Upstream of what is concerned: presumed, as the build takes

@@ -358,14 +358,16 @@ pub fn snapshot_states(
 /// ([`crate::uptodate::confirmed_for`]: the same graph, code and passed
 /// environment, the log still ending with the snapshot's last event or a
 /// failed build's after it, every observed path as it was), but for at most
-/// 1,024 changed paths (as a build does not presume actions past that), and no build is running. Every action that build plans
-/// was then current (but for what a failed build since left to check), and every partition a job produces among `refs` is
-/// one of its outputs (planning is deterministic). With no path changed,
-/// each is built and a source a source. With changed paths, the kept plan
-/// says which actions they concern (`presume`, as a build with a changed
-/// input takes the others as current): the partitions of those and of
-/// everything downstream get the full status's state (planned and
-/// evaluated with their upstream alone), the others are built. At 10⁶
+/// 1,024 changed paths (as a build does not presume actions past that), and
+/// no build is running. Every action that build plans was then current (but
+/// for what a failed build since left to check), and every partition a job
+/// produces among `refs` is one of its outputs (planning is deterministic).
+/// With no path changed, each is built and a source a source. With changed
+/// paths, the kept plan says which actions they concern (`presume`, as a
+/// build with a changed input takes the others as current): the partitions
+/// of those and of everything downstream get the full status's state
+/// (planned and evaluated with their upstream alone, if that plan agrees
+/// with the kept one: `plan_agreeing`), the others are built. At 10⁶
 /// partitions this is one stat per path the snapshot records instead of
 /// planning and evaluating everything (docs/web.md).
 fn from_snapshot(
@@ -445,13 +447,12 @@ fn from_snapshot(
     }
     let partitions: Vec<PartitionRef> = checked.iter().map(|&at| states[at].0.clone()).collect();
     let started = std::time::Instant::now();
-    let own = workspace.plan(&partitions)?;
     // Planned again for these partitions alone, a configure may answer
     // otherwise than for the kept plan's build: then the full status.
-    if crate::uptodate::agrees_with_kept(&plan, &own).is_none() {
-        tracing::debug!("states: the concerned partitions planned again differ from the kept plan");
+    let Some((own, _)) = crate::uptodate::plan_agreeing(workspace, &plan, &partitions, "states")?
+    else {
         return Ok(None);
-    }
+    };
     drop(plan);
     let rows = rows_of_plan(workspace, &own, Keys::Needed, started)?;
     if rows.len() != checked.len() {

@@ -518,6 +518,26 @@ pub fn agrees_with_kept(kept: &Plan, own: &Plan) -> Option<Vec<usize>> {
         .collect()
 }
 
+/// `refs` (the first outputs of the actions a change concerns) planned
+/// again with their upstream, and by index of that plan its action's
+/// index in `kept` ([`agrees_with_kept`]); `None`, said at `-vv` after
+/// `for_what`, where they disagree (the caller takes the full path).
+pub fn plan_agreeing(
+    workspace: &Workspace,
+    kept: &Plan,
+    refs: &[cairn_engine::refs::PartitionRef],
+    for_what: &str,
+) -> Result<Option<(Plan, Vec<usize>)>, AppError> {
+    let own = workspace.plan(refs)?;
+    let Some(at) = agrees_with_kept(kept, &own) else {
+        tracing::debug!(
+            "{for_what}: the concerned actions planned again differ from the kept plan"
+        );
+        return Ok(None);
+    };
+    Ok(Some((own, at)))
+}
+
 /// The snapshot of `cairn build` of any of `requested`, if it confirms, as
 /// [`try_dry`] does, that every action that build would plan is current
 /// (but for what a failed build since left to check) and that nothing it
