@@ -326,12 +326,12 @@ pub fn keep_answer(
     body: &[u8],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut bytes = Vec::with_capacity(KEPT_MAGIC.len() + 64 + body.len());
-    bytes.extend_from_slice(KEPT_MAGIC);
-    bytes.extend_from_slice(&stamp.0);
-    bytes.extend_from_slice(&ContentDigest::of(body).0);
-    bytes.extend_from_slice(body);
-    cairn_engine::config::write_cache_file(&kept_file(dir, dataset), &bytes)
+    cairn_engine::config::write_sealed_cache_file(
+        &kept_file(dir, dataset),
+        KEPT_MAGIC,
+        &stamp.0,
+        body,
+    )
 }
 
 /// `dataset`'s answer kept in `dir` under `stamp`, if its file is there,
@@ -339,12 +339,8 @@ pub fn keep_answer(
 /// is a miss (the answer is computed as if nothing were kept).
 pub fn kept_answer(dir: &Path, dataset: &str, stamp: &ContentDigest) -> Option<Bytes> {
     let bytes = std::fs::read(kept_file(dir, dataset)).ok()?;
-    let rest = bytes.strip_prefix(KEPT_MAGIC.as_slice())?;
-    if rest.len() < 64 || rest[..32] != stamp.0 {
-        return None;
-    }
-    let body = &rest[64..];
-    (rest[32..64] == ContentDigest::of(body).0).then(|| Bytes::copy_from_slice(body))
+    let (kept_stamp, body) = cairn_engine::config::unseal(&bytes, KEPT_MAGIC, 32).ok()?;
+    (kept_stamp == stamp.0).then(|| Bytes::copy_from_slice(body))
 }
 
 #[cfg(test)]

@@ -223,11 +223,7 @@ impl Store {
         let path = self.dir.join(RECHECK_FILE);
         let body = postcard::to_allocvec(recheck)
             .map_err(|error| StoreError::io(&path, std::io::Error::other(error.to_string())))?;
-        let mut bytes = Vec::with_capacity(RECHECK_MAGIC.len() + 32 + body.len());
-        bytes.extend_from_slice(RECHECK_MAGIC);
-        bytes.extend_from_slice(&ContentDigest::of(&body).0);
-        bytes.extend_from_slice(&body);
-        cairn_engine::config::write_cache_file(&path, &bytes)
+        cairn_engine::config::write_sealed_cache_file(&path, RECHECK_MAGIC, &[], &body)
             .map_err(|error| StoreError::io(&path, error))
     }
 
@@ -919,6 +915,7 @@ pub fn check_recheck(dir: &Path) -> CacheCheck {
 /// The recheck list at `path`: `None` if there is no file, `Err` why a
 /// file is not one.
 fn read_recheck_at(path: &Path) -> Result<Option<Recheck>, String> {
+    use cairn_engine::config::Unsealed;
     use std::io::Read;
     let file = match cairn_engine::config::open_cache_file(path) {
         Ok(file) => file,
@@ -929,14 +926,15 @@ fn read_recheck_at(path: &Path) -> Result<Option<Recheck>, String> {
     file.take(RECHECK_AT_MOST)
         .read_to_end(&mut bytes)
         .map_err(|error| format!("unreadable: {error}"))?;
-    let head = RECHECK_MAGIC.len() + 32;
-    if bytes.len() < head || bytes[..RECHECK_MAGIC.len()] != RECHECK_MAGIC[..] {
-        return Err("not a recheck list (another magic, or cut short)".into());
-    }
-    let body = &bytes[head..];
-    if ContentDigest::of(body).0[..] != bytes[RECHECK_MAGIC.len()..head] {
-        return Err("its body does not match its digest (altered or cut short)".into());
-    }
+    let body = match cairn_engine::config::unseal(&bytes, RECHECK_MAGIC, 0) {
+        Ok((_, body)) => body,
+        Err(Unsealed::OtherMagic) => {
+            return Err("not a recheck list (another magic, or cut short)".into());
+        }
+        Err(Unsealed::Altered) => {
+            return Err("its body does not match its digest (altered or cut short)".into());
+        }
+    };
     let recheck: Recheck =
         postcard::from_bytes(body).map_err(|error| format!("undecodable: {error}"))?;
     if !recheck.actions.is_sorted() {

@@ -670,6 +670,52 @@ pub fn write_cache_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result
         })
 }
 
+/// Writes the sealed cache file `path` ([`write_cache_file`]): `magic`,
+/// the caller's fixed-length `header`, blake3 of `body`, then `body`.
+/// [`unseal`] reads it back.
+pub fn write_sealed_cache_file(
+    path: &std::path::Path,
+    magic: &[u8],
+    header: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(magic.len() + header.len() + 32 + body.len());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&crate::digest::ContentDigest::of(body).0);
+    bytes.extend_from_slice(body);
+    write_cache_file(path, &bytes)
+}
+
+/// Why the bytes of a sealed cache file are not believed ([`unseal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsealed {
+    /// Another magic, or shorter than the magic, header and digest.
+    OtherMagic,
+    /// The body does not match its digest (altered or cut short).
+    Altered,
+}
+
+/// The header (`header_len` bytes) and the body of a file that
+/// [`write_sealed_cache_file`] wrote with `magic`, if its body matches its
+/// digest.
+pub fn unseal<'b>(
+    bytes: &'b [u8],
+    magic: &[u8],
+    header_len: usize,
+) -> Result<(&'b [u8], &'b [u8]), Unsealed> {
+    let rest = bytes.strip_prefix(magic).ok_or(Unsealed::OtherMagic)?;
+    if rest.len() < header_len + 32 {
+        return Err(Unsealed::OtherMagic);
+    }
+    let (header, rest) = rest.split_at(header_len);
+    let (digest, body) = rest.split_at(32);
+    if crate::digest::ContentDigest::of(body).0[..] != *digest {
+        return Err(Unsealed::Altered);
+    }
+    Ok((header, body))
+}
+
 /// Reads a whole cache file ([`open_cache_file`]).
 fn read_cache_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -863,6 +909,42 @@ impl CachingConfigurer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sealed file gives back its header and body; another magic, any
+    /// cut and any altered byte are refused, as what they are.
+    #[test]
+    fn a_sealed_cache_file_is_believed_only_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealed");
+        write_sealed_cache_file(&path, b"magic\n", b"head", b"the body").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            unseal(&bytes, b"magic\n", 4),
+            Ok((&b"head"[..], &b"the body"[..]))
+        );
+        assert_eq!(unseal(&bytes, b"other\n", 4), Err(Unsealed::OtherMagic));
+        for cut in 0..bytes.len() {
+            let expected = if cut < 6 + 4 + 32 {
+                Unsealed::OtherMagic
+            } else {
+                Unsealed::Altered
+            };
+            assert_eq!(
+                unseal(&bytes[..cut], b"magic\n", 4),
+                Err(expected),
+                "cut at {cut}"
+            );
+        }
+        for at in 6 + 4..bytes.len() {
+            let mut altered = bytes.clone();
+            altered[at] ^= 1;
+            assert_eq!(
+                unseal(&altered, b"magic\n", 4),
+                Err(Unsealed::Altered),
+                "byte {at}"
+            );
+        }
+    }
 
     /// Whatever the order of the lookups (in runs, backwards, absent
     /// refs between them), a known ref is found where the binary search
